@@ -1,0 +1,382 @@
+"""Statistics of trajectories of the damped map (3.2): errors, autocorrelation, temperature, normality.
+
+All functions take plain arrays; :func:`equilibrium_summary` takes any object with the fields of
+``bayescg.simulate.SimulationResult`` (duck typing).  Conventions:
+
+* batch means: a series of length n is cut into B contiguous batches; the spread of the batch means
+  estimates the standard error of the mean of an autocorrelated series;
+* integrated autocorrelation time (IAT) ``tau = 1 + 2 sum_{t>=1} rho_t`` by Geyer's initial monotone
+  sequence estimator, pooled over walkers; the effective sample size is ``n / tau``;
+* kinetic inverse temperature (3.5): ``beta_hat = 1 / var(p)`` in 1D and ``beta_hat = d / Tr Cov(p)``
+  for d >= 2 (equal to 1/var for d = 1; after the stage-2 calibration Cov(p) = I / beta);
+* configurational inverse temperature: ``beta_conf = E[Lap U] / E[|grad U|^2]`` (integration by parts
+  under exp(-beta U) gives E[|grad U|^2] = E[Lap U] / beta).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import numpy as np
+from scipy import stats as _st
+
+from .errors import InputError
+
+__all__ = [
+    "batch_means", "batch_means_se", "autocorrelation", "integrated_autocorrelation_time",
+    "pooled_iat", "thinning_stride", "beta_from_momenta", "beta_from_second_moments",
+    "normality_univariate", "mardia_test", "henze_zirkler_test", "normality_test",
+    "configurational_beta", "EquilibriumSummary", "equilibrium_summary",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# batch means
+# --------------------------------------------------------------------------------------------------
+def batch_means(x, n_batches: int = 20) -> np.ndarray:
+    """Means of ``n_batches`` contiguous batches of ``x`` along axis 0.
+
+    x: (n, ...) -> (B, ...).  Trailing ``n mod B`` samples are dropped (from the start, so the most
+    equilibrated end is kept).
+    """
+    x = np.asarray(x, dtype=float)
+    if x.ndim == 0 or x.shape[0] < 2 * n_batches or n_batches < 2:
+        raise InputError(f"batch means need at least {2 * max(n_batches, 2)} samples, got {x.shape[:1]}")
+    m = x.shape[0] // n_batches
+    x = x[x.shape[0] - m * n_batches:]
+    return x.reshape((n_batches, m) + x.shape[1:]).mean(axis=1)
+
+
+def batch_means_se(batches) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard error from batch means ``batches`` (B, ...): se = sd(batches) / sqrt(B)."""
+    b = np.asarray(batches, dtype=float)
+    if b.shape[0] < 2:
+        raise InputError("need at least 2 batches for a standard error")
+    return b.mean(axis=0), b.std(axis=0, ddof=1) / math.sqrt(b.shape[0])
+
+
+# --------------------------------------------------------------------------------------------------
+# autocorrelation
+# --------------------------------------------------------------------------------------------------
+def _autocov(x: np.ndarray, mean: float) -> np.ndarray:
+    """Biased autocovariance c_t = (1/n) sum_{s} (x_s - m)(x_{s+t} - m), t = 0..n-1, by FFT."""
+    n = x.size
+    y = x - mean
+    nfft = 1 << (2 * n - 1).bit_length()
+    f = np.fft.rfft(y, nfft)
+    return np.fft.irfft(f * np.conj(f), nfft)[:n] / n
+
+
+def autocorrelation(x) -> np.ndarray:
+    """Normalised autocorrelation rho_t of a 1D series x (n,), t = 0..n-1."""
+    x = np.asarray(x, dtype=float).ravel()
+    c = _autocov(x, x.mean())
+    return c / c[0] if c[0] > 0 else np.zeros_like(c)
+
+
+def integrated_autocorrelation_time(chains) -> float:
+    """Integrated autocorrelation time tau = 1 + 2 sum rho_t (in units of the sampling interval).
+
+    chains: (n,) or a list of 1D arrays (one per walker, lengths may differ).  Autocovariances are
+    computed around the pooled mean, averaged over walkers weighted by length, and summed with
+    Geyer's initial monotone sequence: pair sums Gamma_k = rho_{2k} + rho_{2k+1} are kept while
+    positive and forced non-increasing (Geyer 1992).  A constant series gives tau = 1.
+    """
+    if isinstance(chains, np.ndarray) and chains.ndim == 1:
+        chains = [chains]
+    chains = [np.asarray(c, dtype=float).ravel() for c in chains if np.size(c) >= 4]
+    if not chains:
+        raise InputError("integrated autocorrelation time needs a series of at least 4 samples")
+    mean = np.concatenate(chains).mean()
+    nmax = max(c.size for c in chains)
+    acc = np.zeros(nmax)
+    weight = np.zeros(nmax)
+    for c in chains:
+        a = _autocov(c, mean)
+        acc[: c.size] += a * c.size
+        weight[: c.size] += c.size
+    cov = acc / np.maximum(weight, 1)
+    if cov[0] <= 0:
+        return 1.0
+    rho = cov / cov[0]
+    # Geyer initial monotone sequence
+    npairs = (nmax - 1) // 2
+    tau = -1.0
+    prev = np.inf
+    for k in range(npairs):
+        g = rho[2 * k] + rho[2 * k + 1]
+        if g <= 0:
+            break
+        g = min(g, prev)
+        prev = g
+        tau += 2.0 * g
+    return float(max(tau, 1.0 / nmax))
+
+
+def pooled_iat(samples, walker=None) -> float:
+    """Largest IAT over the columns of samples (n, d) [or (n,)], pooled over walkers (``walker`` (n,))."""
+    x = np.asarray(samples, dtype=float)
+    if x.ndim == 1:
+        x = x[:, None]
+    if walker is None:
+        walker = np.zeros(x.shape[0], dtype=int)
+    walker = np.asarray(walker)
+    ids = np.unique(walker)
+    taus = []
+    for j in range(x.shape[1]):
+        taus.append(integrated_autocorrelation_time([x[walker == w, j] for w in ids]))
+    return float(max(taus))
+
+
+def thinning_stride(tau: float) -> int:
+    """Stride that makes thinned samples nearly independent: ceil(tau) (tau = IAT in samples)."""
+    if not np.isfinite(tau) or tau <= 0:
+        raise InputError(f"IAT must be positive and finite, got {tau}")
+    return max(1, int(math.ceil(tau)))
+
+
+def _thin(x, walker, stride):
+    if walker is None:
+        return x[::stride]
+    parts = [x[walker == w][::stride] for w in np.unique(walker)]
+    return np.concatenate(parts, axis=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# temperature
+# --------------------------------------------------------------------------------------------------
+def beta_from_momenta(p, walker=None, n_batches: int = 20) -> tuple[float, float]:
+    """Kinetic inverse temperature (3.5) and its standard error from momenta p (n,) or (n, d).
+
+    beta_hat = d / Tr Cov(p).  The se follows from the delta method, se(beta) = beta^2 se(v) / d with
+    v = Tr Cov(p), se(v) from batch means of |p - mean|^2 (contiguous batches per walker, pooled).
+    """
+    p = np.asarray(p, dtype=float)
+    if p.ndim == 1:
+        p = p[:, None]
+    d = p.shape[1]
+    sq = ((p - p.mean(axis=0)) ** 2).sum(axis=1)
+    v = sq.mean() * p.shape[0] / max(p.shape[0] - 1, 1)
+    if v <= 0:
+        raise InputError("momenta have zero variance (all walkers trapped?)")
+    if walker is None:
+        b = batch_means(sq, n_batches)
+    else:
+        walker = np.asarray(walker)
+        b = np.concatenate([batch_means(sq[walker == w], max(2, n_batches // len(np.unique(walker))))
+                            for w in np.unique(walker)])
+    _, se_v = batch_means_se(b)
+    beta = d / v
+    return float(beta), float(beta ** 2 * se_v / d)
+
+
+def beta_from_second_moments(second_moment_batches, mean=None) -> tuple[float, float]:
+    """beta_hat = d / Tr(E[p p^T] - m m^T) and se from batch means of p p^T (B, d, d)."""
+    b = np.asarray(second_moment_batches, dtype=float)
+    d = b.shape[-1]
+    tr = np.trace(b, axis1=-2, axis2=-1)
+    m2 = 0.0 if mean is None else float(np.dot(mean, mean))
+    v_mean, v_se = batch_means_se(tr)
+    v = float(v_mean) - m2
+    if v <= 0:
+        raise InputError("momentum second moment is not positive")
+    beta = d / v
+    return beta, float(beta ** 2 * v_se / d)
+
+
+def configurational_beta(q, gradient: Callable, laplacian: Callable | None = None,
+                         h: float = 1e-4) -> tuple[float, float]:
+    """Configurational inverse temperature beta_conf = E[Lap U] / E[|grad U|^2] and its se.
+
+    q: (n, d) or (n,) samples (nearly independent: thin first).  gradient(q (n, d)) -> (n, d);
+    laplacian(q) -> (n,) or, if None, by central differences of the gradient with step h.
+    The se is from the delta method for a ratio of means of independent-sample averages.
+    """
+    q = np.asarray(q, dtype=float)
+    if q.ndim == 1:
+        q = q[:, None]
+    g = np.asarray(gradient(q), dtype=float).reshape(q.shape)
+    if laplacian is None:
+        lap = np.zeros(q.shape[0])
+        for j in range(q.shape[1]):
+            e = np.zeros(q.shape[1])
+            e[j] = h
+            lap += (np.asarray(gradient(q + e)).reshape(q.shape)[:, j]
+                    - np.asarray(gradient(q - e)).reshape(q.shape)[:, j]) / (2 * h)
+    else:
+        lap = np.asarray(laplacian(q), dtype=float).ravel()
+    g2 = (g ** 2).sum(axis=1)
+    a, b = lap.mean(), g2.mean()
+    if b <= 0:
+        raise InputError("E|grad U|^2 is zero: configurational temperature undefined")
+    n = q.shape[0]
+    cov = np.cov(np.vstack([lap, g2])) / n
+    r = a / b
+    var = (cov[0, 0] - 2 * r * cov[0, 1] + r * r * cov[1, 1]) / b ** 2
+    return float(r), float(math.sqrt(max(var, 0.0)))
+
+
+# --------------------------------------------------------------------------------------------------
+# normality
+# --------------------------------------------------------------------------------------------------
+def normality_univariate(x) -> tuple[float, float]:
+    """D'Agostino-Pearson K^2 test of a 1D sample (n >= 20): (statistic, p-value)."""
+    x = np.asarray(x, dtype=float).ravel()
+    if x.size < 20:
+        raise InputError(f"normality test needs at least 20 samples, got {x.size}")
+    r = _st.normaltest(x)
+    return float(r.statistic), float(r.pvalue)
+
+
+def _standardize(x):
+    x = np.asarray(x, dtype=float)
+    if x.ndim == 1:
+        x = x[:, None]
+    n, d = x.shape
+    if n < d + 2:
+        raise InputError(f"need more than {d + 1} samples for a {d}-dimensional normality test")
+    xc = x - x.mean(axis=0)
+    s = xc.T @ xc / n  # MLE covariance (Mardia 1970; Henze & Zirkler 1990)
+    try:
+        ch = np.linalg.cholesky(s)
+    except np.linalg.LinAlgError:
+        raise InputError("sample covariance is singular: normality test undefined") from None
+    return np.linalg.solve(ch, xc.T).T  # rows y_j with y_j^T y_k = (x_j-m)^T S^-1 (x_k-m)
+
+
+def mardia_test(x) -> dict:
+    """Mardia's multivariate skewness and kurtosis tests (Mardia 1970).
+
+    x: (n, d).  b1 = (1/n^2) sum_{jk} g_jk^3, n b1 / 6 ~ chi2(d(d+1)(d+2)/6);
+    b2 = (1/n) sum_j g_jj^2, (b2 - d(d+2)) / sqrt(8 d (d+2) / n) ~ N(0, 1);  g_jk = y_j . y_k.
+    Returns dict(skewness=b1, kurtosis=b2, p_skewness, p_kurtosis, statistic, pvalue) where the
+    combined p-value is the Bonferroni min(1, 2 min(p_skew, p_kurt)).
+    """
+    y = _standardize(x)
+    n, d = y.shape
+    b1 = 0.0
+    for i in range(0, n, 1024):  # chunks keep memory at O(1024 n)
+        b1 += float(((y[i:i + 1024] @ y.T) ** 3).sum())
+    b1 /= n * n
+    b2 = float(((y * y).sum(axis=1) ** 2).mean())
+    dfree = d * (d + 1) * (d + 2) / 6
+    p_skew = float(_st.chi2.sf(n * b1 / 6, dfree))
+    zk = (b2 - d * (d + 2)) / math.sqrt(8 * d * (d + 2) / n)
+    p_kurt = float(2 * _st.norm.sf(abs(zk)))
+    return dict(skewness=b1, kurtosis=b2, p_skewness=p_skew, p_kurtosis=p_kurt,
+                statistic=float(n * b1 / 6), pvalue=min(1.0, 2 * min(p_skew, p_kurt)))
+
+
+def henze_zirkler_test(x) -> tuple[float, float]:
+    """Henze-Zirkler test of multivariate normality (Henze & Zirkler 1990): (HZ, p-value).
+
+    HZ = (1/n) sum_{jk} e^{-b^2 D_jk/2} - 2 (1+b^2)^{-d/2} sum_j e^{-b^2 D_j / (2(1+b^2))}
+         + n (1+2b^2)^{-d/2},  D_jk = |y_j - y_k|^2, D_j = |y_j|^2,
+    b = ((2d+1) n / 4)^{1/(d+4)} / sqrt(2); HZ is n times the N(0, b^2 I)-weighted L2 distance of the
+    empirical characteristic function of the standardized data to exp(-|t|^2/2).  The p-value uses the
+    log-normal approximation of the null law with the exact first two moments.
+    """
+    y = _standardize(x)
+    n, d = y.shape
+    b = ((2 * d + 1) * n / 4) ** (1 / (d + 4)) / math.sqrt(2)
+    b2 = b * b
+    nrm = (y * y).sum(axis=1)
+    s = 0.0
+    for i in range(0, n, 1024):
+        dij = nrm[i:i + 1024, None] + nrm[None, :] - 2 * y[i:i + 1024] @ y.T
+        s += float(np.exp(-0.5 * b2 * np.maximum(dij, 0.0)).sum())
+    hz = (s / n - 2 * (1 + b2) ** (-d / 2) * np.exp(-b2 * nrm / (2 * (1 + b2))).sum()
+          + n * (1 + 2 * b2) ** (-d / 2))
+    a = 1 + 2 * b2
+    w = (1 + b2) * (1 + 3 * b2)
+    b4, b8 = b2 * b2, b2 ** 4
+    mu = 1 - a ** (-d / 2) * (1 + d * b2 / a + d * (d + 2) * b4 / (2 * a * a))
+    si2 = (2 * (1 + 4 * b2) ** (-d / 2)
+           + 2 * a ** (-d) * (1 + 2 * d * b4 / a ** 2 + 3 * d * (d + 2) * b8 / (4 * a ** 4))
+           - 4 * w ** (-d / 2) * (1 + 3 * d * b4 / (2 * w) + d * (d + 2) * b8 / (2 * w * w)))
+    pmu = math.log(math.sqrt(mu ** 4 / (si2 + mu ** 2)))
+    psi = math.sqrt(math.log((si2 + mu ** 2) / mu ** 2))
+    p = float(_st.lognorm.sf(hz, psi, scale=math.exp(pmu)))
+    return float(hz), p
+
+
+def normality_test(p, max_points: int = 5000, seed: int = 0) -> dict:
+    """Normality test of (decorrelated) momenta p (n,) or (n, d) -> {statistic, pvalue, test}.
+
+    d = 1: D'Agostino-Pearson; d >= 2: Henze-Zirkler (at most 2000 points, O(n^2)).  If there are more
+    points than allowed, a random subset (fixed seed) is used.
+    """
+    p = np.asarray(p, dtype=float)
+    if p.ndim == 2 and p.shape[1] == 1:
+        p = p[:, 0]
+    cap = max_points if p.ndim == 1 else min(max_points, 2000)
+    if p.shape[0] > cap:
+        idx = np.sort(np.random.default_rng(seed).choice(p.shape[0], cap, replace=False))
+        p = p[idx]
+    if p.ndim == 1:
+        s, pv = normality_univariate(p)
+        return dict(statistic=s, pvalue=pv, test="dagostino-pearson", n=int(p.size))
+    s, pv = henze_zirkler_test(p)
+    return dict(statistic=s, pvalue=pv, test="henze-zirkler", n=int(p.shape[0]))
+
+
+# --------------------------------------------------------------------------------------------------
+# summary of a simulation
+# --------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class EquilibriumSummary:
+    """Equilibrium statistics of one simulation (see :func:`equilibrium_summary`).
+
+    iat: integrated autocorrelation time in stored samples (max over q and p components);
+    iat_steps: the same in integrator steps (iat * sample_stride; an upper bound when iat ~ 1);
+    n_eff: effective number of independent stored samples = n / iat;
+    n_eff_factor: n_eff / (number of histogram counts), the tempering factor of the histogram likelihood.
+    """
+
+    beta_hat: float
+    beta_hat_se: float
+    normality: dict
+    iat: float
+    iat_steps: float
+    n_eff: float
+    n_eff_factor: float
+    stride: int
+    n_samples: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def equilibrium_summary(sim, max_points: int = 5000) -> EquilibriumSummary:
+    """beta_hat (3.5), normality of p on IAT-thinned samples, IAT and effective sample size of ``sim``.
+
+    ``sim`` needs samples_q (n, d), samples_p (n, d), sample_walker (n,), sample_stride and
+    optionally beta_hat / beta_hat_se (used when present: computed over all steps by the simulator),
+    hist_counts.
+    """
+    q = np.asarray(sim.samples_q, dtype=float)
+    p = np.asarray(sim.samples_p, dtype=float)
+    if q.ndim == 1:
+        q, p = q[:, None], p[:, None]
+    walker = np.asarray(getattr(sim, "sample_walker", np.zeros(q.shape[0], dtype=int)))
+    if q.shape[0] < 40:
+        raise InputError(f"only {q.shape[0]} stored samples: too few for equilibrium statistics")
+    tau = max(pooled_iat(q, walker), pooled_iat(p, walker))
+    stride = thinning_stride(tau)
+    n_eff = q.shape[0] / tau
+    beta = getattr(sim, "beta_hat", None)
+    beta_se = getattr(sim, "beta_hat_se", None)
+    if beta is None or not np.isfinite(beta):
+        beta, beta_se = beta_from_momenta(p, walker)
+    pt = _thin(p, walker, stride)
+    if pt.shape[0] < 20:  # strongly correlated: fall back to all points, the p-value is then optimistic
+        pt = p
+    norm = normality_test(pt, max_points=max_points)
+    counts = getattr(sim, "hist_counts", None)
+    total = float(np.sum(counts)) if counts is not None else float(q.shape[0])
+    factor = min(1.0, n_eff / total) if total > 0 else 1.0
+    return EquilibriumSummary(beta_hat=float(beta), beta_hat_se=float(beta_se), normality=norm,
+                              iat=float(tau), iat_steps=float(tau * getattr(sim, "sample_stride", 1)),
+                              n_eff=float(n_eff), n_eff_factor=float(factor), stride=stride,
+                              n_samples=int(q.shape[0]))
