@@ -1,0 +1,95 @@
+"""Command line: a thin layer over the Python API.
+
+Every command reads a TOML model file (``--set section.key=value`` overrides), writes its
+outputs atomically into ``--out DIR`` (default ``out/<model name>``) and maps errors to
+exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 130 interrupted
+(checkpoint kept; rerun with ``--resume``), 1 any other failure.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from .errors import BayescgError, InputError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse prints usage + message by default)
+        raise InputError(f"{self.prog}: {message}")
+
+
+def _add_common(p, resume=True):
+    p.add_argument("model", help="TOML model file")
+    p.add_argument("--out", default=None, help="output folder (default: out/<model name>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a model-file key, e.g. --set simulation.steps=1e7 (repeatable)")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs in --out")
+    if resume:
+        p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="dask.distributed scheduler address for independent runs (default: local processes)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="bayescg", description="Bayesian coarse-graining toolkit")
+    parser.add_argument("--version", action="version", version=f"bayescg {__import__('bayescg').__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    _add_common(sub.add_parser("simulate", help="run the damped integrator (3.2); writes simulation.json"))
+    _add_common(sub.add_parser("learn", help="learn U_k with its posterior; writes result.json, posterior.nc, report.html"))
+    p = sub.add_parser("scales", help="scan step sizes for scales (Remark 3.2); writes scales.json")
+    _add_common(p)
+    p.add_argument("--deltas", default=None, help="comma-separated step sizes (default: [scales] deltas)")
+    _add_common(sub.add_parser("noise", help="noise covariance and friction calibration (Theorem 3.1); writes noise.json"))
+    p = sub.add_parser("surrogate", help="surrogate Hamiltonian/Langevin runs against the full model; writes surrogate.json")
+    _add_common(p)
+    p.add_argument("--from", dest="from_dir", default=None, help="folder of an earlier `learn` output")
+    _add_common(sub.add_parser("ising", help="predictive coarse-graining of an Ising chain; writes ising.json"))
+    _add_common(sub.add_parser("run", help="run every stage the model file describes"))
+    return parser
+
+
+def _parse_deltas(text: str) -> list[float]:
+    try:
+        deltas = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--deltas: expected comma-separated numbers, got {text!r}") from None
+    if not deltas:
+        raise InputError("--deltas: no step sizes given")
+    bad = [d for d in deltas if not d > 0]
+    if bad:
+        raise InputError(f"--deltas: step sizes must be > 0, got {bad[0]}")
+    return deltas
+
+
+def main(argv: list[str] | None = None) -> int:
+    debug = bool(os.environ.get("BAYESCG_DEBUG"))
+    try:
+        args = build_parser().parse_args(argv)
+        if not args.command:
+            raise InputError("bayescg: no command given (try: bayescg --help)")
+        from . import commands
+
+        commands.dispatch(args)
+        return 0
+    except BayescgError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"bayescg: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bayescg: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not bad input: still one line unless debugging
+        if debug:
+            traceback.print_exc()
+        print(f"bayescg: internal error: {exc.__class__.__name__}: {exc} (set BAYESCG_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

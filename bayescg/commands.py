@@ -1,0 +1,203 @@
+"""What each CLI command does: load the model, call the Python API, write outputs.
+
+Kept separate from :mod:`bayescg.cli` so that argument parsing stays import-light (``bayescg
+--help`` does not load PyMC).
+"""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from .config import load_model
+from .errors import InputError
+from .io import prepare_output, read_json, run_metadata, write_json, write_netcdf
+from .runtime import RunControl
+
+OUTPUTS = {
+    "simulate": ["simulation.json"],
+    "learn": ["result.json", "posterior.nc", "report.html"],
+    "scales": ["scales.json"],
+    "noise": ["noise.json"],
+    "surrogate": ["surrogate.json"],
+    "ising": ["ising.json", "posterior.nc", "report.html"],
+}
+
+
+def _model(args):
+    return load_model(args.model, args.overrides)
+
+
+def _out(args, model, command) -> Path:
+    out = Path(args.out) if args.out else Path("out") / model.name
+    outputs = sum(OUTPUTS.values(), []) if command == "run" else OUTPUTS[command]
+    return prepare_output(out, outputs, force=args.force, resume=getattr(args, "resume", False))
+
+
+@contextmanager
+def _control(args, label):
+    with RunControl(label, progress=False if args.quiet else None) as ctl:
+        yield ctl
+
+
+def _executor(args):
+    from .executor import get_executor
+
+    return get_executor(args.scheduler)
+
+
+def _seed(model):
+    if model.simulation is not None:
+        return model.simulation.seed
+    if model.data is not None:
+        return model.data.seed
+    return None
+
+
+def _write(out: Path, name: str, result, model, command: str) -> dict:
+    payload = dict(result.to_dict())
+    payload["meta"] = run_metadata(model, command, _seed(model))
+    write_json(out / name, payload)
+    return payload
+
+
+def _say(text: str):
+    print(text, file=sys.stdout, flush=True)
+
+
+# --- commands --------------------------------------------------------------------------
+def cmd_simulate(args, model=None, out=None):
+    model = model or _model(args)
+    model.require("potential"), model.require("simulation")
+    out = out or _out(args, model, "simulate")
+    from .simulate import simulate_model
+
+    with _control(args, "simulate") as ctl:
+        res = simulate_model(model, checkpoint=out / "checkpoint-simulate.npz", resume=args.resume, control=ctl)
+    _write(out, "simulation.json", res, model, "simulate")
+    _say(f"simulate: {res.steps:.3g} steps in {res.seconds:.1f} s ({res.steps_per_second:.3g} steps/s), "
+         f"beta_hat = {res.beta_hat:.4g}, trapped {100 * res.trapped_fraction:.0f}% -> {out / 'simulation.json'}")
+    return res
+
+
+def cmd_scales(args, model=None, out=None):
+    model = model or _model(args)
+    model.require("potential"), model.require("simulation")
+    deltas = _parse_deltas_arg(args, model)
+    out = out or _out(args, model, "scales")
+    from .scales import scan_scales
+
+    with _control(args, "scales") as ctl, _executor(args) as ex:
+        res = scan_scales(model, deltas, executor=ex, control=ctl, workdir=out, resume=args.resume)
+    _write(out, "scales.json", res, model, "scales")
+    for row in res.rows:
+        _say(f"scales: delta {row['delta']:<8g} beta_hat {row['beta_hat'] if row['beta_hat'] is not None else float('nan'):.4g} "
+             f"p-value {row['normality_pvalue'] if row['normality_pvalue'] is not None else float('nan'):.3g} "
+             f"trapped {100 * row['trapped_fraction']:.0f}% scale_found={row['scale_found']}")
+    return res
+
+
+def _parse_deltas_arg(args, model):
+    from .cli import _parse_deltas
+
+    if getattr(args, "deltas", None):
+        return _parse_deltas(args.deltas)
+    if model.scales is not None and model.scales.deltas:
+        return list(model.scales.deltas)
+    raise InputError("scales: give --deltas D1,D2,... or a [scales] deltas list in the model file")
+
+
+def cmd_noise(args, model=None, out=None):
+    model = model or _model(args)
+    model.require("potential"), model.require("simulation")
+    out = out or _out(args, model, "noise")
+    from .pipeline import estimate_noise_model
+
+    with _control(args, "noise") as ctl, _executor(args) as ex:
+        res = estimate_noise_model(model, executor=ex, control=ctl)
+    _write(out, "noise.json", res, model, "noise")
+    _say(f"noise: Z = {res.to_dict()['noise_covariance']} -> {out / 'noise.json'}")
+    return res
+
+
+def cmd_learn(args, model=None, out=None):
+    model = model or _model(args)
+    model.require("potential"), model.require("simulation")
+    out = out or _out(args, model, "learn")
+    from .pipeline import learn_model
+
+    with _control(args, "learn") as ctl, _executor(args) as ex:
+        res = learn_model(model, workdir=out, resume=args.resume, control=ctl, executor=ex)
+    payload = _write(out, "result.json", res, model, "learn")
+    write_netcdf(out / "posterior.nc", res.to_inference_data())
+    _report(out, model, "learn", [("Effective potential", res)], payload["meta"])
+    rmse = payload.get("reference_rmse")
+    _say(f"learn: beta_hat = {payload['beta_hat']:.4g}, reference RMSE = {rmse if rmse is None else f'{rmse:.3g}'}, "
+         f"r_hat_max = {payload['diagnostics'].get('r_hat_max')} -> {out / 'result.json'}")
+    return res
+
+
+def cmd_surrogate(args, model=None, out=None, learned=None):
+    model = model or _model(args)
+    model.require("potential"), model.require("simulation")
+    out = out or _out(args, model, "surrogate")
+    from .surrogate import surrogate_model
+
+    if learned is None and getattr(args, "from_dir", None):
+        src = Path(args.from_dir)
+        learned = read_json(src / "result.json")
+    with _control(args, "surrogate") as ctl, _executor(args) as ex:
+        res = surrogate_model(model, learned=learned, control=ctl, executor=ex, workdir=out)
+    payload = _write(out, "surrogate.json", res, model, "surrogate")
+    _report(out, model, "surrogate", [("Surrogate dynamics", res)], payload["meta"], name="report-surrogate.html")
+    lg, hm = payload["langevin"], payload["hamiltonian"]
+    _say(f"surrogate: Langevin W1 {lg['equilibrium_w1']:.3g}, speedup {lg['speedup']:.3g}x; "
+         f"Hamiltonian phase error {hm['phase_portrait_error']:.3g}, speedup {hm['speedup']:.3g}x")
+    return res
+
+
+def cmd_ising(args, model=None, out=None):
+    model = model or _model(args)
+    model.require("fine")
+    out = out or _out(args, model, "ising")
+    from .ising.pipeline import run_model
+
+    with _control(args, "ising") as ctl, _executor(args) as ex:
+        res = run_model(model, control=ctl, executor=ex)
+    payload = _write(out, "ising.json", res, model, "ising")
+    write_netcdf(out / "posterior.nc", res.to_inference_data())
+    _report(out, model, "ising", [("Predictive coarse-graining", res)], payload["meta"])
+    _say(f"ising: methods {', '.join(payload.get('methods', {}))} -> {out / 'ising.json'}")
+    return res
+
+
+def cmd_run(args):
+    model = _model(args)
+    out = _out(args, model, "run")
+    if model.kind == "ising":
+        return cmd_ising(args, model, out)
+    learned = cmd_learn(args, model, out)
+    if model.scales is not None and model.scales.deltas:
+        args.deltas = None
+        cmd_scales(args, model, out)
+    if model.surrogate is not None:
+        cmd_surrogate(args, model, out, learned=learned)
+    return learned
+
+
+def _report(out: Path, model, command: str, sections, meta, name: str = "report.html"):
+    from .report import Report
+
+    rep = Report(f"bayescg {command}: {model.name}", meta)
+    for heading, res in sections:
+        summary = res.summary() if hasattr(res, "summary") else None
+        rep.add_result(heading, res, summary)
+    rep.write(out / name)
+
+
+COMMANDS = {"simulate": cmd_simulate, "learn": cmd_learn, "scales": cmd_scales, "noise": cmd_noise,
+            "surrogate": cmd_surrogate, "ising": cmd_ising, "run": cmd_run}
+
+
+def dispatch(args):
+    return COMMANDS[args.command](args)

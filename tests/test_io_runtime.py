@@ -1,0 +1,69 @@
+"""Atomic writes, output folders, run control and checkpoints."""
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from bayescg.errors import InputError, Interrupted
+from bayescg.io import atomic_write_text, dumps, prepare_output, read_json, run_metadata, write_json
+from bayescg.runtime import RunControl, load_checkpoint, save_checkpoint
+
+
+def test_json_encoding_handles_numpy_and_nonfinite():
+    s = dumps({"a": np.float32(1.5), "b": np.arange(3), "c": float("nan"), "d": np.bool_(True)})
+    assert json.loads(s) == {"a": 1.5, "b": [0, 1, 2], "c": None, "d": True}
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
+    p = tmp_path / "result.json"
+    write_json(p, {"x": 1})
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        atomic_write_text(p, "partial")
+    assert read_json(p) == {"x": 1}
+    assert [f.name for f in tmp_path.iterdir()] == ["result.json"]  # temp file cleaned up
+
+
+def test_prepare_output_refuses_overwrite_without_force(tmp_path):
+    out = prepare_output(tmp_path / "o", ["result.json"])
+    (out / "result.json").write_text("{}")
+    with pytest.raises(InputError, match="--force"):
+        prepare_output(out, ["result.json"])
+    prepare_output(out, ["result.json"], force=True)
+    prepare_output(out, ["result.json"], resume=True)
+    f = tmp_path / "file"
+    f.write_text("")
+    with pytest.raises(InputError, match="not a folder"):
+        prepare_output(f, ["x"])
+
+
+def test_metadata_records_versions_and_seed():
+    meta = run_metadata(seed=7, command="simulate")
+    assert meta["seed"] == 7 and "numpy" in meta["versions"] and meta["versions"]["python"]
+
+
+def test_checkpoint_roundtrip_and_errors(tmp_path):
+    p = tmp_path / "ck.npz"
+    save_checkpoint(p, q=np.arange(4.0), done=np.int64(12))
+    z = load_checkpoint(p)
+    assert z["q"].tolist() == [0, 1, 2, 3] and int(z["done"]) == 12
+    with pytest.raises(InputError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "none.npz")
+    (tmp_path / "bad.npz").write_bytes(b"garbage")
+    with pytest.raises(InputError, match="unreadable checkpoint"):
+        load_checkpoint(tmp_path / "bad.npz")
+
+
+def test_run_control_turns_sigint_into_interrupted():
+    with RunControl("t", total=3, progress=False) as ctl:
+        ctl.tick(1)
+        os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(Interrupted, match="--resume"):
+            ctl.tick(2)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
