@@ -1,0 +1,85 @@
+"""CLI contract: exit codes and one-line errors on bad input (no traceback)."""
+import subprocess
+import sys
+
+import pytest
+
+from bayescg.cli import main
+
+GOOD = """
+name = "q"
+[potential]
+variables = ["q"]
+expression = "q**2/2"
+[simulation]
+delta = 0.1
+steps = 1000
+walkers = 2
+"""
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "bayescg.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def one_line_error(proc):
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("bayescg: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def test_missing_file_exit_2(tmp_path):
+    line = one_line_error(run_cli("simulate", str(tmp_path / "nope.toml")))
+    assert "no such file" in line
+
+
+@pytest.mark.parametrize("args,needle", [
+    ([], "no command"),
+    (["frobnicate"], "invalid choice"),
+    (["simulate"], "required"),
+])
+def test_usage_errors_exit_2(args, needle, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda t: t.replace("delta = 0.1", "delta = -1"), "simulation.delta must be > 0"),
+    (lambda t: t.replace("walkers = 2", "walkers = 0"), "simulation.walkers must be > 0"),
+    (lambda t: t + "\ncolour = 3\n", "unknown key simulation.colour"),
+    (lambda t: "not = = toml", "not valid TOML"),
+])
+def test_bad_model_file_exit_2(tmp_path, mutate, needle, capsys):
+    p = tmp_path / "m.toml"
+    p.write_text(mutate(GOOD))
+    assert main(["simulate", str(p), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+
+
+def test_bad_set_and_deltas_exit_2(tmp_path, capsys):
+    p = tmp_path / "m.toml"
+    p.write_text(GOOD)
+    assert main(["simulate", str(p), "--set", "simulation.nope=1"]) == 2
+    assert "unknown key simulation.nope" in capsys.readouterr().err
+    assert main(["scales", str(p), "--deltas", "0.1,abc", "--out", str(tmp_path / "o")]) == 2
+    assert "--deltas" in capsys.readouterr().err
+    assert main(["scales", str(p), "--deltas", "0.1,-2", "--out", str(tmp_path / "o2")]) == 2
+    assert "must be > 0" in capsys.readouterr().err
+
+
+def test_wrong_command_for_model_kind(tmp_path, capsys):
+    p = tmp_path / "m.toml"
+    p.write_text(GOOD)
+    assert main(["ising", str(p), "--out", str(tmp_path / "o")]) == 2
+    assert "needs a [fine] section" in capsys.readouterr().err
+
+
+def test_subprocess_entry_point_one_line(tmp_path):
+    p = tmp_path / "m.toml"
+    p.write_text(GOOD.replace("delta = 0.1", "delta = 0"))
+    one_line_error(run_cli("learn", str(p)))
