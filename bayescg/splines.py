@@ -276,7 +276,10 @@ class SplineRep:
         return self.value_grad(q)[1]
 
     def kernels(self):
-        """(value(q (d,)) -> float, grad(q (d,)) -> (d,)) as numba njit closures over the coefficients."""
+        """(value(q (d,)) -> float, grad(q (d,), out (d,)) -> None) as njit closures over the coefficients.
+
+        The convention is that of :meth:`bayescg.potentials.Potential.from_numba`: grad writes into out.
+        """
         k, wall = self.degree, float(self.wall)
         if self.dim == 1:
             t, c = self.knots[0], self.coefs.reshape(-1)
@@ -287,10 +290,8 @@ class SplineRep:
                 return _eval_1d(q, t, c, k, wall, g)
 
             @numba.njit
-            def grad(q):
-                g = np.empty(1)
-                _eval_1d(q, t, c, k, wall, g)
-                return g
+            def grad(q, out):
+                _eval_1d(q, t, c, k, wall, out)
         else:
             tx, ty, c2 = self.knots[0], self.knots[1], self.coefs
 
@@ -300,10 +301,8 @@ class SplineRep:
                 return _eval_2d(q, tx, ty, c2, k, wall, g)
 
             @numba.njit
-            def grad(q):
-                g = np.empty(2)
-                _eval_2d(q, tx, ty, c2, k, wall, g)
-                return g
+            def grad(q, out):
+                _eval_2d(q, tx, ty, c2, k, wall, out)
         return value, grad
 
 
@@ -321,13 +320,13 @@ def _loop_eval(q, t0, t1, c, k, wall, dim, v, g):
             g[i, j] = gi[j]
 
 
-def spline_potential(knots: list, coefs, degree: int = 3, wall: float = 0.0, name: str = "spline"):
-    """A :class:`bayescg.potentials.Potential` for the spline U (via ``Potential.from_numba``)."""
-    from .potentials import Potential  # late import: potentials.py is another layer
+def spline_potential(knots: list, coefs, degree: int = 3, wall: float = 0.0, variables=None):
+    """A :class:`bayescg.potentials.Potential` for the spline U (via ``Potential.from_numba``).
+
+    knots: list of d clamped knot vectors; coefs: (m,) or (mx, my); wall: see :class:`SplineRep`.
+    """
+    from .potentials import Potential  # late import: potentials.py is a sibling layer
 
     rep = SplineRep(knots, coefs, degree, wall)
     value, grad = rep.kernels()
-    try:
-        return Potential.from_numba(grad, rep.dim, value, name=name)
-    except TypeError:  # older signature without name
-        return Potential.from_numba(grad, rep.dim, value)
+    return Potential.from_numba(grad, rep.dim, value, variables=variables)

@@ -344,6 +344,14 @@ class EquilibriumSummary:
     stride: int
     n_samples: int
 
+    @property
+    def normality_statistic(self) -> float:
+        return float(self.normality["statistic"])
+
+    @property
+    def normality_pvalue(self) -> float:
+        return float(self.normality["pvalue"])
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -77,7 +77,9 @@ def test_spline_rep_vectorised_and_extrapolation():
     assert g[2, 0] == pytest.approx(2 + 3.0, abs=1e-9)
     value, grad = rep.kernels()
     assert value(np.array([0.5])) == pytest.approx(0.125, abs=1e-10)
-    assert grad(np.array([3.0]))[0] == pytest.approx(5.0, abs=1e-9)
+    out = np.empty(1)
+    grad(np.array([3.0]), out)
+    assert out[0] == pytest.approx(5.0, abs=1e-9)
     with pytest.raises(InputError):
         sp.SplineRep([t], coef[:-1])
 
@@ -90,6 +92,19 @@ def test_spline_rep_2d_kernels_finite_difference():
     for q in (np.array([0.3, -0.2]), np.array([1.4, 0.1]), np.array([-1.5, 1.7])):
         h = 1e-6
         fd = [(value(q + h * e) - value(q - h * e)) / (2 * h) for e in np.eye(2)]
-        np.testing.assert_allclose(grad(q), fd, atol=1e-6)
+        g = np.empty(2)
+        grad(q, g)
+        np.testing.assert_allclose(g, fd, atol=1e-6)
         vv, gg = rep.value_grad(q[None, :])
-        assert vv[0] == pytest.approx(value(q)) and np.allclose(gg[0], grad(q))
+        assert vv[0] == pytest.approx(value(q)) and np.allclose(gg[0], g)
+
+
+def test_spline_potential_is_a_potential():
+    t = sp.clamped_knots(-3, 3, 15)
+    x = np.linspace(-3, 3, 80)
+    coef, *_ = np.linalg.lstsq(sp.design_matrix_1d(x, t), (x ** 2 - 1) ** 2 / 4, rcond=None)
+    pot = sp.spline_potential([t], coef)
+    q = np.array([-1.3, 0.2, 0.9])
+    assert pot.dim == 1
+    np.testing.assert_allclose(pot.V(q), (q ** 2 - 1) ** 2 / 4, atol=2e-3)
+    np.testing.assert_allclose(pot.gradient(q).ravel(), q ** 3 - q, atol=2e-2)
