@@ -1,0 +1,361 @@
+"""Potentials V(q) on R^d with numba-compiled value and gradient kernels.
+
+A :class:`Potential` carries two numba ``njit`` functions that other njit code (the
+integrators in :mod:`bayescg.kernels`) calls directly, without Python in the loop:
+
+* ``grad(q, out)``: q, out float64 arrays of shape (d,); writes grad V(q) into ``out``.
+* ``value(q) -> float``.
+
+Build one from a sympy expression (:meth:`Potential.from_expression`; the gradient is taken
+symbolically and both kernels are generated as Python source and compiled by numba) or from
+a user's own njit gradient (:meth:`Potential.from_numba`).  :func:`catalogue` gives the
+potential paper's test potentials (4.5)-(4.9).
+"""
+from __future__ import annotations
+
+import keyword
+import math
+import re
+import threading
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from .errors import ExpressionError, InputError
+
+# --- the restricted sympy namespace ------------------------------------------------------
+_FUNCTION_NAMES = ("sin", "cos", "tan", "exp", "log", "sqrt", "sinh", "cosh", "tanh",
+                   "asin", "acos", "atan", "atan2", "Abs", "abs", "Min", "Max", "erf", "cbrt")
+_CONSTANT_NAMES = ("pi", "E")
+_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _namespace():
+    import sympy
+
+    ns = {name: getattr(sympy, name) for name in _FUNCTION_NAMES if name not in ("abs", "cbrt")}
+    ns["abs"] = sympy.Abs
+    ns["cbrt"] = sympy.cbrt
+    ns["pi"] = sympy.pi
+    ns["E"] = sympy.E
+    ns["I"] = sympy.I  # parsed so that it is reported as "not real-valued"
+    # names parse_expr's transformations emit
+    for name in ("Integer", "Float", "Rational", "Symbol", "Function"):
+        ns[name] = getattr(sympy, name)
+    return ns
+
+
+def _check_variables(variables) -> tuple[str, ...]:
+    if isinstance(variables, str):
+        variables = [variables]
+    try:
+        variables = tuple(variables)
+    except TypeError:
+        raise InputError(f"variables must be a list of names, got {variables!r}") from None
+    if not variables:
+        raise InputError("a potential needs at least one variable")
+    for v in variables:
+        if not isinstance(v, str) or not _VAR_RE.match(v) or keyword.iskeyword(v) or v.startswith("_"):
+            raise InputError(f"bad variable name {v!r} (use letters, digits and _, not starting with _)")
+        if v in _FUNCTION_NAMES or v in _CONSTANT_NAMES or v in ("I", "oo", "nan", "zoo", "math", "float"):
+            raise InputError(f"variable name {v!r} clashes with a function or constant name")
+    if len(set(variables)) != len(variables):
+        raise InputError(f"duplicate variable names in {list(variables)}")
+    return variables
+
+
+def parse_expression(expr: str, variables) -> "sympy.Expr":  # noqa: F821
+    """Parse ``expr`` (sympy syntax) over real ``variables`` with a restricted namespace.
+
+    Raises :class:`ExpressionError` for syntax errors, undeclared symbols, unknown functions
+    and expressions that are not real-valued (``I*q``, ``sqrt(-1)*q``, ``1/0``).
+    """
+    import sympy
+    from sympy.core.function import AppliedUndef
+    from sympy.parsing.sympy_parser import (
+        convert_xor, parse_expr, standard_transformations)
+
+    variables = _check_variables(variables)
+    if not isinstance(expr, str) or not expr.strip():
+        raise ExpressionError(f"the expression must be a non-empty string, got {expr!r}")
+    if "__" in expr or any(ch in expr for ch in ";\n\r`'\"\\@$!{}[]"):
+        raise ExpressionError(f"expression {expr!r} contains characters not allowed in a formula")
+    symbols = {v: sympy.Symbol(v, real=True) for v in variables}
+    ns = _namespace()
+    local = dict(symbols)
+    try:
+        parsed = parse_expr(expr, local_dict=local, global_dict=ns,
+                            transformations=standard_transformations + (convert_xor,), evaluate=True)
+    except (SyntaxError, TypeError, ValueError, AttributeError, NameError, ZeroDivisionError,
+            sympy.SympifyError, _token_error()) as exc:
+        raise ExpressionError(f"cannot parse expression {expr!r} ({exc.__class__.__name__})") from None
+    if not isinstance(parsed, sympy.Expr):
+        raise ExpressionError(f"expression {expr!r} is not a scalar formula")
+    undef = sorted({str(f.func) for f in parsed.atoms(AppliedUndef)})
+    if undef:
+        raise ExpressionError(f"expression {expr!r} uses unknown function {undef[0]!r} "
+                              f"(known: {', '.join(_FUNCTION_NAMES)})")
+    extra = sorted(str(s) for s in parsed.free_symbols if str(s) not in symbols)
+    if extra:
+        raise ExpressionError(f"expression {expr!r} uses undeclared symbol {extra[0]!r} "
+                              f"(variables: {', '.join(variables)})")
+    if parsed.has(sympy.zoo, sympy.oo, -sympy.oo, sympy.nan):
+        raise ExpressionError(f"expression {expr!r} is not finite")
+    if parsed.has(sympy.I) or parsed.is_real is False or parsed.is_extended_real is False:
+        raise ExpressionError(f"expression {expr!r} is not real-valued")
+    return parsed
+
+
+def _token_error():
+    try:
+        from tokenize import TokenError
+        return TokenError
+    except ImportError:  # pragma: no cover
+        return SyntaxError
+
+
+# --- code generation -----------------------------------------------------------------------
+_compile_lock = threading.Lock()
+_KERNEL_CACHE: dict[tuple, tuple] = {}
+
+
+def _generate_source(parsed, variables) -> str:
+    """Python source of ``_value(q)`` and ``_grad(q, out)`` with common subexpressions shared."""
+    import sympy
+    from sympy.printing.pycode import PythonCodePrinter
+
+    syms = [sympy.Symbol(v, real=True) for v in variables]
+    grads = [sympy.diff(parsed, s) for s in syms]
+    printer = PythonCodePrinter({"fully_qualified_modules": True, "standard": "python3"})
+    loads = [f"    {v} = _qv[{i}]" for i, v in enumerate(variables)]
+
+    def body(exprs, prefix):
+        repl, reduced = sympy.cse(exprs, symbols=sympy.numbered_symbols(prefix), optimizations="basic")
+        lines = [f"    {printer.doprint(s)} = {printer.doprint(e)}" for s, e in repl]
+        return lines, [printer.doprint(e) for e in reduced]
+
+    vlines, vout = body([parsed], "_v")
+    glines, gout = body(grads, "_g")
+    src = ["def _value(_qv):", *loads, *vlines, f"    return float({vout[0]})", "",
+           "def _grad(_qv, _out):", *loads, *glines]
+    src += [f"    _out[{i}] = {g}" for i, g in enumerate(gout)]
+    src += ["    return", ""]
+    return "\n".join(src)
+
+
+def _compile(parsed, variables):
+    key = (str(sympy_srepr(parsed)), variables)
+    with _compile_lock:
+        hit = _KERNEL_CACHE.get(key)
+        if hit is not None:
+            return hit
+        src = _generate_source(parsed, variables)
+        ns = {"math": math}
+        try:
+            exec(compile(src, f"<bayescg potential {key[0][:60]}>", "exec"), ns)  # noqa: S102 - our own generated code
+        except Exception as exc:  # pragma: no cover - printer bug
+            raise ExpressionError(f"cannot generate code for {parsed} ({exc})") from None
+        value = numba.njit(fastmath=False, error_model="numpy")(ns["_value"])
+        grad = numba.njit(fastmath=False, error_model="numpy")(ns["_grad"])
+        _KERNEL_CACHE[key] = (value, grad, src)
+        return value, grad, src
+
+
+def sympy_srepr(expr):
+    import sympy
+
+    return sympy.srepr(expr)
+
+
+# --- vectorized helpers (njit, dispatcher passed as an argument) ------------------------
+@numba.njit(cache=False)
+def _apply_value(value, qs, out):
+    for i in range(qs.shape[0]):
+        out[i] = value(qs[i])
+
+
+@numba.njit(cache=False)
+def _apply_grad(grad, qs, out):
+    for i in range(qs.shape[0]):
+        grad(qs[i], out[i])
+
+
+@dataclass(frozen=True, eq=False)
+class Potential:
+    """A potential V: R^d -> R with numba kernels.
+
+    Attributes: ``variables`` (names, length d), ``dim`` (d), ``expression`` (sympy string or
+    None for user kernels), ``grad`` (njit ``grad(q, out)``), ``value`` (njit ``value(q)`` or
+    None when a user gave only a gradient), ``source`` (generated Python source or None).
+    """
+
+    variables: tuple
+    dim: int
+    expression: str | None
+    grad: object
+    value: object | None
+    source: str | None = None
+    sympy_expr: object | None = None
+
+    # -- constructors --
+    @classmethod
+    def from_expression(cls, expr: str, variables=("q",)) -> "Potential":
+        """Potential from a sympy expression ``expr`` in ``variables`` (e.g. ``["x", "y"]``).
+
+        The gradient is ``sympy.diff``; kernels are compiled once per (expression, variables)
+        per process.  Raises :class:`ExpressionError` for bad expressions.
+        """
+        variables = _check_variables(variables)
+        parsed = parse_expression(expr, variables)
+        value, grad, src = _compile(parsed, variables)
+        return cls(variables=variables, dim=len(variables), expression=expr, grad=grad, value=value,
+                   source=src, sympy_expr=parsed)
+
+    @classmethod
+    def from_numba(cls, grad, dim: int, value=None, variables=None) -> "Potential":
+        """Potential from a user's njit ``grad(q, out)`` (and optional njit ``value(q)``).
+
+        ``dim`` is d; ``variables`` default to ``x0..x{d-1}``.  The kernels are called once on
+        q = 0 to check that they compile and return finite numbers.
+        """
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+            raise InputError(f"dim must be a positive integer, got {dim!r}")
+        dim = int(dim)
+        variables = _check_variables(variables) if variables is not None else tuple(f"x{i}" for i in range(dim))
+        if len(variables) != dim:
+            raise InputError(f"{len(variables)} variable names for dim = {dim}")
+        for name, fn in (("grad", grad), ("value", value)):
+            if fn is not None and not isinstance(fn, numba.core.registry.CPUDispatcher):
+                raise InputError(f"{name} must be a numba.njit function, got {type(fn).__name__}")
+        if grad is None:
+            raise InputError("from_numba needs a gradient kernel")
+        q = np.zeros(dim)
+        out = np.full(dim, np.nan)
+        try:
+            grad(q, out)
+            v = value(q) if value is not None else 0.0
+        except Exception as exc:
+            raise InputError(f"user kernel failed on q = 0: {exc.__class__.__name__}: {exc}") from None
+        if not np.all(np.isfinite(out)):
+            raise InputError("user gradient did not write finite values into out at q = 0")
+        if not np.isfinite(v):
+            raise InputError("user value kernel is not finite at q = 0")
+        return cls(variables=variables, dim=dim, expression=None, grad=grad, value=value)
+
+    # -- vectorized conveniences --
+    def _as_points(self, q):
+        q = np.asarray(q, dtype=np.float64)
+        if self.dim == 1 and (q.ndim == 0 or q.shape[-1] != 1):
+            q = q[..., None]
+        if q.ndim == 0 or q.shape[-1] != self.dim:
+            raise InputError(f"points must have last axis of length {self.dim}, got shape {q.shape}")
+        return np.ascontiguousarray(q.reshape(-1, self.dim)), q.shape[:-1]
+
+    def V(self, q) -> np.ndarray:
+        """V at points ``q`` of shape (..., d) (for d = 1 also (...)); returns shape (...)."""
+        if self.value is None:
+            raise InputError("this potential has no value kernel (from_numba without value=)")
+        pts, shape = self._as_points(q)
+        out = np.empty(pts.shape[0])
+        _apply_value(self.value, pts, out)
+        return out.reshape(shape)
+
+    def gradient(self, q) -> np.ndarray:
+        """grad V at points ``q`` of shape (..., d); returns shape (..., d)."""
+        pts, shape = self._as_points(q)
+        out = np.empty_like(pts)
+        _apply_grad(self.grad, pts, out)
+        return out.reshape(shape + (self.dim,))
+
+    def __repr__(self):
+        what = self.expression if self.expression is not None else "user numba kernel"
+        return f"Potential({what!r}, variables={list(self.variables)})"
+
+
+# --- the potential paper's test potentials -----------------------------------------------
+#: Centre (xc, yc) of the middle Müller-Brown well, found by BFGS on V_MB from (-0.05, 0.47)
+#: (gradient tolerance 1e-12): (-0.05001083, 0.46669410), V_MB = -80.7678.  The other two
+#: minima are (0.62350, 0.02804), V_MB = -108.167, and (-0.55822, 1.44173), V_MB = -146.700.
+MB_MIDDLE_WELL = (-0.05001083, 0.4666941)
+
+_MB = dict(A=(-200, -100, -170, 15), a=(-1, -1, -6.5, 0.7), b=(0, 0, 11, 0.6), c=(-10, -10, -6.5, 0.7),
+           x0=(1, 0, -0.5, -1), y0=(0, 0.5, 1.5, 1))
+
+
+def muller_brown_expression() -> str:
+    """V_MB(x, y) = sum_i A_i exp(a_i (x-x0_i)^2 + b_i (x-x0_i)(y-y0_i) + c_i (y-y0_i)^2)."""
+    terms = []
+    for A, a, b, c, x0, y0 in zip(*(_MB[k] for k in ("A", "a", "b", "c", "x0", "y0"))):
+        dx = f"(x - ({x0}))"
+        dy = f"(y - ({y0}))"
+        terms.append(f"({A})*exp(({a})*{dx}**2 + ({b})*{dx}*{dy} + ({c})*{dy}**2)")
+    return " + ".join(terms)
+
+
+def muller_brown_middle_well() -> tuple[float, float]:
+    """Recompute the middle-well centre of V_MB with scipy.optimize (see MB_MIDDLE_WELL)."""
+    from scipy.optimize import minimize
+
+    def f(z):
+        x, y = z
+        return sum(A * math.exp(a * (x - x0) ** 2 + b * (x - x0) * (y - y0) + c * (y - y0) ** 2)
+                   for A, a, b, c, x0, y0 in zip(*(_MB[k] for k in ("A", "a", "b", "c", "x0", "y0"))))
+
+    r = minimize(f, (-0.05, 0.47), method="BFGS", options={"gtol": 1e-12})
+    return float(r.x[0]), float(r.x[1])
+
+
+def _mb_v0() -> str:
+    xc, yc = MB_MIDDLE_WELL
+    vq = f"35.0136*(x - ({xc}))**2 + 59.8399*(y - ({yc}))**2"
+    return f"0.1*({vq} + {muller_brown_expression()})"
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    name: str
+    equation: str
+    variables: tuple
+    expression: str
+    reference: str
+    description: str
+
+
+_COS20 = " + ".join(f"cos({i * i}*q)/{i * i}" for i in range(1, 21))
+
+#: The potential paper's tests: name -> CatalogueEntry (expression, variables, reference U_k).
+CATALOGUE: dict[str, CatalogueEntry] = {
+    "test1": CatalogueEntry("test1", "(4.5)", ("q",),
+                            "q**2/2 + 0.05*sin(q/0.05) + 0.001*sin(q/0.001)", "q**2/2",
+                            "quadratic with two small periodic scales (0.05, 0.001); U_1 = q**2/2 + 0.05*sin(q/0.05)"),
+    "test2": CatalogueEntry("test2", "(4.6)", ("q",),
+                            "(q**2 - 1)**2/4 + 0.025*sin(q/0.025) + 0.001*sin(q/0.001)", "(q**2 - 1)**2/4",
+                            "double well with two small scales (0.025, 0.001)"),
+    "test3": CatalogueEntry("test3", "(4.7)", ("q",), f"(q - pi/2)**2/4 + {_COS20}", "(q - pi/2)**2/4",
+                            "cosine series without clear scale separation, N = 20; reference is N = 0"),
+    "test4": CatalogueEntry("test4", "(4.8)", ("x", "y"),
+                            "(2*x + y - 1)**2/4 + (x - y - 1)**2 + 1e-5*(sin(x/1e-5) + sin((x + y)/1e-5))",
+                            "(2*x + y - 1)**2/4 + (x - y - 1)**2",
+                            "2D quadratic with an anisotropic small scale, eps = 1e-5"),
+    "test5": CatalogueEntry("test5", "(4.9)", ("x", "y"),
+                            f"{_mb_v0()} + 1e-5*(sin(x/1e-5) + sin((-x + y)/1e-5))", _mb_v0(),
+                            "0.1 (V_q + V_MB) (modified Mueller-Brown) with an anisotropic small scale, eps = 1e-5"),
+}
+
+
+def catalogue(name: str) -> Potential:
+    """The potential paper's test potential ``name`` ("test1" .. "test5", eqs. (4.5)-(4.9))."""
+    try:
+        entry = CATALOGUE[name]
+    except KeyError:
+        raise InputError(f"unknown catalogue potential {name!r} (known: {', '.join(CATALOGUE)})") from None
+    return Potential.from_expression(entry.expression, list(entry.variables))
+
+
+def reference(name: str) -> Potential:
+    """The reference U_k of catalogue entry ``name`` as a Potential."""
+    entry = CATALOGUE.get(name)
+    if entry is None:
+        raise InputError(f"unknown catalogue potential {name!r} (known: {', '.join(CATALOGUE)})")
+    return Potential.from_expression(entry.reference, list(entry.variables))
