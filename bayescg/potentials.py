@@ -283,14 +283,15 @@ _MB = dict(A=(-200, -100, -170, 15), a=(-1, -1, -6.5, 0.7), b=(0, 0, 11, 0.6), c
            x0=(1, 0, -0.5, -1), y0=(0, 0.5, 1.5, 1))
 
 
+#: V_MB as printed in the potential paper (Sec. 4.5); equal to the sum over _MB's parameters.
+MULLER_BROWN = ("-200*exp(-(x - 1)**2 - 10*y**2) - 100*exp(-x**2 - 10*(y - 0.5)**2)"
+                " - 170*exp(-6.5*(x + 0.5)**2 + 11*(x + 0.5)*(y - 1.5) - 6.5*(y - 1.5)**2)"
+                " + 15*exp(0.7*(x + 1)**2 + 0.6*(x + 1)*(y - 1) + 0.7*(y - 1)**2)")
+
+
 def muller_brown_expression() -> str:
     """V_MB(x, y) = sum_i A_i exp(a_i (x-x0_i)^2 + b_i (x-x0_i)(y-y0_i) + c_i (y-y0_i)^2)."""
-    terms = []
-    for A, a, b, c, x0, y0 in zip(*(_MB[k] for k in ("A", "a", "b", "c", "x0", "y0"))):
-        dx = f"(x - ({x0}))"
-        dy = f"(y - ({y0}))"
-        terms.append(f"({A})*exp(({a})*{dx}**2 + ({b})*{dx}*{dy} + ({c})*{dy}**2)")
-    return " + ".join(terms)
+    return MULLER_BROWN
 
 
 def muller_brown_middle_well() -> tuple[float, float]:
@@ -308,8 +309,8 @@ def muller_brown_middle_well() -> tuple[float, float]:
 
 def _mb_v0() -> str:
     xc, yc = MB_MIDDLE_WELL
-    vq = f"35.0136*(x - ({xc}))**2 + 59.8399*(y - ({yc}))**2"
-    return f"0.1*({vq} + {muller_brown_expression()})"
+    vq = f"35.0136*(x + {-xc})**2 + 59.8399*(y - {yc})**2"
+    return f"0.1*({vq} {muller_brown_expression()})"
 
 
 @dataclass(frozen=True)

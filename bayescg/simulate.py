@@ -492,7 +492,7 @@ def simulate_model(model, *, checkpoint=None, resume=False, control=None) -> Sim
     pot_sec = model.require("potential")
     sim = model.require("simulation")
     potential = Potential.from_expression(pot_sec.expression, list(pot_sec.variables))
-    hist_range = None
+    hist_range = pot_sec.domain  # the model's grid domain, when given, is the histogram range
     return simulate(potential, sim.delta, sim.gamma, steps=sim.steps, walkers=sim.walkers, seed=sim.seed,
                     mass=sim.mass, friction=sim.friction, burn_in=sim.burn_in,
                     init_mean=sim.init_mean or None, init_sd=sim.init_sd, bins=sim.bins, hist_range=hist_range,
