@@ -125,6 +125,9 @@ class SurrogateSection:
     init_q: list[float] = _f([-2.0, 1.0], doc="normal: [mean, sd]; uniform: [lo, hi]")
     init_p: list[float] = _f([0.0, 1.0], doc="normal: [mean, sd]; uniform: [lo, hi]")
     compare_expression: Optional[str] = _f(None, doc="extra potential to compare against")
+    posterior_draws: int = _f(10, check=nonnegative, doc="U_k draws for predictive bands (0: none)")
+    phase_trajectories: int = _f(3, check=positive, doc="Hamiltonian orbits compared in phase space")
+    equilibrium_fraction: float = _f(0.5, check=between(0.05, 1.0), doc="last fraction of T used as equilibrium")
 
 
 # --- pillar 2 ------------------------------------------------------------------------------
