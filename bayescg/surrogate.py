@@ -1,0 +1,776 @@
+"""Surrogate dynamics with a learned effective potential U_k (the potential paper, Section 4).
+
+The surrogate models replace the multiscale V by the learned U_k and run with a large step:
+
+* Hamiltonian (4.1):        dq = p dt,  dp = -grad U_k(q) dt                       (Verlet, step delta)
+* kinetic Langevin (4.2):   dq = p dt,  dp = (-grad U_k(q) - gamma p) dt + sqrt(2 gamma / beta) dW
+                                                                                     (BAOAB, step delta)
+
+and are compared with the same equations for the full V at a small reference step h, on the same
+initial conditions, M trajectories, time T: phase portraits, equilibrium law (W1), mean path (4.3),
+normalized ACF (4.4) (:mod:`bayescg.metrics`), and the wall-clock speedup.
+
+Conventions (all documented in ``settings`` of the result):
+
+* M = I, Gamma = gamma I with the model's scalar ``simulation.gamma``, beta = 1 in both models (the
+  paper's (4.2) has sqrt(2 Gamma) dW, i.e. beta = 1).
+* U_k enters (4.2) unscaled.  ``result.json``'s U_k is reported so that the damped map's q-marginal
+  is exp(-beta_hat U_k): U_k is in the energy units of V, and beta_hat is the *effective temperature
+  of the learning run* (the unresolved scales acting as noise), not a property of U_k.  The full model
+  (4.2) with V at beta = 1 has the law exp(-V), whose coarse-grained version is exp(-U_k) (the micro
+  terms of (4.5)-(4.7) average out to a constant: e.g. <exp(-e sin(q/e))> = I_0(e), independent of q).
+  Using beta_hat U_k instead would make the surrogate reproduce the law of the *learning simulation*
+  (temperature 1/beta_hat), not the full model at beta = 1 that it is compared with.  Residual
+  temperature dependence of the coarse free energy is O(amplitude^2) of the micro terms.
+* U_k outside the learned grid [g_lo, g_hi]: quadratic continuation U(b) + U'(b) x + kappa_b x^2 / 2,
+  x the distance beyond the boundary b, with kappa_b >= 0 the mean curvature of U_k over the outer
+  10 % of the grid at that side (exact for a quadratic U_k, confining whenever kappa_b > 0).  The
+  fraction of trajectories that ever leave the grid is reported.
+* Posterior bands: the surrogate Langevin model is run for ``posterior_draws`` draws of U_k (from the
+  fit's draws on the grid).  All draws run in *one* simulation of the separable potential
+  sum_j U_j(q_j) on R^D (M = I and diagonal friction keep the coordinates independent), so numba
+  compiles one kernel instead of one per draw.  Bands are the 3 % / 97 % quantiles over draws; with
+  10-20 draws they are rough, and they include the Monte Carlo noise of M trajectories.
+* Timing: each model is warmed up (compiled) on two trajectories first; the timed calls include the
+  per-call setup (seeding, allocation), which makes the surrogate's speedup conservative.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numba
+import numpy as np
+
+from . import metrics as mt
+from .config import Model, SurrogateSection
+from .errors import InputError
+
+__all__ = [
+    "LearnedCurves", "learned_curves", "reference_curves", "interpolated_potential", "stacked_potential",
+    "initial_conditions", "timed_run", "SurrogateResult", "surrogate_model", "compare_dynamics",
+]
+
+#: Band quantiles (94 %, like the fit's bands).
+BAND_Q = (0.03, 0.97)
+#: Target record spacing of the full model (time units); rounded to whole steps.
+FULL_RECORD_SPACING = 0.05
+#: Record spacing of phase-portrait trajectories of the full model (time units).
+PHASE_RECORD_SPACING = 0.01
+
+
+# --------------------------------------------------------------------------------------------------
+# learned curves -> numba potentials
+# --------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class LearnedCurves:
+    """U_k on a 1D grid: grid (G,), U_mean (G,), draws (S, G) or None, beta_hat, source (text)."""
+
+    grid: np.ndarray
+    U_mean: np.ndarray
+    draws: Optional[np.ndarray]
+    beta_hat: Optional[float]
+    source: str
+
+
+def _check_curve(grid, U, what: str):
+    grid = np.asarray(grid, dtype=float)
+    if grid.ndim == 2:
+        if grid.shape[1] != 1:
+            raise InputError(f"{what}: surrogate dynamics are implemented for d = 1; the grid has d = {grid.shape[1]}")
+        grid = grid[:, 0]
+    U = np.asarray(U, dtype=float)
+    if grid.ndim != 1 or grid.shape != U.shape[-1:] or grid.size < 4:
+        raise InputError(f"{what}: need a grid of >= 4 points and U of the same length, got {grid.shape} and {U.shape}")
+    if not (np.all(np.isfinite(grid)) and np.all(np.isfinite(U))):
+        raise InputError(f"{what}: grid and U must be finite")
+    if np.any(np.diff(grid) <= 0):
+        raise InputError(f"{what}: grid must be strictly increasing")
+    return grid, U
+
+
+def learned_curves(learned, posterior=None) -> LearnedCurves:
+    """U_k curves from a LearnResult / FitResult (``.fit`` with grid, U_mean, U_draws), a result.json
+    dict (grid, U_mean, beta_hat; optional ``U_draws``), or a LearnedCurves.
+
+    posterior: optional path of a ``posterior.nc`` (or an InferenceData) whose posterior group holds
+    ``U`` (chain, draw, grid_point) on the same grid; used for draws when ``learned`` has none.  A dict
+    may name it under ``posterior_path``.
+    """
+    if isinstance(learned, LearnedCurves):
+        return learned
+    draws = None
+    if isinstance(learned, dict):
+        if "grid" not in learned or "U_mean" not in learned:
+            raise InputError("learned result needs 'grid' and 'U_mean' (a learn result.json)")
+        grid, U = _check_curve(learned["grid"], learned["U_mean"], "learned U_k")
+        beta_hat = learned.get("beta_hat")
+        if learned.get("U_draws") is not None:
+            draws = np.asarray(learned["U_draws"], dtype=float)
+        posterior = posterior if posterior is not None else learned.get("posterior_path")
+        source = "result.json (posterior-mean U_k)"
+    else:
+        fit = getattr(learned, "fit", learned)
+        if not hasattr(fit, "U_mean") or not hasattr(fit, "grid"):
+            raise InputError(f"cannot read a learned U_k from {type(learned).__name__}")
+        grid, U = _check_curve(fit.grid, fit.U_mean, "learned U_k")
+        eq = getattr(learned, "equilibrium", None)
+        beta_hat = getattr(eq, "beta_hat", None)
+        if beta_hat is None and isinstance(getattr(fit, "beta", None), dict):
+            beta_hat = fit.beta.get("beta_hat")
+        if getattr(fit, "U_draws", None) is not None:
+            draws = np.asarray(fit.U_draws, dtype=float)
+        source = "learn run (posterior-mean U_k)"
+    if draws is None and posterior is not None:
+        draws = _draws_from_posterior(posterior)
+    if draws is not None:
+        draws = np.asarray(draws, dtype=float).reshape(-1, draws.shape[-1])
+        if draws.shape[1] != grid.size or not np.all(np.isfinite(draws)):
+            raise InputError(f"posterior draws of U have {draws.shape[1]} grid points, the grid has {grid.size}")
+    return LearnedCurves(grid, U, draws, None if beta_hat is None else float(beta_hat), source)
+
+
+def _draws_from_posterior(posterior):
+    import arviz as az
+
+    if isinstance(posterior, (str, Path)):
+        p = Path(posterior)
+        if not p.exists():
+            return None
+        posterior = az.from_netcdf(p)
+    post = getattr(posterior, "posterior", None)
+    if post is None or "U" not in post:
+        return None
+    u = np.asarray(post["U"].values, dtype=float)
+    return u.reshape(-1, u.shape[-1])
+
+
+def reference_curves(model: Model, n: int = 401, energy_cut: float = 20.0) -> LearnedCurves:
+    """The model's exact reference U_k (``potential.reference``) on a grid, as if it had been learned.
+
+    The grid spans ``potential.domain`` if given, else the region where U - min U <= energy_cut
+    (found on [-50, 50] around the minimum), widened to hold the initial conditions' range.
+    """
+    from .pipeline import reference_from_model
+
+    ref = reference_from_model(model)
+    if ref is None:
+        raise InputError(f"{model.path or model.name}: potential.reference is needed to use the exact U_k")
+    if ref.dim != 1:
+        raise InputError("surrogate dynamics are implemented for d = 1")
+    if model.potential.domain is not None:
+        lo, hi = model.potential.domain[0]
+    else:
+        x = np.linspace(-50.0, 50.0, 200_001)
+        u = ref.V(x)
+        ok = np.flatnonzero(u - u.min() <= energy_cut)
+        lo, hi = x[ok[0]], x[ok[-1]]
+    sec = model.surrogate or SurrogateSection()
+    a, b = _ic_range(sec)
+    lo, hi = min(lo, a), max(hi, b)
+    grid = np.linspace(lo, hi, n)
+    U = ref.V(grid)
+    return LearnedCurves(grid, U - U.min(), None, None, f"exact reference U_k = {model.potential.reference}")
+
+
+def _ic_range(sec: SurrogateSection):
+    if sec.init == "uniform":
+        return float(sec.init_q[0]), float(sec.init_q[1])
+    return float(sec.init_q[0] - 4 * sec.init_q[1]), float(sec.init_q[0] + 4 * sec.init_q[1])
+
+
+@numba.njit(inline="always")
+def _pp_eval(x, brk, cf, j0, uniform, inv_dx, wlo, whi):
+    """Value and derivative of one piecewise cubic (rows cf[j0 .. j0+3] hold the 4 x (G-1) PPoly
+    coefficients, highest power first) with quadratic continuation outside [brk[0], brk[-1]]."""
+    n = brk.shape[0] - 1
+    lo = brk[0]
+    hi = brk[n]
+    xc = x
+    w = 0.0
+    if x < lo:
+        xc = lo
+        w = wlo
+    elif x > hi:
+        xc = hi
+        w = whi
+    if uniform:
+        i = int((xc - lo) * inv_dx)
+        if i > n - 1:
+            i = n - 1
+        if i < 0:
+            i = 0
+        # guard against rounding at interval edges
+        if xc < brk[i] and i > 0:
+            i -= 1
+        elif i < n - 1 and xc >= brk[i + 1]:
+            i += 1
+    else:
+        a = 0
+        b = n
+        while b - a > 1:
+            m = (a + b) // 2
+            if xc < brk[m]:
+                b = m
+            else:
+                a = m
+        i = a
+    s = xc - brk[i]
+    c0 = cf[j0, i]
+    c1 = cf[j0 + 1, i]
+    c2 = cf[j0 + 2, i]
+    c3 = cf[j0 + 3, i]
+    v = ((c0 * s + c1) * s + c2) * s + c3
+    g = (3.0 * c0 * s + 2.0 * c1) * s + c2
+    dx = x - xc
+    return v + g * dx + 0.5 * w * dx * dx, g + w * dx
+
+
+def _pp_kernels(brk, coef, wlo, whi):
+    """njit (value(q), grad(q, out)) for the separable sum_j U_j(q_j); coef: (D, 4, G-1)."""
+    brk = np.ascontiguousarray(brk, dtype=float)
+    D = coef.shape[0]
+    cf = np.ascontiguousarray(coef.reshape(D * 4, -1), dtype=float)
+    wlo = np.ascontiguousarray(wlo, dtype=float)
+    whi = np.ascontiguousarray(whi, dtype=float)
+    dxs = np.diff(brk)
+    uniform = bool(np.allclose(dxs, dxs[0], rtol=1e-9, atol=0.0))
+    inv_dx = float(1.0 / dxs[0])
+
+    @numba.njit
+    def value(q):
+        v = 0.0
+        for j in range(D):
+            vj, _ = _pp_eval(q[j], brk, cf, 4 * j, uniform, inv_dx, wlo[j], whi[j])
+            v += vj
+        return v
+
+    @numba.njit
+    def grad(q, out):
+        for j in range(D):
+            _, gj = _pp_eval(q[j], brk, cf, 4 * j, uniform, inv_dx, wlo[j], whi[j])
+            out[j] = gj
+
+    return value, grad
+
+
+def _spline_pieces(grid, U, edge_fraction: float = 0.1):
+    """Cubic interpolant (not-a-knot) of U (G,) on grid as PPoly coefficients (4, G-1) and the
+    continuation curvatures (kappa_lo, kappa_hi) >= 0 (mean U'' over the outer edge_fraction)."""
+    from scipy.interpolate import CubicSpline
+
+    cs = CubicSpline(grid, U, bc_type="not-a-knot")
+    k = max(2, int(round(edge_fraction * (grid.size - 1))))
+    # mean curvature over the edge band = (U'(end) - U'(start)) / width
+    d1 = cs.derivative(1)
+    klo = (d1(grid[k]) - d1(grid[0])) / (grid[k] - grid[0])
+    khi = (d1(grid[-1]) - d1(grid[-1 - k])) / (grid[-1] - grid[-1 - k])
+    return cs.c, max(float(klo), 0.0), max(float(khi), 0.0), cs
+
+
+def interpolated_potential(grid, U, variables=("q",)):
+    """U_k (G,) on a 1D grid (G,) -> (Potential, info) with numba value/gradient kernels.
+
+    The cubic not-a-knot interpolant (scipy CubicSpline) is evaluated as a piecewise polynomial
+    (O(1) interval lookup on a uniform grid), continued quadratically outside the grid (module
+    docstring).  info: {grid_range, kappa_lo, kappa_hi, slope_lo, slope_hi, warnings}.
+    """
+    from .potentials import Potential
+
+    grid, U = _check_curve(grid, U, "U_k")
+    c, klo, khi, cs = _spline_pieces(grid, U)
+    value, grad = _pp_kernels(grid, c[None], np.array([klo]), np.array([khi]))
+    info = {"grid_range": [float(grid[0]), float(grid[-1])], "kappa_lo": klo, "kappa_hi": khi,
+            "slope_lo": float(cs(grid[0], 1)), "slope_hi": float(cs(grid[-1], 1)), "warnings": []}
+    if (info["slope_lo"] > 0 and klo == 0) or (info["slope_hi"] < 0 and khi == 0):
+        info["warnings"].append("U_k decreases outwards at a grid edge with zero continuation curvature: "
+                                "trajectories that leave the grid may escape")
+    pot = Potential.from_numba(grad, 1, value, variables=list(variables))
+    return pot, info
+
+
+def stacked_potential(grid, draws):
+    """The separable potential sum_j U_j(q_j) on R^D for D draws (D, G) on one grid -> Potential.
+
+    Used to run all posterior draws in one simulation (one numba compilation).
+    """
+    from .potentials import Potential
+
+    grid, draws = _check_curve(grid, draws, "U_k draws")
+    draws = np.atleast_2d(draws)
+    coefs, klo, khi = [], [], []
+    for u in draws:
+        c, a, b, _ = _spline_pieces(grid, u)
+        coefs.append(c)
+        klo.append(a)
+        khi.append(b)
+    value, grad = _pp_kernels(grid, np.stack(coefs), np.array(klo), np.array(khi))
+    return Potential.from_numba(grad, draws.shape[0], value)
+
+
+# --------------------------------------------------------------------------------------------------
+# runs
+# --------------------------------------------------------------------------------------------------
+def initial_conditions(sec: SurrogateSection, M: int, d: int, seed: int):
+    """(q0, p0), each (M, d): normal [mean, sd] or uniform [lo, hi] per ``sec.init``; seeded."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 4242]))
+    out = []
+    for spec, name in ((sec.init_q, "init_q"), (sec.init_p, "init_p")):
+        if len(spec) != 2:
+            raise InputError(f"surrogate.{name} needs two numbers ([mean, sd] or [lo, hi]), got {spec}")
+        a, b = float(spec[0]), float(spec[1])
+        if sec.init == "normal":
+            if b < 0:
+                raise InputError(f"surrogate.{name}: sd must be >= 0, got {b}")
+            out.append(a + b * rng.standard_normal((M, d)))
+        else:
+            if b < a:
+                raise InputError(f"surrogate.{name}: uniform range needs lo <= hi, got [{a}, {b}]")
+            out.append(rng.uniform(a, b, (M, d)))
+    return out[0], out[1]
+
+
+def timed_run(potential, h, T, q0, p0, *, integrator, gamma, seed, record_every, control=None,
+              warmup=True, min_seconds: float = 0.0):
+    """run_trajectories after a compile warm-up (2 trajectories, 2 records); returns
+    (times, q, p, seconds).  With ``min_seconds`` a fast run is repeated until that much time has
+    passed and the mean wall-clock per run is returned (the first run's output is kept)."""
+    from .simulate import run_trajectories
+
+    kw = dict(integrator=integrator, gamma=gamma, beta=1.0, seed=seed)
+    if warmup:
+        every = max(1, int(round(record_every / h)))
+        run_trajectories(potential, h, 2 * every * h, q0[:2], p0[:2], record_every=every * h, **kw)
+    t0 = time.perf_counter()
+    out = run_trajectories(potential, h, T, q0, p0, record_every=record_every, control=control, **kw)
+    n = 1
+    while time.perf_counter() - t0 < min_seconds:
+        run_trajectories(potential, h, T, q0, p0, record_every=record_every, **kw)
+        n += 1
+    seconds = (time.perf_counter() - t0) / n
+    return out[0], out[1], out[2], seconds
+
+
+def _record_every(h: float, target: float) -> float:
+    return max(1, int(round(target / h))) * h
+
+
+def compare_dynamics(t_a, q_a, t_b, q_b, *, eq_fraction: float = 0.5, max_lag_time: Optional[float] = None):
+    """Metrics of ensemble a (the surrogate: times (n_a,), q (n_a, M, d)) against b (the full model).
+
+    Returns {equilibrium_w1, equilibrium_w1_per_coordinate, mean_path_max_error, acf_l2_error,
+    max_lag_time}.  The ACF (4.4) uses all records from t = 0 (the paper's averages); its error is the
+    RMS difference over lags [0, max_lag_time] (default T/2) on a's lag grid.
+    """
+    T = min(t_a[-1], t_b[-1])
+    if max_lag_time is None:
+        max_lag_time = 0.5 * T
+    ea = mt.late_samples(t_a, q_a, eq_fraction)
+    eb = mt.late_samples(t_b, q_b, eq_fraction)
+    w = mt.equilibrium_w1(ea, eb)
+    err_mp = mt.mean_path_max_error(t_a, mt.mean_path(q_a), t_b, mt.mean_path(q_b))
+    la, acf_a = _acf(t_a, q_a, max_lag_time)
+    lb, acf_b = _acf(t_b, q_b, max_lag_time)
+    err_acf = mt.acf_l2_error(la, acf_a, lb, acf_b, tau_max=min(la[-1], lb[-1]))
+    return {"equilibrium_w1": w["w1"], "equilibrium_w1_per_coordinate": w["per_coordinate"],
+            "mean_path_max_error": err_mp, "acf_l2_error": err_acf, "max_lag_time": float(min(la[-1], lb[-1]))}
+
+
+def _acf(t, q, max_lag_time):
+    dt = t[1] - t[0]
+    L = min(int(math.floor(max_lag_time / dt + 1e-9)), len(t) - 1)
+    return dt * np.arange(L + 1), mt.normalized_acf(q, L)
+
+
+def _outside(q, lo, hi):
+    """(fraction of trajectories that ever left [lo, hi], fraction of recorded points outside)."""
+    out = (q < lo) | (q > hi)
+    return float(np.mean(np.any(out, axis=(0, 2)))), float(np.mean(out))
+
+
+# --------------------------------------------------------------------------------------------------
+# result
+# --------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class SurrogateResult:
+    """Everything ``bayescg surrogate`` produces; :meth:`to_dict` is ``surrogate.json``.
+
+    settings: dict of the run's choices; langevin / hamiltonian: metric dicts (SPEC fields + extras);
+    compare: {expression, langevin, hamiltonian} for ``compare_expression`` (or None); curves: arrays
+    for the figures (not serialised except the bands); warnings: list of str.
+    """
+
+    model_name: str
+    settings: dict
+    langevin: dict
+    hamiltonian: dict
+    compare: Optional[dict]
+    timings: dict
+    warnings: list
+    curves: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model_name, "settings": self.settings, "langevin": self.langevin,
+                "hamiltonian": self.hamiltonian, "compare": self.compare, "timings": self.timings,
+                "warnings": list(self.warnings)}
+
+    def summary(self) -> dict:
+        lg, hm = self.langevin, self.hamiltonian
+        s = {
+            "U_k source": self.settings["U_source"],
+            "surrogate step delta": self.settings["delta"], "reference step h": self.settings["reference_step"],
+            "trajectories M": self.settings["trajectories"], "time T": self.settings["time"],
+            "Langevin W1 (equilibrium)": lg["equilibrium_w1"],
+            "Langevin mean-path max error": lg["mean_path_max_error"],
+            "Langevin ACF RMS error": lg["acf_l2_error"],
+            "Langevin speedup": lg["speedup"],
+            "noise floor W1 / mean path / ACF": "{:.3g} / {:.3g} / {:.3g}".format(
+                lg["noise_floor"]["equilibrium_w1"], lg["noise_floor"]["mean_path_max_error"],
+                lg["noise_floor"]["acf_l2_error"]),
+            "Hamiltonian phase-portrait error": hm["phase_portrait_error"],
+            "Hamiltonian speedup": hm["speedup"],
+            "trajectories that left the U_k grid": lg["left_grid_fraction"],
+        }
+        if lg.get("posterior"):
+            p = lg["posterior"]
+            s["posterior draws"] = p["draws"]
+            s["W1 over draws (3%-97%)"] = f"{p['equilibrium_w1']['lower']:.3g} - {p['equilibrium_w1']['upper']:.3g}"
+        if self.compare:
+            c = self.compare
+            s[f"compare ({c['expression']}) W1 / mean path / ACF"] = "{:.3g} / {:.3g} / {:.3g}".format(
+                c["langevin"]["equilibrium_w1"], c["langevin"]["mean_path_max_error"], c["langevin"]["acf_l2_error"])
+            s["compare phase-portrait error"] = c["hamiltonian"]["phase_portrait_error"]
+        return s
+
+    def figures(self) -> list:
+        """[(title, Figure)]: phase portraits, equilibrium densities, mean paths, ACFs, U_k."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        c = self.curves
+        if not c:
+            return []
+        d_lbl = f"surrogate U_k, delta = {self.settings['delta']:g}"
+        f_lbl = f"full V, h = {self.settings['reference_step']:g}"
+        x_lbl = f"compare: {self.compare['expression']}" if self.compare else None
+        figs = []
+
+        fig, ax = plt.subplots(figsize=(6, 5))
+        for i, (orb_s, orb_f) in enumerate(zip(c["phase_surrogate"], c["phase_full"])):
+            ax.plot(orb_f[:, 0], orb_f[:, 1], color="k", lw=0.6, label=f_lbl if i == 0 else None)
+            ax.plot(orb_s[:, 0], orb_s[:, 1], "--", color="C1", lw=1.2, label=d_lbl if i == 0 else None)
+        for i, orb in enumerate(c.get("phase_compare", [])):
+            ax.plot(orb[:, 0], orb[:, 1], ":", color="C2", lw=1.0, label=x_lbl if i == 0 else None)
+        ax.set_xlabel("q")
+        ax.set_ylabel("p")
+        ax.set_title(f"Hamiltonian (4.1): phase portrait, error {self.hamiltonian['phase_portrait_error']:.3g}")
+        ax.legend(fontsize=8)
+        figs.append(("Phase portrait (Hamiltonian)", fig))
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        e = c["density_edges"]
+        mid = 0.5 * (e[1:] + e[:-1])
+        if "density_band" in c:
+            ax.fill_between(mid, c["density_band"][0], c["density_band"][1], color="C1", alpha=0.25,
+                            step="mid", label="surrogate, 94% over U_k draws")
+        ax.step(mid, c["density_full"], where="mid", color="k", lw=1, label=f_lbl)
+        ax.step(mid, c["density_surrogate"], where="mid", color="C1", lw=1, label=d_lbl)
+        if "density_compare" in c:
+            ax.step(mid, c["density_compare"], where="mid", color="C2", lw=1, ls=":", label=x_lbl)
+        ax.set_xlabel("q")
+        ax.set_ylabel("density")
+        ax.set_title(f"Equilibrium law, W1 = {self.langevin['equilibrium_w1']:.3g}")
+        ax.legend(fontsize=8)
+        figs.append(("Equilibrium density (Langevin)", fig))
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        if "mean_band" in c:
+            ax.fill_between(c["t_surrogate"], c["mean_band"][0], c["mean_band"][1], color="C1", alpha=0.25,
+                            label="surrogate, 94% over U_k draws")
+        ax.plot(c["t_full"], c["mean_full"], color="k", lw=1, label=f_lbl)
+        ax.plot(c["t_surrogate"], c["mean_surrogate"], "--", color="C1", lw=1.2, label=d_lbl)
+        if "mean_compare" in c:
+            ax.plot(c["t_full"], c["mean_compare"], ":", color="C2", lw=1.2, label=x_lbl)
+        ax.set_xlabel("t")
+        ax.set_ylabel("mean q (4.3)")
+        ax.set_title(f"Mean path, max error {self.langevin['mean_path_max_error']:.3g}")
+        ax.legend(fontsize=8)
+        figs.append(("Mean path (Langevin)", fig))
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        if "acf_band" in c:
+            ax.fill_between(c["lags_surrogate"], c["acf_band"][0], c["acf_band"][1], color="C1", alpha=0.25,
+                            label="surrogate, 94% over U_k draws")
+        ax.plot(c["lags_full"], c["acf_full"], color="k", lw=1, label=f_lbl)
+        ax.plot(c["lags_surrogate"], c["acf_surrogate"], "--", color="C1", lw=1.2, label=d_lbl)
+        if "acf_compare" in c:
+            ax.plot(c["lags_full"], c["acf_compare"], ":", color="C2", lw=1.2, label=x_lbl)
+        ax.axhline(0, color="0.6", lw=0.5)
+        ax.set_xlabel("lag tau")
+        ax.set_ylabel("normalized ACF (4.4)")
+        ax.set_title(f"Normalized ACF, RMS error {self.langevin['acf_l2_error']:.3g}")
+        ax.legend(fontsize=8)
+        figs.append(("Normalized ACF (Langevin)", fig))
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        xs = c["U_x"]
+        if "U_draws" in c:
+            for j, u in enumerate(c["U_draws"]):
+                ax.plot(xs, u, color="C1", lw=0.5, alpha=0.5, label="posterior draws" if j == 0 else None)
+        ax.plot(xs, c["U_used"], color="C1", lw=1.5, label="U_k used (with continuation)")
+        ax.plot(c["U_grid"], c["U_grid_values"], "k.", ms=2, label="learned grid values")
+        ax.axvspan(c["U_grid"][0], c["U_grid"][-1], color="0.9", zorder=0)
+        ax.set_xlabel("q")
+        ax.set_ylabel("U_k(q)")
+        ax.set_ylim(-0.5, max(5.0, float(np.nanmax(c["U_grid_values"])) * 1.1))
+        ax.legend(fontsize=8)
+        figs.append(("Effective potential used by the surrogate", fig))
+        return figs
+
+
+# --------------------------------------------------------------------------------------------------
+# orchestration
+# --------------------------------------------------------------------------------------------------
+def surrogate_model(model: Model, learned: Any = None, *, control=None, executor=None, workdir=None,
+                    posterior=None, seed: Optional[int] = None) -> SurrogateResult:
+    """Run and compare the surrogate (4.1)/(4.2) with U_k against the full model with V.
+
+    learned: None (learn U_k first with :func:`bayescg.pipeline.learn_model`), a LearnResult, a
+    result.json dict, ``"reference"`` (the model's exact ``potential.reference`` on a grid, no learning)
+    or a :class:`LearnedCurves`.  posterior: optional posterior.nc path for draws (see
+    :func:`learned_curves`).  executor is accepted for the command layer's interface; the runs are
+    parallel over trajectories inside numba.  Settings come from ``[surrogate]`` (delta, reference_step,
+    trajectories M, time T, init, init_q, init_p, compare_expression, posterior_draws,
+    phase_trajectories, equilibrium_fraction) and ``simulation.gamma`` / ``seed``.
+    """
+    from .pipeline import potential_from_model
+    from .potentials import Potential
+
+    t_start = time.perf_counter()
+    sec = model.surrogate or SurrogateSection()
+    sim = model.require("simulation")
+    pot_sec = model.require("potential")
+    gamma = float(sim.gamma)
+    seed = int(sim.seed if seed is None else seed)
+    V = potential_from_model(model)
+    if V.dim != 1:
+        raise InputError(f"{model.path or model.name}: surrogate dynamics are implemented for d = 1, "
+                         f"the potential has d = {V.dim}")
+    warnings: list[str] = []
+    timings: dict = {}
+
+    # ---- U_k
+    t0 = time.perf_counter()
+    if learned is None:
+        from .pipeline import learn_model
+
+        learned = learn_model(model, workdir=workdir, control=control, executor=executor)
+        if posterior is None and workdir is not None:
+            posterior = Path(workdir) / "posterior.nc"
+    if isinstance(learned, str):
+        if learned != "reference":
+            raise InputError(f"learned must be a learn result, a result.json dict or 'reference', got {learned!r}")
+        curves = reference_curves(model)
+    else:
+        curves = learned_curves(learned, posterior)
+        for w in (getattr(learned, "warnings", None) or (learned.get("warnings") if isinstance(learned, dict) else None) or []):
+            warnings.append(f"learn: {w}")
+    timings["learn_seconds"] = time.perf_counter() - t0
+    U, info = interpolated_potential(curves.grid, curves.U_mean, pot_sec.variables)
+    warnings += info["warnings"]
+    lo, hi = info["grid_range"]
+    n_draws = int(getattr(sec, "posterior_draws", 10))
+    draws = None
+    if curves.draws is not None and n_draws > 0:
+        S = curves.draws.shape[0]
+        idx = np.unique(np.linspace(0, S - 1, min(n_draws, S)).round().astype(int))
+        draws = curves.draws[idx]
+    compare = None
+    if sec.compare_expression:
+        compare = Potential.from_expression(sec.compare_expression, pot_sec.variables)
+
+    M, T = int(sec.trajectories), float(sec.time)
+    delta, h = float(sec.delta), float(sec.reference_step)
+    if h >= delta:
+        warnings.append(f"reference_step {h} is not smaller than the surrogate step {delta}")
+    if T < 4 * delta:
+        raise InputError(f"surrogate.time ({T}) must cover at least 4 surrogate steps (delta = {delta})")
+    q0, p0 = initial_conditions(sec, M, 1, seed)
+    rec_s = delta
+    rec_f = _record_every(h, max(FULL_RECORD_SPACING, h))
+    eq_frac = float(getattr(sec, "equilibrium_fraction", 0.5))
+
+    # ---- Langevin (4.2)
+    common = dict(integrator="langevin", gamma=gamma, seed=seed, control=control)
+    tf, qf, _, sec_f = timed_run(V, h, T, q0, p0, record_every=rec_f, **common)
+    ts, qs, _, sec_s = timed_run(U, delta, T, q0, p0, record_every=rec_s, min_seconds=0.5, **common)
+    lg = compare_dynamics(ts, qs, tf, qf, eq_fraction=eq_frac)
+    lg.update({"speedup": sec_f / sec_s, "seconds_full": sec_f, "seconds_surrogate": sec_s})
+    lg["left_grid_fraction"], lg["outside_grid_sample_fraction"] = _outside(qs, lo, hi)
+    lg["mean_path_standard_error_max"] = float(np.max(np.hypot(mt.mean_path_se(qs), _interp_se(tf, qf, ts))))
+    # noise floor: the same metrics between two independent surrogate ensembles of size M
+    q0b, p0b = initial_conditions(sec, M, 1, seed + 1_000_003)
+    from .simulate import run_trajectories
+
+    tsb, qsb, _ = run_trajectories(U, delta, T, q0b, p0b, integrator="langevin", gamma=gamma, beta=1.0,
+                                   seed=seed + 1_000_003, record_every=rec_s)
+    nf = compare_dynamics(ts, qs, tsb, qsb, eq_fraction=eq_frac)
+    lg["noise_floor"] = {k: nf[k] for k in ("equilibrium_w1", "mean_path_max_error", "acf_l2_error")}
+    if lg["left_grid_fraction"] > 0:
+        warnings.append(f"{100 * lg['left_grid_fraction']:.1f}% of surrogate Langevin trajectories left the "
+                        f"learned grid [{lo:.3g}, {hi:.3g}] (U_k continued quadratically there)")
+
+    curves_out: dict = {}
+    edges = np.linspace(min(lo, np.nanmin(qf)), max(hi, np.nanmax(qf)), 81)
+    ef = mt.late_samples(tf, qf, eq_frac)
+    es = mt.late_samples(ts, qs, eq_frac)
+    la, acf_s = _acf(ts, qs, lg["max_lag_time"])
+    lf, acf_f = _acf(tf, qf, lg["max_lag_time"])
+    curves_out.update({
+        "density_edges": edges, "density_full": mt.density_on_bins(ef, edges),
+        "density_surrogate": mt.density_on_bins(es, edges),
+        "t_full": tf, "mean_full": mt.mean_path(qf)[:, 0], "t_surrogate": ts, "mean_surrogate": mt.mean_path(qs)[:, 0],
+        "lags_full": lf, "acf_full": acf_f[:, 0], "lags_surrogate": la, "acf_surrogate": acf_s[:, 0],
+    })
+
+    # ---- posterior draws of U_k (one separable run, see module docstring)
+    if draws is not None:
+        t0 = time.perf_counter()
+        lg["posterior"] = _posterior_bands(curves.grid, draws, q0, p0, delta, T, gamma, seed, rec_s,
+                                           ts, qf, tf, eq_frac, edges, lg["max_lag_time"], curves_out, control)
+        timings["posterior_seconds"] = time.perf_counter() - t0
+    else:
+        lg["posterior"] = None
+        warnings.append("no posterior draws of U_k available: no predictive bands")
+
+    # ---- Hamiltonian (4.1)
+    ham = dict(integrator="hamiltonian", gamma=gamma, seed=seed, control=control)
+    thf, _, _, hsec_f = timed_run(V, h, T, q0, p0, record_every=_record_every(h, T / 10), **ham)
+    ths, _, _, hsec_s = timed_run(U, delta, T, q0, p0, record_every=delta, min_seconds=0.5, **ham)
+    K = max(1, min(int(getattr(sec, "phase_trajectories", 3)), M))
+    rec_ph = _record_every(h, max(PHASE_RECORD_SPACING, h))
+    _, hqf, hpf, _ = timed_run(V, h, T, q0[:K], p0[:K], record_every=rec_ph, warmup=False, **ham)
+    _, hqs, hps, _ = timed_run(U, delta, T, q0[:K], p0[:K], record_every=delta, warmup=False, **ham)
+    orb_f = [np.c_[hqf[:, i, 0], hpf[:, i, 0]] for i in range(K)]
+    orb_s = [np.c_[hqs[:, i, 0], hps[:, i, 0]] for i in range(K)]
+    dists = [mt.phase_portrait_distance(a, b) for a, b in zip(orb_s, orb_f)]
+    hm = {"phase_portrait_error": float(np.mean([x["mean"] for x in dists])),
+          "phase_portrait_hausdorff": float(np.max([x["hausdorff"] for x in dists])),
+          "per_trajectory": dists, "initial_conditions": np.c_[q0[:K, 0], p0[:K, 0]].tolist(),
+          "speedup": hsec_f / hsec_s, "seconds_full": hsec_f, "seconds_surrogate": hsec_s,
+          "left_grid_fraction": _outside(hqs, lo, hi)[0]}
+    curves_out.update({"phase_full": orb_f, "phase_surrogate": orb_s})
+
+    # ---- comparison potential (e.g. the N = 2 truncation), at the reference step like V
+    cmp_out = None
+    if compare is not None:
+        tc, qc, _, csec = timed_run(compare, h, T, q0, p0, record_every=rec_f, **common)
+        cl = compare_dynamics(tc, qc, tf, qf, eq_fraction=eq_frac)
+        _, hqc, hpc, _ = timed_run(compare, h, T, q0[:K], p0[:K], record_every=rec_ph, **ham)
+        orb_c = [np.c_[hqc[:, i, 0], hpc[:, i, 0]] for i in range(K)]
+        cd = [mt.phase_portrait_distance(a, b) for a, b in zip(orb_c, orb_f)]
+        cmp_out = {"expression": sec.compare_expression, "step": h,
+                   "langevin": {**cl, "seconds": csec},
+                   "hamiltonian": {"phase_portrait_error": float(np.mean([x["mean"] for x in cd])),
+                                   "phase_portrait_hausdorff": float(np.max([x["hausdorff"] for x in cd]))}}
+        lc, acf_c = _acf(tc, qc, lg["max_lag_time"])
+        curves_out.update({"density_compare": mt.density_on_bins(mt.late_samples(tc, qc, eq_frac), edges),
+                           "mean_compare": mt.mean_path(qc)[:, 0], "acf_compare": acf_c[:, 0],
+                           "phase_compare": orb_c})
+
+    xs = np.linspace(edges[0], edges[-1], 400)
+    curves_out.update({"U_x": xs, "U_used": U.V(xs), "U_grid": curves.grid, "U_grid_values": curves.U_mean})
+    if draws is not None:
+        curves_out["U_draws"] = [_interp_values(curves.grid, u, xs) for u in draws[:8]]
+
+    settings = {
+        "delta": delta, "reference_step": h, "trajectories": M, "time": T, "gamma": gamma, "beta": 1.0,
+        "mass": "identity", "friction": "gamma * I (model's simulation.gamma)",
+        "init": sec.init, "init_q": list(sec.init_q), "init_p": list(sec.init_p), "seed": seed,
+        "U_source": curves.source, "beta_hat": curves.beta_hat,
+        "U_scaling": "none: U_k enters (4.2) at beta = 1 as learned (energy units of V); see bayescg.surrogate",
+        "grid_range": [lo, hi], "continuation_curvature": [info["kappa_lo"], info["kappa_hi"]],
+        "record_every_surrogate": rec_s, "record_every_full": rec_f,
+        "equilibrium_fraction": eq_frac, "phase_trajectories": K,
+        "acf": "(4.4) with time-and-ensemble averages over all records from t = 0; error = RMS over lags "
+               "[0, max_lag_time] on the surrogate's lag grid",
+        "phase_portrait_error": "symmetric mean point-to-curve distance in the (q, p) plane, mean over "
+                                "phase_trajectories orbits from the first initial conditions",
+        "speedup": "wall-clock of the full model at h over the surrogate at delta, same M, T and initial "
+                   "conditions, after a compile warm-up; Hamiltonian timed on the same M-trajectory ensemble",
+        "numba_threads": numba.get_num_threads(),
+    }
+    timings["total_seconds"] = time.perf_counter() - t_start
+    return SurrogateResult(model.name, settings, lg, hm, cmp_out, timings, warnings, curves_out)
+
+
+def _interp_values(grid, u, xs):
+    c, klo, khi, cs = _spline_pieces(grid, u)
+    out = cs(np.clip(xs, grid[0], grid[-1]))
+    for side, b, k in (("lo", grid[0], klo), ("hi", grid[-1], khi)):
+        m = xs < b if side == "lo" else xs > b
+        dx = xs[m] - b
+        out[m] = cs(b) + cs(b, 1) * dx + 0.5 * k * dx * dx
+    return out
+
+
+def _interp_se(t_src, q_src, t_dst):
+    return mt.interpolate_path(t_src, mt.mean_path_se(q_src), np.clip(t_dst, t_src[0], t_src[-1]))
+
+
+def _posterior_bands(grid, draws, q0, p0, delta, T, gamma, seed, rec_s, ts, qf, tf, eq_frac, edges,
+                     max_lag_time, curves_out, control):
+    """Run the surrogate Langevin model for every draw (one separable D-dimensional run) and return
+    the metrics' spread over draws plus 94 % bands of mean path, ACF and density."""
+    from .simulate import run_trajectories
+
+    D = draws.shape[0]
+    P = stacked_potential(grid, draws)
+    qd0 = np.repeat(q0, D, axis=1)
+    pd0 = np.repeat(p0, D, axis=1)
+    td, qd, _ = run_trajectories(P, delta, T, qd0, pd0, integrator="langevin", gamma=gamma, beta=1.0,
+                                 seed=seed, record_every=rec_s, control=control)
+    mets, means, acfs, dens = [], [], [], []
+    for j in range(D):
+        qj = qd[:, :, j:j + 1]
+        mets.append(compare_dynamics(td, qj, tf, qf, eq_fraction=eq_frac, max_lag_time=max_lag_time))
+        means.append(mt.mean_path(qj)[:, 0])
+        acfs.append(_acf(td, qj, max_lag_time)[1][:, 0])
+        dens.append(mt.density_on_bins(mt.late_samples(td, qj, eq_frac), edges))
+    lo_q, hi_q = BAND_Q
+
+    def spread(key):
+        v = np.array([m[key] for m in mets])
+        return {"mean": float(v.mean()), "lower": float(np.quantile(v, lo_q)), "upper": float(np.quantile(v, hi_q)),
+                "values": v.tolist()}
+
+    means, acfs, dens = np.array(means), np.array(acfs), np.array(dens)
+    band = lambda a: (np.quantile(a, lo_q, axis=0), np.quantile(a, hi_q, axis=0))  # noqa: E731
+    curves_out["mean_band"] = band(means)
+    curves_out["acf_band"] = band(acfs)
+    curves_out["density_band"] = band(dens)
+    lags = np.asarray(curves_out["lags_surrogate"])
+    return {
+        "draws": int(D),
+        "equilibrium_w1": spread("equilibrium_w1"),
+        "mean_path_max_error": spread("mean_path_max_error"),
+        "acf_l2_error": spread("acf_l2_error"),
+        "left_grid_fraction": _outside(qd, grid[0], grid[-1])[0],
+        "bands": {
+            "quantiles": list(BAND_Q),
+            "times": td.tolist(),
+            "mean_path_lower": curves_out["mean_band"][0].tolist(),
+            "mean_path_upper": curves_out["mean_band"][1].tolist(),
+            "lags": lags[: acfs.shape[1]].tolist(),
+            "acf_lower": curves_out["acf_band"][0].tolist(),
+            "acf_upper": curves_out["acf_band"][1].tolist(),
+            "density_edges": np.asarray(edges).tolist(),
+            "density_lower": curves_out["density_band"][0].tolist(),
+            "density_upper": curves_out["density_band"][1].tolist(),
+        },
+    }
