@@ -1,0 +1,524 @@
+"""Learn the effective potential U_k with its uncertainty from a simulation (3.5), (3.6), (3.9).
+
+``fit_effective_potential(sim)`` builds the model of :mod:`bayescg.bayes.effective` (f = beta U on a
+B-spline basis, multinomial histogram likelihood tempered by n_eff / n, beta from the momenta), samples
+it with NUTS (nutpie when importable, else PyMC) or takes the MAP with a Laplace band, and reports U on a
+grid restricted to the region with data, shifted so that min U_mean = 0.
+
+Reported bands.  Each posterior draw of U is defined up to a constant; every draw is aligned to have the
+same count-weighted mean over the reported grid, then the 3 % and 97 % quantiles at each point give the
+94 % equal-tailed band (so the band shows the uncertainty of the shape of U, not of the arbitrary constant).
+
+Reference RMSE.  Over the histogram cells that hold ``mass_fraction`` of the counts (most populated first),
+the reference is shifted by the least-squares constant (mean difference, unweighted over cells) and
+RMSE = sqrt(mean_cells (U_mean - U_ref - c)^2) is reported; ``reference_coverage`` is the fraction of
+reported grid points in that region whose reference lies inside the band, the reference being aligned like
+the draws (same count-weighted mean over the grid as U_mean).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from .bayes.effective import (EffectiveBasis, build_effective_potential_model, effective_basis, f_cells, map_estimate,
+                               momenta_likelihood_params)
+from .errors import InputError
+
+__all__ = ["sample_model", "sampler_diagnostics", "convergence_warnings", "FitResult", "fit_effective_potential", "learned_curvature",
+           "finite_delta_bias", "FiniteDeltaBias"]
+
+MAX_REPORT_1D = 200
+MAX_REPORT_2D = 40  # per dimension
+
+
+# --------------------------------------------------------------------------------------------------
+# samplers
+# --------------------------------------------------------------------------------------------------
+def sample_model(model, *, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 1,
+                 target_accept: float = 0.9, use_nutpie: Optional[bool] = None):
+    """NUTS on a pm.Model -> arviz.InferenceData (posterior, sample_stats with ``diverging``).
+
+    nutpie (compile_pymc_model + sample) when importable, else pm.sample; cores <= 2 (shared machine).
+    """
+    import pymc as pm
+
+    if use_nutpie is None:
+        try:
+            import nutpie  # noqa: F401
+
+            use_nutpie = True
+        except ImportError:
+            use_nutpie = False
+    if use_nutpie:
+        import nutpie
+
+        compiled = nutpie.compile_pymc_model(model)
+        idata = nutpie.sample(compiled, draws=int(draws), tune=int(tune), chains=int(chains), seed=int(seed),
+                              progress_bar=False, cores=min(int(chains), 2), target_accept=target_accept)
+        return idata
+    return pm.sample(draws=int(draws), tune=int(tune), chains=int(chains), cores=1, random_seed=int(seed),
+                     model=model, progressbar=False, target_accept=target_accept, compute_convergence_checks=False)
+
+
+def sampler_diagnostics(idata, var_names=None) -> dict:
+    """{r_hat_max, ess_bulk_min, divergences} over ``var_names`` (default: all posterior variables)."""
+    import arviz as az
+
+    post = idata.posterior
+    names = [v for v in (var_names or list(post.data_vars)) if v in post]
+    nchain = post.sizes.get("chain", 1)
+    rh = ess = None
+    if nchain >= 2:
+        r = az.rhat(idata, var_names=names)
+        rh = float(max(np.nanmax(r[v].values) for v in names))
+    e = az.ess(idata, var_names=names, method="bulk")
+    ess = float(min(np.nanmin(e[v].values) for v in names))
+    div = 0
+    if hasattr(idata, "sample_stats") and "diverging" in idata.sample_stats:
+        div = int(idata.sample_stats["diverging"].values.sum())
+    return {"r_hat_max": rh if rh is not None else float("nan"), "ess_bulk_min": ess, "divergences": div}
+
+
+def convergence_warnings(diag: dict, r_hat_max: float = 1.01, ess_min: float = 100.0) -> list[str]:
+    """Warnings for a sampler run: r_hat > 1.01 (or undefined with one chain), divergences, low bulk ESS."""
+    out = []
+    rh = diag.get("r_hat_max")
+    if rh is None or not np.isfinite(rh):
+        out.append("r_hat undefined (one chain): convergence not checked")
+    elif rh > r_hat_max:
+        out.append(f"sampler not converged: r_hat_max = {rh:.3f} > {r_hat_max}")
+    if diag.get("divergences", 0):
+        out.append(f"sampler had {diag['divergences']} divergent transitions")
+    ess = diag.get("ess_bulk_min")
+    if ess is not None and ess < ess_min:
+        out.append(f"low effective sample size of the posterior: ess_bulk_min = {ess:.0f} < {ess_min:.0f}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# result
+# --------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class FitResult:
+    """Learned U_k on a grid (points of the region with data), shifted so that min U_mean = 0.
+
+    grid: (G, d) points; U_mean, U_lower, U_upper: (G,) posterior mean and 94 % equal-tailed band;
+    beta: {mean, sd, lower, upper}; reference_rmse (None without reference); diagnostics
+    {r_hat_max, ess_bulk_min, divergences} (None entries for MAP); warnings: anything not OK.
+    """
+
+    dim: int
+    method: str
+    grid: np.ndarray
+    U_mean: np.ndarray
+    U_lower: np.ndarray
+    U_upper: np.ndarray
+    beta: dict
+    knots: list
+    coef_mean: np.ndarray          # posterior mean of a / beta (coefficients of U), same basis as knots
+    n_eff_factor: float
+    n_eff: float
+    diagnostics: dict
+    seconds: float
+    warnings: list
+    band: str
+    reference_rmse: Optional[float] = None
+    reference_coverage: Optional[float] = None
+    reference_grid: Optional[np.ndarray] = None  # aligned reference on the grid (for figures)
+    mass_region: Optional[np.ndarray] = None      # (G,) bool: grid points inside the mass region
+    counts: Any = None
+    edges: Any = None
+    idata: Any = None
+    ppc_counts: Any = None
+    U_draws: Any = None
+
+    def to_dict(self) -> dict:
+        f = lambda a: None if a is None else np.asarray(a, dtype=float).tolist()  # noqa: E731
+        return {
+            "method": self.method,
+            "grid": f(self.grid.reshape(len(self.grid), -1)),
+            "U_mean": f(self.U_mean), "U_lower": f(self.U_lower), "U_upper": f(self.U_upper),
+            "band": self.band,
+            "beta_mean": self.beta.get("mean"), "beta_posterior": dict(self.beta),
+            "knots": [len(t) - 6 for t in self.knots],
+            "n_eff": self.n_eff, "n_eff_factor": self.n_eff_factor,
+            "reference_rmse": self.reference_rmse, "reference_coverage": self.reference_coverage,
+            "diagnostics": dict(self.diagnostics), "seconds": self.seconds, "warnings": list(self.warnings),
+        }
+
+    @property
+    def converged(self) -> bool:
+        return not self.warnings
+
+    def spline(self, wall: float = 0.0):
+        """:class:`bayescg.splines.SplineRep` of the posterior-mean U (shifted like U_mean)."""
+        from .splines import SplineRep
+
+        return SplineRep(self.knots, self.coef_mean, 3, wall)
+
+    def potential(self, wall: float = 0.0):
+        """The posterior-mean U as a :class:`bayescg.potentials.Potential` (for surrogate dynamics)."""
+        from .splines import spline_potential
+
+        return spline_potential(self.knots, self.coef_mean, 3, wall)
+
+    def to_inference_data(self):
+        """posterior (sampler variables + U on the grid), posterior_predictive (bin counts),
+        observed_data (bin counts), sample_stats (NUTS only)."""
+        import arviz as az
+        import xarray as xr
+
+        idata = self.idata
+        cells = np.asarray(self.counts).ravel()
+        obs = xr.Dataset({"counts": ("cell", cells)})
+        if idata is None:
+            idata = az.InferenceData()
+        groups = {}
+        if self.ppc_counts is not None:
+            pc = np.asarray(self.ppc_counts)
+            groups["posterior_predictive"] = xr.Dataset(
+                {"counts": (("chain", "draw", "cell"), pc.reshape(1, pc.shape[0], -1))})
+        groups["observed_data"] = obs
+        for name, ds in groups.items():
+            if name in idata.groups():
+                del idata[name]
+            idata.add_groups({name: ds})
+        return idata
+
+    def figures(self):
+        """[(title, Figure)]: U_mean with its band (and reference) in 1D; mean and band width maps in 2D."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        figs = []
+        if self.dim == 1:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            x = self.grid.ravel()
+            ax.fill_between(x, self.U_lower, self.U_upper, color="C0", alpha=0.3, label="94% band")
+            ax.plot(x, self.U_mean, color="C0", label="posterior mean U")
+            if self.reference_grid is not None:
+                ax.plot(x, self.reference_grid, "k--", lw=1, label="reference (aligned)")
+            ax.set_xlabel("q")
+            ax.set_ylabel("U(q)")
+            ax.legend(fontsize=8)
+            figs.append(("Effective potential", fig))
+        else:
+            fig, axs = plt.subplots(1, 2, figsize=(10, 4))
+            g = self.grid
+            s0 = axs[0].tricontourf(g[:, 0], g[:, 1], self.U_mean, levels=20)
+            fig.colorbar(s0, ax=axs[0])
+            axs[0].set_title("posterior mean U")
+            s1 = axs[1].tricontourf(g[:, 0], g[:, 1], self.U_upper - self.U_lower, levels=20, cmap="magma")
+            fig.colorbar(s1, ax=axs[1])
+            axs[1].set_title("94% band width")
+            for a in axs:
+                a.set_xlabel("x")
+                a.set_ylabel("y")
+            figs.append(("Effective potential (region with data)", fig))
+        return figs
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------------
+def _extract(sim_or_data):
+    """counts, edges, beta_hat, beta_hat_se, n_eff_factor, n_eff from a SimulationResult-like or dict."""
+    if isinstance(sim_or_data, dict):
+        dd = sim_or_data
+        counts = np.asarray(dd["counts"], dtype=float)
+        edges = [np.asarray(e, dtype=float) for e in dd["edges"]]
+        bh, bse = dd.get("beta_hat"), dd.get("beta_hat_se")
+        factor = float(dd.get("n_eff_factor", 1.0))
+        return counts, edges, bh, bse, factor, factor * counts.sum(), dd.get("beta")
+    sim = sim_or_data
+    if getattr(sim, "hist_marginal", False):
+        raise InputError("the simulation holds only marginal histograms (d = 3): effective potentials are fitted "
+                         "for d = 1 or 2")
+    if getattr(sim, "trapped_fraction", 0.0) >= 1.0:
+        raise InputError("all walkers fell into fixed points of the map (momentum collapsed): no data to fit")
+    from .stats import equilibrium_summary
+
+    eq = equilibrium_summary(sim)
+    counts = np.asarray(sim.hist_counts, dtype=float)
+    return (counts, [np.asarray(e, dtype=float) for e in sim.hist_edges], eq.beta_hat, eq.beta_hat_se,
+            eq.n_eff_factor, eq.n_eff_factor * counts.sum(), None)
+
+
+def _mass_region(counts, fraction):
+    """Boolean mask of the cells holding ``fraction`` of the counts, most populated first."""
+    c = counts.ravel()
+    order = np.argsort(-c, kind="stable")
+    cum = np.cumsum(c[order])
+    k = int(np.searchsorted(cum, fraction * cum[-1])) + 1
+    mask = np.zeros(c.size, dtype=bool)
+    mask[order[:k]] = True
+    return mask.reshape(counts.shape)
+
+
+def _report_grid(basis: EffectiveBasis, counts):
+    """Report points (G, d), their cell indices (G,) into counts.ravel(), restricted to the data region.
+
+    1D: cell centres between the 0.05 % and 99.95 % count quantiles.  2D: every k-th cell centre
+    (<= 40 per dimension) whose 3x3 (in coarse cells) neighbourhood holds at least one count.
+    """
+    if basis.dim == 1:
+        c = counts
+        cum = np.cumsum(c) / c.sum()
+        lo = int(np.searchsorted(cum, 5e-4))
+        hi = int(np.searchsorted(cum, 1 - 5e-4))
+        idx = np.arange(lo, hi + 1)
+        if len(idx) > MAX_REPORT_1D:
+            idx = idx[:: int(math.ceil(len(idx) / MAX_REPORT_1D))]
+        return basis.centres[0][idx][:, None], idx
+    nx, ny = counts.shape
+    kx, ky = max(1, int(math.ceil(nx / MAX_REPORT_2D))), max(1, int(math.ceil(ny / MAX_REPORT_2D)))
+    ix = np.arange(kx // 2, nx, kx)
+    iy = np.arange(ky // 2, ny, ky)
+    # counts in a window of +-1.5 coarse cells around each report point
+    from scipy.ndimage import uniform_filter
+
+    sm = uniform_filter(counts, size=(3 * kx, 3 * ky), mode="constant") * (9 * kx * ky)
+    keep = sm[np.ix_(ix, iy)] >= 0.5
+    gx, gy = np.meshgrid(ix, iy, indexing="ij")
+    gx, gy = gx[keep], gy[keep]
+    pts = np.column_stack([basis.centres[0][gx], basis.centres[1][gy]])
+    return pts, gx * ny + gy
+
+
+def _design_at(basis: EffectiveBasis, idx):
+    """Design rows (G, m) at the cells idx (flat indices)."""
+    if basis.dim == 1:
+        return basis.Bs[0][idx]
+    ny = basis.Bs[1].shape[0]
+    bx, by = basis.Bs[0][idx // ny], basis.Bs[1][idx % ny]
+    return (bx[:, :, None] * by[:, None, :]).reshape(len(idx), -1)
+
+
+def _ref_values(reference, pts):
+    if reference is None:
+        return None
+    if hasattr(reference, "V"):
+        return np.asarray(reference.V(pts), dtype=float).ravel()
+    if callable(reference):
+        return np.asarray(reference(pts), dtype=float).ravel()
+    raise InputError("reference must be a Potential or a callable of points (n, d)")
+
+
+# --------------------------------------------------------------------------------------------------
+# beta (conjugate part of the model)
+# --------------------------------------------------------------------------------------------------
+def _beta_draws(momenta, fixed_beta, n, rng):
+    """Exact posterior draws of beta: Gamma(1 + nu/2, rate 1e-3 + S/2) (prior Gamma(1, 1e-3))."""
+    if momenta is None:
+        return np.full(n, float(fixed_beta))
+    nu, S = momenta_likelihood_params(momenta["beta_hat"], momenta["beta_hat_se"])
+    return rng.gamma(1.0 + nu / 2, 1.0 / (1e-3 + S / 2), size=n)
+
+
+# --------------------------------------------------------------------------------------------------
+# main entry
+# --------------------------------------------------------------------------------------------------
+def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draws: int = 1000, tune: int = 1000,
+                            chains: int = 4, seed: int = 1, reference=None, mass_fraction: float = 0.98,
+                            control=None, beta: Optional[float] = None, min_eff_per_coef: float = 2.0,
+                            max_knots_2d: int = 25) -> FitResult:
+    """Fit U_k (3.9) with uncertainty; see the module docstring for bands and RMSE.
+
+    sim_or_data: SimulationResult-like (hist_counts, hist_edges, samples_*, beta_hat, beta_hat_se) or a dict
+    {counts, edges, beta_hat, beta_hat_se, n_eff_factor (default 1)} or {counts, edges, beta} (beta fixed).
+    knots: break points per dimension (in 2D at most ``max_knots_2d``, with a warning).  method: "nuts"
+    or "map" (MAP + Laplace band: Gaussian in the spline coefficients at the MAP smoothing precision, beta
+    from its exact Gamma posterior).  reference: Potential or callable of points (n, d) -> (n,).
+    Raises InputError when the effective sample size is below ``min_eff_per_coef`` per coefficient.
+    """
+    t0 = time.perf_counter()
+    if method not in ("nuts", "map"):
+        raise InputError(f"method must be 'nuts' or 'map', got {method!r}")
+    if not 0.5 <= mass_fraction <= 1.0:
+        raise InputError(f"mass_fraction must be in [0.5, 1], got {mass_fraction}")
+    counts, edges, bh, bse, factor, n_eff, fixed_beta = _extract(sim_or_data)
+    if beta is not None:
+        fixed_beta = beta
+    d = len(edges)
+    warnings: list[str] = []
+    kn = knots
+    if d == 2 and np.isscalar(knots) and int(knots) > max_knots_2d:
+        kn = max_knots_2d
+        warnings.append(f"2D fit uses {max_knots_2d} knots per dimension instead of {knots} "
+                        f"({(max_knots_2d + 2) ** 2} tensor coefficients)")
+    basis = effective_basis(edges, kn)
+    m = basis.n_coef
+    if counts.sum() <= 0:
+        raise InputError("the histogram is empty: no samples inside the histogram range")
+    if n_eff < min_eff_per_coef * m:
+        raise InputError(f"only {n_eff:.0f} effective samples for {m} spline coefficients "
+                         f"({kn} knots per dimension): use fewer knots or a longer run")
+    momenta = None
+    if fixed_beta is None:
+        if bh is None or bse is None:
+            raise InputError("need beta_hat and beta_hat_se (or a fixed beta) to fit U")
+        momenta = {"beta_hat": float(bh), "beta_hat_se": float(bse)}
+    if control is not None:
+        control.check()
+    # MAP of (b, sigma_rw) by Newton iterations on the same log posterior as the PyMC model
+    b_map, sigma_map, H = map_estimate(basis, counts, factor)
+    L = np.linalg.cholesky(H)
+    W = np.linalg.solve(L.T, np.eye(len(b_map)))  # b = b_map + W z has z ~ N(0, I) under the Laplace approx.
+    idata = None
+    rng = np.random.default_rng(seed)
+    if method == "nuts":
+        model = build_effective_potential_model(counts, edges, basis=basis, momenta_stats=momenta,
+                                                n_eff_factor=factor, beta=fixed_beta, whitening=(b_map, W))
+        idata = sample_model(model, draws=draws, tune=tune, chains=chains, seed=seed)
+        diag = sampler_diagnostics(idata, var_names=[v for v in ("z", "sigma_rw", "beta") if v in idata.posterior])
+        bd = b_map + idata.posterior["z"].values.reshape(-1, m - 1) @ W.T
+        betad = (idata.posterior["beta"].values.ravel() if "beta" in idata.posterior
+                 else np.full(bd.shape[0], float(fixed_beta)))
+        warnings += convergence_warnings(diag)
+        band = "94% equal-tailed posterior interval (NUTS)"
+    else:
+        nd = max(200, int(draws))
+        bd = b_map + rng.standard_normal((nd, len(b_map))) @ W.T
+        betad = _beta_draws(momenta, fixed_beta, nd, rng)
+        diag = {"r_hat_max": None, "ess_bulk_min": None, "divergences": None}
+        band = ("94% equal-tailed Laplace interval (Gaussian in the spline coefficients at the MAP, smoothing "
+                "precision fixed at its MAP; exact Gamma posterior of beta)")
+    if control is not None:
+        control.check()
+    # ---- U on the report grid
+    pts, idx = _report_grid(basis, counts)
+    X = _design_at(basis, idx)
+    A = bd @ basis.Q.T                       # (S, m) coefficients of f
+    Ucoef = A / betad[:, None]               # coefficients of U = f / beta
+    Ud = Ucoef @ X.T                         # (S, G)
+    w = counts.ravel()[idx].astype(float)
+    w = w / w.sum() if w.sum() > 0 else np.full(len(idx), 1.0 / len(idx))
+    Ud -= (Ud @ w)[:, None]                  # align every draw: same count-weighted mean
+    U_mean = Ud.mean(axis=0)
+    coef_mean = Ucoef.mean(axis=0)
+    coef_mean = coef_mean - (coef_mean @ X.T) @ w  # same alignment for the stored spline
+    shift = U_mean.min()
+    U_mean = U_mean - shift
+    Ud = Ud - shift
+    coef_mean = coef_mean - shift
+    lo, hi = np.quantile(Ud, [0.03, 0.97], axis=0)
+    bmean, bsd = float(np.mean(betad)), float(np.std(betad, ddof=1)) if len(betad) > 1 else 0.0
+    blo, bhi = (float(v) for v in np.quantile(betad, [0.03, 0.97]))
+    res = FitResult(dim=d, method=method, grid=pts, U_mean=U_mean, U_lower=lo, U_upper=hi,
+                    beta={"mean": bmean, "sd": bsd, "lower": blo, "upper": bhi,
+                          "beta_hat": None if bh is None else float(bh),
+                          "beta_hat_se": None if bse is None else float(bse)},
+                    knots=basis.knots, coef_mean=coef_mean, n_eff_factor=float(factor), n_eff=float(n_eff),
+                    diagnostics=diag, seconds=0.0, warnings=warnings, band=band, counts=counts, edges=edges,
+                    idata=idata, U_draws=Ud)
+    # ---- reference
+    cells_mask = _mass_region(counts, mass_fraction).ravel()
+    res.mass_region = cells_mask[idx]
+    if reference is not None:
+        cidx = np.flatnonzero(cells_mask)
+        if d == 1:
+            cpts = basis.centres[0][cidx][:, None]
+        else:
+            ny = basis.Bs[1].shape[0]
+            cpts = np.column_stack([basis.centres[0][cidx // ny], basis.centres[1][cidx % ny]])
+        um = f_cells(basis, coef_mean).ravel()[cidx]
+        ref = _ref_values(reference, cpts if d > 1 else cpts[:, 0])
+        c = float(np.mean(um - ref))
+        res.reference_rmse = float(np.sqrt(np.mean((um - ref - c) ** 2)))
+        # for the band, align the reference like the draws: same count-weighted mean over the grid
+        rg = _ref_values(reference, pts if d > 1 else pts[:, 0])
+        rg = rg + float(w @ (U_mean - rg))
+        res.reference_grid = rg
+        inside = (rg >= lo) & (rg <= hi)
+        res.reference_coverage = float(np.mean(inside[res.mass_region])) if res.mass_region.any() else None
+    # ---- posterior predictive of the bin counts (<= 200 draws)
+    rng = np.random.default_rng(seed + 7)
+    sel = rng.choice(A.shape[0], size=min(200, A.shape[0]), replace=False)
+    ntot = int(round(counts.sum()))
+    ppc = np.empty((len(sel), counts.size), dtype=np.int64)
+    for r, s in enumerate(sel):
+        eta = -f_cells(basis, A[s]).ravel() + basis.log_volume.ravel()
+        p = np.exp(eta - eta.max())
+        ppc[r] = rng.multinomial(ntot, p / p.sum())
+    res.ppc_counts = ppc
+    if idata is not None:
+        import xarray as xr
+
+        nchain = idata.posterior.sizes["chain"]
+        Uc = Ud.reshape(nchain, -1, Ud.shape[1])
+        idata.posterior["U"] = xr.DataArray(Uc, dims=("chain", "draw", "grid_point"))
+    else:
+        import arviz as az
+
+        res.idata = az.from_dict(posterior={"b": bd[None], "beta": betad[None], "U": Ud[None]},
+                                 dims={"U": ["grid_point"]})
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+# --------------------------------------------------------------------------------------------------
+# finite-delta bias (issue 3, item 6b)
+# --------------------------------------------------------------------------------------------------
+def learned_curvature(fit: FitResult) -> tuple[float, float]:
+    """Curvature c of U ~ c q^2 / 2 + b q + const fitted by least squares to U_mean over the mass region (1D).
+
+    Returns (c, se) where se is the spread of c over the posterior draws of U (when stored).
+    """
+    if fit.dim != 1:
+        raise InputError("learned_curvature is for 1D fits")
+    x = fit.grid.ravel()
+    m = fit.mass_region if fit.mass_region is not None and fit.mass_region.sum() >= 3 else np.ones(len(x), bool)
+    X = np.column_stack([x[m] ** 2 / 2, x[m], np.ones(m.sum())])
+    c = float(np.linalg.lstsq(X, fit.U_mean[m], rcond=None)[0][0])
+    se = float("nan")
+    if fit.U_draws is not None:
+        coef = np.linalg.lstsq(X, np.asarray(fit.U_draws)[:, m].T, rcond=None)[0][0]
+        se = float(np.std(coef, ddof=1))
+    return c, se
+
+
+@dataclasses.dataclass
+class FiniteDeltaBias:
+    """Per delta: kinetic beta_hat (3.5), configurational beta_conf of the reference U_0 on the sampled q,
+    the learned curvature of U (fit with beta_hat) and the curvature after using beta_conf instead."""
+
+    rows: list
+
+    def to_dict(self) -> dict:
+        return {"rows": self.rows}
+
+
+def finite_delta_bias(sims: list, reference_gradient: Callable, reference_laplacian: Optional[Callable] = None,
+                      *, knots: int = 20, method: str = "map", seed: int = 1) -> FiniteDeltaBias:
+    """Kinetic vs configurational temperature and the learned curvature of U_0 at several deltas (Test 1).
+
+    sims: SimulationResult-like objects (1D); reference_gradient: grad U_0 (q (n, 1) -> (n, 1)), e.g. q for
+    U_0 = q^2/2.  beta_conf = E[Lap U_0] / E[|grad U_0|^2] over IAT-thinned samples q.  The learned U is fitted
+    with beta = beta_hat (as in the paper) and its curvature reported; the correction refits the same histogram
+    with beta fixed to beta_conf, which rescales U by beta_hat / beta_conf.
+    """
+    from .stats import _thin, configurational_beta, equilibrium_summary
+
+    rows = []
+    for sim in sims:
+        eq = equilibrium_summary(sim)
+        q = _thin(np.asarray(sim.samples_q, dtype=float), np.asarray(sim.sample_walker), eq.stride)
+        bconf, bconf_se = configurational_beta(q, reference_gradient, reference_laplacian)
+        fit = fit_effective_potential(sim, knots=knots, method=method, seed=seed, draws=400)
+        c, c_se = learned_curvature(fit)
+        data = {"counts": sim.hist_counts, "edges": sim.hist_edges, "beta": bconf, "n_eff_factor": eq.n_eff_factor}
+        fit_c = fit_effective_potential(data, knots=knots, method=method, seed=seed, draws=400)
+        cc, cc_se = learned_curvature(fit_c)
+        rows.append({"delta": float(sim.delta), "beta_hat": eq.beta_hat, "beta_hat_se": eq.beta_hat_se,
+                     "beta_conf": bconf, "beta_conf_se": bconf_se,
+                     "ratio_kinetic_over_conf": eq.beta_hat / bconf,
+                     "curvature": c, "curvature_se": c_se,
+                     "curvature_conf_corrected": cc, "curvature_conf_corrected_se": cc_se,
+                     "normality_pvalue": eq.normality_pvalue, "trapped_fraction": float(sim.trapped_fraction)})
+    return FiniteDeltaBias(rows)

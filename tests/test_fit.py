@@ -1,0 +1,159 @@
+"""Effective-potential fits on exact Gibbs samples (independent of the integrators)."""
+import math
+
+import numpy as np
+import pytest
+
+from bayescg.bayes.effective import build_effective_potential_model, effective_basis, map_estimate
+from bayescg.errors import InputError
+from bayescg.fit import convergence_warnings, fit_effective_potential, learned_curvature
+from bayescg.stats import beta_from_momenta
+
+
+def gibbs_1d(U, beta, n, rng, lo=-4.0, hi=4.0):
+    """Exact samples of exp(-beta U) on [lo, hi] by inverse CDF on a fine grid."""
+    x = np.linspace(lo, hi, 400001)
+    w = np.exp(-beta * (U(x) - U(x).min()))
+    cdf = np.cumsum(w)
+    cdf /= cdf[-1]
+    return np.interp(rng.uniform(size=n), cdf, x)
+
+
+def double_well(x):
+    return (np.asarray(x) ** 2 - 1) ** 2 / 4 + 0.1 * np.asarray(x)  # tilted: the sign of U matters
+
+
+def data_1d(U, beta, n, seed, edges):
+    rng = np.random.default_rng(seed)
+    q = gibbs_1d(U, beta, n, rng)
+    counts, _ = np.histogram(q, edges)
+    bh, bse = beta_from_momenta(rng.normal(0, 1 / math.sqrt(beta), n))
+    return dict(counts=counts, edges=[edges], beta_hat=bh, beta_hat_se=bse)
+
+
+def test_map_quadratic_band_and_rmse():
+    edges = np.linspace(-3, 3, 121)
+    data = data_1d(lambda x: x ** 2 / 2, 2.0, 20000, 3, edges)
+    r = fit_effective_potential(data, knots=15, method="map", reference=lambda x: np.ravel(x) ** 2 / 2)
+    assert r.reference_rmse < 0.05
+    assert r.reference_coverage > 0.6
+    assert r.U_mean.min() == pytest.approx(0.0, abs=1e-12)
+    assert np.all(r.U_lower <= r.U_mean) and np.all(r.U_mean <= r.U_upper)
+    # U rises away from the minimum near 0 with curvature ~ 1
+    c, c_se = learned_curvature(r)
+    assert abs(c - 1.0) < 0.1 and c_se > 0
+    assert abs(r.grid[np.argmin(r.U_mean), 0]) < 0.15
+    d = r.to_dict()
+    for key in ("grid", "U_mean", "U_lower", "U_upper", "reference_rmse", "diagnostics", "seconds", "beta_mean"):
+        assert key in d
+    assert d["diagnostics"] == {"r_hat_max": None, "ess_bulk_min": None, "divergences": None}
+    assert len(d["grid"][0]) == 1
+    idata = r.to_inference_data()
+    assert {"posterior", "posterior_predictive", "observed_data"} <= set(idata.groups())
+    assert idata.observed_data["counts"].values.sum() == data["counts"].sum()
+    assert r.figures()
+
+
+def test_band_calibration_over_repetitions():
+    # with the true beta fixed, the 94 % band covers the truth at ~94 % of (point, dataset) pairs
+    edges = np.linspace(-3, 3, 61)
+    cover = []
+    for seed in range(8):
+        rng = np.random.default_rng(100 + seed)
+        counts, _ = np.histogram(rng.normal(0, 1 / math.sqrt(2.0), 5000), edges)
+        r = fit_effective_potential(dict(counts=counts, edges=[edges], beta=2.0), knots=12, method="map",
+                                    reference=lambda x: np.ravel(x) ** 2 / 2, seed=seed)
+        cover.append(r.reference_coverage)
+    assert 0.8 < np.mean(cover) <= 1.0
+
+
+def test_beta_recovered_from_momenta():
+    rng = np.random.default_rng(4)
+    beta = 0.7
+    p = rng.normal(0, 1 / math.sqrt(beta), 50000)
+    bh, bse = beta_from_momenta(p)
+    edges = np.linspace(-5, 5, 81)
+    counts, _ = np.histogram(gibbs_1d(lambda x: x ** 2 / 2, beta, 20000, rng), edges)
+    r = fit_effective_potential(dict(counts=counts, edges=[edges], beta_hat=bh, beta_hat_se=bse), knots=12,
+                                method="map", draws=2000)
+    assert abs(r.beta["mean"] - beta) < 4 * r.beta["sd"]
+    assert r.beta["sd"] == pytest.approx(bse, rel=0.15)  # the Gamma likelihood reproduces the se
+    assert r.beta["lower"] < beta < r.beta["upper"]
+
+
+def test_numpy_map_is_the_mode_of_the_pymc_model():
+    # the Newton MAP and the PyMC log density are written independently; the gradient must vanish there
+    edges = np.linspace(-3, 3, 41)
+    data = data_1d(double_well, 2.0, 5000, 5, edges)
+    basis = effective_basis([edges], 10)
+    b, sigma, H = map_estimate(basis, data["counts"], 0.5)
+    model = build_effective_potential_model(data["counts"], [edges], basis=basis, beta=2.0, n_eff_factor=0.5)
+    dlogp = model.compile_dlogp(vars=[model["b"]])
+    g = dlogp({"b": b, "sigma_rw_log__": np.log(sigma)})
+    assert np.abs(g).max() < 1e-5 * max(1.0, np.abs(H).max())
+    # and H is the negative Hessian of the PyMC log density in b (finite differences of the gradient)
+    h = 1e-5
+    e0 = np.zeros_like(b)
+    e0[3] = h
+    col = (dlogp({"b": b + e0, "sigma_rw_log__": np.log(sigma)}) - dlogp({"b": b - e0, "sigma_rw_log__": np.log(sigma)})) / (2 * h)
+    np.testing.assert_allclose(-col, H[:, 3], rtol=1e-4, atol=1e-6 * np.abs(H).max())
+
+
+def test_nuts_double_well():
+    edges = np.linspace(-2.6, 2.6, 105)
+    data = data_1d(double_well, 2.5, 20000, 6, edges)
+    r = fit_effective_potential(data, knots=15, method="nuts", draws=400, tune=400, chains=2, seed=2,
+                                reference=double_well)
+    assert r.reference_rmse < 0.08
+    assert r.reference_coverage > 0.6
+    diag = r.diagnostics
+    assert diag["divergences"] is not None and diag["r_hat_max"] > 0.99
+    # flagged exactly when the diagnostics say so, never silently OK
+    assert (len(r.warnings) > 0) == bool(convergence_warnings(diag))
+    # two wells: the learned minimum sits in the deeper (left, tilt +0.1 q) well
+    assert r.grid[np.argmin(r.U_mean), 0] < -0.8
+    idata = r.to_inference_data()
+    assert {"posterior", "posterior_predictive", "observed_data", "sample_stats"} <= set(idata.groups())
+    assert "U" in idata.posterior
+
+
+def test_map_2d_gaussian():
+    rng = np.random.default_rng(1)
+    K = np.array([[2.0, 0.6], [0.6, 1.0]])
+    mu = np.array([0.3, -0.2])
+    beta = 1.5
+    q = rng.multivariate_normal(mu, np.linalg.inv(beta * K), size=30000)
+    ex, ey = np.linspace(-2.5, 2.5, 51), np.linspace(-3, 3, 51)
+    counts, _, _ = np.histogram2d(q[:, 0], q[:, 1], [ex, ey])
+
+    def ref(x):
+        y = np.asarray(x) - mu
+        return 0.5 * np.einsum("ni,ij,nj->n", y, K, y)
+
+    r = fit_effective_potential(dict(counts=counts, edges=[ex, ey], beta_hat=beta, beta_hat_se=0.01), knots=10,
+                                method="map", reference=ref)
+    assert r.reference_rmse < 0.06
+    assert r.reference_coverage > 0.6
+    assert r.grid.shape[1] == 2 and len(r.grid) == len(r.U_mean)
+    # the grid is restricted to the region with data: no point far outside the sampled ellipse
+    assert np.max(ref(r.grid)) < 15
+    assert r.figures()
+
+
+def test_convergence_warnings_logic():
+    assert convergence_warnings({"r_hat_max": 1.0, "divergences": 0, "ess_bulk_min": 800}) == []
+    assert convergence_warnings({"r_hat_max": 1.05, "divergences": 0, "ess_bulk_min": 800})
+    assert convergence_warnings({"r_hat_max": 1.0, "divergences": 3, "ess_bulk_min": 800})
+    assert convergence_warnings({"r_hat_max": float("nan"), "divergences": 0, "ess_bulk_min": 800})
+
+
+def test_bad_input():
+    edges = np.linspace(-3, 3, 41)
+    counts = np.zeros(40)
+    counts[20] = 30
+    with pytest.raises(InputError, match="effective samples"):
+        fit_effective_potential(dict(counts=counts, edges=[edges], beta=1.0), knots=30, method="map")
+    with pytest.raises(InputError):
+        fit_effective_potential(dict(counts=np.ones(40) * 100, edges=[edges], beta=1.0), method="hmc")
+    with pytest.raises(InputError):
+        fit_effective_potential(dict(counts=np.ones(40) * 100, edges=[edges]), knots=8, method="map")
