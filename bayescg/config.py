@@ -128,6 +128,7 @@ class SurrogateSection:
     posterior_draws: int = _f(10, check=nonnegative, doc="U_k draws for predictive bands (0: none)")
     phase_trajectories: int = _f(3, check=positive, doc="Hamiltonian orbits compared in phase space")
     equilibrium_fraction: float = _f(0.5, check=between(0.05, 1.0), doc="last fraction of T used as equilibrium")
+    learn_delta: Optional[float] = _f(None, check=positive, doc="step of (3.2) that learns U_k for the surrogate (default simulation.delta)")
 
 
 # --- pillar 2 ------------------------------------------------------------------------------

@@ -564,12 +564,23 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
     warnings: list[str] = []
     timings: dict = {}
 
-    # ---- U_k
+    # ---- U_k (learned at surrogate.learn_delta when given, else at simulation.delta)
     t0 = time.perf_counter()
+    learn_delta = float(sec.learn_delta) if getattr(sec, "learn_delta", None) else float(sim.delta)
+    given_delta = _learned_delta(learned)
+    if given_delta is not None and not math.isclose(given_delta, learn_delta, rel_tol=1e-9):
+        if isinstance(learned, dict):
+            warnings.append(f"U_k was learned at delta = {given_delta:g}, but [surrogate] asks for "
+                            f"learn_delta = {learn_delta:g}; using the given U_k")
+        else:  # an in-process learn run of the pipeline at the wrong scale: learn again
+            warnings.append(f"the learn run used delta = {given_delta:g}; U_k relearned at "
+                            f"surrogate.learn_delta = {learn_delta:g}")
+            learned = None
     if learned is None:
         from .pipeline import learn_model
 
-        learned = learn_model(model, workdir=workdir, control=control, executor=executor)
+        lmodel = dataclasses.replace(model, simulation=dataclasses.replace(sim, delta=learn_delta))
+        learned = learn_model(lmodel, workdir=workdir, control=control, executor=executor)
         if posterior is None and workdir is not None:
             posterior = Path(workdir) / "posterior.nc"
     if isinstance(learned, str):
@@ -692,7 +703,7 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
         "delta": delta, "reference_step": h, "trajectories": M, "time": T, "gamma": gamma, "beta": 1.0,
         "mass": "identity", "friction": "gamma * I (model's simulation.gamma)",
         "init": sec.init, "init_q": list(sec.init_q), "init_p": list(sec.init_p), "seed": seed,
-        "U_source": curves.source, "beta_hat": curves.beta_hat,
+        "U_source": curves.source, "beta_hat": curves.beta_hat, "learn_delta": learn_delta,
         "U_scaling": "none: U_k enters (4.2) at beta = 1 as learned (energy units of V); see bayescg.surrogate",
         "grid_range": [lo, hi], "continuation_curvature": [info["kappa_lo"], info["kappa_hi"]],
         "record_every_surrogate": rec_s, "record_every_full": rec_f,
@@ -707,6 +718,15 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
     }
     timings["total_seconds"] = time.perf_counter() - t_start
     return SurrogateResult(model.name, settings, lg, hm, cmp_out, timings, warnings, curves_out)
+
+
+def _learned_delta(learned):
+    """The damped-map step a learn result used (None if unknown)."""
+    if isinstance(learned, dict):
+        v = learned.get("delta")
+    else:
+        v = getattr(getattr(learned, "simulation", None), "delta", None)
+    return None if v is None else float(v)
 
 
 def _interp_values(grid, u, xs):
