@@ -158,8 +158,17 @@ def _compile(parsed, variables):
             raise ExpressionError(f"cannot generate code for {parsed} ({exc})") from None
         value = numba.njit(fastmath=False, error_model="numpy")(ns["_value"])
         grad = numba.njit(fastmath=False, error_model="numpy")(ns["_grad"])
+        # the signature the integrator drivers call (first-class function, see kernels.accumulate)
+        grad.compile(_grad_sig())
+        value.compile(numba.types.float64(numba.types.float64[::1]))
         _KERNEL_CACHE[key] = (value, grad, src)
         return value, grad, src
+
+
+def _grad_sig():
+    from .kernels.accumulate import GRAD_SIG
+
+    return GRAD_SIG
 
 
 def sympy_srepr(expr):
@@ -230,6 +239,11 @@ class Potential:
                 raise InputError(f"{name} must be a numba.njit function, got {type(fn).__name__}")
         if grad is None:
             raise InputError("from_numba needs a gradient kernel")
+        try:
+            grad.compile(_grad_sig())
+        except Exception as exc:
+            raise InputError("grad must compile as grad(q, out) for C-contiguous float64 arrays q, out "
+                             f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
         q = np.zeros(dim)
         out = np.full(dim, np.nan)
         try:

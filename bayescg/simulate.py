@@ -84,6 +84,8 @@ class SimulationResult:
     expression: str | None = None
     variables: tuple = ()
     hist_marginal: bool = False         # True when hist_counts holds per-coordinate marginals
+    final_q: np.ndarray | None = None   # (W, d) walker states at the end (all walkers)
+    final_p: np.ndarray | None = None   # (W, d)
 
     def to_dict(self) -> dict:
         """JSON-able summary (SPEC simulation.json fields first); omits the raw samples."""
@@ -484,7 +486,8 @@ def _result(st, potential, integrator, d, delta, gamma, beta, A, G, walkers, see
         samples_q=sq, samples_p=sp, sample_stride=int(stride), sample_walker=sw,
         trapped=trapped, trapped_fraction=float(trapped.mean()), trapped_at=st["trapped_at"].copy(),
         steps_per_walker=n_per, burn_in_steps=burn, accumulated_steps=ng * n_acc,
-        expression=potential.expression, variables=tuple(potential.variables), hist_marginal=marginal)
+        expression=potential.expression, variables=tuple(potential.variables), hist_marginal=marginal,
+        final_q=st["q"].copy(), final_p=st["p"].copy())
 
 
 def simulate_model(model, *, checkpoint=None, resume=False, control=None) -> SimulationResult:

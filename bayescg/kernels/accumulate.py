@@ -9,7 +9,7 @@ Integrator codes: ``DAMPED`` (3.2), ``LANGEVIN`` (4.2, BAOAB), ``HAMILTONIAN`` (
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
 
 from .damped import damped_step, damped_step_1d
 from .hamiltonian import verlet_step
@@ -19,8 +19,28 @@ DAMPED = 0
 LANGEVIN = 1
 HAMILTONIAN = 2
 
+#: Type of a gradient kernel grad(q, out) on C-contiguous float64 vectors.  The drivers take
+#: it as a first-class function (an indirect call), so they compile once, are cached on disk,
+#: and a new potential costs only the compilation of its own small kernel.
+GRAD_SIG = types.void(types.float64[::1], types.float64[::1])
+GRAD_TYPE = types.FunctionType(GRAD_SIG)
 
-@njit(inline="always")
+_i8, _f8, _b1 = types.int64, types.float64, types.boolean
+_V8, _M8, _T8, _Q8 = types.float64[::1], types.float64[:, ::1], types.float64[:, :, ::1], types.float64[:, :, :, ::1]
+_Vi, _Mi = types.int64[::1], types.int64[:, ::1]
+_Mu = types.uint64[:, ::1]
+
+_RUN_SIG = types.void(GRAD_TYPE, _i8, _M8, _M8, _M8, _Mu, _M8, _M8, _M8, _f8, _b1,
+                      _i8, _i8, _i8, _i8, _i8, _V8, _V8, _i8, _i8, _f8, _f8, _i8,
+                      _T8, _Q8, _Mi, _Vi, _T8, _T8, _Vi, _M8, _M8, _Vi, _Vi, _Vi)
+_INIT_SIG = types.void(GRAD_TYPE, _M8, _M8)
+_REC_SIG = types.void(GRAD_TYPE, _i8, _M8, _M8, _M8, _Mu, _M8, _M8, _M8, _f8, _b1, _i8, _i8, _i8,
+                      _T8, _T8, _Vi)
+_BARE1_SIG = types.void(GRAD_TYPE, _V8, _V8, _f8, _f8, _f8, _i8)
+_BARE_SIG = types.void(GRAD_TYPE, _M8, _M8, _M8, _M8, _f8, _b1, _i8)
+
+
+@njit
 def _step(grad, kind, qw, pw, gw, tmp, z, A, E, L, delta, diag, s):
     if kind == DAMPED:
         damped_step(grad, qw, pw, gw, tmp, A, E, delta, diag)
@@ -30,13 +50,13 @@ def _step(grad, kind, qw, pw, gw, tmp, z, A, E, L, delta, diag, s):
         verlet_step(grad, qw, pw, gw, A, delta, diag)
 
 
-@njit(inline="always")
+@njit
 def _finite(x):
     # written as a comparison so that NaN and +-inf both fail
     return abs(x) < np.inf
 
 
-@njit(parallel=True)
+@njit(_RUN_SIG, parallel=True, cache=True)
 def run_chunk(grad, kind, q, p, g, rng, A, E, L, delta, diag,
               step0, nsteps, acc_start, minmax_start,
               batch_len, hist_lo, hist_inv, nbins, stride,
@@ -149,14 +169,14 @@ def run_chunk(grad, kind, q, p, g, rng, A, E, L, delta, diag,
             g[w, i] = gw[i]
 
 
-@njit(parallel=True)
+@njit(_INIT_SIG, parallel=True, cache=True)
 def init_grad(grad, q, g):
     """g[w] = grad U(q[w]) for every walker. q, g: (W, d)."""
     for w in prange(q.shape[0]):
         grad(q[w], g[w])
 
 
-@njit(parallel=True)
+@njit(_REC_SIG, parallel=True, cache=True)
 def record_chunk(grad, kind, q, p, g, rng, A, E, L, h, diag, nrec, every, rec0, out_q, out_p, blown_at):
     """Advance each trajectory by nrec * every steps, storing state after each ``every`` steps.
 
@@ -193,7 +213,7 @@ def record_chunk(grad, kind, q, p, g, rng, A, E, L, h, diag, nrec, every, rec0, 
             g[m, i] = gw[i]
 
 
-@njit(parallel=True)
+@njit(_BARE1_SIG, parallel=True, cache=True)
 def damped_bare_1d(grad, q, p, a, e, delta, nsteps):
     """The bare map (3.2) for d = 1, no statistics: the benchmark's kernel. q, p: (W,)."""
     W = q.shape[0]
@@ -208,7 +228,7 @@ def damped_bare_1d(grad, q, p, a, e, delta, nsteps):
         p[w] = pw
 
 
-@njit(parallel=True)
+@njit(_BARE_SIG, parallel=True, cache=True)
 def damped_bare(grad, q, p, A, E, delta, diag, nsteps):
     """The bare map (3.2) in d dimensions, no statistics (benchmark). q, p: (W, d)."""
     W = q.shape[0]
@@ -223,3 +243,10 @@ def damped_bare(grad, q, p, A, E, delta, diag, nsteps):
         for i in range(d):
             q[w, i] = qw[i]
             p[w, i] = pw[i]
+
+
+def specialized(kernel):
+    """A lazily compiled copy of ``kernel`` that specializes on the gradient dispatcher, so
+    LLVM can inline the gradient (no indirect call); compiles once per potential and process.
+    Used by the benchmark to measure what the indirect call costs."""
+    return njit(parallel=True)(kernel.py_func)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from numba import njit
 
 
-@njit(inline="always")
+@njit
 def drift(q, p, A, h, diag):
     """q += h A p (diag: only A's diagonal is used). q, p: (d,), A: (d, d)."""
     d = q.shape[0]
@@ -28,7 +28,7 @@ def drift(q, p, A, h, diag):
             q[i] += h * s
 
 
-@njit(inline="always")
+@njit
 def kick_friction(p, g, E, delta, tmp, diag):
     """p <- E p - delta g. p, g, tmp: (d,), E: (d, d)."""
     d = p.shape[0]
@@ -45,7 +45,7 @@ def kick_friction(p, g, E, delta, tmp, diag):
             p[i] = tmp[i]
 
 
-@njit(inline="always")
+@njit
 def damped_step(grad, q, p, g, tmp, A, E, delta, diag):
     """One step of (3.2) in place on q, p (d,); g, tmp are (d,) work arrays."""
     h = 0.5 * delta
@@ -55,7 +55,7 @@ def damped_step(grad, q, p, g, tmp, A, E, delta, diag):
     drift(q, p, A, h, diag)
 
 
-@njit(inline="always")
+@njit
 def damped_step_1d(grad, q, p, g, a, e, delta):
     """Scalar fast path of (3.2) for d = 1 (a = A, e = exp(-gamma a delta)); q, g: (1,) arrays.
 

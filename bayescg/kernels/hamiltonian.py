@@ -11,7 +11,7 @@ from numba import njit
 from .damped import drift
 
 
-@njit(inline="always")
+@njit
 def verlet_step(grad, q, p, g, A, h, diag):
     """One step in place on q, p (d,); g is a (d,) work array."""
     drift(q, p, A, 0.5 * h, diag)

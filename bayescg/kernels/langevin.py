@@ -24,7 +24,7 @@ from .damped import drift
 from .rng import normal_pair
 
 
-@njit(inline="always")
+@njit
 def ou_step(p, F, L, s, z, tmp):
     """p <- F p + L z with z ~ N(0, I) drawn from the xoshiro state s. All (d,) / (d, d)."""
     d = p.shape[0]
@@ -46,7 +46,7 @@ def ou_step(p, F, L, s, z, tmp):
         p[i] = tmp[i]
 
 
-@njit(inline="always")
+@njit
 def baoab_step(grad, q, p, g, A, F, L, h, diag, s, z, tmp):
     """One BAOAB step in place; on entry g = grad U(q), on exit g = grad U(q_new)."""
     d = q.shape[0]

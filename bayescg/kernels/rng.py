@@ -17,12 +17,12 @@ _TWO_PI = 2.0 * np.pi
 _INV53 = 1.0 / 9007199254740992.0  # 2^-53
 
 
-@njit(inline="always")
+@njit
 def _rotl(x, k):
     return (x << np.uint64(k)) | (x >> np.uint64(64 - k))
 
 
-@njit(inline="always")
+@njit
 def next_u64(s):
     """Next uint64 of the xoshiro256** state ``s`` (uint64[4], updated in place)."""
     s0 = s[0]
@@ -44,13 +44,13 @@ def next_u64(s):
     return result
 
 
-@njit(inline="always")
+@njit
 def uniform(s):
     """Uniform on (0, 1] with 53 random bits (never 0, so log() is safe)."""
     return (np.float64(next_u64(s) >> _S11) + 1.0) * _INV53
 
 
-@njit(inline="always")
+@njit
 def normal_pair(s):
     """Two independent standard normals (Box-Muller)."""
     r = np.sqrt(-2.0 * np.log(uniform(s)))
