@@ -1,0 +1,201 @@
+"""Integrators against truth computed independently: exact linear maps, Gibbs moments by quadrature,
+matrix exponentials by eigen-decomposition, the implicit-bias temperature 2 gamma / (delta E[g^2])."""
+import math
+
+import numba
+import numpy as np
+import pytest
+from scipy.integrate import quad
+
+from bayescg.kernels.rng import next_u64, seed_states
+from bayescg.potentials import Potential, catalogue
+from bayescg.simulate import _initial_state, _matrices, _walker_seeds, run_trajectories, simulate
+from bayescg.kernels import accumulate as K
+
+HARM1 = "q**2/2"
+K2 = np.array([[2.0, 0.5], [0.5, 1.0]])
+HARM2 = "x**2 + 0.5*x*y + y**2/2"  # q^T K2 q / 2
+A2 = np.array([[1.5, 0.3], [0.3, 0.8]])
+G2 = np.array([[0.4, -0.1], [-0.1, 0.6]])
+
+
+def spd_expm(G, A, t):
+    """expm(-G A t) through the symmetric G^1/2 A G^1/2 (independent of scipy.linalg.expm)."""
+    w, V = np.linalg.eigh(G)
+    Gh = V @ np.diag(np.sqrt(w)) @ V.T
+    Gmh = V @ np.diag(1 / np.sqrt(w)) @ V.T
+    s, U = np.linalg.eigh(Gh @ A @ Gh)
+    return Gh @ U @ np.diag(np.exp(-s * t)) @ U.T @ Gmh
+
+
+def linear_step(Kmat, A, E, delta):
+    """(3.2) on V = q^T K q / 2 as a 2d x 2d matrix: drift . kick . drift."""
+    d = Kmat.shape[0]
+    I, Z = np.eye(d), np.zeros((d, d))
+    D = np.block([[I, delta / 2 * A], [Z, I]])
+    Kk = np.block([[I, Z], [-delta * Kmat, E]])
+    return D @ Kk @ D
+
+
+def test_xoshiro_reference_outputs():
+    """xoshiro256** from state (1, 2, 3, 4): reference outputs of the C implementation."""
+    @numba.njit
+    def draw(s, n):
+        out = np.empty(n, dtype=np.uint64)
+        for i in range(n):
+            out[i] = next_u64(s)
+        return out
+
+    out = draw(np.array([1, 2, 3, 4], dtype=np.uint64), 4)
+    assert out.tolist() == [11520, 0, 1509978240, 1215971899390074240]
+    st = seed_states(5, 3)
+    assert st.shape == (3, 4) and len({tuple(r) for r in st}) == 3
+
+
+def test_friction_expm_and_ou_covariance_against_independent_formulas():
+    delta, beta = 0.3, 2.5
+    A, G, E, L, diag = _matrices(K.DAMPED, 2, delta, A2, G2, 0.1, 1.0)
+    assert not diag
+    assert np.allclose(E, spd_expm(G2, A2, delta), rtol=1e-12, atol=1e-14)
+    A, G, F, L, diag = _matrices(K.LANGEVIN, 2, delta, A2, G2, 0.1, beta)
+    assert np.allclose(F, spd_expm(G2, A2, delta), rtol=1e-12, atol=1e-14)
+    C = np.linalg.inv(A2) / beta  # stationary OU covariance M / beta
+    assert np.allclose(L @ L.T, C - F @ C @ F.T, rtol=1e-10, atol=1e-13)
+    assert np.allclose(L, np.tril(L))
+    A, G, E, L, diag = _matrices(K.DAMPED, 2, delta, None, None, 0.7, 1.0)
+    assert diag and np.allclose(E, math.exp(-0.7 * delta) * np.eye(2))
+
+
+def test_damped_map_1d_is_the_exact_linear_map():
+    """simulate's d = 1 fast path after n steps equals M^n (q0, p0) for V = q^2/2."""
+    pot = Potential.from_expression(HARM1, ["q"])
+    delta, gamma, W, n = 0.1, 0.1, 4, 1500
+    r = simulate(pot, delta, gamma, steps=W * n, walkers=W, seed=7, burn_in=0.5, hist_range=[(-5, 5)])
+    q0, p0, _ = _initial_state(_walker_seeds(7, W), 1, np.zeros(1), 1.0)
+    M = linear_step(np.eye(1), np.eye(1), np.exp(-gamma * delta) * np.eye(1), delta)
+    Mn = np.linalg.matrix_power(M, n)
+    for w in range(W):
+        expect = Mn @ np.array([q0[w, 0], p0[w, 0]])
+        assert np.allclose([r.final_q[w, 0], r.final_p[w, 0]], expect, rtol=1e-9, atol=1e-12)
+    assert not r.trapped.any()
+
+
+@pytest.mark.parametrize("integrator", ["damped", "hamiltonian"])
+def test_matrix_maps_2d_are_the_exact_linear_maps(integrator):
+    """Full-matrix A and Gamma (generic path): recorded states equal powers of the 4x4 map."""
+    pot = Potential.from_expression(HARM2, ["x", "y"])
+    assert np.allclose(pot.gradient(np.array([0.3, -0.7])), K2 @ [0.3, -0.7])
+    delta, n_rec, every = 0.05, 20, 7
+    rng = np.random.default_rng(1)
+    q0, p0 = rng.normal(size=(3, 2)), rng.normal(size=(3, 2))
+    t, q, p = run_trajectories(pot, delta, n_rec * every * delta, q0, p0, integrator=integrator, friction=G2,
+                               mass=A2, record_every=every * delta)
+    E = spd_expm(G2, A2, delta) if integrator == "damped" else np.eye(2)
+    M = linear_step(K2, A2, E, delta)
+    assert t.shape == (n_rec + 1,) and np.allclose(np.diff(t), every * delta)
+    for m in range(3):
+        z = np.concatenate([q0[m], p0[m]])
+        for r in range(n_rec + 1):
+            expect = np.linalg.matrix_power(M, r * every) @ z
+            assert np.allclose(np.concatenate([q[r, m], p[r, m]]), expect, rtol=1e-9, atol=1e-12)
+
+
+def test_hamiltonian_energy_is_conserved_to_order_h2():
+    pot = Potential.from_expression("(q**2 - 1)**2/4", ["q"])
+    errs = []
+    for h in (0.02, 0.01):
+        t, q, p = run_trajectories(pot, h, 20.0, [[0.2]], [[0.9]], integrator="hamiltonian", record_every=0.5)
+        H = p[:, 0, 0] ** 2 / 2 + pot.V(q[:, 0, :])
+        errs.append(np.abs(H - H[0]).max())
+    assert errs[0] < 1e-3 and 3.0 < errs[0] / errs[1] < 5.0
+
+
+def _walker_moments(r, fn):
+    """Mean of fn(samples) per walker -> (mean over walkers, standard error)."""
+    vals = np.array([fn(r.samples_q[r.sample_walker == w]).mean(axis=0) for w in np.unique(r.sample_walker)])
+    return vals.mean(axis=0), vals.std(axis=0, ddof=1) / math.sqrt(len(vals))
+
+
+def test_langevin_harmonic_gibbs_moments():
+    """BAOAB with matrix mass and friction: cov q = K^-1 / beta (exact for BAOAB), cov p = M / beta."""
+    pot = Potential.from_expression(HARM2, ["x", "y"])
+    beta = 2.0
+    r = simulate(pot, 0.05, integrator="langevin", beta=beta, mass=A2, friction=G2, steps=1_600_000,
+                 walkers=16, seed=11, max_samples=160_000)
+    cov_q = np.linalg.inv(K2) / beta
+    mean, se = _walker_moments(r, lambda s: np.einsum("ni,nj->nij", s, s).reshape(len(s), 4))
+    assert np.all(np.abs(mean - cov_q.ravel()) < 5 * se + 1e-3)
+    cov_p = np.linalg.inv(A2) / beta
+    assert np.all(np.abs(r.momentum_covariance - cov_p) < 5 * r.momentum_covariance_se + 2e-3)
+    assert np.all(r.momentum_covariance_se < 0.02)
+    d = 2
+    assert abs(r.beta_hat - d / np.trace(cov_p)) < 5 * r.beta_hat_se + 0.01
+
+
+def test_langevin_double_well_gibbs_moments_by_quadrature():
+    U = lambda x: (x * x - 1) ** 2 / 4 + 0.2 * x  # noqa: E731
+    pot = Potential.from_expression("(q**2 - 1)**2/4 + 0.2*q", ["q"])
+    beta = 3.0
+    Z = quad(lambda x: math.exp(-beta * U(x)), -6, 6)[0]
+    m1 = quad(lambda x: x * math.exp(-beta * U(x)), -6, 6)[0] / Z
+    m2 = quad(lambda x: x * x * math.exp(-beta * U(x)), -6, 6)[0] / Z
+    r = simulate(pot, 0.05, 1.0, integrator="langevin", beta=beta, steps=3_200_000, walkers=16, seed=5,
+                 max_samples=160_000)
+    mean, se = _walker_moments(r, lambda s: np.stack([s[:, 0], s[:, 0] ** 2], 1))
+    assert abs(mean[0] - m1) < 5 * se[0] + 5e-3
+    assert abs(mean[1] - m2) < 5 * se[1] + 5e-3
+    assert abs(r.momentum_covariance[0, 0] - 1 / beta) < 5 * r.momentum_covariance_se[0, 0] + 2e-3
+    # the histogram is the same law: its mean agrees with quadrature too
+    c = 0.5 * (r.hist_edges[0][1:] + r.hist_edges[0][:-1])
+    assert abs((r.hist_counts * c).sum() / r.hist_counts.sum() - m1) < 0.03
+
+
+def test_langevin_mean_path_solves_the_linear_ode():
+    """For quadratic U the mean of (q, p) solves d/dt (q, p) = [[0, A], [-K, -Gamma A]] (q, p)."""
+    from scipy.linalg import expm
+    pot = Potential.from_expression(HARM2, ["x", "y"])
+    Mtraj = 2000
+    q0 = np.tile([1.0, -0.5], (Mtraj, 1))
+    p0 = np.tile([0.3, 0.2], (Mtraj, 1))
+    t, q, p = run_trajectories(pot, 0.01, 4.0, q0, p0, integrator="langevin", friction=G2, mass=A2,
+                               beta=1.0, seed=3, record_every=1.0)
+    gen = np.block([[np.zeros((2, 2)), A2], [-K2, -G2 @ A2]])
+    for i, ti in enumerate(t):
+        expect = expm(gen * ti) @ np.array([1.0, -0.5, 0.3, 0.2])
+        got = np.concatenate([q[i].mean(0), p[i].mean(0)])
+        se = np.concatenate([q[i].std(0), p[i].std(0)]) / math.sqrt(Mtraj) + 1e-12
+        assert np.all(np.abs(got - expect) < 5 * se + 2e-3), (ti, got, expect)
+
+
+def test_implicit_bias_temperature():
+    """V = q^2/2 + e sin(q/e), e = 1e-4 << delta = 0.1: the unresolved gradient cos(q/e) acts as
+    noise with E[g^2] = 1/2, so beta_hat = 2 gamma / (delta E[g^2]) = 4 gamma / delta = 4."""
+    pot = Potential.from_expression("q**2/2 + 1e-4*sin(q/1e-4)", ["q"])
+    r = simulate(pot, 0.1, 0.1, steps=4_000_000, walkers=16, seed=3)
+    assert abs(r.beta_hat / 4.0 - 1) < 0.05
+    assert 0 < r.beta_hat_se < 0.1
+    assert r.trapped_fraction == 0.0
+    # the q-law is Gibbs at beta_hat for U_0 = q^2/2: var q = 1 / beta_hat
+    c = 0.5 * (r.hist_edges[0][1:] + r.hist_edges[0][:-1])
+    w = r.hist_counts / r.hist_counts.sum()
+    var_q = (w * c * c).sum() - (w * c).sum() ** 2
+    assert abs(var_q * r.beta_hat - 1) < 0.1
+
+
+def test_thread_count_does_not_change_results():
+    pot = catalogue("test1")
+    out = []
+    old = numba.get_num_threads()
+    try:
+        for nt in (1, 2) if numba.config.NUMBA_NUM_THREADS >= 2 else (1, 1):
+            numba.set_num_threads(nt)
+            a = simulate(pot, 0.5, 0.1, steps=200_000, walkers=6, seed=4, max_samples=600)
+            b = simulate(pot, 0.3, integrator="langevin", steps=60_000, walkers=6, seed=4, max_samples=600)
+            out.append((a, b))
+    finally:
+        numba.set_num_threads(old)
+    for x, y in zip(out[0], out[1]):
+        assert np.array_equal(x.final_q, y.final_q) and np.array_equal(x.final_p, y.final_p)
+        assert np.array_equal(x.hist_counts, y.hist_counts)
+        assert np.array_equal(x.samples_q, y.samples_q)
+        assert x.beta_hat == y.beta_hat and x.beta_hat_se == y.beta_hat_se
