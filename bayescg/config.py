@@ -91,6 +91,8 @@ class SimulationSection:
     max_samples: int = _f(100_000, check=nonnegative, doc="cap on stored thinned samples")
     mass: Optional[list[list[float]]] = _f(None, doc="inverse mass matrix A (SPD), default I")
     friction: Optional[list[list[float]]] = _f(None, doc="friction matrix Gamma (SPD), default gamma I")
+    auto_gamma: bool = _f(False, doc="choose gamma by pilot runs so that beta_hat is near target_beta")
+    target_beta: float = _f(0.6, check=between(0.05, 5.0), doc="beta_hat aimed at by auto_gamma")
 
 
 @dataclass(frozen=True)

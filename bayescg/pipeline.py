@@ -75,6 +75,7 @@ class LearnResult:
     fit: Any
     equilibrium: Any
     noise: Optional[Any] = None
+    gamma_choice: Optional[Any] = None
     seconds: float = 0.0
     warnings: list = dataclasses.field(default_factory=list)
 
@@ -111,6 +112,8 @@ class LearnResult:
         out["warnings"] = list(self.warnings) + list(fd.get("warnings", []))
         if self.noise is not None:
             out["noise"] = self.noise.to_dict()
+        if self.gamma_choice is not None:
+            out["gamma_choice"] = self.gamma_choice.to_dict()
         return out
 
     def summary(self) -> dict:
@@ -150,6 +153,13 @@ def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool
         noise = estimate_noise_model(model, executor=executor, control=control)
         kw["friction"] = np.asarray(noise.friction, float)
         kw["mass"] = np.eye(pot.dim)
+    gamma_choice = None
+    if s.auto_gamma and s.friction is None and noise is None:
+        from .scales import choose_gamma
+
+        pilot = {k: kw[k] for k in ("walkers", "seed", "bins", "hist_range") if k in kw}
+        gamma_choice = choose_gamma(pot, s.delta, gamma0=s.gamma, target_beta=s.target_beta, **pilot)
+        kw["gamma"] = gamma_choice.gamma
     checkpoint = Path(workdir) / "checkpoint-learn.npz" if workdir is not None else None
     sim = simulate(pot, s.delta, checkpoint=checkpoint, resume=resume and checkpoint is not None
                    and checkpoint.exists(), control=control, **kw)
@@ -162,4 +172,4 @@ def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool
                                   reference=reference_from_model(model), mass_fraction=fs.mass_fraction,
                                   control=control)
     return LearnResult(model_name=model.name, simulation=sim, fit=fit, equilibrium=eq, noise=noise,
-                       seconds=time.perf_counter() - t0, warnings=warnings)
+                       gamma_choice=gamma_choice, seconds=time.perf_counter() - t0, warnings=warnings)

@@ -26,6 +26,8 @@ class ScaleTask:
     sim_kwargs: dict
     checkpoint: Optional[str] = None
     resume: bool = False
+    auto_gamma: bool = False
+    target_beta: float = 0.6
 
 
 def run_scale_task(task: ScaleTask) -> dict:
@@ -34,8 +36,15 @@ def run_scale_task(task: ScaleTask) -> dict:
     from .stats import equilibrium_summary
 
     pot = Potential.from_expression(task.expression, list(task.variables))
-    sim = simulate(pot, task.delta, checkpoint=task.checkpoint, resume=task.resume, **task.sim_kwargs)
-    row = {"delta": task.delta, "steps": sim.steps, "seconds": sim.seconds, "trapped_fraction": sim.trapped_fraction}
+    kw = dict(task.sim_kwargs)
+    choice = None
+    if task.auto_gamma:
+        pilot = {k: kw[k] for k in ("walkers", "seed", "bins", "hist_range") if k in kw}
+        choice = choose_gamma(pot, task.delta, gamma0=kw["gamma"], target_beta=task.target_beta, **pilot)
+        kw["gamma"] = choice.gamma
+    sim = simulate(pot, task.delta, checkpoint=task.checkpoint, resume=task.resume, **kw)
+    row = {"delta": task.delta, "gamma": kw["gamma"], "steps": sim.steps, "seconds": sim.seconds,
+           "trapped_fraction": sim.trapped_fraction, "gamma_pilots": choice.history if choice else None}
     if sim.trapped_fraction >= 1.0:
         row.update(beta_hat=None, beta_hat_se=None, normality_statistic=None, normality_pvalue=None,
                    momentum_covariance=None)
@@ -43,6 +52,8 @@ def run_scale_task(task: ScaleTask) -> dict:
     eq = equilibrium_summary(sim)
     row.update(beta_hat=eq.beta_hat, beta_hat_se=eq.beta_hat_se, normality_statistic=eq.normality_statistic,
                normality_pvalue=eq.normality_pvalue, momentum_covariance=sim.momentum_covariance.tolist())
+    # beta_hat is proportional to gamma (see choose_gamma): the friction that would give beta_hat ~ 0.6
+    row["suggested_gamma"] = kw["gamma"] * task.target_beta / eq.beta_hat if eq.beta_hat > 0 else None
     return row
 
 
@@ -111,7 +122,8 @@ def scan_scales(model: Model, deltas: list[float], *, executor=None, control=Non
     for d in deltas:
         ck = str(Path(workdir) / f"checkpoint-scales-{d:g}.npz") if workdir is not None else None
         tasks.append(ScaleTask(pot.expression, tuple(pot.variables), float(d), kw, ck,
-                               bool(resume and ck and Path(ck).exists())))
+                               bool(resume and ck and Path(ck).exists()),
+                               model.simulation.auto_gamma, model.simulation.target_beta))
     ex = executor or SerialExecutor()
     if control is not None:
         control.check()
@@ -119,3 +131,46 @@ def scan_scales(model: Model, deltas: list[float], *, executor=None, control=Non
     for row in rows:
         row["scale_found"], row["reason"] = classify(row, alpha)
     return ScalesResult(rows=rows, alpha=alpha)
+
+
+# --- friction choice: the remedy for cold, trapped runs -------------------------------------
+@dataclasses.dataclass
+class GammaChoice:
+    """Outcome of :func:`choose_gamma`: the friction and the pilot runs that led to it."""
+
+    gamma: float
+    beta_hat: float
+    history: list  # [{gamma, beta_hat, trapped_fraction}] of the pilots
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def choose_gamma(potential, delta: float, *, gamma0: float = 0.1, target_beta: float = 0.6,
+                 band: tuple = (0.2, 1.25), pilot_steps: int = 2_000_000, walkers: int = 16, seed: int = 1,
+                 max_pilots: int = 4, **sim_kwargs) -> GammaChoice:
+    """Pick a scalar friction that puts beta_hat = 1/var(p) near ``target_beta``.
+
+    From (3.4)-(3.5) in 1D, var(p) = Z / (2 gamma) with Z = delta E[g^2] independent of gamma,
+    so beta_hat is proportional to gamma: one pilot at ``gamma0`` predicts the gamma for any target;
+    further pilots correct the finite-delta deviation from proportionality.  A cold run
+    (beta_hat >> 1) is where walkers fall into fixed points of the map (measured on Test 1 at
+    delta = 0.065: gamma 0.1 gives 41 % trapped and beta_hat ~ 480, gamma 0.01 gives beta_hat
+    0.61); a pilot whose walkers all trap is retried with gamma / 10.
+    """
+    from .simulate import simulate
+
+    gamma, history = float(gamma0), []
+    for i in range(max_pilots):
+        sim = simulate(potential, delta, gamma, steps=pilot_steps, walkers=walkers, seed=seed + i, **sim_kwargs)
+        b = sim.beta_hat
+        history.append({"gamma": gamma, "beta_hat": None if not math.isfinite(b) else b,
+                        "trapped_fraction": sim.trapped_fraction})
+        if not math.isfinite(b) or sim.trapped_fraction >= 1.0:
+            gamma /= 10.0
+            continue
+        if band[0] <= b <= band[1] and sim.trapped_fraction < 0.05:
+            return GammaChoice(gamma, b, history)
+        gamma *= target_beta / b
+    last = [h for h in history if h["beta_hat"] is not None]
+    return GammaChoice(gamma, last[-1]["beta_hat"] if last else float("nan"), history)
