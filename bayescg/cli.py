@@ -67,6 +67,12 @@ def _parse_deltas(text: str) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     debug = bool(os.environ.get("BAYESCG_DEBUG"))
+    if not debug:
+        import warnings
+
+        # PyTensor from pip warns at import that it found no optimised BLAS; our models are small and
+        # the message is noise to a user reading the output of a command.
+        warnings.filterwarnings("ignore", message=".*BLAS.*")
     try:
         args = build_parser().parse_args(argv)
         if not args.command:
