@@ -1,0 +1,352 @@
+"""Effective noise covariance Z = Sigma Sigma^T and friction calibration (Theorem 3.1, stages 1 and 2).
+
+Relation (derived here; the potential paper's (3.8) lacks the factor 2).  For the auxiliary dynamics
+(3.7) with inverse mass A = M^-1 and scalar friction gamma,
+
+    dq = A p dt,   dp = (-grad U(q) - gamma A p) dt + Sigma dW,   Z = Sigma Sigma^T,
+
+Ito's formula for H = p^T A p / 2 + U(q) gives
+
+    dH = grad U . A p dt + (A p) . [(-grad U - gamma A p) dt + Sigma dW] + (1/2) Tr(Sigma^T A Sigma) dt
+       = -gamma p^T A^2 p dt + (1/2) Tr(Z A) dt + p^T A Sigma dW.
+
+The martingale term has zero mean, and at equilibrium d E[H] / dt = 0, so
+
+    Tr(Z A) = 2 gamma E[p^T A^2 p].                                             (3.8, corrected)
+
+(The paper's proof writes the noise as sqrt(2) Sigma dW in one line and Sigma dW in another; with the
+(3.3)/(3.7) convention Sigma dW the factor is 2.  Check: 1D, A = 1, Gibbs law var(p) = 1/beta and
+fluctuation-dissipation Z = 2 gamma / beta give Z = 2 gamma var(p).)
+
+Stage 1: ``designs(d)`` gives d(d+1)/2 inverse mass matrices whose equations determine the entries of Z;
+one damped-map run per design measures E[p^T A^2 p] = Tr(A^2 E[p p^T]) with a batch-means error;
+Z follows by weighted least squares (``estimate_noise_covariance``) and, with uncertainty, from the LKJ
+model in :mod:`bayescg.bayes.noise`.
+Stage 2: ``calibrate(Z)`` sets M = I and Gamma = Z / 2 (2 Gamma = Z), so the law is Gibbs with beta = 1
+and the momentum covariance should be I.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Optional
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["designs", "design_matrix", "design_condition_number", "second_moment_of_design",
+           "estimate_noise_covariance", "nearest_spd", "calibrate", "NoiseResult", "estimate_noise"]
+
+
+def designs(d: int) -> list[np.ndarray]:
+    """Inverse mass matrices A for stage 1: d diagonal designs I + e_k e_k^T, then for each pair l < r
+    the design I + (e_l e_r^T + e_r e_l^T) / 2 (eigenvalues 1/2, 1, 3/2: SPD).
+
+    For d = 2 these are the paper's diag(2, 1), diag(1, 2) and [[1, 1/2], [1/2, 1]] (Remark 3.3).  The
+    d(d+1)/2 equations Tr(Z A) = y are independent (see :func:`design_condition_number`).
+    """
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
+        raise InputError(f"dimension must be a positive integer, got {d!r}")
+    out = []
+    for k in range(d):
+        a = np.eye(d)
+        a[k, k] = 2.0
+        out.append(a)
+    for lft in range(d):
+        for r in range(lft + 1, d):
+            a = np.eye(d)
+            a[lft, r] = a[r, lft] = 0.5
+            out.append(a)
+    if d == 1:
+        out = [np.eye(1)]
+    return out
+
+
+def _pairs(d):
+    return [(i, i) for i in range(d)] + [(i, j) for i in range(d) for j in range(i + 1, d)]
+
+
+def design_matrix(design_As) -> np.ndarray:
+    """Rows of the linear map z -> Tr(Z A_k), z = (Z_11..Z_dd, Z_12, Z_13, ..): (K, d(d+1)/2)."""
+    As = [np.asarray(a, dtype=float) for a in design_As]
+    d = As[0].shape[0]
+    for a in As:
+        if a.shape != (d, d) or not np.allclose(a, a.T):
+            raise InputError("designs must be symmetric (d, d) matrices of one size")
+        if np.linalg.eigvalsh(a).min() <= 0:
+            raise InputError("designs must be positive definite")
+    return np.array([[a[i, j] * (1.0 if i == j else 2.0) for i, j in _pairs(d)] for a in As])
+
+
+def design_condition_number(design_As) -> float:
+    """2-norm condition number of :func:`design_matrix` (inf when the entries of Z are not determined)."""
+    x = design_matrix(design_As)
+    s = np.linalg.svd(x, compute_uv=False)
+    if len(s) < x.shape[1] or s[-1] <= 1e-14 * s[0]:
+        return float("inf")
+    return float(s[0] / s[-1])
+
+
+def _to_matrix(z, d):
+    m = np.zeros((d, d))
+    for v, (i, j) in zip(z, _pairs(d)):
+        m[i, j] = m[j, i] = v
+    return m
+
+
+def estimate_noise_covariance(design_As, moments, moment_ses, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Z and its standard errors (d, d) from y_k = 2 gamma E[p^T A_k^2 p] (3.8, corrected).
+
+    Weighted least squares with weights 1 / (2 gamma s_k)^2; the covariance of the entries of Z is
+    (X^T W X)^-1 (exact error propagation for a linear map; independent runs).
+    """
+    x = design_matrix(design_As)
+    m = np.asarray(moments, dtype=float).ravel()
+    s = np.asarray(moment_ses, dtype=float).ravel()
+    if len(m) != x.shape[0] or len(s) != len(m):
+        raise InputError(f"{x.shape[0]} designs but {len(m)} moments and {len(s)} standard errors")
+    if not gamma > 0:
+        raise InputError(f"gamma must be positive, got {gamma}")
+    if not np.isfinite(design_condition_number(design_As)):
+        raise InputError("the designs do not determine all entries of Z")
+    if np.any(~np.isfinite(s)) or np.any(s <= 0):
+        s = np.full_like(m, max(np.nanmax(np.abs(m)), 1.0))  # unweighted fallback, se then meaningless
+    y, sy = 2 * gamma * m, 2 * gamma * s
+    w = 1.0 / sy ** 2
+    xtwx = x.T @ (w[:, None] * x)
+    cov = np.linalg.inv(xtwx)
+    z = cov @ (x.T @ (w * y))
+    d = design_As[0].shape[0] if hasattr(design_As[0], "shape") else len(design_As[0])
+    return _to_matrix(z, d), _to_matrix(np.sqrt(np.diag(cov)), d)
+
+
+def second_moment_of_design(A, sim) -> tuple[float, float]:
+    """E[p^T A^2 p] = Tr(A^2 E[p p^T]) and its se from ``sim.second_moment_batches`` (B, d, d).
+
+    Falls back to Tr(A^2 (C + m m^T)) with se from ``momentum_covariance_se`` when batches are absent.
+    """
+    a2 = np.asarray(A, dtype=float) @ np.asarray(A, dtype=float)
+    b = getattr(sim, "second_moment_batches", None)
+    if b is not None and len(b) >= 2:
+        vals = np.einsum("ij,bji->b", a2, np.asarray(b, dtype=float))
+        return float(vals.mean()), float(vals.std(ddof=1) / math.sqrt(len(vals)))
+    c = np.asarray(sim.momentum_covariance, dtype=float)
+    mu = np.asarray(sim.momentum_mean, dtype=float)
+    val = float(np.trace(a2 @ (c + np.outer(mu, mu))))
+    se_c = np.asarray(sim.momentum_covariance_se, dtype=float)
+    return val, float(np.sqrt(np.sum((a2 * se_c) ** 2)))
+
+
+def nearest_spd(z, floor: float = 1e-12) -> tuple[np.ndarray, bool]:
+    """Symmetrize and clip eigenvalues at ``floor * max|eig|``; returns (matrix, changed)."""
+    z = np.asarray(z, dtype=float)
+    z = 0.5 * (z + z.T)
+    w, v = np.linalg.eigh(z)
+    lo = floor * max(np.abs(w).max(), 1e-300)
+    if w.min() > lo:
+        return z, False
+    return (v * np.maximum(w, lo)) @ v.T, True
+
+
+def calibrate(Z) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 2: (inverse mass A = I, friction Gamma = Z / 2), so that 2 Gamma = Z and beta = 1."""
+    z, _ = nearest_spd(Z)
+    return np.eye(z.shape[0]), 0.5 * z
+
+
+# --------------------------------------------------------------------------------------------------
+# orchestration
+# --------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _DesignTask:
+    expression: Optional[str]
+    variables: tuple
+    delta: float
+    kwargs: dict
+
+
+def _run_design(task: _DesignTask, potential=None):
+    """One simulate() run; picklable for process executors (potential rebuilt from its expression)."""
+    from .simulate import simulate
+
+    if potential is None:
+        from .potentials import Potential
+
+        potential = Potential.from_expression(task.expression, list(task.variables))
+    return simulate(potential, task.delta, **task.kwargs)
+
+
+@dataclasses.dataclass
+class NoiseResult:
+    """Stage 1 + 2 of Theorem 3.1.
+
+    noise_covariance Z (d, d) (weighted least squares), noise_covariance_sd (posterior sd of Z, or the
+    least-squares se when no posterior was sampled), friction Gamma = Z / 2, calibrated_momentum_covariance
+    (stage-2 run with M = I, Gamma = Z / 2; expected I / beta with beta = 1) and its beta_hat.
+    """
+
+    dim: int
+    delta: float
+    gamma: float
+    designs: list
+    moments: list
+    moment_ses: list
+    noise_covariance: np.ndarray
+    noise_covariance_se: np.ndarray
+    noise_covariance_sd: np.ndarray
+    posterior_mean: Optional[np.ndarray]
+    posterior_lower: Optional[np.ndarray]
+    posterior_upper: Optional[np.ndarray]
+    friction: np.ndarray
+    condition_number: float
+    design_momentum_covariances: list
+    calibrated_momentum_covariance: Optional[np.ndarray] = None
+    calibrated_momentum_covariance_se: Optional[np.ndarray] = None
+    beta_hat: Optional[float] = None
+    beta_hat_se: Optional[float] = None
+    trapped_fractions: list = dataclasses.field(default_factory=list)
+    diagnostics: Optional[dict] = None
+    warnings: list = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+    idata: Any = None
+
+    def to_dict(self) -> dict:
+        f = lambda a: None if a is None else np.asarray(a, dtype=float).tolist()  # noqa: E731
+        return {
+            "dimension": self.dim, "delta": self.delta, "gamma": self.gamma,
+            "relation": "Tr(Z A) = 2 gamma E[p^T A^2 p]",
+            "noise_covariance": f(self.noise_covariance),
+            "noise_covariance_se": f(self.noise_covariance_se),
+            "noise_covariance_sd": f(self.noise_covariance_sd),
+            "posterior": None if self.posterior_mean is None else {
+                "mean": f(self.posterior_mean), "lower": f(self.posterior_lower), "upper": f(self.posterior_upper),
+                "interval": "94% equal-tailed"},
+            "friction": f(self.friction),
+            "calibrated_momentum_covariance": f(self.calibrated_momentum_covariance),
+            "calibrated_momentum_covariance_se": f(self.calibrated_momentum_covariance_se),
+            "beta_hat": self.beta_hat, "beta_hat_se": self.beta_hat_se,
+            "designs": [f(a) for a in self.designs], "design_moments": list(map(float, self.moments)),
+            "design_moment_ses": list(map(float, self.moment_ses)),
+            "design_momentum_covariances": [f(c) for c in self.design_momentum_covariances],
+            "design_condition_number": self.condition_number,
+            "trapped_fractions": list(self.trapped_fractions),
+            "diagnostics": self.diagnostics, "warnings": list(self.warnings), "seconds": self.seconds,
+        }
+
+    def to_inference_data(self):
+        return self.idata
+
+    def figures(self):
+        """[(title, Figure)]: 2-sd ellipses (first two coordinates) of the momentum covariance of every
+        design run and of the calibrated run, with the target I / beta (beta = 1) circle."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        if self.dim < 2:
+            return []
+        fig, ax = plt.subplots(figsize=(5, 5))
+        th = np.linspace(0, 2 * np.pi, 200)
+        circ = np.stack([np.cos(th), np.sin(th)])
+
+        def ell(c, **kw):
+            c = np.asarray(c)[:2, :2]
+            w, v = np.linalg.eigh(c)
+            xy = v @ (2 * np.sqrt(np.maximum(w, 0))[:, None] * circ)
+            ax.plot(xy[0], xy[1], **kw)
+
+        for i, c in enumerate(self.design_momentum_covariances):
+            ell(c, color="0.6", lw=1, label="design runs (before calibration)" if i == 0 else None)
+        if self.calibrated_momentum_covariance is not None:
+            ell(self.calibrated_momentum_covariance, color="C3", lw=2, label="calibrated (M = I, 2 Gamma = Z)")
+        ell(np.eye(2), color="k", ls="--", lw=1, label="target I / beta, beta = 1")
+        ax.set_aspect("equal")
+        ax.set_xlabel("p_1")
+        ax.set_ylabel("p_2")
+        ax.legend(fontsize=8)
+        ax.set_title("momentum covariance, 2 sd")
+        return [("Momentum covariance before and after calibration", fig)]
+
+
+def estimate_noise(potential, delta: float, gamma: float = 0.1, steps: int = 1_000_000, walkers: int = 16,
+                   seed: int = 1, executor=None, control=None, *, calibrated_run: bool = True,
+                   bayesian: bool = True, draws: int = 1000, tune: int = 1000, chains: int = 2,
+                   calibrated_steps: Optional[int] = None, **sim_kwargs) -> NoiseResult:
+    """Run the stage-1 designs through ``simulate`` and estimate Z, then (optionally) the stage-2 run.
+
+    potential: bayescg Potential (d >= 1); steps: total steps per design run (summed over walkers);
+    executor: object with ``map(fn, items)`` (independent runs in parallel) or None (sequential);
+    extra keyword arguments go to ``simulate`` (e.g. hist_range, burn_in).  The design runs use seeds
+    seed, seed + 1, ... ; the calibrated run uses seed + K.
+    """
+    from .simulate import simulate
+
+    t0 = time.perf_counter()
+    d = int(potential.dim)
+    As = designs(d)
+    warnings: list[str] = []
+    base = dict(gamma=gamma, steps=int(steps), walkers=int(walkers), **sim_kwargs)
+    tasks = [_DesignTask(getattr(potential, "expression", None), tuple(getattr(potential, "variables", ())), delta,
+                         dict(base, seed=int(seed) + k, mass=A, friction=gamma * np.eye(d)))
+             for k, A in enumerate(As)]
+    if executor is not None and tasks[0].expression is not None:
+        sims = list(executor.map(_run_design, tasks))
+    else:
+        sims = []
+        for t in tasks:
+            sims.append(simulate(potential, delta, control=control, **t.kwargs))
+    moments, ses, covs, trapped = [], [], [], []
+    for A, s in zip(As, sims):
+        m, se = second_moment_of_design(A, s)
+        moments.append(m)
+        ses.append(se)
+        covs.append(np.asarray(s.momentum_covariance, dtype=float))
+        trapped.append(float(getattr(s, "trapped_fraction", 0.0)))
+        if trapped[-1] > 0:
+            warnings.append(f"design {np.asarray(A).tolist()}: {100 * trapped[-1]:.0f}% of walkers trapped "
+                            "(excluded from the moments)")
+    Z, Z_se = estimate_noise_covariance(As, moments, ses, gamma)
+    Zspd, changed = nearest_spd(Z)
+    if changed:
+        warnings.append("least-squares Z was not positive definite; clipped to the nearest SPD matrix")
+    cond = design_condition_number(As)
+    post_mean = post_lo = post_hi = None
+    z_sd = Z_se
+    diag = None
+    idata = None
+    if bayesian:
+        from .bayes.noise import noise_model
+        from .fit import convergence_warnings, sample_model, sampler_diagnostics
+
+        model = noise_model(As, moments, ses, gamma)
+        idata = sample_model(model, draws=draws, tune=tune, chains=chains, seed=seed)
+        zs = idata.posterior["Z"].values.reshape(-1, d, d)
+        post_mean = zs.mean(axis=0)
+        post_lo, post_hi = np.quantile(zs, [0.03, 0.97], axis=0)
+        z_sd = zs.std(axis=0, ddof=1)
+        diag = sampler_diagnostics(idata, var_names=["Z"])
+        warnings += [f"noise posterior: {w}" for w in convergence_warnings(diag)]
+    _, friction = calibrate(Zspd)
+    res = NoiseResult(dim=d, delta=float(delta), gamma=float(gamma), designs=As, moments=moments, moment_ses=ses,
+                      noise_covariance=Zspd, noise_covariance_se=Z_se, noise_covariance_sd=z_sd,
+                      posterior_mean=post_mean, posterior_lower=post_lo, posterior_upper=post_hi, friction=friction,
+                      condition_number=cond, design_momentum_covariances=covs, trapped_fractions=trapped,
+                      diagnostics=diag, warnings=warnings, idata=idata)
+    if calibrated_run:
+        kw = dict(base, steps=int(calibrated_steps or steps), seed=int(seed) + len(As), mass=np.eye(d),
+                  friction=friction)
+        s2 = simulate(potential, delta, control=control, **kw)
+        res.calibrated_momentum_covariance = np.asarray(s2.momentum_covariance, dtype=float)
+        res.calibrated_momentum_covariance_se = np.asarray(s2.momentum_covariance_se, dtype=float)
+        res.beta_hat = float(s2.beta_hat)
+        res.beta_hat_se = float(s2.beta_hat_se)
+        c = res.calibrated_momentum_covariance
+        off = np.abs(c - np.diag(np.diag(c))).max() if d > 1 else 0.0
+        if abs(res.beta_hat - 1) > 0.1 or off > 0.1 * np.trace(c) / d:
+            warnings.append(f"after calibration the momentum covariance {np.round(c, 3).tolist()} is not "
+                            "close to I (beta = 1): the effective noise may not be additive at this delta")
+    res.seconds = time.perf_counter() - t0
+    return res
