@@ -127,7 +127,14 @@ def _generate_source(parsed, variables) -> str:
 
     syms = [sympy.Symbol(v, real=True) for v in variables]
     grads = [sympy.diff(parsed, s) for s in syms]
-    printer = PythonCodePrinter({"fully_qualified_modules": True, "standard": "python3"})
+
+    class _Printer(PythonCodePrinter):
+        def _print_Float(self, expr):
+            # round-trip repr of the double: sympy's default 15-digit printing would move constants
+            # by an ulp (e.g. 0.99999999999999989 printed as 1.0)
+            return repr(float(expr))
+
+    printer = _Printer({"fully_qualified_modules": True, "standard": "python3"})
     loads = [f"    {v} = _qv[{i}]" for i, v in enumerate(variables)]
 
     def body(exprs, prefix):

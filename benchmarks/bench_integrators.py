@@ -1,0 +1,306 @@
+"""Throughput of the damped map (3.2): numba kernels against scalar C and NumPy.
+
+    python benchmarks/bench_integrators.py            # full run, writes benchmarks/RESULTS.md
+    python benchmarks/bench_integrators.py --quick    # seconds; checks C == numba, no timings kept
+
+Problems: Test 1 (4.5) in 1D (delta 0.5, gamma 0.1) and Test 5 (4.9) in 2D (delta 0.05163,
+gamma 0.014), 16 walkers.  Measured (steps per second, summed over walkers):
+
+* numba, production kernel (gradient as a first-class function: one compiled driver for every
+  potential), 1 thread and all threads;
+* numba, specialized kernel (the driver recompiled for this gradient, so LLVM can inline it);
+* simulate() end to end (all accumulators, trap detection, histograms, samples);
+* scalar C of the same map (damped_map.c, gradient generated from the same sympy expression,
+  ``gcc -O3 -march=native -ffp-contract=off -lm``; -ffp-contract=off keeps the rounding equal
+  to numba's, which does not fuse multiply-adds), run in a subprocess, one core;
+* NumPy, vectorized over walkers (16 walkers, and 4096 walkers as its best case).
+
+Ratios are against C on one core.  The projected time of the paper's 5e9-step 1D budget uses
+simulate() on all threads.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import numba  # noqa: E402
+
+from bayescg.kernels import accumulate as K  # noqa: E402
+from bayescg.potentials import catalogue  # noqa: E402
+from bayescg.simulate import simulate  # noqa: E402
+
+PROBLEMS = {
+    "1d": dict(name="test1", eq="(4.5)", delta=0.5, gamma=0.1),
+    "2d": dict(name="test5", eq="(4.9)", delta=0.05163, gamma=0.014),
+}
+WALKERS = 16
+
+
+# --- code generation for C and NumPy from the same sympy expression ---------------------------
+def _cse(pot):
+    import sympy
+
+    syms = [sympy.Symbol(v, real=True) for v in pot.variables]
+    grads = [sympy.diff(pot.sympy_expr, s) for s in syms]
+    return syms, sympy.cse(grads, symbols=sympy.numbered_symbols("_g"), optimizations="basic")
+
+
+def c_header(pot) -> str:
+    """grad.h: the gradient as C, same common subexpressions as bayescg's generated Python."""
+    from sympy.printing.c import C99CodePrinter
+
+    class Printer(C99CodePrinter):
+        def _print_Float(self, expr):  # the same doubles as bayescg's generated Python
+            return repr(float(expr))
+
+    printer = Printer()
+    syms, (repl, reduced) = _cse(pot)
+    lines = [f"#define DIM {pot.dim}", "static inline void grad(const double *qv_, double *out) {"]
+    lines += [f"    const double {v} = qv_[{i}];" for i, v in enumerate(pot.variables)]
+    lines += [f"    const double {printer.doprint(s)} = {printer.doprint(e)};" for s, e in repl]
+    lines += [f"    out[{i}] = {printer.doprint(g)};" for i, g in enumerate(reduced)]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def numpy_grad(pot):
+    import sympy
+
+    syms, _ = _cse(pot)
+    grads = [sympy.diff(pot.sympy_expr, s) for s in syms]
+    f = sympy.lambdify(syms, grads, "numpy")
+
+    def grad(q):  # q: (W, d) -> (W, d)
+        out = f(*q.T)
+        return np.stack([np.broadcast_to(np.asarray(o, float), q.shape[:1]) for o in out], axis=1)
+
+    return grad
+
+
+def compile_c(pot, build: Path) -> Path:
+    build.mkdir(parents=True, exist_ok=True)
+    (build / "grad.h").write_text(c_header(pot))
+    exe = build / "damped_map"
+    cmd = ["gcc", "-O3", "-march=native", "-ffp-contract=off", "-I", str(build), str(HERE / "damped_map.c"),
+           "-o", str(exe), "-lm"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode:
+        raise SystemExit(f"gcc failed:\n{res.stderr}")
+    return exe
+
+
+def run_c(exe: Path, q, p, delta, a, e, nsteps, build: Path):
+    inp, out = build / "in.bin", build / "out.bin"
+    np.concatenate([q.ravel(), p.ravel()]).astype(np.float64).tofile(inp)
+    res = subprocess.run([str(exe), str(q.shape[0]), str(nsteps), repr(delta), repr(a), repr(e), str(inp), str(out)],
+                         check=True, capture_output=True, text=True)
+    sec = float(res.stdout.strip())
+    z = np.fromfile(out, dtype=np.float64)
+    n = q.size
+    return z[:n].reshape(q.shape), z[n:].reshape(p.shape), sec
+
+
+def numpy_run(grad, q, p, delta, a, e, nsteps):
+    q, p = q.copy(), p.copy()
+    h = 0.5 * delta
+    t0 = time.perf_counter()
+    for _ in range(nsteps):
+        q += h * a * p
+        p = e * p - delta * grad(q)
+        q += h * a * p
+    return q, p, time.perf_counter() - t0
+
+
+def numba_run(kernel, pot, q, p, delta, a, e, nsteps):
+    q, p = q.copy(), p.copy()
+    d = q.shape[1]
+    t0 = time.perf_counter()
+    if d == 1:
+        qq, pp = np.ascontiguousarray(q[:, 0]), np.ascontiguousarray(p[:, 0])
+        kernel["1d"](pot.grad, qq, pp, a, e, delta, nsteps)
+        q[:, 0], p[:, 0] = qq, pp
+    else:
+        kernel["nd"](pot.grad, q, p, a * np.eye(d), e * np.eye(d), delta, True, nsteps)
+    return q, p, time.perf_counter() - t0
+
+
+def initial(pot, W, seed=0):
+    rng = np.random.default_rng(seed)
+    if pot.dim == 1:
+        return rng.normal(size=(W, 1)), rng.normal(size=(W, 1))
+    return np.array([-0.05, 0.47]) + 0.05 * rng.normal(size=(W, 2)), 0.05 * rng.normal(size=(W, 2))
+
+
+def with_threads(n, fn, *args):
+    old = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        return fn(*args)
+    finally:
+        numba.set_num_threads(old)
+
+
+def best(fn, reps):
+    """Best of ``reps`` timings (the machine may be shared); fn returns (..., seconds)."""
+    out = [fn() for _ in range(reps)]
+    return min(out, key=lambda r: r[-1])
+
+
+def machine_load():
+    try:
+        return os.getloadavg()
+    except OSError:  # pragma: no cover
+        return (float("nan"),) * 3
+
+
+def bench(quick: bool, out_md: Path | None):
+    build = Path(tempfile.mkdtemp(prefix="bayescg-bench-"))
+    ncores = numba.config.NUMBA_NUM_THREADS
+    prod = {"1d": K.damped_bare_1d, "nd": K.damped_bare}
+    spec = {"1d": K.specialized(K.damped_bare_1d), "nd": K.specialized(K.damped_bare)}
+    rows = []
+    checks = []
+    load_before = machine_load()
+    try:
+        for key, prob in PROBLEMS.items():
+            pot = catalogue(prob["name"])
+            a, e = 1.0, float(np.exp(-prob["gamma"] * prob["delta"]))
+            delta = prob["delta"]
+            W = 4 if quick else WALKERS
+            n = 200 if quick else (2_000_000 if key == "1d" else 600_000)
+            reps = 1 if quick else 3
+            q0, p0 = initial(pot, W)
+            exe = compile_c(pot, build / key)
+            # correctness: the same map gives the same final state (bit for bit when libm agrees).  The 2D
+            # map amplifies a one-ulp difference ~ delta^2 / eps = 270x per step (eps = 1e-5), so any rare
+            # last-bit difference of a libm call shows up within ~10 steps: check 40 steps there.
+            nchk = 200 if key == "1d" else 40
+            qc, pc, _ = run_c(exe, q0, p0, delta, a, e, nchk, build / key)
+            qn, pn, _ = numba_run(prod, pot, q0, p0, delta, a, e, nchk)
+            qs, ps, _ = numba_run(spec, pot, q0, p0, delta, a, e, nchk)
+            diff = float(max(np.abs(qc - qn).max(), np.abs(pc - pn).max()))
+            diff_s = float(max(np.abs(qs - qn).max(), np.abs(ps - pn).max()))
+            checks.append((key, diff, diff_s, bool(np.array_equal(qc, qn) and np.array_equal(pc, pn))))
+            if diff > 1e-9 or diff_s > 1e-9:
+                raise SystemExit(f"{key}: C and numba maps disagree after {nchk} steps (max diff {diff:.3g}, "
+                                 f"specialized {diff_s:.3g})")
+            numba_run(prod, pot, q0, p0, delta, a, e, 10)  # warm up (compiles, loads caches)
+            total = W * n
+            c_sec = best(lambda: run_c(exe, q0, p0, delta, a, e, n, build / key), reps)[-1]
+            c_rate = total / c_sec
+            r = {"problem": f"{prob['name']} {prob['eq']} {key.upper()}", "walkers": W, "steps": total,
+                 "c": c_rate}
+            for label, kern in (("numba", prod), ("numba_spec", spec)):
+                for nt in sorted({1, ncores}):
+                    sec = best(lambda: with_threads(nt, numba_run, kern, pot, q0, p0, delta, a, e, n), reps)[-1]
+                    r[f"{label}_{nt}"] = total / sec
+            # simulate() end to end
+            sim_steps = total if not quick else 4000
+            for nt in sorted({1, ncores}):
+                res = with_threads(nt, lambda: min(
+                    (simulate(pot, delta, prob["gamma"], steps=sim_steps, walkers=W, seed=1,
+                              init_mean=[-0.05, 0.47] if key == "2d" else None,
+                              init_sd=0.05 if key == "2d" else 1.0) for _ in range(reps)),
+                    key=lambda s: s.seconds))
+                r[f"simulate_{nt}"] = res.steps_per_second
+            npg = numpy_grad(pot)
+            n_np = max(20, n // 50)
+            r["numpy_16"] = W * n_np / best(lambda: numpy_run(npg, q0, p0, delta, a, e, n_np), reps)[-1]
+            qb, pb = initial(pot, 4096, seed=1)
+            n_big = 20 if quick else 400
+            r["numpy_4096"] = 4096 * n_big / best(lambda: numpy_run(npg, qb, pb, delta, a, e, n_big), reps)[-1]
+            r["ncores"] = ncores
+            rows.append(r)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    load_after = machine_load()
+    report = render(rows, checks, ncores, load_before, load_after, quick)
+    print(report)
+    if out_md is not None:
+        out_md.write_text(report)
+    return rows, checks
+
+
+def render(rows, checks, ncores, load_before, load_after, quick) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    lines = [
+        "# Damped-map throughput (benchmarks/bench_integrators.py)", "",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
+        f"- machine: {cpu}, {os.cpu_count()} logical CPUs, numba threads {ncores}; Python {platform.python_version()}, "
+        f"numba {numba.__version__}, numpy {np.__version__}",
+        f"- load average before / after: {load_before[0]:.2f} / {load_after[0]:.2f} "
+        + ("(machine shared with other jobs: absolute numbers are pessimistic and noisy)"
+           if max(load_before[0], load_after[0]) > 0.5 else "(machine idle)"),
+        f"- mode: {'quick (tiny sizes, one timing each, not meaningful)' if quick else 'full, best of 3 timings each'}", "",
+        "Steps per second (millions, summed over walkers); ratio = rate / scalar C on one core.", "",
+        "| problem | walkers | C 1 core | numba 1 | numba " + f"{ncores}" + " | numba spec. 1 | numba spec. "
+        + f"{ncores}" + " | simulate() 1 | simulate() " + f"{ncores}" + " | NumPy 16 w. | NumPy 4096 w. |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        c = r["c"]
+
+        def cell(k):
+            return f"{r[k] / 1e6:.2f} ({r[k] / c:.2f}x)"
+
+        lines.append(f"| {r['problem']} | {r['walkers']} | {c / 1e6:.2f} | {cell('numba_1')} | {cell(f'numba_{ncores}')} | "
+                     f"{cell('numba_spec_1')} | {cell(f'numba_spec_{ncores}')} | {cell('simulate_1')} | "
+                     f"{cell(f'simulate_{ncores}')} | {cell('numpy_16')} | {cell('numpy_4096')} |")
+    lines += ["", "Scaling from 1 to all threads:", ""]
+    for r in rows:
+        lines.append(f"- {r['problem']}: numba {r[f'numba_{ncores}'] / r['numba_1']:.2f}x, "
+                     f"specialized {r[f'numba_spec_{ncores}'] / r['numba_spec_1']:.2f}x, "
+                     f"simulate() {r[f'simulate_{ncores}'] / r['simulate_1']:.2f}x")
+    r1 = rows[0]
+    proj = 5e9 / r1[f"simulate_{ncores}"]
+    proj_bare = 5e9 / r1[f"numba_{ncores}"]
+    lines += ["", f"Projected wall time of the paper's 5e9-step 1D budget (Test 1) on {ncores} threads: "
+              f"{proj:.0f} s with simulate() (all statistics), {proj_bare:.0f} s for the bare map.", "",
+              "Correctness (C and numba from the same initial states; 200 steps in 1D, 40 in 2D, where the map "
+              "amplifies a one-ulp difference about 270x per step):", ""]
+    for key, diff, diff_s, equal in checks:
+        lines.append(f"- {key}: max |C - numba| = {diff:.3g} ({'bit-identical' if equal else 'not bit-identical'}); "
+                     f"max |specialized - production| = {diff_s:.3g}")
+    lines += ["", "Notes:", "",
+              "- The gradients of these potentials are dominated by sin/cos/exp calls.  Without Intel SVML "
+              "(not installed here) LLVM cannot vectorize libm calls across walkers, so numba and C both run "
+              "scalar transcendental code; per core numba is on par with C, not 2x.",
+              "- The production drivers take the gradient as a first-class function (indirect call) so that they "
+              "are compiled once and cached on disk; the 'specialized' columns show the cost of that choice.",
+              "- Walkers are independent, so the parallel speed-up is limited only by other load on the machine.",
+              ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes; check C == numba; do not write RESULTS.md")
+    ap.add_argument("--out", default=None, help="where to write the markdown table (default benchmarks/RESULTS.md)")
+    args = ap.parse_args(argv)
+    out = Path(args.out) if args.out else (None if args.quick else HERE / "RESULTS.md")
+    bench(args.quick, out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
