@@ -157,3 +157,45 @@ def test_bad_input():
         fit_effective_potential(dict(counts=np.ones(40) * 100, edges=[edges], beta=1.0), method="hmc")
     with pytest.raises(InputError):
         fit_effective_potential(dict(counts=np.ones(40) * 100, edges=[edges]), knots=8, method="map")
+
+
+# ---------------------------------------------------------------------------------------------
+# with the project's damped integrator (3.2): Test 1 (4.5) at delta = 0.5 learns U_0 = q^2/2
+# ---------------------------------------------------------------------------------------------
+EXPR_45 = "q**2/2 + 0.05*sin(q/0.05) + 0.001*sin(q/0.001)"
+
+
+def _sim45(delta, steps, seed=1):
+    from bayescg.potentials import Potential
+    from bayescg.simulate import simulate
+
+    return simulate(Potential.from_expression(EXPR_45, ["q"]), delta, 0.1, steps=steps, walkers=16, seed=seed,
+                    bins=120)
+
+
+def test_test1_delta05_finite_delta_bias():
+    from bayescg.fit import finite_delta_bias
+    from bayescg.stats import equilibrium_summary
+
+    sim = _sim45(0.5, 4_000_000)
+    eq = equilibrium_summary(sim)
+    assert eq.normality_pvalue > 1e-3 and sim.trapped_fraction == 0
+    assert 0 < eq.n_eff_factor < 1
+    r = fit_effective_potential(sim, knots=20, method="map", reference=lambda q: np.ravel(q) ** 2 / 2)
+    assert r.reference_rmse < 0.5 and not r.warnings
+    bias = finite_delta_bias([sim], lambda q: q, lambda q: np.ones(len(q)), knots=20).rows[0]
+    # the known finite-delta bias (SPEC): kinetic beta ~ 9 % below the configurational one, curvature ~ 1.09;
+    # using beta_conf removes it
+    assert 0.85 < bias["ratio_kinetic_over_conf"] < 0.96
+    assert 1.04 < bias["curvature"] < 1.15
+    assert abs(bias["curvature_conf_corrected"] - 1.0) < 0.03
+
+
+@pytest.mark.slow
+def test_test1_delta05_nuts_long():
+    sim = _sim45(0.5, 40_000_000, seed=3)
+    r = fit_effective_potential(sim, knots=40, method="nuts", draws=1000, tune=1000, chains=2,
+                                reference=lambda q: np.ravel(q) ** 2 / 2)
+    assert not r.warnings
+    c, _ = learned_curvature(r)
+    assert 1.04 < c < 1.15
