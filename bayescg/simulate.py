@@ -35,6 +35,10 @@ TRAP_WINDOW = 1000
 BATCHES = 32
 #: Default chunk size: about this many steps summed over walkers per chunk.
 CHUNK_TOTAL = 20_000_000
+#: d = 1 damped runs of at least this many steps use a driver specialized on the gradient
+#: (inlined gradient, ~15 % faster on Test 1, one extra compilation of a few seconds); results
+#: are identical either way.
+SPECIALIZE_STEPS = 1_000_000_000
 #: Refuse per-walker histograms larger than this many bytes in total.
 MAX_HIST_BYTES = 2 * 1024 ** 3
 
@@ -349,7 +353,16 @@ def simulate(potential, delta, gamma=0.1, *, steps, walkers=16, seed=1, mass=Non
     t0 = time.perf_counter()
     seconds0 = float(st["seconds"])
 
+    spec1 = K.specialized(K.damped_1d_chunk) if (kind == K.DAMPED and d == 1 and steps >= SPECIALIZE_STEPS) else None
+
     def run(a, b):
+        if spec1 is not None:
+            spec1(potential.grad, st["q"], st["p"], A[0, 0], E[0, 0], delta, a, b - a, burn, minmax_start, batch_len,
+                  st["hist_lo"][0], bins / (st["hist_hi"][0] - st["hist_lo"][0]), bins, stride, P_TOL, Q_TOL,
+                  TRAP_WINDOW, st["bp"], st["bpp"], st["hist"], st["outside"], st["samp_q"], st["samp_p"],
+                  st["nstored"], st["qmin"], st["qmax"], st["still"], st["trapped_at"], st["blown_at"])
+            _check_blowup(st)
+            return
         K.run_chunk(potential.grad, kind, st["q"], st["p"], st["g"], st["rng"], A, E, L, delta, diag,
                     a, b - a, burn, minmax_start, batch_len, st["hist_lo"],
                     bins / (st["hist_hi"] - st["hist_lo"]), bins, stride, P_TOL, Q_TOL, TRAP_WINDOW,

@@ -8,8 +8,15 @@ Integrator codes: ``DAMPED`` (3.2), ``LANGEVIN`` (4.2, BAOAB), ``HAMILTONIAN`` (
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from numba import njit, prange, types
+from numba.core.errors import NumbaExperimentalFeatureWarning
+
+# first-class function types are marked experimental in numba; they are what keeps one compiled,
+# cached driver for all potentials (tested against the specialized drivers, bit for bit)
+warnings.filterwarnings("ignore", category=NumbaExperimentalFeatureWarning)
 
 from .damped import damped_step, damped_step_1d
 from .hamiltonian import verlet_step
@@ -56,6 +63,187 @@ def _finite(x):
     return abs(x) < np.inf
 
 
+_NEVER = 1 << 62
+
+
+@njit
+def _counters(step0, nsteps, acc_start, batch_len, B, stride):
+    """Batch index, steps left in it, steps to the next sample and its index at the first
+    accumulated step of a chunk (integer divisions once per chunk, not per step)."""
+    k0 = max(step0, acc_start) - acc_start
+    b = min(k0 // batch_len, B - 1)
+    bleft = (b + 1) * batch_len - k0 if b < B - 1 else _NEVER
+    sleft = (stride - k0 % stride) % stride
+    j = (k0 + stride - 1) // stride
+    return b, bleft, sleft, j
+
+
+@njit
+def _walker_damped_1d(grad, w, q, p, a, e, delta, step0, nsteps, acc_start, minmax_start,
+                      batch_len, lo, inv, nbins, stride, p_tol, q_tol, window,
+                      bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
+                      still, trapped_at, blown_at):
+    """d = 1 damped map (3.2) for one walker with scalars in registers; same arithmetic (and so
+    the same results) as damped_step_1d, same accumulators as _walker_generic."""
+    B = bp.shape[1]
+    S = samp_q.shape[1]
+    qb = np.empty(1)
+    gb = np.empty(1)
+    x = q[w, 0]
+    v = p[w, 0]
+    h = 0.5 * delta
+    cnt = still[w]
+    b, bleft, sleft, j = _counters(step0, nsteps, acc_start, batch_len, B, stride)
+    sp = bp[w, b, 0]
+    spp = bpp[w, b, 0, 0]
+    xmin = qmin[w, 0]
+    xmax = qmax[w, 0]
+    nout = outside[w]
+    for st in range(step0, step0 + nsteps):
+        xo = x
+        qb[0] = x + h * a * v
+        grad(qb, gb)
+        v = e * v - delta * gb[0]
+        x = qb[0] + h * a * v
+        if not (abs(x) < np.inf and abs(v) < np.inf):
+            blown_at[w] = st
+            break
+        if abs(v) <= p_tol and abs(x - xo) <= q_tol * (1.0 + abs(x)):
+            cnt += 1
+            if cnt >= window:
+                trapped_at[w] = st - window + 1
+                break
+        else:
+            cnt = 0
+        if st >= acc_start:
+            sp += v
+            spp += v * v
+            bleft -= 1
+            if bleft == 0:
+                bp[w, b, 0] = sp
+                bpp[w, b, 0, 0] = spp
+                b += 1
+                sp = bp[w, b, 0]
+                spp = bpp[w, b, 0, 0]
+                bleft = batch_len if b < B - 1 else _NEVER
+            y = (x - lo) * inv
+            if y >= 0.0 and y < nbins:
+                hist[w, int(y)] += 1
+            else:
+                nout += 1
+            if S > 0:
+                if sleft == 0:
+                    if j < S:
+                        samp_q[w, j, 0] = x
+                        samp_p[w, j, 0] = v
+                        nstored[w] = j + 1
+                    j += 1
+                    sleft = stride
+                sleft -= 1
+        elif st >= minmax_start:
+            xmin = min(xmin, x)
+            xmax = max(xmax, x)
+    bp[w, b, 0] = sp
+    bpp[w, b, 0, 0] = spp
+    qmin[w, 0] = xmin
+    qmax[w, 0] = xmax
+    outside[w] = nout
+    still[w] = cnt
+    q[w, 0] = x
+    p[w, 0] = v
+
+
+@njit
+def _walker_generic(grad, kind, w, q, p, g, rng, A, E, L, delta, diag, step0, nsteps, acc_start,
+                    minmax_start, batch_len, hist_lo, hist_inv, nbins, stride, p_tol, q_tol, window,
+                    bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
+                    still, trapped_at, blown_at):
+    """Any d and integrator, one walker; see run_chunk."""
+    d = q.shape[1]
+    B = bp.shape[1]
+    S = samp_q.shape[1]
+    qw = q[w].copy()
+    pw = p[w].copy()
+    gw = g[w].copy()
+    qold = np.empty(d)
+    tmp = np.empty(d)
+    z = np.empty(d)
+    s = rng[w]
+    cnt = still[w]
+    check_trap = kind != LANGEVIN
+    b, bleft, sleft, j = _counters(step0, nsteps, acc_start, batch_len, B, stride)
+    for st in range(step0, step0 + nsteps):
+        for i in range(d):
+            qold[i] = qw[i]
+        _step(grad, kind, qw, pw, gw, tmp, z, A, E, L, delta, diag, s)
+        ok = True
+        for i in range(d):
+            if not (_finite(qw[i]) and _finite(pw[i])):
+                ok = False
+        if not ok:
+            blown_at[w] = st
+            break
+        if check_trap:
+            small = True
+            for i in range(d):
+                if abs(pw[i]) > p_tol or abs(qw[i] - qold[i]) > q_tol * (1.0 + abs(qw[i])):
+                    small = False
+                    break
+            if small:
+                cnt += 1
+                if cnt >= window:
+                    trapped_at[w] = st - window + 1
+                    break
+            else:
+                cnt = 0
+        if st >= acc_start:
+            for i in range(d):
+                bp[w, b, i] += pw[i]
+                for k in range(d):
+                    bpp[w, b, i, k] += pw[i] * pw[k]
+            bleft -= 1
+            if bleft == 0:
+                b += 1
+                bleft = batch_len if b < B - 1 else _NEVER
+            inside = True
+            flat = 0
+            for i in range(d):
+                y = (qw[i] - hist_lo[i]) * hist_inv[i]
+                if y >= 0.0 and y < nbins:
+                    flat = flat * nbins + int(y)
+                else:
+                    inside = False
+            if inside:
+                if d <= 2:
+                    hist[w, flat] += 1
+                else:
+                    for i in range(d):
+                        hist[w, i * nbins + int((qw[i] - hist_lo[i]) * hist_inv[i])] += 1
+            else:
+                outside[w] += 1
+            if S > 0:
+                if sleft == 0:
+                    if j < S:
+                        for i in range(d):
+                            samp_q[w, j, i] = qw[i]
+                            samp_p[w, j, i] = pw[i]
+                        nstored[w] = j + 1
+                    j += 1
+                    sleft = stride
+                sleft -= 1
+        elif st >= minmax_start:
+            for i in range(d):
+                if qw[i] < qmin[w, i]:
+                    qmin[w, i] = qw[i]
+                if qw[i] > qmax[w, i]:
+                    qmax[w, i] = qw[i]
+    still[w] = cnt
+    for i in range(d):
+        q[w, i] = qw[i]
+        p[w, i] = pw[i]
+        g[w, i] = gw[i]
+
+
 @njit(_RUN_SIG, parallel=True, cache=True)
 def run_chunk(grad, kind, q, p, g, rng, A, E, L, delta, diag,
               step0, nsteps, acc_start, minmax_start,
@@ -80,93 +268,33 @@ def run_chunk(grad, kind, q, p, g, rng, A, E, L, delta, diag,
     """
     W = q.shape[0]
     d = q.shape[1]
-    B = bp.shape[1]
-    S = samp_q.shape[1]
     for w in prange(W):
         if trapped_at[w] >= 0 or blown_at[w] >= 0:
             continue
-        qw = q[w].copy()
-        pw = p[w].copy()
-        gw = g[w].copy()
-        qold = np.empty(d)
-        tmp = np.empty(d)
-        z = np.empty(d)
-        s = rng[w]
-        cnt = still[w]
-        check_trap = kind != LANGEVIN
-        # d = 1 damped fast path: scalar A, E and p in registers (about 2x the generic loop)
-        fast1 = d == 1 and kind == DAMPED
-        a1 = A[0, 0]
-        e1 = E[0, 0]
-        for st in range(step0, step0 + nsteps):
-            for i in range(d):
-                qold[i] = qw[i]
-            if fast1:
-                pw[0] = damped_step_1d(grad, qw, pw[0], gw, a1, e1, delta)
-            else:
-                _step(grad, kind, qw, pw, gw, tmp, z, A, E, L, delta, diag, s)
-            ok = True
-            for i in range(d):
-                if not (_finite(qw[i]) and _finite(pw[i])):
-                    ok = False
-            if not ok:
-                blown_at[w] = st
-                break
-            if check_trap:
-                small = True
-                for i in range(d):
-                    if abs(pw[i]) > p_tol or abs(qw[i] - qold[i]) > q_tol * (1.0 + abs(qw[i])):
-                        small = False
-                if small:
-                    cnt += 1
-                    if cnt >= window:
-                        trapped_at[w] = st - window + 1
-                        break
-                else:
-                    cnt = 0
-            if st >= acc_start:
-                k = st - acc_start
-                b = k // batch_len
-                if b >= B:
-                    b = B - 1
-                for i in range(d):
-                    bp[w, b, i] += pw[i]
-                    for j in range(d):
-                        bpp[w, b, i, j] += pw[i] * pw[j]
-                inside = True
-                flat = 0
-                for i in range(d):
-                    x = (qw[i] - hist_lo[i]) * hist_inv[i]
-                    if x >= 0.0 and x < nbins:
-                        flat = flat * nbins + int(x)
-                    else:
-                        inside = False
-                if inside:
-                    if d <= 2:
-                        hist[w, flat] += 1
-                    else:
-                        for i in range(d):
-                            hist[w, i * nbins + int((qw[i] - hist_lo[i]) * hist_inv[i])] += 1
-                else:
-                    outside[w] += 1
-                if S > 0 and k % stride == 0:
-                    j = k // stride
-                    if j < S:
-                        for i in range(d):
-                            samp_q[w, j, i] = qw[i]
-                            samp_p[w, j, i] = pw[i]
-                        nstored[w] = j + 1
-            elif st >= minmax_start:
-                for i in range(d):
-                    if qw[i] < qmin[w, i]:
-                        qmin[w, i] = qw[i]
-                    if qw[i] > qmax[w, i]:
-                        qmax[w, i] = qw[i]
-        still[w] = cnt
-        for i in range(d):
-            q[w, i] = qw[i]
-            p[w, i] = pw[i]
-            g[w, i] = gw[i]
+        if d == 1 and kind == DAMPED:
+            _walker_damped_1d(grad, w, q, p, A[0, 0], E[0, 0], delta, step0, nsteps, acc_start, minmax_start,
+                              batch_len, hist_lo[0], hist_inv[0], nbins, stride, p_tol, q_tol, window,
+                              bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
+                              still, trapped_at, blown_at)
+        else:
+            _walker_generic(grad, kind, w, q, p, g, rng, A, E, L, delta, diag, step0, nsteps, acc_start,
+                            minmax_start, batch_len, hist_lo, hist_inv, nbins, stride, p_tol, q_tol, window,
+                            bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
+                            still, trapped_at, blown_at)
+
+
+def damped_1d_chunk(grad, q, p, a, e, delta, step0, nsteps, acc_start, minmax_start, batch_len, lo, inv, nbins,
+                    stride, p_tol, q_tol, window, bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
+                    still, trapped_at, blown_at):
+    """run_chunk restricted to the d = 1 damped map; pure Python source, compiled by
+    :func:`specialized` for one gradient (small, so it compiles in seconds)."""
+    for w in prange(q.shape[0]):
+        if trapped_at[w] >= 0 or blown_at[w] >= 0:
+            continue
+        _walker_damped_1d(grad, w, q, p, a, e, delta, step0, nsteps, acc_start, minmax_start,
+                          batch_len, lo, inv, nbins, stride, p_tol, q_tol, window,
+                          bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
+                          still, trapped_at, blown_at)
 
 
 @njit(_INIT_SIG, parallel=True, cache=True)
@@ -245,8 +373,15 @@ def damped_bare(grad, q, p, A, E, delta, diag, nsteps):
             p[w, i] = pw[i]
 
 
+_SPECIALIZED: dict = {}
+
+
 def specialized(kernel):
     """A lazily compiled copy of ``kernel`` that specializes on the gradient dispatcher, so
-    LLVM can inline the gradient (no indirect call); compiles once per potential and process.
-    Used by the benchmark to measure what the indirect call costs."""
-    return njit(parallel=True)(kernel.py_func)
+    LLVM can inline the gradient (no indirect call).  Each new gradient costs a full compile
+    (~10 s), so simulate() uses it only for long runs; the arithmetic, and so every result,
+    is the same as the first-class-function driver's."""
+    fn = _SPECIALIZED.get(kernel)
+    if fn is None:
+        fn = _SPECIALIZED[kernel] = njit(parallel=True)(getattr(kernel, "py_func", kernel))
+    return fn
