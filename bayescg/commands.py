@@ -17,7 +17,7 @@ from .runtime import RunControl
 OUTPUTS = {
     "simulate": ["simulation.json"],
     "learn": ["result.json", "posterior.nc", "report.html"],
-    "scales": ["scales.json"],
+    "scales": ["scales.json", "report-scales.html"],
     "noise": ["noise.json"],
     "surrogate": ["surrogate.json"],
     "ising": ["ising.json", "posterior.nc", "report.html"],
@@ -89,7 +89,8 @@ def cmd_scales(args, model=None, out=None):
 
     with _control(args, "scales") as ctl, _executor(args) as ex:
         res = scan_scales(model, deltas, executor=ex, control=ctl, workdir=out, resume=args.resume)
-    _write(out, "scales.json", res, model, "scales")
+    payload = _write(out, "scales.json", res, model, "scales")
+    _report(out, model, "scales", [("Scale scan", res)], payload["meta"], name="report-scales.html")
     for row in res.rows:
         _say(f"scales: delta {row['delta']:<8g} beta_hat {row['beta_hat'] if row['beta_hat'] is not None else float('nan'):.4g} "
              f"p-value {row['normality_pvalue'] if row['normality_pvalue'] is not None else float('nan'):.3g} "
@@ -185,14 +186,63 @@ def cmd_run(args):
     return learned
 
 
+#: Report parts already rendered in this process, per output folder and command, so that ``bayescg run``
+#: (learn, scales, surrogate into one folder) ends with one ``report.html`` holding every stage.
+_RENDERED: dict = {}
+_STAGE_ORDER = ["learn", "scales", "surrogate", "ising", "noise", "simulate"]
+_REPORT_TITLES = {"learn": "effective potential", "scales": "scale scan", "surrogate": "surrogate dynamics",
+                  "ising": "predictive coarse-graining", "noise": "noise covariance"}
+
+
+def _command_line() -> str | None:
+    argv = list(sys.argv)
+    if argv and (argv[0].endswith("bayescg") or argv[0].endswith("cli.py")) and len(argv) > 1:
+        import shlex
+
+        return "bayescg " + " ".join(shlex.quote(a) for a in argv[1:])
+    return None
+
+
 def _report(out: Path, model, command: str, sections, meta, name: str = "report.html"):
+    """Write ``out/name``: one self-contained HTML report of ``sections`` [(heading, result)].
+
+    Each result contributes warnings, key numbers, its summary table, its ``figures()`` and the
+    generic ArviZ diagnostics of ``to_inference_data()`` (:mod:`bayescg.report`); a learn result with a
+    noise calibration (d >= 2) also gets the diagnostics of the noise posterior.  When several stages
+    write into the same folder in one process (``bayescg run``), ``out/report.html`` is rewritten to
+    hold all of them, in pipeline order.
+    """
     from .report import Report
 
-    rep = Report(f"bayescg {command}: {model.name}", meta)
+    desc = getattr(model, "description", None)
+    cmdline = _command_line()
+    sub = " · ".join(x for x in (desc, cmdline and f"command: {cmdline}") if x) or None
+
+    def new(cmd_title):
+        return Report(f"bayescg {cmd_title}: {model.name}", meta, subtitle=sub)
+
+    rep = new(command)
     for heading, res in sections:
         summary = res.summary() if hasattr(res, "summary") else None
         rep.add_result(heading, res, summary)
+        noise = getattr(res, "noise", None)
+        if noise is not None and hasattr(noise, "to_inference_data"):
+            idata = noise.to_inference_data()
+            names = ["Z"] if idata is not None and "Z" in getattr(idata, "posterior", {}) else None
+            rep.add_inference_data(idata, heading="Noise covariance posterior", var_names=names)
     rep.write(out / name)
+    key = str(Path(out).resolve())
+    stages = _RENDERED.setdefault(key, {})
+    stages[command] = rep
+    if len(stages) > 1:  # several stages in one folder: the combined report.html
+        combined = new("run")
+        combined.meta = dict(meta, command="run")
+        for cmd in sorted(stages, key=lambda c: _STAGE_ORDER.index(c) if c in _STAGE_ORDER else 99):
+            r = stages[cmd]
+            combined.parts += r.parts
+            combined.toc += r.toc
+            combined.top_warnings += r.top_warnings
+        combined.write(out / "report.html")
 
 
 COMMANDS = {"simulate": cmd_simulate, "learn": cmd_learn, "scales": cmd_scales, "noise": cmd_noise,

@@ -1,99 +1,545 @@
-"""Self-contained HTML reports: tables and matplotlib figures embedded as PNG data URIs."""
+"""Self-contained HTML reports: key numbers, warnings, tables, figures and ArviZ diagnostics.
+
+A :class:`Report` is one HTML file with everything inline: CSS in a ``<style>`` block and every
+matplotlib figure as a PNG data URI (``data:image/png;base64,...``), so the file can be mailed or
+archived and opened offline.  No external ``src``/``href`` is ever emitted; all text from results
+and model files is HTML-escaped.
+
+Sections come from result objects (see ``docs/ARCHITECTURE.md``): ``summary()`` (dict: key numbers,
+or list of dicts: a table), ``warnings`` / ``to_dict()["warnings"]`` (highlighted at the top of the
+section and collected at the top of the report), ``figures()`` ([(title, Figure)]) and
+``to_inference_data()`` (ArviZ InferenceData), from which :func:`inference_data_figures` draws, for
+any model, a posterior summary table (mean, sd, 94 % HDI, ESS, R-hat), rank plots
+(``az.plot_trace(kind="rank_bars")``; trace plots for a single chain) and posterior-predictive checks
+(``az.plot_ppc`` plus observed-against-interval by index) when a ``posterior_predictive`` group exists.
+"""
 from __future__ import annotations
 
 import base64
 import html
 import io
+import math
+import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
 from .io import atomic_write_text
 
+__all__ = ["Report", "figure_to_data_uri", "table_html", "inference_data_figures", "posterior_summary_rows",
+           "select_scalar_variables", "collect_warnings", "key_numbers", "HDI_PROB"]
+
+#: Credible mass of the HDIs in summary tables (94 %, like every band bayescg reports).
+HDI_PROB = 0.94
+#: Thresholds that flag a diagnostic cell in tables (same as :func:`bayescg.fit.convergence_warnings`).
+R_HAT_MAX = 1.01
+ESS_MIN = 100.0
+
 _CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
-color:#222;line-height:1.45;padding:0 1em}
-h1{border-bottom:2px solid #346;padding-bottom:.2em}h2{color:#346;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
-td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#eef2f7}
+*{box-sizing:border-box}
+body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1180px;margin:1.5em auto;
+color:#1f2328;line-height:1.45;padding:0 1.2em;background:#fff}
+h1{font-size:1.7em;border-bottom:3px solid #2f4f75;padding-bottom:.25em;margin-bottom:.2em}
+h2{color:#2f4f75;margin-top:1.8em;border-bottom:1px solid #d0d7de;padding-bottom:.15em}
+h3{color:#334;margin:1.2em 0 .4em;font-size:1.05em}
+.sub{color:#57606a;margin:.1em 0 1em}
+nav{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:.5em 1em;margin:1em 0;font-size:.92em}
+nav a{margin-right:1.2em;color:#0b5cad;text-decoration:none}
+.cards{display:flex;flex-wrap:wrap;gap:.6em;margin:.8em 0}
+.card{border:1px solid #d0d7de;border-radius:6px;padding:.45em .8em;min-width:9.5em;background:#fbfcfd}
+.card .k{font-size:.78em;color:#57606a}.card .v{font-size:1.25em;font-weight:600;font-variant-numeric:tabular-nums}
+.card.bad{border-color:#d1242f;background:#fff5f5}.card.ok{border-color:#1a7f37;background:#f4fbf6}
+table{border-collapse:collapse;margin:.5em 0 1em;font-size:.9em;font-variant-numeric:tabular-nums}
+td,th{border:1px solid #d0d7de;padding:.22em .6em;text-align:right;vertical-align:top}
+th{background:#eef2f7;font-weight:600}
 td:first-child,th:first-child{text-align:left}
-figure{margin:1em 0;display:inline-block;vertical-align:top}figcaption{font-size:.9em;color:#555}
-img{max-width:100%;border:1px solid #ddd}.warn{background:#fff4e0;border-left:4px solid #e90;padding:.4em .8em}
-.meta{font-size:.8em;color:#666}
+tr:nth-child(even) td{background:#fafbfc}
+td.bad{background:#ffe3e3 !important;color:#a40e26;font-weight:600}
+td.good{color:#1a7f37;font-weight:600}
+td.text{text-align:left}
+table.mat{margin:0;font-size:.95em}table.mat td{border:none;padding:0 .35em;background:none !important}
+.figs{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
+figure{margin:.4em 0;max-width:100%}
+figcaption{font-size:.88em;color:#57606a;margin-top:.2em}
+img{max-width:100%;height:auto;border:1px solid #e1e4e8;border-radius:3px}
+.warn{background:#fff8e6;border-left:5px solid #d4a72c;padding:.45em .9em;margin:.4em 0;border-radius:3px}
+.warn.top{background:#fff1f0;border-left-color:#d1242f}
+.note{color:#57606a;font-size:.9em}
+details{margin:.6em 0}summary{cursor:pointer;color:#0b5cad}
+pre{background:#f6f8fa;border:1px solid #d0d7de;padding:.6em;overflow-x:auto;font-size:.85em}
+.meta{font-size:.8em;color:#6e7781;margin-top:2.5em;border-top:1px solid #d0d7de;padding-top:.5em}
 """
 
 
-def figure_to_data_uri(fig) -> str:
+# --------------------------------------------------------------------------------------------------
+# formatting
+# --------------------------------------------------------------------------------------------------
+def figure_to_data_uri(fig, dpi: int = 100) -> str:
+    """PNG data URI of a matplotlib figure (the figure is closed)."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _is_matrix(v) -> bool:
+    return (isinstance(v, (list, tuple)) and 0 < len(v) <= 6 and all(isinstance(r, (list, tuple)) for r in v)
+            and all(0 < len(r) <= 6 and all(isinstance(x, (int, float)) or x is None for x in r) for r in v))
+
+
 def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
+    """One value as HTML: floats to 4 significant digits, bools as yes/no, small matrices as grids."""
+    try:
+        import numpy as np
+
+        if isinstance(v, np.ndarray):
+            v = v.tolist()
+        elif isinstance(v, np.generic):
+            v = v.item()
+    except ImportError:  # pragma: no cover
+        pass
     if v is None:
         return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "–" if math.isnan(v) else html.escape(str(v))
+        return f"{v:.4g}"
+    if isinstance(v, int):
+        return str(v)
+    if _is_matrix(v):
+        rows = "".join("<tr>" + "".join(f"<td>{_fmt(x)}</td>" for x in r) + "</tr>" for r in v)
+        return f'<table class="mat">{rows}</table>'
+    if isinstance(v, (list, tuple)):
+        if len(v) <= 8 and all(isinstance(x, (int, float)) or x is None for x in v):
+            return "[" + ", ".join(_fmt(x) for x in v) + "]"
+        return html.escape(f"[{len(v)} values]")
+    if isinstance(v, dict):
+        return html.escape(", ".join(f"{k}: {_plain(x)}" for k, x in v.items()))
     return html.escape(str(v))
 
 
+def _plain(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _cell_class(column: str, value: Any) -> str:
+    """CSS class flagging a cell: diagnostics beyond thresholds, found/not found, booleans."""
+    c = str(column).lower()
+    if isinstance(value, bool):
+        return "good" if value else ""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(float(value)):
+        return "text" if isinstance(value, str) else ""
+    v = float(value)
+    if "r_hat" in c and v > R_HAT_MAX:
+        return "bad"
+    if "ess" in c and v < ESS_MIN:
+        return "bad"
+    if "diverg" in c and v > 0:
+        return "bad"
+    if "trapped" in c and v > 0:
+        return "bad"
+    return ""
+
+
 def table_html(rows: list[dict] | dict, title: str | None = None) -> str:
-    """A table from a list of dicts (columns = keys) or a dict (two columns)."""
+    """A table from a list of dicts (columns = keys, in order of first appearance) or a dict (two
+    columns).  Diagnostic cells beyond thresholds (R-hat > 1.01, bulk ESS < 100, divergences > 0,
+    trapped walkers > 0) get class ``bad``."""
     if isinstance(rows, dict):
         rows = [{"quantity": k, "value": v} for k, v in rows.items()]
+        keyed = True
+    else:
+        keyed = False
+    rows = list(rows)
     if not rows:
         return ""
     cols = list(dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
+    body = []
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            cls = _cell_class(r.get("quantity") if keyed and c == "value" else c, v)
+            attr = f' class="{cls}"' if cls else ""
+            cells.append(f"<td{attr}>{_fmt(v)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
     cap = f"<h3>{html.escape(title)}</h3>" if title else ""
-    return f"{cap}<table><tr>{head}</tr>{body}</table>"
+    return f"{cap}<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
+#: Patterns (lower case, substring) of the numbers a reader looks at first, in order of importance.
+KEY_PATTERNS = ["beta_hat", "reference_rmse", "reference_coverage", "r_hat", "ess_bulk", "diverg", "trapped",
+                "normality", "w1", "mean-path", "acf", "phase", "speedup", "err_mag", "err_corr", "kl",
+                "scale", "seconds"]
+
+
+def key_numbers(summary: dict, n: int = 6) -> dict:
+    """The ``n`` most important scalar entries of a summary dict (by :data:`KEY_PATTERNS`, then in order);
+    standard errors (``*_se``) are left to the table."""
+    scal = [k for k, v in summary.items() if (isinstance(v, (int, float, bool)) or v is None)
+            and not str(k).endswith("_se")]
+
+    def rank(k):
+        kl = str(k).lower()
+        for i, p in enumerate(KEY_PATTERNS):
+            if p in kl:
+                return i
+        return len(KEY_PATTERNS)
+
+    chosen = sorted(scal, key=lambda k: (rank(k), scal.index(k)))[:n]
+    return {k: summary[k] for k in chosen}
+
+
+def _cards_html(items: dict) -> str:
+    out = []
+    for k, v in items.items():
+        cls = _cell_class(k, v)
+        if cls not in ("bad",):
+            cls = "ok" if (isinstance(v, bool) and v) else ""
+        out.append(f'<div class="card {cls}"><div class="k">{html.escape(str(k))}</div>'
+                   f'<div class="v">{_fmt(v)}</div></div>')
+    return f'<div class="cards">{"".join(out)}</div>'
+
+
+def _anchor(text: str, used: set) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+    a, i = base, 2
+    while a in used:
+        a, i = f"{base}-{i}", i + 1
+    used.add(a)
+    return a
+
+
+def collect_warnings(result) -> list[str]:
+    """A result's warnings: its ``warnings`` attribute and ``to_dict()["warnings"]``, deduplicated."""
+    ws = list(getattr(result, "warnings", None) or [])
+    if hasattr(result, "to_dict"):
+        try:
+            d = result.to_dict()
+        except Exception:  # a report must not fail because a summary cannot be built
+            d = {}
+        ws += list((d or {}).get("warnings") or [])
+    return list(dict.fromkeys(str(w) for w in ws))
+
+
+# --------------------------------------------------------------------------------------------------
+# generic ArviZ part
+# --------------------------------------------------------------------------------------------------
+def select_scalar_variables(idata, max_vars: int = 6, max_size: int = 6) -> list[str]:
+    """Posterior variables worth a trace/rank plot: not PyMC's transformed copies (names with ``__``),
+    at most ``max_size`` entries each (scalars, small vectors/matrices such as theta_c or Z), none of
+    them constant (e.g. the unit diagonal of an LKJ correlation matrix, which has no density), at most
+    ``max_vars`` of them, in the posterior's order."""
+    import numpy as np
+
+    post = getattr(idata, "posterior", None)
+    if post is None:
+        return []
+    names = []
+    for name, da in post.data_vars.items():
+        if "__" in str(name):
+            continue
+        size = 1
+        for d in da.dims:
+            if d not in ("chain", "draw"):
+                size *= int(da.sizes[d])
+        if size > max_size:
+            continue
+        v = np.asarray(da.values, dtype=float).reshape(-1, size)
+        if not np.all(np.isfinite(v)) or np.any(np.ptp(v, axis=0) == 0):
+            continue
+        names.append(str(name))
+    return names[:max_vars]
+
+
+def _has_sampler(idata) -> bool:
+    """True when the draws come from an MCMC sampler (a ``sample_stats`` group), not an approximation."""
+    return "sample_stats" in idata.groups()
+
+
+def posterior_summary_rows(idata, var_names: list[str], hdi_prob: float = HDI_PROB) -> list[dict]:
+    """``az.summary`` as table rows: variable, mean, sd, HDI bounds, ess_bulk, ess_tail, r_hat."""
+    import arviz as az
+
+    if not var_names:
+        return []
+    nchain = idata.posterior.sizes.get("chain", 1)
+    import warnings
+
+    with warnings.catch_warnings():  # one chain: R-hat is undefined and dropped below
+        warnings.simplefilter("ignore")
+        df = az.summary(idata, var_names=var_names, hdi_prob=hdi_prob, kind="all" if nchain >= 2 else "stats",
+                        round_to="none")
+    rows = []
+    for name, r in df.iterrows():
+        row = {"variable": str(name)}
+        for c in df.columns:
+            if c.startswith("mcse"):
+                continue
+            v = r[c]
+            row[str(c)] = float(v) if v == v else None
+        if nchain < 2:
+            row.pop("r_hat", None)
+        rows.append(row)
+    return rows
+
+
+def _close_axes_figure(axes):
+    import numpy as np
+
+    ax = np.asarray(axes).ravel()[0]
+    return ax.get_figure()
+
+
+@contextmanager
+def _closing_on_error():
+    """Close the figures a failing plot call opened (and re-raise)."""
+    import matplotlib.pyplot as plt
+
+    before = set(plt.get_fignums())
+    try:
+        yield
+    except BaseException:
+        for n in set(plt.get_fignums()) - before:
+            plt.close(n)
+        raise
+
+
+def _posterior_plot(idata, names, nrows, nchain, sampler):
+    """(caption, Figure): rank (>= 2 chains) or trace plots for sampler draws, az.plot_posterior with HDIs
+    for draws of an approximation."""
+    import arviz as az
+
+    if sampler:
+        kind = "rank_bars" if nchain >= 2 else "trace"
+        axes = az.plot_trace(idata, var_names=names, kind=kind, compact=True,
+                             figsize=(11, 1.9 * len(names) + 0.4))
+        fig = _close_axes_figure(axes)
+        fig.tight_layout()
+        what = ("rank plots: each chain's ranks should be uniform (flat bars)" if nchain >= 2 else
+                "trace (one chain: rank plots and R-hat need two or more)")
+        return f"Sampler diagnostics: marginal posteriors and {what}", fig
+    ncol = min(3, nrows)
+    axes = az.plot_posterior(idata, var_names=names, hdi_prob=HDI_PROB, textsize=9,
+                             figsize=(3.6 * ncol, 2.6 * math.ceil(min(nrows, 12) / ncol)))
+    fig = _close_axes_figure(axes)
+    fig.tight_layout()
+    return f"Marginal posteriors with {int(100 * HDI_PROB)}% HDI", fig
+
+
+def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_points: int = 500) -> tuple[list, list]:
+    """Tables and figures for any InferenceData: ``(tables, figures)``.
+
+    tables: [(title, rows)] with the posterior summary of ``var_names`` (default
+    :func:`select_scalar_variables`).  figures: [(caption, Figure)]: rank plots
+    (``az.plot_trace(kind="rank_bars")``) when a sampler with >= 2 chains produced the draws, trace
+    plots for one chain, marginal posteriors with 94 % HDIs (``az.plot_posterior``) for draws of an
+    approximation (no ``sample_stats``); and for each ``posterior_predictive`` variable with observed
+    data ``az.plot_ppc`` and, when it has at most ``max_ppc_points`` entries, the observed values
+    against the 94 % predictive interval by index.
+    """
+    import arviz as az
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    tables, figs = [], []
+    if idata is None or "posterior" not in idata.groups():
+        return tables, figs
+    names = var_names if var_names is not None else select_scalar_variables(idata)
+    nchain = int(idata.posterior.sizes.get("chain", 1))
+    sampler = _has_sampler(idata)
+    if names:
+        title = f"Posterior summary ({int(100 * HDI_PROB)}% HDI" + (")" if sampler else
+                                                                      "; draws of an approximation, not MCMC)")
+        try:
+            tables.append((title, posterior_summary_rows(idata, names)))
+        except Exception as exc:  # noqa: BLE001
+            tables.append((title, [{"note": f"az.summary failed: {exc.__class__.__name__}: {exc}"}]))
+        nrows = sum(max(1, int(np.prod([idata.posterior[v].sizes[d] for d in idata.posterior[v].dims
+                                        if d not in ("chain", "draw")]))) for v in names)
+        try:
+            with _closing_on_error():
+                figs.append(_posterior_plot(idata, names, nrows, nchain, sampler))
+        except Exception as exc:  # noqa: BLE001 - a report must never fail on a plot
+            tables.append(("Posterior plots", [{"note": f"ArviZ could not plot the posterior: "
+                                                        f"{exc.__class__.__name__}: {exc}"}]))
+    if "posterior_predictive" in idata.groups() and "observed_data" in idata.groups():
+        for v in idata.posterior_predictive.data_vars:
+            if v not in idata.observed_data:
+                continue
+            try:
+                with _closing_on_error():
+                    axes = az.plot_ppc(idata, var_names=[v], num_pp_samples=min(
+                        50, int(idata.posterior_predictive.sizes.get("draw", 50))), figsize=(5.4, 3.3),
+                        textsize=9, random_seed=0)
+                fig = _close_axes_figure(axes)
+                figs.append((f"Posterior predictive check of {v} (az.plot_ppc): distribution of the values", fig))
+            except Exception as exc:  # some shapes have no KDE (e.g. constant data); the by-index plot remains
+                tables.append((f"Posterior predictive check of {v}", [{"note": f"az.plot_ppc failed: {exc}"}]))
+            obs = np.asarray(idata.observed_data[v].values, dtype=float).ravel()
+            if 1 < obs.size <= max_ppc_points:
+                pp = np.asarray(idata.posterior_predictive[v].values, dtype=float).reshape(-1, obs.size)
+                lo, med, hi = np.quantile(pp, [0.03, 0.5, 0.97], axis=0)
+                inside = float(np.mean((obs >= lo) & (obs <= hi)))
+                fig, ax = plt.subplots(figsize=(5.4, 3.3))
+                idx = np.arange(obs.size)
+                ax.fill_between(idx, lo, hi, step="mid", color="C0", alpha=0.3, label="94% predictive interval")
+                ax.step(idx, med, where="mid", color="C0", lw=0.8, label="predictive median")
+                ax.plot(idx, obs, ".", color="k", ms=3, label="observed")
+                ax.set_xlabel(f"index of {v}")
+                ax.set_ylabel(v)
+                ax.set_title(f"{100 * inside:.0f}% of observed values inside the 94% predictive interval",
+                             fontsize=10)
+                ax.legend(fontsize=8)
+                fig.tight_layout()
+                figs.append((f"Posterior predictive check of {v} by index", fig))
+    return tables, figs
+
+
+# --------------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------------
 class Report:
-    """Collects sections; :meth:`write` produces one self-contained HTML file."""
+    """Collects sections; :meth:`write` produces one self-contained HTML file.
 
-    def __init__(self, title: str, meta: dict | None = None):
+    ``Report(title, meta)``; ``meta`` is the ``meta`` block of the JSON outputs (``created``, ``seed``,
+    ``versions``, ``model``).  Parts are rendered to HTML when added (figures are closed at once), so a
+    report holds strings only.
+    """
+
+    def __init__(self, title: str, meta: dict | None = None, subtitle: str | None = None):
         self.title = title
         self.meta = meta or {}
+        self.subtitle = subtitle
         self.parts: list[str] = []
+        self.toc: list[tuple[str, str]] = []
+        self.top_warnings: list[tuple[str, str]] = []   # (section heading, text)
+        self._anchors: set = set()
+        self._section = ""
 
+    # -- building blocks ---------------------------------------------------------------------------
     def heading(self, text: str):
-        self.parts.append(f"<h2>{html.escape(text)}</h2>")
+        a = _anchor(text, self._anchors)
+        self.toc.append((a, text))
+        self._section = text
+        self.parts.append(f'<h2 id="{a}">{html.escape(text)}</h2>')
+
+    def subheading(self, text: str):
+        self.parts.append(f"<h3>{html.escape(text)}</h3>")
 
     def text(self, text: str):
         self.parts.append(f"<p>{html.escape(text)}</p>")
 
+    def note(self, text: str):
+        self.parts.append(f'<p class="note">{html.escape(text)}</p>')
+
     def warning(self, text: str):
-        self.parts.append(f'<p class="warn">{html.escape(text)}</p>')
+        self.top_warnings.append((self._section, text))
+        self.parts.append(f'<p class="warn">&#9888; {html.escape(text)}</p>')
+
+    def cards(self, items: dict):
+        if items:
+            self.parts.append(_cards_html(items))
 
     def table(self, rows, title: str | None = None):
         self.parts.append(table_html(rows, title))
 
     def figures(self, figs: Iterable[tuple[str, Any]]):
+        out = []
         for caption, fig in figs:
-            self.parts.append(f'<figure><img alt="{html.escape(caption)}" src="{figure_to_data_uri(fig)}">'
-                              f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+            out.append(f'<figure><img alt="{html.escape(caption)}" src="{figure_to_data_uri(fig)}">'
+                       f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        if out:
+            self.parts.append(f'<div class="figs">{"".join(out)}</div>')
 
-    def add_result(self, heading: str, result, summary: dict | list | None = None):
-        """A result section: optional summary table, its warnings, and its ``figures()``."""
+    def details(self, summary: str, body_text: str):
+        """A collapsed block of preformatted text (e.g. the model's settings)."""
+        self.parts.append(f"<details><summary>{html.escape(summary)}</summary><pre>{html.escape(body_text)}</pre>"
+                          "</details>")
+
+    # -- results -----------------------------------------------------------------------------------
+    def add_result(self, heading: str, result, summary: dict | list | None = None, key_numbers_n: int = 6,
+                   inference_data: bool = True):
+        """A result section: warnings first, key numbers (the ``key_numbers_n`` most important scalars of a
+        dict summary, :func:`key_numbers`) as cards, the summary table, the result's ``figures()``, and the generic ArviZ part
+        from ``to_inference_data()``."""
         self.heading(heading)
-        for w in getattr(result, "warnings", None) or []:
+        for w in collect_warnings(result):
             self.warning(w)
-        if summary:
+        if summary is None and hasattr(result, "summary"):
+            summary = result.summary()
+        if isinstance(summary, dict) and summary:
+            self.cards(key_numbers(summary, key_numbers_n))
+            self.table(summary)
+        elif summary:
             self.table(summary)
         if hasattr(result, "figures"):
-            self.figures(result.figures())
+            try:
+                with _closing_on_error():
+                    figs = result.figures()
+            except Exception as exc:  # noqa: BLE001 - the tables are still worth having
+                self.note(f"figures could not be drawn: {exc.__class__.__name__}: {exc}")
+                figs = []
+            self.figures(figs)
+        if inference_data and hasattr(result, "to_inference_data"):
+            try:
+                idata = result.to_inference_data()
+            except Exception as exc:  # noqa: BLE001 - the rest of the report is still useful
+                self.note(f"no posterior diagnostics: {exc.__class__.__name__}: {exc}")
+                idata = None
+            self.add_inference_data(idata)
 
+    def add_inference_data(self, idata, heading: str | None = None, var_names: list[str] | None = None):
+        """Posterior summary, rank/trace plots and posterior-predictive checks of any InferenceData."""
+        if idata is None:
+            return
+        tables, figs = inference_data_figures(idata, var_names)
+        if not tables and not figs:
+            return
+        if heading:
+            self.heading(heading)
+        for title, rows in tables:
+            self.table(rows, title)
+        self.figures(figs)
+
+    # -- output ------------------------------------------------------------------------------------
     def html(self) -> str:
-        versions = self.meta.get("versions", {})
-        meta = ", ".join(f"{k} {v}" for k, v in versions.items())
-        stamp = html.escape(f"{self.meta.get('created', '')} · seed {self.meta.get('seed')} · {meta}")
-        return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-                f"<style>{_CSS}</style></head><body><h1>{html.escape(self.title)}</h1>"
-                f"<p class='meta'>{stamp}</p>{''.join(self.parts)}</body></html>")
+        m = self.meta
+        versions = m.get("versions", {})
+        vtxt = ", ".join(f"{k} {v}" for k, v in versions.items())
+        stamp = html.escape(f"created {m.get('created', '')} · command {m.get('command')} · seed {m.get('seed')}")
+        top = ""
+        if self.top_warnings:
+            items = "".join(f"<li><b>{html.escape(s)}</b>: {html.escape(t)}</li>" if s else
+                            f"<li>{html.escape(t)}</li>" for s, t in self.top_warnings)
+            top = (f'<div class="warn top"><b>&#9888; {len(self.top_warnings)} warning'
+                   f'{"s" if len(self.top_warnings) > 1 else ""}</b><ul>{items}</ul></div>')
+        nav = ""
+        if len(self.toc) > 1:
+            nav = "<nav>" + "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in self.toc) + "</nav>"
+        model = ""
+        if m.get("model"):
+            import json
+
+            model = ("<details><summary>Model settings (as loaded, with defaults)</summary><pre>"
+                     f"{html.escape(json.dumps(m['model'], indent=2, default=str))}</pre></details>")
+        sub = f'<p class="sub">{html.escape(self.subtitle)}</p>' if self.subtitle else ""
+        return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+                f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+                f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head><body>"
+                f"<h1>{html.escape(self.title)}</h1>{sub}{top}{nav}{''.join(self.parts)}{model}"
+                f"<p class='meta'>{stamp}<br>{html.escape(vtxt)}</p></body></html>")
 
     def write(self, path: str | Path) -> Path:
+        """Write atomically (temporary file + rename: a reader never sees a half-written report)."""
         return atomic_write_text(path, self.html())

@@ -1,0 +1,234 @@
+"""HTML reports: self-contained, escaped, atomic; the generic ArviZ part checked against numpy;
+and the reports the commands actually write (learn, and ``run`` = learn + scales in one file)."""
+import base64
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bayescg import report as R
+from bayescg.cli import main
+
+EVIL = '<script>alert("x")</script> & "quotes"'
+
+
+def _idata(nchain=2, ndraw=200, sampler=True, seed=0):
+    import arviz as az
+
+    rng = np.random.default_rng(seed)
+    post = {"beta": rng.normal(2.0, 0.1, (nchain, ndraw)),
+            "theta": rng.normal([0.0, 1.0, -1.0], 0.2, (nchain, ndraw, 3)),
+            "U": rng.normal(size=(nchain, ndraw, 50))}          # too big for trace plots
+    kw = {}
+    if sampler:
+        kw["sample_stats"] = {"diverging": np.zeros((nchain, ndraw), bool)}
+    obs = rng.poisson(20.0, 30).astype(float)
+    kw["posterior_predictive"] = {"y": rng.poisson(20.0, (nchain, ndraw, 30)).astype(float)}
+    kw["observed_data"] = {"y": obs}
+    return az.from_dict(posterior=post, dims={"U": ["grid_point"], "theta": ["k"]}, **kw)
+
+
+class FakeResult:
+    """Implements the result protocol of docs/ARCHITECTURE.md with text that needs escaping."""
+
+    warnings = [f"walkers trapped {EVIL}"]
+
+    def __init__(self, idata):
+        self.idata = idata
+
+    def to_dict(self):
+        return {"warnings": ["sampler had 3 divergent transitions"]}
+
+    def summary(self):
+        return {"dimension": 1, "beta_hat": 0.9871, "reference_rmse": 0.0123, "diagnostics.r_hat_max": 1.05,
+                "diagnostics.ess_bulk_min": 42.0, "label": EVIL, "noise_covariance": [[1.0, 0.1], [0.1, 2.0]]}
+
+    def figures(self):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1])
+        return [(f"figure {EVIL}", fig)]
+
+    def to_inference_data(self):
+        return self.idata
+
+
+def _check_self_contained(text):
+    """No external resource: every src is a PNG data URI, every href an in-page anchor, no <link>/<script>."""
+    srcs = re.findall(r'\bsrc\s*=\s*["\']([^"\']*)', text, flags=re.I)
+    hrefs = re.findall(r'\bhref\s*=\s*["\']([^"\']*)', text, flags=re.I)
+    assert all(s.startswith("data:image/png;base64,") for s in srcs), [s[:40] for s in srcs]
+    assert all(h.startswith("#") for h in hrefs), hrefs
+    assert not re.search(r"<\s*(script|link|iframe|object|embed)\b", text, flags=re.I)
+    assert "url(" not in text and "@import" not in text
+    for s in srcs:  # every image is a real PNG
+        assert base64.b64decode(s.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    return srcs
+
+
+def test_report_self_contained_escaped_with_sections(tmp_path):
+    rep = R.Report(f"title {EVIL}", {"created": "now", "seed": 3, "versions": {"numpy": "1"},
+                                     "model": {"name": EVIL}}, subtitle=EVIL)
+    rep.add_result("Effective potential", FakeResult(_idata()))
+    rep.add_result("Approximation", FakeResult(_idata(nchain=1, sampler=False)))
+    path = rep.write(tmp_path / "report.html")
+    text = path.read_text()
+    srcs = _check_self_contained(text)
+    # fake figure + rank plot + ppc + ppc-by-index (sampler); fake + plot_posterior + 2 ppc (approximation)
+    assert len(srcs) == 8
+    assert "<script>" not in text and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp;" in text
+    for needle in ['<h2 id="effective-potential">', '<h2 id="approximation">', "Posterior summary (94% HDI)",
+                   "draws of an approximation, not MCMC", "rank plots", "Marginal posteriors with 94% HDI",
+                   "Posterior predictive check of y", 'href="#effective-potential"', "Model settings"]:
+        assert needle in text, needle
+    # warnings: attribute and to_dict() ones, in the section and collected at the top
+    assert text.count("sampler had 3 divergent transitions") == 4
+    assert '<div class="warn top"><b>&#9888; 4 warnings</b>' in text
+    # diagnostics beyond thresholds are flagged; key numbers come first
+    assert '<td class="bad">1.05</td>' in text and '<td class="bad">42</td>' in text
+    cards = re.findall(r'<div class="k">([^<]*)</div>', text)
+    assert cards[:3] == ["beta_hat", "reference_rmse", "diagnostics.r_hat_max"]
+    assert "dimension" not in cards[:4]
+    # small matrices as grids, not as Python lists
+    assert '<table class="mat"><tr><td>1</td><td>0.1</td></tr><tr><td>0.1</td><td>2</td></tr></table>' in text
+
+
+def _hdi_brute(x, prob):
+    """Shortest interval holding ceil(prob n) sorted draws: an independent HDI."""
+    x = np.sort(np.ravel(x))
+    k = int(np.floor(prob * len(x)))
+    widths = x[k:] - x[: len(x) - k]
+    i = int(np.argmin(widths))
+    return x[i], x[i + k]
+
+
+def test_posterior_summary_against_numpy():
+    idata = _idata(ndraw=500, seed=4)
+    assert R.select_scalar_variables(idata) == ["beta", "theta"]
+    rows = {r["variable"]: r for r in R.posterior_summary_rows(idata, ["beta", "theta"])}
+    b = idata.posterior["beta"].values
+    assert rows["beta"]["mean"] == pytest.approx(b.mean(), rel=1e-12)
+    assert rows["beta"]["sd"] == pytest.approx(b.std(ddof=1), rel=1e-9)
+    lo, hi = _hdi_brute(b, 0.94)
+    assert rows["beta"]["hdi_3%"] == pytest.approx(lo, abs=1e-9) and rows["beta"]["hdi_97%"] == pytest.approx(hi, abs=1e-9)
+    th = idata.posterior["theta"].values[..., 2]
+    assert rows["theta[2]"]["mean"] == pytest.approx(th.mean(), rel=1e-12)
+    # independent draws from 2 chains: R-hat close to 1, bulk ESS close to the number of draws
+    assert abs(rows["beta"]["r_hat"] - 1) < 0.01 and rows["beta"]["ess_bulk"] > 600
+    one = R.posterior_summary_rows(_idata(nchain=1), ["beta"])
+    assert "r_hat" not in one[0] and one[0]["mean"] == pytest.approx(_idata(nchain=1).posterior["beta"].values.mean())
+
+
+def test_table_flags_and_formats():
+    t = R.table_html([{"delta": 0.5, "r_hat_max": 1.002, "trapped_fraction": 0.0, "scale_found": True},
+                      {"delta": 0.065, "r_hat_max": 1.2, "trapped_fraction": 0.75, "scale_found": False}])
+    assert '<td class="bad">1.2</td>' in t and '<td class="bad">0.75</td>' in t
+    assert '<td>1.002</td>' in t and '<td class="good">yes</td>' in t and "<td>no</td>" in t
+    assert R.table_html([]) == ""
+    assert R.key_numbers({"a": 1, "seconds": 2.0, "beta_hat": 1.0, "beta_hat_se": 0.1}, 2) == {"beta_hat": 1.0,
+                                                                                               "seconds": 2.0}
+
+
+def test_report_write_is_atomic(tmp_path, monkeypatch):
+    import bayescg.io as bio
+
+    target = tmp_path / "report.html"
+    target.write_text("old report")
+    rep = R.Report("new")
+    rep.text("new content")
+    calls = []
+
+    def boom(src, dst):
+        calls.append((Path(src), Path(dst)))
+        raise OSError("disk full")
+
+    monkeypatch.setattr(bio.os, "replace", boom)
+    with pytest.raises(OSError):
+        rep.write(target)
+    # the old file is intact, the temporary file was in the same folder and is gone
+    assert target.read_text() == "old report"
+    assert calls and calls[0][0].parent == tmp_path and calls[0][1] == target
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+    monkeypatch.undo()
+    rep.write(target)
+    assert "new content" in target.read_text()
+
+
+MODEL = """
+name = "tiny-harmonic"
+description = "harmonic potential with one small scale <b>bold?</b>"
+[potential]
+variables = ["q"]
+expression = "q**2/2 + 0.05*sin(q/0.05)"
+reference = "q**2/2"
+domain = [[-4.0, 4.0]]
+[simulation]
+delta = 0.5
+gamma = 0.1
+steps = 400000
+walkers = 4
+seed = 3
+bins = 60
+[fit]
+knots = 10
+method = "map"
+draws = 200
+[scales]
+deltas = [0.5, 0.2]
+"""
+
+
+def test_run_writes_one_combined_report(tmp_path, monkeypatch):
+    """`bayescg run` on a model with [fit] and [scales]: report.html holds both stages, report-scales.html
+    the scan alone; both self-contained; JSON outputs unchanged."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.toml").write_text(MODEL)
+    assert main(["run", "m.toml", "--out", "o", "--quiet", "--scheduler", "serial"]) == 0
+    out = tmp_path / "o"
+    assert {"result.json", "posterior.nc", "report.html", "scales.json", "report-scales.html"} <= {
+        p.name for p in out.iterdir()}
+    text = (out / "report.html").read_text()
+    _check_self_contained(text)
+    assert '<h2 id="effective-potential">' in text and '<h2 id="scale-scan">' in text
+    assert text.index("effective-potential") < text.index('id="scale-scan"')
+    assert "Effective potential" in text and "Marginal posteriors with 94% HDI" in text
+    assert "&lt;b&gt;bold?&lt;/b&gt;" in text
+    scan = (out / "report-scales.html").read_text()
+    _check_self_contained(scan)
+    assert '<h2 id="scale-scan">' in scan and "Effective potential" not in scan
+    assert len(re.findall(r"<img ", scan)) == 1
+    # no stray temporary files from the atomic writes
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_report_survives_bad_figures_and_constant_variables(tmp_path):
+    """A report after a long run must not fail on a plot: constant posterior entries (the unit diagonal of
+    an LKJ correlation) are not plotted, and a failing figures() becomes a note."""
+    import arviz as az
+
+    rng = np.random.default_rng(1)
+    corr = np.broadcast_to(np.eye(2), (2, 100, 2, 2)).copy()
+    corr[..., 0, 1] = corr[..., 1, 0] = rng.uniform(-0.5, 0.5, (2, 100))
+    idata = az.from_dict(posterior={"corr": corr, "Z": rng.normal(size=(2, 100, 2, 2))},
+                         sample_stats={"diverging": np.zeros((2, 100), bool)})
+    assert R.select_scalar_variables(idata) == ["Z"]
+
+    class Broken(FakeResult):
+        def figures(self):
+            import matplotlib.pyplot as plt
+
+            plt.figure()
+            raise RuntimeError("no data to plot")
+
+    import matplotlib.pyplot as plt
+
+    n_open = len(plt.get_fignums())
+    rep = R.Report("robust")
+    rep.add_result("Broken", Broken(idata))
+    text = rep.write(tmp_path / "r.html").read_text()
+    assert "figures could not be drawn: RuntimeError: no data to plot" in text
+    assert "Z[0, 1]" in text and "corr" not in text
+    assert len(plt.get_fignums()) == n_open  # nothing left open
