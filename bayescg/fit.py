@@ -24,8 +24,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .bayes.effective import (EffectiveBasis, build_effective_potential_model, effective_basis, f_cells, map_estimate,
-                               momenta_likelihood_params)
+from .bayes.effective import (EffectiveBasis, adaptive_whitening, build_effective_potential_model, effective_basis,
+                               f_cells, map_estimate, momenta_likelihood_params)
 from .errors import InputError
 
 __all__ = ["sample_model", "sampler_diagnostics", "convergence_warnings", "FitResult", "fit_effective_potential", "learned_curvature",
@@ -141,6 +141,8 @@ class FitResult:
         return {
             "method": self.method,
             "grid": f(self.grid.reshape(len(self.grid), -1)),
+            "grid_region": ("histogram cells with data only (1D: 0.05 %-99.95 % count quantiles; 2D: points with "
+                            "counts within +-1.5 report cells); U outside carries no information"),
             "U_mean": f(self.U_mean), "U_lower": f(self.U_lower), "U_upper": f(self.U_upper),
             "band": self.band,
             "beta_mean": self.beta.get("mean"), "beta_posterior": dict(self.beta),
@@ -367,17 +369,18 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     if control is not None:
         control.check()
     # MAP of (b, sigma_rw) by Newton iterations on the same log posterior as the PyMC model
-    b_map, sigma_map, H = map_estimate(basis, counts, factor)
+    b_map, sigma_map, H, H_data = map_estimate(basis, counts, factor)
     L = np.linalg.cholesky(H)
     W = np.linalg.solve(L.T, np.eye(len(b_map)))  # b = b_map + W z has z ~ N(0, I) under the Laplace approx.
     idata = None
     rng = np.random.default_rng(seed)
     if method == "nuts":
+        wh = adaptive_whitening(basis, b_map, sigma_map, H_data)
         model = build_effective_potential_model(counts, edges, basis=basis, momenta_stats=momenta,
-                                                n_eff_factor=factor, beta=fixed_beta, whitening=(b_map, W))
+                                                n_eff_factor=factor, beta=fixed_beta, whitening=wh)
         idata = sample_model(model, draws=draws, tune=tune, chains=chains, seed=seed)
         diag = sampler_diagnostics(idata, var_names=[v for v in ("z", "sigma_rw", "beta") if v in idata.posterior])
-        bd = b_map + idata.posterior["z"].values.reshape(-1, m - 1) @ W.T
+        bd = wh.b_of(idata.posterior["z"].values.reshape(-1, m - 1), idata.posterior["sigma_rw"].values.ravel())
         betad = (idata.posterior["beta"].values.ravel() if "beta" in idata.posterior
                  else np.full(bd.shape[0], float(fixed_beta)))
         warnings += convergence_warnings(diag)

@@ -236,7 +236,18 @@ class NoiseResult:
         }
 
     def to_inference_data(self):
-        return self.idata
+        """InferenceData: posterior of Z (when sampled), observed_data = design moments and their ses."""
+        import arviz as az
+        import xarray as xr
+
+        idata = self.idata if self.idata is not None else az.InferenceData()
+        obs = xr.Dataset({"design_moment": ("design", np.asarray(self.moments, dtype=float)),
+                          "design_moment_se": ("design", np.asarray(self.moment_ses, dtype=float)),
+                          "design_A": (("design", "i", "j"), np.asarray(self.designs, dtype=float))})
+        if "observed_data" in idata.groups():
+            del idata["observed_data"]
+        idata.add_groups({"observed_data": obs})
+        return idata
 
     def figures(self):
         """[(title, Figure)]: 2-sd ellipses (first two coordinates) of the momentum covariance of every

@@ -86,7 +86,7 @@ def test_numpy_map_is_the_mode_of_the_pymc_model():
     edges = np.linspace(-3, 3, 41)
     data = data_1d(double_well, 2.0, 5000, 5, edges)
     basis = effective_basis([edges], 10)
-    b, sigma, H = map_estimate(basis, data["counts"], 0.5)
+    b, sigma, H, _ = map_estimate(basis, data["counts"], 0.5)
     model = build_effective_potential_model(data["counts"], [edges], basis=basis, beta=2.0, n_eff_factor=0.5)
     dlogp = model.compile_dlogp(vars=[model["b"]])
     g = dlogp({"b": b, "sigma_rw_log__": np.log(sigma)})
@@ -199,3 +199,29 @@ def test_test1_delta05_nuts_long():
     assert not r.warnings
     c, _ = learned_curvature(r)
     assert 1.04 < c < 1.15
+
+
+def test_adaptive_whitening_is_a_pure_reparameterisation():
+    # log p_whitened(z, s) = log p(b(z, s), s) + log|db/dz| (+ const): checked at random points
+    from bayescg.bayes.effective import adaptive_whitening
+
+    edges = np.linspace(-3, 3, 41)
+    data = data_1d(double_well, 2.0, 5000, 8, edges)
+    basis = effective_basis([edges], 8)
+    b, sigma, H, Hd = map_estimate(basis, data["counts"], 0.7)
+    wh = adaptive_whitening(basis, b, sigma, Hd)
+    # at sigma_map and z = 0 the centre is the MAP
+    np.testing.assert_allclose(wh.b_of(np.zeros((1, len(b))), [sigma])[0], b, atol=1e-8 * (1 + np.abs(b).max()))
+    m0 = build_effective_potential_model(data["counts"], [edges], basis=basis, beta=2.0, n_eff_factor=0.7)
+    m1 = build_effective_potential_model(data["counts"], [edges], basis=basis, beta=2.0, n_eff_factor=0.7, whitening=wh)
+    lp0, lp1 = m0.compile_logp(), m1.compile_logp()
+    rng = np.random.default_rng(0)
+    diffs = []
+    for _ in range(4):
+        z = rng.normal(size=len(b))
+        ls = np.log(sigma) + rng.normal(0, 0.3)
+        bz = wh.b_of(z[None], [np.exp(ls)])[0]
+        logdet = np.linalg.slogdet(wh.V)[1] - 0.5 * np.sum(np.log(wh.lam + np.exp(-2 * ls)))
+        # m0 has b ~ Normal(0, 100) where m1 has the same ridge as a Potential without its normaliser
+        diffs.append(lp1({"z": z, "sigma_rw_log__": ls}) - lp0({"b": bz, "sigma_rw_log__": ls}) - logdet)
+    assert np.ptp(diffs) < 1e-6 * max(1.0, abs(diffs[0]))

@@ -37,7 +37,7 @@ def test_relation_exact_for_linear_langevin(seed):
         assert abs(lhs / rhs - 1) > 0.5                 # ... and the paper's (3.8) without it fails
 
 
-def langevin_moments(A, Z, gamma, grad, n=2000, h=0.02, burn=1500, steps=3000, every=25, seed=0):
+def langevin_moments(A, Z, gamma, grad, n=1200, h=0.02, burn=1500, steps=3000, every=25, seed=0):
     """Independent simple integrator: B A O A B splitting with the exact OU step for -gamma A p dt + Sigma dW.
 
     Returns per-particle time averages of p^T A^2 p (n,) (particles are independent)."""
@@ -184,6 +184,8 @@ def test_paper_example_48_modest_budget():
     for key in ("noise_covariance", "noise_covariance_sd", "friction", "calibrated_momentum_covariance", "beta_hat"):
         assert d[key] is not None
     assert res.figures()
+    idata = res.to_inference_data()
+    assert idata.observed_data["design_moment"].shape == (3,)
 
 
 @pytest.mark.slow

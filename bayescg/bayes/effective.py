@@ -113,13 +113,17 @@ def momenta_likelihood_params(beta_hat: float, beta_hat_se: float) -> tuple[floa
 def build_effective_potential_model(counts, edges, *, knots=40, momenta_stats=None, n_eff_factor: float = 1.0,
                                     beta: float | None = None, basis: EffectiveBasis | None = None,
                                     degree: int = 3, sigma_rw_scale: float = 1.0, ridge_sd: float = 100.0,
-                                    whitening: tuple | None = None):
+                                    whitening=None):
     """pm.Model of f = beta U on a B-spline basis given histogram ``counts`` (bins,)*d with ``edges``.
 
     momenta_stats: dict with ``beta_hat`` and ``beta_hat_se`` (the momentum likelihood, see module doc),
     or None with a fixed ``beta``.  n_eff_factor in (0, 1]: tempering of the histogram likelihood.
-    whitening: optional (b0 (m-1,), W (m-1, m-1)); the free variable is then z with b = b0 + W z (a linear
-    reparameterisation with constant Jacobian: same posterior, better NUTS geometry when W ~ H^-1/2).
+    whitening: optional reparameterisation of b for NUTS (same posterior, better geometry):
+      * a tuple (b0, W): b = b0 + W z (constant Jacobian; W ~ H^-1/2 at the MAP);
+      * an :class:`AdaptiveWhitening` (see :func:`adaptive_whitening`): b = V [c / (lam + sigma^-2)
+        + (lam + sigma^-2)^-1/2 z], which follows the conditional mode and width of b as the smoothing scale
+        sigma_rw changes (removes the funnel between sigma_rw and the prior-dominated coefficients); its
+        log-Jacobian -1/2 sum log(lam + sigma^-2) is added to the density.
     Free variables: ``b`` (or ``z``), ``sigma_rw``, ``beta``.
     """
     import pymc as pm
@@ -138,14 +142,20 @@ def build_effective_potential_model(counts, edges, *, knots=40, momenta_stats=No
     P_b = basis.Q.T @ basis.P @ basis.Q
     rank = penalty_rank(P_b)
     with pm.Model() as model:
+        sigma_rw = pm.HalfNormal("sigma_rw", sigma_rw_scale)
         if whitening is None:
             b = pm.Normal("b", 0.0, ridge_sd, shape=m - 1)
+        elif isinstance(whitening, AdaptiveWhitening):
+            z = pm.Flat("z", shape=m - 1)
+            prec = whitening.lam + 1.0 / sigma_rw ** 2
+            b = pt.dot(whitening.V, whitening.c / prec + z / pt.sqrt(prec))
+            pm.Potential("jacobian", -0.5 * pt.sum(pt.log(prec)))
+            pm.Potential("ridge", -0.5 * pt.sum(b ** 2) / ridge_sd ** 2)
         else:
             b0, W = (np.asarray(x, dtype=float) for x in whitening)
             z = pm.Flat("z", shape=m - 1)
             b = b0 + pt.dot(W, z)
             pm.Potential("ridge", -0.5 * pt.sum(b ** 2) / ridge_sd ** 2)
-        sigma_rw = pm.HalfNormal("sigma_rw", sigma_rw_scale)
         tau = 1.0 / sigma_rw ** 2
         pm.Potential("smoothness", 0.5 * rank * pt.log(tau) - 0.5 * tau * pt.dot(b, pt.dot(P_b, b)))
         a = pt.dot(basis.Q, b)
@@ -164,6 +174,34 @@ def build_effective_potential_model(counts, edges, *, knots=40, momenta_stats=No
         elif beta is None or not beta > 0:
             raise InputError("give momenta_stats or a positive fixed beta")
     return model
+
+
+@dataclasses.dataclass
+class AdaptiveWhitening:
+    """b = V [c / (lam + sigma^-2) + (lam + sigma^-2)^-1/2 z]; V^T H_data V = diag(lam), V^T P~ V = I."""
+
+    V: np.ndarray
+    lam: np.ndarray
+    c: np.ndarray
+
+    def b_of(self, z, sigma):
+        """Coefficients b for draws z (S, m-1) and sigma (S,)."""
+        prec = self.lam[None, :] + 1.0 / np.asarray(sigma, dtype=float).reshape(-1, 1) ** 2
+        return (self.c[None, :] / prec + np.asarray(z) / np.sqrt(prec)) @ self.V.T
+
+
+def adaptive_whitening(basis: EffectiveBasis, b_map, sigma_map, H_data, ridge_sd: float = 100.0) -> AdaptiveWhitening:
+    """Generalised eigenbasis of (H_data, P~) with P~ = P_b + (sigma_map / ridge_sd)^2 I, so that
+    H_data + P~ / sigma^2 = V^-T diag(lam + sigma^-2) V^-1 is the (Laplace) posterior precision of b given sigma
+    (exact at sigma_map); c = V^T g with g the precision times the MAP, so the centre is the MAP at sigma_map."""
+    from scipy.linalg import eigh
+
+    P_b = basis.Q.T @ basis.P @ basis.Q
+    Pt = P_b + (sigma_map / ridge_sd) ** 2 * np.eye(P_b.shape[0])
+    lam, V = eigh(0.5 * (H_data + H_data.T), Pt)
+    lam = np.maximum(lam, 0.0)
+    g = (H_data + Pt / sigma_map ** 2) @ b_map
+    return AdaptiveWhitening(V=V, lam=lam, c=V.T @ g)
 
 
 def penalty_rank(P_b) -> int:
@@ -201,7 +239,8 @@ def map_estimate(basis: EffectiveBasis, counts, n_eff_factor: float = 1.0, *, si
 
     Alternates Newton steps in b (the conditional log posterior is concave) with the closed-form update
     of sigma_rw given b (a quadratic equation from d/d sigma of the HalfNormal + penalty terms).  H is the
-    Hessian of -log p(b | sigma, data) at the MAP (used for the Laplace band and for NUTS whitening).
+    Hessian of -log p(b | sigma, data) at the MAP (used for the Laplace band and for NUTS whitening) and
+    H_data its likelihood part; returns (b, sigma, H, H_data).
     """
     counts = np.asarray(counts, dtype=float)
     Q = basis.Q
@@ -248,6 +287,7 @@ def map_estimate(basis: EffectiveBasis, counts, n_eff_factor: float = 1.0, *, si
             break
     eta, lse, pi = parts(b)
     xtp = _xt(basis, pi)
-    H = Q.T @ (n_eff_factor * n * (_xtwx(basis, pi) - np.outer(xtp, xtp))) @ Q + P_b / sigma ** 2 \
-        + np.eye(len(b)) / ridge_sd ** 2
-    return b, sigma, 0.5 * (H + H.T)
+    Hd = Q.T @ (n_eff_factor * n * (_xtwx(basis, pi) - np.outer(xtp, xtp))) @ Q
+    Hd = 0.5 * (Hd + Hd.T)
+    H = Hd + P_b / sigma ** 2 + np.eye(len(b)) / ridge_sd ** 2
+    return b, sigma, H, Hd
