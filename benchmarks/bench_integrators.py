@@ -9,7 +9,8 @@ gamma 0.014), 16 walkers.  Measured (steps per second, summed over walkers):
 * numba, production kernel (gradient as a first-class function: one compiled driver for every
   potential), 1 thread and all threads;
 * numba, specialized kernel (the driver recompiled for this gradient, so LLVM can inline it);
-* simulate() end to end (all accumulators, trap detection, histograms, samples);
+* simulate() end to end (all accumulators, trap detection, histograms, samples) on the path a
+  paper-size run takes (1D: the specialized driver, used from 1e9 steps on; 2D: the cached one);
 * scalar C of the same map (damped_map.c, gradient generated from the same sympy expression,
   ``gcc -O3 -march=native -ffp-contract=off -lm``; -ffp-contract=off keeps the rounding equal
   to numba's, which does not fuse multiply-adds), run in a subprocess, one core;
@@ -40,6 +41,7 @@ import numba  # noqa: E402
 
 from bayescg.kernels import accumulate as K  # noqa: E402
 from bayescg.potentials import catalogue  # noqa: E402
+import bayescg.simulate as S  # noqa: E402
 from bayescg.simulate import simulate  # noqa: E402
 
 PROBLEMS = {
@@ -207,8 +209,9 @@ def bench(quick: bool, out_md: Path | None):
                 for nt in sorted({1, ncores}):
                     sec = best(lambda: with_threads(nt, numba_run, kern, pot, q0, p0, delta, a, e, n), reps)[-1]
                     r[f"{label}_{nt}"] = total / sec
-            # simulate() end to end
+            # simulate() end to end, on the path a paper-size run takes (for d = 1: the specialized driver)
             sim_steps = total if not quick else 4000
+            S.SPECIALIZE_STEPS = 1
             for nt in sorted({1, ncores}):
                 res = with_threads(nt, lambda: min(
                     (simulate(pot, delta, prob["gamma"], steps=sim_steps, walkers=W, seed=1,
@@ -216,6 +219,7 @@ def bench(quick: bool, out_md: Path | None):
                               init_sd=0.05 if key == "2d" else 1.0) for _ in range(reps)),
                     key=lambda s: s.seconds))
                 r[f"simulate_{nt}"] = res.steps_per_second
+            S.SPECIALIZE_STEPS = 10 ** 9
             npg = numpy_grad(pot)
             n_np = max(20, n // 50)
             r["numpy_16"] = W * n_np / best(lambda: numpy_run(npg, q0, p0, delta, a, e, n_np), reps)[-1]

@@ -383,5 +383,13 @@ def specialized(kernel):
     is the same as the first-class-function driver's."""
     fn = _SPECIALIZED.get(kernel)
     if fn is None:
-        fn = _SPECIALIZED[kernel] = njit(parallel=True)(getattr(kernel, "py_func", kernel))
+        jitted = njit(parallel=True)(getattr(kernel, "py_func", kernel))
+
+        def fn(*args):
+            with warnings.catch_warnings():  # compiling with first-class functions warns
+                warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
+                return jitted(*args)
+
+        fn.jitted = jitted
+        _SPECIALIZED[kernel] = fn
     return fn
