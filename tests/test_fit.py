@@ -225,3 +225,20 @@ def test_adaptive_whitening_is_a_pure_reparameterisation():
         # m0 has b ~ Normal(0, 100) where m1 has the same ridge as a Potential without its normaliser
         diffs.append(lp1({"z": z, "sigma_rw_log__": ls}) - lp0({"b": bz, "sigma_rw_log__": ls}) - logdet)
     assert np.ptp(diffs) < 1e-6 * max(1.0, abs(diffs[0]))
+
+
+@pytest.mark.slow
+def test_example_48_calibrated_fit_recovers_v0_and_scalar_friction_does_not():
+    # measured: calibrated RMSE ~0.02 with the reference inside the band everywhere; scalar gamma RMSE ~0.10
+    from bayescg.potentials import Potential
+    from bayescg.simulate import simulate
+
+    pot = Potential.from_expression("(2*x+y-1)**2/4 + (x-y-1)**2 + 1e-5*(sin(x/1e-5)+sin((x+y)/1e-5))", ["x", "y"])
+    v0 = Potential.from_expression("(2*x+y-1)**2/4 + (x-y-1)**2", ["x", "y"])
+    Z = 0.05 * np.array([[1.0, 0.5], [0.5, 0.5]])  # analytic delta E[g g^T]
+    good = simulate(pot, 0.05, 0.1, steps=20_000_000, walkers=8, seed=5, mass=np.eye(2), friction=Z / 2, bins=60)
+    r = fit_effective_potential(good, knots=15, method="nuts", draws=1000, tune=500, chains=4, reference=v0)
+    assert r.reference_rmse < 0.05 and r.reference_coverage > 0.8 and not r.warnings
+    bad = simulate(pot, 0.05, 0.1, steps=20_000_000, walkers=8, seed=5, mass=np.eye(2), bins=60)
+    rb = fit_effective_potential(bad, knots=15, method="map", reference=v0)
+    assert rb.reference_rmse > 2 * r.reference_rmse
