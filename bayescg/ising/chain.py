@@ -1,0 +1,480 @@
+"""Exact transfer-matrix engine for 1D spin chains with finite-range multi-spin terms.
+
+A chain of ``n`` spins x_t in {-1, +1} has the log-weight (minus beta times the energy)
+
+    log w(x) = sum_t sum_terms c_term * prod_{d in D_term} x_{t-d}  +  sum_t e_t(x_t)        (1)
+
+where every term is a monomial given by backward offsets ``D`` (a tuple of distinct
+non-negative ints containing 0, anchored at the *newest* spin t), ``c`` is its coefficient
+and ``e_t`` optional per-site "emission" log-factors (the coarse-to-fine map in PCG).
+Boundary conditions:
+
+* ``open``: a term anchored at t is present only if all its sites exist (t - max(D) >= 0);
+* ``periodic``: indices are taken mod n, every anchor t = 0..n-1 carries every term.  For
+  n <= 2 max(D) some bonds appear more than once; this is the literal definition (1).
+
+The state at time t is the last ``L = max(1, max_D)`` spins, coded as an integer whose bit j
+is spin x_{t-L+1+j} (bit L-1 = newest; spin = 2 bit - 1).  Adding site t to state s_{t-1}
+costs the transition log-weight ``c . mono[:, s_{t-1}, bit_t]``.  Periodic chains are
+handled by conditioning on the first block b = s_{L-1} (a batch index ``F``) and closing the
+ring with the L transitions that re-add sites 0..L-1 (``closing_mono[:, b, s_{n-1}]``).
+
+Everything here is plain numpy in linear space with per-step rescaling (log of the scales
+accumulated), which is exact up to round-off; :mod:`bayescg.ising.bayes` has the log-space
+pytensor twin used for gradients.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class ChainStructure:
+    """Monomial tables of a chain, independent of the coefficients.
+
+    Attributes (T = number of terms, S = 2**L states):
+      mono (T, S, 2): term value when bit b is appended to state s (translation-invariant part);
+      w0_mono (T, S): open chain, terms fully inside the first block s_{L-1};
+      closing_mono (T, S, S): periodic, [term, b, s]: terms added while re-adding sites 0..L-1
+        (spins of first block b) after the last state s.
+    """
+
+    n: int
+    terms: tuple  # tuple of tuples of offsets
+    periodic: bool
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise InputError(f"a chain needs at least one site, got {self.n}")
+        for D in self.terms:
+            if 0 not in D or len(set(D)) != len(D) or min(D) < 0:
+                raise InputError(f"bad term offsets {D!r}: distinct, non-negative, containing 0")
+        if self.span >= self.n and self.terms:
+            raise InputError(
+                f"interaction length {self.span} must be shorter than the chain ({self.n} sites)")
+
+    @property
+    def span(self) -> int:
+        return max((max(D) for D in self.terms), default=0)
+
+    @property
+    def L(self) -> int:
+        return max(1, self.span)
+
+    @property
+    def S(self) -> int:
+        return 1 << self.L
+
+    @cached_property
+    def tables(self):
+        L, S, T = self.L, self.S, len(self.terms)
+        states = np.arange(S)
+        spins = 2 * ((states[:, None] >> np.arange(L)[None, :]) & 1) - 1  # (S, L): spin of bit j
+        mono = np.ones((T, S, 2))
+        for k, D in enumerate(self.terms):
+            for d in D:
+                if d == 0:
+                    mono[k] *= np.array([-1.0, 1.0])[None, :]
+                else:
+                    mono[k] *= spins[:, L - d][:, None]
+        # open chain: terms fully inside the first block; x_j = spins[:, j] at time L-1
+        w0 = np.zeros((T, S))
+        for k, D in enumerate(self.terms):
+            for t in range(L):
+                if max(D) <= t:
+                    w0[k] += np.prod([spins[:, t - d] for d in D], axis=0)
+        # periodic closing: from last state s re-add sites 0..L-1 with spins of block b
+        closing = np.zeros((T, S, S))
+        bb, ss = np.meshgrid(states, states, indexing="ij")
+        state = ss.copy()
+        for t in range(L):
+            bit = (bb >> t) & 1
+            closing += mono[:, state, bit]
+            state = (state >> 1) | (bit << (L - 1))
+        # predecessors: p = ((s' & (2^(L-1)-1)) << 1) | d, appended bit = s' >> (L-1)
+        low = states & ((1 << (L - 1)) - 1)
+        pred = np.stack([(low << 1) | 0, (low << 1) | 1])  # (2, S)
+        newbit = states >> (L - 1)
+        first_bits = (states[:, None] >> np.arange(L)[None, :]) & 1  # (S, L): bit of site t in block
+        return dict(mono=mono, w0=w0, closing=closing, pred=pred, newbit=newbit, spins=spins,
+                    first_bits=first_bits)
+
+
+def _emission_block(em, L, first_bits):
+    """Sum of emissions of sites 0..L-1 for every first block: em (B, n, 2) -> (B, S)."""
+    tot = 0.0
+    for t in range(L):
+        tot = tot + em[:, t, first_bits[:, t]]
+    return tot
+
+
+def log_partition(struct: ChainStructure, coef, emissions=None):
+    """log of sum_x exp(log w(x)) of (1).
+
+    coef: (T,) or (P, T) term coefficients (P parameter sets); emissions: None or (B, n, 2)
+    log-factors for spin -1 / +1 at each site.  Returns (P, B) (or scalar/1-d when inputs are).
+    """
+    coef = np.asarray(coef, float)
+    squeeze_p = coef.ndim == 1
+    coef = np.atleast_2d(coef)
+    if emissions is None:
+        em = np.zeros((1, struct.n, 2))
+        squeeze_b = True
+    else:
+        em = np.asarray(emissions, float)
+        squeeze_b = False
+    out = np.stack([_log_partition_one(struct, c, em) for c in coef])
+    if squeeze_b:
+        out = out[:, 0]
+    return out[0] if squeeze_p else out
+
+
+def _log_partition_one(struct, c, em):
+    tb = struct.tables
+    L, S, n = struct.L, struct.S, struct.n
+    B = em.shape[0]
+    logt = np.tensordot(c, tb["mono"], axes=1)  # (S, 2)
+    first = _emission_block(em, L, tb["first_bits"])  # (B, S)
+    if struct.periodic:
+        la = np.full((B, S, S), -np.inf)
+        idx = np.arange(S)
+        la[:, idx, idx] = first
+    else:
+        la = (first + np.tensordot(c, tb["w0"], axes=1)[None, :])[:, None, :]  # (B,1,S)
+    shift = la.max(axis=(1, 2), keepdims=True)
+    a = np.exp(la - shift)
+    logscale = shift[:, 0, 0].copy()
+    pred, nb = tb["pred"], tb["newbit"]
+    for t in range(L, n):
+        w = logt[pred, nb[None, :]]  # (2, S)
+        lw = w[None, :, :] + em[:, t, nb][:, None, :]  # (B, 2, S)
+        m = lw.max(axis=(1, 2))
+        ew = np.exp(lw - m[:, None, None])
+        a = a[:, :, pred[0]] * ew[:, None, 0, :] + a[:, :, pred[1]] * ew[:, None, 1, :]
+        s = a.max(axis=(1, 2))
+        s = np.where(s > 0, s, 1.0)
+        a /= s[:, None, None]
+        logscale += m + np.log(s)
+    if struct.periodic:
+        lc = np.tensordot(c, tb["closing"], axes=1)  # (S_b, S_s)
+        mc = lc.max()
+        tot = (a * np.exp(lc - mc)[None]).sum(axis=(1, 2))
+        return logscale + mc + np.log(tot)
+    return logscale + np.log(a.sum(axis=(1, 2)))
+
+
+def moments(struct: ChainStructure, coef, emissions=None, em_features=None, em_coef=None):
+    """log Z, mean and covariance of the sufficient statistics by the expectation semiring.
+
+    The statistics are the T term sums of (1) followed by G emission features: the emission
+    log-factor is ``e_t(x) = em_features[b, t, x] . em_coef`` (em_features (B, n, 2, G)).
+    If ``emissions`` is given instead (B, n, 2), it is used with G = 0.
+    Returns logZ (B,), mean (B, T+G), cov (B, T+G, T+G).  d logZ / d coef = mean,
+    d^2 logZ / d coef^2 = cov: exact gradients and Hessians for EM, relent and Laplace checks.
+    """
+    tb = struct.tables
+    L, S, n = struct.L, struct.S, struct.n
+    c = np.asarray(coef, float)
+    T = len(c)
+    if em_features is not None:
+        g = np.asarray(em_features, float)
+        eta = np.asarray(em_coef, float)
+        em = g @ eta
+    else:
+        em = np.zeros((1, n, 2)) if emissions is None else np.asarray(emissions, float)
+        g = np.zeros(em.shape + (0,))
+    B, G = em.shape[0], g.shape[-1]
+    K = T + G
+    logt = np.tensordot(c, tb["mono"], axes=1)
+    mono = tb["mono"]  # (T, S, 2)
+    first = _emission_block(em, L, tb["first_bits"])  # (B, S)
+    gfirst = 0.0
+    for t in range(L):
+        gfirst = gfirst + g[:, t, tb["first_bits"][:, t], :]  # (B, S, G)
+    if struct.periodic:
+        F = S
+        lf = np.full((B, F, S), -np.inf)
+        idx = np.arange(S)
+        lf[:, idx, idx] = first
+        f0 = np.zeros((B, F, S, K))
+        f0[:, idx, idx, T:] = gfirst
+    else:
+        F = 1
+        lf = (first + np.tensordot(c, tb["w0"], axes=1)[None, :])[:, None, :]
+        f0 = np.zeros((B, 1, S, K))
+        f0[:, 0, :, :T] = tb["w0"].T[None]
+        f0[:, 0, :, T:] = gfirst
+    shift = lf.max(axis=(1, 2), keepdims=True)
+    a = np.exp(lf - shift)
+    logscale = shift[:, 0, 0].copy()
+    A1 = a[..., None] * f0
+    A2 = a[..., None, None] * f0[..., :, None] * f0[..., None, :]
+    pred, nb = tb["pred"], tb["newbit"]
+    for t in range(L, n):
+        lw = logt[pred, nb[None, :]][None] + em[:, t, nb][:, None, :]  # (B, 2, S)
+        m = lw.max(axis=(1, 2))
+        ew = np.exp(lw - m[:, None, None])
+        na = np.zeros_like(a)
+        nA1 = np.zeros_like(A1)
+        nA2 = np.zeros_like(A2)
+        for d in (0, 1):
+            p = pred[d]
+            f = np.concatenate([np.broadcast_to(mono[:, p, nb].T[None], (B, S, T)),
+                                g[:, t, nb, :]], axis=-1)[:, None]  # (B,1,S,K)
+            wd = ew[:, None, d, :]  # (B,1,S)
+            ap, A1p, A2p = a[:, :, p], A1[:, :, p], A2[:, :, p]
+            na += ap * wd
+            nA1 += (A1p + ap[..., None] * f) * wd[..., None]
+            nA2 += (A2p + A1p[..., :, None] * f[..., None, :] + f[..., :, None] * A1p[..., None, :]
+                    + ap[..., None, None] * f[..., :, None] * f[..., None, :]) * wd[..., None, None]
+        s = na.max(axis=(1, 2))
+        s = np.where(s > 0, s, 1.0)
+        a, A1, A2 = na / s[:, None, None], nA1 / s[:, None, None, None], nA2 / s[:, None, None, None, None]
+        logscale += m + np.log(s)
+    if struct.periodic:
+        lc = np.tensordot(c, tb["closing"], axes=1)
+        mc = lc.max()
+        wc = np.exp(lc - mc)[None]  # (1, F, S)
+        fc = np.zeros((1, F, S, K))
+        fc[0, :, :, :T] = np.moveaxis(tb["closing"], 0, -1)
+    else:
+        mc = 0.0
+        wc = np.ones((1, F, S))
+        fc = np.zeros((1, F, S, K))
+    Z = (a * wc).sum(axis=(1, 2))
+    M1 = ((A1 + a[..., None] * fc) * wc[..., None]).sum(axis=(1, 2)) / Z[:, None]
+    M2 = ((A2 + A1[..., :, None] * fc[..., None, :] + fc[..., :, None] * A1[..., None, :]
+           + a[..., None, None] * fc[..., :, None] * fc[..., None, :]) * wc[..., None, None]).sum(axis=(1, 2))
+    M2 = M2 / Z[:, None, None]
+    cov = M2 - M1[:, :, None] * M1[:, None, :]
+    return logscale + mc + np.log(Z), M1, cov
+
+
+def ffbs(struct: ChainStructure, coef, size: int, rng, emissions=None, chunk: int = 64):
+    """Exact i.i.d. samples by forward filtering, backward sampling.
+
+    coef: (T,); emissions None or (B, n, 2); returns int8 spins (B, size, n) (B = 1 without
+    emissions).  Periodic chains: the first block b is drawn from its exact marginal (forward
+    pass over all b), then each group of samples sharing b is drawn from the chain conditioned
+    on b (forward pass with F = 1, stored messages, backward sampling, ring closed by
+    ``closing``).  ``chunk`` bounds how many (batch, b) pairs are filtered at once (memory
+    n * chunk * 2**L floats).
+    """
+    tb = struct.tables
+    L, S, n = struct.L, struct.S, struct.n
+    c = np.asarray(coef, float)
+    em = np.zeros((1, n, 2)) if emissions is None else np.asarray(emissions, float)
+    B = em.shape[0]
+    logt = np.tensordot(c, tb["mono"], axes=1)
+    first = _emission_block(em, L, tb["first_bits"])  # (B, S)
+    pred, nb = tb["pred"], tb["newbit"]
+    if struct.periodic:
+        lc = np.tensordot(c, tb["closing"], axes=1)  # (b, s)
+        # marginal of the first block: forward over all b at once, in chunks of b
+        logpb = np.empty((B, S))
+        for lo in range(0, S, chunk):
+            bs = np.arange(lo, min(S, lo + chunk))
+            last, ls = _forward_conditioned(logt, em, first, bs, L, n, pred, nb)  # (B, nb, S)
+            mc = lc[bs].max(axis=1, keepdims=True)
+            logpb[:, bs] = ls + mc[None, :, 0] + np.log((last * np.exp(lc[bs] - mc)[None]).sum(-1) + 1e-300)
+        logpb -= logpb.max(axis=1, keepdims=True)
+        pb = np.exp(logpb)
+        pb /= pb.sum(axis=1, keepdims=True)
+        bsel = np.stack([rng.choice(S, size=size, p=pb[i]) for i in range(B)])  # (B, size)
+        end_w = lambda b: np.exp(lc[b] - lc[b].max(axis=-1, keepdims=True))  # noqa: E731
+    else:
+        bsel = np.zeros((B, size), dtype=np.int64)
+        end_w = None
+    out = np.empty((B, size, n), dtype=np.int8)
+    pairs, inv = np.unique(np.stack([np.repeat(np.arange(B), size), bsel.ravel()], axis=1), axis=0,
+                           return_inverse=True)
+    inv = inv.reshape(B, size)
+    w0 = None if struct.periodic else np.tensordot(c, tb["w0"], axes=1)
+    for lo in range(0, len(pairs), chunk):
+        pp = pairs[lo:lo + chunk]
+        if struct.periodic:
+            msgs = _forward_store(logt, em[pp[:, 0]], first[pp[:, 0]], pp[:, 1], L, n, pred, nb, True, None)
+            endw = end_w(pp[:, 1])
+        else:
+            msgs = _forward_store(logt, em[pp[:, 0]], first[pp[:, 0]], None, L, n, pred, nb, False, w0)
+            endw = np.ones((len(pp), S))
+        bi, si = np.nonzero((inv >= lo) & (inv < lo + len(pp)))
+        pidx = inv[bi, si] - lo
+        out[bi, si] = _backward_sample(msgs, endw, logt, em, pp[pidx, 0], pidx, L, n, pred, nb, rng, tb)
+    return out
+
+
+def _forward_conditioned(logt, em, first, bs, L, n, pred, nb):
+    """Forward pass for every batch with first block fixed to each b in ``bs``; returns the
+    last normalized messages (B, len(bs), S) and their log scales (B, len(bs))."""
+    B = em.shape[0]
+    S = logt.shape[0]
+    a = np.zeros((B, len(bs), S))
+    a[:, np.arange(len(bs)), bs] = 1.0
+    logscale = first[:, bs].copy()
+    for t in range(L, n):
+        lw = logt[pred, nb[None, :]][None] + em[:, t, nb][:, None, :]
+        m = lw.max(axis=(1, 2))
+        ew = np.exp(lw - m[:, None, None])
+        a = a[:, :, pred[0]] * ew[:, None, 0, :] + a[:, :, pred[1]] * ew[:, None, 1, :]
+        s = a.max(axis=2)
+        s = np.where(s > 0, s, 1.0)
+        a /= s[..., None]
+        logscale += m[:, None] + np.log(s)
+    return a, logscale
+
+
+def _forward_store(logt, em, first, bs, L, n, pred, nb, periodic, w0):
+    """Normalized forward messages for P chains, stored for every t: (n, P, S).
+    Row t < L-1 is unused; row L-1 is the first block's weight."""
+    P, S = em.shape[0], logt.shape[0]
+    msgs = np.zeros((n, P, S))
+    if periodic:
+        a = np.zeros((P, S))
+        a[np.arange(P), bs] = 1.0
+    else:
+        la = first + w0[None]
+        a = np.exp(la - la.max(axis=1, keepdims=True))
+    msgs[L - 1] = a
+    for t in range(L, n):
+        lw = logt[pred, nb[None, :]][None] + em[:, t, nb][:, None, :]  # (P, 2, S)
+        ew = np.exp(lw - lw.max(axis=(1, 2), keepdims=True))
+        a = a[:, pred[0]] * ew[:, 0] + a[:, pred[1]] * ew[:, 1]
+        a /= a.max(axis=1, keepdims=True)
+        msgs[t] = a
+    return msgs
+
+
+def _backward_sample(msgs, endw, logt, em, batch, pidx, L, n, pred, nb, rng, tb):
+    """Backward sampling, vectorized over samples: sample j uses stored messages msgs[:, pidx[j]]
+    (n, P, S), end weights endw[pidx[j]] (P, S) and emissions of batch[j].  Returns (k, n)."""
+    k = len(pidx)
+    x = np.empty((k, n), dtype=np.int8)
+    p_end = msgs[n - 1][pidx] * endw[pidx]
+    cdf = np.cumsum(p_end, axis=1)
+    u = rng.random(k) * cdf[:, -1]
+    s = np.minimum((cdf < u[:, None]).sum(axis=1), cdf.shape[1] - 1)
+    for t in range(n - 1, L - 1, -1):
+        bit = s >> (L - 1)
+        x[:, t] = 2 * bit - 1
+        p0, p1 = pred[0][s], pred[1][s]
+        lw0 = logt[p0, bit]
+        lw1 = logt[p1, bit]
+        mx = np.maximum(lw0, lw1)
+        w0 = msgs[t - 1, pidx, p0] * np.exp(lw0 - mx)
+        w1 = msgs[t - 1, pidx, p1] * np.exp(lw1 - mx)
+        u = rng.random(k)
+        s = np.where(u * (w0 + w1) < w1, p1, p0)
+    x[:, :L] = 2 * tb["first_bits"][s] - 1
+    return x
+
+
+# --- exact one- and two-point functions -------------------------------------------------------
+def exact_moments(struct: ChainStructure, coef):
+    """Exact <x_i> (n,) and <x_i x_j> (n, n) of the chain (1) without emissions.
+
+    Periodic: translation invariance, <x_0 x_l> = Tr(D P^l D P^(n-l)) / Tr(P^n) with the
+    transfer matrix P (one site per step, sparse: two predecessors per state) and D the
+    diagonal of the newest spin.  Open: forward/backward vectors with an inserted spin.
+    Linear space with rescaling; cost O(n 4^L) periodic, O(n^2 2^L) open.
+    """
+    tb = struct.tables
+    L, S, n = struct.L, struct.S, struct.n
+    c = np.asarray(coef, float)
+    logt = np.tensordot(c, tb["mono"], axes=1)
+    pred, nb = tb["pred"], tb["newbit"]
+    spin_new = (2 * nb - 1).astype(float)
+    w = logt[pred, nb[None, :]]  # (2, S)
+    w = np.exp(w - w.max())
+    if struct.periodic:
+        # pass 1: normalized powers P^l (l = 1..n) and their log scales; keep l <= n//2
+        half = n // 2
+        logs = np.zeros(n + 1)
+        store = {}
+        cur = np.eye(S)
+        for l in range(1, n + 1):
+            cur = cur[:, pred[0]] * w[0][None, :] + cur[:, pred[1]] * w[1][None, :]
+            s = np.abs(cur).max()
+            cur = cur / s
+            logs[l] = logs[l - 1] + np.log(s)
+            if l <= half:
+                store[l] = cur.copy()
+        Z = np.trace(cur)
+        mag = np.sum(spin_new * np.diag(cur)) / Z
+        # pass 2: P^l for l >= n - half, paired with the stored P^(n-l)
+        corr = np.zeros(n)
+        corr[0] = 1.0
+        cur = np.eye(S)
+        for l in range(1, n):
+            cur = cur[:, pred[0]] * w[0][None, :] + cur[:, pred[1]] * w[1][None, :]
+            cur = cur / np.exp(logs[l] - logs[l - 1])
+            lp = n - l
+            if 1 <= lp <= half:
+                val = np.sum((spin_new[:, None] * store[lp] * spin_new[None, :]) * cur.T)
+                corr[lp] = val * np.exp(logs[lp] + logs[l] - logs[n]) / Z
+        for l in range(half + 1, n):
+            corr[l] = corr[n - l]
+        i = np.arange(n)
+        C = corr[(i[None, :] - i[:, None]) % n]
+        return np.full(n, mag), C
+    # open chain
+    first = tb["w0"]
+    la = np.tensordot(c, first, axes=1)
+    alpha = np.zeros((n, S))
+    a = np.exp(la - la.max())
+    alpha[L - 1] = a / a.sum()
+    scales = np.zeros(n)
+    for t in range(L, n):
+        a = alpha[t - 1][pred[0]] * w[0] + alpha[t - 1][pred[1]] * w[1]
+        scales[t] = a.sum()
+        alpha[t] = a / scales[t]
+    beta = np.zeros((n, S))
+    beta[n - 1] = 1.0
+    # predecessor p of state s' ; backward: beta_{t-1}(p) = sum_bit w(p,bit) beta_t(s'(p,bit))
+    states = np.arange(S)
+    succ = np.stack([(states >> 1) | (0 << (L - 1)), (states >> 1) | (1 << (L - 1))])  # (2, S)
+    wt = np.exp(logt - np.tensordot(c, tb["mono"], axes=1)[pred, nb[None, :]].max())  # (S, 2)
+    for t in range(n - 1, L - 1, -1):
+        b = wt[:, 0] * beta[t][succ[0]] + wt[:, 1] * beta[t][succ[1]]
+        beta[t - 1] = b / scales[t]
+    spins = tb["spins"]  # (S, L): bit j at time t is spin x_{t-L+1+j}
+
+    def site_time(i):
+        t = max(i, L - 1)
+        return t, i - (t - L + 1)
+
+    norm = (alpha[L - 1] * beta[L - 1]).sum()
+    m = np.empty(n)
+    for i in range(n):
+        t, j = site_time(i)
+        m[i] = (alpha[t] * beta[t] * spins[:, j]).sum() / norm
+    C = np.eye(n)
+    for i in range(n):
+        ti, ji = site_time(i)
+        v = alpha[ti] * spins[:, ji]
+        for j in range(i + 1, n):
+            tj, jj = site_time(j)
+            while ti < tj:
+                ti += 1
+                v = (v[pred[0]] * w[0] + v[pred[1]] * w[1]) / scales[ti]
+            C[i, j] = C[j, i] = (v * beta[tj] * spins[:, jj]).sum() / norm
+    return m, C
+
+
+def observables(m_i, C, periodic: bool, lags):
+    """Magnetization m = mean_i <x_i> and R_l = mean over pairs (i, i+l) of <x_i x_{i+l}>.
+
+    Periodic: R_l = (1/n) sum_i <x_i x_{i+l mod n}> (the slides' definition); open: the mean
+    over the n - l pairs inside the chain.  lags: iterable of l >= 1.
+    """
+    n = len(m_i)
+    R = []
+    for l in lags:
+        i = np.arange(n) if periodic else np.arange(n - l)
+        R.append(np.mean(C[i, (i + l) % n]))
+    return float(np.mean(m_i)), np.array(R)
