@@ -143,6 +143,8 @@ class FineSection:
     interaction_length: int = _f(1, check=positive)
     exponent: float = _f(0.0, check=nonnegative)
     boundary: str = _f("periodic", check=one_of("periodic", "open"))
+    normalization: str = _f("power", check=one_of("power", "sum", "slides"),
+                            doc="J_k for L_f > 1: power J_0 k^-a, sum (sum_k J_k = J_0), slides (K/(L k^a))")
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,7 @@ class DataSection:
 class CoarseSection:
     level: int = _f(2, check=positive)
     model: str = _f("110")
+    field: str = _f("fine", check=one_of("fine", "none"), doc="coarse potential's -mu sum X: fine mu or none")
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,10 @@ class InferenceSection:
     posterior_samples: int = _f(50, check=positive, doc="S_q")
     prediction_samples: int = _f(20000, check=positive, doc="S_pred")
     seed: int = _f(1, check=nonnegative)
+    prior_sd: float = _f(2.0, check=positive, doc="sd of the Normal prior on theta_c")
+    sampler: str = _f("auto", check=one_of("auto", "nutpie", "pymc"), doc="NUTS backend")
+    likelihood: str = _f("op", check=one_of("op", "graph"), doc="marginal likelihood: numba Op or pytensor graph")
+    max_lag: int = _f(0, check=nonnegative, doc="largest lag of R_l (0: n_f // 2)")
 
 
 @dataclass(frozen=True)
