@@ -1,6 +1,7 @@
 /* Scalar C reference of the damped Stormer-Verlet map (3.2) with A = a I, E = e I:
  *     q += (delta/2) a p;  p = e p - delta grad V(q);  q += (delta/2) a p
- * Same loop structure as bayescg's numba kernel (walkers outer, steps inner) and the same
+ * Same loop structure as bayescg's numba kernel (blocks of walkers outer, steps inner; -DLANES=4
+ * interleaves 4 walkers as numba's d = 1 loop does, LANES = 1 is the plain scalar loop) and the same
  * arithmetic in the same order; the gradient is generated from the same sympy expression
  * (grad.h, written by bench_integrators.py).  Compile with -ffp-contract=off so that no
  * fused multiply-adds change the rounding (numba does not contract either).
@@ -15,6 +16,9 @@
 #include <time.h>
 
 #include "grad.h" /* defines DIM and static void grad(const double *q, double *out) */
+#ifndef LANES
+#define LANES 1
+#endif
 
 int main(int argc, char **argv) {
     if (argc != 8) {
@@ -35,22 +39,29 @@ int main(int argc, char **argv) {
     double h = 0.5 * delta;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (long w = 0; w < W; w++) {
-        double qw[DIM], pw[DIM], g[DIM];
-        for (int i = 0; i < DIM; i++) {
-            qw[i] = q[w * DIM + i];
-            pw[i] = p[w * DIM + i];
-        }
+    /* LANES walkers are advanced together, interleaved step by step (LANES = 1: one walker at a
+     * time, the plain scalar loop).  Interleaving lets the CPU overlap independent gradients. */
+    for (long w0 = 0; w0 < W; w0 += LANES) {
+        int nl = (W - w0 < LANES) ? (int)(W - w0) : LANES;
+        double qw[LANES][DIM], pw[LANES][DIM], g[DIM];
+        for (int l = 0; l < nl; l++)
+            for (int i = 0; i < DIM; i++) {
+                qw[l][i] = q[(w0 + l) * DIM + i];
+                pw[l][i] = p[(w0 + l) * DIM + i];
+            }
         for (long s = 0; s < nsteps; s++) {
-            for (int i = 0; i < DIM; i++) qw[i] += h * a * pw[i];
-            grad(qw, g);
-            for (int i = 0; i < DIM; i++) pw[i] = e * pw[i] - delta * g[i];
-            for (int i = 0; i < DIM; i++) qw[i] += h * a * pw[i];
+            for (int l = 0; l < nl; l++) {
+                for (int i = 0; i < DIM; i++) qw[l][i] += h * a * pw[l][i];
+                grad(qw[l], g);
+                for (int i = 0; i < DIM; i++) pw[l][i] = e * pw[l][i] - delta * g[i];
+                for (int i = 0; i < DIM; i++) qw[l][i] += h * a * pw[l][i];
+            }
         }
-        for (int i = 0; i < DIM; i++) {
-            q[w * DIM + i] = qw[i];
-            p[w * DIM + i] = pw[i];
-        }
+        for (int l = 0; l < nl; l++)
+            for (int i = 0; i < DIM; i++) {
+                q[(w0 + l) * DIM + i] = qw[l][i];
+                p[(w0 + l) * DIM + i] = pw[l][i];
+            }
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     printf("%.9f\n", (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec));
