@@ -251,8 +251,11 @@ def simulate(potential, delta, gamma=0.1, *, steps, walkers=16, seed=1, mass=Non
     burn_in: fraction of each walker's steps discarded; q0 ~ N(init_mean, init_sd^2 I),
     p0 ~ N(0, init_sd^2 I).  Histogram grid: ``hist_range`` [(lo, hi)] * d or the burn-in
     range of positions (last half of burn-in, +-10 % margin; a separate pilot of copies when
-    burn-in is shorter than 1000 steps).  ``checkpoint``: path of an .npz saved after every
-    chunk (before ``control.tick``); ``resume`` continues from it bit-identically.
+    burn-in is shorter than 1000 steps).  Chunks are ``chunk_steps`` steps per walker (default
+    about 2e7 steps summed over walkers); results do not depend on the chunking or on the
+    number of threads.  ``checkpoint``: path of an .npz saved after every chunk, before
+    ``control.tick(fraction_done)`` (fraction in (0, 1]: use ``RunControl(label)`` with its
+    default total 1.0); ``resume`` continues from it bit-identically.
 
     Raises InputError for bad arguments, SimulationError when a walker blows up.  Trapped
     walkers (p collapsing to 0 at a fixed point of the map) are excluded from all statistics;
