@@ -338,13 +338,19 @@ def _fwd_first_moments(logt2, f2, pred, nb, em, aem, first_bits, w0, w0f, lc, lc
                         A1[s, k] = alpha[s] * w0f[s, k]
                     A1[s, T] = alpha[s] * fa
                 logsc = mx
+            dead = logsc == -np.inf
             for t in range(L, n):
+                if dead:
+                    break
                 mx = -np.inf
                 for s2 in range(S):
                     for d in range(2):
                         v = logt2[d, s2] + em[i, t, nb[s2]]
                         if v > mx:
                             mx = v
+                if mx == -np.inf:
+                    dead = True
+                    break
                 new[:] = 0.0
                 newA[:, :] = 0.0
                 for s2 in range(S):
@@ -362,6 +368,9 @@ def _fwd_first_moments(logt2, f2, pred, nb, em, aem, first_bits, w0, w0f, lc, lc
                 for s2 in range(S):
                     if new[s2] > sc:
                         sc = new[s2]
+                if sc == 0.0:
+                    dead = True
+                    break
                 for s2 in range(S):
                     alpha[s2] = new[s2] / sc
                     for k in range(K):
@@ -370,6 +379,9 @@ def _fwd_first_moments(logt2, f2, pred, nb, em, aem, first_bits, w0, w0f, lc, lc
             Z = 0.0
             for k in range(K):
                 Mb[fb, k] = 0.0
+            if dead:  # zero weight (theta_cf at 0 or 1 with a disagreeing spin)
+                lZb[fb] = -np.inf
+                continue
             if periodic:
                 mxc = -np.inf
                 for s in range(S):
@@ -388,12 +400,18 @@ def _fwd_first_moments(logt2, f2, pred, nb, em, aem, first_bits, w0, w0f, lc, lc
                     for k in range(K):
                         Mb[fb, k] += A1[s, k]
                 lZb[fb] = logsc + np.log(Z)
+            if Z == 0.0:
+                lZb[fb] = -np.inf
+                continue
             for k in range(K):
                 Mb[fb, k] /= Z
         mx = -np.inf
         for fb in range(nF):
             if lZb[fb] > mx:
                 mx = lZb[fb]
+        if mx == -np.inf:
+            logZ[i] = -np.inf
+            continue
         tot = 0.0
         for fb in range(nF):
             tot += np.exp(lZb[fb] - mx)
@@ -456,4 +474,7 @@ class FastLoglik:
         na = Mq[:, T].sum()
         nd = self.N * cm.n_f - na
         g_cf = na / theta_cf - nd / (1.0 - theta_cf)
-        return float(lq.sum() - self.N * lz[0]), np.append(g_c, g_cf)
+        ll = float(lq.sum() - self.N * lz[0])
+        if not np.isfinite(ll):  # outside the support: samplers reject, optimizers back off
+            return -np.inf, np.zeros(cm.K + 1)
+        return ll, np.append(g_c, g_cf)
