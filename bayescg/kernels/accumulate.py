@@ -18,7 +18,7 @@ from numba.core.errors import NumbaExperimentalFeatureWarning
 # cached driver for all potentials (tested against the specialized drivers, bit for bit)
 warnings.filterwarnings("ignore", category=NumbaExperimentalFeatureWarning)
 
-from .damped import damped_step, damped_step_1d
+from .damped import damped_step
 from .hamiltonian import verlet_step
 from .langevin import baoab_step
 
@@ -78,82 +78,6 @@ def _counters(step0, nsteps, acc_start, batch_len, B, stride):
     return b, bleft, sleft, j
 
 
-@njit
-def _walker_damped_1d(grad, w, q, p, a, e, delta, step0, nsteps, acc_start, minmax_start,
-                      batch_len, lo, inv, nbins, stride, p_tol, q_tol, window,
-                      bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
-                      still, trapped_at, blown_at):
-    """d = 1 damped map (3.2) for one walker with scalars in registers; same arithmetic (and so
-    the same results) as damped_step_1d, same accumulators as _walker_generic."""
-    B = bp.shape[1]
-    S = samp_q.shape[1]
-    qb = np.empty(1)
-    gb = np.empty(1)
-    x = q[w, 0]
-    v = p[w, 0]
-    h = 0.5 * delta
-    cnt = still[w]
-    b, bleft, sleft, j = _counters(step0, nsteps, acc_start, batch_len, B, stride)
-    sp = bp[w, b, 0]
-    spp = bpp[w, b, 0, 0]
-    xmin = qmin[w, 0]
-    xmax = qmax[w, 0]
-    nout = outside[w]
-    for st in range(step0, step0 + nsteps):
-        xo = x
-        qb[0] = x + h * a * v
-        grad(qb, gb)
-        v = e * v - delta * gb[0]
-        x = qb[0] + h * a * v
-        if not (abs(x) < np.inf and abs(v) < np.inf):
-            blown_at[w] = st
-            break
-        if abs(v) <= p_tol and abs(x - xo) <= q_tol * (1.0 + abs(x)):
-            cnt += 1
-            if cnt >= window:
-                trapped_at[w] = st - window + 1
-                break
-        else:
-            cnt = 0
-        if st >= acc_start:
-            sp += v
-            spp += v * v
-            bleft -= 1
-            if bleft == 0:
-                bp[w, b, 0] = sp
-                bpp[w, b, 0, 0] = spp
-                b += 1
-                sp = bp[w, b, 0]
-                spp = bpp[w, b, 0, 0]
-                bleft = batch_len if b < B - 1 else _NEVER
-            y = (x - lo) * inv
-            if y >= 0.0 and y < nbins:
-                hist[w, int(y)] += 1
-            else:
-                nout += 1
-            if S > 0:
-                if sleft == 0:
-                    if j < S:
-                        samp_q[w, j, 0] = x
-                        samp_p[w, j, 0] = v
-                        nstored[w] = j + 1
-                    j += 1
-                    sleft = stride
-                sleft -= 1
-        elif st >= minmax_start:
-            xmin = min(xmin, x)
-            xmax = max(xmax, x)
-    bp[w, b, 0] = sp
-    bpp[w, b, 0, 0] = spp
-    qmin[w, 0] = xmin
-    qmax[w, 0] = xmax
-    outside[w] = nout
-    still[w] = cnt
-    q[w, 0] = x
-    p[w, 0] = v
-
-
-
 #: Walkers advanced together, interleaved, by one thread in the d = 1 damped loop: their
 #: gradient evaluations are independent, so the CPU overlaps them (about +25 % over one
 #: walker at a time, whose steps form one long dependency chain).  Results do not depend on it.
@@ -166,7 +90,8 @@ def _block_damped_1d(grad, w0, nl, q, p, a, e, delta, step0, nsteps, acc_start, 
                      bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
                      still, trapped_at, blown_at):
     """d = 1 damped map (3.2) for walkers w0 .. w0 + nl - 1 (nl <= LANES), interleaved step by
-    step.  Per walker the arithmetic is exactly damped_step_1d's, and the accumulators are
+    step.  Per walker the arithmetic is exactly damped_step's (same operations in the same order,
+    so the same bits), and the accumulators are
     those of _walker_generic, so results equal the one-walker-at-a-time loop bit for bit."""
     B = bp.shape[1]
     S = samp_q.shape[1]

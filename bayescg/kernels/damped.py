@@ -53,17 +53,3 @@ def damped_step(grad, q, p, g, tmp, A, E, delta, diag):
     grad(q, g)
     kick_friction(p, g, E, delta, tmp, diag)
     drift(q, p, A, h, diag)
-
-
-@njit
-def damped_step_1d(grad, q, p, g, a, e, delta):
-    """Scalar fast path of (3.2) for d = 1 (a = A, e = exp(-gamma a delta)); q, g: (1,) arrays.
-
-    Returns the new p; q[0] is updated in place.
-    """
-    h = 0.5 * delta
-    q[0] += h * a * p
-    grad(q, g)
-    p = e * p - delta * g[0]
-    q[0] += h * a * p
-    return p
