@@ -27,7 +27,7 @@ from typing import Any, Iterable
 from .io import atomic_write_text
 
 __all__ = ["Report", "figure_to_data_uri", "table_html", "inference_data_figures", "posterior_summary_rows",
-           "select_scalar_variables", "collect_warnings", "key_numbers", "HDI_PROB"]
+           "select_scalar_variables", "collect_warnings", "key_numbers", "structured_tables", "diagnostic_warnings", "HDI_PROB"]
 
 #: Credible mass of the HDIs in summary tables (94 %, like every band bayescg reports).
 HDI_PROB = 0.94
@@ -50,7 +50,8 @@ nav a{margin-right:1.2em;color:#0b5cad;text-decoration:none}
 .card .k{font-size:.78em;color:#57606a}.card .v{font-size:1.25em;font-weight:600;font-variant-numeric:tabular-nums}
 .card.bad{border-color:#d1242f;background:#fff5f5}.card.ok{border-color:#1a7f37;background:#f4fbf6}
 table{border-collapse:collapse;margin:.5em 0 1em;font-size:.9em;font-variant-numeric:tabular-nums}
-td,th{border:1px solid #d0d7de;padding:.22em .6em;text-align:right;vertical-align:top}
+td,th{border:1px solid #d0d7de;padding:.22em .6em;text-align:right;vertical-align:top;white-space:nowrap}
+td.text{white-space:normal}
 th{background:#eef2f7;font-weight:600}
 td:first-child,th:first-child{text-align:left}
 tr:nth-child(even) td{background:#fafbfc}
@@ -116,6 +117,8 @@ def _fmt(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         if len(v) <= 8 and all(isinstance(x, (int, float)) or x is None for x in v):
             return "[" + ", ".join(_fmt(x) for x in v) + "]"
+        if len(v) <= 8 and all(isinstance(x, str) for x in v):
+            return html.escape(", ".join(v))
         return html.escape(f"[{len(v)} values]")
     if isinstance(v, dict):
         return html.escape(", ".join(f"{k}: {_plain(x)}" for k, x in v.items()))
@@ -217,15 +220,99 @@ def _anchor(text: str, used: set) -> str:
     return a
 
 
+def _interval(d) -> str:
+    if not isinstance(d, dict) or d.get("lower") is None:
+        return "–"
+    return f"[{_plain(d['lower'])}, {_plain(d['upper'])}]"
+
+
+def diagnostic_warnings(d: dict) -> list[str]:
+    """Warnings for sampler diagnostics beyond thresholds found anywhere in a result dict: a
+    ``diagnostics`` {r_hat_max, ess_bulk_min, divergences} block at the top or per method."""
+    out = []
+
+    def check(where, dg):
+        if not isinstance(dg, dict):
+            return
+        rh, ess, div = dg.get("r_hat_max"), dg.get("ess_bulk_min"), dg.get("divergences")
+        if isinstance(rh, (int, float)) and math.isfinite(rh) and rh > R_HAT_MAX:
+            out.append(f"{where}r_hat_max = {rh:.3f} > {R_HAT_MAX}: chains disagree, run longer")
+        if isinstance(ess, (int, float)) and math.isfinite(ess) and ess < ESS_MIN:
+            out.append(f"{where}ess_bulk_min = {ess:.0f} < {ESS_MIN:.0f}: too few effective draws")
+        if isinstance(div, (int, float)) and div > 0:
+            out.append(f"{where}{int(div)} divergent transitions")
+
+    check("", d.get("diagnostics"))
+    for name, m in (d.get("methods") or {}).items() if isinstance(d.get("methods"), dict) else []:
+        if isinstance(m, dict):
+            check(f"{name}: ", m.get("diagnostics"))
+    return out
+
+
+def structured_tables(d: dict) -> tuple[dict, list]:
+    """Key numbers and tables for results whose ``to_dict()`` compares several methods against a truth
+    (``ising.json``: ``truth``, ``methods`` {name: {magnetization {mean, lower, upper}, err_mag, ...}},
+    ``laplace_vs_nuts``; a sweep has lists per method and a ``sweep`` {key, values}).
+    Returns ``(key_numbers, [(title, rows)])``; empty when ``d`` has no such layout."""
+    methods, truth = d.get("methods"), d.get("truth")
+    if not isinstance(methods, dict) or not isinstance(truth, dict) or not methods:
+        return {}, []
+    keys, tables = {}, []
+    sweep = d.get("sweep")
+    if sweep:  # one row per swept value: exact and each method's magnetization with its interval
+        rows = []
+        for i, v in enumerate(sweep.get("values", [])):
+            row = {str(sweep.get("key", "value")): v, "exact m": truth["magnetization"][i]}
+            for name, m in methods.items():
+                mg = m["magnetization"]
+                row[f"{name} m"] = mg["mean"][i]
+                row[f"{name} 94%"] = _interval({"lower": mg["lower"][i], "upper": mg["upper"][i]})
+            rows.append(row)
+        tables.append(("Magnetization across the sweep (94% intervals)", rows))
+        for name, m in methods.items():
+            errs = [e for e in m.get("err_mag", []) if e is not None]
+            if errs:
+                keys[f"{name}: max err_mag"] = max(errs)
+        return keys, tables
+    keys["exact magnetization"] = truth.get("magnetization")
+    rows = [{"method": "exact (transfer matrix)", "magnetization": truth.get("magnetization"), "94% interval": "–"}]
+    for name, m in methods.items():
+        diag = m.get("diagnostics") or {}
+        rows.append({"method": name, "magnetization": (m.get("magnetization") or {}).get("mean"),
+                     "94% interval": _interval(m.get("magnetization")), "err_mag": m.get("err_mag"),
+                     "err_corr": m.get("err_corr"), "theta_cf": m.get("theta_cf"), "theta_c": m.get("theta_c"),
+                     "r_hat_max": diag.get("r_hat_max"), "ess_bulk_min": diag.get("ess_bulk_min"),
+                     "divergences": diag.get("divergences"), "seconds": m.get("seconds")})
+    for name in ("nuts", "gibbs", "laplace", "em"):
+        if name in methods:
+            keys[f"{name}: err_mag"] = methods[name].get("err_mag")
+            keys[f"{name}: err_corr"] = methods[name].get("err_corr")
+            break
+    for name in ("nuts", "gibbs"):
+        dg = (methods.get(name) or {}).get("diagnostics") or {}
+        if dg.get("r_hat_max") is not None:
+            keys[f"{name}: r_hat_max"] = dg["r_hat_max"]
+    tables.append(("Predictions by method (err = relative error against the exact value)", rows))
+    lv = d.get("laplace_vs_nuts")
+    if isinstance(lv, dict) and lv:
+        keys["Laplace vs NUTS: KL"] = lv.get("kl")
+        tables.append(("Laplace approximation against NUTS", lv))
+    return keys, tables
+
+
 def collect_warnings(result) -> list[str]:
-    """A result's warnings: its ``warnings`` attribute and ``to_dict()["warnings"]``, deduplicated."""
+    """A result's warnings: its ``warnings`` attribute and ``to_dict()["warnings"]``, deduplicated; when
+    neither mentions the sampler, warnings from its diagnostics (:func:`diagnostic_warnings`)."""
     ws = list(getattr(result, "warnings", None) or [])
+    d = {}
     if hasattr(result, "to_dict"):
         try:
-            d = result.to_dict()
+            d = result.to_dict() or {}
         except Exception:  # a report must not fail because a summary cannot be built
             d = {}
-        ws += list((d or {}).get("warnings") or [])
+        ws += list(d.get("warnings") or [])
+    if not any(("r_hat" in str(w) or "diverg" in str(w) or "effective sample" in str(w)) for w in ws):
+        ws += diagnostic_warnings(d)
     return list(dict.fromkeys(str(w) for w in ws))
 
 
@@ -478,7 +565,22 @@ class Report:
             self.warning(w)
         if summary is None and hasattr(result, "summary"):
             summary = result.summary()
-        if isinstance(summary, dict) and summary:
+        keys, tables = {}, []
+        if hasattr(result, "to_dict"):
+            try:
+                keys, tables = structured_tables(result.to_dict())
+            except Exception:  # noqa: BLE001 - fall back to the plain summary
+                keys, tables = {}, []
+        if tables:
+            self.cards({k: v for k, v in keys.items() if v is not None})
+            for title, rows in tables:
+                self.table(rows, title)
+            if isinstance(summary, str) and summary.strip():
+                self.details("Text summary", summary)
+        elif isinstance(summary, str):
+            if summary.strip():
+                self.parts.append(f"<pre>{html.escape(summary)}</pre>")
+        elif isinstance(summary, dict) and summary:
             self.cards(key_numbers(summary, key_numbers_n))
             self.table(summary)
         elif summary:

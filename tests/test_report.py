@@ -232,3 +232,31 @@ def test_report_survives_bad_figures_and_constant_variables(tmp_path):
     assert "figures could not be drawn: RuntimeError: no data to plot" in text
     assert "Z[0, 1]" in text and "corr" not in text
     assert len(plt.get_fignums()) == n_open  # nothing left open
+
+
+def test_method_comparison_tables_and_diagnostic_warnings():
+    """ising.json-like results: one row per method with its interval, exact value first, sampler
+    diagnostics beyond thresholds turned into warnings; sweeps: one row per swept value."""
+    mg = lambda m, lo, hi: {"mean": m, "lower": lo, "upper": hi}  # noqa: E731
+    d = {"truth": {"magnetization": 0.5},
+         "methods": {"nuts": {"magnetization": mg(0.49, 0.45, 0.53), "err_mag": 0.02, "err_corr": 0.1,
+                              "diagnostics": {"r_hat_max": 1.2, "ess_bulk_min": 50.0, "divergences": 2}},
+                     "relent": {"magnetization": mg(0.3, 0.29, 0.31), "err_mag": 0.4}},
+         "laplace_vs_nuts": {"kl": 0.01, "parameters": ["lin", "pair1"]}}
+    keys, tables = R.structured_tables(d)
+    assert keys["exact magnetization"] == 0.5 and keys["nuts: err_mag"] == 0.02 and keys["nuts: r_hat_max"] == 1.2
+    rows = tables[0][1]
+    assert [r["method"] for r in rows] == ["exact (transfer matrix)", "nuts", "relent"]
+    assert rows[1]["94% interval"] == "[0.45, 0.53]"
+    html_t = R.table_html(tables[1][1])
+    assert "lin, pair1" in html_t
+    ws = R.diagnostic_warnings(d)
+    assert ws == ["nuts: r_hat_max = 1.200 > 1.01: chains disagree, run longer",
+                  "nuts: ess_bulk_min = 50 < 100: too few effective draws", "nuts: 2 divergent transitions"]
+    sweep = {"sweep": {"key": "fine.field", "values": [0.0, 0.6]}, "truth": {"magnetization": [0.0, 0.9]},
+             "methods": {"nuts": {"magnetization": {"mean": [0.01, 0.88], "lower": [-0.1, 0.8], "upper": [0.1, 0.95]},
+                                  "err_mag": [None, 0.02]}}}
+    keys, tables = R.structured_tables(sweep)
+    assert [r["fine.field"] for r in tables[0][1]] == [0.0, 0.6]
+    assert tables[0][1][1]["nuts 94%"] == "[0.8, 0.95]" and keys == {"nuts: max err_mag": 0.02}
+    assert R.structured_tables({"rows": []}) == ({}, [])
