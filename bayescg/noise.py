@@ -297,7 +297,10 @@ def estimate_noise(potential, delta: float, gamma: float = 0.1, steps: int = 1_0
 
     t0 = time.perf_counter()
     d = int(potential.dim)
-    As = designs(d)
+    # Scale each design to largest eigenvalue 1: the relation is linear in A, so the equations stay
+    # independent, and no design run is hotter or stiffer (delta^2 lambda_max(A Hess V)) than the
+    # M = I run. With the paper's diag(2, 1) walkers on (4.9) blew up within 2e4 steps.
+    As = [a / np.linalg.eigvalsh(a).max() for a in designs(d)]
     warnings: list[str] = []
     base = dict(gamma=gamma, steps=int(steps), walkers=int(walkers), **sim_kwargs)
     tasks = [_DesignTask(getattr(potential, "expression", None), tuple(getattr(potential, "variables", ())), delta,

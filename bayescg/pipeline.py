@@ -61,9 +61,11 @@ def estimate_noise_model(model: Model, *, executor=None, control=None):
 
     s = model.require("simulation")
     ns = model.noise or NoiseSection()
+    # the design runs start where the model says (init_mean/init_sd matter: e.g. Mueller-Brown's
+    # exponential term blows up walkers started far from the wells); mass and friction are the designs'
+    kw = {k: v for k, v in sim_kwargs(model).items() if k not in ("gamma", "steps", "walkers", "seed", "mass", "friction")}
     return estimate_noise(potential_from_model(model), s.delta, s.gamma, steps=ns.steps or s.steps,
-                          walkers=s.walkers, seed=s.seed, executor=executor, control=control,
-                          hist_range=hist_range_from_model(model))
+                          walkers=s.walkers, seed=s.seed, executor=executor, control=control, **kw)
 
 
 @dataclasses.dataclass
