@@ -1,0 +1,326 @@
+"""Reproduce the PCG slides' Ising experiments: figures and results/ising/RESULTS.md.
+
+    python -m bayescg.ising.experiments [--out results/ising] [--size small|full] [--only mu,data,levels,models]
+
+Experiments (slides, "Ising Model - Posterior and Prediction"):
+
+1. ``mu``: magnetization against mu in [-4.5, 4.5] step 0.6, n_f = 32, L_f = L_c = 1 (J_0 = 1,
+   beta = 1), coarse model 010 with the fine field in U_c (the slides' U_c(theta_c, mu)), l_c = 2:
+   PCG (exact ML and Laplace posterior) and relent against the exact truth, theta against mu.
+2. ``data``: errors against the data size S_f in {5, 10, 20, 50, 100}, L_f = 10, J_0 = 1.5 with
+   ``normalization = "sum"`` and a = 1 (J_k = J_0 k^-1 / H_10, sum_k J_k = J_0; the slides' curve
+   is a decaying long-range coupling of overall strength J_0), model 110, l_c = 2.
+3. ``levels``: l_c in {2, 4, 8, 16} on the same fine chain, R_l at mu = 0, magnetization at mu = 0.6.
+4. ``models``: [abc] in {100, 010, 110, 120, 130, 111, 121} compared by PSIS-LOO (arviz.compare,
+   pointwise log-likelihood per configuration with X summed out) next to the prediction errors.
+
+``small`` (default) is what fits a shared 2-core machine in minutes: Laplace as the posterior
+in 1-3 (the slides' own approximation), NUTS only in 4 (500 draws x 2 chains), S_pred = 4000.
+``full`` uses NUTS everywhere with 1000 x 4 draws and S_pred = 20000.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..config import InferenceSection
+from .coarse import CoarseModel
+from .fine import FineModel, couplings
+from .pipeline import run_methods
+
+SIZES = {
+    "small": dict(methods=["exact_em", "laplace", "relent"], draws=500, tune=500, chains=2, S_pred=4000,
+                  mu_step=0.6, data_mus=[0.0, 0.6, 1.8], cmp_draws=500, cmp_chains=2),
+    "full": dict(methods=["exact_em", "em", "laplace", "nuts", "relent"], draws=1000, tune=1000, chains=4,
+                 S_pred=20000, mu_step=0.6, data_mus=[-1.8, -0.6, 0.0, 0.6, 1.8], cmp_draws=1000, cmp_chains=4),
+}
+
+
+def _inf(sz, methods=None, seed=1):
+    return InferenceSection(methods=methods or sz["methods"], draws=sz["draws"], tune=sz["tune"],
+                            chains=sz["chains"], prediction_samples=sz["S_pred"], seed=seed)
+
+
+def _run(fine, level, code, S_f, inf, data_seed):
+    cm = CoarseModel(fine.n, level, code, fine.beta, fine.mu, fine.periodic)
+    x = fine.sample(S_f, np.random.default_rng(np.random.SeedSequence([data_seed, 7919])))
+    return run_methods(fine, cm, x, inf, name=f"{code}-l{level}")
+
+
+def long_range(mu, n=32):
+    return FineModel(n, 1.0, mu, tuple(couplings(1.5, 10, 1.0, "sum")), True)
+
+
+def exp_mu(sz, out):
+    mus = np.round(np.arange(-4.5, 4.5 + 1e-9, sz["mu_step"]), 10)
+    rows = []
+    for mu in mus:
+        fine = FineModel(32, 1.0, float(mu), (1.0,), True)
+        r = _run(fine, 2, "010", 100, _inf(sz), 1)
+        rows.append((float(mu), r.to_dict()))
+    return {"mu": rows}
+
+
+def exp_data(sz, out):
+    rows = []
+    for S_f in (5, 10, 20, 50, 100):
+        for mu in sz["data_mus"]:
+            r = _run(long_range(mu), 2, "110", S_f, _inf(sz), 2)
+            rows.append((S_f, mu, r.to_dict()))
+    return {"data": rows}
+
+
+def exp_levels(sz, out):
+    rows = []
+    for lc in (2, 4, 8, 16):
+        for mu in (0.0, 0.6):
+            r = _run(long_range(mu), lc, "110", 100, _inf(sz), 3)
+            rows.append((lc, mu, r.to_dict()))
+    return {"levels": rows}
+
+
+def exp_models(sz, out):
+    import arviz as az
+    import xarray as xr
+
+    codes = ["100", "010", "110", "120", "130", "111", "121"]
+    inf = dataclasses.replace(_inf(sz, ["nuts", "laplace", "relent"]), draws=sz["cmp_draws"],
+                              tune=sz["cmp_draws"], chains=sz["cmp_chains"])
+    rows, idatas = [], {}
+    for code in codes:
+        r = _run(long_range(0.6), 2, code, 100, inf, 4)
+        idata = r.to_inference_data()
+        idatas[code] = idata
+        rows.append((code, r.to_dict()))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cmp = az.compare(idatas, ic="loo")
+    return {"models": rows, "compare": cmp.reset_index().rename(columns={"index": "model"}).to_dict("records"),
+            "_compare_df": cmp}
+
+
+# --- figures and table -------------------------------------------------------------------------
+def _fig_mu(res, out):
+    import matplotlib.pyplot as plt
+
+    rows = res["mu"]
+    mu = [r[0] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    ax = axes[0]
+    ax.plot(mu, [r[1]["truth"]["magnetization"] for r in rows], "k--", lw=2, label="exact")
+    for k, style in (("laplace", "o-"), ("exact_em", "s:"), ("relent", "^-")):
+        if k not in rows[0][1]["methods"]:
+            continue
+        mg = [r[1]["methods"][k]["magnetization"] for r in rows]
+        line, = ax.plot(mu, [m["mean"] for m in mg], style, ms=3, label=k)
+        ax.fill_between(mu, [m["lower"] for m in mg], [m["upper"] for m in mg], color=line.get_color(), alpha=0.25)
+    ax.set_xlabel("mu")
+    ax.set_ylabel("magnetization")
+    ax.legend(fontsize=8)
+    ax.set_title("m against mu (n_f=32, L_f=L_c=1, l_c=2)")
+    for j, (key, title) in enumerate((("theta_c", "theta_c (pair1)"), ("theta_cf", "theta_cf"))):
+        ax = axes[j + 1]
+        for k in ("laplace", "exact_em", "relent"):
+            if k not in rows[0][1]["methods"] or (key == "theta_cf" and k == "relent"):
+                continue
+            v = [r[1]["methods"][k][key] for r in rows]
+            v = [d["pair1"] for d in v] if key == "theta_c" else v
+            ax.plot(mu, v, "o-", ms=3, label=k)
+            if k == "laplace":
+                sd = [r[1]["methods"][k][key + "_sd"] for r in rows]
+                sd = [d["pair1"] for d in sd] if key == "theta_c" else sd
+                ax.fill_between(mu, np.array(v) - 1.88 * np.array(sd), np.array(v) + 1.88 * np.array(sd), alpha=0.2)
+        ax.set_xlabel("mu")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "mu_sweep.png", dpi=110)
+    plt.close(fig)
+
+
+def _fig_data(res, out):
+    import matplotlib.pyplot as plt
+
+    rows = res["data"]
+    sizes = sorted({r[0] for r in rows})
+    methods = [k for k in ("laplace", "exact_em", "nuts", "em", "relent") if k in rows[0][2]["methods"]]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for k in methods:
+        em_ = [np.mean([r[2]["methods"][k]["err_mag"] for r in rows if r[0] == s and r[1] != 0.0]) for s in sizes]
+        ec = [np.mean([r[2]["methods"][k]["err_corr"] for r in rows if r[0] == s]) for s in sizes]
+        axes[0].plot(sizes, em_, "o-", label=k)
+        axes[1].plot(sizes, ec, "o-", label=k)
+    for ax, t in zip(axes[:2], ("mean err_mag (mu != 0)", "mean err_corr")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("S_f")
+        ax.set_title(t)
+        ax.legend(fontsize=8)
+    ax = axes[2]
+    r0 = [r for r in rows if r[1] == 0.0]
+    lags = r0[0][2]["truth"]["lags"]
+    ax.plot(lags, r0[0][2]["truth"]["correlation"], "k--", lw=2, label="exact")
+    for r in r0:
+        k = "laplace" if "laplace" in r[2]["methods"] else methods[0]
+        c = r[2]["methods"][k]["correlation"]
+        line, = ax.plot(lags, c["mean"], label=f"S_f={r[0]}")
+        ax.fill_between(lags, c["lower"], c["upper"], color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("l")
+    ax.set_title("R_l at mu = 0 (Laplace PCG)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "data_size.png", dpi=110)
+    plt.close(fig)
+
+
+def _fig_levels(res, out):
+    import matplotlib.pyplot as plt
+
+    rows = res["levels"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    r0 = [r for r in rows if r[1] == 0.0]
+    lags = r0[0][2]["truth"]["lags"]
+    axes[0].plot(lags, r0[0][2]["truth"]["correlation"], "k--", lw=2, label="exact")
+    for r in r0:
+        c = r[2]["methods"]["laplace"]["correlation"]
+        line, = axes[0].plot(lags, c["mean"], label=f"l_c={r[0]}")
+        axes[0].fill_between(lags, c["lower"], c["upper"], color=line.get_color(), alpha=0.15)
+    axes[0].set_title("R_l at mu = 0 by level (Laplace PCG)")
+    axes[0].set_xlabel("l")
+    axes[0].legend(fontsize=8)
+    r6 = [r for r in rows if r[1] == 0.6]
+    lv = [r[0] for r in r6]
+    mg = [r[2]["methods"]["laplace"]["magnetization"] for r in r6]
+    axes[1].errorbar(lv, [m["mean"] for m in mg], yerr=[[m["mean"] - m["lower"] for m in mg],
+                                                         [m["upper"] - m["mean"] for m in mg]], fmt="o", capsize=4,
+                     label="laplace")
+    axes[1].plot(lv, [m["mean"] for m in [r[2]["methods"]["relent"]["magnetization"] for r in r6]], "^", label="relent")
+    axes[1].axhline(r6[0][2]["truth"]["magnetization"], color="k", ls="--", label="exact")
+    axes[1].set_xscale("log", base=2)
+    axes[1].set_xlabel("l_c")
+    axes[1].set_title("magnetization at mu = 0.6")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "levels.png", dpi=110)
+    plt.close(fig)
+
+
+def _fig_models(res, out):
+    import arviz as az
+    import matplotlib.pyplot as plt
+
+    ax = az.plot_compare(res["_compare_df"], insample_dev=False)
+    fig = np.ravel(ax)[0].figure
+    fig.set_size_inches(7, 3.5)
+    fig.tight_layout()
+    fig.savefig(out / "model_compare.png", dpi=110)
+    plt.close(fig)
+
+
+def _fmt(v, p=3):
+    if v is None:
+        return "n/a"
+    return f"{v:.{p}g}" if isinstance(v, (int, float)) else str(v)
+
+
+def write_table(res, out, size, seconds):
+    L = [f"# PCG of the 1D Ising chain: the slides' experiments\n",
+         f"Generated by `python -m bayescg.ising.experiments --size {size}` in {seconds / 60:.1f} min "
+         f"(shared 2-core machine). Truth: exact transfer matrices. Intervals: 94 %. "
+         "err_mag is n/a at mu = 0 (true m = 0; relative error undefined, absolute errors are in results.json).\n"]
+    if "mu" in res:
+        L.append("\n## 1. Magnetization against mu (n_f = 32, L_f = L_c = 1, l_c = 2, model 010, S_f = 100)\n")
+        L.append("![mu sweep](mu_sweep.png)\n")
+        L.append("| mu | m exact | laplace m [94 %] | exact_em m | relent m | theta_c laplace | theta_cf laplace | err_mag laplace | err_mag relent |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
+        for mu, d in res["mu"]:
+            M = d["methods"]
+            lp = M["laplace"]
+            L.append(f"| {mu:.1f} | {d['truth']['magnetization']:.4f} | {lp['magnetization']['mean']:.4f} "
+                     f"[{lp['magnetization']['lower']:.3f}, {lp['magnetization']['upper']:.3f}] | "
+                     f"{M['exact_em']['magnetization']['mean']:.4f} | {M['relent']['magnetization']['mean']:.4f} | "
+                     f"{lp['theta_c']['pair1']:.3f} ± {lp['theta_c_sd']['pair1']:.3f} | {lp['theta_cf']:.4f} | "
+                     f"{_fmt(lp['err_mag'])} | {_fmt(M['relent']['err_mag'])} |")
+    if "data" in res:
+        L.append("\n## 2. Errors against data size (L_f = 10, J_0 = 1.5, sum-normalized J_k ~ 1/k, model 110, l_c = 2)\n")
+        L.append("![data size](data_size.png)\n")
+        meths = [k for k in ("laplace", "exact_em", "nuts", "em", "relent") if k in res["data"][0][2]["methods"]]
+        L.append("| S_f | mu | m exact | " + " | ".join(f"err_mag {k} | err_corr {k}" for k in meths) + " |")
+        L.append("|---|---|---|" + "---|---|" * len(meths))
+        for S_f, mu, d in res["data"]:
+            M = d["methods"]
+            L.append(f"| {S_f} | {mu} | {d['truth']['magnetization']:.4f} | " +
+                     " | ".join(f"{_fmt(M[k]['err_mag'])} | {_fmt(M[k]['err_corr'])}" for k in meths) + " |")
+    if "levels" in res:
+        L.append("\n## 3. Levels of coarse-graining (same fine chain, S_f = 100, model 110)\n")
+        L.append("![levels](levels.png)\n")
+        L.append("| l_c | mu | err_mag laplace | err_corr laplace | err_mag relent | err_corr relent | theta_cf |")
+        L.append("|---|---|---|---|---|---|---|")
+        for lc, mu, d in res["levels"]:
+            M = d["methods"]
+            L.append(f"| {lc} | {mu} | {_fmt(M['laplace']['err_mag'])} | {_fmt(M['laplace']['err_corr'])} | "
+                     f"{_fmt(M['relent']['err_mag'])} | {_fmt(M['relent']['err_corr'])} | {M['laplace']['theta_cf']:.3f} |")
+    if "models" in res:
+        L.append("\n## 4. Model comparison [abc] (L_f = 10 chain, mu = 0.6, S_f = 100, l_c = 2; NUTS, PSIS-LOO)\n")
+        L.append("![model comparison](model_compare.png)\n")
+        by = {c: d for c, d in res["models"]}
+        L.append("| model | LOO rank | elpd_loo | se | d_loo | weight | pareto k max | err_mag nuts | err_corr nuts | "
+                 "err_corr relent | r_hat max | ess bulk min | divergences |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for row in res["compare"]:
+            c = row["model"]
+            n = by[c]["methods"]["nuts"]
+            dg = n["diagnostics"]
+            L.append(f"| {c} | {row['rank']} | {row['elpd_loo']:.2f} | {row['se']:.2f} | {row['elpd_diff']:.2f} | "
+                     f"{row['weight']:.2f} | {n['loo']['pareto_k_max']:.2f} | {_fmt(n['err_mag'])} | "
+                     f"{_fmt(n['err_corr'])} | {_fmt(by[c]['methods']['relent']['err_corr'])} | "
+                     f"{dg['r_hat_max']:.3f} | {dg['ess_bulk_min']:.0f} | {dg['divergences']} |")
+        L.append("\nLaplace vs NUTS per model (unconstrained space):\n")
+        L.append("| model | KL(NUTS fit ‖ Laplace) | max mean shift (sd) | sd ratio Laplace/NUTS |")
+        L.append("|---|---|---|---|")
+        for c, d in res["models"]:
+            lv = d["laplace_vs_nuts"]
+            L.append(f"| {c} | {lv['kl']:.3g} | {lv['max_mean_shift_sd']:.3g} | "
+                     f"{', '.join(f'{v:.3f}' for v in lv['sd_ratio'])} |")
+    (out / "RESULTS.md").write_text("\n".join(L) + "\n", encoding="utf-8")
+
+
+def main(argv=None):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ap = argparse.ArgumentParser(prog="python -m bayescg.ising.experiments")
+    ap.add_argument("--out", default="results/ising")
+    ap.add_argument("--size", choices=sorted(SIZES), default="small")
+    ap.add_argument("--only", default="mu,data,levels,models")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sz = SIZES[args.size]
+    t0 = time.perf_counter()
+    res = {}
+    todo = args.only.split(",")
+    runners = {"mu": (exp_mu, _fig_mu), "data": (exp_data, _fig_data), "levels": (exp_levels, _fig_levels),
+               "models": (exp_models, _fig_models)}
+    for key in todo:
+        t = time.perf_counter()
+        fn, fig = runners[key]
+        res.update(fn(sz, out))
+        fig(res, out)
+        print(f"{key}: {time.perf_counter() - t:.0f} s", flush=True)
+    from ..io import write_json
+
+    write_json(out / "results.json", {k: v for k, v in res.items() if not k.startswith("_")})
+    write_table(res, out, args.size, time.perf_counter() - t0)
+    print(f"wrote {out / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()
