@@ -148,15 +148,22 @@ def _draws_from_posterior(posterior):
     return u.reshape(-1, u.shape[-1])
 
 
-def reference_curves(model: Model, n: int = 401, energy_cut: float = 20.0) -> LearnedCurves:
-    """The model's exact reference U_k (``potential.reference``) on a grid, as if it had been learned.
+def reference_curves(model: Model, n: int = 401, energy_cut: float = 20.0,
+                     expression: Optional[str] = None) -> LearnedCurves:
+    """The model's exact reference U_k (``potential.reference``, or ``expression``) on a grid, as if
+    it had been learned (no draws).
 
     The grid spans ``potential.domain`` if given, else the region where U - min U <= energy_cut
     (found on [-50, 50] around the minimum), widened to hold the initial conditions' range.
     """
     from .pipeline import reference_from_model
+    from .potentials import Potential
 
-    ref = reference_from_model(model)
+    if expression is not None:
+        ref = Potential.from_expression(expression, model.require("potential").variables)
+    else:
+        ref = reference_from_model(model)
+        expression = model.potential.reference
     if ref is None:
         raise InputError(f"{model.path or model.name}: potential.reference is needed to use the exact U_k")
     if ref.dim != 1:
@@ -173,7 +180,7 @@ def reference_curves(model: Model, n: int = 401, energy_cut: float = 20.0) -> Le
     lo, hi = min(lo, a), max(hi, b)
     grid = np.linspace(lo, hi, n)
     U = ref.V(grid)
-    return LearnedCurves(grid, U - U.min(), None, None, f"exact reference U_k = {model.potential.reference}")
+    return LearnedCurves(grid, U - U.min(), None, None, f"exact U_k = {expression} (given, not learned)")
 
 
 def _ic_range(sec: SurrogateSection):
@@ -413,9 +420,14 @@ class SurrogateResult:
     curves: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
+        c = self.curves
+        keys = ("t_surrogate", "mean_surrogate", "t_full", "mean_full", "mean_compare", "lags_surrogate",
+                "acf_surrogate", "lags_full", "acf_full", "acf_compare", "density_edges", "density_surrogate",
+                "density_full", "density_compare")
+        curves = {k: np.asarray(c[k], dtype=float).tolist() for k in keys if k in c}
         return {"model": self.model_name, "settings": self.settings, "langevin": self.langevin,
                 "hamiltonian": self.hamiltonian, "compare": self.compare, "timings": self.timings,
-                "warnings": list(self.warnings)}
+                "warnings": list(self.warnings), "curves": curves}
 
     def summary(self) -> dict:
         lg, hm = self.langevin, self.hamiltonian

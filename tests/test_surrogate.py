@@ -171,3 +171,19 @@ def test_surrogate_rejects_bad_input():
         surrogate_model(model_from_dict(raw), "reference")  # no potential.reference
     with pytest.raises(InputError):
         surrogate_model(model_from_dict(raw), "something")
+
+
+@pytest.mark.slow
+def test_paper_size_test1_with_exact_U0():
+    """(4.5) at the paper's size (M = 4000, T = 50, delta = 0.1 vs h = 5e-4) with U_0 = q^2/2 given
+    exactly: the equilibrium law and the Hamiltonian orbits match, and the surrogate is > 50x faster.
+    (Mean path and ACF differ beyond sampling noise: the micro-scales damp the full model more.)"""
+    from pathlib import Path
+
+    from bayescg.config import load_model
+
+    model = load_model(Path(__file__).resolve().parents[1] / "models" / "test1-quadratic.toml")
+    d = surrogate_model(model, "reference").to_dict()
+    assert d["langevin"]["equilibrium_w1"] < 0.03
+    assert d["hamiltonian"]["phase_portrait_error"] < 0.05
+    assert d["langevin"]["speedup"] > 50
