@@ -169,7 +169,7 @@ def _pot48():
 
 
 def test_paper_example_48_modest_budget():
-    res = noise.estimate_noise(_pot48(), 0.05, 0.1, steps=2_000_000, walkers=8, seed=1, bins=40,
+    res = noise.estimate_noise(_pot48(), 0.05, 0.1, steps=4_000_000, walkers=8, seed=1, bins=40,
                                bayesian=False, calibrated_steps=2_000_000)
     Z = res.noise_covariance
     # within 4 se plus the O(delta) bias (~2 % measured at 2e7 steps per design)
