@@ -3,8 +3,9 @@
  * Same loop structure as bayescg's numba kernel (blocks of walkers outer, steps inner; -DLANES=4
  * interleaves 4 walkers as numba's d = 1 loop does, LANES = 1 is the plain scalar loop) and the same
  * arithmetic in the same order; the gradient is generated from the same sympy expression
- * (grad.h, written by bench_integrators.py).  Compile with -ffp-contract=off so that no
- * fused multiply-adds change the rounding (numba does not contract either).
+ * (grad.h, written by bench_integrators.py).  Compile with -ffp-contract=off
+ * -fno-tree-slp-vectorize so that no fused multiply-adds change the rounding (numba never
+ * contracts; gcc 12's SLP vectorizer emits vfmaddsub even under -ffp-contract=off).
  *
  * usage: damped_map W NSTEPS DELTA A E IN OUT
  *   IN: 2*W*DIM doubles (q then p, row-major (W, DIM)); OUT: the same after NSTEPS steps.
