@@ -201,12 +201,19 @@ def test_thread_count_does_not_change_results():
         assert x.beta_hat == y.beta_hat and x.beta_hat_se == y.beta_hat_se
 
 
-def test_interleaved_1d_loop_equals_the_generic_step_bit_for_bit():
-    """simulate()'s d = 1 loop (4 walkers interleaved) against run_trajectories' generic damped step."""
-    pot = catalogue("test1")
+@pytest.mark.parametrize("name, delta, mats", [
+    ("test1", 0.5, {}),
+    ("test4", 0.05, {}),
+    ("test4", 0.05, {"mass": A2, "friction": G2}),
+])
+def test_interleaved_loops_equal_the_generic_step_bit_for_bit(name, delta, mats):
+    """simulate()'s d = 1 and d = 2 damped loops (4 walkers interleaved, matrices in scalars)
+    against run_trajectories' generic damped step, from the same initial states."""
+    pot = catalogue(name)
     W, n = 6, 3000
-    r = simulate(pot, 0.5, 0.1, steps=W * n, walkers=W, seed=12)
-    q0, p0, _ = _initial_state(_walker_seeds(12, W), 1, np.zeros(1), 1.0)
-    t, q, p = run_trajectories(pot, 0.5, n * 0.5, q0, p0, integrator="damped", gamma=0.1, record_every=n * 0.5)
+    r = simulate(pot, delta, 0.1, steps=W * n, walkers=W, seed=12, **mats)
+    q0, p0, _ = _initial_state(_walker_seeds(12, W), pot.dim, np.zeros(pot.dim), 1.0)
+    t, q, p = run_trajectories(pot, delta, n * delta, q0, p0, integrator="damped", gamma=0.1,
+                               record_every=n * delta, **mats)
     assert t.shape == (2,)
     assert np.array_equal(q[-1], r.final_q) and np.array_equal(p[-1], r.final_p)

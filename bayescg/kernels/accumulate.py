@@ -197,6 +197,183 @@ def _block_damped_1d(grad, w0, nl, q, p, a, e, delta, step0, nsteps, acc_start, 
 
 
 @njit
+def _block_damped_2d(grad, w0, nl, q, p, A, E, delta, diag, step0, nsteps, acc_start, minmax_start,
+                     batch_len, hist_lo, hist_inv, nbins, stride, p_tol, q_tol, window,
+                     bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
+                     still, trapped_at, blown_at):
+    """d = 2 damped map (3.2) for walkers w0 .. w0 + nl - 1, interleaved, with A and E (full 2x2
+    or diagonal) in scalars.  The arithmetic is damped_step's, operation for operation (diagonal:
+    q += h A_ii p_i; full: q_i += h (A_i0 p_0 + A_i1 p_1)), so results equal _walker_generic's
+    bit for bit."""
+    B = bp.shape[1]
+    S = samp_q.shape[1]
+    qb = np.empty(2)
+    gb = np.empty(2)
+    h = 0.5 * delta
+    a00 = A[0, 0]
+    a01 = A[0, 1]
+    a10 = A[1, 0]
+    a11 = A[1, 1]
+    e00 = E[0, 0]
+    e01 = E[0, 1]
+    e10 = E[1, 0]
+    e11 = E[1, 1]
+    lo0 = hist_lo[0]
+    lo1 = hist_lo[1]
+    inv0 = hist_inv[0]
+    inv1 = hist_inv[1]
+    x = np.empty(LANES)
+    y = np.empty(LANES)
+    u = np.empty(LANES)
+    v = np.empty(LANES)
+    xo = np.empty(LANES)
+    yo = np.empty(LANES)
+    s0 = np.zeros(LANES)
+    s1 = np.zeros(LANES)
+    s00 = np.zeros(LANES)
+    s01 = np.zeros(LANES)
+    s11 = np.zeros(LANES)
+    cnt = np.zeros(LANES, dtype=np.int64)
+    alive = np.zeros(LANES, dtype=np.bool_)
+    b, bleft, sleft, j = _counters(step0, nsteps, acc_start, batch_len, B, stride)
+    nalive = 0
+    for l in range(nl):
+        w = w0 + l
+        alive[l] = trapped_at[w] < 0 and blown_at[w] < 0
+        nalive += alive[l]
+        x[l] = q[w, 0]
+        y[l] = q[w, 1]
+        u[l] = p[w, 0]
+        v[l] = p[w, 1]
+        cnt[l] = still[w]
+        s0[l] = bp[w, b, 0]
+        s1[l] = bp[w, b, 1]
+        s00[l] = bpp[w, b, 0, 0]
+        s01[l] = bpp[w, b, 0, 1]
+        s11[l] = bpp[w, b, 1, 1]
+    for st in range(step0, step0 + nsteps):
+        if nalive == 0:
+            break
+        for l in range(nl):
+            if not alive[l]:
+                continue
+            xo[l] = x[l]
+            yo[l] = y[l]
+            pu = u[l]
+            pv = v[l]
+            if diag:
+                qb[0] = x[l] + h * a00 * pu
+                qb[1] = y[l] + h * a11 * pv
+            else:
+                qb[0] = x[l] + h * (a00 * pu + a01 * pv)
+                qb[1] = y[l] + h * (a10 * pu + a11 * pv)
+            grad(qb, gb)
+            if diag:
+                pu2 = e00 * pu - delta * gb[0]
+                pv2 = e11 * pv - delta * gb[1]
+                x[l] = qb[0] + h * a00 * pu2
+                y[l] = qb[1] + h * a11 * pv2
+            else:
+                pu2 = (e00 * pu + e01 * pv) - delta * gb[0]
+                pv2 = (e10 * pu + e11 * pv) - delta * gb[1]
+                x[l] = qb[0] + h * (a00 * pu2 + a01 * pv2)
+                y[l] = qb[1] + h * (a10 * pu2 + a11 * pv2)
+            u[l] = pu2
+            v[l] = pv2
+        acc = st >= acc_start
+        sample = False
+        if acc:
+            bleft -= 1
+            sample = S > 0 and sleft == 0
+        for l in range(nl):
+            if not alive[l]:
+                continue
+            w = w0 + l
+            xl = x[l]
+            yl = y[l]
+            ul = u[l]
+            vl = v[l]
+            if not (abs(xl) < np.inf and abs(yl) < np.inf and abs(ul) < np.inf and abs(vl) < np.inf):
+                blown_at[w] = st
+                alive[l] = False
+                nalive -= 1
+                continue
+            if (abs(ul) <= p_tol and abs(vl) <= p_tol and abs(xl - xo[l]) <= q_tol * (1.0 + abs(xl))
+                    and abs(yl - yo[l]) <= q_tol * (1.0 + abs(yl))):
+                cnt[l] += 1
+                if cnt[l] >= window:
+                    trapped_at[w] = st - window + 1
+                    alive[l] = False
+                    nalive -= 1
+                    continue
+            else:
+                cnt[l] = 0
+            if acc:
+                s0[l] += ul
+                s1[l] += vl
+                s00[l] += ul * ul
+                s01[l] += ul * vl
+                s11[l] += vl * vl
+                c0 = (xl - lo0) * inv0
+                c1 = (yl - lo1) * inv1
+                if c0 >= 0.0 and c0 < nbins and c1 >= 0.0 and c1 < nbins:
+                    hist[w, int(c0) * nbins + int(c1)] += 1
+                else:
+                    outside[w] += 1
+                if sample and j < S:
+                    samp_q[w, j, 0] = xl
+                    samp_q[w, j, 1] = yl
+                    samp_p[w, j, 0] = ul
+                    samp_p[w, j, 1] = vl
+                    nstored[w] = j + 1
+            elif st >= minmax_start:
+                if xl < qmin[w, 0]:
+                    qmin[w, 0] = xl
+                if xl > qmax[w, 0]:
+                    qmax[w, 0] = xl
+                if yl < qmin[w, 1]:
+                    qmin[w, 1] = yl
+                if yl > qmax[w, 1]:
+                    qmax[w, 1] = yl
+        if acc:
+            if sample:
+                j += 1
+                sleft = stride
+            if S > 0:
+                sleft -= 1
+            if bleft == 0:
+                for l in range(nl):
+                    _store2(bp, bpp, w0 + l, b, s0[l], s1[l], s00[l], s01[l], s11[l])
+                b += 1
+                for l in range(nl):
+                    w = w0 + l
+                    s0[l] = bp[w, b, 0]
+                    s1[l] = bp[w, b, 1]
+                    s00[l] = bpp[w, b, 0, 0]
+                    s01[l] = bpp[w, b, 0, 1]
+                    s11[l] = bpp[w, b, 1, 1]
+                bleft = batch_len if b < B - 1 else _NEVER
+    for l in range(nl):
+        w = w0 + l
+        _store2(bp, bpp, w, b, s0[l], s1[l], s00[l], s01[l], s11[l])
+        still[w] = cnt[l]
+        q[w, 0] = x[l]
+        q[w, 1] = y[l]
+        p[w, 0] = u[l]
+        p[w, 1] = v[l]
+
+
+@njit
+def _store2(bp, bpp, w, b, s0, s1, s00, s01, s11):
+    bp[w, b, 0] = s0
+    bp[w, b, 1] = s1
+    bpp[w, b, 0, 0] = s00
+    bpp[w, b, 0, 1] = s01
+    bpp[w, b, 1, 0] = s01
+    bpp[w, b, 1, 1] = s11
+
+
+@njit
 def _walker_generic(grad, kind, w, q, p, g, rng, A, E, L, delta, diag, step0, nsteps, acc_start,
                     minmax_start, batch_len, hist_lo, hist_inv, nbins, stride, p_tol, q_tol, window,
                     bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
@@ -317,6 +494,15 @@ def run_chunk(grad, kind, q, p, g, rng, A, E, L, delta, diag,
             w0 = blk * LANES
             _block_damped_1d(grad, w0, min(LANES, W - w0), q, p, A[0, 0], E[0, 0], delta, step0, nsteps,
                              acc_start, minmax_start, batch_len, hist_lo[0], hist_inv[0], nbins, stride,
+                             p_tol, q_tol, window, bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
+                             still, trapped_at, blown_at)
+        return
+    if d == 2 and kind == DAMPED:
+        nblocks = (W + LANES - 1) // LANES
+        for blk in prange(nblocks):
+            w0 = blk * LANES
+            _block_damped_2d(grad, w0, min(LANES, W - w0), q, p, A, E, delta, diag, step0, nsteps,
+                             acc_start, minmax_start, batch_len, hist_lo, hist_inv, nbins, stride,
                              p_tol, q_tol, window, bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
                              still, trapped_at, blown_at)
         return
