@@ -378,7 +378,9 @@ def equilibrium_summary(sim, max_points: int = 5000) -> EquilibriumSummary:
     if beta is None or not np.isfinite(beta):
         beta, beta_se = beta_from_momenta(p, walker)
     pt = _thin(p, walker, stride)
-    if pt.shape[0] < 20:  # strongly correlated: fall back to all points, the p-value is then optimistic
+    if pt.shape[0] < 20:
+        # fewer than 20 independent points: test all stored points; positive correlation makes the test
+        # anti-conservative (p-values too small), which errs towards "not Gaussian / not converged"
         pt = p
     norm = normality_test(pt, max_points=max_points)
     counts = getattr(sim, "hist_counts", None)
