@@ -137,7 +137,7 @@ def _cell_class(column: str, value: Any) -> str:
     if isinstance(value, bool):
         return "good" if value else ""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(float(value)):
-        return "text" if isinstance(value, str) else ""
+        return "text" if isinstance(value, str) and not value.startswith("[") else ""
     v = float(value)
     if "r_hat" in c and v > R_HAT_MAX:
         return "bad"
@@ -541,11 +541,13 @@ class Report:
     def table(self, rows, title: str | None = None):
         self.parts.append(table_html(rows, title))
 
+    @staticmethod
+    def _figure_html(figs: Iterable[tuple[str, Any]]) -> list[str]:
+        return [f'<figure><img alt="{html.escape(caption)}" src="{figure_to_data_uri(fig)}">'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>" for caption, fig in figs]
+
     def figures(self, figs: Iterable[tuple[str, Any]]):
-        out = []
-        for caption, fig in figs:
-            out.append(f'<figure><img alt="{html.escape(caption)}" src="{figure_to_data_uri(fig)}">'
-                       f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        out = self._figure_html(figs)
         if out:
             self.parts.append(f'<div class="figs">{"".join(out)}</div>')
 
@@ -571,6 +573,7 @@ class Report:
                 keys, tables = structured_tables(result.to_dict())
             except Exception:  # noqa: BLE001 - fall back to the plain summary
                 keys, tables = {}, []
+        side = ""  # a dict summary's two-column table goes next to the first figure
         if tables:
             self.cards({k: v for k, v in keys.items() if v is not None})
             for title, rows in tables:
@@ -582,9 +585,10 @@ class Report:
                 self.parts.append(f"<pre>{html.escape(summary)}</pre>")
         elif isinstance(summary, dict) and summary:
             self.cards(key_numbers(summary, key_numbers_n))
-            self.table(summary)
+            side = table_html(summary)
         elif summary:
             self.table(summary)
+        figs = []
         if hasattr(result, "figures"):
             try:
                 with _closing_on_error():
@@ -592,6 +596,9 @@ class Report:
             except Exception as exc:  # noqa: BLE001 - the tables are still worth having
                 self.note(f"figures could not be drawn: {exc.__class__.__name__}: {exc}")
                 figs = []
+        if side:
+            self.parts.append(f'<div class="figs"><div>{side}</div>{"".join(self._figure_html(figs))}</div>')
+        else:
             self.figures(figs)
         if inference_data and hasattr(result, "to_inference_data"):
             try:
