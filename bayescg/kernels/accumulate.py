@@ -485,6 +485,10 @@ def run_chunk(grad, kind, q, p, g, rng, A, E, L, delta, diag,
     Trap detection (DAMPED/HAMILTONIAN): max|p| <= p_tol and max|dq| <= q_tol (1 + |q|) for
     ``window`` consecutive steps marks the walker trapped (trapped_at = first such step); it
     then stops.  A non-finite q or p sets blown_at to the step and stops the walker.
+
+    Paths: the damped map in d = 1 and d = 2 runs blocks of LANES walkers interleaved with
+    scalar state (_block_damped_1d/_2d); everything else runs one walker at a time
+    (_walker_generic).  All paths do the same arithmetic, so they give the same bits.
     """
     W = q.shape[0]
     d = q.shape[1]
