@@ -18,7 +18,7 @@ OUTPUTS = {
     "simulate": ["simulation.json"],
     "learn": ["result.json", "posterior.nc", "report.html"],
     "scales": ["scales.json", "report-scales.html"],
-    "noise": ["noise.json"],
+    "noise": ["noise.json", "report-noise.html"],
     "surrogate": ["surrogate.json"],
     "ising": ["ising.json", "posterior.nc", "report.html"],
 }
@@ -116,7 +116,8 @@ def cmd_noise(args, model=None, out=None):
 
     with _control(args, "noise") as ctl, _executor(args) as ex:
         res = estimate_noise_model(model, executor=ex, control=ctl)
-    _write(out, "noise.json", res, model, "noise")
+    payload = _write(out, "noise.json", res, model, "noise")
+    _report(out, model, "noise", [("Noise covariance and calibration", res)], payload["meta"], name="report-noise.html")
     _say(f"noise: Z = {res.to_dict()['noise_covariance']} -> {out / 'noise.json'}")
     return res
 
@@ -224,7 +225,8 @@ def _report(out: Path, model, command: str, sections, meta, name: str = "report.
     rep = new(command)
     for heading, res in sections:
         summary = res.summary() if hasattr(res, "summary") else None
-        rep.add_result(heading, res, summary)
+        # the noise posterior's Z is what a reader wants, not the LKJ factors it is built from
+        rep.add_result(heading, res, summary, var_names=["Z"] if command == "noise" else None)
         noise = getattr(res, "noise", None)
         if noise is not None and hasattr(noise, "to_inference_data"):
             idata = noise.to_inference_data()

@@ -300,6 +300,17 @@ def structured_tables(d: dict) -> tuple[dict, list]:
     return keys, tables
 
 
+def _plain_summary(d: dict) -> dict:
+    """For results without ``summary()``: the top-level numbers, strings and small matrices of ``to_dict()``."""
+    out = {}
+    for k, v in (d or {}).items():
+        if k in ("warnings", "meta"):
+            continue
+        if isinstance(v, (int, float, bool, str)) or v is None or _is_matrix(v):
+            out[k] = v
+    return out
+
+
 def collect_warnings(result) -> list[str]:
     """A result's warnings: its ``warnings`` attribute and ``to_dict()["warnings"]``, deduplicated; when
     neither mentions the sampler, warnings from its diagnostics (:func:`diagnostic_warnings`)."""
@@ -558,15 +569,21 @@ class Report:
 
     # -- results -----------------------------------------------------------------------------------
     def add_result(self, heading: str, result, summary: dict | list | None = None, key_numbers_n: int = 6,
-                   inference_data: bool = True):
+                   inference_data: bool = True, var_names: list[str] | None = None):
         """A result section: warnings first, key numbers (the ``key_numbers_n`` most important scalars of a
-        dict summary, :func:`key_numbers`) as cards, the summary table, the result's ``figures()``, and the generic ArviZ part
-        from ``to_inference_data()``."""
+        dict summary, :func:`key_numbers`) as cards, the summary table (``summary()``, else the plain numbers
+        of ``to_dict()``), the result's ``figures()``, and the generic ArviZ part from
+        ``to_inference_data()`` (posterior variables ``var_names``, default :func:`select_scalar_variables`)."""
         self.heading(heading)
         for w in collect_warnings(result):
             self.warning(w)
         if summary is None and hasattr(result, "summary"):
             summary = result.summary()
+        if summary is None and hasattr(result, "to_dict"):
+            try:
+                summary = _plain_summary(result.to_dict())
+            except Exception:  # noqa: BLE001
+                summary = None
         keys, tables = {}, []
         if hasattr(result, "to_dict"):
             try:
@@ -606,7 +623,9 @@ class Report:
             except Exception as exc:  # noqa: BLE001 - the rest of the report is still useful
                 self.note(f"no posterior diagnostics: {exc.__class__.__name__}: {exc}")
                 idata = None
-            self.add_inference_data(idata)
+            if idata is not None and var_names is not None:
+                var_names = [v for v in var_names if v in getattr(idata, "posterior", {})] or None
+            self.add_inference_data(idata, var_names=var_names)
 
     def add_inference_data(self, idata, heading: str | None = None, var_names: list[str] | None = None):
         """Posterior summary, rank/trace plots and posterior-predictive checks of any InferenceData."""

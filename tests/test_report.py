@@ -260,3 +260,26 @@ def test_method_comparison_tables_and_diagnostic_warnings():
     assert [r["fine.field"] for r in tables[0][1]] == [0.0, 0.6]
     assert tables[0][1][1]["nuts 94%"] == "[0.8, 0.95]" and keys == {"nuts: max err_mag": 0.02}
     assert R.structured_tables({"rows": []}) == ({}, [])
+
+
+def test_result_without_summary_uses_plain_numbers_of_to_dict(tmp_path):
+    """noise.json-like results have no summary(): the report shows their numbers and small matrices,
+    and only the posterior variables asked for."""
+    import arviz as az
+
+    class NoiseLike:
+        def to_dict(self):
+            return {"beta_hat": 0.98, "noise_covariance": [[0.05, 0.025], [0.025, 0.025]],
+                    "designs": [[[1.0, 0.0], [0.0, 0.5]]] * 3, "posterior": {"mean": 1}, "warnings": []}
+
+        def to_inference_data(self):
+            rng = np.random.default_rng(0)
+            return az.from_dict(posterior={"chol": rng.normal(size=(2, 50, 3)), "Z": rng.normal(size=(2, 50, 2, 2))},
+                                sample_stats={"diverging": np.zeros((2, 50), bool)})
+
+    rep = R.Report("noise")
+    rep.add_result("Noise", NoiseLike(), var_names=["Z", "missing"])
+    text = rep.html()
+    assert "<td>beta_hat</td>" in text and '<table class="mat"><tr><td>0.05</td><td>0.025</td>' in text
+    assert "<td>designs</td>" not in text and "<td>posterior</td>" not in text
+    assert "Z[1, 1]" in text and "chol[0]" not in text
