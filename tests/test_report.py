@@ -280,6 +280,7 @@ def test_result_without_summary_uses_plain_numbers_of_to_dict(tmp_path):
     rep = R.Report("noise")
     rep.add_result("Noise", NoiseLike(), var_names=["Z", "missing"])
     text = rep.html()
-    assert "<td>beta_hat</td>" in text and '<table class="mat"><tr><td>0.05</td><td>0.025</td>' in text
-    assert "<td>designs</td>" not in text and "<td>posterior</td>" not in text
+    assert '<td class="text">beta_hat</td>' in text
+    assert '<table class="mat"><tr><td>0.05</td><td>0.025</td>' in text
+    assert ">designs<" not in text and ">posterior<" not in text
     assert "Z[1, 1]" in text and "chol[0]" not in text
