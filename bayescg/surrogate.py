@@ -669,7 +669,8 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
         timings["posterior_seconds"] = time.perf_counter() - t0
     else:
         lg["posterior"] = None
-        warnings.append("no posterior draws of U_k available: no predictive bands")
+        warnings.append("no posterior draws of U_k available (a result.json dict needs 'posterior_path' to its "
+                        "posterior.nc, or pass posterior=): no predictive bands")
 
     # ---- Hamiltonian (4.1)
     ham = dict(integrator="hamiltonian", gamma=gamma, seed=seed, control=control)
