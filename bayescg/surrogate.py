@@ -372,9 +372,8 @@ def compare_dynamics(t_a, q_a, t_b, q_b, *, eq_fraction: float = 0.5, max_lag_ti
     max_lag_time}.  The ACF (4.4) uses all records from t = 0 (the paper's averages); its error is the
     RMS difference over lags [0, max_lag_time] (default T/2) on a's lag grid.
     """
-    T = min(t_a[-1], t_b[-1])
     if max_lag_time is None:
-        max_lag_time = 0.5 * T
+        max_lag_time = 0.5 * min(t_a[-1], t_b[-1])
     ea = mt.late_samples(t_a, q_a, eq_fraction)
     eb = mt.late_samples(t_b, q_b, eq_fraction)
     w = mt.equilibrium_w1(ea, eb)
@@ -558,7 +557,12 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
     :func:`learned_curves`).  executor is accepted for the command layer's interface; the runs are
     parallel over trajectories inside numba.  Settings come from ``[surrogate]`` (delta, reference_step,
     trajectories M, time T, init, init_q, init_p, compare_expression, posterior_draws,
-    phase_trajectories, equilibrium_fraction) and ``simulation.gamma`` / ``seed``.
+    phase_trajectories, equilibrium_fraction, learn_delta) and ``simulation.gamma`` / ``seed``.
+
+    learn_delta (default simulation.delta) is the damped-map step at which U_k is learned when
+    ``learned`` is None; an in-process LearnResult made at another step is relearned (warning), a
+    result.json dict made at another step is used as given (warning).  Raises InputError for d != 1,
+    SimulationError if a trajectory blows up.
     """
     from .pipeline import potential_from_model
     from .potentials import Potential
