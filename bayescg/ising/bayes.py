@@ -273,7 +273,7 @@ def sample_nuts(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1, 
         compiled = nutpie.compile_pymc_model(model)
         t1 = time.perf_counter()
         idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=int(seed),
-                              progress_bar=progress, cores=cores or min(chains, 2))
+                              progress_bar=progress, cores=cores or min(chains, 2), target_accept=0.9)
         t2 = time.perf_counter()
         idata = _keep_groups(idata)
         return SamplerRun(idata, t2 - t1, t1 - t0, "nutpie")

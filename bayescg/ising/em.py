@@ -473,7 +473,8 @@ class FastLoglik:
         g_c = cm.beta * self.A.T @ (Mq[:, :T].sum(0) - self.N * Mz[0, :T])
         na = Mq[:, T].sum()
         nd = self.N * cm.n_f - na
-        g_cf = na / theta_cf - nd / (1.0 - theta_cf)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g_cf = na / theta_cf - nd / (1.0 - theta_cf)
         ll = float(lq.sum() - self.N * lz[0])
         if not np.isfinite(ll):  # outside the support: samplers reject, optimizers back off
             return -np.inf, np.zeros(cm.K + 1)
