@@ -8,6 +8,7 @@ Integrator codes: ``DAMPED`` (3.2), ``LANGEVIN`` (4.2, BAOAB), ``HAMILTONIAN`` (
 """
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
@@ -45,6 +46,32 @@ _REC_SIG = types.void(GRAD_TYPE, _i8, _M8, _M8, _M8, _Mu, _M8, _M8, _M8, _f8, _b
                       _T8, _T8, _Vi)
 _BARE1_SIG = types.void(GRAD_TYPE, _V8, _V8, _f8, _f8, _f8, _i8)
 _BARE_SIG = types.void(GRAD_TYPE, _M8, _M8, _M8, _M8, _f8, _b1, _i8)
+
+
+class _Lazy:
+    """A driver compiled for its fixed signature on first call (then cached on disk), so that
+    importing bayescg does not compile every driver (~40 s of CPU on a cold cache)."""
+
+    def __init__(self, sig, fn):
+        self.sig = sig
+        self.py_func = fn
+        self.__doc__ = fn.__doc__
+        self.__name__ = fn.__name__
+        self._jit = None
+        self._lock = threading.Lock()
+
+    def compiled(self):
+        if self._jit is None:
+            with self._lock:
+                if self._jit is None:
+                    with warnings.catch_warnings():  # first-class function types are "experimental"
+                        warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
+                        self._jit = njit(self.sig, parallel=True, cache=True)(self.py_func)
+        return self._jit
+
+    def __call__(self, *args):
+        return self.compiled()(*args)
+
 
 
 @njit
@@ -464,8 +491,7 @@ def _walker_generic(grad, kind, w, q, p, g, rng, A, E, L, delta, diag, step0, ns
         g[w, i] = gw[i]
 
 
-@njit(_RUN_SIG, parallel=True, cache=True)
-def run_chunk(grad, kind, q, p, g, rng, A, E, L, delta, diag,
+def _run_chunk(grad, kind, q, p, g, rng, A, E, L, delta, diag,
               step0, nsteps, acc_start, minmax_start,
               batch_len, hist_lo, hist_inv, nbins, stride,
               p_tol, q_tol, window,
@@ -519,6 +545,9 @@ def run_chunk(grad, kind, q, p, g, rng, A, E, L, delta, diag,
                         still, trapped_at, blown_at)
 
 
+run_chunk = _Lazy(_RUN_SIG, _run_chunk)
+
+
 def damped_1d_chunk(grad, q, p, a, e, delta, step0, nsteps, acc_start, minmax_start, batch_len, lo, inv, nbins,
                     stride, p_tol, q_tol, window, bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
                     still, trapped_at, blown_at):
@@ -534,15 +563,16 @@ def damped_1d_chunk(grad, q, p, a, e, delta, step0, nsteps, acc_start, minmax_st
                          still, trapped_at, blown_at)
 
 
-@njit(_INIT_SIG, parallel=True, cache=True)
-def init_grad(grad, q, g):
+def _init_grad(grad, q, g):
     """g[w] = grad U(q[w]) for every walker. q, g: (W, d)."""
     for w in prange(q.shape[0]):
         grad(q[w], g[w])
 
 
-@njit(_REC_SIG, parallel=True, cache=True)
-def record_chunk(grad, kind, q, p, g, rng, A, E, L, h, diag, nrec, every, rec0, out_q, out_p, blown_at):
+init_grad = _Lazy(_INIT_SIG, _init_grad)
+
+
+def _record_chunk(grad, kind, q, p, g, rng, A, E, L, h, diag, nrec, every, rec0, out_q, out_p, blown_at):
     """Advance each trajectory by nrec * every steps, storing state after each ``every`` steps.
 
     q, p, g (M, d); out_q, out_p (n, M, d) are written at rows rec0 + 1 .. rec0 + nrec.
@@ -578,8 +608,10 @@ def record_chunk(grad, kind, q, p, g, rng, A, E, L, h, diag, nrec, every, rec0, 
             g[m, i] = gw[i]
 
 
-@njit(_BARE1_SIG, parallel=True, cache=True)
-def damped_bare_1d(grad, q, p, a, e, delta, nsteps):
+record_chunk = _Lazy(_REC_SIG, _record_chunk)
+
+
+def _damped_bare_1d(grad, q, p, a, e, delta, nsteps):
     """The bare map (3.2) for d = 1, no statistics (the benchmark's kernel): blocks of LANES
     walkers interleaved, as in simulate(). q, p: (W,)."""
     W = q.shape[0]
@@ -606,8 +638,10 @@ def damped_bare_1d(grad, q, p, a, e, delta, nsteps):
             p[w0 + l] = v[l]
 
 
-@njit(_BARE_SIG, parallel=True, cache=True)
-def damped_bare(grad, q, p, A, E, delta, diag, nsteps):
+damped_bare_1d = _Lazy(_BARE1_SIG, _damped_bare_1d)
+
+
+def _damped_bare(grad, q, p, A, E, delta, diag, nsteps):
     """The bare map (3.2) in d dimensions, no statistics (benchmark). q, p: (W, d)."""
     W = q.shape[0]
     d = q.shape[1]
@@ -621,6 +655,9 @@ def damped_bare(grad, q, p, A, E, delta, diag, nsteps):
         for i in range(d):
             q[w, i] = qw[i]
             p[w, i] = pw[i]
+
+
+damped_bare = _Lazy(_BARE_SIG, _damped_bare)
 
 
 _SPECIALIZED: dict = {}
