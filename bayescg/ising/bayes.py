@@ -250,6 +250,7 @@ class SamplerRun:
     seconds: float  # sampling wall time (compilation excluded)
     compile_seconds: float
     backend: str
+    cpu_seconds: float = float("nan")  # process CPU time of sampling (all threads)
 
 
 def sample_nuts(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1, prior_sd=2.0,
@@ -272,20 +273,23 @@ def sample_nuts(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1, 
     if use_nutpie:
         compiled = nutpie.compile_pymc_model(model)
         t1 = time.perf_counter()
+        c1 = time.process_time()
         idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=int(seed),
                               progress_bar=progress, cores=cores or min(chains, 2), target_accept=0.9)
         t2 = time.perf_counter()
+        c2 = time.process_time()
         idata = _keep_groups(idata)
-        return SamplerRun(idata, t2 - t1, t1 - t0, "nutpie")
+        return SamplerRun(idata, t2 - t1, t1 - t0, "nutpie", c2 - c1)
     with model:
         # pm.sample compiles inside; time a first logp+grad evaluation as "compilation"
         model.compile_logp()
         model.compile_dlogp()
         t1 = time.perf_counter()
+        c1 = time.process_time()
         idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=cores or 1, random_seed=int(seed),
                           progressbar=progress, compute_convergence_checks=False, target_accept=0.9)
     t2 = time.perf_counter()
-    return SamplerRun(_keep_groups(idata), t2 - t1, t1 - t0, "pymc")
+    return SamplerRun(_keep_groups(idata), t2 - t1, t1 - t0, "pymc", time.process_time() - c1)
 
 
 def sample_gibbs(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1, prior_sd=2.0,

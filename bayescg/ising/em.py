@@ -283,14 +283,16 @@ def mc_em(cm: CoarseModel, x, *, iterations=200, S_q=50, S_c=200, sweeps=1, seed
 
 
 # --- fast exact log-likelihood and gradient (numba) ------------------------------------------
-@numba.njit(cache=True)
-def _fwd_first_moments(logt2, f2, pred, nb, em, aem, first_bits, w0, w0f, lc, lcf, periodic, L):
+@numba.njit(cache=True, nogil=True)  # nogil: chains sampled in threads can overlap
+def _fwd_first_moments(logt2, f2, pred, nb, em, aem, first_bits, w0, w0f, lc, lcf, periodic, L, ewt, mxt, eem, mxe):
     """Per configuration: log Z of the coarse chain with emissions and the expectations of
     [term sums (T), n_agree] (expectation semiring, first order, linear space with rescaling).
 
     logt2 (2, S): log weight of entering state s' from predecessor pred[d, s']; f2 (2, S, T) its
     term values; em (N, n, 2) emission log-factors; aem (N, n, 2) n_agree per site and spin;
     w0/w0f open-chain first-block weights/terms; lc/lcf periodic closing weights/terms [b, s].
+    ewt = exp(logt2 - mxt) and eem[i, t] = exp(em[i, t] - mxe[i, t]) are precomputed so the
+    inner loop needs no exponentials.
     Returns logZ (N,), M (N, T+1).
     """
     N, n = em.shape[0], em.shape[1]
@@ -342,24 +344,17 @@ def _fwd_first_moments(logt2, f2, pred, nb, em, aem, first_bits, w0, w0f, lc, lc
             for t in range(L, n):
                 if dead:
                     break
-                mx = -np.inf
-                for s2 in range(S):
-                    for d in range(2):
-                        v = logt2[d, s2] + em[i, t, nb[s2]]
-                        if v > mx:
-                            mx = v
-                if mx == -np.inf:
-                    dead = True
-                    break
+                mx = mxt + mxe[i, t]
                 new[:] = 0.0
                 newA[:, :] = 0.0
                 for s2 in range(S):
                     b = nb[s2]
                     fa = aem[i, t, b]
+                    eb = eem[i, t, b]
                     for d in range(2):
                         p = pred[d, s2]
                         ap = alpha[p]
-                        w = np.exp(logt2[d, s2] + em[i, t, b] - mx)
+                        w = ewt[d, s2] * eb
                         new[s2] += ap * w
                         for k in range(T):
                             newA[s2, k] += (A1[p, k] + ap * f2[d, s2, k]) * w
@@ -434,7 +429,14 @@ class FastLoglik:
         tb = st.tables
         self.cm = cm
         self.N = len(x)
-        self.agree = cm.agree_counts(x)
+        agree = cm.agree_counts(x)
+        # identical block-sum patterns have identical likelihoods: evaluate each once
+        flat = agree.reshape(len(x), -1)
+        _, first, inv, mult = np.unique(flat, axis=0, return_index=True, return_inverse=True,
+                                        return_counts=True)
+        self.agree = np.ascontiguousarray(agree[first])
+        self.inverse = inv.reshape(-1)
+        self.mult = mult.astype(float)
         pred, nb = tb["pred"], tb["newbit"]
         self.pred = np.ascontiguousarray(pred.astype(np.int64))
         self.nb = np.ascontiguousarray(nb.astype(np.int64))
@@ -450,9 +452,14 @@ class FastLoglik:
     def _run(self, coef, em, aem):
         c = np.asarray(coef, float)
         logt2 = self.f2 @ c
+        mxt = float(logt2.max())
+        ewt = np.exp(logt2 - mxt)
+        mxe = em.max(axis=2)
+        mxe = np.where(np.isfinite(mxe), mxe, 0.0)  # all -inf: zero weights, the kernel marks it dead
+        eem = np.exp(em - mxe[..., None])
         return _fwd_first_moments(logt2, self.f2, self.pred, self.nb, em, aem, self.first_bits,
                                   self.w0f @ c, self.w0f, self.lcf @ c, self.lcf, self.cm.periodic,
-                                  self.cm.structure.L)
+                                  self.cm.structure.L, ewt, mxt, eem, mxe)
 
     def pointwise(self, theta_c, theta_cf):
         cm = self.cm
@@ -460,7 +467,7 @@ class FastLoglik:
         em = cm.emissions_from_counts(self.agree, theta_cf)
         lq, _ = self._run(coef, em, self.agree)
         lz, _ = self._run(coef, self.zero_em, self.zero_em)
-        return lq - lz[0]
+        return (lq - lz[0])[self.inverse]
 
     def __call__(self, theta_c, theta_cf):
         cm = self.cm
@@ -470,12 +477,13 @@ class FastLoglik:
         lq, Mq = self._run(coef, em, self.agree)
         lz, Mz = self._run(coef, self.zero_em, self.zero_em)
         T = len(coef)
-        g_c = cm.beta * self.A.T @ (Mq[:, :T].sum(0) - self.N * Mz[0, :T])
-        na = Mq[:, T].sum()
+        w = self.mult
+        g_c = cm.beta * self.A.T @ (w @ Mq[:, :T] - self.N * Mz[0, :T])
+        na = w @ Mq[:, T]
         nd = self.N * cm.n_f - na
         with np.errstate(divide="ignore", invalid="ignore"):
             g_cf = na / theta_cf - nd / (1.0 - theta_cf)
-        ll = float(lq.sum() - self.N * lz[0])
+        ll = float(w @ lq - self.N * lz[0])
         if not np.isfinite(ll):  # outside the support: samplers reject, optimizers back off
             return -np.inf, np.zeros(cm.K + 1)
         return ll, np.append(g_c, g_cf)
