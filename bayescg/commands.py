@@ -191,8 +191,6 @@ def cmd_run(args):
 #: (learn, scales, surrogate into one folder) ends with one ``report.html`` holding every stage.
 _RENDERED: dict = {}
 _STAGE_ORDER = ["learn", "scales", "surrogate", "ising", "noise", "simulate"]
-_REPORT_TITLES = {"learn": "effective potential", "scales": "scale scan", "surrogate": "surrogate dynamics",
-                  "ising": "predictive coarse-graining", "noise": "noise covariance"}
 
 
 def _command_line() -> str | None:
@@ -236,7 +234,8 @@ def _report(out: Path, model, command: str, sections, meta, name: str = "report.
     key = str(Path(out).resolve())
     stages = _RENDERED.setdefault(key, {})
     stages[command] = rep
-    if len(stages) > 1:  # several stages in one folder: the combined report.html
+    # several stages in one folder whose report.html this process wrote (learn/ising): rewrite it with all
+    if len(stages) > 1 and ("learn" in stages or "ising" in stages):
         combined = new("run")
         combined.meta = dict(meta, command="run")
         for cmd in sorted(stages, key=lambda c: _STAGE_ORDER.index(c) if c in _STAGE_ORDER else 99):
