@@ -148,6 +148,8 @@ def cmd_surrogate(args, model=None, out=None, learned=None):
     if learned is None and getattr(args, "from_dir", None):
         src = Path(args.from_dir)
         learned = read_json(src / "result.json")
+        if (src / "posterior.nc").exists():  # posterior draws of U_k give the surrogate's predictive bands
+            learned["posterior_path"] = str(src / "posterior.nc")
     with _control(args, "surrogate") as ctl, _executor(args) as ex:
         res = surrogate_model(model, learned=learned, control=ctl, executor=ex, workdir=out)
     payload = _write(out, "surrogate.json", res, model, "surrogate")

@@ -67,3 +67,12 @@ def test_run_control_turns_sigint_into_interrupted():
         with pytest.raises(Interrupted, match="--resume"):
             ctl.tick(2)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_outputs_get_ordinary_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        p = write_json(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (p.stat().st_mode & 0o777) == 0o644
