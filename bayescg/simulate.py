@@ -444,14 +444,42 @@ def _set_range(st, potential, kind, A, E, L, delta, diag, burn, n_per, minmax_st
     st["range_set"] = np.int64(1)
 
 
+#: A walker whose batch-mean kinetic energy falls below this fraction of the ensemble median is frozen.
+COLD_RATIO = 1e-2
+
+
+def _flag_frozen_walkers(st, lens, burn, batch_len):
+    """Mark walkers whose momentum collapsed without meeting the |p| <= P_TOL test as trapped.
+
+    A walker spiralling slowly into a fixed point of the map, or circling a small stable orbit, keeps
+    |p| above P_TOL for a long time while its momentum has collapsed; its positions then pile up in a
+    few histogram bins (seen on Test 1 at delta 0.065 as a spike in the learned U_1). In a warm walker
+    the mean of tr(p p^T) over a whole batch is never a hundredth of the ensemble's median, so that
+    is the test; such a walker is flagged from the first cold batch on.
+    """
+    if lens.min() <= 0 or st["bpp"].shape[0] < 2:
+        return
+    ke = np.trace(st["bpp"], axis1=2, axis2=3) / lens[None, :]       # (walkers, B)
+    live = st["trapped_at"] < 0
+    if live.sum() < 2:
+        return
+    ref = float(np.median(ke[live]))
+    if not ref > 0:
+        return
+    cold = ke < COLD_RATIO * ref
+    for w in np.nonzero(live & cold.any(axis=1))[0]:
+        st["trapped_at"][w] = burn + int(np.argmax(cold[w])) * batch_len
+
+
 def _result(st, potential, integrator, d, delta, gamma, beta, A, G, walkers, seed, burn_in,
             n_per, burn, n_acc, B, batch_len, bins, stride, seconds) -> SimulationResult:
-    trapped = st["trapped_at"] >= 0
-    good = ~trapped
-    ng = int(good.sum())
     steps_done = n_per * walkers
     lens = np.full(B, batch_len, dtype=float)
     lens[-1] = n_acc - batch_len * (B - 1)
+    _flag_frozen_walkers(st, lens, burn, batch_len)
+    trapped = st["trapped_at"] >= 0
+    good = ~trapped
+    ng = int(good.sum())
     nan_dd = np.full((d, d), np.nan)
     if ng == 0:
         mean = np.full(d, np.nan)
