@@ -180,8 +180,8 @@ def gibbs_sweeps(X, terms, coef, em, chain_row, periodic, sweeps, seed):
     """Single-site Gibbs (heat-bath) sweeps of coarse chains under (C1) times emissions.
 
     X (M, n) int8 in/out; terms (T, w) offsets padded with -1; coef (T,); em (R, n, 2) emission
-    log-factors, row chain_row[m] for chain m (R = 1 and zeros for p_c).  Returns the sums of
-    the term statistics and of n_agree-weights are left to the caller; this only moves X.
+    log-factors, row chain_row[m] for chain m (R = 1 and zeros for p_c).  Updates X in place
+    (sequential scan, numpy's legacy seeded stream inside numba) and returns it.
     """
     np.random.seed(seed)
     M, n = X.shape

@@ -313,7 +313,8 @@ NOTES = """
   lose correlation accuracy faster than magnetization accuracy, as on the slides.
 * Section 4: the linear and pair terms are needed (100 is far behind by LOO), longer pair
   ranges and the triplet improve elpd by a few units; Laplace is close to NUTS for the
-  small models (KL < 0.05) and visibly off (KL ~ 0.5-1) for 120-130 and 121, whose
+  small models 100, 010, 110 (KL < 0.05) and visibly off (KL ~ 0.7-1.2, sds 10-30 % too small)
+  for 120, 130, 111 and 121, whose
   posteriors have strongly correlated, skewed coupling directions.
 """
 
