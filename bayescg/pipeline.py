@@ -85,8 +85,8 @@ class LearnResult:
         sim, fit, eq = self.simulation, self.fit, self.equilibrium
         fd = fit.to_dict()
         d = sim.dim
-        if self.noise is not None:
-            nd = self.noise.to_dict()
+        nd = self.noise.to_dict() if self.noise is not None else None
+        if nd is not None:
             noise_cov, friction = nd["noise_covariance"], nd["friction"]
         else:
             # 1D (or uncalibrated): Z = 2 gamma E[p^T A^2 p] / Tr(A) generalises (3.5); with A = I, d = 1:
@@ -112,8 +112,8 @@ class LearnResult:
         out.update({k: v for k, v in fd.items() if k not in out})
         out["seconds"] = self.seconds
         out["warnings"] = list(self.warnings) + list(fd.get("warnings", []))
-        if self.noise is not None:
-            out["noise"] = self.noise.to_dict()
+        if nd is not None:
+            out["noise"] = nd
         if self.gamma_choice is not None:
             out["gamma_choice"] = self.gamma_choice.to_dict()
         return out
@@ -157,11 +157,9 @@ def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool
         kw["mass"] = np.eye(pot.dim)
     gamma_choice = None
     if s.auto_gamma and s.friction is None and noise is None:
-        from .scales import choose_gamma
+        from .scales import auto_gamma
 
-        pilot = {k: kw[k] for k in ("walkers", "seed", "bins", "hist_range") if k in kw}
-        gamma_choice = choose_gamma(pot, s.delta, gamma0=s.gamma, target_beta=s.target_beta, **pilot)
-        kw["gamma"] = gamma_choice.gamma
+        gamma_choice = auto_gamma(pot, s.delta, kw, s.target_beta)
     checkpoint = Path(workdir) / "checkpoint-learn.npz" if workdir is not None else None
     sim = simulate(pot, s.delta, checkpoint=checkpoint, resume=resume and checkpoint is not None
                    and checkpoint.exists(), control=control, **kw)

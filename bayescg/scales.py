@@ -39,9 +39,7 @@ def run_scale_task(task: ScaleTask) -> dict:
     kw = dict(task.sim_kwargs)
     choice = None
     if task.auto_gamma:
-        pilot = {k: kw[k] for k in ("walkers", "seed", "bins", "hist_range") if k in kw}
-        choice = choose_gamma(pot, task.delta, gamma0=kw["gamma"], target_beta=task.target_beta, **pilot)
-        kw["gamma"] = choice.gamma
+        choice = auto_gamma(pot, task.delta, kw, task.target_beta)
     sim = simulate(pot, task.delta, checkpoint=task.checkpoint, resume=task.resume, **kw)
     row = {"delta": task.delta, "gamma": kw["gamma"], "steps": sim.steps, "seconds": sim.seconds,
            "trapped_fraction": sim.trapped_fraction, "gamma_pilots": choice.history if choice else None}
@@ -174,3 +172,15 @@ def choose_gamma(potential, delta: float, *, gamma0: float = 0.1, target_beta: f
         gamma *= target_beta / b
     last = [h for h in history if h["beta_hat"] is not None]
     return GammaChoice(gamma, last[-1]["beta_hat"] if last else float("nan"), history)
+
+
+def auto_gamma(potential, delta: float, sim_kwargs: dict, target_beta: float = 0.6) -> GammaChoice:
+    """:func:`choose_gamma` from the run's own settings, starting at ``sim_kwargs["gamma"]``.
+
+    The pilots use the run's walkers, seed and histogram grid; the chosen friction is written back
+    into ``sim_kwargs["gamma"]`` so the caller's run uses it.
+    """
+    pilot = {k: sim_kwargs[k] for k in ("walkers", "seed", "bins", "hist_range") if k in sim_kwargs}
+    choice = choose_gamma(potential, delta, gamma0=sim_kwargs["gamma"], target_beta=target_beta, **pilot)
+    sim_kwargs["gamma"] = choice.gamma
+    return choice
