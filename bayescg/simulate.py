@@ -51,6 +51,12 @@ class SimulationResult:
     ``beta_hat`` is 1 / var(p) for d = 1 (3.5) and d / tr(cov p) for d >= 2; standard errors
     come from batch means (``BATCHES`` per walker, batches of all walkers treated as
     independent; the mean correction is neglected) and the delta method.
+    ``q_iat_steps_per_dim`` is the integrated autocorrelation time of each coordinate of q in
+    steps, tau_i = sigma_i^2 / var(q_i) with the batch-means estimate sigma_i^2 = sum_b n_b
+    (m_b - mean)^2 / (nb - 1) over the same batches (n_b steps, batch mean m_b; all batches of
+    the non-trapped walkers, about the pooled mean, so walkers stuck in different wells raise
+    it); ``q_iat_steps`` is its maximum over dims (NaN when undefined).  It is biased low
+    unless a batch is much longer than tau (tau << n_acc / BATCHES).
     """
 
     dim: int
@@ -90,6 +96,8 @@ class SimulationResult:
     hist_marginal: bool = False         # True when hist_counts holds per-coordinate marginals
     final_q: np.ndarray | None = None   # (W, d) walker states at the end (all walkers)
     final_p: np.ndarray | None = None   # (W, d)
+    q_iat_steps: float = float("nan")   # integrated autocorrelation time of q in steps, max over dims
+    q_iat_steps_per_dim: np.ndarray | None = None  # (d,)
 
     def to_dict(self) -> dict:
         """JSON-able summary (SPEC simulation.json fields first); omits the raw samples."""
@@ -109,6 +117,9 @@ class SimulationResult:
             "seed": int(self.seed), "burn_in": float(self.burn_in),
             "steps_per_walker": int(self.steps_per_walker), "burn_in_steps": int(self.burn_in_steps),
             "accumulated_steps": int(self.accumulated_steps),
+            "q_iat_steps": _f(self.q_iat_steps),
+            "q_iat_steps_per_dim": (None if self.q_iat_steps_per_dim is None
+                                    else _nan_list(self.q_iat_steps_per_dim)),
             "histogram": {"counts": self.hist_counts.tolist(), "edges": [e.tolist() for e in self.hist_edges],
                           "outside": int(self.hist_outside), "marginal": bool(self.hist_marginal)},
             "samples": int(self.samples_q.shape[0]), "sample_stride": int(self.sample_stride),
@@ -330,12 +341,16 @@ def simulate(potential, delta, gamma=0.1, *, steps, walkers=16, seed=1, mass=Non
         if str(st.get("fingerprint", "")) != fingerprint:
             raise InputError(f"{checkpoint}: checkpoint was written with different settings; "
                              "rerun without --resume (or with the same settings)")
+        if "bq" not in st or "bqq" not in st:
+            raise InputError(f"{checkpoint}: checkpoint of an older bayescg without q batch sums; "
+                             "rerun without --resume")
     if st is None:
         seeds = _walker_seeds(seed, walkers)
         q, p, rng_state = _initial_state(seeds, d, init_mean, init_sd)
         st = dict(
             q=q, p=p, g=np.zeros((walkers, d)), rng=rng_state, done=np.int64(0), seconds=np.float64(0.0),
             bp=np.zeros((walkers, B, d)), bpp=np.zeros((walkers, B, d, d)),
+            bq=np.zeros((walkers, B, d)), bqq=np.zeros((walkers, B, d)),
             hist=np.zeros((walkers, hist_cells), dtype=np.int64), outside=np.zeros(walkers, dtype=np.int64),
             samp_q=np.zeros((walkers, S, d)), samp_p=np.zeros((walkers, S, d)),
             nstored=np.zeros(walkers, dtype=np.int64),
@@ -362,14 +377,14 @@ def simulate(potential, delta, gamma=0.1, *, steps, walkers=16, seed=1, mass=Non
         if spec1 is not None:
             spec1(potential.grad, st["q"], st["p"], A[0, 0], E[0, 0], delta, a, b - a, burn, minmax_start, batch_len,
                   st["hist_lo"][0], bins / (st["hist_hi"][0] - st["hist_lo"][0]), bins, stride, P_TOL, Q_TOL,
-                  TRAP_WINDOW, st["bp"], st["bpp"], st["hist"], st["outside"], st["samp_q"], st["samp_p"],
+                  TRAP_WINDOW, st["bp"], st["bpp"], st["bq"], st["bqq"], st["hist"], st["outside"], st["samp_q"], st["samp_p"],
                   st["nstored"], st["qmin"], st["qmax"], st["still"], st["trapped_at"], st["blown_at"])
             _check_blowup(st)
             return
         K.run_chunk(potential.grad, kind, st["q"], st["p"], st["g"], st["rng"], A, E, L, delta, diag,
                     a, b - a, burn, minmax_start, batch_len, st["hist_lo"],
                     bins / (st["hist_hi"] - st["hist_lo"]), bins, stride, P_TOL, Q_TOL, TRAP_WINDOW,
-                    st["bp"], st["bpp"], st["hist"], st["outside"], st["samp_q"], st["samp_p"], st["nstored"],
+                    st["bp"], st["bpp"], st["bq"], st["bqq"], st["hist"], st["outside"], st["samp_q"], st["samp_p"], st["nstored"],
                     st["qmin"], st["qmax"], st["still"], st["trapped_at"], st["blown_at"])
         _check_blowup(st)
 
@@ -423,7 +438,7 @@ def _set_range(st, potential, kind, A, E, L, delta, diag, burn, n_per, minmax_st
         qmax = np.full((W, d), -np.inf)
         K.run_chunk(potential.grad, kind, cp["q"], cp["p"], cp["g"], cp["rng"], A, E, L, delta, diag,
                     0, n, n + 1, 0, 1, np.zeros(d), np.ones(d), bins, 1, P_TOL, Q_TOL, TRAP_WINDOW,
-                    z(W, 1, d), z(W, 1, d, d), np.zeros((W, 1), dtype=np.int64), np.zeros(W, dtype=np.int64),
+                    z(W, 1, d), z(W, 1, d, d), z(W, 1, d), z(W, 1, d), np.zeros((W, 1), dtype=np.int64), np.zeros(W, dtype=np.int64),
                     z(W, 0, d), z(W, 0, d), np.zeros(W, dtype=np.int64), qmin, qmax,
                     cp["still"], cp["trapped_at"], cp["blown_at"])
         # include the current positions too (the pilot may be short)
@@ -506,6 +521,7 @@ def _result(st, potential, integrator, d, delta, gamma, beta, A, G, walkers, see
         else:
             cov_se = nan_dd.copy()
             beta_se = float("nan")
+    iat = _q_iat(st["bq"][good], st["bqq"][good], lens)
     hist = st["hist"][good].sum(axis=0)
     marginal = d > 2
     hist = hist.reshape((d, bins) if marginal else (bins,) * d)
@@ -531,7 +547,29 @@ def _result(st, potential, integrator, d, delta, gamma, beta, A, G, walkers, see
         trapped=trapped, trapped_fraction=float(trapped.mean()), trapped_at=st["trapped_at"].copy(),
         steps_per_walker=n_per, burn_in_steps=burn, accumulated_steps=ng * n_acc,
         expression=potential.expression, variables=tuple(potential.variables), hist_marginal=marginal,
-        final_q=st["q"].copy(), final_p=st["p"].copy())
+        final_q=st["q"].copy(), final_p=st["p"].copy(),
+        q_iat_steps=float(np.max(iat)) if np.all(np.isfinite(iat)) else float("nan"), q_iat_steps_per_dim=iat)
+
+
+def _q_iat(bq, bqq, lens):
+    """Integrated autocorrelation time of q per dim (d,), in steps, from batch sums.
+
+    bq, bqq: (n, B, d) batch sums of q and q_i^2 of n walkers; lens: (B,) batch lengths.
+    Batch-means estimate (each batch mean m_b of n_b steps has variance ~ sigma^2 / n_b):
+    sigma^2 = sum_{w,b} n_b (m_wb - mean)^2 / (n B - 1), tau = sigma^2 / var(q), with mean and
+    var(q) over all pooled steps.  NaN where fewer than 2 batches or var(q) is not positive.
+    """
+    n, B, d = bq.shape
+    if n * B < 2:
+        return np.full(d, np.nan)
+    N = n * float(lens.sum())
+    mean = bq.sum(axis=(0, 1)) / N
+    var = bqq.sum(axis=(0, 1)) / N - mean * mean
+    m = bq / lens[None, :, None]
+    sigma2 = (lens[None, :, None] * (m - mean) ** 2).sum(axis=(0, 1)) / (n * B - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tau = np.where(var > 0, sigma2 / np.where(var > 0, var, 1.0), np.nan)
+    return tau
 
 
 def simulate_model(model, *, checkpoint=None, resume=False, control=None) -> SimulationResult:

@@ -40,7 +40,7 @@ _Mu = types.uint64[:, ::1]
 
 _RUN_SIG = types.void(GRAD_TYPE, _i8, _M8, _M8, _M8, _Mu, _M8, _M8, _M8, _f8, _b1,
                       _i8, _i8, _i8, _i8, _i8, _V8, _V8, _i8, _i8, _f8, _f8, _i8,
-                      _T8, _Q8, _Mi, _Vi, _T8, _T8, _Vi, _M8, _M8, _Vi, _Vi, _Vi)
+                      _T8, _Q8, _T8, _T8, _Mi, _Vi, _T8, _T8, _Vi, _M8, _M8, _Vi, _Vi, _Vi)
 _INIT_SIG = types.void(GRAD_TYPE, _M8, _M8)
 _REC_SIG = types.void(GRAD_TYPE, _i8, _M8, _M8, _M8, _Mu, _M8, _M8, _M8, _f8, _b1, _i8, _i8, _i8,
                       _T8, _T8, _Vi)
@@ -114,7 +114,7 @@ LANES = 4
 @njit
 def _block_damped_1d(grad, w0, nl, q, p, a, e, delta, step0, nsteps, acc_start, minmax_start,
                      batch_len, lo, inv, nbins, stride, p_tol, q_tol, window,
-                     bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
+                     bp, bpp, bq, bqq, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
                      still, trapped_at, blown_at):
     """d = 1 damped map (3.2) for walkers w0 .. w0 + nl - 1 (nl <= LANES), interleaved step by
     step.  Per walker the arithmetic is exactly damped_step's (same operations in the same order,
@@ -130,6 +130,8 @@ def _block_damped_1d(grad, w0, nl, q, p, a, e, delta, step0, nsteps, acc_start, 
     xo = np.empty(LANES)
     sp = np.zeros(LANES)
     spp = np.zeros(LANES)
+    sq = np.zeros(LANES)
+    sqq = np.zeros(LANES)
     cnt = np.zeros(LANES, dtype=np.int64)
     alive = np.zeros(LANES, dtype=np.bool_)
     # all walkers of a chunk share the step counters, so batch and sample positions are common
@@ -144,6 +146,8 @@ def _block_damped_1d(grad, w0, nl, q, p, a, e, delta, step0, nsteps, acc_start, 
         cnt[l] = still[w]
         sp[l] = bp[w, b, 0]
         spp[l] = bpp[w, b, 0, 0]
+        sq[l] = bq[w, b, 0]
+        sqq[l] = bqq[w, b, 0]
     for st in range(step0, step0 + nsteps):
         if nalive == 0:
             break
@@ -183,6 +187,8 @@ def _block_damped_1d(grad, w0, nl, q, p, a, e, delta, step0, nsteps, acc_start, 
             if acc:
                 sp[l] += vl
                 spp[l] += vl * vl
+                sq[l] += xl
+                sqq[l] += xl * xl
                 y = (xl - lo) * inv
                 if y >= 0.0 and y < nbins:
                     hist[w, int(y)] += 1
@@ -208,16 +214,22 @@ def _block_damped_1d(grad, w0, nl, q, p, a, e, delta, step0, nsteps, acc_start, 
                     w = w0 + l
                     bp[w, b, 0] = sp[l]
                     bpp[w, b, 0, 0] = spp[l]
+                    bq[w, b, 0] = sq[l]
+                    bqq[w, b, 0] = sqq[l]
                 b += 1
                 for l in range(nl):
                     w = w0 + l
                     sp[l] = bp[w, b, 0]
                     spp[l] = bpp[w, b, 0, 0]
+                    sq[l] = bq[w, b, 0]
+                    sqq[l] = bqq[w, b, 0]
                 bleft = batch_len if b < B - 1 else _NEVER
     for l in range(nl):
         w = w0 + l
         bp[w, b, 0] = sp[l]
         bpp[w, b, 0, 0] = spp[l]
+        bq[w, b, 0] = sq[l]
+        bqq[w, b, 0] = sqq[l]
         still[w] = cnt[l]
         q[w, 0] = x[l]
         p[w, 0] = v[l]
@@ -226,7 +238,7 @@ def _block_damped_1d(grad, w0, nl, q, p, a, e, delta, step0, nsteps, acc_start, 
 @njit
 def _block_damped_2d(grad, w0, nl, q, p, A, E, delta, diag, step0, nsteps, acc_start, minmax_start,
                      batch_len, hist_lo, hist_inv, nbins, stride, p_tol, q_tol, window,
-                     bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
+                     bp, bpp, bq, bqq, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
                      still, trapped_at, blown_at):
     """d = 2 damped map (3.2) for walkers w0 .. w0 + nl - 1, interleaved, with A and E (full 2x2
     or diagonal) in scalars.  The arithmetic is damped_step's, operation for operation (diagonal:
@@ -260,6 +272,10 @@ def _block_damped_2d(grad, w0, nl, q, p, A, E, delta, diag, step0, nsteps, acc_s
     s00 = np.zeros(LANES)
     s01 = np.zeros(LANES)
     s11 = np.zeros(LANES)
+    r0 = np.zeros(LANES)
+    r1 = np.zeros(LANES)
+    r00 = np.zeros(LANES)
+    r11 = np.zeros(LANES)
     cnt = np.zeros(LANES, dtype=np.int64)
     alive = np.zeros(LANES, dtype=np.bool_)
     b, bleft, sleft, j = _counters(step0, nsteps, acc_start, batch_len, B, stride)
@@ -278,6 +294,10 @@ def _block_damped_2d(grad, w0, nl, q, p, A, E, delta, diag, step0, nsteps, acc_s
         s00[l] = bpp[w, b, 0, 0]
         s01[l] = bpp[w, b, 0, 1]
         s11[l] = bpp[w, b, 1, 1]
+        r0[l] = bq[w, b, 0]
+        r1[l] = bq[w, b, 1]
+        r00[l] = bqq[w, b, 0]
+        r11[l] = bqq[w, b, 1]
     for st in range(step0, step0 + nsteps):
         if nalive == 0:
             break
@@ -341,6 +361,10 @@ def _block_damped_2d(grad, w0, nl, q, p, A, E, delta, diag, step0, nsteps, acc_s
                 s00[l] += ul * ul
                 s01[l] += ul * vl
                 s11[l] += vl * vl
+                r0[l] += xl
+                r1[l] += yl
+                r00[l] += xl * xl
+                r11[l] += yl * yl
                 c0 = (xl - lo0) * inv0
                 c1 = (yl - lo1) * inv1
                 if c0 >= 0.0 and c0 < nbins and c1 >= 0.0 and c1 < nbins:
@@ -371,6 +395,7 @@ def _block_damped_2d(grad, w0, nl, q, p, A, E, delta, diag, step0, nsteps, acc_s
             if bleft == 0:
                 for l in range(nl):
                     _store2(bp, bpp, w0 + l, b, s0[l], s1[l], s00[l], s01[l], s11[l])
+                    _store2q(bq, bqq, w0 + l, b, r0[l], r1[l], r00[l], r11[l])
                 b += 1
                 for l in range(nl):
                     w = w0 + l
@@ -379,10 +404,15 @@ def _block_damped_2d(grad, w0, nl, q, p, A, E, delta, diag, step0, nsteps, acc_s
                     s00[l] = bpp[w, b, 0, 0]
                     s01[l] = bpp[w, b, 0, 1]
                     s11[l] = bpp[w, b, 1, 1]
+                    r0[l] = bq[w, b, 0]
+                    r1[l] = bq[w, b, 1]
+                    r00[l] = bqq[w, b, 0]
+                    r11[l] = bqq[w, b, 1]
                 bleft = batch_len if b < B - 1 else _NEVER
     for l in range(nl):
         w = w0 + l
         _store2(bp, bpp, w, b, s0[l], s1[l], s00[l], s01[l], s11[l])
+        _store2q(bq, bqq, w, b, r0[l], r1[l], r00[l], r11[l])
         still[w] = cnt[l]
         q[w, 0] = x[l]
         q[w, 1] = y[l]
@@ -401,9 +431,17 @@ def _store2(bp, bpp, w, b, s0, s1, s00, s01, s11):
 
 
 @njit
+def _store2q(bq, bqq, w, b, r0, r1, r00, r11):
+    bq[w, b, 0] = r0
+    bq[w, b, 1] = r1
+    bqq[w, b, 0] = r00
+    bqq[w, b, 1] = r11
+
+
+@njit
 def _walker_generic(grad, kind, w, q, p, g, rng, A, E, L, delta, diag, step0, nsteps, acc_start,
                     minmax_start, batch_len, hist_lo, hist_inv, nbins, stride, p_tol, q_tol, window,
-                    bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
+                    bp, bpp, bq, bqq, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
                     still, trapped_at, blown_at):
     """Any d and integrator, one walker; see run_chunk."""
     d = q.shape[1]
@@ -448,6 +486,8 @@ def _walker_generic(grad, kind, w, q, p, g, rng, A, E, L, delta, diag, step0, ns
                 bp[w, b, i] += pw[i]
                 for k in range(d):
                     bpp[w, b, i, k] += pw[i] * pw[k]
+                bq[w, b, i] += qw[i]
+                bqq[w, b, i] += qw[i] * qw[i]
             bleft -= 1
             if bleft == 0:
                 b += 1
@@ -495,7 +535,7 @@ def _run_chunk(grad, kind, q, p, g, rng, A, E, L, delta, diag,
               step0, nsteps, acc_start, minmax_start,
               batch_len, hist_lo, hist_inv, nbins, stride,
               p_tol, q_tol, window,
-              bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
+              bp, bpp, bq, bqq, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
               still, trapped_at, blown_at):
     """Advance every live walker by ``nsteps`` steps (global per-walker steps step0 ..).
 
@@ -503,6 +543,7 @@ def _run_chunk(grad, kind, q, p, g, rng, A, E, L, delta, diag,
     A, E, L (d, d) (E = expm(-Gamma A delta) for DAMPED, the OU map F for LANGEVIN; L the OU
     Cholesky factor).  Steps s >= acc_start are accumulated with k = s - acc_start:
     bp (W, B, d) and bpp (W, B, d, d) batch sums of p and p p^T (batch min(k // batch_len, B-1));
+    bq, bqq (W, B, d) the same batches' sums of q and of q_i^2 (autocorrelation time of q);
     hist (W, nbins**d) for d <= 2 or (W, d*nbins) per-coordinate marginals for d = 3, counted
     only when every coordinate is inside [lo, lo + nbins/inv), else outside (W,) += 1;
     samples (W, S, d) every ``stride`` steps (nstored (W,)).  Steps minmax_start <= s <
@@ -524,7 +565,7 @@ def _run_chunk(grad, kind, q, p, g, rng, A, E, L, delta, diag,
             w0 = blk * LANES
             _block_damped_1d(grad, w0, min(LANES, W - w0), q, p, A[0, 0], E[0, 0], delta, step0, nsteps,
                              acc_start, minmax_start, batch_len, hist_lo[0], hist_inv[0], nbins, stride,
-                             p_tol, q_tol, window, bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
+                             p_tol, q_tol, window, bp, bpp, bq, bqq, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
                              still, trapped_at, blown_at)
         return
     if d == 2 and kind == DAMPED:
@@ -533,7 +574,7 @@ def _run_chunk(grad, kind, q, p, g, rng, A, E, L, delta, diag,
             w0 = blk * LANES
             _block_damped_2d(grad, w0, min(LANES, W - w0), q, p, A, E, delta, diag, step0, nsteps,
                              acc_start, minmax_start, batch_len, hist_lo, hist_inv, nbins, stride,
-                             p_tol, q_tol, window, bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
+                             p_tol, q_tol, window, bp, bpp, bq, bqq, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
                              still, trapped_at, blown_at)
         return
     for w in prange(W):
@@ -541,7 +582,7 @@ def _run_chunk(grad, kind, q, p, g, rng, A, E, L, delta, diag,
             continue
         _walker_generic(grad, kind, w, q, p, g, rng, A, E, L, delta, diag, step0, nsteps, acc_start,
                         minmax_start, batch_len, hist_lo, hist_inv, nbins, stride, p_tol, q_tol, window,
-                        bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
+                        bp, bpp, bq, bqq, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
                         still, trapped_at, blown_at)
 
 
@@ -549,7 +590,7 @@ run_chunk = _Lazy(_RUN_SIG, _run_chunk)
 
 
 def damped_1d_chunk(grad, q, p, a, e, delta, step0, nsteps, acc_start, minmax_start, batch_len, lo, inv, nbins,
-                    stride, p_tol, q_tol, window, bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
+                    stride, p_tol, q_tol, window, bp, bpp, bq, bqq, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
                     still, trapped_at, blown_at):
     """run_chunk restricted to the d = 1 damped map; pure Python source, compiled by
     :func:`specialized` for one gradient (small, so it compiles in seconds)."""
@@ -559,7 +600,7 @@ def damped_1d_chunk(grad, q, p, a, e, delta, step0, nsteps, acc_start, minmax_st
         w0 = blk * LANES
         _block_damped_1d(grad, w0, min(LANES, W - w0), q, p, a, e, delta, step0, nsteps, acc_start, minmax_start,
                          batch_len, lo, inv, nbins, stride, p_tol, q_tol, window,
-                         bp, bpp, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
+                         bp, bpp, bq, bqq, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
                          still, trapped_at, blown_at)
 
 
