@@ -96,16 +96,26 @@ def pointwise_loglik_graph(cm: CoarseModel, agree, theta_c, theta_cf):
     return forward_logz(cm, coef, em) - forward_logz(cm, coef)[0]
 
 
+_OP_CLASS = None
+
+
 def _loglik_op_class():
+    """The PyTensor Op class of the exact marginal likelihood, created once (lazy import of
+    PyTensor) with a numba implementation registered, so that nutpie's numba-compiled logp and
+    gradient call the kernel directly (nopython, no GIL) instead of an object-mode callback."""
+    global _OP_CLASS
+    if _OP_CLASS is not None:
+        return _OP_CLASS
     from pytensor.gradient import DisconnectedType
     from pytensor.graph.basic import Apply
     from pytensor.graph.op import Op
+    from pytensor.link.numba.dispatch import numba_funcify
 
     pt = _pt()
 
     class MarginalLoglikOp(Op):
         """(theta_c (K,), theta_cf) -> (sum_i log p(x_i | theta), gradient (K+1,)), exact, by the
-        numba forward recursion of :class:`bayescg.ising.em.FastLoglik` (E1)-(E2)."""
+        numba kernel of :class:`bayescg.ising.kernel.FastLoglik` (E1)-(E2)."""
 
         __props__ = ()
 
@@ -139,7 +149,13 @@ def _loglik_op_class():
         def __hash__(self):
             return id(self)
 
-    return MarginalLoglikOp
+    @numba_funcify.register(MarginalLoglikOp)
+    def _numba_marginal_loglik(op, node=None, **kwargs):
+        # the data are compile-time constants of the returned function; no disk cache key (None)
+        return op.fast.numba_function()
+
+    _OP_CLASS = MarginalLoglikOp
+    return _OP_CLASS
 
 
 def marginal_model(cm: CoarseModel, x, prior_sd: float = 2.0, likelihood: str = "op"):
@@ -151,7 +167,7 @@ def marginal_model(cm: CoarseModel, x, prior_sd: float = 2.0, likelihood: str = 
     """
     import pymc as pm
 
-    from .em import FastLoglik
+    from .kernel import FastLoglik
 
     if likelihood not in ("op", "graph"):
         raise InputError(f"likelihood must be 'op' or 'graph', got {likelihood!r}")

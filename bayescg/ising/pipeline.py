@@ -277,7 +277,8 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
                 data_source="") -> IsingResult:
     """Run every method of ``inf.methods`` on data x (S_f, n_f) and predict (see module doc)."""
     from . import bayes
-    from .em import FastLoglik, exact_em, mc_em
+    from .em import exact_em, mc_em
+    from .kernel import FastLoglik
     from .relent import relent_fit
 
     t_all = time.perf_counter()

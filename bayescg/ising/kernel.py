@@ -1,0 +1,353 @@
+"""Fast exact marginal log-likelihood (E1) and gradient (E2) of PCG data: one numba kernel.
+
+This is the inner loop of ``nuts`` (X summed out), ``laplace`` checks and PSIS-LOO, so it is
+written for speed and called without Python in between when sampling (see
+:func:`bayescg.ising.bayes.marginal_model`, which registers it with PyTensor's numba backend):
+
+* **Unique patterns.**  (E1) depends on a configuration x only through its per-block agreement
+  counts a_r = #{s : x_{r,s} = +1} (the number of fine spins that agree with X_r = +1; with
+  X_r = -1 it is l_c - a_r), and is invariant under the symmetries of the coarse chain:
+  rotations r -> r + k (periodic chains) and the reversal r -> n_c - 1 - r (when every term's
+  offset set D equals its mirror image max(D) - D, true for all [abc] models).  Each orbit is
+  evaluated once, with its multiplicity.
+* **Scaled probability space.**  Forward recursion of chain.py (1) with transition weights
+  exp(c . f - max) and emission weights normalized per site (largest of the two = 1), so no
+  entry can grow by more than 2 per step; the messages are rescaled (one log) only when their sum
+  drops below 1e-200.  Per pattern that is one or two logarithms instead of one per step, and no
+  exponential at all: emission weights come from a table over a = 0..l_c.
+* **Gradient by the expectation semiring** (first order): alongside the messages alpha the kernel
+  carries sum over paths of weight x feature, for the T term sums of (C1) and n_agree, giving
+  <T(X)>_q, <n_agree>_q and, with no emissions, <T(X)>_p_c in the same pass (E2).
+
+Shapes: S = 2**L states, F = S first blocks (periodic) or 1 (open), T terms, K = len(theta_c).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .coarse import CoarseModel
+
+RESCALE_BELOW = 1e-200  # message sums below this are renormalized (one log); weights are <= 1
+
+
+def _mirror_symmetric(terms) -> bool:
+    """True if every offset set D equals max(D) - D (the energy is invariant under reversal)."""
+    return all(set(D) == {max(D) - d for d in D} for D in terms)
+
+
+def canonical_patterns(cm: CoarseModel, x):
+    """Agreement counts of x reduced to one representative per symmetry orbit.
+
+    x (S_f, n_f) spins.  Returns ``counts`` (U, n_c) int64 (a_r = number of +1 spins in block r,
+    of the lexicographically smallest image under the chain's symmetries), ``mult`` (U,) float
+    multiplicities and ``inverse`` (S_f,) with counts[inverse[i]] the orbit of x_i.
+    """
+    m = cm.block_sums(x)  # (S_f, n_c), a = (l_c + m) / 2
+    a = ((cm.level + m) // 2).astype(np.int64)
+    n = cm.n_c
+    images = [a]
+    if cm.periodic:
+        images = [np.roll(a, k, axis=1) for k in range(n)]
+    if _mirror_symmetric(cm.structure.terms):
+        images = images + [im[:, ::-1] for im in images]
+    stack = np.stack(images, axis=1)  # (S_f, G, n_c)
+    # lexicographic minimum over the group: encode each image as a number in base l_c + 1
+    # (exact in int64 while (l_c+1)^n_c < 2^63, otherwise compare row-wise)
+    base = cm.level + 1
+    if n * np.log2(base) < 62:
+        code = stack @ (base ** np.arange(n - 1, -1, -1, dtype=np.int64))
+        pick = np.argmin(code, axis=1)
+    else:
+        pick = np.array([min(range(stack.shape[1]), key=lambda g: tuple(s[g])) for s in stack], dtype=np.int64)
+    canon = stack[np.arange(len(a)), pick]
+    uniq, first, inv, mult = np.unique(canon, axis=0, return_index=True, return_inverse=True, return_counts=True)
+    return np.ascontiguousarray(uniq), mult.astype(float), inv.reshape(-1)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _forward(eh, ag, ewt, f2, pred, nb, first_bits, periodic, w0, w0f, wc, lcf, alpha, new, A1, nA, M):
+    """Scaled forward recursion with first-order expectation semiring for one emission pattern.
+
+    eh (n, 2) normalized emission weights of X = -1/+1 (<= 1), ag (n, 2) n_agree feature;
+    ewt (2, S) normalized transition weights into s2 from pred[d, s2], f2 (2, S, T) their term
+    values; open chains: w0 (S,) first-block weights, w0f (S, T) their terms; periodic: wc
+    (S, S) normalized closing weights [b, s], lcf (S, S, T) their terms.  alpha/new (F, S),
+    A1/nA (F, S, T+1) scratch.  Writes <features> to M (T+1,); returns log of the partition sum
+    in units of the normalized weights (caller adds the normalizing offsets); -inf if zero.
+    """
+    n = eh.shape[0]
+    S = ewt.shape[1]
+    T = f2.shape[2]
+    L = first_bits.shape[1]
+    F = alpha.shape[0]
+    alpha[:, :] = 0.0
+    A1[:, :, :] = 0.0
+    logsc = 0.0
+    for fb in range(F):
+        for s in range(S):
+            if periodic and s != fb:
+                continue
+            w = 1.0 if periodic else w0[s]
+            fa = 0.0
+            for t in range(L):
+                bit = first_bits[s, t]
+                w *= eh[t, bit]
+                fa += ag[t, bit]
+            alpha[fb, s] = w
+            if not periodic:
+                for k in range(T):
+                    A1[fb, s, k] = w * w0f[s, k]
+            A1[fb, s, T] = w * fa
+    for t in range(L, n):
+        tot = 0.0
+        for fb in range(F):
+            for s2 in range(S):
+                b = nb[s2]
+                we = eh[t, b]
+                fe = ag[t, b]
+                v = 0.0
+                for k in range(T + 1):
+                    nA[fb, s2, k] = 0.0
+                for d in range(2):
+                    p = pred[d, s2]
+                    w = ewt[d, s2] * we
+                    ap = alpha[fb, p]
+                    v += ap * w
+                    for k in range(T):
+                        nA[fb, s2, k] += (A1[fb, p, k] + ap * f2[d, s2, k]) * w
+                    nA[fb, s2, T] += (A1[fb, p, T] + ap * fe) * w
+                new[fb, s2] = v
+                tot += v
+        if tot == 0.0:
+            return -np.inf
+        if tot < RESCALE_BELOW:
+            inv = 1.0 / tot
+            logsc += np.log(tot)
+            for fb in range(F):
+                for s2 in range(S):
+                    alpha[fb, s2] = new[fb, s2] * inv
+                    for k in range(T + 1):
+                        A1[fb, s2, k] = nA[fb, s2, k] * inv
+        else:
+            for fb in range(F):
+                for s2 in range(S):
+                    alpha[fb, s2] = new[fb, s2]
+                    for k in range(T + 1):
+                        A1[fb, s2, k] = nA[fb, s2, k]
+    Z = 0.0
+    for k in range(T + 1):
+        M[k] = 0.0
+    for fb in range(F):
+        for s in range(S):
+            a = alpha[fb, s]
+            if periodic:
+                w = wc[fb, s]
+                Z += a * w
+                for k in range(T):
+                    M[k] += (A1[fb, s, k] + a * lcf[fb, s, k]) * w
+                M[T] += A1[fb, s, T] * w
+            else:
+                Z += a
+                for k in range(T + 1):
+                    M[k] += A1[fb, s, k]
+    if Z == 0.0:
+        return -np.inf
+    for k in range(T + 1):
+        M[k] /= Z
+    return logsc + np.log(Z)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def loglik_grad(theta_c, theta_cf, A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic,
+                counts, mult, level, n_data, pointwise):
+    """Total log-likelihood sum_i log p(x_i | theta) (E1) and its gradient (E2) (K+1,).
+
+    theta_c (K,), theta_cf scalar; A (T, K), c0 (T,): coef = beta (A theta_c + c0); counts
+    (U, n) agreement counts of the unique patterns, mult (U,) their multiplicities (sum n_data);
+    ``pointwise`` (U,) receives log p of each pattern.  Outside the support (a disagreeing
+    spin at theta_cf = 1) returns (-inf, zeros).
+    """
+    T, K = A.shape
+    S = f2.shape[1]
+    n = counts.shape[1]
+    U = counts.shape[0]
+    F = S if periodic else 1
+    coef = np.empty(T)
+    for j in range(T):
+        v = c0[j]
+        for k in range(K):
+            v += A[j, k] * theta_c[k]
+        coef[j] = beta * v
+    # transition weights, normalized so the largest is 1 (offset mxt per step)
+    lt2 = np.empty((2, S))
+    mxt = -np.inf
+    for d in range(2):
+        for s in range(S):
+            v = 0.0
+            for j in range(T):
+                v += f2[d, s, j] * coef[j]
+            lt2[d, s] = v
+            mxt = max(mxt, v)
+    ewt = np.exp(lt2 - mxt)
+    # first block (open) or closing (periodic) weights, normalized (offset mx0)
+    w0 = np.ones(S)
+    wc = np.ones((S, S))
+    mx0 = 0.0
+    if periodic:
+        lc = np.zeros((S, S))
+        mx0 = -np.inf
+        for b in range(S):
+            for s in range(S):
+                v = 0.0
+                for j in range(T):
+                    v += lcf[b, s, j] * coef[j]
+                lc[b, s] = v
+                mx0 = max(mx0, v)
+        wc = np.exp(lc - mx0)
+    else:
+        l0 = np.zeros(S)
+        mx0 = -np.inf
+        for s in range(S):
+            v = 0.0
+            for j in range(T):
+                v += w0f[s, j] * coef[j]
+            l0[s] = v
+            mx0 = max(mx0, v)
+        w0 = np.exp(l0 - mx0)
+    alpha = np.empty((F, S))
+    new = np.empty((F, S))
+    A1 = np.empty((F, S, T + 1))
+    nA = np.empty((F, S, T + 1))
+    M = np.empty(T + 1)
+    steps = n - first_bits.shape[1]
+    # prior partition function log Z_c and <T(X)>_p_c: no emissions
+    eh = np.ones((n, 2))
+    ag = np.zeros((n, 2))
+    lz = _forward(eh, ag, ewt, f2, pred, nb, first_bits, periodic, w0, w0f, wc, lcf, alpha, new, A1, nA, M)
+    logZc = lz + steps * mxt + mx0
+    grad_coef = np.empty(T)
+    for j in range(T):
+        grad_coef[j] = -n_data * M[j]
+    # emission table over a = n_agree(X = +1) in 0..level, 0 log 0 = 0; normalized per site
+    lth = np.log(theta_cf)
+    l1h = np.log1p(-theta_cf)
+    le = np.empty(level + 1)
+    for a in range(level + 1):
+        v = 0.0
+        if a > 0:
+            v += a * lth
+        if level - a > 0:
+            v += (level - a) * l1h
+        le[a] = v
+    ep = np.empty(level + 1)
+    en = np.empty(level + 1)
+    mxa = np.empty(level + 1)
+    for a in range(level + 1):
+        m = max(le[a], le[level - a])
+        mxa[a] = m
+        if m == -np.inf:
+            ep[a] = 0.0
+            en[a] = 0.0
+        else:
+            ep[a] = np.exp(le[a] - m)
+            en[a] = np.exp(le[level - a] - m)
+    ll = -n_data * logZc
+    n_agree = 0.0
+    for u in range(U):
+        off = steps * mxt + mx0
+        for t in range(n):
+            a = counts[u, t]
+            eh[t, 0] = en[a]
+            eh[t, 1] = ep[a]
+            ag[t, 0] = level - a
+            ag[t, 1] = a
+            off += mxa[a]
+        lq = _forward(eh, ag, ewt, f2, pred, nb, first_bits, periodic, w0, w0f, wc, lcf, alpha, new, A1, nA, M)
+        lp = lq + off - logZc
+        pointwise[u] = lp
+        if lp == -np.inf:
+            return -np.inf, np.zeros(K + 1)
+        w = mult[u]
+        ll += w * (lq + off)
+        for j in range(T):
+            grad_coef[j] += w * M[j]
+        n_agree += w * M[T]
+    grad = np.empty(K + 1)
+    for k in range(K):
+        v = 0.0
+        for j in range(T):
+            v += A[j, k] * grad_coef[j]
+        grad[k] = beta * v
+    n_dis = n_data * level * n - n_agree
+    grad[K] = n_agree / theta_cf
+    if n_dis > 0.0:  # 0 / 0 at theta_cf = 1 when every spin agrees: that term is absent
+        grad[K] -= n_dis / (1.0 - theta_cf)
+    return ll, grad
+
+
+class FastLoglik:
+    """Exact total log-likelihood (E1) and its gradient (E2) for fixed data (numba kernel).
+
+    ``__call__(theta_c (K,), theta_cf) -> (loglik, grad (K+1,))``; :meth:`pointwise` gives
+    (S_f,) log p(x_i | theta); :meth:`numba_function` returns an njit function of
+    (theta_c (K,) array, theta_cf 0-d array) -> (0-d array, (K+1,) array) with the data baked in,
+    for PyTensor's numba backend (no Python call per gradient).
+    """
+
+    def __init__(self, cm: CoarseModel, x):
+        st = cm.structure
+        tb = st.tables
+        self.cm = cm
+        self.N = len(x)
+        self.counts, self.mult, self.inverse = canonical_patterns(cm, x)
+        pred, nb = tb["pred"], tb["newbit"]
+        mono = tb["mono"]  # (T, S, 2)
+        A, c0 = cm.design
+        self.args = (
+            np.ascontiguousarray(A, dtype=float), np.ascontiguousarray(c0, dtype=float), float(cm.beta),
+            np.ascontiguousarray(np.stack([mono[:, pred[d], nb].T for d in (0, 1)])),  # f2 (2, S, T)
+            np.ascontiguousarray(pred.astype(np.int64)), np.ascontiguousarray(nb.astype(np.int64)),
+            np.ascontiguousarray(tb["first_bits"].astype(np.int64)),
+            np.ascontiguousarray(tb["w0"].T),  # w0f (S, T)
+            np.ascontiguousarray(np.moveaxis(tb["closing"], 0, -1)),  # lcf (S, S, T)
+            bool(cm.periodic), self.counts, self.mult, int(cm.level), float(self.N),
+        )
+
+    def _eval(self, theta_c, theta_cf):
+        pw = np.empty(len(self.counts))
+        ll, g = loglik_grad(np.ascontiguousarray(theta_c, dtype=float), float(theta_cf), *self.args, pw)
+        return ll, g, pw
+
+    def pointwise(self, theta_c, theta_cf):
+        """(S_f,) exact log p(x_i | theta_c, theta_cf)."""
+        ll, _, pw = self._eval(theta_c, theta_cf)
+        if ll == -np.inf:  # the kernel stops at the first impossible pattern: finish the rest
+            pw = np.array([self._single(theta_c, theta_cf, u) for u in range(len(self.counts))])
+        return pw[self.inverse]
+
+    def _single(self, theta_c, theta_cf, u):
+        pw = np.empty(1)
+        a = list(self.args)
+        a[-4], a[-3], a[-1] = self.counts[u:u + 1], np.ones(1), 1.0
+        loglik_grad(np.ascontiguousarray(theta_c, dtype=float), float(theta_cf), *a, pw)
+        return pw[0]
+
+    def __call__(self, theta_c, theta_cf):
+        ll, g, _ = self._eval(theta_c, theta_cf)
+        return float(ll), g
+
+    def numba_function(self):
+        """njit (theta_c (K,), theta_cf 0-d) -> (0-d loglik, (K+1,) gradient), data as constants."""
+        (A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic, counts, mult, level, n_data) = self.args
+        U = len(counts)
+        kern = loglik_grad
+
+        @numba.njit(nogil=True, error_model="numpy")
+        def marginal_loglik_grad(theta_c, theta_cf):
+            pw = np.empty(U)
+            ll, g = kern(np.ascontiguousarray(theta_c), theta_cf[()], A, c0, beta, f2, pred, nb, first_bits,
+                         w0f, lcf, periodic, counts, mult, level, n_data, pw)
+            return np.array(ll), g
+
+        return marginal_loglik_grad
