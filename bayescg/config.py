@@ -131,6 +131,7 @@ class SurrogateSection:
     phase_trajectories: int = _f(3, check=positive, doc="Hamiltonian orbits compared in phase space")
     equilibrium_fraction: float = _f(0.5, check=between(0.05, 1.0), doc="last fraction of T used as equilibrium")
     learn_delta: Optional[float] = _f(None, check=positive, doc="step of (3.2) that learns U_k for the surrogate (default simulation.delta)")
+    gamma: Optional[float] = _f(None, check=positive, doc="friction of the compared Langevin runs (4.2) (default simulation.gamma)")
 
 
 # --- pillar 2 ------------------------------------------------------------------------------

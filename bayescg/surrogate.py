@@ -12,7 +12,7 @@ normalized ACF (4.4) (:mod:`bayescg.metrics`), and the wall-clock speedup.
 
 Conventions (all documented in ``settings`` of the result):
 
-* M = I, Gamma = gamma I with the model's scalar ``simulation.gamma``, beta = 1 in both models (the
+* M = I, Gamma = gamma I with the scalar ``surrogate.gamma`` (default ``simulation.gamma``), beta = 1 in both models (the
   paper's (4.2) has sqrt(2 Gamma) dW, i.e. beta = 1).
 * U_k enters (4.2) unscaled.  ``result.json``'s U_k is reported so that the damped map's q-marginal
   is exp(-beta_hat U_k): U_k is in the energy units of V, and beta_hat is the *effective temperature
@@ -557,7 +557,8 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
     :func:`learned_curves`).  executor is accepted for the command layer's interface; the runs are
     parallel over trajectories inside numba.  Settings come from ``[surrogate]`` (delta, reference_step,
     trajectories M, time T, init, init_q, init_p, compare_expression, posterior_draws,
-    phase_trajectories, equilibrium_fraction, learn_delta) and ``simulation.gamma`` / ``seed``.
+    phase_trajectories, equilibrium_fraction, learn_delta, gamma (default ``simulation.gamma``)) and
+    ``simulation.seed``.
 
     learn_delta (default simulation.delta) is the damped-map step at which U_k is learned when
     ``learned`` is None; an in-process LearnResult made at another step is relearned (warning), a
@@ -571,7 +572,8 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
     sec = model.surrogate or SurrogateSection()
     sim = model.require("simulation")
     pot_sec = model.require("potential")
-    gamma = float(sim.gamma)
+    # the learning run's friction sets its temperature; the compared dynamics may use another one
+    gamma = float(sec.gamma if getattr(sec, "gamma", None) else sim.gamma)
     seed = int(sim.seed if seed is None else seed)
     V = potential_from_model(model)
     if V.dim != 1:
@@ -718,7 +720,7 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
 
     settings = {
         "delta": delta, "reference_step": h, "trajectories": M, "time": T, "gamma": gamma, "beta": 1.0,
-        "mass": "identity", "friction": "gamma * I (model's simulation.gamma)",
+        "mass": "identity", "friction": "gamma * I (surrogate.gamma, default simulation.gamma)",
         "init": sec.init, "init_q": list(sec.init_q), "init_p": list(sec.init_p), "seed": seed,
         "U_source": curves.source, "beta_hat": curves.beta_hat, "learn_delta": learn_delta,
         "U_scaling": "none: U_k enters (4.2) at beta = 1 as learned (energy units of V); see bayescg.surrogate",

@@ -187,3 +187,22 @@ def test_paper_size_test1_with_exact_U0():
     assert d["langevin"]["equilibrium_w1"] < 0.03
     assert d["hamiltonian"]["phase_portrait_error"] < 0.05
     assert d["langevin"]["speedup"] > 50
+
+
+def test_surrogate_gamma_overrides_the_learning_friction():
+    """[surrogate] gamma sets the friction of the compared Langevin runs (the learning run's gamma
+    only sets its temperature): the mean path follows q'' + 1.5 q' + q = 0, not the gamma = 0.3 one."""
+    expr = "q**2/2 + 0.01*sin(q/0.01)"
+    raw = {"name": "quad", "potential": {"expression": expr, "reference": "q**2/2"},
+           "simulation": {"delta": 0.5, "gamma": 0.3, "seed": 3},
+           "surrogate": {"delta": 0.1, "reference_step": 5e-3, "trajectories": 400, "time": 8.0,
+                         "posterior_draws": 0, "phase_trajectories": 1, "gamma": 1.5}}
+    model = model_from_dict(raw)
+    g = np.linspace(-5, 5, 101)
+    res = surrogate_model(model, LearnedCurves(g, 0.5 * g ** 2, None, 1.0, "exact q^2/2"))
+    assert res.to_dict()["settings"]["gamma"] == 1.5
+    c = res.curves
+    q0, p0 = initial_conditions(model.surrogate, 400, 1, 3)
+    err = {gm: np.max(np.abs(c["mean_surrogate"] - _mean_path_ode(c["t_surrogate"], gm, q0.mean(), p0.mean())))
+           for gm in (1.5, 0.3)}
+    assert err[1.5] < 5 / math.sqrt(400) < err[0.3], err
