@@ -132,6 +132,7 @@ class SurrogateSection:
     equilibrium_fraction: float = _f(0.5, check=between(0.05, 1.0), doc="last fraction of T used as equilibrium")
     learn_delta: Optional[float] = _f(None, check=positive, doc="step of (3.2) that learns U_k for the surrogate (default simulation.delta)")
     gamma: Optional[float] = _f(None, check=positive, doc="friction of the compared Langevin runs (4.2) (default simulation.gamma)")
+    delta_correction: bool = _f(False, doc="rescale a learned U_k by the finite-delta correction (B2) of bayescg.bias")
 
 
 # --- pillar 2 ------------------------------------------------------------------------------

@@ -581,6 +581,7 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
                          f"the potential has d = {V.dim}")
     warnings: list[str] = []
     timings: dict = {}
+    correction = None
 
     # ---- U_k (learned at surrogate.learn_delta when given, else at simulation.delta)
     t0 = time.perf_counter()
@@ -607,6 +608,8 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
         curves = reference_curves(model)
     else:
         curves = learned_curves(learned, posterior)
+        if getattr(sec, "delta_correction", False):
+            curves, correction = _delta_corrected(curves, learned, float(sim.gamma))
         for w in (getattr(learned, "warnings", None) or (learned.get("warnings") if isinstance(learned, dict) else None) or []):
             warnings.append(f"learn: {w}")
     timings["learn_seconds"] = time.perf_counter() - t0
@@ -723,7 +726,9 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
         "mass": "identity", "friction": "gamma * I (surrogate.gamma, default simulation.gamma)",
         "init": sec.init, "init_q": list(sec.init_q), "init_p": list(sec.init_p), "seed": seed,
         "U_source": curves.source, "beta_hat": curves.beta_hat, "learn_delta": learn_delta,
-        "U_scaling": "none: U_k enters (4.2) at beta = 1 as learned (energy units of V); see bayescg.surrogate",
+        "U_scaling": ("none: U_k enters (4.2) at beta = 1 as learned (energy units of V); see bayescg.surrogate"
+                      if correction is None else "U_k x finite-delta correction factor (bayescg.bias, B2)"),
+        "delta_correction": None if correction is None else correction.to_dict(),
         "grid_range": [lo, hi], "continuation_curvature": [info["kappa_lo"], info["kappa_hi"]],
         "record_every_surrogate": rec_s, "record_every_full": rec_f,
         "equilibrium_fraction": eq_frac, "phase_trajectories": K,
@@ -737,6 +742,29 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
     }
     timings["total_seconds"] = time.perf_counter() - t_start
     return SurrogateResult(model.name, settings, lg, hm, cmp_out, timings, warnings, curves_out)
+
+
+def _delta_corrected(curves: LearnedCurves, learned, default_gamma: float):
+    """curves with U and its draws multiplied by the (B2) factor of bayescg.bias, and the correction.
+
+    The factor uses the learning run's delta and gamma and the learned U's mean curvature under its
+    own sampled law exp(-beta_hat U)."""
+    from .bias import delta_correction
+
+    delta = _learned_delta(learned)
+    if isinstance(learned, dict):
+        gamma = learned.get("gamma")
+    else:
+        gamma = getattr(getattr(learned, "simulation", None), "gamma", None)
+    if delta is None or curves.beta_hat is None:
+        raise InputError("surrogate.delta_correction needs a learn result with delta and beta_hat")
+    gamma = float(default_gamma if gamma is None else gamma)
+    u = curves.U_mean - np.min(curves.U_mean)
+    corr = delta_correction(curves.grid, u, np.exp(-curves.beta_hat * u), delta, gamma)
+    s = corr.factor
+    draws = None if curves.draws is None else curves.draws * s
+    return LearnedCurves(curves.grid, curves.U_mean * s, draws, curves.beta_hat,
+                         f"{curves.source}, x {s:.4f} (finite-delta correction)"), corr
 
 
 def _learned_delta(learned):
