@@ -24,8 +24,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .bayes.effective import (EffectiveBasis, adaptive_whitening, build_effective_potential_model, effective_basis,
-                               f_cells, map_estimate, momenta_likelihood_params)
+from .bayes.effective import (EffectiveBasis, active_probabilities, adaptive_whitening, build_effective_potential_model,
+                               effective_basis, f_cells, map_estimate, momenta_likelihood_params)
 from .errors import InputError
 
 __all__ = ["sample_model", "sampler_diagnostics", "convergence_warnings", "FitResult", "fit_effective_potential", "learned_curvature",
@@ -135,6 +135,8 @@ class FitResult:
     idata: Any = None
     ppc_counts: Any = None
     U_draws: Any = None
+    likelihood: Optional[dict] = None  # likelihood grid (EffectiveBasis.describe())
+    lik_counts: Any = None             # (n_active,) counts of the active likelihood cells
 
     def to_dict(self) -> dict:
         f = lambda a: None if a is None else np.asarray(a, dtype=float).tolist()  # noqa: E731
@@ -150,6 +152,7 @@ class FitResult:
             "n_eff": self.n_eff, "n_eff_factor": self.n_eff_factor,
             "reference_rmse": self.reference_rmse, "reference_coverage": self.reference_coverage,
             "diagnostics": dict(self.diagnostics), "seconds": self.seconds, "warnings": list(self.warnings),
+            "likelihood": self.likelihood,
         }
 
     @property
@@ -169,13 +172,13 @@ class FitResult:
         return spline_potential(self.knots, self.coef_mean, 3, wall)
 
     def to_inference_data(self):
-        """posterior (sampler variables + U on the grid), posterior_predictive (bin counts),
-        observed_data (bin counts), sample_stats (NUTS only)."""
+        """posterior (sampler variables + U on the grid), posterior_predictive and observed_data (counts
+        of the active likelihood cells, the data the likelihood sees), sample_stats (NUTS only)."""
         import arviz as az
         import xarray as xr
 
         idata = self.idata
-        cells = np.asarray(self.counts).ravel()
+        cells = np.asarray(self.lik_counts if self.lik_counts is not None else self.counts).ravel()
         obs = xr.Dataset({"counts": ("cell", cells)})
         if idata is None:
             idata = az.InferenceData()
@@ -267,7 +270,8 @@ def _report_grid(basis: EffectiveBasis, counts):
     """Report points (G, d), their cell indices (G,) into counts.ravel(), restricted to the data region.
 
     1D: cell centres between the 0.05 % and 99.95 % count quantiles.  2D: every k-th cell centre
-    (<= 40 per dimension) whose 3x3 (in coarse cells) neighbourhood holds at least one count.
+    (<= 40 per dimension) whose 3x3 (in coarse cells) neighbourhood holds at least one count and whose
+    likelihood cell is active (U is determined there).
     """
     if basis.dim == 1:
         c = counts
@@ -287,6 +291,7 @@ def _report_grid(basis: EffectiveBasis, counts):
 
     sm = uniform_filter(counts, size=(3 * kx, 3 * ky), mode="constant") * (9 * kx * ky)
     keep = sm[np.ix_(ix, iy)] >= 0.5
+    keep &= basis.active[np.ix_(ix // basis.coarsen[0], iy // basis.coarsen[1])]
     gx, gy = np.meshgrid(ix, iy, indexing="ij")
     gx, gy = gx[keep], gy[keep]
     pts = np.column_stack([basis.centres[0][gx], basis.centres[1][gy]])
@@ -294,12 +299,12 @@ def _report_grid(basis: EffectiveBasis, counts):
 
 
 def _design_at(basis: EffectiveBasis, idx):
-    """Design rows (G, m) at the cells idx (flat indices)."""
+    """Design rows (G, m) at the fine cells idx (flat indices), kept coefficients only."""
     if basis.dim == 1:
-        return basis.Bs[0][idx]
+        return basis.Bs[0][idx][:, basis.keep]
     ny = basis.Bs[1].shape[0]
     bx, by = basis.Bs[0][idx // ny], basis.Bs[1][idx % ny]
-    return (bx[:, :, None] * by[:, None, :]).reshape(len(idx), -1)
+    return (bx[:, :, None] * by[:, None, :]).reshape(len(idx), -1)[:, basis.keep]
 
 
 def _ref_values(reference, pts):
@@ -329,7 +334,8 @@ def _beta_draws(momenta, fixed_beta, n, rng):
 def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draws: int = 1000, tune: int = 1000,
                             chains: int = 4, seed: int = 1, reference=None, mass_fraction: float = 0.98,
                             control=None, beta: Optional[float] = None, min_eff_per_coef: float = 2.0,
-                            max_knots_2d: int = 25) -> FitResult:
+                            max_knots_2d: int = 25, coarsen=None, quad: Optional[int] = None,
+                            trim: Optional[bool] = None) -> FitResult:
     """Fit U_k (3.9) with uncertainty; see the module docstring for bands and RMSE.
 
     sim_or_data: SimulationResult-like (hist_counts, hist_edges, samples_*, beta_hat, beta_hat_se) or a dict
@@ -337,7 +343,10 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     knots: break points per dimension (in 2D at most ``max_knots_2d``, with a warning).  method: "nuts"
     or "map" (MAP + Laplace band: Gaussian in the spline coefficients at the MAP smoothing precision, beta
     from its exact Gamma posterior).  reference: Potential or callable of points (n, d) -> (n,).
-    Raises InputError when the effective sample size is below ``min_eff_per_coef`` per coefficient.
+    coarsen, quad, trim: the likelihood grid (:func:`bayescg.bayes.effective.effective_basis`; defaults:
+    the fine histogram with the midpoint rule in 1D; in 2D cells of about half a knot spacing with 3 x 3
+    Gauss points and the normaliser over the cells with data plus one cell).
+    Raises InputError when the effective sample size is below ``min_eff_per_coef`` per (kept) coefficient.
     """
     t0 = time.perf_counter()
     if method not in ("nuts", "map"):
@@ -354,10 +363,10 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
         kn = max_knots_2d
         warnings.append(f"2D fit uses {max_knots_2d} knots per dimension instead of {knots} "
                         f"({(max_knots_2d + 2) ** 2} tensor coefficients)")
-    basis = effective_basis(edges, kn)
-    m = basis.n_coef
     if counts.sum() <= 0:
         raise InputError("the histogram is empty: no samples inside the histogram range")
+    basis = effective_basis(edges, kn, counts=counts, coarsen=coarsen, quad=quad, trim=trim)
+    m = basis.n_coef
     if n_eff < min_eff_per_coef * m:
         raise InputError(f"only {n_eff:.0f} effective samples for {m} spline coefficients "
                          f"({kn} knots per dimension): use fewer knots or a longer run")
@@ -397,7 +406,7 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     # ---- U on the report grid
     pts, idx = _report_grid(basis, counts)
     X = _design_at(basis, idx)
-    A = bd @ basis.Q.T                       # (S, m) coefficients of f
+    A = bd @ basis.Q.T                       # (S, m) kept coefficients of f
     Ucoef = A / betad[:, None]               # coefficients of U = f / beta
     Ud = Ucoef @ X.T                         # (S, G)
     w = counts.ravel()[idx].astype(float)
@@ -411,6 +420,10 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     Ud = Ud - shift
     coef_mean = coef_mean - shift
     lo, hi = np.quantile(Ud, [0.03, 0.97], axis=0)
+    coef_kept = coef_mean
+    # full coefficient vector for the stored spline: removed coefficients (no data near them) are set to the
+    # largest kept one, so the spline stays high, not at 0, away from the data
+    coef_mean = basis.expand(coef_kept, fill=float(coef_kept.max()))
     bmean, bsd = float(np.mean(betad)), float(np.std(betad, ddof=1)) if len(betad) > 1 else 0.0
     blo, bhi = (float(v) for v in np.quantile(betad, [0.03, 0.97]))
     res = FitResult(dim=d, method=method, grid=pts, U_mean=U_mean, U_lower=lo, U_upper=hi,
@@ -419,7 +432,8 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
                           "beta_hat_se": None if bse is None else float(bse)},
                     knots=basis.knots, coef_mean=coef_mean, n_eff_factor=float(factor), n_eff=float(n_eff),
                     diagnostics=diag, seconds=0.0, warnings=warnings, band=band, counts=counts, edges=edges,
-                    idata=idata, U_draws=Ud)
+                    idata=idata, U_draws=Ud, likelihood=basis.describe(),
+                    lik_counts=basis.active_counts(counts))
     # ---- reference
     cells_mask = _mass_region(counts, mass_fraction).ravel()
     res.mass_region = cells_mask[idx]
@@ -430,7 +444,7 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
         else:
             ny = basis.Bs[1].shape[0]
             cpts = np.column_stack([basis.centres[0][cidx // ny], basis.centres[1][cidx % ny]])
-        um = f_cells(basis, coef_mean).ravel()[cidx]
+        um = f_cells(basis, coef_kept).ravel()[cidx]
         ref = _ref_values(reference, cpts if d > 1 else cpts[:, 0])
         c = float(np.mean(um - ref))
         res.reference_rmse = float(np.sqrt(np.mean((um - ref - c) ** 2)))
@@ -440,15 +454,13 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
         res.reference_grid = rg
         inside = (rg >= lo) & (rg <= hi)
         res.reference_coverage = float(np.mean(inside[res.mass_region])) if res.mass_region.any() else None
-    # ---- posterior predictive of the bin counts (<= 200 draws)
+    # ---- posterior predictive of the counts of the active likelihood cells (<= 200 draws)
     rng = np.random.default_rng(seed + 7)
     sel = rng.choice(A.shape[0], size=min(200, A.shape[0]), replace=False)
     ntot = int(round(counts.sum()))
-    ppc = np.empty((len(sel), counts.size), dtype=np.int64)
+    ppc = np.empty((len(sel), int(basis.active.sum())), dtype=np.int64)
     for r, s in enumerate(sel):
-        eta = -f_cells(basis, A[s]).ravel() + basis.log_volume.ravel()
-        p = np.exp(eta - eta.max())
-        ppc[r] = rng.multinomial(ntot, p / p.sum())
+        ppc[r] = rng.multinomial(ntot, active_probabilities(basis, A[s]))
     res.ppc_counts = ppc
     if idata is not None:
         import xarray as xr

@@ -1,21 +1,34 @@
 """PyMC model of the effective potential U_k from a histogram of q and the momenta (3.5), (3.6), (3.9).
 
-Law (3.9) with the correct sign: log pi(q) = -log Z - beta U_k(q).  For histogram cells j with centres
-x_j and volumes w_j inside the histogram box, the probability of cell j given that q is in the box is
+Law (3.9) with the correct sign: log pi(q) = -log Z - beta U_k(q), f = beta U_k.
 
-    pi_j = exp(eta_j) / sum_i exp(eta_i),   eta_j = -f(x_j) + log w_j,   f = beta U_k,
+Likelihood grid.  The fine histogram (bins,)*d is aggregated into likelihood cells J of ``coarsen`` fine
+bins per dimension (unions of fine cells, so the aggregated counts are exact), and the probability mass of
+each cell is integrated with a ``quad``-point Gauss-Legendre rule per dimension,
 
-(midpoint rule; the log-sum-exp is the log normaliser over the grid).  The counts are multinomial
-given their total (equivalently Poisson with the total profiled out).
+    L_J = log sum_{k in J} w_k exp(-f(x_k)),    pi_J = exp(L_J) / sum_{I in R} exp(L_I),
 
-Parameterisation.  f = beta U is written on a clamped cubic B-spline basis (tensor product in 2D),
-f(x) = B(x) a.  The data determine f, the momenta determine beta, and U = f / beta, so the beta
-uncertainty reaches U.  The likelihood does not see constants (B has rows summing to one), so the
-coefficients are a = Q b with Q an orthonormal basis of the sum-to-zero subspace: the constant is fixed
-exactly and b is identified.  Smoothness: P-spline random-walk prior of second order,
-log p(b | tau) = (r/2) log tau - (tau/2) b^T Q^T P Q b (r = rank), with sigma_rw = tau^-1/2 ~ HalfNormal(1)
-(f is in units of kT, so second differences of coefficients are O(knot spacing^2)); a weak ridge N(0, 100^2)
-on b makes the prior proper in the penalty's null space (linear trends), which the data identify.
+where R is the set of *active* cells.  coarsen = quad = 1 is the midpoint rule on the fine histogram.
+The counts in R are multinomial given their total (equivalently Poisson with the total profiled out).
+
+Active region (the normaliser).  The multinomial above is the exact law of the counts *conditional on q
+lying in R* (i.i.d. samples: the counts in R given their total are multinomial with the renormalised cell
+masses).  With ``trim`` (the 2D default) R is the set of cells holding data, dilated by ``margin`` cells;
+every count lies in R, so no datum is dropped, and the only information given up is "no sample fell
+outside R", which bounds f from below outside R, where U is not reported.  Spline coefficients whose
+support misses R do not enter this likelihood; they are removed (the model and the P-spline penalty are
+built on the kept coefficients; penalty rows are the difference rows whose coefficients are all kept).
+Without trim R is the whole histogram box and every coefficient is kept.  Trimming removes the
+prior-only coefficients of the empty parts of the box (e.g. around the three Mueller-Brown wells), whose
+one-sided posteriors made NUTS slow; coarsening makes each gradient cheap.
+
+Parameterisation.  f = B(x) a on a clamped cubic B-spline basis (tensor product in 2D).  The data
+determine f, the momenta determine beta, and U = f / beta, so the beta uncertainty reaches U.  On R the
+kept basis functions sum to one, so the likelihood does not see constants: a = Q b with Q an orthonormal
+basis of the sum-to-zero subspace fixes the constant exactly and b is identified.  Smoothness: P-spline
+random-walk prior of second order, log p(b | tau) = (r/2) log tau - (tau/2) b^T Q^T P Q b (r = rank),
+with sigma_rw = tau^-1/2 ~ HalfNormal(1) (f is in units of kT); a weak ridge N(0, 100^2) on b makes the
+prior proper in the penalty's null space (linear trends), which the data identify.
 
 Temperature.  With momenta p ~ N(0, I / beta), d components and n independent samples the likelihood of
 beta is beta^{nd/2} exp(-beta S/2), S = sum |p|^2.  We use the effective count nu = n d implied by the
@@ -40,11 +53,15 @@ from ..errors import InputError
 
 @dataclasses.dataclass
 class EffectiveBasis:
-    """Spline basis over the histogram cells.
+    """Spline basis, likelihood grid and active region over a histogram box.
 
-    knots: list of d knot vectors; Bs: list of d design matrices (bins_i, m_i) at cell centres;
-    Q: (m, m - 1) orthonormal sum-to-zero basis; P: (m, m) difference penalty; centres: list of d
-    arrays of cell centres; log_volume: (bins,)*d log cell volumes.
+    knots: list of d clamped knot vectors; Bs: list of d design matrices (bins_i, m_i) at the fine cell
+    centres (all coefficients); centres: fine cell centres; log_volume: (bins,)*d log fine-cell volumes.
+    Likelihood grid: coarsen (d,) fine bins per likelihood cell; quad: Gauss points per cell and dimension;
+    lik_edges: d arrays of likelihood-cell edges; node_B: d arrays (cells_i * quad, m_i) of the basis at
+    the Gauss nodes; node_logw: d arrays (cells_i * quad,) of log quadrature weights (length units);
+    active: (cells,)*d bool, the region R.  keep: (m_full,) bool, coefficients kept (flat a * my + b);
+    Q: (m, m - 1) orthonormal sum-to-zero basis and P: (m, m) difference penalty on the m kept ones.
     """
 
     knots: list
@@ -54,6 +71,13 @@ class EffectiveBasis:
     P: np.ndarray
     centres: list
     log_volume: np.ndarray
+    coarsen: tuple = (1,)
+    quad: int = 1
+    lik_edges: list = None
+    node_B: list = None
+    node_logw: list = None
+    active: np.ndarray = None
+    keep: np.ndarray = None
 
     @property
     def dim(self) -> int:
@@ -61,16 +85,56 @@ class EffectiveBasis:
 
     @property
     def n_coef(self) -> int:
+        """Number of kept coefficients m."""
         return self.Q.shape[0]
 
+    @property
+    def shape(self) -> tuple:
+        """Full coefficient shape (m_1, ..., m_d)."""
+        return tuple(b.shape[1] for b in self.Bs)
+
+    @property
+    def lik_shape(self) -> tuple:
+        return tuple(len(e) - 1 for e in self.lik_edges)
+
     def coefficients(self, b) -> np.ndarray:
-        """a = Q b; b: (..., m - 1) -> (..., m)."""
+        """Kept coefficients a = Q b; b: (..., m - 1) -> (..., m)."""
         return np.asarray(b) @ self.Q.T
 
+    def expand(self, a, fill: float = 0.0) -> np.ndarray:
+        """Kept coefficients (..., m) -> full (..., m_full); removed ones set to ``fill`` (they do not
+        affect f on the active region)."""
+        a = np.asarray(a, dtype=float)
+        out = np.full(a.shape[:-1] + (self.keep.size,), fill, dtype=float)
+        out[..., self.keep] = a
+        return out
+
     def evaluate(self, a, points) -> np.ndarray:
-        """f(points) for coefficients a (..., m); points (n,) or (n, d) -> (..., n)."""
+        """f(points) for kept coefficients a (..., m); points (n,) or (n, d) -> (..., n)."""
         x = splines.design_matrix(np.asarray(points, dtype=float), self.knots, self.degree)
-        return np.asarray(a) @ x.T
+        return self.expand(a) @ x.T
+
+    def aggregate(self, counts) -> np.ndarray:
+        """Fine counts (bins,)*d -> likelihood-cell counts (cells,)*d (exact sums)."""
+        c = np.asarray(counts, dtype=float)
+        shp = []
+        for n, r in zip(self.lik_shape, self.coarsen):
+            shp += [n, r]
+        return c.reshape(shp).sum(axis=tuple(range(1, 2 * self.dim, 2)))
+
+    def active_counts(self, counts) -> np.ndarray:
+        """Counts of the active likelihood cells, flat (n_active,)."""
+        return self.aggregate(counts)[self.active]
+
+    def describe(self) -> dict:
+        """JSON-able description of the likelihood grid (for result.json)."""
+        return {"cells_per_dim": list(self.lik_shape), "fine_bins_per_cell": list(self.coarsen),
+                "gauss_points_per_dim": int(self.quad), "active_cells": int(self.active.sum()),
+                "cells": int(self.active.size), "coefficients_kept": int(self.n_coef),
+                "coefficients_full": int(self.keep.size),
+                "normaliser": ("multinomial over all cells of the histogram box" if self.active.all() else
+                               "multinomial over the active cells (cells with data dilated by one cell), i.e. the "
+                               "exact law of the counts given q in that region; every count lies in it")}
 
 
 def _sum_to_zero_basis(m: int) -> np.ndarray:
@@ -79,8 +143,55 @@ def _sum_to_zero_basis(m: int) -> np.ndarray:
     return q[:, 1:m]
 
 
-def effective_basis(edges, knots, degree: int = 3, order: int = 2) -> EffectiveBasis:
-    """Basis over the histogram box given by ``edges`` (list of d edge arrays); knots: int or list per dim."""
+def _divisor_at_most(n: int, r: float) -> int:
+    """Largest divisor of n that is <= r (at least 1)."""
+    best = 1
+    for k in range(1, n + 1):
+        if k > r:
+            break
+        if n % k == 0:
+            best = k
+    return best
+
+
+def _support_on_cells(t, k, edges) -> np.ndarray:
+    """(cells, m) bool: basis function j is non-zero somewhere inside cell [e_i, e_{i+1}]."""
+    m = len(t) - k - 1
+    lo, hi = t[:m], t[k + 1: k + 1 + m]
+    return (lo[None, :] < edges[1:, None]) & (hi[None, :] > edges[:-1, None])
+
+
+def _kept_penalty(shape, keep, order) -> np.ndarray:
+    """Difference penalty D^T D on the kept coefficients, D = the difference rows (along each dimension)
+    whose coefficients are all kept.  Without removal it equals the usual (tensor) P-spline penalty."""
+    rows = []
+    if len(shape) == 1:
+        D = np.diff(np.eye(shape[0]), n=order, axis=0)
+        rows.append(D)
+    else:
+        mx, my = shape
+        rows.append(np.kron(np.diff(np.eye(mx), n=order, axis=0), np.eye(my)))
+        rows.append(np.kron(np.eye(mx), np.diff(np.eye(my), n=order, axis=0)))
+    D = np.vstack(rows)
+    used = np.abs(D) > 0
+    ok = ~np.any(used & ~keep[None, :], axis=1)
+    Dk = D[ok][:, keep]
+    return Dk.T @ Dk
+
+
+def effective_basis(edges, knots, degree: int = 3, order: int = 2, *, counts=None, coarsen=None, quad=None,
+                    trim=None, margin: int = 1) -> EffectiveBasis:
+    """Basis and likelihood grid over the histogram box given by ``edges`` (list of d edge arrays).
+
+    knots: int or list per dimension.  coarsen: fine bins per likelihood cell (int or per dimension; it
+    must divide the bin count); default 1 in 1D and, in 2D, the largest divisor of the bin count that
+    gives cells of at most half the knot spacing.  quad: Gauss points per cell and dimension (default 1
+    when coarsen is 1 everywhere, else 3).  trim (default: d == 2, needs ``counts``): restrict the
+    normaliser to the cells with data dilated by ``margin`` cells and drop the coefficients that do not
+    reach them (see the module docstring).
+    """
+    from scipy import ndimage
+
     edges = [np.asarray(e, dtype=float) for e in edges]
     d = len(edges)
     if d not in (1, 2):
@@ -92,14 +203,64 @@ def effective_basis(edges, knots, degree: int = 3, order: int = 2) -> EffectiveB
     centres = [0.5 * (e[1:] + e[:-1]) for e in edges]
     Bs = [splines.design_matrix_1d(c, t, degree) for c, t in zip(centres, tvec)]
     ms = [b.shape[1] for b in Bs]
+    nb = [len(e) - 1 for e in edges]
+    if coarsen is None:
+        if d == 1:
+            coarsen = [1]
+        else:
+            coarsen = [_divisor_at_most(n, 0.5 * (e[-1] - e[0]) / (k - 1) / np.diff(e).max())
+                       for n, e, k in zip(nb, edges, kn)]
+    elif np.isscalar(coarsen):
+        coarsen = [int(coarsen)] * d
+    coarsen = [int(r) for r in coarsen]
+    for n, r in zip(nb, coarsen):
+        if r < 1 or n % r:
+            raise InputError(f"coarsen = {r} must be a positive divisor of the bin count {n}")
+    if quad is None:
+        quad = 1 if all(r == 1 for r in coarsen) else 3
+    quad = int(quad)
+    if quad < 1:
+        raise InputError(f"quad must be at least 1, got {quad}")
+    lik_edges = [e[::r] for e, r in zip(edges, coarsen)]
+    gx, gw = np.polynomial.legendre.leggauss(quad)
+    node_B, node_logw = [], []
+    for e, t in zip(lik_edges, tvec):
+        mid, half = 0.5 * (e[1:] + e[:-1]), 0.5 * np.diff(e)
+        nodes = (mid[:, None] + half[:, None] * gx[None, :]).ravel()
+        node_B.append(splines.design_matrix_1d(nodes, t, degree))
+        node_logw.append(np.log((half[:, None] * gw[None, :]).ravel()))
+    lshape = tuple(len(e) - 1 for e in lik_edges)
+    if trim is None:
+        trim = d == 2 and counts is not None
+    if trim:
+        if counts is None:
+            raise InputError("trim needs the counts")
+        c = np.asarray(counts, dtype=float)
+        shp = []
+        for n, r in zip(lshape, coarsen):
+            shp += [n, r]
+        agg = c.reshape(shp).sum(axis=tuple(range(1, 2 * d, 2)))
+        active = agg > 0
+        if margin > 0:
+            active = ndimage.binary_dilation(active, structure=np.ones((3,) * d, bool), iterations=int(margin))
+    else:
+        active = np.ones(lshape, dtype=bool)
+    sup = [_support_on_cells(t, degree, e) for t, e in zip(tvec, lik_edges)]
     if d == 1:
-        P = splines.difference_penalty(ms[0], order)
+        keep = (active[:, None] & sup[0]).any(axis=0)
+    else:
+        keep = (sup[0].T.astype(float) @ active.astype(float) @ sup[1].astype(float) > 0).ravel()
+    if keep.sum() < 3:
+        raise InputError("fewer than 3 spline coefficients reach the cells with data: use more knots")
+    P = _kept_penalty(tuple(ms), keep, order)
+    if d == 1:
         logv = np.log(np.diff(edges[0]))
     else:
-        P = splines.tensor_penalty(ms[0], ms[1], order)
         logv = np.log(np.diff(edges[0]))[:, None] + np.log(np.diff(edges[1]))[None, :]
-    Q = _sum_to_zero_basis(int(np.prod(ms)))
-    return EffectiveBasis(knots=tvec, degree=degree, Bs=Bs, Q=Q, P=P, centres=centres, log_volume=logv)
+    Q = _sum_to_zero_basis(int(keep.sum()))
+    return EffectiveBasis(knots=tvec, degree=degree, Bs=Bs, Q=Q, P=P, centres=centres, log_volume=logv,
+                          coarsen=tuple(coarsen), quad=quad, lik_edges=lik_edges, node_B=node_B,
+                          node_logw=node_logw, active=active, keep=keep)
 
 
 def momenta_likelihood_params(beta_hat: float, beta_hat_se: float) -> tuple[float, float]:
@@ -130,17 +291,23 @@ def build_effective_potential_model(counts, edges, *, knots=40, momenta_stats=No
     import pytensor.tensor as pt
 
     counts = np.asarray(counts, dtype=float)
-    if basis is None:
-        basis = effective_basis(edges, knots, degree)
-    if counts.shape != basis.log_volume.shape:
-        raise InputError(f"counts have shape {counts.shape}, edges imply {basis.log_volume.shape}")
     if np.any(counts < 0) or not np.all(np.isfinite(counts)) or counts.sum() <= 0:
         raise InputError("histogram counts must be finite, non-negative and not all zero")
+    if basis is None:
+        basis = effective_basis(edges, knots, degree, counts=counts)
+    if counts.shape != basis.log_volume.shape:
+        raise InputError(f"counts have shape {counts.shape}, edges imply {basis.log_volume.shape}")
     if not 0 < n_eff_factor <= 1:
         raise InputError(f"n_eff_factor must be in (0, 1], got {n_eff_factor}")
+    c_act = basis.active_counts(counts)
+    if c_act.sum() < counts.sum():
+        raise InputError("some counts lie outside the active region of the likelihood grid")
     m = basis.n_coef
     P_b = basis.Q.T @ basis.P @ basis.Q
     rank = penalty_rank(P_b)
+    keep_idx = np.flatnonzero(basis.keep)
+    act_idx = np.flatnonzero(basis.active.ravel())
+    g = basis.quad
     with pm.Model() as model:
         sigma_rw = pm.HalfNormal("sigma_rw", sigma_rw_scale)
         if whitening is None:
@@ -159,14 +326,22 @@ def build_effective_potential_model(counts, edges, *, knots=40, momenta_stats=No
         tau = 1.0 / sigma_rw ** 2
         pm.Potential("smoothness", 0.5 * rank * pt.log(tau) - 0.5 * tau * pt.dot(b, pt.dot(P_b, b)))
         a = pt.dot(basis.Q, b)
+        af = a if len(keep_idx) == basis.keep.size else pt.set_subtensor(pt.zeros(basis.keep.size)[keep_idx], a)
+        # f at the Gauss nodes, log cell masses L_J = log sum_k w_k exp(-f(x_k)) (module docstring)
         if basis.dim == 1:
-            f = pt.dot(basis.Bs[0], a)
+            eta = -pt.dot(basis.node_B[0], af) + basis.node_logw[0]
+            L = eta if g == 1 else pt.logsumexp(eta.reshape((basis.lik_shape[0], g)), axis=1)
         else:
-            C = a.reshape((basis.Bs[0].shape[1], basis.Bs[1].shape[1]))
-            f = pt.dot(pt.dot(basis.Bs[0], C), basis.Bs[1].T)
-        eta = -f + basis.log_volume
-        logpi = eta - pt.logsumexp(eta)
-        pm.Potential("histogram", n_eff_factor * pt.sum(counts * logpi))
+            C = af.reshape(basis.shape)
+            eta = (-pt.dot(pt.dot(basis.node_B[0], C), basis.node_B[1].T)
+                   + basis.node_logw[0][:, None] + basis.node_logw[1][None, :])
+            if g > 1:
+                nx, ny = basis.lik_shape
+                eta = pt.logsumexp(eta.reshape((nx, g, ny, g)), axis=(1, 3))
+            L = eta
+        La = L.ravel()[act_idx]
+        logpi = La - pt.logsumexp(La)
+        pm.Potential("histogram", n_eff_factor * pt.sum(c_act * logpi))
         if momenta_stats is not None:
             nu, S = momenta_likelihood_params(float(momenta_stats["beta_hat"]), float(momenta_stats["beta_hat_se"]))
             beta_rv = pm.Gamma("beta", alpha=1.0, beta=1e-3)
@@ -209,67 +384,137 @@ def penalty_rank(P_b) -> int:
 
 
 def f_cells(basis: EffectiveBasis, a) -> np.ndarray:
-    """f = B a on all histogram cells, a (m,) -> (bins,)*d (separable product in 2D)."""
+    """f = B a on all fine histogram cells (centres), kept coefficients a (m,) -> (bins,)*d.
+
+    Meaningful on the active region only (removed coefficients are taken as 0)."""
+    af = basis.expand(a)
     if basis.dim == 1:
-        return basis.Bs[0] @ a
-    C = a.reshape(basis.Bs[0].shape[1], basis.Bs[1].shape[1])
-    return basis.Bs[0] @ C @ basis.Bs[1].T
+        return basis.Bs[0] @ af
+    return basis.Bs[0] @ af.reshape(basis.shape) @ basis.Bs[1].T
 
 
-def _xt(basis, v):
-    """X^T v for a cell array v (bins,)*d -> (m,)."""
+def cell_log_mass(basis: EffectiveBasis, a, *, weights: bool = False):
+    """L_J = log sum_{k in J} w_k exp(-f(x_k)) on all likelihood cells, kept coefficients a (m,).
+
+    Returns L (cells,)*d and, with ``weights``, the within-cell node weights r_k = w_k exp(-f_k - L_J)
+    shaped (cells, quad) in 1D or (cells_x, quad, cells_y, quad) in 2D.
+    """
+    af = basis.expand(a)
+    g = basis.quad
     if basis.dim == 1:
-        return basis.Bs[0].T @ v
-    return (basis.Bs[0].T @ v @ basis.Bs[1]).ravel()
+        eta = -(basis.node_B[0] @ af) + basis.node_logw[0]
+        eta = eta.reshape(basis.lik_shape[0], g)
+        axes = (1,)
+    else:
+        nx, ny = basis.lik_shape
+        eta = -(basis.node_B[0] @ af.reshape(basis.shape) @ basis.node_B[1].T)
+        eta = (eta + basis.node_logw[0][:, None] + basis.node_logw[1][None, :]).reshape(nx, g, ny, g)
+        axes = (1, 3)
+    mx = eta.max(axis=axes, keepdims=True)
+    L = np.log(np.exp(eta - mx).sum(axis=axes, keepdims=True)) + mx
+    if not weights:
+        return L.squeeze(axis=axes)
+    return L.squeeze(axis=axes), np.exp(eta - L)
 
 
-def _xtwx(basis, w):
-    """X^T diag(w) X (m, m) for cell weights w (bins,)*d, by separability in 2D."""
+def active_probabilities(basis: EffectiveBasis, a) -> np.ndarray:
+    """pi_J over the active cells (flat, sums to one) for kept coefficients a (m,)."""
+    La = cell_log_mass(basis, a)[basis.active]
+    p = np.exp(La - La.max())
+    return p / p.sum()
+
+
+def _cell_design(basis: EffectiveBasis, R) -> np.ndarray:
+    """v_J = sum_{k in J} r_k B(x_k) for the active cells and kept coefficients: (n_active, m).
+
+    With quad = 1 (r = 1) this is the design matrix at the cell centres."""
+    g = basis.quad
     if basis.dim == 1:
-        X = basis.Bs[0]
+        nx = basis.lik_shape[0]
+        V = np.einsum("xg,xga->xa", R, basis.node_B[0].reshape(nx, g, -1))
+    else:
+        nx, ny = basis.lik_shape
+        Bx = basis.node_B[0].reshape(nx, g, -1)
+        By = basis.node_B[1].reshape(ny, g, -1)
+        T = np.einsum("xgyh,yhb->xgyb", R, By)
+        V = np.einsum("xgyb,xga->xyab", T, Bx).reshape(nx * ny, -1)
+    return V[basis.active.ravel()][:, basis.keep]
+
+
+def _xt(basis: EffectiveBasis, v) -> np.ndarray:
+    """X^T v (m_full,) for a likelihood-cell array v (cells,)*d, X the design at the cell centres (quad = 1)."""
+    if basis.dim == 1:
+        return basis.node_B[0].T @ v
+    return (basis.node_B[0].T @ v @ basis.node_B[1]).ravel()
+
+
+def _xtwx(basis: EffectiveBasis, w) -> np.ndarray:
+    """X^T diag(w) X (m_full, m_full) for cell weights w (cells,)*d, by separability in 2D (quad = 1)."""
+    if basis.dim == 1:
+        X = basis.node_B[0]
         return X.T @ (w[:, None] * X)
-    Bx, By = basis.Bs
+    Bx, By = basis.node_B
     t = np.einsum("ia,ic,ij->acj", Bx, Bx, w)
     return np.einsum("acj,jb,jd->abcd", t, By, By).reshape(Bx.shape[1] * By.shape[1], -1)
 
 
 def map_estimate(basis: EffectiveBasis, counts, n_eff_factor: float = 1.0, *, sigma_rw_scale: float = 1.0,
                  ridge_sd: float = 100.0, newton_steps: int = 60):
-    """MAP of (b, sigma_rw) of the model above (the beta part is separate and conjugate) -> (b, sigma, H).
+    """MAP of (b, sigma_rw) of the model above (the beta part is separate and conjugate).
 
-    Alternates Newton steps in b (the conditional log posterior is concave) with the closed-form update
-    of sigma_rw given b (a quadratic equation from d/d sigma of the HalfNormal + penalty terms).  H is the
-    Hessian of -log p(b | sigma, data) at the MAP (used for the Laplace band and for NUTS whitening) and
-    H_data its likelihood part; returns (b, sigma, H, H_data).
+    counts: the fine histogram (bins,)*d (aggregated onto the likelihood cells here).  Alternates
+    Fisher-scoring steps in b with a line search (with quad = 1 the Fisher information is the exact
+    Hessian and the conditional log posterior is concave) with the closed-form update of sigma_rw given b
+    (a quadratic equation from d/d sigma of the HalfNormal + penalty terms).  Gradient of -log lik in the
+    kept coefficients a: V^T (c - N pi), Fisher information N (V^T diag(pi) V - (V^T pi)(V^T pi)^T),
+    V = :func:`_cell_design`.  Returns (b, sigma, H, H_data): H is the (Fisher) Hessian of
+    -log p(b | sigma, data) at the MAP (Laplace band, NUTS whitening), H_data its likelihood part.
     """
     counts = np.asarray(counts, dtype=float)
+    c = basis.active_counts(counts)
     Q = basis.Q
     P_b = Q.T @ basis.P @ Q
     r = penalty_rank(P_b)
-    n = counts.sum()
+    n = c.sum()
     b = np.zeros(Q.shape[1])
     sigma = 0.1
-    logv = basis.log_volume
+    act = basis.active
 
-    def parts(b):
-        eta = -f_cells(basis, Q @ b) + logv
-        lse = eta.max() + np.log(np.exp(eta - eta.max()).sum())
-        pi = np.exp(eta - lse)
-        return eta, lse, pi
+    def loglik(b):
+        La = cell_log_mass(basis, Q @ b)[act]
+        mx = La.max()
+        return float(c @ (La - mx) - n * np.log(np.exp(La - mx).sum()))
 
     def objective(b, sigma):
-        eta, lse, _ = parts(b)
-        return (-n_eff_factor * np.sum(counts * (eta - lse)) + 0.5 * b @ P_b @ b / sigma ** 2
-                + 0.5 * b @ b / ridge_sd ** 2)
+        return -n_eff_factor * loglik(b) + 0.5 * b @ P_b @ b / sigma ** 2 + 0.5 * b @ b / ridge_sd ** 2
 
-    H = None
+    def data_terms(b):
+        L, R = cell_log_mass(basis, Q @ b, weights=True)
+        La = L[act]
+        pi = np.exp(La - La.max())
+        pi /= pi.sum()
+        if basis.quad == 1:
+            # V is the centre design: use the separable (tensor) products, O(cells m) not O(cells m^2)
+            w = np.zeros(L.shape)
+            w[act] = pi
+            r = np.zeros(L.shape)
+            r[act] = c - n * pi
+            k = basis.keep
+            vp = Q.T @ _xt(basis, w)[k]
+            Hd = Q.T @ _xtwx(basis, w)[np.ix_(k, k)] @ Q - np.outer(vp, vp)
+            gd = Q.T @ _xt(basis, r)[k]
+        else:
+            V = _cell_design(basis, R) @ Q
+            vp = V.T @ pi
+            Hd = V.T @ (pi[:, None] * V) - np.outer(vp, vp)
+            gd = V.T @ (c - n * pi)
+        Hd = n_eff_factor * n * Hd
+        return n_eff_factor * gd, 0.5 * (Hd + Hd.T)
+
     for _ in range(newton_steps):
-        eta, lse, pi = parts(b)
-        g = n_eff_factor * Q.T @ _xt(basis, counts - n * pi) + P_b @ b / sigma ** 2 + b / ridge_sd ** 2
-        xtp = _xt(basis, pi)
-        H = Q.T @ (n_eff_factor * n * (_xtwx(basis, pi) - np.outer(xtp, xtp))) @ Q + P_b / sigma ** 2 \
-            + np.eye(len(b)) / ridge_sd ** 2
-        H = 0.5 * (H + H.T)
+        gd, Hd = data_terms(b)
+        g = gd + P_b @ b / sigma ** 2 + b / ridge_sd ** 2
+        H = Hd + P_b / sigma ** 2 + np.eye(len(b)) / ridge_sd ** 2
         step = np.linalg.solve(H, g)
         f0 = objective(b, sigma)
         t = 1.0
@@ -285,9 +530,6 @@ def map_estimate(basis: EffectiveBasis, counts, n_eff_factor: float = 1.0, *, si
         sigma = max(new_sigma, 1e-8)
         if converged:
             break
-    eta, lse, pi = parts(b)
-    xtp = _xt(basis, pi)
-    Hd = Q.T @ (n_eff_factor * n * (_xtwx(basis, pi) - np.outer(xtp, xtp))) @ Q
-    Hd = 0.5 * (Hd + Hd.T)
+    _, Hd = data_terms(b)
     H = Hd + P_b / sigma ** 2 + np.eye(len(b)) / ridge_sd ** 2
     return b, sigma, H, Hd
