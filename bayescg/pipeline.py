@@ -68,6 +68,33 @@ def estimate_noise_model(model: Model, *, executor=None, control=None):
                           walkers=s.walkers, seed=s.seed, executor=executor, control=control, **kw)
 
 
+def identified_noise(sim) -> dict:
+    """What one uncalibrated run identifies about Z = Sigma Sigma^T: the linear functional Tr(Z A).
+
+    Ito's formula for H = p^T A p / 2 + U with friction Gamma (see :mod:`bayescg.noise`) gives at equilibrium
+    Tr(Z A) = 2 E[p^T A Gamma A p] = 2 Tr(A Gamma A E[p p^T]); A = M^-1 (d, d) and Gamma (d, d) of the run.
+    The se propagates the momentum-covariance ses as independent (a rough bound).  For d >= 2 the other
+    d(d+1)/2 - 1 combinations of Z are not identified by this run.
+    """
+    A = np.asarray(sim.mass, dtype=float)
+    G = np.asarray(sim.friction, dtype=float)
+    C = np.asarray(sim.momentum_covariance, dtype=float)
+    mu = np.asarray(sim.momentum_mean, dtype=float).ravel()
+    W = A @ G @ A
+    val = 2.0 * float(np.sum(W * (C + np.outer(mu, mu))))
+    se_c = np.asarray(getattr(sim, "momentum_covariance_se", np.full_like(C, np.nan)), dtype=float)
+    se = 2.0 * float(np.sqrt(np.sum((W * se_c) ** 2)))
+    d = A.shape[0]
+    return {"calibrated": False,
+            "identified": "Tr(Z A) = 2 Tr(A Gamma A E[p p^T]) (one run identifies one linear functional of Z)",
+            "trace_ZA": val, "trace_ZA_se": se if np.isfinite(se) else None,
+            "mass_inverse": A.tolist(), "friction": G.tolist(),
+            "beta_hat": float(sim.beta_hat), "beta_hat_se": float(sim.beta_hat_se),
+            "note": ("Z = Tr(Z A) / A (1D)" if d == 1 else
+                     "the full Z is not identified by a run with one mass matrix: noise_covariance is null; "
+                     "run the Theorem 3.1 designs (noise.calibrate = true) to estimate it")}
+
+
 @dataclasses.dataclass
 class LearnResult:
     """Everything ``bayescg learn`` produces; ``to_dict`` is ``result.json``."""
@@ -89,10 +116,12 @@ class LearnResult:
         if nd is not None:
             noise_cov, friction = nd["noise_covariance"], nd["friction"]
         else:
-            # 1D (or uncalibrated): Z = 2 gamma E[p^T A^2 p] / Tr(A) generalises (3.5); with A = I, d = 1:
-            # Z = 2 gamma var(p) = 2 gamma / beta_hat.
-            noise_cov = (2.0 * np.asarray(sim.friction) @ np.asarray(sim.momentum_covariance)).tolist()
             friction = np.asarray(sim.friction).tolist()
+            ident = identified_noise(sim)
+            # 1D: the one functional is Z itself, Z = 2 gamma var(p) = 2 gamma / beta_hat (3.5).  d >= 2: one run
+            # identifies only Tr(Z A); the full Z needs the Theorem 3.1 designs, so it is not reported
+            noise_cov = [[ident["trace_ZA"] / float(np.asarray(sim.mass).ravel()[0])]] if d == 1 else None
+            nd = ident
         out = {
             "dimension": d,
             "delta": sim.delta,
@@ -112,8 +141,7 @@ class LearnResult:
         out.update({k: v for k, v in fd.items() if k not in out})
         out["seconds"] = self.seconds
         out["warnings"] = list(self.warnings) + list(fd.get("warnings", []))
-        if nd is not None:
-            out["noise"] = nd
+        out["noise"] = dict(nd, calibrated=True) if self.noise is not None else nd
         if self.gamma_choice is not None:
             out["gamma_choice"] = self.gamma_choice.to_dict()
         return out
