@@ -55,12 +55,17 @@ def run_scale_task(task: ScaleTask) -> dict:
     return row
 
 
+# measured on (4.7) at delta 0.1309 (models/test3-cosine-series-d01309.toml): walkers trap after 3e4-8e4
+# steps whatever the run length, so the budget has to go into more, shorter walkers
+_TRAP_REMEDY = "remedies: a lower gamma (hotter), or more walkers with fewer steps each"
+
+
 def classify(row: dict, alpha: float = 0.01, max_rel_se: float = 0.05, max_trapped: float = 0.5) -> tuple[bool, str]:
     """Whether a row found a scale, and why not if it did not."""
     if row["trapped_fraction"] >= 1.0:
-        return False, "all walkers trapped in fixed points of the map"
+        return False, f"all walkers trapped in fixed points of the map ({_TRAP_REMEDY})"
     if row["trapped_fraction"] > max_trapped:
-        return False, f"{100 * row['trapped_fraction']:.0f}% of walkers trapped"
+        return False, f"{100 * row['trapped_fraction']:.0f}% of walkers trapped ({_TRAP_REMEDY})"
     b, se, pv = row["beta_hat"], row["beta_hat_se"], row["normality_pvalue"]
     if b is None or not math.isfinite(b) or b <= 0:
         return False, "no finite temperature"

@@ -5,8 +5,7 @@ Usage (from the repository root):
     python results/surrogate/run_paper.py LEARN_DIR_1 LEARN_DIR_2 LEARN_DIR_3 [--set KEY=VALUE ...]
 
 LEARN_DIR_i holds result.json and posterior.nc of a ``bayescg learn`` (or pipeline.learn_model) run of
-models/test1-quadratic.toml, models/test2-double-well.toml and models/test3-cosine-series.toml (the
-last at simulation.delta = 0.1309); ``-`` skips a model.  A directory name ``reference`` uses the model's exact reference
+models/test1-quadratic.toml, models/test2-double-well.toml and models/test3-cosine-series-d01309.toml; ``-`` skips a model.  A directory name ``reference`` uses the model's exact reference
 U_k instead (no learning), ``truncation`` the model's surrogate.compare_expression (for (4.7): the
 N = 2 truncation) as U_k.  Writes results/surrogate/<model>-<learned|reference>/surrogate.json and
 PNG figures.
@@ -25,7 +24,7 @@ from bayescg.config import load_model  # noqa: E402
 from bayescg.io import write_json  # noqa: E402
 from bayescg.surrogate import reference_curves, surrogate_model  # noqa: E402
 
-MODELS = ["models/test1-quadratic.toml", "models/test2-double-well.toml", "models/test3-cosine-series.toml"]
+MODELS = ["models/test1-quadratic.toml", "models/test2-double-well.toml", "models/test3-cosine-series-d01309.toml"]
 
 
 def main(argv):
@@ -44,7 +43,10 @@ def main(argv):
             learned = json.loads((Path(src) / "result.json").read_text())
             learned["posterior_path"] = str(Path(src) / "posterior.nc")
         res = surrogate_model(model, learned)
-        out = here / f"{model.name}-{src if src in ('reference', 'truncation') else 'learned'}"
+        tag = src if src in ("reference", "truncation") else "learned"
+        if model.surrogate.delta_correction and tag == "learned":
+            tag += "-corrected"  # U_k x the finite-delta factor of bayescg.bias
+        out = here / f"{model.name}-{tag}"
         out.mkdir(parents=True, exist_ok=True)
         d = res.to_dict()
         d["learn_source"] = src
