@@ -115,7 +115,7 @@ def cmd_noise(args, model=None, out=None):
     from .pipeline import estimate_noise_model
 
     with _control(args, "noise") as ctl, _executor(args) as ex:
-        res = estimate_noise_model(model, executor=ex, control=ctl)
+        res = estimate_noise_model(model, executor=ex, control=ctl, workdir=out, resume=args.resume)
     payload = _write(out, "noise.json", res, model, "noise")
     _report(out, model, "noise", [("Noise covariance and calibration", res)], payload["meta"], name="report-noise.html")
     _say(f"noise: Z = {res.to_dict()['noise_covariance']} -> {out / 'noise.json'}")

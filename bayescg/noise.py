@@ -165,17 +165,69 @@ class _DesignTask:
     variables: tuple
     delta: float
     kwargs: dict
+    checkpoint: Optional[str] = None   # design summary (.npz), written when the run has finished
+    resume: bool = False
 
 
-def _run_design(task: _DesignTask, potential=None):
-    """One simulate() run; picklable for process executors (potential rebuilt from its expression)."""
+#: Fields of a finished run that stage 1 and 2 use (what a design checkpoint holds).
+_SUMMARY_FIELDS = ("second_moment_batches", "momentum_covariance", "momentum_covariance_se", "momentum_mean",
+                   "trapped_fraction", "beta_hat", "beta_hat_se")
+
+
+@dataclasses.dataclass
+class _RunSummary:
+    """The parts of a SimulationResult the noise stages use (picklable, checkpointable)."""
+
+    second_moment_batches: np.ndarray
+    momentum_covariance: np.ndarray
+    momentum_covariance_se: np.ndarray
+    momentum_mean: np.ndarray
+    trapped_fraction: float
+    beta_hat: float
+    beta_hat_se: float
+
+
+def _fingerprint(task: _DesignTask) -> str:
+    """Hash of everything that determines a run (so a checkpoint of other settings is never reused)."""
+    import hashlib
+    import json
+
+    kw = {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v) for k, v in sorted(task.kwargs.items())
+          if k not in ("control", "checkpoint", "resume")}
+    blob = json.dumps([task.expression, list(task.variables), float(task.delta), kw], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _run_design(task: _DesignTask, potential=None, control=None) -> _RunSummary:
+    """One simulate() run -> its summary; picklable for process executors (potential rebuilt from its expression).
+
+    With ``task.checkpoint``: a finished run's summary is saved there (atomically), and with ``task.resume`` a
+    summary saved with the same settings is returned without simulating; a run interrupted half-way
+    continues from simulate's own checkpoint (``<checkpoint>.sim.npz``, removed when the run is done).
+    """
+    from pathlib import Path
+
+    from .runtime import load_checkpoint, save_checkpoint
     from .simulate import simulate
 
+    fp = _fingerprint(task)
+    ck = Path(task.checkpoint) if task.checkpoint else None
+    if ck is not None and task.resume and ck.exists():
+        st = load_checkpoint(ck)
+        if str(st.get("fingerprint", "")) == fp:
+            return _RunSummary(**{k: (float(st[k]) if st[k].ndim == 0 else st[k]) for k in _SUMMARY_FIELDS})
     if potential is None:
         from .potentials import Potential
 
         potential = Potential.from_expression(task.expression, list(task.variables))
-    return simulate(potential, task.delta, **task.kwargs)
+    sim_ck = ck.with_suffix(".sim.npz") if ck is not None else None
+    sim = simulate(potential, task.delta, control=control, checkpoint=sim_ck,
+                   resume=bool(task.resume and sim_ck is not None and sim_ck.exists()), **task.kwargs)
+    out = _RunSummary(**{k: getattr(sim, k) for k in _SUMMARY_FIELDS})
+    if ck is not None:
+        save_checkpoint(ck, fingerprint=fp, **dataclasses.asdict(out))
+        sim_ck.unlink(missing_ok=True)
+    return out
 
 
 @dataclasses.dataclass
@@ -285,17 +337,27 @@ class NoiseResult:
 def estimate_noise(potential, delta: float, gamma: float = 0.1, steps: int = 1_000_000, walkers: int = 16,
                    seed: int = 1, executor=None, control=None, *, calibrated_run: bool = True,
                    bayesian: bool = True, draws: int = 1000, tune: int = 1000, chains: int = 2,
-                   calibrated_steps: Optional[int] = None, **sim_kwargs) -> NoiseResult:
+                   calibrated_steps: Optional[int] = None, workdir=None, resume: bool = False,
+                   **sim_kwargs) -> NoiseResult:
     """Run the stage-1 designs through ``simulate`` and estimate Z, then (optionally) the stage-2 run.
 
     potential: bayescg Potential (d >= 1); steps: total steps per design run (summed over walkers);
     executor: object with ``map(fn, items)`` (independent runs in parallel) or None (sequential);
     extra keyword arguments go to ``simulate`` (e.g. hist_range, burn_in).  The design runs use seeds
     seed, seed + 1, ... ; the calibrated run uses seed + K.
+    workdir: folder for checkpoints: each finished design (and the calibrated run) is saved as
+    ``checkpoint-noise-design-<k>.npz`` (``checkpoint-noise-calibrated.npz``) and, with ``resume``, a design
+    saved with the same settings is not run again; an interrupted run continues from simulate's checkpoint.
+    The result equals that of an uninterrupted run.
     """
-    from .simulate import simulate
+    from pathlib import Path
 
     t0 = time.perf_counter()
+    ckdir = Path(workdir) if workdir is not None else None
+
+    def ckpath(name):
+        return None if ckdir is None else str(ckdir / f"checkpoint-noise-{name}.npz")
+
     d = int(potential.dim)
     # Scale each design to largest eigenvalue 1: the relation is linear in A, so the equations stay
     # independent, and no design run is hotter or stiffer (delta^2 lambda_max(A Hess V)) than the
@@ -303,15 +365,14 @@ def estimate_noise(potential, delta: float, gamma: float = 0.1, steps: int = 1_0
     As = [a / np.linalg.eigvalsh(a).max() for a in designs(d)]
     warnings: list[str] = []
     base = dict(gamma=gamma, steps=int(steps), walkers=int(walkers), **sim_kwargs)
-    tasks = [_DesignTask(getattr(potential, "expression", None), tuple(getattr(potential, "variables", ())), delta,
-                         dict(base, seed=int(seed) + k, mass=A, friction=gamma * np.eye(d)))
+    expr, variables = getattr(potential, "expression", None), tuple(getattr(potential, "variables", ()))
+    tasks = [_DesignTask(expr, variables, delta, dict(base, seed=int(seed) + k, mass=A, friction=gamma * np.eye(d)),
+                         checkpoint=ckpath(f"design-{k}"), resume=resume)
              for k, A in enumerate(As)]
-    if executor is not None and tasks[0].expression is not None:
+    if executor is not None and expr is not None:
         sims = list(executor.map(_run_design, tasks))
     else:
-        sims = []
-        for t in tasks:
-            sims.append(simulate(potential, delta, control=control, **t.kwargs))
+        sims = [_run_design(t, potential, control) for t in tasks]
     moments, ses, covs, trapped = [], [], [], []
     for A, s in zip(As, sims):
         m, se = second_moment_of_design(A, s)
@@ -352,7 +413,8 @@ def estimate_noise(potential, delta: float, gamma: float = 0.1, steps: int = 1_0
     if calibrated_run:
         kw = dict(base, steps=int(calibrated_steps or steps), seed=int(seed) + len(As), mass=np.eye(d),
                   friction=friction)
-        s2 = simulate(potential, delta, control=control, **kw)
+        s2 = _run_design(_DesignTask(expr, variables, delta, kw, checkpoint=ckpath("calibrated"), resume=resume),
+                         potential, control)
         res.calibrated_momentum_covariance = np.asarray(s2.momentum_covariance, dtype=float)
         res.calibrated_momentum_covariance_se = np.asarray(s2.momentum_covariance_se, dtype=float)
         res.beta_hat = float(s2.beta_hat)

@@ -55,8 +55,10 @@ def sim_kwargs(model: Model) -> dict:
     return kw
 
 
-def estimate_noise_model(model: Model, *, executor=None, control=None):
-    """Stage 1 (+ stage-2 check) of Theorem 3.1 for the model's potential; see :mod:`bayescg.noise`."""
+def estimate_noise_model(model: Model, *, executor=None, control=None, workdir=None, resume: bool = False):
+    """Stage 1 (+ stage-2 check) of Theorem 3.1 for the model's potential; see :mod:`bayescg.noise`.
+
+    workdir / resume: per-design checkpoints (:func:`bayescg.noise.estimate_noise`)."""
     from .noise import estimate_noise
 
     s = model.require("simulation")
@@ -65,7 +67,8 @@ def estimate_noise_model(model: Model, *, executor=None, control=None):
     # exponential term blows up walkers started far from the wells); mass and friction are the designs'
     kw = {k: v for k, v in sim_kwargs(model).items() if k not in ("gamma", "steps", "walkers", "seed", "mass", "friction")}
     return estimate_noise(potential_from_model(model), s.delta, s.gamma, steps=ns.steps or s.steps,
-                          walkers=s.walkers, seed=s.seed, executor=executor, control=control, **kw)
+                          walkers=s.walkers, seed=s.seed, executor=executor, control=control, workdir=workdir,
+                          resume=resume, **kw)
 
 
 def identified_noise(sim) -> dict:
@@ -180,7 +183,7 @@ def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool
     warnings: list[str] = []
     noise = None
     if pot.dim >= 2 and (model.noise or NoiseSection()).calibrate and s.friction is None:
-        noise = estimate_noise_model(model, executor=executor, control=control)
+        noise = estimate_noise_model(model, executor=executor, control=control, workdir=workdir, resume=resume)
         kw["friction"] = np.asarray(noise.friction, float)
         kw["mass"] = np.eye(pot.dim)
     gamma_choice = None
