@@ -160,8 +160,9 @@ def bspline_value_grad_1d(x, t, c, k):
 
 
 @numba.njit(cache=True)
-def bspline_value_grad_2d(x, y, tx, ty, c, k):
-    """Value and gradient (dU/dx, dU/dy) of the tensor spline sum C_ab B_a(x) B_b(y), c: (mx, my)."""
+def _tensor_value_grad(x, y, tx, ty, c, k, dx, dy):
+    """Tensor spline with each 1D basis continued linearly by (dx, dy) from the evaluation point (x, y):
+    B(x + dx) ~ B(x) + B'(x) dx.  Returns (value, dU/dx, dU/dy); dx = dy = 0 is the plain spline."""
     sx = _find_span(x, tx, k)
     sy = _find_span(y, ty, k)
     bx = np.zeros(k + 1)
@@ -174,12 +175,20 @@ def bspline_value_grad_2d(x, y, tx, ty, c, k):
     gx = 0.0
     gy = 0.0
     for a in range(k + 1):
+        ex = bx[a] + dbx[a] * dx
         for b in range(k + 1):
+            ey = by[b] + dby[b] * dy
             cab = c[sx - k + a, sy - k + b]
-            v += cab * bx[a] * by[b]
-            gx += cab * dbx[a] * by[b]
-            gy += cab * bx[a] * dby[b]
+            v += cab * ex * ey
+            gx += cab * dbx[a] * ey
+            gy += cab * ex * dby[b]
     return v, gx, gy
+
+
+@numba.njit(cache=True)
+def bspline_value_grad_2d(x, y, tx, ty, c, k):
+    """Value and gradient (dU/dx, dU/dy) of the tensor spline sum C_ab B_a(x) B_b(y), c: (mx, my)."""
+    return _tensor_value_grad(x, y, tx, ty, c, k, 0.0, 0.0)
 
 
 @numba.njit(cache=True)
@@ -199,27 +208,9 @@ def _eval_2d(q, tx, ty, c, k, wall, out_g):
     # tensor product stays differentiable and out_g is the exact gradient of the returned value
     x = min(max(q[0], tx[k]), tx[len(tx) - k - 1])
     y = min(max(q[1], ty[k]), ty[len(ty) - k - 1])
-    sx = _find_span(x, tx, k)
-    sy = _find_span(y, ty, k)
-    bx = np.zeros(k + 1)
-    dbx = np.zeros(k + 1)
-    by = np.zeros(k + 1)
-    dby = np.zeros(k + 1)
-    _basis_and_deriv(x, tx, k, sx, bx, dbx)
-    _basis_and_deriv(y, ty, k, sy, by, dby)
     dx = q[0] - x
     dy = q[1] - y
-    v = 0.0
-    gx = 0.0
-    gy = 0.0
-    for a in range(k + 1):
-        ex = bx[a] + dbx[a] * dx
-        for b in range(k + 1):
-            ey = by[b] + dby[b] * dy
-            cab = c[sx - k + a, sy - k + b]
-            v += cab * ex * ey
-            gx += cab * dbx[a] * ey
-            gy += cab * ex * dby[b]
+    v, gx, gy = _tensor_value_grad(x, y, tx, ty, c, k, dx, dy)
     out_g[0] = gx + wall * dx
     out_g[1] = gy + wall * dy
     return v + 0.5 * wall * (dx * dx + dy * dy)
