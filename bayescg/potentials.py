@@ -121,7 +121,9 @@ _KERNEL_CACHE: dict[tuple, tuple] = {}
 
 
 def _generate_source(parsed, variables) -> str:
-    """Python source of ``_value(q)`` and ``_grad(q, out)`` with common subexpressions shared."""
+    """Python source of ``_value(q)`` and ``_grad(q, out)`` with common subexpressions shared,
+    and for d <= 2 ``_grad_scalar(x[, y])`` returning the gradient as a float / 2-tuple (the same
+    expressions, so the same bits, as ``_grad``)."""
     import sympy
     from sympy.printing.pycode import PythonCodePrinter
 
@@ -148,7 +150,54 @@ def _generate_source(parsed, variables) -> str:
            "def _grad(_qv, _out):", *loads, *glines]
     src += [f"    _out[{i}] = {g}" for i, g in enumerate(gout)]
     src += ["    return", ""]
+    if len(variables) <= 2:
+        src += [f"def _grad_scalar({', '.join(variables)}):", *glines]
+        src += ["    return " + ", ".join(f"float({g})" for g in gout), ""]
+        src += _lanes_source(variables, glines, gout)
     return "\n".join(src)
+
+
+#: math.* names the lane kernel may keep (vectorizable or constants); exp/sin/cos are replaced.
+_LANE_OK = {"math.sqrt", "math.pi", "math.e", "math.inf"}
+
+
+def _lanes_source(variables, glines, gout) -> list:
+    """Source of ``_grad_lanes(_S)`` (layout of kernels.accumulate.GRADL_SIG) or [] when the gradient
+    uses a function that has no branch-free version (then the drivers use the other kernels).
+
+    The first loop evaluates all lanes with kernels.fastmath's exp/sin/cos (SIMD); those return NaN
+    outside their ranges, so a second loop recomputes any lane with a non-finite result by the
+    exact ``_grad_scalar`` (math.*): results agree with ``_grad`` to the accuracy of fastmath."""
+    from .kernels.accumulate import LANES as L
+
+    d = len(variables)
+    fast = {"math.exp(": "_fexp(", "math.sin(": "_fsin(", "math.cos(": "_fcos("}
+
+    def sub(text):
+        for a, b in fast.items():
+            text = text.replace(a, b)
+        return text
+
+    body = [sub(line) for line in glines]
+    outs = [sub(g) for g in gout]
+    left = set(re.findall(r"math\.\w+", "\n".join(body + outs)))
+    if not left <= _LANE_OK:
+        return []
+    src = ["def _grad_lanes(_S):", f"    for _l in range({L}):"]
+    src += [f"        {v} = _S[{i * L} + _l]" for i, v in enumerate(variables)]
+    src += ["    " + line for line in body]
+    src += [f"        _S[{(d + i) * L} + _l] = {g}" for i, g in enumerate(outs)]
+    src += [f"    for _l in range({L}):"]
+    finite = " and ".join(f"abs(_S[{(d + i) * L} + _l]) < math.inf" for i in range(d))
+    args = ", ".join(f"_S[{i * L} + _l]" for i in range(d))
+    src += [f"        if not ({finite}):"]
+    if d == 1:
+        src += [f"            _S[{L} + _l] = _grad_scalar({args})"]
+    else:
+        src += [f"            _r = _grad_scalar({args})"]
+        src += [f"            _S[{(d + i) * L} + _l] = _r[{i}]" for i in range(d)]
+    src += ["    return", ""]
+    return src
 
 
 def _compile(parsed, variables):
@@ -158,7 +207,9 @@ def _compile(parsed, variables):
         if hit is not None:
             return hit
         src = _generate_source(parsed, variables)
-        ns = {"math": math}
+        from .kernels import fastmath
+
+        ns = {"math": math, "_fexp": fastmath.fexp, "_fsin": fastmath.fsin, "_fcos": fastmath.fcos}
         try:
             exec(compile(src, f"<bayescg potential {key[0][:60]}>", "exec"), ns)  # noqa: S102 - our own generated code
         except Exception as exc:  # pragma: no cover - printer bug
@@ -168,8 +219,18 @@ def _compile(parsed, variables):
         # the signature the integrator drivers call (first-class function, see kernels.accumulate)
         grad.compile(_grad_sig())
         value.compile(numba.types.float64(numba.types.float64[::1]))
-        _KERNEL_CACHE[key] = (value, grad, src)
-        return value, grad, src
+        from .kernels import accumulate as K
+
+        grad_scalar = grad_lanes = None
+        # scalar and lane kernels compile on first use (simulate), not here: most potentials never need them
+        if "_grad_scalar" in ns:
+            grad_scalar = numba.njit(fastmath=False, error_model="numpy")(ns["_grad_scalar"])
+        if "_grad_lanes" in ns:
+            ns["_grad_scalar"] = grad_scalar  # the exact fallback the lane kernel calls
+            grad_lanes = numba.njit(fastmath=False, error_model="numpy")(ns["_grad_lanes"])
+            setattr(grad_lanes, K.LANES_TAG, True)
+        _KERNEL_CACHE[key] = (value, grad, src, grad_scalar, grad_lanes)
+        return value, grad, src, grad_scalar, grad_lanes
 
 
 def _grad_sig():
@@ -203,7 +264,13 @@ class Potential:
 
     Attributes: ``variables`` (names, length d), ``dim`` (d), ``expression`` (sympy string or
     None for user kernels), ``grad`` (njit ``grad(q, out)``), ``value`` (njit ``value(q)`` or
-    None when a user gave only a gradient), ``source`` (generated Python source or None).
+    None when a user gave only a gradient), ``source`` (generated Python source or None),
+    ``grad_scalar`` (expression potentials with d <= 2: njit ``grad_scalar(x) -> float`` or
+    ``grad_scalar(x, y) -> (float, float)``, the same arithmetic as ``grad`` with arguments and
+    results in registers; None otherwise), ``grad_lanes`` (expression potentials with d <= 2
+    whose gradient uses only exp, sin, cos, sqrt and arithmetic: njit ``grad_lanes(S)`` for
+    kernels.accumulate.LANES points at once, SIMD, exp/sin/cos from kernels.fastmath (at most
+    1.5 ulp from correctly rounded); the d = 1, 2 damped loops of simulate() use it; None otherwise).
     """
 
     variables: tuple
@@ -213,6 +280,8 @@ class Potential:
     value: object | None
     source: str | None = None
     sympy_expr: object | None = None
+    grad_scalar: object | None = None
+    grad_lanes: object | None = None
 
     # -- constructors --
     @classmethod
@@ -224,9 +293,9 @@ class Potential:
         """
         variables = _check_variables(variables)
         parsed = parse_expression(expr, variables)
-        value, grad, src = _compile(parsed, variables)
+        value, grad, src, grad_scalar, grad_lanes = _compile(parsed, variables)
         return cls(variables=variables, dim=len(variables), expression=expr, grad=grad, value=value,
-                   source=src, sympy_expr=parsed)
+                   source=src, sympy_expr=parsed, grad_scalar=grad_scalar, grad_lanes=grad_lanes)
 
     @classmethod
     def from_numba(cls, grad, dim: int, value=None, variables=None) -> "Potential":

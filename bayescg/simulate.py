@@ -371,11 +371,28 @@ def simulate(potential, delta, gamma=0.1, *, steps, walkers=16, seed=1, mass=Non
     t0 = time.perf_counter()
     seconds0 = float(st["seconds"])
 
-    spec1 = K.specialized(K.damped_1d_chunk) if (kind == K.DAMPED and d == 1 and steps >= SPECIALIZE_STEPS) else None
+    # d = 1, 2 damped runs of expression potentials evaluate LANES walkers' gradients in one SIMD
+    # call of the lane kernel (exp/sin/cos from kernels.fastmath, at most 1.5 ulp from correctly rounded)
+    gs = _lane_kernel(potential) if (kind == K.DAMPED and d <= 2) else None
+    g1 = potential.grad if gs is None else gs
+    spec1 = None
+    if kind == K.DAMPED and d == 1:
+        if steps >= SPECIALIZE_STEPS:
+            spec1 = K.specialized(K.damped_1d_chunk)
+        elif gs is not None:
+            spec1 = K.damped_chunk_1d
+    spec2 = K.damped_chunk_2d if gs is not None and d == 2 else None
 
     def run(a, b):
+        if spec2 is not None:
+            spec2(gs, st["q"], st["p"], A, E, delta, diag, a, b - a, burn, minmax_start, batch_len, st["hist_lo"],
+                  bins / (st["hist_hi"] - st["hist_lo"]), bins, stride, P_TOL, Q_TOL, TRAP_WINDOW,
+                  st["bp"], st["bpp"], st["bq"], st["bqq"], st["hist"], st["outside"], st["samp_q"], st["samp_p"],
+                  st["nstored"], st["qmin"], st["qmax"], st["still"], st["trapped_at"], st["blown_at"])
+            _check_blowup(st)
+            return
         if spec1 is not None:
-            spec1(potential.grad, st["q"], st["p"], A[0, 0], E[0, 0], delta, a, b - a, burn, minmax_start, batch_len,
+            spec1(g1, st["q"], st["p"], A[0, 0], E[0, 0], delta, a, b - a, burn, minmax_start, batch_len,
                   st["hist_lo"][0], bins / (st["hist_hi"][0] - st["hist_lo"][0]), bins, stride, P_TOL, Q_TOL,
                   TRAP_WINDOW, st["bp"], st["bpp"], st["bq"], st["bqq"], st["hist"], st["outside"], st["samp_q"], st["samp_p"],
                   st["nstored"], st["qmin"], st["qmax"], st["still"], st["trapped_at"], st["blown_at"])
@@ -408,6 +425,21 @@ def simulate(potential, delta, gamma=0.1, *, steps, walkers=16, seed=1, mass=Non
     seconds = seconds0 + time.perf_counter() - t0
     return _result(st, potential, integrator, d, delta, gamma, beta, A, G, walkers, seed, burn_in,
                    n_per, burn, n_acc, B, batch_len, bins, stride, seconds)
+
+
+#: simulate() uses the SIMD lane kernels of expression potentials (set False to run every path
+#: on the exact math.* gradient, e.g. to compare with a C loop bit for bit).
+USE_LANES = True
+
+
+def _lane_kernel(potential):
+    """The potential's compiled lane kernel, or None (user kernels; functions without a fast form)."""
+    gl = getattr(potential, "grad_lanes", None)
+    if gl is None or not USE_LANES:
+        return None
+    gl.compile(K.GRADL_SIG)
+    potential.grad_scalar.compile(K.GRAD1_SIG if potential.dim == 1 else K.GRAD2_SIG)
+    return gl
 
 
 def _check_blowup(st):

@@ -65,8 +65,68 @@ def _cse(pot):
     return syms, sympy.cse(grads, symbols=sympy.numbered_symbols("_g"), optimizations="basic")
 
 
-def c_header(pot) -> str:
-    """grad.h: the gradient as C, same common subexpressions as bayescg's generated Python."""
+#: C port of bayescg.kernels.fastmath, operation for operation (no FMA: -ffp-contract=off).
+C_FASTMATH = r"""
+#include <string.h>
+static inline double f_b2f_(long long i) { double d; memcpy(&d, &i, 8); return d; }
+static inline long long f_f2b_(double d) { long long i; memcpy(&i, &d, 8); return i; }
+static const double F_MAGIC = 6755399441055744.0;
+static inline double f_exp(double x) {
+    double t = x * 1.4426950408889634 + F_MAGIC, k = t - F_MAGIC;
+    double hi = x - k * 6.93147180369123816490e-01, lo = k * 1.90821492927058770002e-10;
+    double r = hi - lo, z = r * r;
+    double c = r - z * (1.66666666666666019037e-01 + z * (-2.77777777770155933842e-03 + z * (6.61375632143793436117e-05
+               + z * (-1.65339022054652515390e-06 + z * 4.13813679705723846039e-08))));
+    double y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
+    y = y * f_b2f_((f_f2b_(t) - f_f2b_(F_MAGIC) + 1023) << 52);
+    return fabs(x) < 708.0 ? y : NAN;
+}
+static inline void f_reduce_(double x, double *y0, double *y1, double *n) {
+    double t = x * 6.36619772367581382433e-01 + F_MAGIC, fn = t - F_MAGIC;
+    double r = x - fn * 1.57079632673412561417e+00, w = fn * 6.07710050650619224932e-11, t2;
+    t2 = r; w = fn * 6.07710050630396597660e-11; r = t2 - w; w = fn * 2.02226624879595063154e-21 - ((t2 - r) - w);
+    t2 = r; w = fn * 2.02226624871116645580e-21; r = t2 - w; w = fn * 8.47842766036889956997e-32 - ((t2 - r) - w);
+    *y0 = r - w; *y1 = (r - *y0) - w; *n = fn - 4.0 * floor(fn * 0.25);
+}
+static inline double f_ksin_(double x, double y) {
+    double z = x * x, w = z * z;
+    double r = 8.33333333332248946124e-03 + z * (-1.98412698298579493134e-04 + z * 2.75573137070700676789e-06)
+               + z * w * (-2.50507602534068634195e-08 + z * 1.58969099521155010221e-10);
+    double v = z * x;
+    return x - ((z * (0.5 * y - v * r) - y) - v * -1.66666666666666324348e-01);
+}
+static inline double f_kcos_(double x, double y) {
+    double z = x * x, w = z * z;
+    double r = z * (4.16666666666666019037e-02 + z * (-1.38888888888741095749e-03 + z * 2.48015872894767294178e-05))
+               + w * w * (-2.75573143513906633035e-07 + z * (2.08757232129817482790e-09 + z * -1.13596475577881948265e-11));
+    double hz = 0.5 * z;
+    w = 1.0 - hz;
+    return w + (((1.0 - w) - hz) + (z * r - x * y));
+}
+static inline double f_sin(double x) {
+    double y0, y1, n; f_reduce_(x, &y0, &y1, &n);
+    double s = f_ksin_(y0, y1), c = f_kcos_(y0, y1);
+    double v = (n == 1.0 || n == 3.0) ? c : s;
+    v = n >= 2.0 ? -v : v;
+    return fabs(x) < 1.0e6 ? v : NAN;
+}
+static inline double f_cos(double x) {
+    double y0, y1, n; f_reduce_(x, &y0, &y1, &n);
+    double s = f_ksin_(y0, y1), c = f_kcos_(y0, y1);
+    double v = (n == 1.0 || n == 3.0) ? s : c;
+    v = (n == 1.0 || n == 2.0) ? -v : v;
+    return fabs(x) < 1.0e6 ? v : NAN;
+}
+"""
+
+
+def c_header(pot, fast: bool = False) -> str:
+    """grad.h: the gradient as C, same common subexpressions as bayescg's generated Python.
+
+    fast=True: the lane kernel's arithmetic per walker (bayescg.kernels.fastmath's exp/sin/cos,
+    ported above, and the exact libm gradient for any point where they give a non-finite result)."""
+    import re
+
     from sympy.printing.c import C99CodePrinter
 
     class Printer(C99CodePrinter):
@@ -75,11 +135,27 @@ def c_header(pot) -> str:
 
     printer = Printer()
     syms, (repl, reduced) = _cse(pot)
-    lines = [f"#define DIM {pot.dim}", "static inline void grad(const double *qv_, double *out) {"]
-    lines += [f"    const double {v} = qv_[{i}];" for i, v in enumerate(pot.variables)]
-    lines += [f"    const double {printer.doprint(s)} = {printer.doprint(e)};" for s, e in repl]
-    lines += [f"    out[{i}] = {printer.doprint(g)};" for i, g in enumerate(reduced)]
-    lines.append("}")
+
+    def body(name, sub):
+        lines = [f"static inline void {name}(const double *qv_, double *out) {{"]
+        lines += [f"    const double {v} = qv_[{i}];" for i, v in enumerate(pot.variables)]
+        lines += [f"    const double {printer.doprint(s)} = {sub(printer.doprint(e))};" for s, e in repl]
+        lines += [f"    out[{i}] = {sub(printer.doprint(g))};" for i, g in enumerate(reduced)]
+        return lines + ["}"]
+
+    lines = [f"#define DIM {pot.dim}"]
+    if not fast:
+        lines += body("grad", lambda t: t)
+    else:
+        lines += [C_FASTMATH]
+        lines += body("grad_exact_", lambda t: t)
+        lines += body("grad_fast_", lambda t: re.sub(r"\b(exp|sin|cos)\(", r"f_\1(", t))
+        lines += ["static inline void grad(const double *qv_, double *out) {",
+                  "    grad_fast_(qv_, out);",
+                  "    int ok = 1;",
+                  "    for (int i = 0; i < DIM; i++) ok &= fabs(out[i]) < INFINITY;",
+                  "    if (!ok) grad_exact_(qv_, out);",
+                  "}"]
     return "\n".join(lines) + "\n"
 
 
@@ -97,11 +173,12 @@ def numpy_grad(pot):
     return grad
 
 
-def compile_c(pot, build: Path, lanes: int = 1) -> Path:
-    build.mkdir(parents=True, exist_ok=True)
-    (build / "grad.h").write_text(c_header(pot))
-    exe = build / f"damped_map_l{lanes}"
-    cmd = ["gcc", "-O3", "-march=native", "-ffp-contract=off", "-fno-tree-slp-vectorize", f"-DLANES={lanes}", "-I", str(build),
+def compile_c(pot, build: Path, lanes: int = 1, fast: bool = False) -> Path:
+    inc = build / ("fast" if fast else "libm")
+    inc.mkdir(parents=True, exist_ok=True)
+    (inc / "grad.h").write_text(c_header(pot, fast))
+    exe = build / f"damped_map_l{lanes}{'_fast' if fast else ''}"
+    cmd = ["gcc", "-O3", "-march=native", "-ffp-contract=off", "-fno-tree-slp-vectorize", f"-DLANES={lanes}", "-I", str(inc),
            str(HERE / "damped_map.c"), "-o", str(exe), "-lm"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode:
@@ -138,16 +215,17 @@ def numpy_run(grad, q, p, delta, a, e, nsteps):
     return q, p, sec
 
 
-def numba_run(kernel, pot, q, p, delta, a, e, nsteps):
+def numba_run(kernel, grad, q, p, delta, a, e, nsteps):
+    """kernel: {"1d": f(grad, q (W,), p (W,), a, e, delta, n), "2d"/"nd": f(grad, q, p, A, E, delta, diag, n)}."""
     q, p = q.copy(), p.copy()
     d = q.shape[1]
     t0 = time.perf_counter()
-    if d == 1:
+    if d == 1 and "1d" in kernel:
         qq, pp = np.ascontiguousarray(q[:, 0]), np.ascontiguousarray(p[:, 0])
-        kernel["1d"](pot.grad, qq, pp, a, e, delta, nsteps)
+        kernel["1d"](grad, qq, pp, a, e, delta, nsteps)
         q[:, 0], p[:, 0] = qq, pp
     else:
-        kernel["nd"](pot.grad, q, p, a * np.eye(d), e * np.eye(d), delta, True, nsteps)
+        kernel["2d" if "2d" in kernel else "nd"](grad, q, p, a * np.eye(d), e * np.eye(d), delta, True, nsteps)
     sec = time.perf_counter() - t0
     if not (np.all(np.isfinite(q)) and np.all(np.isfinite(p))):
         raise SystemExit("numba: a walker blew up; the timing would be meaningless")
@@ -195,8 +273,11 @@ def machine_load():
 def bench(quick: bool, out_md: Path | None):
     build = Path(tempfile.mkdtemp(prefix="bayescg-bench-"))
     ncores = numba.config.NUMBA_NUM_THREADS
-    prod = {"1d": K.damped_bare_1d, "nd": K.damped_bare}
-    spec = {"1d": K.specialized(K.damped_bare_1d), "nd": K.specialized(K.damped_bare)}
+    # production: the lane kernels (SIMD gradients of LANES walkers), as simulate() runs them;
+    # exact: the one-walker-at-a-time loop on the math.* (libm) gradient, bit-identical to plain C
+    prod = {"1d": K.damped_bare_1d, "2d": K.damped_bare_2d}
+    spec = {"1d": K.specialized(K.damped_bare_1d), "2d": K.specialized(K.damped_bare_2d)}
+    exact = {"nd": K.damped_bare}
     rows = []
     checks = []
     load_before = machine_load()
@@ -209,8 +290,11 @@ def bench(quick: bool, out_md: Path | None):
             n = 200 if quick else (2_000_000 if key == "1d" else 600_000)
             reps = 1 if quick else 3
             q0, p0 = initial(pot, W)
+            gl = S._lane_kernel(pot)
             exe = compile_c(pot, build / key)
             exe4 = compile_c(pot, build / key, lanes=4)
+            exe_f = compile_c(pot, build / key, lanes=1, fast=True)
+            exe_f8 = compile_c(pot, build / key, lanes=8, fast=True)
             # correctness: the same map gives the same final state, bit for bit.  The 2D map amplifies a
             # one-ulp difference ~ delta^2 / eps = 270x per step (eps = 1e-5), so this is a sharp test.
             nchk = 200 if quick else 2000
@@ -218,24 +302,34 @@ def bench(quick: bool, out_md: Path | None):
             qc4, pc4, _ = run_c(exe4, q0, p0, delta, a, e, nchk, build / key)
             if not (np.array_equal(qc, qc4) and np.array_equal(pc, pc4)):
                 raise SystemExit(f"{key}: the interleaved C loop changed the results")
-            qn, pn, _ = numba_run(prod, pot, q0, p0, delta, a, e, nchk)
-            qs, ps, _ = numba_run(spec, pot, q0, p0, delta, a, e, nchk)
-            diff = float(max(np.abs(qc - qn).max(), np.abs(pc - pn).max()))
-            diff_s = float(max(np.abs(qs - qn).max(), np.abs(ps - pn).max()))
-            checks.append((key, diff, diff_s, bool(np.array_equal(qc, qn) and np.array_equal(pc, pn))))
-            if not (diff <= 1e-9 and diff_s <= 1e-9):
-                raise SystemExit(f"{key}: C and numba maps disagree after {nchk} steps (max diff {diff:.3g}, "
-                                 f"specialized {diff_s:.3g})")
-            numba_run(prod, pot, q0, p0, delta, a, e, 10)  # warm up (compiles, loads caches)
+            qe, pe, _ = numba_run(exact, pot.grad, q0, p0, delta, a, e, nchk)
+            # the lane kernels against C with the same exp/sin/cos (ported operation for operation)
+            qf, pf, _ = run_c(exe_f, q0, p0, delta, a, e, nchk, build / key)
+            qf8, pf8, _ = run_c(exe_f8, q0, p0, delta, a, e, nchk, build / key)
+            qn, pn, _ = numba_run(prod, gl, q0, p0, delta, a, e, nchk)
+            qs, ps, _ = numba_run(spec, gl, q0, p0, delta, a, e, nchk)
+
+            def mdiff(q1, p1, q2, p2):
+                return float(max(np.abs(q1 - q2).max(), np.abs(p1 - p2).max()))
+            diff = mdiff(qc, pc, qe, pe)
+            diff_f = mdiff(qf, pf, qn, pn)
+            diff_s = mdiff(qs, ps, qn, pn)
+            diff_f8 = mdiff(qf, pf, qf8, pf8)
+            checks.append((key, diff, diff_f, diff_s, diff_f8))
+            if not (diff == 0 and diff_f == 0 and diff_s == 0 and diff_f8 == 0):
+                raise SystemExit(f"{key}: C and numba maps disagree after {nchk} steps (libm: {diff:.3g}, "
+                                 f"fast functions: {diff_f:.3g}, specialized {diff_s:.3g}, C 8 lanes {diff_f8:.3g})")
+            numba_run(prod, gl, q0, p0, delta, a, e, 10)  # warm up (compiles, loads caches)
             total = W * n
             c_sec = best(lambda: run_c(exe, q0, p0, delta, a, e, n, build / key), reps)[-1]
             c_rate = total / c_sec
             c4_sec = best(lambda: run_c(exe4, q0, p0, delta, a, e, n, build / key), reps)[-1]
+            cf8_sec = best(lambda: run_c(exe_f8, q0, p0, delta, a, e, n, build / key), reps)[-1]
             r = {"problem": f"{prob['name']} {prob['eq']} {key.upper()}", "walkers": W, "steps": total,
-                 "c": c_rate, "c4": total / c4_sec}
+                 "c": c_rate, "c4": total / c4_sec, "cf8": total / cf8_sec}
             for label, kern in (("numba", prod), ("numba_spec", spec)):
                 for nt in sorted({1, ncores}):
-                    sec = best(lambda: with_threads(nt, numba_run, kern, pot, q0, p0, delta, a, e, n), reps)[-1]
+                    sec = best(lambda: with_threads(nt, numba_run, kern, gl, q0, p0, delta, a, e, n), reps)[-1]
                     r[f"{label}_{nt}"] = total / sec
             # simulate() end to end, on the path a paper-size run takes (for d = 1: the specialized driver)
             sim_steps = total if not quick else 4000
@@ -285,9 +379,10 @@ def render(rows, checks, ncores, load_before, load_after, quick) -> str:
            if max(load_before[0], load_after[0]) > 0.5 else "(machine idle)"),
         f"- mode: {'quick (tiny sizes, one timing each, not meaningful)' if quick else 'full, best of 3 timings each'}", "",
         "Steps per second (millions, summed over walkers); ratio = rate / scalar C on one core.", "",
-        "| problem | walkers | C 1 core | C 4 lanes | numba 1 | numba " + f"{ncores}" + " | numba spec. 1 | numba spec. "
-        + f"{ncores}" + " | simulate() 1 | simulate() " + f"{ncores}" + " | NumPy 16 w. | NumPy 4096 w. |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| problem | walkers | C 1 core | C 4 lanes | C fast fns 8 lanes | numba 1 | numba " + f"{ncores}"
+        + " | numba spec. 1 | numba spec. " + f"{ncores}" + " | simulate() 1 | simulate() " + f"{ncores}"
+        + " | NumPy 16 w. | NumPy 4096 w. |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c = r["c"]
@@ -295,7 +390,7 @@ def render(rows, checks, ncores, load_before, load_after, quick) -> str:
         def cell(k):
             return f"{r[k] / 1e6:.2f} ({r[k] / c:.2f}x)"
 
-        lines.append(f"| {r['problem']} | {r['walkers']} | {c / 1e6:.2f} | {cell('c4')} | {cell('numba_1')} | {cell(f'numba_{ncores}')} | "
+        lines.append(f"| {r['problem']} | {r['walkers']} | {c / 1e6:.2f} | {cell('c4')} | {cell('cf8')} | {cell('numba_1')} | {cell(f'numba_{ncores}')} | "
                      f"{cell('numba_spec_1')} | {cell(f'numba_spec_{ncores}')} | {cell('simulate_1')} | "
                      f"{cell(f'simulate_{ncores}')} | {cell('numpy_16')} | {cell('numpy_4096')} |")
     seen = {n: float(np.median(v)) for n, v in CORES_SEEN.items()}
@@ -315,10 +410,14 @@ def render(rows, checks, ncores, load_before, load_after, quick) -> str:
               f"{proj_bare:.0f} s for the bare map; {proj_ideal:.0f} s if {ncores} cores are free "
               f"({ncores} x the one-thread simulate() rate; walkers are independent).", "",
               "Correctness (C and numba from the same initial states, 2000 steps; the 2D map amplifies a one-ulp "
-              "difference about 270x per step, so agreement there is a sharp test):", ""]
-    for key, diff, diff_s, equal in checks:
-        lines.append(f"- {key}: max |C - numba| = {diff:.3g} ({'bit-identical' if equal else 'not bit-identical'}); "
-                     f"max |specialized - production| = {diff_s:.3g}")
+              "difference about 270x per step, so agreement there is a sharp test).  'libm': the scalar C loop "
+              "against numba's one-walker loop on the math.* gradient (both call glibc); 'fast functions': C with "
+              "bayescg.kernels.fastmath's exp/sin/cos ported operation for operation (one walker at a time) "
+              "against the production lane kernels (SIMD over 8 walkers):", ""]
+    for key, diff, diff_f, diff_s, diff_f8 in checks:
+        lines.append(f"- {key}: libm max |C - numba| = {diff:.3g}; fast functions max |C - numba| = {diff_f:.3g}; "
+                     f"max |specialized - production| = {diff_s:.3g}; max |C 8 lanes - C 1 lane| = {diff_f8:.3g}"
+                     + (" (all bit-identical)" if max(diff, diff_f, diff_s, diff_f8) == 0 else ""))
     lines += ["", "Notes:", "",
               "- The gradients of these potentials are dominated by sin/cos/exp calls.  Without Intel SVML "
               "(not installed here) LLVM cannot vectorize libm calls across walkers, so numba and C both run "

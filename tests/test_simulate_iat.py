@@ -5,6 +5,7 @@ linear AR(1) process in (q, p), computed here from the BAOAB definition, not fro
 (ii) the same batch-means formula applied in numpy to the full stored trajectory (stride 1), which
 checks the kernels' streaming q batch sums on every code path (1D/2D damped blocks, generic).
 """
+import dataclasses
 import json
 
 import numpy as np
@@ -79,12 +80,14 @@ def _iat_from_samples(r, B):
     return sigma2 / var
 
 
-@pytest.mark.parametrize("case", ["damped1d", "damped2d_diag", "damped2d_full", "langevin1d"])
+@pytest.mark.parametrize("case", ["damped1d", "damped2d_diag", "damped2d_full", "langevin1d",
+                                  "damped1d_libm", "damped2d_full_libm"])
 def test_streaming_q_batches_equal_full_trajectory(case):
     """Every kernel path's q batch sums give the numpy batch-means IAT of the stored trajectory;
-    a chunk size that does not divide the batch length exercises the accumulator reloads."""
+    a chunk size that does not divide the batch length exercises the accumulator reloads.
+    ("_libm": without the SIMD lane kernel, i.e. run_chunk's blocks with the array gradient.)"""
     kw = dict(walkers=5, seed=2, bins=20, chunk_steps=777)
-    if case == "damped1d":
+    if case.startswith("damped1d"):
         pot = Potential.from_expression("q**2/2 + 0.05*sin(q/0.05)", ["q"])
         args = (0.5, 0.1)
     elif case == "langevin1d":
@@ -94,8 +97,10 @@ def test_streaming_q_batches_equal_full_trajectory(case):
     else:
         pot = Potential.from_expression("(2*x + y - 1)**2/4 + (x - y - 1)**2 + 1e-4*sin(x/1e-4)", ["x", "y"])
         args = (0.05, 0.1)
-        if case == "damped2d_full":
+        if case.startswith("damped2d_full"):
             kw["mass"] = [[1.0, 0.3], [0.3, 0.8]]
+    if case.endswith("_libm"):
+        pot = dataclasses.replace(pot, grad_lanes=None)
     n_per = 6000
     r = simulate(pot, *args, steps=5 * n_per, max_samples=5 * n_per, **kw)
     assert (~r.trapped).sum() >= 3  # trapped walkers are left out of both sides

@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 from numba import njit, prange, types
+from numba.extending import overload
 from numba.core.errors import NumbaExperimentalFeatureWarning
 
 # first-class function types are marked experimental in numba; they are what keeps one compiled,
@@ -32,6 +33,18 @@ HAMILTONIAN = 2
 #: and a new potential costs only the compilation of its own small kernel.
 GRAD_SIG = types.void(types.float64[::1], types.float64[::1])
 GRAD_TYPE = types.FunctionType(GRAD_SIG)
+#: Scalar gradient kernels of expression potentials (Potential.grad_scalar, the lane kernels'
+#: exact fallback): g(x) -> dV/dx for d = 1, g(x, y) -> (dV/dx, dV/dy) for d = 2.
+GRAD1_SIG = types.float64(types.float64)
+GRAD2_SIG = types.UniTuple(types.float64, 2)(types.float64, types.float64)
+#: Lane kernels of expression potentials (Potential.grad_lanes): g(S) with S (2 d LANES,)
+#: holding q_i of lane l at S[i LANES + l] and writing dV/dq_i to S[(d + i) LANES + l]; one call
+#: evaluates LANES walkers, and its loop over lanes compiles to SIMD code (kernels.fastmath).
+GRADL_SIG = types.void(types.float64[::1])
+GRADL_TYPE = types.FunctionType(GRADL_SIG)
+#: Attribute set on lane kernel dispatchers so that the specialized drivers, which see a
+#: dispatcher rather than a function type, can tell the two calling conventions apart.
+LANES_TAG = "_bayescg_lanes_grad"
 
 _i8, _f8, _b1 = types.int64, types.float64, types.boolean
 _V8, _M8, _T8, _Q8 = types.float64[::1], types.float64[:, ::1], types.float64[:, :, ::1], types.float64[:, :, :, ::1]
@@ -44,7 +57,12 @@ _RUN_SIG = types.void(GRAD_TYPE, _i8, _M8, _M8, _M8, _Mu, _M8, _M8, _M8, _f8, _b
 _INIT_SIG = types.void(GRAD_TYPE, _M8, _M8)
 _REC_SIG = types.void(GRAD_TYPE, _i8, _M8, _M8, _M8, _Mu, _M8, _M8, _M8, _f8, _b1, _i8, _i8, _i8,
                       _T8, _T8, _Vi)
-_BARE1_SIG = types.void(GRAD_TYPE, _V8, _V8, _f8, _f8, _f8, _i8)
+_BARE1_SIG = types.void(GRADL_TYPE, _V8, _V8, _f8, _f8, _f8, _i8)
+_BARE2_SIG = types.void(GRADL_TYPE, _M8, _M8, _M8, _M8, _f8, _b1, _i8)
+_D1_SIG = types.void(GRADL_TYPE, _M8, _M8, _f8, _f8, _f8, _i8, _i8, _i8, _i8, _i8, _f8, _f8, _i8, _i8, _f8, _f8, _i8,
+                     _T8, _Q8, _T8, _T8, _Mi, _Vi, _T8, _T8, _Vi, _M8, _M8, _Vi, _Vi, _Vi)
+_D2_SIG = types.void(GRADL_TYPE, _M8, _M8, _M8, _M8, _f8, _b1, _i8, _i8, _i8, _i8, _i8, _V8, _V8, _i8, _i8, _f8, _f8,
+                     _i8, _T8, _Q8, _T8, _T8, _Mi, _Vi, _T8, _T8, _Vi, _M8, _M8, _Vi, _Vi, _Vi)
 _BARE_SIG = types.void(GRAD_TYPE, _M8, _M8, _M8, _M8, _f8, _b1, _i8)
 
 
@@ -72,6 +90,56 @@ class _Lazy:
     def __call__(self, *args):
         return self.compiled()(*args)
 
+
+
+def _convention(grad):
+    """Typing-time calling convention of the gradient ``grad`` (a numba type):
+    "lanes" (g(S), GRADL_SIG) or "array" (g(q, out), GRAD_SIG)."""
+    if isinstance(grad, types.FunctionType):
+        return "lanes" if len(grad.signature.args) == 1 else "array"
+    if isinstance(grad, types.Dispatcher) and getattr(grad.dispatcher, LANES_TAG, False):
+        return "lanes"
+    return "array"
+
+
+def grad_block1(grad, S, nl, alive, qb, gb):
+    """d = 1: S[LANES + l] = dV/dq(S[l]) for the live lanes l < nl (every lane for a lane kernel)."""
+
+
+def grad_block2(grad, S, nl, alive, qb, gb):
+    """d = 2: S[2 LANES + l], S[3 LANES + l] = grad V(S[l], S[LANES + l]) for the live lanes l < nl."""
+
+
+@overload(grad_block1, jit_options={"inline": "always"})
+def _ov_grad_block1(grad, S, nl, alive, qb, gb):
+    conv = _convention(grad)
+    if conv == "lanes":
+        return lambda grad, S, nl, alive, qb, gb: grad(S)
+
+    def impl(grad, S, nl, alive, qb, gb):
+        for l in range(nl):
+            if alive[l]:
+                qb[0] = S[l]
+                grad(qb, gb)
+                S[LANES + l] = gb[0]
+    return impl
+
+
+@overload(grad_block2, jit_options={"inline": "always"})
+def _ov_grad_block2(grad, S, nl, alive, qb, gb):
+    conv = _convention(grad)
+    if conv == "lanes":
+        return lambda grad, S, nl, alive, qb, gb: grad(S)
+
+    def impl(grad, S, nl, alive, qb, gb):
+        for l in range(nl):
+            if alive[l]:
+                qb[0] = S[l]
+                qb[1] = S[LANES + l]
+                grad(qb, gb)
+                S[2 * LANES + l] = gb[0]
+                S[3 * LANES + l] = gb[1]
+    return impl
 
 
 @njit
@@ -105,10 +173,11 @@ def _counters(step0, nsteps, acc_start, batch_len, B, stride):
     return b, bleft, sleft, j
 
 
-#: Walkers advanced together, interleaved, by one thread in the d = 1 damped loop: their
-#: gradient evaluations are independent, so the CPU overlaps them (about +25 % over one
-#: walker at a time, whose steps form one long dependency chain).  Results do not depend on it.
-LANES = 4
+#: Walkers advanced together by one thread in the d = 1 and d = 2 damped loops.  With a lane
+#: kernel their gradients are one SIMD evaluation (8 doubles = one AVX-512 register, two AVX2
+#: ones); with scalar or array kernels they are interleaved calls that the CPU overlaps.
+#: Results do not depend on it (every walker's arithmetic is its own).
+LANES = 8
 
 
 @njit
@@ -116,14 +185,17 @@ def _block_damped_1d(grad, w0, nl, q, p, a, e, delta, step0, nsteps, acc_start, 
                      batch_len, lo, inv, nbins, stride, p_tol, q_tol, window,
                      bp, bpp, bq, bqq, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
                      still, trapped_at, blown_at):
-    """d = 1 damped map (3.2) for walkers w0 .. w0 + nl - 1 (nl <= LANES), interleaved step by
-    step.  Per walker the arithmetic is exactly damped_step's (same operations in the same order,
-    so the same bits), and the accumulators are
-    those of _walker_generic, so results equal the one-walker-at-a-time loop bit for bit."""
+    """d = 1 damped map (3.2) for walkers w0 .. w0 + nl - 1 (nl <= LANES), advanced together step
+    by step: positions of all lanes, one gradient call for the block (lane kernel; or one call
+    per walker for an array kernel), then momenta and positions.  Per walker the arithmetic is
+    exactly damped_step's (same operations in the same order), and the accumulators are those of
+    _walker_generic, so with an array kernel results equal the one-walker-at-a-time loop bit for
+    bit (with a lane kernel they differ only through its exp/sin/cos)."""
     B = bp.shape[1]
     S = samp_q.shape[1]
     qb = np.empty(1)
     gb = np.empty(1)
+    G = np.zeros(2 * LANES)  # gradient scratch: positions, then gradients (lane kernel layout)
     h = 0.5 * delta
     x = np.empty(LANES)
     v = np.empty(LANES)
@@ -144,21 +216,25 @@ def _block_damped_1d(grad, w0, nl, q, p, a, e, delta, step0, nsteps, acc_start, 
         x[l] = q[w, 0]
         v[l] = p[w, 0]
         cnt[l] = still[w]
+        G[l] = x[l]
         sp[l] = bp[w, b, 0]
         spp[l] = bpp[w, b, 0, 0]
         sq[l] = bq[w, b, 0]
         sqq[l] = bqq[w, b, 0]
+    for l in range(nl, LANES):  # padding lanes of a lane kernel: any finite point
+        G[l] = G[0]
     for st in range(step0, step0 + nsteps):
         if nalive == 0:
             break
         for l in range(nl):
-            if not alive[l]:
-                continue
-            xo[l] = x[l]
-            qb[0] = x[l] + h * a * v[l]
-            grad(qb, gb)
-            v[l] = e * v[l] - delta * gb[0]
-            x[l] = qb[0] + h * a * v[l]
+            if alive[l]:
+                xo[l] = x[l]
+                G[l] = x[l] + h * a * v[l]
+        grad_block1(grad, G, nl, alive, qb, gb)
+        for l in range(nl):
+            if alive[l]:
+                v[l] = e * v[l] - delta * G[LANES + l]
+                x[l] = G[l] + h * a * v[l]
         acc = st >= acc_start
         sample = False
         if acc:
@@ -240,14 +316,15 @@ def _block_damped_2d(grad, w0, nl, q, p, A, E, delta, diag, step0, nsteps, acc_s
                      batch_len, hist_lo, hist_inv, nbins, stride, p_tol, q_tol, window,
                      bp, bpp, bq, bqq, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
                      still, trapped_at, blown_at):
-    """d = 2 damped map (3.2) for walkers w0 .. w0 + nl - 1, interleaved, with A and E (full 2x2
-    or diagonal) in scalars.  The arithmetic is damped_step's, operation for operation (diagonal:
-    q += h A_ii p_i; full: q_i += h (A_i0 p_0 + A_i1 p_1)), so results equal _walker_generic's
-    bit for bit."""
+    """d = 2 damped map (3.2) for walkers w0 .. w0 + nl - 1, advanced together as in
+    _block_damped_1d, with A and E (full 2x2 or diagonal) in scalars.  The arithmetic is
+    damped_step's, operation for operation (diagonal: q += h A_ii p_i; full: q_i += h (A_i0 p_0 +
+    A_i1 p_1)), so with an array kernel results equal _walker_generic's bit for bit."""
     B = bp.shape[1]
     S = samp_q.shape[1]
     qb = np.empty(2)
     gb = np.empty(2)
+    G = np.zeros(4 * LANES)  # gradient scratch: x, y, then dV/dx, dV/dy (lane kernel layout)
     h = 0.5 * delta
     a00 = A[0, 0]
     a01 = A[0, 1]
@@ -289,6 +366,8 @@ def _block_damped_2d(grad, w0, nl, q, p, A, E, delta, diag, step0, nsteps, acc_s
         u[l] = p[w, 0]
         v[l] = p[w, 1]
         cnt[l] = still[w]
+        G[l] = x[l]
+        G[LANES + l] = y[l]
         s0[l] = bp[w, b, 0]
         s1[l] = bp[w, b, 1]
         s00[l] = bpp[w, b, 0, 0]
@@ -298,6 +377,9 @@ def _block_damped_2d(grad, w0, nl, q, p, A, E, delta, diag, step0, nsteps, acc_s
         r1[l] = bq[w, b, 1]
         r00[l] = bqq[w, b, 0]
         r11[l] = bqq[w, b, 1]
+    for l in range(nl, LANES):  # padding lanes of a lane kernel: any finite point
+        G[l] = G[0]
+        G[LANES + l] = G[LANES]
     for st in range(step0, step0 + nsteps):
         if nalive == 0:
             break
@@ -309,22 +391,31 @@ def _block_damped_2d(grad, w0, nl, q, p, A, E, delta, diag, step0, nsteps, acc_s
             pu = u[l]
             pv = v[l]
             if diag:
-                qb[0] = x[l] + h * a00 * pu
-                qb[1] = y[l] + h * a11 * pv
+                G[l] = x[l] + h * a00 * pu
+                G[LANES + l] = y[l] + h * a11 * pv
             else:
-                qb[0] = x[l] + h * (a00 * pu + a01 * pv)
-                qb[1] = y[l] + h * (a10 * pu + a11 * pv)
-            grad(qb, gb)
+                G[l] = x[l] + h * (a00 * pu + a01 * pv)
+                G[LANES + l] = y[l] + h * (a10 * pu + a11 * pv)
+        grad_block2(grad, G, nl, alive, qb, gb)
+        for l in range(nl):
+            if not alive[l]:
+                continue
+            pu = u[l]
+            pv = v[l]
+            xm = G[l]
+            ym = G[LANES + l]
+            gx = G[2 * LANES + l]
+            gy = G[3 * LANES + l]
             if diag:
-                pu2 = e00 * pu - delta * gb[0]
-                pv2 = e11 * pv - delta * gb[1]
-                x[l] = qb[0] + h * a00 * pu2
-                y[l] = qb[1] + h * a11 * pv2
+                pu2 = e00 * pu - delta * gx
+                pv2 = e11 * pv - delta * gy
+                x[l] = xm + h * a00 * pu2
+                y[l] = ym + h * a11 * pv2
             else:
-                pu2 = (e00 * pu + e01 * pv) - delta * gb[0]
-                pv2 = (e10 * pu + e11 * pv) - delta * gb[1]
-                x[l] = qb[0] + h * (a00 * pu2 + a01 * pv2)
-                y[l] = qb[1] + h * (a10 * pu2 + a11 * pv2)
+                pu2 = (e00 * pu + e01 * pv) - delta * gx
+                pv2 = (e10 * pu + e11 * pv) - delta * gy
+                x[l] = xm + h * (a00 * pu2 + a01 * pv2)
+                y[l] = ym + h * (a10 * pu2 + a11 * pv2)
             u[l] = pu2
             v[l] = pv2
         acc = st >= acc_start
@@ -553,9 +644,10 @@ def _run_chunk(grad, kind, q, p, g, rng, A, E, L, delta, diag,
     ``window`` consecutive steps marks the walker trapped (trapped_at = first such step); it
     then stops.  A non-finite q or p sets blown_at to the step and stops the walker.
 
-    Paths: the damped map in d = 1 and d = 2 runs blocks of LANES walkers interleaved with
-    scalar state (_block_damped_1d/_2d); everything else runs one walker at a time
-    (_walker_generic).  All paths do the same arithmetic, so they give the same bits.
+    Paths: the damped map in d = 1 and d = 2 runs blocks of LANES walkers with scalar state
+    (_block_damped_1d/_2d); everything else runs one walker at a time (_walker_generic).  All
+    paths do the same arithmetic, so they give the same bits.  (simulate() sends d = 1, 2 damped
+    runs of expression potentials to damped_chunk_1d/_2d with the SIMD lane kernel instead.)
     """
     W = q.shape[0]
     d = q.shape[1]
@@ -592,8 +684,10 @@ run_chunk = _Lazy(_RUN_SIG, _run_chunk)
 def damped_1d_chunk(grad, q, p, a, e, delta, step0, nsteps, acc_start, minmax_start, batch_len, lo, inv, nbins,
                     stride, p_tol, q_tol, window, bp, bpp, bq, bqq, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
                     still, trapped_at, blown_at):
-    """run_chunk restricted to the d = 1 damped map; pure Python source, compiled by
-    :func:`specialized` for one gradient (small, so it compiles in seconds)."""
+    """run_chunk restricted to the d = 1 damped map, for a lane kernel (Potential.grad_lanes;
+    the other conventions work too).  a, e: A and E (scalars); lo, inv: the histogram's lower
+    edge and bins per unit.  Compiled once for GRADL_TYPE (damped_chunk_1d, cached) or per
+    gradient by :func:`specialized`.  With the same gradient values, the same bits as run_chunk."""
     W = q.shape[0]
     nblocks = (W + LANES - 1) // LANES
     for blk in prange(nblocks):
@@ -602,6 +696,28 @@ def damped_1d_chunk(grad, q, p, a, e, delta, step0, nsteps, acc_start, minmax_st
                          batch_len, lo, inv, nbins, stride, p_tol, q_tol, window,
                          bp, bpp, bq, bqq, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
                          still, trapped_at, blown_at)
+
+
+damped_chunk_1d = _Lazy(_D1_SIG, damped_1d_chunk)
+
+
+def damped_2d_chunk(grad, q, p, A, E, delta, diag, step0, nsteps, acc_start, minmax_start, batch_len, hist_lo,
+                    hist_inv, nbins, stride, p_tol, q_tol, window, bp, bpp, bq, bqq, hist, outside, samp_q, samp_p,
+                    nstored, qmin, qmax, still, trapped_at, blown_at):
+    """run_chunk restricted to the d = 2 damped map, for a lane kernel (Potential.grad_lanes;
+    the other conventions work too).  Compiled once for GRADL_TYPE (damped_chunk_2d, cached) or
+    per gradient by :func:`specialized`.  With the same gradient values, the same bits as run_chunk."""
+    W = q.shape[0]
+    nblocks = (W + LANES - 1) // LANES
+    for blk in prange(nblocks):
+        w0 = blk * LANES
+        _block_damped_2d(grad, w0, min(LANES, W - w0), q, p, A, E, delta, diag, step0, nsteps,
+                         acc_start, minmax_start, batch_len, hist_lo, hist_inv, nbins, stride,
+                         p_tol, q_tol, window, bp, bpp, bq, bqq, hist, outside, samp_q, samp_p, nstored, qmin, qmax,
+                         still, trapped_at, blown_at)
+
+
+damped_chunk_2d = _Lazy(_D2_SIG, damped_2d_chunk)
 
 
 def _init_grad(grad, q, g):
@@ -654,32 +770,109 @@ record_chunk = _Lazy(_REC_SIG, _record_chunk)
 
 def _damped_bare_1d(grad, q, p, a, e, delta, nsteps):
     """The bare map (3.2) for d = 1, no statistics (the benchmark's kernel): blocks of LANES
-    walkers interleaved, as in simulate(). q, p: (W,)."""
+    walkers with the arithmetic of _block_damped_1d; ``grad`` any convention (the benchmark
+    passes the lane kernel). q, p: (W,)."""
     W = q.shape[0]
     nblocks = (W + LANES - 1) // LANES
+    h = 0.5 * delta
     for blk in prange(nblocks):
         w0 = blk * LANES
         nl = min(LANES, W - w0)
         qb = np.empty(1)
         gb = np.empty(1)
+        G = np.zeros(2 * LANES)
+        alive = np.zeros(LANES, dtype=np.bool_)
         x = np.empty(LANES)
         v = np.empty(LANES)
         for l in range(nl):
             x[l] = q[w0 + l]
             v[l] = p[w0 + l]
-        h = 0.5 * delta
+            alive[l] = True
+            G[l] = x[l]
+        for l in range(nl, LANES):
+            G[l] = G[0]
         for _ in range(nsteps):
             for l in range(nl):
-                qb[0] = x[l] + h * a * v[l]
-                grad(qb, gb)
-                v[l] = e * v[l] - delta * gb[0]
-                x[l] = qb[0] + h * a * v[l]
+                G[l] = x[l] + h * a * v[l]
+            grad_block1(grad, G, nl, alive, qb, gb)
+            for l in range(nl):
+                v[l] = e * v[l] - delta * G[LANES + l]
+                x[l] = G[l] + h * a * v[l]
         for l in range(nl):
             q[w0 + l] = x[l]
             p[w0 + l] = v[l]
 
 
 damped_bare_1d = _Lazy(_BARE1_SIG, _damped_bare_1d)
+
+
+def _damped_bare_2d(grad, q, p, A, E, delta, diag, nsteps):
+    """The bare map (3.2) for d = 2, no statistics (the benchmark's kernel): blocks of LANES
+    walkers with the arithmetic of _block_damped_2d; ``grad`` any convention (the benchmark
+    passes the lane kernel). q, p: (W, 2); A, E: (2, 2)."""
+    W = q.shape[0]
+    nblocks = (W + LANES - 1) // LANES
+    a00, a01, a10, a11 = A[0, 0], A[0, 1], A[1, 0], A[1, 1]
+    e00, e01, e10, e11 = E[0, 0], E[0, 1], E[1, 0], E[1, 1]
+    h = 0.5 * delta
+    for blk in prange(nblocks):
+        w0 = blk * LANES
+        nl = min(LANES, W - w0)
+        qb = np.empty(2)
+        gb = np.empty(2)
+        G = np.zeros(4 * LANES)
+        alive = np.zeros(LANES, dtype=np.bool_)
+        x = np.empty(LANES)
+        y = np.empty(LANES)
+        u = np.empty(LANES)
+        v = np.empty(LANES)
+        for l in range(nl):
+            x[l] = q[w0 + l, 0]
+            y[l] = q[w0 + l, 1]
+            u[l] = p[w0 + l, 0]
+            v[l] = p[w0 + l, 1]
+            alive[l] = True
+            G[l] = x[l]
+            G[LANES + l] = y[l]
+        for l in range(nl, LANES):
+            G[l] = G[0]
+            G[LANES + l] = G[LANES]
+        for _ in range(nsteps):
+            for l in range(nl):
+                if diag:
+                    G[l] = x[l] + h * a00 * u[l]
+                    G[LANES + l] = y[l] + h * a11 * v[l]
+                else:
+                    G[l] = x[l] + h * (a00 * u[l] + a01 * v[l])
+                    G[LANES + l] = y[l] + h * (a10 * u[l] + a11 * v[l])
+            grad_block2(grad, G, nl, alive, qb, gb)
+            for l in range(nl):
+                pu = u[l]
+                pv = v[l]
+                xm = G[l]
+                ym = G[LANES + l]
+                gx = G[2 * LANES + l]
+                gy = G[3 * LANES + l]
+                if diag:
+                    pu2 = e00 * pu - delta * gx
+                    pv2 = e11 * pv - delta * gy
+                    x[l] = xm + h * a00 * pu2
+                    y[l] = ym + h * a11 * pv2
+                else:
+                    pu2 = (e00 * pu + e01 * pv) - delta * gx
+                    pv2 = (e10 * pu + e11 * pv) - delta * gy
+                    x[l] = xm + h * (a00 * pu2 + a01 * pv2)
+                    y[l] = ym + h * (a10 * pu2 + a11 * pv2)
+                u[l] = pu2
+                v[l] = pv2
+        for l in range(nl):
+            q[w0 + l, 0] = x[l]
+            q[w0 + l, 1] = y[l]
+            p[w0 + l, 0] = u[l]
+            p[w0 + l, 1] = v[l]
+
+
+damped_bare_2d = _Lazy(_BARE2_SIG, _damped_bare_2d)
 
 
 def _damped_bare(grad, q, p, A, E, delta, diag, nsteps):
