@@ -28,7 +28,7 @@ from .bayes.effective import (EffectiveBasis, active_probabilities, adaptive_whi
                                effective_basis, f_cells, map_estimate, momenta_likelihood_params)
 from .errors import InputError
 
-__all__ = ["sample_model", "sampler_diagnostics", "convergence_warnings", "FitResult", "fit_effective_potential", "learned_curvature",
+__all__ = ["sample_model", "nuts_backend", "sampler_diagnostics", "convergence_warnings", "FitResult", "fit_effective_potential", "learned_curvature",
            "finite_delta_bias", "FiniteDeltaBias"]
 
 MAX_REPORT_1D = 200
@@ -47,12 +47,7 @@ def sample_model(model, *, draws: int = 1000, tune: int = 1000, chains: int = 4,
     import pymc as pm
 
     if use_nutpie is None:
-        try:
-            import nutpie  # noqa: F401
-
-            use_nutpie = True
-        except ImportError:
-            use_nutpie = False
+        use_nutpie = nuts_backend() == "nutpie"
     if use_nutpie:
         import nutpie
 
@@ -62,6 +57,16 @@ def sample_model(model, *, draws: int = 1000, tune: int = 1000, chains: int = 4,
         return idata
     return pm.sample(draws=int(draws), tune=int(tune), chains=int(chains), cores=1, random_seed=int(seed),
                      model=model, progressbar=False, target_accept=target_accept, compute_convergence_checks=False)
+
+
+def nuts_backend() -> str:
+    """"nutpie" when importable (used by :func:`sample_model`), else "pymc"."""
+    try:
+        import nutpie  # noqa: F401
+
+        return "nutpie"
+    except ImportError:
+        return "pymc"
 
 
 def sampler_diagnostics(idata, var_names=None) -> dict:
@@ -137,11 +142,12 @@ class FitResult:
     U_draws: Any = None
     likelihood: Optional[dict] = None  # likelihood grid (EffectiveBasis.describe())
     lik_counts: Any = None             # (n_active,) counts of the active likelihood cells
+    sampler: str = ""                  # how the posterior was computed (method used, backend, draws)
 
     def to_dict(self) -> dict:
         f = lambda a: None if a is None else np.asarray(a, dtype=float).tolist()  # noqa: E731
         return {
-            "method": self.method,
+            "method": self.method, "sampler": self.sampler,
             "grid": f(self.grid.reshape(len(self.grid), -1)),
             "grid_region": ("histogram cells with data only (1D: 0.05 %-99.95 % count quantiles; 2D: points with "
                             "counts within +-1.5 report cells); U outside carries no information"),
@@ -394,11 +400,13 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
                  else np.full(bd.shape[0], float(fixed_beta)))
         warnings += convergence_warnings(diag)
         band = "94% equal-tailed posterior interval (NUTS)"
+        sampler = f"NUTS ({nuts_backend()}), {chains} chains x {draws} draws after {tune} tuning steps"
     else:
         nd = max(200, int(draws))
         bd = b_map + rng.standard_normal((nd, len(b_map))) @ W.T
         betad = _beta_draws(momenta, fixed_beta, nd, rng)
         diag = {"r_hat_max": None, "ess_bulk_min": None, "divergences": None}
+        sampler = f"MAP (Newton / Fisher scoring) + Laplace approximation, {nd} independent draws"
         band = ("94% equal-tailed Laplace interval (Gaussian in the spline coefficients at the MAP, smoothing "
                 "precision fixed at its MAP; exact Gamma posterior of beta)")
     if control is not None:
@@ -433,7 +441,7 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
                     knots=basis.knots, coef_mean=coef_mean, n_eff_factor=float(factor), n_eff=float(n_eff),
                     diagnostics=diag, seconds=0.0, warnings=warnings, band=band, counts=counts, edges=edges,
                     idata=idata, U_draws=Ud, likelihood=basis.describe(),
-                    lik_counts=basis.active_counts(counts))
+                    lik_counts=basis.active_counts(counts), sampler=sampler)
     # ---- reference
     cells_mask = _mass_region(counts, mass_fraction).ravel()
     res.mass_region = cells_mask[idx]

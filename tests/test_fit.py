@@ -115,6 +115,9 @@ def test_nuts_double_well():
     idata = r.to_inference_data()
     assert {"posterior", "posterior_predictive", "observed_data", "sample_stats"} <= set(idata.groups())
     assert "U" in idata.posterior
+    d = r.to_dict()
+    assert d["method"] == "nuts" and d["sampler"].startswith("NUTS")
+    assert d["likelihood"]["active_cells"] == 104 and d["likelihood"]["gauss_points_per_dim"] == 1
 
 
 def test_map_2d_gaussian():
