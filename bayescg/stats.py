@@ -27,7 +27,7 @@ __all__ = [
     "batch_means", "batch_means_se", "autocorrelation", "integrated_autocorrelation_time",
     "pooled_iat", "thinning_stride", "beta_from_momenta", "beta_from_second_moments",
     "normality_univariate", "mardia_test", "henze_zirkler_test", "normality_test",
-    "configurational_beta", "EquilibriumSummary", "equilibrium_summary", "effective_iat_steps",
+    "configurational_beta", "EquilibriumSummary", "equilibrium_summary", "effective_iat_steps", "p2_iat_steps",
 ]
 
 
@@ -364,8 +364,29 @@ class EquilibriumSummary:
 RESOLVED_IAT = 3.0
 
 
+def p2_iat_steps(beta_hat, beta_hat_se, momentum_covariance, accumulated_steps):
+    """IAT in steps of |p|^2 implied by the simulator's batch-means standard error of beta_hat.
+
+    beta_hat = d / v with v = E|p|^2 (zero-mean p), so se(v) = d se(beta) / beta^2 (delta method); with N pooled
+    steps, se(v)^2 = tau var(|p|^2) / N and, p being Gaussian (normality is tested), var(|p|^2) = 2 Tr(C^2):
+    tau = N se(v)^2 / (2 Tr C^2).  None when any input is missing or not finite.
+    """
+    try:
+        C = np.atleast_2d(np.asarray(momentum_covariance, dtype=float))
+        b, se, n = float(beta_hat), float(beta_hat_se), float(accumulated_steps)
+    except (TypeError, ValueError):
+        return None
+    if not (np.isfinite(b) and b > 0 and np.isfinite(se) and se > 0 and n > 0 and np.all(np.isfinite(C))):
+        return None
+    var = 2.0 * float(np.trace(C @ C))
+    if var <= 0:
+        return None
+    sev = C.shape[0] * se / b ** 2
+    return n * sev ** 2 / var
+
+
 def effective_iat_steps(q_iat_steps, accumulated_steps, iat_stored: float, stride: int,
-                        q2_iat_steps=None) -> tuple[float, str]:
+                        q2_iat_steps=None, p2_iat=None) -> tuple[float, str]:
     """IAT in steps behind the histogram's n_eff, and which estimates gave it.
 
     The counts of the histogram are correlated through every slow observable of q, odd (q: hopping between
@@ -373,12 +394,13 @@ def effective_iat_steps(q_iat_steps, accumulated_steps, iat_stored: float, strid
     the largest is taken:
       * ``q_iat_steps`` (simulator, streaming batch means of q over every post-burn-in step);
       * ``q2_iat_steps`` (the same for q_i^2, when the simulator provides it);
+      * ``p2_iat`` (IAT of |p|^2 from the batch-means se of beta_hat, :func:`p2_iat_steps`): energy, an even mode;
       * the stored-sample estimate iat_stored * stride, only when resolved (iat_stored >= RESOLVED_IAT):
         otherwise it is just the storage stride, a cap, not an estimate.
     The q-only streaming IAT alone is not enough: for an underdamped oscillation the autocorrelation of q
-    changes sign and its IAT is tiny (Test 1, delta 0.5: 0.38 steps, while q^2 has 9.9 steps and the
-    bands built on 0.38 covered U_0 at 25 % of points).  Without an even-moment estimate (no q2_iat_steps,
-    stored estimate unresolved) the stored cap stays in force (conservative: n_eff = number of stored samples).
+    changes sign and its IAT is tiny (Test 1, delta 0.5: 0.38 steps, while q^2 has 9.9 and |p|^2 about 20 steps;
+    bands built on 0.38 covered U_0 at 25 % of points, on 20 at 99 %).  Without an even-moment estimate (no q^2
+    or |p|^2 IAT, stored estimate unresolved) the stored cap stays in force (n_eff = number of stored samples).
     Returns (iat_steps, method) with method naming the estimates used.
     """
     stored = float(iat_stored) * max(int(stride), 1)
@@ -392,9 +414,11 @@ def effective_iat_steps(q_iat_steps, accumulated_steps, iat_stored: float, strid
     cands = {"streaming q": max(float(q_iat_steps), 1.0)}
     if ok(q2_iat_steps):
         cands["streaming q^2"] = max(float(q2_iat_steps), 1.0)
+    if ok(p2_iat):
+        cands["streaming |p|^2"] = max(float(p2_iat), 1.0)
     if resolved:
         cands["stored"] = stored
-    elif "streaming q^2" not in cands:
+    elif len(cands) == 1:
         cands["stored cap (no even-moment IAT)"] = stored
     name = max(cands, key=cands.get)
     return cands[name], f"max of {', '.join(cands)}: {name}"
@@ -420,12 +444,15 @@ def equilibrium_summary(sim, max_points: int = 5000) -> EquilibriumSummary:
     sample_stride = int(getattr(sim, "sample_stride", 1) or 1)
     q_iat = getattr(sim, "q_iat_steps", None)
     acc = getattr(sim, "accumulated_steps", None)
-    iat_steps, method = effective_iat_steps(q_iat, acc, tau, sample_stride, getattr(sim, "q2_iat_steps", None))
-    n_eff = float(acc) / iat_steps if method != "stored" else q.shape[0] / tau
     beta = getattr(sim, "beta_hat", None)
     beta_se = getattr(sim, "beta_hat_se", None)
+    p2 = None
     if beta is None or not np.isfinite(beta):
         beta, beta_se = beta_from_momenta(p, walker)
+    elif getattr(sim, "momentum_covariance", None) is not None:
+        p2 = p2_iat_steps(beta, beta_se, sim.momentum_covariance, acc)  # the simulator's se covers all steps
+    iat_steps, method = effective_iat_steps(q_iat, acc, tau, sample_stride, getattr(sim, "q2_iat_steps", None), p2)
+    n_eff = float(acc) / iat_steps if method != "stored" else q.shape[0] / tau
     pt = _thin(p, walker, stride)
     if pt.shape[0] < 20:
         # fewer than 20 independent points: test all stored points; positive correlation makes the test
