@@ -499,33 +499,13 @@ class SurrogateResult:
         ax.legend(fontsize=8)
         figs.append(("Equilibrium density (Langevin)", fig))
 
-        fig, ax = plt.subplots(figsize=(6, 4))
-        if "mean_band" in c:
-            ax.fill_between(c["t_surrogate"], c["mean_band"][0], c["mean_band"][1], color="C1", alpha=0.25,
-                            label="surrogate, 94% over U_k draws")
-        ax.plot(c["t_full"], c["mean_full"], color="k", lw=1, label=f_lbl)
-        ax.plot(c["t_surrogate"], c["mean_surrogate"], "--", color="C1", lw=1.2, label=d_lbl)
-        if "mean_compare" in c:
-            ax.plot(c["t_full"], c["mean_compare"], ":", color="C2", lw=1.2, label=x_lbl)
-        ax.set_xlabel("t")
-        ax.set_ylabel("mean q (4.3)")
-        ax.set_title(f"Mean path, max error {self.langevin['mean_path_max_error']:.3g}")
-        ax.legend(fontsize=8)
-        figs.append(("Mean path (Langevin)", fig))
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        if "acf_band" in c:
-            ax.fill_between(c["lags_surrogate"], c["acf_band"][0], c["acf_band"][1], color="C1", alpha=0.25,
-                            label="surrogate, 94% over U_k draws")
-        ax.plot(c["lags_full"], c["acf_full"], color="k", lw=1, label=f_lbl)
-        ax.plot(c["lags_surrogate"], c["acf_surrogate"], "--", color="C1", lw=1.2, label=d_lbl)
-        if "acf_compare" in c:
-            ax.plot(c["lags_full"], c["acf_compare"], ":", color="C2", lw=1.2, label=x_lbl)
-        ax.axhline(0, color="0.6", lw=0.5)
-        ax.set_xlabel("lag tau")
-        ax.set_ylabel("normalized ACF (4.4)")
-        ax.set_title(f"Normalized ACF, RMS error {self.langevin['acf_l2_error']:.3g}")
-        ax.legend(fontsize=8)
+        lbl = (f_lbl, d_lbl, x_lbl)
+        figs.append(("Mean path (Langevin)", _path_panel(
+            plt, c, "t", "mean", lbl, "t", "mean q (4.3)",
+            f"Mean path, max error {self.langevin['mean_path_max_error']:.3g}")))
+        fig = _path_panel(plt, c, "lags", "acf", lbl, "lag tau", "normalized ACF (4.4)",
+                          f"Normalized ACF, RMS error {self.langevin['acf_l2_error']:.3g}")
+        fig.axes[0].axhline(0, color="0.6", lw=0.5)
         figs.append(("Normalized ACF (Langevin)", fig))
 
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -742,6 +722,24 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
     }
     timings["total_seconds"] = time.perf_counter() - t_start
     return SurrogateResult(model.name, settings, lg, hm, cmp_out, timings, warnings, curves_out)
+
+
+def _path_panel(plt, c, x, y, labels, xlabel, ylabel, title):
+    """Figure of curve ``y`` (mean path or ACF): full model, surrogate (+ band over U_k draws), compare."""
+    f_lbl, d_lbl, x_lbl = labels
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if f"{y}_band" in c:
+        ax.fill_between(c[f"{x}_surrogate"], c[f"{y}_band"][0], c[f"{y}_band"][1], color="C1", alpha=0.25,
+                        label="surrogate, 94% over U_k draws")
+    ax.plot(c[f"{x}_full"], c[f"{y}_full"], color="k", lw=1, label=f_lbl)
+    ax.plot(c[f"{x}_surrogate"], c[f"{y}_surrogate"], "--", color="C1", lw=1.2, label=d_lbl)
+    if f"{y}_compare" in c:
+        ax.plot(c[f"{x}_full"], c[f"{y}_compare"], ":", color="C2", lw=1.2, label=x_lbl)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
 
 
 def _delta_corrected(curves: LearnedCurves, learned, default_gamma: float):
