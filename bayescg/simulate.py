@@ -35,9 +35,9 @@ TRAP_WINDOW = 1000
 BATCHES = 32
 #: Default chunk size: about this many steps summed over walkers per chunk.
 CHUNK_TOTAL = 20_000_000
-#: d = 1 damped runs of at least this many steps use a driver specialized on the gradient
-#: (inlined gradient, ~15 % faster on Test 1, one extra compilation of a few seconds); results
-#: are identical either way.
+#: d = 1 damped runs of user (array) gradient kernels of at least this many steps use a driver
+#: specialized on the gradient (inlined gradient, ~15 % faster on Test 1 with the libm
+#: kernel, one extra compilation of a few seconds); results are identical either way.
 SPECIALIZE_STEPS = 1_000_000_000
 #: Refuse per-walker histograms larger than this many bytes in total.
 MAX_HIST_BYTES = 2 * 1024 ** 3
@@ -377,10 +377,10 @@ def simulate(potential, delta, gamma=0.1, *, steps, walkers=16, seed=1, mass=Non
     g1 = potential.grad if gs is None else gs
     spec1 = None
     if kind == K.DAMPED and d == 1:
-        if steps >= SPECIALIZE_STEPS:
+        if gs is not None:
+            spec1 = K.damped_chunk_1d  # (inlining the lane kernel measured ~10 % slower than this)
+        elif steps >= SPECIALIZE_STEPS:
             spec1 = K.specialized(K.damped_1d_chunk)
-        elif gs is not None:
-            spec1 = K.damped_chunk_1d
     spec2 = K.damped_chunk_2d if gs is not None and d == 2 else None
 
     def run(a, b):

@@ -6,19 +6,23 @@
 Problems: Test 1 (4.5) in 1D (delta 0.5, gamma 0.1) and Test 5 (4.9) in 2D (delta 0.05163,
 gamma 0.014), 16 walkers.  Measured (steps per second, summed over walkers):
 
-* numba, production kernel (gradient as a first-class function: one compiled driver for every
-  potential), 1 thread and all threads;
+* numba, production kernel: blocks of 8 walkers whose gradients are one call of the potential's
+  SIMD lane kernel (Potential.grad_lanes, exp/sin/cos from bayescg.kernels.fastmath), passed as a
+  first-class function (one compiled driver for every potential), 1 thread and all threads;
 * numba, specialized kernel (the driver recompiled for this gradient, so LLVM can inline it);
-* simulate() end to end (all accumulators, trap detection, histograms, samples) on the path a
-  paper-size run takes (1D: the specialized driver, used from 1e9 steps on; 2D: the cached one);
-* scalar C of the same map, one walker at a time ("C 1 core", the reference of all ratios) and with
-  4 walkers interleaved like numba's 1D loop ("C 4 lanes") (damped_map.c, gradient generated from the same sympy expression,
+* simulate() end to end (all accumulators, trap detection, histograms, samples), on the lane
+  kernels like every d = 1, 2 damped run of an expression potential;
+* scalar C of the same map with glibc's exp/sin/cos, one walker at a time ("C 1 core", the
+  reference of all ratios) and with 4 walkers interleaved ("C 4 lanes"), and C with the fast
+  functions ported from bayescg.kernels.fastmath, 8 walkers interleaved ("C fast fns 8 lanes";
+  gcc may or may not vectorize it) (damped_map.c, gradient generated from the same sympy expression,
   ``gcc -O3 -march=native -ffp-contract=off -fno-tree-slp-vectorize -lm``), run in a subprocess,
   one core.  The two extra flags keep the rounding equal to numba's, which never fuses
   multiply-adds: gcc 12's SLP vectorizer emits vfmaddsub for pairs like 1.4 x + 0.6 y even under
   -ffp-contract=off, and on the chaotic 2D map those last-bit changes grow into different
   trajectories that leave the Mueller-Brown basin and overflow (NaN arithmetic then made C look
-  several times faster than it is).  With them C and numba agree bit for bit;
+  several times faster than it is).  With them C and numba agree bit for bit (glibc C against
+  numba's libm path, fast-function C against the lane kernels);
 * NumPy, vectorized over walkers (16 walkers, and 4096 walkers as its best case).
 
 Ratios are against C on one core.  The projected time of the paper's 5e9-step 1D budget uses
@@ -331,7 +335,7 @@ def bench(quick: bool, out_md: Path | None):
                 for nt in sorted({1, ncores}):
                     sec = best(lambda: with_threads(nt, numba_run, kern, gl, q0, p0, delta, a, e, n), reps)[-1]
                     r[f"{label}_{nt}"] = total / sec
-            # simulate() end to end, on the path a paper-size run takes (for d = 1: the specialized driver)
+            # simulate() end to end (lane kernels; SPECIALIZE_STEPS only matters for user array kernels)
             sim_steps = total if not quick else 4000
             S.SPECIALIZE_STEPS = 1
             for nt in sorted({1, ncores}):
@@ -419,15 +423,19 @@ def render(rows, checks, ncores, load_before, load_after, quick) -> str:
                      f"max |specialized - production| = {diff_s:.3g}; max |C 8 lanes - C 1 lane| = {diff_f8:.3g}"
                      + (" (all bit-identical)" if max(diff, diff_f, diff_s, diff_f8) == 0 else ""))
     lines += ["", "Notes:", "",
-              "- The gradients of these potentials are dominated by sin/cos/exp calls.  Without Intel SVML "
-              "(not installed here) LLVM cannot vectorize libm calls across walkers, so numba and C both run "
-              "scalar transcendental code; per core numba is on par with C (about 1.1x), not 2x.  NumPy's own "
-              "SIMD sin/cos/exp at 4096 walkers shows what vectorizing across walkers would give; getting it "
-              "in numba needs a vectorizable sin/cos/exp in the generated gradient plus a lane-vectorized "
-              "statistics loop (not done).",
-              "- simulate()'s d = 1 and d = 2 damped loops advance 4 walkers interleaved (their gradients are "
-              "independent, so the CPU overlaps them); the bare 'numba' 1D kernel does the same, the bare 2D "
-              "kernel runs one walker at a time like the plain C loop; 'C 4 lanes' is the interleaving in C.",
+              "- The gradients of these potentials are dominated by exp/sin/cos: Test 5's gradient is four exp and "
+              "two cos of 1e5-size arguments.  numba's math.* calls glibc, one walker at a time (no SVML here); a "
+              "tight loop of the same gradient takes the same time in numba and in C (about 87 ns per point), so "
+              "with libm calls numba can only match scalar C.  The production path (simulate() and the 'numba' "
+              "columns) instead evaluates the gradients of 8 walkers in one call of a generated lane kernel "
+              "(Potential.grad_lanes) whose loop over walkers LLVM compiles to AVX-512 (or AVX2) code, with "
+              "branch-free exp/sin/cos from bayescg.kernels.fastmath (at most 1.5 ulp from correctly rounded, "
+              "tested against mpmath; a lane whose argument leaves the fast range, |x| >= 708 for exp or >= 1e6 for "
+              "sin/cos, is recomputed with glibc).  That is where the ratio over scalar C comes from; "
+              "'C fast fns 8 lanes' is C with the same functions, for comparison.",
+              "- simulate() pays for its statistics (batch moments of p and q, histogram, trap and blow-up checks, "
+              "samples) per walker and step in scalar code; that is the gap between the 'numba' and 'simulate()' "
+              "columns.",
               "- The production drivers take the gradient as a first-class function (indirect call) so that they "
               "are compiled once and cached on disk; the 'specialized' columns show the cost of that choice.",
               "- Walkers are independent (no shared state, no synchronization inside a chunk), so the parallel "
