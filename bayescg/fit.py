@@ -1,9 +1,11 @@
 """Learn the effective potential U_k with its uncertainty from a simulation (3.5), (3.6), (3.9).
 
 ``fit_effective_potential(sim)`` builds the model of :mod:`bayescg.bayes.effective` (f = beta U on a
-B-spline basis, multinomial histogram likelihood tempered by n_eff / n, beta from the momenta), samples
-it with NUTS (nutpie when importable, else PyMC) or takes the MAP with a Laplace band, and reports U on a
-grid restricted to the region with data, shifted so that min U_mean = 0.
+B-spline basis, multinomial likelihood of the counts of the likelihood cells tempered by n_eff / n, beta
+from the momenta), samples it with NUTS (nutpie when importable, else PyMC) or takes the MAP with a Laplace
+band, and reports U on a grid restricted to the region with data, shifted so that min U_mean = 0.
+Likelihood grid: 1D the fine histogram with the midpoint rule; 2D cells of about half a knot spacing with
+3 x 3 Gauss points and the normaliser over the cells with data plus one (result.json ``likelihood``).
 
 Reported bands.  Each posterior draw of U is defined up to a constant; every draw is aligned to have the
 same count-weighted mean over the reported grid, then the 3 % and 97 % quantiles at each point give the
@@ -341,7 +343,7 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
                             chains: int = 4, seed: int = 1, reference=None, mass_fraction: float = 0.98,
                             control=None, beta: Optional[float] = None, min_eff_per_coef: float = 2.0,
                             max_knots_2d: int = 25, coarsen=None, quad: Optional[int] = None,
-                            trim: Optional[bool] = None) -> FitResult:
+                            trim: Optional[bool] = None, target_accept: Optional[float] = None) -> FitResult:
     """Fit U_k (3.9) with uncertainty; see the module docstring for bands and RMSE.
 
     sim_or_data: SimulationResult-like (hist_counts, hist_edges, samples_*, beta_hat, beta_hat_se) or a dict
@@ -352,6 +354,8 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     coarsen, quad, trim: the likelihood grid (:func:`bayescg.bayes.effective.effective_basis`; defaults:
     the fine histogram with the midpoint rule in 1D; in 2D cells of about half a knot spacing with 3 x 3
     Gauss points and the normaliser over the cells with data plus one cell).
+    target_accept: NUTS target acceptance (default 0.9 in 1D, 0.95 in 2D, where cells at the edge of the data
+    give one-sided, exponential-wall directions).
     Raises InputError when the effective sample size is below ``min_eff_per_coef`` per (kept) coefficient.
     """
     t0 = time.perf_counter()
@@ -393,7 +397,8 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
         wh = adaptive_whitening(basis, b_map, sigma_map, H_data)
         model = build_effective_potential_model(counts, edges, basis=basis, momenta_stats=momenta,
                                                 n_eff_factor=factor, beta=fixed_beta, whitening=wh)
-        idata = sample_model(model, draws=draws, tune=tune, chains=chains, seed=seed)
+        idata = sample_model(model, draws=draws, tune=tune, chains=chains, seed=seed,
+                             target_accept=target_accept or (0.9 if d == 1 else 0.95))
         diag = sampler_diagnostics(idata, var_names=[v for v in ("z", "sigma_rw", "beta") if v in idata.posterior])
         bd = wh.b_of(idata.posterior["z"].values.reshape(-1, m - 1), idata.posterior["sigma_rw"].values.ravel())
         betad = (idata.posterior["beta"].values.ravel() if "beta" in idata.posterior

@@ -277,6 +277,10 @@ def build_effective_potential_model(counts, edges, *, knots=40, momenta_stats=No
                                     whitening=None):
     """pm.Model of f = beta U on a B-spline basis given histogram ``counts`` (bins,)*d with ``edges``.
 
+    basis: the :class:`EffectiveBasis` (likelihood grid, active region, kept coefficients); default
+    ``effective_basis(edges, knots, degree, counts=counts)``.  The histogram term is the multinomial of the
+    active-cell counts (module docstring).
+
     momenta_stats: dict with ``beta_hat`` and ``beta_hat_se`` (the momentum likelihood, see module doc),
     or None with a fixed ``beta``.  n_eff_factor in (0, 1]: tempering of the histogram likelihood.
     whitening: optional reparameterisation of b for NUTS (same posterior, better geometry):
