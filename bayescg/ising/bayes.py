@@ -13,13 +13,15 @@ often than not") picks one labelling; the posterior is then unimodal in the case
 the uniform prior adds no other information.  Unconstrained coordinates (NUTS, Laplace,
 KL): theta_c and z = logit(2 theta_cf - 1) (PyMC's interval transform).
 
-* :func:`marginal_model` sums X out exactly (used by ``nuts``).  Two interchangeable likelihoods:
-  ``likelihood="graph"``: a log-space forward recursion over the coarse chain unrolled in
-  pytensor (n_c - L steps, log-sum-exp), batched over data points, gradients by autodiff;
-  ``likelihood="op"`` (default): the same recursion in a numba kernel wrapped as a pytensor Op
-  with the exact gradient (E2) from the expectation semiring.  Values agree to 1e-10 (tests);
-  the Op exists because compiling the unrolled graph took minutes (C and numba backends) on our
-  shared machine, the Op compiles in seconds.
+* :func:`marginal_model` sums X out exactly (used by ``nuts``).  Two interchangeable likelihoods,
+  equal to 1e-10 (tests against enumeration):
+  ``likelihood="op"`` (default): the numba kernel of :mod:`bayescg.ising.kernel` (scaled forward
+  recursion, exact gradient (E2) by the expectation semiring) wrapped as a PyTensor Op with a
+  ``numba_funcify`` implementation, so nutpie's compiled logp+gradient runs without Python;
+  ``likelihood="graph"``: the same transfer matrices as a PyTensor graph (:func:`forward_logz`:
+  probability space, tree-ordered product, O(log n_c) nodes) with gradients by autodiff.  The
+  graph compiles in about a minute with nutpie (numba compiles each of its ~200 nodes), the Op
+  in seconds; see benchmarks/RESULTS_ISING.md.
 * :func:`fit_laplace` uses the exact Hessian of :func:`log_posterior` (expectation semiring,
   second order), checked against finite differences; the mode by trust-region Newton.
 * :func:`augmented_model` keeps X (S_f x n_c binary) as latent variables; :class:`FFBSStep` is a
@@ -45,55 +47,125 @@ def _pt():
     return pt
 
 
-def forward_logz(cm: CoarseModel, coef, em=None):
-    """pytensor log partition function of the coarse chain (chain.py (1)), log-space forward.
+def _emission_weights(cm: CoarseModel, counts, theta_cf):
+    """Symbolic emission weights for counts (B, n_c) of fine spins agreeing with X_r = +1:
+    returns eh (B, n_c, 2) (X_r = -1 / +1, normalized so the larger is 1) and the offsets
+    (B,) = sum_r log of the normalizers.  0 log 0 = 0 (masks from the numpy counts)."""
+    pt = _pt()
+    a = np.asarray(counts, float)
+    d = cm.level - a
+    lt, l1 = pt.log(theta_cf), pt.log1p(-theta_cf)
+    e1 = pt.switch(a > 0, a * lt, 0.0) + pt.switch(d > 0, d * l1, 0.0)  # X_r = +1: a agree
+    e0 = pt.switch(d > 0, d * lt, 0.0) + pt.switch(a > 0, a * l1, 0.0)  # X_r = -1: l_c - a agree
+    # the shift cancels in the value, so it can be a constant for autodiff (smaller gradient graph)
+    mx = _const_grad(pt.maximum(e0, e1))
+    mx = pt.switch(pt.isinf(mx), 0.0, mx)
+    eh = pt.stack([pt.exp(e0 - mx), pt.exp(e1 - mx)], axis=-1)
+    return eh, mx.sum(axis=1)
 
-    coef: symbolic (T,); em: symbolic (B, n_c, 2) emission log-factors or None (B = 1).
-    Returns symbolic (B,).
+
+def _const_grad(v):
+    from pytensor.gradient import disconnected_grad
+
+    return disconnected_grad(v)
+
+
+def forward_logz(cm: CoarseModel, coef, eh=None, offset=0.0):
+    """PyTensor log partition function of the coarse chain (chain.py (1)), probability space.
+
+    coef: symbolic (T,); eh: symbolic (B, n_c, 2) emission weights (<= 1, see
+    :func:`_emission_weights`) or None (no emissions, B = 1); offset (B,) is added to the
+    result.  Returns symbolic (B,).
+
+    The forward recursion a_t = a_{t-1} M_t with the (S, S) step matrices
+    M_t = W diag(E_t) (W = exp(log t - max), zero for impossible transitions; E_t the emission
+    weight of each state's newest spin) is the ordered product P = M_L ... M_{n-1}.  It is
+    evaluated as a balanced tree: the m = n_c - L matrices are padded with identities to a power
+    of two and adjacent pairs multiplied at once for all patterns (one batched matmul per level,
+    log2 levels), each product renormalized by its largest entry (log kept).  The graph and its
+    autodiff gradient then have O(log n_c) nodes instead of O(n_c), which is what keeps the
+    PyTensor/numba compilation short.  Shifts and normalizers cancel in the value and enter the
+    gradient as constants.
     """
     pt = _pt()
     st = cm.structure
     tb = st.tables
     L, S, n = st.L, st.S, st.n
-    mono = tb["mono"]
-    logt = pt.tensordot(coef, mono, axes=1)  # (S, 2)
     pred, nb = tb["pred"], tb["newbit"]
-    # full (S, S) log transfer matrix: successor s' of s appends bit nb[s']; others impossible
-    succ = np.zeros((S, S), bool)
+    succ = np.zeros((S, S))
+    mono_full = np.zeros((len(st.terms), S, S))  # [term, p, s']: term value entering s' from p
     for d in (0, 1):
-        succ[pred[d], np.arange(S)] = True
-    logT = pt.switch(succ, logt[:, nb], NEG)  # (S, S)
-    if em is None:
-        em = pt.zeros((1, n, 2))
-    emS = em[:, :, nb]  # (B, n, S): emission of the newest spin of each state
-    first = 0.0
-    for t in range(L):
-        first = first + em[:, t, tb["first_bits"][:, t]]  # (B, S)
-    if st.periodic:
-        log_eye = np.where(np.eye(S) > 0, 0.0, NEG)
-        la = first[:, :, None] + log_eye[None]  # (B, F=S, S)
+        succ[pred[d], np.arange(S)] = 1.0
+        mono_full[:, pred[d], np.arange(S)] = tb["mono"][:, pred[d], nb]
+    lw = pt.tensordot(coef, mono_full, axes=1)  # (S, S) log weights (0 where impossible)
+    mxt = _const_grad(pt.max(lw + np.where(succ > 0, 0.0, NEG)))
+    W = succ * pt.exp(lw - mxt)
+    m = n - L  # number of step matrices
+    levels = int(np.ceil(np.log2(m))) if m > 1 else 0
+    pad = np.zeros((2 ** levels, 1, 1))
+    pad[m:] = 1.0  # identity matrices after the last step
+    eye = pad * np.eye(S)[None]  # (m_pad, S, S)
+    if eh is None:
+        eh = pt.ones((1, n, 2))
+    # emission of each state's newest spin: nb[s] = s // (S/2), so E[..., s] = eh[..., s // (S/2)]
+    E = pt.repeat(eh[:, L:], S // 2, axis=2)  # (B, m, S)
+    if 2 ** levels > m:
+        E = pt.concatenate([E, pt.ones((E.shape[0], 2 ** levels - m, S))], axis=1)
+    B = E.shape[0]
+    # step matrices flattened over (pattern, step): pairs (2j, 2j+1) are adjacent steps of one pattern
+    M = (W[None, None] * E[:, :, None, :] * (1.0 - pad)[None] + eye[None]).reshape((B * 2 ** levels, S, S))
+    logs = pt.zeros((B * 2 ** levels,))  # log normalizer of each partial product
+    for _ in range(levels):
+        M = pt.batched_dot(M[0::2], M[1::2])  # order kept
+        sc = _const_grad(M.max(axis=(1, 2)))  # > 0 unless a pattern is impossible
+        M = M / sc[:, None, None]
+        logs = logs[0::2] + logs[1::2] + pt.log(sc)
+    P = M  # (B, S, S)
+    if L == 1:  # first block = site 0: weights (B, S = 2)
+        first = eh[:, 0]
     else:
-        w0 = pt.tensordot(coef, tb["w0"], axes=1)
-        la = (first + w0[None, :])[:, None, :]  # (B, 1, S)
-    for t in range(L, n):
-        la = pt.logsumexp(la[:, :, :, None] + logT[None, None], axis=2) + emS[:, t][:, None, :]
+        first = 1.0
+        for t in range(L):  # weight of the first block's emissions: (B, S)
+            first = first * pt.tensordot(eh[:, t], np.eye(2)[tb["first_bits"][:, t]].T, axes=1)
+    logsc = (n - L) * mxt + offset + logs
     if st.periodic:
-        lc = pt.tensordot(coef, tb["closing"], axes=1)  # (F, S)
-        tot = la + lc[None]
+        lc = pt.tensordot(coef, tb["closing"], axes=1)  # (F = S, S): ring closure after block f
+        mx0 = _const_grad(pt.max(lc))
+        Z = (first[:, :, None] * P * pt.exp(lc - mx0)[None]).sum(axis=(1, 2))
     else:
-        tot = la
-    tot = tot.reshape((tot.shape[0], -1))
-    mx = pt.max(tot, axis=1, keepdims=True)
-    return mx[:, 0] + pt.log(pt.sum(pt.exp(tot - mx), axis=1))
+        w0 = pt.tensordot(coef, tb["w0"], axes=1)  # (S,)
+        mx0 = _const_grad(pt.max(w0))
+        Z = ((first * pt.exp(w0 - mx0)[None])[:, :, None] * P).sum(axis=(1, 2))
+    return logsc + mx0 + pt.log(Z)
+
+
+def _coef_graph(cm: CoarseModel, theta_c):
+    pt = _pt()
+    A, c0 = cm.design
+    return cm.beta * (pt.dot(A, theta_c) + c0) if cm.K else cm.beta * pt.as_tensor(c0)
 
 
 def pointwise_loglik_graph(cm: CoarseModel, agree, theta_c, theta_cf):
     """Symbolic (S_f,) log p(x_i | theta) of (E1); agree = cm.agree_counts(x) (numpy)."""
+    coef = _coef_graph(cm, theta_c)
+    eh, off = _emission_weights(cm, np.asarray(agree)[..., 1], theta_cf)
+    return forward_logz(cm, coef, eh, off) - forward_logz(cm, coef)[0]
+
+
+def total_loglik_graph(cm: CoarseModel, x, theta_c, theta_cf):
+    """Symbolic sum_i log p(x_i | theta) of (E1), each symmetry orbit of the data once
+    (:func:`bayescg.ising.kernel.canonical_patterns`) with its multiplicity."""
+    from .kernel import canonical_patterns
+
     pt = _pt()
-    A, c0 = cm.design
-    coef = cm.beta * (pt.dot(A, theta_c) + c0) if cm.K else cm.beta * pt.as_tensor(c0)
-    em = agree * pt.log(theta_cf) + (cm.level - agree) * pt.log1p(-theta_cf)
-    return forward_logz(cm, coef, em) - forward_logz(cm, coef)[0]
+    counts, mult, _ = canonical_patterns(cm, x)
+    coef = _coef_graph(cm, theta_c)
+    eh, off = _emission_weights(cm, counts, theta_cf)
+    # the prior's partition function is one more row without emissions (weights 1, offset 0)
+    eh = pt.concatenate([eh, pt.ones((1, cm.n_c, 2))], axis=0)
+    off = pt.concatenate([off, pt.zeros(1)])
+    w = np.append(mult, -mult.sum())
+    return pt.dot(w, forward_logz(cm, coef, eh, off))
 
 
 _OP_CLASS = None
@@ -162,8 +234,8 @@ def marginal_model(cm: CoarseModel, x, prior_sd: float = 2.0, likelihood: str = 
     """pm.Model with X summed out: free variables theta_c (K,), theta_cf in (0.5, 1).
 
     likelihood = "op": exact numba kernel wrapped as a pytensor Op (fast to compile, exact
-    gradient (E2)); "graph": the unrolled pytensor forward recursion with autodiff
-    (:func:`pointwise_loglik_graph`; identical values, slow C/numba compilation).
+    gradient (E2), nopython under nutpie); "graph": :func:`total_loglik_graph`, the transfer-matrix
+    product in PyTensor with autodiff (identical values, longer compilation).
     """
     import pymc as pm
 
@@ -171,12 +243,12 @@ def marginal_model(cm: CoarseModel, x, prior_sd: float = 2.0, likelihood: str = 
 
     if likelihood not in ("op", "graph"):
         raise InputError(f"likelihood must be 'op' or 'graph', got {likelihood!r}")
-    agree = cm.agree_counts(x)
+    cm.block_sums(x)  # shape check (InputError)
     with pm.Model(coords={"param": cm.names}) as model:
         theta_c = pm.Normal("theta_c", 0.0, prior_sd, dims="param")
         theta_cf = pm.Uniform("theta_cf", 0.5, 1.0)
         if likelihood == "graph":
-            pm.Potential("loglik", pointwise_loglik_graph(cm, agree, theta_c, theta_cf).sum())
+            pm.Potential("loglik", total_loglik_graph(cm, x, theta_c, theta_cf))
         else:
             op = _loglik_op_class()(FastLoglik(cm, x))
             pm.Potential("loglik", op(theta_c, theta_cf)[0])
