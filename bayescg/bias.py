@@ -105,3 +105,10 @@ def delta_correction(grid, U, weights, delta, gamma) -> DeltaCorrection:
     k_raw = mean_curvature(grid, U, weights)
     s = correction_factor(k_raw, delta, gamma)
     return DeltaCorrection(float(delta), float(gamma), k_raw, s * k_raw, s)
+
+
+def learned_U_correction(grid, U, beta, delta, gamma) -> DeltaCorrection:
+    """(B2) for a learned 1D U (G,) on ``grid`` (G,) whose sampled law is exp(-beta U) (beta = beta_hat)."""
+    u = np.asarray(U, dtype=float).reshape(-1)
+    u = u - np.min(u)
+    return delta_correction(grid, u, np.exp(-float(beta) * u), delta, gamma)

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .config import FitSection, Model, NoiseSection
+from .errors import InputError
 
 
 def potential_from_model(model: Model):
@@ -147,7 +148,26 @@ class LearnResult:
         out["noise"] = dict(nd, calibrated=True) if self.noise is not None else nd
         if self.gamma_choice is not None:
             out["gamma_choice"] = self.gamma_choice.to_dict()
+        corr = self.delta_correction()
+        if corr is not None:
+            out["finite_delta_correction"] = dict(
+                corr.to_dict(), applied=False,
+                use="U_k above is as learned (the paper's recipe); multiply it by 'factor' to remove the "
+                    "finite-delta bias (surrogate.delta_correction = true does this for the surrogate)")
         return out
+
+    def delta_correction(self):
+        """The finite-delta correction (bayescg.bias, B2) of a 1D damped-map run with M = I, else None."""
+        from .bias import learned_U_correction
+
+        sim, fit = self.simulation, self.fit
+        if sim.dim != 1 or getattr(sim, "integrator", "damped") != "damped" or \
+                not np.allclose(np.asarray(sim.mass, dtype=float), 1.0):
+            return None
+        try:
+            return learned_U_correction(fit.grid[:, 0], fit.U_mean, fit.beta["mean"], sim.delta, sim.gamma)
+        except InputError:  # non-convex mean curvature: no global factor
+            return None
 
     def summary(self) -> dict:
         d = self.to_dict()

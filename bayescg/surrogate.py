@@ -747,7 +747,7 @@ def _delta_corrected(curves: LearnedCurves, learned, default_gamma: float):
 
     The factor uses the learning run's delta and gamma and the learned U's mean curvature under its
     own sampled law exp(-beta_hat U)."""
-    from .bias import delta_correction
+    from .bias import learned_U_correction
 
     delta = _learned_delta(learned)
     if isinstance(learned, dict):
@@ -757,8 +757,7 @@ def _delta_corrected(curves: LearnedCurves, learned, default_gamma: float):
     if delta is None or curves.beta_hat is None:
         raise InputError("surrogate.delta_correction needs a learn result with delta and beta_hat")
     gamma = float(default_gamma if gamma is None else gamma)
-    u = curves.U_mean - np.min(curves.U_mean)
-    corr = delta_correction(curves.grid, u, np.exp(-curves.beta_hat * u), delta, gamma)
+    corr = learned_U_correction(curves.grid, curves.U_mean, curves.beta_hat, delta, gamma)
     s = corr.factor
     draws = None if curves.draws is None else curves.draws * s
     return LearnedCurves(curves.grid, curves.U_mean * s, draws, curves.beta_hat,

@@ -57,3 +57,26 @@ def test_B1_predicts_the_bias_of_the_multiscale_test1_map():
     x = np.linspace(-3, 3, 121)
     corr = delta_correction(x, k_raw * x ** 2 / 2, np.exp(-x ** 2 / 2), 0.5, 0.1)
     assert corr.kappa == pytest.approx(1.0, abs=0.02)  # ... and (B2) removes it
+
+
+def test_learn_reports_the_correction_and_it_brings_U0_back():
+    """bayescg learn on (4.5) at delta 0.5: result.json carries the (B2) factor; the corrected U is
+    q^2/2 (RMSE on the data grid far below the uncorrected one, whose curvature is ~1.09)."""
+    from bayescg.config import load_model
+    from bayescg.pipeline import learn_model
+
+    model = load_model("models/test1-quadratic.toml", {"simulation.steps": 4_000_000, "fit.method": "map",
+                                                       "fit.knots": 20})
+    res = learn_model(model)
+    d = res.to_dict()
+    c = d["finite_delta_correction"]
+    assert c["applied"] is False and c["factor"] == pytest.approx(correction_factor(c["kappa_raw"], 0.5, 0.1))
+    assert c["kappa_raw"] == pytest.approx(learned_curvature_of(1.0, 0.5, 0.1), rel=0.03)
+    x = res.fit.grid[:, 0]
+    m = np.asarray(res.fit.mass_region, bool) & (np.abs(x) < 2.5)
+    u = res.fit.U_mean[m]
+
+    def curvature(v):
+        return 2 * np.polyfit(x[m], v, 2)[0]
+    assert curvature(u) > 1.05
+    assert curvature(c["factor"] * u) == pytest.approx(1.0, abs=0.025)

@@ -103,13 +103,13 @@ def _corrected(res, model):
     of the 98 % mass region (constant aligned), next to the uncorrected RMSE on the same points."""
     import numpy as np
 
-    from bayescg.bias import delta_correction
+    from bayescg.bias import learned_U_correction
 
     fit, ref = res.fit, reference_from_model(model)
     if fit.dim != 1 or ref is None:
         return {}
     x, u = fit.grid[:, 0], fit.U_mean - fit.U_mean.min()
-    c = delta_correction(x, u, np.exp(-fit.beta["mean"] * u), res.simulation.delta, res.simulation.gamma)
+    c = learned_U_correction(x, u, fit.beta["mean"], res.simulation.delta, res.simulation.gamma)
     m = np.asarray(fit.mass_region, bool)
     r = ref.V(x[m][:, None])
 
