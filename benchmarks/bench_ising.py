@@ -2,9 +2,12 @@
 
     python benchmarks/bench_ising.py [--draws 1000] [--chains 4] [--out benchmarks/RESULTS_ISING.md]
 
+0. The exact likelihood+gradient kernel (bayescg.ising.kernel) alone: microseconds per call in
+   nopython (what nutpie calls per gradient) and through Python.
 1. NUTS on the exact marginal posterior, n_f = 32, l_c = 2, model 110, S_f = 100 configurations
    (nearest-neighbour chain, J_0 = 1, mu = 0.3): compile time and sampling time (tune + draws)
-   for nutpie (if importable) and pm.sample.
+   for nutpie (if importable) with the numba-Op likelihood and the PyTensor-graph likelihood
+   (``--skip-graph`` leaves the latter out: it compiles for about a minute), and pm.sample.
 2. Exact route vs MC-EM at equal accuracy on the same data: the reference is the exact maximum
    likelihood theta* (exact EM to 1e-12).  MC-EM (the slides' S_q = 50, S_c = 200, 200
    iterations) ends at error eps = max |theta_mcem - theta*| (theta_c and theta_cf).  The exact
@@ -30,6 +33,7 @@ def main(argv=None):
     ap.add_argument("--tune", type=int, default=1000)
     ap.add_argument("--chains", type=int, default=4)
     ap.add_argument("--skip-pymc", action="store_true")
+    ap.add_argument("--skip-graph", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS_ISING.md")))
     args = ap.parse_args(argv)
 
@@ -44,20 +48,55 @@ def main(argv=None):
     lines = [f"\n## {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()} "
              f"(load average {', '.join(f'{v:.1f}' for v in __import__('os').getloadavg())})\n"]
 
+    # 0. kernel alone
+    import numba
+
+    from bayescg.ising.kernel import FastLoglik
+
+    fast = FastLoglik(cm, x)
+    fn = fast.numba_function()
+
+    @numba.njit
+    def loop(th, tf, n):
+        s = 0.0
+        for i in range(n):
+            th[0] += 1e-12  # no loop-invariant hoisting
+            s += fn(th, tf)[0][()]
+        return s
+
+    th, tf = np.array([0.3, 0.8]), np.array(0.9)
+    loop(th, tf, 1)
+    reps = 20000
+    t = time.perf_counter()
+    loop(th, tf, reps)
+    us_nopython = (time.perf_counter() - t) / reps * 1e6
+    fast(th, float(tf))
+    t = time.perf_counter()
+    for _ in range(2000):
+        fast(th, float(tf))
+    us_python = (time.perf_counter() - t) / 2000 * 1e6
+    lines.append(f"### Likelihood + gradient kernel: {len(fast.counts)} symmetry-distinct patterns of "
+                 f"{len(x)} configurations\n")
+    lines.append(f"{us_nopython:.1f} us per call in nopython (as nutpie calls it), {us_python:.1f} us through "
+                 "Python.\n")
+    print(lines[-1], flush=True)
+
     # 1. NUTS timing
     lines.append(f"### NUTS, n_f = 32, l_c = 2, model 110, S_f = 100, {args.chains} chains x "
                  f"({args.tune} tune + {args.draws} draws)\n")
-    lines.append("| backend | compile s | sampling s (wall) | sampling CPU s | gradient evals | r_hat max | "
+    lines.append("| backend | likelihood | compile s | sampling s (wall) | sampling CPU s | gradient evals | r_hat max | "
                  "ess bulk min | divergences |")
-    lines.append("|---|---|---|---|---|---|---|---|")
-    backends = ["auto"] + ([] if args.skip_pymc else ["pymc"])
-    for be in backends:
-        run = sample_nuts(cm, x, draws=args.draws, tune=args.tune, chains=args.chains, seed=1, backend=be)
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    backends = [("auto", "op")] + ([] if args.skip_graph else [("auto", "graph")]) + \
+        ([] if args.skip_pymc else [("pymc", "op")])
+    for be, lik in backends:
+        run = sample_nuts(cm, x, draws=args.draws, tune=args.tune, chains=args.chains, seed=1, backend=be,
+                          likelihood=lik)
         d = diagnostics(run.idata)
         ss = run.idata.sample_stats
         key = "n_steps" if "n_steps" in ss else "tree_size"
         nsteps = int(ss[key].values.sum()) if key in ss else -1  # draws only (warm-up not kept)
-        lines.append(f"| {run.backend} | {run.compile_seconds:.1f} | {run.seconds:.1f} | {run.cpu_seconds:.1f} | "
+        lines.append(f"| {run.backend} | {lik} | {run.compile_seconds:.1f} | {run.seconds:.1f} | {run.cpu_seconds:.1f} | "
                      f"{nsteps} (draws) | {d['r_hat_max']:.3f} | {d['ess_bulk_min']:.0f} | {d['divergences']} |")
         print(lines[-1], flush=True)
 
