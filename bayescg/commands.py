@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .config import load_model
-from .errors import InputError
+from .errors import InputError, Interrupted
 from .io import prepare_output, read_json, run_metadata, write_json, write_netcdf
 from .runtime import RunControl
 
@@ -167,7 +167,14 @@ def cmd_ising(args, model=None, out=None):
     from .ising.pipeline import run_model
 
     with _control(args, "ising") as ctl, _executor(args) as ex:
-        res = run_model(model, control=ctl, executor=ex)
+        try:
+            res = run_model(model, control=ctl, executor=ex)
+        except Interrupted as exc:  # Ctrl-C: write what is complete (ising.json, posterior.nc), exit 130
+            if getattr(exc, "partial", None) is None:
+                raise
+            _write(out, "ising.json", exc.partial, model, "ising")
+            write_netcdf(out / "posterior.nc", exc.partial.to_inference_data())
+            raise Interrupted(f"{exc} -> {out / 'ising.json'}") from None
     payload = _write(out, "ising.json", res, model, "ising")
     write_netcdf(out / "posterior.nc", res.to_inference_data())
     _report(out, model, "ising", [("Predictive coarse-graining", res)], payload["meta"])

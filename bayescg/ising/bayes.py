@@ -340,16 +340,69 @@ def _ffbs_step_class():
 # --- running samplers ------------------------------------------------------------------------
 @dataclass
 class SamplerRun:
-    idata: object  # arviz.InferenceData (posterior: theta_c (chain, draw, param), theta_cf)
+    idata: object  # arviz.InferenceData (posterior: theta_c (chain, draw, param), theta_cf); None if
+    #                interrupted before any post-warm-up draw
     seconds: float  # sampling wall time (compilation excluded)
     compile_seconds: float
     backend: str
     cpu_seconds: float = float("nan")  # process CPU time of sampling (all threads)
+    interrupted: bool = False  # stopped by SIGINT (control.interrupted); idata holds the draws so far
+
+
+def _interrupted(control) -> bool:
+    return control is not None and bool(getattr(control, "interrupted", False))
+
+
+def _stop_callback(control):
+    """pm.sample callback: after each draw, a pending SIGINT ends the chain (PyMC catches the
+    KeyboardInterrupt and returns the draws so far; later chains stop at their first draw)."""
+    if control is None:
+        return None
+
+    def callback(trace, draw):
+        if _interrupted(control):
+            raise KeyboardInterrupt
+
+    return callback
+
+
+def _pm_sample(pm, control, **kw):
+    """pm.sample that stops after the current draw once ``control.interrupted`` is set; returns
+    the draws so far, or None if the stop came before the first post-warm-up draw."""
+    try:
+        return pm.sample(callback=_stop_callback(control), **kw)
+    except ValueError:  # PyMC: "Not enough samples to build a trace" (stopped while tuning)
+        if _interrupted(control):
+            return None
+        raise
+
+
+def _nutpie_run(nutpie, compiled, control, **kw):
+    """nutpie.sample in the background, polled so that a SIGINT (which only sets
+    ``control.interrupted``) aborts it; returns (idata incl. the draws so far, interrupted)."""
+    if control is None:
+        return nutpie.sample(compiled, **kw), False
+    sampler = nutpie.sample(compiled, blocking=False, **kw)
+    while True:
+        if _interrupted(control):
+            return sampler.abort(), True
+        try:
+            if sampler.is_finished:
+                break
+        except TimeoutError:  # nutpie 0.16 raises this while the sampler is still running
+            pass
+        time.sleep(0.05)
+    return sampler.wait(), False
 
 
 def sample_nuts(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1, prior_sd=2.0,
-                backend="auto", cores=None, progress=False, likelihood="op") -> SamplerRun:
-    """NUTS on the marginal model; nutpie if importable (``backend='auto'``) else pm.sample."""
+                backend="auto", cores=None, progress=False, likelihood="op", control=None) -> SamplerRun:
+    """NUTS on the marginal model; nutpie if importable (``backend='auto'``) else pm.sample.
+
+    ``control``: a :class:`bayescg.runtime.RunControl` (or anything with ``interrupted``); once
+    it is set (Ctrl-C) sampling stops within a draw and the run is returned with
+    ``interrupted=True`` and the post-warm-up draws made so far (chains cut to a common length).
+    """
     import pymc as pm
 
     if backend not in ("auto", "nutpie", "pymc"):
@@ -368,27 +421,30 @@ def sample_nuts(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1, 
         compiled = nutpie.compile_pymc_model(model)
         t1 = time.perf_counter()
         c1 = time.process_time()
-        idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=int(seed),
-                              progress_bar=progress, cores=cores or min(chains, 2), target_accept=0.9)
+        idata, stopped = _nutpie_run(nutpie, compiled, control, draws=draws, tune=tune, chains=chains,
+                                     seed=int(seed), progress_bar=progress, cores=cores or min(chains, 2),
+                                     target_accept=0.9)
         t2 = time.perf_counter()
         c2 = time.process_time()
-        idata = _keep_groups(idata)
-        return SamplerRun(idata, t2 - t1, t1 - t0, "nutpie", c2 - c1)
+        return SamplerRun(_keep_groups(idata, stopped), t2 - t1, t1 - t0, "nutpie", c2 - c1, stopped)
     with model:
         # pm.sample compiles inside; time a first logp+grad evaluation as "compilation"
         model.compile_logp()
         model.compile_dlogp()
         t1 = time.perf_counter()
         c1 = time.process_time()
-        idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=cores or 1, random_seed=int(seed),
-                          progressbar=progress, compute_convergence_checks=False, target_accept=0.9)
+        idata = _pm_sample(pm, control, draws=draws, tune=tune, chains=chains, cores=cores or 1,
+                           random_seed=int(seed), progressbar=progress, compute_convergence_checks=False,
+                           target_accept=0.9)
     t2 = time.perf_counter()
-    return SamplerRun(_keep_groups(idata), t2 - t1, t1 - t0, "pymc", time.process_time() - c1)
+    stopped = _interrupted(control)
+    return SamplerRun(_keep_groups(idata, stopped), t2 - t1, t1 - t0, "pymc", time.process_time() - c1, stopped)
 
 
 def sample_gibbs(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1, prior_sd=2.0,
-                 cores=None, progress=False) -> SamplerRun:
-    """Data augmentation: FFBS Gibbs step for X compounded with NUTS for (theta_c, theta_cf)."""
+                 cores=None, progress=False, control=None) -> SamplerRun:
+    """Data augmentation: FFBS Gibbs step for X compounded with NUTS for (theta_c, theta_cf).
+    ``control``: see :func:`sample_nuts`."""
     import pymc as pm
 
     model = augmented_model(cm, x, prior_sd)
@@ -401,21 +457,43 @@ def sample_gibbs(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1,
         maj = cm.majority(x, np.random.default_rng(seed))
         start = {"Xb": ((maj + 1) // 2).astype("int64")}
         t1 = time.perf_counter()
-        idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=cores or 1, step=[step_x, step_t],
-                          initvals=start, random_seed=int(seed), progressbar=progress,
-                          compute_convergence_checks=False, var_names=["theta_c", "theta_cf"])
+        c1 = time.process_time()
+        idata = _pm_sample(pm, control, draws=draws, tune=tune, chains=chains, cores=cores or 1,
+                           step=[step_x, step_t], initvals=start, random_seed=int(seed), progressbar=progress,
+                           compute_convergence_checks=False, var_names=["theta_c", "theta_cf"])
     t2 = time.perf_counter()
-    return SamplerRun(_keep_groups(idata), t2 - t1, t1 - t0, "pymc-compound")
+    stopped = _interrupted(control)
+    return SamplerRun(_keep_groups(idata, stopped), t2 - t1, t1 - t0, "pymc-compound", time.process_time() - c1,
+                      stopped)
 
 
-def _keep_groups(idata):
-    """Posterior (theta_c, theta_cf) and sample_stats only; the rest is rebuilt by the pipeline."""
+def _keep_groups(idata, partial=False):
+    """Posterior (theta_c, theta_cf) and sample_stats only; the rest is rebuilt by the pipeline.
+
+    partial: an interrupted run; chains are cut to the longest common run of complete draws
+    (nutpie pads unfinished chains with NaN), chains without any draw are dropped, and None is
+    returned if no post-warm-up draw exists.
+    """
     import arviz as az
 
+    if idata is None or "posterior" not in idata.groups():
+        return None
     post = idata.posterior[["theta_c", "theta_cf"]]
+    stats = idata.sample_stats if "sample_stats" in idata.groups() else None
+    if partial:
+        tf = np.asarray(post.theta_cf.values, float)  # (chain, draw)
+        ok = np.isfinite(tf)
+        done = np.where(ok.all(axis=1), ok.shape[1], np.argmin(ok, axis=1))  # leading complete draws
+        keep = np.nonzero(done > 0)[0]
+        if len(keep) == 0:
+            return None
+        n = int(done[keep].min())
+        post = post.isel(chain=keep, draw=slice(0, n)).assign_coords(chain=np.arange(len(keep)))
+        if stats is not None:
+            stats = stats.isel(chain=keep, draw=slice(0, n)).assign_coords(chain=np.arange(len(keep)))
     groups = {"posterior": post}
-    if "sample_stats" in idata.groups():
-        groups["sample_stats"] = idata.sample_stats
+    if stats is not None:
+        groups["sample_stats"] = stats
     return az.InferenceData(**groups)
 
 
@@ -426,8 +504,11 @@ def diagnostics(idata) -> dict:
     post = idata.posterior[["theta_c", "theta_cf"]]
     rhat = az.rhat(post)
     ess = az.ess(post, method="bulk")
-    rh = max(float(np.nanmax(rhat[v].values)) for v in rhat.data_vars)
-    es = min(float(np.nanmin(ess[v].values)) for v in ess.data_vars)
+    rv = np.concatenate([np.ravel(rhat[v].values) for v in rhat.data_vars])
+    ev = np.concatenate([np.ravel(ess[v].values) for v in ess.data_vars])
+    # one chain (an interrupted run can keep only one): R-hat is undefined, reported as NaN
+    rh = float(np.nanmax(rv)) if np.isfinite(rv).any() else float("nan")
+    es = float(np.nanmin(ev)) if np.isfinite(ev).any() else float("nan")
     div = 0
     if "sample_stats" in idata.groups():
         for key in ("diverging", "divergences"):

@@ -33,7 +33,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, Interrupted
 from .coarse import CoarseModel
 from .fine import FineModel, check_configurations, default_lags, load_configurations
 from .predict import errors, posterior_predictive
@@ -101,8 +101,15 @@ class IsingResult:
     laplace_vs_nuts: Optional[dict]
     settings: dict
     seconds: float
+    interrupted: Optional[dict] = None  # set when SIGINT stopped the run: which method, what was kept
 
     def to_dict(self) -> dict:
+        d = self._to_dict()
+        if self.interrupted is not None:
+            d["interrupted"] = _jsonable(self.interrupted)
+        return d
+
+    def _to_dict(self) -> dict:
         return _jsonable({
             "truth": {"magnetization": self.m_true, "correlation": list(map(float, self.R_true)),
                       "method": "transfer matrix (exact)", "lags": list(map(int, self.lags))},
@@ -275,11 +282,16 @@ def _rng(inf, name):
 
 def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name="ising",
                 data_source="") -> IsingResult:
-    """Run every method of ``inf.methods`` on data x (S_f, n_f) and predict (see module doc)."""
+    """Run every method of ``inf.methods`` on data x (S_f, n_f) and predict (see module doc).
+
+    Interruption: once ``control.interrupted`` is set (SIGINT through
+    :class:`bayescg.runtime.RunControl`) the run stops at the next draw of a sampler, the next
+    EM check or the next method, and raises :class:`bayescg.errors.Interrupted` whose
+    ``partial`` attribute is an :class:`IsingResult` of what is complete (plus an interrupted
+    sampler's draws so far, marked in ``interrupted``), or None if nothing is.
+    """
     from . import bayes
-    from .em import exact_em, mc_em
     from .kernel import FastLoglik
-    from .relent import relent_fit
 
     t_all = time.perf_counter()
     x = check_configurations(x, fine.n)
@@ -298,54 +310,39 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
     results = {}
     lap_fit = None
     fast = FastLoglik(cm, x)
+    settings = {k: getattr(inf, k) for k in ("methods", "draws", "tune", "chains", "em_iterations", "coarse_samples",
+                                             "posterior_samples", "prediction_samples", "seed")}
+    settings["prior"] = {"theta_c": f"Normal(0, {prior_sd})", "theta_cf": "Uniform(0.5, 1)"}
+
+    def stop(meth, partial_note=None):
+        """SIGINT: an Interrupted carrying the completed methods as ``exc.partial`` (None if none)."""
+        done = [m for m in order if m in results and not (partial_note and m == meth)]
+        info = {"during": meth, "completed": done, "not_run": [m for m in order if m not in results]}
+        kept = f"kept {', '.join(done)}" if done else "nothing complete kept"
+        if partial_note:
+            info["partial"] = partial_note
+            kept += (f" ({meth} with {partial_note['draws']} of {partial_note['requested_draws']} draws x "
+                     f"{partial_note['chains']} chains)")
+        res = IsingResult(name, fine, cm, lags, m_true, R_true, x, data_source, results, None, settings,
+                          time.perf_counter() - t_all, info)
+        exc = Interrupted(f"ising: interrupted during {meth}; {kept}")
+        exc.partial = res if results else None
+        return exc
+
     for i, meth in enumerate(order):
+        if _interrupted(control):
+            raise stop(meth)
         rng = _rng(inf, meth)
         t0 = time.perf_counter()
-        extra = {}
-        diag = None
-        draws_c = draws_cf = None
-        idata = None
-        backmap = "pcf"
-        if meth == "exact_em":
-            est = exact_em(cm, x, control=control)
-            point = (est.theta_c, est.theta_cf)
-            extra = {"iterations": est.iterations, "loglik": est.loglik}
-        elif meth == "em":
-            est = mc_em(cm, x, iterations=int(inf.em_iterations), S_q=int(inf.posterior_samples),
-                        S_c=int(inf.coarse_samples), seed=int(rng.integers(2 ** 31)), control=control)
-            point = (est.theta_c, est.theta_cf)
-            extra = {"iterations": est.iterations, "loglik": est.loglik}
-        elif meth == "relent":
-            est = relent_fit(cm, x, rng=rng)
-            point = (est.theta_c, None)
-            backmap = "majority"
-            extra = {"backmap": "uniform over blocks with the coarse spin's majority (ties 1/2)"}
-        elif meth == "laplace":
-            lap_fit = bayes.fit_laplace(cm, x, prior_sd)
-            n = int(inf.draws) * int(inf.chains)
-            dc, df = lap_fit.draws(n, rng)
-            draws_c, draws_cf = dc[None], df[None]
-            point = None
-            extra = {"mode_unconstrained": list(lap_fit.mean), "cov_unconstrained": lap_fit.cov.tolist()}
-        elif meth == "nuts":
-            run = bayes.sample_nuts(cm, x, draws=int(inf.draws), tune=int(inf.tune), chains=int(inf.chains),
-                                    seed=int(rng.integers(2 ** 31)), prior_sd=prior_sd, backend=backend,
-                                    likelihood=getattr(inf, "likelihood", "op"))
-            idata = run.idata
-            draws_c = idata.posterior.theta_c.values
-            draws_cf = idata.posterior.theta_cf.values
-            diag = bayes.diagnostics(idata)
-            extra = {"backend": run.backend, "sampling_seconds": run.seconds, "compile_seconds": run.compile_seconds}
-            point = None
-        elif meth == "gibbs":
-            run = bayes.sample_gibbs(cm, x, draws=int(inf.draws), tune=int(inf.tune), chains=int(inf.chains),
-                                     seed=int(rng.integers(2 ** 31)), prior_sd=prior_sd)
-            idata = run.idata
-            draws_c = idata.posterior.theta_c.values
-            draws_cf = idata.posterior.theta_cf.values
-            diag = bayes.diagnostics(idata)
-            extra = {"backend": run.backend, "sampling_seconds": run.seconds}
-            point = None
+        try:
+            point, extra, draws_c, draws_cf, idata, diag, backmap, partial_note = _fit_one(
+                meth, cm, x, inf, rng, control, prior_sd, backend)
+        except Interrupted:  # the EM loops' control.check()
+            raise stop(meth) from None
+        if meth == "laplace":
+            lap_fit = extra.pop("_fit")
+        if partial_note is not None and draws_c is None:  # interrupted before any draw
+            raise stop(meth)
         fit_seconds = time.perf_counter() - t0
         if point is not None:
             pred = posterior_predictive(cm, np.asarray(point[0])[None], point[1], S_pred, rng, lags, backmap=backmap)
@@ -365,17 +362,75 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
         extra["fit_seconds"] = fit_seconds
         results[meth] = MethodResult(meth, theta_c, theta_cf, pred["magnetization"], pred["correlation"], err,
                                      time.perf_counter() - t0, sd_c, sd_cf, diag, extra, draws_c, draws_cf, idata)
+        if partial_note is not None:  # a sampler stopped by SIGINT: its draws so far are kept
+            raise stop(meth, partial_note)
         if control is not None:
-            control.tick((i + 1) / len(order), note=meth)
+            try:
+                control.tick((i + 1) / len(order), note=meth)
+            except Interrupted:
+                raise stop(order[i + 1] if i + 1 < len(order) else "the final comparison") from None
     lvn = None
     if lap_fit is not None and "nuts" in results:
         r = results["nuts"]
         lvn = bayes.compare_laplace_nuts(lap_fit, r.draws_c.reshape(-1, cm.K), r.draws_cf.reshape(-1))
-    settings = {k: getattr(inf, k) for k in ("methods", "draws", "tune", "chains", "em_iterations", "coarse_samples",
-                                             "posterior_samples", "prediction_samples", "seed")}
-    settings["prior"] = {"theta_c": f"Normal(0, {prior_sd})", "theta_cf": "Uniform(0.5, 1)"}
     return IsingResult(name, fine, cm, lags, m_true, R_true, x, data_source, results, lvn, settings,
                        time.perf_counter() - t_all)
+
+
+def _fit_one(meth, cm, x, inf, rng, control, prior_sd, backend):
+    """Run one method: (point or None, extra, draws_c, draws_cf, idata, diagnostics, backmap,
+    partial_note).  partial_note is set when SIGINT stopped a sampler (draws_c None if it had
+    no post-warm-up draw yet)."""
+    from . import bayes
+    from .em import exact_em, mc_em
+    from .relent import relent_fit
+
+    extra, diag, draws_c, draws_cf, idata, backmap, point, partial = {}, None, None, None, None, "pcf", None, None
+    if meth == "exact_em":
+        est = exact_em(cm, x, control=control)
+        point = (est.theta_c, est.theta_cf)
+        extra = {"iterations": est.iterations, "loglik": est.loglik}
+    elif meth == "em":
+        est = mc_em(cm, x, iterations=int(inf.em_iterations), S_q=int(inf.posterior_samples),
+                    S_c=int(inf.coarse_samples), seed=int(rng.integers(2 ** 31)), control=control)
+        point = (est.theta_c, est.theta_cf)
+        extra = {"iterations": est.iterations, "loglik": est.loglik}
+    elif meth == "relent":
+        est = relent_fit(cm, x, rng=rng)
+        point = (est.theta_c, None)
+        backmap = "majority"
+        extra = {"backmap": "uniform over blocks with the coarse spin's majority (ties 1/2)"}
+    elif meth == "laplace":
+        lap_fit = bayes.fit_laplace(cm, x, prior_sd)
+        n = int(inf.draws) * int(inf.chains)
+        dc, df = lap_fit.draws(n, rng)
+        draws_c, draws_cf = dc[None], df[None]
+        extra = {"mode_unconstrained": list(lap_fit.mean), "cov_unconstrained": lap_fit.cov.tolist(),
+                 "_fit": lap_fit}
+    else:  # nuts, gibbs
+        kw = dict(draws=int(inf.draws), tune=int(inf.tune), chains=int(inf.chains), seed=int(rng.integers(2 ** 31)),
+                  prior_sd=prior_sd, control=control)
+        if meth == "nuts":
+            run = bayes.sample_nuts(cm, x, backend=backend, likelihood=getattr(inf, "likelihood", "op"), **kw)
+            extra = {"backend": run.backend, "sampling_seconds": run.seconds, "compile_seconds": run.compile_seconds}
+        else:
+            run = bayes.sample_gibbs(cm, x, **kw)
+            extra = {"backend": run.backend, "sampling_seconds": run.seconds}
+        idata = run.idata
+        if run.interrupted:
+            c, d = (0, 0) if idata is None else idata.posterior.theta_cf.shape
+            partial = {"method": meth, "draws": int(d), "chains": int(c), "requested_draws": int(inf.draws),
+                       "requested_chains": int(inf.chains)}
+            extra["interrupted"] = partial
+        if idata is not None:
+            draws_c = idata.posterior.theta_c.values
+            draws_cf = idata.posterior.theta_cf.values
+            diag = bayes.diagnostics(idata)
+    return point, extra, draws_c, draws_cf, idata, diag, backmap, partial
+
+
+def _interrupted(control) -> bool:
+    return control is not None and bool(getattr(control, "interrupted", False))
 
 
 def _loo(fast, fc, ff, shape) -> dict:
