@@ -65,7 +65,7 @@ def canonical_patterns(cm: CoarseModel, x):
     return np.ascontiguousarray(uniq), mult.astype(float), inv.reshape(-1)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False, boundscheck=False)
 def _forward(eh, ag, ewt, f2, pred, nb, first_bits, periodic, w0, w0f, wc, lcf, alpha, new, A1, nA, M):
     """Scaled forward recursion with first-order expectation semiring for one emission pattern.
 
@@ -158,7 +158,7 @@ def _forward(eh, ag, ewt, f2, pred, nb, first_bits, periodic, w0, w0f, wc, lcf, 
     return logsc + np.log(Z)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False, boundscheck=False)
 def loglik_grad(theta_c, theta_cf, A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic,
                 counts, mult, level, n_data, pointwise):
     """Total log-likelihood sum_i log p(x_i | theta) (E1) and its gradient (E2) (K+1,).
