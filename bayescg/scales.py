@@ -179,6 +179,9 @@ def choose_gamma(potential, delta: float, *, gamma0: float = 0.1, target_beta: f
     return GammaChoice(gamma, last[-1]["beta_hat"] if last else float("nan"), history)
 
 
+PILOT_MAX_WALKERS = 64
+
+
 def auto_gamma(potential, delta: float, sim_kwargs: dict, target_beta: float = 0.6) -> GammaChoice:
     """:func:`choose_gamma` from the run's own settings, starting at ``sim_kwargs["gamma"]``.
 
@@ -186,6 +189,8 @@ def auto_gamma(potential, delta: float, sim_kwargs: dict, target_beta: float = 0
     into ``sim_kwargs["gamma"]`` so the caller's run uses it.
     """
     pilot = {k: sim_kwargs[k] for k in ("walkers", "seed", "bins", "hist_range") if k in sim_kwargs}
+    # a pilot spread over thousands of walkers would be a few hundred steps each, too short to equilibrate
+    pilot["walkers"] = min(int(pilot.get("walkers", PILOT_MAX_WALKERS)), PILOT_MAX_WALKERS)
     choice = choose_gamma(potential, delta, gamma0=sim_kwargs["gamma"], target_beta=target_beta, **pilot)
     sim_kwargs["gamma"] = choice.gamma
     return choice
