@@ -311,6 +311,48 @@ def _block_damped_1d(grad, w0, nl, q, p, a, e, delta, step0, nsteps, acc_start, 
         p[w, 0] = v[l]
 
 
+@njit(inline="always")
+def _drift2_lanes(G, x, y, u, v, nl, alive, h, a00, a01, a10, a11, diag):
+    """First half-drift of (3.2) for the live lanes of a d = 2 block, into G's position rows."""
+    for l in range(nl):
+        if not alive[l]:
+            continue
+        pu = u[l]
+        pv = v[l]
+        if diag:
+            G[l] = x[l] + h * a00 * pu
+            G[LANES + l] = y[l] + h * a11 * pv
+        else:
+            G[l] = x[l] + h * (a00 * pu + a01 * pv)
+            G[LANES + l] = y[l] + h * (a10 * pu + a11 * pv)
+
+
+@njit(inline="always")
+def _kick_drift2_lanes(G, x, y, u, v, nl, alive, h, delta, a00, a01, a10, a11, e00, e01, e10, e11, diag):
+    """Friction kick with G's gradient rows and second half-drift of (3.2) for the live lanes."""
+    for l in range(nl):
+        if not alive[l]:
+            continue
+        pu = u[l]
+        pv = v[l]
+        xm = G[l]
+        ym = G[LANES + l]
+        gx = G[2 * LANES + l]
+        gy = G[3 * LANES + l]
+        if diag:
+            pu2 = e00 * pu - delta * gx
+            pv2 = e11 * pv - delta * gy
+            x[l] = xm + h * a00 * pu2
+            y[l] = ym + h * a11 * pv2
+        else:
+            pu2 = (e00 * pu + e01 * pv) - delta * gx
+            pv2 = (e10 * pu + e11 * pv) - delta * gy
+            x[l] = xm + h * (a00 * pu2 + a01 * pv2)
+            y[l] = ym + h * (a10 * pu2 + a11 * pv2)
+        u[l] = pu2
+        v[l] = pv2
+
+
 @njit
 def _block_damped_2d(grad, w0, nl, q, p, A, E, delta, diag, step0, nsteps, acc_start, minmax_start,
                      batch_len, hist_lo, hist_inv, nbins, stride, p_tol, q_tol, window,
@@ -384,40 +426,11 @@ def _block_damped_2d(grad, w0, nl, q, p, A, E, delta, diag, step0, nsteps, acc_s
         if nalive == 0:
             break
         for l in range(nl):
-            if not alive[l]:
-                continue
             xo[l] = x[l]
             yo[l] = y[l]
-            pu = u[l]
-            pv = v[l]
-            if diag:
-                G[l] = x[l] + h * a00 * pu
-                G[LANES + l] = y[l] + h * a11 * pv
-            else:
-                G[l] = x[l] + h * (a00 * pu + a01 * pv)
-                G[LANES + l] = y[l] + h * (a10 * pu + a11 * pv)
+        _drift2_lanes(G, x, y, u, v, nl, alive, h, a00, a01, a10, a11, diag)
         grad_block2(grad, G, nl, alive, qb, gb)
-        for l in range(nl):
-            if not alive[l]:
-                continue
-            pu = u[l]
-            pv = v[l]
-            xm = G[l]
-            ym = G[LANES + l]
-            gx = G[2 * LANES + l]
-            gy = G[3 * LANES + l]
-            if diag:
-                pu2 = e00 * pu - delta * gx
-                pv2 = e11 * pv - delta * gy
-                x[l] = xm + h * a00 * pu2
-                y[l] = ym + h * a11 * pv2
-            else:
-                pu2 = (e00 * pu + e01 * pv) - delta * gx
-                pv2 = (e10 * pu + e11 * pv) - delta * gy
-                x[l] = xm + h * (a00 * pu2 + a01 * pv2)
-                y[l] = ym + h * (a10 * pu2 + a11 * pv2)
-            u[l] = pu2
-            v[l] = pv2
+        _kick_drift2_lanes(G, x, y, u, v, nl, alive, h, delta, a00, a01, a10, a11, e00, e01, e10, e11, diag)
         acc = st >= acc_start
         sample = False
         if acc:
@@ -838,33 +851,9 @@ def _damped_bare_2d(grad, q, p, A, E, delta, diag, nsteps):
             G[l] = G[0]
             G[LANES + l] = G[LANES]
         for _ in range(nsteps):
-            for l in range(nl):
-                if diag:
-                    G[l] = x[l] + h * a00 * u[l]
-                    G[LANES + l] = y[l] + h * a11 * v[l]
-                else:
-                    G[l] = x[l] + h * (a00 * u[l] + a01 * v[l])
-                    G[LANES + l] = y[l] + h * (a10 * u[l] + a11 * v[l])
+            _drift2_lanes(G, x, y, u, v, nl, alive, h, a00, a01, a10, a11, diag)
             grad_block2(grad, G, nl, alive, qb, gb)
-            for l in range(nl):
-                pu = u[l]
-                pv = v[l]
-                xm = G[l]
-                ym = G[LANES + l]
-                gx = G[2 * LANES + l]
-                gy = G[3 * LANES + l]
-                if diag:
-                    pu2 = e00 * pu - delta * gx
-                    pv2 = e11 * pv - delta * gy
-                    x[l] = xm + h * a00 * pu2
-                    y[l] = ym + h * a11 * pv2
-                else:
-                    pu2 = (e00 * pu + e01 * pv) - delta * gx
-                    pv2 = (e10 * pu + e11 * pv) - delta * gy
-                    x[l] = xm + h * (a00 * pu2 + a01 * pv2)
-                    y[l] = ym + h * (a10 * pu2 + a11 * pv2)
-                u[l] = pu2
-                v[l] = pv2
+            _kick_drift2_lanes(G, x, y, u, v, nl, alive, h, delta, a00, a01, a10, a11, e00, e01, e10, e11, diag)
         for l in range(nl):
             q[w0 + l, 0] = x[l]
             q[w0 + l, 1] = y[l]
