@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bayescg.bias import learned_U_correction
 from bayescg.config import load_model
 from bayescg.pipeline import learn_model
 from bayescg.potentials import Potential
+from run_paper import region_rmse  # the same RMSE as the results table (this directory is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 MODELS = HERE.parent.parent / "models"
@@ -34,17 +34,6 @@ CASES = [("4.5 d=0.5", "test1-quadratic.toml", {}),
          ("4.5 d=0.065 gamma 0.04", "test1-quadratic-d0065.toml",
           {"simulation.gamma": 0.04, "simulation.walkers": 1024, "fit.knots": 60})]
 MAX_STEPS_PER_WALKER = {"4.5 d=0.065": 1e6}
-
-
-def rmse_on_region(fit, expr):
-    x = fit.grid[:, 0]
-    m = np.asarray(fit.mass_region, bool)
-    r = Potential.from_expression(expr, ["q"]).V(x[m][:, None])
-
-    def f(u):
-        e = u[m] - r
-        return float(np.sqrt(np.mean((e - e.mean()) ** 2)))
-    return f
 
 
 def main(argv=None):
@@ -65,13 +54,13 @@ def main(argv=None):
             res = learn_model(model)
             wall = time.perf_counter() - t0
             fit, sim = res.fit, res.simulation
-            u = fit.U_mean - fit.U_mean.min()
-            c = learned_U_correction(fit.grid[:, 0], u, fit.beta["mean"], sim.delta, sim.gamma)
+            u = fit.U_mean
+            c = res.delta_correction()
             row = {"case": cid, "steps": sim.steps, "gamma": sim.gamma, "walkers": sim.walkers,
                    "beta_hat": res.equilibrium.beta_hat, "trapped": sim.trapped_fraction, "wall_s": wall,
                    "n_eff": fit.n_eff, "factor": c.factor, "method": fit.method}
             for name, expr in (("U0", U0), ("U1", U1)):
-                f = rmse_on_region(fit, expr)
+                f = region_rmse(fit, Potential.from_expression(expr, ["q"]))
                 row[f"rmse_{name}"], row[f"rmse_{name}_corrected"] = f(u), f(c.factor * u)
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -98,25 +98,28 @@ def main(argv=None):
     write_table(rows, args)
 
 
+def region_rmse(fit, reference):
+    """rmse(U) over the grid points of ``fit``'s 98 % mass region, constant aligned, against the
+    Potential ``reference`` (1D)."""
+    import numpy as np
+
+    x = fit.grid[:, 0]
+    m = np.asarray(fit.mass_region, bool)
+    r = reference.V(x[m][:, None])
+
+    def rmse(u):
+        e = np.asarray(u)[m] - r
+        return float(np.sqrt(np.mean((e - e.mean()) ** 2)))
+    return rmse
+
+
 def _corrected(res, model):
     """1D: the finite-delta correction (bayescg.bias, B2) of the learned U and its RMSE on the grid points
     of the 98 % mass region (constant aligned), next to the uncorrected RMSE on the same points."""
-    import numpy as np
-
-    from bayescg.bias import learned_U_correction
-
-    fit, ref = res.fit, reference_from_model(model)
-    if fit.dim != 1 or ref is None:
+    ref, c = reference_from_model(model), res.delta_correction()
+    if ref is None or c is None:
         return {}
-    x, u = fit.grid[:, 0], fit.U_mean - fit.U_mean.min()
-    c = learned_U_correction(x, u, fit.beta["mean"], res.simulation.delta, res.simulation.gamma)
-    m = np.asarray(fit.mass_region, bool)
-    r = ref.V(x[m][:, None])
-
-    def rmse(v):
-        e = v[m] - r
-        return float(np.sqrt(np.mean((e - e.mean()) ** 2)))
-
+    rmse, u = region_rmse(res.fit, ref), res.fit.U_mean
     return {"kappa_raw": c.kappa_raw, "factor": c.factor, "rmse_grid": rmse(u), "rmse_corrected": rmse(c.factor * u)}
 
 
