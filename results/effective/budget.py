@@ -16,7 +16,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
 from bayescg.config import load_model
 from bayescg.pipeline import learn_model
