@@ -16,7 +16,6 @@ import json
 import time
 from pathlib import Path
 
-
 from bayescg.config import load_model
 from bayescg.pipeline import learn_model
 from bayescg.potentials import Potential
