@@ -566,7 +566,7 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
     # ---- U_k (learned at surrogate.learn_delta when given, else at simulation.delta)
     t0 = time.perf_counter()
     learn_delta = float(sec.learn_delta) if getattr(sec, "learn_delta", None) else float(sim.delta)
-    given_delta = _learned_delta(learned)
+    given_delta = _learned_setting(learned, "delta")
     if given_delta is not None and not math.isclose(given_delta, learn_delta, rel_tol=1e-9):
         if isinstance(learned, dict):
             warnings.append(f"U_k was learned at delta = {given_delta:g}, but [surrogate] asks for "
@@ -749,11 +749,7 @@ def _delta_corrected(curves: LearnedCurves, learned, default_gamma: float):
     own sampled law exp(-beta_hat U)."""
     from .bias import learned_U_correction
 
-    delta = _learned_delta(learned)
-    if isinstance(learned, dict):
-        gamma = learned.get("gamma")
-    else:
-        gamma = getattr(getattr(learned, "simulation", None), "gamma", None)
+    delta, gamma = _learned_setting(learned, "delta"), _learned_setting(learned, "gamma")
     if delta is None or curves.beta_hat is None:
         raise InputError("surrogate.delta_correction needs a learn result with delta and beta_hat")
     gamma = float(default_gamma if gamma is None else gamma)
@@ -764,12 +760,12 @@ def _delta_corrected(curves: LearnedCurves, learned, default_gamma: float):
                          f"{curves.source}, x {s:.4f} (finite-delta correction)"), corr
 
 
-def _learned_delta(learned):
-    """The damped-map step a learn result used (None if unknown)."""
+def _learned_setting(learned, key):
+    """A simulation setting (``delta``, ``gamma``) of a learn result or result.json (None if unknown)."""
     if isinstance(learned, dict):
-        v = learned.get("delta")
+        v = learned.get(key)
     else:
-        v = getattr(getattr(learned, "simulation", None), "delta", None)
+        v = getattr(getattr(learned, "simulation", None), key, None)
     return None if v is None else float(v)
 
 
