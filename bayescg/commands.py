@@ -160,6 +160,13 @@ def cmd_surrogate(args, model=None, out=None, learned=None):
     return res
 
 
+def _write_ising_netcdf(out, res):
+    """posterior.nc (standard ArviZ groups, primary method) and posterior-<method>.nc for the others."""
+    write_netcdf(out / "posterior.nc", res.to_inference_data())
+    for name, idata in res.method_inference_data().items():
+        write_netcdf(out / f"posterior-{name}.nc", idata)
+
+
 def cmd_ising(args, model=None, out=None):
     model = model or _model(args)
     model.require("fine")
@@ -173,10 +180,10 @@ def cmd_ising(args, model=None, out=None):
             if getattr(exc, "partial", None) is None:
                 raise
             _write(out, "ising.json", exc.partial, model, "ising")
-            write_netcdf(out / "posterior.nc", exc.partial.to_inference_data())
+            _write_ising_netcdf(out, exc.partial)
             raise Interrupted(f"{exc} -> {out / 'ising.json'}") from None
     payload = _write(out, "ising.json", res, model, "ising")
-    write_netcdf(out / "posterior.nc", res.to_inference_data())
+    _write_ising_netcdf(out, res)
     _report(out, model, "ising", [("Predictive coarse-graining", res)], payload["meta"])
     _say(f"ising: methods {', '.join(payload.get('methods', {}))} -> {out / 'ising.json'}")
     return res

@@ -166,7 +166,8 @@ class CoarseSection:
 @dataclass(frozen=True)
 class InferenceSection:
     methods: list[str] = _f(["em", "laplace", "nuts", "gibbs", "relent"],
-                            check=each(one_of("em", "exact_em", "laplace", "nuts", "gibbs", "relent")))
+                            check=each(one_of("em", "exact_em", "laplace", "laplace_slides", "nuts", "gibbs",
+                                                  "relent")))
     draws: int = _f(1000, check=positive)
     tune: int = _f(1000, check=nonnegative)
     chains: int = _f(4, check=positive)
@@ -179,6 +180,8 @@ class InferenceSection:
     sampler: str = _f("auto", check=one_of("auto", "nutpie", "pymc"), doc="NUTS backend")
     likelihood: str = _f("op", check=one_of("op", "graph"), doc="marginal likelihood: numba Op or pytensor graph")
     max_lag: int = _f(0, check=nonnegative, doc="largest lag of R_l (0: n_f // 2)")
+    candidates: list[str] = _f([], doc="coarse models [abc] for LOO stacking and their predictive checks "
+                                       "(ising.json model_averaging)")
 
 
 @dataclass(frozen=True)

@@ -613,6 +613,8 @@ class Report:
             except Exception as exc:  # noqa: BLE001 - the tables are still worth having
                 self.note(f"figures could not be drawn: {exc.__class__.__name__}: {exc}")
                 figs = []
+        for w in getattr(result, "figure_warnings", None) or []:  # figures drawn one by one (ising)
+            self.warning(w)
         if side:
             self.parts.append(f'<div class="figs"><div>{side}</div>{"".join(self._figure_html(figs))}</div>')
         else:
