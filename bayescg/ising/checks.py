@@ -101,15 +101,26 @@ def identifiability_warning(idf: dict) -> str | None:
             f"there is the prior's")
 
 
-def grid_posterior(cm: CoarseModel, fast, prior_sd: float, center, half_width, points=None) -> dict | None:
+def grid_posterior(cm: CoarseModel, fast, prior_sd: float, center, half_width, points=None,
+                   budget_seconds: float = 60.0) -> dict | None:
     """Exact posterior moments of theta_c and theta_cf by quadrature on a grid in u = (theta_c, z)
     (density with the Jacobian of z, the density NUTS samples).  center, half_width (K+1,); points per
-    axis: 81 (2 dims), 31 (3 dims); None for more dimensions.  Returns {"mean": {name: v}, "sd":
-    {...}, "edge_mass": posterior mass on the grid's outer layer (should be ~0)}."""
+    axis: 81 (2 dims), 31 (3 dims), fewer (>= 15) when the likelihood evaluations would take longer
+    than ``budget_seconds`` (large data); None for more dimensions or below 15 points.  Returns
+    {"mean": {name: v}, "sd": {...}, "edge_mass": posterior mass on the grid's outer layer (should
+    be ~0), "points_per_axis"}."""
+    import time
+
     D = cm.K + 1
     if D > 3:
         return None
     n = points or {1: 401, 2: 81, 3: 31}[D]
+    t0 = time.perf_counter()
+    fast(np.asarray(center[:cm.K], float), 0.9)
+    per_eval = max(time.perf_counter() - t0, 1e-6)
+    n = min(n, int((budget_seconds / per_eval) ** (1.0 / D)))
+    if n < 15:
+        return None
     axes = [np.linspace(c - h, c + h, n) for c, h in zip(center, half_width)]
     U = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, D)
     f = _loglik_u(fast, cm.K)

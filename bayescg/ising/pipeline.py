@@ -556,6 +556,9 @@ def run_checks(fine, cm, x, inf, fast, fits, results, lags, ws, prior_sd) -> dic
     if post and cm.K + 1 <= 3:
         lap = fits["laplace"].gaussian if "laplace" in fits else fit_laplace(cm, x, prior_sd)
         exact = grid_posterior(cm, fast, prior_sd, lap.mean, 8.0 * np.sqrt(np.diag(lap.cov)))
+    else:
+        exact = None
+    if exact is not None:
         pc = {"exact": exact, "methods": {}}
         for m in post:
             r = results[m]
