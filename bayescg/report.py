@@ -262,13 +262,15 @@ def structured_tables(d: dict) -> tuple[dict, list]:
     if sweep:  # one row per swept value: exact and each method's magnetization with its interval
         rows = []
         for i, v in enumerate(sweep.get("values", [])):
-            row = {str(sweep.get("key", "value")): v, "exact m": truth["magnetization"][i]}
+            row = {str(sweep.get("label") or sweep.get("key", "value")): v, "exact m": truth["magnetization"][i]}
             for name, m in methods.items():
                 mg = m["magnetization"]
+                kind = {"posterior": "posterior", "monte_carlo": "Monte Carlo"}.get(m.get("interval_kind"), "")
                 row[f"{name} m"] = mg["mean"][i]
-                row[f"{name} 94%"] = _interval({"lower": mg["lower"][i], "upper": mg["upper"][i]})
+                row[f"{name} 94% {kind}".rstrip()] = _interval({"lower": mg["lower"][i], "upper": mg["upper"][i]})
             rows.append(row)
-        tables.append(("Magnetization across the sweep (94% intervals)", rows))
+        tables.append(("Magnetization across the sweep (94% intervals: posterior = uncertainty about theta, "
+                       "Monte Carlo = sampling error of a point estimate only)", rows))
         for name, m in methods.items():
             errs = [e for e in m.get("err_mag", []) if e is not None]
             if errs:
@@ -279,7 +281,8 @@ def structured_tables(d: dict) -> tuple[dict, list]:
     for name, m in methods.items():
         diag = m.get("diagnostics") or {}
         rows.append({"method": name, "magnetization": (m.get("magnetization") or {}).get("mean"),
-                     "94% interval": _interval(m.get("magnetization")), "err_mag": m.get("err_mag"),
+                     "94% interval": _interval(m.get("magnetization")),
+                     "interval kind": m.get("interval_kind", "–"), "err_mag": m.get("err_mag"),
                      "err_corr": m.get("err_corr"), "theta_cf": m.get("theta_cf"), "theta_c": m.get("theta_c"),
                      "r_hat_max": diag.get("r_hat_max"), "ess_bulk_min": diag.get("ess_bulk_min"),
                      "divergences": diag.get("divergences"), "seconds": m.get("seconds")})
@@ -292,12 +295,56 @@ def structured_tables(d: dict) -> tuple[dict, list]:
         dg = (methods.get(name) or {}).get("diagnostics") or {}
         if dg.get("r_hat_max") is not None:
             keys[f"{name}: r_hat_max"] = dg["r_hat_max"]
-    tables.append(("Predictions by method (err = relative error against the exact value)", rows))
+    tables.append(("Predictions by method (err = relative error against the exact value; interval kind: "
+                   "posterior = uncertainty about theta, monte_carlo = sampling error of a point estimate only)", rows))
     lv = d.get("laplace_vs_nuts")
     if isinstance(lv, dict) and lv:
         keys["Laplace vs NUTS: KL"] = lv.get("kl")
-        tables.append(("Laplace approximation against NUTS", lv))
+        if lv.get("magnetization_shift_sd") is not None:
+            keys["Laplace vs NUTS: m shift (sd)"] = lv["magnetization_shift_sd"]
+        tables.append(("Laplace approximation against NUTS (parameters in the unconstrained space; predictions "
+                       "as shifts in NUTS posterior sds)", lv))
+    tables += _ising_check_tables(d)
     return keys, tables
+
+
+def _ising_check_tables(d: dict) -> list:
+    """Tables of ising.json's checks: identifiability, the exact posterior against each posterior
+    method, the posterior predictive check and the model averaging over candidates."""
+    tables = []
+    idf = d.get("identifiability")
+    if isinstance(idf, dict):
+        rows = [{"parameter": k, "ML": (idf.get("ml") or {}).get(k), "lower side bounded": v.get("lower_bounded"),
+                 "upper side bounded": v.get("upper_bounded")} for k, v in (idf.get("parameters") or {}).items()]
+        tables.append((f"Identifiability: {idf.get('criterion', '')}", rows))
+    pc = d.get("posterior_check")
+    if isinstance(pc, dict) and pc.get("exact"):
+        ex = pc["exact"]
+        rows = [{"method": "exact (grid quadrature)", **{f"{k} mean": ex["mean"][k] for k in ex["mean"]},
+                 **{f"{k} sd": ex["sd"][k] for k in ex["sd"]}}]
+        for name, m in (pc.get("methods") or {}).items():
+            row = {"method": name}
+            for k, v in m.items():
+                row[f"{k} mean"] = f"{v['mean_shift_sd']:+.2f} sd"
+                row[f"{k} sd"] = f"x {v['sd_ratio']:.3f}"
+            rows.append(row)
+        tables.append(("Posterior against the exact posterior (shift of the mean in exact sds, sd ratio)", rows))
+    ppc = d.get("predictive_check")
+    if isinstance(ppc, dict) and ppc.get("p_value"):
+        pv = ppc["p_value"]
+        lags = (d.get("truth") or {}).get("lags") or []
+        rows = [{"statistic": "m", "data": ppc["observed"]["m"], "p-value": pv["m"]}]
+        rows += [{"statistic": f"R_{l}", "data": o, "p-value": p}
+                 for l, o, p in zip(lags, ppc["observed"]["R"], pv["R"])]
+        tables.append((f"Posterior predictive check of the data's statistics ({ppc.get('method', '')}; "
+                       f"{ppc.get('replicates')} replicated data sets; p < {ppc.get('threshold')} is a misfit)", rows))
+    ma = d.get("model_averaging")
+    if isinstance(ma, dict) and ma.get("weights"):
+        rows = [{"model": c, "stacking weight": ma["weights"][c], "elpd_loo": ma["elpd_loo"][c],
+                 "PPC min p": ma["ppc_p_min"][c], "misfit": ", ".join(ma["misfit"][c]) or "–"}
+                for c in ma.get("candidates", ma["weights"])]
+        tables.append((f"Model averaging over coarse models ({ma.get('method', '')})", rows))
+    return tables
 
 
 def _plain_summary(d: dict) -> dict:

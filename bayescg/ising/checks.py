@@ -105,7 +105,7 @@ def grid_posterior(cm: CoarseModel, fast, prior_sd: float, center, half_width, p
                    budget_seconds: float = 60.0) -> dict | None:
     """Exact posterior moments of theta_c and theta_cf by quadrature on a grid in u = (theta_c, z)
     (density with the Jacobian of z, the density NUTS samples).  center, half_width (K+1,); points per
-    axis: 81 (2 dims), 31 (3 dims), fewer (>= 15) when the likelihood evaluations would take longer
+    axis: 81 (2 dims), 25 (3 dims), fewer (>= 15) when the likelihood evaluations would take longer
     than ``budget_seconds`` (large data); None for more dimensions or below 15 points.  Returns
     {"mean": {name: v}, "sd": {...}, "edge_mass": posterior mass on the grid's outer layer (should
     be ~0), "points_per_axis"}."""
@@ -114,7 +114,7 @@ def grid_posterior(cm: CoarseModel, fast, prior_sd: float, center, half_width, p
     D = cm.K + 1
     if D > 3:
         return None
-    n = points or {1: 401, 2: 81, 3: 31}[D]
+    n = points or {1: 401, 2: 81, 3: 25}[D]
     t0 = time.perf_counter()
     fast(np.asarray(center[:cm.K], float), 0.9)
     per_eval = max(time.perf_counter() - t0, 1e-6)
