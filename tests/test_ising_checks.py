@@ -280,3 +280,39 @@ def test_predictive_check_and_stacking_see_model_error():
     df = np.full(50, 0.8)
     ppc = predictive_check(cm0, y, dc, df, [1, 2], rng)
     assert ppc["misfit"] and ppc["p_min"] < 0.01
+
+
+# --- registry (issue 13) and the sweep's labels -------------------------------------------------
+def test_methods_registry_matches_config_and_order():
+    from bayescg.config import model_from_dict
+    from bayescg.errors import ModelFileError
+    from bayescg.ising.methods import METHODS, ORDER, IsingMethod
+
+    assert set(ORDER) == set(METHODS) and len({m.id for m in METHODS.values()}) == len(METHODS)
+    assert all(isinstance(m, IsingMethod) and m.name == k for k, m in METHODS.items())
+    raw = {"name": "r", "fine": {"sites": 8}, "inference": {"methods": list(ORDER)}}
+    assert model_from_dict(raw).inference.methods == list(ORDER)  # the model file accepts every registered name
+    with pytest.raises(ModelFileError):
+        model_from_dict({**raw, "inference": {"methods": ["nope"]}})
+
+
+def test_sweep_axis_says_mu_and_intervals_their_kind():
+    from bayescg.executor import SerialExecutor
+    from bayescg.config import model_from_dict
+    from bayescg.ising.pipeline import run_model
+    from bayescg.report import structured_tables
+
+    raw = {"name": "s", "fine": {"sites": 8, "beta": 1.0, "field": 0.3, "coupling": 0.8},
+           "data": {"samples": 300, "seed": 1}, "coarse": {"level": 2, "model": "110"},
+           "inference": {"methods": ["exact_em", "laplace"], "draws": 100, "chains": 2, "prediction_samples": 400},
+           "sweep": {"key": "fine.field", "values": [-0.3, 0.3]}}
+    res = run_model(model_from_dict(raw), executor=SerialExecutor())
+    d = res.to_dict()
+    assert d["sweep"]["label"].startswith("mu") and isinstance(d["warnings"], list)
+    assert d["methods"]["exact_em"]["interval_kind"] == "monte_carlo"
+    _, tables = structured_tables(d)
+    cols = tables[0][1][0].keys()
+    assert any(c.startswith("mu") for c in cols) and "laplace 94% posterior" in cols
+    assert "exact_em 94% Monte Carlo" in cols
+    figs = res.figures()
+    assert figs[0][1].axes[0].get_xlabel().startswith("mu")

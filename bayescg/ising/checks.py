@@ -44,8 +44,9 @@ def identifiability(cm: CoarseModel, x, fast, *, reach: float = 16.0, steps=(0.5
     """Profile likelihood check at the maximum-likelihood point (see module doc).
 
     Returns {"identified": bool, "ml": {name: value}, "parameters": {name: {"lower_bounded",
-    "upper_bounded", "max_rise"}}, "not_identified": [names], "max_not_attained": bool}; names are
-    theta_c's and "z_theta_cf"."""
+    "upper_bounded"}}, "not_identified": [names], "max_not_attained": bool, "max_rise"}; names are
+    theta_c's and "z_theta_cf".  The profile's inner maximization is local (Nelder-Mead / Powell
+    from the previous step), so a missed profile maximum can only make a side look bounded."""
     from scipy.optimize import minimize
 
     from .em import map_exact
@@ -73,8 +74,11 @@ def identifiability(cm: CoarseModel, x, fast, *, reach: float = 16.0, steps=(0.5
                     u[k], u[rest] = uk, w
                     return -f(u)
                 if rest:
-                    r = minimize(negp, v, method="Nelder-Mead" if len(rest) > 1 else "Powell",
-                                 options={"xatol": 1e-3, "fatol": 1e-4, "maxiter": 400})
+                    if len(rest) > 1:
+                        r = minimize(negp, v, method="Nelder-Mead",
+                                     options={"xatol": 1e-3, "fatol": 1e-4, "maxiter": 400})
+                    else:
+                        r = minimize(negp, v, method="Powell", options={"xtol": 1e-3, "ftol": 1e-6})
                     v, lp = r.x, -r.fun
                 else:
                     lp = -negp(v)
