@@ -143,19 +143,6 @@ def test_predictions_sampled_vs_exact(nn_data):
     assert p["magnetization"]["lower"] <= p["magnetization"]["mean"] <= p["magnetization"]["upper"]
 
 
-def test_posterior_interval_is_over_exact_per_draw_expectations(nn_data):
-    fm, cm, x = nn_data
-    rng = np.random.default_rng(5)
-    tc = np.column_stack([rng.normal(0.2, 0.05, 50), rng.normal(0.7, 0.05, 50)])
-    tf = rng.uniform(0.85, 0.95, 50)
-    p = posterior_predictive(cm, tc, tf, 5000, rng, [1, 2])
-    ex = np.array([cm.exact_prediction(tc[j], tf[j], [1, 2])[0] for j in range(50)])
-    assert p["magnetization"]["lower"] == pytest.approx(np.quantile(ex, 0.03))
-    assert p["magnetization"]["upper"] == pytest.approx(np.quantile(ex, 0.97))
-    # the mean is the mean of the same exact per-draw expectations
-    assert p["magnetization"]["mean"] == pytest.approx(ex.mean(), abs=1e-12)
-
-
 def test_backmap_majority_is_consistent():
     cm = CoarseModel(8, 4, "010", periodic=True)
     rng = np.random.default_rng(0)
