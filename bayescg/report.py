@@ -34,6 +34,12 @@ HDI_PROB = 0.94
 #: Thresholds that flag a diagnostic cell in tables (same as :func:`bayescg.fit.convergence_warnings`).
 R_HAT_MAX = 1.01
 ESS_MIN = 100.0
+#: Observed variables with fewer entries are statistics (e.g. the Ising R_l by lag): no az.plot_ppc KDE.
+MIN_PPC_KDE_POINTS = 20
+
+
+class _SkipPlot(Exception):
+    pass
 
 _CSS = """
 *{box-sizing:border-box}
@@ -487,8 +493,9 @@ def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_po
     (``az.plot_trace(kind="rank_bars")``) when a sampler with >= 2 chains produced the draws, trace
     plots for one chain, marginal posteriors with 94 % HDIs (``az.plot_posterior``) for draws of an
     approximation (no ``sample_stats``); and for each ``posterior_predictive`` variable with observed
-    data ``az.plot_ppc`` and, when it has at most ``max_ppc_points`` entries, the observed values
-    against the 94 % predictive interval by index.
+    data ``az.plot_ppc`` (when it has at least ``MIN_PPC_KDE_POINTS`` entries: a data set, not a few
+    statistics) and, when it has at most ``max_ppc_points`` entries, the observed values against the
+    94 % predictive interval by index.
     """
     import arviz as az
     import matplotlib
@@ -522,16 +529,20 @@ def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_po
         for v in idata.posterior_predictive.data_vars:
             if v not in idata.observed_data:
                 continue
+            obs = np.asarray(idata.observed_data[v].values, dtype=float).ravel()
             try:
+                if obs.size < MIN_PPC_KDE_POINTS:  # a few statistics, not a data set: no KDE of them
+                    raise _SkipPlot
                 with _closing_on_error():
                     axes = az.plot_ppc(idata, var_names=[v], num_pp_samples=min(
                         50, int(idata.posterior_predictive.sizes.get("draw", 50))), figsize=(5.4, 3.3),
                         textsize=9, random_seed=0)
                 fig = _close_axes_figure(axes)
                 figs.append((f"Posterior predictive check of {v} (az.plot_ppc): distribution of the values", fig))
+            except _SkipPlot:
+                pass
             except Exception as exc:  # some shapes have no KDE (e.g. constant data); the by-index plot remains
                 tables.append((f"Posterior predictive check of {v}", [{"note": f"az.plot_ppc failed: {exc}"}]))
-            obs = np.asarray(idata.observed_data[v].values, dtype=float).ravel()
             if 1 < obs.size <= max_ppc_points:
                 pp = np.asarray(idata.posterior_predictive[v].values, dtype=float).reshape(-1, obs.size)
                 lo, med, hi = np.quantile(pp, [0.03, 0.5, 0.97], axis=0)
