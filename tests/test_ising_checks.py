@@ -89,7 +89,7 @@ def test_posterior_and_monte_carlo_predictions_vs_enumeration(small):
 
 
 def test_pipeline_states_kinds_and_draws_each_figure_on_its_own(small, tmp_path, capsys):
-    from bayescg.ising.pipeline import IsingResult, run_methods
+    from bayescg.ising.pipeline import run_methods
     from bayescg.report import Report
 
     fm, cm, x = small
