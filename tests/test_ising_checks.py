@@ -259,6 +259,13 @@ def test_inference_data_uses_standard_groups_with_named_coordinates(small, tmp_p
         assert set(o.groups()) <= STANDARD and o.posterior.attrs["method"] == name
         write_netcdf(tmp_path / f"posterior-{name}.nc", o)
     write_netcdf(tmp_path / "posterior.nc", idata)
+    # a sampler's pointwise log-likelihood (log_likelihood group) has coordinates on every dimension
+    from bayescg.ising.pipeline import _loo
+
+    rng = np.random.default_rng(0)
+    ll = _loo(FastLoglik(cm, x), rng.normal([0.2, 0.7], 0.05, (10, 2)), rng.uniform(0.85, 0.95, 10), (2, 5))
+    ds = ll["_groups"]["log_likelihood"]
+    assert ds.x.dims == ("chain", "draw", "configuration") and all(d in ds.coords for d in ds.dims)
 
 
 # --- 5. model error -------------------------------------------------------------------------------

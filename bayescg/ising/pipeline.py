@@ -608,7 +608,9 @@ def _loo(fast, fc, ff, shape) -> dict:
     import xarray as xr
 
     ll = np.stack([fast.pointwise(fc[j], ff[j]) for j in range(len(fc))]).reshape(*shape, -1)
-    ds = xr.Dataset({"x": (("chain", "draw", "configuration"), ll)})
+    ds = xr.Dataset({"x": (("chain", "draw", "configuration"), ll)},
+                    coords={"chain": np.arange(shape[0]), "draw": np.arange(shape[1]),
+                            "configuration": np.arange(ll.shape[-1])})
     idata = az.InferenceData(log_likelihood=ds, posterior=xr.Dataset(
         {"theta_cf": (("chain", "draw"), ff.reshape(shape))}))
     with warnings.catch_warnings():
