@@ -369,20 +369,36 @@ NOTES = """
 * One data set per table row (seeded); rows differ by data noise as much as by S_f, so the
   trend with S_f in section 2 is not monotone at this size.  `--size full` adds more mu values
   and NUTS everywhere.
+* Intervals of different kinds are not comparable: exact_em's and relent's narrow intervals are
+  only the Monte Carlo error of S_pred = 20000 sampled configurations at the point estimate; the
+  Laplace interval is the posterior uncertainty about theta.  A narrow Monte Carlo interval that
+  misses the truth says nothing about the posterior.
 * Section 1 reproduces the slides' finding: PCG (Laplace, exact ML) follows the exact
   magnetization at every mu, relent with the majority map's natural back-map saturates at
   |m| = 1/2 for l_c = 2 (a block with majority +1 is (+,+) with probability 1/2 and a tie
-  otherwise).  At |mu| >= 0.9 the data are saturated (m_true > 0.99): theta_c is then weakly
-  identified (prior-dominated in the Laplace posterior, drifting to large values in ML) while the
-  predictions stay right.
+  otherwise).  Where the data saturate (mu <= -0.9 and mu >= 1.5) the identifiability check
+  reports that the profile likelihood of pair1 (and at mu <= -2.7 and mu >= 2.1 also of theta_cf)
+  is open on one side: exact EM's theta_c runs off along the ridge (pair1 ~ 6) while the Laplace posterior of
+  pair1 there is essentially the Normal(0, 2) prior; the predictions stay right.
 * Sections 2-3: the coarse model 110 cannot represent the fine chain's 1/k couplings exactly,
   so err_corr levels off around 0.1-0.2 (model bias, not posterior noise); coarser levels
-  lose correlation accuracy faster than magnetization accuracy, as on the slides.
-* Section 4: the linear and pair terms are needed (100 is far behind by LOO), longer pair
-  ranges and the triplet improve elpd by a few units; Laplace is close to NUTS for the
-  small models 100, 010, 110 (KL < 0.05) and visibly off (KL ~ 0.7-1.2, sds 10-30 % too small)
-  for 120, 130, 111 and 121, whose
+  lose correlation accuracy faster than magnetization accuracy, as on the slides.  At l_c = 16
+  the coarse ring has 2 sites and its single bond is counted once.
+* The slides' Laplace (theta_c fixed at the MAP, theta_cf with the complete-data information of
+  the E-step) gives theta_cf an sd 0.72-0.87 times the exact posterior's from S_f = 10 on (0.53-0.79
+  at S_f = 5): it ignores the missing information about the coarse spins and the uncertainty of
+  theta_c.  The full Laplace (exact Hessian of the marginal posterior) is within 8 % from S_f = 10
+  on and within 1.5 % at S_f >= 50.
+* Section 4: the linear and pair terms are needed (100 is far behind by LOO and fails the
+  predictive check on R_1 .. R_7), longer pair ranges and the triplet improve elpd by a few units;
+  stacking puts its weight on 111 and 010.  Laplace is close to NUTS for the small models 100, 010
+  and 110 (KL < 0.05, predictions within 0.4 NUTS sds) and off for 120, 130, 111 and 121 (KL
+  0.6-1.0, sd ratios 0.75-1.11, predictions 0.5-1.0 NUTS sds away: the warning fires), whose
   posteriors have strongly correlated, skewed coupling directions.
+* Section 5: with more data the posterior interval of model 110 shrinks around a biased value
+  (0.552 against the exact 0.5696 at S_f = 5000, interval [0.547, 0.558]); the posterior
+  predictive check of the data's own correlations fails from S_f = 1000 on and the run warns
+  "model error": the coarse model is too coarse, not the data too few.
 """
 
 
