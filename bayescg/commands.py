@@ -124,7 +124,7 @@ def cmd_noise(args, model=None, out=None):
 
 def cmd_learn(args, model=None, out=None):
     model = model or _model(args)
-    model.require("potential"), model.require("simulation")
+    model.require("potential"), model.trajectory or model.require("simulation")
     out = out or _out(args, model, "learn")
     from .pipeline import learn_model
 
