@@ -363,8 +363,12 @@ class Potential:
             expr = _trace_symbolic(mod, V, variables, p)
             pot = cls.from_expression(expr, variables)
             return dataclasses.replace(pot, module=str(p))
-        value = _njit_user(V, p, "V")
-        ug = _njit_user(g, p, "grad")
+        # the module's own functions become njit functions, so V and grad may call the user's helpers
+        for k, obj in list(vars(mod).items()):
+            if callable(obj) and getattr(obj, "__module__", None) == mod.__name__ and hasattr(obj, "__code__"):
+                setattr(mod, k, _njit_user(obj, p, k))
+        value = _njit_user(mod.V, p, "V")
+        ug = _njit_user(mod.grad, p, "grad")
         grad = _grad_kernel(ug, d, p)
         vk = _value_kernel(value)
         for name, fn, user, sig in (("V", vk, value, numba.types.float64(numba.types.float64[::1])),
