@@ -510,8 +510,15 @@ def _trace_symbolic(mod, V, variables, p) -> str:
 
     import sympy
 
-    shim = types.SimpleNamespace(**{k: getattr(sympy, v) for k, v in _TRACE_NAMES.items()},
-                                 pi=sympy.pi, e=sympy.E)
+    def elementwise(f):
+        # numpy-style: on an (object) array of sympy expressions apply f to each entry
+        return lambda x, *a: (np.array([f(v, *a) for v in np.ravel(x)], dtype=object).reshape(np.shape(x))
+                              if isinstance(x, np.ndarray) else f(x, *a))
+
+    shim = types.SimpleNamespace(**{k: elementwise(getattr(sympy, v)) for k, v in _TRACE_NAMES.items()},
+                                 pi=sympy.pi, e=sympy.E, sum=lambda x: sympy.Add(*np.ravel(x)),
+                                 dot=lambda a, b: sympy.Add(*(np.ravel(a) * np.ravel(b))),
+                                 array=lambda x, dtype=None: np.array(x, dtype=object))
     mods = {id(math), id(np)}
     funcs = {}
     for src in (math, np):
@@ -531,7 +538,9 @@ def _trace_symbolic(mod, V, variables, p) -> str:
     syms = [sympy.Symbol(v, real=True) for v in variables]
     why = None
     try:
-        out = fn(syms)
+        out = fn(np.array(syms, dtype=object))  # q[0], q**2, np.sum(q**2) all work on an object array
+        if isinstance(out, np.ndarray) and out.size == 1:
+            out = out.reshape(())[()]
         expr = sympy.sympify(out)
         if not isinstance(expr, sympy.Expr) or not expr.free_symbols <= set(syms):
             why = "V(q) did not give a formula in q"

@@ -53,6 +53,19 @@ def test_numpy_names_are_traced_in_2d(tmp_path):
     assert np.allclose(pot.gradient(q), g, rtol=1e-12)
 
 
+def test_vectorised_numpy_V_is_traced(tmp_path):
+    p = write(tmp_path, "vec.py", """
+        import numpy as np
+
+        def V(q):
+            return np.sum(q**2) / 2 + 0.1 * np.sum(np.cos(3 * q)) + np.dot(q, q) ** 2 / 8
+        """)
+    pot = Potential.from_module(p, ["x", "y"])
+    q = np.array([[0.3, -0.7]])
+    r2 = np.sum(q ** 2)
+    assert np.allclose(pot.gradient(q), q - 0.3 * np.sin(3 * q) + r2 * q / 2, rtol=1e-12)
+
+
 @pytest.mark.parametrize("grad_src", [
     "def grad(q):\n    return np.array([dv0(q[0]), q[1]])\n",           # returns an array
     "def grad(q):\n    return (dv0(q[0]), q[1])\n",                     # returns a tuple
