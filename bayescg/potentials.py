@@ -552,7 +552,13 @@ def _trace_symbolic(mod, V, variables, p) -> str:
     if why is not None:
         raise InputError(f"{p}: V(q) is not symbolic ({why[:160]}), so its gradient cannot be derived: "
                          f"define grad(q) in {p.name} returning dV/dq (length {len(variables)})")
-    return str(expr)
+    from sympy.printing.str import StrPrinter
+
+    class _Exact(StrPrinter):
+        def _print_Float(self, e):  # round-trip repr of the double (str() keeps 15 digits)
+            return repr(float(e))
+
+    return _Exact().doprint(expr)
 
 
 # --- the potential paper's test potentials -----------------------------------------------

@@ -137,9 +137,12 @@ def trajectory_result(q, p, *, delta=None, gamma=None, mass=None, burn_in: float
     flat_p = p.reshape(-1, d)
     mean = flat_p.mean(axis=0)
     cov = np.cov(flat_p, rowvar=False, bias=True).reshape(d, d)
-    pp = p[:, :, :, None] * p[:, :, None, :]                      # (W, n, d, d)
-    s_pp, lens = _batch_sums(pp.reshape(W, n, d * d), B)
-    Mwb = (s_pp / lens[None, :, None]).reshape(W, B, d, d)        # batch means of p p^T
+    # batch means of p p^T, one product at a time (a (W, n, d, d) array would be 9x the data for d = 3)
+    Mwb = np.empty((W, B, d, d))
+    for i in range(d):
+        for j in range(i, d):
+            sij, lens = _batch_sums(p[:, :, i:i + 1] * p[:, :, j:j + 1], B)
+            Mwb[:, :, i, j] = Mwb[:, :, j, i] = sij[..., 0] / lens[None, :]
     cov_se = Mwb.reshape(-1, d, d).std(axis=0, ddof=1) / math.sqrt(W * B)
     L = np.linalg.cholesky(A)
     pw = flat_p @ L                                               # rows L^T p: Cov = I / beta at equilibrium
