@@ -3,6 +3,9 @@
 Each format is read back by an independent reader: numpy for tables, a reader written here from PLUMED's
 documented grid format (Grid::create: for a non-periodic variable the header's nbins counts the points, the
 first variable runs fastest), and OpenMM itself (XmlSerializer.deserialize, energies and forces from a Context).
+PLUMED's own parser could not be used here: the PyPI package ``plumed`` (2.10.0) builds only the Python wrapper,
+whose ``plumed.Plumed()`` raises "PLUMED not available, check your PLUMED_KERNEL environment variable", and the
+Debian archive has no plumed package.
 """
 import subprocess
 import sys
