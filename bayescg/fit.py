@@ -184,8 +184,8 @@ class FitResult:
         """ArviZ InferenceData of the fit (what ``posterior.nc`` holds).
 
         posterior: the sampler's variables (NUTS: whitened z, sigma_rw, beta; MAP: Laplace draws of b and beta;
-        dims ``reduced_coefficient``), U on ``grid_point`` (1D: coordinate = the grid's q values; a coordinate
-        per variable name in every dimension) and ``U_coef`` on ``spline_coefficient`` (names B[i] / B[i,j];
+        dims ``reduced_coefficient``), U on ``grid_point`` (1D: its coordinate is the grid's q values; 2D: a
+        coordinate per variable name along grid_point) and ``U_coef`` on ``spline_coefficient`` (names B[i] / B[i,j];
         each draw's spline of U, aligned like U); log_likelihood: ``q`` (chain, draw, observation), log pi_J of
         up to 500 effective samples spread over the cells by their counts (see :func:`_arviz_extras`: why not one
         term per cell), so az.loo / az.compare work (compare fits of the same histogram: knots, bases);
@@ -216,9 +216,9 @@ class FitResult:
                 old = f"{v}_dim_0"
                 if v in post and old in post[v].dims:
                     post = post.rename({old: "reduced_coefficient"})
-            gp = {f"{v}": ("grid_point", self.grid[:, i]) for i, v in enumerate(names)}
-            if self.dim == 1:
-                gp["grid_point"] = ("grid_point", self.grid[:, 0])
+            # 1D: the grid_point coordinate is q itself; 2D: one coordinate per variable along grid_point
+            gp = ({"grid_point": ("grid_point", self.grid[:, 0])} if self.dim == 1 else
+                  {v: ("grid_point", self.grid[:, i]) for i, v in enumerate(names)})
             post = post.assign_coords(gp)
             if ex.get("coef_draws") is not None:
                 cd = np.asarray(ex["coef_draws"])
@@ -336,8 +336,8 @@ def _arviz_extras(basis: EffectiveBasis, A, Ucoef, X, w, shift, factor, counts) 
     Log-likelihood: the tempered multinomial is a sum over n_eff effective samples, one sample in cell J
     contributing log pi_J.  Leaving out a whole cell (n_J log pi_J per cell) is a perturbation far outside
     PSIS's reach (measured: iid double-well data, 4 knots: p_loo 1650 for 6 coefficients, Pareto k > 1 in 66 %
-    of the cells; Test 1 data, 8 knots: p_loo 1250, k > 1 in 47 %; az.compare ranked 4 < 6 < 12 < 24 knots
-    by their number alone), so the observations are min(LOO_OBSERVATIONS, n_eff) effective samples
+    of the cells; Test 1 data, 8 knots: p_loo 1250, k > 1 in 47 %; az.compare ranked 4, 6, 12, 24 knots
+    in order of knot count, fewest first), so the observations are min(LOO_OBSERVATIONS, n_eff) effective samples
     placed at evenly spaced quantiles of the counts: observation i in cell J(i) has log-likelihood log pi_J(i);
     each stands for n_eff / N_obs effective samples (elpd of the whole data = elpd * n_eff / N_obs; rankings and
     elpd_diff / dse do not depend on that factor)."""

@@ -220,7 +220,6 @@ def test_posterior_nc_is_arviz_native(runs):
     res = json.loads((runs["1d"] / "result.json").read_text())
     post = idata.posterior
     assert np.allclose(post["grid_point"].values, np.asarray(res["grid"]).ravel())
-    assert np.allclose(post["q"].values, np.asarray(res["grid"]).ravel())
     assert post["U"].dims == ("chain", "draw", "grid_point")
     assert post["U_coef"].dims[-1] == "spline_coefficient" and str(post["spline_coefficient"].values[0]) == "B[0]"
     assert "reduced_coefficient" in post["b"].dims
@@ -230,6 +229,12 @@ def test_posterior_nc_is_arviz_native(runs):
     for g in idata.groups():
         attrs = idata[g].attrs
         assert {"created_at", "arviz_version", "inference_library"} <= set(attrs), g
+    # 2D: a coordinate per variable along grid_point, cell centres per variable in observed_data
+    i2 = az.from_netcdf(runs["2d"] / "posterior.nc")
+    g2 = np.asarray(json.loads((runs["2d"] / "result.json").read_text())["grid"])
+    assert np.allclose(i2.posterior["x"].values, g2[:, 0]) and np.allclose(i2.posterior["y"].values, g2[:, 1])
+    assert {"cell_x", "cell_y"} <= set(i2.observed_data.coords)
+    assert str(i2.posterior["spline_coefficient"].values[1]) == "B[0,1]"
     loo = az.loo(idata)
     assert np.isfinite(loo.elpd_loo) and loo.p_loo < 5
     assert (loo.pareto_k.values < 0.7).all()
