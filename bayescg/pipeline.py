@@ -116,6 +116,7 @@ class LearnResult:
     gamma_choice: Optional[Any] = None
     seconds: float = 0.0
     warnings: list = dataclasses.field(default_factory=list)
+    trajectory: Optional[dict] = None  # learned from user data: {path, sha256, walkers, frames_per_walker}
 
     def to_dict(self) -> dict:
         sim, fit, eq = self.simulation, self.fit, self.equilibrium
@@ -153,6 +154,8 @@ class LearnResult:
         out["noise"] = dict(nd, calibrated=True) if self.noise is not None else nd
         if self.gamma_choice is not None:
             out["gamma_choice"] = self.gamma_choice.to_dict()
+        if self.trajectory is not None:
+            out["trajectory"] = dict(self.trajectory)
         corr = self.delta_correction()
         if corr is not None:
             out["finite_delta_correction"] = dict(
@@ -204,12 +207,17 @@ def learn_trajectory_model(model: Model, *, control=None) -> LearnResult:
     path = model.resolve(tr.path)
     data = load_npz(path)
     pick = lambda key: getattr(tr, key) if getattr(tr, key) is not None else data.get(key)  # noqa: E731
-    return learn_trajectory(data["q"], data["p"], variables=model.potential.variables, delta=pick("delta"),
+    res = learn_trajectory(data["q"], data["p"], variables=model.potential.variables, delta=pick("delta"),
                             gamma=pick("gamma"), mass=pick("mass"), burn_in=tr.burn_in, bins=tr.bins,
                             hist_range=hist_range_from_model(model), max_samples=tr.max_samples, knots=fs.knots,
                             method=fs.method, draws=fs.draws, tune=fs.tune, chains=fs.chains,
                             seed=fs.seed if fs.seed is not None else 1, reference=reference_from_model(model),
                             mass_fraction=fs.mass_fraction, control=control, name=model.name)
+    import hashlib
+
+    res.trajectory = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                      "walkers": int(res.simulation.walkers), "frames_per_walker": int(res.simulation.steps_per_walker)}
+    return res
 
 
 def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool = False,

@@ -69,6 +69,10 @@ def test_learning_from_saved_trajectory_matches_learning_from_the_simulation(tes
     d = res.to_dict()
     assert d["finite_delta_correction"]["delta"] == 0.5 and d["delta"] == 0.5
     assert d["dimension"] == 1 and d["walkers"] == 4
+    import hashlib
+
+    assert d["trajectory"]["sha256"] == hashlib.sha256((tmp_path / "traj.npz").read_bytes()).hexdigest()
+    assert d["trajectory"]["frames_per_walker"] == q.shape[1]
 
 
 def test_effective_sample_size_and_beta_of_an_ar1_series():
