@@ -124,7 +124,7 @@ def cmd_noise(args, model=None, out=None):
 
 def cmd_learn(args, model=None, out=None):
     model = model or _model(args)
-    model.require("potential"), model.require("simulation")
+    model.require("potential"), model.trajectory or model.require("simulation")
     out = out or _out(args, model, "learn")
     from .pipeline import learn_model
 
@@ -262,7 +262,15 @@ def _report(out: Path, model, command: str, sections, meta, name: str = "report.
         combined.write(out / "report.html")
 
 
-COMMANDS = {"simulate": cmd_simulate, "learn": cmd_learn, "scales": cmd_scales, "noise": cmd_noise,
+def cmd_export(args):
+    from .export import export
+
+    paths = export(args.run_dir, args.fmt, args.out, draws=args.draws, points=args.points, force=args.force)
+    _say(f"export: {args.fmt} -> {', '.join(map(str, paths[:3]))}{' ...' if len(paths) > 3 else ''}")
+    return paths
+
+
+COMMANDS = {"export": cmd_export, "simulate": cmd_simulate, "learn": cmd_learn, "scales": cmd_scales, "noise": cmd_noise,
             "surrogate": cmd_surrogate, "ising": cmd_ising, "run": cmd_run}
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from .config import Model
+from .errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +120,13 @@ def scan_scales(model: Model, deltas: list[float], *, executor=None, control=Non
     from .executor import SerialExecutor
     from .pipeline import sim_kwargs
 
-    pot = model.require("potential")
+    from .pipeline import potential_from_model
+
+    pot = potential_from_model(model)  # a module potential's traced expression when it has one
+    if pot.expression is None:
+        raise InputError(f"{model.path or model.name}: scales runs each delta in a worker process, which rebuilds the "
+                         "potential from an expression; a module potential with its own grad has none (run learn or "
+                         "simulate per delta instead, or drop grad so that V is traced)")
     kw = sim_kwargs(model)
     tasks = []
     for d in deltas:

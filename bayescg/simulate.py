@@ -613,9 +613,11 @@ def _q_iat(bq, bqq, lens):
 
 def simulate_model(model, *, checkpoint=None, resume=False, control=None) -> SimulationResult:
     """:func:`simulate` with the potential and settings of a model file (bayescg.config.Model)."""
+    from .pipeline import potential_from_model
+
     pot_sec = model.require("potential")
     sim = model.require("simulation")
-    potential = Potential.from_expression(pot_sec.expression, list(pot_sec.variables))
+    potential = potential_from_model(model)  # expression or the user's Python module
     hist_range = pot_sec.domain  # the model's grid domain, when given, is the histogram range
     return simulate(potential, sim.delta, sim.gamma, steps=sim.steps, walkers=sim.walkers, seed=sim.seed,
                     mass=sim.mass, friction=sim.friction, burn_in=sim.burn_in,
