@@ -134,6 +134,8 @@ def _plain(v) -> str:
 def _cell_class(column: str, value: Any) -> str:
     """CSS class flagging a cell: diagnostics beyond thresholds, found/not found, booleans."""
     c = str(column).lower()
+    if c == "verdict" and value in ("accepted", "rejected"):  # the scale scan's verdicts (bayescg.scales)
+        return "good" if value == "accepted" else "bad"
     if isinstance(value, bool):
         return "good" if value else ""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(float(value)):

@@ -11,12 +11,14 @@ TEST1 = "q**2/2 + 0.05*sin(q/0.05) + 0.001*sin(q/0.001)"
 
 
 def test_classify_reasons():
-    ok = {"trapped_fraction": 0.0, "beta_hat": 0.5, "beta_hat_se": 0.001, "normality_pvalue": 0.4}
-    assert classify(ok) == (True, "Gaussian momenta, stable beta_hat")
-    assert not classify({**ok, "normality_pvalue": 1e-5})[0]
-    assert "stable" in classify({**ok, "beta_hat_se": 0.2})[1]
+    ok = {"trapped_fraction": 0.0, "beta_hat": 0.5, "excess_kurtosis": [0.01], "excess_kurtosis_se": [0.005],
+          "skewness": [0.0], "skewness_se": [0.005]}
+    assert classify(dict(ok))[0] == "accepted"
+    assert classify({**ok, "excess_kurtosis": [0.5]})[0] == "rejected"
+    assert classify({**ok, "excess_kurtosis_se": [0.2]})[0] == "undetermined"
     assert "trapped" in classify({**ok, "trapped_fraction": 1.0})[1]
     assert "trapped" in classify({**ok, "trapped_fraction": 0.7})[1]
+    assert classify({**ok, "beta_hat": None})[0] == "rejected"
 
 
 def test_beta_hat_proportional_to_gamma_matches_theory():

@@ -1,0 +1,142 @@
+"""Scale scan of (4.7) on a fine delta grid at two budgets: does the verdict depend on the sample size?
+
+    python benchmarks/scales/run_scales.py run --steps 1e6          # -> results-1e6.json (+ report)
+    nice -n 10 python benchmarks/scales/run_scales.py run --steps 1e8
+    python benchmarks/scales/run_scales.py plot results-1e6.json results-1e8.json   # -> scales.png, table on stdout
+
+The grid: 16 deltas log-spaced over [0.1, 0.8] plus the paper's 0.65, 0.2601, 0.1309.  Model
+models/test3-cosine-series.toml as it is (gamma 0.5, 16 walkers, seed 1) except the number of steps and
+``max_samples``: until the simulator streams per-batch moments of p (``p_moment_batches``), the moments come
+from stored samples, so up to 1e7 samples (every step at 1e6, about every 10th at 1e8) are kept.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+MODEL = ROOT / "models" / "test3-cosine-series.toml"
+GRID = sorted(set(np.round(np.geomspace(0.1, 0.8, 16), 4).tolist()) | {0.65, 0.2601, 0.1309})
+MAX_STORED = 10_000_000
+
+
+def run(steps: float, out: Path):
+    from bayescg.config import load_model
+    from bayescg.io import run_metadata, write_json
+    from bayescg.report import Report
+    from bayescg.scales import scan_scales
+
+    n = int(steps)
+    model = load_model(MODEL, [f"simulation.steps={n}", f"simulation.max_samples={min(n, MAX_STORED)}"])
+    t0 = time.perf_counter()
+    res = scan_scales(model, GRID)
+    payload = res.to_dict()
+    payload["meta"] = run_metadata(model, command=f"benchmarks/scales/run_scales.py run --steps {steps:g}", seed=1)
+    payload["meta"]["wall_seconds"] = time.perf_counter() - t0
+    write_json(out, payload)
+    rep = Report(f"Scale scan of (4.7), {n:.0e} steps per delta", meta=payload["meta"])
+    rep.add_result("Scale scan", res)
+    rep.write(out.with_suffix(".html"))
+    print(f"{out}: {time.perf_counter() - t0:.0f} s, scale estimate {res.estimate.get('epsilon')}")
+
+
+def plot(files: list[Path], png: Path, alt_kurtosis=None):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bayescg.scales import ShapeTolerance, classify_rows, delta_axis
+
+    data = [json.loads(f.read_text()) for f in files]
+    for d in data:  # judge the stored effect sizes with the current criterion (the rows hold all it needs)
+        d["scale_estimate"] = classify_rows(d["rows"], ShapeTolerance(**d["tolerance"]))
+    labels = [f"{d['rows'][0]['steps']:.0e} steps" for d in data]
+    tol = data[0]["tolerance"]
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.6))
+    marks = {"accepted": ("o", "tab:green"), "rejected": ("s", "tab:red"), "undetermined": ("D", "0.5")}
+    for j, (d, lab) in enumerate(zip(data, labels)):
+        rows = sorted((r for r in d["rows"] if r.get("excess_kurtosis")), key=lambda r: r["delta"])
+        x = np.array([r["delta"] for r in rows]) * (1 + 0.025 * (2 * j - 1))
+        for a, key, se_key in ((ax[0], "excess_kurtosis", "excess_kurtosis_se"),
+                               (ax[1], "noise_power_slope", "noise_power_slope_se")):
+            for r, xi in zip(rows, x):
+                v = r[key][0] if isinstance(r[key], list) else r[key]
+                se = r[se_key][0] if isinstance(r[se_key], list) else r[se_key]
+                if v is None:
+                    continue
+                m, c = marks[r["verdict"]]
+                a.errorbar(xi, v, yerr=(r.get("z") or 2.0) * se, marker=m, color=c, mfc=c if j else "white", ms=6, capsize=2,
+                           ls="none", alpha=0.9)
+        g = [(r["delta"], r["noise_power"], (r.get("z") or 2.0) * r["noise_power_se"], r["verdict"]) for r in rows]
+        for dd, gg, ee, vv in g:
+            m, c = marks[vv]
+            ax[2].errorbar(dd * (1 + 0.025 * (2 * j - 1)), gg, yerr=ee, marker=m, color=c, mfc=c if j else "white",
+                           ms=6, capsize=2, ls="none")
+    for a, t, lab in ((ax[0], tol["kurtosis"], "excess kurtosis of p"), (ax[1], tol["slope"], "d log G2 / d log delta")):
+        a.axhspan(-t, t, color="tab:green", alpha=0.12, lw=0)
+        a.axhline(0, color="0.6", lw=0.8)
+        delta_axis(a)
+        a.set_ylabel(lab)
+    delta_axis(ax[2])
+    ax[2].set_ylabel("G2 = 2 gamma / (delta beta_hat)")
+    ax[0].set_title(f"excess kurtosis, interval vs tolerance +-{tol['kurtosis']:g}", fontsize=10)
+    ax[1].set_title(f"beta_hat plateau: log-slope of G2 vs tolerance +-{tol['slope']:g}", fontsize=10)
+    ax[2].set_title("unresolved gradient power G2 (theory, all 20 cosines: 10)", fontsize=10)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker=m, color=c, ls="none", label=v) for v, (m, c) in marks.items()]
+    handles += [Line2D([], [], marker="o", color="k", mfc="white", ls="none", label=f"hollow: {labels[0]}"),
+                Line2D([], [], marker="o", color="k", ls="none", label=f"filled: {labels[-1]}")]
+    ax[0].legend(handles=handles, fontsize=8, loc="upper left")
+    fig.suptitle("(4.7): scale criterion at two budgets (intervals: Bonferroni 95 % over the effects of a delta)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    # table
+    by = [{r["delta"]: r for r in d["rows"]} for d in data]
+    print("| delta | " + " | ".join(f"verdict {lab} | kurtosis [CI] | G2 slope [CI]" for lab in labels) + " |")
+    print("|---|" + "---|---|---|" * len(labels))
+    for delta in sorted(by[0], reverse=True):
+        cells = []
+        for b in by:
+            r = b[delta]
+            iv = r.get("intervals") or {}
+            k, kc = r.get("excess_kurtosis"), iv.get("excess kurtosis")
+            s, sc = r.get("noise_power_slope"), iv.get("G2 log-slope")
+            cells += [r["verdict"], f"{k[0]:+.4f} [{kc[0]:+.4f}, {kc[1]:+.4f}]" if k and kc else "-",
+                      f"{s:+.3f} [{sc[0]:+.3f}, {sc[1]:+.3f}]" if s is not None and sc else "-"]
+        print(f"| {delta:g} | " + " | ".join(cells) + " |")
+    for d, lab in zip(data, labels):
+        print(f"{lab}: scale estimate {json.dumps(d['scale_estimate'])}")
+    for k in alt_kurtosis or []:  # sensitivity: the same effect sizes judged with another kurtosis tolerance
+        for d, lab in zip(data, labels):
+            rows = [dict(r) for r in d["rows"]]
+            est = classify_rows(rows, ShapeTolerance(**{**d["tolerance"], "kurtosis": k}))
+            v = ", ".join(f"{r['delta']:g} {r['verdict'][0]}" for r in sorted(rows, key=lambda r: -r["delta"]))
+            print(f"kurtosis tolerance {k:g}, {lab}: {v}; epsilon {est['epsilon']}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--steps", type=float, required=True)
+    p = sub.add_parser("plot")
+    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("--png", type=Path, default=HERE / "scales.png")
+    p.add_argument("--alt-kurtosis", type=float, nargs="*", help="also print verdicts at these kurtosis tolerances")
+    a = ap.parse_args(argv)
+    if a.cmd == "run":
+        run(a.steps, HERE / f"results-{a.steps:.0e}.json".replace("+0", ""))
+    else:
+        plot(a.files, a.png, a.alt_kurtosis)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
