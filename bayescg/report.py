@@ -143,7 +143,7 @@ def _cell_class(column: str, value: Any) -> str:
     v = float(value)
     if "r_hat" in c and v > R_HAT_MAX:
         return "bad"
-    if "ess" in c and v < ESS_MIN:
+    if re.search(r"(^|[^a-z])ess([^a-z]|$)", c) and v < ESS_MIN:  # ess, ess_bulk, bulk ESS; not skewness/excess
         return "bad"
     if "diverg" in c and v > 0:
         return "bad"

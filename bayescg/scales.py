@@ -242,13 +242,14 @@ def classify(row: dict, tol: ShapeTolerance = ShapeTolerance()) -> tuple[str, st
     def say(name, v, se, t):
         return f"{name} {v:+.3g} [{v - z * se:+.3g}, {v + z * se:+.3g}] vs +-{t:g}"
 
-    bad = [say(n, v, se, t) for n, v, se, t, j in judged if j == "rejected"]
-    if bad:
-        return "rejected", "outside tolerance: " + "; ".join(bad)
-    open_ = [say(n, v, se, t) for n, v, se, t, j in judged if j == "undetermined"]
-    if open_:
-        return "undetermined", "interval straddles the tolerance, run longer: " + "; ".join(open_)
+    for verdict, text in (("rejected", "outside tolerance: "),
+                          ("undetermined", "interval straddles the tolerance, run longer: ")):
+        hit = [j for j in judged if j[4] == verdict]
+        if hit:
+            row["decided_by"] = [j[0] for j in hit]
+            return verdict, text + "; ".join(say(*j[:4]) for j in hit)
     worst = max(judged, key=lambda j: abs(j[1]) / j[3])
+    row["decided_by"] = [worst[0]]
     plateau = "" if row.get("noise_power_slope") is not None else " (no plateau check: no grid neighbour within a factor 1.5)"
     return "accepted", "all effects inside tolerance, largest " + say(*worst[:4]) + plateau
 
@@ -301,13 +302,15 @@ class ScalesResult:
     @property
     def warnings(self) -> list:
         out = []
-        for r in sorted(self.rows, key=lambda r: -r["delta"]):
-            if r.get("trapped_fraction", 0) > 0:
-                n = r.get("trapped_walkers")
-                w = r.get("walkers")
-                cnt = f"{n} of {w} walkers" if n is not None and w else f"{100 * r['trapped_fraction']:.0f}% of walkers"
-                out.append(f"delta {r['delta']:g}: {cnt} trapped in fixed points of the map, excluded from the "
-                           f"statistics ({_TRAP_REMEDY})")
+        trapped = [r for r in sorted(self.rows, key=lambda r: -r["delta"]) if r.get("trapped_fraction", 0) > 0]
+        if trapped:
+            def count(r):
+                n, w = r.get("trapped_walkers"), r.get("walkers")
+                return f"{n}/{w}" if n is not None and w else f"{100 * r['trapped_fraction']:.0f}%"
+
+            out.append("trapped walkers (fixed points of the map; excluded from the statistics, a row with more than "
+                       f"{100 * self.tolerance.max_trapped:.0f}% is rejected): "
+                       + ", ".join(f"delta {r['delta']:g}: {count(r)}" for r in trapped) + f"; {_TRAP_REMEDY}")
         und = [r["delta"] for r in self.rows if r["verdict"] == "undetermined"]
         if und:
             out.append(f"undetermined at delta {', '.join(f'{d:g}' for d in und)}: the intervals straddle a tolerance; "
@@ -319,87 +322,92 @@ class ScalesResult:
                 "scales_found": [r["delta"] for r in self.rows if r["scale_found"]], "warnings": self.warnings}
 
     def summary(self):
+        """One row per delta (largest first): verdict, effects with their intervals, G2 and its slope, and which
+        effects decided the verdict (the full reason is in ``to_dict()``)."""
         out = []
         for r in sorted(self.rows, key=lambda r: -r["delta"]):
             iv = r.get("intervals") or {}
 
-            def ci(name):
+            def est(name, v):
                 c = iv.get(name)
-                return f"[{c[0]:+.3f}, {c[1]:+.3f}]" if c else None
+                return f"{v:+.3f} [{c[0]:+.3f}, {c[1]:+.3f}]" if c and _ok(v) else None
 
-            k = r.get("excess_kurtosis") or [None]
-            s = r.get("skewness") or [None]
-            row = {"delta": r["delta"], "verdict": r["verdict"],
-                   "excess kurtosis": k[0] if len(k) == 1 else k, "kurtosis CI": ci("excess kurtosis") if len(k) == 1 else None,
-                   "skewness": s[0] if len(s) == 1 else s, "skewness CI": ci("skewness") if len(s) == 1 else None}
+            k, s = r.get("excess_kurtosis") or [], r.get("skewness") or []
+            row = {"delta": r["delta"], "verdict": r["verdict"]}
+            for i in range(len(k)):
+                sfx = f"[{i}]" if len(k) > 1 else ""
+                row[f"kurtosis{sfx} [CI]"] = est(f"excess kurtosis{sfx}", k[i])
+                row[f"skewness{sfx} [CI]"] = est(f"skewness{sfx}", s[i])
             if r.get("mardia_kurtosis_effect") is not None:
-                row["Mardia kurtosis"] = r["mardia_kurtosis_effect"]
-                row["Mardia CI"] = ci("Mardia kurtosis effect")
-            row.update({"G2 = 2 gamma/(delta beta_hat)": r.get("noise_power"), "G2 log-slope": r.get("noise_power_slope"),
-                        "beta_hat": r.get("beta_hat"), "normality_pvalue": r.get("normality_pvalue"),
-                        "trapped_fraction": r.get("trapped_fraction"), "reason": r.get("reason")})
-            out.append({k: v for k, v in row.items() if v is not None or k in ("verdict", "reason")})
+                row["Mardia kurtosis [CI]"] = est("Mardia kurtosis effect", r["mardia_kurtosis_effect"])
+            row["G2"] = r.get("noise_power")
+            row["G2 slope [CI]"] = est("G2 log-slope", r.get("noise_power_slope"))
+            row.update({"beta_hat": r.get("beta_hat"), "trapped_fraction": r.get("trapped_fraction"),
+                        "normality_pvalue": r.get("normality_pvalue")})
+            by = r.get("decided_by")
+            row["decided by"] = ((("closest to its tolerance: " if r["verdict"] == "accepted" else "") + ", ".join(by))
+                                 if by else r.get("reason"))
+            out.append(row)
         return out
 
     def figures(self):
         import matplotlib.pyplot as plt
 
         tol = self.tolerance
-        rows = sorted((r for r in self.rows if r.get("excess_kurtosis")), key=lambda r: r["delta"])
-        fig, ax = plt.subplots(1, 3, figsize=(13, 3.9))
         style = {"accepted": dict(color="tab:green", marker="o", mfc="tab:green"),
                  "rejected": dict(color="tab:red", marker="s", mfc="white"),
                  "undetermined": dict(color="0.5", marker="D", mfc="white")}
-        if rows:
-            d = np.array([r["delta"] for r in rows])
-            dim = len(rows[0]["excess_kurtosis"])
-            panels = [(ax[0], "excess_kurtosis", tol.kurtosis, "excess kurtosis of p"),
-                      (ax[1], "skewness", tol.skewness, "skewness of p")]
-            for a, key, t, label in panels:
-                a.axhspan(-t, t, color="tab:green", alpha=0.12, lw=0, label=f"tolerance +-{t:g}")
-                a.axhline(0, color="0.6", lw=0.8)
-                for i in range(dim):
-                    v = np.array([r[key][i] for r in rows])
-                    e = np.array([r.get("z", 2.0) * r[key + "_se"][i] for r in rows])
-                    shift = d * (1 + 0.03 * (i - (dim - 1) / 2))
-                    for verdict, st in style.items():
-                        m = np.array([r["verdict"] == verdict for r in rows])
-                        if m.any():
-                            a.errorbar(shift[m], v[m], yerr=e[m], ls="none", capsize=3, ms=5, **st,
-                                       label=verdict if i == 0 else None)
-                if key == "excess_kurtosis" and any(r.get("mardia_kurtosis_effect") is not None for r in rows):
-                    mr = [r for r in rows if r.get("mardia_kurtosis_effect") is not None]
-                    a.errorbar([r["delta"] * 1.06 for r in mr], [r["mardia_kurtosis_effect"] for r in mr],
-                               yerr=[r.get("z", 2.0) * r["mardia_kurtosis_effect_se"] for r in mr], ls="none",
-                               marker="^", color="tab:purple", capsize=3, label="Mardia kurtosis effect")
-                delta_axis(a)
-                a.set_ylabel(label)
-                a.set_title(f"{label}: interval vs tolerance", fontsize=10)
-            ax[0].legend(fontsize=8)
-        grows = sorted((r for r in self.rows if _ok(r.get("noise_power"))), key=lambda r: r["delta"])
-        if grows:
-            d = np.array([r["delta"] for r in grows])
-            g = np.array([r["noise_power"] for r in grows])
-            e = np.array([r.get("z", 2.0) * (r.get("noise_power_se") or 0.0) for r in grows])
-            ax[2].plot(d, g, "-", color="0.7", lw=1)
+        fig, axes = plt.subplots(2, 2, figsize=(11, 7.4))
+        rows = sorted(self.rows, key=lambda r: r["delta"])
+        dim = max((len(r.get("excess_kurtosis") or []) for r in rows), default=0)
+
+        def panel(a, get, t, label, shift=0.0, legend=False, **extra):
+            """Points get(row) -> (value, se) of every row that has one, coloured by verdict, +- z se bars."""
+            pts = [(r, *get(r)) for r in rows]
+            pts = [(r, v, se) for r, v, se in pts if _ok(v) and _ok(se)]
             for verdict, st in style.items():
-                m = np.array([r["verdict"] == verdict for r in grows])
-                if m.any():
-                    ax[2].errorbar(d[m], g[m], yerr=e[m], ls="none", capsize=3, ms=5, **st, label=verdict)
-            delta_axis(ax[2])
-            ax[2].set_ylabel("G2 = 2 gamma / (delta beta_hat)")
-            ax[2].set_title("unresolved gradient power: flat on a plateau", fontsize=10)
-            ax[2].legend(fontsize=8)
+                sel = [(r["delta"] * (1 + shift), v, (r.get("z") or 2.0) * se) for r, v, se in pts if r["verdict"] == verdict]
+                if sel:
+                    x, y, e = map(np.array, zip(*sel))
+                    a.errorbar(x, y, yerr=e, ls="none", capsize=3, ms=5, **{**st, **extra},
+                               label=verdict if legend else None)
+            if t is not None:
+                a.axhspan(-t, t, color="tab:green", alpha=0.12, lw=0, label=f"tolerance +-{t:g}" if legend else None)
+                a.axhline(0, color="0.6", lw=0.8)
+            delta_axis(a)
+            a.set_ylabel(label)
+
+        ax = axes.ravel()
+        for i in range(dim):
+            sh = 0.03 * (i - (dim - 1) / 2)
+            panel(ax[0], lambda r: ((r.get("excess_kurtosis") or [None] * dim)[i], (r.get("excess_kurtosis_se") or [None] * dim)[i]),
+                  tol.kurtosis if i == 0 else None, "excess kurtosis of p", sh, legend=i == 0)
+            panel(ax[1], lambda r: ((r.get("skewness") or [None] * dim)[i], (r.get("skewness_se") or [None] * dim)[i]),
+                  tol.skewness if i == 0 else None, "skewness of p", sh)
+        if any(r.get("mardia_kurtosis_effect") is not None for r in rows):
+            panel(ax[0], lambda r: (r.get("mardia_kurtosis_effect"), r.get("mardia_kurtosis_effect_se")), None,
+                  "excess kurtosis of p_i; Mardia (triangles)", 0.06, marker="^")
+        panel(ax[2], lambda r: (r.get("noise_power"), r.get("noise_power_se")), None, "G2 = 2 gamma / (delta beta_hat)")
+        panel(ax[3], lambda r: (r.get("noise_power_slope"), r.get("noise_power_slope_se")), tol.slope,
+              "d log G2 / d log delta")
+        ax[0].set_title("excess kurtosis: interval vs tolerance", fontsize=10)
+        ax[1].set_title("skewness: interval vs tolerance", fontsize=10)
+        ax[2].set_title("unresolved gradient power G2 (flat on a plateau)", fontsize=10)
+        ax[3].set_title("beta_hat plateau: local log-slope of G2 vs tolerance", fontsize=10)
+        if dim:
+            ax[0].legend(fontsize=8)
         est = self.estimate or {}
         if est.get("epsilon") is not None:
             b = est["bracket"]
             hi = f"{b[1]:g}" if b and b[1] is not None else "above the grid"
-            fig.suptitle(f"scale found: eps ~ delta = {est['epsilon']:g} (flip between {b[0]:g} and {hi})", fontsize=11)
+            fig.suptitle(f"scale found: eps ~ delta = {est['epsilon']:g} (verdict flips between {b[0]:g} and {hi})",
+                         fontsize=11)
         else:
             fig.suptitle(f"no scale found: {est.get('method', '')}", fontsize=11)
         fig.tight_layout()
-        return [("Scale scan: effect sizes of p with intervals (accepted = every interval inside its tolerance band) "
-                 "and the beta_hat plateau", fig)]
+        return [("Scale scan: effect sizes with Bonferroni 95 % intervals against their tolerance bands (green: "
+                 "accepted = every interval inside its band; red: rejected = one wholly outside, or most walkers "
+                 "trapped; grey: undetermined)", fig)]
 
 
 def classify_rows(rows: list, tol: ShapeTolerance = ShapeTolerance()) -> dict:

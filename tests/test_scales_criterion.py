@@ -158,8 +158,17 @@ def test_scan_on_a_real_small_run_reports_verdicts_plateau_and_trapping(tmp_path
     rows[0]["trapped_fraction"], rows[0]["trapped_walkers"], rows[0]["walkers"] = 0.25, 4, 16
     classify_rows(rows)
     res.rows = rows
-    assert any("4 of 16 walkers trapped" in w for w in res.warnings)
+    assert any("trapped walkers" in w and "delta 0.4: 4/16" in w for w in res.warnings)
     rep = Report("scales")
     rep.add_result("Scale scan", res)
     html = rep.html()
-    assert "4 of 16 walkers trapped" in html and "verdict" in html and "normality p-value" not in html
+    assert "delta 0.4: 4/16" in html and "verdict" in html and "kurtosis [CI]" in html
+
+
+def test_report_cells_flag_verdicts_not_skewness():
+    from bayescg.report import _cell_class
+
+    assert _cell_class("verdict", "accepted") == "good" and _cell_class("verdict", "rejected") == "bad"
+    # "skewness" and "excess kurtosis" contain "ess" but are not effective sample sizes
+    assert _cell_class("skewness", 0.01) == "" and _cell_class("excess kurtosis", 0.05) == ""
+    assert _cell_class("ess_bulk", 50) == "bad" and _cell_class("ess_bulk_min", 50) == "bad"
