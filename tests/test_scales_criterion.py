@@ -172,3 +172,26 @@ def test_report_cells_flag_verdicts_not_skewness():
     # "skewness" and "excess kurtosis" contain "ess" but are not effective sample sizes
     assert _cell_class("skewness", 0.01) == "" and _cell_class("excess kurtosis", 0.05) == ""
     assert _cell_class("ess_bulk", 50) == "bad" and _cell_class("ess_bulk_min", 50) == "bad"
+
+
+def test_streamed_moment_batches_are_used_when_present():
+    """With ``p_moment_batches`` (W, B, d, 4) (CONTRACTS item 4) the effects come from the streamed moments of the
+    untrapped walkers; the stored-sample path gives the same numbers on the same data."""
+    from types import SimpleNamespace
+
+    from bayescg.scales import momentum_moment_batches
+
+    rng = np.random.default_rng(2)
+    W, B, n = 6, 8, 800
+    p = rng.laplace(size=(W * n, 1))
+    wid = np.repeat(np.arange(W), n)
+    M, _ = moment_batches(p, wid, n_batches=B)
+    M_all = np.concatenate([M, np.full((1, B, 1, 4), 1e6)])  # a trapped walker's garbage row, must be ignored
+    streamed = SimpleNamespace(p_moment_batches=M_all, trapped=np.array([False] * W + [True]),
+                               steps_per_walker=n + 100, burn_in_steps=100, samples_p=p)
+    stored = SimpleNamespace(samples_p=p, sample_walker=wid, sample_stride=1)
+    Ms, cs, src = momentum_moment_batches(streamed)
+    assert Ms.shape == (W, B, 1, 4) and "streamed" in src
+    a, b = shape_row(streamed), shape_row(stored)
+    assert a["excess_kurtosis"] == pytest.approx(b["excess_kurtosis"], rel=1e-12)
+    assert a["excess_kurtosis"][0] == pytest.approx(3.0, abs=0.6)
