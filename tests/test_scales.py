@@ -45,11 +45,11 @@ def test_choose_gamma_rescues_test1_at_small_delta():
 def test_scan_rows_report_trapping_and_suggest_gamma():
     raw = {"potential": {"variables": ["q"], "expression": TEST1},
            "simulation": {"delta": 0.5, "gamma": 0.1, "steps": 2_000_000, "walkers": 8, "bins": 40},
-           "scales": {"deltas": [0.5, 0.065]}}
+           "scales": {"deltas": [0.5, 0.4, 0.065]}}  # 0.4: a plateau neighbour of 0.5
     m = model_from_dict(raw)
     res = scan_scales(m, m.scales.deltas)
     rows = {r["delta"]: r for r in res.to_dict()["rows"]}
-    assert rows[0.5]["scale_found"] and rows[0.5]["trapped_fraction"] == 0
+    assert rows[0.5]["scale_found"] and rows[0.5]["trapped_fraction"] == 0, rows[0.5]["reason"]
     cold = rows[0.065]
     assert not cold["scale_found"]
     assert cold["trapped_fraction"] > 0 or cold["beta_hat"] > 5

@@ -149,7 +149,7 @@ def test_scan_on_a_real_small_run_reports_verdicts_plateau_and_trapping(tmp_path
     for r in d["rows"]:
         # (3.4)-(3.5): E g^2 = 1/2, so G2 = 2 gamma / (delta beta_hat) = 1/2 whatever delta (beta_hat = 4 gamma / delta)
         assert r["noise_power"] == pytest.approx(0.5, rel=0.1)
-        assert abs(r["noise_power_slope"]) < 0.3
+        assert r["noise_power_slope"] is None or abs(r["noise_power_slope"]) < 0.3
         assert r["verdict"] in ("accepted", "undetermined") and r["scale_found"] == (r["verdict"] == "accepted")
         assert {"delta", "beta_hat", "normality_pvalue", "trapped_fraction", "scale_found"} <= set(r)
     assert d["scale_estimate"]["epsilon"] in (None, 0.4, 0.3, 0.2)

@@ -1,8 +1,10 @@
 """Scale scan of (4.7) on a fine delta grid at two budgets: does the verdict depend on the sample size?
 
-    python benchmarks/scales/run_scales.py run --steps 1e6          # -> results-1e6.json (+ report)
+    python benchmarks/scales/run_scales.py run --steps 1e6          # -> results-1e6.json
     nice -n 10 python benchmarks/scales/run_scales.py run --steps 1e8
-    python benchmarks/scales/run_scales.py plot results-1e6.json results-1e8.json   # -> scales.png, table on stdout
+    python benchmarks/scales/run_scales.py plot benchmarks/scales/results-1e6.json benchmarks/scales/results-1e8.json
+        # judges the stored rows with the current criterion (saved back, + results-*.html scales reports),
+        # -> scales.png, table on stdout
 
 The grid: 16 deltas log-spaced over [0.1, 0.8] plus the paper's 0.65, 0.2601, 0.1309.  Model
 models/test3-cosine-series.toml as it is (gamma 0.5, 16 walkers, seed 1) except the number of steps and
@@ -29,7 +31,6 @@ MAX_STORED = 10_000_000
 def run(steps: float, out: Path):
     from bayescg.config import load_model
     from bayescg.io import run_metadata, write_json
-    from bayescg.report import Report
     from bayescg.scales import scan_scales
 
     n = int(steps)
@@ -40,9 +41,6 @@ def run(steps: float, out: Path):
     payload["meta"] = run_metadata(model, command=f"benchmarks/scales/run_scales.py run --steps {steps:g}", seed=1)
     payload["meta"]["wall_seconds"] = time.perf_counter() - t0
     write_json(out, payload)
-    rep = Report(f"Scale scan of (4.7), {n:.0e} steps per delta", meta=payload["meta"])
-    rep.add_result("Scale scan", res)
-    rep.write(out.with_suffix(".html"))
     print(f"{out}: {time.perf_counter() - t0:.0f} s, scale estimate {res.estimate.get('epsilon')}")
 
 
@@ -52,11 +50,22 @@ def plot(files: list[Path], png: Path, alt_kurtosis=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bayescg.scales import ShapeTolerance, classify_rows, delta_axis
+    from bayescg.io import write_json
+    from bayescg.report import Report
+    from bayescg.scales import ScalesResult, ShapeTolerance, classify_rows, delta_axis
 
     data = [json.loads(f.read_text()) for f in files]
-    for d in data:  # judge the stored effect sizes with the current criterion (the rows hold all it needs)
-        d["scale_estimate"] = classify_rows(d["rows"], ShapeTolerance(**d["tolerance"]))
+    for f, d in zip(files, data):
+        # judge the stored effect sizes with the current criterion (the rows hold all it needs), save, and write
+        # the scales report of that budget
+        tol = ShapeTolerance(**d["tolerance"])
+        d["scale_estimate"] = classify_rows(d["rows"], tol)
+        res = ScalesResult(d["rows"], tol, d["scale_estimate"])
+        d["warnings"] = res.warnings
+        write_json(f, d)
+        rep = Report(f"Scale scan of (4.7), {d['rows'][0]['steps']:.0e} steps per delta", meta=d.get("meta"))
+        rep.add_result("Scale scan", res)
+        rep.write(f.with_suffix(".html"))
     labels = [f"{d['rows'][0]['steps']:.0e} steps" for d in data]
     tol = data[0]["tolerance"]
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.6))
