@@ -304,6 +304,40 @@ def delta_axis(ax, label: str = "delta"):
     ax.set_xlabel(label)
 
 
+VERDICT_STYLE = {"accepted": dict(color="tab:green", marker="o", mfc="tab:green"),
+                 "rejected": dict(color="tab:red", marker="s", mfc="white"),
+                 "undetermined": dict(color="0.5", marker="D", mfc="white")}
+
+
+def effect_panel(a, rows, get, t, label, shift=0.0, legend=False, filled=None, **extra):
+    """Draw get(row) -> (value, se) of the rows on axes ``a`` against delta: markers by verdict
+    (:data:`VERDICT_STYLE`; ``filled`` True/False fills all or none), +- z se bars, the tolerance band +-t (None:
+    no band); ``shift`` offsets delta by a factor 1 + shift, ``extra`` overrides the marker style.  Values beyond 6 t are named in a note instead of
+    squashing the band (walkers cooling give kurtosis in the hundreds)."""
+    pts = [(r, *get(r)) for r in rows]
+    pts = [(r, v, se) for r, v, se in pts if _ok(v) and _ok(se)]
+    for verdict, st in VERDICT_STYLE.items():
+        if filled is not None:
+            st = {**st, "mfc": st["color"] if filled else "white"}
+        sel = [(r["delta"] * (1 + shift), v, (r.get("z") or 2.0) * se) for r, v, se in pts if r["verdict"] == verdict]
+        if sel:
+            x, y, e = map(np.array, zip(*sel))
+            a.errorbar(x, y, yerr=e, ls="none", capsize=3, ms=5, **{**st, **extra}, label=verdict if legend else None)
+    if t is not None:
+        a.axhspan(-t, t, color="tab:green", alpha=0.12, lw=0, label=f"tolerance +-{t:g}" if legend else None)
+        a.axhline(0, color="0.6", lw=0.8)
+        off = [(r["delta"], v) for r, v, se in pts if abs(v) > 6 * t]
+        lim = max([4 * t] + [abs(v) + (r.get("z") or 2.0) * se for r, v, se in pts if abs(v) <= 6 * t])
+        a.set_ylim(-min(lim, 6 * t), min(lim, 6 * t))
+        if off:
+            off.sort(key=lambda o: -abs(o[1]))
+            more = f" and {len(off) - 3} more" if len(off) > 3 else ""
+            a.text(0.02, 0.02, "off scale: " + ", ".join(f"{d:g}: {v:+.3g}" for d, v in off[:3]) + more,
+                   transform=a.transAxes, fontsize=7, color="tab:red", va="bottom", clip_on=True)
+    delta_axis(a)
+    a.set_ylabel(label)
+
+
 @dataclasses.dataclass
 class ScalesResult:
     rows: list
@@ -365,28 +399,12 @@ class ScalesResult:
         import matplotlib.pyplot as plt
 
         tol = self.tolerance
-        style = {"accepted": dict(color="tab:green", marker="o", mfc="tab:green"),
-                 "rejected": dict(color="tab:red", marker="s", mfc="white"),
-                 "undetermined": dict(color="0.5", marker="D", mfc="white")}
         fig, axes = plt.subplots(2, 2, figsize=(11, 7.4))
         rows = sorted(self.rows, key=lambda r: r["delta"])
         dim = max((len(r.get("excess_kurtosis") or []) for r in rows), default=0)
 
         def panel(a, get, t, label, shift=0.0, legend=False, **extra):
-            """Points get(row) -> (value, se) of every row that has one, coloured by verdict, +- z se bars."""
-            pts = [(r, *get(r)) for r in rows]
-            pts = [(r, v, se) for r, v, se in pts if _ok(v) and _ok(se)]
-            for verdict, st in style.items():
-                sel = [(r["delta"] * (1 + shift), v, (r.get("z") or 2.0) * se) for r, v, se in pts if r["verdict"] == verdict]
-                if sel:
-                    x, y, e = map(np.array, zip(*sel))
-                    a.errorbar(x, y, yerr=e, ls="none", capsize=3, ms=5, **{**st, **extra},
-                               label=verdict if legend else None)
-            if t is not None:
-                a.axhspan(-t, t, color="tab:green", alpha=0.12, lw=0, label=f"tolerance +-{t:g}" if legend else None)
-                a.axhline(0, color="0.6", lw=0.8)
-            delta_axis(a)
-            a.set_ylabel(label)
+            effect_panel(a, rows, get, t, label, shift=shift, legend=legend, **extra)
 
         ax = axes.ravel()
         for i in range(dim):
@@ -399,6 +417,8 @@ class ScalesResult:
             panel(ax[0], lambda r: (r.get("mardia_kurtosis_effect"), r.get("mardia_kurtosis_effect_se")), None,
                   "excess kurtosis of p_i; Mardia (triangles)", 0.06, marker="^")
         panel(ax[2], lambda r: (r.get("noise_power"), r.get("noise_power_se")), None, "G2 = 2 gamma / (delta beta_hat)")
+        if any(_ok(r.get("noise_power")) for r in rows):
+            ax[2].set_yscale("log")  # G2 of cooling or trapped rows falls by orders of magnitude
         panel(ax[3], lambda r: (r.get("noise_power_slope"), r.get("noise_power_slope_se")), tol.slope,
               "d log G2 / d log delta")
         ax[0].set_title("excess kurtosis: interval vs tolerance", fontsize=10)

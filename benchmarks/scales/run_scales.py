@@ -52,7 +52,7 @@ def plot(files: list[Path], png: Path, alt_kurtosis=None):
 
     from bayescg.io import write_json
     from bayescg.report import Report
-    from bayescg.scales import ScalesResult, ShapeTolerance, classify_rows, delta_axis
+    from bayescg.scales import VERDICT_STYLE, ScalesResult, ShapeTolerance, classify_rows, effect_panel
 
     data = [json.loads(f.read_text()) for f in files]
     for f, d in zip(files, data):
@@ -69,38 +69,25 @@ def plot(files: list[Path], png: Path, alt_kurtosis=None):
     labels = [f"{d['rows'][0]['steps']:.0e} steps" for d in data]
     tol = data[0]["tolerance"]
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.6))
-    marks = {"accepted": ("o", "tab:green"), "rejected": ("s", "tab:red"), "undetermined": ("D", "0.5")}
-    for j, (d, lab) in enumerate(zip(data, labels)):
-        rows = sorted((r for r in d["rows"] if r.get("excess_kurtosis")), key=lambda r: r["delta"])
-        x = np.array([r["delta"] for r in rows]) * (1 + 0.025 * (2 * j - 1))
-        for a, key, se_key in ((ax[0], "excess_kurtosis", "excess_kurtosis_se"),
-                               (ax[1], "noise_power_slope", "noise_power_slope_se")):
-            for r, xi in zip(rows, x):
-                v = r[key][0] if isinstance(r[key], list) else r[key]
-                se = r[se_key][0] if isinstance(r[se_key], list) else r[se_key]
-                if v is None:
-                    continue
-                m, c = marks[r["verdict"]]
-                a.errorbar(xi, v, yerr=(r.get("z") or 2.0) * se, marker=m, color=c, mfc=c if j else "white", ms=6, capsize=2,
-                           ls="none", alpha=0.9)
-        g = [(r["delta"], r["noise_power"], (r.get("z") or 2.0) * r["noise_power_se"], r["verdict"]) for r in rows]
-        for dd, gg, ee, vv in g:
-            m, c = marks[vv]
-            ax[2].errorbar(dd * (1 + 0.025 * (2 * j - 1)), gg, yerr=ee, marker=m, color=c, mfc=c if j else "white",
-                           ms=6, capsize=2, ls="none")
-    for a, t, lab in ((ax[0], tol["kurtosis"], "excess kurtosis of p"), (ax[1], tol["slope"], "d log G2 / d log delta")):
-        a.axhspan(-t, t, color="tab:green", alpha=0.12, lw=0)
-        a.axhline(0, color="0.6", lw=0.8)
-        delta_axis(a)
-        a.set_ylabel(lab)
-    delta_axis(ax[2])
-    ax[2].set_ylabel("G2 = 2 gamma / (delta beta_hat)")
+    for j, d in enumerate(data):
+        rows = sorted(d["rows"], key=lambda r: r["delta"])
+        hollow = {"filled": bool(j)}  # first budget hollow, second filled
+        sh = 0.025 * (2 * j - 1)
+        effect_panel(ax[0], rows, lambda r: ((r.get("excess_kurtosis") or [None])[0],
+                                             (r.get("excess_kurtosis_se") or [None])[0]),
+                     tol["kurtosis"], "excess kurtosis of p", sh, **hollow)
+        effect_panel(ax[1], rows, lambda r: (r.get("noise_power_slope"), r.get("noise_power_slope_se")),
+                     tol["slope"], "d log G2 / d log delta", sh, **hollow)
+        effect_panel(ax[2], rows, lambda r: (r.get("noise_power"), r.get("noise_power_se")), None,
+                     "G2 = 2 gamma / (delta beta_hat)", sh, **hollow)
+    ax[2].set_yscale("log")
     ax[0].set_title(f"excess kurtosis, interval vs tolerance +-{tol['kurtosis']:g}", fontsize=10)
     ax[1].set_title(f"beta_hat plateau: log-slope of G2 vs tolerance +-{tol['slope']:g}", fontsize=10)
     ax[2].set_title("unresolved gradient power G2 (theory, all 20 cosines: 10)", fontsize=10)
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], marker=m, color=c, ls="none", label=v) for v, (m, c) in marks.items()]
+    handles = [Line2D([], [], ls="none", label=v, **{k: x for k, x in st.items() if k != "mfc"})
+               for v, st in VERDICT_STYLE.items()]
     handles += [Line2D([], [], marker="o", color="k", mfc="white", ls="none", label=f"hollow: {labels[0]}"),
                 Line2D([], [], marker="o", color="k", ls="none", label=f"filled: {labels[-1]}")]
     ax[0].legend(handles=handles, fontsize=8, loc="upper left")
