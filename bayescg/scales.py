@@ -139,6 +139,11 @@ def run_scale_task(task: ScaleTask) -> dict:
     row = {"delta": task.delta, "gamma": kw["gamma"], "steps": sim.steps, "seconds": sim.seconds,
            "walkers": int(sim.walkers), "trapped_walkers": int(np.sum(sim.trapped)),
            "trapped_fraction": sim.trapped_fraction, "gamma_pilots": choice.history if choice else None}
+    # trapping is absorbing, so the trapped fraction grows with the steps per walker; the rate per walker-step
+    # before trapping does not (information: the verdict uses the fraction)
+    at = np.asarray(sim.trapped_at)
+    exposure = float(np.where(at >= 0, at, sim.steps_per_walker).sum())
+    row["trap_rate_per_step"] = float(np.sum(at >= 0)) / exposure if exposure > 0 else None
     if sim.trapped_fraction >= 1.0 or sim.samples_p.shape[0] < 40:
         row.update(beta_hat=None, beta_hat_se=None, normality_statistic=None, normality_pvalue=None,
                    momentum_covariance=None, noise_power=None, noise_power_se=None)
