@@ -356,11 +356,14 @@ class ScalesResult:
         if trapped:
             def count(r):
                 n, w = r.get("trapped_walkers"), r.get("walkers")
-                return f"{n}/{w}" if n is not None and w else f"{100 * r['trapped_fraction']:.0f}%"
+                c = f"{n}/{w}" if n is not None and w else f"{100 * r['trapped_fraction']:.0f}%"
+                rate = r.get("trap_rate_per_step")
+                return c + (f" (half-life {math.log(2) / rate:.2g} steps per walker)" if _ok(rate) and rate > 0 else "")
 
             out.append("trapped walkers (fixed points of the map; excluded from the statistics, a row with more than "
                        f"{100 * self.tolerance.max_trapped:.0f}% is rejected): "
-                       + ", ".join(f"delta {r['delta']:g}: {count(r)}" for r in trapped) + f"; {_TRAP_REMEDY}")
+                       + ", ".join(f"delta {r['delta']:g}: {count(r)}" for r in trapped) + f"; {_TRAP_REMEDY}. "
+                       "Trapping is absorbing: a longer run loses more walkers and can change the verdict")
         und = [r["delta"] for r in self.rows if r["verdict"] == "undetermined"]
         if und:
             out.append(f"undetermined at delta {', '.join(f'{d:g}' for d in und)}: the intervals straddle a tolerance; "
