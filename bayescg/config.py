@@ -107,6 +107,7 @@ class SimulationSection:
     integrator: str = _f("damped", check=one_of("damped", "damped_white", "langevin", "hamiltonian"),
                          doc="damped (3.2); damped_white ((3.2) + white kick of covariance delta Z); langevin (4.2); hamiltonian (4.1)")
     kick_noise: Any = _f(None, check=_kick_noise, doc="Z of damped_white: a number (d = 1) or a d x d SPD matrix")
+    lanes: bool = _f(True, doc="d = 1, 2 damped runs use the SIMD lane kernels (false: exact math.* gradients everywhere)")
 
 
 @dataclass(frozen=True)
