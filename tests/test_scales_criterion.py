@@ -195,3 +195,20 @@ def test_streamed_moment_batches_are_used_when_present():
     a, b = shape_row(streamed), shape_row(stored)
     assert a["excess_kurtosis"] == pytest.approx(b["excess_kurtosis"], rel=1e-12)
     assert a["excess_kurtosis"][0] == pytest.approx(3.0, abs=0.6)
+
+
+def test_streamed_moments_of_a_real_run_weight_batches_by_their_length():
+    """The simulator's p_moment_batches with the batch lengths used here give exactly the moments of every
+    post-burn-in step (all steps stored at stride 1; the last batch is longer than the others)."""
+    from bayescg.scales import momentum_moment_batches
+
+    pot = Potential.from_expression("q**2/2 + 0.0001*sin(q/0.0001)", ["q"])
+    sim = simulate(pot, 0.2, 0.5, steps=90_000, walkers=4, seed=3, bins=40, hist_range=[(-6, 6)], max_samples=90_000)
+    assert sim.sample_stride == 1 and sim.samples_p.shape[0] == sim.accumulated_steps
+    M, counts, src = momentum_moment_batches(sim)
+    assert "streamed" in src and len(set(counts[0])) == 2  # 20250 steps in 32 batches: the last one is longer
+    pooled = np.einsum("wb,wbdk->dk", counts, M) / counts.sum()
+    exact = np.stack([(sim.samples_p ** k).mean(axis=0) for k in (1, 2, 3, 4)], axis=-1)
+    assert np.allclose(pooled, exact, rtol=1e-10, atol=1e-14)
+    row = shape_row(sim)
+    assert row["moments_from"].startswith("streamed") and row["moment_batches"] == 4 * 32

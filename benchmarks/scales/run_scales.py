@@ -7,9 +7,9 @@
         # -> scales.png, table on stdout
 
 The grid: 16 deltas log-spaced over [0.1, 0.8] plus the paper's 0.65, 0.2601, 0.1309.  Model
-models/test3-cosine-series.toml as it is (gamma 0.5, 16 walkers, seed 1) except the number of steps and
-``max_samples``: until the simulator streams per-batch moments of p (``p_moment_batches``), the moments come
-from stored samples, so up to 1e7 samples (every step at 1e6, about every 10th at 1e8) are kept.
+models/test3-cosine-series.toml as it is (gamma 0.5, 16 walkers, seed 1) except the number of steps.  The moments
+of p are the simulator's streamed per-batch moments over every step (``p_moment_batches``); ``--stored`` instead
+keeps up to 1e7 samples and takes the moments from them (the first study, before the simulator streamed them).
 """
 from __future__ import annotations
 
@@ -28,13 +28,16 @@ GRID = sorted(set(np.round(np.geomspace(0.1, 0.8, 16), 4).tolist()) | {0.65, 0.2
 MAX_STORED = 10_000_000
 
 
-def run(steps: float, out: Path):
+def run(steps: float, out: Path, stored: bool = False):
     from bayescg.config import load_model
     from bayescg.io import run_metadata, write_json
     from bayescg.scales import scan_scales
 
     n = int(steps)
-    model = load_model(MODEL, [f"simulation.steps={n}", f"simulation.max_samples={min(n, MAX_STORED)}"])
+    over = [f"simulation.steps={n}"]
+    if stored:
+        over.append(f"simulation.max_samples={min(n, MAX_STORED)}")
+    model = load_model(MODEL, over)
     t0 = time.perf_counter()
     res = scan_scales(model, GRID)
     payload = res.to_dict()
@@ -123,13 +126,17 @@ def main(argv=None):
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("--steps", type=float, required=True)
+    r.add_argument("--out-dir", type=Path, default=HERE)
+    r.add_argument("--stored", action="store_true",
+                   help="keep up to 1e7 samples (for a simulator without streamed p_moment_batches)")
     p = sub.add_parser("plot")
     p.add_argument("files", nargs="+", type=Path)
     p.add_argument("--png", type=Path, default=HERE / "scales.png")
     p.add_argument("--alt-kurtosis", type=float, nargs="*", help="also print verdicts at these kurtosis tolerances")
     a = ap.parse_args(argv)
     if a.cmd == "run":
-        run(a.steps, HERE / f"results-{a.steps:.0e}.json".replace("+0", ""))
+        a.out_dir.mkdir(parents=True, exist_ok=True)
+        run(a.steps, a.out_dir / f"results-{a.steps:.0e}.json".replace("+0", ""), a.stored)
     else:
         plot(a.files, a.png, a.alt_kurtosis)
 
