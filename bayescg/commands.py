@@ -93,8 +93,10 @@ def cmd_scales(args, model=None, out=None):
     _report(out, model, "scales", [("Scale scan", res)], payload["meta"], name="report-scales.html")
     for row in res.rows:
         _say(f"scales: delta {row['delta']:<8g} beta_hat {row['beta_hat'] if row['beta_hat'] is not None else float('nan'):.4g} "
-             f"p-value {row['normality_pvalue'] if row['normality_pvalue'] is not None else float('nan'):.3g} "
-             f"trapped {100 * row['trapped_fraction']:.0f}% scale_found={row['scale_found']}")
+             f"trapped {100 * row['trapped_fraction']:.0f}% {row['verdict']}: {row['reason']}")
+    est = res.estimate
+    _say(f"scales: scale found eps ~ delta = {est['epsilon']:g}, bracket {est['bracket']}" if est.get("epsilon")
+         else f"scales: no scale found ({est.get('method')})")
     return res
 
 

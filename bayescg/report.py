@@ -140,6 +140,8 @@ def _plain(v) -> str:
 def _cell_class(column: str, value: Any) -> str:
     """CSS class flagging a cell: diagnostics beyond thresholds, found/not found, booleans."""
     c = str(column).lower()
+    if c == "verdict" and value in ("accepted", "rejected"):  # the scale scan's verdicts (bayescg.scales)
+        return "good" if value == "accepted" else "bad"
     if isinstance(value, bool):
         return "good" if value else ""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(float(value)):
@@ -147,7 +149,7 @@ def _cell_class(column: str, value: Any) -> str:
     v = float(value)
     if "r_hat" in c and v > R_HAT_MAX:
         return "bad"
-    if "ess" in c and v < ESS_MIN:
+    if re.search(r"(^|[^a-z])ess([^a-z]|$)", c) and v < ESS_MIN:  # ess, ess_bulk, bulk ESS; not skewness/excess
         return "bad"
     if "diverg" in c and v > 0:
         return "bad"
