@@ -194,6 +194,30 @@ def _held(dc, inside):
     return out
 
 
+def _continued(coef, inside, grev, kappa_max):
+    """coef with the entries outside ``inside`` replaced by a constant-curvature continuation of the inside ones
+    (curvature at each end from its last three inside coefficients, clipped to [0, kappa_max]).
+
+    Where the run had no data the fitted spline is the prior's and can be steep enough to make the map unstable
+    (delta^2 U'' > 2 (1 + E)), which heats the white-kick walkers that stray there."""
+    idx = np.flatnonzero(inside)
+    out = np.asarray(coef, dtype=float).copy()
+    if idx.size < 3:
+        return out
+    for step, ends in ((1, idx[-3:]), (-1, idx[:3][::-1])):
+        a, b, c = ends  # c is the outermost inside coefficient
+        s1 = (out[b] - out[a]) / (grev[b] - grev[a])
+        s2 = (out[c] - out[b]) / (grev[c] - grev[b])
+        k = float(np.clip(2 * (s2 - s1) / (grev[c] - grev[a]), 0.0, kappa_max))
+        j = c + step
+        while 0 <= j < out.size:
+            prev, pp = j - step, j - 2 * step
+            slope = (out[prev] - out[pp]) / (grev[prev] - grev[pp])
+            out[j] = out[prev] + (slope + 0.5 * k * (grev[j] - grev[pp])) * (grev[j] - grev[prev])
+            j += step
+    return out
+
+
 def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, var_p, delta, gamma,
                            max_iter: int = 6, min_iter: int = 1) -> FixedPointCorrection:
     """Iterate (B4) from the learned U_raw = L_delta[V] (spline ``coef_target`` (m,) on ``knots``, 1D).
@@ -225,14 +249,15 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     except InputError:  # non-convex on average: no linear preconditioner, plain (B4)
         s, kappa = 1.0, 0.0
     Z = kick_noise_for(var_p, kappa, delta, gamma)
-    coef = s * ct
-    # coefficients whose Greville abscissa is off the grid are not seen by the data: the update there is noise
-    # (and can turn the extrapolation downhill), so it is held at its value at the nearest coefficient inside
+    # coefficients whose Greville abscissa is off the grid are not seen by the data: U_c is continued there with
+    # constant, stable curvature (_continued) and the update is held at its nearest inside value (_held)
     t = np.asarray(knots[0], dtype=float)
     grev = np.array([t[j + 1:j + 4].mean() for j in range(ct.size)])
     inside = (grev >= x.min()) & (grev <= x.max())
+    kappa_max = (1.0 + math.exp(-gamma * delta)) / delta ** 2  # half the map's stability limit
+    coef = _continued(s * ct, inside, grev, kappa_max)
     history, converged, se = [], False, np.zeros_like(x)
-    it = 0
+    it, alpha = 0, 1.0
     for it in range(1, int(max_iter) + 1):
         fit = learn(coef, Z)
         F = ev(np.asarray(fit.coef_mean, dtype=float))
@@ -244,8 +269,12 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
         vp = 1.0 / float(fit.beta["beta_hat"])
         history.append({"iteration": it, "kick_noise": Z, "var_p": vp, "update_rms": rms_upd, "mc_error_rms": rms_se,
                         "update_max": float(np.max(np.abs(upd[reg])))})
-        coef = coef + _held(s * (ct - np.asarray(fit.coef_mean, dtype=float)), inside)
-        Z_used, Z = Z, Z * var_p / vp
+        if history[:-1] and rms_upd > history[-2]["update_rms"]:
+            alpha *= 0.5  # the update grew: damp it
+        coef = _continued(coef + alpha * _held(s * (ct - np.asarray(fit.coef_mean, dtype=float)), inside),
+                          inside, grev, kappa_max)
+        # (B3) rescaling, at most x2 per run: var(p) of a non-linear map is not proportional to Z
+        Z_used, Z = Z, Z * float(np.clip(var_p / vp, 0.5, 2.0))
         if it >= min_iter and rms_upd <= rms_se:
             converged = True
             break
