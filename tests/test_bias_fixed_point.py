@@ -139,3 +139,26 @@ def test_fixed_point_on_a_double_well():
     assert r_corr < r_raw / 3
     mc = float(np.sqrt(np.mean(fp.correction_se[raw.mass_region] ** 2)))
     assert r_corr < 4 * mc + 0.01
+
+
+def test_package_white_kick_learner_matches_the_reference_map():
+    """bayescg.bias.damped_white_learner (simulate's "damped_white" on a spline U_c) against this file's
+    independent map on the same U_c = 0.9 q^2/2 and Z: same var(p) (B3) and the same learned curvature."""
+    from types import SimpleNamespace
+
+    from bayescg.bias import damped_white_learner
+
+    delta, gamma, Z, k = 0.5, 0.1, 0.4, 0.9
+    t = fit_knots()
+    xs = np.linspace(LO, HI, 400)
+    coef = np.linalg.lstsq(BSpline.design_matrix(xs, t, 3).toarray(), k * xs ** 2 / 2, rcond=None)[0]
+    sim = SimpleNamespace(hist_edges=[np.linspace(LO, HI, BINS + 1)], delta=delta)
+    learn = damped_white_learner(sim, {"gamma": gamma, "walkers": 8, "burn_in": 0.1}, knots=KNOTS,
+                                 steps=2_000_000, seed=4)
+    mine = learn(coef, Z)
+    ref = _learner(delta, gamma, 2_000_000, 0.05)(coef, Z)
+    vp_exact = _lyapunov_var_p(k, delta, gamma, Z)
+    for f in (mine, ref):
+        assert 1 / f.beta["beta_hat"] == pytest.approx(vp_exact, rel=0.03)
+        x, m = f.grid.ravel(), f.mass_region
+        assert 2 * np.polyfit(x[m], f.U_mean[m], 2)[0] == pytest.approx(learned_curvature_of(k, delta, gamma), rel=0.03)
