@@ -86,6 +86,7 @@ def main(argv=None):
             "normality_p": d["normality"]["pvalue"], "method": d.get("method"),
             "r_hat_max": (d.get("diagnostics") or {}).get("r_hat_max"), "wall_s": wall,
             "steps_per_s": d.get("steps_per_second"), "figure": f"{slug}.png", "warnings": d.get("warnings", []),
+            "U": "corrected" if d["finite_delta_correction"].get("applied") else "raw",
         })
         print(eid, {k: rows[-1][k] for k in ("beta_hat", "rmse", "wall_s")}, flush=True)
     if only and (HERE / "results.json").exists():  # --only: replace those rows, keep the others
@@ -140,16 +141,17 @@ def write_table(rows, args):
         "points in that region whose reference value lies inside the 94 % band. All fits are NUTS (nutpie); "
         "2D likelihoods are rebinned to half the knot spacing (bayescg.bayes.effective).",
         "",
-        "| experiment | target | delta | gamma | steps | beta_hat | RMSE | coverage | trapped | normality p | fit | r_hat max | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| experiment | target | delta | gamma | steps | beta_hat | U | RMSE | coverage | trapped | normality p | fit | r_hat max | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['id']} | {r['target']} | failed: {r['error']} |||||||||||")
+            lines.append(f"| {r['id']} | {r['target']} | failed: {r['error']} ||||||||||||")
             continue
         lines.append(
             f"| {r['id']} | {r['target']} | {r['delta']:g} | {r['gamma']:.3g} | {r['steps']:.2g} | "
-            f"{r['beta_hat']:.4f} ± {r['beta_hat_se']:.4f} | {_f(r['rmse'], '.3f')} | {_f(r['coverage'], '.2f')} | "
+            f"{r['beta_hat']:.4f} ± {r['beta_hat_se']:.4f} | {r.get('U', 'raw (run before the fixed point)')} | "
+            f"{_f(r['rmse'], '.3f')} | {_f(r['coverage'], '.2f')} | "
             f"{r['trapped']:.2f} | {_f(r['normality_p'], '.2g')} | {r['method']} | {_f(r['r_hat_max'], '.3f')} | "
             f"{r['wall_s']:.0f} |")
     lines += ["", "Warnings the runs reported:", ""]
