@@ -299,12 +299,19 @@ def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool
             warnings.append(f"finite-delta correction not converged after {corr.iterations} white-kick runs "
                             f"(last update {corr.history[-1]['update_rms']:.3g} > Monte Carlo error "
                             f"{corr.history[-1]['mc_error_rms']:.3g}, RMS over the mass region)")
-    if fit.reference_coverage is not None and fit.reference_coverage < 0.8:
-        warnings.append(f"the 94 % band of U misses the reference at {100 * (1 - fit.reference_coverage):.0f} % of "
-                        "the mass region (more than a fifth)")
+    warnings += coverage_warnings(fit)
     return LearnResult(model_name=model.name, simulation=sim, fit=fit, equilibrium=eq, noise=noise,
                        gamma_choice=gamma_choice, seconds=time.perf_counter() - t0, warnings=warnings,
                        raw_fit=raw, correction=corr, correction_note=note)
+
+
+def coverage_warnings(fit) -> list[str]:
+    """A warning when the 94 % band of U misses the reference over more than a fifth of the mass region."""
+    cov = getattr(fit, "reference_coverage", None)
+    if cov is None or cov >= 0.8:
+        return []
+    return [f"the 94 % band of U misses the reference at {100 * (1 - cov):.0f} % of the mass region "
+            "(more than a fifth)"]
 
 
 def _correction_blocker(sim, fs: FitSection) -> str:

@@ -81,7 +81,26 @@ def test_learn_reports_the_correction_and_it_brings_U0_back():
     assert d["reference_rmse"] < d["reference_rmse_raw"] / 3
     assert d["reference_coverage"] > d["reference_coverage_raw"]
     assert all(lo <= u <= hi for lo, u, hi in zip(d["U_lower"], d["U_mean"], d["U_upper"]))
+    # the corrected band is the raw one (x s) widened by the correction's Monte Carlo error, never narrower
+    # than that error's 94 % half-width
+    se = res.correction.correction_se
+    assert np.all(np.asarray(d["U_upper"]) - np.asarray(d["U_mean"]) >= 1.88 * se - 1e-12)
+    post = res.to_inference_data().posterior
+    assert post["U_corrected"].shape == post["U"].shape
+    assert np.allclose(post["U_corrected"].values.reshape(-1, x.size).mean(axis=0), d["U_mean"], atol=0.05)
+    assert [t for t, _ in res.figures()][0] == "Effective potential: raw and finite-delta corrected"
     off = learn_model(load_model("models/test1-quadratic.toml", {"simulation.steps": 400_000, "fit.method": "map",
                                                                  "fit.knots": 20, "fit.delta_correction": "none"}))
     assert off.to_dict()["finite_delta_correction"] == {"applied": False, "reason": "fit.delta_correction = 'none'"}
     assert "U_raw_mean" not in off.to_dict()
+
+
+def test_coverage_warning_above_a_fifth_missed():
+    from types import SimpleNamespace
+
+    from bayescg.pipeline import coverage_warnings
+
+    assert coverage_warnings(SimpleNamespace(reference_coverage=0.85)) == []
+    assert coverage_warnings(SimpleNamespace(reference_coverage=None)) == []
+    (w,) = coverage_warnings(SimpleNamespace(reference_coverage=0.08))
+    assert "92 %" in w and "fifth" in w
