@@ -16,7 +16,6 @@ from typing import Any, Optional
 import numpy as np
 
 from .config import FitSection, Model, NoiseSection
-from .errors import InputError
 
 
 def potential_from_model(model: Model):

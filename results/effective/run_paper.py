@@ -76,7 +76,7 @@ def main(argv=None):
         wall = time.perf_counter() - t0
         slug = eid.replace(" ", "_").replace("=", "").replace(".", "")
         title, fig = res.figures()[0]
-        fig.suptitle(f"({eid}) {target}")
+        fig.suptitle(f"({eid}) {target}", y=1.04)
         fig.savefig(HERE / f"{slug}.png", dpi=90, bbox_inches="tight")
         corr = _corrected(res, model)
         rows.append({
@@ -150,7 +150,7 @@ def write_table(rows, args):
             continue
         lines.append(
             f"| {r['id']} | {r['target']} | {r['delta']:g} | {r['gamma']:.3g} | {r['steps']:.2g} | "
-            f"{r['beta_hat']:.4f} ± {r['beta_hat_se']:.4f} | {r.get('U', 'raw (run before the fixed point)')} | "
+            f"{r['beta_hat']:.4f} ± {r['beta_hat_se']:.4f} | {r.get('U', 'raw (row not rerun since the correction)')} | "
             f"{_f(r['rmse'], '.3f')} | {_f(r['coverage'], '.2f')} | "
             f"{r['trapped']:.2f} | {_f(r['normality_p'], '.2g')} | {r['method']} | {_f(r['r_hat_max'], '.3f')} | "
             f"{r['wall_s']:.0f} |")
