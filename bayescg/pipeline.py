@@ -16,6 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .config import FitSection, Model, NoiseSection
+from .errors import InputError, SimulationError
 
 
 def potential_from_model(model: Model):
@@ -290,11 +291,16 @@ def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool
             sim, knots=fs.knots, method="map", seed=seed, mass_fraction=fs.mass_fraction, draws=400)
         learn = damped_white_learner(sim, kw, knots=fs.knots, steps=fs.correction_steps or s.steps, seed=seed + 1,
                                      control=control)
-        corr = fixed_point_correction(target.knots, target.coef_mean, learn, grid=fit.grid[:, 0],
-                                      weights=fit.grid_weights, region=fit.mass_region, var_p=1.0 / sim.beta_hat,
-                                      delta=sim.delta, gamma=sim.gamma, max_iter=fs.correction_iterations)
-        raw, fit = fit, corrected_fit(fit, corr, reference, rng_seed=seed)
-        if not corr.converged:
+        try:
+            corr = fixed_point_correction(target.knots, target.coef_mean, learn, grid=fit.grid[:, 0],
+                                          weights=fit.grid_weights, region=fit.mass_region, var_p=1.0 / sim.beta_hat,
+                                          delta=sim.delta, gamma=sim.gamma, max_iter=fs.correction_iterations)
+        except (SimulationError, InputError) as exc:  # keep the learned U; say why it is not corrected
+            note = f"the correction failed: {exc}"
+            warnings.append(f"finite-delta correction not applied ({note}); U is the raw learned U_delta")
+        else:
+            raw, fit = fit, corrected_fit(fit, corr, reference, rng_seed=seed)
+        if corr is not None and not corr.converged:
             warnings.append(f"finite-delta correction not converged after {corr.iterations} white-kick runs "
                             f"(last update {corr.history[-1]['update_rms']:.3g} > Monte Carlo error "
                             f"{corr.history[-1]['mc_error_rms']:.3g}, RMS over the mass region)")

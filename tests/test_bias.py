@@ -104,3 +104,20 @@ def test_coverage_warning_above_a_fifth_missed():
     assert coverage_warnings(SimpleNamespace(reference_coverage=None)) == []
     (w,) = coverage_warnings(SimpleNamespace(reference_coverage=0.08))
     assert "92 %" in w and "fifth" in w
+
+
+def test_a_failed_correction_keeps_the_raw_U_and_says_why(monkeypatch):
+    import bayescg.bias as bias
+    from bayescg.config import load_model
+    from bayescg.errors import SimulationError
+    from bayescg.pipeline import learn_model
+
+    def boom(*a, **k):
+        raise SimulationError("walker 3 blew up")
+    monkeypatch.setattr(bias, "fixed_point_correction", boom)
+    res = learn_model(load_model("models/test1-quadratic.toml", {"simulation.steps": 400_000, "fit.method": "map",
+                                                                 "fit.knots": 12}))
+    d = res.to_dict()
+    assert d["finite_delta_correction"]["applied"] is False
+    assert "blew up" in d["finite_delta_correction"]["reason"] and res.raw_fit is None
+    assert any("not applied" in w for w in d["warnings"])
