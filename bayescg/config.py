@@ -131,6 +131,11 @@ class FitSection:
     method: str = _f("nuts", check=one_of("nuts", "map"))
     mass_fraction: float = _f(0.98, check=between(0.5, 1.0), doc="region for reference RMSE")
     seed: Optional[int] = _f(None, check=nonnegative)
+    delta_correction: str = _f("fixed_point", check=one_of("fixed_point", "none"),
+                               doc="finite-delta correction of U (bayescg.bias, B4): 1D damped-map runs with M = I")
+    correction_steps: Optional[int] = _f(None, check=positive,
+                                         doc="steps of each white-kick run of the correction (default simulation.steps)")
+    correction_iterations: int = _f(6, check=positive, doc="most white-kick runs of the correction")
 
 
 @dataclass(frozen=True)
@@ -159,7 +164,6 @@ class SurrogateSection:
     equilibrium_fraction: float = _f(0.5, check=between(0.05, 1.0), doc="last fraction of T used as equilibrium")
     learn_delta: Optional[float] = _f(None, check=positive, doc="step of (3.2) that learns U_k for the surrogate (default simulation.delta)")
     gamma: Optional[float] = _f(None, check=positive, doc="friction of the compared Langevin runs (4.2) (default simulation.gamma)")
-    delta_correction: bool = _f(False, doc="rescale a learned U_k by the finite-delta correction (B2) of bayescg.bias")
 
 
 # --- pillar 2 ------------------------------------------------------------------------------

@@ -146,6 +146,8 @@ class FitResult:
     lik_counts: Any = None             # (n_active,) counts of the active likelihood cells
     sampler: str = ""                  # how the posterior was computed (method used, backend, draws)
     arviz_extras: Optional[dict] = None  # per-draw spline coefficients, pointwise log-likelihood, cell centres
+    cell_points: Any = None            # (n, d) centres of the mass-region histogram cells (reference RMSE)
+    grid_weights: Any = None           # (G,) count weights of the grid points (alignment of draws)
 
     def to_dict(self) -> dict:
         f = lambda a: None if a is None else np.asarray(a, dtype=float).tolist()  # noqa: E731
@@ -447,6 +449,24 @@ def _ref_values(reference, pts):
     raise InputError("reference must be a Potential or a callable of points (n, d)")
 
 
+def score_reference(res: "FitResult", reference, cell_U) -> None:
+    """Set res.reference_rmse / reference_coverage / reference_grid (module docstring) from the fit's curves.
+
+    cell_U: U at ``res.cell_points`` (the histogram cells of the mass region); the grid curves, band,
+    ``grid_weights`` and ``mass_region`` are the fit's own."""
+    d = res.dim
+    cpts, pts = res.cell_points, res.grid
+    ref = _ref_values(reference, cpts if d > 1 else cpts[:, 0])
+    c = float(np.mean(cell_U - ref))
+    res.reference_rmse = float(np.sqrt(np.mean((cell_U - ref - c) ** 2)))
+    # for the band, align the reference like the draws: same count-weighted mean over the grid
+    rg = _ref_values(reference, pts if d > 1 else pts[:, 0])
+    rg = rg + float(res.grid_weights @ (res.U_mean - rg))
+    res.reference_grid = rg
+    inside = (rg >= res.U_lower) & (rg <= res.U_upper)
+    res.reference_coverage = float(np.mean(inside[res.mass_region])) if res.mass_region.any() else None
+
+
 # --------------------------------------------------------------------------------------------------
 # beta (conjugate part of the model)
 # --------------------------------------------------------------------------------------------------
@@ -572,23 +592,15 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     # ---- reference
     cells_mask = _mass_region(counts, mass_fraction).ravel()
     res.mass_region = cells_mask[idx]
+    cidx = np.flatnonzero(cells_mask)
+    if d == 1:
+        res.cell_points = basis.centres[0][cidx][:, None]
+    else:
+        ny = basis.Bs[1].shape[0]
+        res.cell_points = np.column_stack([basis.centres[0][cidx // ny], basis.centres[1][cidx % ny]])
+    res.grid_weights = w
     if reference is not None:
-        cidx = np.flatnonzero(cells_mask)
-        if d == 1:
-            cpts = basis.centres[0][cidx][:, None]
-        else:
-            ny = basis.Bs[1].shape[0]
-            cpts = np.column_stack([basis.centres[0][cidx // ny], basis.centres[1][cidx % ny]])
-        um = f_cells(basis, coef_kept).ravel()[cidx]
-        ref = _ref_values(reference, cpts if d > 1 else cpts[:, 0])
-        c = float(np.mean(um - ref))
-        res.reference_rmse = float(np.sqrt(np.mean((um - ref - c) ** 2)))
-        # for the band, align the reference like the draws: same count-weighted mean over the grid
-        rg = _ref_values(reference, pts if d > 1 else pts[:, 0])
-        rg = rg + float(w @ (U_mean - rg))
-        res.reference_grid = rg
-        inside = (rg >= lo) & (rg <= hi)
-        res.reference_coverage = float(np.mean(inside[res.mass_region])) if res.mass_region.any() else None
+        score_reference(res, reference, f_cells(basis, coef_kept).ravel()[cidx])
     # ---- posterior predictive of the counts of the active likelihood cells (<= 200 draws)
     rng = np.random.default_rng(seed + 7)
     sel = rng.choice(A.shape[0], size=min(200, A.shape[0]), replace=False)

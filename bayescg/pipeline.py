@@ -3,7 +3,8 @@
 ``learn_model`` is what ``bayescg learn`` runs: for d >= 2 it first estimates the effective
 noise covariance Z (Theorem 3.1, stage 1) and calibrates the friction to Gamma = Z / 2 with
 M = I (stage 2) so the sampled law is Gibbs with beta = 1; in 1D it uses beta_hat = 1/var(p)
-(3.5).  Then it fits U_k on a spline basis with PyMC (3.9).
+(3.5).  Then it fits U_k on a spline basis with PyMC (3.9) and, for 1D damped-map runs with M = I, removes
+the finite-delta bias of that learned U_delta by the fixed point (B4) of :mod:`bayescg.bias` (``fit.delta_correction``).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .config import FitSection, Model, NoiseSection
-from .errors import InputError
+from .errors import InputError, SimulationError
 
 
 def potential_from_model(model: Model):
@@ -117,6 +118,9 @@ class LearnResult:
     seconds: float = 0.0
     warnings: list = dataclasses.field(default_factory=list)
     trajectory: Optional[dict] = None  # learned from user data: {path, sha256, walkers, frames_per_walker}
+    raw_fit: Optional[Any] = None     # the paper's learned U_delta (FitResult) when ``fit`` is corrected
+    correction: Optional[Any] = None  # bayescg.bias.FixedPointCorrection when applied
+    correction_note: str = ""         # why no correction was applied
 
     def to_dict(self) -> dict:
         sim, fit, eq = self.simulation, self.fit, self.equilibrium
@@ -156,44 +160,100 @@ class LearnResult:
             out["gamma_choice"] = self.gamma_choice.to_dict()
         if self.trajectory is not None:
             out["trajectory"] = dict(self.trajectory)
-        corr = self.delta_correction()
-        if corr is not None:
+        raw = self.raw_fit
+        if raw is not None:
+            rd = raw.to_dict()
+            out.update({"U_raw_mean": rd["U_mean"], "U_raw_lower": rd["U_lower"], "U_raw_upper": rd["U_upper"],
+                        "band_raw": rd["band"], "reference_rmse_raw": rd["reference_rmse"],
+                        "reference_coverage_raw": rd["reference_coverage"]})
+        if self.correction is not None:
             out["finite_delta_correction"] = dict(
-                corr.to_dict(), applied=False,
-                use="U_k above is as learned (the paper's recipe); multiply it by 'factor' to remove the "
-                    "finite-delta bias (surrogate.delta_correction = true does this for the surrogate)")
+                self.correction.to_dict(), applied=True,
+                use="U_mean/U_lower/U_upper are U_raw + the correction (the estimate of U_k); U_raw_* are the "
+                    "paper's learned U_delta")
+        else:
+            out["finite_delta_correction"] = {"applied": False, "reason": self.correction_note}
         return out
-
-    def delta_correction(self):
-        """The finite-delta correction (bayescg.bias, B2) of a 1D damped-map run with M = I, else None."""
-        from .bias import learned_U_correction
-
-        sim, fit = self.simulation, self.fit
-        if sim.dim != 1 or getattr(sim, "integrator", "damped") != "damped" or \
-                not np.allclose(np.asarray(sim.mass, dtype=float), 1.0):
-            return None
-        try:
-            return learned_U_correction(fit.grid[:, 0], fit.U_mean, fit.beta["mean"], sim.delta, sim.gamma)
-        except InputError:  # non-convex mean curvature: no global factor
-            return None
 
     def summary(self) -> dict:
         d = self.to_dict()
         keys = ["dimension", "delta", "gamma", "steps", "beta_hat", "beta_hat_se", "trapped_fraction",
-                "reference_rmse", "seconds"]
+                "reference_rmse", "reference_coverage", "seconds"]
         s = {k: d.get(k) for k in keys}
         s.update({f"diagnostics.{k}": v for k, v in (d.get("diagnostics") or {}).items()})
         s["normality p-value"] = d["normality"]["pvalue"]
+        c = d["finite_delta_correction"]
+        s["correction applied"] = bool(c.get("applied"))
+        if c.get("applied"):
+            s["correction size (max |dU|)"] = c["size"]
+            s["correction iterations"] = c["iterations"]
+            s["correction seconds"] = c["seconds"]
+            s["U_raw: rmse"] = d.get("reference_rmse_raw")
+            s["U_raw: coverage of reference"] = d.get("reference_coverage_raw")
+        else:
+            s["correction: why not"] = c.get("reason")
         return s
 
     def to_inference_data(self):
-        return self.fit.to_inference_data(variables=list(self.simulation.variables) or None)
+        """The fit's InferenceData: the raw posterior (``U`` = the paper's U_delta on the grid) and, when the
+        finite-delta correction is applied, ``U_corrected`` (same dims; bayescg.bias.corrected_fit)."""
+        idata = self.fit.to_inference_data(variables=list(self.simulation.variables) or None)
+        if self.correction is not None and self.fit.U_draws is not None:
+            import xarray as xr
+
+            post = idata.posterior
+            nchain = post.sizes.get("chain", 1)
+            u = np.asarray(self.fit.U_draws)
+            post["U_corrected"] = xr.DataArray(u.reshape(nchain, -1, u.shape[-1]), dims=("chain", "draw", "grid_point"))
+            post.attrs["U_corrected"] = ("U + finite-delta correction (fixed point (B4) of bayescg.bias), the headline "
+                                         "estimate of U_k; U is the paper's raw learned U_delta")
+        return idata
 
     def figures(self):
-        figs = list(self.fit.figures())
+        figs = list(self.fit.figures()) if self.raw_fit is None or self.fit.dim != 1 else [self._corrected_figure()]
         if self.noise is not None and hasattr(self.noise, "figures"):
             figs += list(self.noise.figures())
         return figs
+
+
+    def _corrected_figure(self):
+        """1D: raw U_delta and corrected U_k with their 94 % bands against the reference (left) and the same
+        minus the aligned reference (right)."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        fit, raw = self.fit, self.raw_fit
+        x = fit.grid.ravel()
+        fig, axs = plt.subplots(1, 2, figsize=(11, 4))
+        curves = [(raw, "C1", "raw U_delta (paper's recipe)"), (fit, "C0", "corrected U_k (headline)")]
+        for f, col, lab in curves:
+            axs[0].fill_between(x, f.U_lower, f.U_upper, color=col, alpha=0.25)
+            axs[0].plot(x, f.U_mean, color=col, label=f"{lab}, 94% band")
+            if f.reference_grid is not None:
+                r = f.reference_grid
+                axs[1].fill_between(x, f.U_lower - r, f.U_upper - r, color=col, alpha=0.25)
+                cov = "" if f.reference_coverage is None else f", covers {100 * f.reference_coverage:.0f}%"
+                axs[1].plot(x, f.U_mean - r, color=col, label=f"{lab}{cov}")
+        if fit.reference_grid is not None:
+            axs[0].plot(x, fit.reference_grid, "k--", lw=1, label="reference (aligned)")
+            axs[1].axhline(0.0, color="k", ls="--", lw=1)
+            if fit.mass_region is not None and fit.mass_region.any():
+                xr = x[np.asarray(fit.mass_region, bool)]
+                axs[1].axvspan(xr.min(), xr.max(), color="0.9", zorder=0, label="98% mass region")
+            axs[1].set_ylabel("U - reference")
+        else:
+            axs[1].plot(x, self.correction.correction, color="C2", label="correction U_k - U_delta")
+            axs[1].set_ylabel("correction")
+        axs[0].set_ylabel("U(q)")
+        for a in axs:
+            a.set_xlabel("q")
+            a.legend(fontsize=7)
+        axs[1].set_title(f"finite-delta correction: {self.correction.iterations} white-kick run(s), "
+                         f"max |dU| = {self.correction.size:.3g}", fontsize=9)
+        fig.tight_layout()
+        return ("Effective potential: raw and finite-delta corrected", fig)
 
 
 def learn_trajectory_model(model: Model, *, control=None) -> LearnResult:
@@ -253,9 +313,57 @@ def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool
         warnings.append(f"{100 * sim.trapped_fraction:.0f}% of walkers fell into fixed points of the map "
                         "(momentum collapsed to 0) and were excluded")
     eq = equilibrium_summary(sim)
+    seed = fs.seed if fs.seed is not None else s.seed
+    reference = reference_from_model(model)
     fit = fit_effective_potential(sim, knots=fs.knots, method=fs.method, draws=fs.draws, tune=fs.tune,
-                                  chains=fs.chains, seed=fs.seed if fs.seed is not None else s.seed,
-                                  reference=reference_from_model(model), mass_fraction=fs.mass_fraction,
+                                  chains=fs.chains, seed=seed, reference=reference, mass_fraction=fs.mass_fraction,
                                   control=control)
+    raw, corr, note = None, None, _correction_blocker(sim, fs)
+    if not note:
+        from .bias import corrected_fit, damped_white_learner, fixed_point_correction
+
+        target = fit if fit.method == "map" else fit_effective_potential(
+            sim, knots=fs.knots, method="map", seed=seed, mass_fraction=fs.mass_fraction, draws=400)
+        learn = damped_white_learner(sim, kw, knots=fs.knots, steps=fs.correction_steps or s.steps, seed=seed + 1,
+                                     control=control)
+        try:
+            corr = fixed_point_correction(target.knots, target.coef_mean, learn, grid=fit.grid[:, 0],
+                                          weights=fit.grid_weights, region=fit.mass_region, var_p=1.0 / sim.beta_hat,
+                                          delta=sim.delta, gamma=sim.gamma, max_iter=fs.correction_iterations)
+        except (SimulationError, InputError) as exc:  # keep the learned U; say why it is not corrected
+            note = f"the correction failed: {exc}"
+            warnings.append(f"finite-delta correction not applied ({note}); U is the raw learned U_delta")
+        else:
+            raw, fit = fit, corrected_fit(fit, corr, reference, rng_seed=seed)
+        if corr is not None and not corr.converged:
+            warnings.append(f"finite-delta correction not converged after {corr.iterations} white-kick runs "
+                            f"(last update {corr.history[-1]['update_rms']:.3g} > Monte Carlo error "
+                            f"{corr.history[-1]['mc_error_rms']:.3g}, RMS over the mass region)")
+    warnings += coverage_warnings(fit)
     return LearnResult(model_name=model.name, simulation=sim, fit=fit, equilibrium=eq, noise=noise,
-                       gamma_choice=gamma_choice, seconds=time.perf_counter() - t0, warnings=warnings)
+                       gamma_choice=gamma_choice, seconds=time.perf_counter() - t0, warnings=warnings,
+                       raw_fit=raw, correction=corr, correction_note=note)
+
+
+def coverage_warnings(fit) -> list[str]:
+    """A warning when the 94 % band of U misses the reference over more than a fifth of the mass region."""
+    cov = getattr(fit, "reference_coverage", None)
+    if cov is None or cov >= 0.8:
+        return []
+    return [f"the 94 % band of U misses the reference at {100 * (1 - cov):.0f} % of the mass region "
+            "(more than a fifth)"]
+
+
+def _correction_blocker(sim, fs: FitSection) -> str:
+    """Why the finite-delta correction (bayescg.bias, B4) is not applied to this run ('' when it is)."""
+    if fs.delta_correction == "none":
+        return "fit.delta_correction = 'none'"
+    if sim.dim != 1:
+        return "the fixed-point correction is implemented for d = 1"
+    if getattr(sim, "integrator", "damped") != "damped":
+        return f"the run used integrator {sim.integrator!r}, not the damped map (3.2)"
+    if not np.allclose(np.asarray(sim.mass, dtype=float), 1.0):
+        return "the fixed-point correction assumes M = I (its start (B3) and Jacobian (B2) are for M = I)"
+    if not np.isfinite(sim.beta_hat) or sim.beta_hat <= 0:
+        return "no kinetic temperature (beta_hat undefined)"
+    return ""

@@ -186,7 +186,7 @@ def table_html(rows: list[dict] | dict, title: str | None = None) -> str:
 
 
 #: Patterns (lower case, substring) of the numbers a reader looks at first, in order of importance.
-KEY_PATTERNS = ["beta_hat", "reference_rmse", "reference_coverage", "r_hat", "ess_bulk", "diverg", "trapped",
+KEY_PATTERNS = ["beta_hat", "reference_rmse", "reference_coverage", "correction applied", "correction size", "r_hat", "ess_bulk", "diverg", "trapped",
                 "normality", "w1", "mean-path", "acf", "phase", "speedup", "err_mag", "err_corr", "kl",
                 "scale", "seconds"]
 

@@ -144,7 +144,8 @@ def _draws_from_posterior(posterior):
     post = getattr(posterior, "posterior", None)
     if post is None or "U" not in post:
         return None
-    u = np.asarray(post["U"].values, dtype=float)
+    # U_corrected (finite-delta corrected, the headline U_k of result.json) when the learn stage applied it
+    u = np.asarray(post["U_corrected" if "U_corrected" in post else "U"].values, dtype=float)
     return u.reshape(-1, u.shape[-1])
 
 
@@ -561,7 +562,6 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
                          f"the potential has d = {V.dim}")
     warnings: list[str] = []
     timings: dict = {}
-    correction = None
 
     # ---- U_k (learned at surrogate.learn_delta when given, else at simulation.delta)
     t0 = time.perf_counter()
@@ -588,8 +588,6 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
         curves = reference_curves(model)
     else:
         curves = learned_curves(learned, posterior)
-        if getattr(sec, "delta_correction", False):
-            curves, correction = _delta_corrected(curves, learned, float(sim.gamma))
         for w in (getattr(learned, "warnings", None) or (learned.get("warnings") if isinstance(learned, dict) else None) or []):
             warnings.append(f"learn: {w}")
     timings["learn_seconds"] = time.perf_counter() - t0
@@ -706,9 +704,8 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
         "mass": "identity", "friction": "gamma * I (surrogate.gamma, default simulation.gamma)",
         "init": sec.init, "init_q": list(sec.init_q), "init_p": list(sec.init_p), "seed": seed,
         "U_source": curves.source, "beta_hat": curves.beta_hat, "learn_delta": learn_delta,
-        "U_scaling": ("none: U_k enters (4.2) at beta = 1 as learned (energy units of V); see bayescg.surrogate"
-                      if correction is None else "U_k x finite-delta correction factor (bayescg.bias, B2)"),
-        "delta_correction": None if correction is None else correction.to_dict(),
+        "U_scaling": "none: U_k enters (4.2) at beta = 1 as learned (energy units of V); see bayescg.surrogate",
+        "finite_delta_correction": _learned_correction(learned),
         "grid_range": [lo, hi], "continuation_curvature": [info["kappa_lo"], info["kappa_hi"]],
         "record_every_surrogate": rec_s, "record_every_full": rec_f,
         "equilibrium_fraction": eq_frac, "phase_trajectories": K,
@@ -742,22 +739,15 @@ def _path_panel(plt, c, x, y, labels, xlabel, ylabel, title):
     return fig
 
 
-def _delta_corrected(curves: LearnedCurves, learned, default_gamma: float):
-    """curves with U and its draws multiplied by the (B2) factor of bayescg.bias, and the correction.
-
-    The factor uses the learning run's delta and gamma and the learned U's mean curvature under its
-    own sampled law exp(-beta_hat U)."""
-    from .bias import learned_U_correction
-
-    delta, gamma = _learned_setting(learned, "delta"), _learned_setting(learned, "gamma")
-    if delta is None or curves.beta_hat is None:
-        raise InputError("surrogate.delta_correction needs a learn result with delta and beta_hat")
-    gamma = float(default_gamma if gamma is None else gamma)
-    corr = learned_U_correction(curves.grid, curves.U_mean, curves.beta_hat, delta, gamma)
-    s = corr.factor
-    draws = None if curves.draws is None else curves.draws * s
-    return LearnedCurves(curves.grid, curves.U_mean * s, draws, curves.beta_hat,
-                         f"{curves.source}, x {s:.4f} (finite-delta correction)"), corr
+def _learned_correction(learned):
+    """Whether the learned U_k carries the finite-delta correction of the learn stage (bayescg.bias, B4):
+    the learn result's ``finite_delta_correction`` block (None for a given, not learned, U_k)."""
+    if isinstance(learned, dict):
+        return learned.get("finite_delta_correction")
+    if isinstance(learned, str) or not hasattr(learned, "correction"):
+        return None
+    c = learned.correction
+    return {"applied": False, "reason": learned.correction_note} if c is None else dict(c.to_dict(), applied=True)
 
 
 def _learned_setting(learned, key):

@@ -60,8 +60,8 @@ def test_B1_predicts_the_bias_of_the_multiscale_test1_map():
 
 
 def test_learn_reports_the_correction_and_it_brings_U0_back():
-    """bayescg learn on (4.5) at delta 0.5: result.json carries the (B2) factor; the corrected U is
-    q^2/2 (RMSE on the data grid far below the uncorrected one, whose curvature is ~1.09)."""
+    """bayescg learn on (4.5) at delta 0.5: the raw learned U (U_raw_*) has the (B1) curvature ~1.095; the
+    headline U_mean is corrected by the fixed point (B4) and is q^2/2 (curvature 1, RMSE far below raw)."""
     from bayescg.config import load_model
     from bayescg.pipeline import learn_model
 
@@ -70,13 +70,54 @@ def test_learn_reports_the_correction_and_it_brings_U0_back():
     res = learn_model(model)
     d = res.to_dict()
     c = d["finite_delta_correction"]
-    assert c["applied"] is False and c["factor"] == pytest.approx(correction_factor(c["kappa_raw"], 0.5, 0.1))
-    assert c["kappa_raw"] == pytest.approx(learned_curvature_of(1.0, 0.5, 0.1), rel=0.03)
+    assert c["applied"] is True and c["iterations"] >= 1 and c["size"] > 0.05
     x = res.fit.grid[:, 0]
     m = np.asarray(res.fit.mass_region, bool) & (np.abs(x) < 2.5)
-    u = res.fit.U_mean[m]
 
     def curvature(v):
-        return 2 * np.polyfit(x[m], v, 2)[0]
-    assert curvature(u) > 1.05
-    assert curvature(c["factor"] * u) == pytest.approx(1.0, abs=0.025)
+        return 2 * np.polyfit(x[m], np.asarray(v)[m], 2)[0]
+    assert curvature(d["U_raw_mean"]) == pytest.approx(learned_curvature_of(1.0, 0.5, 0.1), rel=0.03)
+    assert curvature(d["U_mean"]) == pytest.approx(1.0, abs=0.025)
+    assert d["reference_rmse"] < d["reference_rmse_raw"] / 3
+    assert d["reference_coverage"] > d["reference_coverage_raw"]
+    assert all(lo <= u <= hi for lo, u, hi in zip(d["U_lower"], d["U_mean"], d["U_upper"]))
+    # the corrected band is the raw one (x s) widened by the correction's Monte Carlo error, never narrower
+    # than that error's 94 % half-width
+    se = res.correction.correction_se
+    assert np.all(np.asarray(d["U_upper"]) - np.asarray(d["U_mean"]) >= 1.88 * se - 1e-12)
+    post = res.to_inference_data().posterior
+    assert post["U_corrected"].shape == post["U"].shape
+    assert np.allclose(post["U_corrected"].values.reshape(-1, x.size).mean(axis=0), d["U_mean"], atol=0.05)
+    assert [t for t, _ in res.figures()][0] == "Effective potential: raw and finite-delta corrected"
+    off = learn_model(load_model("models/test1-quadratic.toml", {"simulation.steps": 400_000, "fit.method": "map",
+                                                                 "fit.knots": 20, "fit.delta_correction": "none"}))
+    assert off.to_dict()["finite_delta_correction"] == {"applied": False, "reason": "fit.delta_correction = 'none'"}
+    assert "U_raw_mean" not in off.to_dict()
+
+
+def test_coverage_warning_above_a_fifth_missed():
+    from types import SimpleNamespace
+
+    from bayescg.pipeline import coverage_warnings
+
+    assert coverage_warnings(SimpleNamespace(reference_coverage=0.85)) == []
+    assert coverage_warnings(SimpleNamespace(reference_coverage=None)) == []
+    (w,) = coverage_warnings(SimpleNamespace(reference_coverage=0.08))
+    assert "92 %" in w and "fifth" in w
+
+
+def test_a_failed_correction_keeps_the_raw_U_and_says_why(monkeypatch):
+    import bayescg.bias as bias
+    from bayescg.config import load_model
+    from bayescg.errors import SimulationError
+    from bayescg.pipeline import learn_model
+
+    def boom(*a, **k):
+        raise SimulationError("walker 3 blew up")
+    monkeypatch.setattr(bias, "fixed_point_correction", boom)
+    res = learn_model(load_model("models/test1-quadratic.toml", {"simulation.steps": 400_000, "fit.method": "map",
+                                                                 "fit.knots": 12}))
+    d = res.to_dict()
+    assert d["finite_delta_correction"]["applied"] is False
+    assert "blew up" in d["finite_delta_correction"]["reason"] and res.raw_fit is None
+    assert any("not applied" in w for w in d["warnings"])

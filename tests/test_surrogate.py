@@ -208,25 +208,18 @@ def test_surrogate_gamma_overrides_the_learning_friction():
     assert err[1.5] < 5 / math.sqrt(400) < err[0.3], err
 
 
-def test_delta_correction_rescales_a_biased_learned_U_to_the_true_curvature():
-    """A result.json whose U has the curvature (B1) predicts for U_0 = q^2/2 learned at delta 0.5,
-    gamma 0.1 (1.0952): with surrogate.delta_correction the surrogate uses curvature 1."""
-    from bayescg.bias import learned_curvature_of
+def test_surrogate_takes_the_corrected_draws_of_a_posterior():
+    """posterior.nc holds the raw U and, when the learn stage corrected it, U_corrected: the surrogate's
+    draws are the corrected ones (they go with the corrected U_mean of result.json)."""
+    import arviz as az
 
-    k_raw = learned_curvature_of(1.0, 0.5, 0.1)
-    raw = {"name": "quad", "potential": {"expression": "q**2/2 + 0.01*sin(q/0.01)", "reference": "q**2/2"},
-           "simulation": {"delta": 0.5, "gamma": 0.1, "seed": 3},
-           "surrogate": {"delta": 0.1, "reference_step": 5e-3, "trajectories": 50, "time": 2.0,
-                         "posterior_draws": 0, "phase_trajectories": 1, "delta_correction": True}}
-    g = np.linspace(-4, 4, 81)
-    learned = {"grid": g.tolist(), "U_mean": (k_raw * g ** 2 / 2).tolist(), "beta_hat": 0.36, "delta": 0.5,
-               "gamma": 0.1}
-    res = surrogate_model(model_from_dict(raw), learned)
-    used = np.asarray(res.curves["U_grid_values"])
-    assert np.polyfit(g, used, 2)[0] * 2 == pytest.approx(1.0, abs=2e-3)
-    corr = res.to_dict()["settings"]["delta_correction"]
-    assert corr["kappa_raw"] == pytest.approx(k_raw, rel=1e-6) and corr["factor"] < 1
-    raw["surrogate"]["delta_correction"] = False
-    res0 = surrogate_model(model_from_dict(raw), learned)
-    assert res0.to_dict()["settings"]["delta_correction"] is None
-    assert np.polyfit(g, np.asarray(res0.curves["U_grid_values"]), 2)[0] * 2 == pytest.approx(k_raw, rel=1e-6)
+    g = np.linspace(-3, 3, 31)
+    raw = np.stack([1.1 * g ** 2 / 2] * 4)[None]
+    cor = np.stack([g ** 2 / 2] * 4)[None]
+    idata = az.from_dict(posterior={"U": raw, "U_corrected": cor},
+                         dims={"U": ["grid_point"], "U_corrected": ["grid_point"]})
+    c = learned_curves({"grid": g.tolist(), "U_mean": (g ** 2 / 2).tolist(), "beta_hat": 0.4}, idata)
+    assert np.allclose(c.draws, g ** 2 / 2)
+    del idata.posterior["U_corrected"]
+    assert np.allclose(learned_curves({"grid": g.tolist(), "U_mean": (g ** 2 / 2).tolist()}, idata).draws,
+                       1.1 * g ** 2 / 2)

@@ -44,8 +44,8 @@ def main(argv):
             learned["posterior_path"] = str(Path(src) / "posterior.nc")
         res = surrogate_model(model, learned)
         tag = src if src in ("reference", "truncation") else "learned"
-        if model.surrogate.delta_correction and tag == "learned":
-            tag += "-corrected"  # U_k x the finite-delta factor of bayescg.bias
+        if tag == "learned" and (learned.get("finite_delta_correction") or {}).get("applied"):
+            tag += "-corrected"  # the learn stage's finite-delta corrected U_k (bayescg.bias, fixed point)
         out = here / f"{model.name}-{tag}"
         out.mkdir(parents=True, exist_ok=True)
         d = res.to_dict()
