@@ -229,33 +229,32 @@ def _consistent(out: Path):
     return rid
 
 
-def test_sigkill_at_random_moments_leaves_old_or_new_result_and_resume_continues(tmp_path):
-    """A real `bayescg learn` (MAP, small) rewriting a complete result with --force is killed with SIGKILL at
-    random moments; each time the folder holds the old complete set or the new one (never a mix), and
-    --resume then finishes with the result of an uninterrupted run (the same simulation, bit for bit)."""
+def test_sigkill_at_random_moments_leaves_old_or_new_result_and_resume_continues(tmp_path, capsys):
+    """A real `bayescg learn` (MAP, small) rewriting a complete result with --force, then continuing with
+    --resume, is killed with SIGKILL at random moments of its work; each time the folder holds the old
+    complete set or the new one (never a mix), and a last --resume finishes with the result of an
+    uninterrupted run (the same simulation, bit for bit).  The reference and the "previous" result are made
+    in-process (no interpreter start-up); the kill times are drawn over the in-process run's duration,
+    counted from the moment the killed process holds the folder's lock (its imports are done)."""
     extra = "\n[fit]\nknots = 8\nmethod = \"map\"\n"
     m = model(tmp_path, steps=2_000_000, extra=extra)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    base = [sys.executable, "-m", "bayescg.cli", "learn", str(m), "--quiet"]
-
-    def run(out, *more, timeout=600):
-        return subprocess.run(base + ["--out", str(out), *more], capture_output=True, text=True, env=env,
-                              timeout=timeout)
-
-    ref_out = tmp_path / "ref"
     t0 = time.time()
-    ref = run(ref_out)
+    assert cli(capsys, "learn", m, "--out", tmp_path / "ref")[0] == 0
     span = time.time() - t0
-    assert ref.returncode == 0, ref.stderr
-    reference = json.loads((ref_out / "result.json").read_text())
+    reference = json.loads((tmp_path / "ref" / "result.json").read_text())
     out = tmp_path / "o"
-    assert run(out, "--set", "simulation.steps=1000000").returncode == 0  # the "previous" result
+    assert cli(capsys, "learn", m, "--out", out, "--set", "simulation.steps=1000000")[0] == 0  # "previous"
     old = _consistent(out)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     rng = random.Random(16)
     for k in range(3):
-        proc = subprocess.Popen(base + ["--out", str(out), "--force" if k == 0 else "--resume"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "bayescg.cli", "learn", str(m), "--quiet", "--out", str(out),
+                                 "--force" if k == 0 else "--resume"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 1.0) * span)
+        deadline = time.time() + 300
+        while not (out / io.LOCK_NAME).exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.2) * span)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         io.recover_outputs(out)  # what the next bayescg call in this folder does first, under the lock
@@ -263,8 +262,8 @@ def test_sigkill_at_random_moments_leaves_old_or_new_result_and_resume_continues
         assert rid is not None  # the old result or the new one, complete
         if rid != old:
             assert json.loads((out / "result.json").read_text())["beta_hat"] == reference["beta_hat"]
-    fin = run(out, "--resume")
-    assert fin.returncode == 0, fin.stderr
+    rc, _, err = cli(capsys, "learn", m, "--out", out, "--resume")  # takes over the dead process's lock
+    assert rc == 0, err
     got = json.loads((out / "result.json").read_text())
     assert _consistent(out) == got["meta"]["run_id"]
     assert got["beta_hat"] == reference["beta_hat"] and got["U_mean"] == reference["U_mean"]
