@@ -1,9 +1,10 @@
 """Property-based tests of the command line (hypothesis): damaged model files and ``--set`` overrides, for
 every command.  Whatever the input, a command ends with exit 0, 1 or 2, never a traceback, never an
-"internal error" (a bug), and a failure is one line on stderr; a success writes nothing there.
+"internal error" (a bug); a failure is one line on stderr, a success at most library warnings, one line each.
 
 Budgets are tiny and the values the generator may give to budget keys (steps, draws, trajectories, ...) are
-small or invalid, so an example takes at most seconds; 8 examples per command.
+small or invalid (never dropped: their defaults are paper-size), so an example takes at most seconds; 6
+examples per command (derandomized: the same examples every run).
 """
 import copy
 import sys
@@ -47,6 +48,8 @@ BUDGET = {"simulation.steps": [2000, 20_000], "simulation.walkers": [1, 2], "sim
           "inference.coarse_samples": [5], "inference.posterior_samples": [2], "inference.prediction_samples": [10],
           "coarse.level": [1, 2, 3], "fit.method": ["map"], "inference.methods": [["exact_em"], ["em"], ["laplace"]],
           "simulation.auto_gamma": [False]}
+#: sections whose defaults are paper-size runs (NUTS with 1000 draws, 4000 surrogate trajectories): never dropped
+HEAVY_DEFAULTS = {"fit", "inference", "surrogate"}
 JUNK = ["abc", "", True, [], [1, 2], [[0.0, 1.0]], {"k": 1}, -1, 0, -0.5, float("nan"), float("inf"), 0.5, 3]
 EXPRESSIONS = ["q**2/2", "sqrt(q)", "q**", "x**2", "exp(q)", "log(q) + q**2", "1/q", "q**4", "sin(", "__import__('os')",
                "q**2/2 + 0.01*sin(q/0.01)", "Abs(q)", "q*I"]
@@ -77,9 +80,9 @@ def damaged(draw):
         sec, k = key.split(".")
         if what == "change" and sec in model:
             model[sec][k] = draw(_value(key))
-        elif what == "drop" and sec in model:
+        elif what == "drop" and sec in model and key not in BUDGET:  # a dropped budget key is a big default
             model[sec].pop(k, None)
-        elif what == "drop-section":
+        elif what == "drop-section" and sec not in HEAVY_DEFAULTS:
             model.pop(sec, None)
         elif what == "unknown":
             model.setdefault(sec, {})["nonsense"] = 1
@@ -117,15 +120,15 @@ def _run(command, model, sets, extra=()):
 def _check(rc, err):
     assert rc in (0, 1, 2), (rc, err)
     assert "Traceback" not in err and "internal error" not in err, err
-    if rc == 0:
-        assert err == "", err
+    if rc == 0:  # nothing, or library warnings as one line each
+        assert all(line.startswith("bayescg: warning: ") for line in err.splitlines()), err
     else:
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("bayescg: error: "), err
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-@settings(max_examples=8, deadline=timedelta(seconds=120), derandomize=True,
+@settings(max_examples=6, deadline=timedelta(seconds=120), derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(case=damaged(), deltas=st.sampled_from([None, "0.3", "0.1,abc", "-1", ""]))
 def test_damaged_inputs_end_cleanly(command, case, deltas, capsys):

@@ -311,3 +311,27 @@ def test_output_set_commit_is_all_or_nothing_at_every_step(tmp_path, monkeypatch
         want = old if stop < 0 else new  # an uncommitted set is discarded, a committed one completed
         assert set(texts.values()) == {f"{'old' if stop < 0 else 'new'}:{want.run_id}"}, (stop, texts)
         assert not list(out.glob(".pending-*"))
+
+
+def test_library_warnings_are_one_line_each_and_only_on_success(tmp_path, capsys, monkeypatch):
+    import warnings
+
+    from bayescg import commands
+
+    def noisy(args):
+        warnings.warn("precision loss\n  in moment calculation", RuntimeWarning)
+        warnings.warn("precision loss\n  in moment calculation", RuntimeWarning)
+        warnings.warn("batched_dot is deprecated", FutureWarning)
+
+    monkeypatch.setattr(commands, "dispatch", noisy)
+    monkeypatch.delenv("BAYESCG_DEBUG", raising=False)
+    assert main(["simulate", "m.toml"]) == 0
+    assert capsys.readouterr().err == "bayescg: warning: precision loss in moment calculation (RuntimeWarning)\n"
+
+    def failing(args):
+        warnings.warn("precision loss", RuntimeWarning)
+        raise OutputLockedError("o: another bayescg run is writing to this folder")
+
+    monkeypatch.setattr(commands, "dispatch", failing)
+    assert main(["simulate", "m.toml"]) == 2
+    assert one_line(capsys.readouterr().err) == "bayescg: error: o: another bayescg run is writing to this folder"
