@@ -70,9 +70,11 @@ def _value(key):
 
 
 @st.composite
-def damaged(draw):
-    """(model dict, --set overrides): a valid tiny model with a few keys changed, dropped or added."""
-    model = copy.deepcopy(draw(st.sampled_from([POTENTIAL_MODEL, ISING_MODEL])))
+def damaged(draw, command):
+    """(model dict, --set overrides): a valid tiny model of the command's kind (sometimes of the other kind)
+    with a few keys changed, dropped or added."""
+    own, other = (ISING_MODEL, POTENTIAL_MODEL) if command == "ising" else (POTENTIAL_MODEL, ISING_MODEL)
+    model = copy.deepcopy(draw(st.sampled_from([own, own, other])))
     keys = _keys(model)
     for _ in range(draw(st.integers(0, 3))):
         what = draw(st.sampled_from(["change", "change", "drop", "drop-section", "unknown"]))
@@ -130,9 +132,9 @@ def _check(rc, err):
 @pytest.mark.parametrize("command", COMMANDS)
 @settings(max_examples=6, deadline=timedelta(seconds=120), derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(case=damaged(), deltas=st.sampled_from([None, "0.3", "0.1,abc", "-1", ""]))
-def test_damaged_inputs_end_cleanly(command, case, deltas, capsys):
-    model, sets = case
+@given(data=st.data(), deltas=st.sampled_from([None, "0.3", "0.1,abc", "-1", ""]))
+def test_damaged_inputs_end_cleanly(command, data, deltas, capsys):
+    model, sets = data.draw(damaged(command))
     extra = ["--deltas", deltas] if command == "scales" and deltas is not None else []
     capsys.readouterr()
     rc = _run(command, model, sets, extra)
