@@ -257,6 +257,10 @@ def output_lock(out: str | Path, command: str):
     on another host, gives :class:`~bayescg.errors.OutputLockedError` (one line, exit 2).
     """
     out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot create output folder ({exc.strerror})") from None
     lock = out / LOCK_NAME
     me = {"pid": os.getpid(), "host": socket.gethostname(), "start": _proc_start(os.getpid()),
           "command": command, "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
