@@ -7,7 +7,6 @@ first, so nothing computed is lost and ``--resume`` continues bit-for-bit.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import signal
