@@ -66,10 +66,13 @@ def check_potential_finite(potential, initial_q=None, domain=None) -> None:
 def check_model_potential(model) -> None:
     """:func:`check_potential_finite` for a model file: the initial states of the run's walkers (the same
     draws :func:`bayescg.simulate.simulate` makes from ``[simulation]`` seed, init_mean, init_sd) and the
-    ``[potential]`` domain."""
+    ``[potential]`` domain.  A model without V (``[trajectory]`` data only) has nothing to check."""
     from .pipeline import potential_from_model
     from .simulate import _initial_state, _walker_seeds
 
+    sec = model.require("potential")
+    if sec.expression is None and sec.module is None:
+        return  # no V (a [trajectory] model learns U from its data): nothing to check
     pot = potential_from_model(model)
     s = model.simulation
     q0 = None

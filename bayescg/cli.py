@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_dir", default=None, help="folder of an earlier `learn` output")
     _add_common(sub.add_parser("ising", help="predictive coarse-graining of an Ising chain; writes ising.json"))
     _add_common(sub.add_parser("run", help="run every stage the model file describes"))
+    p = sub.add_parser("export", help="write a learned U as a table, a PLUMED grid or an OpenMM force")
+    p.add_argument("run_dir", help="output folder of bayescg learn (result.json, posterior.nc)")
+    p.add_argument("--format", dest="fmt", required=True, choices=["table", "plumed", "openmm"])
+    p.add_argument("--out", required=True, help="file to write (table: .csv or .npz)")
+    p.add_argument("--draws", type=int, default=0, help="also write N posterior draws (default 0)")
+    p.add_argument("--points", type=int, default=None, help="grid points per dimension (default 401 1D, 101 2D)")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
     return parser
 
 

@@ -119,11 +119,14 @@ def _write_posterior(stage: OutputSet, result):
     write_netcdf(stage.path("posterior.nc"), result.to_inference_data(), run_id=stage.run_id)
 
 
-def _require_potential(model):
-    """The model has [potential] and [simulation], and V is finite where the walkers start (exit 2 if not)."""
+def _require_potential(model, trajectory: bool = False):
+    """The model has [potential] and [simulation] (or, with ``trajectory``, a [trajectory] section instead),
+    and V is finite where the walkers start and over the domain (exit 2 if not)."""
     from .checks import check_model_potential
 
-    model.require("potential"), model.require("simulation")
+    model.require("potential")
+    if not (trajectory and getattr(model, "trajectory", None)):
+        model.require("simulation")
     check_model_potential(model)
 
 
@@ -165,8 +168,10 @@ def cmd_scales(args, model=None, out=None):
         _report(stage, model, "scales", [("Scale scan", res)], payload["meta"], name="report-scales.html")
     for row in res.rows:
         _say(f"scales: delta {row['delta']:<8g} beta_hat {row['beta_hat'] if row['beta_hat'] is not None else float('nan'):.4g} "
-             f"p-value {row['normality_pvalue'] if row['normality_pvalue'] is not None else float('nan'):.3g} "
-             f"trapped {100 * row['trapped_fraction']:.0f}% scale_found={row['scale_found']}")
+             f"trapped {100 * row['trapped_fraction']:.0f}% {row['verdict']}: {row['reason']}")
+    est = res.estimate
+    _say(f"scales: scale found eps ~ delta = {est['epsilon']:g}, bracket {est['bracket']}" if est.get("epsilon")
+         else f"scales: no scale found ({est.get('method')})")
     return res
 
 
@@ -200,7 +205,7 @@ def cmd_noise(args, model=None, out=None):
 
 def cmd_learn(args, model=None, out=None):
     model = model or _model(args)
-    _require_potential(model)
+    _require_potential(model, trajectory=True)
     out = out or _out(args, model, "learn")
     if (done := _finished(args, out, model, "learn")) is not None:
         if (out / "posterior.nc").exists():  # what the surrogate stage of `run` reads, as with --from
@@ -245,6 +250,13 @@ def cmd_surrogate(args, model=None, out=None, learned=None):
     return res
 
 
+def _write_ising_netcdf(stage: OutputSet, res):
+    """posterior.nc (standard ArviZ groups, primary method) and posterior-<method>.nc for the others."""
+    _write_posterior(stage, res)
+    for name, idata in res.method_inference_data().items():
+        write_netcdf(stage.path(f"posterior-{name}.nc"), idata, run_id=stage.run_id)
+
+
 def cmd_ising(args, model=None, out=None):
     model = model or _model(args)
     model.require("fine")
@@ -261,11 +273,11 @@ def cmd_ising(args, model=None, out=None):
                 raise
             with _outputs(out, "ising") as stage:
                 _write(stage, "ising.json", exc.partial, model, "ising", partial=True)
-                _write_posterior(stage, exc.partial)
+                _write_ising_netcdf(stage, exc.partial)
             raise Interrupted(f"{exc} -> {out / 'ising.json'}") from None
     with _outputs(out, "ising") as stage:
         payload = _write(stage, "ising.json", res, model, "ising")
-        _write_posterior(stage, res)
+        _write_ising_netcdf(stage, res)
         _report(stage, model, "ising", [("Predictive coarse-graining", res)], payload["meta"])
     _say(f"ising: methods {', '.join(payload.get('methods', {}))} -> {out / 'ising.json'}")
     return res
@@ -345,7 +357,15 @@ def _report(stage: OutputSet, model, command: str, sections, meta, name: str = "
         combined.write(stage.path("report.html"))
 
 
-COMMANDS = {"simulate": cmd_simulate, "learn": cmd_learn, "scales": cmd_scales, "noise": cmd_noise,
+def cmd_export(args):
+    from .export import export
+
+    paths = export(args.run_dir, args.fmt, args.out, draws=args.draws, points=args.points, force=args.force)
+    _say(f"export: {args.fmt} -> {', '.join(map(str, paths[:3]))}{' ...' if len(paths) > 3 else ''}")
+    return paths
+
+
+COMMANDS = {"export": cmd_export, "simulate": cmd_simulate, "learn": cmd_learn, "scales": cmd_scales, "noise": cmd_noise,
             "surrogate": cmd_surrogate, "ising": cmd_ising, "run": cmd_run}
 
 

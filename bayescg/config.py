@@ -68,10 +68,22 @@ def _f(default=dataclasses.MISSING, check=None, doc=""):
     return field(**kw)
 
 
+def _kick_noise(v):
+    """A positive number or a square list of lists of numbers (SPD is checked by simulate)."""
+    num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)  # noqa: E731
+    if num(v):
+        return None if v > 0 else "must be > 0"
+    if (isinstance(v, list) and v and all(isinstance(r, list) and len(r) == len(v) and all(num(x) for x in r)
+                                          for r in v)):
+        return None
+    return "must be a positive number or a square matrix (list of lists of numbers)"
+
+
 # --- pillar 1 ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PotentialSection:
-    expression: str = _f(doc="V(q) in sympy syntax")
+    expression: Optional[str] = _f(None, doc="V(q) in sympy syntax (or give module, or learn from [trajectory])")
+    module: Optional[str] = _f(None, doc="Python file (path relative to the model file) defining V(q) and optionally grad(q)")
     variables: list[str] = _f(["q"], doc="1 to 3 variable names")
     reference: Optional[str] = _f(None, doc="U_k to compare against (sympy syntax)")
     domain: Optional[list[list[float]]] = _f(None, doc="[[lo, hi], ...] per variable for grids")
@@ -93,6 +105,21 @@ class SimulationSection:
     friction: Optional[list[list[float]]] = _f(None, doc="friction matrix Gamma (SPD), default gamma I")
     auto_gamma: bool = _f(False, doc="choose gamma by pilot runs so that beta_hat is near target_beta")
     target_beta: float = _f(0.6, check=between(0.05, 5.0), doc="beta_hat aimed at by auto_gamma")
+    integrator: str = _f("damped", check=one_of("damped", "damped_white", "langevin", "hamiltonian"),
+                         doc="damped (3.2); damped_white ((3.2) + white kick of covariance delta Z); langevin (4.2); hamiltonian (4.1)")
+    kick_noise: Any = _f(None, check=_kick_noise, doc="Z of damped_white: a number (d = 1) or a d x d SPD matrix")
+    lanes: bool = _f(True, doc="d = 1, 2 damped runs use the SIMD lane kernels (false: exact math.* gradients everywhere)")
+
+
+@dataclass(frozen=True)
+class TrajectorySection:
+    path: str = _f(doc=".npz with arrays q and p, each (n,), (n, d) or (walkers, n, d); path relative to the model file")
+    delta: Optional[float] = _f(None, check=positive, doc="step of the damped map (3.2) that made the data (finite-delta correction)")
+    gamma: Optional[float] = _f(None, check=positive, doc="scalar friction of that run")
+    mass: Optional[list[list[float]]] = _f(None, doc="inverse mass matrix A = M^-1 (SPD) of the momenta, default I")
+    burn_in: float = _f(0.0, check=between(0.0, 0.9), doc="fraction of each walker's frames discarded")
+    bins: int = _f(200, check=at_least(4), doc="histogram bins per dimension")
+    max_samples: int = _f(100_000, check=at_least(40), doc="cap on the frames kept for IAT and normality")
 
 
 @dataclass(frozen=True)
@@ -166,7 +193,8 @@ class CoarseSection:
 @dataclass(frozen=True)
 class InferenceSection:
     methods: list[str] = _f(["em", "laplace", "nuts", "gibbs", "relent"],
-                            check=each(one_of("em", "exact_em", "laplace", "nuts", "gibbs", "relent")))
+                            check=each(one_of("em", "exact_em", "laplace", "laplace_slides", "nuts", "gibbs",
+                                                  "relent")))
     draws: int = _f(1000, check=positive)
     tune: int = _f(1000, check=nonnegative)
     chains: int = _f(4, check=positive)
@@ -179,6 +207,8 @@ class InferenceSection:
     sampler: str = _f("auto", check=one_of("auto", "nutpie", "pymc"), doc="NUTS backend")
     likelihood: str = _f("op", check=one_of("op", "graph"), doc="marginal likelihood: numba Op or pytensor graph")
     max_lag: int = _f(0, check=nonnegative, doc="largest lag of R_l (0: n_f // 2)")
+    candidates: list[str] = _f([], doc="coarse models [abc] for LOO stacking and their predictive checks "
+                                       "(ising.json model_averaging)")
 
 
 @dataclass(frozen=True)
@@ -197,6 +227,7 @@ class Model:
     description: str = ""
     potential: Optional[PotentialSection] = None
     simulation: Optional[SimulationSection] = None
+    trajectory: Optional[TrajectorySection] = None
     fit: Optional[FitSection] = None
     scales: Optional[ScalesSection] = None
     noise: Optional[NoiseSection] = None
@@ -219,12 +250,20 @@ class Model:
             raise ModelFileError(f"{self.path or self.name}: this command needs a [{section}] section")
         return value
 
+    def resolve(self, relpath: str) -> Path:
+        """A path named in the model file: relative paths are relative to the model file's folder."""
+        p = Path(relpath).expanduser()
+        if p.is_absolute() or not self.path:
+            return p
+        return Path(self.path).parent / p
+
     def to_dict(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "raw" and v is not None}
 
 
 SECTIONS: dict[str, type] = {
-    "potential": PotentialSection, "simulation": SimulationSection, "fit": FitSection,
+    "potential": PotentialSection, "simulation": SimulationSection, "trajectory": TrajectorySection,
+    "fit": FitSection,
     "scales": ScalesSection, "noise": NoiseSection, "surrogate": SurrogateSection,
     "fine": FineSection, "data": DataSection, "coarse": CoarseSection,
     "inference": InferenceSection, "sweep": SweepSection,
@@ -370,6 +409,16 @@ def model_from_dict(raw: dict, where: str = "<model>", path: str | None = None) 
         d = len(pot.variables)
         if pot.domain is not None and (len(pot.domain) != d or any(len(r) != 2 or r[0] >= r[1] for r in pot.domain)):
             raise ModelFileError(f"{where}: potential.domain must be {d} pairs [lo, hi] with lo < hi")
+        given = [k for k in ("expression", "module") if getattr(pot, k) is not None]
+        if len(given) > 1:
+            raise ModelFileError(f"{where}: give potential.expression or potential.module, not both")
+        if "trajectory" in sections:
+            if "simulation" in sections:
+                raise ModelFileError(f"{where}: a model learns from [simulation] or from [trajectory], not both")
+            if sections["trajectory"].mass is not None:
+                _check_spd(sections["trajectory"].mass, d, f"{where}: trajectory.mass")
+        elif not given:
+            raise ModelFileError(f"{where}: [potential] needs expression or module (or a [trajectory] to learn from)")
         sim = sections.get("simulation")
         if sim is not None:
             if sim.init_mean and len(sim.init_mean) != d:

@@ -147,6 +147,7 @@ class FitResult:
     likelihood: Optional[dict] = None  # likelihood grid (EffectiveBasis.describe())
     lik_counts: Any = None             # (n_active,) counts of the active likelihood cells
     sampler: str = ""                  # how the posterior was computed (method used, backend, draws)
+    arviz_extras: Optional[dict] = None  # per-draw spline coefficients, pointwise log-likelihood, cell centres
 
     def to_dict(self) -> dict:
         f = lambda a: None if a is None else np.asarray(a, dtype=float).tolist()  # noqa: E731
@@ -181,27 +182,86 @@ class FitResult:
 
         return spline_potential(self.knots, self.coef_mean, 3, wall)
 
-    def to_inference_data(self):
-        """posterior (sampler variables + U on the grid), posterior_predictive and observed_data (counts
-        of the active likelihood cells, the data the likelihood sees), sample_stats (NUTS only)."""
+    def to_inference_data(self, variables=None):
+        """ArviZ InferenceData of the fit (what ``posterior.nc`` holds).
+
+        posterior: the sampler's variables (NUTS: whitened z, sigma_rw, beta; MAP: Laplace draws of b and beta;
+        dims ``reduced_coefficient``), U on ``grid_point`` (1D: its coordinate is the grid's q values; 2D: a
+        coordinate per variable name along grid_point) and ``U_coef`` on ``spline_coefficient`` (names B[i] / B[i,j];
+        each draw's spline of U, aligned like U); log_likelihood: ``q`` (chain, draw, observation), log pi_J of
+        up to 500 effective samples spread over the cells by their counts (see :func:`_arviz_extras`: why not one
+        term per cell), so az.loo / az.compare work (compare fits of the same histogram: knots, bases);
+        posterior_predictive / observed_data: counts of the active likelihood cells with their centres as
+        coordinates ``cell_<variable>``; constant_data: knot vectors, posterior-mean coefficients, n_eff_factor;
+        sample_stats (NUTS only).  Every group carries ArviZ's attributes (created_at, arviz_version,
+        inference_library, inference_library_version) and bayescg_version.
+        variables: names of the d coordinates (default q / x, y).
+        """
         import arviz as az
         import xarray as xr
 
+        names = list(variables) if variables is not None else (["q"] if self.dim == 1 else ["x", "y"])[: self.dim]
+        ex = self.arviz_extras or {}
         idata = self.idata
         cells = np.asarray(self.lik_counts if self.lik_counts is not None else self.counts).ravel()
-        obs = xr.Dataset({"counts": ("cell", cells)})
+        cell_coords = {}
+        if ex.get("cell_centres") is not None and len(ex["cell_centres"]) == len(cells):
+            cell_coords = {f"cell_{v}": ("cell", ex["cell_centres"][:, i]) for i, v in enumerate(names)}
+        obs = xr.Dataset({"counts": ("cell", cells)}, coords=cell_coords)
         if idata is None:
             idata = az.InferenceData()
         groups = {}
+        post = idata.posterior if "posterior" in idata.groups() else None
+        if post is not None:
+            nchain, ndraw = post.sizes["chain"], post.sizes["draw"]
+            for v in ("b", "z"):
+                old = f"{v}_dim_0"
+                if v in post and old in post[v].dims:
+                    post = post.rename({old: "reduced_coefficient"})
+            # 1D: the grid_point coordinate is q itself; 2D: one coordinate per variable along grid_point
+            gp = ({"grid_point": ("grid_point", self.grid[:, 0])} if self.dim == 1 else
+                  {v: ("grid_point", self.grid[:, i]) for i, v in enumerate(names)})
+            post = post.assign_coords(gp)
+            if ex.get("coef_draws") is not None:
+                cd = np.asarray(ex["coef_draws"])
+                post["U_coef"] = xr.DataArray(cd.reshape(nchain, ndraw, -1), dims=("chain", "draw", "spline_coefficient"),
+                                              coords={"spline_coefficient": _coef_names(self.knots)})
+            groups["posterior"] = post
+            if ex.get("log_pi") is not None:
+                oc = np.asarray(ex["obs_cells"])
+                ll = np.asarray(ex["log_pi"])[:, oc]
+                oco = {"cell_index": ("observation", oc)}
+                oco.update({k: ("observation", v[1][oc]) for k, v in cell_coords.items()})
+                groups["log_likelihood"] = xr.Dataset(
+                    {"q": (("chain", "draw", "observation"), ll.reshape(nchain, ndraw, -1))}, coords=oco,
+                    attrs={"observations": f"{len(oc)} effective samples at evenly spaced quantiles of the counts, "
+                                           "log-likelihood log pi_J of the sample's likelihood cell J",
+                           "effective_samples_per_observation": ex["n_eff"] / len(oc)})
         if self.ppc_counts is not None:
             pc = np.asarray(self.ppc_counts)
             groups["posterior_predictive"] = xr.Dataset(
-                {"counts": (("chain", "draw", "cell"), pc.reshape(1, pc.shape[0], -1))})
+                {"counts": (("chain", "draw", "cell"), pc.reshape(1, pc.shape[0], -1))}, coords=cell_coords)
         groups["observed_data"] = obs
+        const = {f"knots_{v}": (f"knot_{v}", np.asarray(t, dtype=float)) for v, t in zip(names, self.knots)}
+        const["coef_mean"] = ("spline_coefficient", np.asarray(self.coef_mean, dtype=float).ravel())
+        const["n_eff_factor"] = ((), float(self.n_eff_factor))
+        groups["constant_data"] = xr.Dataset(const, coords={"spline_coefficient": _coef_names(self.knots)})
         for name, ds in groups.items():
             if name in idata.groups():
                 del idata[name]
             idata.add_groups({name: ds})
+        lib, libv = _inference_library(self.method)
+        import bayescg
+
+        for name in idata.groups():
+            ds = idata[name]
+            ds.attrs.setdefault("created_at", _dt_now())
+            ds.attrs.setdefault("arviz_version", az.__version__)
+            ds.attrs["inference_library"] = lib
+            if libv:
+                ds.attrs["inference_library_version"] = libv
+            ds.attrs["bayescg_version"] = bayescg.__version__
+            ds.attrs["spline_degree"] = 3
         return idata
 
     def figures(self):
@@ -237,6 +297,68 @@ class FitResult:
                 a.set_ylabel("y")
             figs.append(("Effective potential (region with data)", fig))
         return figs
+
+
+def _coef_names(knots) -> list:
+    """Names of the full spline coefficients: B[i] (1D), B[i,j] (2D, flat index i * m_y + j)."""
+    shape = [len(t) - 4 for t in knots]
+    return [f"B[{','.join(map(str, ix))}]" for ix in np.ndindex(*shape)]
+
+
+def _dt_now() -> str:
+    import datetime as _dt
+
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _inference_library(method: str) -> tuple[str, Optional[str]]:
+    """(inference_library, version) for the ArviZ attributes: the NUTS backend, or bayescg's MAP + Laplace."""
+    from importlib import metadata
+
+    lib = nuts_backend() if method == "nuts" else "bayescg"
+    try:
+        return lib, metadata.version(lib)
+    except metadata.PackageNotFoundError:
+        return lib, None
+
+
+#: Pseudo-observations of the log_likelihood group (see _arviz_extras).
+LOO_OBSERVATIONS = 500
+
+
+def _arviz_extras(basis: EffectiveBasis, A, Ucoef, X, w, shift, factor, counts) -> dict:
+    """Per-draw aligned spline coefficients of U (S, m_full), per-draw log pi_J of the active cells (S, n_active),
+    the cells of the LOO pseudo-observations and the active cells' centres (n_active, d), for
+    :meth:`FitResult.to_inference_data`.
+
+    Coefficients: aligned like U_draws (same count-weighted mean over the report grid, then -shift): on the data
+    region the kept basis functions sum to one, so a constant added to the coefficients adds it to U; removed
+    coefficients are set to the draw's largest kept one (as coef_mean).
+
+    Log-likelihood: the tempered multinomial is a sum over n_eff effective samples, one sample in cell J
+    contributing log pi_J.  Leaving out a whole cell (n_J log pi_J per cell) is a perturbation far outside
+    PSIS's reach (measured: iid double-well data, 4 knots: p_loo 1650 for 6 coefficients, Pareto k > 1 in 66 %
+    of the cells; Test 1 data, 8 knots: p_loo 1250, k > 1 in 47 %; az.compare ranked 4, 6, 12, 24 knots
+    in order of knot count, fewest first), so the observations are min(LOO_OBSERVATIONS, n_eff) effective samples
+    placed at evenly spaced quantiles of the counts: observation i in cell J(i) has log-likelihood log pi_J(i);
+    each stands for n_eff / N_obs effective samples (elpd of the whole data = elpd * n_eff / N_obs; rankings and
+    elpd_diff / dse do not depend on that factor)."""
+    cd = Ucoef - ((Ucoef @ X.T) @ w)[:, None] - shift
+    full = basis.expand(cd)
+    full[:, ~basis.keep] = cd.max(axis=1)[:, None]
+    n = basis.active_counts(counts).astype(float)
+    logpi = np.empty((A.shape[0], n.size))
+    for s in range(A.shape[0]):
+        with np.errstate(divide="ignore"):
+            logpi[s] = np.log(active_probabilities(basis, A[s]))
+    n_obs = int(max(2, min(LOO_OBSERVATIONS, round(factor * n.sum()))))
+    cum = np.cumsum(n) / n.sum()
+    obs_cells = np.minimum(np.searchsorted(cum, (np.arange(n_obs) + 0.5) / n_obs), n.size - 1)
+    mids = [0.5 * (e[1:] + e[:-1]) for e in basis.lik_edges]
+    grids = np.meshgrid(*mids, indexing="ij")
+    centres = np.column_stack([g[basis.active] for g in grids])
+    return {"coef_draws": full, "log_pi": logpi, "obs_cells": obs_cells, "cell_centres": centres,
+            "n_eff": float(factor * n.sum())}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -477,6 +599,7 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     for r, s in enumerate(sel):
         ppc[r] = rng.multinomial(ntot, active_probabilities(basis, A[s]))
     res.ppc_counts = ppc
+    res.arviz_extras = _arviz_extras(basis, A, Ucoef, X, w, shift, factor, counts)
     if idata is not None:
         import xarray as xr
 

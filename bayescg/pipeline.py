@@ -23,6 +23,11 @@ def potential_from_model(model: Model):
     from .potentials import Potential
 
     pot = model.require("potential")
+    if pot.module is not None:
+        return Potential.from_module(model.resolve(pot.module), pot.variables)
+    if pot.expression is None:
+        raise InputError(f"{model.path or model.name}: [potential] has no expression or module: there is no V "
+                         "to simulate (a [trajectory] model learns from its data only)")
     return Potential.from_expression(pot.expression, pot.variables)
 
 
@@ -111,6 +116,7 @@ class LearnResult:
     gamma_choice: Optional[Any] = None
     seconds: float = 0.0
     warnings: list = dataclasses.field(default_factory=list)
+    trajectory: Optional[dict] = None  # learned from user data: {path, sha256, walkers, frames_per_walker}
 
     def to_dict(self) -> dict:
         sim, fit, eq = self.simulation, self.fit, self.equilibrium
@@ -148,6 +154,8 @@ class LearnResult:
         out["noise"] = dict(nd, calibrated=True) if self.noise is not None else nd
         if self.gamma_choice is not None:
             out["gamma_choice"] = self.gamma_choice.to_dict()
+        if self.trajectory is not None:
+            out["trajectory"] = dict(self.trajectory)
         corr = self.delta_correction()
         if corr is not None:
             out["finite_delta_correction"] = dict(
@@ -179,7 +187,7 @@ class LearnResult:
         return s
 
     def to_inference_data(self):
-        return self.fit.to_inference_data()
+        return self.fit.to_inference_data(variables=list(self.simulation.variables) or None)
 
     def figures(self):
         figs = list(self.fit.figures())
@@ -188,13 +196,40 @@ class LearnResult:
         return figs
 
 
+def learn_trajectory_model(model: Model, *, control=None) -> LearnResult:
+    """Fit the model's effective potential from its ``[trajectory]`` file (:mod:`bayescg.trajectory`).
+
+    delta, gamma and mass come from the section, else from arrays of the same names in the .npz."""
+    from .trajectory import learn_trajectory, load_npz
+
+    tr = model.require("trajectory")
+    fs = model.fit or FitSection()
+    path = model.resolve(tr.path)
+    data = load_npz(path)
+    pick = lambda key: getattr(tr, key) if getattr(tr, key) is not None else data.get(key)  # noqa: E731
+    res = learn_trajectory(data["q"], data["p"], variables=model.potential.variables, delta=pick("delta"),
+                            gamma=pick("gamma"), mass=pick("mass"), burn_in=tr.burn_in, bins=tr.bins,
+                            hist_range=hist_range_from_model(model), max_samples=tr.max_samples, knots=fs.knots,
+                            method=fs.method, draws=fs.draws, tune=fs.tune, chains=fs.chains,
+                            seed=fs.seed if fs.seed is not None else 1, reference=reference_from_model(model),
+                            mass_fraction=fs.mass_fraction, control=control, name=model.name)
+    import hashlib
+
+    res.trajectory = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                      "walkers": int(res.simulation.walkers), "frames_per_walker": int(res.simulation.steps_per_walker)}
+    return res
+
+
 def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool = False,
                 control=None, executor=None) -> LearnResult:
-    """Simulate, calibrate (d >= 2) and fit the model's effective potential."""
+    """Simulate, calibrate (d >= 2) and fit the model's effective potential (from ``[trajectory]`` data
+    instead when the model has that section)."""
     from .fit import fit_effective_potential
     from .simulate import simulate
     from .stats import equilibrium_summary
 
+    if model.trajectory is not None:
+        return learn_trajectory_model(model, control=control)
     t0 = time.perf_counter()
     s = model.require("simulation")
     fs = model.fit or FitSection()

@@ -13,6 +13,7 @@ potential paper's test potentials (4.5)-(4.9).
 """
 from __future__ import annotations
 
+import dataclasses
 import keyword
 import math
 import re
@@ -162,13 +163,13 @@ _LANE_OK = {"math.sqrt", "math.pi", "math.e", "math.inf"}
 
 
 def _lanes_source(variables, glines, gout) -> list:
-    """Source of ``_grad_lanes(_S)`` (layout of kernels.accumulate.GRADL_SIG) or [] when the gradient
+    """Source of ``_grad_lanes(_S)`` (layout of kernels.state.GRADL_SIG) or [] when the gradient
     uses a function that has no branch-free version (then the drivers use the other kernels).
 
     The first loop evaluates all lanes with kernels.fastmath's exp/sin/cos (SIMD); those return NaN
     outside their ranges, so a second loop recomputes any lane with a non-finite result by the
     exact ``_grad_scalar`` (math.*): results agree with ``_grad`` to the accuracy of fastmath."""
-    from .kernels.accumulate import LANES as L
+    from .kernels.state import LANES as L
 
     d = len(variables)
     fast = {"math.exp(": "_fexp(", "math.sin(": "_fsin(", "math.cos(": "_fcos("}
@@ -216,10 +217,10 @@ def _compile(parsed, variables):
             raise ExpressionError(f"cannot generate code for {parsed} ({exc})") from None
         value = numba.njit(fastmath=False, error_model="numpy")(ns["_value"])
         grad = numba.njit(fastmath=False, error_model="numpy")(ns["_grad"])
-        # the signature the integrator drivers call (first-class function, see kernels.accumulate)
+        # the signature the integrator drivers call (first-class function, see kernels.loops)
         grad.compile(_grad_sig())
         value.compile(numba.types.float64(numba.types.float64[::1]))
-        from .kernels import accumulate as K
+        from .kernels import state as K
 
         grad_scalar = grad_lanes = None
         # scalar and lane kernels compile on first use (simulate), not here: most potentials never need them
@@ -234,7 +235,7 @@ def _compile(parsed, variables):
 
 
 def _grad_sig():
-    from .kernels.accumulate import GRAD_SIG
+    from .kernels.state import GRAD_SIG
 
     return GRAD_SIG
 
@@ -269,7 +270,7 @@ class Potential:
     ``grad_scalar(x, y) -> (float, float)``, the same arithmetic as ``grad`` with arguments and
     results in registers; None otherwise), ``grad_lanes`` (expression potentials with d <= 2
     whose gradient uses only exp, sin, cos, sqrt and arithmetic: njit ``grad_lanes(S)`` for
-    kernels.accumulate.LANES points at once, SIMD, exp/sin/cos from kernels.fastmath (at most
+    kernels.state.LANES points at once, SIMD, exp/sin/cos from kernels.fastmath (at most
     1.5 ulp from correctly rounded); the d = 1, 2 damped loops of simulate() use it; None otherwise).
     """
 
@@ -282,6 +283,7 @@ class Potential:
     sympy_expr: object | None = None
     grad_scalar: object | None = None
     grad_lanes: object | None = None
+    module: str | None = None
 
     # -- constructors --
     @classmethod
@@ -333,6 +335,51 @@ class Potential:
             raise InputError("user value kernel is not finite at q = 0")
         return cls(variables=variables, dim=dim, expression=None, grad=grad, value=value)
 
+    @classmethod
+    def from_module(cls, path, variables=("q",)) -> "Potential":
+        """Potential from a user's Python file defining ``V(q)`` and optionally ``grad(q)``.
+
+        q is a float64 array (d,) (d = len(variables)).  ``grad(q)`` returns dV/dq as an array or tuple of
+        length d (a float when d = 1), or has the kernel form ``grad(q, out)`` writing into out (fastest: no
+        allocation per step).  With ``grad`` both functions are compiled by numba (:meth:`from_numba`).
+        Without it, V is traced with sympy symbols (``math``/``numpy`` functions mapped to sympy ones) and the
+        resulting expression goes through :meth:`from_expression`, so the gradient is symbolic and the
+        simulate fast path (SIMD lanes) applies; if V is not symbolic (loops over data, branches on q, ...) an
+        InputError says to provide grad.  Errors name the file and, where numba says it, the line.
+        """
+        from pathlib import Path
+
+        variables = _check_variables(variables)
+        p = Path(path)
+        mod = _load_user_module(p)
+        V = getattr(mod, "V", None)
+        if not callable(V):
+            raise InputError(f"{p}: defines no function V(q)")
+        g = getattr(mod, "grad", None)
+        if g is not None and not callable(g):
+            raise InputError(f"{p}: grad must be a function grad(q)")
+        d = len(variables)
+        if g is None:
+            expr = _trace_symbolic(mod, V, variables, p)
+            pot = cls.from_expression(expr, variables)
+            return dataclasses.replace(pot, module=str(p))
+        # the module's own functions become njit functions, so V and grad may call the user's helpers
+        for k, obj in list(vars(mod).items()):
+            if callable(obj) and getattr(obj, "__module__", None) == mod.__name__ and hasattr(obj, "__code__"):
+                setattr(mod, k, _njit_user(obj, p, k))
+        value = _njit_user(mod.V, p, "V")
+        ug = _njit_user(mod.grad, p, "grad")
+        grad = _grad_kernel(ug, d, p)
+        vk = _value_kernel(value)
+        for name, fn, user, sig in (("V", vk, value, numba.types.float64(numba.types.float64[::1])),
+                                    ("grad", grad, ug, _grad_sig())):
+            try:
+                fn.compile(sig)
+            except Exception as exc:
+                raise InputError(_compile_message(exc, p, name, user)) from None
+        pot = cls.from_numba(grad, d, vk, variables=variables)
+        return dataclasses.replace(pot, module=str(p))
+
     # -- vectorized conveniences --
     def _as_points(self, q):
         q = np.asarray(q, dtype=np.float64)
@@ -361,6 +408,157 @@ class Potential:
     def __repr__(self):
         what = self.expression if self.expression is not None else "user numba kernel"
         return f"Potential({what!r}, variables={list(self.variables)})"
+
+
+# --- user Python modules -------------------------------------------------------------------
+def _load_user_module(p):
+    """Import the user's file ``p`` under a private name; import errors -> InputError naming file:line."""
+    import importlib.util
+    import sys
+    import traceback
+
+    if not p.is_file():
+        raise InputError(f"{p}: no such file (potential.module)")
+    name = f"_bayescg_user_{abs(hash(str(p.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, p)
+    mod = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(mod)
+    except Exception as exc:
+        line = getattr(exc, "lineno", None) if isinstance(exc, SyntaxError) else None
+        for fr in traceback.extract_tb(exc.__traceback__):
+            if fr.filename == str(p):
+                line = fr.lineno
+        raise InputError(f"{p}:{line or '?'}: cannot import ({exc.__class__.__name__}: {exc})") from None
+    sys.modules.pop(name, None)
+    return mod
+
+
+def _njit_user(fn, p, name):
+    if isinstance(fn, numba.core.registry.CPUDispatcher):
+        return fn
+    try:
+        return numba.njit(fastmath=False, error_model="numpy")(fn)
+    except Exception as exc:  # pragma: no cover - njit itself is lazy
+        raise InputError(_compile_message(exc, p, name)) from None
+
+
+def _compile_message(exc, p, name, fn=None) -> str:
+    """One line: file:line of the user's code numba complains about (else the def line of ``fn``) and
+    numba's first informative message line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    line = None
+    for m in re.finditer(r'File "([^"]+)", line (\d+)', text):
+        if m.group(1).endswith(p.name):
+            line = m.group(2)
+            break
+    if line is None and fn is not None:
+        code = getattr(getattr(fn, "py_func", fn), "__code__", None)
+        line = f"{code.co_firstlineno} (in {name})" if code is not None else None
+    skip = ("Failed in", "During:", "-", "File ", "^")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    first = next((ln for ln in lines if not ln.startswith(skip)), lines[0] if lines else exc.__class__.__name__)
+    return f"{p}:{line or '?'}: numba cannot compile {name}(q) ({first[:200]})"
+
+
+def _grad_kernel(ug, d, p):
+    """grad(q, out) kernel around the user's grad: (q, out) form as is, else copy its return into out."""
+    import inspect
+
+    try:
+        nargs = len(inspect.signature(ug.py_func).parameters)
+    except (TypeError, ValueError):
+        nargs = 1
+    if nargs == 2:
+        return ug
+    if nargs != 1:
+        raise InputError(f"{p}: grad must take q (or q, out), it takes {nargs} arguments")
+    try:
+        r = ug(np.zeros(d))
+    except Exception as exc:
+        raise InputError(_compile_message(exc, p, "grad", ug)) from None
+    if np.ndim(r) == 0:
+        if d != 1:
+            raise InputError(f"{p}: grad(q) returned a number; with {d} variables it must return {d} values")
+        src = "def _g(q, out):\n    out[0] = _ug(q)\n"
+    else:
+        if np.size(r) != d:
+            raise InputError(f"{p}: grad(q) returned {np.size(r)} values for {d} variables")
+        src = "def _g(q, out):\n    r = _ug(q)\n" + "".join(f"    out[{i}] = r[{i}]\n" for i in range(d))
+    ns = {"_ug": ug}
+    exec(compile(src, "<bayescg grad wrapper>", "exec"), ns)  # noqa: S102 - our own two-line wrapper
+    return numba.njit(fastmath=False, error_model="numpy")(ns["_g"])
+
+
+def _value_kernel(value):
+    @numba.njit(fastmath=False, error_model="numpy")
+    def _v(q):
+        return float(value(q))
+    return _v
+
+
+#: math / numpy names a symbolic trace maps to sympy (numpy's arc* spelled like math's).
+_TRACE_NAMES = {"exp": "exp", "log": "log", "sqrt": "sqrt", "sin": "sin", "cos": "cos", "tan": "tan",
+                "sinh": "sinh", "cosh": "cosh", "tanh": "tanh", "asin": "asin", "acos": "acos", "atan": "atan",
+                "arcsin": "asin", "arccos": "acos", "arctan": "atan", "atan2": "atan2", "arctan2": "atan2",
+                "fabs": "Abs", "abs": "Abs", "absolute": "Abs", "erf": "erf", "cbrt": "cbrt"}
+
+
+def _trace_symbolic(mod, V, variables, p) -> str:
+    """V(q) evaluated on sympy symbols (the module's math/numpy names swapped for sympy's) -> expression."""
+    import types
+
+    import sympy
+
+    def elementwise(f):
+        # numpy-style: on an (object) array of sympy expressions apply f to each entry
+        return lambda x, *a: (np.array([f(v, *a) for v in np.ravel(x)], dtype=object).reshape(np.shape(x))
+                              if isinstance(x, np.ndarray) else f(x, *a))
+
+    shim = types.SimpleNamespace(**{k: elementwise(getattr(sympy, v)) for k, v in _TRACE_NAMES.items()},
+                                 pi=sympy.pi, e=sympy.E, sum=lambda x: sympy.Add(*np.ravel(x)),
+                                 dot=lambda a, b: sympy.Add(*(np.ravel(a) * np.ravel(b))),
+                                 array=lambda x, dtype=None: np.array(x, dtype=object))
+    mods = {id(math), id(np)}
+    funcs = {}
+    for src in (math, np):
+        for k, v in _TRACE_NAMES.items():
+            if hasattr(src, k):
+                funcs[id(getattr(src, k))] = getattr(sympy, v)
+    ns = mod.__dict__
+    saved = dict(ns)
+    for k, v in saved.items():
+        if id(v) in mods:
+            ns[k] = shim
+        elif id(v) in funcs:
+            ns[k] = funcs[id(v)]
+        elif isinstance(v, numba.core.registry.CPUDispatcher):
+            ns[k] = v.py_func
+    fn = V.py_func if isinstance(V, numba.core.registry.CPUDispatcher) else V
+    syms = [sympy.Symbol(v, real=True) for v in variables]
+    why = None
+    try:
+        out = fn(np.array(syms, dtype=object))  # q[0], q**2, np.sum(q**2) all work on an object array
+        if isinstance(out, np.ndarray) and out.size == 1:
+            out = out.reshape(())[()]
+        expr = sympy.sympify(out)
+        if not isinstance(expr, sympy.Expr) or not expr.free_symbols <= set(syms):
+            why = "V(q) did not give a formula in q"
+    except Exception as exc:
+        why = f"{exc.__class__.__name__}: {exc}"
+    finally:
+        ns.clear()
+        ns.update(saved)
+    if why is not None:
+        raise InputError(f"{p}: V(q) is not symbolic ({why[:160]}), so its gradient cannot be derived: "
+                         f"define grad(q) in {p.name} returning dV/dq (length {len(variables)})")
+    from sympy.printing.str import StrPrinter
+
+    class _Exact(StrPrinter):
+        def _print_Float(self, e):  # round-trip repr of the double (str() keeps 15 digits)
+            return repr(float(e))
+
+    return _Exact().doprint(expr)
 
 
 # --- the potential paper's test potentials -----------------------------------------------

@@ -34,6 +34,12 @@ HDI_PROB = 0.94
 #: Thresholds that flag a diagnostic cell in tables (same as :func:`bayescg.fit.convergence_warnings`).
 R_HAT_MAX = 1.01
 ESS_MIN = 100.0
+#: Observed variables with fewer entries are statistics (e.g. the Ising R_l by lag): no az.plot_ppc KDE.
+MIN_PPC_KDE_POINTS = 20
+
+
+class _SkipPlot(Exception):
+    pass
 
 _CSS = """
 *{box-sizing:border-box}
@@ -134,6 +140,8 @@ def _plain(v) -> str:
 def _cell_class(column: str, value: Any) -> str:
     """CSS class flagging a cell: diagnostics beyond thresholds, found/not found, booleans."""
     c = str(column).lower()
+    if c == "verdict" and value in ("accepted", "rejected"):  # the scale scan's verdicts (bayescg.scales)
+        return "good" if value == "accepted" else "bad"
     if isinstance(value, bool):
         return "good" if value else ""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(float(value)):
@@ -141,7 +149,7 @@ def _cell_class(column: str, value: Any) -> str:
     v = float(value)
     if "r_hat" in c and v > R_HAT_MAX:
         return "bad"
-    if "ess" in c and v < ESS_MIN:
+    if re.search(r"(^|[^a-z])ess([^a-z]|$)", c) and v < ESS_MIN:  # ess, ess_bulk, bulk ESS; not skewness/excess
         return "bad"
     if "diverg" in c and v > 0:
         return "bad"
@@ -262,13 +270,15 @@ def structured_tables(d: dict) -> tuple[dict, list]:
     if sweep:  # one row per swept value: exact and each method's magnetization with its interval
         rows = []
         for i, v in enumerate(sweep.get("values", [])):
-            row = {str(sweep.get("key", "value")): v, "exact m": truth["magnetization"][i]}
+            row = {str(sweep.get("label") or sweep.get("key", "value")): v, "exact m": truth["magnetization"][i]}
             for name, m in methods.items():
                 mg = m["magnetization"]
+                kind = {"posterior": "posterior", "monte_carlo": "Monte Carlo"}.get(m.get("interval_kind"), "")
                 row[f"{name} m"] = mg["mean"][i]
-                row[f"{name} 94%"] = _interval({"lower": mg["lower"][i], "upper": mg["upper"][i]})
+                row[f"{name} 94% {kind}".rstrip()] = _interval({"lower": mg["lower"][i], "upper": mg["upper"][i]})
             rows.append(row)
-        tables.append(("Magnetization across the sweep (94% intervals)", rows))
+        tables.append(("Magnetization across the sweep (94% intervals: posterior = uncertainty about theta, "
+                       "Monte Carlo = sampling error of a point estimate only)", rows))
         for name, m in methods.items():
             errs = [e for e in m.get("err_mag", []) if e is not None]
             if errs:
@@ -279,7 +289,8 @@ def structured_tables(d: dict) -> tuple[dict, list]:
     for name, m in methods.items():
         diag = m.get("diagnostics") or {}
         rows.append({"method": name, "magnetization": (m.get("magnetization") or {}).get("mean"),
-                     "94% interval": _interval(m.get("magnetization")), "err_mag": m.get("err_mag"),
+                     "94% interval": _interval(m.get("magnetization")),
+                     "interval kind": m.get("interval_kind", "–"), "err_mag": m.get("err_mag"),
                      "err_corr": m.get("err_corr"), "theta_cf": m.get("theta_cf"), "theta_c": m.get("theta_c"),
                      "r_hat_max": diag.get("r_hat_max"), "ess_bulk_min": diag.get("ess_bulk_min"),
                      "divergences": diag.get("divergences"), "seconds": m.get("seconds")})
@@ -292,12 +303,56 @@ def structured_tables(d: dict) -> tuple[dict, list]:
         dg = (methods.get(name) or {}).get("diagnostics") or {}
         if dg.get("r_hat_max") is not None:
             keys[f"{name}: r_hat_max"] = dg["r_hat_max"]
-    tables.append(("Predictions by method (err = relative error against the exact value)", rows))
+    tables.append(("Predictions by method (err = relative error against the exact value; interval kind: "
+                   "posterior = uncertainty about theta, monte_carlo = sampling error of a point estimate only)", rows))
     lv = d.get("laplace_vs_nuts")
     if isinstance(lv, dict) and lv:
         keys["Laplace vs NUTS: KL"] = lv.get("kl")
-        tables.append(("Laplace approximation against NUTS", lv))
+        if lv.get("magnetization_shift_sd") is not None:
+            keys["Laplace vs NUTS: m shift (sd)"] = lv["magnetization_shift_sd"]
+        tables.append(("Laplace approximation against NUTS (parameters in the unconstrained space; predictions "
+                       "as shifts in NUTS posterior sds)", lv))
+    tables += _ising_check_tables(d)
     return keys, tables
+
+
+def _ising_check_tables(d: dict) -> list:
+    """Tables of ising.json's checks: identifiability, the exact posterior against each posterior
+    method, the posterior predictive check and the model averaging over candidates."""
+    tables = []
+    idf = d.get("identifiability")
+    if isinstance(idf, dict):
+        rows = [{"parameter": k, "ML": (idf.get("ml") or {}).get(k), "lower side bounded": v.get("lower_bounded"),
+                 "upper side bounded": v.get("upper_bounded")} for k, v in (idf.get("parameters") or {}).items()]
+        tables.append((f"Identifiability: {idf.get('criterion', '')}", rows))
+    pc = d.get("posterior_check")
+    if isinstance(pc, dict) and pc.get("exact"):
+        ex = pc["exact"]
+        rows = [{"method": "exact (grid quadrature)", **{f"{k} mean": ex["mean"][k] for k in ex["mean"]},
+                 **{f"{k} sd": ex["sd"][k] for k in ex["sd"]}}]
+        for name, m in (pc.get("methods") or {}).items():
+            row = {"method": name}
+            for k, v in m.items():
+                row[f"{k} mean"] = f"{v['mean_shift_sd']:+.2f} sd"
+                row[f"{k} sd"] = f"x {v['sd_ratio']:.3f}"
+            rows.append(row)
+        tables.append(("Posterior against the exact posterior (shift of the mean in exact sds, sd ratio)", rows))
+    ppc = d.get("predictive_check")
+    if isinstance(ppc, dict) and ppc.get("p_value"):
+        pv = ppc["p_value"]
+        lags = (d.get("truth") or {}).get("lags") or []
+        rows = [{"statistic": "m", "data": ppc["observed"]["m"], "p-value": pv["m"]}]
+        rows += [{"statistic": f"R_{l}", "data": o, "p-value": p}
+                 for l, o, p in zip(lags, ppc["observed"]["R"], pv["R"])]
+        tables.append((f"Posterior predictive check of the data's statistics ({ppc.get('method', '')}; "
+                       f"{ppc.get('replicates')} replicated data sets; p < {ppc.get('threshold')} is a misfit)", rows))
+    ma = d.get("model_averaging")
+    if isinstance(ma, dict) and ma.get("weights"):
+        rows = [{"model": c, "stacking weight": ma["weights"][c], "elpd_loo": ma["elpd_loo"][c],
+                 "PPC min p": ma["ppc_p_min"][c], "misfit": ", ".join(ma["misfit"][c]) or "–"}
+                for c in ma.get("candidates", ma["weights"])]
+        tables.append((f"Model averaging over coarse models ({ma.get('method', '')})", rows))
+    return tables
 
 
 def _plain_summary(d: dict) -> dict:
@@ -440,8 +495,9 @@ def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_po
     (``az.plot_trace(kind="rank_bars")``) when a sampler with >= 2 chains produced the draws, trace
     plots for one chain, marginal posteriors with 94 % HDIs (``az.plot_posterior``) for draws of an
     approximation (no ``sample_stats``); and for each ``posterior_predictive`` variable with observed
-    data ``az.plot_ppc`` and, when it has at most ``max_ppc_points`` entries, the observed values
-    against the 94 % predictive interval by index.
+    data ``az.plot_ppc`` (when it has at least ``MIN_PPC_KDE_POINTS`` entries: a data set, not a few
+    statistics) and, when it has at most ``max_ppc_points`` entries, the observed values against the
+    94 % predictive interval by index.
     """
     import arviz as az
     import matplotlib
@@ -475,16 +531,20 @@ def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_po
         for v in idata.posterior_predictive.data_vars:
             if v not in idata.observed_data:
                 continue
+            obs = np.asarray(idata.observed_data[v].values, dtype=float).ravel()
             try:
+                if obs.size < MIN_PPC_KDE_POINTS:  # a few statistics, not a data set: no KDE of them
+                    raise _SkipPlot
                 with _closing_on_error():
                     axes = az.plot_ppc(idata, var_names=[v], num_pp_samples=min(
                         50, int(idata.posterior_predictive.sizes.get("draw", 50))), figsize=(5.4, 3.3),
                         textsize=9, random_seed=0)
                 fig = _close_axes_figure(axes)
                 figs.append((f"Posterior predictive check of {v} (az.plot_ppc): distribution of the values", fig))
+            except _SkipPlot:
+                pass
             except Exception as exc:  # some shapes have no KDE (e.g. constant data); the by-index plot remains
                 tables.append((f"Posterior predictive check of {v}", [{"note": f"az.plot_ppc failed: {exc}"}]))
-            obs = np.asarray(idata.observed_data[v].values, dtype=float).ravel()
             if 1 < obs.size <= max_ppc_points:
                 pp = np.asarray(idata.posterior_predictive[v].values, dtype=float).reshape(-1, obs.size)
                 lo, med, hi = np.quantile(pp, [0.03, 0.5, 0.97], axis=0)
@@ -613,6 +673,8 @@ class Report:
             except Exception as exc:  # noqa: BLE001 - the tables are still worth having
                 self.note(f"figures could not be drawn: {exc.__class__.__name__}: {exc}")
                 figs = []
+        for w in getattr(result, "figure_warnings", None) or []:  # figures drawn one by one (ising)
+            self.warning(w)
         if side:
             self.parts.append(f'<div class="figs"><div>{side}</div>{"".join(self._figure_html(figs))}</div>')
         else:

@@ -468,3 +468,157 @@ def equilibrium_summary(sim, max_points: int = 5000) -> EquilibriumSummary:
                               n_samples=int(q.shape[0]),
                               q_iat_steps=float(q_iat) if q_iat is not None else float("nan"),
                               n_eff_method=method)
+
+
+# --------------------------------------------------------------------------------------------------
+# shape of the momentum law: effect sizes with batch-means (jackknife) standard errors
+# --------------------------------------------------------------------------------------------------
+def moment_batches(x, walker=None, n_batches: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Per-walker batch means of x_i^k, k = 1..4, from samples: the stand-in for the simulator's streamed
+    ``SimulationResult.p_moment_batches`` when only stored samples exist.
+
+    x: (n,) or (n, d) samples, in time order within each walker; walker: (n,) ids (default: one walker).
+    Each walker's series is cut into ``min(n_batches, n_w // 2)`` contiguous batches (the remainder dropped from
+    its start, as in :func:`batch_means`).  Returns ``(M, counts)``: M (W, B, d, 4) batch means with B the largest
+    batch count of any walker, counts (W, B) samples per batch (0 where a walker has fewer batches).
+    """
+    x = np.asarray(x, dtype=float)
+    if x.ndim == 1:
+        x = x[:, None]
+    walker = np.zeros(x.shape[0], dtype=int) if walker is None else np.asarray(walker)
+    ids = np.unique(walker)
+    parts = []
+    for w in ids:
+        xs = x[walker == w]
+        b = min(int(n_batches), xs.shape[0] // 2)
+        if b < 1:
+            continue
+        m = xs.shape[0] // b
+        xs = xs[xs.shape[0] - m * b:].reshape(b, m, x.shape[1])
+        parts.append(np.stack([(xs ** k).mean(axis=1) for k in (1, 2, 3, 4)], axis=-1))
+    if not parts:
+        raise InputError("moment batches need at least 2 samples of some walker")
+    B = max(p.shape[0] for p in parts)
+    M = np.zeros((len(parts), B, x.shape[1], 4))
+    counts = np.zeros((len(parts), B))
+    for i, (w, p) in enumerate(zip(ids, parts)):
+        M[i, :p.shape[0]] = p
+        counts[i, :p.shape[0]] = (walker == w).sum() // p.shape[0]
+    return M, counts
+
+
+def _skew_kurt(raw):
+    """Skewness and excess kurtosis (..., d) from pooled raw moments raw (..., d, 4) of x^1..x^4."""
+    m1, m2, m3, m4 = (raw[..., k] for k in range(4))
+    c2 = m2 - m1 ** 2
+    c3 = m3 - 3 * m1 * m2 + 2 * m1 ** 3
+    c4 = m4 - 4 * m1 * m3 + 6 * m1 ** 2 * m2 - 3 * m1 ** 4
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return c3 / c2 ** 1.5, c4 / c2 ** 2 - 3.0
+
+
+def _jackknife_se(stat, blocks, weights):
+    """Delete-one-block jackknife se of ``stat(pooled)`` where pooled = weighted mean of blocks (n, ...)."""
+    n = blocks.shape[0]
+    wsum = weights.sum()
+    total = np.tensordot(weights, blocks, axes=1)
+    keep = weights > 0
+    loo = (total[None] - weights[keep].reshape((-1,) + (1,) * (blocks.ndim - 1)) * blocks[keep]) \
+        / (wsum - weights[keep]).reshape((-1,) + (1,) * (blocks.ndim - 1))
+    vals = np.asarray(stat(loo))
+    k = int(keep.sum())
+    if k < 2:
+        return np.full(vals.shape[1:], np.nan)
+    return np.sqrt((k - 1) / k * ((vals - vals.mean(axis=0)) ** 2).sum(axis=0))
+
+
+def shape_effects(moment_batches_, counts=None) -> dict:
+    """Skewness and excess kurtosis per coordinate, with standard errors, from batch moments.
+
+    moment_batches_: (W, B, d, 4) batch means of x_i^k (k = 1..4) of W walkers (``SimulationResult.p_moment_batches``
+    of the untrapped walkers, or :func:`moment_batches`); counts: (W, B) or (B,) samples per batch (default equal).
+    The estimates use the pooled moments.  Their standard error is the larger of two delete-one jackknifes: over
+    all W*B batches (batch means: valid when a batch is much longer than the autocorrelation time) and over the W
+    walkers (covers what persists within a walker, e.g. walkers stuck in different regions; only with W >= 4).
+    Returns dict(skewness (d,), skewness_se (d,), excess_kurtosis (d,), excess_kurtosis_se (d,), batches=W*B).
+    For a Gaussian law both effects are 0; for a variance mixture of Gaussians (temperature varying with q)
+    the excess kurtosis is 3 CV(T)^2.
+    """
+    M = np.asarray(moment_batches_, dtype=float)
+    if M.ndim != 4 or M.shape[-1] != 4:
+        raise InputError(f"moment batches must have shape (walkers, batches, d, 4), got {M.shape}")
+    W, B, d, _ = M.shape
+    if counts is None:
+        counts = np.ones((W, B))
+    counts = np.broadcast_to(np.asarray(counts, dtype=float), (W, B))
+    pooled = np.tensordot(counts.ravel(), M.reshape(W * B, d, 4), axes=1) / counts.sum()
+    skew, kurt = _skew_kurt(pooled)
+
+    def stat(raw):
+        s, k = _skew_kurt(raw)
+        return np.stack([s, k], axis=-2)  # (..., 2, d)
+
+    se = _jackknife_se(stat, M.reshape(W * B, d, 4), counts.ravel())
+    if W >= 4:
+        wc = counts.sum(axis=1)
+        wm = np.einsum("wb,wbdk->wdk", counts, M) / np.where(wc > 0, wc, 1.0)[:, None, None]
+        se = np.fmax(se, _jackknife_se(stat, wm, wc))
+    return dict(skewness=skew, skewness_se=se[0], excess_kurtosis=kurt, excess_kurtosis_se=se[1],
+                batches=int((counts > 0).sum()))
+
+
+def mardia_kurtosis_effect(x, walker=None, n_batches: int = 32) -> dict:
+    """Multivariate shape effects of samples x (n, d) with jackknife (batch-means) standard errors.
+
+    kurtosis_effect = 3 (b2 / (d (d + 2)) - 1) with Mardia's b2 = E[((x - m)^T S^-1 (x - m))^2]: 0 for a Gaussian,
+    equal to the common excess kurtosis of the coordinates for an isotropic variance mixture (3 CV(T)^2) and to
+    3 sum_i kappa_i / (d (d + 2)) for independent coordinates with excess kurtoses kappa_i; invariant under
+    x -> A x + b.  skewness_effect = sqrt(b1) with Mardia's b1 = sum_{abc} E[y_a y_b y_c]^2 (y = S^-1/2 (x - m)),
+    |skewness| for d = 1.  Per-batch moment tensors of x (centred at the pooled mean) are jackknifed over all
+    walker batches and over walkers, the larger se is kept (see :func:`shape_effects`).
+    """
+    x = np.asarray(x, dtype=float)
+    if x.ndim == 1:
+        x = x[:, None]
+    n, d = x.shape
+    walker = np.zeros(n, dtype=int) if walker is None else np.asarray(walker)
+    xc = x - x.mean(axis=0)
+    blocks, weights, owner = [], [], []
+    for i, w in enumerate(np.unique(walker)):
+        xs = xc[walker == w]
+        b = min(int(n_batches), xs.shape[0] // 2)
+        if b < 1:
+            continue
+        m = xs.shape[0] // b
+        xs = xs[xs.shape[0] - m * b:].reshape(b, m, d)
+        t2 = np.einsum("bna,bnc->bac", xs, xs) / m
+        t3 = np.einsum("bna,bnc,bne->bace", xs, xs, xs) / m
+        t4 = np.einsum("bna,bnc,bne,bnf->bacef", xs, xs, xs, xs) / m
+        blocks.append(np.concatenate([t2.reshape(b, -1), t3.reshape(b, -1), t4.reshape(b, -1)], axis=1))
+        weights += [m] * b
+        owner += [i] * b
+    if not blocks:
+        raise InputError("Mardia effects need at least 2 samples of some walker")
+    blocks = np.concatenate(blocks)
+    weights = np.asarray(weights, dtype=float)
+    owner = np.asarray(owner)
+
+    def stat(flat):
+        flat = np.atleast_2d(flat)
+        t2 = flat[:, :d * d].reshape(-1, d, d)
+        t3 = flat[:, d * d:d * d + d ** 3].reshape(-1, d, d, d)
+        t4 = flat[:, d * d + d ** 3:].reshape(-1, d, d, d, d)
+        si = np.linalg.inv(t2)
+        b2 = np.einsum("kab,kce,kacbe->k", si, si, t4)
+        b1 = np.einsum("kad,kbe,kcf,kabc,kdef->k", si, si, si, t3, t3)
+        return np.stack([3.0 * (b2 / (d * (d + 2)) - 1.0), np.sqrt(np.maximum(b1, 0.0))], axis=-1)
+
+    est = stat(np.tensordot(weights, blocks, axes=1) / weights.sum())[0]
+    se = _jackknife_se(stat, blocks, weights)
+    nw = owner.max() + 1
+    if nw >= 4:
+        wsum = np.bincount(owner, weights, minlength=nw)
+        wb = np.stack([np.tensordot(weights[owner == i], blocks[owner == i], axes=1) / wsum[i] for i in range(nw)])
+        se = np.fmax(se, _jackknife_se(stat, wb, wsum))
+    return dict(kurtosis_effect=float(est[0]), kurtosis_effect_se=float(se[0]),
+                skewness_effect=float(est[1]), skewness_effect_se=float(se[1]), batches=int(blocks.shape[0]))

@@ -113,8 +113,14 @@ def test_nuts_double_well():
     # two wells: the learned minimum sits in the deeper (left, tilt +0.1 q) well
     assert r.grid[np.argmin(r.U_mean), 0] < -0.8
     idata = r.to_inference_data()
-    assert {"posterior", "posterior_predictive", "observed_data", "sample_stats"} <= set(idata.groups())
+    assert {"posterior", "posterior_predictive", "observed_data", "sample_stats", "log_likelihood"} <= set(idata.groups())
     assert "U" in idata.posterior
+    # NUTS draws: log-likelihood per (chain, draw) like the posterior; whitened z on a named dimension
+    assert idata.log_likelihood["q"].shape[:2] == idata.posterior["z"].shape[:2]
+    assert "reduced_coefficient" in idata.posterior["z"].dims
+    import arviz as az
+
+    assert np.isfinite(az.loo(idata).elpd_loo)
     d = r.to_dict()
     assert d["method"] == "nuts" and d["sampler"].startswith("NUTS")
     assert d["likelihood"]["active_cells"] == 104 and d["likelihood"]["gauss_points_per_dim"] == 1

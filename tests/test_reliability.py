@@ -117,6 +117,9 @@ def test_partial_outputs_are_marked(tmp_path, monkeypatch, capsys):
 
             return az.from_dict(posterior={"theta_cf": np.zeros((1, 3))})
 
+        def method_inference_data(self):
+            return {"gibbs": self.to_inference_data()}
+
     def interrupted(*a, **k):
         exc = Interrupted("ising: interrupted during gibbs; kept exact_em")
         exc.partial = Partial()
@@ -129,6 +132,7 @@ def test_partial_outputs_are_marked(tmp_path, monkeypatch, capsys):
     assert rc == 130 and one_line(err).endswith(str(tmp_path / "o" / "ising.json"))
     d = json.loads((tmp_path / "o" / "ising.json").read_text())
     assert list(d)[0] == "partial" and d["partial"] is True
+    assert (tmp_path / "o" / "posterior-gibbs.nc").exists()
     assert io.complete_output(tmp_path / "o", "ising.json", None, "ising") is None  # never taken as finished
 
 

@@ -11,12 +11,14 @@ TEST1 = "q**2/2 + 0.05*sin(q/0.05) + 0.001*sin(q/0.001)"
 
 
 def test_classify_reasons():
-    ok = {"trapped_fraction": 0.0, "beta_hat": 0.5, "beta_hat_se": 0.001, "normality_pvalue": 0.4}
-    assert classify(ok) == (True, "Gaussian momenta, stable beta_hat")
-    assert not classify({**ok, "normality_pvalue": 1e-5})[0]
-    assert "stable" in classify({**ok, "beta_hat_se": 0.2})[1]
+    ok = {"trapped_fraction": 0.0, "beta_hat": 0.5, "excess_kurtosis": [0.01], "excess_kurtosis_se": [0.005],
+          "skewness": [0.0], "skewness_se": [0.005]}
+    assert classify(dict(ok))[0] == "accepted"
+    assert classify({**ok, "excess_kurtosis": [0.5]})[0] == "rejected"
+    assert classify({**ok, "excess_kurtosis_se": [0.2]})[0] == "undetermined"
     assert "trapped" in classify({**ok, "trapped_fraction": 1.0})[1]
     assert "trapped" in classify({**ok, "trapped_fraction": 0.7})[1]
+    assert classify({**ok, "beta_hat": None})[0] == "rejected"
 
 
 def test_beta_hat_proportional_to_gamma_matches_theory():
@@ -43,11 +45,11 @@ def test_choose_gamma_rescues_test1_at_small_delta():
 def test_scan_rows_report_trapping_and_suggest_gamma():
     raw = {"potential": {"variables": ["q"], "expression": TEST1},
            "simulation": {"delta": 0.5, "gamma": 0.1, "steps": 2_000_000, "walkers": 8, "bins": 40},
-           "scales": {"deltas": [0.5, 0.065]}}
+           "scales": {"deltas": [0.5, 0.4, 0.065]}}  # 0.4: a plateau neighbour of 0.5
     m = model_from_dict(raw)
     res = scan_scales(m, m.scales.deltas)
     rows = {r["delta"]: r for r in res.to_dict()["rows"]}
-    assert rows[0.5]["scale_found"] and rows[0.5]["trapped_fraction"] == 0
+    assert rows[0.5]["scale_found"] and rows[0.5]["trapped_fraction"] == 0, rows[0.5]["reason"]
     cold = rows[0.065]
     assert not cold["scale_found"]
     assert cold["trapped_fraction"] > 0 or cold["beta_hat"] > 5

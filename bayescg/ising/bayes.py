@@ -635,3 +635,49 @@ def compare_laplace_nuts(lap: LaplaceFit, theta_c_draws, theta_cf_draws) -> dict
         "sd_ratio": [float(v) for v in sd_l / sd_n],
         "parameters": lap.names,
     }
+
+
+# --- the slides' Laplace ------------------------------------------------------------------------
+@dataclass
+class SlidesLaplaceFit:
+    theta_c: np.ndarray  # (K,) MAP, held fixed
+    theta_cf: float  # MAP
+    sd_cf: float  # 1 / sqrt(complete-data information)
+    info_complete: float
+    info_observed: float  # minus d^2 log p(x | theta) / d theta_cf^2 at the MAP (theta_c fixed), for comparison
+    seconds: float
+
+    def draws(self, size, rng):
+        """theta_c (size, K) (all the MAP), theta_cf (size,) ~ N(MAP, sd_cf^2) truncated to (0.5, 1)."""
+        out = np.empty(0)
+        while len(out) < size:
+            z = rng.normal(self.theta_cf, self.sd_cf, size=2 * size + 16)
+            out = np.concatenate([out, z[(z > 0.5) & (z < 1.0)]])
+        return np.tile(self.theta_c, (size, 1)), out[:size]
+
+
+def slides_laplace(cm: CoarseModel, x, prior_sd=2.0) -> SlidesLaplaceFit:
+    """The slides' Laplace approximation (slides, "Laplace approximation"): the MAP of (theta_c,
+    theta_cf) (Normal(0, prior_sd) on theta_c, uniform theta_cf, exact likelihood (E1)), then
+    theta_c fixed there and theta_cf Gaussian with variance 1 / I_c,
+
+        I_c = E_q[n_agree] / theta_cf^2 + E_q[n_dis] / (1 - theta_cf)^2,
+
+    minus the second derivative of the expected complete-data log-likelihood with the E-step's
+    q(X | x, theta_MAP).  By the missing-information principle I_c >= I_observed, so this
+    interval is narrower than the exact posterior's when the coarse spins are uncertain."""
+    from .em import gradient, map_exact
+
+    t0 = time.perf_counter()
+    est = map_exact(cm, x, prior_sd=prior_sd)
+    A, _ = cm.design
+    T = A.shape[0]
+    th, tf = np.asarray(est.theta_c, float), float(est.theta_cf)
+    _, _, Mq, _ = gradient(cm, x, th, tf)
+    na, nd = float(Mq[:, T].sum()), float(Mq[:, T + 1].sum())
+    info_c = na / tf ** 2 + nd / (1.0 - tf) ** 2
+    eps = 1e-5 * min(tf - 0.5, 1.0 - tf)
+    g = [gradient(cm, x, th, tf + s)[1][-1] for s in (eps, -eps)]
+    info_o = -(g[0] - g[1]) / (2 * eps)
+    return SlidesLaplaceFit(th, tf, float(1.0 / np.sqrt(info_c)), float(info_c), float(info_o),
+                            time.perf_counter() - t0)

@@ -11,7 +11,10 @@ Boundary conditions:
 
 * ``open``: a term anchored at t is present only if all its sites exist (t - max(D) >= 0);
 * ``periodic``: indices are taken mod n, every anchor t = 0..n-1 carries every term.  For
-  n <= 2 max(D) some bonds appear more than once; this is the literal definition (1).
+  n <= 2 max(D) several anchors give the same monomial (a pair at offset n/2, a triplet on
+  3 sites); the engine keeps the literal definition (1) and :attr:`ChainStructure.multiplicity`
+  says how often each monomial repeats, so that models (fine.py, coarse.py) divide their
+  coefficients by it and count every bond once.
 
 The state at time t is the last ``L = max(1, max_D)`` spins, coded as an integer whose bit j
 is spin x_{t-L+1+j} (bit L-1 = newest; spin = 2 bit - 1).  Adding site t to state s_{t-1}
@@ -57,6 +60,19 @@ class ChainStructure:
         if self.span >= self.n and self.terms:
             raise InputError(
                 f"interaction length {self.span} must be shorter than the chain ({self.n} sites)")
+
+    @cached_property
+    def multiplicity(self) -> np.ndarray:
+        """(T,) number of anchors t whose monomial of a term is the same set of sites as the
+        anchor-0 one: 1 on open chains and on rings with n > 2 max(D); 2 for a pair at offset
+        n/2, 3 for the triplet (0, 1, 2) on 3 sites.  A coefficient c / multiplicity counts every
+        distinct monomial once."""
+        out = np.ones(len(self.terms))
+        if self.periodic:
+            for k, D in enumerate(self.terms):
+                s0 = frozenset((-d) % self.n for d in D)
+                out[k] = sum(frozenset((t - d) % self.n for d in D) == s0 for t in range(self.n))
+        return out
 
     @property
     def span(self) -> int:

@@ -9,7 +9,9 @@ r = 1..n_c = n_f / l_c, model code [abc]:
                         + mu_c sum_r X_r ]                                (C1)
 
 with the slides' factor 1/2 on the linear term (the pair sum over ordered pairs |i-j| = k times
-1/2 is each bond once).  mu_c is the fine field mu when ``field = "fine"`` (as on the slides,
+1/2 is each bond once).  On small rings every bond is still counted once: a pair at k = n_c / 2
+and the triplet on n_c = 3 sites repeat over anchors, so their columns of the design matrix are
+divided by the multiplicity (chain.ChainStructure.multiplicity).  mu_c is the fine field mu when ``field = "fine"`` (as on the slides,
 U_c(X, theta_c, mu)), or 0 when ``field = "none"``.  Boundary: the fine chain's.
 
 Map (slides, "Mapping Coarse to Fine"): fine sites of block r are independent given X_r,
@@ -103,7 +105,9 @@ class CoarseModel:
 
     @cached_property
     def design(self) -> tuple[np.ndarray, np.ndarray]:
-        """(A, c0): term coefficients = beta (A theta_c + c0); A (T, K), c0 (T,)."""
+        """(A, c0): term coefficients = beta (A theta_c + c0); A (T, K), c0 (T,).  Term sums
+        (:meth:`term_sums`) count anchors; A's rows carry 1 / multiplicity so that the energy counts
+        every distinct bond once."""
         T = len(self.structure.terms)
         A = np.zeros((T, self.K))
         j = 0
@@ -114,6 +118,7 @@ class CoarseModel:
             A[1 + k, j + k] = 1.0
         if self.triplet:
             A[T - 1, self.K - 1] = 1.0
+        A = A / self.structure.multiplicity[:, None]  # every bond once on small rings
         c0 = np.zeros(T)
         c0[0] = self.mu_c
         return A, c0

@@ -17,7 +17,12 @@ with T the term sums of (C1) and A the design matrix (coarse.CoarseModel.design)
   chains, numba), theta_cf set to its closed-form maximizer (mean agreement under q).  Our one
   change: the theta_c step is preconditioned by the sample covariance of the coarse statistics
   (the Fisher matrix; the slides' "second order derivatives"), which makes the step scale-free.
-  The reported estimate is the Polyak average over the last half of the iterations.
+  Convergence (:func:`mc_converged`): every 10 iterations the last 2 W iterates (W = ``window``)
+  are split in two halves; the run stops when no half-to-half drift is detectable against the
+  Monte Carlo error (|mean_2 - mean_1| < 2 se, se from batch means, so autocorrelation counts)
+  and the Monte Carlo standard error of the estimate is below ``tol``.  The estimate is the
+  average of those 2 W iterates; if the test never passes within ``iterations``, the Polyak
+  average over the last half, with ``converged = False``.
 * :func:`exact_em` does the same EM with exact expectations (forward recursion, expectation
   semiring) and an exact Newton M-step, iterated to convergence.
 
@@ -48,6 +53,8 @@ class PointEstimate:
     seconds: float
     loglik: float
     history: list = field(default_factory=list)  # (seconds, theta_c..., theta_cf) per iteration
+    converged: bool = True
+    mc_se: list | None = None  # Monte Carlo standard error of (theta_c..., theta_cf) (mc_em only)
 
 
 def marginal_loglik(cm: CoarseModel, x, theta_c, theta_cf) -> np.ndarray:
@@ -123,6 +130,7 @@ def exact_em(cm: CoarseModel, x, *, theta_c0=None, theta_cf0=0.8, prior_sd=np.in
     ll_old = -np.inf
     hist = []
     it = 0
+    converged = False
     for it in range(1, max_iter + 1):
         ll, _, Mq, _ = gradient(cm, x, th, tf)
         # M-step: theta_cf closed form; theta_c exact Newton on the expected complete log-lik
@@ -132,10 +140,11 @@ def exact_em(cm: CoarseModel, x, *, theta_c0=None, theta_cf0=0.8, prior_sd=np.in
         if control is not None and it % 20 == 0:
             control.check()
         if abs(ll - ll_old) < tol * max(1.0, abs(ll)):
+            converged = True
             break
         ll_old = ll
     ll = float(marginal_loglik(cm, x, th, tf).sum())
-    return PointEstimate(th, tf, it, time.perf_counter() - t0, ll, hist)
+    return PointEstimate(th, tf, it, time.perf_counter() - t0, ll, hist, converged)
 
 
 def map_exact(cm: CoarseModel, x, *, theta_c0=None, theta_cf0=0.8, prior_sd=np.inf) -> PointEstimate:
@@ -221,11 +230,36 @@ def gibbs_sweeps(X, terms, coef, em, chain_row, periodic, sweeps, seed):
     return X
 
 
+def _batch_se(v, batches=5):
+    """Standard error of the mean of v (n, P) from ``batches`` batch means (autocorrelation-aware)."""
+    b = np.array_split(np.asarray(v, float), batches)
+    means = np.array([c.mean(0) for c in b])
+    return means.std(0, ddof=1) / np.sqrt(batches)
+
+
+def mc_converged(iterates, window: int, tol: float):
+    """Convergence test of Monte Carlo EM on the last 2 ``window`` iterates (n, P): returns
+    (converged, estimate (P,), mc_se (P,)).  Converged when the two halves' means differ by less
+    than 2 standard errors of the difference (no drift detectable against the Monte Carlo error)
+    and the standard error of the estimate (their overall mean) is below ``tol``."""
+    it = np.asarray(iterates, float)
+    if len(it) < 2 * window:
+        return False, it[len(it) // 2:].mean(0), _batch_se(it[len(it) // 2:]) if len(it) >= 10 else None
+    a, b = it[-2 * window:-window], it[-window:]
+    se_a, se_b = _batch_se(a), _batch_se(b)
+    drift = np.abs(b.mean(0) - a.mean(0))
+    se = _batch_se(it[-2 * window:], batches=10)
+    ok = bool(np.all(drift < 2.0 * np.sqrt(se_a ** 2 + se_b ** 2) + 1e-12) and np.all(se < tol))
+    return ok, it[-2 * window:].mean(0), se
+
+
 def mc_em(cm: CoarseModel, x, *, iterations=200, S_q=50, S_c=200, sweeps=1, seed=0, theta_c0=None,
           theta_cf0=0.8, prior_sd=np.inf, step0=1.0, decay=0.75, offset=10.0, ridge=1e-2, max_step=0.5,
-          control=None) -> PointEstimate:
+          window=25, tol=0.02, control=None) -> PointEstimate:
     """Monte Carlo EM of the slides (see module docstring).
 
+    ``iterations`` is the maximum; the run stops earlier when :func:`mc_converged` (``window``,
+    ``tol`` in the units of theta_c and theta_cf) passes, checked every 10 iterations.
     x (S_f, n_f) data; S_q persistent E-step chains per data point, S_c persistent chains of
     p_c, ``sweeps`` Gibbs sweeps per iteration; Robbins-Monro gains
     a_t = step0 ((1 + offset) / (t + 1 + offset))^decay; the Newton-type step is regularized by
@@ -277,8 +311,14 @@ def mc_em(cm: CoarseModel, x, *, iterations=200, S_q=50, S_c=200, sweeps=1, seed
         hist.append((time.perf_counter() - t0, *th, tf))
         if control is not None and it % 10 == 0:
             control.check()
-    iters = np.array(iters)
-    avg = iters[len(iters) // 2:].mean(0)
+        if (it + 1) % 10 == 0 and it + 1 >= 2 * window:
+            converged, avg, se = mc_converged(iters, window, tol)
+            if converged:
+                break
+    converged, avg, se = mc_converged(iters, window, tol)
+    if not converged:  # Polyak average over the last half
+        avg = np.array(iters)[len(iters) // 2:].mean(0)
     ll = float(marginal_loglik(cm, x, avg[:-1], avg[-1]).sum())
-    return PointEstimate(avg[:-1], float(avg[-1]), iterations, time.perf_counter() - t0, ll, hist)
+    return PointEstimate(avg[:-1], float(avg[-1]), len(iters), time.perf_counter() - t0, ll, hist, converged,
+                         None if se is None else [float(v) for v in se])
 

@@ -5,7 +5,8 @@ Energy (PCG slides, "Ising Model - Potential in Fine-Scale"), spins x_i in {-1, 
     U(x) = -sum_{k=1}^{L_f} J_k sum_i x_i x_{i+k} - mu sum_i x_i,   p_f(x) ~ exp(-beta U(x))     (F1)
 
 i.e. the slides' -1/2 sum over ordered pairs |i-j| = k, every bond once with weight J_k; for
-periodic chains i+k is taken mod n (for n <= 2 k some bonds repeat, see chain.py).
+periodic chains i+k is taken mod n and every bond is still counted once: for n = 2 k the
+pairs (i, i+k) and (i+k, i+2k = i) are the same bond, which enters once (chain.py multiplicity).
 
 Couplings J_k, k = 1..L_f (``normalization``):
 
@@ -84,8 +85,9 @@ class FineModel:
 
     @property
     def coef(self) -> np.ndarray:
-        """Term coefficients of chain.py (1): beta*mu for the field, beta*J_k for the pairs."""
-        return self.beta * np.array([self.mu, *self.J])
+        """Term coefficients of chain.py (1): beta*mu for the field, beta*J_k for the pairs
+        (divided by the ring multiplicity, so a bond at k = n/2 counts once)."""
+        return self.beta * np.array([self.mu, *self.J]) / self.structure.multiplicity
 
     def energy(self, x) -> np.ndarray:
         """U(x) of (F1) for x (..., n) in {-1, 1}; direct sum, independent of the transfer matrices."""
@@ -93,8 +95,8 @@ class FineModel:
         n = self.n
         U = -self.mu * x.sum(-1)
         for k, Jk in enumerate(self.J, start=1):
-            if self.periodic:
-                U = U - Jk * np.sum(x * np.roll(x, -k, axis=-1), axis=-1)
+            if self.periodic:  # k = n/2: (i, i+k) and (i+k, i) are one bond
+                U = U - Jk * np.sum(x * np.roll(x, -k, axis=-1), axis=-1) / (2.0 if 2 * k == n else 1.0)
             else:
                 U = U - Jk * np.sum(x[..., : n - k] * x[..., k:], axis=-1)
         return U
@@ -147,7 +149,10 @@ def _mcmc_kernel(x0, J, mu, beta, periodic, size, every, burn, heat_bath, seed):
                 j1 = i + d
                 j2 = i - d
                 if periodic:
-                    h += J[d - 1] * (x[j1 % n] + x[(j2 + n) % n])
+                    if 2 * d == n:  # one bond to the opposite site, not two
+                        h += J[d - 1] * x[j1 % n]
+                    else:
+                        h += J[d - 1] * (x[j1 % n] + x[(j2 + n) % n])
                 else:
                     if j1 < n:
                         h += J[d - 1] * x[j1]

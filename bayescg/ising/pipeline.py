@@ -1,30 +1,30 @@
-"""PCG of the 1D Ising chain end to end: data, truth, every learning method, predictions.
+"""PCG of the 1D Ising chain end to end: data, truth, every learning method, predictions, checks.
 
 :func:`run_model` is the API behind ``bayescg ising``.  One model file gives one fine chain, one
 data set (exact FFBS samples with ``data.seed``, or ``data.file``), one coarse model, and runs
-the methods of ``inference.methods`` on the same data:
+the methods of ``inference.methods`` (classes registered by name in :mod:`bayescg.ising.methods`)
+on the same data.  Predictions and what their intervals mean: :mod:`bayescg.ising.predict`
+(``interval_kind`` "posterior" or "monte_carlo").  Checks (:mod:`bayescg.ising.checks`):
+identifiability (profile likelihood), the exact posterior on a grid against laplace,
+laplace_slides, nuts and gibbs (``posterior_check``), Laplace against NUTS on predictions
+(``laplace_vs_nuts``), a posterior predictive check of the data's own statistics
+(``predictive_check``) and, with ``inference.candidates``, LOO stacking over coarse models
+(``model_averaging``).  Everything that should make a user doubt a number is in the top-level
+``warnings`` list of ``to_dict()`` (ising.json) and of the report.
 
-==========  ====================================================================================
-exact_em    EM with exact E-step / Newton M-step (transfer matrices), maximum likelihood
-em          Monte Carlo EM of the slides (Gibbs E-step with S_q, M-step with S_c), max. likelihood
-laplace     Gaussian at the posterior mode in (theta_c, logit(2 theta_cf - 1)), exact Hessian
-nuts        NUTS on the exact marginal posterior (X summed out); nutpie if importable
-gibbs       data augmentation: exact FFBS Gibbs step for X + NUTS for theta (PyMC compound step)
-relent      relative entropy (Shell 2008): majority map, ML fit of p_c, majority back-map
-==========  ====================================================================================
+Priors (laplace, nuts, gibbs): see :mod:`bayescg.ising.bayes`.
 
-Priors (laplace, nuts, gibbs): see :mod:`bayescg.ising.bayes`.  Every method has its own
-random stream ``SeedSequence([inference.seed, method id])`` so results do not depend on which
-other methods ran.
-
-``IsingResult.to_inference_data()``: ``posterior``/``sample_stats``/``log_likelihood`` are
-NUTS's (else Gibbs's, else Laplace draws); other methods are extra groups named
-``posterior_<method>`` (Laplace: 1 chain of Gaussian draws; point methods: 1 chain, 1 draw) and
-``sample_stats_gibbs``; ``observed_data`` holds the fine configurations.
+``IsingResult.to_inference_data()`` uses ArviZ's standard groups only: ``posterior``,
+``sample_stats`` and ``log_likelihood`` of the primary method (nuts, else gibbs, else laplace,
+else laplace_slides; its name in ``posterior.attrs["method"]``), ``posterior_predictive`` and
+``observed_data`` of the predictive check (statistics m and R with a ``lag`` coordinate; the fine
+configurations as ``x`` (configuration, site)).  Every other method is its own InferenceData
+(:meth:`IsingResult.method_inference_data`, written as ``posterior-<method>.nc``; point
+estimates as one chain of one draw).
 """
 from __future__ import annotations
 
-import dataclasses
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -34,12 +34,15 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import InputError, Interrupted
-from .coarse import CoarseModel
+from .coarse import CoarseModel, parse_code
 from .fine import FineModel, check_configurations, default_lags, load_configurations
+from .methods import METHODS, ORDER, FitContext
 from .predict import errors, posterior_predictive
 
-METHOD_IDS = {"exact_em": 0, "em": 1, "laplace": 2, "nuts": 3, "gibbs": 4, "relent": 5}
-SAMPLERS = ("nuts", "gibbs")
+METHOD_IDS = {k: METHODS[k].id for k in ORDER}
+SAMPLERS = tuple(k for k in ORDER if METHODS[k].sampler)
+POSTERIOR_PRIMARY = ("nuts", "gibbs", "laplace", "laplace_slides")
+SD_RATIO_WARN = 0.2  # a Laplace's sd more than 20 % off the exact posterior's warns
 
 
 @dataclass
@@ -47,7 +50,7 @@ class MethodResult:
     name: str
     theta_c: dict  # name -> posterior mean / point estimate
     theta_cf: Optional[float]
-    magnetization: dict
+    magnetization: dict  # mean, lower, upper, interval_kind, shifted
     correlation: dict
     err: dict
     seconds: float
@@ -58,13 +61,18 @@ class MethodResult:
     draws_c: Optional[np.ndarray] = None  # (chains, draws, K)
     draws_cf: Optional[np.ndarray] = None  # (chains, draws)
     idata: Any = None
+    interval_kind: str = "posterior"
+    per_draw: Any = None  # (m (J,), R (J, L)): the values mean and interval are computed from
+    warnings: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        cor = {k: (list(map(float, v)) if isinstance(v, np.ndarray) else v) for k, v in self.correlation.items()}
         d = {
             "theta_c": self.theta_c,
             "theta_cf": self.theta_cf,
+            "interval_kind": self.interval_kind,
             "magnetization": self.magnetization,
-            "correlation": {k: list(map(float, v)) for k, v in self.correlation.items()},
+            "correlation": cor,
             "err_mag": self.err.get("err_mag"),
             "err_corr": self.err.get("err_corr"),
             "abs_err_mag": self.err.get("abs_err_mag"),
@@ -87,6 +95,9 @@ def _jsonable(v):
     return to_jsonable(v)
 
 
+KIND_TEXT = {"posterior": "94 % posterior interval", "monte_carlo": "94 % Monte Carlo interval (point estimate)"}
+
+
 @dataclass
 class IsingResult:
     name: str
@@ -102,6 +113,9 @@ class IsingResult:
     settings: dict
     seconds: float
     interrupted: Optional[dict] = None  # set when SIGINT stopped the run: which method, what was kept
+    checks: dict = field(default_factory=dict)  # identifiability, posterior_check, predictive_check, model_averaging
+    warnings: list = field(default_factory=list)
+    figure_warnings: list = field(default_factory=list)  # figures that could not be drawn (figures())
 
     def to_dict(self) -> dict:
         d = self._to_dict()
@@ -110,7 +124,13 @@ class IsingResult:
         return d
 
     def _to_dict(self) -> dict:
+        ppc = self.checks.get("predictive_check")
+        if ppc is not None:
+            rep = ppc["replicated"]
+            ppc = {**{k: v for k, v in ppc.items() if k != "replicated"},
+                   "replicated_mean": {"m": float(np.mean(rep["m"])), "R": list(np.mean(rep["R"], 0))}}
         return _jsonable({
+            "warnings": list(self.warnings) + list(self.figure_warnings),
             "truth": {"magnetization": self.m_true, "correlation": list(map(float, self.R_true)),
                       "method": "transfer matrix (exact)", "lags": list(map(int, self.lags))},
             "fine": {"sites": self.fine.n, "beta": self.fine.beta, "field": self.fine.mu,
@@ -118,8 +138,13 @@ class IsingResult:
             "coarse": {"level": self.coarse.level, "model": self.coarse.code, "sites": self.coarse.n_c,
                        "parameters": self.coarse.names, "field": self.coarse.mu_c},
             "data": {"samples": int(len(self.data)), "source": self.data_source},
+            "interval_kinds": {k: v for k, v in KIND_TEXT.items()},
             "methods": {k: v.to_dict() for k, v in self.methods.items()},
             "laplace_vs_nuts": self.laplace_vs_nuts,
+            "identifiability": self.checks.get("identifiability"),
+            "posterior_check": self.checks.get("posterior_check"),
+            "predictive_check": ppc,
+            "model_averaging": self.checks.get("model_averaging"),
             "settings": self.settings,
             "seconds": self.seconds,
         })
@@ -128,91 +153,180 @@ class IsingResult:
         lines = [f"truth: m = {self.m_true:.4f}, |R| = {np.linalg.norm(self.R_true):.4f}"]
         for k, v in self.methods.items():
             em = v.err.get("err_mag")
-            lines.append(f"{k:9s} m = {v.magnetization['mean']:.4f} [{v.magnetization['lower']:.4f}, "
-                         f"{v.magnetization['upper']:.4f}]  err_mag = {'n/a' if em is None else f'{em:.3g}'}  "
+            lines.append(f"{k:14s} m = {v.magnetization['mean']:.4f} [{v.magnetization['lower']:.4f}, "
+                         f"{v.magnetization['upper']:.4f}] ({v.interval_kind})  "
+                         f"err_mag = {'n/a' if em is None else f'{em:.3g}'}  "
                          f"err_corr = {v.err['err_corr']:.3g}  ({v.seconds:.1f} s)")
         if self.laplace_vs_nuts:
             lv = self.laplace_vs_nuts
-            lines.append(f"laplace vs nuts: KL = {lv['kl']:.3g}, max mean shift = {lv['max_mean_shift_sd']:.3g} sd")
+            lines.append(f"laplace vs nuts: KL = {lv['kl']:.3g}, max mean shift = {lv['max_mean_shift_sd']:.3g} sd, "
+                         f"magnetization shift = {lv['magnetization_shift_sd']:.3g} sd, "
+                         f"correlation shift = {lv['correlation_shift_sd']:.3g} sd")
+        for w in list(self.warnings) + list(self.figure_warnings):
+            lines.append(f"warning: {w}")
         return "\n".join(lines)
 
     # --- ArviZ ------------------------------------------------------------------------------
+    def primary_method(self) -> Optional[str]:
+        return next((m for m in POSTERIOR_PRIMARY if m in self.methods), None)
+
+    def _method_dataset(self, name):
+        res = self.methods[name]
+        if res.draws_c is not None:
+            ds = _posterior_dataset(self.coarse, res.draws_c, res.draws_cf)
+        else:
+            tc = np.array([[list(res.theta_c.values())]]).reshape(1, 1, self.coarse.K)
+            tf = np.array([[np.nan if res.theta_cf is None else res.theta_cf]])
+            ds = _posterior_dataset(self.coarse, tc, tf)
+        ds.attrs["method"] = name
+        ds.attrs["interval_kind"] = res.interval_kind
+        return ds
+
+    def _observed(self):
+        import xarray as xr
+
+        x = np.asarray(self.data, np.int8)
+        return xr.Dataset({"x": (("configuration", "site"), x)},
+                          coords={"configuration": np.arange(x.shape[0]), "site": np.arange(x.shape[1])})
+
     def to_inference_data(self):
+        """Standard groups only (module doc): the primary posterior method with its sample_stats and
+        log_likelihood, the predictive check as posterior_predictive/observed_data."""
         import arviz as az
         import xarray as xr
 
+        primary = self.primary_method() or next(iter(self.methods), None)
         groups = {}
-        primary = next((m for m in ("nuts", "gibbs", "laplace") if m in self.methods), None)
-        for name, res in self.methods.items():
-            if res.draws_c is not None:
-                ds = _posterior_dataset(self.coarse, res.draws_c, res.draws_cf)
-            else:
-                tc = np.array([[list(res.theta_c.values())]]).reshape(1, 1, self.coarse.K)
-                tf = np.array([[np.nan if res.theta_cf is None else res.theta_cf]])
-                ds = _posterior_dataset(self.coarse, tc, tf)
-            ds.attrs["method"] = name
-            if name == primary:
-                groups["posterior"] = ds
-                if res.idata is not None and "sample_stats" in res.idata.groups():
-                    groups["sample_stats"] = res.idata.sample_stats
-                if "log_likelihood" in res.extra.get("_groups", {}):
-                    groups["log_likelihood"] = res.extra["_groups"]["log_likelihood"]
-            else:
-                groups[f"posterior_{name}"] = ds
-                if name in SAMPLERS and res.idata is not None and "sample_stats" in res.idata.groups():
-                    groups[f"sample_stats_{name}"] = res.idata.sample_stats
-        groups["observed_data"] = xr.Dataset(
-            {"x": (("configuration", "site"), np.asarray(self.data, np.int8))})
+        if primary is not None:
+            res = self.methods[primary]
+            groups["posterior"] = self._method_dataset(primary)
+            if res.idata is not None and "sample_stats" in res.idata.groups():
+                groups["sample_stats"] = res.idata.sample_stats
+            if "log_likelihood" in res.extra.get("_groups", {}):
+                groups["log_likelihood"] = res.extra["_groups"]["log_likelihood"]
+        obs = self._observed()
+        ppc = self.checks.get("predictive_check")
+        if ppc is not None:
+            rep = ppc["replicated"]
+            lag = np.asarray(self.lags, int)
+            groups["posterior_predictive"] = xr.Dataset(
+                {"m": (("chain", "draw"), np.asarray(rep["m"])[None]),
+                 "R": (("chain", "draw", "lag"), np.asarray(rep["R"])[None])},
+                coords={"chain": [0], "draw": np.arange(len(rep["m"])), "lag": lag})
+            groups["posterior_predictive"].attrs["method"] = ppc.get("method", "")
+            obs = obs.assign({"m": ((), float(ppc["observed"]["m"])),
+                              "R": (("lag",), np.asarray(ppc["observed"]["R"], float))}).assign_coords(lag=lag)
+        groups["observed_data"] = obs
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return az.InferenceData(**groups)
 
+    def method_inference_data(self) -> dict:
+        """{method: InferenceData} for every method but the primary one: ``posterior`` (point
+        estimates: 1 chain x 1 draw) and, for samplers, ``sample_stats``."""
+        import arviz as az
+
+        primary = self.primary_method() or next(iter(self.methods), None)
+        out = {}
+        for name, res in self.methods.items():
+            if name == primary:
+                continue
+            groups = {"posterior": self._method_dataset(name)}
+            if res.idata is not None and "sample_stats" in res.idata.groups():
+                groups["sample_stats"] = res.idata.sample_stats
+            if "log_likelihood" in res.extra.get("_groups", {}):
+                groups["log_likelihood"] = res.extra["_groups"]["log_likelihood"]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out[name] = az.InferenceData(**groups)
+        return out
+
     # --- figures ----------------------------------------------------------------------------
     def figures(self) -> list:
-        import matplotlib.pyplot as plt
-
-        figs = []
-        names = list(self.methods)
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for i, k in enumerate(names):
-            mg = self.methods[k].magnetization
-            ax.errorbar([i], [mg["mean"]], yerr=[[mg["mean"] - mg["lower"]], [mg["upper"] - mg["mean"]]],
-                        fmt="o", capsize=4)
-        ax.axhline(self.m_true, color="k", ls="--", label="exact")
-        ax.set_xticks(range(len(names)), names)
-        ax.set_ylabel("magnetization m")
-        ax.set_title("Predicted magnetization, 94 % intervals")
-        ax.legend()
-        fig.tight_layout()
-        figs.append(("Magnetization by method", fig))
-
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(self.lags, self.R_true, "k--", lw=2, label="exact")
-        for k in names:
-            c = self.methods[k].correlation
-            line, = ax.plot(self.lags, c["mean"], label=k)
-            ax.fill_between(self.lags, c["lower"], c["upper"], color=line.get_color(), alpha=0.2)
-        ax.set_xlabel("lag l")
-        ax.set_ylabel("R_l")
-        ax.set_title("Correlations, 94 % bands")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        figs.append(("Correlations R_l", fig))
-
+        """[(title, Figure)]; every figure is drawn on its own: one that fails is left out and
+        reported in ``figure_warnings`` (and on stderr), the others still appear."""
+        builders = [("Magnetization by method", self._fig_magnetization),
+                    ("Correlations R_l", self._fig_correlations)]
+        if self.checks.get("predictive_check") is not None:
+            builders.append(("Posterior predictive check of the data's statistics", self._fig_ppc))
         if "nuts" in self.methods and "laplace" in self.methods:
-            figs.append(("Laplace vs NUTS", self._overlay_figure("nuts", "laplace")))
+            builders.append(("Laplace vs NUTS", lambda: self._overlay_figure("nuts", "laplace")))
         for k in SAMPLERS:
             res = self.methods.get(k)
             if res is not None and res.draws_c is not None:
-                import arviz as az
+                builders.append((f"{k} trace", lambda k=k: self._trace_figure(k)))
+        return _draw_each(builders, self.figure_warnings)
 
-                idata = az.InferenceData(posterior=_posterior_dataset(self.coarse, res.draws_c, res.draws_cf))
-                axes = az.plot_trace(idata, compact=True)
-                f = np.ravel(axes)[0].figure
-                f.suptitle(f"{k}: trace")
-                f.tight_layout()
-                figs.append((f"{k} trace", f))
-        return figs
+    def _fig_magnetization(self):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.5, 3.6))
+        names = list(self.methods)
+        seen = set()
+        for i, k in enumerate(names):
+            r = self.methods[k]
+            mg = r.magnetization
+            yerr = [[max(0.0, mg["mean"] - mg["lower"])], [max(0.0, mg["upper"] - mg["mean"])]]
+            post = r.interval_kind == "posterior"
+            lab = KIND_TEXT[r.interval_kind] if r.interval_kind not in seen else None
+            seen.add(r.interval_kind)
+            ax.errorbar([i], [mg["mean"]], yerr=yerr, fmt="o" if post else "s", capsize=4,
+                        color="C0" if post else "C1", ls="none", label=lab)
+        ax.axhline(self.m_true, color="k", ls="--", label="exact")
+        ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+        ax.set_ylabel("magnetization m")
+        ax.set_title("Predicted magnetization (mean and 94 % interval of its kind)", fontsize=10)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        return fig
+
+    def _fig_correlations(self):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.5, 3.6))
+        ax.plot(self.lags, self.R_true, "k--", lw=2, label="exact")
+        for k, r in self.methods.items():
+            c = r.correlation
+            line, = ax.plot(self.lags, c["mean"], ls="-" if r.interval_kind == "posterior" else ":",
+                            label=f"{k} ({'posterior' if r.interval_kind == 'posterior' else 'Monte Carlo'} band)")
+            ax.fill_between(self.lags, c["lower"], c["upper"], color=line.get_color(), alpha=0.2)
+        ax.set_xlabel("lag l")
+        ax.set_ylabel("R_l")
+        ax.set_title("Correlations, 94 % bands (posterior: solid, Monte Carlo: dotted)", fontsize=10)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        return fig
+
+    def _fig_ppc(self):
+        import matplotlib.pyplot as plt
+
+        ppc = self.checks["predictive_check"]
+        rep, obs = ppc["replicated"], ppc["observed"]
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+        lo, hi = np.quantile(rep["R"], [0.03, 0.97], axis=0)
+        axes[0].fill_between(self.lags, lo, hi, color="C0", alpha=0.3, label="94 % of replicated data sets")
+        axes[0].plot(self.lags, obs["R"], "ko", ms=3, label="data")
+        axes[0].set_xlabel("lag l")
+        axes[0].set_ylabel("R_l of the data set")
+        axes[0].legend(fontsize=7)
+        axes[1].hist(rep["m"], bins=30, color="C0", alpha=0.6)
+        axes[1].axvline(obs["m"], color="k", label=f"data (p = {ppc['p_value']['m']:.2g})")
+        axes[1].set_xlabel("m of the data set")
+        axes[1].legend(fontsize=7)
+        fig.suptitle(f"Posterior predictive check ({ppc.get('method', '')}): min p = {ppc['p_min']:.2g}", fontsize=10)
+        fig.tight_layout()
+        return fig
+
+    def _trace_figure(self, k):
+        import arviz as az
+
+        res = self.methods[k]
+        idata = az.InferenceData(posterior=_posterior_dataset(self.coarse, res.draws_c, res.draws_cf))
+        axes = az.plot_trace(idata, compact=True)
+        f = np.ravel(axes)[0].figure
+        f.suptitle(f"{k}: trace")
+        f.tight_layout()
+        return f
 
     def _overlay_figure(self, a, b):
         import arviz as az
@@ -225,6 +339,26 @@ class IsingResult:
         f = np.ravel(axes)[0].figure
         f.suptitle(f"{b} (Gaussian) vs {a} posterior")
         return f
+
+
+def _draw_each(builders, sink: list) -> list:
+    """Call every (title, builder) on its own; a failure closes its figures, is appended to ``sink``
+    and printed on stderr, and the others are still drawn."""
+    import matplotlib.pyplot as plt
+
+    figs = []
+    for title, build in builders:
+        before = set(plt.get_fignums())
+        try:
+            figs.append((title, build()))
+        except Exception as exc:  # noqa: BLE001 - one figure must not take the others with it
+            for n in set(plt.get_fignums()) - before:
+                plt.close(n)
+            msg = f"figure '{title}' could not be drawn: {exc.__class__.__name__}: {exc}"
+            if msg not in sink:
+                sink.append(msg)
+            print(f"warning: {msg}", file=sys.stderr)
+    return figs
 
 
 def _posterior_dataset(cm: CoarseModel, draws_c, draws_cf):
@@ -282,7 +416,7 @@ def _rng(inf, name):
 
 def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name="ising",
                 data_source="") -> IsingResult:
-    """Run every method of ``inf.methods`` on data x (S_f, n_f) and predict (see module doc).
+    """Run every method of ``inf.methods`` on data x (S_f, n_f), predict and check (module doc).
 
     Interruption: once ``control.interrupted`` is set (SIGINT through
     :class:`bayescg.runtime.RunControl`) the run stops at the next draw of a sampler, the next
@@ -290,28 +424,29 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
     ``partial`` attribute is an :class:`IsingResult` of what is complete (plus an interrupted
     sampler's draws so far, marked in ``interrupted``), or None if nothing is.
     """
-    from . import bayes
     from .kernel import FastLoglik
 
     t_all = time.perf_counter()
     x = check_configurations(x, fine.n)
     if cm.n_f != fine.n:
         raise InputError(f"coarse model has {cm.n_f} fine sites, the fine chain {fine.n}")
-    unknown = [m for m in inf.methods if m not in METHOD_IDS]
+    unknown = [m for m in inf.methods if m not in METHODS]
     if unknown:
-        raise InputError(f"unknown inference method {unknown[0]!r} (known: {', '.join(METHOD_IDS)})")
+        raise InputError(f"unknown inference method {unknown[0]!r} (known: {', '.join(ORDER)})")
+    for code in getattr(inf, "candidates", []) or []:
+        parse_code(code)  # InputError now, not after the methods ran
     max_lag = int(getattr(inf, "max_lag", 0) or 0)
     lags = default_lags(fine.n) if max_lag <= 0 else np.arange(1, min(max_lag, fine.n - 1) + 1)
     m_true, R_true = fine.truth(lags)
     prior_sd = float(getattr(inf, "prior_sd", 2.0))
     backend = getattr(inf, "sampler", "auto")
     S_pred = int(inf.prediction_samples)
-    order = [m for m in METHOD_IDS if m in inf.methods]
-    results = {}
-    lap_fit = None
+    order = [m for m in ORDER if m in inf.methods]
+    results, preds, fits = {}, {}, {}
     fast = FastLoglik(cm, x)
     settings = {k: getattr(inf, k) for k in ("methods", "draws", "tune", "chains", "em_iterations", "coarse_samples",
                                              "posterior_samples", "prediction_samples", "seed")}
+    settings["candidates"] = list(getattr(inf, "candidates", []) or [])
     settings["prior"] = {"theta_c": f"Normal(0, {prior_sd})", "theta_cf": "Uniform(0.5, 1)"}
 
     def stop(meth, partial_note=None):
@@ -334,99 +469,133 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
             raise stop(meth)
         rng = _rng(inf, meth)
         t0 = time.perf_counter()
+        ctx = FitContext(cm, x, inf, rng, control, prior_sd, backend, fast)
         try:
-            point, extra, draws_c, draws_cf, idata, diag, backmap, partial_note = _fit_one(
-                meth, cm, x, inf, rng, control, prior_sd, backend)
+            fit = METHODS[meth].fit(ctx)
         except Interrupted:  # the EM loops' control.check()
             raise stop(meth) from None
-        if meth == "laplace":
-            lap_fit = extra.pop("_fit")
-        if partial_note is not None and draws_c is None:  # interrupted before any draw
+        if fit.partial is not None and fit.draws_c is None:  # interrupted before any draw
             raise stop(meth)
-        fit_seconds = time.perf_counter() - t0
-        if point is not None:
-            pred = posterior_predictive(cm, np.asarray(point[0])[None], point[1], S_pred, rng, lags, backmap=backmap)
-            theta_c = dict(zip(cm.names, map(float, point[0])))
-            theta_cf = None if point[1] is None else float(point[1])
+        fits[meth] = fit
+        extra = dict(fit.extra)
+        extra["fit_seconds"] = time.perf_counter() - t0
+        mwarn = list(fit.warnings)
+        if fit.is_point:
+            th = np.asarray(fit.theta_c, float)
+            pred = posterior_predictive(cm, th[None], fit.theta_cf, S_pred, rng, lags, backmap=fit.backmap)
+            theta_c = dict(zip(cm.names, map(float, th)))
+            theta_cf = None if fit.theta_cf is None else float(fit.theta_cf)
             sd_c = sd_cf = None
         else:
-            fc = draws_c.reshape(-1, cm.K)
-            ff = draws_cf.reshape(-1)
+            fc = fit.draws_c.reshape(-1, cm.K)
+            ff = fit.draws_cf.reshape(-1)
             pred = posterior_predictive(cm, fc, ff, S_pred, rng, lags)
             theta_c = dict(zip(cm.names, map(float, fc.mean(0))))
             sd_c = dict(zip(cm.names, map(float, fc.std(0, ddof=1))))
             theta_cf, sd_cf = float(ff.mean()), float(ff.std(ddof=1))
-            if meth in SAMPLERS:
-                extra.update(_loo(fast, fc, ff, draws_c.shape[:2]))
+            if METHODS[meth].sampler:
+                extra.update(_loo(fast, fc, ff, fit.draws_c.shape[:2]))
+            for q in ("magnetization", "correlation"):
+                if pred[q]["shifted"]:
+                    mwarn.append(f"{meth}: the {q} draws are so skewed that their mean lies outside the "
+                                 f"equal-tailed 94 % interval; the interval shown is the 94 % interval ending at the mean")
+        preds[meth] = pred
         err = errors(pred["magnetization"]["mean"], pred["correlation"]["mean"], m_true, R_true)
-        extra["fit_seconds"] = fit_seconds
         results[meth] = MethodResult(meth, theta_c, theta_cf, pred["magnetization"], pred["correlation"], err,
-                                     time.perf_counter() - t0, sd_c, sd_cf, diag, extra, draws_c, draws_cf, idata)
-        if partial_note is not None:  # a sampler stopped by SIGINT: its draws so far are kept
-            raise stop(meth, partial_note)
+                                     time.perf_counter() - t0, sd_c, sd_cf, fit.diagnostics, extra, fit.draws_c,
+                                     fit.draws_cf, fit.idata, pred["interval_kind"], pred["per_draw"], mwarn)
+        if fit.partial is not None:  # a sampler stopped by SIGINT: its draws so far are kept
+            raise stop(meth, fit.partial)
         if control is not None:
             try:
                 control.tick((i + 1) / len(order), note=meth)
             except Interrupted:
                 raise stop(order[i + 1] if i + 1 < len(order) else "the final comparison") from None
-    lvn = None
-    if lap_fit is not None and "nuts" in results:
-        r = results["nuts"]
-        lvn = bayes.compare_laplace_nuts(lap_fit, r.draws_c.reshape(-1, cm.K), r.draws_cf.reshape(-1))
+    ws = [w for r in results.values() for w in r.warnings]
+    lvn = _laplace_vs_nuts(fits, results, preds, cm, ws)
+    checks = run_checks(fine, cm, x, inf, fast, fits, results, lags, ws, prior_sd)
     return IsingResult(name, fine, cm, lags, m_true, R_true, x, data_source, results, lvn, settings,
-                       time.perf_counter() - t_all)
+                       time.perf_counter() - t_all, checks=checks, warnings=ws)
 
 
-def _fit_one(meth, cm, x, inf, rng, control, prior_sd, backend):
-    """Run one method: (point or None, extra, draws_c, draws_cf, idata, diagnostics, backmap,
-    partial_note).  partial_note is set when SIGINT stopped a sampler (draws_c None if it had
-    no post-warm-up draw yet)."""
+def _laplace_vs_nuts(fits, results, preds, cm, ws):
+    """Parameters (unconstrained space) and predictions of laplace against nuts; warns past
+    checks.SHIFT_SD_MAX posterior sds."""
     from . import bayes
-    from .em import exact_em, mc_em
-    from .relent import relent_fit
+    from .checks import SHIFT_SD_MAX, prediction_shift
 
-    extra, diag, draws_c, draws_cf, idata, backmap, point, partial = {}, None, None, None, None, "pcf", None, None
-    if meth == "exact_em":
-        est = exact_em(cm, x, control=control)
-        point = (est.theta_c, est.theta_cf)
-        extra = {"iterations": est.iterations, "loglik": est.loglik}
-    elif meth == "em":
-        est = mc_em(cm, x, iterations=int(inf.em_iterations), S_q=int(inf.posterior_samples),
-                    S_c=int(inf.coarse_samples), seed=int(rng.integers(2 ** 31)), control=control)
-        point = (est.theta_c, est.theta_cf)
-        extra = {"iterations": est.iterations, "loglik": est.loglik}
-    elif meth == "relent":
-        est = relent_fit(cm, x, rng=rng)
-        point = (est.theta_c, None)
-        backmap = "majority"
-        extra = {"backmap": "uniform over blocks with the coarse spin's majority (ties 1/2)"}
-    elif meth == "laplace":
-        lap_fit = bayes.fit_laplace(cm, x, prior_sd)
-        n = int(inf.draws) * int(inf.chains)
-        dc, df = lap_fit.draws(n, rng)
-        draws_c, draws_cf = dc[None], df[None]
-        extra = {"mode_unconstrained": list(lap_fit.mean), "cov_unconstrained": lap_fit.cov.tolist(),
-                 "_fit": lap_fit}
-    else:  # nuts, gibbs
-        kw = dict(draws=int(inf.draws), tune=int(inf.tune), chains=int(inf.chains), seed=int(rng.integers(2 ** 31)),
-                  prior_sd=prior_sd, control=control)
-        if meth == "nuts":
-            run = bayes.sample_nuts(cm, x, backend=backend, likelihood=getattr(inf, "likelihood", "op"), **kw)
-            extra = {"backend": run.backend, "sampling_seconds": run.seconds, "compile_seconds": run.compile_seconds}
+    if "laplace" not in fits or "nuts" not in results:
+        return None
+    r = results["nuts"]
+    lvn = bayes.compare_laplace_nuts(fits["laplace"].gaussian, r.draws_c.reshape(-1, cm.K), r.draws_cf.reshape(-1))
+    lvn.update(prediction_shift(preds["laplace"], preds["nuts"]))
+    if lvn["magnetization_shift_sd"] > SHIFT_SD_MAX or lvn["correlation_shift_sd"] > SHIFT_SD_MAX:
+        ws.append(f"laplace vs nuts: Laplace's predictions differ from NUTS's by "
+                  f"{lvn['magnetization_shift_sd']:.2g} (magnetization) and {lvn['correlation_shift_sd']:.2g} "
+                  f"(correlations) NUTS posterior sds, more than {SHIFT_SD_MAX}: the Gaussian approximation is not "
+                  f"good enough for predictions here ({100 * lvn['laplace_wrong_sign_fraction']:.2g} % of its draws "
+                  f"predict the other sign of m); use nuts")
+    return lvn
+
+
+def run_checks(fine, cm, x, inf, fast, fits, results, lags, ws, prior_sd) -> dict:
+    """Identifiability, exact posterior on a grid, predictive check, model averaging (checks.py);
+    appends their warnings to ``ws``."""
+    from .bayes import fit_laplace
+    from .checks import (PPC_P_MIN, compare_with_posterior, grid_posterior, identifiability,
+                         identifiability_warning, predictive_check, stacking)
+
+    out = {}
+    rng = np.random.default_rng(np.random.SeedSequence([int(inf.seed), 99]))
+    idf = identifiability(cm, x, fast)
+    out["identifiability"] = idf
+    w = identifiability_warning(idf)
+    if w:
+        ws.append(w)
+    post = [m for m in POSTERIOR_PRIMARY if m in results]
+    if post and cm.K + 1 <= 3:
+        lap = fits["laplace"].gaussian if "laplace" in fits else fit_laplace(cm, x, prior_sd)
+        exact = grid_posterior(cm, fast, prior_sd, lap.mean, 8.0 * np.sqrt(np.diag(lap.cov)))
+    else:
+        exact = None
+    if exact is not None:
+        pc = {"exact": exact, "methods": {}}
+        for m in post:
+            r = results[m]
+            pc["methods"][m] = compare_with_posterior(exact, r.draws_c, r.draws_cf, cm.names)
+            if m.startswith("laplace"):
+                ratio = pc["methods"][m]["theta_cf"]["sd_ratio"]
+                if abs(ratio - 1.0) > SD_RATIO_WARN:
+                    ws.append(f"{m}: its theta_cf posterior sd is {ratio:.2f} x the exact posterior's "
+                              f"({'too narrow' if ratio < 1 else 'too wide'}; exact by quadrature on a grid)")
+        if exact["edge_mass"] > 1e-3:
+            ws.append(f"posterior_check: {exact['edge_mass']:.2g} of the exact posterior's mass lies on the grid's "
+                      f"edge (8 Laplace sds); the exact moments are truncated")
+        out["posterior_check"] = pc
+    src = post[0] if post else next((m for m in ("exact_em", "em") if m in results), None)
+    if src is not None:
+        r = results[src]
+        if r.draws_c is not None:
+            dc, df = r.draws_c, r.draws_cf
         else:
-            run = bayes.sample_gibbs(cm, x, **kw)
-            extra = {"backend": run.backend, "sampling_seconds": run.seconds}
-        idata = run.idata
-        if run.interrupted:
-            c, d = (0, 0) if idata is None else idata.posterior.theta_cf.shape
-            partial = {"method": meth, "draws": int(d), "chains": int(c), "requested_draws": int(inf.draws),
-                       "requested_chains": int(inf.chains)}
-            extra["interrupted"] = partial
-        if idata is not None:
-            draws_c = idata.posterior.theta_c.values
-            draws_cf = idata.posterior.theta_cf.values
-            diag = bayes.diagnostics(idata)
-    return point, extra, draws_c, draws_cf, idata, diag, backmap, partial
+            dc, df = np.array([list(r.theta_c.values())]), np.array([r.theta_cf])
+        ppc = predictive_check(cm, x, dc, df, lags, rng)
+        ppc["method"] = src if r.draws_c is not None else f"{src} (plug-in: no parameter uncertainty)"
+        out["predictive_check"] = ppc
+        if ppc["misfit"]:
+            ws.append(f"model error: the data's own {', '.join(ppc['misfit'])} lie outside what coarse model "
+                      f"{cm.code} ({ppc['method']}) reproduces (posterior predictive p < {PPC_P_MIN}); "
+                      f"more data will shrink the intervals around a biased value: the coarse model is too coarse")
+    cands = list(getattr(inf, "candidates", []) or [])
+    if cands:
+        codes = list(dict.fromkeys([cm.code, *cands]))
+        ma = stacking(dict(n_f=cm.n_f, level=cm.level, beta=cm.beta, mu_c=cm.mu_c, periodic=cm.periodic),
+                      x, codes, lags, rng, prior_sd=prior_sd)
+        out["model_averaging"] = ma
+        if ma["none_fits"]:
+            ws.append(f"model error: none of the candidate coarse models {', '.join(codes)} reproduces the data's "
+                      f"statistics (posterior predictive p < {PPC_P_MIN} for each)")
+    return out
 
 
 def _interrupted(control) -> bool:
@@ -439,7 +608,9 @@ def _loo(fast, fc, ff, shape) -> dict:
     import xarray as xr
 
     ll = np.stack([fast.pointwise(fc[j], ff[j]) for j in range(len(fc))]).reshape(*shape, -1)
-    ds = xr.Dataset({"x": (("chain", "draw", "configuration"), ll)})
+    ds = xr.Dataset({"x": (("chain", "draw", "configuration"), ll)},
+                    coords={"chain": np.arange(shape[0]), "draw": np.arange(shape[1]),
+                            "configuration": np.arange(ll.shape[-1])})
     idata = az.InferenceData(log_likelihood=ds, posterior=xr.Dataset(
         {"theta_cf": (("chain", "draw"), ff.reshape(shape))}))
     with warnings.catch_warnings():
@@ -491,11 +662,25 @@ def _sweep_task(item):
     return run_model(m)
 
 
+SWEEP_LABELS = {"fine.field": "mu (fine field)", "data.samples": "S_f (data size)",
+                "coarse.level": "l_c (coarse level)", "fine.beta": "beta", "fine.coupling": "J_0"}
+
+
 @dataclass
 class IsingSweepResult:
     key: str
     values: list
     runs: list  # IsingResult per value
+    figure_warnings: list = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """Axis label of the swept key (``fine.field`` is mu)."""
+        return SWEEP_LABELS.get(self.key, self.key)
+
+    @property
+    def warnings(self) -> list:
+        return [f"{self.label} = {v}: {w}" for v, r in zip(self.values, self.runs) for w in r.warnings]
 
     def to_dict(self) -> dict:
         runs = [r.to_dict() for r in self.runs]
@@ -504,6 +689,7 @@ class IsingSweepResult:
         for k in names:
             ms = [r["methods"][k] for r in runs]
             d = {"theta_c": [m["theta_c"] for m in ms], "theta_cf": [m["theta_cf"] for m in ms],
+                 "interval_kind": ms[0]["interval_kind"],
                  "magnetization": {q: [m["magnetization"][q] for m in ms] for q in ("mean", "lower", "upper")},
                  "correlation": {q: [m["correlation"][q] for m in ms] for q in ("mean", "lower", "upper")},
                  "err_mag": [m["err_mag"] for m in ms], "err_corr": [m["err_corr"] for m in ms],
@@ -512,20 +698,24 @@ class IsingSweepResult:
                 d["diagnostics"] = [m.get("diagnostics") for m in ms]
             methods[k] = d
         return _jsonable({
-            "sweep": {"key": self.key, "values": self.values},
+            "warnings": self.warnings + list(self.figure_warnings),
+            "sweep": {"key": self.key, "label": self.label, "values": self.values},
             "truth": {"magnetization": [r["truth"]["magnetization"] for r in runs],
                       "correlation": [r["truth"]["correlation"] for r in runs],
                       "method": "transfer matrix (exact)", "lags": runs[0]["truth"]["lags"] if runs else []},
+            "interval_kinds": dict(KIND_TEXT),
             "methods": methods,
             "laplace_vs_nuts": [r["laplace_vs_nuts"] for r in runs],
+            "identified": [bool((r.get("identifiability") or {}).get("identified", True)) for r in runs],
             "runs": runs,
         })
 
     def summary(self) -> str:
-        return "\n\n".join(f"{self.key} = {v}:\n{r.summary()}" for v, r in zip(self.values, self.runs))
+        return "\n\n".join(f"{self.label} = {v}:\n{r.summary()}" for v, r in zip(self.values, self.runs))
 
     def to_inference_data(self):
-        """Primary posterior of every run, concatenated along a ``sweep`` dimension."""
+        """Primary posterior of every run, concatenated along a ``sweep`` dimension (coordinate:
+        the swept values; ``posterior.attrs["sweep_key"]``)."""
         import arviz as az
         import xarray as xr
 
@@ -537,25 +727,43 @@ class IsingSweepResult:
             warnings.simplefilter("ignore")
             return az.InferenceData(posterior=post)
 
+    def method_inference_data(self) -> dict:
+        return {}
+
+    def _xs(self):
+        return (np.asarray(self.values, float) if all(isinstance(v, (int, float)) for v in self.values)
+                else np.arange(len(self.values)))
+
     def figures(self) -> list:
+        """[(title, Figure)], each drawn on its own (failures in ``figure_warnings`` and on stderr)."""
+        return _draw_each([("Magnetization across the sweep", self._fig_mag),
+                           ("Parameters across the sweep", self._fig_params)], self.figure_warnings)
+
+    def _fig_mag(self):
         import matplotlib.pyplot as plt
 
         d = self.to_dict()
-        xs = np.asarray(self.values, float) if all(isinstance(v, (int, float)) for v in self.values) \
-            else np.arange(len(self.values))
-        figs = []
+        xs = self._xs()
         fig, ax = plt.subplots(figsize=(6.5, 4))
         ax.plot(xs, d["truth"]["magnetization"], "k--", lw=2, label="exact")
         for k, m in d["methods"].items():
             mg = m["magnetization"]
-            line, = ax.plot(xs, mg["mean"], "o-", ms=3, label=k)
+            post = m["interval_kind"] == "posterior"
+            line, = ax.plot(xs, mg["mean"], "o-" if post else "s:", ms=3,
+                            label=f"{k} ({'posterior' if post else 'Monte Carlo'} interval)")
             ax.fill_between(xs, mg["lower"], mg["upper"], color=line.get_color(), alpha=0.2)
-        ax.set_xlabel(self.key)
-        ax.set_ylabel("magnetization")
-        ax.legend(fontsize=8)
-        ax.set_title("Magnetization, 94 % intervals")
+        ax.set_xlabel(self.label)
+        ax.set_ylabel("magnetization m")
+        ax.legend(fontsize=7)
+        ax.set_title("Magnetization, 94 % intervals (posterior: solid, Monte Carlo: dotted)", fontsize=10)
         fig.tight_layout()
-        figs.append(("Magnetization across the sweep", fig))
+        return fig
+
+    def _fig_params(self):
+        import matplotlib.pyplot as plt
+
+        d = self.to_dict()
+        xs = self._xs()
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
         for k, m in d["methods"].items():
             tc = m["theta_c"]
@@ -566,11 +774,10 @@ class IsingSweepResult:
         axes[0].set_title("theta_c")
         axes[1].set_title("theta_cf")
         for a in axes:
-            a.set_xlabel(self.key)
+            a.set_xlabel(self.label)
             a.legend(fontsize=7)
         fig.tight_layout()
-        figs.append(("Parameters across the sweep", fig))
-        return figs
+        return fig
 
 
 def run_sweep(model, *, control=None, executor=None) -> IsingSweepResult:
