@@ -72,6 +72,24 @@ def _parse_deltas(text: str) -> list[float]:
     return deltas
 
 
+def _say_warnings(caught) -> None:
+    """Python warnings raised during a successful command, one line each on stderr (duplicates once).
+
+    Deprecation and future warnings of the libraries bayescg uses are for their developers, not for a
+    user reading the output of a command: they are shown only with ``BAYESCG_DEBUG=1`` (as all warnings
+    are, in full).  On failure only the error line is printed.
+    """
+    seen = set()
+    for w in caught:
+        if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+            continue
+        text = " ".join(str(w.message).split())
+        if (w.category, text) in seen:
+            continue
+        seen.add((w.category, text))
+        print(f"bayescg: warning: {text} ({w.category.__name__})", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     debug = bool(os.environ.get("BAYESCG_DEBUG"))
     if not debug:
@@ -86,7 +104,14 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError("bayescg: no command given (try: bayescg --help)")
         from . import commands
 
-        commands.dispatch(args)
+        if debug:
+            commands.dispatch(args)
+        else:
+            import warnings
+
+            with warnings.catch_warnings(record=True) as caught:
+                commands.dispatch(args)
+            _say_warnings(caught)
         return 0
     except BayescgError as exc:
         if debug:

@@ -5,13 +5,15 @@ Kept separate from :mod:`bayescg.cli` so that argument parsing stays import-ligh
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 from .config import load_model
 from .errors import InputError, Interrupted
-from .io import prepare_output, read_json, run_metadata, write_json, write_netcdf
+from .io import (OutputSet, complete_output, output_lock, prepare_output, read_json, recover_outputs, run_metadata,
+                 write_json, write_netcdf)
 from .runtime import RunControl
 
 OUTPUTS = {
@@ -22,6 +24,15 @@ OUTPUTS = {
     "surrogate": ["surrogate.json"],
     "ising": ["ising.json", "posterior.nc", "report.html"],
 }
+#: Checkpoints each command leaves while it runs; removed once its outputs are committed.
+CHECKPOINTS = {
+    "simulate": ["checkpoint-simulate.npz"],
+    "learn": ["checkpoint-learn.npz", "checkpoint-noise-*.npz"],
+    "scales": ["checkpoint-scales-*.npz"],
+    "noise": ["checkpoint-noise-*.npz"],
+    "surrogate": ["checkpoint-learn.npz", "checkpoint-noise-*.npz"],  # when it learns U_k itself
+    "ising": [],
+}
 
 
 def _model(args):
@@ -29,9 +40,50 @@ def _model(args):
 
 
 def _out(args, model, command) -> Path:
+    """Create and lock the output folder (the lock is held until :func:`dispatch` returns), complete a killed
+    run's committed outputs, and refuse to overwrite outputs without --force/--resume."""
     out = Path(args.out) if args.out else Path("out") / model.name
+    stack = getattr(args, "stack", None)
+    if stack is not None:
+        stack.enter_context(output_lock(prepare_output(out, []), command))
+        recover_outputs(out)
     outputs = sum(OUTPUTS.values(), []) if command == "run" else OUTPUTS[command]
     return prepare_output(out, outputs, force=args.force, resume=getattr(args, "resume", False))
+
+
+def _finished(args, out: Path, model, command: str):
+    """With --resume: the payload of a complete earlier result of this command and model in ``out`` (its
+    leftover checkpoints removed, nothing else changed), else None."""
+    if not getattr(args, "resume", False):
+        return None
+    primary = OUTPUTS[command][0]
+    payload = complete_output(out, primary, model, command)
+    if payload is not None:
+        _remove_checkpoints(out, command)
+        _say(f"{command}: {out / primary} is complete for these settings; nothing to do "
+             "(pass --force instead of --resume to recompute)")
+    return payload
+
+
+def _remove_checkpoints(out: Path, command: str):
+    for pattern in CHECKPOINTS[command]:
+        for path in Path(out).glob(pattern):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+@contextmanager
+def _outputs(out: Path, command: str):
+    """One committed set of the command's outputs: write each file to ``stage.path(name)``; on success the
+    set replaces the old outputs together and the command's checkpoints are removed."""
+    stage = OutputSet(out, OUTPUTS[command][0])
+    try:
+        yield stage
+    except BaseException:
+        stage.discard()
+        raise
+    stage.commit()
+    _remove_checkpoints(out, command)
 
 
 @contextmanager
@@ -54,11 +106,28 @@ def _seed(model):
     return None
 
 
-def _write(out: Path, name: str, result, model, command: str) -> dict:
+def _write(stage: OutputSet, name: str, result, model, command: str, partial: bool = False) -> dict:
     payload = dict(result.to_dict())
-    payload["meta"] = run_metadata(model, command, _seed(model))
-    write_json(out / name, payload)
+    if partial:  # an interrupted run's outputs say so at the top
+        payload = {"partial": True, **payload}
+    payload["meta"] = run_metadata(model, command, _seed(model), run_id=stage.run_id)
+    write_json(stage.path(name), payload)
     return payload
+
+
+def _write_posterior(stage: OutputSet, result):
+    write_netcdf(stage.path("posterior.nc"), result.to_inference_data(), run_id=stage.run_id)
+
+
+def _require_potential(model, trajectory: bool = False):
+    """The model has [potential] and [simulation] (or, with ``trajectory``, a [trajectory] section instead),
+    and V is finite where the walkers start and over the domain (exit 2 if not)."""
+    from .checks import check_model_potential
+
+    model.require("potential")
+    if not (trajectory and getattr(model, "trajectory", None)):
+        model.require("simulation")
+    check_model_potential(model)
 
 
 def _say(text: str):
@@ -68,13 +137,16 @@ def _say(text: str):
 # --- commands --------------------------------------------------------------------------
 def cmd_simulate(args, model=None, out=None):
     model = model or _model(args)
-    model.require("potential"), model.require("simulation")
+    _require_potential(model)
     out = out or _out(args, model, "simulate")
+    if (done := _finished(args, out, model, "simulate")) is not None:
+        return done
     from .simulate import simulate_model
 
     with _control(args, "simulate") as ctl:
         res = simulate_model(model, checkpoint=out / "checkpoint-simulate.npz", resume=args.resume, control=ctl)
-    _write(out, "simulation.json", res, model, "simulate")
+    with _outputs(out, "simulate") as stage:
+        _write(stage, "simulation.json", res, model, "simulate")
     _say(f"simulate: {res.steps:.3g} steps in {res.seconds:.1f} s ({res.steps_per_second:.3g} steps/s), "
          f"beta_hat = {res.beta_hat:.4g}, trapped {100 * res.trapped_fraction:.0f}% -> {out / 'simulation.json'}")
     return res
@@ -82,15 +154,18 @@ def cmd_simulate(args, model=None, out=None):
 
 def cmd_scales(args, model=None, out=None):
     model = model or _model(args)
-    model.require("potential"), model.require("simulation")
+    _require_potential(model)
     deltas = _parse_deltas_arg(args, model)
     out = out or _out(args, model, "scales")
+    if (done := _finished(args, out, model, "scales")) is not None:
+        return done
     from .scales import scan_scales
 
     with _control(args, "scales") as ctl, _executor(args) as ex:
         res = scan_scales(model, deltas, executor=ex, control=ctl, workdir=out, resume=args.resume)
-    payload = _write(out, "scales.json", res, model, "scales")
-    _report(out, model, "scales", [("Scale scan", res)], payload["meta"], name="report-scales.html")
+    with _outputs(out, "scales") as stage:
+        payload = _write(stage, "scales.json", res, model, "scales")
+        _report(stage, model, "scales", [("Scale scan", res)], payload["meta"], name="report-scales.html")
     for row in res.rows:
         _say(f"scales: delta {row['delta']:<8g} beta_hat {row['beta_hat'] if row['beta_hat'] is not None else float('nan'):.4g} "
              f"trapped {100 * row['trapped_fraction']:.0f}% {row['verdict']}: {row['reason']}")
@@ -112,29 +187,38 @@ def _parse_deltas_arg(args, model):
 
 def cmd_noise(args, model=None, out=None):
     model = model or _model(args)
-    model.require("potential"), model.require("simulation")
+    _require_potential(model)
     out = out or _out(args, model, "noise")
+    if (done := _finished(args, out, model, "noise")) is not None:
+        return done
     from .pipeline import estimate_noise_model
 
     with _control(args, "noise") as ctl, _executor(args) as ex:
         res = estimate_noise_model(model, executor=ex, control=ctl, workdir=out, resume=args.resume)
-    payload = _write(out, "noise.json", res, model, "noise")
-    _report(out, model, "noise", [("Noise covariance and calibration", res)], payload["meta"], name="report-noise.html")
+    with _outputs(out, "noise") as stage:
+        payload = _write(stage, "noise.json", res, model, "noise")
+        _report(stage, model, "noise", [("Noise covariance and calibration", res)], payload["meta"],
+                name="report-noise.html")
     _say(f"noise: Z = {res.to_dict()['noise_covariance']} -> {out / 'noise.json'}")
     return res
 
 
 def cmd_learn(args, model=None, out=None):
     model = model or _model(args)
-    model.require("potential"), model.trajectory or model.require("simulation")
+    _require_potential(model, trajectory=True)
     out = out or _out(args, model, "learn")
+    if (done := _finished(args, out, model, "learn")) is not None:
+        if (out / "posterior.nc").exists():  # what the surrogate stage of `run` reads, as with --from
+            done["posterior_path"] = str(out / "posterior.nc")
+        return done
     from .pipeline import learn_model
 
     with _control(args, "learn") as ctl, _executor(args) as ex:
         res = learn_model(model, workdir=out, resume=args.resume, control=ctl, executor=ex)
-    payload = _write(out, "result.json", res, model, "learn")
-    write_netcdf(out / "posterior.nc", res.to_inference_data())
-    _report(out, model, "learn", [("Effective potential", res)], payload["meta"])
+    with _outputs(out, "learn") as stage:
+        payload = _write(stage, "result.json", res, model, "learn")
+        _write_posterior(stage, res)
+        _report(stage, model, "learn", [("Effective potential", res)], payload["meta"])
     rmse = payload.get("reference_rmse")
     _say(f"learn: beta_hat = {payload['beta_hat']:.4g}, reference RMSE = {rmse if rmse is None else f'{rmse:.3g}'}, "
          f"r_hat_max = {payload['diagnostics'].get('r_hat_max')} -> {out / 'result.json'}")
@@ -143,8 +227,10 @@ def cmd_learn(args, model=None, out=None):
 
 def cmd_surrogate(args, model=None, out=None, learned=None):
     model = model or _model(args)
-    model.require("potential"), model.require("simulation")
+    _require_potential(model)
     out = out or _out(args, model, "surrogate")
+    if (done := _finished(args, out, model, "surrogate")) is not None:
+        return done
     from .surrogate import surrogate_model
 
     if learned is None and getattr(args, "from_dir", None):
@@ -154,39 +240,45 @@ def cmd_surrogate(args, model=None, out=None, learned=None):
             learned["posterior_path"] = str(src / "posterior.nc")
     with _control(args, "surrogate") as ctl, _executor(args) as ex:
         res = surrogate_model(model, learned=learned, control=ctl, executor=ex, workdir=out)
-    payload = _write(out, "surrogate.json", res, model, "surrogate")
-    _report(out, model, "surrogate", [("Surrogate dynamics", res)], payload["meta"], name="report-surrogate.html")
+    with _outputs(out, "surrogate") as stage:
+        payload = _write(stage, "surrogate.json", res, model, "surrogate")
+        _report(stage, model, "surrogate", [("Surrogate dynamics", res)], payload["meta"],
+                name="report-surrogate.html")
     lg, hm = payload["langevin"], payload["hamiltonian"]
     _say(f"surrogate: Langevin W1 {lg['equilibrium_w1']:.3g}, speedup {lg['speedup']:.3g}x; "
          f"Hamiltonian phase error {hm['phase_portrait_error']:.3g}, speedup {hm['speedup']:.3g}x")
     return res
 
 
-def _write_ising_netcdf(out, res):
+def _write_ising_netcdf(stage: OutputSet, res):
     """posterior.nc (standard ArviZ groups, primary method) and posterior-<method>.nc for the others."""
-    write_netcdf(out / "posterior.nc", res.to_inference_data())
+    _write_posterior(stage, res)
     for name, idata in res.method_inference_data().items():
-        write_netcdf(out / f"posterior-{name}.nc", idata)
+        write_netcdf(stage.path(f"posterior-{name}.nc"), idata, run_id=stage.run_id)
 
 
 def cmd_ising(args, model=None, out=None):
     model = model or _model(args)
     model.require("fine")
     out = out or _out(args, model, "ising")
+    if (done := _finished(args, out, model, "ising")) is not None:
+        return done
     from .ising.pipeline import run_model
 
     with _control(args, "ising") as ctl, _executor(args) as ex:
         try:
             res = run_model(model, control=ctl, executor=ex)
-        except Interrupted as exc:  # Ctrl-C: write what is complete (ising.json, posterior.nc), exit 130
+        except Interrupted as exc:  # Ctrl-C: write what is complete, marked "partial": true, exit 130
             if getattr(exc, "partial", None) is None:
                 raise
-            _write(out, "ising.json", exc.partial, model, "ising")
-            _write_ising_netcdf(out, exc.partial)
+            with _outputs(out, "ising") as stage:
+                _write(stage, "ising.json", exc.partial, model, "ising", partial=True)
+                _write_ising_netcdf(stage, exc.partial)
             raise Interrupted(f"{exc} -> {out / 'ising.json'}") from None
-    payload = _write(out, "ising.json", res, model, "ising")
-    _write_ising_netcdf(out, res)
-    _report(out, model, "ising", [("Predictive coarse-graining", res)], payload["meta"])
+    with _outputs(out, "ising") as stage:
+        payload = _write(stage, "ising.json", res, model, "ising")
+        _write_ising_netcdf(stage, res)
+        _report(stage, model, "ising", [("Predictive coarse-graining", res)], payload["meta"])
     _say(f"ising: methods {', '.join(payload.get('methods', {}))} -> {out / 'ising.json'}")
     return res
 
@@ -220,8 +312,9 @@ def _command_line() -> str | None:
     return None
 
 
-def _report(out: Path, model, command: str, sections, meta, name: str = "report.html"):
-    """Write ``out/name``: one self-contained HTML report of ``sections`` [(heading, result)].
+def _report(stage: OutputSet, model, command: str, sections, meta, name: str = "report.html"):
+    """Write ``name`` into the output set ``stage``: one self-contained HTML report of ``sections``
+    [(heading, result)].
 
     Each result contributes warnings, key numbers, its summary table, its ``figures()`` and the
     generic ArviZ diagnostics of ``to_inference_data()`` (:mod:`bayescg.report`); a learn result with a
@@ -248,8 +341,8 @@ def _report(out: Path, model, command: str, sections, meta, name: str = "report.
             idata = noise.to_inference_data()
             names = ["Z"] if idata is not None and "Z" in getattr(idata, "posterior", {}) else None
             rep.add_inference_data(idata, heading="Noise covariance posterior", var_names=names)
-    rep.write(out / name)
-    key = str(Path(out).resolve())
+    rep.write(stage.path(name))
+    key = str(Path(stage.out).resolve())
     stages = _RENDERED.setdefault(key, {})
     stages[command] = rep
     # several stages in one folder whose report.html this process wrote (learn/ising): rewrite it with all
@@ -261,7 +354,7 @@ def _report(out: Path, model, command: str, sections, meta, name: str = "report.
             combined.parts += r.parts
             combined.toc += r.toc
             combined.top_warnings += r.top_warnings
-        combined.write(out / "report.html")
+        combined.write(stage.path("report.html"))
 
 
 def cmd_export(args):
@@ -277,4 +370,7 @@ COMMANDS = {"export": cmd_export, "simulate": cmd_simulate, "learn": cmd_learn, 
 
 
 def dispatch(args):
-    return COMMANDS[args.command](args)
+    """Run the command; the output folder's lock (taken by :func:`_out`) is released on return."""
+    with contextlib.ExitStack() as stack:
+        args.stack = stack
+        return COMMANDS[args.command](args)

@@ -22,6 +22,10 @@ class ModelFileError(InputError):
     """A model file is missing, unreadable, not TOML, or has a bad key or value."""
 
 
+class OutputLockedError(InputError):
+    """Another bayescg run holds the output folder's lock."""
+
+
 class ExpressionError(InputError):
     """A potential expression does not parse, uses undeclared variables, or is not real-valued."""
 

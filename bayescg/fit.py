@@ -53,7 +53,9 @@ def sample_model(model, *, draws: int = 1000, tune: int = 1000, chains: int = 4,
     if use_nutpie:
         import nutpie
 
-        compiled = nutpie.compile_pymc_model(model)
+        from .runtime import compile_nutpie
+
+        compiled = compile_nutpie(model)  # IEEE arithmetic: same draws with a cold or warm cache
         idata = nutpie.sample(compiled, draws=int(draws), tune=int(tune), chains=int(chains), seed=int(seed),
                               progress_bar=False, cores=min(int(chains), 2), target_accept=target_accept)
         return idata

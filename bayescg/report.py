@@ -707,7 +707,8 @@ class Report:
         m = self.meta
         versions = m.get("versions", {})
         vtxt = ", ".join(f"{k} {v}" for k, v in versions.items())
-        stamp = html.escape(f"created {m.get('created', '')} · command {m.get('command')} · seed {m.get('seed')}")
+        stamp = html.escape(f"created {m.get('created', '')} · command {m.get('command')} · seed {m.get('seed')}"
+                            + (f" · run {m['run_id']}" if m.get("run_id") else ""))
         top = ""
         if self.top_warnings:
             items = "".join(f"<li><b>{html.escape(s)}</b>: {html.escape(t)}</li>" if s else

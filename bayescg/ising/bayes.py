@@ -418,7 +418,9 @@ def sample_nuts(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1, 
             use_nutpie = False
     t0 = time.perf_counter()
     if use_nutpie:
-        compiled = nutpie.compile_pymc_model(model)
+        from ..runtime import compile_nutpie
+
+        compiled = compile_nutpie(model)  # IEEE arithmetic: same draws with a cold or warm cache
         t1 = time.perf_counter()
         c1 = time.process_time()
         idata, stopped = _nutpie_run(nutpie, compiled, control, draws=draws, tune=tune, chains=chains,

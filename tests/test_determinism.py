@@ -1,0 +1,48 @@
+"""Same model, same seed, same posterior, whatever the state of the compilation caches.
+
+The cause of the difference this guards against (issue 16, item 1): PyTensor compiles each Op to numba
+with fast-math flags and caches the machine code in ``<base_compiledir>/numba``; a cold cache inlines the
+Ops into nutpie's logp and LLVM reassociates across them, a warm cache links the cached Ops uninlined, and
+the last bits of logp and its gradient differ, which NUTS amplifies.  bayescg.runtime.compile_nutpie
+compiles without fast-math flags.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+FIT = r"""
+import sys
+import numpy as np
+from bayescg.fit import fit_effective_potential
+
+# exact Gibbs histogram of U(q) = q^2/2 + 0.3 cos(3q) at beta = 1, multinomial counts (seeded)
+edges = np.linspace(-4.0, 4.0, 81)
+c = 0.5 * (edges[1:] + edges[:-1])
+p = np.exp(-(c ** 2 / 2 + 0.3 * np.cos(3 * c)))
+counts = np.random.default_rng(7).multinomial(20_000, p / p.sum()).astype(float)
+data = {"counts": counts, "edges": [edges], "beta_hat": 1.0, "beta_hat_se": 0.02}
+r = fit_effective_potential(data, knots=12, method="nuts", draws=150, tune=150, chains=1, seed=3)
+post = r.to_inference_data().posterior
+np.savez(sys.argv[1], **{k: np.asarray(post[k].values) for k in post.data_vars})
+"""
+
+
+def test_posterior_bit_identical_with_cold_and_warm_caches(tmp_path):
+    caches = tmp_path / "caches"  # fresh numba, PyTensor and matplotlib caches, used cold then warm
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(caches / "numba"), MPLCONFIGDIR=str(caches / "mpl"),
+               PYTENSOR_FLAGS=f"base_compiledir={caches / 'pytensor'}",
+               PYTHONPATH=os.pathsep.join(sys.path))
+    runs = []
+    for name in ("cold", "warm"):
+        path = tmp_path / f"{name}.npz"
+        proc = subprocess.run([sys.executable, "-c", FIT, str(path)], env=env, capture_output=True, text=True,
+                              timeout=900)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs.append(dict(np.load(path)))
+    assert any((caches / "pytensor").rglob("*.nbi")), "the PyTensor numba cache was not used"
+    cold, warm = runs
+    assert cold.keys() == warm.keys() and "U" in cold
+    for k in cold:
+        assert np.array_equal(cold[k], warm[k]), f"{k}: max |cold - warm| = {np.abs(cold[k] - warm[k]).max():.3g}"
