@@ -272,7 +272,9 @@ def learn_trajectory_model(model: Model, *, control=None) -> LearnResult:
                             hist_range=hist_range_from_model(model), max_samples=tr.max_samples, knots=fs.knots,
                             method=fs.method, draws=fs.draws, tune=fs.tune, chains=fs.chains,
                             seed=fs.seed if fs.seed is not None else 1, reference=reference_from_model(model),
-                            mass_fraction=fs.mass_fraction, control=control, name=model.name)
+                            mass_fraction=fs.mass_fraction, delta_correction=fs.delta_correction,
+                            correction_steps=fs.correction_steps, correction_iterations=fs.correction_iterations,
+                            control=control, name=model.name)
     import hashlib
 
     res.trajectory = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
@@ -318,27 +320,10 @@ def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool
     fit = fit_effective_potential(sim, knots=fs.knots, method=fs.method, draws=fs.draws, tune=fs.tune,
                                   chains=fs.chains, seed=seed, reference=reference, mass_fraction=fs.mass_fraction,
                                   control=control)
-    raw, corr, note = None, None, _correction_blocker(sim, fs)
-    if not note:
-        from .bias import corrected_fit, damped_white_learner, fixed_point_correction
-
-        target = fit if fit.method == "map" else fit_effective_potential(
-            sim, knots=fs.knots, method="map", seed=seed, mass_fraction=fs.mass_fraction, draws=400)
-        learn = damped_white_learner(sim, kw, knots=fs.knots, steps=fs.correction_steps or s.steps, seed=seed + 1,
-                                     control=control)
-        try:
-            corr = fixed_point_correction(target.knots, target.coef_mean, learn, grid=fit.grid[:, 0],
-                                          weights=fit.grid_weights, region=fit.mass_region, var_p=1.0 / sim.beta_hat,
-                                          delta=sim.delta, gamma=sim.gamma, max_iter=fs.correction_iterations)
-        except (SimulationError, InputError) as exc:  # keep the learned U; say why it is not corrected
-            note = f"the correction failed: {exc}"
-            warnings.append(f"finite-delta correction not applied ({note}); U is the raw learned U_delta")
-        else:
-            raw, fit = fit, corrected_fit(fit, corr, reference, rng_seed=seed)
-        if corr is not None and not corr.converged:
-            warnings.append(f"finite-delta correction not converged after {corr.iterations} white-kick runs "
-                            f"(last update {corr.history[-1]['update_rms']:.3g} > Monte Carlo error "
-                            f"{corr.history[-1]['mc_error_rms']:.3g}, RMS over the mass region)")
+    fit, raw, corr, note = correct_finite_delta(
+        sim, fit, kw, mode=fs.delta_correction, knots=fs.knots, mass_fraction=fs.mass_fraction,
+        steps=fs.correction_steps or s.steps, max_iter=fs.correction_iterations, reference=reference, seed=seed,
+        warnings=warnings, control=control)
     warnings += coverage_warnings(fit)
     return LearnResult(model_name=model.name, simulation=sim, fit=fit, equilibrium=eq, noise=noise,
                        gamma_choice=gamma_choice, seconds=time.perf_counter() - t0, warnings=warnings,
@@ -354,9 +339,40 @@ def coverage_warnings(fit) -> list[str]:
             "(more than a fifth)"]
 
 
-def _correction_blocker(sim, fs: FitSection) -> str:
+def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fraction: float, steps: int,
+                         max_iter: int, reference, seed: int, warnings: list, control=None):
+    """The finite-delta correction (bayescg.bias, B4) of a learned ``fit`` of the run ``sim`` -> (fit, raw, corr,
+    note): the corrected fit and the raw one (or ``fit``, None, None, why-not).  ``sim_kw``: keyword arguments of
+    :func:`bayescg.simulate.simulate` for the white-kick runs (walkers, gamma, ...); ``mode``: fit.delta_correction.
+    Failures and non-convergence are appended to ``warnings``; a failed correction keeps the raw U."""
+    from .fit import fit_effective_potential
+
+    note = _correction_blocker(sim, mode)
+    if note:
+        return fit, None, None, note
+    from .bias import corrected_fit, damped_white_learner, fixed_point_correction
+
+    target = fit if fit.method == "map" else fit_effective_potential(
+        sim, knots=knots, method="map", seed=seed, mass_fraction=mass_fraction, draws=400)
+    learn = damped_white_learner(sim, sim_kw, knots=knots, steps=steps, seed=seed + 1, control=control)
+    try:
+        corr = fixed_point_correction(target.knots, target.coef_mean, learn, grid=fit.grid[:, 0],
+                                      weights=fit.grid_weights, region=fit.mass_region, var_p=1.0 / sim.beta_hat,
+                                      delta=sim.delta, gamma=sim.gamma, max_iter=max_iter)
+    except (SimulationError, InputError) as exc:  # keep the learned U; say why it is not corrected
+        note = f"the correction failed: {exc}"
+        warnings.append(f"finite-delta correction not applied ({note}); U is the raw learned U_delta")
+        return fit, None, None, note
+    if not corr.converged:
+        warnings.append(f"finite-delta correction not converged after {corr.iterations} white-kick runs "
+                        f"(last update {corr.history[-1]['update_rms']:.3g} > Monte Carlo error "
+                        f"{corr.history[-1]['mc_error_rms']:.3g}, RMS over the mass region)")
+    return corrected_fit(fit, corr, reference, rng_seed=seed), fit, corr, ""
+
+
+def _correction_blocker(sim, mode: str) -> str:
     """Why the finite-delta correction (bayescg.bias, B4) is not applied to this run ('' when it is)."""
-    if fs.delta_correction == "none":
+    if mode == "none":
         return "fit.delta_correction = 'none'"
     if sim.dim != 1:
         return "the fixed-point correction is implemented for d = 1"

@@ -13,7 +13,7 @@ covariance is I / beta at equilibrium.  ``delta`` and ``gamma``, when the data c
 make the run's finite-delta correction (bayescg.bias, B2) available (integrator "damped"); without them the
 integrator is recorded as "data".
 
-Effective sample size: batch means of the data themselves (``simulate.BATCHES`` contiguous batches per
+Effective sample size: batch means of the data themselves (``EngineOptions.batches`` contiguous batches per
 walker, :func:`bayescg.simulate._q_iat`, the simulator's own estimator) give the IAT of each q_i and q_i^2,
 and the batch-means se of beta_hat gives that of |p|^2 (:func:`bayescg.stats.p2_iat_steps`);
 :func:`bayescg.stats.equilibrium_summary` takes the largest, n_eff = frames / IAT.
@@ -116,7 +116,7 @@ def trajectory_result(q, p, *, delta=None, gamma=None, mass=None, burn_in: float
     bins, hist_range ([(lo, hi)] per dim, default the data range widened by half a bin): histogram of q;
     max_samples: frames kept (evenly strided) as ``samples_q/p`` for the stored-sample IAT and normality test.
     """
-    from .simulate import BATCHES, SimulationResult, _q_iat
+    from .simulate import EngineOptions, SimulationResult, _q_iat
     from .stats import beta_from_momenta
 
     q, p = check_arrays(q, p, None if variables is None else len(variables), where)
@@ -133,7 +133,7 @@ def trajectory_result(q, p, *, delta=None, gamma=None, mass=None, burn_in: float
         if v is not None and not (np.isfinite(v) and v > 0):
             raise InputError(f"{where}: {name} must be a positive number, got {v}")
     # --- momenta: moments over all frames, batch means per walker (as simulate's accumulators)
-    B = min(BATCHES, n // 4)
+    B = min(EngineOptions().batches, n // 4)
     flat_p = p.reshape(-1, d)
     mean = flat_p.mean(axis=0)
     cov = np.cov(flat_p, rowvar=False, bias=True).reshape(d, d)
@@ -201,17 +201,23 @@ def trajectory_result(q, p, *, delta=None, gamma=None, mass=None, burn_in: float
 def learn_trajectory(q, p, *, variables=None, delta=None, gamma=None, mass=None, burn_in: float = 0.0,
                      bins: int = 200, hist_range=None, max_samples: int = 100_000, knots=40, method: str = "nuts",
                      draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 1, reference=None,
-                     mass_fraction: float = 0.98, control=None, name: str = "trajectory"):
+                     mass_fraction: float = 0.98, delta_correction: str = "fixed_point", correction_steps=None,
+                     correction_iterations: int = 6, correction_walkers: int = 16, control=None,
+                     name: str = "trajectory"):
     """Learn U_k (3.9) from arrays (q, p): the Python-API twin of a model file's ``[trajectory]``.
 
     Arguments as :func:`trajectory_result` and :func:`bayescg.fit.fit_effective_potential`; variables: names of
     the d coordinates (default q0..); reference: Potential or callable of points (n, d) -> (n,).
+    delta_correction ("fixed_point" | "none"), correction_steps (default: the frames given), correction_iterations,
+    correction_walkers: the finite-delta correction of :func:`bayescg.pipeline.correct_finite_delta`, applied when
+    delta and gamma say the data come from the damped map (3.2) (1D, M = I), on white-kick runs of
+    ``correction_walkers`` walkers.
     Returns a :class:`bayescg.pipeline.LearnResult` (same ``to_dict`` / ``to_inference_data`` as ``learn``).
     """
     import time
 
     from .fit import fit_effective_potential
-    from .pipeline import LearnResult
+    from .pipeline import LearnResult, correct_finite_delta, coverage_warnings
     from .stats import equilibrium_summary
 
     t0 = time.perf_counter()
@@ -225,5 +231,14 @@ def learn_trajectory(q, p, *, variables=None, delta=None, gamma=None, mass=None,
     warnings = []
     if sim.hist_outside:
         warnings.append(f"{sim.hist_outside} frames lie outside the histogram range and were not counted")
+    if delta is None or gamma is None:
+        fit, raw, corr, note = fit, None, None, "delta and gamma of the map (3.2) that made the data are not given"
+    else:
+        sim_kw = {"gamma": float(gamma), "walkers": int(correction_walkers), "mass": sim.mass}
+        fit, raw, corr, note = correct_finite_delta(
+            sim, fit, sim_kw, mode=delta_correction, knots=knots, mass_fraction=mass_fraction,
+            steps=int(correction_steps or sim.steps), max_iter=correction_iterations, reference=reference,
+            seed=seed, warnings=warnings, control=control)
     return LearnResult(model_name=name, simulation=sim, fit=fit, equilibrium=eq,
-                       seconds=time.perf_counter() - t0, warnings=warnings)
+                       seconds=time.perf_counter() - t0, warnings=warnings + coverage_warnings(fit),
+                       raw_fit=raw, correction=corr, correction_note=note)
