@@ -11,6 +11,20 @@ Reported bands.  Each posterior draw of U is defined up to a constant; every dra
 same count-weighted mean over the reported grid, then the 3 % and 97 % quantiles at each point give the
 94 % equal-tailed band (so the band shows the uncertainty of the shape of U, not of the arbitrary constant).
 
+Band calibration (walker-clustered sandwich).  The tempered model (histogram likelihood x n_eff/n, beta from
+its own Gamma likelihood) treats every slow mode alike and beta as independent of the histogram; in fact the
+slow energy mode moves the spread of q and of p together (Test 1, delta 0.5: correlation 0.85 between the
+curvature of f = beta U and beta_hat over seeds), so U = f / beta varies less than the model says, while the
+cell-to-cell correlations seen by no per-cell variance can make it vary more.  The sampling variance of U on
+the grid is therefore measured from the independent walkers: each walker's histogram residual
+r_w = n_w - l_w N_c / N and momentum residual enter the linearised estimator
+(dU = X~ db / beta - U~ dbeta / beta, db = -H^-1 n_eff/n V^T r_w at the MAP, dbeta = -beta^2 dv_w),
+Var U_g = W / (W - 1) sum_w dU_gw^2 (cluster-robust sandwich; cf. the open-faced sandwich adjustment of MCMC
+draws, Shaby 2014), and the draws are scaled about their mean by one factor so that their variance matches
+it on average over the mass region, times t_{W-1}(0.97) / z(0.97) for the W - 1 degrees of freedom of that
+variance.  The same scaling applies to NUTS and Laplace draws, so both bands estimate the same width.  With
+fewer than 4 live walkers the model band is kept, with a warning.
+
 Reference RMSE.  Over the histogram cells that hold ``mass_fraction`` of the counts (most populated first),
 the reference is shifted by the least-squares constant (mean difference, unweighted over cells) and
 RMSE = sqrt(mean_cells (U_mean - U_ref - c)^2) is reported; ``reference_coverage`` is the fraction of
@@ -145,6 +159,7 @@ class FitResult:
     likelihood: Optional[dict] = None  # likelihood grid (EffectiveBasis.describe())
     lik_counts: Any = None             # (n_active,) counts of the active likelihood cells
     sampler: str = ""                  # how the posterior was computed (method used, backend, draws)
+    band_calibration: Optional[dict] = None  # walker-clustered sandwich scaling of the draws (module doc)
 
     def to_dict(self) -> dict:
         f = lambda a: None if a is None else np.asarray(a, dtype=float).tolist()  # noqa: E731
@@ -160,7 +175,7 @@ class FitResult:
             "n_eff": self.n_eff, "n_eff_factor": self.n_eff_factor,
             "reference_rmse": self.reference_rmse, "reference_coverage": self.reference_coverage,
             "diagnostics": dict(self.diagnostics), "seconds": self.seconds, "warnings": list(self.warnings),
-            "likelihood": self.likelihood,
+            "likelihood": self.likelihood, "band_calibration": self.band_calibration,
         }
 
     @property
@@ -336,6 +351,67 @@ def _beta_draws(momenta, fixed_beta, n, rng):
     return rng.gamma(1.0 + nu / 2, 1.0 / (1e-3 + S / 2), size=n)
 
 
+
+# --------------------------------------------------------------------------------------------------
+# band calibration (walker-clustered sandwich, module docstring)
+# --------------------------------------------------------------------------------------------------
+def _walker_data(sim_or_data):
+    """(walker counts (W, *cells), walker E[p p^T] (W, d, d), inverse mass A (d, d), pooled mean p (d,)) or None."""
+    get = (sim_or_data.get if isinstance(sim_or_data, dict) else lambda k, dflt=None: getattr(sim_or_data, k, dflt))
+    wc, ws = get("walker_hist_counts"), get("walker_second_moments")
+    if wc is None or ws is None:
+        return None
+    ws = np.asarray(ws, dtype=float)
+    d = ws.shape[-1]
+    A = get("mass")
+    A = np.eye(d) if A is None else np.atleast_2d(np.asarray(A, dtype=float))
+    mu = get("momentum_mean")
+    mu = np.zeros(d) if mu is None else np.asarray(mu, dtype=float).ravel()
+    return np.asarray(wc, dtype=float), ws, A, mu
+
+
+def _calibrate_band(basis: EffectiveBasis, factor, b_map, H, Xa, Ua, beta, walkers, region, Ud):
+    """Scale (about their mean) of the aligned draws Ud (S, G) so that their variance matches the
+    walker-clustered sandwich variance of U on average over ``region`` (module docstring).
+
+    Xa: (G, m) aligned design rows of the kept coefficients; Ua: (G,) aligned U_mean; beta: scalar.
+    Returns (scale, info dict); scale 1 and info["method"] naming the reason when it cannot be measured.
+    """
+    from scipy import stats as st
+
+    from .bayes.effective import _cell_design, cell_log_mass
+    from .stats import MIN_WALKERS
+
+    if walkers is None:
+        return 1.0, {"method": "none (no per-walker data)", "scale": 1.0}
+    wc, ws, A, mu = walkers
+    W, d = wc.shape[0], ws.shape[-1]
+    if W < MIN_WALKERS:
+        return 1.0, {"method": f"none ({W} live walkers < {MIN_WALKERS})", "scale": 1.0, "walkers": W}
+    Q = basis.Q
+    _, R = cell_log_mass(basis, Q @ b_map, weights=True)
+    V = _cell_design(basis, R) @ Q                                   # (n_active, m - 1)
+    c_w = np.array([basis.active_counts(n) for n in wc])             # (W, n_active)
+    tot = c_w.sum(axis=0)
+    r = c_w - c_w.sum(axis=1, keepdims=True) * (tot / tot.sum())[None, :]
+    db = -np.linalg.solve(H, factor * (V.T @ r.T))                   # (m - 1, W): MAP response to each walker
+    dU = (Xa @ (Q @ db)) / beta                                      # (G, W)
+    # momenta: beta = d / Tr(A C), v = Tr(A C) / d; walkers have equal post-burn-in lengths
+    v_w = np.einsum("ij,wji->w", A, ws - np.outer(mu, mu)[None]) / d
+    dv = (v_w - v_w.mean()) / W
+    dU += Ua[:, None] * (beta * dv)[None, :]                         # -U dbeta / beta, dbeta = -beta^2 dv
+    var_sand = W / (W - 1) * np.sum(dU ** 2, axis=1)
+    var_draws = Ud.var(axis=0, ddof=1)
+    reg = region if region is not None and region.any() else np.ones(Ud.shape[1], bool)
+    k = float(var_sand[reg].sum() / var_draws[reg].sum())
+    tfac = float(st.t.ppf(0.97, W - 1) / st.norm.ppf(0.97))
+    scale = math.sqrt(k) * tfac
+    return scale, {"method": "walker-clustered sandwich", "walkers": int(W), "dof": int(W - 1),
+                   "variance_ratio": k, "t_factor": tfac, "scale": scale,
+                   "model_band_sd_mean": float(np.sqrt(var_draws[reg]).mean()),
+                   "sandwich_sd_mean": float(np.sqrt(var_sand[reg]).mean())}
+
+
 # --------------------------------------------------------------------------------------------------
 # main entry
 # --------------------------------------------------------------------------------------------------
@@ -343,7 +419,8 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
                             chains: int = 4, seed: int = 1, reference=None, mass_fraction: float = 0.98,
                             control=None, beta: Optional[float] = None, min_eff_per_coef: float = 2.0,
                             max_knots_2d: int = 25, coarsen=None, quad: Optional[int] = None,
-                            trim: Optional[bool] = None, target_accept: Optional[float] = None) -> FitResult:
+                            trim: Optional[bool] = None, target_accept: Optional[float] = None,
+                            calibrate_band: bool = True) -> FitResult:
     """Fit U_k (3.9) with uncertainty; see the module docstring for bands and RMSE.
 
     sim_or_data: SimulationResult-like (hist_counts, hist_edges, samples_*, beta_hat, beta_hat_se) or a dict
@@ -356,6 +433,8 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     Gauss points and the normaliser over the cells with data plus one cell).
     target_accept: NUTS target acceptance (default 0.9 in 1D, 0.95 in 2D, where cells at the edge of the data
     give one-sided, exponential-wall directions).
+    calibrate_band: scale the draws to the walker-clustered sandwich variance (module docstring; needs
+    ``walker_hist_counts`` and ``walker_second_moments``, from simulate() or the dict); False keeps the model band.
     Raises InputError when the effective sample size is below ``min_eff_per_coef`` per (kept) coefficient.
     """
     t0 = time.perf_counter()
@@ -425,6 +504,17 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     w = counts.ravel()[idx].astype(float)
     w = w / w.sum() if w.sum() > 0 else np.full(len(idx), 1.0 / len(idx))
     Ud -= (Ud @ w)[:, None]                  # align every draw: same count-weighted mean
+    cells_mask = _mass_region(counts, mass_fraction).ravel()
+    calib = {"method": "off", "scale": 1.0}
+    if calibrate_band:
+        Um = Ud.mean(axis=0)
+        scale, calib = _calibrate_band(basis, factor, b_map, H, X - w @ X, Um, float(np.mean(betad)),
+                                       _walker_data(sim_or_data), cells_mask[idx], Ud)
+        if scale != 1.0:
+            Ud = Um + scale * (Ud - Um)
+        else:
+            warnings.append(f"band not checked against the walker-to-walker spread ({calib['method']}): it is "
+                            "the tempered model's band")
     U_mean = Ud.mean(axis=0)
     coef_mean = Ucoef.mean(axis=0)
     coef_mean = coef_mean - (coef_mean @ X.T) @ w  # same alignment for the stored spline
@@ -446,9 +536,8 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
                     knots=basis.knots, coef_mean=coef_mean, n_eff_factor=float(factor), n_eff=float(n_eff),
                     diagnostics=diag, seconds=0.0, warnings=warnings, band=band, counts=counts, edges=edges,
                     idata=idata, U_draws=Ud, likelihood=basis.describe(),
-                    lik_counts=basis.active_counts(counts), sampler=sampler)
+                    lik_counts=basis.active_counts(counts), sampler=sampler, band_calibration=calib)
     # ---- reference
-    cells_mask = _mass_region(counts, mass_fraction).ravel()
     res.mass_region = cells_mask[idx]
     if reference is not None:
         cidx = np.flatnonzero(cells_mask)

@@ -105,6 +105,10 @@ class SimulationResult:
     final_p: np.ndarray | None = None   # (W, d)
     q_iat_steps: float = float("nan")   # integrated autocorrelation time of q in steps, max over dims
     q_iat_steps_per_dim: np.ndarray | None = None  # (d,)
+    # per live walker (walker-clustered sandwich of the fit's band, bayescg.fit): histogram counts
+    # (W_live, *hist_counts.shape) and post-burn-in E[p p^T] (W_live, d, d)
+    walker_hist_counts: np.ndarray | None = None
+    walker_second_moments: np.ndarray | None = None
 
     def to_dict(self) -> dict:
         """JSON-able summary (SPEC simulation.json fields first); omits the raw samples."""
@@ -587,7 +591,9 @@ def _result(st, potential, integrator, d, delta, gamma, beta, A, G, walkers, see
         steps_per_walker=n_per, burn_in_steps=burn, accumulated_steps=ng * n_acc,
         expression=potential.expression, variables=tuple(potential.variables), hist_marginal=marginal,
         final_q=st["q"].copy(), final_p=st["p"].copy(),
-        q_iat_steps=float(np.max(iat)) if np.all(np.isfinite(iat)) else float("nan"), q_iat_steps_per_dim=iat)
+        q_iat_steps=float(np.max(iat)) if np.all(np.isfinite(iat)) else float("nan"), q_iat_steps_per_dim=iat,
+        walker_hist_counts=st["hist"][good].reshape((ng,) + hist.shape).copy(),
+        walker_second_moments=st["bpp"][good].sum(axis=1) / max(n_acc, 1))
 
 
 def _q_iat(bq, bqq, lens):

@@ -1,0 +1,194 @@
+"""Replicate study of the bands of the learned U (issue 11, item 1): are they as wide as the seed-to-seed spread?
+
+For each case, ``--seeds`` independent simulations (seeds 1..S, everything else fixed) are fitted; on the grid
+points common to all fits, inside the 98 % mass region of the mean histogram, it reports
+  * width ratio = mean band half-width / (1.88 x seed-to-seed sd of U_mean) (1 for a calibrated 94 % band);
+  * coverage of the replicate mean: fraction of (seed, point) whose band holds the mean of U_mean over seeds
+    (what the raw estimator targets; the finite-delta bias is not part of this study);
+  * the same two numbers for the model band before the walker-clustered sandwich scaling (``calibrate_band
+    = False``) and for the n_eff rule of main (largest IAT of any statistic), recomputed from the same runs.
+Every U is aligned to the count-weighted mean (weights: mean histogram over seeds) on the common grid before
+the spread is taken.  Settings were fixed before any run (the models' own delta/gamma, modest budgets); the
+2D case uses one friction Gamma = Z / 2 from a stage-1 noise estimate (seed 0) for all seeds, so only the
+simulation noise varies.
+
+    nice python benchmarks/calibration/replicates.py --seeds 20 --out benchmarks/calibration/results.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bayescg.fit import _mass_region, fit_effective_potential
+from bayescg.potentials import catalogue
+from bayescg.simulate import simulate
+
+CASES = {
+    # name: potential, delta, gamma, steps, hist_range, bins, knots, methods
+    "test1-d0.5": dict(pot="test1", delta=0.5, gamma=0.1, steps=4_000_000, rng=[(-7.0, 7.0)], bins=200, knots=40,
+                       methods=("map", "nuts")),
+    "test2-d0.25": dict(pot="test2", delta=0.25, gamma=0.1, steps=4_000_000, rng=[(-3.0, 3.0)], bins=200, knots=40,
+                        methods=("map", "nuts")),
+    "test4-d0.05": dict(pot="test4", delta=0.05, gamma=0.1, steps=8_000_000, rng=[(-1.5, 3.0), (-2.5, 2.0)],
+                        bins=100, knots=25, methods=("map",)),
+}
+
+
+def _old_rule_factor(sim):
+    """n_eff / n of main's rule (largest streaming IAT of q, q^2, |p|^2), for the comparison column."""
+    from bayescg import stats
+
+    q = np.asarray(sim.samples_q, float)
+    p = np.asarray(sim.samples_p, float)
+    w = np.asarray(sim.sample_walker)
+    tau = max(stats.pooled_iat(q, w), stats.pooled_iat(p, w))
+    p2 = stats.p2_iat_steps(sim.beta_hat, sim.beta_hat_se, sim.momentum_covariance, sim.accumulated_steps)
+    it, _ = stats.effective_iat_steps(sim.q_iat_steps, sim.accumulated_steps, tau, sim.sample_stride,
+                                      getattr(sim, "q2_iat_steps", None), p2)
+    return min(1.0, sim.accumulated_steps / it / float(np.sum(sim.hist_counts)))
+
+
+def run_case(name, spec, seeds, draws):
+    pot = catalogue(spec["pot"])
+    d = pot.dim
+    kw = dict(steps=spec["steps"], walkers=16, hist_range=spec["rng"], bins=spec["bins"])
+    if d == 2:
+        from bayescg.noise import estimate_noise
+
+        t = time.time()
+        nz = estimate_noise(pot, spec["delta"], spec["gamma"], steps=2_000_000, walkers=16, seed=0, bayesian=False,
+                            calibrated_run=False, hist_range=spec["rng"])
+        kw.update(mass=np.eye(d), friction=nz.friction)
+        print(f"{name}: Z = {nz.noise_covariance.tolist()} ({time.time() - t:.0f} s)", flush=True)
+    else:
+        kw.update(gamma=spec["gamma"])
+    runs = []
+    for s in seeds:
+        t0 = time.time()
+        sim = simulate(pot, spec["delta"], seed=int(s), **kw)
+        t_sim = time.time() - t0
+        row = {"seed": int(s), "sim_seconds": t_sim, "counts": np.asarray(sim.hist_counts, float).tolist(),
+               "fits": {}}
+        old = _old_rule_factor(sim)
+        for m in spec["methods"]:
+            for variant in ("calibrated", "main_rule") if m == "map" else ("calibrated",):
+                src = sim
+                if variant == "main_rule":
+                    from bayescg.stats import equilibrium_summary
+
+                    eq = equilibrium_summary(sim)
+                    src = {"counts": sim.hist_counts, "edges": sim.hist_edges, "beta_hat": eq.beta_hat,
+                           "beta_hat_se": eq.beta_hat_se, "n_eff_factor": old}
+                t1 = time.time()
+                f = fit_effective_potential(src, knots=spec["knots"], method=m, draws=draws, tune=draws, chains=2,
+                                            seed=int(s), calibrate_band=variant == "calibrated")
+                rec = {"grid": f.grid.tolist(), "U_mean": f.U_mean.tolist(), "U_lower": f.U_lower.tolist(),
+                       "U_upper": f.U_upper.tolist(), "n_eff_factor": f.n_eff_factor, "seconds": time.time() - t1,
+                       "band_calibration": f.band_calibration, "warnings": f.warnings, "diagnostics": f.diagnostics}
+                row["fits"][f"{m}/{variant}"] = rec
+                if variant == "calibrated":
+                    # the model band before scaling: the scaling is affine about the draws' mean, so its
+                    # quantiles scale exactly (no refit needed)
+                    k = f.band_calibration.get("scale", 1.0)
+                    row["fits"][f"{m}/model"] = dict(rec, U_lower=(f.U_mean + (f.U_lower - f.U_mean) / k).tolist(),
+                                                     U_upper=(f.U_mean + (f.U_upper - f.U_mean) / k).tolist(),
+                                                     band_calibration={"scale": 1.0})
+        print(f"{name} seed {s}: sim {t_sim:.1f} s, fits " +
+              ", ".join(f"{k} {v['seconds']:.1f} s" for k, v in row["fits"].items()), flush=True)
+        runs.append(row)
+    return runs
+
+
+def analyse(runs, d):
+    """Width ratio and coverage of the replicate mean per fit variant (module docstring)."""
+    out = {}
+    counts = np.mean([np.asarray(r["counts"]) for r in runs], axis=0)
+    for key in runs[0]["fits"]:
+        fits = [r["fits"][key] for r in runs]
+        keys = [set(map(tuple, np.round(np.asarray(f["grid"]).reshape(len(f["grid"]), -1), 9))) for f in fits]
+        common = sorted(set.intersection(*keys))
+        cset = {c: i for i, c in enumerate(common)}
+        U, lo, hi = (np.full((len(fits), len(common)), np.nan) for _ in range(3))
+        for s, f in enumerate(fits):
+            g = np.round(np.asarray(f["grid"]).reshape(len(f["grid"]), -1), 9)
+            for j, pt in enumerate(map(tuple, g)):
+                i = cset.get(pt)
+                if i is not None:
+                    U[s, i], lo[s, i], hi[s, i] = f["U_mean"][j], f["U_lower"][j], f["U_upper"][j]
+        # weights and mass region from the mean histogram at the common points
+        edges = None
+        cg = np.array(common)
+        if d == 1:
+            n = counts.size
+            e = np.asarray(runs_edges[0])
+            ci = np.clip(np.searchsorted(e, cg[:, 0]) - 1, 0, n - 1)
+            wts = counts[ci]
+        else:
+            ex, ey = runs_edges
+            ix = np.clip(np.searchsorted(ex, cg[:, 0]) - 1, 0, counts.shape[0] - 1)
+            iy = np.clip(np.searchsorted(ey, cg[:, 1]) - 1, 0, counts.shape[1] - 1)
+            wts = counts[ix, iy]
+        region = _mass_region(wts, 0.98)
+        w = wts / wts.sum()
+        c = U @ w
+        U -= c[:, None]
+        lo -= c[:, None]
+        hi -= c[:, None]
+        Ubar = U.mean(axis=0)
+        sd = U.std(axis=0, ddof=1)
+        hw = 0.5 * (hi - lo)
+        inside = (lo <= Ubar[None]) & (Ubar[None] <= hi)
+        out[key] = {
+            "points": int(region.sum()), "seeds": len(fits),
+            "width_ratio": float(hw[:, region].mean() / (1.88 * sd[region]).mean()),
+            "width_ratio_pointwise_median": float(np.median(hw[:, region].mean(0) / (1.88 * sd[region]))),
+            "coverage_of_replicate_mean": float(inside[:, region].mean()),
+            "coverage_per_seed_min": float(inside[:, region].mean(axis=1).min()),
+            "mean_half_width": float(hw[:, region].mean()), "seed_sd_mean": float(sd[region].mean()),
+            "fit_seconds_mean": float(np.mean([f["seconds"] for f in fits])),
+            "n_eff_factor_mean": float(np.mean([f["n_eff_factor"] for f in fits])),
+            "band_scale_mean": float(np.mean([f["band_calibration"].get("scale", 1.0) for f in fits])),
+            "_profile": {"x": cg[region].tolist(), "half_width": hw[:, region].mean(0).tolist(),
+                         "seed_sd": sd[region].tolist()},
+        }
+    return out
+
+
+runs_edges = None
+
+
+def main():
+    global runs_edges
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--cases", nargs="*", default=list(CASES))
+    ap.add_argument("--draws", type=int, default=1000)
+    ap.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    a = ap.parse_args()
+    out = json.loads(Path(a.out).read_text()) if Path(a.out).exists() else {}
+    for name in a.cases:
+        spec = CASES[name]
+        t0 = time.time()
+        runs = run_case(name, spec, range(1, a.seeds + 1), a.draws)
+        lo_hi = spec["rng"]
+        runs_edges = [np.linspace(lo, hi, spec["bins"] + 1) for lo, hi in lo_hi]
+        res = analyse(runs, len(lo_hi))
+        per_seed = [{"seed": r["seed"], "sim_seconds": r["sim_seconds"],
+                     **{k: {"band_calibration": f["band_calibration"], "warnings": f["warnings"],
+                            "diagnostics": f["diagnostics"], "seconds": f["seconds"], "n_eff_factor": f["n_eff_factor"]}
+                        for k, f in r["fits"].items() if not k.endswith("/model")}} for r in runs]
+        out[name] = {"settings": {k: v for k, v in spec.items()}, "wall_seconds": time.time() - t0,
+                     "sim_seconds_mean": float(np.mean([r["sim_seconds"] for r in runs])), "results": res,
+                     "per_seed": per_seed}
+        Path(a.out).write_text(json.dumps(out, indent=1, default=list))
+        for k, v in res.items():
+            print(f"{name} {k}: width ratio {v['width_ratio']:.3f}, coverage {v['coverage_of_replicate_mean']:.3f}, "
+                  f"scale {v['band_scale_mean']:.3f}, n_eff/n {v['n_eff_factor_mean']:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
