@@ -45,6 +45,7 @@ from .bayes.effective import (EffectiveBasis, active_probabilities, adaptive_whi
 from .errors import InputError
 
 __all__ = ["sample_model", "nuts_backend", "sampler_diagnostics", "convergence_warnings", "FitResult", "fit_effective_potential", "learned_curvature",
+           "grid_weights", "replicate_band_summary",
            "finite_delta_bias", "FiniteDeltaBias"]
 
 MAX_REPORT_1D = 200
@@ -577,6 +578,58 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
                                  dims={"U": ["grid_point"]})
     res.seconds = time.perf_counter() - t0
     return res
+
+
+# --------------------------------------------------------------------------------------------------
+# replicate check of the bands (issue 11, item 1)
+# --------------------------------------------------------------------------------------------------
+def grid_weights(fit: FitResult) -> np.ndarray:
+    """Histogram count of the fine cell under each report grid point (G,) (the alignment weights)."""
+    idx = [np.clip(np.searchsorted(e, fit.grid[:, i]) - 1, 0, len(e) - 2) for i, e in enumerate(fit.edges)]
+    return np.asarray(fit.counts, dtype=float)[tuple(idx)]
+
+
+def replicate_band_summary(fits, mass_fraction: float = 0.98, level_z: float = 1.88) -> dict:
+    """Bands of independent replicate fits against their seed-to-seed spread.
+
+    fits: list of dicts {grid (G_s, d), U_mean, U_lower, U_upper, weight (G_s,)} or FitResults (same histogram
+    grid).  On the grid points common to all fits, inside the ``mass_fraction`` region of the summed weights,
+    each U_mean and its band are aligned to the same weighted mean; returns width_ratio = mean half-width /
+    (level_z x mean seed-to-seed sd of U_mean), coverage = fraction of (fit, point) whose band holds the
+    replicate mean, per-point profiles and the number of points and fits.
+    """
+    rows = [f if isinstance(f, dict) else {"grid": f.grid, "U_mean": f.U_mean, "U_lower": f.U_lower,
+                                           "U_upper": f.U_upper, "weight": grid_weights(f)} for f in fits]
+    if len(rows) < 3:
+        raise InputError("need at least 3 replicate fits")
+    keys = [[tuple(p) for p in np.round(np.asarray(r["grid"], dtype=float).reshape(len(r["U_mean"]), -1), 9)]
+            for r in rows]
+    common = sorted(set.intersection(*map(set, keys)))
+    if not common:
+        raise InputError("the replicate fits share no grid point")
+    pos = {c: i for i, c in enumerate(common)}
+    U, lo, hi, wt = (np.zeros((len(rows), len(common))) for _ in range(4))
+    for s, (r, k) in enumerate(zip(rows, keys)):
+        j = np.array([i for i, c in enumerate(k) if c in pos])
+        i = np.array([pos[k[jj]] for jj in j])
+        for a, name in ((U, "U_mean"), (lo, "U_lower"), (hi, "U_upper"), (wt, "weight")):
+            a[s, i] = np.asarray(r[name], dtype=float)[j]
+    w = wt.sum(axis=0)
+    region = _mass_region(w, mass_fraction)
+    c = U @ (w / w.sum())
+    U, lo, hi = U - c[:, None], lo - c[:, None], hi - c[:, None]
+    Ubar = U.mean(axis=0)
+    sd = U.std(axis=0, ddof=1)
+    hw = 0.5 * (hi - lo)
+    inside = (lo <= Ubar[None]) & (Ubar[None] <= hi)
+    return {"fits": len(rows), "points": int(region.sum()),
+            "width_ratio": float(hw[:, region].mean() / (level_z * sd[region]).mean()),
+            "width_ratio_pointwise_median": float(np.median(hw[:, region].mean(axis=0) / (level_z * sd[region]))),
+            "coverage": float(inside[:, region].mean()),
+            "coverage_per_fit_min": float(inside[:, region].mean(axis=1).min()),
+            "mean_half_width": float(hw[:, region].mean()), "seed_sd_mean": float(sd[region].mean()),
+            "profile": {"x": np.asarray(common)[region].tolist(), "half_width": hw[:, region].mean(axis=0).tolist(),
+                        "seed_sd": sd[region].tolist()}}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bayescg.fit import _mass_region, fit_effective_potential
+from bayescg.fit import fit_effective_potential, grid_weights, replicate_band_summary
 from bayescg.potentials import catalogue
 from bayescg.simulate import simulate
 
@@ -71,8 +71,7 @@ def run_case(name, spec, seeds, draws):
         t0 = time.time()
         sim = simulate(pot, spec["delta"], seed=int(s), **kw)
         t_sim = time.time() - t0
-        row = {"seed": int(s), "sim_seconds": t_sim, "counts": np.asarray(sim.hist_counts, float).tolist(),
-               "fits": {}}
+        row = {"seed": int(s), "sim_seconds": t_sim, "fits": {}}
         old = _old_rule_factor(sim)
         for m in spec["methods"]:
             for variant in ("calibrated", "main_rule") if m == "map" else ("calibrated",):
@@ -86,16 +85,16 @@ def run_case(name, spec, seeds, draws):
                 t1 = time.time()
                 f = fit_effective_potential(src, knots=spec["knots"], method=m, draws=draws, tune=draws, chains=2,
                                             seed=int(s), calibrate_band=variant == "calibrated")
-                rec = {"grid": f.grid.tolist(), "U_mean": f.U_mean.tolist(), "U_lower": f.U_lower.tolist(),
-                       "U_upper": f.U_upper.tolist(), "n_eff_factor": f.n_eff_factor, "seconds": time.time() - t1,
+                rec = {"grid": f.grid, "U_mean": f.U_mean, "U_lower": f.U_lower, "U_upper": f.U_upper,
+                       "weight": grid_weights(f), "n_eff_factor": f.n_eff_factor, "seconds": time.time() - t1,
                        "band_calibration": f.band_calibration, "warnings": f.warnings, "diagnostics": f.diagnostics}
                 row["fits"][f"{m}/{variant}"] = rec
                 if variant == "calibrated":
                     # the model band before scaling: the scaling is affine about the draws' mean, so its
                     # quantiles scale exactly (no refit needed)
                     k = f.band_calibration.get("scale", 1.0)
-                    row["fits"][f"{m}/model"] = dict(rec, U_lower=(f.U_mean + (f.U_lower - f.U_mean) / k).tolist(),
-                                                     U_upper=(f.U_mean + (f.U_upper - f.U_mean) / k).tolist(),
+                    row["fits"][f"{m}/model"] = dict(rec, U_lower=f.U_mean + (f.U_lower - f.U_mean) / k,
+                                                     U_upper=f.U_mean + (f.U_upper - f.U_mean) / k,
                                                      band_calibration={"scale": 1.0})
         print(f"{name} seed {s}: sim {t_sim:.1f} s, fits " +
               ", ".join(f"{k} {v['seconds']:.1f} s" for k, v in row["fits"].items()), flush=True)
@@ -103,66 +102,22 @@ def run_case(name, spec, seeds, draws):
     return runs
 
 
-def analyse(runs, d):
-    """Width ratio and coverage of the replicate mean per fit variant (module docstring)."""
+def analyse(runs):
+    """Width ratio and coverage of the replicate mean per fit variant (bayescg.fit.replicate_band_summary)."""
     out = {}
-    counts = np.mean([np.asarray(r["counts"]) for r in runs], axis=0)
     for key in runs[0]["fits"]:
         fits = [r["fits"][key] for r in runs]
-        keys = [set(map(tuple, np.round(np.asarray(f["grid"]).reshape(len(f["grid"]), -1), 9))) for f in fits]
-        common = sorted(set.intersection(*keys))
-        cset = {c: i for i, c in enumerate(common)}
-        U, lo, hi = (np.full((len(fits), len(common)), np.nan) for _ in range(3))
-        for s, f in enumerate(fits):
-            g = np.round(np.asarray(f["grid"]).reshape(len(f["grid"]), -1), 9)
-            for j, pt in enumerate(map(tuple, g)):
-                i = cset.get(pt)
-                if i is not None:
-                    U[s, i], lo[s, i], hi[s, i] = f["U_mean"][j], f["U_lower"][j], f["U_upper"][j]
-        # weights and mass region from the mean histogram at the common points
-        edges = None
-        cg = np.array(common)
-        if d == 1:
-            n = counts.size
-            e = np.asarray(runs_edges[0])
-            ci = np.clip(np.searchsorted(e, cg[:, 0]) - 1, 0, n - 1)
-            wts = counts[ci]
-        else:
-            ex, ey = runs_edges
-            ix = np.clip(np.searchsorted(ex, cg[:, 0]) - 1, 0, counts.shape[0] - 1)
-            iy = np.clip(np.searchsorted(ey, cg[:, 1]) - 1, 0, counts.shape[1] - 1)
-            wts = counts[ix, iy]
-        region = _mass_region(wts, 0.98)
-        w = wts / wts.sum()
-        c = U @ w
-        U -= c[:, None]
-        lo -= c[:, None]
-        hi -= c[:, None]
-        Ubar = U.mean(axis=0)
-        sd = U.std(axis=0, ddof=1)
-        hw = 0.5 * (hi - lo)
-        inside = (lo <= Ubar[None]) & (Ubar[None] <= hi)
-        out[key] = {
-            "points": int(region.sum()), "seeds": len(fits),
-            "width_ratio": float(hw[:, region].mean() / (1.88 * sd[region]).mean()),
-            "width_ratio_pointwise_median": float(np.median(hw[:, region].mean(0) / (1.88 * sd[region]))),
-            "coverage_of_replicate_mean": float(inside[:, region].mean()),
-            "coverage_per_seed_min": float(inside[:, region].mean(axis=1).min()),
-            "mean_half_width": float(hw[:, region].mean()), "seed_sd_mean": float(sd[region].mean()),
-            "fit_seconds_mean": float(np.mean([f["seconds"] for f in fits])),
-            "n_eff_factor_mean": float(np.mean([f["n_eff_factor"] for f in fits])),
-            "band_scale_mean": float(np.mean([f["band_calibration"].get("scale", 1.0) for f in fits])),
-            "_profile": {"x": cg[region].tolist(), "half_width": hw[:, region].mean(0).tolist(),
-                         "seed_sd": sd[region].tolist()},
-        }
+        out[key] = dict(replicate_band_summary(fits),
+                        band_scale_mean=float(np.mean([f["band_calibration"].get("scale", 1.0) for f in fits])),
+                        n_eff_factor_mean=float(np.mean([f["n_eff_factor"] for f in fits])),
+                        fit_seconds_mean=float(np.mean([f["seconds"] for f in fits])),
+                        fits_with_warnings=int(sum(bool(f["warnings"]) for f in fits)))
     return out
 
 
-runs_edges = None
 
 
 def main():
-    global runs_edges
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--cases", nargs="*", default=list(CASES))
@@ -174,9 +129,10 @@ def main():
         spec = CASES[name]
         t0 = time.time()
         runs = run_case(name, spec, range(1, a.seeds + 1), a.draws)
-        lo_hi = spec["rng"]
-        runs_edges = [np.linspace(lo, hi, spec["bins"] + 1) for lo, hi in lo_hi]
-        res = analyse(runs, len(lo_hi))
+        res = analyse(runs)
+        raw = {f"{k}|{r['seed']}|{a}": np.asarray(v[a]) for r in runs for k, v in r["fits"].items()
+               for a in ("grid", "U_mean", "U_lower", "U_upper", "weight")}
+        np.savez_compressed(Path(a.out).with_name(f"raw-{name}.npz"), **raw)  # re-analysable without rerunning
         per_seed = [{"seed": r["seed"], "sim_seconds": r["sim_seconds"],
                      **{k: {"band_calibration": f["band_calibration"], "warnings": f["warnings"],
                             "diagnostics": f["diagnostics"], "seconds": f["seconds"], "n_eff_factor": f["n_eff_factor"]}
@@ -186,7 +142,7 @@ def main():
                      "per_seed": per_seed}
         Path(a.out).write_text(json.dumps(out, indent=1, default=list))
         for k, v in res.items():
-            print(f"{name} {k}: width ratio {v['width_ratio']:.3f}, coverage {v['coverage_of_replicate_mean']:.3f}, "
+            print(f"{name} {k}: width ratio {v['width_ratio']:.3f}, coverage {v['coverage']:.3f}, "
                   f"scale {v['band_scale_mean']:.3f}, n_eff/n {v['n_eff_factor_mean']:.3f}", flush=True)
 
 
