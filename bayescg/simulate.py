@@ -32,7 +32,8 @@ from .kernels import accumulate as K
 from .kernels.rng import seed_states  # noqa: F401  (re-exported for callers)
 from .potentials import Potential
 
-INTEGRATORS = {"damped": K.DAMPED, "langevin": K.LANGEVIN, "hamiltonian": K.HAMILTONIAN}
+INTEGRATORS = {"damped": K.DAMPED, "langevin": K.LANGEVIN, "hamiltonian": K.HAMILTONIAN,
+               "damped_white": K.DAMPED_WHITE}
 
 #: Trap detection: |p| <= P_TOL and |dq| <= Q_TOL (1 + |q|) for TRAP_WINDOW consecutive steps.
 P_TOL = 1e-9
@@ -55,7 +56,8 @@ class SimulationResult:
     """Statistics of a run; arrays are numpy, shapes in comments (d = dim, W = walkers).
 
     Momentum statistics pool all post-burn-in steps of the walkers that were not trapped.
-    ``beta_hat`` is 1 / var(p) for d = 1 (3.5) and d / tr(cov p) for d >= 2; standard errors
+    ``beta_hat`` = d / tr(A cov p) (equipartition E[p^T A p] = d / beta with A = M^-1; 1 / var(p)
+    for d = 1 and A = 1, (3.5)); standard errors
     come from batch means (``BATCHES`` per walker, batches of all walkers treated as
     independent; the mean correction is neglected) and the delta method.
     ``q_iat_steps_per_dim`` is the integrated autocorrelation time of each coordinate of q in
@@ -109,6 +111,7 @@ class SimulationResult:
     # (W_live, *hist_counts.shape) and post-burn-in E[p p^T] (W_live, d, d)
     walker_hist_counts: np.ndarray | None = None
     walker_second_moments: np.ndarray | None = None
+    kick_noise: np.ndarray | None = None  # (d, d) Z of "damped_white", else None
 
     def to_dict(self) -> dict:
         """JSON-able summary (SPEC simulation.json fields first); omits the raw samples."""
@@ -129,6 +132,7 @@ class SimulationResult:
             "steps_per_walker": int(self.steps_per_walker), "burn_in_steps": int(self.burn_in_steps),
             "accumulated_steps": int(self.accumulated_steps),
             "q_iat_steps": _f(self.q_iat_steps),
+            "kick_noise": None if self.kick_noise is None else _nan_list(self.kick_noise),
             "q_iat_steps_per_dim": (None if self.q_iat_steps_per_dim is None
                                     else _nan_list(self.q_iat_steps_per_dim)),
             "histogram": {"counts": self.hist_counts.tolist(), "edges": [e.tolist() for e in self.hist_edges],
@@ -199,16 +203,23 @@ def _integrator(name):
     return INTEGRATORS[name]
 
 
-def _matrices(kind, d, delta, mass, friction, gamma, beta):
-    """(A, E, L, diag) for the kernels: E = expm(-Gamma A delta) (DAMPED), F and the OU
-    Cholesky factor (LANGEVIN), I (HAMILTONIAN)."""
+def _matrices(kind, d, delta, mass, friction, gamma, beta, kick_noise=None):
+    """(A, G, E, L, diag) for the kernels: E = expm(-Gamma A delta) (DAMPED, DAMPED_WHITE with L the
+    Cholesky factor of delta Z, Z = ``kick_noise``), F and the OU Cholesky factor (LANGEVIN),
+    I (HAMILTONIAN)."""
     from scipy.linalg import cholesky, expm, solve_continuous_lyapunov
 
     A = np.eye(d) if mass is None else _spd("mass", mass, d)
     G = gamma * np.eye(d) if friction is None else _spd("friction", friction, d)
     L = np.zeros((d, d))
+    if (kick_noise is not None) != (kind == K.DAMPED_WHITE):
+        raise InputError('kick_noise (the covariance Z of the white kick) is required by integrator '
+                         '"damped_white" and used by no other')
     if kind == K.DAMPED:
         E = expm(-G @ A * delta)
+    elif kind == K.DAMPED_WHITE:
+        E = expm(-G @ A * delta)
+        L = np.linalg.cholesky(delta * _spd("kick_noise", kick_noise, d))
     elif kind == K.HAMILTONIAN:
         E = np.eye(d)
     else:
@@ -263,14 +274,15 @@ def _initial_state(seeds, d, init_mean, init_sd):
 def simulate(potential, delta, gamma=0.1, *, steps, walkers=16, seed=1, mass=None, friction=None,
              integrator="damped", beta=1.0, burn_in=0.1, init_mean=None, init_sd=1.0,
              bins=200, hist_range=None, max_samples=100_000, chunk_steps=None,
-             checkpoint=None, resume=False, control=None) -> SimulationResult:
+             checkpoint=None, resume=False, control=None, kick_noise=None) -> SimulationResult:
     """Run ``walkers`` independent walkers of the chosen integrator on ``potential``.
 
     potential: Potential (d = potential.dim); delta: step size; gamma: scalar friction used when
     ``friction`` (d, d) is None; steps: total steps summed over walkers (each walker does
     ceil(steps / walkers)); mass: inverse mass matrix A = M^-1 (d, d), default I; integrator:
-    "damped" (3.2), "langevin" (4.2, BAOAB, inverse temperature ``beta``) or "hamiltonian" (4.1);
-    burn_in: fraction of each walker's steps discarded; q0 ~ N(init_mean, init_sd^2 I),
+    "damped" (3.2), "langevin" (4.2, BAOAB, inverse temperature ``beta``), "hamiltonian" (4.1) or
+    "damped_white" ((3.2) plus a kick xi ~ N(0, delta Z) per step, Z = ``kick_noise``: a positive
+    number for d = 1 or a (d, d) SPD matrix; required by it, refused by the others); burn_in: fraction of each walker's steps discarded; q0 ~ N(init_mean, init_sd^2 I),
     p0 ~ N(0, init_sd^2 I).  Histogram grid: ``hist_range`` [(lo, hi)] * d or the burn-in
     range of positions (last half of burn-in, +-10 % margin; a separate pilot of copies when
     burn-in is shorter than 1000 steps).  Chunks are ``chunk_steps`` steps per walker (default
@@ -321,7 +333,8 @@ def simulate(potential, delta, gamma=0.1, *, steps, walkers=16, seed=1, mass=Non
     if walkers * hist_cells * 8 > MAX_HIST_BYTES:
         raise InputError(f"histograms of {walkers} walkers x {hist_cells} cells exceed {MAX_HIST_BYTES >> 30} GiB; "
                          "use fewer bins or walkers")
-    A, G, E, L, diag = _matrices(kind, d, delta, mass, friction, gamma, beta)
+    A, G, E, L, diag = _matrices(kind, d, delta, mass, friction, gamma, beta, kick_noise)
+    Z = None if kick_noise is None else _spd("kick_noise", kick_noise, d)
 
     n_per = -(-steps // walkers)
     burn = int(burn_in * n_per)
@@ -342,6 +355,8 @@ def simulate(potential, delta, gamma=0.1, *, steps, walkers=16, seed=1, mass=Non
                     burn_in=burn_in, init_mean=init_mean.tolist(), init_sd=init_sd, bins=bins,
                     hist_range=None if hist_range is None else hist_range.tolist(), max_samples=max_samples,
                     mass=A.tolist(), friction=G.tolist())
+    if Z is not None:
+        settings["kick_noise"] = Z.tolist()
     fingerprint = json.dumps(settings, sort_keys=True)
 
     st = None
@@ -374,7 +389,7 @@ def simulate(potential, delta, gamma=0.1, *, steps, walkers=16, seed=1, mass=Non
             st["hist_lo"] = hist_range[:, 0].copy()
             st["hist_hi"] = hist_range[:, 1].copy()
             st["range_set"] = np.int64(1)
-        if kind == K.LANGEVIN:
+        if kind == K.LANGEVIN:  # BAOAB reuses the gradient of the previous step
             K.init_grad(potential.grad, st["q"], st["g"])
     st["fingerprint"] = np.array(fingerprint)
 
@@ -434,8 +449,10 @@ def simulate(potential, delta, gamma=0.1, *, steps, walkers=16, seed=1, mass=Non
         if control is not None:
             control.tick(done / n_per)
     seconds = seconds0 + time.perf_counter() - t0
-    return _result(st, potential, integrator, d, delta, gamma, beta, A, G, walkers, seed, burn_in,
-                   n_per, burn, n_acc, B, batch_len, bins, stride, seconds)
+    res = _result(st, potential, integrator, d, delta, gamma, beta, A, G, walkers, seed, burn_in,
+                  n_per, burn, n_acc, B, batch_len, bins, stride, seconds)
+    res.kick_noise = Z
+    return res
 
 
 #: simulate() uses the SIMD lane kernels of expression potentials (set False to run every path
@@ -555,11 +572,12 @@ def _result(st, potential, integrator, d, delta, gamma, beta, A, G, walkers, see
         smb = Mwb.mean(axis=0)
         nb = ng * B
         flat = Mwb.reshape(nb, d, d)
-        tr_cov = float(np.trace(cov))
-        beta_hat = (1.0 / cov[0, 0]) if d == 1 else d / tr_cov
+        # equipartition E[p^T A p] = d / beta; A @ X is exactly X for A = I (no change then)
+        tr_cov = float(np.trace(A @ cov))
+        beta_hat = d / tr_cov
         if nb >= 2:
             cov_se = flat.std(axis=0, ddof=1) / math.sqrt(nb)
-            tr_b = np.trace(flat, axis1=1, axis2=2) - float(mean @ mean)
+            tr_b = np.trace(A[None] @ flat, axis1=1, axis2=2) - float(mean @ A @ mean)
             beta_se = d * float(tr_b.std(ddof=1)) / math.sqrt(nb) / tr_cov ** 2
         else:
             cov_se = nan_dd.copy()
@@ -624,18 +642,20 @@ def simulate_model(model, *, checkpoint=None, resume=False, control=None) -> Sim
     potential = Potential.from_expression(pot_sec.expression, list(pot_sec.variables))
     hist_range = pot_sec.domain  # the model's grid domain, when given, is the histogram range
     return simulate(potential, sim.delta, sim.gamma, steps=sim.steps, walkers=sim.walkers, seed=sim.seed,
-                    mass=sim.mass, friction=sim.friction, burn_in=sim.burn_in,
+                    mass=sim.mass, friction=sim.friction, burn_in=sim.burn_in, integrator=sim.integrator,
+                    kick_noise=sim.kick_noise,
                     init_mean=sim.init_mean or None, init_sd=sim.init_sd, bins=sim.bins, hist_range=hist_range,
                     max_samples=sim.max_samples, checkpoint=checkpoint, resume=resume, control=control)
 
 
 # --- trajectories ---------------------------------------------------------------------------
 def run_trajectories(potential, h, T, q0, p0, *, integrator="langevin", friction=None, gamma=0.1, beta=1.0,
-                     mass=None, seed=1, record_every: float = 0.1, control=None):
+                     mass=None, seed=1, record_every: float = 0.1, control=None, kick_noise=None):
     """Integrate M trajectories from (q0, p0) (M, d) to time T with step h, recording every
     ``record_every`` time units (rounded to a whole number of steps, at least one).
 
-    integrator: "langevin" (4.2, BAOAB), "hamiltonian" (4.1) or "damped" (3.2).  The noise of
+    integrator: "langevin" (4.2, BAOAB), "hamiltonian" (4.1), "damped" (3.2) or "damped_white"
+    ((3.2) with white kicks of covariance delta ``kick_noise``, as in :func:`simulate`).  The noise of
     trajectory m comes from SeedSequence(seed).spawn(M)[m].  Returns ``times`` (n,),
     ``q`` (n, M, d), ``p`` (n, M, d) with row 0 the initial state.  Parallel over trajectories.
     """
@@ -660,7 +680,7 @@ def run_trajectories(potential, h, T, q0, p0, *, integrator="langevin", friction
         raise InputError(f"p0 must have the shape of q0 {q0.shape}, got {p0.shape}")
     if not (np.all(np.isfinite(q0)) and np.all(np.isfinite(p0))):
         raise InputError("q0 and p0 must be finite")
-    A, G, E, L, diag = _matrices(kind, d, h, mass, friction, gamma, beta)
+    A, G, E, L, diag = _matrices(kind, d, h, mass, friction, gamma, beta, kick_noise)
     M = q0.shape[0]
     every = max(1, int(round(record_every / h)))
     nsteps = int(round(T / h))

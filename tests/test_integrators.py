@@ -131,8 +131,8 @@ def test_langevin_harmonic_gibbs_moments():
     cov_p = np.linalg.inv(A2) / beta
     assert np.all(np.abs(r.momentum_covariance - cov_p) < 5 * r.momentum_covariance_se + 2e-3)
     assert np.all(r.momentum_covariance_se < 0.02)
-    d = 2
-    assert abs(r.beta_hat - d / np.trace(cov_p)) < 5 * r.beta_hat_se + 0.01
+    # the kinetic temperature uses the mass: d / tr(A cov p) = beta (d / tr(cov p) would not be)
+    assert abs(r.beta_hat - beta) < 5 * r.beta_hat_se + 0.01
 
 
 def test_langevin_double_well_gibbs_moments_by_quadrature():
@@ -222,3 +222,139 @@ def test_interleaved_loops_equal_the_generic_step_bit_for_bit(name, delta, mats)
                                record_every=n * delta, **mats)
     assert t.shape == (2,)
     assert np.array_equal(q[-1], r.final_q) and np.array_equal(p[-1], r.final_p)
+
+
+# --- "damped_white": (3.2) with a white kick xi ~ N(0, delta Z) ----------------------------------
+def white_map_covariance(Kmat, A, E, Z, delta):
+    """Exact stationary covariance (2d, 2d) of (q, p) under the damped_white map on V = q^T K q / 2:
+    z' = M z + N xi with M = D Kk D and N = D [0; I] (the kick enters p, and then the last half-drift),
+    so S = M S M^T + N (delta Z) N^T (discrete Lyapunov equation, solved by scipy)."""
+    from scipy.linalg import solve_discrete_lyapunov
+
+    d = Kmat.shape[0]
+    M = linear_step(Kmat, A, E, delta)
+    D = np.block([[np.eye(d), delta / 2 * A], [np.zeros((d, d)), np.eye(d)]])
+    N = D[:, d:]
+    return solve_discrete_lyapunov(M, N @ (delta * Z) @ N.T)
+
+
+@pytest.mark.parametrize("case", ["1d", "2d"])
+def test_damped_white_stationary_covariance_is_the_discrete_lyapunov_solution(case):
+    """var q, var p, cov(q, p) of simulate()'s damped_white walkers against the Lyapunov solution, within
+    Monte Carlo error (spread of per-walker moments); 2D with non-diagonal mass, friction and Z.  The
+    temperature uses the mass: beta_hat = d / tr(A cov p) of the exact covariance."""
+    if case == "1d":
+        Kmat, A, G, Z = np.array([[1.5]]), np.array([[2.0]]), np.array([[0.5]]), np.array([[0.2]])
+        pot = Potential.from_expression("0.75*q**2", ["q"])
+        delta, kick = 0.3, 0.2  # kick_noise as a plain number for d = 1
+    else:
+        Kmat, A, G, Z = K2, A2, G2, np.array([[0.3, 0.1], [0.1, 0.2]])
+        pot = Potential.from_expression(HARM2, ["x", "y"])
+        delta, kick = 0.2, Z
+    d = Kmat.shape[0]
+    S = white_map_covariance(Kmat, A, spd_expm(G, A, delta), Z, delta)
+    r = simulate(pot, delta, integrator="damped_white", kick_noise=kick, mass=A, friction=G,
+                 steps=1_600_000, walkers=16, seed=21, max_samples=160_000, bins=40)
+    assert r.trapped_fraction == 0.0 and r.integrator == "damped_white"
+    assert np.allclose(r.kick_noise, Z)
+
+    def moments(s):  # second moments of (q, p), flattened (the stationary mean is 0)
+        z = np.concatenate([s[:, :d], s[:, d:]], axis=1)
+        return np.einsum("ni,nj->nij", z, z).reshape(len(z), -1)
+    both = np.concatenate([r.samples_q, r.samples_p], axis=1)
+    vals = np.array([moments(both[r.sample_walker == w]).mean(0) for w in range(16)])
+    mean, se = vals.mean(0), vals.std(0, ddof=1) / 4.0
+    z = np.abs(mean - S.ravel()) / se
+    assert np.all(z < 5), (mean.reshape(2 * d, 2 * d), S)
+    # the momentum covariance of the streaming accumulators (all steps) agrees too, and so does beta_hat
+    Spp = S[d:, d:]
+    assert np.all(np.abs(r.momentum_covariance - Spp) < 5 * r.momentum_covariance_se + 1e-12)
+    beta_true = d / np.trace(A @ Spp)
+    assert abs(r.beta_hat - beta_true) < 5 * r.beta_hat_se
+    assert r.beta_hat_se < 0.03 * beta_true
+    # a sharp check that the mass is used: the A = I formula would be off by many standard errors
+    assert abs(d / np.trace(r.momentum_covariance) - beta_true) > 10 * r.beta_hat_se
+
+
+def test_damped_white_same_seed_same_bits_and_threads():
+    pot = catalogue("test1")
+    kw = dict(steps=60_000, walkers=5, seed=3, integrator="damped_white", kick_noise=0.05, max_samples=500)
+    old = numba.get_num_threads()
+    out = []
+    try:
+        for nt in (1, 2) if numba.config.NUMBA_NUM_THREADS >= 2 else (1, 1):
+            numba.set_num_threads(nt)
+            out.append(simulate(pot, 0.2, 0.1, **kw))
+    finally:
+        numba.set_num_threads(old)
+    a, b = out
+    for name in ("final_q", "final_p", "hist_counts", "samples_q", "samples_p", "momentum_covariance"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    c = simulate(pot, 0.2, 0.1, **{**kw, "seed": 4})
+    assert not np.array_equal(a.final_q, c.final_q)
+    # run_trajectories draws the same kind of kicks (seeded per trajectory)
+    t1 = run_trajectories(pot, 0.2, 2.0, [[0.0]] * 3, [[0.0]] * 3, integrator="damped_white", kick_noise=0.05,
+                          record_every=0.2, seed=2)
+    t2 = run_trajectories(pot, 0.2, 2.0, [[0.0]] * 3, [[0.0]] * 3, integrator="damped_white", kick_noise=0.05,
+                          record_every=0.2, seed=2)
+    assert np.array_equal(t1[1], t2[1]) and not np.array_equal(t1[1][-1, 0], t1[1][-1, 1])
+
+
+def test_damped_white_one_step_kick_law():
+    """From q = p = 0 on V = 0 one step gives p = xi ~ N(0, delta Z) and q = (delta/2) A xi: the
+    empirical covariance of 20000 one-step trajectories matches (independent of the map's algebra)."""
+    pot = Potential.from_expression("0*x + 0*y", ["x", "y"])
+    Z = np.array([[0.3, 0.1], [0.1, 0.2]])
+    delta, M = 0.4, 20_000
+    t, q, p = run_trajectories(pot, delta, delta, np.zeros((M, 2)), np.zeros((M, 2)), integrator="damped_white",
+                               kick_noise=Z, mass=A2, record_every=delta, seed=5)
+    cp = np.cov(p[1].T)
+    cq = np.cov(q[1].T)
+    assert np.allclose(cp, delta * Z, rtol=0.05, atol=0.005)
+    assert np.allclose(cq, (delta / 2) ** 2 * A2 @ (delta * Z) @ A2, rtol=0.05, atol=0.005)
+    assert np.allclose(q[1], (delta / 2) * p[1] @ A2.T, rtol=1e-12, atol=1e-15)
+
+
+def test_kick_noise_validation():
+    pot = catalogue("test1")
+    from bayescg.errors import InputError
+    with pytest.raises(InputError, match="kick_noise"):
+        simulate(pot, 0.2, steps=1000, walkers=2, integrator="damped_white")
+    with pytest.raises(InputError, match="kick_noise"):
+        simulate(pot, 0.2, steps=1000, walkers=2, kick_noise=0.1)
+    with pytest.raises(InputError, match="kick_noise"):
+        simulate(pot, 0.2, steps=1000, walkers=2, integrator="damped_white", kick_noise=-0.1)
+    with pytest.raises(InputError, match="kick_noise"):
+        simulate(pot, 0.2, steps=1000, walkers=2, integrator="damped_white", kick_noise=np.eye(2))
+
+
+def test_beta_hat_uses_the_mass_harmonic_langevin():
+    """Langevin at beta = 2 with M^-1 = 2: cov p = M / beta = 1/4, so 1/var(p) = 4 but the kinetic
+    temperature d / tr(A cov p) = beta = 2.  The standard error is checked against the spread of
+    beta_hat over 8 seeds (batch means must neither under- nor over-state it)."""
+    pot = Potential.from_expression("q**2", ["q"])
+    runs = [simulate(pot, 0.05, 1.0, integrator="langevin", beta=2.0, mass=[[2.0]], steps=200_000, walkers=4,
+                     seed=s, max_samples=0) for s in range(8)]
+    r = runs[0]
+    assert r.beta_hat == pytest.approx(1.0 / (2.0 * r.momentum_covariance[0, 0]), rel=1e-12)
+    bh = np.array([x.beta_hat for x in runs])
+    se = np.array([x.beta_hat_se for x in runs])
+    assert abs(bh.mean() - 2.0) < 4 * bh.std(ddof=1) / math.sqrt(8) + 0.01
+    assert 0.5 < bh.std(ddof=1) / se.mean() < 2.0, (bh.std(ddof=1), se.mean())
+
+
+def test_model_file_selects_damped_white(tmp_path):
+    from bayescg.config import load_model
+    from bayescg.errors import ModelFileError
+    from bayescg.simulate import simulate_model
+    f = tmp_path / "m.toml"
+    f.write_text('[potential]\nexpression = "q**2/2"\nvariables = ["q"]\n\n[simulation]\ndelta = 0.3\n'
+                 'steps = 40000\nwalkers = 4\nintegrator = "damped_white"\nkick_noise = 0.2\n')
+    r = simulate_model(load_model(f))
+    assert r.integrator == "damped_white" and np.allclose(r.kick_noise, [[0.2]]) and r.trapped_fraction == 0
+    m2 = load_model(f, ["simulation.kick_noise=[[0.1]]"])
+    assert m2.simulation.kick_noise == [[0.1]]
+    with pytest.raises(ModelFileError, match="kick_noise"):
+        load_model(f, ["simulation.kick_noise=-1"])
+    with pytest.raises(ModelFileError, match="integrator"):
+        load_model(f, ["simulation.integrator=\"euler\""])

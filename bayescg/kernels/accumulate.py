@@ -4,7 +4,8 @@ Everything a walker touches lives in its own rows (state, xoshiro state, accumul
 walker's result does not depend on the thread that runs it or on the number of threads, and
 sums are combined over walkers afterwards in a fixed order.
 
-Integrator codes: ``DAMPED`` (3.2), ``LANGEVIN`` (4.2, BAOAB), ``HAMILTONIAN`` (4.1).
+Integrator codes: ``DAMPED`` (3.2), ``LANGEVIN`` (4.2, BAOAB), ``HAMILTONIAN`` (4.1),
+``DAMPED_WHITE`` ((3.2) with a white kick, kernels.damped_white).
 """
 from __future__ import annotations
 
@@ -21,12 +22,14 @@ from numba.core.errors import NumbaExperimentalFeatureWarning
 warnings.filterwarnings("ignore", category=NumbaExperimentalFeatureWarning)
 
 from .damped import damped_step
+from .damped_white import damped_white_step
 from .hamiltonian import verlet_step
 from .langevin import baoab_step
 
 DAMPED = 0
 LANGEVIN = 1
 HAMILTONIAN = 2
+DAMPED_WHITE = 3
 
 #: Type of a gradient kernel grad(q, out) on C-contiguous float64 vectors.  The drivers take
 #: it as a first-class function (an indirect call), so they compile once, are cached on disk,
@@ -148,6 +151,8 @@ def _step(grad, kind, qw, pw, gw, tmp, z, A, E, L, delta, diag, s):
         damped_step(grad, qw, pw, gw, tmp, A, E, delta, diag)
     elif kind == LANGEVIN:
         baoab_step(grad, qw, pw, gw, A, E, L, delta, diag, s, z, tmp)
+    elif kind == DAMPED_WHITE:
+        damped_white_step(grad, qw, pw, gw, tmp, z, A, E, L, delta, diag, s)
     else:
         verlet_step(grad, qw, pw, gw, A, delta, diag)
 
@@ -559,7 +564,7 @@ def _walker_generic(grad, kind, w, q, p, g, rng, A, E, L, delta, diag, step0, ns
     z = np.empty(d)
     s = rng[w]
     cnt = still[w]
-    check_trap = kind != LANGEVIN
+    check_trap = kind == DAMPED or kind == HAMILTONIAN  # noise-driven walkers cannot come to rest
     b, bleft, sleft, j = _counters(step0, nsteps, acc_start, batch_len, B, stride)
     for st in range(step0, step0 + nsteps):
         for i in range(d):
