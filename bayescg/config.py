@@ -129,6 +129,8 @@ class ScalesSection:
 class NoiseSection:
     steps: Optional[int] = _f(None, check=positive, doc="steps per design (default: simulation.steps)")
     calibrate: bool = _f(True)
+    z_draws: int = _f(3, check=nonnegative, doc="posterior draws of Z re-run and re-fitted to measure (and add) "
+                      "Z's part of U's band (d >= 2, calibrated runs; 0: off)")
 
 
 @dataclass(frozen=True)

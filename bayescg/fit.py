@@ -183,6 +183,20 @@ class FitResult:
     def converged(self) -> bool:
         return not self.warnings
 
+    def scale_band(self, factor: float) -> None:
+        """Scale the draws of U (and so the band) about U_mean by ``factor`` (> 0), e.g. to add a variance
+        the posterior does not hold (pipeline: the noise covariance Z's); reference_coverage is recomputed."""
+        if not factor > 0:
+            raise InputError(f"band scale factor must be positive, got {factor}")
+        self.U_lower = self.U_mean + factor * (self.U_lower - self.U_mean)
+        self.U_upper = self.U_mean + factor * (self.U_upper - self.U_mean)
+        if self.U_draws is not None:
+            self.U_draws = self.U_mean + factor * (np.asarray(self.U_draws) - self.U_mean)
+            if self.idata is not None and "U" in self.idata.posterior:
+                self.idata.posterior["U"].values[...] = np.asarray(self.U_draws).reshape(
+                    self.idata.posterior["U"].shape)
+        _set_coverage(self)
+
     def spline(self, wall: float = 0.0):
         """:class:`bayescg.splines.SplineRep` of the posterior-mean U (shifted like U_mean)."""
         from .splines import SplineRep
@@ -331,6 +345,14 @@ def _design_at(basis: EffectiveBasis, idx):
     return (bx[:, :, None] * by[:, None, :]).reshape(len(idx), -1)[:, basis.keep]
 
 
+def _set_coverage(res: FitResult) -> None:
+    """reference_coverage: fraction of the mass-region grid points whose aligned reference is inside the band."""
+    if res.reference_grid is None:
+        return
+    inside = (res.reference_grid >= res.U_lower) & (res.reference_grid <= res.U_upper)
+    res.reference_coverage = float(np.mean(inside[res.mass_region])) if res.mass_region.any() else None
+
+
 def _ref_values(reference, pts):
     if reference is None:
         return None
@@ -410,7 +432,8 @@ def _calibrate_band(basis: EffectiveBasis, factor, b_map, H, Xa, Ua, beta, walke
     return scale, {"method": "walker-clustered sandwich", "walkers": int(W), "dof": int(W - 1),
                    "variance_ratio": k, "t_factor": tfac, "scale": scale,
                    "model_band_sd_mean": float(np.sqrt(var_draws[reg]).mean()),
-                   "sandwich_sd_mean": float(np.sqrt(var_sand[reg]).mean())}
+                   "sandwich_sd_mean": float(np.sqrt(var_sand[reg]).mean()),
+                   "sandwich_var_mean": float(var_sand[reg].mean())}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -555,8 +578,7 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
         rg = _ref_values(reference, pts if d > 1 else pts[:, 0])
         rg = rg + float(w @ (U_mean - rg))
         res.reference_grid = rg
-        inside = (rg >= lo) & (rg <= hi)
-        res.reference_coverage = float(np.mean(inside[res.mass_region])) if res.mass_region.any() else None
+        _set_coverage(res)
     # ---- posterior predictive of the counts of the active likelihood cells (<= 200 draws)
     rng = np.random.default_rng(seed + 7)
     sel = rng.choice(A.shape[0], size=min(200, A.shape[0]), replace=False)

@@ -7,8 +7,8 @@ All functions take plain arrays; :func:`equilibrium_summary` takes any object wi
   estimates the standard error of the mean of an autocorrelated series;
 * integrated autocorrelation time (IAT) ``tau = 1 + 2 sum_{t>=1} rho_t`` by Geyer's initial monotone
   sequence estimator, pooled over walkers; the effective sample size is ``n / tau``;
-* kinetic inverse temperature (3.5): ``beta_hat = 1 / var(p)`` in 1D and ``beta_hat = d / Tr Cov(p)``
-  for d >= 2 (equal to 1/var for d = 1; after the stage-2 calibration Cov(p) = I / beta);
+* kinetic inverse temperature (3.5): ``beta_hat = d / Tr(A Cov p)`` with A = M^-1 (equipartition
+  E[p^T A p] = d / beta; 1 / var(p) for d = 1 and M = 1; after the stage-2 calibration Cov(p) = I / beta);
 * configurational inverse temperature: ``beta_conf = E[Lap U] / E[|grad U|^2]`` (integration by parts
   under exp(-beta U) gives E[|grad U|^2] = E[Lap U] / beta).
 """
@@ -147,17 +147,20 @@ def _thin(x, walker, stride):
 # --------------------------------------------------------------------------------------------------
 # temperature
 # --------------------------------------------------------------------------------------------------
-def beta_from_momenta(p, walker=None, n_batches: int = 20) -> tuple[float, float]:
+def beta_from_momenta(p, walker=None, n_batches: int = 20, mass=None) -> tuple[float, float]:
     """Kinetic inverse temperature (3.5) and its standard error from momenta p (n,) or (n, d).
 
-    beta_hat = d / Tr Cov(p).  The se follows from the delta method, se(beta) = beta^2 se(v) / d with
-    v = Tr Cov(p), se(v) from batch means of |p - mean|^2 (contiguous batches per walker, pooled).
+    beta_hat = d / Tr(A Cov(p)) (equipartition E[p^T A p] = d / beta; A = M^-1 (d, d) ``mass``, default I).
+    The se follows from the delta method, se(beta) = beta^2 se(v) / d with v = Tr(A Cov p), se(v) from batch
+    means of (p - mean)^T A (p - mean) (contiguous batches per walker, pooled).
     """
     p = np.asarray(p, dtype=float)
     if p.ndim == 1:
         p = p[:, None]
     d = p.shape[1]
-    sq = ((p - p.mean(axis=0)) ** 2).sum(axis=1)
+    A = np.eye(d) if mass is None else np.atleast_2d(np.asarray(mass, dtype=float))
+    dp = p - p.mean(axis=0)
+    sq = np.einsum("ni,ij,nj->n", dp, A, dp)
     v = sq.mean() * p.shape[0] / max(p.shape[0] - 1, 1)
     if v <= 0:
         raise InputError("momenta have zero variance (all walkers trapped?)")
@@ -365,15 +368,18 @@ class EquilibriumSummary:
 RESOLVED_IAT = 3.0
 
 
-def p2_iat_steps(beta_hat, beta_hat_se, momentum_covariance, accumulated_steps):
-    """IAT in steps of |p|^2 implied by the simulator's batch-means standard error of beta_hat.
+def p2_iat_steps(beta_hat, beta_hat_se, momentum_covariance, accumulated_steps, mass=None):
+    """IAT in steps of p^T A p implied by the simulator's batch-means standard error of beta_hat.
 
-    beta_hat = d / v with v = E|p|^2 (zero-mean p), so se(v) = d se(beta) / beta^2 (delta method); with N pooled
-    steps, se(v)^2 = tau var(|p|^2) / N and, p being Gaussian (normality is tested), var(|p|^2) = 2 Tr(C^2):
-    tau = N se(v)^2 / (2 Tr C^2).  None when any input is missing or not finite.
+    beta_hat = d / v with v = E[p^T A p] (zero-mean p, A = M^-1 ``mass``, default I), so se(v) = d se(beta) /
+    beta^2 (delta method); with N pooled steps, se(v)^2 = tau var(p^T A p) / N and, p being Gaussian (normality
+    is tested), var(p^T A p) = 2 Tr((A C)^2): tau = N se(v)^2 / (2 Tr (A C)^2).  None when any input is missing
+    or not finite.
     """
     try:
         C = np.atleast_2d(np.asarray(momentum_covariance, dtype=float))
+        if mass is not None:
+            C = np.atleast_2d(np.asarray(mass, dtype=float)) @ C
         b, se, n = float(beta_hat), float(beta_hat_se), float(accumulated_steps)
     except (TypeError, ValueError):
         return None
@@ -494,9 +500,10 @@ def equilibrium_summary(sim, max_points: int = 5000) -> EquilibriumSummary:
     beta_se = getattr(sim, "beta_hat_se", None)
     p2 = None
     if beta is None or not np.isfinite(beta):
-        beta, beta_se = beta_from_momenta(p, walker)
+        beta, beta_se = beta_from_momenta(p, walker, mass=getattr(sim, "mass", None))
     elif getattr(sim, "momentum_covariance", None) is not None:
-        p2 = p2_iat_steps(beta, beta_se, sim.momentum_covariance, acc)  # the simulator's se covers all steps
+        # the simulator's se covers all steps
+        p2 = p2_iat_steps(beta, beta_se, sim.momentum_covariance, acc, mass=getattr(sim, "mass", None))
     iat_steps, method = effective_iat_steps(q_iat, acc, tau, sample_stride, getattr(sim, "q2_iat_steps", None), p2)
     n_eff = float(acc) / iat_steps if method != "stored" else q.shape[0] / tau
     counts = getattr(sim, "hist_counts", None)
