@@ -536,7 +536,8 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
                                        _walker_data(sim_or_data), cells_mask[idx], Ud)
         if scale != 1.0:
             Ud = Um + scale * (Ud - Um)
-        else:
+        elif not isinstance(sim_or_data, dict) or "walker_hist_counts" in sim_or_data:
+            # a simulation (or walker data) that could not be checked; plain histogram dicts carry their own n_eff
             warnings.append(f"band not checked against the walker-to-walker spread ({calib['method']}): it is "
                             "the tempered model's band")
     U_mean = Ud.mean(axis=0)

@@ -13,6 +13,7 @@ the spread is taken.  Settings were fixed before any run (the models' own delta/
 simulation noise varies.
 
     nice python benchmarks/calibration/replicates.py --seeds 20 --out benchmarks/calibration/results.json
+    nice python benchmarks/calibration/replicates.py --plot benchmarks/calibration/results*.json
 """
 from __future__ import annotations
 
@@ -33,8 +34,11 @@ CASES = {
                        methods=("map", "nuts")),
     "test2-d0.25": dict(pot="test2", delta=0.25, gamma=0.1, steps=4_000_000, rng=[(-3.0, 3.0)], bins=200, knots=40,
                         methods=("map", "nuts")),
+    # Z: the stage-1 estimate (estimate_noise(test4, 0.05, 0.1, steps=2e6, walkers=16, seed=0, bayesian=False),
+    # which this script computes when "Z" is absent; fixed here to save its ~15 min on the loaded machine)
     "test4-d0.05": dict(pot="test4", delta=0.05, gamma=0.1, steps=8_000_000, rng=[(-1.5, 3.0), (-2.5, 2.0)],
-                        bins=100, knots=25, methods=("map",)),
+                        bins=60, knots=15, methods=("map",),
+                        Z=[[0.05031484922112986, 0.028224252509647323], [0.028224252509647323, 0.02468827294702154]]),
 }
 
 
@@ -52,18 +56,20 @@ def _old_rule_factor(sim):
     return min(1.0, sim.accumulated_steps / it / float(np.sum(sim.hist_counts)))
 
 
-def run_case(name, spec, seeds, draws):
+def run_case(name, spec, seeds, draws, main_rule=True):
     pot = catalogue(spec["pot"])
     d = pot.dim
     kw = dict(steps=spec["steps"], walkers=16, hist_range=spec["rng"], bins=spec["bins"])
     if d == 2:
-        from bayescg.noise import estimate_noise
+        from bayescg.noise import calibrate, estimate_noise
 
-        t = time.time()
-        nz = estimate_noise(pot, spec["delta"], spec["gamma"], steps=2_000_000, walkers=16, seed=0, bayesian=False,
-                            calibrated_run=False, hist_range=spec["rng"])
-        kw.update(mass=np.eye(d), friction=nz.friction)
-        print(f"{name}: Z = {nz.noise_covariance.tolist()} ({time.time() - t:.0f} s)", flush=True)
+        Z = spec.get("Z")
+        if Z is None:
+            t = time.time()
+            Z = estimate_noise(pot, spec["delta"], spec["gamma"], steps=2_000_000, walkers=16, seed=0,
+                               bayesian=False, calibrated_run=False, hist_range=spec["rng"]).noise_covariance
+            print(f"{name}: Z = {np.asarray(Z).tolist()} ({time.time() - t:.0f} s)", flush=True)
+        kw.update(mass=np.eye(d), friction=calibrate(np.asarray(Z))[1])
     else:
         kw.update(gamma=spec["gamma"])
     runs = []
@@ -74,7 +80,7 @@ def run_case(name, spec, seeds, draws):
         row = {"seed": int(s), "sim_seconds": t_sim, "fits": {}}
         old = _old_rule_factor(sim)
         for m in spec["methods"]:
-            for variant in ("calibrated", "main_rule") if m == "map" else ("calibrated",):
+            for variant in ("calibrated", "main_rule") if m == "map" and main_rule else ("calibrated",):
                 src = sim
                 if variant == "main_rule":
                     from bayescg.stats import equilibrium_summary
@@ -117,18 +123,66 @@ def analyse(runs):
 
 
 
+def plot(result_files, png):
+    """Band half-width against 1.88 x seed-to-seed sd of U_mean, per grid point (mass region), per case."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = {}
+    for f in result_files:
+        if Path(f).exists():
+            cases.update(json.loads(Path(f).read_text()))
+    fig, axs = plt.subplots(1, len(cases), figsize=(4.6 * len(cases), 4.4), squeeze=False)
+    style = {"map/calibrated": ("C0", "o", "MAP+Laplace, sandwich-scaled"),
+             "nuts/calibrated": ("C1", "s", "NUTS, sandwich-scaled"),
+             "map/model": ("C2", "^", "model band (n_eff from counts, unscaled)"),
+             "map/main_rule": ("C3", "x", "main's rule (largest IAT)")}
+    for ax, (name, c) in zip(axs[0], cases.items()):
+        top = 0.0
+        for key, (col, mk, lab) in style.items():
+            r = c["results"].get(key)
+            if r is None:
+                continue
+            x = 1.88 * np.asarray(r["profile"]["seed_sd"])
+            y = np.asarray(r["profile"]["half_width"])
+            ax.scatter(x, y, s=8, color=col, marker=mk, alpha=0.6,
+                       label=f"{lab}: ratio {r['width_ratio']:.2f}, cover {r['coverage']:.2f}")
+            if key == "map/calibrated":
+                top = 1.6 * max(x.max(), y.max())
+        t = np.linspace(0, top, 2)
+        ax.plot(t, t, "k-", lw=1)
+        ax.plot(t, 0.8 * t, "k:", lw=0.8)
+        ax.plot(t, 1.25 * t, "k:", lw=0.8)
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, top * 1.3)
+        ax.set_xlabel("1.88 x seed-to-seed sd of U_mean")
+        ax.set_ylabel("mean band half-width")
+        ax.set_title(f"{name} ({c['results']['map/calibrated']['fits']} seeds)", fontsize=10)
+        ax.legend(fontsize=6.5, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--cases", nargs="*", default=list(CASES))
     ap.add_argument("--draws", type=int, default=1000)
+    ap.add_argument("--methods", nargs="*", help="override the cases' fit methods (e.g. map)")
+    ap.add_argument("--no-main-rule", action="store_true", help="skip the refit with main's n_eff rule")
     ap.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    ap.add_argument("--plot", nargs="*", help="only plot these result files into band_vs_spread.png")
     a = ap.parse_args()
+    if a.plot:
+        plot(a.plot, Path(__file__).with_name("band_vs_spread.png"))
+        return
     out = json.loads(Path(a.out).read_text()) if Path(a.out).exists() else {}
     for name in a.cases:
-        spec = CASES[name]
+        spec = dict(CASES[name], **({"methods": tuple(a.methods)} if a.methods else {}))
         t0 = time.time()
-        runs = run_case(name, spec, range(1, a.seeds + 1), a.draws)
+        runs = run_case(name, spec, range(1, a.seeds + 1), a.draws, not a.no_main_rule)
         res = analyse(runs)
         raw = {f"{k}|{r['seed']}|{a}": np.asarray(v[a]) for r in runs for k, v in r["fits"].items()
                for a in ("grid", "U_mean", "U_lower", "U_upper", "weight")}
