@@ -393,11 +393,13 @@ def _walker_data(sim_or_data):
     return np.asarray(wc, dtype=float), ws, A, mu
 
 
-def _calibrate_band(basis: EffectiveBasis, factor, b_map, H, Xa, Ua, beta, walkers, region, Ud):
+def _calibrate_band(basis: EffectiveBasis, factor, b_map, H, Xa, Ua, beta, walkers, region, Ud,
+                    beta_from_momenta: bool = True):
     """Scale (about their mean) of the aligned draws Ud (S, G) so that their variance matches the
     walker-clustered sandwich variance of U on average over ``region`` (module docstring).
 
-    Xa: (G, m) aligned design rows of the kept coefficients; Ua: (G,) aligned U_mean; beta: scalar.
+    Xa: (G, m) aligned design rows of the kept coefficients; Ua: (G,) aligned U_mean; beta: scalar;
+    beta_from_momenta: False for a fixed beta (no momentum term).
     Returns (scale, info dict); scale 1 and info["method"] naming the reason when it cannot be measured.
     """
     from scipy import stats as st
@@ -422,7 +424,8 @@ def _calibrate_band(basis: EffectiveBasis, factor, b_map, H, Xa, Ua, beta, walke
     # momenta: beta = d / Tr(A C), v = Tr(A C) / d; walkers have equal post-burn-in lengths
     v_w = np.einsum("ij,wji->w", A, ws - np.outer(mu, mu)[None]) / d
     dv = (v_w - v_w.mean()) / W
-    dU += Ua[:, None] * (beta * dv)[None, :]                         # -U dbeta / beta, dbeta = -beta^2 dv
+    if beta_from_momenta:
+        dU += Ua[:, None] * (beta * dv)[None, :]                     # -U dbeta / beta, dbeta = -beta^2 dv
     var_sand = W / (W - 1) * np.sum(dU ** 2, axis=1)
     var_draws = Ud.var(axis=0, ddof=1)
     reg = region if region is not None and region.any() else np.ones(Ud.shape[1], bool)
@@ -533,9 +536,10 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     if calibrate_band:
         Um = Ud.mean(axis=0)
         scale, calib = _calibrate_band(basis, factor, b_map, H, X - w @ X, Um, float(np.mean(betad)),
-                                       _walker_data(sim_or_data), cells_mask[idx], Ud)
+                                       _walker_data(sim_or_data), cells_mask[idx], Ud, momenta is not None)
         if scale != 1.0:
             Ud = Um + scale * (Ud - Um)
+            band += f"; draws scaled by {scale:.3g} to the walker-clustered sandwich variance of U"
         elif not isinstance(sim_or_data, dict) or "walker_hist_counts" in sim_or_data:
             # a simulation (or walker data) that could not be checked; plain histogram dicts carry their own n_eff
             warnings.append(f"band not checked against the walker-to-walker spread ({calib['method']}): it is "
