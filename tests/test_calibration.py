@@ -192,3 +192,40 @@ def test_non_diagonal_mass_2d_gives_the_potential():
     c = np.linalg.lstsq(X, f.U_mean[m], rcond=None)[0]
     H = np.array([[c[0], c[2]], [c[2], c[1]]])
     assert np.allclose(H, [[4.0, -1.0], [-1.0, 2.5]], atol=0.1 * 4), H
+
+
+# ------------------------------------------------------------------------------------------------ Z in U's band
+@pytest.mark.slow
+def test_noise_part_of_band_is_zero_for_a_certain_z_and_positive_for_an_uncertain_one():
+    """pipeline.noise_part_of_band on a small 2D quadratic: posterior draws of Z that are all equal give
+    identical re-runs (same seed), so the between-draw variance is exactly 0 and the band is unchanged; draws
+    whose correlation Z_12 ranges over 0.2-1.4 x its value tilt the sampled law (Gamma = Z / 2 no longer matches
+    the noise) far beyond U's sampling noise, so Z's part is positive and the band widens."""
+    import types
+
+    import arviz as az
+
+    from bayescg.pipeline import noise_part_of_band
+    from bayescg.potentials import Potential
+
+    pot = Potential.from_expression("(2*x + y - 1)**2/4 + (x - y - 1)**2 + 1e-5*(sin(x/1e-5) + sin((x + y)/1e-5))",
+                                    ["x", "y"])
+    Z0 = np.array([[0.05, 0.024], [0.024, 0.024]])
+    kw = dict(steps=1_000_000, walkers=8, seed=3, hist_range=[(-1.5, 3.0), (-2.5, 2.0)], bins=30,
+              mass=np.eye(2), friction=Z0 / 2)
+    for scale, expect_zero in ((np.ones(4), True), (np.array([0.2, 1.0, 1.4, 0.6]), False)):
+        f = fit_effective_potential(simulate(pot, 0.05, **kw), knots=6, method="map", draws=300)
+        # only the shape of Z matters (a scalar factor only changes beta, which U = f / beta_hat divides out):
+        # vary the off-diagonal entry
+        zs = np.repeat(Z0[None], 4, axis=0)
+        zs[:, 0, 1] = zs[:, 1, 0] = scale * Z0[0, 1]
+        zs = zs[None]                                                        # (chain, draw, 2, 2)
+        noise = types.SimpleNamespace(idata=az.from_dict(posterior={"Z": zs}))
+        hw0 = np.mean(f.U_upper - f.U_lower)
+        out = noise_part_of_band(pot, 0.05, kw, noise, f, draws=4, knots=6, seed=3)
+        if expect_zero:
+            assert out["between_draw_var"] < 1e-20 and out["band_scale"] == 1.0
+            assert np.mean(f.U_upper - f.U_lower) == pytest.approx(hw0)
+        else:
+            assert out["z_var"] > out["within_run_var"] and out["band_scale"] > 1.2
+            assert np.mean(f.U_upper - f.U_lower) == pytest.approx(out["band_scale"] * hw0)
