@@ -103,7 +103,7 @@ def _damped_bare_2d(grad, q, p, A, E, delta, diag, nsteps):
         for _ in range(nsteps):
             drift2_lanes(G, x, y, u, v, nl, alive, h, a00, a01, a10, a11, diag)
             grad_block(grad, G, nl, alive, qb, gb)
-            _kickdrift2_lanes(G, x, y, u, v, nl, alive, h, delta, a00, a01, a10, a11, e00, e01, e10, e11, diag)
+            kick_drift2_lanes(G, x, y, u, v, nl, alive, h, delta, a00, a01, a10, a11, e00, e01, e10, e11, diag)
         for l in range(nl):
             q[w0 + l, 0] = x[l]
             q[w0 + l, 1] = y[l]
