@@ -1,17 +1,20 @@
 """Walker loops and their parallel drivers (numba prange over walkers or blocks of LANES walkers).
 
-Two loops, both calling the shared per-step bookkeeping of :mod:`bayescg.kernels.accumulate`:
-
 * :func:`walker_loop`: one walker at a time, any d, any registered integrator (its ``step`` chosen by
-  code through :data:`bayescg.kernels.registry.step`);
-* :func:`lane_block`: LANES walkers advanced together, d = 1, 2, for integrators with ``lanes=True``
-  (the map (3.2), with the white kick when stochastic).  Their gradients are one call of the potential's
-  SIMD lane kernel (or interleaved calls of an array kernel); per walker the arithmetic is the step's,
-  operation for operation, so with an array kernel both loops give the same bits.
+  code through :data:`bayescg.kernels.registry.step`), with the shared per-step bookkeeping
+  :func:`bayescg.kernels.accumulate.observe`;
+* :func:`block_1d`, :func:`block_2d`: LANES walkers advanced together, d = 1, 2, for integrators with
+  ``lanes=True`` (the map (3.2), with the white kick when ``noisy``).  Their gradients are one call of the
+  potential's SIMD lane kernel (or interleaved calls of an array kernel); per walker the arithmetic is the
+  registered step's, operation for operation, so with an array kernel both loops give the same bits
+  (tests/test_engine_accumulators.py).  They keep the current batch's sums in lane registers and share
+  the histogram/cell counting (accumulate.count_cell) and batch clock; they are written per d because
+  a generic lane loop (helpers inlined by numba, NamedTuple fields read in the loop) ran 2-6x slower.
 
 Drivers (compiled for fixed signatures on first call, cached on disk; the gradient is a first-class
-function, so one compiled driver serves every potential): :data:`run_chunk`, :func:`lanes_chunk`
-(one per gradient convention and d, compiled when first used), :data:`record_chunk`, :data:`init_grad`.
+function, so one compiled driver serves every potential; the typed state of :mod:`bayescg.kernels.state`
+in, unpacked once per block): :data:`run_chunk`, :func:`lanes_chunk` (one per gradient convention and d,
+compiled when first used), :data:`record_chunk`, :data:`init_grad`.
 """
 from __future__ import annotations
 
