@@ -162,13 +162,13 @@ _LANE_OK = {"math.sqrt", "math.pi", "math.e", "math.inf"}
 
 
 def _lanes_source(variables, glines, gout) -> list:
-    """Source of ``_grad_lanes(_S)`` (layout of kernels.accumulate.GRADL_SIG) or [] when the gradient
+    """Source of ``_grad_lanes(_S)`` (layout of kernels.state.GRADL_SIG) or [] when the gradient
     uses a function that has no branch-free version (then the drivers use the other kernels).
 
     The first loop evaluates all lanes with kernels.fastmath's exp/sin/cos (SIMD); those return NaN
     outside their ranges, so a second loop recomputes any lane with a non-finite result by the
     exact ``_grad_scalar`` (math.*): results agree with ``_grad`` to the accuracy of fastmath."""
-    from .kernels.accumulate import LANES as L
+    from .kernels.state import LANES as L
 
     d = len(variables)
     fast = {"math.exp(": "_fexp(", "math.sin(": "_fsin(", "math.cos(": "_fcos("}
@@ -216,10 +216,10 @@ def _compile(parsed, variables):
             raise ExpressionError(f"cannot generate code for {parsed} ({exc})") from None
         value = numba.njit(fastmath=False, error_model="numpy")(ns["_value"])
         grad = numba.njit(fastmath=False, error_model="numpy")(ns["_grad"])
-        # the signature the integrator drivers call (first-class function, see kernels.accumulate)
+        # the signature the integrator drivers call (first-class function, see kernels.loops)
         grad.compile(_grad_sig())
         value.compile(numba.types.float64(numba.types.float64[::1]))
-        from .kernels import accumulate as K
+        from .kernels import state as K
 
         grad_scalar = grad_lanes = None
         # scalar and lane kernels compile on first use (simulate), not here: most potentials never need them
@@ -234,7 +234,7 @@ def _compile(parsed, variables):
 
 
 def _grad_sig():
-    from .kernels.accumulate import GRAD_SIG
+    from .kernels.state import GRAD_SIG
 
     return GRAD_SIG
 
@@ -269,7 +269,7 @@ class Potential:
     ``grad_scalar(x, y) -> (float, float)``, the same arithmetic as ``grad`` with arguments and
     results in registers; None otherwise), ``grad_lanes`` (expression potentials with d <= 2
     whose gradient uses only exp, sin, cos, sqrt and arithmetic: njit ``grad_lanes(S)`` for
-    kernels.accumulate.LANES points at once, SIMD, exp/sin/cos from kernels.fastmath (at most
+    kernels.state.LANES points at once, SIMD, exp/sin/cos from kernels.fastmath (at most
     1.5 ulp from correctly rounded); the d = 1, 2 damped loops of simulate() use it; None otherwise).
     """
 

@@ -1,20 +1,21 @@
-"""Run the damped map (3.2) (or kinetic Langevin (4.2) / Hamiltonian (4.1)) over many walkers.
+"""Run the damped map (3.2) (or another registered integrator) over many walkers.
 
-:func:`simulate` drives the numba kernels of :mod:`bayescg.kernels.accumulate` in chunks of a
-fixed number of steps per walker, with streaming per-walker accumulators (bounded memory),
-trap detection, blow-up errors, checkpoints and bit-identical resume.  :func:`simulate_model`
-does the same from a model file's ``[potential]`` and ``[simulation]`` sections.
-:func:`run_trajectories` records whole trajectories for the surrogate comparisons.
+:func:`simulate` drives the walker loops of :mod:`bayescg.kernels.loops` in chunks of a fixed number
+of steps per walker, with streaming per-walker accumulators (bounded memory), trap detection, blow-up
+errors, checkpoints and bit-identical resume.  :func:`simulate_model` does the same from a model
+file's ``[potential]`` and ``[simulation]`` sections.  :func:`run_trajectories` records whole
+trajectories for the surrogate comparisons.  Integrators are looked up by name in
+:mod:`bayescg.kernels.registry`; how the engine computes is an explicit :class:`EngineOptions`.
 
 Randomness: ``SeedSequence(seed).spawn(walkers)``; walker w's child spawns (initial
 conditions, noise stream), so results do not depend on thread counts.
 
-Speed: d = 1, 2 damped runs of expression potentials evaluate the gradients of blocks of
-``kernels.accumulate.LANES`` walkers in one call of the potential's SIMD lane kernel
-(``Potential.grad_lanes``; exp/sin/cos from :mod:`bayescg.kernels.fastmath`, at most 1.5 ulp from
-correctly rounded, so trajectories differ from a libm run in the last bits and, the map being
-chaotic, later on; statistics agree).  A walker's result does not depend on its block.  Set
-``USE_LANES = False`` to run on the exact math.* gradient everywhere.
+Speed: d = 1, 2 runs of lane-capable integrators (the map (3.2), also with its white kick) on expression
+potentials evaluate the gradients of blocks of ``kernels.state.LANES`` walkers in one call of the
+potential's SIMD lane kernel (``Potential.grad_lanes``; exp/sin/cos from :mod:`bayescg.kernels.fastmath`,
+at most 1.5 ulp from correctly rounded, so trajectories differ from a libm run in the last bits and, the
+map being chaotic, later on; statistics agree).  A walker's result does not depend on its block.
+``EngineOptions(lanes=False)`` runs on the exact math.* gradient everywhere.
 """
 from __future__ import annotations
 
@@ -22,33 +23,59 @@ import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import InputError, SimulationError
-from .kernels import accumulate as K
-from .kernels.rng import seed_states  # noqa: F401  (re-exported for callers)
+from .kernels import loops
+from .kernels.accumulate import flush_cells
+from .kernels.registry import CODES, INTEGRATORS, Integrator
+from .kernels.rng import seed_states
+from .kernels.state import Stats, Walkers, consts, grid, new_stats, new_walkers, plan
 from .potentials import Potential
 
-INTEGRATORS = {"damped": K.DAMPED, "langevin": K.LANGEVIN, "hamiltonian": K.HAMILTONIAN,
-               "damped_white": K.DAMPED_WHITE}
 
-#: Trap detection: |p| <= P_TOL and |dq| <= Q_TOL (1 + |q|) for TRAP_WINDOW consecutive steps.
-P_TOL = 1e-9
-Q_TOL = 1e-12
-TRAP_WINDOW = 1000
-#: Batches per walker for batch-means standard errors.
-BATCHES = 32
-#: Default chunk size: about this many steps summed over walkers per chunk.
-CHUNK_TOTAL = 20_000_000
-#: d = 1 damped runs of user (array) gradient kernels of at least this many steps use a driver
-#: specialized on the gradient (inlined gradient, ~15 % faster on Test 1 with the libm
-#: kernel, one extra compilation of a few seconds); results are identical either way.
-SPECIALIZE_STEPS = 1_000_000_000
-#: Refuse per-walker histograms larger than this many bytes in total.
-MAX_HIST_BYTES = 2 * 1024 ** 3
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the engine computes.  The fields that can change results are part of the checkpoint
+    fingerprint (:meth:`fingerprint`), so a resume never mixes arithmetic.
+
+    lanes: d = 1, 2 runs of lane-capable integrators use the potential's SIMD lane kernel (False: the
+    exact math.* gradient everywhere, e.g. to compare with a C loop bit for bit); p_tol, q_tol,
+    trap_window: a walker with |p| <= p_tol and |dq| <= q_tol (1 + |q|) for trap_window consecutive steps
+    is trapped; batches: batches per walker for batch-means errors; cold_ratio: a walker whose batch-mean
+    kinetic energy falls below this fraction of the ensemble median is frozen (trapped); chunk_total:
+    about this many steps summed over walkers per chunk (results do not depend on it);
+    specialize_steps: d = 1 runs of user (array) gradient kernels of at least this many steps use a
+    driver specialized on the gradient (inlined, ~15 % faster, one extra compilation; same bits);
+    max_hist_bytes: refuse per-walker histograms (and their per-batch cell counts) larger than this.
+    """
+
+    lanes: bool = True
+    p_tol: float = 1e-9
+    q_tol: float = 1e-12
+    trap_window: int = 1000
+    batches: int = 32
+    cold_ratio: float = 1e-2
+    chunk_total: int = 20_000_000
+    specialize_steps: int = 1_000_000_000
+    max_hist_bytes: int = 2 * 1024 ** 3
+
+    #: fields that cannot change any result (chunking, specialization and a memory limit)
+    _NEUTRAL = ("chunk_total", "specialize_steps", "max_hist_bytes")
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            ok = isinstance(v, bool) if f.type in ("bool", bool) else (
+                not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+                and (f.type not in ("int", int) or float(v).is_integer()))
+            if not ok:
+                raise InputError(f"EngineOptions.{f.name} must be a {'bool' if f.type in ('bool', bool) else 'positive number'}, got {v!r}")
+
+    def fingerprint(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self._NEUTRAL}
 
 
 @dataclass
@@ -58,14 +85,20 @@ class SimulationResult:
     Momentum statistics pool all post-burn-in steps of the walkers that were not trapped.
     ``beta_hat`` = d / tr(A cov p) (equipartition E[p^T A p] = d / beta with A = M^-1; 1 / var(p)
     for d = 1 and A = 1, (3.5)); standard errors
-    come from batch means (``BATCHES`` per walker, batches of all walkers treated as
+    come from batch means (``EngineOptions.batches`` per walker, batches of all walkers treated as
     independent; the mean correction is neglected) and the delta method.
     ``q_iat_steps_per_dim`` is the integrated autocorrelation time of each coordinate of q in
     steps, tau_i = sigma_i^2 / var(q_i) with the batch-means estimate sigma_i^2 = sum_b n_b
     (m_b - mean)^2 / (nb - 1) over the same batches (n_b steps, batch mean m_b; all batches of
     the non-trapped walkers, about the pooled mean, so walkers stuck in different wells raise
     it); ``q_iat_steps`` is its maximum over dims (NaN when undefined).  It is biased low
-    unless a batch is much longer than tau (tau << n_acc / BATCHES).
+    unless a batch is much longer than tau (tau << n_acc / batches).
+
+    ``hist_count_var`` (shape of hist_counts) is the batch-means estimate of Var(hist_counts[c]) over the
+    same walkers and steps: sum_{w,b} (n_wbc - l_wb N_c / N)^2 with n_wbc the count of walker w in
+    batch b in cell c, l_wb its steps on the grid in that batch, N_c = hist_counts[c] and N their total
+    (for d = 3 marginals, per coordinate).  ``p_moment_batches`` (W, B, d, 4): per walker and batch the
+    batch mean of p_i^k, k = 1..4 (every walker; trapped ones are flagged by ``trapped``).
     """
 
     dim: int
@@ -112,6 +145,9 @@ class SimulationResult:
     walker_hist_counts: np.ndarray | None = None
     walker_second_moments: np.ndarray | None = None
     kick_noise: np.ndarray | None = None  # (d, d) Z of "damped_white", else None
+    hist_count_var: np.ndarray | None = None    # shape of hist_counts
+    p_moment_batches: np.ndarray | None = None  # (W, B, d, 4)
+    options: "EngineOptions | None" = None
 
     def to_dict(self) -> dict:
         """JSON-able summary (SPEC simulation.json fields first); omits the raw samples."""
@@ -136,7 +172,9 @@ class SimulationResult:
             "q_iat_steps_per_dim": (None if self.q_iat_steps_per_dim is None
                                     else _nan_list(self.q_iat_steps_per_dim)),
             "histogram": {"counts": self.hist_counts.tolist(), "edges": [e.tolist() for e in self.hist_edges],
-                          "outside": int(self.hist_outside), "marginal": bool(self.hist_marginal)},
+                          "outside": int(self.hist_outside), "marginal": bool(self.hist_marginal),
+                          "count_var": None if self.hist_count_var is None else self.hist_count_var.tolist()},
+            "engine_options": None if self.options is None else dataclasses.asdict(self.options),
             "samples": int(self.samples_q.shape[0]), "sample_stride": int(self.sample_stride),
         }
         return out
@@ -153,6 +191,7 @@ def _f(x):
 def _nan_list(a):
     a = np.asarray(a, dtype=float)
     return [_nan_list(r) for r in a] if a.ndim else _f(a)
+
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -197,48 +236,26 @@ def _check_potential(potential):
     return potential
 
 
-def _integrator(name):
+def _integrator(name) -> Integrator:
     if name not in INTEGRATORS:
         raise InputError(f"integrator must be one of {', '.join(INTEGRATORS)}, got {name!r}")
     return INTEGRATORS[name]
 
 
-def _matrices(kind, d, delta, mass, friction, gamma, beta, kick_noise=None):
-    """(A, G, E, L, diag) for the kernels: E = expm(-Gamma A delta) (DAMPED, DAMPED_WHITE with L the
-    Cholesky factor of delta Z, Z = ``kick_noise``), F and the OU Cholesky factor (LANGEVIN),
-    I (HAMILTONIAN)."""
-    from scipy.linalg import cholesky, expm, solve_continuous_lyapunov
-
+def _constants(integ: Integrator, d, delta, mass, friction, gamma, beta, kick_noise):
+    """(state.Consts, G, Z) of a run: A = M^-1 (``mass``, default I), G (``friction``, default gamma I),
+    Z (``kick_noise``, for integrators that take it), and the integrator's (E, L)."""
     A = np.eye(d) if mass is None else _spd("mass", mass, d)
     G = gamma * np.eye(d) if friction is None else _spd("friction", friction, d)
-    L = np.zeros((d, d))
-    if (kick_noise is not None) != (kind == K.DAMPED_WHITE):
-        raise InputError('kick_noise (the covariance Z of the white kick) is required by integrator '
-                         '"damped_white" and used by no other')
-    if kind == K.DAMPED:
-        E = expm(-G @ A * delta)
-    elif kind == K.DAMPED_WHITE:
-        E = expm(-G @ A * delta)
-        L = np.linalg.cholesky(delta * _spd("kick_noise", kick_noise, d))
-    elif kind == K.HAMILTONIAN:
-        E = np.eye(d)
-    else:
-        E = expm(-G @ A * delta)
-        # stationary OU covariance: (G A) C + C (G A)^T = 2 G / beta; C = A^-1 / beta
-        C = solve_continuous_lyapunov(G @ A, 2.0 * G / beta)
-        cov = C - E @ C @ E.T
-        cov = 0.5 * (cov + cov.T)
-        try:
-            L = cholesky(cov, lower=True)
-        except np.linalg.LinAlgError:  # numerically semidefinite (tiny delta): clip eigenvalues
-            w, V = np.linalg.eigh(cov)
-            w = np.clip(w, 0.0, None)
-            L = np.linalg.cholesky(V @ np.diag(w) @ V.T + 1e-300 * np.eye(d) + 1e-16 * np.trace(cov) * np.eye(d))
-    A = np.ascontiguousarray(A)
-    E = np.ascontiguousarray(E)
+    if (kick_noise is not None) != integ.kick_noise:
+        takers = [n for n, i in INTEGRATORS.items() if i.kick_noise]
+        raise InputError(f"kick_noise (the covariance Z of the white kick) is required by integrator "
+                         f"{' / '.join(takers)} and used by no other")
+    Z = None if kick_noise is None else _spd("kick_noise", kick_noise, d)
+    E, L = integ.constants(d, delta, A, G, beta, Z)
     off = ~np.eye(d, dtype=bool)
     diag = bool(not np.any(A[off]) and not np.any(E[off]))
-    return A, G, E, np.ascontiguousarray(L), diag
+    return consts(A, E, L, delta, diag), G, Z
 
 
 def _walker_seeds(seed, n):
@@ -270,36 +287,52 @@ def _initial_state(seeds, d, init_mean, init_sd):
     return q, p, rng_state
 
 
+
 # --- simulate ----------------------------------------------------------------------------------
-def simulate(potential, delta, gamma=0.1, *, steps, walkers=16, seed=1, mass=None, friction=None,
-             integrator="damped", beta=1.0, burn_in=0.1, init_mean=None, init_sd=1.0,
-             bins=200, hist_range=None, max_samples=100_000, chunk_steps=None,
-             checkpoint=None, resume=False, control=None, kick_noise=None) -> SimulationResult:
-    """Run ``walkers`` independent walkers of the chosen integrator on ``potential``.
+@dataclass(frozen=True)
+class _Run:
+    """Validated settings and derived sizes of one simulate() call."""
+    potential: Potential
+    integ: Integrator
+    d: int
+    c: object            # state.Consts
+    G: np.ndarray
+    Z: np.ndarray | None
+    walkers: int
+    seed: int
+    n_per: int           # steps per walker
+    burn: int            # burn-in steps per walker
+    n_acc: int           # accumulated steps per walker
+    B: int               # batches
+    batch_len: int
+    S: int               # samples per walker
+    stride: int
+    bins: int
+    cells: int
+    chunk_steps: int
+    options: EngineOptions
+    init_mean: np.ndarray
+    init_sd: float
+    hist_range: np.ndarray | None
+    fingerprint: str
 
-    potential: Potential (d = potential.dim); delta: step size; gamma: scalar friction used when
-    ``friction`` (d, d) is None; steps: total steps summed over walkers (each walker does
-    ceil(steps / walkers)); mass: inverse mass matrix A = M^-1 (d, d), default I; integrator:
-    "damped" (3.2), "langevin" (4.2, BAOAB, inverse temperature ``beta``), "hamiltonian" (4.1) or
-    "damped_white" ((3.2) plus a kick xi ~ N(0, delta Z) per step, Z = ``kick_noise``: a positive
-    number for d = 1 or a (d, d) SPD matrix; required by it, refused by the others); burn_in: fraction of each walker's steps discarded; q0 ~ N(init_mean, init_sd^2 I),
-    p0 ~ N(0, init_sd^2 I).  Histogram grid: ``hist_range`` [(lo, hi)] * d or the burn-in
-    range of positions (last half of burn-in, +-10 % margin; a separate pilot of copies when
-    burn-in is shorter than 1000 steps).  Chunks are ``chunk_steps`` steps per walker (default
-    about 2e7 steps summed over walkers); results do not depend on the chunking or on the
-    number of threads.  ``checkpoint``: path of an .npz saved after every chunk, before
-    ``control.tick(fraction_done)`` (fraction in (0, 1]: use ``RunControl(label)`` with its
-    default total 1.0); ``resume`` continues from it bit-identically.
+    @property
+    def lens(self):
+        """(B,) batch lengths (the last absorbs the remainder)."""
+        lens = np.full(self.B, self.batch_len, dtype=np.int64)
+        lens[-1] = self.n_acc - self.batch_len * (self.B - 1)
+        return lens
 
-    Raises InputError for bad arguments, SimulationError when a walker blows up.  Trapped
-    walkers (p collapsing to 0 at a fixed point of the map) are excluded from all statistics;
-    if all are trapped the statistics are NaN and trapped_fraction is 1.
-    """
-    from . import runtime
 
+def _setup(potential, delta, gamma, steps, walkers, seed, mass, friction, integrator, beta, burn_in, init_mean,
+           init_sd, bins, hist_range, max_samples, chunk_steps, kick_noise, options) -> _Run:
     potential = _check_potential(potential)
     d = potential.dim
-    kind = _integrator(integrator)
+    integ = _integrator(integrator)
+    if options is None:
+        options = EngineOptions()
+    if not isinstance(options, EngineOptions):
+        raise InputError(f"options must be a bayescg.simulate.EngineOptions, got {type(options).__name__}")
     delta = _pos("delta", delta)
     gamma = _pos("gamma", gamma)
     beta = _pos("beta", beta)
@@ -329,230 +362,236 @@ def simulate(potential, delta, gamma=0.1, *, steps, walkers=16, seed=1, mass=Non
         if hr.shape != (d, 2) or not np.all(np.isfinite(hr)) or np.any(hr[:, 0] >= hr[:, 1]):
             raise InputError(f"hist_range must be {d} pairs (lo, hi) with lo < hi, got {np.asarray(hist_range).tolist()}")
         hist_range = hr
-    hist_cells = bins ** d if d <= 2 else d * bins
-    if walkers * hist_cells * 8 > MAX_HIST_BYTES:
-        raise InputError(f"histograms of {walkers} walkers x {hist_cells} cells exceed {MAX_HIST_BYTES >> 30} GiB; "
-                         "use fewer bins or walkers")
-    A, G, E, L, diag = _matrices(kind, d, delta, mass, friction, gamma, beta, kick_noise)
-    Z = None if kick_noise is None else _spd("kick_noise", kick_noise, d)
+    cells = bins ** d if d <= 2 else d * bins
+    # hist, hkey (int64) and hs1, hs2 (float64): 32 bytes per walker and cell
+    if walkers * cells * 32 > options.max_hist_bytes:
+        raise InputError(f"histograms of {walkers} walkers x {cells} cells exceed "
+                         f"{options.max_hist_bytes / 2 ** 30:.3g} GiB; use fewer bins or walkers")
+    c, G, Z = _constants(integ, d, delta, mass, friction, gamma, beta, kick_noise)
 
     n_per = -(-steps // walkers)
     burn = int(burn_in * n_per)
     n_acc = n_per - burn
     if n_acc < 1:
         raise InputError("no steps left after burn-in; increase steps or reduce burn_in")
-    B = min(BATCHES, n_acc)
+    B = min(options.batches, n_acc)
     batch_len = n_acc // B
+    if batch_len >= 2 ** 31:
+        raise InputError(f"batches of {batch_len} steps are too long for the per-batch cell counts; "
+                         "use more walkers or EngineOptions(batches=...)")
     S = max_samples // walkers
     stride = max(1, n_acc // S) if S > 0 else 1
     S = min(S, -(-n_acc // stride)) if S > 0 else 0
     if chunk_steps is None:
-        chunk_steps = max(1000, CHUNK_TOTAL // walkers)
+        chunk_steps = max(1000, options.chunk_total // walkers)
     chunk_steps = _posint("chunk_steps", chunk_steps)
 
     settings = dict(expression=potential.expression, variables=list(potential.variables), d=d, delta=delta,
-                    gamma=gamma, beta=beta, integrator=integrator, steps=steps, walkers=walkers, seed=seed,
+                    gamma=gamma, beta=beta, integrator=integ.name, steps=steps, walkers=walkers, seed=seed,
                     burn_in=burn_in, init_mean=init_mean.tolist(), init_sd=init_sd, bins=bins,
                     hist_range=None if hist_range is None else hist_range.tolist(), max_samples=max_samples,
-                    mass=A.tolist(), friction=G.tolist())
+                    mass=c.A.tolist(), friction=G.tolist(), engine=options.fingerprint())
     if Z is not None:
         settings["kick_noise"] = Z.tolist()
-    fingerprint = json.dumps(settings, sort_keys=True)
-
-    st = None
-    if resume:
-        if checkpoint is None:
-            raise InputError("resume=True needs a checkpoint path")
-        st = runtime.load_checkpoint(checkpoint)
-        if str(st.get("fingerprint", "")) != fingerprint:
-            raise InputError(f"{checkpoint}: checkpoint was written with different settings; "
-                             "rerun without --resume (or with the same settings)")
-        if "bq" not in st or "bqq" not in st:
-            raise InputError(f"{checkpoint}: checkpoint of an older bayescg without q batch sums; "
-                             "rerun without --resume")
-    if st is None:
-        seeds = _walker_seeds(seed, walkers)
-        q, p, rng_state = _initial_state(seeds, d, init_mean, init_sd)
-        st = dict(
-            q=q, p=p, g=np.zeros((walkers, d)), rng=rng_state, done=np.int64(0), seconds=np.float64(0.0),
-            bp=np.zeros((walkers, B, d)), bpp=np.zeros((walkers, B, d, d)),
-            bq=np.zeros((walkers, B, d)), bqq=np.zeros((walkers, B, d)),
-            hist=np.zeros((walkers, hist_cells), dtype=np.int64), outside=np.zeros(walkers, dtype=np.int64),
-            samp_q=np.zeros((walkers, S, d)), samp_p=np.zeros((walkers, S, d)),
-            nstored=np.zeros(walkers, dtype=np.int64),
-            qmin=np.full((walkers, d), np.inf), qmax=np.full((walkers, d), -np.inf),
-            still=np.zeros(walkers, dtype=np.int64), trapped_at=np.full(walkers, -1, dtype=np.int64),
-            blown_at=np.full(walkers, -1, dtype=np.int64),
-            hist_lo=np.zeros(d), hist_hi=np.ones(d), range_set=np.int64(0),
-        )
-        if hist_range is not None:
-            st["hist_lo"] = hist_range[:, 0].copy()
-            st["hist_hi"] = hist_range[:, 1].copy()
-            st["range_set"] = np.int64(1)
-        if kind == K.LANGEVIN:  # BAOAB reuses the gradient of the previous step
-            K.init_grad(potential.grad, st["q"], st["g"])
-    st["fingerprint"] = np.array(fingerprint)
-
-    minmax_start = burn // 2
-    t0 = time.perf_counter()
-    seconds0 = float(st["seconds"])
-
-    # d = 1, 2 damped runs of expression potentials evaluate LANES walkers' gradients in one SIMD
-    # call of the lane kernel (exp/sin/cos from kernels.fastmath, at most 1.5 ulp from correctly rounded)
-    gs = _lane_kernel(potential) if (kind == K.DAMPED and d <= 2) else None
-    g1 = potential.grad if gs is None else gs
-    spec1 = None
-    if kind == K.DAMPED and d == 1:
-        if gs is not None:
-            spec1 = K.damped_chunk_1d  # (inlining the lane kernel measured ~10 % slower than this)
-        elif steps >= SPECIALIZE_STEPS:
-            spec1 = K.specialized(K.damped_1d_chunk)
-    spec2 = K.damped_chunk_2d if gs is not None and d == 2 else None
-
-    def run(a, b):
-        if spec2 is not None:
-            spec2(gs, st["q"], st["p"], A, E, delta, diag, a, b - a, burn, minmax_start, batch_len, st["hist_lo"],
-                  bins / (st["hist_hi"] - st["hist_lo"]), bins, stride, P_TOL, Q_TOL, TRAP_WINDOW,
-                  st["bp"], st["bpp"], st["bq"], st["bqq"], st["hist"], st["outside"], st["samp_q"], st["samp_p"],
-                  st["nstored"], st["qmin"], st["qmax"], st["still"], st["trapped_at"], st["blown_at"])
-            _check_blowup(st)
-            return
-        if spec1 is not None:
-            spec1(g1, st["q"], st["p"], A[0, 0], E[0, 0], delta, a, b - a, burn, minmax_start, batch_len,
-                  st["hist_lo"][0], bins / (st["hist_hi"][0] - st["hist_lo"][0]), bins, stride, P_TOL, Q_TOL,
-                  TRAP_WINDOW, st["bp"], st["bpp"], st["bq"], st["bqq"], st["hist"], st["outside"], st["samp_q"], st["samp_p"],
-                  st["nstored"], st["qmin"], st["qmax"], st["still"], st["trapped_at"], st["blown_at"])
-            _check_blowup(st)
-            return
-        K.run_chunk(potential.grad, kind, st["q"], st["p"], st["g"], st["rng"], A, E, L, delta, diag,
-                    a, b - a, burn, minmax_start, batch_len, st["hist_lo"],
-                    bins / (st["hist_hi"] - st["hist_lo"]), bins, stride, P_TOL, Q_TOL, TRAP_WINDOW,
-                    st["bp"], st["bpp"], st["bq"], st["bqq"], st["hist"], st["outside"], st["samp_q"], st["samp_p"], st["nstored"],
-                    st["qmin"], st["qmax"], st["still"], st["trapped_at"], st["blown_at"])
-        _check_blowup(st)
-
-    done = int(st["done"])
-    while done < n_per:
-        if done == burn and not int(st["range_set"]):
-            _set_range(st, potential, kind, A, E, L, delta, diag, burn, n_per, minmax_start, bins)
-        end = min(n_per, done + chunk_steps)
-        if done < burn < end:
-            end = burn  # chunk boundary at the end of burn-in (the grid is fixed there)
-        run(done, end)
-        done = end
-        if done == burn and not int(st["range_set"]):
-            _set_range(st, potential, kind, A, E, L, delta, diag, burn, n_per, minmax_start, bins)
-        st["done"] = np.int64(done)
-        st["seconds"] = np.float64(seconds0 + time.perf_counter() - t0)
-        if checkpoint is not None:
-            runtime.save_checkpoint(checkpoint, **st)
-        if control is not None:
-            control.tick(done / n_per)
-    seconds = seconds0 + time.perf_counter() - t0
-    res = _result(st, potential, integrator, d, delta, gamma, beta, A, G, walkers, seed, burn_in,
-                  n_per, burn, n_acc, B, batch_len, bins, stride, seconds)
-    res.kick_noise = Z
-    return res
+    return _Run(potential=potential, integ=integ, d=d, c=c, G=G, Z=Z, walkers=walkers, seed=seed, n_per=n_per,
+                burn=burn, n_acc=n_acc, B=B, batch_len=batch_len, S=S, stride=stride, bins=bins, cells=cells,
+                chunk_steps=chunk_steps, options=options, init_mean=init_mean, init_sd=init_sd,
+                hist_range=hist_range, fingerprint=json.dumps(settings, sort_keys=True))
 
 
-#: simulate() uses the SIMD lane kernels of expression potentials (set False to run every path
-#: on the exact math.* gradient, e.g. to compare with a C loop bit for bit).
-USE_LANES = True
+def _fresh_state(run: _Run):
+    """(Walkers, Stats, meta) at step 0; meta holds the chunk counter, time and the histogram grid."""
+    q, p, rng_state = _initial_state(_walker_seeds(run.seed, run.walkers), run.d, run.init_mean, run.init_sd)
+    wk = new_walkers(q, p, rng_state)
+    sx = new_stats(run.walkers, run.d, run.B, run.cells, run.S)
+    meta = dict(done=np.int64(0), seconds=np.float64(0.0), hist_lo=np.zeros(run.d), hist_hi=np.ones(run.d),
+                range_set=np.int64(0))
+    if run.hist_range is not None:
+        meta.update(hist_lo=run.hist_range[:, 0].copy(), hist_hi=run.hist_range[:, 1].copy(), range_set=np.int64(1))
+    if run.integ.reuses_grad:
+        loops.init_grad(run.potential.grad, wk.q, wk.g)
+    return wk, sx, meta
 
 
-def _lane_kernel(potential):
-    """The potential's compiled lane kernel, or None (user kernels; functions without a fast form)."""
+def _load_state(run: _Run, checkpoint):
+    from . import runtime
+
+    st = runtime.load_checkpoint(checkpoint)
+    if str(st.get("fingerprint", "")) != run.fingerprint:
+        raise InputError(f"{checkpoint}: checkpoint was written with different settings (or engine options, "
+                         "or by an older bayescg); rerun without --resume (or with the same settings)")
+    names = Walkers._fields + Stats._fields + ("done", "seconds", "hist_lo", "hist_hi", "range_set")
+    missing = [k for k in names if k not in st]
+    if missing:
+        raise InputError(f"{checkpoint}: checkpoint lacks {missing[0]}; rerun without --resume")
+    arr = {k: np.ascontiguousarray(st[k]) for k in Walkers._fields + Stats._fields}
+    wk = Walkers(**{k: arr[k] for k in Walkers._fields})
+    sx = Stats(**{k: arr[k] for k in Stats._fields})
+    meta = {k: st[k] for k in ("done", "seconds", "hist_lo", "hist_hi", "range_set")}
+    return wk, sx, meta
+
+
+def _lane_kernel(potential, options):
+    """The potential's compiled lane kernel, or None (user kernels; functions without a fast form;
+    options.lanes False)."""
     gl = getattr(potential, "grad_lanes", None)
-    if gl is None or not USE_LANES:
+    if gl is None or not options.lanes:
         return None
-    gl.compile(K.GRADL_SIG)
-    potential.grad_scalar.compile(K.GRAD1_SIG if potential.dim == 1 else K.GRAD2_SIG)
+    from .kernels.state import GRAD1_SIG, GRAD2_SIG, GRADL_SIG
+
+    gl.compile(GRADL_SIG)
+    potential.grad_scalar.compile(GRAD1_SIG if potential.dim == 1 else GRAD2_SIG)
     return gl
 
 
-def _check_blowup(st):
-    blown = np.flatnonzero(st["blown_at"] >= 0)
+def _driver(run: _Run):
+    """advance(walkers, stats, plan, grid): the loop for this run.  Lane-capable integrators in d = 1, 2 run
+    the lane loop (on the SIMD lane kernel when there is one and options.lanes, else on the array kernel;
+    d = 1 array kernels of long runs on a driver specialized on the gradient); the rest the generic loop."""
+    pot, integ, d = run.potential, run.integ, run.d
+    if integ.lanes and d <= 2:
+        gl = _lane_kernel(pot, run.options)
+        grad = pot.grad if gl is None else gl
+        fn = loops.lanes_chunk(gl is not None, d)
+        if gl is None and d == 1 and run.n_per * run.walkers >= run.options.specialize_steps:
+            fn = loops.specialized(loops._lanes_chunk1)
+        c, noisy = run.c, integ.stochastic
+        return lambda wk, sx, P, G: fn(grad, wk, sx, c, noisy, P, G)
+    code = CODES[integ.name]
+    return lambda wk, sx, P, G: loops.run_chunk(pot.grad, code, wk, sx, run.c, P, G)
+
+
+def _plan(run: _Run, step0, nsteps, acc_start, minmax_start):
+    o = run.options
+    return plan(step0, nsteps, acc_start, minmax_start, run.batch_len, run.stride, not run.integ.stochastic,
+                o.p_tol, o.q_tol, o.trap_window)
+
+
+def simulate(potential, delta, gamma=0.1, *, steps, walkers=16, seed=1, mass=None, friction=None,
+             integrator="damped", beta=1.0, burn_in=0.1, init_mean=None, init_sd=1.0,
+             bins=200, hist_range=None, max_samples=100_000, chunk_steps=None,
+             checkpoint=None, resume=False, control=None, kick_noise=None,
+             options: EngineOptions | None = None) -> SimulationResult:
+    """Run ``walkers`` independent walkers of the chosen integrator on ``potential``.
+
+    potential: Potential (d = potential.dim); delta: step size; gamma: scalar friction used when
+    ``friction`` (d, d) is None; steps: total steps summed over walkers (each walker does
+    ceil(steps / walkers)); mass: inverse mass matrix A = M^-1 (d, d), default I; integrator: a name in
+    :data:`bayescg.kernels.registry.INTEGRATORS`: "damped" (3.2), "langevin" (4.2, BAOAB, inverse
+    temperature ``beta``), "hamiltonian" (4.1) or "damped_white" ((3.2) plus a kick xi ~ N(0, delta Z) per
+    step, Z = ``kick_noise``: a positive number for d = 1 or a (d, d) SPD matrix; required by it, refused
+    by the others); burn_in: fraction of each walker's steps discarded; q0 ~ N(init_mean, init_sd^2 I),
+    p0 ~ N(0, init_sd^2 I).  Histogram grid: ``hist_range`` [(lo, hi)] * d or the burn-in
+    range of positions (last half of burn-in, +-10 % margin; a separate pilot of copies when
+    burn-in is shorter than 1000 steps).  Chunks are ``chunk_steps`` steps per walker (default
+    about options.chunk_total steps summed over walkers); results do not depend on the chunking or on
+    the number of threads.  ``checkpoint``: path of an .npz saved after every chunk, before
+    ``control.tick(fraction_done)`` (fraction in (0, 1]: use ``RunControl(label)`` with its
+    default total 1.0); ``resume`` continues from it bit-identically (refused when any setting or
+    engine option that changes results differs).  ``options``: :class:`EngineOptions` (default ones).
+
+    Raises InputError for bad arguments, SimulationError when a walker blows up.  Trapped
+    walkers (p collapsing to 0 at a fixed point of the map) are excluded from all statistics;
+    if all are trapped the statistics are NaN and trapped_fraction is 1.
+    """
+    from . import runtime
+
+    run = _setup(potential, delta, gamma, steps, walkers, seed, mass, friction, integrator, beta, burn_in,
+                 init_mean, init_sd, bins, hist_range, max_samples, chunk_steps, kick_noise, options)
+    if resume:
+        if checkpoint is None:
+            raise InputError("resume=True needs a checkpoint path")
+        wk, sx, meta = _load_state(run, checkpoint)
+    else:
+        wk, sx, meta = _fresh_state(run)
+    advance = _driver(run)
+    minmax_start = run.burn // 2
+    t0 = time.perf_counter()
+    seconds0 = float(meta["seconds"])
+    done = int(meta["done"])
+    while done < run.n_per:
+        if done == run.burn and not int(meta["range_set"]):
+            _set_range(run, wk, sx, meta, advance)
+        end = min(run.n_per, done + run.chunk_steps)
+        if done < run.burn < end:
+            end = run.burn  # chunk boundary at the end of burn-in (the grid is fixed there)
+        advance(wk, sx, _plan(run, done, end - done, run.burn, minmax_start),
+                grid(meta["hist_lo"], meta["hist_hi"], run.bins))
+        _check_blowup(wk)
+        done = end
+        if done == run.burn and not int(meta["range_set"]):
+            _set_range(run, wk, sx, meta, advance)
+        meta["done"] = np.int64(done)
+        meta["seconds"] = np.float64(seconds0 + time.perf_counter() - t0)
+        if checkpoint is not None:
+            runtime.save_checkpoint(checkpoint, **wk._asdict(), **sx._asdict(), **meta,
+                                    fingerprint=np.array(run.fingerprint))
+        if control is not None:
+            control.tick(done / run.n_per)
+    return _result(run, wk, sx, meta, seconds0 + time.perf_counter() - t0, gamma, beta, burn_in)
+
+
+def _check_blowup(wk):
+    blown = np.flatnonzero(wk.blown_at >= 0)
     if blown.size:
-        w = int(blown[np.argmin(st["blown_at"][blown])])
-        qv = st["q"][w]
-        pv = st["p"][w]
+        w = int(blown[np.argmin(wk.blown_at[blown])])
+        qv = wk.q[w]
+        pv = wk.p[w]
         what = f"q = {qv[0] if qv.size == 1 else qv.tolist()}"
         if np.all(np.isfinite(qv)):
             what = f"p = {pv[0] if pv.size == 1 else pv.tolist()}"
-        raise SimulationError(f"walker {w} blew up at step {int(st['blown_at'][w])} ({what}); reduce delta")
+        raise SimulationError(f"walker {w} blew up at step {int(wk.blown_at[w])} ({what}); reduce delta")
 
 
-def _set_range(st, potential, kind, A, E, L, delta, diag, burn, n_per, minmax_start, bins):
+def _set_range(run: _Run, wk, sx, meta, advance):
     """Fix the histogram grid from the burn-in range of live walkers (+-10 % margin)."""
-    live = st["trapped_at"] < 0
-    lo = st["qmin"][live]
-    hi = st["qmax"][live]
+    live = wk.trapped_at < 0
+    lo = sx.qmin[live]
+    hi = sx.qmax[live]
     ok = np.isfinite(lo).all(axis=1) & np.isfinite(hi).all(axis=1) if lo.size else np.zeros(0, bool)
-    if burn < 1000 or not ok.any():
-        # pilot on copies of the walkers (their states are not touched)
-        W, d = st["q"].shape
-        n = int(min(max(n_per, 1), 1000))
-        cp = {k: st[k].copy() for k in ("q", "p", "g", "rng", "still", "trapped_at", "blown_at")}
-        z = lambda *s: np.zeros(s)  # noqa: E731
-        qmin = np.full((W, d), np.inf)
-        qmax = np.full((W, d), -np.inf)
-        K.run_chunk(potential.grad, kind, cp["q"], cp["p"], cp["g"], cp["rng"], A, E, L, delta, diag,
-                    0, n, n + 1, 0, 1, np.zeros(d), np.ones(d), bins, 1, P_TOL, Q_TOL, TRAP_WINDOW,
-                    z(W, 1, d), z(W, 1, d, d), z(W, 1, d), z(W, 1, d), np.zeros((W, 1), dtype=np.int64), np.zeros(W, dtype=np.int64),
-                    z(W, 0, d), z(W, 0, d), np.zeros(W, dtype=np.int64), qmin, qmax,
-                    cp["still"], cp["trapped_at"], cp["blown_at"])
+    if run.burn < 1000 or not ok.any():
+        # pilot of copies of the walkers (their states are not touched), on the run's own loop
+        W, d = wk.q.shape
+        n = int(min(max(run.n_per, 1), 1000))
+        cp = Walkers(*(a.copy() for a in wk))
+        ps = new_stats(W, d, 1, 1, 0)
+        advance(cp, ps, _plan(run, 0, n, n + 1, 0), grid(np.zeros(d), np.ones(d), 1))  # never accumulates
         # include the current positions too (the pilot may be short)
-        qmin = np.minimum(qmin, st["q"])
-        qmax = np.maximum(qmax, st["q"])
+        qmin = np.minimum(ps.qmin, wk.q)
+        qmax = np.maximum(ps.qmax, wk.q)
         good = np.isfinite(qmin).all(axis=1) & np.isfinite(qmax).all(axis=1)
         lo, hi, ok = qmin, qmax, good
     if not ok.any():
-        lo_v = np.full(st["q"].shape[1], -1.0)
-        hi_v = np.full(st["q"].shape[1], 1.0)
+        lo_v = np.full(wk.q.shape[1], -1.0)
+        hi_v = np.full(wk.q.shape[1], 1.0)
     else:
         lo_v = lo[ok].min(axis=0)
         hi_v = hi[ok].max(axis=0)
     span = hi_v - lo_v
     span = np.where(span > 0, span, np.maximum(1.0, np.abs(lo_v)))
-    st["hist_lo"] = lo_v - 0.1 * span
-    st["hist_hi"] = hi_v + 0.1 * span
-    st["range_set"] = np.int64(1)
+    meta["hist_lo"] = lo_v - 0.1 * span
+    meta["hist_hi"] = hi_v + 0.1 * span
+    meta["range_set"] = np.int64(1)
 
 
-#: A walker whose batch-mean kinetic energy falls below this fraction of the ensemble median is frozen.
-COLD_RATIO = 1e-2
+def _hist_count_var(run: _Run, sx, good, lens):
+    """sum_{w,b} (n_wbc - l_wb N_c / N)^2 over the good walkers (SimulationResult.hist_count_var), flat (C,)."""
+    hs1, hs2 = flush_cells(sx, lens)
+    lin = (lens[None, :] - sx.bout)[good].astype(float)      # (ng, B) in-grid steps per batch
+    N = float(lin.sum())
+    Nc = sx.hist[good].sum(axis=0).astype(float)
+    f = Nc / N if N > 0 else np.zeros_like(Nc)
+    return hs2[good].sum(axis=0) - 2.0 * f * hs1[good].sum(axis=0) + f * f * float((lin * lin).sum())
 
 
-def _flag_frozen_walkers(st, lens, burn, batch_len):
-    """Mark walkers whose momentum collapsed without meeting the |p| <= P_TOL test as trapped.
-
-    A walker spiralling slowly into a fixed point of the map, or circling a small stable orbit, keeps
-    |p| above P_TOL for a long time while its momentum has collapsed; its positions then pile up in a
-    few histogram bins (seen on Test 1 at delta 0.065 as a spike in the learned U_1). In a warm walker
-    the mean of tr(p p^T) over a whole batch is never a hundredth of the ensemble's median, so that
-    is the test; such a walker is flagged from the first cold batch on.
-    """
-    if lens.min() <= 0 or st["bpp"].shape[0] < 2:
-        return
-    ke = np.trace(st["bpp"], axis1=2, axis2=3) / lens[None, :]       # (walkers, B)
-    live = st["trapped_at"] < 0
-    if live.sum() < 2:
-        return
-    ref = float(np.median(ke[live]))
-    if not ref > 0:
-        return
-    cold = ke < COLD_RATIO * ref
-    for w in np.nonzero(live & cold.any(axis=1))[0]:
-        st["trapped_at"][w] = burn + int(np.argmax(cold[w])) * batch_len
-
-
-def _result(st, potential, integrator, d, delta, gamma, beta, A, G, walkers, seed, burn_in,
-            n_per, burn, n_acc, B, batch_len, bins, stride, seconds) -> SimulationResult:
-    steps_done = n_per * walkers
-    lens = np.full(B, batch_len, dtype=float)
-    lens[-1] = n_acc - batch_len * (B - 1)
-    _flag_frozen_walkers(st, lens, burn, batch_len)
-    trapped = st["trapped_at"] >= 0
+def _result(run: _Run, wk, sx, meta, seconds, gamma, beta, burn_in) -> SimulationResult:
+    d, B, walkers = run.d, run.B, run.walkers
+    A = run.c.A
+    steps_done = run.n_per * walkers
+    lens = run.lens
+    flens = lens.astype(float)
+    _flag_frozen_walkers(wk, sx, flens, run.burn, run.batch_len, run.options.cold_ratio)
+    trapped = wk.trapped_at >= 0
     good = ~trapped
     ng = int(good.sum())
     nan_dd = np.full((d, d), np.nan)
@@ -563,12 +602,12 @@ def _result(st, potential, integrator, d, delta, gamma, beta, A, G, walkers, see
         smb = np.full((B, d, d), np.nan)
         beta_hat = beta_se = float("nan")
     else:
-        N = ng * n_acc
-        mean = st["bp"][good].sum(axis=(0, 1)) / N
-        second = st["bpp"][good].sum(axis=(0, 1)) / N
+        N = ng * run.n_acc
+        mean = sx.bp[good].sum(axis=(0, 1)) / N
+        second = sx.bpp[good].sum(axis=(0, 1)) / N
         cov = second - np.outer(mean, mean)
         cov = 0.5 * (cov + cov.T)
-        Mwb = st["bpp"][good] / lens[None, :, None, None]          # (ng, B, d, d) batch means
+        Mwb = sx.bpp[good] / flens[None, :, None, None]          # (ng, B, d, d) batch means
         smb = Mwb.mean(axis=0)
         nb = ng * B
         flat = Mwb.reshape(nb, d, d)
@@ -582,36 +621,67 @@ def _result(st, potential, integrator, d, delta, gamma, beta, A, G, walkers, see
         else:
             cov_se = nan_dd.copy()
             beta_se = float("nan")
-    iat = _q_iat(st["bq"][good], st["bqq"][good], lens)
-    hist = st["hist"][good].sum(axis=0)
+    iat = _q_iat(sx.bq[good], sx.bqq[good], flens)
     marginal = d > 2
-    hist = hist.reshape((d, bins) if marginal else (bins,) * d)
-    edges = [np.linspace(st["hist_lo"][i], st["hist_hi"][i], bins + 1) for i in range(d)]
-    ns = st["nstored"]
+    shape = (d, run.bins) if marginal else (run.bins,) * d
+    hist = sx.hist[good].sum(axis=0).reshape(shape)
+    hvar = _hist_count_var(run, sx, good, lens).reshape(shape)
+    pmom = np.stack([sx.bp, np.diagonal(sx.bpp, axis1=2, axis2=3), sx.bpk[..., 0], sx.bpk[..., 1]], axis=-1)
+    pmom = pmom / flens[None, :, None, None]
+    edges = [np.linspace(meta["hist_lo"][i], meta["hist_hi"][i], run.bins + 1) for i in range(d)]
+    ns = sx.nstored
     idx = [w for w in range(walkers) if good[w] and ns[w] > 0]
     if idx:
-        sq = np.concatenate([st["samp_q"][w, :ns[w]] for w in idx])
-        sp = np.concatenate([st["samp_p"][w, :ns[w]] for w in idx])
+        sq = np.concatenate([sx.samp_q[w, :ns[w]] for w in idx])
+        sp = np.concatenate([sx.samp_p[w, :ns[w]] for w in idx])
         sw = np.concatenate([np.full(ns[w], w, dtype=np.int64) for w in idx])
     else:
         sq = np.zeros((0, d))
         sp = np.zeros((0, d))
         sw = np.zeros(0, dtype=np.int64)
+    pot = run.potential
     return SimulationResult(
-        dim=d, delta=delta, gamma=gamma, mass=A.copy(), friction=G.copy(), integrator=integrator, beta=beta,
-        steps=steps_done, walkers=walkers, seed=seed, burn_in=burn_in, seconds=seconds,
+        dim=d, delta=run.c.delta, gamma=gamma, mass=A.copy(), friction=run.G.copy(), integrator=run.integ.name,
+        beta=beta, steps=steps_done, walkers=walkers, seed=run.seed, burn_in=burn_in, seconds=seconds,
         steps_per_second=steps_done / seconds if seconds > 0 else float("nan"),
         momentum_mean=mean, momentum_covariance=cov, momentum_covariance_se=cov_se,
         second_moment_batches=smb, beta_hat=float(beta_hat), beta_hat_se=float(beta_se),
-        hist_counts=hist, hist_edges=edges, hist_outside=int(st["outside"][good].sum()),
-        samples_q=sq, samples_p=sp, sample_stride=int(stride), sample_walker=sw,
-        trapped=trapped, trapped_fraction=float(trapped.mean()), trapped_at=st["trapped_at"].copy(),
-        steps_per_walker=n_per, burn_in_steps=burn, accumulated_steps=ng * n_acc,
-        expression=potential.expression, variables=tuple(potential.variables), hist_marginal=marginal,
-        final_q=st["q"].copy(), final_p=st["p"].copy(),
+        hist_counts=hist, hist_edges=edges, hist_outside=int(sx.bout[good].sum()),
+        samples_q=sq, samples_p=sp, sample_stride=int(run.stride), sample_walker=sw,
+        trapped=trapped, trapped_fraction=float(trapped.mean()), trapped_at=wk.trapped_at.copy(),
+        steps_per_walker=run.n_per, burn_in_steps=run.burn, accumulated_steps=ng * run.n_acc,
+        expression=pot.expression, variables=tuple(pot.variables), hist_marginal=marginal,
+        final_q=wk.q.copy(), final_p=wk.p.copy(),
         q_iat_steps=float(np.max(iat)) if np.all(np.isfinite(iat)) else float("nan"), q_iat_steps_per_dim=iat,
-        walker_hist_counts=st["hist"][good].reshape((ng,) + hist.shape).copy(),
-        walker_second_moments=st["bpp"][good].sum(axis=1) / max(n_acc, 1))
+        kick_noise=None if run.Z is None else run.Z.copy(), hist_count_var=hvar, p_moment_batches=pmom,
+        options=run.options,
+        walker_hist_counts=sx.hist[good].reshape((ng,) + shape).astype(float),
+        walker_second_moments=sx.bpp[good].sum(axis=1) / max(run.n_acc, 1))
+
+
+def _flag_frozen_walkers(wk, sx, lens, burn, batch_len, cold_ratio):
+    """Mark walkers whose momentum collapsed without meeting the |p| <= p_tol test as trapped.
+
+    A walker spiralling slowly into a fixed point of the map, or circling a small stable orbit, keeps
+    |p| above p_tol for a long time while its momentum has collapsed; its positions then pile up in a
+    few histogram bins (seen on Test 1 at delta 0.065 as a spike in the learned U_1). In a warm walker
+    the mean of tr(p p^T) over a whole batch is never a hundredth of the ensemble's median, so that
+    is the test (``EngineOptions.cold_ratio``); such a walker is flagged from the first cold batch on.
+    """
+    if lens.min() <= 0 or sx.bpp.shape[0] < 2:
+        return
+    ke = np.trace(sx.bpp, axis1=2, axis2=3) / lens[None, :]       # (walkers, B)
+    live = wk.trapped_at < 0
+    if live.sum() < 2:
+        return
+    ref = float(np.median(ke[live]))
+    if not ref > 0:
+        return
+    cold = ke < cold_ratio * ref
+    for w in np.nonzero(live & cold.any(axis=1))[0]:
+        wk.trapped_at[w] = burn + int(np.argmax(cold[w])) * batch_len
+
+
 
 
 def _q_iat(bq, bqq, lens):
@@ -635,6 +705,7 @@ def _q_iat(bq, bqq, lens):
     return tau
 
 
+
 def simulate_model(model, *, checkpoint=None, resume=False, control=None) -> SimulationResult:
     """:func:`simulate` with the potential and settings of a model file (bayescg.config.Model)."""
     pot_sec = model.require("potential")
@@ -643,7 +714,7 @@ def simulate_model(model, *, checkpoint=None, resume=False, control=None) -> Sim
     hist_range = pot_sec.domain  # the model's grid domain, when given, is the histogram range
     return simulate(potential, sim.delta, sim.gamma, steps=sim.steps, walkers=sim.walkers, seed=sim.seed,
                     mass=sim.mass, friction=sim.friction, burn_in=sim.burn_in, integrator=sim.integrator,
-                    kick_noise=sim.kick_noise,
+                    kick_noise=sim.kick_noise, options=EngineOptions(lanes=sim.lanes),
                     init_mean=sim.init_mean or None, init_sd=sim.init_sd, bins=sim.bins, hist_range=hist_range,
                     max_samples=sim.max_samples, checkpoint=checkpoint, resume=resume, control=control)
 
@@ -661,7 +732,7 @@ def run_trajectories(potential, h, T, q0, p0, *, integrator="langevin", friction
     """
     potential = _check_potential(potential)
     d = potential.dim
-    kind = _integrator(integrator)
+    integ = _integrator(integrator)
     h = _pos("h", h)
     T = _pos("T", T)
     gamma = _pos("gamma", gamma)
@@ -680,29 +751,24 @@ def run_trajectories(potential, h, T, q0, p0, *, integrator="langevin", friction
         raise InputError(f"p0 must have the shape of q0 {q0.shape}, got {p0.shape}")
     if not (np.all(np.isfinite(q0)) and np.all(np.isfinite(p0))):
         raise InputError("q0 and p0 must be finite")
-    A, G, E, L, diag = _matrices(kind, d, h, mass, friction, gamma, beta, kick_noise)
+    c, _, _ = _constants(integ, d, h, mass, friction, gamma, beta, kick_noise)
     M = q0.shape[0]
     every = max(1, int(round(record_every / h)))
     nsteps = int(round(T / h))
     nrec = nsteps // every
-    q = np.ascontiguousarray(q0)
-    p = np.ascontiguousarray(p0)
-    g = np.zeros_like(q)
-    K.init_grad(potential.grad, q, g)
-    rng = np.empty((M, 4), dtype=np.uint64)
-    for m, c in enumerate(np.random.SeedSequence(seed).spawn(M)):
-        rng[m] = c.generate_state(4, dtype=np.uint64)
+    wk = new_walkers(np.ascontiguousarray(q0), np.ascontiguousarray(p0), seed_states(seed, M))
+    loops.init_grad(potential.grad, wk.q, wk.g)
     out_q = np.empty((nrec + 1, M, d))
     out_p = np.empty((nrec + 1, M, d))
-    out_q[0] = q
-    out_p[0] = p
-    blown = np.full(M, -1, dtype=np.int64)
+    out_q[0] = wk.q
+    out_p[0] = wk.p
+    q, blown = wk.q, wk.blown_at
     # chunks of records so that Ctrl-C is honoured within seconds
     per_chunk = max(1, int(2e7 // max(1, M * every)))
     r = 0
     while r < nrec:
         n = min(per_chunk, nrec - r)
-        K.record_chunk(potential.grad, kind, q, p, g, rng, A, E, L, h, diag, n, every, r, out_q, out_p, blown)
+        loops.record_chunk(potential.grad, CODES[integ.name], wk, c, n, every, r, out_q, out_p)
         if (blown >= 0).any():
             m = int(np.flatnonzero(blown >= 0)[0])
             raise SimulationError(f"trajectory {m} blew up at step {int(blown[m])} (q = {q[m].tolist()}); reduce h")

@@ -45,13 +45,16 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
 import numba  # noqa: E402
 
-from bayescg.kernels import accumulate as K  # noqa: E402
+from bayescg.kernels.loops import specialized  # noqa: E402
+from bayescg.kernels.state import consts  # noqa: E402
 from bayescg.potentials import catalogue  # noqa: E402
-import bayescg.simulate as S  # noqa: E402
-from bayescg.simulate import simulate  # noqa: E402
+from bayescg.simulate import EngineOptions, _lane_kernel, simulate  # noqa: E402
+
+from bare_kernels import _damped_bare_1d, _damped_bare_2d, damped_bare, damped_bare_1d, damped_bare_2d  # noqa: E402
 
 PROBLEMS = {
     "1d": dict(name="test1", eq="(4.5)", delta=0.5, gamma=0.1),
@@ -220,16 +223,19 @@ def numpy_run(grad, q, p, delta, a, e, nsteps):
 
 
 def numba_run(kernel, grad, q, p, delta, a, e, nsteps):
-    """kernel: {"1d": f(grad, q (W,), p (W,), a, e, delta, n), "2d"/"nd": f(grad, q, p, A, E, delta, diag, n)}."""
-    q, p = q.copy(), p.copy()
+    """kernel: {"1d": f(grad, q (W,), p (W,), a, e, delta, n), "2d": f(grad, q, p, A, E, delta, diag, n),
+    "nd": f(grad, q, p, consts, n)} (benchmarks/bare_kernels.py)."""
+    q, p = np.array(q), np.array(p)
     d = q.shape[1]
     t0 = time.perf_counter()
     if d == 1 and "1d" in kernel:
         qq, pp = np.ascontiguousarray(q[:, 0]), np.ascontiguousarray(p[:, 0])
         kernel["1d"](grad, qq, pp, a, e, delta, nsteps)
         q[:, 0], p[:, 0] = qq, pp
+    elif d == 2 and "2d" in kernel:
+        kernel["2d"](grad, q, p, a * np.eye(d), e * np.eye(d), delta, True, nsteps)
     else:
-        kernel["2d" if "2d" in kernel else "nd"](grad, q, p, a * np.eye(d), e * np.eye(d), delta, True, nsteps)
+        kernel["nd"](grad, q, p, consts(a * np.eye(d), e * np.eye(d), np.zeros((d, d)), delta, True), nsteps)
     sec = time.perf_counter() - t0
     if not (np.all(np.isfinite(q)) and np.all(np.isfinite(p))):
         raise SystemExit("numba: a walker blew up; the timing would be meaningless")
@@ -279,9 +285,9 @@ def bench(quick: bool, out_md: Path | None):
     ncores = numba.config.NUMBA_NUM_THREADS
     # production: the lane kernels (SIMD gradients of LANES walkers), as simulate() runs them;
     # exact: the one-walker-at-a-time loop on the math.* (libm) gradient, bit-identical to plain C
-    prod = {"1d": K.damped_bare_1d, "2d": K.damped_bare_2d}
-    spec = {"1d": K.specialized(K.damped_bare_1d), "2d": K.specialized(K.damped_bare_2d)}
-    exact = {"nd": K.damped_bare}
+    prod = {"1d": damped_bare_1d, "2d": damped_bare_2d}
+    spec = {"1d": specialized(_damped_bare_1d), "2d": specialized(_damped_bare_2d)}
+    exact = {"nd": damped_bare}
     rows = []
     checks = []
     load_before = machine_load()
@@ -294,7 +300,7 @@ def bench(quick: bool, out_md: Path | None):
             n = 200 if quick else (2_000_000 if key == "1d" else 600_000)
             reps = 1 if quick else 3
             q0, p0 = initial(pot, W)
-            gl = S._lane_kernel(pot)
+            gl = _lane_kernel(pot, EngineOptions())
             exe = compile_c(pot, build / key)
             exe4 = compile_c(pot, build / key, lanes=4)
             exe_f = compile_c(pot, build / key, lanes=1, fast=True)
@@ -335,9 +341,8 @@ def bench(quick: bool, out_md: Path | None):
                 for nt in sorted({1, ncores}):
                     sec = best(lambda: with_threads(nt, numba_run, kern, gl, q0, p0, delta, a, e, n), reps)[-1]
                     r[f"{label}_{nt}"] = total / sec
-            # simulate() end to end (lane kernels; SPECIALIZE_STEPS only matters for user array kernels)
+            # simulate() end to end (lane kernels)
             sim_steps = total if not quick else 4000
-            S.SPECIALIZE_STEPS = 1
             for nt in sorted({1, ncores}):
                 res = with_threads(nt, lambda: min(
                     (simulate(pot, delta, prob["gamma"], steps=sim_steps, walkers=W, seed=1,
@@ -345,7 +350,6 @@ def bench(quick: bool, out_md: Path | None):
                               init_sd=0.05 if key == "2d" else 1.0) for _ in range(reps)),
                     key=lambda s: s.seconds))
                 r[f"simulate_{nt}"] = res.steps_per_second
-            S.SPECIALIZE_STEPS = 10 ** 9
             npg = numpy_grad(pot)
             n_np = max(20, n // 50)
             r["numpy_16"] = W * n_np / best(lambda: numpy_run(npg, q0, p0, delta, a, e, n_np), reps)[-1]

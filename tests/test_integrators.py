@@ -10,8 +10,8 @@ from scipy.integrate import quad
 
 from bayescg.kernels.rng import next_u64, seed_states
 from bayescg.potentials import Potential, catalogue
-from bayescg.simulate import _initial_state, _matrices, _walker_seeds, run_trajectories, simulate
-from bayescg.kernels import accumulate as K
+from bayescg.kernels.registry import INTEGRATORS
+from bayescg.simulate import _initial_state, _walker_seeds, run_trajectories, simulate
 
 HARM1 = "q**2/2"
 K2 = np.array([[2.0, 0.5], [0.5, 1.0]])
@@ -55,16 +55,17 @@ def test_xoshiro_reference_outputs():
 
 def test_friction_expm_and_ou_covariance_against_independent_formulas():
     delta, beta = 0.3, 2.5
-    A, G, E, L, diag = _matrices(K.DAMPED, 2, delta, A2, G2, 0.1, 1.0)
-    assert not diag
-    assert np.allclose(E, spd_expm(G2, A2, delta), rtol=1e-12, atol=1e-14)
-    A, G, F, L, diag = _matrices(K.LANGEVIN, 2, delta, A2, G2, 0.1, beta)
+    E, L = INTEGRATORS["damped"].constants(2, delta, A2, G2, 1.0, None)
+    assert np.allclose(E, spd_expm(G2, A2, delta), rtol=1e-12, atol=1e-14) and not L.any()
+    F, L = INTEGRATORS["langevin"].constants(2, delta, A2, G2, beta, None)
     assert np.allclose(F, spd_expm(G2, A2, delta), rtol=1e-12, atol=1e-14)
     C = np.linalg.inv(A2) / beta  # stationary OU covariance M / beta
     assert np.allclose(L @ L.T, C - F @ C @ F.T, rtol=1e-10, atol=1e-13)
     assert np.allclose(L, np.tril(L))
-    A, G, E, L, diag = _matrices(K.DAMPED, 2, delta, None, None, 0.7, 1.0)
-    assert diag and np.allclose(E, math.exp(-0.7 * delta) * np.eye(2))
+    E, L = INTEGRATORS["damped"].constants(2, delta, np.eye(2), 0.7 * np.eye(2), 1.0, None)
+    assert np.allclose(E, math.exp(-0.7 * delta) * np.eye(2))
+    E, L = INTEGRATORS["damped_white"].constants(2, delta, A2, G2, 1.0, K2)
+    assert np.allclose(L @ L.T, delta * K2) and np.allclose(L, np.tril(L))
 
 
 def test_damped_map_1d_is_the_exact_linear_map():

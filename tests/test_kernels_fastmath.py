@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from numba import njit, types
 
-from bayescg.kernels import accumulate as K
+from bayescg.kernels import state as K
 from bayescg.kernels.fastmath import EXP_LIMIT, TRIG_LIMIT, fcos, fexp, fsin
 from bayescg.potentials import Potential, catalogue
 from bayescg.simulate import simulate

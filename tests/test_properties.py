@@ -7,8 +7,8 @@ import sympy
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from bayescg.potentials import Potential
-from bayescg.simulate import _matrices, simulate
-from bayescg.kernels import accumulate as K
+from bayescg.kernels.registry import INTEGRATORS
+from bayescg.simulate import simulate
 
 # --- expressions ----------------------------------------------------------------------------
 VARS = ["x", "y", "z"]
@@ -53,7 +53,7 @@ def spd(d):
 def test_exact_ou_step_preserves_gibbs_momentum_law(d, data, h, beta):
     """For any SPD friction and inverse mass, F C F^T + L L^T = C with C = A^-1 / beta exactly."""
     G, A = data.draw(spd(d)), data.draw(spd(d))
-    A_, _, F, L, _ = _matrices(K.LANGEVIN, d, h, A, G, 0.1, beta)
+    F, L = INTEGRATORS["langevin"].constants(d, h, A, G, beta, None)
     C = np.linalg.inv(A) / beta
     np.testing.assert_allclose(F @ C @ F.T + L @ L.T, C, rtol=1e-7, atol=1e-9 * np.abs(C).max())
 

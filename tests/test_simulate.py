@@ -206,13 +206,16 @@ def test_run_trajectories_shapes_and_validation(test1):
         run_trajectories(test1, -0.01, 1.0, np.zeros(5), np.ones(5))
 
 
-def test_specialized_driver_gives_identical_results(monkeypatch, test1):
-    """Long 1D damped runs use the driver specialized on the gradient; it must not change any result."""
-    import bayescg.simulate as S
-    for pot, delta in ((test1, 0.5),):
+def test_specialized_driver_gives_identical_results(test1):
+    """Long 1D damped runs of array gradient kernels use the driver specialized on the gradient; it must
+    not change any result."""
+    import dataclasses
+
+    from bayescg.simulate import EngineOptions
+    pot = dataclasses.replace(test1, grad_lanes=None)  # the specialized driver serves array kernels
+    for delta in (0.5,):
         base = simulate(pot, delta, 0.1, steps=40_000, walkers=3, seed=8, max_samples=300)
-        monkeypatch.setattr(S, "SPECIALIZE_STEPS", 1)
-        spec = simulate(pot, delta, 0.1, steps=40_000, walkers=3, seed=8, max_samples=300)
-        monkeypatch.setattr(S, "SPECIALIZE_STEPS", 10 ** 9)
+        spec = simulate(pot, delta, 0.1, steps=40_000, walkers=3, seed=8, max_samples=300,
+                        options=EngineOptions(specialize_steps=1))
         for name in ("final_q", "final_p", "hist_counts", "samples_q", "second_moment_batches"):
             assert np.array_equal(getattr(base, name), getattr(spec, name)), name

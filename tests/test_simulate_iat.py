@@ -85,7 +85,7 @@ def _iat_from_samples(r, B):
 def test_streaming_q_batches_equal_full_trajectory(case):
     """Every kernel path's q batch sums give the numpy batch-means IAT of the stored trajectory;
     a chunk size that does not divide the batch length exercises the accumulator reloads.
-    ("_libm": without the SIMD lane kernel, i.e. run_chunk's blocks with the array gradient.)"""
+    ("_libm": without the SIMD lane kernel, i.e. the lane loop with the array gradient.)"""
     kw = dict(walkers=5, seed=2, bins=20, chunk_steps=777)
     if case.startswith("damped1d"):
         pot = Potential.from_expression("q**2/2 + 0.05*sin(q/0.05)", ["q"])

@@ -7,10 +7,19 @@
 A = M^-1 (d, d) SPD, Gamma (d, d) SPD; E is computed once in Python (scipy.linalg.expm).
 With E = I this is the Hamiltonian Störmer-Verlet (position Verlet) step of (4.1).
 No random numbers: the noise comes from the under-resolved scales of V.
+Registered as ``"damped"`` in :mod:`bayescg.kernels.registry` (lane loop: yes).
 """
 from __future__ import annotations
 
 from numba import njit
+
+
+def constants(d, delta, A, G, beta, Z):
+    """(E, L) of the step: E = expm(-Gamma A delta); no noise."""
+    import numpy as np
+    from scipy.linalg import expm
+
+    return expm(-G @ A * delta), np.zeros((d, d))
 
 
 @njit
@@ -46,10 +55,10 @@ def kick_friction(p, g, E, delta, tmp, diag):
 
 
 @njit
-def damped_step(grad, q, p, g, tmp, A, E, delta, diag):
-    """One step of (3.2) in place on q, p (d,); g, tmp are (d,) work arrays."""
-    h = 0.5 * delta
-    drift(q, p, A, h, diag)
+def step(grad, c, q, p, g, tmp, z, s):
+    """One step of (3.2) in place on q, p (d,); c: state.Consts; g, tmp, z (d,) work arrays; s unused."""
+    h = 0.5 * c.delta
+    drift(q, p, c.A, h, c.diag)
     grad(q, g)
-    kick_friction(p, g, E, delta, tmp, diag)
-    drift(q, p, A, h, diag)
+    kick_friction(p, g, c.E, c.delta, tmp, c.diag)
+    drift(q, p, c.A, h, c.diag)

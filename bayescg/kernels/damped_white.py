@@ -8,7 +8,8 @@ Z = Sigma Sigma^T is the paper's noise covariance (Theorem 3.1: Z = delta E[g g^
 gradient g), so this map on a smooth U mimics what (3.2) does on V = U + micro-scales; the finite-delta
 correction runs it on candidate U's.  L (d, d) is the lower Cholesky factor of delta Z, computed once
 in Python; the normals come from the walker's xoshiro stream (kernels.rng), so results depend only on
-the seed.  Registered as ``"damped_white"`` in :mod:`bayescg.kernels.registry`.
+the seed.  Registered as ``"damped_white"`` in :mod:`bayescg.kernels.registry` (lane loop: yes, with
+its white kick; the same arithmetic as :func:`step`).
 """
 from __future__ import annotations
 
@@ -18,12 +19,19 @@ from .damped import drift, kick_friction
 from .rng import fill_normal
 
 
+def constants(d, delta, A, G, beta, Z):
+    """(E, L): the friction map of (3.2) and the Cholesky factor of delta Z."""
+    import numpy as np
+    from scipy.linalg import expm
+
+    return expm(-G @ A * delta), np.linalg.cholesky(delta * Z)
+
+
 @njit
 def white_kick(p, L, s, z):
     """p += L z with z ~ N(0, I) from the xoshiro state s; L lower triangular. p, z: (d,), L: (d, d)."""
     fill_normal(s, z)
-    d = p.shape[0]
-    for i in range(d):
+    for i in range(p.shape[0]):
         acc = 0.0
         for j in range(i + 1):
             acc += L[i, j] * z[j]
@@ -31,11 +39,11 @@ def white_kick(p, L, s, z):
 
 
 @njit
-def damped_white_step(grad, q, p, g, tmp, z, A, E, L, delta, diag, s):
-    """One step of (3.2) with the white kick, in place on q, p (d,); g, tmp, z are (d,) work arrays."""
-    h = 0.5 * delta
-    drift(q, p, A, h, diag)
+def step(grad, c, q, p, g, tmp, z, s):
+    """One step in place on q, p (d,); c: state.Consts (L = chol(delta Z)); g, tmp, z (d,) work arrays."""
+    h = 0.5 * c.delta
+    drift(q, p, c.A, h, c.diag)
     grad(q, g)
-    kick_friction(p, g, E, delta, tmp, diag)
-    white_kick(p, L, s, z)
-    drift(q, p, A, h, diag)
+    kick_friction(p, g, c.E, c.delta, tmp, c.diag)
+    white_kick(p, c.L, s, z)
+    drift(q, p, c.A, h, c.diag)
