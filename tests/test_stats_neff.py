@@ -103,7 +103,7 @@ def test_test1_bands_from_the_streaming_iat_are_honest_and_narrower():
     cover, ratio = [], []
     for seed in (1, 2, 3):
         sim = simulate(pot, 0.5, 0.1, steps=4_000_000, walkers=16, seed=seed, bins=120)
-        sim.walker_hist_counts = None  # the IAT fallback (n_eff of one walker / no count variance)
+        sim.walker_hist_counts = sim.hist_count_var = None  # the IAT fallback (no count variance)
         eq = stats.equilibrium_summary(sim)
         assert eq.n_eff_method.endswith("|p|^2") and 10 < eq.iat_steps < 40
         old = stats.equilibrium_summary(types.SimpleNamespace(
