@@ -68,6 +68,12 @@ def _f(default=dataclasses.MISSING, check=None, doc=""):
     return field(**kw)
 
 
+def _integrator_name(v):
+    from .kernels.registry import INTEGRATORS  # the registry is the one list of integrators
+
+    return one_of(*INTEGRATORS)(v)
+
+
 def _kick_noise(v):
     """A positive number or a square list of lists of numbers (SPD is checked by simulate)."""
     num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)  # noqa: E731
@@ -105,8 +111,8 @@ class SimulationSection:
     friction: Optional[list[list[float]]] = _f(None, doc="friction matrix Gamma (SPD), default gamma I")
     auto_gamma: bool = _f(False, doc="choose gamma by pilot runs so that beta_hat is near target_beta")
     target_beta: float = _f(0.6, check=between(0.05, 5.0), doc="beta_hat aimed at by auto_gamma")
-    integrator: str = _f("damped", check=one_of("damped", "damped_white", "langevin", "hamiltonian"),
-                         doc="damped (3.2); damped_white ((3.2) + white kick of covariance delta Z); langevin (4.2); hamiltonian (4.1)")
+    integrator: str = _f("damped", check=_integrator_name,
+                         doc="a name of bayescg.kernels.registry.INTEGRATORS: damped (3.2); damped_white ((3.2) + white kick of covariance delta Z); langevin (4.2); hamiltonian (4.1)")
     kick_noise: Any = _f(None, check=_kick_noise, doc="Z of damped_white: a number (d = 1) or a d x d SPD matrix")
     lanes: bool = _f(True, doc="d = 1, 2 damped runs use the SIMD lane kernels (false: exact math.* gradients everywhere)")
 
@@ -147,6 +153,8 @@ class ScalesSection:
 class NoiseSection:
     steps: Optional[int] = _f(None, check=positive, doc="steps per design (default: simulation.steps)")
     calibrate: bool = _f(True)
+    z_draws: int = _f(3, check=nonnegative, doc="posterior draws of Z re-run and re-fitted to measure (and add) "
+                      "Z's part of U's band (d >= 2, calibrated runs; 0: off)")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,20 @@ Reported bands.  Each posterior draw of U is defined up to a constant; every dra
 same count-weighted mean over the reported grid, then the 3 % and 97 % quantiles at each point give the
 94 % equal-tailed band (so the band shows the uncertainty of the shape of U, not of the arbitrary constant).
 
+Band calibration (walker-clustered sandwich).  The tempered model (histogram likelihood x n_eff/n, beta from
+its own Gamma likelihood) treats every slow mode alike and beta as independent of the histogram; in fact the
+slow energy mode moves the spread of q and of p together (Test 1, delta 0.5: correlation 0.85 between the
+curvature of f = beta U and beta_hat over seeds), so U = f / beta varies less than the model says, while the
+cell-to-cell correlations seen by no per-cell variance can make it vary more.  The sampling variance of U on
+the grid is therefore measured from the independent walkers: each walker's histogram residual
+r_w = n_w - l_w N_c / N and momentum residual enter the linearised estimator
+(dU = X~ db / beta - U~ dbeta / beta, db = -H^-1 n_eff/n V^T r_w at the MAP, dbeta = -beta^2 dv_w),
+Var U_g = W / (W - 1) sum_w dU_gw^2 (cluster-robust sandwich; cf. the open-faced sandwich adjustment of MCMC
+draws, Shaby 2014), and the draws are scaled about their mean by one factor so that their variance matches
+it on average over the mass region, times t_{W-1}(0.97) / z(0.97) for the W - 1 degrees of freedom of that
+variance.  The same scaling applies to NUTS and Laplace draws, so both bands estimate the same width.  With
+fewer than 4 live walkers the model band is kept, with a warning.
+
 Reference RMSE.  Over the histogram cells that hold ``mass_fraction`` of the counts (most populated first),
 the reference is shifted by the least-squares constant (mean difference, unweighted over cells) and
 RMSE = sqrt(mean_cells (U_mean - U_ref - c)^2) is reported; ``reference_coverage`` is the fraction of
@@ -31,6 +45,7 @@ from .bayes.effective import (EffectiveBasis, active_probabilities, adaptive_whi
 from .errors import InputError
 
 __all__ = ["sample_model", "nuts_backend", "sampler_diagnostics", "convergence_warnings", "FitResult", "fit_effective_potential", "learned_curvature",
+           "grid_weights", "replicate_band_summary",
            "finite_delta_bias", "FiniteDeltaBias"]
 
 MAX_REPORT_1D = 200
@@ -150,6 +165,7 @@ class FitResult:
     arviz_extras: Optional[dict] = None  # per-draw spline coefficients, pointwise log-likelihood, cell centres
     cell_points: Any = None            # (n, d) centres of the mass-region histogram cells (reference RMSE)
     grid_weights: Any = None           # (G,) count weights of the grid points (alignment of draws)
+    band_calibration: Optional[dict] = None  # walker-clustered sandwich scaling of the draws (module doc)
 
     def to_dict(self) -> dict:
         f = lambda a: None if a is None else np.asarray(a, dtype=float).tolist()  # noqa: E731
@@ -165,12 +181,26 @@ class FitResult:
             "n_eff": self.n_eff, "n_eff_factor": self.n_eff_factor,
             "reference_rmse": self.reference_rmse, "reference_coverage": self.reference_coverage,
             "diagnostics": dict(self.diagnostics), "seconds": self.seconds, "warnings": list(self.warnings),
-            "likelihood": self.likelihood,
+            "likelihood": self.likelihood, "band_calibration": self.band_calibration,
         }
 
     @property
     def converged(self) -> bool:
         return not self.warnings
+
+    def scale_band(self, factor: float) -> None:
+        """Scale the draws of U (and so the band) about U_mean by ``factor`` (> 0), e.g. to add a variance
+        the posterior does not hold (pipeline: the noise covariance Z's); reference_coverage is recomputed."""
+        if not factor > 0:
+            raise InputError(f"band scale factor must be positive, got {factor}")
+        self.U_lower = self.U_mean + factor * (self.U_lower - self.U_mean)
+        self.U_upper = self.U_mean + factor * (self.U_upper - self.U_mean)
+        if self.U_draws is not None:
+            self.U_draws = self.U_mean + factor * (np.asarray(self.U_draws) - self.U_mean)
+            if self.idata is not None and "U" in self.idata.posterior:
+                self.idata.posterior["U"].values[...] = np.asarray(self.U_draws).reshape(
+                    self.idata.posterior["U"].shape)
+        _set_coverage(self)
 
     def spline(self, wall: float = 0.0):
         """:class:`bayescg.splines.SplineRep` of the posterior-mean U (shifted like U_mean)."""
@@ -441,6 +471,14 @@ def _design_at(basis: EffectiveBasis, idx):
     return (bx[:, :, None] * by[:, None, :]).reshape(len(idx), -1)[:, basis.keep]
 
 
+def _set_coverage(res: FitResult) -> None:
+    """reference_coverage: fraction of the mass-region grid points whose aligned reference is inside the band."""
+    if res.reference_grid is None:
+        return
+    inside = (res.reference_grid >= res.U_lower) & (res.reference_grid <= res.U_upper)
+    res.reference_coverage = float(np.mean(inside[res.mass_region])) if res.mass_region.any() else None
+
+
 def _ref_values(reference, pts):
     if reference is None:
         return None
@@ -465,8 +503,7 @@ def score_reference(res: "FitResult", reference, cell_U) -> None:
     rg = _ref_values(reference, pts if d > 1 else pts[:, 0])
     rg = rg + float(res.grid_weights @ (res.U_mean - rg))
     res.reference_grid = rg
-    inside = (rg >= res.U_lower) & (rg <= res.U_upper)
-    res.reference_coverage = float(np.mean(inside[res.mass_region])) if res.mass_region.any() else None
+    _set_coverage(res)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -480,6 +517,71 @@ def _beta_draws(momenta, fixed_beta, n, rng):
     return rng.gamma(1.0 + nu / 2, 1.0 / (1e-3 + S / 2), size=n)
 
 
+
+# --------------------------------------------------------------------------------------------------
+# band calibration (walker-clustered sandwich, module docstring)
+# --------------------------------------------------------------------------------------------------
+def _walker_data(sim_or_data):
+    """(walker counts (W, *cells), walker E[p p^T] (W, d, d), inverse mass A (d, d), pooled mean p (d,)) or None."""
+    get = (sim_or_data.get if isinstance(sim_or_data, dict) else lambda k, dflt=None: getattr(sim_or_data, k, dflt))
+    wc, ws = get("walker_hist_counts"), get("walker_second_moments")
+    if wc is None or ws is None:
+        return None
+    ws = np.asarray(ws, dtype=float)
+    d = ws.shape[-1]
+    A = get("mass")
+    A = np.eye(d) if A is None else np.atleast_2d(np.asarray(A, dtype=float))
+    mu = get("momentum_mean")
+    mu = np.zeros(d) if mu is None else np.asarray(mu, dtype=float).ravel()
+    return np.asarray(wc, dtype=float), ws, A, mu
+
+
+def _calibrate_band(basis: EffectiveBasis, factor, b_map, H, Xa, Ua, beta, walkers, region, Ud,
+                    beta_from_momenta: bool = True):
+    """Scale (about their mean) of the aligned draws Ud (S, G) so that their variance matches the
+    walker-clustered sandwich variance of U on average over ``region`` (module docstring).
+
+    Xa: (G, m) aligned design rows of the kept coefficients; Ua: (G,) aligned U_mean; beta: scalar;
+    beta_from_momenta: False for a fixed beta (no momentum term).
+    Returns (scale, info dict); scale 1 and info["method"] naming the reason when it cannot be measured.
+    """
+    from scipy import stats as st
+
+    from .bayes.effective import _cell_design, cell_log_mass
+    from .stats import MIN_WALKERS
+
+    if walkers is None:
+        return 1.0, {"method": "none (no per-walker data)", "scale": 1.0}
+    wc, ws, A, mu = walkers
+    W, d = wc.shape[0], ws.shape[-1]
+    if W < MIN_WALKERS:
+        return 1.0, {"method": f"none ({W} live walkers < {MIN_WALKERS})", "scale": 1.0, "walkers": W}
+    Q = basis.Q
+    _, R = cell_log_mass(basis, Q @ b_map, weights=True)
+    V = _cell_design(basis, R) @ Q                                   # (n_active, m - 1)
+    c_w = np.array([basis.active_counts(n) for n in wc])             # (W, n_active)
+    tot = c_w.sum(axis=0)
+    r = c_w - c_w.sum(axis=1, keepdims=True) * (tot / tot.sum())[None, :]
+    db = -np.linalg.solve(H, factor * (V.T @ r.T))                   # (m - 1, W): MAP response to each walker
+    dU = (Xa @ (Q @ db)) / beta                                      # (G, W)
+    # momenta: beta = d / Tr(A C), v = Tr(A C) / d; walkers have equal post-burn-in lengths
+    v_w = np.einsum("ij,wji->w", A, ws - np.outer(mu, mu)[None]) / d
+    dv = (v_w - v_w.mean()) / W
+    if beta_from_momenta:
+        dU += Ua[:, None] * (beta * dv)[None, :]                     # -U dbeta / beta, dbeta = -beta^2 dv
+    var_sand = W / (W - 1) * np.sum(dU ** 2, axis=1)
+    var_draws = Ud.var(axis=0, ddof=1)
+    reg = region if region is not None and region.any() else np.ones(Ud.shape[1], bool)
+    k = float(var_sand[reg].sum() / var_draws[reg].sum())
+    tfac = float(st.t.ppf(0.97, W - 1) / st.norm.ppf(0.97))
+    scale = math.sqrt(k) * tfac
+    return scale, {"method": "walker-clustered sandwich", "walkers": int(W), "dof": int(W - 1),
+                   "variance_ratio": k, "t_factor": tfac, "scale": scale,
+                   "model_band_sd_mean": float(np.sqrt(var_draws[reg]).mean()),
+                   "sandwich_sd_mean": float(np.sqrt(var_sand[reg]).mean()),
+                   "sandwich_var_mean": float(var_sand[reg].mean())}
+
+
 # --------------------------------------------------------------------------------------------------
 # main entry
 # --------------------------------------------------------------------------------------------------
@@ -487,7 +589,8 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
                             chains: int = 4, seed: int = 1, reference=None, mass_fraction: float = 0.98,
                             control=None, beta: Optional[float] = None, min_eff_per_coef: float = 2.0,
                             max_knots_2d: int = 25, coarsen=None, quad: Optional[int] = None,
-                            trim: Optional[bool] = None, target_accept: Optional[float] = None) -> FitResult:
+                            trim: Optional[bool] = None, target_accept: Optional[float] = None,
+                            calibrate_band: bool = True) -> FitResult:
     """Fit U_k (3.9) with uncertainty; see the module docstring for bands and RMSE.
 
     sim_or_data: SimulationResult-like (hist_counts, hist_edges, samples_*, beta_hat, beta_hat_se) or a dict
@@ -500,6 +603,8 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     Gauss points and the normaliser over the cells with data plus one cell).
     target_accept: NUTS target acceptance (default 0.9 in 1D, 0.95 in 2D, where cells at the edge of the data
     give one-sided, exponential-wall directions).
+    calibrate_band: scale the draws to the walker-clustered sandwich variance (module docstring; needs
+    ``walker_hist_counts`` and ``walker_second_moments``, from simulate() or the dict); False keeps the model band.
     Raises InputError when the effective sample size is below ``min_eff_per_coef`` per (kept) coefficient.
     """
     t0 = time.perf_counter()
@@ -569,6 +674,19 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     w = counts.ravel()[idx].astype(float)
     w = w / w.sum() if w.sum() > 0 else np.full(len(idx), 1.0 / len(idx))
     Ud -= (Ud @ w)[:, None]                  # align every draw: same count-weighted mean
+    cells_mask = _mass_region(counts, mass_fraction).ravel()
+    calib = {"method": "off", "scale": 1.0}
+    if calibrate_band:
+        Um = Ud.mean(axis=0)
+        scale, calib = _calibrate_band(basis, factor, b_map, H, X - w @ X, Um, float(np.mean(betad)),
+                                       _walker_data(sim_or_data), cells_mask[idx], Ud, momenta is not None)
+        if scale != 1.0:
+            Ud = Um + scale * (Ud - Um)
+            band += f"; draws scaled by {scale:.3g} to the walker-clustered sandwich variance of U"
+        elif not isinstance(sim_or_data, dict) or "walker_hist_counts" in sim_or_data:
+            # a simulation (or walker data) that could not be checked; plain histogram dicts carry their own n_eff
+            warnings.append(f"band not checked against the walker-to-walker spread ({calib['method']}): it is "
+                            "the tempered model's band")
     U_mean = Ud.mean(axis=0)
     coef_mean = Ucoef.mean(axis=0)
     coef_mean = coef_mean - (coef_mean @ X.T) @ w  # same alignment for the stored spline
@@ -590,9 +708,8 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
                     knots=basis.knots, coef_mean=coef_mean, n_eff_factor=float(factor), n_eff=float(n_eff),
                     diagnostics=diag, seconds=0.0, warnings=warnings, band=band, counts=counts, edges=edges,
                     idata=idata, U_draws=Ud, likelihood=basis.describe(),
-                    lik_counts=basis.active_counts(counts), sampler=sampler)
+                    lik_counts=basis.active_counts(counts), sampler=sampler, band_calibration=calib)
     # ---- reference
-    cells_mask = _mass_region(counts, mass_fraction).ravel()
     res.mass_region = cells_mask[idx]
     cidx = np.flatnonzero(cells_mask)
     if d == 1:
@@ -625,6 +742,58 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
                                  dims={"U": ["grid_point"]})
     res.seconds = time.perf_counter() - t0
     return res
+
+
+# --------------------------------------------------------------------------------------------------
+# replicate check of the bands (issue 11, item 1)
+# --------------------------------------------------------------------------------------------------
+def grid_weights(fit: FitResult) -> np.ndarray:
+    """Histogram count of the fine cell under each report grid point (G,) (the alignment weights)."""
+    idx = [np.clip(np.searchsorted(e, fit.grid[:, i]) - 1, 0, len(e) - 2) for i, e in enumerate(fit.edges)]
+    return np.asarray(fit.counts, dtype=float)[tuple(idx)]
+
+
+def replicate_band_summary(fits, mass_fraction: float = 0.98, level_z: float = 1.88) -> dict:
+    """Bands of independent replicate fits against their seed-to-seed spread.
+
+    fits: list of dicts {grid (G_s, d), U_mean, U_lower, U_upper, weight (G_s,)} or FitResults (same histogram
+    grid).  On the grid points common to all fits, inside the ``mass_fraction`` region of the summed weights,
+    each U_mean and its band are aligned to the same weighted mean; returns width_ratio = mean half-width /
+    (level_z x mean seed-to-seed sd of U_mean), coverage = fraction of (fit, point) whose band holds the
+    replicate mean, per-point profiles and the number of points and fits.
+    """
+    rows = [f if isinstance(f, dict) else {"grid": f.grid, "U_mean": f.U_mean, "U_lower": f.U_lower,
+                                           "U_upper": f.U_upper, "weight": grid_weights(f)} for f in fits]
+    if len(rows) < 3:
+        raise InputError("need at least 3 replicate fits")
+    keys = [[tuple(p) for p in np.round(np.asarray(r["grid"], dtype=float).reshape(len(r["U_mean"]), -1), 9)]
+            for r in rows]
+    common = sorted(set.intersection(*map(set, keys)))
+    if not common:
+        raise InputError("the replicate fits share no grid point")
+    pos = {c: i for i, c in enumerate(common)}
+    U, lo, hi, wt = (np.zeros((len(rows), len(common))) for _ in range(4))
+    for s, (r, k) in enumerate(zip(rows, keys)):
+        j = np.array([i for i, c in enumerate(k) if c in pos])
+        i = np.array([pos[k[jj]] for jj in j])
+        for a, name in ((U, "U_mean"), (lo, "U_lower"), (hi, "U_upper"), (wt, "weight")):
+            a[s, i] = np.asarray(r[name], dtype=float)[j]
+    w = wt.sum(axis=0)
+    region = _mass_region(w, mass_fraction)
+    c = U @ (w / w.sum())
+    U, lo, hi = U - c[:, None], lo - c[:, None], hi - c[:, None]
+    Ubar = U.mean(axis=0)
+    sd = U.std(axis=0, ddof=1)
+    hw = 0.5 * (hi - lo)
+    inside = (lo <= Ubar[None]) & (Ubar[None] <= hi)
+    return {"fits": len(rows), "points": int(region.sum()),
+            "width_ratio": float(hw[:, region].mean() / (level_z * sd[region]).mean()),
+            "width_ratio_pointwise_median": float(np.median(hw[:, region].mean(axis=0) / (level_z * sd[region]))),
+            "coverage": float(inside[:, region].mean()),
+            "coverage_per_fit_min": float(inside[:, region].mean(axis=1).min()),
+            "mean_half_width": float(hw[:, region].mean()), "seed_sd_mean": float(sd[region].mean()),
+            "profile": {"x": np.asarray(common)[region].tolist(), "half_width": hw[:, region].mean(axis=0).tolist(),
+                        "seed_sd": sd[region].tolist()}}
 
 
 # --------------------------------------------------------------------------------------------------

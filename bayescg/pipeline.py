@@ -105,6 +105,53 @@ def identified_noise(sim) -> dict:
                      "run the Theorem 3.1 designs (noise.calibrate = true) to estimate it")}
 
 
+def noise_part_of_band(potential, delta: float, sim_kw: dict, noise, fit, *, draws: int, knots, seed: int = 1,
+                       control=None) -> Optional[dict]:
+    """Z's part of U's band (d >= 2, calibrated runs): calibrate at ``draws`` posterior draws of Z, re-run, re-fit.
+
+    Each draw Z_k gives the friction Gamma_k = Z_k / 2 (stage 2); a run with the main run's settings and seed
+    and a MAP fit give U_k on the main fit's grid (same count-weighted alignment).  Over the mass region,
+    between = mean_g var_k U_k(g) holds Z's part plus each run's own sampling variance, estimated by the mean
+    sandwich variance of the re-fits (``band_calibration``), so Z's part is var_Z = max(0, between - within)
+    (a method-of-moments split with draws - 1 degrees of freedom: a rough number).  The band is then widened
+    by one factor sqrt(1 + var_Z / var_band) (var_band: the mean variance of the main band's draws), which
+    adds var_Z in the same average sense as the walker sandwich.  Returns the numbers (result.json
+    ``noise_part_of_band``) or None without a posterior of Z.
+    """
+    from .fit import fit_effective_potential, grid_weights
+    from .noise import calibrate
+    from .simulate import simulate
+
+    post = getattr(noise, "idata", None)
+    if draws < 2 or post is None or "Z" not in post.posterior or fit.U_draws is None:
+        return None
+    d = fit.dim
+    zs = post.posterior["Z"].values.reshape(-1, d, d)
+    pick = np.random.default_rng(seed).choice(len(zs), size=min(int(draws), len(zs)), replace=False)
+    w = grid_weights(fit)
+    w = w / w.sum()
+    reg = fit.mass_region if fit.mass_region is not None and fit.mass_region.any() else np.ones(len(w), bool)
+    U, within = [], []
+    for k in pick:
+        kw = dict(sim_kw, friction=calibrate(zs[k])[1], mass=np.eye(d))
+        fk = fit_effective_potential(simulate(potential, delta, control=control, **kw), knots=knots, method="map",
+                                     seed=seed)
+        u = fk.spline().value(fit.grid)
+        U.append(u - w @ u)
+        within.append(float(fk.band_calibration.get("sandwich_var_mean", np.nan)))
+    U = np.array(U)
+    between = float(U[:, reg].var(axis=0, ddof=1).mean())
+    within_m = float(np.nanmean(within)) if np.isfinite(within).any() else 0.0
+    var_z = max(0.0, between - within_m)
+    var_band = float(np.var(fit.U_draws, axis=0, ddof=1)[reg].mean())
+    factor = float(np.sqrt(1.0 + var_z / var_band)) if var_band > 0 else 1.0
+    fit.scale_band(factor)
+    return {"draws": int(len(pick)), "between_draw_var": between, "within_run_var": within_m,
+            "z_var": var_z, "band_var_before": var_band, "z_share_of_band_var": var_z / (var_band + var_z)
+            if var_band + var_z > 0 else 0.0, "band_scale": factor,
+            "method": "calibrate at posterior draws of Z, re-run and re-fit (MAP); var_Z = between - within"}
+
+
 @dataclasses.dataclass
 class LearnResult:
     """Everything ``bayescg learn`` produces; ``to_dict`` is ``result.json``."""
@@ -115,6 +162,7 @@ class LearnResult:
     equilibrium: Any
     noise: Optional[Any] = None
     gamma_choice: Optional[Any] = None
+    noise_part: Optional[dict] = None   # Z's part of U's band (noise_part_of_band)
     seconds: float = 0.0
     warnings: list = dataclasses.field(default_factory=list)
     trajectory: Optional[dict] = None  # learned from user data: {path, sha256, walkers, frames_per_walker}
@@ -158,6 +206,8 @@ class LearnResult:
         out["noise"] = dict(nd, calibrated=True) if self.noise is not None else nd
         if self.gamma_choice is not None:
             out["gamma_choice"] = self.gamma_choice.to_dict()
+        if self.noise_part is not None:
+            out["noise_part_of_band"] = dict(self.noise_part)
         if self.trajectory is not None:
             out["trajectory"] = dict(self.trajectory)
         raw = self.raw_fit
@@ -320,14 +370,19 @@ def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool
     fit = fit_effective_potential(sim, knots=fs.knots, method=fs.method, draws=fs.draws, tune=fs.tune,
                                   chains=fs.chains, seed=seed, reference=reference, mass_fraction=fs.mass_fraction,
                                   control=control)
+    noise_part = None
+    ns = model.noise or NoiseSection()
+    if noise is not None and ns.z_draws > 0:
+        noise_part = noise_part_of_band(pot, s.delta, kw, noise, fit, draws=ns.z_draws, knots=fs.knots,
+                                        seed=seed, control=control)
     fit, raw, corr, note = correct_finite_delta(
         sim, fit, kw, mode=fs.delta_correction, knots=fs.knots, mass_fraction=fs.mass_fraction,
         steps=fs.correction_steps or s.steps, max_iter=fs.correction_iterations, reference=reference, seed=seed,
         warnings=warnings, control=control)
     warnings += coverage_warnings(fit)
     return LearnResult(model_name=model.name, simulation=sim, fit=fit, equilibrium=eq, noise=noise,
-                       gamma_choice=gamma_choice, seconds=time.perf_counter() - t0, warnings=warnings,
-                       raw_fit=raw, correction=corr, correction_note=note)
+                       gamma_choice=gamma_choice, noise_part=noise_part, seconds=time.perf_counter() - t0,
+                       warnings=warnings, raw_fit=raw, correction=corr, correction_note=note)
 
 
 def coverage_warnings(fit) -> list[str]:

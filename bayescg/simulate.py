@@ -140,6 +140,10 @@ class SimulationResult:
     final_p: np.ndarray | None = None   # (W, d)
     q_iat_steps: float = float("nan")   # integrated autocorrelation time of q in steps, max over dims
     q_iat_steps_per_dim: np.ndarray | None = None  # (d,)
+    # per live walker (walker-clustered sandwich of the fit's band, bayescg.fit): histogram counts
+    # (W_live, *hist_counts.shape) and post-burn-in E[p p^T] (W_live, d, d)
+    walker_hist_counts: np.ndarray | None = None
+    walker_second_moments: np.ndarray | None = None
     kick_noise: np.ndarray | None = None  # (d, d) Z of "damped_white", else None
     hist_count_var: np.ndarray | None = None    # shape of hist_counts
     p_moment_batches: np.ndarray | None = None  # (W, B, d, 4)
@@ -650,7 +654,9 @@ def _result(run: _Run, wk, sx, meta, seconds, gamma, beta, burn_in) -> Simulatio
         final_q=wk.q.copy(), final_p=wk.p.copy(),
         q_iat_steps=float(np.max(iat)) if np.all(np.isfinite(iat)) else float("nan"), q_iat_steps_per_dim=iat,
         kick_noise=None if run.Z is None else run.Z.copy(), hist_count_var=hvar, p_moment_batches=pmom,
-        options=run.options)
+        options=run.options,
+        walker_hist_counts=sx.hist[good].reshape((ng,) + shape).astype(float),
+        walker_second_moments=sx.bpp[good].sum(axis=1) / max(run.n_acc, 1))
 
 
 def _flag_frozen_walkers(wk, sx, lens, burn, batch_len, cold_ratio):

@@ -7,8 +7,8 @@ All functions take plain arrays; :func:`equilibrium_summary` takes any object wi
   estimates the standard error of the mean of an autocorrelated series;
 * integrated autocorrelation time (IAT) ``tau = 1 + 2 sum_{t>=1} rho_t`` by Geyer's initial monotone
   sequence estimator, pooled over walkers; the effective sample size is ``n / tau``;
-* kinetic inverse temperature (3.5): ``beta_hat = 1 / var(p)`` in 1D and ``beta_hat = d / Tr Cov(p)``
-  for d >= 2 (equal to 1/var for d = 1; after the stage-2 calibration Cov(p) = I / beta);
+* kinetic inverse temperature (3.5): ``beta_hat = d / Tr(A Cov p)`` with A = M^-1 (equipartition
+  E[p^T A p] = d / beta; 1 / var(p) for d = 1 and M = 1; after the stage-2 calibration Cov(p) = I / beta);
 * configurational inverse temperature: ``beta_conf = E[Lap U] / E[|grad U|^2]`` (integration by parts
   under exp(-beta U) gives E[|grad U|^2] = E[Lap U] / beta).
 """
@@ -28,6 +28,7 @@ __all__ = [
     "pooled_iat", "thinning_stride", "beta_from_momenta", "beta_from_second_moments",
     "normality_univariate", "mardia_test", "henze_zirkler_test", "normality_test",
     "configurational_beta", "EquilibriumSummary", "equilibrium_summary", "effective_iat_steps", "p2_iat_steps",
+    "walker_count_variance", "histogram_variance_inflation",
 ]
 
 
@@ -146,17 +147,20 @@ def _thin(x, walker, stride):
 # --------------------------------------------------------------------------------------------------
 # temperature
 # --------------------------------------------------------------------------------------------------
-def beta_from_momenta(p, walker=None, n_batches: int = 20) -> tuple[float, float]:
+def beta_from_momenta(p, walker=None, n_batches: int = 20, mass=None) -> tuple[float, float]:
     """Kinetic inverse temperature (3.5) and its standard error from momenta p (n,) or (n, d).
 
-    beta_hat = d / Tr Cov(p).  The se follows from the delta method, se(beta) = beta^2 se(v) / d with
-    v = Tr Cov(p), se(v) from batch means of |p - mean|^2 (contiguous batches per walker, pooled).
+    beta_hat = d / Tr(A Cov(p)) (equipartition E[p^T A p] = d / beta; A = M^-1 (d, d) ``mass``, default I).
+    The se follows from the delta method, se(beta) = beta^2 se(v) / d with v = Tr(A Cov p), se(v) from batch
+    means of (p - mean)^T A (p - mean) (contiguous batches per walker, pooled).
     """
     p = np.asarray(p, dtype=float)
     if p.ndim == 1:
         p = p[:, None]
     d = p.shape[1]
-    sq = ((p - p.mean(axis=0)) ** 2).sum(axis=1)
+    A = np.eye(d) if mass is None else np.atleast_2d(np.asarray(mass, dtype=float))
+    dp = p - p.mean(axis=0)
+    sq = np.einsum("ni,ij,nj->n", dp, A, dp)
     v = sq.mean() * p.shape[0] / max(p.shape[0] - 1, 1)
     if v <= 0:
         raise InputError("momenta have zero variance (all walkers trapped?)")
@@ -364,15 +368,18 @@ class EquilibriumSummary:
 RESOLVED_IAT = 3.0
 
 
-def p2_iat_steps(beta_hat, beta_hat_se, momentum_covariance, accumulated_steps):
-    """IAT in steps of |p|^2 implied by the simulator's batch-means standard error of beta_hat.
+def p2_iat_steps(beta_hat, beta_hat_se, momentum_covariance, accumulated_steps, mass=None):
+    """IAT in steps of p^T A p implied by the simulator's batch-means standard error of beta_hat.
 
-    beta_hat = d / v with v = E|p|^2 (zero-mean p), so se(v) = d se(beta) / beta^2 (delta method); with N pooled
-    steps, se(v)^2 = tau var(|p|^2) / N and, p being Gaussian (normality is tested), var(|p|^2) = 2 Tr(C^2):
-    tau = N se(v)^2 / (2 Tr C^2).  None when any input is missing or not finite.
+    beta_hat = d / v with v = E[p^T A p] (zero-mean p, A = M^-1 ``mass``, default I), so se(v) = d se(beta) /
+    beta^2 (delta method); with N pooled steps, se(v)^2 = tau var(p^T A p) / N and, p being Gaussian (normality
+    is tested), var(p^T A p) = 2 Tr((A C)^2): tau = N se(v)^2 / (2 Tr (A C)^2).  None when any input is missing
+    or not finite.
     """
     try:
         C = np.atleast_2d(np.asarray(momentum_covariance, dtype=float))
+        if mass is not None:
+            C = np.atleast_2d(np.asarray(mass, dtype=float)) @ C
         b, se, n = float(beta_hat), float(beta_hat_se), float(accumulated_steps)
     except (TypeError, ValueError):
         return None
@@ -424,13 +431,58 @@ def effective_iat_steps(q_iat_steps, accumulated_steps, iat_stored: float, strid
     return cands[name], f"max of {', '.join(cands)}: {name}"
 
 
+#: Fewest independent walkers (clusters) from which a walker-to-walker variance is used.
+MIN_WALKERS = 4
+
+
+def walker_count_variance(walker_counts) -> np.ndarray | None:
+    """Var of each histogram cell's total count from W independent walkers (clusters), shape of one histogram.
+
+    walker_counts: (W, *cells) counts of each walker.  Residuals r_wc = n_wc - l_w N_c / N (l_w the walker's
+    counts in the grid, N_c / N the pooled fraction) are independent over walkers with mean ~0, so
+    Var(N_c) = W / (W - 1) sum_w r_wc^2 (the W / (W - 1) for the pooled fraction estimated from the same
+    walkers).  The contract's batch-means ``hist_count_var`` is the same sum over walker-batches.  None when
+    fewer than :data:`MIN_WALKERS` walkers.
+    """
+    n = np.asarray(walker_counts, dtype=float)
+    W = n.shape[0]
+    if W < MIN_WALKERS:
+        return None
+    flat = n.reshape(W, -1)
+    tot = flat.sum(axis=0)
+    N = tot.sum()
+    r = flat - flat.sum(axis=1, keepdims=True) * (tot / N)[None, :]
+    return (W / (W - 1) * (r ** 2).sum(axis=0)).reshape(n.shape[1:])
+
+
+def histogram_variance_inflation(counts, count_var) -> float:
+    """tau_hist = sum_c Var(N_c) / sum_c N p_c (1 - p_c): the measured variance of the cell counts over the
+    multinomial variance of N independent samples, summed over the cells (each cell weighted by its multinomial
+    variance, so the cells that hold the data dominate).  The histogram likelihood is tempered by 1 / tau_hist:
+    a power likelihood whose count variance matches the measured one in total (n_eff = N / tau_hist).
+
+    Only the diagonal of the count covariance enters: correlations between cells (slow modes of q that move
+    many cells together) are not seen here; :func:`bayescg.fit.fit_effective_potential` checks the band of U
+    against them (walker-clustered sandwich).
+    """
+    c = np.asarray(counts, dtype=float).ravel()
+    v = np.asarray(count_var, dtype=float).ravel()
+    N = c.sum()
+    mult = float(np.sum(c * (1.0 - c / N)))
+    if not (N > 0 and mult > 0 and np.all(np.isfinite(v))):
+        return float("nan")
+    return float(v.sum() / mult)
+
+
 def equilibrium_summary(sim, max_points: int = 5000) -> EquilibriumSummary:
     """beta_hat (3.5), normality of p on IAT-thinned samples, IAT and effective sample size of ``sim``.
 
     ``sim`` needs samples_q (n, d), samples_p (n, d), sample_walker (n,), sample_stride and
     optionally beta_hat / beta_hat_se (used when present: computed over all steps by the simulator),
     hist_counts, q_iat_steps, q2_iat_steps and accumulated_steps (streaming IATs: :func:`effective_iat_steps`).
-    n_eff = accumulated_steps / iat_steps with streaming, else n_stored / iat.
+    n_eff = N / tau_hist (:func:`histogram_variance_inflation`) when the cell-count variance is known
+    (``hist_count_var`` batch means, else ``walker_hist_counts`` with >= MIN_WALKERS walkers); otherwise
+    accumulated_steps / iat_steps with streaming IATs, else n_stored / iat.
     """
     q = np.asarray(sim.samples_q, dtype=float)
     p = np.asarray(sim.samples_p, dtype=float)
@@ -448,18 +500,30 @@ def equilibrium_summary(sim, max_points: int = 5000) -> EquilibriumSummary:
     beta_se = getattr(sim, "beta_hat_se", None)
     p2 = None
     if beta is None or not np.isfinite(beta):
-        beta, beta_se = beta_from_momenta(p, walker)
+        beta, beta_se = beta_from_momenta(p, walker, mass=getattr(sim, "mass", None))
     elif getattr(sim, "momentum_covariance", None) is not None:
-        p2 = p2_iat_steps(beta, beta_se, sim.momentum_covariance, acc)  # the simulator's se covers all steps
+        # the simulator's se covers all steps
+        p2 = p2_iat_steps(beta, beta_se, sim.momentum_covariance, acc, mass=getattr(sim, "mass", None))
     iat_steps, method = effective_iat_steps(q_iat, acc, tau, sample_stride, getattr(sim, "q2_iat_steps", None), p2)
     n_eff = float(acc) / iat_steps if method != "stored" else q.shape[0] / tau
+    counts = getattr(sim, "hist_counts", None)
+    # the histogram's own effective size: variance of its cell counts (batch means from the simulator, else
+    # the walker-to-walker spread); the IAT rules above stay only as the fallback (one walker, no batches)
+    cvar = getattr(sim, "hist_count_var", None)
+    cname = "batch means of the cell counts"
+    if cvar is None and getattr(sim, "walker_hist_counts", None) is not None:
+        cvar, cname = walker_count_variance(sim.walker_hist_counts), "walker-to-walker variance of the cell counts"
+    if counts is not None and cvar is not None and not getattr(sim, "hist_marginal", False):
+        th = histogram_variance_inflation(counts, cvar)
+        if np.isfinite(th) and th > 0:
+            iat_steps, method = max(th, 1.0), f"histogram: {cname} (tau_hist = {th:.3g})"
+            n_eff = float(np.sum(counts)) / iat_steps
     pt = _thin(p, walker, stride)
     if pt.shape[0] < 20:
         # fewer than 20 independent points: test all stored points; positive correlation makes the test
         # anti-conservative (p-values too small), which errs towards "not Gaussian / not converged"
         pt = p
     norm = normality_test(pt, max_points=max_points)
-    counts = getattr(sim, "hist_counts", None)
     total = float(np.sum(counts)) if counts is not None else float(q.shape[0])
     factor = min(1.0, n_eff / total) if total > 0 else 1.0
     return EquilibriumSummary(beta_hat=float(beta), beta_hat_se=float(beta_se), normality=norm,

@@ -54,7 +54,7 @@ from bayescg.kernels.state import consts  # noqa: E402
 from bayescg.potentials import catalogue  # noqa: E402
 from bayescg.simulate import EngineOptions, _lane_kernel, simulate  # noqa: E402
 
-from bare_kernels import _bare1, _bare2, damped_bare, damped_bare_1d, damped_bare_2d  # noqa: E402
+from bare_kernels import _damped_bare_1d, _damped_bare_2d, damped_bare, damped_bare_1d, damped_bare_2d  # noqa: E402
 
 PROBLEMS = {
     "1d": dict(name="test1", eq="(4.5)", delta=0.5, gamma=0.1),
@@ -223,14 +223,19 @@ def numpy_run(grad, q, p, delta, a, e, nsteps):
 
 
 def numba_run(kernel, grad, q, p, delta, a, e, nsteps):
-    """kernel: {"1d", "2d" or "nd": f(grad, q (W, d), p (W, d), consts, n)} (benchmarks/bare_kernels.py)."""
-    q, p = np.ascontiguousarray(q), np.ascontiguousarray(p)
-    q, p = q.copy(), p.copy()
+    """kernel: {"1d": f(grad, q (W,), p (W,), a, e, delta, n), "2d": f(grad, q, p, A, E, delta, diag, n),
+    "nd": f(grad, q, p, consts, n)} (benchmarks/bare_kernels.py)."""
+    q, p = np.array(q), np.array(p)
     d = q.shape[1]
-    c = consts(a * np.eye(d), e * np.eye(d), np.zeros((d, d)), delta, True)
     t0 = time.perf_counter()
-    key = "1d" if d == 1 and "1d" in kernel else ("2d" if d == 2 and "2d" in kernel else "nd")
-    kernel[key](grad, q, p, c, nsteps)
+    if d == 1 and "1d" in kernel:
+        qq, pp = np.ascontiguousarray(q[:, 0]), np.ascontiguousarray(p[:, 0])
+        kernel["1d"](grad, qq, pp, a, e, delta, nsteps)
+        q[:, 0], p[:, 0] = qq, pp
+    elif d == 2 and "2d" in kernel:
+        kernel["2d"](grad, q, p, a * np.eye(d), e * np.eye(d), delta, True, nsteps)
+    else:
+        kernel["nd"](grad, q, p, consts(a * np.eye(d), e * np.eye(d), np.zeros((d, d)), delta, True), nsteps)
     sec = time.perf_counter() - t0
     if not (np.all(np.isfinite(q)) and np.all(np.isfinite(p))):
         raise SystemExit("numba: a walker blew up; the timing would be meaningless")
@@ -281,7 +286,7 @@ def bench(quick: bool, out_md: Path | None):
     # production: the lane kernels (SIMD gradients of LANES walkers), as simulate() runs them;
     # exact: the one-walker-at-a-time loop on the math.* (libm) gradient, bit-identical to plain C
     prod = {"1d": damped_bare_1d, "2d": damped_bare_2d}
-    spec = {"1d": specialized(_bare1), "2d": specialized(_bare2)}
+    spec = {"1d": specialized(_damped_bare_1d), "2d": specialized(_damped_bare_2d)}
     exact = {"nd": damped_bare}
     rows = []
     checks = []

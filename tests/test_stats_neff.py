@@ -90,6 +90,7 @@ def test_p2_iat_from_the_se_of_beta_hat(ar1):
 
 
 def test_test1_bands_from_the_streaming_iat_are_honest_and_narrower():
+    # (the fallback rule: with per-walker counts n_eff comes from the histogram's count variance, test_calibration)
     # Test 1 (4.5) at delta 0.5: the storage stride (90 steps) exceeds every IAT, so the stored-sample n_eff is
     # the number of stored samples.  With the |p|^2 IAT (~20 steps) the band of U_0 (beta fixed to the
     # configurational temperature of U_0, which removes the finite-delta bias) is ~2x narrower and still
@@ -102,6 +103,7 @@ def test_test1_bands_from_the_streaming_iat_are_honest_and_narrower():
     cover, ratio = [], []
     for seed in (1, 2, 3):
         sim = simulate(pot, 0.5, 0.1, steps=4_000_000, walkers=16, seed=seed, bins=120)
+        sim.walker_hist_counts = sim.hist_count_var = None  # the IAT fallback (no count variance)
         eq = stats.equilibrium_summary(sim)
         assert eq.n_eff_method.endswith("|p|^2") and 10 < eq.iat_steps < 40
         old = stats.equilibrium_summary(types.SimpleNamespace(

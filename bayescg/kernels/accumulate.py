@@ -2,7 +2,9 @@
 p^3, p^4, q, q^2), the histogram with per-batch cell counts, sample storage, the burn-in range.
 
 One home for all of it: :mod:`bayescg.kernels.loops`' generic loop passes a walker's state as arrays,
-its lane loop as d-tuples (d a compile-time constant there); these helpers are inlined into both.
+the lane loops (loops.block_1d, block_2d) use count_cell and the clock.  They are plain njit functions
+(LLVM inlines them): numba-level inlining of functions taking arrays inside the per-lane loop measured
+up to 3x slower (reference counting of the array arguments at every call).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ NEVER = 1 << 62
 _LOW32 = (1 << 32) - 1
 
 
-@njit(inline="always")
+@njit
 def clock_start(step0, acc_start, batch_len, B, stride):
     """(b, bleft, sleft, j) at the first accumulated step of a chunk: batch index, steps left in it,
     steps to the next sample and its index (integer divisions once per chunk, not per step)."""
@@ -28,7 +30,7 @@ def clock_start(step0, acc_start, batch_len, B, stride):
     return b, bleft, sleft, j
 
 
-@njit(inline="always")
+@njit
 def clock_advance(b, bleft, sleft, j, sample, batch_len, B, stride, nsamp):
     """The counters after an accumulated step (``sample``: this step was a sample step)."""
     if sample:
@@ -43,7 +45,7 @@ def clock_advance(b, bleft, sleft, j, sample, batch_len, B, stride, nsamp):
     return b, bleft, sleft, j
 
 
-@njit(inline="always")
+@njit
 def _finite(v):
     ok = True
     for i in range(len(v)):
@@ -51,7 +53,7 @@ def _finite(v):
     return ok
 
 
-@njit(inline="always")
+@njit
 def at_rest(qv, pv, qo, p_tol, q_tol):
     """max|p| <= p_tol and max|q - q_old| <= q_tol (1 + |q|) (a fixed point of the map)."""
     for i in range(len(qv)):
@@ -60,95 +62,102 @@ def at_rest(qv, pv, qo, p_tol, q_tol):
     return True
 
 
-@njit(inline="always")
-def add_moments(S, w, b, qv, pv):
-    """Batch sums of p, p p^T, p_i^3, p_i^4, q, q_i^2 of walker w in batch b."""
+@njit
+def add_moments(bp, bpp, bpk, bq, bqq, w, b, qv, pv):
+    """Batch sums of p, p p^T, p_i^3, p_i^4, q, q_i^2 of walker w in batch b (arrays of state.Stats)."""
     d = len(qv)
     for i in range(d):
         pi = pv[i]
         qi = qv[i]
-        S.bp[w, b, i] += pi
+        bp[w, b, i] += pi
         for k in range(d):
-            S.bpp[w, b, i, k] += pi * pv[k]
+            bpp[w, b, i, k] += pi * pv[k]
         p2 = pi * pi
-        S.bpk[w, b, i, 0] += p2 * pi
-        S.bpk[w, b, i, 1] += p2 * p2
-        S.bq[w, b, i] += qi
-        S.bqq[w, b, i] += qi * qi
+        bpk[w, b, i, 0] += p2 * pi
+        bpk[w, b, i, 1] += p2 * p2
+        bq[w, b, i] += qi
+        bqq[w, b, i] += qi * qi
 
 
-@njit(inline="always")
-def _count_cell(S, w, c, b, batch_len):
+@njit
+def count_cell(hist, hkey, hs1, hs2, bout, w, c, b, batch_len):
     """hist[w, c] += 1 and the per-batch count of the cell: when the cell's last batch is an earlier
     (finished, so of length batch_len) one, its count n enters hs1 += l n, hs2 += n^2 first."""
-    S.hist[w, c] += 1
-    k = S.hkey[w, c]
+    hist[w, c] += 1
+    k = hkey[w, c]
     tag = (b + 1) << 32
     if k < tag:
         if k != 0:
             hb = (k >> 32) - 1
             n = float(k & _LOW32)
-            S.hs1[w, c] += float(batch_len - S.bout[w, hb]) * n
-            S.hs2[w, c] += n * n
+            hs1[w, c] += float(batch_len - bout[w, hb]) * n
+            hs2[w, c] += n * n
         k = tag
-    S.hkey[w, c] = k + 1
+    hkey[w, c] = k + 1
 
 
-@njit(inline="always")
-def add_hist(S, w, b, qv, G, batch_len):
+@njit
+def add_hist(hist, hkey, hs1, hs2, bout, w, b, qv, lo, inv, nb, batch_len):
     """Count q in its cell (d <= 2: the joint cell; d = 3: each coordinate's marginal cell) when every
-    coordinate is on the grid, else bout[w, b] += 1."""
+    coordinate is on the grid (lo, inv (d,), nb bins), else bout[w, b] += 1."""
     d = len(qv)
-    nb = G.nbins
     inside = True
     flat = 0
     for i in range(d):
-        y = (qv[i] - G.lo[i]) * G.inv[i]
+        y = (qv[i] - lo[i]) * inv[i]
         if y >= 0.0 and y < nb:
             flat = flat * nb + int(y)
         else:
             inside = False
     if not inside:
-        S.bout[w, b] += 1
+        bout[w, b] += 1
     elif d <= 2:
-        _count_cell(S, w, flat, b, batch_len)
+        count_cell(hist, hkey, hs1, hs2, bout, w, flat, b, batch_len)
     else:
         for i in range(d):
-            _count_cell(S, w, i * nb + int((qv[i] - G.lo[i]) * G.inv[i]), b, batch_len)
+            count_cell(hist, hkey, hs1, hs2, bout, w, i * nb + int((qv[i] - lo[i]) * inv[i]), b, batch_len)
 
 
-@njit(inline="always")
-def observe(Wk, S, P, G, w, st, acc, b, store, j, qv, pv, qo, cnt):
+@njit
+def observe(bp, bpp, bpk, bq, bqq, hist, hkey, hs1, hs2, bout, samp_q, samp_p, nstored, qmin, qmax,
+            blown_at, trapped_at, ctl, lo, inv, w, st, acc, b, store, j, qv, pv, qo, cnt):
     """Everything after walker w's step ``st`` (qv, pv its new state, qo its previous q; cnt its count of
     consecutive at-rest steps).  Returns (status, cnt): BLOWN (non-finite state; blown_at set), TRAPPED
-    (at rest for P.window steps; trapped_at set to the first of them) or LIVE.  Accumulated steps (acc)
+    (at rest for ``window`` steps; trapped_at set to the first of them) or LIVE.  Accumulated steps (acc)
     go into batch b's sums and the histogram, and into sample j when ``store``; burn-in steps from
-    P.minmax_start on update the range of q."""
+    minmax_start on update the range of q.  The first 15 arguments are state.Stats' arrays in field order
+    (``*stats_arrays(S)``): the loops unpack the tuples once, because reading a NamedTuple's (or unpacking a
+    tuple's) arrays inside the step loop measured 3-10x slower (numba reference counting in the loop).
+    ctl: the scalars (check_trap, p_tol, q_tol, window, minmax_start, batch_len, nbins) of state.Plan/Grid;
+    lo, inv: the grid's lower edges and bins per unit (d,).  (At most 30 arguments: CPython passes more
+    as *args, which numba cannot inline.)
+    """
+    check_trap, p_tol, q_tol, window, minmax_start, batch_len, nb = ctl
     if not (_finite(qv) and _finite(pv)):
-        Wk.blown_at[w] = st
+        blown_at[w] = st
         return BLOWN, cnt
-    if P.check_trap:
-        if at_rest(qv, pv, qo, P.p_tol, P.q_tol):
+    if check_trap:
+        if at_rest(qv, pv, qo, p_tol, q_tol):
             cnt += 1
-            if cnt >= P.window:
-                Wk.trapped_at[w] = st - P.window + 1
+            if cnt >= window:
+                trapped_at[w] = st - window + 1
                 return TRAPPED, cnt
         else:
             cnt = 0
     if acc:
-        add_moments(S, w, b, qv, pv)
-        add_hist(S, w, b, qv, G, P.batch_len)
+        add_moments(bp, bpp, bpk, bq, bqq, w, b, qv, pv)
+        add_hist(hist, hkey, hs1, hs2, bout, w, b, qv, lo, inv, nb, batch_len)
         if store:
             for i in range(len(qv)):
-                S.samp_q[w, j, i] = qv[i]
-                S.samp_p[w, j, i] = pv[i]
-            S.nstored[w] = j + 1
-    elif st >= P.minmax_start:
+                samp_q[w, j, i] = qv[i]
+                samp_p[w, j, i] = pv[i]
+            nstored[w] = j + 1
+    elif st >= minmax_start:
         for i in range(len(qv)):
-            if qv[i] < S.qmin[w, i]:
-                S.qmin[w, i] = qv[i]
-            if qv[i] > S.qmax[w, i]:
-                S.qmax[w, i] = qv[i]
+            if qv[i] < qmin[w, i]:
+                qmin[w, i] = qv[i]
+            if qv[i] > qmax[w, i]:
+                qmax[w, i] = qv[i]
     return LIVE, cnt
 
 

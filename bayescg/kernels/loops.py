@@ -1,17 +1,20 @@
 """Walker loops and their parallel drivers (numba prange over walkers or blocks of LANES walkers).
 
-Two loops, both calling the shared per-step bookkeeping of :mod:`bayescg.kernels.accumulate`:
-
 * :func:`walker_loop`: one walker at a time, any d, any registered integrator (its ``step`` chosen by
-  code through :data:`bayescg.kernels.registry.step`);
-* :func:`lane_block`: LANES walkers advanced together, d = 1, 2, for integrators with ``lanes=True``
-  (the map (3.2), with the white kick when stochastic).  Their gradients are one call of the potential's
-  SIMD lane kernel (or interleaved calls of an array kernel); per walker the arithmetic is the step's,
-  operation for operation, so with an array kernel both loops give the same bits.
+  code through :data:`bayescg.kernels.registry.step`), with the shared per-step bookkeeping
+  :func:`bayescg.kernels.accumulate.observe`;
+* :func:`block_1d`, :func:`block_2d`: LANES walkers advanced together, d = 1, 2, for integrators with
+  ``lanes=True`` (the map (3.2), with the white kick when ``noisy``).  Their gradients are one call of the
+  potential's SIMD lane kernel (or interleaved calls of an array kernel); per walker the arithmetic is the
+  registered step's, operation for operation, so with an array kernel both loops give the same bits
+  (tests/test_engine_accumulators.py).  They keep the current batch's sums in lane registers and share
+  the histogram/cell counting (accumulate.count_cell) and batch clock; they are written per d because
+  a generic lane loop (helpers inlined by numba, NamedTuple fields read in the loop) ran 2-6x slower.
 
 Drivers (compiled for fixed signatures on first call, cached on disk; the gradient is a first-class
-function, so one compiled driver serves every potential): :data:`run_chunk`, :func:`lanes_chunk`
-(one per gradient convention and d, compiled when first used), :data:`record_chunk`, :data:`init_grad`.
+function, so one compiled driver serves every potential; the typed state of :mod:`bayescg.kernels.state`
+in, unpacked once per block): :data:`run_chunk`, :func:`lanes_chunk` (one per gradient convention and d,
+compiled when first used), :data:`record_chunk`, :data:`init_grad`.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from numba import njit, prange, types
 from numba.core.errors import NumbaExperimentalFeatureWarning
 from numba.extending import overload
 
-from .accumulate import clock_advance, clock_start, observe
+from .accumulate import NEVER, clock_advance, clock_start, count_cell, observe
 from .registry import step
 from .rng import fill_normal
 from .state import (CONSTS_T, GRAD_TYPE, GRADL_TYPE, GRID_T, LANES, LANES_TAG, LIVE, PLAN_T, STATS_T,
@@ -90,32 +93,6 @@ def _ov_grad_block(grad, S, nl, alive, qb, gb):
     return impl
 
 
-def lane_vec(X, l, dims):
-    """(X[0, l], ..., X[d - 1, l]) as a d-tuple, d = len(dims) (a compile-time constant)."""
-
-
-@overload(lane_vec, jit_options={"inline": "always"})
-def _ov_lane_vec(X, l, dims):
-    if dims.count == 1:
-        return lambda X, l, dims: (X[0, l],)
-    if dims.count == 2:
-        return lambda X, l, dims: (X[0, l], X[1, l])
-    raise TypeError("lane loops are for d = 1, 2")  # pragma: no cover
-
-
-def lane_mat(M, dims):
-    """The (d, d) array M as a d x d tuple (in registers for the whole block), d = len(dims)."""
-
-
-@overload(lane_mat, jit_options={"inline": "always"})
-def _ov_lane_mat(M, dims):
-    if dims.count == 1:
-        return lambda M, dims: ((M[0, 0],),)
-    if dims.count == 2:
-        return lambda M, dims: ((M[0, 0], M[0, 1]), (M[1, 0], M[1, 1]))
-    raise TypeError("lane loops are for d = 1, 2")  # pragma: no cover
-
-
 @njit
 def walker_loop(grad, kind, w, Wk, S, c, P, G):
     """Advance walker w by P.nsteps steps of integrator ``kind`` (any d), with the shared bookkeeping."""
@@ -130,18 +107,26 @@ def walker_loop(grad, kind, w, Wk, S, c, P, G):
     z = np.empty(d)
     s = Wk.rng[w]
     cnt = Wk.still[w]
-    b, bleft, sleft, j = clock_start(P.step0, P.acc_start, P.batch_len, B, P.stride)
+    # everything the step loop reads, out of the tuples once (field reads of the big tuples inside the
+    # loop measured several times slower)
+    bp, bpp, bpk, bq, bqq, hist, hkey, hs1, hs2, bout, samp_q, samp_p, nstored, qmin, qmax = S
+    blown_at, trapped_at = Wk.blown_at, Wk.trapped_at
+    acc_start, batch_len, stride, minmax_start = P.acc_start, P.batch_len, P.stride, P.minmax_start
+    ctl = (P.check_trap, P.p_tol, P.q_tol, P.window, minmax_start, batch_len, G.nbins)
+    lo, inv = G.lo, G.inv
+    b, bleft, sleft, j = clock_start(P.step0, acc_start, batch_len, B, stride)
     for st in range(P.step0, P.step0 + P.nsteps):
         for i in range(d):
             qo[i] = qw[i]
         step(kind, grad, c, qw, pw, gw, tmp, z, s)
-        acc = st >= P.acc_start
+        acc = st >= acc_start
         sample = acc and ns > 0 and sleft == 0
-        status, cnt = observe(Wk, S, P, G, w, st, acc, b, sample and j < ns, j, qw, pw, qo, cnt)
+        status, cnt = observe(bp, bpp, bpk, bq, bqq, hist, hkey, hs1, hs2, bout, samp_q, samp_p, nstored, qmin,
+                              qmax, blown_at, trapped_at, ctl, lo, inv, w, st, acc, b, sample and j < ns, j, qw, pw, qo, cnt)
         if status != LIVE:
             break
         if acc:
-            b, bleft, sleft, j = clock_advance(b, bleft, sleft, j, sample, P.batch_len, B, P.stride, ns)
+            b, bleft, sleft, j = clock_advance(b, bleft, sleft, j, sample, batch_len, B, stride, ns)
     Wk.still[w] = cnt
     for i in range(d):
         Wk.q[w, i] = qw[i]
@@ -149,126 +134,446 @@ def walker_loop(grad, kind, w, Wk, S, c, P, G):
         Wk.g[w, i] = gw[i]
 
 
-@njit(inline="always")
-def lane_drift(Sg, X, Pm, nl, alive, h, A, diag):
-    """First half-drift of (3.2) for the live lanes, into the gradient buffer's position rows."""
-    d = len(A)
-    for l in range(nl):
-        if not alive[l]:
-            continue
-        for i in range(d):
-            if diag:
-                Sg[i * LANES + l] = X[i, l] + h * A[i][i] * Pm[i, l]
-            else:
-                s = A[i][0] * Pm[0, l]
-                for k in range(1, d):
-                    s += A[i][k] * Pm[k, l]
-                Sg[i * LANES + l] = X[i, l] + h * s
-
-
-@njit(inline="always")
-def lane_kick_drift(Sg, X, Pm, T, z, nl, alive, h, delta, A, E, L, diag, noisy, rng, w0):
-    """Friction kick with the buffer's gradients, the white kick L z (when noisy; z from walker w0 + l's
-    stream), and the second half-drift of (3.2), for the live lanes."""
-    d = len(A)
-    for l in range(nl):
-        if not alive[l]:
-            continue
-        for i in range(d):
-            gi = Sg[(d + i) * LANES + l]
-            if diag:
-                T[i] = E[i][i] * Pm[i, l] - delta * gi
-            else:
-                s = E[i][0] * Pm[0, l]
-                for k in range(1, d):
-                    s += E[i][k] * Pm[k, l]
-                T[i] = s - delta * gi
-        if noisy:
-            fill_normal(rng[w0 + l], z)
-            for i in range(d):
-                acc = 0.0
-                for k in range(i + 1):
-                    acc += L[i][k] * z[k]
-                T[i] += acc
-        for i in range(d):
-            Pm[i, l] = T[i]
-        for i in range(d):
-            if diag:
-                X[i, l] = Sg[i * LANES + l] + h * A[i][i] * Pm[i, l]
-            else:
-                s = A[i][0] * Pm[0, l]
-                for k in range(1, d):
-                    s += A[i][k] * Pm[k, l]
-                X[i, l] = Sg[i * LANES + l] + h * s
-
-
 @njit
-def lane_block(grad, w0, nl, Wk, S, c, noisy, P, G, dims):
-    """Walkers w0 .. w0 + nl - 1 (nl <= LANES) advanced together by P.nsteps steps of the lane scheme
-    (c: state.Consts; noisy: with the white kick; d = len(dims) = 1 or 2, a compile-time constant):
-    positions of all lanes, one gradient call for the block, then momenta and positions; then the shared
-    bookkeeping per lane."""
-    d = len(dims)
-    A = lane_mat(c.A, dims)
-    E = lane_mat(c.E, dims)
-    L = lane_mat(c.L, dims)
-    diag = c.diag
-    B = S.bp.shape[1]
-    ns = S.samp_q.shape[1]
-    qb = np.empty(d)
-    gb = np.empty(d)
-    z = np.empty(d)
-    T = np.empty(d)
-    Sg = np.zeros(2 * d * LANES)  # gradient buffer: positions, then gradients (lane kernel layout)
-    h = 0.5 * c.delta
-    X = np.empty((d, LANES))
-    Pm = np.empty((d, LANES))
-    Xo = np.empty((d, LANES))
+def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, acc_start, minmax_start,
+             batch_len, lo, inv, nbins, stride, check_trap, p_tol, q_tol, window,
+             bp, bpp, bpk, bq, bqq, hist, hkey, hs1, hs2, bout, samp_q, samp_p, nstored, qmin, qmax,
+             still, trapped_at, blown_at):
+    """d = 1 damped map (3.2) for walkers w0 .. w0 + nl - 1 (nl <= LANES), advanced together step
+    by step: positions of all lanes, one gradient call for the block (lane kernel; or one call
+    per walker for an array kernel), then momenta and positions.  Per walker the arithmetic is
+    exactly the registered step's (same operations in the same order), and the accumulators are those of
+    walker_loop, so with an array kernel results equal the one-walker-at-a-time loop bit for
+    bit (with a lane kernel they differ only through its exp/sin/cos)."""
+    B = bp.shape[1]
+    S = samp_q.shape[1]
+    qb = np.empty(1)
+    gb = np.empty(1)
+    G = np.zeros(2 * LANES)  # gradient scratch: positions, then gradients (lane kernel layout)
+    h = 0.5 * delta
+    x = np.empty(LANES)
+    v = np.empty(LANES)
+    xo = np.empty(LANES)
+    sp = np.zeros(LANES)
+    spp = np.zeros(LANES)
+    sq = np.zeros(LANES)
+    sqq = np.zeros(LANES)
+    s3 = np.zeros(LANES)
+    s4 = np.zeros(LANES)
+    z = np.empty(1)
     cnt = np.zeros(LANES, dtype=np.int64)
     alive = np.zeros(LANES, dtype=np.bool_)
-    # all walkers of a block share the step counters, so batch and sample positions are common
-    b, bleft, sleft, j = clock_start(P.step0, P.acc_start, P.batch_len, B, P.stride)
+    # all walkers of a chunk share the step counters, so batch and sample positions are common
+    b, bleft, sleft, j = clock_start(step0, acc_start, batch_len, B, stride)
     nalive = 0
     for l in range(nl):
         w = w0 + l
-        alive[l] = Wk.trapped_at[w] < 0 and Wk.blown_at[w] < 0
+        alive[l] = trapped_at[w] < 0 and blown_at[w] < 0
         nalive += alive[l]
-        cnt[l] = Wk.still[w]
-        for i in range(d):
-            X[i, l] = Wk.q[w, i]
-            Pm[i, l] = Wk.p[w, i]
-            Sg[i * LANES + l] = X[i, l]
+        x[l] = q[w, 0]
+        v[l] = p[w, 0]
+        cnt[l] = still[w]
+        G[l] = x[l]
+        sp[l] = bp[w, b, 0]
+        spp[l] = bpp[w, b, 0, 0]
+        sq[l] = bq[w, b, 0]
+        sqq[l] = bqq[w, b, 0]
+        s3[l] = bpk[w, b, 0, 0]
+        s4[l] = bpk[w, b, 0, 1]
     for l in range(nl, LANES):  # padding lanes of a lane kernel: any finite point
-        for i in range(d):
-            Sg[i * LANES + l] = Sg[i * LANES]
-    for st in range(P.step0, P.step0 + P.nsteps):
+        G[l] = G[0]
+    for st in range(step0, step0 + nsteps):
         if nalive == 0:
             break
         for l in range(nl):
-            for i in range(d):
-                Xo[i, l] = X[i, l]
-        lane_drift(Sg, X, Pm, nl, alive, h, A, diag)
-        grad_block(grad, Sg, nl, alive, qb, gb)
-        lane_kick_drift(Sg, X, Pm, T, z, nl, alive, h, c.delta, A, E, L, diag, noisy, Wk.rng, w0)
-        acc = st >= P.acc_start
-        sample = acc and ns > 0 and sleft == 0
-        store = sample and j < ns
+            if alive[l]:
+                xo[l] = x[l]
+                G[l] = x[l] + h * a * v[l]
+        grad_block(grad, G, nl, alive, qb, gb)
+        for l in range(nl):
+            if alive[l]:
+                v[l] = e * v[l] - delta * G[LANES + l]
+                if noisy:  # the white kick, as damped_white.white_kick does it
+                    fill_normal(rng[w0 + l], z)
+                    v[l] += 0.0 + l00 * z[0]
+                x[l] = G[l] + h * a * v[l]
+        acc = st >= acc_start
+        sample = False
+        if acc:
+            bleft -= 1
+            sample = S > 0 and sleft == 0
         for l in range(nl):
             if not alive[l]:
                 continue
-            status, cnt[l] = observe(Wk, S, P, G, w0 + l, st, acc, b, store, j, lane_vec(X, l, dims),
-                                     lane_vec(Pm, l, dims), lane_vec(Xo, l, dims), cnt[l])
-            if status != LIVE:
+            w = w0 + l
+            xl = x[l]
+            vl = v[l]
+            if not (abs(xl) < np.inf and abs(vl) < np.inf):
+                blown_at[w] = st
                 alive[l] = False
                 nalive -= 1
+                continue
+            if check_trap and abs(vl) <= p_tol and abs(xl - xo[l]) <= q_tol * (1.0 + abs(xl)):
+                cnt[l] += 1
+                if cnt[l] >= window:
+                    trapped_at[w] = st - window + 1
+                    alive[l] = False
+                    nalive -= 1
+                    continue
+            else:
+                cnt[l] = 0
+            if acc:
+                sp[l] += vl
+                spp[l] += vl * vl
+                p2 = vl * vl
+                s3[l] += p2 * vl
+                s4[l] += p2 * p2
+                sq[l] += xl
+                sqq[l] += xl * xl
+                y = (xl - lo) * inv
+                if y >= 0.0 and y < nbins:
+                    count_cell(hist, hkey, hs1, hs2, bout, w, int(y), b, batch_len)
+                else:
+                    bout[w, b] += 1
+                if sample and j < S:
+                    samp_q[w, j, 0] = xl
+                    samp_p[w, j, 0] = vl
+                    nstored[w] = j + 1
+            elif st >= minmax_start:
+                if xl < qmin[w, 0]:
+                    qmin[w, 0] = xl
+                if xl > qmax[w, 0]:
+                    qmax[w, 0] = xl
         if acc:
-            b, bleft, sleft, j = clock_advance(b, bleft, sleft, j, sample, P.batch_len, B, P.stride, ns)
+            if sample:
+                j += 1
+                sleft = stride
+            if S > 0:
+                sleft -= 1
+            if bleft == 0:
+                for l in range(nl):
+                    w = w0 + l
+                    bp[w, b, 0] = sp[l]
+                    bpp[w, b, 0, 0] = spp[l]
+                    bq[w, b, 0] = sq[l]
+                    bqq[w, b, 0] = sqq[l]
+                    bpk[w, b, 0, 0] = s3[l]
+                    bpk[w, b, 0, 1] = s4[l]
+                b += 1
+                for l in range(nl):
+                    w = w0 + l
+                    sp[l] = bp[w, b, 0]
+                    spp[l] = bpp[w, b, 0, 0]
+                    sq[l] = bq[w, b, 0]
+                    sqq[l] = bqq[w, b, 0]
+                    s3[l] = bpk[w, b, 0, 0]
+                    s4[l] = bpk[w, b, 0, 1]
+                bleft = batch_len if b < B - 1 else NEVER
     for l in range(nl):
         w = w0 + l
-        Wk.still[w] = cnt[l]
-        for i in range(d):
-            Wk.q[w, i] = X[i, l]
-            Wk.p[w, i] = Pm[i, l]
+        bp[w, b, 0] = sp[l]
+        bpp[w, b, 0, 0] = spp[l]
+        bq[w, b, 0] = sq[l]
+        bqq[w, b, 0] = sqq[l]
+        bpk[w, b, 0, 0] = s3[l]
+        bpk[w, b, 0, 1] = s4[l]
+        still[w] = cnt[l]
+        q[w, 0] = x[l]
+        p[w, 0] = v[l]
+
+
+
+
+@njit(inline="always")
+def drift2_lanes(G, x, y, u, v, nl, alive, h, a00, a01, a10, a11, diag):
+    """First half-drift of (3.2) for the live lanes of a d = 2 block, into G's position rows."""
+    for l in range(nl):
+        if not alive[l]:
+            continue
+        pu = u[l]
+        pv = v[l]
+        if diag:
+            G[l] = x[l] + h * a00 * pu
+            G[LANES + l] = y[l] + h * a11 * pv
+        else:
+            G[l] = x[l] + h * (a00 * pu + a01 * pv)
+            G[LANES + l] = y[l] + h * (a10 * pu + a11 * pv)
+
+
+@njit(inline="always")
+def kick_drift2_lanes(G, x, y, u, v, nl, alive, h, delta, a00, a01, a10, a11, e00, e01, e10, e11, diag):
+    """Friction kick with G's gradient rows and second half-drift of (3.2) for the live lanes."""
+    for l in range(nl):
+        if not alive[l]:
+            continue
+        pu = u[l]
+        pv = v[l]
+        xm = G[l]
+        ym = G[LANES + l]
+        gx = G[2 * LANES + l]
+        gy = G[3 * LANES + l]
+        if diag:
+            pu2 = e00 * pu - delta * gx
+            pv2 = e11 * pv - delta * gy
+            x[l] = xm + h * a00 * pu2
+            y[l] = ym + h * a11 * pv2
+        else:
+            pu2 = (e00 * pu + e01 * pv) - delta * gx
+            pv2 = (e10 * pu + e11 * pv) - delta * gy
+            x[l] = xm + h * (a00 * pu2 + a01 * pv2)
+            y[l] = ym + h * (a10 * pu2 + a11 * pv2)
+        u[l] = pu2
+        v[l] = pv2
+
+
+@njit
+def kick_white_drift2_lanes(G, x, y, u, v, nl, alive, h, delta, a00, a01, a10, a11, e00, e01, e10, e11, diag,
+                            rng, w0, z, l00, l10, l11):
+    """kick_drift2_lanes with the white kick of damped_white between the friction kick and the drift
+    (z from walker w0 + l's stream, as damped_white.white_kick does it)."""
+    for l in range(nl):
+        if not alive[l]:
+            continue
+        pu = u[l]
+        pv = v[l]
+        gx = G[2 * LANES + l]
+        gy = G[3 * LANES + l]
+        if diag:
+            pu2 = e00 * pu - delta * gx
+            pv2 = e11 * pv - delta * gy
+        else:
+            pu2 = (e00 * pu + e01 * pv) - delta * gx
+            pv2 = (e10 * pu + e11 * pv) - delta * gy
+        fill_normal(rng[w0 + l], z)
+        pu2 += 0.0 + l00 * z[0]
+        pv2 += (0.0 + l10 * z[0]) + l11 * z[1]
+        if diag:
+            x[l] = G[l] + h * a00 * pu2
+            y[l] = G[LANES + l] + h * a11 * pv2
+        else:
+            x[l] = G[l] + h * (a00 * pu2 + a01 * pv2)
+            y[l] = G[LANES + l] + h * (a10 * pu2 + a11 * pv2)
+        u[l] = pu2
+        v[l] = pv2
+
+
+@njit
+def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps, acc_start, minmax_start,
+             batch_len, hist_lo, hist_inv, nbins, stride, check_trap, p_tol, q_tol, window,
+             bp, bpp, bpk, bq, bqq, hist, hkey, hs1, hs2, bout, samp_q, samp_p, nstored, qmin, qmax,
+             still, trapped_at, blown_at):
+    """d = 2 damped map (3.2) for walkers w0 .. w0 + nl - 1, advanced together as in
+    block_1d, with A and E (full 2x2 or diagonal) in scalars.  The arithmetic is
+    damped_step's, operation for operation (diagonal: q += h A_ii p_i; full: q_i += h (A_i0 p_0 +
+    A_i1 p_1)), so with an array kernel results equal walker_loop's bit for bit."""
+    B = bp.shape[1]
+    S = samp_q.shape[1]
+    qb = np.empty(2)
+    gb = np.empty(2)
+    G = np.zeros(4 * LANES)  # gradient scratch: x, y, then dV/dx, dV/dy (lane kernel layout)
+    h = 0.5 * delta
+    a00 = A[0, 0]
+    a01 = A[0, 1]
+    a10 = A[1, 0]
+    a11 = A[1, 1]
+    e00 = E[0, 0]
+    e01 = E[0, 1]
+    e10 = E[1, 0]
+    e11 = E[1, 1]
+    lo0 = hist_lo[0]
+    lo1 = hist_lo[1]
+    inv0 = hist_inv[0]
+    inv1 = hist_inv[1]
+    x = np.empty(LANES)
+    y = np.empty(LANES)
+    u = np.empty(LANES)
+    v = np.empty(LANES)
+    xo = np.empty(LANES)
+    yo = np.empty(LANES)
+    s0 = np.zeros(LANES)
+    s1 = np.zeros(LANES)
+    s00 = np.zeros(LANES)
+    s01 = np.zeros(LANES)
+    s11 = np.zeros(LANES)
+    r0 = np.zeros(LANES)
+    r1 = np.zeros(LANES)
+    r00 = np.zeros(LANES)
+    r11 = np.zeros(LANES)
+    t0 = np.zeros(LANES)  # batch sums of p_0^3, p_1^3, p_0^4, p_1^4
+    t1 = np.zeros(LANES)
+    f0 = np.zeros(LANES)
+    f1 = np.zeros(LANES)
+    z = np.empty(2)
+    l00 = L[0, 0]
+    l10 = L[1, 0]
+    l11 = L[1, 1]
+    cnt = np.zeros(LANES, dtype=np.int64)
+    alive = np.zeros(LANES, dtype=np.bool_)
+    b, bleft, sleft, j = clock_start(step0, acc_start, batch_len, B, stride)
+    nalive = 0
+    for l in range(nl):
+        w = w0 + l
+        alive[l] = trapped_at[w] < 0 and blown_at[w] < 0
+        nalive += alive[l]
+        x[l] = q[w, 0]
+        y[l] = q[w, 1]
+        u[l] = p[w, 0]
+        v[l] = p[w, 1]
+        cnt[l] = still[w]
+        G[l] = x[l]
+        G[LANES + l] = y[l]
+        s0[l] = bp[w, b, 0]
+        s1[l] = bp[w, b, 1]
+        s00[l] = bpp[w, b, 0, 0]
+        s01[l] = bpp[w, b, 0, 1]
+        s11[l] = bpp[w, b, 1, 1]
+        r0[l] = bq[w, b, 0]
+        r1[l] = bq[w, b, 1]
+        r00[l] = bqq[w, b, 0]
+        r11[l] = bqq[w, b, 1]
+        t0[l], t1[l], f0[l], f1[l] = bpk[w, b, 0, 0], bpk[w, b, 1, 0], bpk[w, b, 0, 1], bpk[w, b, 1, 1]
+    for l in range(nl, LANES):  # padding lanes of a lane kernel: any finite point
+        G[l] = G[0]
+        G[LANES + l] = G[LANES]
+    for st in range(step0, step0 + nsteps):
+        if nalive == 0:
+            break
+        for l in range(nl):
+            xo[l] = x[l]
+            yo[l] = y[l]
+        drift2_lanes(G, x, y, u, v, nl, alive, h, a00, a01, a10, a11, diag)
+        grad_block(grad, G, nl, alive, qb, gb)
+        if noisy:
+            kick_white_drift2_lanes(G, x, y, u, v, nl, alive, h, delta, a00, a01, a10, a11, e00, e01, e10, e11,
+                                    diag, rng, w0, z, l00, l10, l11)
+        else:
+            kick_drift2_lanes(G, x, y, u, v, nl, alive, h, delta, a00, a01, a10, a11, e00, e01, e10, e11, diag)
+        acc = st >= acc_start
+        sample = False
+        if acc:
+            bleft -= 1
+            sample = S > 0 and sleft == 0
+        for l in range(nl):
+            if not alive[l]:
+                continue
+            w = w0 + l
+            xl = x[l]
+            yl = y[l]
+            ul = u[l]
+            vl = v[l]
+            if not (abs(xl) < np.inf and abs(yl) < np.inf and abs(ul) < np.inf and abs(vl) < np.inf):
+                blown_at[w] = st
+                alive[l] = False
+                nalive -= 1
+                continue
+            if check_trap and (abs(ul) <= p_tol and abs(vl) <= p_tol and abs(xl - xo[l]) <= q_tol * (1.0 + abs(xl))
+                    and abs(yl - yo[l]) <= q_tol * (1.0 + abs(yl))):
+                cnt[l] += 1
+                if cnt[l] >= window:
+                    trapped_at[w] = st - window + 1
+                    alive[l] = False
+                    nalive -= 1
+                    continue
+            else:
+                cnt[l] = 0
+            if acc:
+                s0[l] += ul
+                s1[l] += vl
+                s00[l] += ul * ul
+                s01[l] += ul * vl
+                s11[l] += vl * vl
+                r0[l] += xl
+                r1[l] += yl
+                r00[l] += xl * xl
+                r11[l] += yl * yl
+                p2 = ul * ul
+                t0[l] += p2 * ul
+                f0[l] += p2 * p2
+                p2 = vl * vl
+                t1[l] += p2 * vl
+                f1[l] += p2 * p2
+                c0 = (xl - lo0) * inv0
+                c1 = (yl - lo1) * inv1
+                if c0 >= 0.0 and c0 < nbins and c1 >= 0.0 and c1 < nbins:
+                    count_cell(hist, hkey, hs1, hs2, bout, w, int(c0) * nbins + int(c1), b, batch_len)
+                else:
+                    bout[w, b] += 1
+                if sample and j < S:
+                    samp_q[w, j, 0] = xl
+                    samp_q[w, j, 1] = yl
+                    samp_p[w, j, 0] = ul
+                    samp_p[w, j, 1] = vl
+                    nstored[w] = j + 1
+            elif st >= minmax_start:
+                if xl < qmin[w, 0]:
+                    qmin[w, 0] = xl
+                if xl > qmax[w, 0]:
+                    qmax[w, 0] = xl
+                if yl < qmin[w, 1]:
+                    qmin[w, 1] = yl
+                if yl > qmax[w, 1]:
+                    qmax[w, 1] = yl
+        if acc:
+            if sample:
+                j += 1
+                sleft = stride
+            if S > 0:
+                sleft -= 1
+            if bleft == 0:
+                for l in range(nl):
+                    _store2(bp, bpp, w0 + l, b, s0[l], s1[l], s00[l], s01[l], s11[l])
+                    _store2q(bq, bqq, w0 + l, b, r0[l], r1[l], r00[l], r11[l])
+                    _store2k(bpk, w0 + l, b, t0[l], t1[l], f0[l], f1[l])
+                b += 1
+                for l in range(nl):
+                    w = w0 + l
+                    s0[l] = bp[w, b, 0]
+                    s1[l] = bp[w, b, 1]
+                    s00[l] = bpp[w, b, 0, 0]
+                    s01[l] = bpp[w, b, 0, 1]
+                    s11[l] = bpp[w, b, 1, 1]
+                    r0[l] = bq[w, b, 0]
+                    r1[l] = bq[w, b, 1]
+                    r00[l] = bqq[w, b, 0]
+                    r11[l] = bqq[w, b, 1]
+                    t0[l], t1[l], f0[l], f1[l] = bpk[w, b, 0, 0], bpk[w, b, 1, 0], bpk[w, b, 0, 1], bpk[w, b, 1, 1]
+                bleft = batch_len if b < B - 1 else NEVER
+    for l in range(nl):
+        w = w0 + l
+        _store2(bp, bpp, w, b, s0[l], s1[l], s00[l], s01[l], s11[l])
+        _store2q(bq, bqq, w, b, r0[l], r1[l], r00[l], r11[l])
+        _store2k(bpk, w, b, t0[l], t1[l], f0[l], f1[l])
+        still[w] = cnt[l]
+        q[w, 0] = x[l]
+        q[w, 1] = y[l]
+        p[w, 0] = u[l]
+        p[w, 1] = v[l]
+
+
+@njit
+def _store2(bp, bpp, w, b, s0, s1, s00, s01, s11):
+    bp[w, b, 0] = s0
+    bp[w, b, 1] = s1
+    bpp[w, b, 0, 0] = s00
+    bpp[w, b, 0, 1] = s01
+    bpp[w, b, 1, 0] = s01
+    bpp[w, b, 1, 1] = s11
+
+
+@njit
+def _store2q(bq, bqq, w, b, r0, r1, r00, r11):
+    bq[w, b, 0] = r0
+    bq[w, b, 1] = r1
+    bqq[w, b, 0] = r00
+    bqq[w, b, 1] = r11
+
+
+@njit
+def _store2k(bpk, w, b, t0, t1, f0, f1):
+    bpk[w, b, 0, 0] = t0
+    bpk[w, b, 1, 0] = t1
+    bpk[w, b, 0, 1] = f0
+    bpk[w, b, 1, 1] = f1
 
 
 def _run_chunk(grad, kind, Wk, S, c, P, G):
@@ -283,20 +588,23 @@ def _run_chunk(grad, kind, Wk, S, c, P, G):
 def _lanes_chunk1(grad, Wk, S, c, noisy, P, G):
     """Advance every live walker (d = 1) by P.nsteps steps of the lane scheme, blocks of LANES walkers."""
     W = Wk.q.shape[0]
-    nblocks = (W + LANES - 1) // LANES
-    for blk in prange(nblocks):
+    for blk in prange((W + LANES - 1) // LANES):
         w0 = blk * LANES
-        lane_block(grad, w0, min(LANES, W - w0), Wk, S, c, noisy, P, G, (0,))
+        block_1d(grad, w0, min(LANES, W - w0), Wk.q, Wk.p, Wk.rng, c.A[0, 0], c.E[0, 0], c.L[0, 0], noisy, c.delta,
+                 P.step0, P.nsteps, P.acc_start, P.minmax_start, P.batch_len, G.lo[0], G.inv[0], G.nbins, P.stride,
+                 P.check_trap, P.p_tol, P.q_tol, P.window, S.bp, S.bpp, S.bpk, S.bq, S.bqq, S.hist, S.hkey, S.hs1,
+                 S.hs2, S.bout, S.samp_q, S.samp_p, S.nstored, S.qmin, S.qmax, Wk.still, Wk.trapped_at, Wk.blown_at)
 
 
 def _lanes_chunk2(grad, Wk, S, c, noisy, P, G):
-    """_lanes_chunk1 for d = 2 (the dimension is a compile-time constant of the lane loop; parallel
-    drivers cannot take it as a tuple argument)."""
+    """_lanes_chunk1 for d = 2."""
     W = Wk.q.shape[0]
-    nblocks = (W + LANES - 1) // LANES
-    for blk in prange(nblocks):
+    for blk in prange((W + LANES - 1) // LANES):
         w0 = blk * LANES
-        lane_block(grad, w0, min(LANES, W - w0), Wk, S, c, noisy, P, G, (0, 0))
+        block_2d(grad, w0, min(LANES, W - w0), Wk.q, Wk.p, Wk.rng, c.A, c.E, c.L, noisy, c.delta, c.diag,
+                 P.step0, P.nsteps, P.acc_start, P.minmax_start, P.batch_len, G.lo, G.inv, G.nbins, P.stride,
+                 P.check_trap, P.p_tol, P.q_tol, P.window, S.bp, S.bpp, S.bpk, S.bq, S.bqq, S.hist, S.hkey, S.hs1,
+                 S.hs2, S.bout, S.samp_q, S.samp_p, S.nstored, S.qmin, S.qmax, Wk.still, Wk.trapped_at, Wk.blown_at)
 
 
 def _init_grad(grad, q, g):
