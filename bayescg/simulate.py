@@ -576,10 +576,10 @@ def _set_range(run: _Run, wk, sx, meta, advance):
 
 def _hist_count_var(run: _Run, sx, good, lens):
     """sum_{w,b} (n_wbc - l_wb N_c / N)^2 over the good walkers (SimulationResult.hist_count_var), flat (C,)."""
-    hs1, hs2 = flush_cells(sx, lens)
+    hist, hs1, hs2 = flush_cells(sx, lens)
     lin = (lens[None, :] - sx.bout)[good].astype(float)      # (ng, B) in-grid steps per batch
     N = float(lin.sum())
-    Nc = sx.hist[good].sum(axis=0).astype(float)
+    Nc = hist[good].sum(axis=0).astype(float)
     f = Nc / N if N > 0 else np.zeros_like(Nc)
     return hs2[good].sum(axis=0) - 2.0 * f * hs1[good].sum(axis=0) + f * f * float((lin * lin).sum())
 
@@ -624,7 +624,7 @@ def _result(run: _Run, wk, sx, meta, seconds, gamma, beta, burn_in) -> Simulatio
     iat = _q_iat(sx.bq[good], sx.bqq[good], flens)
     marginal = d > 2
     shape = (d, run.bins) if marginal else (run.bins,) * d
-    hist = sx.hist[good].sum(axis=0).reshape(shape)
+    hist = flush_cells(sx, lens)[0][good].sum(axis=0).reshape(shape)
     hvar = _hist_count_var(run, sx, good, lens).reshape(shape)
     pmom = np.stack([sx.bp, np.diagonal(sx.bpp, axis1=2, axis2=3), sx.bpk[..., 0], sx.bpk[..., 1]], axis=-1)
     pmom = pmom / flens[None, :, None, None]

@@ -81,17 +81,19 @@ def add_moments(bp, bpp, bpk, bq, bqq, w, b, qv, pv):
 
 @njit
 def count_cell(hist, hkey, hs1, hs2, bout, w, c, b, batch_len):
-    """hist[w, c] += 1 and the per-batch count of the cell: when the cell's last batch is an earlier
-    (finished, so of length batch_len) one, its count n enters hs1 += l n, hs2 += n^2 first."""
-    hist[w, c] += 1
+    """Count a step of walker w in cell c in batch b: hkey[w, c] holds the cell's count in the last batch
+    that touched it; when that is an earlier (finished, so of length batch_len) batch, its count n first
+    goes into hist += n, hs1 += l n, hs2 += n^2.  One random access per step (hkey); the totals are
+    finished by flush_cells."""
     k = hkey[w, c]
     tag = (b + 1) << 32
     if k < tag:
         if k != 0:
             hb = (k >> 32) - 1
-            n = float(k & _LOW32)
-            hs1[w, c] += float(batch_len - bout[w, hb]) * n
-            hs2[w, c] += n * n
+            n = k & _LOW32
+            hist[w, c] += n
+            hs1[w, c] += float(batch_len - bout[w, hb]) * float(n)
+            hs2[w, c] += float(n) * float(n)
         k = tag
     hkey[w, c] = k + 1
 
@@ -162,13 +164,14 @@ def observe(bp, bpp, bpk, bq, bqq, hist, hkey, hs1, hs2, bout, samp_q, samp_p, n
 
 
 def flush_cells(S, lens):
-    """(hs1, hs2) (W, C) with each cell's last, still open batch added (numpy; S is not changed).
+    """(hist, hs1, hs2) (W, C) with each cell's last, still open batch added (numpy; S is not changed).
 
-    lens (B,): batch lengths.  With l_wb = lens[b] - bout[w, b] (in-grid steps of walker w in batch b),
-    hs1[w, c] = sum_b l_wb n_wbc and hs2[w, c] = sum_b n_wbc^2."""
+    lens (B,): batch lengths.  With l_wb = lens[b] - bout[w, b] (in-grid steps of walker w in batch b):
+    hist[w, c] = sum_b n_wbc, hs1[w, c] = sum_b l_wb n_wbc and hs2[w, c] = sum_b n_wbc^2."""
     k = S.hkey
     used = k != 0
     hb = np.where(used, (k >> 32) - 1, 0)
-    n = np.where(used, k & _LOW32, 0).astype(float)
+    ni = np.where(used, k & _LOW32, 0)
+    n = ni.astype(float)
     lin = (np.asarray(lens, dtype=np.int64)[None, :] - S.bout).astype(float)
-    return S.hs1 + np.take_along_axis(lin, hb, axis=1) * n, S.hs2 + n * n
+    return S.hist + ni, S.hs1 + np.take_along_axis(lin, hb, axis=1) * n, S.hs2 + n * n

@@ -57,9 +57,10 @@ class Stats(NamedTuple):
     """Streaming accumulators of the post-burn-in steps (batch b = min(k // batch_len, B - 1) of step k).
 
     bp (W, B, d), bpp (W, B, d, d): batch sums of p and p p^T; bpk (W, B, d, 2): of p_i^3, p_i^4;
-    bq, bqq (W, B, d): of q_i and q_i^2.  hist (W, C) int64 cell counts; hkey (W, C) int64 the count of
-    the cell in the last batch that touched it, packed as (batch + 1) << 32 | count; hs1, hs2 (W, C)
-    sums over the finished batches of that walker of l_b n_bc and n_bc^2 (n_bc the batch's count in
+    bq, bqq (W, B, d): of q_i and q_i^2.  hkey (W, C) int64 the count of the cell in the last batch that
+    touched it, packed as (batch + 1) << 32 | count; hist, hs1, hs2 (W, C) sums over the cell's earlier
+    (finished) batches of that walker of n_bc (int64), l_b n_bc and n_bc^2 (accumulate.flush_cells adds
+    the open batch) (n_bc the batch's count in
     the cell, l_b its in-grid steps); bout (W, B) int64 steps off the grid per batch.  samp_q, samp_p
     (W, S, d) samples every ``stride`` steps, nstored (W,).  qmin, qmax (W, d): range of q over the
     burn-in steps >= minmax_start (the histogram grid)."""
