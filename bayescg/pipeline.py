@@ -48,7 +48,8 @@ def hist_range_from_model(model: Model):
 
 
 def sim_kwargs(model: Model) -> dict:
-    """Keyword arguments of :func:`bayescg.simulate.simulate` from ``[simulation]``."""
+    """Keyword arguments of :func:`bayescg.simulate.simulate` from ``[simulation]`` (all but delta; the one
+    translation of the section, used by simulate, learn, noise and scales)."""
     s = model.require("simulation")
     kw = dict(gamma=s.gamma, steps=s.steps, walkers=s.walkers, seed=s.seed, burn_in=s.burn_in,
               init_sd=s.init_sd, bins=s.bins, max_samples=s.max_samples,
@@ -59,6 +60,16 @@ def sim_kwargs(model: Model) -> dict:
         kw["mass"] = np.asarray(s.mass, float)
     if s.friction is not None:
         kw["friction"] = np.asarray(s.friction, float)
+    # only what differs from simulate's defaults, so callers that set these themselves (the white-kick runs of
+    # the finite-delta correction) do not receive them twice
+    if s.integrator != "damped":
+        kw["integrator"] = s.integrator
+    if s.kick_noise is not None:
+        kw["kick_noise"] = s.kick_noise
+    if not s.lanes:
+        from .simulate import EngineOptions
+
+        kw["options"] = EngineOptions(lanes=False)
     return kw
 
 

@@ -707,18 +707,18 @@ def _q_iat(bq, bqq, lens):
 
 
 def simulate_model(model, *, checkpoint=None, resume=False, control=None) -> SimulationResult:
-    """:func:`simulate` with the potential and settings of a model file (bayescg.config.Model)."""
-    from .pipeline import potential_from_model
+    """:func:`simulate` with the potential and ``[simulation]`` settings of a model file (bayescg.config.Model),
+    translated by :func:`bayescg.pipeline.sim_kwargs` as for learn, with ``auto_gamma`` honoured the same way."""
+    from .pipeline import potential_from_model, sim_kwargs
 
-    pot_sec = model.require("potential")
-    sim = model.require("simulation")
+    s = model.require("simulation")
     potential = potential_from_model(model)  # expression or the user's Python module
-    hist_range = pot_sec.domain  # the model's grid domain, when given, is the histogram range
-    return simulate(potential, sim.delta, sim.gamma, steps=sim.steps, walkers=sim.walkers, seed=sim.seed,
-                    mass=sim.mass, friction=sim.friction, burn_in=sim.burn_in, integrator=sim.integrator,
-                    kick_noise=sim.kick_noise, options=EngineOptions(lanes=sim.lanes),
-                    init_mean=sim.init_mean or None, init_sd=sim.init_sd, bins=sim.bins, hist_range=hist_range,
-                    max_samples=sim.max_samples, checkpoint=checkpoint, resume=resume, control=control)
+    kw = sim_kwargs(model)
+    if s.auto_gamma and s.friction is None:
+        from .scales import auto_gamma
+
+        auto_gamma(potential, s.delta, kw, s.target_beta)
+    return simulate(potential, s.delta, checkpoint=checkpoint, resume=resume, control=control, **kw)
 
 
 # --- trajectories ---------------------------------------------------------------------------
