@@ -915,20 +915,25 @@ def _box_kernels(tx, ty, coefs, lo, hi, klo, khi, dxy):
 def _edge_curvatures(rep, grid, lo, hi, edge_fraction: float = EDGE_FRACTION):
     """(kappa_lo (2,), kappa_hi (2,)) >= 0: mean d^2U/dq_i^2 over the data points (grid (G, 2)) in the
     outer ``edge_fraction`` of the box along q_i at each side (central differences of the spline's
-    gradient).  The 2D analogue of the 1D mean edge curvature; exact for a quadratic U."""
+    gradient), or, where that is <= 0, the mean over all data points (0 if that is <= 0 too).  The 2D
+    analogue of the 1D mean edge curvature; exact for a quadratic U."""
     klo, khi = np.zeros(2), np.zeros(2)
     for i in range(2):
         w = edge_fraction * (hi[i] - lo[i])
         e = np.zeros(2)
         e[i] = 1e-4 * (hi[i] - lo[i])
-        for side, sel in ((0, grid[:, i] <= lo[i] + w), (1, grid[:, i] >= hi[i] - w)):
-            pts = grid[sel]
-            if len(pts) == 0:
-                continue
+
+        def curvature(pts):
             # differences inside the box only (the spline's own linear continuation has no curvature)
             a, b = np.clip(pts - e, lo, hi), np.clip(pts + e, lo, hi)
-            curv = (rep.value_grad(b)[1][:, i] - rep.value_grad(a)[1][:, i]) / (b[:, i] - a[:, i])
-            (klo if side == 0 else khi)[i] = max(float(np.mean(curv)), 0.0)
+            return (rep.value_grad(b)[1][:, i] - rep.value_grad(a)[1][:, i]) / (b[:, i] - a[:, i])
+
+        # a side whose edge band is not convex on average (sparse data at a well's rim) takes the mean
+        # curvature over all data points instead, so the continuation still confines
+        floor = max(float(np.mean(curvature(grid))), 0.0)
+        for side, sel in ((0, grid[:, i] <= lo[i] + w), (1, grid[:, i] >= hi[i] - w)):
+            k = float(np.mean(curvature(grid[sel]))) if np.any(sel) else 0.0
+            (klo if side == 0 else khi)[i] = k if k > 0 else floor
     return klo, khi
 
 
@@ -956,7 +961,7 @@ def spline_surrogate_potential(learned, coefs=None, variables=None):
     fit's tensor B-spline; outside it each 1D basis is continued linearly (first-order Taylor, as
     :mod:`bayescg.splines` does beyond the knot box) plus a quadratic wall kappa_side dist^2 / 2 per side,
     kappa_side >= 0 the mean normal curvature of U over the data points in the outer 10 % of the box
-    (:func:`_edge_curvatures`); beyond a corner the cross term U_xy dx dy of the linear continuation is
+    (:func:`_edge_curvatures`; a non-convex edge band takes the mean curvature over the data); beyond a corner the cross term U_xy dx dy of the linear continuation is
     clipped to |U_xy| <= 0.9 sqrt(kappa_x kappa_y) (:func:`_corner_cross_clip`; without it a steep
     spline at a data-free corner made the continuation indefinite and trajectories ran away).  Exact for a
     quadratic U with a convex Hessian, confining where the kappas are > 0.  Inside the box but
@@ -1246,7 +1251,7 @@ def _surrogate_nd(model: Model, V, learned, *, control, workdir, posterior, seed
         "U_representation": "the fit's cubic tensor B-spline (knots and coefficients from posterior.nc / the fit)",
         "data_box": info["box"], "continuation_curvature": {"lo": info["kappa_lo"], "hi": info["kappa_hi"]},
         "continuation": "outside the data box: linear continuation of each 1D basis + kappa_side dist^2 / 2, "
-                        "kappa_side = mean normal curvature over the outer 10 % of the box; beyond corners U_xy "
+                        "kappa_side = mean normal curvature over the outer 10 % of the box (if <= 0: over all data); beyond corners U_xy "
                         "clipped to 0.9 sqrt(kappa_x kappa_y) (exact for a convex quadratic U)",
         "corner_cross_change": info["corner_cross_change"],
         "record_every_surrogate": rec_s, "record_every_full": rec_f,
@@ -1328,7 +1333,8 @@ class SurrogateResultND(SurrogateResult):
         nf = lg["noise_floor"]
         s = {
             "U_k source": self.settings["U_source"],
-            "friction Gamma": f"{self.settings['friction']} ({self.settings['friction_source']})",
+            "friction Gamma (rows)": "; ".join(", ".join(f"{x:.3g}" for x in r) for r in self.settings["friction"]),
+            "friction from": self.settings["friction_source"].split(" (")[0],
             "surrogate step delta": self.settings["delta"], "reference step h": self.settings["reference_step"],
             "trajectories M": self.settings["trajectories"], "time T": self.settings["time"],
             "Langevin sliced W1 (equilibrium)": lg["equilibrium_w1"],
