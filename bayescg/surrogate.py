@@ -361,13 +361,14 @@ def initial_conditions(sec: SurrogateSection, M: int, d: int, seed: int):
 
 
 def timed_run(potential, h, T, q0, p0, *, integrator, gamma, seed, record_every, control=None,
-              warmup=True, min_seconds: float = 0.0):
+              warmup=True, min_seconds: float = 0.0, friction=None):
     """run_trajectories after a compile warm-up (2 trajectories, 2 records); returns
     (times, q, p, seconds).  With ``min_seconds`` a fast run is repeated until that much time has
-    passed and the mean wall-clock per run is returned (the first run's output is kept)."""
+    passed and the mean wall-clock per run is returned (the first run's output is kept).
+    friction: (d, d) matrix used instead of gamma I."""
     from .simulate import run_trajectories
 
-    kw = dict(integrator=integrator, gamma=gamma, beta=1.0, seed=seed)
+    kw = dict(integrator=integrator, gamma=gamma, beta=1.0, seed=seed, friction=friction)
     if warmup:
         every = max(1, int(round(record_every / h)))
         run_trajectories(potential, h, 2 * every * h, q0[:2], p0[:2], record_every=every * h, **kw)
@@ -1088,24 +1089,6 @@ def _friction_nd(sec, sim, calibrated, d):
     return float(sim.gamma) * np.eye(d), "simulation.gamma * I (no calibrated Gamma given)"
 
 
-def _timed_nd(potential, h, T, q0, p0, *, integrator, friction, seed, record_every, control=None,
-              warmup=True, min_seconds: float = 0.0):
-    """:func:`timed_run` with a friction matrix (d, d) (same warm-up and timing rules)."""
-    from .simulate import run_trajectories
-
-    kw = dict(integrator=integrator, friction=friction, beta=1.0, seed=seed)
-    if warmup:
-        every = max(1, int(round(record_every / h)))
-        run_trajectories(potential, h, 2 * every * h, q0[:2], p0[:2], record_every=every * h, **kw)
-    t0 = time.perf_counter()
-    out = run_trajectories(potential, h, T, q0, p0, record_every=record_every, control=control, **kw)
-    n = 1
-    while time.perf_counter() - t0 < min_seconds:
-        run_trajectories(potential, h, T, q0, p0, record_every=record_every, **kw)
-        n += 1
-    return out[0], out[1], out[2], (time.perf_counter() - t0) / n
-
-
 def compare_dynamics_nd(t_a, q_a, t_b, q_b, *, eq_fraction: float = 0.5, max_lag_time: Optional[float] = None):
     """:func:`compare_dynamics` (sliced W1 for d >= 2) plus per-coordinate mean-path and ACF errors:
     ``mean_path_max_error_per_coordinate``, ``acf_l2_error_per_coordinate`` (d lists)."""
@@ -1173,16 +1156,16 @@ def _surrogate_nd(model: Model, V, learned, *, control, workdir, posterior, seed
     eq_frac = float(getattr(sec, "equilibrium_fraction", 0.5))
 
     # ---- Langevin (4.2) with the friction matrix
-    lang = dict(integrator="langevin", friction=G, seed=seed, control=control)
-    tf, qf, _, sec_f = _timed_nd(V, h, T, q0, p0, record_every=rec_f, **lang)
-    ts, qs, _, sec_s = _timed_nd(U, delta, T, q0, p0, record_every=rec_s, min_seconds=0.5, **lang)
+    lang = dict(integrator="langevin", gamma=1.0, friction=G, seed=seed, control=control)  # gamma unused: friction given
+    tf, qf, _, sec_f = timed_run(V, h, T, q0, p0, record_every=rec_f, **lang)
+    ts, qs, _, sec_s = timed_run(U, delta, T, q0, p0, record_every=rec_s, min_seconds=0.5, **lang)
     lg = compare_dynamics_nd(ts, qs, tf, qf, eq_fraction=eq_frac)
     lg.update({"speedup": sec_f / sec_s, "seconds_full": sec_f, "seconds_surrogate": sec_s})
     lg["left_grid_fraction"], lg["outside_grid_sample_fraction"] = _outside_box(qs, lo, hi)
     lg["mean_path_standard_error_max"] = float(np.max(np.hypot(mt.mean_path_se(qs), _interp_se(tf, qf, ts))))
     seed_b = seed + 1_000_003
     q0b, p0b = initial_conditions_nd(sec, M, d, seed_b)
-    tsb, qsb, _, _ = _timed_nd(U, delta, T, q0b, p0b, record_every=rec_s, warmup=False,
+    tsb, qsb, _, _ = timed_run(U, delta, T, q0b, p0b, record_every=rec_s, warmup=False,
                                **dict(lang, seed=seed_b, control=None))
     nf = compare_dynamics_nd(ts, qs, tsb, qsb, eq_fraction=eq_frac)
     lg["noise_floor"] = {k: nf[k] for k in ("equilibrium_w1", "equilibrium_w1_per_coordinate", "mean_path_max_error",
@@ -1218,13 +1201,13 @@ def _surrogate_nd(model: Model, V, learned, *, control, workdir, posterior, seed
         warnings.append("no posterior draws of U_k available: no predictive bands")
 
     # ---- Hamiltonian (4.1)
-    ham = dict(integrator="hamiltonian", friction=None, seed=seed, control=control)
-    _, _, _, hsec_f = _timed_nd(V, h, T, q0, p0, record_every=_record_every(h, T / 10), **ham)
-    _, hq_all, _, hsec_s = _timed_nd(U, delta, T, q0, p0, record_every=delta, min_seconds=0.5, **ham)
+    ham = dict(integrator="hamiltonian", gamma=1.0, seed=seed, control=control)  # no friction in (4.1)
+    _, _, _, hsec_f = timed_run(V, h, T, q0, p0, record_every=_record_every(h, T / 10), **ham)
+    _, hq_all, _, hsec_s = timed_run(U, delta, T, q0, p0, record_every=delta, min_seconds=0.5, **ham)
     K = max(1, min(int(getattr(sec, "phase_trajectories", 3)), M))
     rec_ph = _record_every(h, max(PHASE_RECORD_SPACING, h))
-    _, hqf, hpf, _ = _timed_nd(V, h, T, q0[:K], p0[:K], record_every=rec_ph, warmup=False, **ham)
-    _, hqs, hps, _ = _timed_nd(U, delta, T, q0[:K], p0[:K], record_every=delta, warmup=False, **ham)
+    _, hqf, hpf, _ = timed_run(V, h, T, q0[:K], p0[:K], record_every=rec_ph, warmup=False, **ham)
+    _, hqs, hps, _ = timed_run(U, delta, T, q0[:K], p0[:K], record_every=delta, warmup=False, **ham)
     per = [[mt.phase_portrait_distance(np.c_[hqs[:, k, i], hps[:, k, i]], np.c_[hqf[:, k, i], hpf[:, k, i]])
             for k in range(K)] for i in range(d)]
     full = [mt.phase_portrait_distance(np.c_[hqs[:, k], hps[:, k]], np.c_[hqf[:, k], hpf[:, k]]) for k in range(K)]
@@ -1375,15 +1358,9 @@ class SurrogateResultND(SurrogateResult):
 
         fig, axs = plt.subplots(1, d + 1, figsize=(5 * (d + 1), 4.2))
         ax = axs[0]
-        ex, ey = c["density_edges"][0], c["density_edges"][1]
         for key, col, lbl in (("eq_full", "k", f_lbl), ("eq_surrogate", "C1", d_lbl)):
-            hh, _, _ = np.histogram2d(c[key][:, 0], c[key][:, 1], bins=[ex[::2], ey[::2]], density=True)
-            xm, ym = 0.5 * (ex[::2][1:] + ex[::2][:-1]), 0.5 * (ey[::2][1:] + ey[::2][:-1])
-            lv = np.quantile(hh[hh > 0], [0.5, 0.8, 0.95]) if np.any(hh > 0) else None
-            if lv is not None:
-                ax.contour(xm, ym, hh.T, levels=np.unique(lv), colors=col, linewidths=1,
-                           linestyles="-" if col == "k" else "--")
-            ax.plot([], [], color=col, ls="-" if col == "k" else "--", label=f"{lbl}: density contours")
+            x = c[key][:: max(1, len(c[key]) // 3000)]  # scatter (not contours): separated wells stay visible
+            ax.plot(x[:, 0], x[:, 1], ".", color=col, ms=1.5, alpha=0.4, label=f"{lbl}: late-time samples")
         self._box(ax, c)
         ax.set_xlabel(names[0])
         ax.set_ylabel(names[1])
