@@ -1103,6 +1103,14 @@ def compare_dynamics_nd(t_a, q_a, t_b, q_b, *, eq_fraction: float = 0.5, max_lag
     return out
 
 
+def _subsample(x, n: int, seed: int):
+    """At most n rows of x, drawn at random (seeded): a stride over pooled (time, trajectory) rows could keep
+    only some trajectories, e.g. one of three wells."""
+    if len(x) <= n:
+        return x
+    return x[np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))]
+
+
 def _outside_box(q, lo, hi):
     """(fraction of trajectories that ever left the box [lo, hi] (d,), fraction of recorded points outside)."""
     out = np.any((q < np.asarray(lo)) | (q > np.asarray(hi)), axis=2)
@@ -1185,7 +1193,7 @@ def _surrogate_nd(model: Model, V, learned, *, control, workdir, posterior, seed
               "density_surrogate": [mt.density_on_bins(es[:, i], edges[i]) for i in range(d)],
               "t_full": tf, "mean_full": mt.mean_path(qf), "t_surrogate": ts, "mean_surrogate": mt.mean_path(qs),
               "lags_full": lf, "acf_full": acf_f, "lags_surrogate": la, "acf_surrogate": acf_s,
-              "eq_full": ef[:: max(1, len(ef) // 20000)], "eq_surrogate": es[:: max(1, len(es) // 20000)]}
+              "eq_full": _subsample(ef, 3000, seed), "eq_surrogate": _subsample(es, 3000, seed)}
 
     # ---- posterior draws of U_k: one run of the separable sum over draws, block-diagonal friction
     n_draws = int(getattr(sec, "posterior_draws", 10))
@@ -1359,7 +1367,7 @@ class SurrogateResultND(SurrogateResult):
         fig, axs = plt.subplots(1, d + 1, figsize=(5 * (d + 1), 4.2))
         ax = axs[0]
         for key, col, lbl in (("eq_full", "k", f_lbl), ("eq_surrogate", "C1", d_lbl)):
-            x = c[key][:: max(1, len(c[key]) // 3000)]  # scatter (not contours): separated wells stay visible
+            x = c[key]  # scatter (not contours): separated wells stay visible
             ax.plot(x[:, 0], x[:, 1], ".", color=col, ms=1.5, alpha=0.4, label=f"{lbl}: late-time samples")
         self._box(ax, c)
         ax.set_xlabel(names[0])
