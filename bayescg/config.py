@@ -166,6 +166,7 @@ class SurrogateSection:
     init: str = _f("normal", check=one_of("normal", "uniform"))
     init_q: list[float] = _f([-2.0, 1.0], doc="normal: [mean, sd]; uniform: [lo, hi]")
     init_p: list[float] = _f([0.0, 1.0], doc="normal: [mean, sd]; uniform: [lo, hi]")
+    init_centres: Optional[list[list[float]]] = _f(None, doc="d >= 2: points (K, d); trajectory m starts at centre m mod K plus the init_q offset from its mean (normal) or mid-range (uniform)")
     compare_expression: Optional[str] = _f(None, doc="extra potential to compare against")
     posterior_draws: int = _f(10, check=nonnegative, doc="U_k draws for predictive bands (0: none)")
     phase_trajectories: int = _f(3, check=positive, doc="Hamiltonian orbits compared in phase space")

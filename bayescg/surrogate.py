@@ -33,6 +33,23 @@ Conventions (all documented in ``settings`` of the result):
   10-20 draws they are rough, and they include the Monte Carlo noise of M trajectories.
 * Timing: each model is warmed up (compiled) on two trajectories first; the timed calls include the
   per-call setup (seeding, allocation), which makes the surrogate's speedup conservative.
+
+d = 2 (the fit's other dimension; :func:`surrogate_model` dispatches to it):
+
+* U_k is the fit's cubic tensor B-spline itself (knots and coefficients from ``posterior.nc`` /
+  the LearnResult, as :mod:`bayescg.export` reads them; ``"reference"``: a least-squares spline of
+  ``potential.reference`` on ``potential.domain``), not a new interpolant.  Outside the data box (the
+  bounding rectangle of the reported grid) each 1D basis is continued linearly and a wall
+  kappa_side dist^2 / 2 is added per side, kappa_side the mean normal curvature over the data points in
+  the outer 10 % of the box: the 2D analogue of the 1D continuation, exact for a quadratic U.
+* Friction: a matrix, by priority ``surrogate.gamma`` I, the learn stage's calibrated Gamma = Z / 2
+  (Theorem 3.1; the law it learned is Gibbs at beta = 1, so U_k enters at beta = 1),
+  ``simulation.friction``, ``simulation.gamma`` I; the full model runs with the same Gamma.
+* Metrics: sliced W1 (:func:`bayescg.metrics.sliced_wasserstein1`) and per-coordinate W1 of the
+  equilibrium law, mean path (4.3) and ACF (4.4) errors per coordinate, phase-portrait distance per
+  (q_i, p_i) plane and in the joint phase space, speedups; posterior draws run as one separable
+  simulation on R^(2D) with friction kron(I_D, Gamma).  ``surrogate.init_centres`` spreads the
+  initial conditions over several points (e.g. the three Mueller-Brown wells).
 """
 from __future__ import annotations
 
@@ -48,10 +65,13 @@ import numpy as np
 from . import metrics as mt
 from .config import Model, SurrogateSection
 from .errors import InputError
+from .splines import _tensor_value_grad
 
 __all__ = [
     "LearnedCurves", "learned_curves", "reference_curves", "interpolated_potential", "stacked_potential",
     "initial_conditions", "timed_run", "SurrogateResult", "surrogate_model", "compare_dynamics",
+    "spline_surrogate_potential", "reference_spline", "initial_conditions_nd", "compare_dynamics_nd",
+    "SurrogateResultND",
 ]
 
 #: Band quantiles (94 %, like the fit's bands).
@@ -342,13 +362,14 @@ def initial_conditions(sec: SurrogateSection, M: int, d: int, seed: int):
 
 
 def timed_run(potential, h, T, q0, p0, *, integrator, gamma, seed, record_every, control=None,
-              warmup=True, min_seconds: float = 0.0):
+              warmup=True, min_seconds: float = 0.0, friction=None):
     """run_trajectories after a compile warm-up (2 trajectories, 2 records); returns
     (times, q, p, seconds).  With ``min_seconds`` a fast run is repeated until that much time has
-    passed and the mean wall-clock per run is returned (the first run's output is kept)."""
+    passed and the mean wall-clock per run is returned (the first run's output is kept).
+    friction: (d, d) matrix used instead of gamma I."""
     from .simulate import run_trajectories
 
-    kw = dict(integrator=integrator, gamma=gamma, beta=1.0, seed=seed)
+    kw = dict(integrator=integrator, gamma=gamma, beta=1.0, seed=seed, friction=friction)
     if warmup:
         every = max(1, int(round(record_every / h)))
         run_trajectories(potential, h, 2 * every * h, q0[:2], p0[:2], record_every=every * h, **kw)
@@ -543,8 +564,9 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
 
     learn_delta (default simulation.delta) is the damped-map step at which U_k is learned when
     ``learned`` is None; an in-process LearnResult made at another step is relearned (warning), a
-    result.json dict made at another step is used as given (warning).  Raises InputError for d != 1,
-    SimulationError if a trajectory blows up.
+    result.json dict made at another step is used as given (warning).  d = 2: the fit's tensor spline
+    drives the runs (see the module docstring); raises InputError for d > 2, SimulationError if a
+    trajectory blows up.
     """
     from .pipeline import potential_from_model
     from .potentials import Potential
@@ -558,8 +580,7 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
     seed = int(sim.seed if seed is None else seed)
     V = potential_from_model(model)
     if V.dim != 1:
-        raise InputError(f"{model.path or model.name}: surrogate dynamics are implemented for d = 1, "
-                         f"the potential has d = {V.dim}")
+        return _surrogate_nd(model, V, learned, control=control, workdir=workdir, posterior=posterior, seed=seed)
     warnings: list[str] = []
     timings: dict = {}
 
@@ -824,3 +845,598 @@ def _posterior_bands(grid, draws, q0, p0, delta, T, gamma, seed, rec_s, ts, qf, 
             "density_upper": curves_out["density_band"][1].tolist(),
         },
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# d >= 2: the fit's tensor B-spline drives the surrogate
+# --------------------------------------------------------------------------------------------------
+#: Outer fraction of the data box whose mean normal curvature sets each side's continuation (as in 1D).
+EDGE_FRACTION = 0.1
+#: Knots per dimension of the least-squares spline of an exactly known 2D reference U_k.
+REFERENCE_KNOTS_2D = 16
+
+
+@numba.njit(inline="always")
+def _box_eval_2d(q0, q1, tx, ty, c, lo, hi, klo, khi, dxy, g):
+    """Tensor spline (cubic) inside the data box [lo, hi]; outside, each 1D basis continued linearly
+    (bayescg.splines) plus kappa_side * dist^2 / 2 on the side left, and beyond a corner the cross term
+    U_xy dx dy changed by dxy[side_x, side_y] (the clip that keeps the corner form positive definite).
+    Writes grad into g[0:2]."""
+    x = min(max(q0, lo[0]), hi[0])
+    y = min(max(q1, lo[1]), hi[1])
+    dx = q0 - x
+    dy = q1 - y
+    v, gx, gy = _tensor_value_grad(x, y, tx, ty, c, 3, dx, dy)
+    wx = klo[0] if dx < 0.0 else khi[0]
+    wy = klo[1] if dy < 0.0 else khi[1]
+    cx = dxy[0 if dx < 0.0 else 1, 0 if dy < 0.0 else 1]
+    g[0] = gx + wx * dx + cx * dy
+    g[1] = gy + wy * dy + cx * dx
+    return v + 0.5 * (wx * dx * dx + wy * dy * dy) + cx * dx * dy
+
+
+def _box_kernels(tx, ty, coefs, lo, hi, klo, khi, dxy):
+    """njit (value, grad) of sum_j U_j(q_2j, q_2j+1) for D spline draws coefs (D, mx, my) (D = 1: U_k)."""
+    tx, ty = np.ascontiguousarray(tx, dtype=float), np.ascontiguousarray(ty, dtype=float)
+    cf = np.ascontiguousarray(coefs, dtype=float)
+    lo, hi = np.ascontiguousarray(lo, dtype=float), np.ascontiguousarray(hi, dtype=float)
+    klo, khi = np.ascontiguousarray(klo, dtype=float), np.ascontiguousarray(khi, dtype=float)
+    dxy = np.ascontiguousarray(dxy, dtype=float)
+    D = cf.shape[0]
+
+    @numba.njit
+    def value(q):
+        g = np.empty(2)
+        v = 0.0
+        for j in range(D):
+            v += _box_eval_2d(q[2 * j], q[2 * j + 1], tx, ty, cf[j], lo[j], hi[j], klo[j], khi[j], dxy[j], g)
+        return v
+
+    @numba.njit
+    def grad(q, out):
+        g = np.empty(2)
+        for j in range(D):
+            _box_eval_2d(q[2 * j], q[2 * j + 1], tx, ty, cf[j], lo[j], hi[j], klo[j], khi[j], dxy[j], g)
+            out[2 * j] = g[0]
+            out[2 * j + 1] = g[1]
+
+    return value, grad
+
+
+def _edge_curvatures(rep, grid, lo, hi, edge_fraction: float = EDGE_FRACTION):
+    """(kappa_lo (2,), kappa_hi (2,)) >= 0: mean d^2U/dq_i^2 over the data points (grid (G, 2)) in the
+    outer ``edge_fraction`` of the box along q_i at each side (central differences of the spline's
+    gradient), or, where that is <= 0, the mean over all data points (0 if that is <= 0 too).  The 2D
+    analogue of the 1D mean edge curvature; exact for a quadratic U."""
+    klo, khi = np.zeros(2), np.zeros(2)
+    for i in range(2):
+        w = edge_fraction * (hi[i] - lo[i])
+        e = np.zeros(2)
+        e[i] = 1e-4 * (hi[i] - lo[i])
+
+        def curvature(pts):
+            # differences inside the box only (the spline's own linear continuation has no curvature)
+            a, b = np.clip(pts - e, lo, hi), np.clip(pts + e, lo, hi)
+            return (rep.value_grad(b)[1][:, i] - rep.value_grad(a)[1][:, i]) / (b[:, i] - a[:, i])
+
+        # a side whose edge band is not convex on average (sparse data at a well's rim) takes the mean
+        # curvature over all data points instead, so the continuation still confines
+        floor = max(float(np.mean(curvature(grid))), 0.0)
+        for side, sel in ((0, grid[:, i] <= lo[i] + w), (1, grid[:, i] >= hi[i] - w)):
+            k = float(np.mean(curvature(grid[sel]))) if np.any(sel) else 0.0
+            (klo if side == 0 else khi)[i] = k if k > 0 else floor
+    return klo, khi
+
+
+def _corner_cross_clip(rep, lo, hi, klo, khi):
+    """(2, 2) changes of U_xy at the box corners [side_x, side_y] that clip it to |U_xy| <= 0.9 sqrt(kx ky), so
+    the quadratic form of the continuation beyond each corner is positive definite (confining); 0 where U_xy
+    already satisfies it (e.g. a quadratic U with a convex Hessian)."""
+    out = np.zeros((2, 2))
+    e = 1e-4 * (hi - lo)
+    for a in range(2):
+        for b in range(2):
+            x = np.array([lo[0] if a == 0 else hi[0], lo[1] if b == 0 else hi[1]])
+            # one-sided (into the box) difference of dU/dx along y
+            sy = e[1] if b == 0 else -e[1]
+            uxy = (rep.value_grad(x + [0.0, sy])[1][0] - rep.value_grad(x)[1][0]) / sy
+            lim = 0.9 * np.sqrt((klo if a == 0 else khi)[0] * (klo if b == 0 else khi)[1])
+            out[a, b] = float(np.clip(uxy, -lim, lim) - uxy)
+    return out
+
+
+def spline_surrogate_potential(learned, coefs=None, variables=None):
+    """The surrogate potential of a learned 2D U_k (a :class:`bayescg.export.LearnedPotential`).
+
+    Inside the data box (the bounding rectangle of the reported grid, i.e. of the region with data) U is the
+    fit's tensor B-spline; outside it each 1D basis is continued linearly (first-order Taylor, as
+    :mod:`bayescg.splines` does beyond the knot box) plus a quadratic wall kappa_side dist^2 / 2 per side,
+    kappa_side >= 0 the mean normal curvature of U over the data points in the outer 10 % of the box
+    (:func:`_edge_curvatures`; a non-convex edge band takes the mean curvature over the data); beyond a corner the cross term U_xy dx dy of the linear continuation is
+    clipped to |U_xy| <= 0.9 sqrt(kappa_x kappa_y) (:func:`_corner_cross_clip`; without it a steep
+    spline at a data-free corner made the continuation indefinite and trajectories ran away).  Exact for a
+    quadratic U with a convex Hessian, confining where the kappas are > 0.  Inside the box but
+    away from data the fit holds U at its largest coefficient (a high plateau, bayescg.fit).
+
+    coefs: (D, m) spline coefficients of D draws -> the separable sum_j U_j(q_2j, q_2j+1) on R^(2D) (one
+    compiled kernel for all draws); default the posterior mean (D = 1).  Returns (Potential, info) with
+    info {box, kappa_lo, kappa_hi, warnings} (lists over draws when coefs is given).
+    """
+    from .potentials import Potential
+    from .splines import SplineRep
+
+    if learned.dim != 2:
+        raise InputError(f"spline surrogates are implemented for d = 1, 2 (the fit's dimensions), got d = {learned.dim}")
+    tx, ty = (np.asarray(t, dtype=float) for t in learned.knots)
+    klo_t, khi_t = np.array([tx[3], ty[3]]), np.array([tx[-4], ty[-4]])
+    grid = np.asarray(learned.grid, dtype=float)
+    lo = np.maximum(grid.min(axis=0), klo_t)
+    hi = np.minimum(grid.max(axis=0), khi_t)
+    if np.any(hi <= lo):
+        raise InputError(f"{learned.source}: the data region is empty or degenerate: box {lo} .. {hi}")
+    draws = np.atleast_2d(learned.coef_mean if coefs is None else coefs)
+    shape = (len(tx) - 4, len(ty) - 4)
+    if draws.shape[1] != shape[0] * shape[1]:
+        raise InputError(f"{draws.shape[1]} spline coefficients for a {shape[0]} x {shape[1]} tensor basis")
+    kl, kh, cross, warns = [], [], [], []
+    for c in draws:
+        rep = SplineRep([tx, ty], c, 3, 0.0)
+        a, b = _edge_curvatures(rep, grid, lo, hi)
+        kl.append(a)
+        kh.append(b)
+        cross.append(_corner_cross_clip(rep, lo, hi, a, b))
+        if np.any(a == 0) or np.any(b == 0):
+            warns.append("U_k has no positive curvature at a side of the data box: its continuation there is "
+                         "linear and trajectories that leave may escape")
+    D = draws.shape[0]
+    value, grad = _box_kernels(tx, ty, draws.reshape(D, *shape), np.tile(lo, (D, 1)), np.tile(hi, (D, 1)),
+                               np.array(kl), np.array(kh), np.array(cross))
+    names = list(variables) if (variables is not None and D == 1) else None
+    pot = Potential.from_numba(grad, 2 * D, value, variables=names)
+    info = {"box": [lo.tolist(), hi.tolist()], "kappa_lo": kl[0].tolist() if D == 1 else [k.tolist() for k in kl],
+            "kappa_hi": kh[0].tolist() if D == 1 else [k.tolist() for k in kh],
+            "corner_cross_change": cross[0].tolist() if D == 1 else [x.tolist() for x in cross],
+            "warnings": sorted(set(warns))}
+    return pot, info
+
+
+def reference_spline(model: Model, energy_cut: float = 20.0, knots: int = REFERENCE_KNOTS_2D):
+    """The model's exact 2D reference U_k as if learned: a least-squares cubic tensor spline on
+    ``potential.domain`` (``knots`` per dimension; exact for a polynomial of degree <= 3 per variable, e.g.
+    V_0 of (4.8)), with the data region the domain points where U - min U <= ``energy_cut``.
+
+    Returns a :class:`bayescg.export.LearnedPotential` without draws."""
+    from .export import LearnedPotential
+    from .pipeline import reference_from_model
+    from .splines import clamped_knots, design_matrix_2d
+
+    ref = reference_from_model(model)
+    if ref is None:
+        raise InputError(f"{model.path or model.name}: potential.reference is needed to use the exact U_k")
+    if model.potential.domain is None:
+        raise InputError(f"{model.path or model.name}: a 2D exact U_k needs potential.domain (its spline box)")
+    (ax, bx), (ay, by) = model.potential.domain
+    t = [clamped_knots(ax, bx, knots), clamped_knots(ay, by, knots)]
+    n = 4 * knots
+    xs, ys = np.meshgrid(np.linspace(ax, bx, n), np.linspace(ay, by, n), indexing="ij")
+    pts = np.column_stack([xs.ravel(), ys.ravel()])
+    U = np.asarray(ref.V(pts), dtype=float).ravel()
+    U -= U.min()
+    coef = np.linalg.lstsq(design_matrix_2d(pts, *t), U, rcond=None)[0]
+    keep = U <= energy_cut
+    return LearnedPotential(t, coef, None, list(model.potential.variables), pts[keep],
+                            f"exact U_k = {model.potential.reference} (given, not learned; tensor spline "
+                            f"{knots} x {knots} knots, least squares)")
+
+
+def _learned_nd(learned, posterior=None):
+    """(LearnedPotential, calibrated friction (d, d) or None, beta_hat, learn warnings) from a LearnResult or a
+    result.json dict (its spline is read from ``posterior.nc`` next to it: ``posterior`` or ``posterior_path``)."""
+    from .export import LearnedPotential, load_learned
+
+    if isinstance(learned, LearnedPotential):
+        return learned, None, None, []
+    if isinstance(learned, dict):
+        path = posterior if posterior is not None else learned.get("posterior_path")
+        if path is None:
+            raise InputError("a 2D surrogate needs the spline of U_k: give the learn folder's posterior.nc "
+                             "(bayescg surrogate --from DIR, or posterior_path in the dict)")
+        lp = load_learned(Path(path).parent)
+        noise = learned.get("noise") or {}
+        fr = learned.get("friction") if noise.get("calibrated") else None
+        return lp, (None if fr is None else np.asarray(fr, dtype=float)), learned.get("beta_hat"), \
+            list(learned.get("warnings") or [])
+    if hasattr(learned, "fit") and hasattr(learned, "simulation"):
+        noise = getattr(learned, "noise", None)
+        fr = None if noise is None else np.asarray(noise.friction, dtype=float)
+        return load_learned(learned), fr, getattr(learned.equilibrium, "beta_hat", None), list(learned.warnings)
+    raise InputError(f"cannot read a learned 2D U_k from {type(learned).__name__}")
+
+
+def initial_conditions_nd(sec: SurrogateSection, M: int, d: int, seed: int):
+    """(q0, p0) (M, d) as :func:`initial_conditions`; with ``init_centres`` (K, d) trajectory m starts at
+    centre m mod K plus its draw's offset from the init_q mean (normal) or mid-range (uniform)."""
+    q0, p0 = initial_conditions(sec, M, d, seed)
+    cen = getattr(sec, "init_centres", None)
+    if cen:
+        c = np.asarray(cen, dtype=float)
+        if c.ndim != 2 or c.shape[1] != d or not np.all(np.isfinite(c)):
+            raise InputError(f"surrogate.init_centres must be a list of points with {d} coordinates, got {cen}")
+        mid = float(sec.init_q[0]) if sec.init == "normal" else 0.5 * (sec.init_q[0] + sec.init_q[1])
+        q0 = c[np.arange(M) % len(c)] + (q0 - mid)
+    return q0, p0
+
+
+def _friction_nd(sec, sim, calibrated, d):
+    """(Gamma (d, d), what it is): surrogate.gamma I > the learn stage's calibrated Gamma = Z / 2 >
+    simulation.friction > simulation.gamma I."""
+    if getattr(sec, "gamma", None):
+        return float(sec.gamma) * np.eye(d), "surrogate.gamma * I"
+    if calibrated is not None:
+        return calibrated, "calibrated Gamma = Z / 2 of the learn stage's noise calibration (Theorem 3.1)"
+    if sim.friction is not None:
+        return np.asarray(sim.friction, dtype=float), "simulation.friction"
+    return float(sim.gamma) * np.eye(d), "simulation.gamma * I (no calibrated Gamma given)"
+
+
+def compare_dynamics_nd(t_a, q_a, t_b, q_b, *, eq_fraction: float = 0.5, max_lag_time: Optional[float] = None):
+    """:func:`compare_dynamics` (sliced W1 for d >= 2) plus per-coordinate mean-path and ACF errors:
+    ``mean_path_max_error_per_coordinate``, ``acf_l2_error_per_coordinate`` (d lists)."""
+    out = compare_dynamics(t_a, q_a, t_b, q_b, eq_fraction=eq_fraction, max_lag_time=max_lag_time)
+    la, acf_a = _acf(t_a, q_a, out["max_lag_time"])
+    lb, acf_b = _acf(t_b, q_b, out["max_lag_time"])
+    ma, mb = mt.mean_path(q_a), mt.mean_path(q_b)
+    d = q_a.shape[2]
+    out["mean_path_max_error_per_coordinate"] = [mt.mean_path_max_error(t_a, ma[:, i], t_b, mb[:, i]) for i in range(d)]
+    out["acf_l2_error_per_coordinate"] = [mt.acf_l2_error(la, acf_a[:, i], lb, acf_b[:, i], tau_max=out["max_lag_time"])
+                                          for i in range(d)]
+    return out
+
+
+def _subsample(x, n: int, seed: int):
+    """At most n rows of x, drawn at random (seeded): a stride over pooled (time, trajectory) rows could keep
+    only some trajectories, e.g. one of three wells."""
+    if len(x) <= n:
+        return x
+    return x[np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))]
+
+
+def _outside_box(q, lo, hi):
+    """(fraction of trajectories that ever left the box [lo, hi] (d,), fraction of recorded points outside)."""
+    out = np.any((q < np.asarray(lo)) | (q > np.asarray(hi)), axis=2)
+    return float(np.mean(np.any(out, axis=0))), float(np.mean(out))
+
+
+def _surrogate_nd(model: Model, V, learned, *, control, workdir, posterior, seed) -> "SurrogateResultND":
+    """:func:`surrogate_model` for d = 2 (V: the model's potential; see the module docstring)."""
+    t_start = time.perf_counter()
+    sec = model.surrogate or SurrogateSection()
+    sim = model.require("simulation")
+    pot_sec = model.require("potential")
+    d = V.dim
+    if d != 2:
+        raise InputError(f"{model.path or model.name}: surrogate dynamics are implemented for d = 1, 2 (the "
+                         f"dimensions the fit supports), the potential has d = {d}")
+    seed = int(sim.seed if seed is None else seed)
+    warnings: list[str] = []
+    timings: dict = {}
+    t0 = time.perf_counter()
+    if learned is None:
+        from .pipeline import learn_model
+
+        learn_delta = float(sec.learn_delta) if getattr(sec, "learn_delta", None) else float(sim.delta)
+        lmodel = dataclasses.replace(model, simulation=dataclasses.replace(sim, delta=learn_delta))
+        learned = learn_model(lmodel, workdir=workdir, control=control)
+    if isinstance(learned, str):
+        if learned != "reference":
+            raise InputError(f"learned must be a learn result, a result.json dict or 'reference', got {learned!r}")
+        lp, calibrated, beta_hat, lw = reference_spline(model), None, None, []
+    else:
+        lp, calibrated, beta_hat, lw = _learned_nd(learned, posterior)
+    warnings += [f"learn: {w}" for w in lw]
+    if lp.dim != d:
+        raise InputError(f"the learned U_k has d = {lp.dim}, the model's V has d = {d}")
+    timings["learn_seconds"] = time.perf_counter() - t0
+    U, info = spline_surrogate_potential(lp, variables=pot_sec.variables)
+    warnings += info["warnings"]
+    lo, hi = np.array(info["box"][0]), np.array(info["box"][1])
+    G, friction_source = _friction_nd(sec, sim, calibrated, d)
+
+    M, T = int(sec.trajectories), float(sec.time)
+    delta, h = float(sec.delta), float(sec.reference_step)
+    if h >= delta:
+        warnings.append(f"reference_step {h} is not smaller than the surrogate step {delta}")
+    if T < 4 * delta:
+        raise InputError(f"surrogate.time ({T}) must cover at least 4 surrogate steps (delta = {delta})")
+    q0, p0 = initial_conditions_nd(sec, M, d, seed)
+    rec_s = delta
+    rec_f = _record_every(h, max(FULL_RECORD_SPACING, h))
+    eq_frac = float(getattr(sec, "equilibrium_fraction", 0.5))
+
+    # ---- Langevin (4.2) with the friction matrix
+    lang = dict(integrator="langevin", gamma=1.0, friction=G, seed=seed, control=control)  # gamma unused: friction given
+    tf, qf, _, sec_f = timed_run(V, h, T, q0, p0, record_every=rec_f, **lang)
+    ts, qs, _, sec_s = timed_run(U, delta, T, q0, p0, record_every=rec_s, min_seconds=0.5, **lang)
+    lg = compare_dynamics_nd(ts, qs, tf, qf, eq_fraction=eq_frac)
+    lg.update({"speedup": sec_f / sec_s, "seconds_full": sec_f, "seconds_surrogate": sec_s})
+    lg["left_grid_fraction"], lg["outside_grid_sample_fraction"] = _outside_box(qs, lo, hi)
+    lg["mean_path_standard_error_max"] = float(np.max(np.hypot(mt.mean_path_se(qs), _interp_se(tf, qf, ts))))
+    seed_b = seed + 1_000_003
+    q0b, p0b = initial_conditions_nd(sec, M, d, seed_b)
+    tsb, qsb, _, _ = timed_run(U, delta, T, q0b, p0b, record_every=rec_s, warmup=False,
+                               **dict(lang, seed=seed_b, control=None))
+    nf = compare_dynamics_nd(ts, qs, tsb, qsb, eq_fraction=eq_frac)
+    lg["noise_floor"] = {k: nf[k] for k in ("equilibrium_w1", "equilibrium_w1_per_coordinate", "mean_path_max_error",
+                                            "mean_path_max_error_per_coordinate", "acf_l2_error",
+                                            "acf_l2_error_per_coordinate")}
+    if lg["left_grid_fraction"] > 0:
+        warnings.append(f"{100 * lg['left_grid_fraction']:.1f}% of surrogate Langevin trajectories left the data "
+                        f"box {lo.round(3).tolist()} .. {hi.round(3).tolist()} (U_k continued there, see "
+                        "bayescg.surrogate.spline_surrogate_potential)")
+
+    ef, es = mt.late_samples(tf, qf, eq_frac), mt.late_samples(ts, qs, eq_frac)
+    edges = [np.linspace(min(lo[i], ef[:, i].min()), max(hi[i], ef[:, i].max()), 61) for i in range(d)]
+    la, acf_s = _acf(ts, qs, lg["max_lag_time"])
+    lf, acf_f = _acf(tf, qf, lg["max_lag_time"])
+    curves = {"density_edges": edges,
+              "density_full": [mt.density_on_bins(ef[:, i], edges[i]) for i in range(d)],
+              "density_surrogate": [mt.density_on_bins(es[:, i], edges[i]) for i in range(d)],
+              "t_full": tf, "mean_full": mt.mean_path(qf), "t_surrogate": ts, "mean_surrogate": mt.mean_path(qs),
+              "lags_full": lf, "acf_full": acf_f, "lags_surrogate": la, "acf_surrogate": acf_s,
+              "eq_full": _subsample(ef, 3000, seed), "eq_surrogate": _subsample(es, 3000, seed)}
+
+    # ---- posterior draws of U_k: one run of the separable sum over draws, block-diagonal friction
+    n_draws = int(getattr(sec, "posterior_draws", 10))
+    if lp.coef_draws is not None and n_draws > 0:
+        t1 = time.perf_counter()
+        S = lp.coef_draws.shape[0]
+        idx = np.unique(np.linspace(0, S - 1, min(n_draws, S)).round().astype(int))
+        lg["posterior"] = _posterior_bands_nd(lp, lp.coef_draws[idx], q0, p0, delta, T, G, seed, rec_s, tf, qf,
+                                              eq_frac, edges, lg["max_lag_time"], curves, control)
+        timings["posterior_seconds"] = time.perf_counter() - t1
+    else:
+        lg["posterior"] = None
+        warnings.append("no posterior draws of U_k available: no predictive bands")
+
+    # ---- Hamiltonian (4.1)
+    ham = dict(integrator="hamiltonian", gamma=1.0, seed=seed, control=control)  # no friction in (4.1)
+    _, _, _, hsec_f = timed_run(V, h, T, q0, p0, record_every=_record_every(h, T / 10), **ham)
+    _, hq_all, _, hsec_s = timed_run(U, delta, T, q0, p0, record_every=delta, min_seconds=0.5, **ham)
+    K = max(1, min(int(getattr(sec, "phase_trajectories", 3)), M))
+    rec_ph = _record_every(h, max(PHASE_RECORD_SPACING, h))
+    _, hqf, hpf, _ = timed_run(V, h, T, q0[:K], p0[:K], record_every=rec_ph, warmup=False, **ham)
+    _, hqs, hps, _ = timed_run(U, delta, T, q0[:K], p0[:K], record_every=delta, warmup=False, **ham)
+    per = [[mt.phase_portrait_distance(np.c_[hqs[:, k, i], hps[:, k, i]], np.c_[hqf[:, k, i], hpf[:, k, i]])
+            for k in range(K)] for i in range(d)]
+    full = [mt.phase_portrait_distance(np.c_[hqs[:, k], hps[:, k]], np.c_[hqf[:, k], hpf[:, k]]) for k in range(K)]
+    hm = {"phase_portrait_error": float(np.mean([x["mean"] for x in full])),
+          "phase_portrait_hausdorff": float(np.max([x["hausdorff"] for x in full])),
+          "phase_portrait_error_per_coordinate": [float(np.mean([x["mean"] for x in p])) for p in per],
+          "phase_portrait_hausdorff_per_coordinate": [float(np.max([x["hausdorff"] for x in p])) for p in per],
+          "initial_conditions": np.c_[q0[:K], p0[:K]].tolist(),
+          "speedup": hsec_f / hsec_s, "seconds_full": hsec_f, "seconds_surrogate": hsec_s,
+          "left_grid_fraction": _outside_box(hq_all, lo, hi)[0]}
+    curves.update({"phase_q_full": hqf, "phase_p_full": hpf, "phase_q_surrogate": hqs, "phase_p_surrogate": hps})
+
+    axes = [np.linspace(edges[i][0], edges[i][-1], 81) for i in range(d)]
+    mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+    curves.update({"U_axes": axes, "U_used": U.V(mesh.reshape(-1, d)).reshape(mesh.shape[:-1]),
+                   "U_grid": np.asarray(lp.grid), "box": (lo, hi)})
+
+    settings = {
+        "dimension": d, "variables": list(pot_sec.variables), "delta": delta, "reference_step": h, "trajectories": M, "time": T, "beta": 1.0,
+        "mass": "identity", "friction": np.asarray(G).tolist(), "friction_source": friction_source,
+        "init": sec.init, "init_q": list(sec.init_q), "init_p": list(sec.init_p),
+        "init_centres": None if not getattr(sec, "init_centres", None) else [list(c) for c in sec.init_centres],
+        "seed": seed, "U_source": lp.source, "beta_hat": beta_hat,
+        "U_representation": "the fit's cubic tensor B-spline (knots and coefficients from posterior.nc / the fit)",
+        "data_box": info["box"], "continuation_curvature": {"lo": info["kappa_lo"], "hi": info["kappa_hi"]},
+        "continuation": "outside the data box: linear continuation of each 1D basis + kappa_side dist^2 / 2, "
+                        "kappa_side = mean normal curvature over the outer 10 % of the box (if <= 0: over all data); beyond corners U_xy "
+                        "clipped to 0.9 sqrt(kappa_x kappa_y) (exact for a convex quadratic U)",
+        "corner_cross_change": info["corner_cross_change"],
+        "record_every_surrogate": rec_s, "record_every_full": rec_f,
+        "equilibrium_fraction": eq_frac, "phase_trajectories": K,
+        "equilibrium_w1": "sliced W1 (64 seeded directions) of the pooled late-time (x, y) samples; "
+                          "per-coordinate exact W1 of the marginals",
+        "acf": "(4.4) per coordinate, time-and-ensemble averages from t = 0; error = RMS over lags [0, max_lag_time]",
+        "phase_portrait_error": "symmetric mean point-to-curve distance of the orbits in the 2d-dimensional (q, p) "
+                                "space; per coordinate: in the (q_i, p_i) plane; mean over phase_trajectories orbits",
+        "speedup": "wall-clock (x) of the full model at h over the surrogate at delta, same M, T and initial "
+                   "conditions, after a compile warm-up",
+        "numba_threads": numba.get_num_threads(),
+    }
+    timings["total_seconds"] = time.perf_counter() - t_start
+    return SurrogateResultND(model.name, settings, lg, hm, None, timings, warnings, curves)
+
+
+def _posterior_bands_nd(lp, coefs, q0, p0, delta, T, G, seed, rec_s, tf, qf, eq_frac, edges, max_lag_time,
+                        curves, control):
+    """Surrogate Langevin runs for D draws in one simulation of the separable sum on R^(2D) (friction
+    kron(I_D, Gamma) keeps the pairs independent); spread of the metrics and 94 % bands per coordinate."""
+    from .simulate import run_trajectories
+
+    D, d = coefs.shape[0], q0.shape[1]
+    P, _ = spline_surrogate_potential(lp, coefs)
+    td, qd, _ = run_trajectories(P, delta, T, np.tile(q0, D), np.tile(p0, D), integrator="langevin",
+                                 friction=np.kron(np.eye(D), G), beta=1.0, seed=seed, record_every=rec_s,
+                                 control=control)
+    mets, means, acfs, dens = [], [], [], []
+    for j in range(D):
+        qj = qd[:, :, d * j:d * (j + 1)]
+        mets.append(compare_dynamics_nd(td, qj, tf, qf, eq_fraction=eq_frac, max_lag_time=max_lag_time))
+        means.append(mt.mean_path(qj))
+        acfs.append(_acf(td, qj, max_lag_time)[1])
+        late = mt.late_samples(td, qj, eq_frac)
+        dens.append([mt.density_on_bins(late[:, i], edges[i]) for i in range(d)])
+    lo_q, hi_q = BAND_Q
+
+    def spread(v):
+        v = np.asarray(v, dtype=float)
+        return {"mean": float(v.mean()), "lower": float(np.quantile(v, lo_q)), "upper": float(np.quantile(v, hi_q)),
+                "values": v.tolist()}
+
+    band = lambda a: (np.quantile(a, lo_q, axis=0), np.quantile(a, hi_q, axis=0))  # noqa: E731
+    curves["mean_band"] = band(np.array(means))
+    curves["acf_band"] = band(np.array(acfs))
+    curves["density_band"] = band(np.array(dens))
+    out = {"draws": int(D), "equilibrium_w1": spread([m["equilibrium_w1"] for m in mets]),
+           "mean_path_max_error": spread([m["mean_path_max_error"] for m in mets]),
+           "acf_l2_error": spread([m["acf_l2_error"] for m in mets])}
+    for key in ("equilibrium_w1", "mean_path_max_error", "acf_l2_error"):
+        out[f"{key}_per_coordinate"] = [spread([m[f"{key}_per_coordinate"][i] for m in mets]) for i in range(d)]
+    return out
+
+
+class SurrogateResultND(SurrogateResult):
+    """:class:`SurrogateResult` of a d = 2 surrogate: metrics per coordinate and jointly (sliced W1, orbit
+    distance in the 2d-dimensional phase space); curves hold (n, d) arrays; figures per coordinate."""
+
+    def to_dict(self) -> dict:
+        c = self.curves
+        curves = {}
+        for k in ("t_surrogate", "mean_surrogate", "t_full", "mean_full", "lags_surrogate", "acf_surrogate",
+                  "lags_full", "acf_full"):
+            curves[k] = np.asarray(c[k], dtype=float).tolist()
+        for k in ("density_edges", "density_full", "density_surrogate"):
+            curves[k] = [np.asarray(x, dtype=float).tolist() for x in c[k]]
+        for k in ("mean_band", "acf_band", "density_band"):
+            if k in c:
+                curves[k] = [np.asarray(x, dtype=float).tolist() for x in c[k]]
+        return {"model": self.model_name, "settings": self.settings, "langevin": self.langevin,
+                "hamiltonian": self.hamiltonian, "compare": None, "timings": self.timings,
+                "warnings": list(self.warnings), "curves": curves}
+
+    def summary(self) -> dict:
+        lg, hm = self.langevin, self.hamiltonian
+        names = self.settings.get("variables") or [f"q{i + 1}" for i in range(self.settings["dimension"])]
+        fmt = lambda v: " / ".join(f"{x:.3g}" for x in v)  # noqa: E731
+        nf = lg["noise_floor"]
+        s = {
+            "U_k source": self.settings["U_source"],
+            "friction Gamma (rows)": "; ".join(", ".join(f"{x:.3g}" for x in r) for r in self.settings["friction"]),
+            "friction from": self.settings["friction_source"].split(" (")[0],
+            "surrogate step delta": self.settings["delta"], "reference step h": self.settings["reference_step"],
+            "trajectories M": self.settings["trajectories"], "time T": self.settings["time"],
+            "Langevin sliced W1 (equilibrium)": lg["equilibrium_w1"],
+            f"Langevin W1 per coordinate ({' / '.join(names)})": fmt(lg["equilibrium_w1_per_coordinate"]),
+            "Langevin mean-path max error per coordinate": fmt(lg["mean_path_max_error_per_coordinate"]),
+            "Langevin ACF RMS error per coordinate": fmt(lg["acf_l2_error_per_coordinate"]),
+            "Langevin speedup": f"{lg['speedup']:.3g}x",
+            "noise floor sliced W1 / mean path / ACF": "{:.3g} / {:.3g} / {:.3g}".format(
+                nf["equilibrium_w1"], nf["mean_path_max_error"], nf["acf_l2_error"]),
+            "Hamiltonian phase-portrait error (joint)": hm["phase_portrait_error"],
+            "Hamiltonian phase-portrait error per coordinate": fmt(hm["phase_portrait_error_per_coordinate"]),
+            "Hamiltonian speedup": f"{hm['speedup']:.3g}x",
+            "trajectories that left the data box": lg["left_grid_fraction"],
+        }
+        if lg.get("posterior"):
+            p = lg["posterior"]
+            s["posterior draws"] = p["draws"]
+            s["sliced W1 over draws (3%-97%)"] = f"{p['equilibrium_w1']['lower']:.3g} - {p['equilibrium_w1']['upper']:.3g}"
+        return s
+
+    def figures(self) -> list:
+        """[(title, Figure)]: equilibrium (joint + marginals), mean paths, ACFs, phase portraits per coordinate, U_k."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        c = self.curves
+        if not c:
+            return []
+        d = self.settings["dimension"]
+        names = self.settings.get("variables") or [f"q{i + 1}" for i in range(d)]
+        d_lbl = f"surrogate U_k, delta = {self.settings['delta']:g}"
+        f_lbl = f"full V, h = {self.settings['reference_step']:g}"
+        band_lbl = "surrogate: 94% band over U_k posterior draws"
+        lg, hm = self.langevin, self.hamiltonian
+        figs = []
+
+        fig, axs = plt.subplots(1, d + 1, figsize=(5 * (d + 1), 4.2))
+        ax = axs[0]
+        for key, col, lbl in (("eq_full", "k", f_lbl), ("eq_surrogate", "C1", d_lbl)):
+            x = c[key]  # scatter (not contours): separated wells stay visible
+            ax.plot(x[:, 0], x[:, 1], ".", color=col, ms=1.5, alpha=0.4, label=f"{lbl}: late-time samples")
+        self._box(ax, c)
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+        ax.set_title(f"Equilibrium law, sliced W1 = {lg['equilibrium_w1']:.3g}")
+        ax.legend(fontsize=7, loc="best")
+        for i in range(d):
+            ax = axs[i + 1]
+            e = np.asarray(c["density_edges"][i])
+            mid = 0.5 * (e[1:] + e[:-1])
+            if "density_band" in c:
+                ax.fill_between(mid, c["density_band"][0][i], c["density_band"][1][i], color="C1", alpha=0.25,
+                                step="mid", label=band_lbl)
+            ax.step(mid, c["density_full"][i], where="mid", color="k", lw=1, label=f_lbl)
+            ax.step(mid, c["density_surrogate"][i], where="mid", color="C1", lw=1, label=d_lbl)
+            ax.set_xlabel(names[i])
+            ax.set_ylabel("marginal density")
+            ax.set_title(f"{names[i]}: W1 = {lg['equilibrium_w1_per_coordinate'][i]:.3g}")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        figs.append(("Equilibrium law (Langevin): joint and per coordinate", fig))
+
+        for key, xkey, ylabel, title, err in (
+                ("mean", "t", "mean path (4.3)", "Mean path (Langevin)", "mean_path_max_error_per_coordinate"),
+                ("acf", "lags", "normalized ACF (4.4)", "Normalized ACF (Langevin)", "acf_l2_error_per_coordinate")):
+            fig, axs = plt.subplots(1, d, figsize=(5.5 * d, 4))
+            for i in range(d):
+                ax = axs[i]
+                xs_s = np.asarray(c[f"{xkey}_surrogate"])
+                ys_s = np.asarray(c[f"{key}_surrogate"])[:, i]
+                if f"{key}_band" in c:
+                    n = len(c[f"{key}_band"][0])
+                    ax.fill_between(xs_s[:n], c[f"{key}_band"][0][:, i], c[f"{key}_band"][1][:, i], color="C1",
+                                    alpha=0.25, label=band_lbl)
+                ax.plot(c[f"{xkey}_full"], np.asarray(c[f"{key}_full"])[:, i], color="k", lw=1, label=f_lbl)
+                ax.plot(xs_s, ys_s, "--", color="C1", lw=1.2, label=d_lbl)
+                if key == "acf":
+                    ax.axhline(0, color="0.6", lw=0.5)
+                ax.set_xlabel("t" if key == "mean" else "lag tau")
+                ax.set_ylabel(f"{ylabel}, {names[i]}")
+                ax.set_title(f"{names[i]}: {'max' if key == 'mean' else 'RMS'} error {lg[err][i]:.3g}")
+                ax.legend(fontsize=7)
+            fig.tight_layout()
+            figs.append((f"{title} per coordinate", fig))
+
+        fig, axs = plt.subplots(1, d, figsize=(5.5 * d, 4.5))
+        K = c["phase_q_full"].shape[1]
+        for i in range(d):
+            ax = axs[i]
+            for k in range(K):
+                ax.plot(c["phase_q_full"][:, k, i], c["phase_p_full"][:, k, i], color="k", lw=0.5,
+                        label=f_lbl if k == 0 else None)
+                ax.plot(c["phase_q_surrogate"][:, k, i], c["phase_p_surrogate"][:, k, i], "--", color="C1", lw=0.9,
+                        label=d_lbl if k == 0 else None)
+            ax.set_xlabel(names[i])
+            ax.set_ylabel(f"p_{names[i]}")
+            ax.set_title(f"({names[i]}, p_{names[i]}): error {hm['phase_portrait_error_per_coordinate'][i]:.3g}")
+            ax.legend(fontsize=7)
+        fig.suptitle(f"Hamiltonian (4.1) phase portraits, joint error {hm['phase_portrait_error']:.3g}")
+        fig.tight_layout()
+        figs.append(("Phase portraits (Hamiltonian) per coordinate", fig))
+
+        fig, ax = plt.subplots(figsize=(6.5, 5))
+        ax_x, ax_y = c["U_axes"]
+        Uu = np.asarray(c["U_used"])
+        top = float(np.quantile(Uu, 0.6))
+        cs = ax.contourf(ax_x, ax_y, np.minimum(Uu, top).T, levels=20, cmap="viridis")
+        fig.colorbar(cs, ax=ax, label=f"U_k used (clipped at {top:.3g})")
+        ax.plot(c["U_grid"][:, 0], c["U_grid"][:, 1], "w.", ms=1.5, label="learned grid points (data region)")
+        self._box(ax, c)
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+        ax.set_title("Effective potential used by the surrogate")
+        ax.legend(fontsize=7, loc="upper right")
+        figs.append(("Effective potential used by the surrogate", fig))
+        return figs
+
+    @staticmethod
+    def _box(ax, c):
+        lo, hi = c["box"]
+        ax.plot([lo[0], hi[0], hi[0], lo[0], lo[0]], [lo[1], lo[1], hi[1], hi[1], lo[1]], color="C3", lw=1,
+                label="data box (U_k continued outside)")
