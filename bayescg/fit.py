@@ -27,8 +27,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .bayes.effective import (EffectiveBasis, active_probabilities, adaptive_whitening, build_effective_potential_model,
-                               effective_basis, f_cells, map_estimate, momenta_likelihood_params)
+                               effective_basis, effective_density, f_cells, map_estimate, momenta_likelihood_params)
 from .errors import InputError
+from .runtime import begin_stage
 
 __all__ = ["sample_model", "nuts_backend", "sampler_diagnostics", "convergence_warnings", "FitResult", "fit_effective_potential", "learned_curvature",
            "finite_delta_bias", "FiniteDeltaBias"]
@@ -41,24 +42,120 @@ MAX_REPORT_2D = 40  # per dimension
 # samplers
 # --------------------------------------------------------------------------------------------------
 def sample_model(model, *, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 1,
-                 target_accept: float = 0.9, use_nutpie: Optional[bool] = None):
-    """NUTS on a pm.Model -> arviz.InferenceData (posterior, sample_stats with ``diverging``).
+                 target_accept: float = 0.9, use_nutpie: Optional[bool] = None, control=None):
+    """NUTS on a pm.Model or an :class:`~bayescg.bayes.effective.EffectiveDensity` -> arviz.InferenceData
+    (posterior, sample_stats with ``diverging``).
 
-    nutpie (compile_pymc_model + sample) when importable, else pm.sample; cores <= 2 (shared machine).
+    pm.Model: nutpie (compile_pymc_model + sample) when importable, else pm.sample.  EffectiveDensity:
+    nutpie on its compiled kernel (cached on disk by numba, so nothing is compiled per run).  cores <= 2
+    (shared machine).  control: a :class:`bayescg.runtime.RunControl`; shows the compile and the tuning /
+    draw stages with chain progress, and Ctrl-C stops sampling (Interrupted).
     """
-    import pymc as pm
+    from .bayes.effective import EffectiveDensity
+    from .runtime import begin_stage
 
     if use_nutpie is None:
         use_nutpie = nuts_backend() == "nutpie"
+    kw = dict(draws=int(draws), tune=int(tune), chains=int(chains), seed=int(seed), target_accept=target_accept)
+    if isinstance(model, EffectiveDensity):
+        if not use_nutpie:
+            raise InputError("sampling an EffectiveDensity needs nutpie (pip install nutpie)")
+        begin_stage(control, "NUTS: compile (cached kernel)")
+        return _nutpie_sample(_density_to_nutpie(model), control, **kw)
     if use_nutpie:
         import nutpie
 
-        compiled = nutpie.compile_pymc_model(model)
-        idata = nutpie.sample(compiled, draws=int(draws), tune=int(tune), chains=int(chains), seed=int(seed),
-                              progress_bar=False, cores=min(int(chains), 2), target_accept=target_accept)
-        return idata
+        begin_stage(control, "NUTS: compile (PyMC model)")
+        return _nutpie_sample(nutpie.compile_pymc_model(model), control, **kw)
+    import pymc as pm
+
+    total = int(chains) * (int(tune) + int(draws))
+    begin_stage(control, f"NUTS (pymc): {chains} chains x ({tune} tune + {draws} draws)", total)
+    done = [0]
+
+    def callback(trace, draw):  # called after every draw of every chain (tuning included)
+        done[0] += 1
+        if control is not None:
+            control.tick(done[0])
+
     return pm.sample(draws=int(draws), tune=int(tune), chains=int(chains), cores=1, random_seed=int(seed),
-                     model=model, progressbar=False, target_accept=target_accept, compute_convergence_checks=False)
+                     model=model, progressbar=False, target_accept=target_accept, compute_convergence_checks=False,
+                     callback=callback)
+
+
+def _density_to_nutpie(density):
+    """nutpie model calling the numba kernel of ``density`` (no PyTensor graph, nothing compiled per run)."""
+    from nutpie.compiled_pyfunc import from_pyfunc
+
+    names = density.names
+    n = len(density.data[3])
+    shapes = [(n,)] + [()] * (len(names) - 1)
+
+    def make_logp():
+        return lambda x, **_: density.logp_grad(x)
+
+    def make_expand(seed1, seed2, chain):
+        return lambda x, **_: density.expand(x)
+
+    return from_pyfunc(density.n_dim, make_logp, make_expand, [np.dtype("float64")] * len(names), shapes, names,
+                       make_initial_point_fn=density.initial_point)
+
+
+def _nutpie_sample(compiled, control, *, draws, tune, chains, seed, target_accept):
+    """nutpie.sample in the background, polled: tuning and draw stages with per-chain progress on
+    ``control``; a SIGINT (which only sets ``control.interrupted``) aborts it and raises Interrupted."""
+    import nutpie
+
+    kw = dict(draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=False, cores=min(chains, 2),
+              target_accept=target_accept)
+    if control is None:
+        return nutpie.sample(compiled, **kw)
+    sampler = nutpie.sample(compiled, blocking=False, **kw)
+    stage, last = None, 0.0
+    while True:
+        if getattr(control, "interrupted", False):
+            sampler.cancel()
+            control.check()
+        try:
+            if sampler.is_finished:
+                break
+        except TimeoutError:  # nutpie 0.16 raises this while the sampler is still running
+            pass
+        now = time.perf_counter()
+        if now - last > 1.0:  # a copy of the trace so far: cheap for these models, so once a second
+            last = now
+            per_chain = _nutpie_progress(sampler)
+            if per_chain is not None:
+                lo = int(per_chain.min())
+                new = "tune" if lo < tune else "draws"
+                if new != stage:
+                    stage = new
+                    total = tune if new == "tune" else draws
+                    begin_stage(control, f"NUTS {new}: {chains} chains x {total}", total)
+                done = np.clip(per_chain - (0 if stage == "tune" else tune), 0, None)
+                control.tick(float(done.min()), note="chains " + " ".join(str(int(d)) for d in done))
+        time.sleep(0.05)
+    for name, total in (("tune", tune), ("draws", draws)):  # stages finished between two polls
+        if stage != "draws" and (stage is None or name == "draws"):
+            stage = name
+            begin_stage(control, f"NUTS {name}: {chains} chains x {total}", total)
+    control.tick(float(draws))
+    return sampler.wait()
+
+
+def _nutpie_progress(sampler):
+    """Steps (tuning + draws) done per chain, from a copy of the trace so far (None before the first)."""
+    try:
+        tr = sampler.inspect()
+    except Exception:  # noqa: BLE001 -- nothing to show yet
+        return None
+    counts = []
+    for group in ("warmup_sample_stats", "sample_stats"):
+        if group in tr.groups():
+            div = tr[group]["diverging"]
+            counts.append(np.isfinite(div.values.astype(float)).sum(axis=1) if div.ndim == 2 else None)
+    counts = [c for c in counts if c is not None]
+    return np.sum(counts, axis=0) if counts else None
 
 
 def nuts_backend() -> str:
@@ -388,17 +485,23 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     if control is not None:
         control.check()
     # MAP of (b, sigma_rw) by Newton iterations on the same log posterior as the PyMC model
+    begin_stage(control, "fit: MAP (Newton)" + (" + Laplace draws" if method == "map" else ""))
     b_map, sigma_map, H, H_data = map_estimate(basis, counts, factor)
     L = np.linalg.cholesky(H)
     W = np.linalg.solve(L.T, np.eye(len(b_map)))  # b = b_map + W z has z ~ N(0, I) under the Laplace approx.
     idata = None
     rng = np.random.default_rng(seed)
     if method == "nuts":
+        begin_stage(control, "NUTS: set-up (import sampler, whitening)")
         wh = adaptive_whitening(basis, b_map, sigma_map, H_data)
-        model = build_effective_potential_model(counts, edges, basis=basis, momenta_stats=momenta,
-                                                n_eff_factor=factor, beta=fixed_beta, whitening=wh)
+        if nuts_backend() == "nutpie":  # the compiled kernel of the same density: no per-run compilation
+            model = effective_density(counts, basis, wh, momenta_stats=momenta, n_eff_factor=factor,
+                                      beta=fixed_beta, sigma_init=sigma_map)
+        else:
+            model = build_effective_potential_model(counts, edges, basis=basis, momenta_stats=momenta,
+                                                    n_eff_factor=factor, beta=fixed_beta, whitening=wh)
         idata = sample_model(model, draws=draws, tune=tune, chains=chains, seed=seed,
-                             target_accept=target_accept or (0.9 if d == 1 else 0.95))
+                             target_accept=target_accept or (0.9 if d == 1 else 0.95), control=control)
         diag = sampler_diagnostics(idata, var_names=[v for v in ("z", "sigma_rw", "beta") if v in idata.posterior])
         bd = wh.b_of(idata.posterior["z"].values.reshape(-1, m - 1), idata.posterior["sigma_rw"].values.ravel())
         betad = (idata.posterior["beta"].values.ravel() if "beta" in idata.posterior
@@ -416,6 +519,7 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
                 "precision fixed at its MAP; exact Gamma posterior of beta)")
     if control is not None:
         control.check()
+    begin_stage(control, "fit: posterior summary")
     # ---- U on the report grid
     pts, idx = _report_grid(basis, counts)
     X = _design_at(basis, idx)

@@ -537,3 +537,113 @@ def map_estimate(basis: EffectiveBasis, counts, n_eff_factor: float = 1.0, *, si
     _, Hd = data_terms(b)
     H = Hd + P_b / sigma ** 2 + np.eye(len(b)) / ridge_sd ** 2
     return b, sigma, H, Hd
+
+
+@dataclasses.dataclass
+class EffectiveDensity:
+    """The posterior of :func:`build_effective_potential_model` (adaptive whitening) as plain arrays for
+    the compiled kernel :func:`bayescg.kernels.effective.effective_logp_grad`.
+
+    Unconstrained point x = [z (m-1,), log sigma_rw, log beta (when beta is not fixed)], the same variables
+    (and transforms) PyMC uses, so draws map to the same ``z``, ``sigma_rw``, ``beta``.  ``data`` holds the
+    kernel's array arguments in order; ``init_centre`` (x,) is where chains start (jittered).
+    """
+
+    data: tuple
+    n_dim: int
+    init_centre: np.ndarray
+    init_scale: np.ndarray
+    fixed_beta: float | None
+
+    @property
+    def names(self) -> list:
+        return ["z", "sigma_rw"] + ([] if self.fixed_beta is not None else ["beta"])
+
+    def logp_grad(self, x):
+        """(log p(x) up to a constant, gradient (n_dim,))."""
+        from ..kernels.effective import effective_logp_grad
+
+        x = np.ascontiguousarray(x, dtype=float)
+        g = np.empty(self.n_dim)
+        return effective_logp_grad(x, *self.data, g), g
+
+    def expand(self, x) -> dict:
+        """Constrained values {z, sigma_rw, beta} of an unconstrained point x."""
+        n = len(self.data[3])  # lam: (m - 1,)
+        out = {"z": np.array(x[:n], dtype=float), "sigma_rw": np.array(math.exp(x[n]))}
+        if self.fixed_beta is None:
+            out["beta"] = np.array(math.exp(x[n + 1]))
+        return out
+
+    def initial_point(self, seed) -> np.ndarray:
+        """init_centre + uniform(-1, 1) init_scale jitter (as PyMC/nutpie jitter the initial point)."""
+        rng = np.random.default_rng(seed)
+        return self.init_centre + self.init_scale * rng.uniform(-1.0, 1.0, self.n_dim)
+
+
+def _sparse_rows(B, k: int):
+    """Column indices (rows, k) and values (rows, k) of the (at most k) non-zeros of each row of B."""
+    idx = np.sort(np.argsort(-np.abs(B), axis=1, kind="stable")[:, :k], axis=1)
+    return idx, np.take_along_axis(B, idx, axis=1)
+
+
+def effective_density(counts, basis: EffectiveBasis, whitening: AdaptiveWhitening, *, momenta_stats=None,
+                      n_eff_factor: float = 1.0, beta: float | None = None, sigma_rw_scale: float = 1.0,
+                      ridge_sd: float = 100.0, sigma_init: float = 0.1) -> EffectiveDensity:
+    """The arrays of :class:`EffectiveDensity` for ``counts`` (bins,)*d on ``basis`` (same model and
+    arguments as :func:`build_effective_potential_model` with an :class:`AdaptiveWhitening`); sigma_init:
+    centre of the starting points of sigma_rw (e.g. its MAP)."""
+    counts = np.asarray(counts, dtype=float)
+    if not 0 < n_eff_factor <= 1:
+        raise InputError(f"n_eff_factor must be in (0, 1], got {n_eff_factor}")
+    c_act = basis.active_counts(counts)
+    if c_act.sum() < counts.sum():
+        raise InputError("some counts lie outside the active region of the likelihood grid")
+    P_b = basis.Q.T @ basis.P @ basis.Q
+    V = whitening.V
+    M = np.ascontiguousarray(basis.Q @ V)
+    G1 = np.ascontiguousarray(V.T @ V)
+    G2 = np.ascontiguousarray(V.T @ P_b @ V)
+    kmap = np.cumsum(basis.keep) - 1
+    g, K1 = basis.quad, basis.degree + 1
+    sp = [_sparse_rows(B, K1) for B in basis.node_B]
+    act = np.argwhere(basis.active)                      # (n_active, d), C order like active_counts
+    q = np.arange(g)
+    if basis.dim == 1:
+        rows = (act[:, 0, None] * g + q[None, :]).ravel()  # nodes grouped by cell
+        full, val = sp[0][0][rows], sp[0][1][rows]
+        logw = basis.node_logw[0][rows]
+    else:
+        my = basis.shape[1]
+        rx = (act[:, 0, None, None] * g + q[None, :, None]) + 0 * q[None, None, :]
+        ry = (act[:, 1, None, None] * g + q[None, None, :]) + 0 * q[None, :, None]
+        rx, ry = rx.ravel(), ry.ravel()
+        ix, vx = sp[0][0][rx], sp[0][1][rx]
+        iy, vy = sp[1][0][ry], sp[1][1][ry]
+        full = (ix[:, :, None] * my + iy[:, None, :]).reshape(len(rx), -1)
+        val = (vx[:, :, None] * vy[:, None, :]).reshape(len(rx), -1)
+        logw = basis.node_logw[0][rx] + basis.node_logw[1][ry]
+    kept = basis.keep[full]
+    if np.any(np.abs(val[~kept]) > 0):
+        raise AssertionError("a removed coefficient is non-zero on an active cell")  # effective_basis invariant
+    node_idx = np.where(kept, kmap[full], 0).astype(np.int64)
+    node_val = np.where(kept, val, 0.0)
+    if momenta_stats is not None:
+        nu, S = momenta_likelihood_params(float(momenta_stats["beta_hat"]), float(momenta_stats["beta_hat_se"]))
+        fixed = None
+    elif beta is None or not beta > 0:
+        raise InputError("give momenta_stats or a positive fixed beta")
+    else:
+        nu, S, fixed = 0.0, 0.0, float(beta)
+    n = V.shape[1]
+    data = (M, G1, G2, np.ascontiguousarray(whitening.lam, dtype=float), np.ascontiguousarray(whitening.c, dtype=float),
+            np.ascontiguousarray(node_idx), np.ascontiguousarray(node_val, dtype=float),
+            np.ascontiguousarray(logw, dtype=float), int(g ** basis.dim), np.ascontiguousarray(c_act, dtype=float),
+            float(n_eff_factor), float(penalty_rank(P_b)), float(sigma_rw_scale), float(ridge_sd), float(nu), float(S))
+    centre = np.zeros(n + 1 + (fixed is None))
+    scale = np.ones_like(centre)
+    centre[n] = math.log(sigma_init)
+    if fixed is None:
+        centre[n + 1] = math.log(nu / S)                  # beta_hat; its posterior sd in log is ~ sqrt(2 / nu)
+        scale[n + 1] = min(1.0, math.sqrt(2.0 / nu))
+    return EffectiveDensity(data=data, n_dim=len(centre), init_centre=centre, init_scale=scale, fixed_beta=fixed)
