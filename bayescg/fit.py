@@ -111,7 +111,9 @@ def _nutpie_sample(compiled, control, *, draws, tune, chains, seed, target_accep
     if control is None:
         return nutpie.sample(compiled, **kw)
     sampler = nutpie.sample(compiled, blocking=False, **kw)
-    stage, last = None, 0.0
+    begin_stage(control, f"NUTS: {chains} chains x ({tune} tuning + {draws} draws), {kw['cores']} at a time",
+                chains * (tune + draws))
+    last = 0.0
     while True:
         if getattr(control, "interrupted", False):
             sampler.cancel()
@@ -122,40 +124,28 @@ def _nutpie_sample(compiled, control, *, draws, tune, chains, seed, target_accep
         except TimeoutError:  # nutpie 0.16 raises this while the sampler is still running
             pass
         now = time.perf_counter()
-        if now - last > 1.0:  # a copy of the trace so far: cheap for these models, so once a second
+        if now - last > 0.5:
             last = now
-            per_chain = _nutpie_progress(sampler)
-            if per_chain is not None:
-                lo = int(per_chain.min())
-                new = "tune" if lo < tune else "draws"
-                if new != stage:
-                    stage = new
-                    total = tune if new == "tune" else draws
-                    begin_stage(control, f"NUTS {new}: {chains} chains x {total}", total)
-                done = np.clip(per_chain - (0 if stage == "tune" else tune), 0, None)
-                control.tick(float(done.min()), note="chains " + " ".join(str(int(d)) for d in done))
+            rows = _nutpie_steps(sampler)
+            if rows is not None:
+                note = ", ".join("-" if r == 0 else f"tune {r}/{tune}" if r < tune else f"draw {r - tune}/{draws}"
+                                 for r in rows)
+                control.tick(float(sum(rows)), note=f"[{note}]")
         time.sleep(0.05)
-    for name, total in (("tune", tune), ("draws", draws)):  # stages finished between two polls
-        if stage != "draws" and (stage is None or name == "draws"):
-            stage = name
-            begin_stage(control, f"NUTS {name}: {chains} chains x {total}", total)
-    control.tick(float(draws))
+    control.tick(float(chains * (tune + draws)))
     return sampler.wait()
 
 
-def _nutpie_progress(sampler):
-    """Steps (tuning + draws) done per chain, from a copy of the trace so far (None before the first)."""
+def _nutpie_steps(sampler):
+    """Steps (tuning + draws) done by each chain so far, from nutpie's raw (arrow) trace; None if unavailable.
+
+    The raw trace is read through the sampler's ``_sampler`` (nutpie 0.16): the public ``inspect`` converts
+    the whole trace to InferenceData at every poll."""
     try:
-        tr = sampler.inspect()
-    except Exception:  # noqa: BLE001 -- nothing to show yet
+        draws, _ = sampler._sampler.inspect().get_arrow_trace()
+        return [int(d.num_rows) for d in draws]
+    except Exception:  # noqa: BLE001 -- progress is a display; never fail the run for it
         return None
-    counts = []
-    for group in ("warmup_sample_stats", "sample_stats"):
-        if group in tr.groups():
-            div = tr[group]["diverging"]
-            counts.append(np.isfinite(div.values.astype(float)).sum(axis=1) if div.ndim == 2 else None)
-    counts = [c for c in counts if c is not None]
-    return np.sum(counts, axis=0) if counts else None
 
 
 def nuts_backend() -> str:

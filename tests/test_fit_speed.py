@@ -128,9 +128,10 @@ def test_progress_plain_lines_for_every_stage_when_not_a_tty():
         fit_effective_potential(data, knots=10, method="nuts", draws=300, tune=300, chains=2, seed=1, control=ctl)
     out = buf.getvalue()
     assert "\r" not in out and "\033" not in out
-    for stage in ("fit: MAP", "NUTS: compile", "NUTS tune", "NUTS draws", "fit: posterior summary"):
+    for stage in ("fit: MAP", "NUTS: set-up", "NUTS: compile", "NUTS: 2 chains x (300 tuning + 300 draws)",
+                  "fit: posterior summary"):
         assert f"{stage}" in out, out
-    assert out.count("done in") >= 4
+    assert out.count("done in") >= 5
     quiet = io.StringIO()
     with RunControl("learn", total=None, stream=quiet, progress=False) as ctl:
         fit_effective_potential(data, knots=10, method="map", draws=200, seed=1, control=ctl)
