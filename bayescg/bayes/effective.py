@@ -313,43 +313,46 @@ def build_effective_potential_model(counts, edges, *, knots=40, momenta_stats=No
     act_idx = np.flatnonzero(basis.active.ravel())
     g = basis.quad
     with pm.Model() as model:
+        # data are inputs (shared variables), not constants: the compiled graph depends only on the structure
+        # (grid sizes, knots), so it can be reused with other data (nutpie's ``with_data``, ``pm.set_data``)
+        data = lambda name, v: pm.Data(name, np.asarray(v, dtype=float))  # noqa: E731
         sigma_rw = pm.HalfNormal("sigma_rw", sigma_rw_scale)
         if whitening is None:
             b = pm.Normal("b", 0.0, ridge_sd, shape=m - 1)
         elif isinstance(whitening, AdaptiveWhitening):
             z = pm.Flat("z", shape=m - 1)
-            prec = whitening.lam + 1.0 / sigma_rw ** 2
-            b = pt.dot(whitening.V, whitening.c / prec + z / pt.sqrt(prec))
+            prec = data("w_lam", whitening.lam) + 1.0 / sigma_rw ** 2
+            b = pt.dot(data("w_V", whitening.V), data("w_c", whitening.c) / prec + z / pt.sqrt(prec))
             pm.Potential("jacobian", -0.5 * pt.sum(pt.log(prec)))
             pm.Potential("ridge", -0.5 * pt.sum(b ** 2) / ridge_sd ** 2)
         else:
             b0, W = (np.asarray(x, dtype=float) for x in whitening)
             z = pm.Flat("z", shape=m - 1)
-            b = b0 + pt.dot(W, z)
+            b = data("w_b0", b0) + pt.dot(data("w_W", W), z)
             pm.Potential("ridge", -0.5 * pt.sum(b ** 2) / ridge_sd ** 2)
         tau = 1.0 / sigma_rw ** 2
-        pm.Potential("smoothness", 0.5 * rank * pt.log(tau) - 0.5 * tau * pt.dot(b, pt.dot(P_b, b)))
-        a = pt.dot(basis.Q, b)
+        pm.Potential("smoothness", 0.5 * rank * pt.log(tau) - 0.5 * tau * pt.dot(b, pt.dot(data("P_b", P_b), b)))
+        a = pt.dot(data("Q", basis.Q), b)
         af = a if len(keep_idx) == basis.keep.size else pt.set_subtensor(pt.zeros(basis.keep.size)[keep_idx], a)
         # f at the Gauss nodes, log cell masses L_J = log sum_k w_k exp(-f(x_k)) (module docstring)
         if basis.dim == 1:
-            eta = -pt.dot(basis.node_B[0], af) + basis.node_logw[0]
+            eta = -pt.dot(data("node_B0", basis.node_B[0]), af) + data("node_logw0", basis.node_logw[0])
             L = eta if g == 1 else pt.logsumexp(eta.reshape((basis.lik_shape[0], g)), axis=1)
         else:
             C = af.reshape(basis.shape)
-            eta = (-pt.dot(pt.dot(basis.node_B[0], C), basis.node_B[1].T)
-                   + basis.node_logw[0][:, None] + basis.node_logw[1][None, :])
+            eta = (-pt.dot(pt.dot(data("node_B0", basis.node_B[0]), C), data("node_B1", basis.node_B[1]).T)
+                   + data("node_logw0", basis.node_logw[0])[:, None] + data("node_logw1", basis.node_logw[1])[None, :])
             if g > 1:
                 nx, ny = basis.lik_shape
                 eta = pt.logsumexp(eta.reshape((nx, g, ny, g)), axis=(1, 3))
             L = eta
         La = L.ravel()[act_idx]
         logpi = La - pt.logsumexp(La)
-        pm.Potential("histogram", n_eff_factor * pt.sum(c_act * logpi))
+        pm.Potential("histogram", data("n_eff_factor", n_eff_factor) * pt.sum(data("counts", c_act) * logpi))
         if momenta_stats is not None:
             nu, S = momenta_likelihood_params(float(momenta_stats["beta_hat"]), float(momenta_stats["beta_hat_se"]))
             beta_rv = pm.Gamma("beta", alpha=1.0, beta=1e-3)
-            pm.Potential("momenta", 0.5 * nu * pt.log(beta_rv) - 0.5 * beta_rv * S)
+            pm.Potential("momenta", 0.5 * data("nu", nu) * pt.log(beta_rv) - 0.5 * beta_rv * data("S", S))
         elif beta is None or not beta > 0:
             raise InputError("give momenta_stats or a positive fixed beta")
     return model
