@@ -2,7 +2,9 @@
 
 ``fit_effective_potential(sim)`` builds the model of :mod:`bayescg.bayes.effective` (f = beta U on a
 B-spline basis, multinomial likelihood of the counts of the likelihood cells tempered by n_eff / n, beta
-from the momenta), samples it with NUTS (nutpie when importable, else PyMC) or takes the MAP with a Laplace
+from the momenta), samples it with NUTS (nutpie on the cached numba kernel of the same density,
+:class:`~bayescg.bayes.effective.EffectiveDensity`, when nutpie is importable, else pm.sample on the PyMC
+model) or takes the MAP with a Laplace
 band, and reports U on a grid restricted to the region with data, shifted so that min U_mean = 0.
 Likelihood grid: 1D the fine histogram with the midpoint rule; 2D cells of about half a knot spacing with
 3 x 3 Gauss points and the normaliser over the cells with data plus one (result.json ``likelihood``).
@@ -61,6 +63,7 @@ def sample_model(model, *, draws: int = 1000, tune: int = 1000, chains: int = 4,
         if not use_nutpie:
             raise InputError("sampling an EffectiveDensity needs nutpie (pip install nutpie)")
         begin_stage(control, "NUTS: compile (cached kernel)")
+        model.logp_grad(model.init_centre)  # compiles the kernel here (cold cache) or loads it from disk
         return _nutpie_sample(_density_to_nutpie(model), control, **kw)
     if use_nutpie:
         import nutpie
