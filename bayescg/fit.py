@@ -87,21 +87,22 @@ def sample_model(model, *, draws: int = 1000, tune: int = 1000, chains: int = 4,
 
 
 def _density_to_nutpie(density):
-    """nutpie model calling the numba kernel of ``density`` (no PyTensor graph, nothing compiled per run)."""
-    from nutpie.compiled_pyfunc import from_pyfunc
+    """nutpie model whose logp/gradient and expand callbacks are the cached C callbacks of
+    :mod:`bayescg.kernels.effective` with ``density.buf`` as user data: no PyTensor graph, nothing compiled
+    per run, no Python call per gradient.  Built as nutpie's own compiled-PyMC container (nutpie 0.16)."""
+    from nutpie.compile_pymc import CompiledPyMCModel
+
+    from .kernels.effective import effective_expand_cfunc, effective_logp_cfunc
 
     names = density.names
-    n = len(density.data[3])
-    shapes = [(n,)] + [()] * (len(names) - 1)
-
-    def make_logp():
-        return lambda x, **_: density.logp_grad(x)
-
-    def make_expand(seed1, seed2, chain):
-        return lambda x, **_: density.expand(x)
-
-    return from_pyfunc(density.n_dim, make_logp, make_expand, [np.dtype("float64")] * len(names), shapes, names,
-                       make_initial_point_fn=density.initial_point)
+    shapes = [(density.n_z,)] + [()] * (len(names) - 1)
+    starts = np.cumsum([0] + [int(np.prod(sh)) for sh in shapes])
+    slices = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
+    return CompiledPyMCModel(_n_dim=density.n_dim, dims={}, _coords={}, _shapes=dict(zip(names, shapes)),
+                             compiled_logp_func=effective_logp_cfunc, compiled_expand_func=effective_expand_cfunc,
+                             initial_point_func=density.initial_point, shared_data={}, user_data=density.buf,
+                             n_expanded=density.n_dim, shape_info=(names, slices, shapes), logp_func=None,
+                             expand_func=None)
 
 
 def _nutpie_sample(compiled, control, *, draws, tune, chains, seed, target_accept):

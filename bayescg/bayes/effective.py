@@ -544,19 +544,26 @@ def map_estimate(basis: EffectiveBasis, counts, n_eff_factor: float = 1.0, *, si
 
 @dataclasses.dataclass
 class EffectiveDensity:
-    """The posterior of :func:`build_effective_potential_model` (adaptive whitening) as plain arrays for
-    the compiled kernel :func:`bayescg.kernels.effective.effective_logp_grad`.
+    """The posterior of :func:`build_effective_potential_model` (adaptive whitening) as one packed float64
+    buffer for the compiled kernel :func:`bayescg.kernels.effective.effective_logp_grad`.
 
     Unconstrained point x = [z (m-1,), log sigma_rw, log beta (when beta is not fixed)], the same variables
-    (and transforms) PyMC uses, so draws map to the same ``z``, ``sigma_rw``, ``beta``.  ``data`` holds the
-    kernel's array arguments in order; ``init_centre`` (x,) is where chains start (jittered).
+    (and transforms) PyMC uses, so draws map to the same ``z``, ``sigma_rw``, ``beta``.  ``buf``: the data
+    (layout in :mod:`bayescg.kernels.effective`); ``init_centre`` (x,) is where chains start (jittered).
     """
 
-    data: tuple
-    n_dim: int
+    buf: np.ndarray
     init_centre: np.ndarray
     init_scale: np.ndarray
     fixed_beta: float | None
+
+    @property
+    def n_dim(self) -> int:
+        return len(self.init_centre)
+
+    @property
+    def n_z(self) -> int:
+        return int(self.buf[1])
 
     @property
     def names(self) -> list:
@@ -568,15 +575,7 @@ class EffectiveDensity:
 
         x = np.ascontiguousarray(x, dtype=float)
         g = np.empty(self.n_dim)
-        return effective_logp_grad(x, *self.data, g), g
-
-    def expand(self, x) -> dict:
-        """Constrained values {z, sigma_rw, beta} of an unconstrained point x."""
-        n = len(self.data[3])  # lam: (m - 1,)
-        out = {"z": np.array(x[:n], dtype=float), "sigma_rw": np.array(math.exp(x[n]))}
-        if self.fixed_beta is None:
-            out["beta"] = np.array(math.exp(x[n + 1]))
-        return out
+        return effective_logp_grad(x, self.buf, g), g
 
     def initial_point(self, seed) -> np.ndarray:
         """init_centre + uniform(-1, 1) init_scale jitter (as PyMC/nutpie jitter the initial point)."""
@@ -639,14 +638,15 @@ def effective_density(counts, basis: EffectiveBasis, whitening: AdaptiveWhitenin
     else:
         nu, S, fixed = 0.0, 0.0, float(beta)
     n = V.shape[1]
-    data = (M, G1, G2, np.ascontiguousarray(whitening.lam, dtype=float), np.ascontiguousarray(whitening.c, dtype=float),
-            np.ascontiguousarray(node_idx), np.ascontiguousarray(node_val, dtype=float),
-            np.ascontiguousarray(logw, dtype=float), int(g ** basis.dim), np.ascontiguousarray(c_act, dtype=float),
-            float(n_eff_factor), float(penalty_rank(P_b)), float(sigma_rw_scale), float(ridge_sd), float(nu), float(S))
+    head = [0.0, n, M.shape[0], len(c_act), node_idx.shape[1], g ** basis.dim, node_idx.shape[0], n_eff_factor,
+            penalty_rank(P_b), sigma_rw_scale, ridge_sd, nu, S]
+    parts = [np.asarray(head, dtype=float), M, G1, G2, whitening.lam, whitening.c, node_idx, node_val, logw, c_act]
+    buf = np.ascontiguousarray(np.concatenate([np.asarray(p, dtype=float).ravel() for p in parts]))
+    buf[0] = len(buf)
     centre = np.zeros(n + 1 + (fixed is None))
     scale = np.ones_like(centre)
     centre[n] = math.log(sigma_init)
     if fixed is None:
         centre[n + 1] = math.log(nu / S)                  # beta_hat; its posterior sd in log is ~ sqrt(2 / nu)
         scale[n + 1] = min(1.0, math.sqrt(2.0 / nu))
-    return EffectiveDensity(data=data, n_dim=len(centre), init_centre=centre, init_scale=scale, fixed_beta=fixed)
+    return EffectiveDensity(buf=buf, init_centre=centre, init_scale=scale, fixed_beta=fixed)
