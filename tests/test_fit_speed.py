@@ -63,7 +63,7 @@ RUN = textwrap.dedent("""
     import hashlib, json, sys
     import numpy as np
     from bayescg.fit import fit_effective_potential
-    from bayescg.kernels.effective import effective_logp_grad
+    from bayescg.kernels.effective import effective_logp_cfunc, effective_logp_grad
     rng = np.random.default_rng(5)
     edges = np.linspace(-4, 4, 81)
     counts = np.histogram(rng.standard_normal(20000), edges)[0]
@@ -73,7 +73,7 @@ RUN = textwrap.dedent("""
     z = np.ascontiguousarray(r.idata.posterior["z"].values)
     st = effective_logp_grad.stats
     print(json.dumps({"hash": hashlib.sha256(z.tobytes()).hexdigest(), "hits": sum(st.cache_hits.values()),
-                      "misses": sum(st.cache_misses.values()), "sigma": float(r.idata.posterior["sigma_rw"].mean())}))
+                      "misses": sum(st.cache_misses.values()), "cfunc_hits": effective_logp_cfunc.cache_hits, "sigma": float(r.idata.posterior["sigma_rw"].mean())}))
 """)
 
 
@@ -87,8 +87,8 @@ def _run(tmp_path, knots):
 def test_compiled_kernel_reused_across_processes_and_draws_independent_of_cache_state(tmp_path):
     cold = _run(tmp_path, 10)
     warm = _run(tmp_path, 10)
-    assert cold["misses"] >= 1 and cold["hits"] == 0      # fresh cache dir: compiled
-    assert warm["hits"] >= 1 and warm["misses"] == 0      # second process: loaded, not compiled
+    assert cold["misses"] >= 1 and cold["hits"] == 0 and cold["cfunc_hits"] == 0  # fresh cache dir: compiled
+    assert warm["hits"] >= 1 and warm["misses"] == 0 and warm["cfunc_hits"] == 1   # second process: loaded
     assert warm["hash"] == cold["hash"]                   # same seed -> identical draws, whatever the cache
     # another structure (knots) needs no compilation either: the kernel takes the grid sizes as data
     other = _run(tmp_path, 14)
