@@ -163,10 +163,13 @@ def write(path, rows, fit, unit0, unit1, load0, load1) -> str:
              f"C unit = {unit:.2f} s (C reference 2e7 steps, best of 3: {unit0:.2f} s at the start, {end}). Load average (1, 5, 15 min): start {load0[0]:.1f} {load0[1]:.1f} {load0[2]:.1f}, end "
              f"{load1[0]:.1f} {load1[1]:.1f} {load1[2]:.1f}. The machine is shared: absolute figures are inflated "
              "by the load; compare rows of the same run.", "",
-             "| run | wall s | C units | exit | stages (s) |", "|---|---|---|---|---|"]
+             "C units are given with the unit measured at the start and at the end (the load changes during a run).",
+             "", "| run | wall s | C units (start unit) | C units (end unit) | exit | stages (s) |",
+             "|---|---|---|---|---|---|"]
+    u1 = unit0 if unit1 is None else unit1
     for key, title, wall, rc, stages, err in rows:
         st = "; ".join(f"{n} {s:.1f}" for n, s in stages)
-        lines.append(f"| {title} | {wall:.1f} | {wall / unit:.1f} | {rc} | {st} |")
+        lines.append(f"| {title} | {wall:.1f} | {wall / unit0:.1f} | {wall / u1:.1f} | {rc} | {st} |")
     if fit is not None:
         lines += ["", "## NUTS fit of the README problem (40 knots, 200 cells, 4 x (1000 + 1000)), one process", ""]
         if "error" in fit:
