@@ -215,10 +215,11 @@ def cmd_learn(args, model=None, out=None):
 
     with _control(args, "learn") as ctl, _executor(args) as ex:
         res = learn_model(model, workdir=out, resume=args.resume, control=ctl, executor=ex)
-    with _outputs(out, "learn") as stage:
-        payload = _write(stage, "result.json", res, model, "learn")
-        _write_posterior(stage, res)
-        _report(stage, model, "learn", [("Effective potential", res)], payload["meta"])
+        ctl.stage("write result.json, posterior.nc, report.html")
+        with _outputs(out, "learn") as stage:
+            payload = _write(stage, "result.json", res, model, "learn")
+            _write_posterior(stage, res)
+            _report(stage, model, "learn", [("Effective potential", res)], payload["meta"])
     rmse = payload.get("reference_rmse")
     _say(f"learn: beta_hat = {payload['beta_hat']:.4g}, reference RMSE = {rmse if rmse is None else f'{rmse:.3g}'}, "
          f"r_hat_max = {payload['diagnostics'].get('r_hat_max')} -> {out / 'result.json'}")

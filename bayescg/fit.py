@@ -2,7 +2,9 @@
 
 ``fit_effective_potential(sim)`` builds the model of :mod:`bayescg.bayes.effective` (f = beta U on a
 B-spline basis, multinomial likelihood of the counts of the likelihood cells tempered by n_eff / n, beta
-from the momenta), samples it with NUTS (nutpie when importable, else PyMC) or takes the MAP with a Laplace
+from the momenta), samples it with NUTS (nutpie on the cached numba kernel of the same density,
+:class:`~bayescg.bayes.effective.EffectiveDensity`, when nutpie is importable, else pm.sample on the PyMC
+model) or takes the MAP with a Laplace
 band, and reports U on a grid restricted to the region with data, shifted so that min U_mean = 0.
 Likelihood grid: 1D the fine histogram with the midpoint rule; 2D cells of about half a knot spacing with
 3 x 3 Gauss points and the normaliser over the cells with data plus one (result.json ``likelihood``).
@@ -41,8 +43,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .bayes.effective import (EffectiveBasis, active_probabilities, adaptive_whitening, build_effective_potential_model,
-                               effective_basis, f_cells, map_estimate, momenta_likelihood_params)
+                               effective_basis, effective_density, f_cells, map_estimate, momenta_likelihood_params)
 from .errors import InputError
+from .runtime import begin_stage
 
 __all__ = ["sample_model", "nuts_backend", "sampler_diagnostics", "convergence_warnings", "FitResult", "fit_effective_potential", "learned_curvature",
            "grid_weights", "replicate_band_summary",
@@ -56,26 +59,115 @@ MAX_REPORT_2D = 40  # per dimension
 # samplers
 # --------------------------------------------------------------------------------------------------
 def sample_model(model, *, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 1,
-                 target_accept: float = 0.9, use_nutpie: Optional[bool] = None):
-    """NUTS on a pm.Model -> arviz.InferenceData (posterior, sample_stats with ``diverging``).
+                 target_accept: float = 0.9, use_nutpie: Optional[bool] = None, control=None):
+    """NUTS on a pm.Model or an :class:`~bayescg.bayes.effective.EffectiveDensity` -> arviz.InferenceData
+    (posterior, sample_stats with ``diverging``).
 
-    nutpie (compile_pymc_model + sample) when importable, else pm.sample; cores <= 2 (shared machine).
+    pm.Model: nutpie (compile_pymc_model + sample) when importable, else pm.sample.  EffectiveDensity:
+    nutpie on its compiled kernel (cached on disk by numba, so nothing is compiled per run).  cores <= 2
+    (shared machine).  control: a :class:`bayescg.runtime.RunControl`; shows the compile and the tuning /
+    draw stages with chain progress, and Ctrl-C stops sampling (Interrupted).
     """
-    import pymc as pm
+    from .bayes.effective import EffectiveDensity
+    from .runtime import begin_stage
 
     if use_nutpie is None:
         use_nutpie = nuts_backend() == "nutpie"
+    kw = dict(draws=int(draws), tune=int(tune), chains=int(chains), seed=int(seed), target_accept=target_accept)
+    if isinstance(model, EffectiveDensity):
+        if not use_nutpie:
+            raise InputError("sampling an EffectiveDensity needs nutpie (pip install nutpie)")
+        begin_stage(control, "NUTS: compile (cached kernel)")
+        model.logp_grad(model.init_centre)  # compiles the kernel here (cold cache) or loads it from disk
+        return _nutpie_sample(_density_to_nutpie(model), control, **kw)
     if use_nutpie:
         import nutpie
 
         from .runtime import compile_nutpie
 
-        compiled = compile_nutpie(model)  # IEEE arithmetic: same draws with a cold or warm cache
-        idata = nutpie.sample(compiled, draws=int(draws), tune=int(tune), chains=int(chains), seed=int(seed),
-                              progress_bar=False, cores=min(int(chains), 2), target_accept=target_accept)
-        return idata
+        begin_stage(control, "NUTS: compile (PyMC model)")
+        # IEEE arithmetic: same draws with a cold or warm cache
+        return _nutpie_sample(compile_nutpie(model), control, **kw)
+    import pymc as pm
+
+    total = int(chains) * (int(tune) + int(draws))
+    begin_stage(control, f"NUTS (pymc): {chains} chains x ({tune} tune + {draws} draws)", total)
+    done = [0]
+
+    def callback(trace, draw):  # called after every draw of every chain (tuning included)
+        done[0] += 1
+        if control is not None:
+            control.tick(done[0])
+
     return pm.sample(draws=int(draws), tune=int(tune), chains=int(chains), cores=1, random_seed=int(seed),
-                     model=model, progressbar=False, target_accept=target_accept, compute_convergence_checks=False)
+                     model=model, progressbar=False, target_accept=target_accept, compute_convergence_checks=False,
+                     callback=callback)
+
+
+def _density_to_nutpie(density):
+    """nutpie model whose logp/gradient and expand callbacks are the cached C callbacks of
+    :mod:`bayescg.kernels.effective` with ``density.buf`` as user data: no PyTensor graph, nothing compiled
+    per run, no Python call per gradient.  Built as nutpie's own compiled-PyMC container (nutpie 0.16)."""
+    from nutpie.compile_pymc import CompiledPyMCModel
+
+    from .kernels.effective import effective_expand_cfunc, effective_logp_cfunc
+
+    names = density.names
+    shapes = [(density.n_z,)] + [()] * (len(names) - 1)
+    starts = np.cumsum([0] + [int(np.prod(sh)) for sh in shapes])
+    slices = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
+    return CompiledPyMCModel(_n_dim=density.n_dim, dims={}, _coords={}, _shapes=dict(zip(names, shapes)),
+                             compiled_logp_func=effective_logp_cfunc, compiled_expand_func=effective_expand_cfunc,
+                             initial_point_func=density.initial_point, shared_data={}, user_data=density.buf,
+                             n_expanded=density.n_dim, shape_info=(names, slices, shapes), logp_func=None,
+                             expand_func=None)
+
+
+def _nutpie_sample(compiled, control, *, draws, tune, chains, seed, target_accept):
+    """nutpie.sample in the background, polled: tuning and draw stages with per-chain progress on
+    ``control``; a SIGINT (which only sets ``control.interrupted``) aborts it and raises Interrupted."""
+    import nutpie
+
+    kw = dict(draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=False, cores=min(chains, 2),
+              target_accept=target_accept)
+    if control is None:
+        return nutpie.sample(compiled, **kw)
+    sampler = nutpie.sample(compiled, blocking=False, **kw)
+    begin_stage(control, f"NUTS: {chains} chains x ({tune} tuning + {draws} draws), {kw['cores']} at a time",
+                chains * (tune + draws))
+    last = 0.0
+    while True:
+        if getattr(control, "interrupted", False):
+            sampler.cancel()
+            control.check()
+        try:
+            if sampler.is_finished:
+                break
+        except TimeoutError:  # nutpie 0.16 raises this while the sampler is still running
+            pass
+        now = time.perf_counter()
+        if now - last > 0.5:
+            last = now
+            rows = _nutpie_steps(sampler)
+            if rows is not None:
+                note = ", ".join("-" if r == 0 else f"tune {r}/{tune}" if r < tune else f"draw {r - tune}/{draws}"
+                                 for r in rows)
+                control.tick(float(sum(rows)), note=f"[{note}]")
+        time.sleep(0.05)
+    control.tick(float(chains * (tune + draws)))
+    return sampler.wait()
+
+
+def _nutpie_steps(sampler):
+    """Steps (tuning + draws) done by each chain so far, from nutpie's raw (arrow) trace; None if unavailable.
+
+    The raw trace is read through the sampler's ``_sampler`` (nutpie 0.16): the public ``inspect`` converts
+    the whole trace to InferenceData at every poll."""
+    try:
+        draws, _ = sampler._sampler.inspect().get_arrow_trace()
+        return [int(d.num_rows) for d in draws]
+    except Exception:  # noqa: BLE001 -- progress is a display; never fail the run for it
+        return None
 
 
 def nuts_backend() -> str:
@@ -637,17 +729,23 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     if control is not None:
         control.check()
     # MAP of (b, sigma_rw) by Newton iterations on the same log posterior as the PyMC model
+    begin_stage(control, "fit: MAP (Newton)" + (" + Laplace draws" if method == "map" else ""))
     b_map, sigma_map, H, H_data = map_estimate(basis, counts, factor)
     L = np.linalg.cholesky(H)
     W = np.linalg.solve(L.T, np.eye(len(b_map)))  # b = b_map + W z has z ~ N(0, I) under the Laplace approx.
     idata = None
     rng = np.random.default_rng(seed)
     if method == "nuts":
+        begin_stage(control, "NUTS: set-up (import sampler, whitening)")
         wh = adaptive_whitening(basis, b_map, sigma_map, H_data)
-        model = build_effective_potential_model(counts, edges, basis=basis, momenta_stats=momenta,
-                                                n_eff_factor=factor, beta=fixed_beta, whitening=wh)
+        if nuts_backend() == "nutpie":  # the compiled kernel of the same density: no per-run compilation
+            model = effective_density(counts, basis, wh, momenta_stats=momenta, n_eff_factor=factor,
+                                      beta=fixed_beta, sigma_init=sigma_map)
+        else:
+            model = build_effective_potential_model(counts, edges, basis=basis, momenta_stats=momenta,
+                                                    n_eff_factor=factor, beta=fixed_beta, whitening=wh)
         idata = sample_model(model, draws=draws, tune=tune, chains=chains, seed=seed,
-                             target_accept=target_accept or (0.9 if d == 1 else 0.95))
+                             target_accept=target_accept or (0.9 if d == 1 else 0.95), control=control)
         diag = sampler_diagnostics(idata, var_names=[v for v in ("z", "sigma_rw", "beta") if v in idata.posterior])
         bd = wh.b_of(idata.posterior["z"].values.reshape(-1, m - 1), idata.posterior["sigma_rw"].values.ravel())
         betad = (idata.posterior["beta"].values.ravel() if "beta" in idata.posterior
@@ -665,6 +763,7 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
                 "precision fixed at its MAP; exact Gamma posterior of beta)")
     if control is not None:
         control.check()
+    begin_stage(control, "fit: posterior summary")
     # ---- U on the report grid
     pts, idx = _report_grid(basis, counts)
     X = _design_at(basis, idx)

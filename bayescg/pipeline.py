@@ -348,6 +348,7 @@ def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool
     """Simulate, calibrate (d >= 2) and fit the model's effective potential (from ``[trajectory]`` data
     instead when the model has that section)."""
     from .fit import fit_effective_potential
+    from .runtime import begin_stage
     from .simulate import simulate
     from .stats import equilibrium_summary
 
@@ -370,6 +371,7 @@ def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool
 
         gamma_choice = auto_gamma(pot, s.delta, kw, s.target_beta)
     checkpoint = Path(workdir) / "checkpoint-learn.npz" if workdir is not None else None
+    begin_stage(control, f"simulate ({s.steps:.3g} steps)", 1.0)
     sim = simulate(pot, s.delta, checkpoint=checkpoint, resume=resume and checkpoint is not None
                    and checkpoint.exists(), control=control, **kw)
     if sim.trapped_fraction > 0:

@@ -22,28 +22,40 @@ from .io import atomic_write_bytes
 
 
 class RunControl:
-    """SIGINT flag plus a text progress bar on stderr.
+    """SIGINT flag plus progress of the stages of a run on stderr.
 
-    Use as a context manager around a chunked loop::
+    Use as a context manager around chunked loops; a run is a sequence of stages (simulate, compile,
+    NUTS tuning, ...), each started with :meth:`stage`::
 
         with RunControl("simulate", total=n_chunks) as ctl:
             for i in range(start, n_chunks):
                 ...one chunk...
                 save_checkpoint(...)
                 ctl.tick(i + 1)       # raises Interrupted after Ctrl-C
+            ctl.stage("fit")          # a stage without a known total: elapsed time only
+
+    Display: a bar redrawn in place when the stream is a terminal (or BAYESCG_PROGRESS is set); plain lines
+    otherwise (stage start, every 25 %, "done in x s"), so logs hold no carriage returns; nothing with
+    ``progress=False`` (--quiet).  The ETA is shown only for stages with a known total.
     """
 
-    def __init__(self, label: str = "", total: float = 1.0, progress: bool | None = None, stream=None):
-        self.label = label
-        self.total = float(total) or 1.0
+    def __init__(self, label: str = "", total: float | None = 1.0, progress: bool | None = None, stream=None):
         self.stream = stream if stream is not None else sys.stderr
-        if progress is None:
-            progress = bool(os.environ.get("BAYESCG_PROGRESS", "")) or getattr(self.stream, "isatty", lambda: False)()
-        self.progress = progress
+        self.progress = True if progress is None else bool(progress)
+        self.bar = self.progress and (bool(os.environ.get("BAYESCG_PROGRESS", ""))
+                                      or getattr(self.stream, "isatty", lambda: False)())
         self.interrupted = False
         self._old = None
+        self._open = False
+        self._start(label, total)
+
+    def _start(self, label, total):
+        self.label = label
+        self.total = None if total is None else (float(total) or 1.0)
         self._t0 = time.perf_counter()
         self._last = 0.0
+        self._quarter = 0
+        self._open = False
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -55,10 +67,29 @@ class RunControl:
     def __exit__(self, *exc):
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
-        if self.progress:
-            self.stream.write("\n")
-            self.stream.flush()
+        self._finish(ok=exc[0] is None)
         return False
+
+    def _write(self, text):
+        self.stream.write(text)
+        self.stream.flush()
+
+    def _finish(self, ok=True):
+        """End the current stage's display (newline after a bar; a "done" line in line mode)."""
+        if not self.progress or not self._open:
+            return
+        if self.bar:
+            self._write("\n")
+        elif ok:
+            self._write(f"{self.label}: done in {time.perf_counter() - self._t0:.1f} s\n")
+        self._open = False
+
+    def stage(self, label: str, total: float | None = None):
+        """Close the current stage and start ``label``; total: units of work for :meth:`tick` (None: no
+        fraction, so no ETA).  Shows the stage at once (a silent compile is the stage users wait for)."""
+        self._finish()
+        self._start(label, total)
+        self.tick(0.0)
 
     def _handler(self, signum, frame):
         if self.interrupted:  # second Ctrl-C: give up at once
@@ -70,17 +101,43 @@ class RunControl:
             raise Interrupted(f"{self.label}: interrupted; progress saved, rerun with --resume to continue")
 
     def tick(self, done: float, note: str = ""):
-        now = time.perf_counter()
-        if self.progress and (now - self._last > 0.2 or done >= self.total):
-            self._last = now
-            frac = min(1.0, done / self.total)
-            elapsed = now - self._t0
-            eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
-            bar = "#" * int(30 * frac)
-            self.stream.write(f"\r{self.label} [{bar:<30}] {100 * frac:5.1f}%  {elapsed:6.1f}s elapsed, "
-                              f"eta {eta:6.1f}s {note}")
-            self.stream.flush()
+        """Report ``done`` units of the current stage (raises Interrupted after Ctrl-C)."""
+        if self.progress:
+            self._show(done, note)
         self.check()
+
+    def _show(self, done, note):
+        now = time.perf_counter()
+        elapsed = now - self._t0
+        frac = None if self.total is None else min(1.0, max(0.0, done / self.total))
+        first = not self._open
+        self._open = True
+        if self.bar:
+            if not (first or now - self._last > 0.2 or (frac is not None and frac >= 1)):
+                return
+            self._last = now
+            if frac is None:
+                self._write(f"\r{self.label} ... {elapsed:6.1f}s elapsed {note}\033[K")
+                return
+            eta = f"eta {elapsed * (1 - frac) / frac:6.1f}s" if frac > 0 else "eta    ?"
+            self._write(f"\r{self.label} [{'#' * int(30 * frac):<30}] {100 * frac:5.1f}%  {elapsed:6.1f}s elapsed, "
+                        f"{eta} {note}\033[K")
+            return
+        # plain lines: the start, then each quarter of a stage with a known total
+        if first:
+            self._write(f"{self.label}: started {note}".rstrip() + "\n")
+        elif frac is not None and int(4 * frac) > self._quarter and frac < 1:
+            self._quarter = int(4 * frac)
+            eta = elapsed * (1 - frac) / frac
+            self._write(f"{self.label}: {100 * frac:.0f}% after {elapsed:.1f} s, eta {eta:.1f} s {note}".rstrip()
+                        + "\n")
+
+
+def begin_stage(control, label: str, total: float | None = None):
+    """``control.stage(label, total)`` when ``control`` is a :class:`RunControl` (None or a stand-in
+    without stages: nothing)."""
+    if control is not None and hasattr(control, "stage"):
+        control.stage(label, total)
 
 
 def save_checkpoint(path: str | Path, **arrays) -> Path:

@@ -313,43 +313,46 @@ def build_effective_potential_model(counts, edges, *, knots=40, momenta_stats=No
     act_idx = np.flatnonzero(basis.active.ravel())
     g = basis.quad
     with pm.Model() as model:
+        # data are inputs (shared variables), not constants: the compiled graph depends only on the structure
+        # (grid sizes, knots), so it can be reused with other data (nutpie's ``with_data``, ``pm.set_data``)
+        data = lambda name, v: pm.Data(name, np.asarray(v, dtype=float))  # noqa: E731
         sigma_rw = pm.HalfNormal("sigma_rw", sigma_rw_scale)
         if whitening is None:
             b = pm.Normal("b", 0.0, ridge_sd, shape=m - 1)
         elif isinstance(whitening, AdaptiveWhitening):
             z = pm.Flat("z", shape=m - 1)
-            prec = whitening.lam + 1.0 / sigma_rw ** 2
-            b = pt.dot(whitening.V, whitening.c / prec + z / pt.sqrt(prec))
+            prec = data("w_lam", whitening.lam) + 1.0 / sigma_rw ** 2
+            b = pt.dot(data("w_V", whitening.V), data("w_c", whitening.c) / prec + z / pt.sqrt(prec))
             pm.Potential("jacobian", -0.5 * pt.sum(pt.log(prec)))
             pm.Potential("ridge", -0.5 * pt.sum(b ** 2) / ridge_sd ** 2)
         else:
             b0, W = (np.asarray(x, dtype=float) for x in whitening)
             z = pm.Flat("z", shape=m - 1)
-            b = b0 + pt.dot(W, z)
+            b = data("w_b0", b0) + pt.dot(data("w_W", W), z)
             pm.Potential("ridge", -0.5 * pt.sum(b ** 2) / ridge_sd ** 2)
         tau = 1.0 / sigma_rw ** 2
-        pm.Potential("smoothness", 0.5 * rank * pt.log(tau) - 0.5 * tau * pt.dot(b, pt.dot(P_b, b)))
-        a = pt.dot(basis.Q, b)
+        pm.Potential("smoothness", 0.5 * rank * pt.log(tau) - 0.5 * tau * pt.dot(b, pt.dot(data("P_b", P_b), b)))
+        a = pt.dot(data("Q", basis.Q), b)
         af = a if len(keep_idx) == basis.keep.size else pt.set_subtensor(pt.zeros(basis.keep.size)[keep_idx], a)
         # f at the Gauss nodes, log cell masses L_J = log sum_k w_k exp(-f(x_k)) (module docstring)
         if basis.dim == 1:
-            eta = -pt.dot(basis.node_B[0], af) + basis.node_logw[0]
+            eta = -pt.dot(data("node_B0", basis.node_B[0]), af) + data("node_logw0", basis.node_logw[0])
             L = eta if g == 1 else pt.logsumexp(eta.reshape((basis.lik_shape[0], g)), axis=1)
         else:
             C = af.reshape(basis.shape)
-            eta = (-pt.dot(pt.dot(basis.node_B[0], C), basis.node_B[1].T)
-                   + basis.node_logw[0][:, None] + basis.node_logw[1][None, :])
+            eta = (-pt.dot(pt.dot(data("node_B0", basis.node_B[0]), C), data("node_B1", basis.node_B[1]).T)
+                   + data("node_logw0", basis.node_logw[0])[:, None] + data("node_logw1", basis.node_logw[1])[None, :])
             if g > 1:
                 nx, ny = basis.lik_shape
                 eta = pt.logsumexp(eta.reshape((nx, g, ny, g)), axis=(1, 3))
             L = eta
         La = L.ravel()[act_idx]
         logpi = La - pt.logsumexp(La)
-        pm.Potential("histogram", n_eff_factor * pt.sum(c_act * logpi))
+        pm.Potential("histogram", data("n_eff_factor", n_eff_factor) * pt.sum(data("counts", c_act) * logpi))
         if momenta_stats is not None:
             nu, S = momenta_likelihood_params(float(momenta_stats["beta_hat"]), float(momenta_stats["beta_hat_se"]))
             beta_rv = pm.Gamma("beta", alpha=1.0, beta=1e-3)
-            pm.Potential("momenta", 0.5 * nu * pt.log(beta_rv) - 0.5 * beta_rv * S)
+            pm.Potential("momenta", 0.5 * data("nu", nu) * pt.log(beta_rv) - 0.5 * beta_rv * data("S", S))
         elif beta is None or not beta > 0:
             raise InputError("give momenta_stats or a positive fixed beta")
     return model
@@ -537,3 +540,113 @@ def map_estimate(basis: EffectiveBasis, counts, n_eff_factor: float = 1.0, *, si
     _, Hd = data_terms(b)
     H = Hd + P_b / sigma ** 2 + np.eye(len(b)) / ridge_sd ** 2
     return b, sigma, H, Hd
+
+
+@dataclasses.dataclass
+class EffectiveDensity:
+    """The posterior of :func:`build_effective_potential_model` (adaptive whitening) as one packed float64
+    buffer for the compiled kernel :func:`bayescg.kernels.effective.effective_logp_grad`.
+
+    Unconstrained point x = [z (m-1,), log sigma_rw, log beta (when beta is not fixed)], the same variables
+    (and transforms) PyMC uses, so draws map to the same ``z``, ``sigma_rw``, ``beta``.  ``buf``: the data
+    (layout in :mod:`bayescg.kernels.effective`); ``init_centre`` (x,) is where chains start (jittered).
+    """
+
+    buf: np.ndarray
+    init_centre: np.ndarray
+    init_scale: np.ndarray
+    fixed_beta: float | None
+
+    @property
+    def n_dim(self) -> int:
+        return len(self.init_centre)
+
+    @property
+    def n_z(self) -> int:
+        return int(self.buf[1])
+
+    @property
+    def names(self) -> list:
+        return ["z", "sigma_rw"] + ([] if self.fixed_beta is not None else ["beta"])
+
+    def logp_grad(self, x):
+        """(log p(x) up to a constant, gradient (n_dim,))."""
+        from ..kernels.effective import effective_logp_grad
+
+        x = np.ascontiguousarray(x, dtype=float)
+        g = np.empty(self.n_dim)
+        return effective_logp_grad(x, self.buf, g), g
+
+    def initial_point(self, seed) -> np.ndarray:
+        """init_centre + uniform(-1, 1) init_scale jitter (as PyMC/nutpie jitter the initial point)."""
+        rng = np.random.default_rng(seed)
+        return self.init_centre + self.init_scale * rng.uniform(-1.0, 1.0, self.n_dim)
+
+
+def _sparse_rows(B, k: int):
+    """Column indices (rows, k) and values (rows, k) of the (at most k) non-zeros of each row of B."""
+    idx = np.sort(np.argsort(-np.abs(B), axis=1, kind="stable")[:, :k], axis=1)
+    return idx, np.take_along_axis(B, idx, axis=1)
+
+
+def effective_density(counts, basis: EffectiveBasis, whitening: AdaptiveWhitening, *, momenta_stats=None,
+                      n_eff_factor: float = 1.0, beta: float | None = None, sigma_rw_scale: float = 1.0,
+                      ridge_sd: float = 100.0, sigma_init: float = 0.1) -> EffectiveDensity:
+    """The arrays of :class:`EffectiveDensity` for ``counts`` (bins,)*d on ``basis`` (same model and
+    arguments as :func:`build_effective_potential_model` with an :class:`AdaptiveWhitening`); sigma_init:
+    centre of the starting points of sigma_rw (e.g. its MAP)."""
+    counts = np.asarray(counts, dtype=float)
+    if not 0 < n_eff_factor <= 1:
+        raise InputError(f"n_eff_factor must be in (0, 1], got {n_eff_factor}")
+    c_act = basis.active_counts(counts)
+    if c_act.sum() < counts.sum():
+        raise InputError("some counts lie outside the active region of the likelihood grid")
+    P_b = basis.Q.T @ basis.P @ basis.Q
+    V = whitening.V
+    M = np.ascontiguousarray(basis.Q @ V)
+    G1 = np.ascontiguousarray(V.T @ V)
+    G2 = np.ascontiguousarray(V.T @ P_b @ V)
+    kmap = np.cumsum(basis.keep) - 1
+    g, K1 = basis.quad, basis.degree + 1
+    sp = [_sparse_rows(B, K1) for B in basis.node_B]
+    act = np.argwhere(basis.active)                      # (n_active, d), C order like active_counts
+    q = np.arange(g)
+    if basis.dim == 1:
+        rows = (act[:, 0, None] * g + q[None, :]).ravel()  # nodes grouped by cell
+        full, val = sp[0][0][rows], sp[0][1][rows]
+        logw = basis.node_logw[0][rows]
+    else:
+        my = basis.shape[1]
+        rx = (act[:, 0, None, None] * g + q[None, :, None]) + 0 * q[None, None, :]
+        ry = (act[:, 1, None, None] * g + q[None, None, :]) + 0 * q[None, :, None]
+        rx, ry = rx.ravel(), ry.ravel()
+        ix, vx = sp[0][0][rx], sp[0][1][rx]
+        iy, vy = sp[1][0][ry], sp[1][1][ry]
+        full = (ix[:, :, None] * my + iy[:, None, :]).reshape(len(rx), -1)
+        val = (vx[:, :, None] * vy[:, None, :]).reshape(len(rx), -1)
+        logw = basis.node_logw[0][rx] + basis.node_logw[1][ry]
+    kept = basis.keep[full]
+    if np.any(np.abs(val[~kept]) > 0):
+        raise AssertionError("a removed coefficient is non-zero on an active cell")  # effective_basis invariant
+    node_idx = np.where(kept, kmap[full], 0).astype(np.int64)
+    node_val = np.where(kept, val, 0.0)
+    if momenta_stats is not None:
+        nu, S = momenta_likelihood_params(float(momenta_stats["beta_hat"]), float(momenta_stats["beta_hat_se"]))
+        fixed = None
+    elif beta is None or not beta > 0:
+        raise InputError("give momenta_stats or a positive fixed beta")
+    else:
+        nu, S, fixed = 0.0, 0.0, float(beta)
+    n = V.shape[1]
+    head = [0.0, n, M.shape[0], len(c_act), node_idx.shape[1], g ** basis.dim, node_idx.shape[0], n_eff_factor,
+            penalty_rank(P_b), sigma_rw_scale, ridge_sd, nu, S]
+    parts = [np.asarray(head, dtype=float), M, G1, G2, whitening.lam, whitening.c, node_idx, node_val, logw, c_act]
+    buf = np.ascontiguousarray(np.concatenate([np.asarray(p, dtype=float).ravel() for p in parts]))
+    buf[0] = len(buf)
+    centre = np.zeros(n + 1 + (fixed is None))
+    scale = np.ones_like(centre)
+    centre[n] = math.log(sigma_init)
+    if fixed is None:
+        centre[n + 1] = math.log(nu / S)                  # beta_hat; its posterior sd in log is ~ sqrt(2 / nu)
+        scale[n + 1] = min(1.0, math.sqrt(2.0 / nu))
+    return EffectiveDensity(buf=buf, init_centre=centre, init_scale=scale, fixed_beta=fixed)

@@ -1,0 +1,170 @@
+"""Log density and gradient of the effective-potential posterior (bayescg.bayes.effective) for NUTS.
+
+The same density as ``build_effective_potential_model`` with adaptive whitening, on the unconstrained
+point x = [z (n,), log sigma_rw, (log beta)] (n = m - 1), up to an additive constant:
+
+    prec = lam + sigma^-2,  u = c / prec + z / sqrt(prec),  b = V u,  a = Q b = M u  (M = Q V),
+    log p = h(a) - |b|^2 / (2 ridge^2) - r log sigma - |b|_P^2 / (2 sigma^2) - (1/2) sum log prec
+            - sigma^2 / (2 s0^2) + log sigma                          [HalfNormal(s0) + log-Jacobian]
+            + (nu/2) log beta - beta S / 2 - 1e-3 beta + log beta     [momenta, Gamma(1, 1e-3), Jacobian]
+    h(a) = nf sum_J c_J (L_J - logsumexp_I L_I),  L_J = logsumexp_{k in J} (logw_k - (N a)_k),
+
+with |b|^2 = u^T G1 u (G1 = V^T V) and |b|_P^2 = u^T G2 u (G2 = V^T P_b V).  N is the node design
+restricted to the active cells, stored sparse: node k has K non-zero basis values at kept coefficients
+(K = 4 in 1D, 16 in 2D for cubic splines), nodes grouped by cell, g per cell, so one evaluation costs
+O(nodes K + m n).
+
+All data travel in one packed float64 buffer (layout: :data:`HEADER`, then M (m, n), G1 (n, n), G2 (n, n),
+lam, c, node_idx (nodes, K) as floats, node_val (nodes, K), node_logw (nodes,), counts (n_act,)), so the
+compiled code does not depend on grid sizes or data and ``cache=True`` compiles it once per machine.
+:data:`effective_logp_cfunc` / :data:`effective_expand_cfunc` are the C callbacks nutpie calls directly
+(no Python per gradient) with the buffer as ``user_data``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import carray, cfunc, njit, types
+
+HEADER = ("length", "n", "m", "n_act", "K", "g", "nodes", "nf", "rank", "sigma_scale", "ridge_sd", "nu", "S")
+
+
+@njit(cache=True, nogil=True)
+def effective_logp_grad(x, buf, grad):
+    """log p(x) (float) with its gradient written into ``grad`` (same shape as x); buf: the packed data
+    (module docstring).  nu <= 0 means beta is fixed (x has n + 1 entries)."""
+    n, m, n_act, K, g = int(buf[1]), int(buf[2]), int(buf[3]), int(buf[4]), int(buf[5])
+    nodes = int(buf[6])
+    nf, rank, sigma_scale, ridge_sd, nu, S = buf[7], buf[8], buf[9], buf[10], buf[11], buf[12]
+    oM = 13
+    oG1 = oM + m * n
+    oG2 = oG1 + n * n
+    olam = oG2 + n * n
+    oc = olam + n
+    oidx = oc + n
+    oval = oidx + nodes * K
+    ow = oval + nodes * K
+    ocnt = ow + nodes
+    s = x[n]
+    isig2 = math.exp(-2.0 * s)
+    sigma2 = math.exp(2.0 * s)
+    prec = np.empty(n)
+    u = np.empty(n)
+    for i in range(n):
+        prec[i] = buf[olam + i] + isig2
+        u[i] = buf[oc + i] / prec[i] + x[i] / math.sqrt(prec[i])
+    a = np.zeros(m)
+    for r in range(m):
+        acc = 0.0
+        for i in range(n):
+            acc += buf[oM + r * n + i] * u[i]
+        a[r] = acc
+    # likelihood h(a): cell log masses L_J and within-cell node weights exp(eta_k - L_J)
+    eta = np.empty(n_act * g)
+    L = np.empty(n_act)
+    for J in range(n_act):
+        mx = -np.inf
+        for q in range(g):
+            k = J * g + q
+            e = buf[ow + k]
+            for j in range(K):
+                e -= buf[oval + k * K + j] * a[int(buf[oidx + k * K + j])]
+            eta[k] = e
+            if e > mx:
+                mx = e
+        acc = 0.0
+        for q in range(g):
+            acc += math.exp(eta[J * g + q] - mx)
+        L[J] = mx + math.log(acc)
+    Lmax = L.max()
+    acc = 0.0
+    ctot = 0.0
+    for J in range(n_act):
+        acc += math.exp(L[J] - Lmax)
+        ctot += buf[ocnt + J]
+    logZ = Lmax + math.log(acc)
+    hist = 0.0
+    ga = np.zeros(m)
+    for J in range(n_act):
+        cJ = buf[ocnt + J]
+        hist += cJ * (L[J] - logZ)
+        wJ = nf * (cJ - ctot * math.exp(L[J] - logZ))
+        for q in range(g):
+            k = J * g + q
+            coef = -wJ * math.exp(eta[k] - L[J])
+            for j in range(K):
+                ga[int(buf[oidx + k * K + j])] += coef * buf[oval + k * K + j]
+    hist *= nf
+    # prior terms in u: |b|^2 = u^T G1 u, |b|_P^2 = u^T G2 u; gu = M^T ga + d(prior)/du
+    gu = np.zeros(n)
+    for r in range(m):
+        for i in range(n):
+            gu[i] += buf[oM + r * n + i] * ga[r]
+    bb = 0.0
+    bPb = 0.0
+    for i in range(n):
+        g1 = 0.0
+        g2 = 0.0
+        for j in range(n):
+            g1 += buf[oG1 + i * n + j] * u[j]
+            g2 += buf[oG2 + i * n + j] * u[j]
+        bb += u[i] * g1
+        bPb += u[i] * g2
+        gu[i] -= g1 / ridge_sd ** 2 + isig2 * g2
+    logp = hist - 0.5 * bb / ridge_sd ** 2 - rank * s - 0.5 * isig2 * bPb - 0.5 * sigma2 / sigma_scale ** 2 + s
+    gs = 0.0
+    for i in range(n):
+        logp -= 0.5 * math.log(prec[i])
+        grad[i] = gu[i] / math.sqrt(prec[i])
+        # du/ds through prec = lam + exp(-2 s), and the Jacobian term -1/2 log prec
+        gs += gu[i] * (buf[oc + i] / prec[i] ** 2 + 0.5 * x[i] / prec[i] ** 1.5) * 2.0 * isig2 + isig2 / prec[i]
+    grad[n] = gs - rank + isig2 * bPb - sigma2 / sigma_scale ** 2 + 1.0
+    if nu > 0:
+        lb = x[n + 1]
+        beta = math.exp(lb)
+        logp += 0.5 * nu * lb - 0.5 * beta * S - 1e-3 * beta + lb
+        grad[n + 1] = 0.5 * nu - 0.5 * beta * S - 1e-3 * beta + 1.0
+    return logp
+
+
+def n_dim_of(buf) -> int:
+    """Length of the unconstrained point for a packed buffer."""
+    return int(buf[1]) + 1 + (buf[11] > 0)
+
+
+# nutpie's C callbacks (the signatures of nutpie.compile_pymc): logp(dim, x, grad_out, logp_out, user_data)
+@cfunc(types.int64(types.uint64, types.CPointer(types.double), types.CPointer(types.double),
+                   types.CPointer(types.double), types.voidptr), cache=True, nogil=True)
+def effective_logp_cfunc(dim, x_, out_, logp_, user_data):
+    buf = carray(user_data, (1,), np.float64)
+    buf = carray(user_data, (int(buf[0]),), np.float64)
+    if dim != int(buf[1]) + 1 + (buf[11] > 0):
+        return -1
+    x = carray(x_, (dim,))
+    out = carray(out_, (dim,))
+    lp = carray(logp_, (1,))
+    val = effective_logp_grad(x, buf, out)
+    lp[0] = val
+    if not np.all(np.isfinite(out)):
+        return 3
+    if not np.isfinite(val):
+        return 4
+    return 0
+
+
+@cfunc(types.int64(types.uint64, types.uint64, types.CPointer(types.double), types.CPointer(types.double),
+                   types.voidptr), cache=True, nogil=True)
+def effective_expand_cfunc(dim, expanded, x_, out_, user_data):
+    """Draw -> stored values [z, sigma_rw, (beta)]: the log-transformed entries exponentiated."""
+    buf = carray(user_data, (2,), np.float64)
+    n = int(buf[1])
+    if expanded != dim:
+        return -1
+    x = carray(x_, (dim,))
+    out = carray(out_, (dim,))
+    for i in range(n):
+        out[i] = x[i]
+    for i in range(n, dim):
+        out[i] = math.exp(x[i])
+    return 0

@@ -1,0 +1,199 @@
+"""End-to-end wall times of the issue-15 commands in units of the scalar C reference (same run).
+
+    python benchmarks/bench_end_to_end.py [--out benchmarks/RESULTS_END_TO_END.md] [--skip 2d,ising]
+
+Runs as subprocesses: the README main command with cold caches (fresh NUMBA_CACHE_DIR, PyTensor compiledir,
+MPLCONFIGDIR, XDG_CACHE_HOME) and again warm; the 2D learn at 2e6 steps; ``bayescg ising models/ising-nn.toml``.
+The C reference (gcc -O3 /work/shared/bench/c_reference.c, ``./a.out 20000000 0.3 0.5``) is compiled and timed
+at the start and the end; one C unit is the smaller of the two.  Per-stage times come from the plain progress
+lines ("stage: done in x s") that bayescg prints when stderr is not a terminal.  Then, in one process each:
+the NUTS fit of the README problem's size through the PyMC model compiled by nutpie (the path before issue 15)
+vs the cached kernel, and gradient-evaluation throughput of the kernel vs PyTensor's compiled logp + gradient.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+C_SRC = Path("/work/shared/bench/c_reference.c")
+
+RUNS = [
+    ("main-cold", "README main command, cold caches", ["learn", "models/test1-quadratic.toml", "--set",
+                                                       "simulation.steps=2e7"], True),
+    ("main-warm", "the same, warm caches", ["learn", "models/test1-quadratic.toml", "--set", "simulation.steps=2e7"],
+     False),
+    ("2d", "learn models/test4-2d-quadratic.toml --set simulation.steps=2e6",
+     ["learn", "models/test4-2d-quadratic.toml", "--set", "simulation.steps=2e6"], False),
+    ("ising", "ising models/ising-nn.toml", ["ising", "models/ising-nn.toml"], False),
+]
+
+FIT_COMPARE = textwrap.dedent("""
+    import json, sys, time
+    import numpy as np
+    from bayescg.bayes.effective import (adaptive_whitening, build_effective_potential_model, effective_basis,
+                                         effective_density, map_estimate)
+    from bayescg.fit import sample_model
+    rng = np.random.default_rng(0)
+    edges = [np.linspace(-7, 7, 201)]                      # the README problem's histogram and knots
+    counts = np.histogram(rng.standard_normal(10 ** 6) / 0.6, edges[0])[0].astype(float)
+    basis = effective_basis(edges, 40, counts=counts)
+    b, s, _, Hd = map_estimate(basis, counts, 0.05)
+    wh = adaptive_whitening(basis, b, s, Hd)
+    mom = {"beta_hat": 0.36, "beta_hat_se": 0.002}
+    out = {}
+    import nutpie  # imported before either timing: both paths need it
+    t0 = time.perf_counter()
+    dens = effective_density(counts, basis, wh, momenta_stats=mom, n_eff_factor=0.05, sigma_init=s)
+    dens.logp_grad(dens.init_centre)                      # load (or compile) the cached kernel
+    import bayescg.kernels.effective                      # and its C callbacks
+    t1 = time.perf_counter()
+    sample_model(dens, draws=1000, tune=1000, chains=4, seed=1)
+    out["kernel"] = {"compile": t1 - t0, "sample": time.perf_counter() - t1}
+    t0 = time.perf_counter()
+    model = build_effective_potential_model(counts, edges, basis=basis, momenta_stats=mom, n_eff_factor=0.05,
+                                            whitening=wh)
+    compiled = nutpie.compile_pymc_model(model)
+    t1 = time.perf_counter()
+    nutpie.sample(compiled, draws=1000, tune=1000, chains=4, seed=1, progress_bar=False, cores=2, target_accept=0.9)
+    out["pymc"] = {"compile": t1 - t0, "sample": time.perf_counter() - t1}
+    # gradient throughput: kernel vs PyTensor (C backend) logp + dlogp of the same model, 1D and 2D
+    def rate(f, x, n):
+        f(x)
+        t = time.perf_counter()
+        for _ in range(n):
+            f(x)
+        return n / (time.perf_counter() - t)
+    thr = {}
+    for d in (1, 2):
+        if d == 2:
+            e2 = [np.linspace(-3, 3, 101)] * 2
+            c2 = np.histogram2d(*rng.standard_normal((2, 200000)), e2)[0]
+            bs = effective_basis(e2, 25, counts=c2)
+            bb, ss, _, HH = map_estimate(bs, c2, 0.1)
+            w2 = adaptive_whitening(bs, bb, ss, HH)
+            dd = effective_density(c2, bs, w2, momenta_stats=mom, n_eff_factor=0.1, sigma_init=ss)
+            mm = build_effective_potential_model(c2, e2, basis=bs, momenta_stats=mom, n_eff_factor=0.1, whitening=w2)
+        else:
+            dd, mm, bs = dens, model, basis
+        x = dd.init_centre
+        n = bs.n_coef - 1
+        pt = {"z": x[:n], "sigma_rw_log__": x[n], "beta_log__": x[n + 1]}
+        fl, fg = mm.compile_logp(), mm.compile_dlogp()
+        reps = 3000 if d == 1 else 300
+        thr[f"{d}d"] = {"coefficients": int(bs.n_coef), "active_cells": int(bs.active.sum()),
+                        "kernel_per_s": rate(dd.logp_grad, x, reps),
+                        "pytensor_per_s": rate(lambda p: (fl(p), fg(p)), pt, reps // 3)}
+    out["throughput"] = thr
+    print(json.dumps(out))
+""")
+
+
+def c_unit(build: Path) -> float:
+    exe = build / "c_ref"
+    subprocess.run(["gcc", "-O3", str(C_SRC), "-lm", "-o", str(exe)], check=True)
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        subprocess.run([str(exe), "20000000", "0.3", "0.5"], check=True, capture_output=True)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def run_cli(args, env, out: Path):
+    t = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "bayescg.cli", *args, "--out", str(out), "--force"], cwd=ROOT,
+                       env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    stages = [(m.group(1), float(m.group(2))) for m in re.finditer(r"^(.*): done in ([0-9.]+) s$", p.stderr, re.M)]
+    return wall, p.returncode, stages, p.stderr[-600:]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS_END_TO_END.md"))
+    ap.add_argument("--skip", default="", help="comma-separated run keys to skip (main-cold, main-warm, 2d, ising, fit)")
+    a = ap.parse_args(argv)
+    skip = set(filter(None, a.skip.split(",")))
+    tmp = Path(tempfile.mkdtemp(prefix="bayescg-bench-"))
+    load0 = os.getloadavg()
+    unit0 = c_unit(tmp)
+    caches = {k: tmp / k for k in ("numba", "pytensor", "mpl", "xdg")}
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(caches["numba"]), PYTENSOR_FLAGS=f"compiledir={caches['pytensor']}",
+               MPLCONFIGDIR=str(caches["mpl"]), XDG_CACHE_HOME=str(caches["xdg"]),
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env.pop("BAYESCG_PROGRESS", None)
+    rows = []
+    fit = None
+    for key, title, args, cold in RUNS:
+        if key in skip:
+            continue
+        if cold:
+            for c in caches.values():
+                shutil.rmtree(c, ignore_errors=True)
+        print(f"running {key} ...", file=sys.stderr, flush=True)
+        rows.append((key, title) + run_cli(args, env, tmp / f"out-{key}"))
+        if key == "main-warm" and "fit" not in skip:
+            import json
+
+            print("running fit comparison ...", file=sys.stderr, flush=True)
+            p = subprocess.run([sys.executable, "-c", FIT_COMPARE], cwd=ROOT, env=env, capture_output=True, text=True)
+            fit = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else {"error": p.stderr[-600:]}
+        write(a.out, rows, fit, unit0, None, load0, os.getloadavg())
+    unit1 = c_unit(tmp)
+    print(write(a.out, rows, fit, unit0, unit1, load0, os.getloadavg()))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write(path, rows, fit, unit0, unit1, load0, load1) -> str:
+    """Render the results file (partial while the benchmark runs: unit1 None)."""
+    unit = unit0 if unit1 is None else min(unit0, unit1)
+    end = "not yet (partial results)" if unit1 is None else f"{unit1:.2f} s at the end"
+    lines = ["# End-to-end benchmark (issue 15)", "",
+             f"Command: `python benchmarks/bench_end_to_end.py`; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+             f"{os.cpu_count()} cores.", "",
+             f"C unit = {unit:.2f} s (C reference 2e7 steps, best of 3: {unit0:.2f} s at the start, {end}). Load average (1, 5, 15 min): start {load0[0]:.1f} {load0[1]:.1f} {load0[2]:.1f}, end "
+             f"{load1[0]:.1f} {load1[1]:.1f} {load1[2]:.1f}. The machine is shared: absolute figures are inflated "
+             "by the load; compare rows of the same run.", "",
+             "C units are given with the unit measured at the start and at the end (the load changes during a run).",
+             "", "| run | wall s | C units (start unit) | C units (end unit) | exit | stages (s) |",
+             "|---|---|---|---|---|---|"]
+    u1 = unit0 if unit1 is None else unit1
+    for key, title, wall, rc, stages, err in rows:
+        st = "; ".join(f"{n} {s:.1f}" for n, s in stages)
+        lines.append(f"| {title} | {wall:.1f} | {wall / unit0:.1f} | {wall / u1:.1f} | {rc} | {st} |")
+    if fit is not None:
+        lines += ["", "## NUTS fit of the README problem (40 knots, 200 cells, 4 x (1000 + 1000)), one process", ""]
+        if "error" in fit:
+            lines.append(f"failed: `{fit['error']}`")
+        else:
+            k, p = fit["kernel"], fit["pymc"]
+            lines += ["| path | compile / load s | sample s | total C units |", "|---|---|---|---|",
+                      f"| PyMC model, nutpie.compile_pymc_model (before) | {p['compile']:.1f} | {p['sample']:.1f} | "
+                      f"{(p['compile'] + p['sample']) / unit:.1f} |",
+                      f"| cached numba kernel (now) | {k['compile']:.2f} | {k['sample']:.1f} | "
+                      f"{(k['compile'] + k['sample']) / unit:.1f} |", "",
+                      f"Fit speed-up: {(p['compile'] + p['sample']) / (k['compile'] + k['sample']):.1f}x.", "",
+                      "Gradient evaluations (log density + gradient) per second, same model and point:", "",
+                      "| model | coefficients | active cells | kernel /s | PyTensor C logp+dlogp /s | ratio |",
+                      "|---|---|---|---|---|---|"]
+            for name, t in fit["throughput"].items():
+                lines.append(f"| {name} | {t['coefficients']} | {t['active_cells']} | {t['kernel_per_s']:.0f} | "
+                             f"{t['pytensor_per_s']:.0f} | {t['kernel_per_s'] / t['pytensor_per_s']:.1f} |")
+    failed = [r for r in rows if r[3] != 0]
+    for key, title, wall, rc, stages, err in failed:
+        lines += ["", f"{title} exited {rc}: `{err.strip().splitlines()[-1] if err.strip() else ''}`"]
+    Path(path).write_text("\n".join(lines) + "\n")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
