@@ -158,6 +158,26 @@ def load_checkpoint(path: str | Path) -> dict:
         raise InputError(f"{p}: unreadable checkpoint ({exc})") from None
 
 
+def pytensor_blas_flags() -> str:
+    """PyTensor's BLAS link flags (``pytensor.config.blas__ldflags``), searched once per process with its
+    "could not link to a BLAS installation" warning caught.
+
+    pip's numpy and scipy carry OpenBLAS under prefixed symbols (``scipy_dgemm_``), which PyTensor's C code
+    cannot link, so with pip wheels the search finds nothing and PyTensor's C backend computes dot products
+    through numpy (which does use that OpenBLAS).  bayescg's PyMC models are small (tens to hundreds of
+    parameters) and NUTS runs them in numba, so the warning says nothing useful to a user.  A BLAS that can
+    be linked (conda, system libblas) is still found and used, and flags the user set are returned unchanged.
+    Call before compiling a PyMC model with PyTensor's default (C) backend.
+    """
+    import warnings
+
+    import pytensor
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS", category=UserWarning)
+        return pytensor.config.blas__ldflags  # the search runs on first access; the result is kept
+
+
 def compile_nutpie(model):
     """``nutpie.compile_pymc_model(model)`` with IEEE arithmetic, so a seed gives the same draws whatever
     the state of PyTensor's numba cache (``<base_compiledir>/numba``).
@@ -174,5 +194,6 @@ def compile_nutpie(model):
     import nutpie
     import pytensor
 
+    pytensor_blas_flags()  # the initial-point function is compiled with the C backend
     with pytensor.config.change_flags(numba__fastmath=False):
         return nutpie.compile_pymc_model(model)
