@@ -276,10 +276,6 @@ class FitResult:
             "likelihood": self.likelihood, "band_calibration": self.band_calibration,
         }
 
-    @property
-    def converged(self) -> bool:
-        return not self.warnings
-
     def scale_band(self, factor: float) -> None:
         """Scale the draws of U (and so the band) about U_mean by ``factor`` (> 0), e.g. to add a variance
         the posterior does not hold (pipeline: the noise covariance Z's); reference_coverage is recomputed."""
@@ -299,12 +295,6 @@ class FitResult:
         from .splines import SplineRep
 
         return SplineRep(self.knots, self.coef_mean, 3, wall)
-
-    def potential(self, wall: float = 0.0):
-        """The posterior-mean U as a :class:`bayescg.potentials.Potential` (for surrogate dynamics)."""
-        from .splines import spline_potential
-
-        return spline_potential(self.knots, self.coef_mean, 3, wall)
 
     def to_inference_data(self, variables=None):
         """ArviZ InferenceData of the fit (what ``posterior.nc`` holds).
