@@ -138,10 +138,13 @@ class Summary(Mapping):
                             "warnings": list(self.warnings)})
 
     def for_report(self) -> dict:
-        """``label -> value`` for the HTML report (numbers stay numbers so that thresholds can flag them; a unit
-        goes into the label)."""
-        return {(f"{r.label} ({r.unit})" if r.unit and r.unit not in ("s",) else r.label): r.value
-                for r in self.rows}
+        """``label -> value`` for the HTML report: numbers stay numbers so that thresholds can flag them, a unit
+        goes into the label, a value that does not apply is its ``missing`` text (``n/a (MAP)``)."""
+        def value(r):
+            absent = r.value is None or (isinstance(r.value, float) and math.isnan(r.value))
+            return r.missing if absent and r.missing != "n/a" else r.value
+
+        return {(f"{r.label} ({r.unit})" if r.unit and r.unit not in ("s",) else r.label): value(r) for r in self.rows}
 
     def format(self, indent: str = "  ") -> str:
         """Terminal text: the title, one aligned ``label  value`` line per row (matrices over several lines),

@@ -152,3 +152,10 @@ def test_list_errors_show_quoting_that_works(override, shown, tiny, tmp_path, ca
     if "init_mean" in value:
         value = "simulation.init_mean=[0.5]"
     load_model(path, [value])
+
+
+def test_report_form_keeps_numbers_and_says_why_a_value_is_missing():
+    s = LearnResult.summary(SimpleNamespace(to_dict=lambda: _learn_dict("map", None)))
+    r = s.for_report()
+    assert r["diagnostics.r_hat_max"] == "n/a (MAP)" and r["beta_hat"] == 0.98765432101
+    assert r["reference_coverage"] == 0.91234 and r["seconds"] == 12.3456
