@@ -276,6 +276,18 @@ class FitResult:
             "likelihood": self.likelihood, "band_calibration": self.band_calibration,
         }
 
+    def summary(self):
+        """:class:`bayescg.summary.Summary` of the fit: method, knots, n_eff, beta, agreement with the reference,
+        sampler diagnostics (n/a for MAP)."""
+        from .summary import Summary
+
+        s = Summary(f"fit: effective potential U_k ({self.method}), d = {self.dim}", warnings=list(self.warnings))
+        s.add("knots per dimension", [len(t) - 6 for t in self.knots]).add("n_eff", self.n_eff, ".4g")
+        s.add("beta (posterior mean)", self.beta.get("mean"))
+        s.add("reference_rmse", self.reference_rmse, missing="n/a (no reference)")
+        s.add("reference_coverage", self.reference_coverage, ".3g", missing="n/a (no reference)")
+        return s.add_diagnostics(self.diagnostics, self.method).add("seconds", self.seconds, ".1f", "s")
+
     def scale_band(self, factor: float) -> None:
         """Scale the draws of U (and so the band) about U_mean by ``factor`` (> 0), e.g. to add a variance
         the posterior does not hold (pipeline: the noise covariance Z's); reference_coverage is recomputed."""

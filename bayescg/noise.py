@@ -300,9 +300,10 @@ class NoiseResult:
         s.add("calibrated beta_hat (want 1)", d["beta_hat"], missing="n/a (not calibrated)")
         s.add("beta_hat_se", d["beta_hat_se"], ".2g", missing="n/a (not calibrated)")
         s.add("design condition number", d["design_condition_number"], ".3g")
-        diag = d.get("diagnostics") or {}
-        s.add("diagnostics.r_hat_max", diag.get("r_hat_max"), missing="n/a (no posterior sampled)")
-        s.add("diagnostics.ess_bulk_min", diag.get("ess_bulk_min"), ".0f", missing="n/a (no posterior sampled)")
+        if d.get("diagnostics"):  # a sampled posterior of Z
+            s.add_diagnostics(d["diagnostics"])
+        else:
+            s.add("posterior of Z", None, missing="n/a (not sampled: least-squares se)")
         return s.add("seconds", d["seconds"], ".1f", "s")
 
     def to_inference_data(self):

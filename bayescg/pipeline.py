@@ -197,11 +197,7 @@ class LearnResult:
         s.add("reference_coverage", d.get("reference_coverage"), ".3g", missing="n/a (no reference)")
         if d["dimension"] >= 2 and d.get("noise_covariance") is not None:
             s.add("noise covariance Z", d["noise_covariance"])
-        diag = d.get("diagnostics") or {}
-        is_map = d.get("method") == "map"  # a MAP fit has no sampler: R-hat, ESS, divergences do not apply
-        s.add("diagnostics.r_hat_max", diag.get("r_hat_max"), missing="n/a (MAP)" if is_map else "n/a (one chain)")
-        s.add("diagnostics.ess_bulk_min", diag.get("ess_bulk_min"), ".0f", missing="n/a (MAP)" if is_map else "n/a")
-        s.add("diagnostics.divergences", diag.get("divergences"), missing="n/a (MAP)" if is_map else "n/a")
+        s.add_diagnostics(d.get("diagnostics"), d.get("method"))
         s.add("normality p-value", d["normality"]["pvalue"], ".3g")
         c = d["finite_delta_correction"]
         s.add("correction applied", bool(c.get("applied")))

@@ -102,6 +102,15 @@ class Summary(Mapping):
             s.add(k, v, (fmts or {}).get(k, ".4g"), (units or {}).get(k, ""))
         return s
 
+    def add_diagnostics(self, diag: dict | None, method: str = "nuts") -> "Summary":
+        """The sampler's r_hat_max, ess_bulk_min and divergences (bayescg.fit.sampler_diagnostics); for a MAP fit
+        (``method == "map"``) they do not apply and read ``n/a (MAP)``."""
+        diag = diag or {}
+        na = "n/a (MAP)" if method == "map" else "n/a"
+        self.add("diagnostics.r_hat_max", diag.get("r_hat_max"), missing=na if method == "map" else "n/a (one chain)")
+        self.add("diagnostics.ess_bulk_min", diag.get("ess_bulk_min"), ".0f", missing=na)
+        return self.add("diagnostics.divergences", diag.get("divergences"), missing=na)
+
     def table(self, title: str, rows: list) -> "Summary":
         self.tables.append((title, [dict(r) for r in rows]))
         return self

@@ -94,7 +94,7 @@ def test_noise_summary_prints_z_as_a_matrix():
          "beta_hat_se": 0.01, "design_condition_number": 3.0, "diagnostics": None, "seconds": 1.0}
     text = str(NoiseResult.summary(SimpleNamespace(to_dict=lambda: d, dim=2, warnings=[])))
     assert re.search(r"noise covariance Z +\[\[0\.05123, 0\.02513\],\n +\[0\.02513,  0\.0255\]\]", text), text
-    assert "n/a (no posterior sampled)" in text
+    assert "n/a (not sampled" in text
     assert not LONG_FLOAT.search(text), text
 
 
@@ -159,3 +159,17 @@ def test_report_form_keeps_numbers_and_says_why_a_value_is_missing():
     r = s.for_report()
     assert r["diagnostics.r_hat_max"] == "n/a (MAP)" and r["beta_hat"] == 0.98765432101
     assert r["reference_coverage"] == 0.91234 and r["seconds"] == 12.3456
+
+
+def test_fit_summary_map_and_nuts():
+    from bayescg.fit import FitResult
+
+    base = dict(dim=1, knots=[list(range(14))], n_eff=1234.5678, beta={"mean": 0.35412345}, reference_rmse=None,
+                reference_coverage=None, seconds=3.21, warnings=[])
+    m = FitResult.summary(SimpleNamespace(method="map", diagnostics={"r_hat_max": None}, **base))
+    assert m.text("diagnostics.r_hat_max") == "n/a (MAP)" and m.text("reference_rmse") == "n/a (no reference)"
+    assert m.text("knots per dimension") == "[8]" and m.text("beta (posterior mean)") == "0.3541"
+    n = FitResult.summary(SimpleNamespace(method="nuts", diagnostics={"r_hat_max": 1.0123456, "ess_bulk_min": 812.4,
+                                                                      "divergences": 0}, **base))
+    assert n.text("diagnostics.r_hat_max") == "1.012" and n.text("diagnostics.divergences") == "0"
+    assert not LONG_FLOAT.search(str(n))
