@@ -5,8 +5,9 @@ matplotlib figure as a PNG data URI (``data:image/png;base64,...``), so the file
 archived and opened offline.  No external ``src``/``href`` is ever emitted; all text from results
 and model files is HTML-escaped.
 
-Sections come from result objects (see ``docs/ARCHITECTURE.md``): ``summary()`` (dict: key numbers,
-or list of dicts: a table), ``warnings`` / ``to_dict()["warnings"]`` (highlighted at the top of the
+Sections come from result objects (see ``docs/ARCHITECTURE.md``): ``summary()`` (a
+:class:`bayescg.summary.Summary`: its rows are the key numbers, its tables are tables; a plain dict or list of
+dicts is still read), ``warnings`` / ``to_dict()["warnings"]`` (highlighted at the top of the
 section and collected at the top of the report), ``figures()`` ([(title, Figure)]) and
 ``to_inference_data()`` (ArviZ InferenceData), from which :func:`inference_data_figures` draws, for
 any model, a posterior summary table (mean, sd, 94 % HDI, ESS, R-hat), rank plots
