@@ -11,14 +11,15 @@ import argparse
 import os
 import sys
 import traceback
-from pathlib import Path
 
 from .errors import BayescgError, InputError
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse prints usage + message by default)
-        raise InputError(f"{self.prog}: {message}")
+        # main() prints "bayescg: error: "; a subcommand adds only its name ("learn: ...")
+        sub = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+        raise InputError(f"{sub}: {message}" if sub else message)
 
 
 def _add_common(p, resume=True):
@@ -59,19 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_deltas(text: str) -> list[float]:
-    try:
-        deltas = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise InputError(f"--deltas: expected comma-separated numbers, got {text!r}") from None
-    if not deltas:
-        raise InputError("--deltas: no step sizes given")
-    bad = [d for d in deltas if not d > 0]
-    if bad:
-        raise InputError(f"--deltas: step sizes must be > 0, got {bad[0]}")
-    return deltas
-
-
 def _say_warnings(caught) -> None:
     """Python warnings raised during a successful command, one line each on stderr (duplicates once).
 
@@ -101,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if not args.command:
-            raise InputError("bayescg: no command given (try: bayescg --help)")
+            raise InputError("no command given (try: bayescg --help)")
         from . import commands
 
         if debug:

@@ -134,6 +134,13 @@ def _say(text: str):
     print(text, file=sys.stdout, flush=True)
 
 
+def _report_to_terminal(res, out: Path, command: str):
+    """The result's summary (bayescg.summary.Summary: sensible precision, n/a where a number does not apply,
+    matrices as rows, warnings last) and where its files are."""
+    _say(str(res.summary()))
+    _say(f"{command}: wrote {', '.join(str(out / name) for name in OUTPUTS[command])}")
+
+
 # --- commands --------------------------------------------------------------------------
 def cmd_simulate(args, model=None, out=None):
     model = model or _model(args)
@@ -147,8 +154,7 @@ def cmd_simulate(args, model=None, out=None):
         res = simulate_model(model, checkpoint=out / "checkpoint-simulate.npz", resume=args.resume, control=ctl)
     with _outputs(out, "simulate") as stage:
         _write(stage, "simulation.json", res, model, "simulate")
-    _say(f"simulate: {res.steps:.3g} steps in {res.seconds:.1f} s ({res.steps_per_second:.3g} steps/s), "
-         f"beta_hat = {res.beta_hat:.4g}, trapped {100 * res.trapped_fraction:.0f}% -> {out / 'simulation.json'}")
+    _report_to_terminal(res, out, "simulate")
     return res
 
 
@@ -166,18 +172,24 @@ def cmd_scales(args, model=None, out=None):
     with _outputs(out, "scales") as stage:
         payload = _write(stage, "scales.json", res, model, "scales")
         _report(stage, model, "scales", [("Scale scan", res)], payload["meta"], name="report-scales.html")
-    for row in res.rows:
-        _say(f"scales: delta {row['delta']:<8g} beta_hat {row['beta_hat'] if row['beta_hat'] is not None else float('nan'):.4g} "
-             f"trapped {100 * row['trapped_fraction']:.0f}% {row['verdict']}: {row['reason']}")
-    est = res.estimate
-    _say(f"scales: scale found eps ~ delta = {est['epsilon']:g}, bracket {est['bracket']}" if est.get("epsilon")
-         else f"scales: no scale found ({est.get('method')})")
+    _report_to_terminal(res, out, "scales")
     return res
 
 
-def _parse_deltas_arg(args, model):
-    from .cli import _parse_deltas
+def _parse_deltas(text: str) -> list[float]:
+    try:
+        deltas = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--deltas: expected comma-separated numbers, got {text!r}") from None
+    if not deltas:
+        raise InputError("--deltas: no step sizes given")
+    bad = [d for d in deltas if not d > 0]
+    if bad:
+        raise InputError(f"--deltas: step sizes must be > 0, got {bad[0]}")
+    return deltas
 
+
+def _parse_deltas_arg(args, model):
     if getattr(args, "deltas", None):
         return _parse_deltas(args.deltas)
     if model.scales is not None and model.scales.deltas:
@@ -199,7 +211,7 @@ def cmd_noise(args, model=None, out=None):
         payload = _write(stage, "noise.json", res, model, "noise")
         _report(stage, model, "noise", [("Noise covariance and calibration", res)], payload["meta"],
                 name="report-noise.html")
-    _say(f"noise: Z = {res.to_dict()['noise_covariance']} -> {out / 'noise.json'}")
+    _report_to_terminal(res, out, "noise")
     return res
 
 
@@ -220,9 +232,7 @@ def cmd_learn(args, model=None, out=None):
             payload = _write(stage, "result.json", res, model, "learn")
             _write_posterior(stage, res)
             _report(stage, model, "learn", [("Effective potential", res)], payload["meta"])
-    rmse = payload.get("reference_rmse")
-    _say(f"learn: beta_hat = {payload['beta_hat']:.4g}, reference RMSE = {rmse if rmse is None else f'{rmse:.3g}'}, "
-         f"r_hat_max = {payload['diagnostics'].get('r_hat_max')} -> {out / 'result.json'}")
+    _report_to_terminal(res, out, "learn")
     return res
 
 
@@ -245,9 +255,7 @@ def cmd_surrogate(args, model=None, out=None, learned=None):
         payload = _write(stage, "surrogate.json", res, model, "surrogate")
         _report(stage, model, "surrogate", [("Surrogate dynamics", res)], payload["meta"],
                 name="report-surrogate.html")
-    lg, hm = payload["langevin"], payload["hamiltonian"]
-    _say(f"surrogate: Langevin W1 {lg['equilibrium_w1']:.3g}, speedup {lg['speedup']:.3g}x; "
-         f"Hamiltonian phase error {hm['phase_portrait_error']:.3g}, speedup {hm['speedup']:.3g}x")
+    _report_to_terminal(res, out, "surrogate")
     return res
 
 
@@ -280,7 +288,7 @@ def cmd_ising(args, model=None, out=None):
         payload = _write(stage, "ising.json", res, model, "ising")
         _write_ising_netcdf(stage, res)
         _report(stage, model, "ising", [("Predictive coarse-graining", res)], payload["meta"])
-    _say(f"ising: methods {', '.join(payload.get('methods', {}))} -> {out / 'ising.json'}")
+    _report_to_terminal(res, out, "ising")
     return res
 
 

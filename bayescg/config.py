@@ -258,9 +258,16 @@ class Model:
         return "ising" if self.fine is not None else "potential"
 
     def require(self, section: str):
+        """The section ``section``, else a ModelFileError that names the command for this kind of model."""
         value = getattr(self, section)
         if value is None:
-            raise ModelFileError(f"{self.path or self.name}: this command needs a [{section}] section")
+            hint = ""
+            if self.kind == "ising" and section in PILLAR1_SECTIONS:
+                hint = "; this is an Ising chain model ([fine] section): run it with `bayescg ising`"
+            elif self.kind == "potential" and section in PILLAR2_SECTIONS:
+                hint = ("; this is an effective-potential model ([potential] section): run it with `bayescg learn` "
+                        "(or simulate, scales, noise, surrogate, run)")
+            raise ModelFileError(f"{self.path or self.name}: this command needs a [{section}] section{hint}")
         return value
 
     def resolve(self, relpath: str) -> Path:
@@ -274,6 +281,10 @@ class Model:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "raw" and v is not None}
 
 
+#: Sections of the two kinds of model (pillar 1: effective potentials; pillar 2: Ising chains).
+PILLAR1_SECTIONS = ("potential", "simulation", "trajectory", "fit", "scales", "noise", "surrogate")
+PILLAR2_SECTIONS = ("fine", "data", "coarse", "inference", "sweep")
+
 SECTIONS: dict[str, type] = {
     "potential": PotentialSection, "simulation": SimulationSection, "trajectory": TrajectorySection,
     "fit": FitSection,
@@ -281,8 +292,6 @@ SECTIONS: dict[str, type] = {
     "fine": FineSection, "data": DataSection, "coarse": CoarseSection,
     "inference": InferenceSection, "sweep": SweepSection,
 }
-# Sections a command may need that have usable all-default values.
-DEFAULTABLE = {"fit", "scales", "noise", "surrogate", "data", "coarse", "inference"}
 
 
 # --- coercion ------------------------------------------------------------------------------
@@ -326,6 +335,27 @@ def _coerce(value, tp, where: str):
     raise TypeError(f"unsupported schema type {tp!r}")  # pragma: no cover - schema bug
 
 
+#: Example list values for error messages: by key, else by type.
+_LIST_EXAMPLES = {"inference.methods": '["em", "laplace"]', "inference.candidates": '["110", "120"]',
+                  "potential.variables": '["x", "y"]', "potential.domain": "[[-3.0, 3.0]]",
+                  "simulation.kick_noise": "[[2.0]]", list[float]: "[0.5, 0.25]", list[str]: '["a", "b"]',
+                  list[list[float]]: "[[2.0]]", list[Any]: "[0.0, 0.5]"}
+
+
+def _list_hint(key: str, tp) -> str:
+    """How to write a list value of ``key`` in the model file and on the command line, where the shell would
+    otherwise eat the brackets or quotes (TOML strings inside a list need their double quotes)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    tp = args[0] if typing.get_origin(tp) is typing.Union and args else tp
+    example = _LIST_EXAMPLES.get(key) or _LIST_EXAMPLES.get(tp)
+    if example is None:
+        return ""
+    section, name = key.split(".", 1)
+    rows = " (one row per variable)" if example.startswith("[[") else ""
+    return (f"; write a list in brackets{rows}: {name} = {example} in [{section}], or quoted for the shell: "
+            f"--set {key}='{example}'")
+
+
 def _build_section(name: str, cls: type, table: Any, where: str):
     if not isinstance(table, dict):
         raise ModelFileError(f"{where}: [{name}] must be a table")
@@ -338,12 +368,17 @@ def _build_section(name: str, cls: type, table: Any, where: str):
     for key, f in fields.items():
         loc = f"{where}: {name}.{key}"
         if key in table:
-            value = _coerce(table[key], hints[key], loc)
+            hint = _list_hint(f"{name}.{key}", hints[key])
+            try:
+                value = _coerce(table[key], hints[key], loc)
+            except ModelFileError as exc:
+                raise ModelFileError(f"{exc}{hint}") from None
             check = f.metadata.get("check")
             if check is not None and value is not None:
                 msg = check(value)
                 if msg:
-                    raise ModelFileError(f"{loc} {msg}, got {table[key]!r}")
+                    hint = hint if ("list" in msg or "matrix" in msg) else ""
+                    raise ModelFileError(f"{loc} {msg}, got {table[key]!r}{hint}")
             kwargs[key] = value
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ModelFileError(f"{where}: missing required key {name}.{key}")

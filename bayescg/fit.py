@@ -276,9 +276,17 @@ class FitResult:
             "likelihood": self.likelihood, "band_calibration": self.band_calibration,
         }
 
-    @property
-    def converged(self) -> bool:
-        return not self.warnings
+    def summary(self):
+        """:class:`bayescg.summary.Summary` of the fit: method, knots, n_eff, beta, agreement with the reference,
+        sampler diagnostics (n/a for MAP)."""
+        from .summary import Summary
+
+        s = Summary(f"fit: effective potential U_k ({self.method}), d = {self.dim}", warnings=list(self.warnings))
+        s.add("knots per dimension", [len(t) - 6 for t in self.knots]).add("n_eff", self.n_eff, ".4g")
+        s.add("beta (posterior mean)", self.beta.get("mean"))
+        s.add("reference_rmse", self.reference_rmse, missing="n/a (no reference)")
+        s.add("reference_coverage", self.reference_coverage, ".3g", missing="n/a (no reference)")
+        return s.add_diagnostics(self.diagnostics, self.method).add("seconds", self.seconds, ".1f", "s")
 
     def scale_band(self, factor: float) -> None:
         """Scale the draws of U (and so the band) about U_mean by ``factor`` (> 0), e.g. to add a variance
@@ -299,12 +307,6 @@ class FitResult:
         from .splines import SplineRep
 
         return SplineRep(self.knots, self.coef_mean, 3, wall)
-
-    def potential(self, wall: float = 0.0):
-        """The posterior-mean U as a :class:`bayescg.potentials.Potential` (for surrogate dynamics)."""
-        from .splines import spline_potential
-
-        return spline_potential(self.knots, self.coef_mean, 3, wall)
 
     def to_inference_data(self, variables=None):
         """ArviZ InferenceData of the fit (what ``posterior.nc`` holds).

@@ -287,6 +287,25 @@ class NoiseResult:
             "diagnostics": self.diagnostics, "warnings": list(self.warnings), "seconds": self.seconds,
         }
 
+    def summary(self):
+        """:class:`bayescg.summary.Summary`: Z (d x d) with its sd, the friction Gamma = Z / 2, the calibrated run's
+        beta_hat (1 when the calibration holds), the design's condition number and the sampler diagnostics."""
+        from .summary import Summary
+
+        d = self.to_dict()
+        s = Summary(f"noise: covariance Z and friction calibration (Theorem 3.1), d = {self.dim}",
+                    warnings=list(self.warnings))
+        s.add("noise covariance Z", d["noise_covariance"]).add("sd of Z", d["noise_covariance_sd"], ".2g")
+        s.add("friction Gamma = Z / 2", d["friction"])
+        s.add("calibrated beta_hat (want 1)", d["beta_hat"], missing="n/a (not calibrated)")
+        s.add("beta_hat_se", d["beta_hat_se"], ".2g", missing="n/a (not calibrated)")
+        s.add("design condition number", d["design_condition_number"], ".3g")
+        if d.get("diagnostics"):  # a sampled posterior of Z
+            s.add_diagnostics(d["diagnostics"])
+        else:
+            s.add("posterior of Z", None, missing="n/a (not sampled: least-squares se)")
+        return s.add("seconds", d["seconds"], ".1f", "s")
+
     def to_inference_data(self):
         """InferenceData: posterior of Z (when sampled), observed_data = design moments and their ses."""
         import arviz as az

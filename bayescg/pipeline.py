@@ -17,60 +17,7 @@ import numpy as np
 
 from .config import FitSection, Model, NoiseSection
 from .errors import InputError, SimulationError
-
-
-def potential_from_model(model: Model):
-    """The model's V as a compiled :class:`~bayescg.potentials.Potential`."""
-    from .potentials import Potential
-
-    pot = model.require("potential")
-    if pot.module is not None:
-        return Potential.from_module(model.resolve(pot.module), pot.variables)
-    if pot.expression is None:
-        raise InputError(f"{model.path or model.name}: [potential] has no expression or module: there is no V "
-                         "to simulate (a [trajectory] model learns from its data only)")
-    return Potential.from_expression(pot.expression, pot.variables)
-
-
-def reference_from_model(model: Model):
-    """The model's reference U_k (or None)."""
-    from .potentials import Potential
-
-    pot = model.require("potential")
-    if not pot.reference:
-        return None
-    return Potential.from_expression(pot.reference, pot.variables)
-
-
-def hist_range_from_model(model: Model):
-    dom = model.potential.domain if model.potential is not None else None
-    return None if dom is None else [tuple(r) for r in dom]
-
-
-def sim_kwargs(model: Model) -> dict:
-    """Keyword arguments of :func:`bayescg.simulate.simulate` from ``[simulation]`` (all but delta; the one
-    translation of the section, used by simulate, learn, noise and scales)."""
-    s = model.require("simulation")
-    kw = dict(gamma=s.gamma, steps=s.steps, walkers=s.walkers, seed=s.seed, burn_in=s.burn_in,
-              init_sd=s.init_sd, bins=s.bins, max_samples=s.max_samples,
-              hist_range=hist_range_from_model(model))
-    if s.init_mean:
-        kw["init_mean"] = np.asarray(s.init_mean, float)
-    if s.mass is not None:
-        kw["mass"] = np.asarray(s.mass, float)
-    if s.friction is not None:
-        kw["friction"] = np.asarray(s.friction, float)
-    # only what differs from simulate's defaults, so callers that set these themselves (the white-kick runs of
-    # the finite-delta correction) do not receive them twice
-    if s.integrator != "damped":
-        kw["integrator"] = s.integrator
-    if s.kick_noise is not None:
-        kw["kick_noise"] = s.kick_noise
-    if not s.lanes:
-        from .simulate import EngineOptions
-
-        kw["options"] = EngineOptions(lanes=False)
-    return kw
+from .simulate import hist_range_from_model, potential_from_model, reference_from_model, sim_kwargs  # noqa: F401
 
 
 def estimate_noise_model(model: Model, *, executor=None, control=None, workdir=None, resume: bool = False):
@@ -236,23 +183,32 @@ class LearnResult:
             out["finite_delta_correction"] = {"applied": False, "reason": self.correction_note}
         return out
 
-    def summary(self) -> dict:
+    def summary(self):
+        """Key numbers (:class:`bayescg.summary.Summary`): run, temperature, fit quality, sampler diagnostics
+        (n/a for a MAP fit), the noise covariance Z (d >= 2) and the finite-delta correction."""
+        from .summary import Summary
+
         d = self.to_dict()
-        keys = ["dimension", "delta", "gamma", "steps", "beta_hat", "beta_hat_se", "trapped_fraction",
-                "reference_rmse", "reference_coverage", "seconds"]
-        s = {k: d.get(k) for k in keys}
-        s.update({f"diagnostics.{k}": v for k, v in (d.get("diagnostics") or {}).items()})
-        s["normality p-value"] = d["normality"]["pvalue"]
+        s = Summary("learn: effective potential U_k", warnings=list(d.get("warnings") or []))
+        s.add("dimension", d["dimension"]).add("delta", d["delta"]).add("gamma", d["gamma"])
+        s.add("steps", int(d["steps"]), ",").add("beta_hat", d["beta_hat"]).add("beta_hat_se", d["beta_hat_se"], ".2g")
+        s.add("trapped_fraction", d["trapped_fraction"], ".3g")
+        s.add("reference_rmse", d.get("reference_rmse"), missing="n/a (no reference)")
+        s.add("reference_coverage", d.get("reference_coverage"), ".3g", missing="n/a (no reference)")
+        if d["dimension"] >= 2 and d.get("noise_covariance") is not None:
+            s.add("noise covariance Z", d["noise_covariance"])
+        s.add_diagnostics(d.get("diagnostics"), d.get("method"))
+        s.add("normality p-value", d["normality"]["pvalue"], ".3g")
         c = d["finite_delta_correction"]
-        s["correction applied"] = bool(c.get("applied"))
+        s.add("correction applied", bool(c.get("applied")))
         if c.get("applied"):
-            s["correction size (max |dU|)"] = c["size"]
-            s["correction iterations"] = c["iterations"]
-            s["correction seconds"] = c["seconds"]
-            s["U_raw: rmse"] = d.get("reference_rmse_raw")
-            s["U_raw: coverage of reference"] = d.get("reference_coverage_raw")
+            s.add("correction size (max |dU|)", c["size"], ".3g").add("correction iterations", c["iterations"])
+            s.add("correction seconds", c["seconds"], ".1f", "s")
+            s.add("U_raw: rmse", d.get("reference_rmse_raw"), missing="n/a (no reference)")
+            s.add("U_raw: coverage of reference", d.get("reference_coverage_raw"), ".3g", missing="n/a (no reference)")
         else:
-            s["correction: why not"] = c.get("reason")
+            s.add("correction: why not", c.get("reason"))
+        s.add("seconds", d["seconds"], ".1f", "s")
         return s
 
     def to_inference_data(self):
@@ -321,7 +277,7 @@ def learn_trajectory_model(model: Model, *, control=None) -> LearnResult:
     """Fit the model's effective potential from its ``[trajectory]`` file (:mod:`bayescg.trajectory`).
 
     delta, gamma and mass come from the section, else from arrays of the same names in the .npz."""
-    from .trajectory import learn_trajectory, load_npz
+    from .trajectory import load_npz
 
     tr = model.require("trajectory")
     fs = model.fit or FitSection()
@@ -341,6 +297,50 @@ def learn_trajectory_model(model: Model, *, control=None) -> LearnResult:
     res.trajectory = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                       "walkers": int(res.simulation.walkers), "frames_per_walker": int(res.simulation.steps_per_walker)}
     return res
+
+
+def learn_trajectory(q, p, *, variables=None, delta=None, gamma=None, mass=None, burn_in: float = 0.0,
+                     bins: int = 200, hist_range=None, max_samples: int = 100_000, knots=40, method: str = "nuts",
+                     draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 1, reference=None,
+                     mass_fraction: float = 0.98, delta_correction: str = "fixed_point", correction_steps=None,
+                     correction_iterations: int = 6, correction_walkers: int = 16, control=None,
+                     name: str = "trajectory"):
+    """Learn U_k (3.9) from arrays (q, p): the Python-API twin of a model file's ``[trajectory]``.
+
+    Arguments as :func:`bayescg.trajectory.trajectory_result` and :func:`bayescg.fit.fit_effective_potential`; variables: names of
+    the d coordinates (default q0..); reference: Potential or callable of points (n, d) -> (n,).
+    delta_correction ("fixed_point" | "none"), correction_steps (default: the frames given), correction_iterations,
+    correction_walkers: the finite-delta correction of :func:`correct_finite_delta`, applied when
+    delta and gamma say the data come from the damped map (3.2) (1D, M = I), on white-kick runs of
+    ``correction_walkers`` walkers.
+    Returns a :class:`LearnResult` (same ``to_dict`` / ``to_inference_data`` as ``learn``).
+    """
+    from .fit import fit_effective_potential
+    from .stats import equilibrium_summary
+    from .trajectory import trajectory_result
+
+    t0 = time.perf_counter()
+    sim = trajectory_result(q, p, delta=delta, gamma=gamma, mass=mass, burn_in=burn_in, bins=bins,
+                            hist_range=hist_range, max_samples=max_samples, variables=variables)
+    if sim.dim > 2:
+        raise InputError("effective potentials are fitted for d = 1 or 2; these data have d = 3")
+    eq = equilibrium_summary(sim)
+    fit = fit_effective_potential(sim, knots=knots, method=method, draws=draws, tune=tune, chains=chains,
+                                  seed=seed, reference=reference, mass_fraction=mass_fraction, control=control)
+    warnings = []
+    if sim.hist_outside:
+        warnings.append(f"{sim.hist_outside} frames lie outside the histogram range and were not counted")
+    if delta is None or gamma is None:
+        fit, raw, corr, note = fit, None, None, "delta and gamma of the map (3.2) that made the data are not given"
+    else:
+        sim_kw = {"gamma": float(gamma), "walkers": int(correction_walkers), "mass": sim.mass}
+        fit, raw, corr, note = correct_finite_delta(
+            sim, fit, sim_kw, mode=delta_correction, knots=knots, mass_fraction=mass_fraction,
+            steps=int(correction_steps or sim.steps), max_iter=correction_iterations, reference=reference,
+            seed=seed, warnings=warnings, control=control)
+    return LearnResult(model_name=name, simulation=sim, fit=fit, equilibrium=eq,
+                       seconds=time.perf_counter() - t0, warnings=warnings + coverage_warnings(fit),
+                       raw_fit=raw, correction=corr, correction_note=note)
 
 
 def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool = False,
@@ -367,7 +367,7 @@ def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool
         kw["mass"] = np.eye(pot.dim)
     gamma_choice = None
     if s.auto_gamma and s.friction is None and noise is None:
-        from .scales import auto_gamma
+        from .simulate import auto_gamma
 
         gamma_choice = auto_gamma(pot, s.delta, kw, s.target_beta)
     checkpoint = Path(workdir) / "checkpoint-learn.npz" if workdir is not None else None

@@ -5,8 +5,9 @@ matplotlib figure as a PNG data URI (``data:image/png;base64,...``), so the file
 archived and opened offline.  No external ``src``/``href`` is ever emitted; all text from results
 and model files is HTML-escaped.
 
-Sections come from result objects (see ``docs/ARCHITECTURE.md``): ``summary()`` (dict: key numbers,
-or list of dicts: a table), ``warnings`` / ``to_dict()["warnings"]`` (highlighted at the top of the
+Sections come from result objects (see ``docs/ARCHITECTURE.md``): ``summary()`` (a
+:class:`bayescg.summary.Summary`: its rows are the key numbers, its tables are tables; a plain dict or list of
+dicts is still read), ``warnings`` / ``to_dict()["warnings"]`` (highlighted at the top of the
 section and collected at the top of the report), ``figures()`` ([(title, Figure)]) and
 ``to_inference_data()`` (ArviZ InferenceData), from which :func:`inference_data_figures` draws, for
 any model, a posterior summary table (mean, sd, 94 % HDI, ESS, R-hat), rank plots
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .io import atomic_write_text
+from .summary import Summary
 
 __all__ = ["Report", "figure_to_data_uri", "table_html", "inference_data_figures", "posterior_summary_rows",
            "select_scalar_variables", "collect_warnings", "key_numbers", "structured_tables", "diagnostic_warnings", "HDI_PROB"]
@@ -639,6 +641,10 @@ class Report:
             self.warning(w)
         if summary is None and hasattr(result, "summary"):
             summary = result.summary()
+        extra = []  # a Summary (bayescg.summary): its rows as the key-number dict, its tables, its text
+        if isinstance(summary, Summary):
+            extra, text = summary.tables, str(summary)
+            summary = summary.for_report() or ([] if extra else text)
         if summary is None and hasattr(result, "to_dict"):
             try:
                 summary = _plain_summary(result.to_dict())
@@ -655,7 +661,9 @@ class Report:
             self.cards({k: v for k, v in keys.items() if v is not None})
             for title, rows in tables:
                 self.table(rows, title)
-            if isinstance(summary, str) and summary.strip():
+            if extra:  # structured tables say it all; the terminal text for those who want it
+                self.details("Text summary", text)
+            elif isinstance(summary, str) and summary.strip():
                 self.details("Text summary", summary)
         elif isinstance(summary, str):
             if summary.strip():
@@ -665,6 +673,9 @@ class Report:
             side = table_html(summary)
         elif summary:
             self.table(summary)
+        if not tables:
+            for title, rows in extra:
+                self.table(rows, title)
         figs = []
         if hasattr(result, "figures"):
             try:

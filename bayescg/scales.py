@@ -128,7 +128,7 @@ def shape_row(sim) -> dict:
 
 def run_scale_task(task: ScaleTask) -> dict:
     from .potentials import Potential
-    from .simulate import simulate
+    from .simulate import auto_gamma, simulate
     from .stats import equilibrium_summary
 
     pot = Potential.from_expression(task.expression, list(task.variables))
@@ -376,8 +376,19 @@ class ScalesResult:
                 "scales_found": [r["delta"] for r in self.rows if r["scale_found"]], "warnings": self.warnings}
 
     def summary(self):
-        """One row per delta (largest first): verdict, effects with their intervals, G2 and its slope, and which
-        effects decided the verdict (the full reason is in ``to_dict()``)."""
+        """:class:`bayescg.summary.Summary`: the scale estimate, and a table with one row per delta (largest
+        first): verdict, effects with their intervals, G2 and its slope, and which effects decided the verdict
+        (the full reason is in ``to_dict()``)."""
+        from .summary import Summary
+
+        est = self.estimate or {}
+        s = Summary("scales: scale scan (Remark 3.2)", warnings=list(self.warnings))
+        s.add("scale eps ~ delta", est.get("epsilon"), ".4g", missing=f"none found ({est.get('method', '')})")
+        if est.get("epsilon") is not None:
+            s.add("bracket", est.get("bracket"), ".4g")
+        return s.table("", self._table_rows())
+
+    def _table_rows(self) -> list:
         out = []
         for r in sorted(self.rows, key=lambda r: -r["delta"]):
             iv = r.get("intervals") or {}
@@ -473,9 +484,7 @@ def scan_scales(model: Model, deltas: list[float], *, executor=None, control=Non
                 tolerance: ShapeTolerance = ShapeTolerance()) -> ScalesResult:
     """Run the damped map at each delta (in parallel) and judge each row (module docstring)."""
     from .executor import SerialExecutor
-    from .pipeline import sim_kwargs
-
-    from .pipeline import potential_from_model
+    from .simulate import potential_from_model, sim_kwargs
 
     pot = potential_from_model(model)  # a module potential's traced expression when it has one
     if pot.expression is None:
@@ -495,63 +504,3 @@ def scan_scales(model: Model, deltas: list[float], *, executor=None, control=Non
     rows = ex.map(run_scale_task, tasks)
     est = classify_rows(rows, tolerance)
     return ScalesResult(rows=rows, tolerance=tolerance, estimate=est)
-
-
-# --- friction choice: the remedy for cold, trapped runs -------------------------------------
-@dataclasses.dataclass
-class GammaChoice:
-    """Outcome of :func:`choose_gamma`: the friction and the pilot runs that led to it."""
-
-    gamma: float
-    beta_hat: float
-    history: list  # [{gamma, beta_hat, trapped_fraction}] of the pilots
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-
-def choose_gamma(potential, delta: float, *, gamma0: float = 0.1, target_beta: float = 0.6,
-                 band: tuple = (0.2, 1.25), pilot_steps: int = 2_000_000, walkers: int = 16, seed: int = 1,
-                 max_pilots: int = 4, **sim_kwargs) -> GammaChoice:
-    """Pick a scalar friction that puts beta_hat = 1/var(p) near ``target_beta``.
-
-    From (3.4)-(3.5) in 1D, var(p) = Z / (2 gamma) with Z = delta E[g^2] independent of gamma,
-    so beta_hat is proportional to gamma: one pilot at ``gamma0`` predicts the gamma for any target;
-    further pilots correct the finite-delta deviation from proportionality.  A cold run
-    (beta_hat >> 1) is where walkers fall into fixed points of the map (measured on Test 1 at
-    delta = 0.065: gamma 0.1 gives 41 % trapped and beta_hat ~ 480, gamma 0.01 gives beta_hat
-    0.61); a pilot whose walkers all trap is retried with gamma / 10.
-    """
-    from .simulate import simulate
-
-    gamma, history = float(gamma0), []
-    for i in range(max_pilots):
-        sim = simulate(potential, delta, gamma, steps=pilot_steps, walkers=walkers, seed=seed + i, **sim_kwargs)
-        b = sim.beta_hat
-        history.append({"gamma": gamma, "beta_hat": None if not math.isfinite(b) else b,
-                        "trapped_fraction": sim.trapped_fraction})
-        if not math.isfinite(b) or sim.trapped_fraction >= 1.0:
-            gamma /= 10.0
-            continue
-        if band[0] <= b <= band[1] and sim.trapped_fraction < 0.05:
-            return GammaChoice(gamma, b, history)
-        gamma *= target_beta / b
-    last = [h for h in history if h["beta_hat"] is not None]
-    return GammaChoice(gamma, last[-1]["beta_hat"] if last else float("nan"), history)
-
-
-PILOT_MAX_WALKERS = 64
-
-
-def auto_gamma(potential, delta: float, sim_kwargs: dict, target_beta: float = 0.6) -> GammaChoice:
-    """:func:`choose_gamma` from the run's own settings, starting at ``sim_kwargs["gamma"]``.
-
-    The pilots use the run's walkers, seed and histogram grid; the chosen friction is written back
-    into ``sim_kwargs["gamma"]`` so the caller's run uses it.
-    """
-    pilot = {k: sim_kwargs[k] for k in ("walkers", "seed", "bins", "hist_range") if k in sim_kwargs}
-    # a pilot spread over thousands of walkers would be a few hundred steps each, too short to equilibrate
-    pilot["walkers"] = min(int(pilot.get("walkers", PILOT_MAX_WALKERS)), PILOT_MAX_WALKERS)
-    choice = choose_gamma(potential, delta, gamma0=sim_kwargs["gamma"], target_beta=target_beta, **pilot)
-    sim_kwargs["gamma"] = choice.gamma
-    return choice

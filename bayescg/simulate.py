@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config import Model
 from .errors import InputError, SimulationError
 from .kernels import loops
 from .kernels.accumulate import flush_cells
@@ -180,7 +181,22 @@ class SimulationResult:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+        from .io import dumps
+
+        return dumps(self.to_dict())
+
+    def summary(self):
+        """:class:`bayescg.summary.Summary` of the run: integrator, steps, speed, kinetic temperature, trapping."""
+        from .summary import Summary
+
+        s = Summary(f"simulate: {self.integrator} integrator, d = {self.dim}")
+        s.add("delta", float(self.delta)).add("gamma", float(self.gamma)).add("walkers", int(self.walkers))
+        s.add("steps", int(self.steps), ",").add("steps per second", float(self.steps_per_second), ".3g")
+        s.add("beta_hat", _f(self.beta_hat), missing="n/a (every walker trapped)")
+        s.add("beta_hat_se", _f(self.beta_hat_se), ".2g")
+        s.add("trapped walkers", 100 * float(self.trapped_fraction), ".3g", "%")
+        s.add("q IAT (steps)", _f(self.q_iat_steps), ".3g")
+        return s.add("seconds", float(self.seconds), ".1f", "s")
 
 
 def _f(x):
@@ -705,18 +721,124 @@ def _q_iat(bq, bqq, lens):
     return tau
 
 
+# --- from a model file: the one translation of [potential] and [simulation] into simulate's inputs -----
+def potential_from_model(model: Model):
+    """The model's V as a compiled :class:`~bayescg.potentials.Potential`."""
+    from .potentials import Potential
+
+    pot = model.require("potential")
+    if pot.module is not None:
+        return Potential.from_module(model.resolve(pot.module), pot.variables)
+    if pot.expression is None:
+        raise InputError(f"{model.path or model.name}: [potential] has no expression or module: there is no V "
+                         "to simulate (a [trajectory] model learns from its data only)")
+    return Potential.from_expression(pot.expression, pot.variables)
+
+
+def reference_from_model(model: Model):
+    """The model's reference U_k (or None)."""
+    from .potentials import Potential
+
+    pot = model.require("potential")
+    if not pot.reference:
+        return None
+    return Potential.from_expression(pot.reference, pot.variables)
+
+
+def hist_range_from_model(model: Model):
+    dom = model.potential.domain if model.potential is not None else None
+    return None if dom is None else [tuple(r) for r in dom]
+
+
+def sim_kwargs(model: Model) -> dict:
+    """Keyword arguments of :func:`bayescg.simulate.simulate` from ``[simulation]`` (all but delta; the one
+    translation of the section, used by simulate, learn, noise and scales)."""
+    s = model.require("simulation")
+    kw = dict(gamma=s.gamma, steps=s.steps, walkers=s.walkers, seed=s.seed, burn_in=s.burn_in,
+              init_sd=s.init_sd, bins=s.bins, max_samples=s.max_samples,
+              hist_range=hist_range_from_model(model))
+    if s.init_mean:
+        kw["init_mean"] = np.asarray(s.init_mean, float)
+    if s.mass is not None:
+        kw["mass"] = np.asarray(s.mass, float)
+    if s.friction is not None:
+        kw["friction"] = np.asarray(s.friction, float)
+    # only what differs from simulate's defaults, so callers that set these themselves (the white-kick runs of
+    # the finite-delta correction) do not receive them twice
+    if s.integrator != "damped":
+        kw["integrator"] = s.integrator
+    if s.kick_noise is not None:
+        kw["kick_noise"] = s.kick_noise
+    if not s.lanes:
+        kw["options"] = EngineOptions(lanes=False)
+    return kw
+
+
+# --- friction choice: the remedy for cold, trapped runs -------------------------------------
+@dataclasses.dataclass
+class GammaChoice:
+    """Outcome of :func:`choose_gamma`: the friction and the pilot runs that led to it."""
+
+    gamma: float
+    beta_hat: float
+    history: list  # [{gamma, beta_hat, trapped_fraction}] of the pilots
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def choose_gamma(potential, delta: float, *, gamma0: float = 0.1, target_beta: float = 0.6,
+                 band: tuple = (0.2, 1.25), pilot_steps: int = 2_000_000, walkers: int = 16, seed: int = 1,
+                 max_pilots: int = 4, **sim_kwargs) -> GammaChoice:
+    """Pick a scalar friction that puts beta_hat = 1/var(p) near ``target_beta``.
+
+    From (3.4)-(3.5) in 1D, var(p) = Z / (2 gamma) with Z = delta E[g^2] independent of gamma,
+    so beta_hat is proportional to gamma: one pilot at ``gamma0`` predicts the gamma for any target;
+    further pilots correct the finite-delta deviation from proportionality.  A cold run
+    (beta_hat >> 1) is where walkers fall into fixed points of the map (measured on Test 1 at
+    delta = 0.065: gamma 0.1 gives 41 % trapped and beta_hat ~ 480, gamma 0.01 gives beta_hat
+    0.61); a pilot whose walkers all trap is retried with gamma / 10.
+    """
+    gamma, history = float(gamma0), []
+    for i in range(max_pilots):
+        sim = simulate(potential, delta, gamma, steps=pilot_steps, walkers=walkers, seed=seed + i, **sim_kwargs)
+        b = sim.beta_hat
+        history.append({"gamma": gamma, "beta_hat": None if not math.isfinite(b) else b,
+                        "trapped_fraction": sim.trapped_fraction})
+        if not math.isfinite(b) or sim.trapped_fraction >= 1.0:
+            gamma /= 10.0
+            continue
+        if band[0] <= b <= band[1] and sim.trapped_fraction < 0.05:
+            return GammaChoice(gamma, b, history)
+        gamma *= target_beta / b
+    last = [h for h in history if h["beta_hat"] is not None]
+    return GammaChoice(gamma, last[-1]["beta_hat"] if last else float("nan"), history)
+
+
+PILOT_MAX_WALKERS = 64
+
+
+def auto_gamma(potential, delta: float, sim_kwargs: dict, target_beta: float = 0.6) -> GammaChoice:
+    """:func:`choose_gamma` from the run's own settings, starting at ``sim_kwargs["gamma"]``.
+
+    The pilots use the run's walkers, seed and histogram grid; the chosen friction is written back
+    into ``sim_kwargs["gamma"]`` so the caller's run uses it.
+    """
+    pilot = {k: sim_kwargs[k] for k in ("walkers", "seed", "bins", "hist_range") if k in sim_kwargs}
+    # a pilot spread over thousands of walkers would be a few hundred steps each, too short to equilibrate
+    pilot["walkers"] = min(int(pilot.get("walkers", PILOT_MAX_WALKERS)), PILOT_MAX_WALKERS)
+    choice = choose_gamma(potential, delta, gamma0=sim_kwargs["gamma"], target_beta=target_beta, **pilot)
+    sim_kwargs["gamma"] = choice.gamma
+    return choice
+
 
 def simulate_model(model, *, checkpoint=None, resume=False, control=None) -> SimulationResult:
     """:func:`simulate` with the potential and ``[simulation]`` settings of a model file (bayescg.config.Model),
-    translated by :func:`bayescg.pipeline.sim_kwargs` as for learn, with ``auto_gamma`` honoured the same way."""
-    from .pipeline import potential_from_model, sim_kwargs
-
+    translated by :func:`sim_kwargs` as for learn, with ``auto_gamma`` honoured the same way."""
     s = model.require("simulation")
     potential = potential_from_model(model)  # expression or the user's Python module
     kw = sim_kwargs(model)
     if s.auto_gamma and s.friction is None:
-        from .scales import auto_gamma
-
         auto_gamma(potential, s.delta, kw, s.target_beta)
     return simulate(potential, s.delta, checkpoint=checkpoint, resume=resume, control=control, **kw)
 

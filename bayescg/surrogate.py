@@ -419,6 +419,16 @@ def _outside(q, lo, hi):
     return float(np.mean(np.any(out, axis=(0, 2)))), float(np.mean(out))
 
 
+def _summary(values: dict, warnings) -> "Summary":
+    """The surrogate results' :class:`bayescg.summary.Summary`: speedups in x (wall-clock ratio, full model over
+    surrogate), fractions and times of the settings as given."""
+    from .summary import Summary
+
+    units = {k: "x" for k in values if "speedup" in k}
+    fmts = {k: ".3g" for k in values if not k.startswith(("surrogate step", "reference step", "time T"))}
+    return Summary.from_mapping("surrogate: surrogate dynamics against the full model", values, units, fmts, warnings)
+
+
 # --------------------------------------------------------------------------------------------------
 # result
 # --------------------------------------------------------------------------------------------------
@@ -450,7 +460,7 @@ class SurrogateResult:
                 "hamiltonian": self.hamiltonian, "compare": self.compare, "timings": self.timings,
                 "warnings": list(self.warnings), "curves": curves}
 
-    def summary(self) -> dict:
+    def summary(self):
         lg, hm = self.langevin, self.hamiltonian
         s = {
             "U_k source": self.settings["U_source"],
@@ -476,7 +486,7 @@ class SurrogateResult:
             s[f"compare ({c['expression']}) W1 / mean path / ACF"] = "{:.3g} / {:.3g} / {:.3g}".format(
                 c["langevin"]["equilibrium_w1"], c["langevin"]["mean_path_max_error"], c["langevin"]["acf_l2_error"])
             s["compare phase-portrait error"] = c["hamiltonian"]["phase_portrait_error"]
-        return s
+        return _summary(s, self.warnings)
 
     def figures(self) -> list:
         """[(title, Figure)]: phase portraits, equilibrium densities, mean paths, ACFs, U_k."""
@@ -1307,7 +1317,7 @@ class SurrogateResultND(SurrogateResult):
                 "hamiltonian": self.hamiltonian, "compare": None, "timings": self.timings,
                 "warnings": list(self.warnings), "curves": curves}
 
-    def summary(self) -> dict:
+    def summary(self):
         lg, hm = self.langevin, self.hamiltonian
         names = self.settings.get("variables") or [f"q{i + 1}" for i in range(self.settings["dimension"])]
         fmt = lambda v: " / ".join(f"{x:.3g}" for x in v)  # noqa: E731
@@ -1322,19 +1332,19 @@ class SurrogateResultND(SurrogateResult):
             f"Langevin W1 per coordinate ({' / '.join(names)})": fmt(lg["equilibrium_w1_per_coordinate"]),
             "Langevin mean-path max error per coordinate": fmt(lg["mean_path_max_error_per_coordinate"]),
             "Langevin ACF RMS error per coordinate": fmt(lg["acf_l2_error_per_coordinate"]),
-            "Langevin speedup": f"{lg['speedup']:.3g}x",
+            "Langevin speedup": lg["speedup"],
             "noise floor sliced W1 / mean path / ACF": "{:.3g} / {:.3g} / {:.3g}".format(
                 nf["equilibrium_w1"], nf["mean_path_max_error"], nf["acf_l2_error"]),
             "Hamiltonian phase-portrait error (joint)": hm["phase_portrait_error"],
             "Hamiltonian phase-portrait error per coordinate": fmt(hm["phase_portrait_error_per_coordinate"]),
-            "Hamiltonian speedup": f"{hm['speedup']:.3g}x",
+            "Hamiltonian speedup": hm["speedup"],
             "trajectories that left the data box": lg["left_grid_fraction"],
         }
         if lg.get("posterior"):
             p = lg["posterior"]
             s["posterior draws"] = p["draws"]
             s["sliced W1 over draws (3%-97%)"] = f"{p['equilibrium_w1']['lower']:.3g} - {p['equilibrium_w1']['upper']:.3g}"
-        return s
+        return _summary(s, self.warnings)
 
     def figures(self) -> list:
         """[(title, Figure)]: equilibrium (joint + marginals), mean paths, ACFs, phase portraits per coordinate, U_k."""

@@ -4,7 +4,8 @@
 :class:`bayescg.simulate.SimulationResult` with the same statistics :func:`bayescg.simulate.simulate`
 accumulates (histogram of q, momentum mean / covariance / batch means, beta_hat (3.5) with its batch-means se,
 IAT of q and q^2 in frames), so :func:`bayescg.fit.fit_effective_potential`, :func:`bayescg.stats.
-equilibrium_summary` and :class:`bayescg.pipeline.LearnResult` are reused unchanged.
+equilibrium_summary` and :class:`bayescg.pipeline.LearnResult` are reused unchanged
+(:func:`bayescg.pipeline.learn_trajectory` learns U_k from the arrays).
 
 Data layout: q and p of the same shape, (n,) for d = 1, (n, d) for one walker, or (walkers, n, d);
 frames are consecutive states of each walker (the IAT and so n_eff are in frames).  Momenta are momenta:
@@ -27,7 +28,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["load_npz", "check_arrays", "trajectory_result", "learn_trajectory"]
+__all__ = ["load_npz", "check_arrays", "trajectory_result"]
 
 #: Fewest frames per walker (after burn-in): 32 batches of at least 4 frames for the batch-means IATs.
 MIN_FRAMES = 128
@@ -198,47 +199,11 @@ def trajectory_result(q, p, *, delta=None, gamma=None, mass=None, burn_in: float
     return res
 
 
-def learn_trajectory(q, p, *, variables=None, delta=None, gamma=None, mass=None, burn_in: float = 0.0,
-                     bins: int = 200, hist_range=None, max_samples: int = 100_000, knots=40, method: str = "nuts",
-                     draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 1, reference=None,
-                     mass_fraction: float = 0.98, delta_correction: str = "fixed_point", correction_steps=None,
-                     correction_iterations: int = 6, correction_walkers: int = 16, control=None,
-                     name: str = "trajectory"):
-    """Learn U_k (3.9) from arrays (q, p): the Python-API twin of a model file's ``[trajectory]``.
+def __getattr__(name):
+    # learn_trajectory (arrays -> LearnResult) lives in bayescg.pipeline with the rest of learning; the old
+    # name is forwarded lazily so that this data layer never imports the learn layer at import time
+    if name == "learn_trajectory":
+        from .pipeline import learn_trajectory
 
-    Arguments as :func:`trajectory_result` and :func:`bayescg.fit.fit_effective_potential`; variables: names of
-    the d coordinates (default q0..); reference: Potential or callable of points (n, d) -> (n,).
-    delta_correction ("fixed_point" | "none"), correction_steps (default: the frames given), correction_iterations,
-    correction_walkers: the finite-delta correction of :func:`bayescg.pipeline.correct_finite_delta`, applied when
-    delta and gamma say the data come from the damped map (3.2) (1D, M = I), on white-kick runs of
-    ``correction_walkers`` walkers.
-    Returns a :class:`bayescg.pipeline.LearnResult` (same ``to_dict`` / ``to_inference_data`` as ``learn``).
-    """
-    import time
-
-    from .fit import fit_effective_potential
-    from .pipeline import LearnResult, correct_finite_delta, coverage_warnings
-    from .stats import equilibrium_summary
-
-    t0 = time.perf_counter()
-    sim = trajectory_result(q, p, delta=delta, gamma=gamma, mass=mass, burn_in=burn_in, bins=bins,
-                            hist_range=hist_range, max_samples=max_samples, variables=variables)
-    if sim.dim > 2:
-        raise InputError("effective potentials are fitted for d = 1 or 2; these data have d = 3")
-    eq = equilibrium_summary(sim)
-    fit = fit_effective_potential(sim, knots=knots, method=method, draws=draws, tune=tune, chains=chains,
-                                  seed=seed, reference=reference, mass_fraction=mass_fraction, control=control)
-    warnings = []
-    if sim.hist_outside:
-        warnings.append(f"{sim.hist_outside} frames lie outside the histogram range and were not counted")
-    if delta is None or gamma is None:
-        fit, raw, corr, note = fit, None, None, "delta and gamma of the map (3.2) that made the data are not given"
-    else:
-        sim_kw = {"gamma": float(gamma), "walkers": int(correction_walkers), "mass": sim.mass}
-        fit, raw, corr, note = correct_finite_delta(
-            sim, fit, sim_kw, mode=delta_correction, knots=knots, mass_fraction=mass_fraction,
-            steps=int(correction_steps or sim.steps), max_iter=correction_iterations, reference=reference,
-            seed=seed, warnings=warnings, control=control)
-    return LearnResult(model_name=name, simulation=sim, fit=fit, equilibrium=eq,
-                       seconds=time.perf_counter() - t0, warnings=warnings + coverage_warnings(fit),
-                       raw_fit=raw, correction=corr, correction_note=note)
+        return learn_trajectory
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

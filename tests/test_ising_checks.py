@@ -102,7 +102,7 @@ def test_pipeline_states_kinds_and_draws_each_figure_on_its_own(small, tmp_path,
     for m in d["methods"].values():
         assert m["magnetization"]["interval_kind"] == m["interval_kind"]
         assert m["magnetization"]["lower"] <= m["magnetization"]["mean"] <= m["magnetization"]["upper"]
-    assert "(monte_carlo)" in r.summary() and "(posterior)" in r.summary()
+    assert "(monte_carlo)" in str(r.summary()) and "(posterior)" in str(r.summary())
 
     def broken():
         raise ValueError("'yerr' must not contain negative values")

@@ -40,7 +40,7 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
             pytest.fail(f"README example {i + 1} failed: {exc.__class__.__name__}: {exc}\n{code}")
     out = capsys.readouterr().out
     # the examples print what the text says they print
-    assert "beta_hat = 1/var(p) =" in out and "RMSE to q^2/2" in out and "truth: m =" in out
+    assert "beta_hat = 1/var(p) =" in out and "RMSE to q^2/2" in out and "truth m (transfer matrix)" in out and "(monte_carlo)" in out
     assert (tmp_path / "out" / "readme-example" / "report.html").stat().st_size > 10_000
     assert 0.2 < ns["eq"].beta_hat < 0.6          # Test 1 at delta = 0.5: beta_hat ~ 0.36
     assert ns["fit"].reference_rmse < 0.5

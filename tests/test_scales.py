@@ -5,7 +5,8 @@ import pytest
 
 from bayescg.config import model_from_dict
 from bayescg.potentials import Potential
-from bayescg.scales import choose_gamma, classify, scan_scales
+from bayescg.scales import classify, scan_scales
+from bayescg.simulate import choose_gamma
 
 TEST1 = "q**2/2 + 0.05*sin(q/0.05) + 0.001*sin(q/0.001)"
 

@@ -11,7 +11,8 @@ from bayescg.fit import fit_effective_potential
 from bayescg.pipeline import learn_model
 from bayescg.potentials import catalogue, reference
 from bayescg.simulate import simulate
-from bayescg.trajectory import check_arrays, learn_trajectory, trajectory_result
+from bayescg import learn_trajectory
+from bayescg.trajectory import check_arrays, trajectory_result
 
 MODEL = """
 name = "t1-data"

@@ -34,6 +34,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import InputError, Interrupted
+from ..io import to_jsonable
 from .coarse import CoarseModel, parse_code
 from .fine import FineModel, check_configurations, default_lags, load_configurations
 from .methods import METHODS, ORDER, FitContext
@@ -89,12 +90,6 @@ class MethodResult:
         return d
 
 
-def _jsonable(v):
-    from ..io import to_jsonable
-
-    return to_jsonable(v)
-
-
 KIND_TEXT = {"posterior": "94 % posterior interval", "monte_carlo": "94 % Monte Carlo interval (point estimate)"}
 
 
@@ -120,7 +115,7 @@ class IsingResult:
     def to_dict(self) -> dict:
         d = self._to_dict()
         if self.interrupted is not None:
-            d["interrupted"] = _jsonable(self.interrupted)
+            d["interrupted"] = to_jsonable(self.interrupted)
         return d
 
     def _to_dict(self) -> dict:
@@ -129,7 +124,7 @@ class IsingResult:
             rep = ppc["replicated"]
             ppc = {**{k: v for k, v in ppc.items() if k != "replicated"},
                    "replicated_mean": {"m": float(np.mean(rep["m"])), "R": list(np.mean(rep["R"], 0))}}
-        return _jsonable({
+        return to_jsonable({
             "warnings": list(self.warnings) + list(self.figure_warnings),
             "truth": {"magnetization": self.m_true, "correlation": list(map(float, self.R_true)),
                       "method": "transfer matrix (exact)", "lags": list(map(int, self.lags))},
@@ -149,22 +144,28 @@ class IsingResult:
             "seconds": self.seconds,
         })
 
-    def summary(self) -> str:
-        lines = [f"truth: m = {self.m_true:.4f}, |R| = {np.linalg.norm(self.R_true):.4f}"]
+    def summary(self):
+        """:class:`bayescg.summary.Summary`: the exact truth, one table row per method (magnetization with its
+        94 % interval and the interval's kind, errors, time), Laplace against NUTS, warnings."""
+        from ..summary import Summary
+
+        s = Summary("ising: predictive coarse-graining", warnings=list(self.warnings) + list(self.figure_warnings))
+        s.add("truth m (transfer matrix)", self.m_true, ".4f").add("truth |R|", float(np.linalg.norm(self.R_true)), ".4f")
+        rows = []
         for k, v in self.methods.items():
-            em = v.err.get("err_mag")
-            lines.append(f"{k:14s} m = {v.magnetization['mean']:.4f} [{v.magnetization['lower']:.4f}, "
-                         f"{v.magnetization['upper']:.4f}] ({v.interval_kind})  "
-                         f"err_mag = {'n/a' if em is None else f'{em:.3g}'}  "
-                         f"err_corr = {v.err['err_corr']:.3g}  ({v.seconds:.1f} s)")
+            mg = v.magnetization
+            rows.append({"method": k,
+                         "m [94% interval] (kind)": f"{mg['mean']:.4f} [{mg['lower']:.4f}, {mg['upper']:.4f}] "
+                                                    f"({v.interval_kind})",
+                         "err_mag": v.err.get("err_mag"), "err_corr": v.err.get("err_corr"), "seconds": v.seconds})
+        s.table("methods", rows)
         if self.laplace_vs_nuts:
             lv = self.laplace_vs_nuts
-            lines.append(f"laplace vs nuts: KL = {lv['kl']:.3g}, max mean shift = {lv['max_mean_shift_sd']:.3g} sd, "
-                         f"magnetization shift = {lv['magnetization_shift_sd']:.3g} sd, "
-                         f"correlation shift = {lv['correlation_shift_sd']:.3g} sd")
-        for w in list(self.warnings) + list(self.figure_warnings):
-            lines.append(f"warning: {w}")
-        return "\n".join(lines)
+            s.add("laplace vs nuts: KL", lv["kl"], ".3g")
+            s.add("laplace vs nuts: max mean shift", lv["max_mean_shift_sd"], ".3g", "sd")
+            s.add("laplace vs nuts: magnetization shift", lv["magnetization_shift_sd"], ".3g", "sd")
+            s.add("laplace vs nuts: correlation shift", lv["correlation_shift_sd"], ".3g", "sd")
+        return s
 
     # --- ArviZ ------------------------------------------------------------------------------
     def primary_method(self) -> Optional[str]:
@@ -697,7 +698,7 @@ class IsingSweepResult:
             if k in SAMPLERS:
                 d["diagnostics"] = [m.get("diagnostics") for m in ms]
             methods[k] = d
-        return _jsonable({
+        return to_jsonable({
             "warnings": self.warnings + list(self.figure_warnings),
             "sweep": {"key": self.key, "label": self.label, "values": self.values},
             "truth": {"magnetization": [r["truth"]["magnetization"] for r in runs],
@@ -710,8 +711,22 @@ class IsingSweepResult:
             "runs": runs,
         })
 
-    def summary(self) -> str:
-        return "\n\n".join(f"{self.label} = {v}:\n{r.summary()}" for v, r in zip(self.values, self.runs))
+    def summary(self):
+        """:class:`bayescg.summary.Summary`: one table row per swept value and method (exact m, estimate with its
+        94 % interval and kind, errors), warnings of every run."""
+        from ..summary import Summary
+
+        rows = []
+        for v, r in zip(self.values, self.runs):
+            for k, m in r.methods.items():
+                mg = m.magnetization
+                rows.append({self.label: v, "method": k, "exact m": r.m_true,
+                             "m [94% interval] (kind)": f"{mg['mean']:.4f} [{mg['lower']:.4f}, {mg['upper']:.4f}] "
+                                                        f"({m.interval_kind})",
+                             "err_mag": m.err.get("err_mag"), "err_corr": m.err.get("err_corr")})
+        s = Summary(f"ising: sweep of {self.label} ({len(self.values)} values)",
+                    warnings=self.warnings + list(self.figure_warnings))
+        return s.table("", rows)
 
     def to_inference_data(self):
         """Primary posterior of every run, concatenated along a ``sweep`` dimension (coordinate:
