@@ -56,7 +56,8 @@ nav a{margin-right:1.2em;color:#0b5cad;text-decoration:none}
 .card.bad{border-color:#d1242f;background:#fff5f5}.card.ok{border-color:#1a7f37;background:#f4fbf6}
 table{border-collapse:collapse;margin:.5em 0 1em;font-size:.9em;font-variant-numeric:tabular-nums}
 td,th{border:1px solid #d0d7de;padding:.22em .6em;text-align:right;vertical-align:top;white-space:nowrap}
-td.text{white-space:normal}
+td.text{white-space:normal;min-width:7em}
+.tw{max-width:100%;overflow-x:auto}
 th{background:#eef2f7;font-weight:600}
 td:first-child,th:first-child{text-align:left}
 tr:nth-child(even) td{background:#fafbfc}
@@ -73,6 +74,7 @@ img{max-width:100%;height:auto;border:1px solid #e1e4e8;border-radius:3px}
 .note{color:#57606a;font-size:.9em}
 details{margin:.6em 0}summary{cursor:pointer;color:#0b5cad}
 pre{background:#f6f8fa;border:1px solid #d0d7de;padding:.6em;overflow-x:auto;font-size:.85em}
+pre.settings{white-space:pre-wrap;overflow-wrap:anywhere}
 .meta{font-size:.8em;color:#6e7781;margin-top:2.5em;border-top:1px solid #d0d7de;padding-top:.5em}
 """
 
@@ -140,6 +142,8 @@ def _cell_class(column: str, value: Any) -> str:
         return "good" if value == "accepted" else "bad"
     if isinstance(value, bool):
         return "good" if value else ""
+    if isinstance(value, dict):  # e.g. theta_c {lin: ..., pair1: ...}: may wrap
+        return "text"
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(float(value)):
         return "text" if isinstance(value, str) and not value.startswith("[") else ""
     v = float(value)
@@ -178,7 +182,7 @@ def table_html(rows: list[dict] | dict, title: str | None = None) -> str:
             cells.append(f"<td{attr}>{_fmt_keyed(r.get('quantity') if keyed and c == 'value' else c, v)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     cap = f"<h3>{html.escape(title)}</h3>" if title else ""
-    return f"{cap}<table><tr>{head}</tr>{''.join(body)}</table>"
+    return f'{cap}<div class="tw"><table><tr>{head}</tr>{"".join(body)}</table></div>'
 
 
 #: Patterns (lower case, substring) of the numbers a reader looks at first, in order of importance.
@@ -497,9 +501,12 @@ def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_po
                 tables.append((f"Posterior predictive check of {v}", [{"note": f"az.plot_ppc failed: {exc}"}]))
             if 1 < obs.size <= max_ppc_points:
                 pp = np.asarray(idata.posterior_predictive[v].values, dtype=float)
+                dim = da.dims[0] if da.ndim == 1 else None  # a coordinate (e.g. lag) beats the index
+                x = (np.asarray(da[dim].values) if dim is not None and dim in da.coords
+                     and np.issubdtype(da[dim].dtype, np.number) else None)
                 with _closing_on_error():
-                    fig = figure_of(P.plot_ppc_intervals(obs, pp, name=v))
-                figs.append((f"Posterior predictive check of {v} by index", fig))
+                    fig = figure_of(P.plot_ppc_intervals(obs, pp, x=x, xlabel=None if x is None else str(dim), name=v))
+                figs.append((f"Posterior predictive check of {v} " + ("by index" if x is None else f"against {dim}"), fig))
     return tables, figs
 
 

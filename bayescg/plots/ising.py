@@ -90,7 +90,9 @@ def plot_overlay(idatas: list, labels: list, title: str):
     import arviz as az
 
     axes = az.plot_density(idatas, data_labels=labels, hdi_prob=0.94, shade=0.1)
-    figure_of(axes).suptitle(title)
+    fig = figure_of(axes)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     return axes
 
 
@@ -103,7 +105,7 @@ def plot_sweep_magnetization(sweep, ax=None):
     """Magnetization against the swept value: exact, and each method's mean with its 94 % interval of its kind."""
     d = sweep.to_dict()
     xs = _xs(sweep.values)
-    ax = axes_or_new(ax, (6.5, 4))
+    ax = axes_or_new(ax, (9, 4))
     ax.plot(xs, d["truth"]["magnetization"], "k--", lw=2, label="exact (transfer matrix)")
     for k, m in d["methods"].items():
         mg, kind = m["magnetization"], m.get("interval_kind", "posterior")
@@ -113,7 +115,7 @@ def plot_sweep_magnetization(sweep, ax=None):
                         label=f"{k}: {KIND_TEXT.get(kind, kind)}")
     ax.set_xlabel(sweep_axis_label(sweep.key, sweep.label))
     ax.set_ylabel("magnetization m")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: the curves fill the panel
     ax.set_title("Magnetization, 94% intervals (posterior: solid, Monte Carlo: dotted)", fontsize=10)
     figure_of(ax).tight_layout()
     return ax
@@ -135,6 +137,6 @@ def plot_sweep_parameters(sweep, axes=None):
     for a in axes:
         a.set_xlabel(sweep_axis_label(sweep.key, sweep.label))
         if a.get_legend_handles_labels()[0]:
-            a.legend(fontsize=7)
+            a.legend(fontsize=7, loc="best")
     figure_of(axes).tight_layout()
     return axes

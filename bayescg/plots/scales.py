@@ -12,7 +12,7 @@ from .numbers import num
 
 VERDICT_STYLE = {"accepted": dict(color="tab:green", marker="o", mfc="tab:green"),
                  "rejected": dict(color="tab:red", marker="s", mfc="white"),
-                 "undetermined": dict(color="0.5", marker="D", mfc="white")}
+                 "undetermined": dict(color="0.35", marker="D", mfc="white")}
 
 
 def _ok(x) -> bool:
@@ -30,9 +30,17 @@ def delta_axis(ax, label: str = "delta", deltas=None):
         lo, hi = min(deltas) / 1.15, max(deltas) * 1.15
         ax.set_xlim(lo, hi)
     decades = math.log10(hi / lo) if lo > 0 and hi > lo else 1.0
-    subs = (1.0, 2.0, 3.0, 5.0) if decades <= 1.3 else (1.0, 2.0, 5.0) if decades <= 2.3 else (1.0,)
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
-    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ds = sorted(set(deltas or []))
+    if 0 < len(ds) <= 6 and all(b / a > 1.25 for a, b in zip(ds, ds[1:])):  # few deltas: tick each one
+        from matplotlib.ticker import FixedFormatter, FixedLocator
+
+        ax.xaxis.set_major_locator(FixedLocator(ds))
+        ax.xaxis.set_major_formatter(FixedFormatter([num(d, 4) for d in ds]))
+        ax.xaxis.set_minor_locator(FixedLocator([]))
+    else:
+        subs = (1.0, 2.0, 3.0, 5.0) if decades <= 1.3 else (1.0, 2.0, 5.0) if decades <= 2.3 else (1.0,)
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(label)
 
@@ -106,9 +114,15 @@ def plot_scale_scan(result, axes=None):
               "excess kurtosis of p_i; Mardia (triangles)", 0.06, marker="^")
     panel(ax[2], lambda r: (r.get("noise_power"), r.get("noise_power_se")), None, "G2 = 2 gamma / (delta beta_hat)")
     if any(_ok(r.get("noise_power")) and r["noise_power"] > 0 for r in rows):
+        from matplotlib.ticker import FuncFormatter
+
         ax[2].set_yscale("log")  # G2 of cooling or trapped rows falls by orders of magnitude
+        ax[2].yaxis.set_major_formatter(FuncFormatter(lambda v, _: num(v)))
     panel(ax[3], lambda r: (r.get("noise_power_slope"), r.get("noise_power_slope_se")), tol.slope,
           "d log G2 / d log delta")
+    if not any(_ok(r.get("noise_power_slope")) for r in rows):
+        ax[3].text(0.5, 0.5, "no plateau slope: it needs a neighbouring delta\n(within a factor 1.5) accepted on its shape",
+                   transform=ax[3].transAxes, ha="center", va="center", fontsize=8, color="0.35")
     for a, t in zip(ax, ("excess kurtosis: interval vs tolerance", "skewness: interval vs tolerance",
                          "unresolved gradient power G2 (flat on a plateau)",
                          "beta_hat plateau: local log-slope of G2 vs tolerance")):
