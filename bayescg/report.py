@@ -55,8 +55,8 @@ nav a{margin-right:1.2em;color:#0b5cad;text-decoration:none}
 .card .k{font-size:.78em;color:#57606a}.card .v{font-size:1.25em;font-weight:600;font-variant-numeric:tabular-nums}
 .card.bad{border-color:#d1242f;background:#fff5f5}.card.ok{border-color:#1a7f37;background:#f4fbf6}
 table{border-collapse:collapse;margin:.5em 0 1em;font-size:.9em;font-variant-numeric:tabular-nums}
-td,th{border:1px solid #d0d7de;padding:.22em .6em;text-align:right;vertical-align:top;white-space:nowrap}
-td.text{white-space:normal;min-width:7em}
+td,th{border:1px solid #d0d7de;padding:.2em .45em;text-align:right;vertical-align:top;white-space:nowrap}
+td.text{white-space:normal;min-width:6em}
 .tw{max-width:100%;overflow-x:auto}
 th{background:#eef2f7;font-weight:600}
 td:first-child,th:first-child{text-align:left}

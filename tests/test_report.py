@@ -303,7 +303,7 @@ def test_numbers_formatter():
 
     assert [num(x) for x in (0.98712, 1234.5, 42.0, 1.05, 0.0123, 0.1 + 0.2, None)] == [
         "0.987", "1234", "42", "1.05", "0.0123", "0.3", "–"]
-    assert num(1e-5) == "1.00e-5" and num(3e7) == "3.00e7" and num(7) == "7"
+    assert num(1e-5) == "1e-5" and num(3.14e7) == "3.14e7" and num(-2.5e-4) == "-2.5e-4" and num(7) == "7"
     # a narrow interval keeps its ends apart (not [0.35, 0.36]), a wide one is not padded
     assert interval(0.3512, 0.3608) == "[0.351, 0.361]" and interval(1.0, 2.0) == "[1.0, 2.0]"
     assert interval(0.45, 0.53) == "[0.45, 0.53]" and interval(0.3512, 0.3515) == "[0.3512, 0.3515]"

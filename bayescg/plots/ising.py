@@ -91,8 +91,10 @@ def plot_overlay(idatas: list, labels: list, title: str):
 
     axes = az.plot_density(idatas, data_labels=labels, hdi_prob=0.94, shade=0.1)
     fig = figure_of(axes)
+    n = np.size(axes)
+    fig.set_size_inches(min(3.6 * n, 12), 3.4 * int(np.ceil(n / 3)))  # ArviZ's default size dwarfs the text
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     return axes
 
 

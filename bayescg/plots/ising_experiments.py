@@ -24,7 +24,7 @@ def plot_mu_sweep(res):
     ax.set_xlabel("μ")
     ax.set_ylabel("magnetization")
     ax.legend(fontsize=8)
-    ax.set_title("m against mu (n_f=32, L_f=L_c=1, l_c=2)")
+    ax.set_title("m against μ (n_f=32, L_f=L_c=1, l_c=2)")
     for j, (key, title) in enumerate((("theta_c", "theta_c (pair1)"), ("theta_cf", "theta_cf"))):
         ax = axes[j + 1]
         for k in ("laplace", "exact_em", "relent"):
@@ -72,7 +72,7 @@ def plot_data_size(res):
         line, = ax.plot(lags, c["mean"], label=f"S_f={r[0]}")
         ax.fill_between(lags, c["lower"], c["upper"], color=line.get_color(), alpha=0.15)
     ax.set_xlabel("l")
-    ax.set_title("R_l at mu = 0 (Laplace PCG)")
+    ax.set_title("R_l at μ = 0 (Laplace PCG)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -90,7 +90,7 @@ def plot_levels(res):
         c = r[2]["methods"]["laplace"]["correlation"]
         line, = axes[0].plot(lags, c["mean"], label=f"l_c={r[0]}")
         axes[0].fill_between(lags, c["lower"], c["upper"], color=line.get_color(), alpha=0.15)
-    axes[0].set_title("R_l at mu = 0 by level (Laplace PCG)")
+    axes[0].set_title("R_l at μ = 0 by level (Laplace PCG)")
     axes[0].set_xlabel("l")
     axes[0].legend(fontsize=8)
     r6 = [r for r in rows if r[1] == 0.3]
@@ -103,7 +103,7 @@ def plot_levels(res):
     axes[1].axhline(r6[0][2]["truth"]["magnetization"], color="k", ls="--", label="exact")
     axes[1].set_xscale("log", base=2)
     axes[1].set_xlabel("l_c")
-    axes[1].set_title("magnetization at mu = 0.3")
+    axes[1].set_title("magnetization at μ = 0.3")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     return fig

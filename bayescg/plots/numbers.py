@@ -30,7 +30,9 @@ def num(v, sig: int = 3) -> str:
         return "0" if v == 0 else str(v)
     a = abs(v)
     if a < 1e-3 or a >= 1e6:
-        return f"{v:.{max(sig - 1, 0)}e}".replace("e-0", "e-").replace("e+0", "e")
+        mant, exp = f"{v:.{max(sig - 1, 0)}e}".split("e")
+        mant = mant.rstrip("0").rstrip(".") if "." in mant else mant
+        return f"{mant}e{int(exp)}"
     if a >= 10 ** (sig - 1):
         return f"{v:.0f}"
     dec = sig - 1 - math.floor(math.log10(a))
