@@ -11,7 +11,9 @@ section and collected at the top of the report), ``figures()`` ([(title, Figure)
 ``to_inference_data()`` (ArviZ InferenceData), from which :func:`inference_data_figures` draws, for
 any model, a posterior summary table (mean, sd, 94 % HDI, ESS, R-hat), rank plots
 (``az.plot_trace(kind="rank_bars")``; trace plots for a single chain) and posterior-predictive checks
-(``az.plot_ppc`` plus observed-against-interval by index) when a ``posterior_predictive`` group exists.
+(``az.plot_ppc`` with labelled axes, observed values against the predictive interval along their coordinate)
+when a ``posterior_predictive`` group exists.  The figures themselves are drawn by :mod:`bayescg.plots`; numbers
+are formatted by :mod:`bayescg.plots.numbers`; the settings block lists every section the command reads.
 """
 from __future__ import annotations
 
@@ -456,7 +458,8 @@ def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_po
     approximation (no ``sample_stats``); and for each ``posterior_predictive`` variable with observed
     data ``az.plot_ppc`` (when it has at least ``MIN_PPC_KDE_POINTS`` entries: a data set, not a few
     statistics) and, when it has at most ``max_ppc_points`` entries, the observed values against the
-    94 % predictive interval by index.
+    94 % predictive interval along their coordinate (e.g. lag; the index when there is none).  Variables on
+    histogram cells (``cell_*`` coordinates, the learn fit) are left to the result's own check against q.
     """
     import numpy as np
 
@@ -541,6 +544,8 @@ def settings_text(model: dict, command: str | None = None) -> str:
     wanted = COMMAND_SECTIONS.get(command or "", [])
     if model.get("fine") is not None and command == "run":
         wanted = COMMAND_SECTIONS["ising"]
+    if len((sections.get("potential") or {}).get("variables") or []) == 1:
+        wanted = [w for w in wanted if w != "noise"]  # the noise calibration runs for d >= 2 only
     for name in wanted:
         if name not in sections and name in SECTIONS:
             try:

@@ -352,7 +352,7 @@ def test_settings_fill_every_section_the_command_reads():
     text = R.settings_text(m, "learn")
     assert "[fit]   # not in the model file: defaults" in text and "knots = 40" in text
     assert "[surrogate]\n" in text and "# not in the model file" not in text.split("[surrogate]")[1].split("\n")[0]
-    assert "[fit]" not in R.settings_text(m, "scales")
+    assert "[fit]" not in R.settings_text(m, "scales") and "[noise]" not in text  # 1D: no noise calibration
 
 
 def test_speedups_carry_their_unit_and_numbers_are_rounded():
