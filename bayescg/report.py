@@ -28,7 +28,8 @@ from .plots._base import closing_on_error as _closing_on_error, figure_to_data_u
 from .plots.numbers import interval as _num_interval, num as _num, speedup as _speedup, sweep_axis_label
 
 __all__ = ["Report", "figure_to_data_uri", "table_html", "inference_data_figures", "posterior_summary_rows",
-           "select_scalar_variables", "collect_warnings", "key_numbers", "structured_tables", "diagnostic_warnings", "HDI_PROB"]
+           "select_scalar_variables", "collect_warnings", "key_numbers", "structured_tables", "diagnostic_warnings", "HDI_PROB",
+           "settings_text"]
 
 #: Credible mass of the HDIs in summary tables (94 %, like every band bayescg reports).
 HDI_PROB = 0.94

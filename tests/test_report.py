@@ -389,3 +389,36 @@ def test_ising_sweep_report_says_mu_and_interval_kinds(tmp_path):
     text = rep.html()
     assert "<th>μ (fine field)</th>" in text and "fine.field</th>" not in text
     assert "could not be drawn" not in text and text.count("<figure>") == 2
+
+
+def test_scales_report_marks_the_scale_and_lists_trapped_walkers():
+    """Scale scan: trapped walkers in the warnings box at the top, one legend naming every marker and the found
+    scale, the scanned deltas as non-overlapping ticks, the G2 axis in plain numbers."""
+    from bayescg.plots.scales import plot_scale_scan
+    from bayescg.scales import ScalesResult
+
+    def row(delta, verdict, k, trapped=0):
+        return {"delta": delta, "verdict": verdict, "excess_kurtosis": [k], "excess_kurtosis_se": [0.01],
+                "skewness": [0.0], "skewness_se": [0.01], "noise_power": 10.0 * delta / 0.65, "noise_power_se": 0.1,
+                "noise_power_slope": 0.3 if verdict == "accepted" else None, "noise_power_slope_se": 0.05,
+                "trapped_fraction": trapped / 16, "trapped_walkers": trapped, "walkers": 16, "beta_hat": 0.1 / delta,
+                "normality_pvalue": 0.3, "reason": verdict, "decided_by": ["excess kurtosis"], "intervals": {},
+                "scale_found": verdict == "accepted", "z": 2.4}
+
+    rows = [row(0.65, "rejected", 0.3), row(0.4, "accepted", 0.05), row(0.3, "accepted", 0.04, trapped=2),
+            row(0.13, "rejected", 31.0, trapped=14)]
+    est = {"epsilon": 0.4, "bracket": [0.4, 0.65], "method": "test"}
+    res = ScalesResult(rows, estimate=est)
+    rep = R.Report("scan")
+    rep.add_result("Scale scan", res)
+    text = rep.html()
+    top = re.search(r'<div class="warn top">(.*?)</div>', text, flags=re.S).group(1)
+    assert "trapped walkers" in top and "delta 0.3: 2/16" in top and "delta 0.13: 14/16" in top
+    assert "could not be drawn" not in text and "Dotted line: the scale found" in text
+    ax = plot_scale_scan(res)
+    fig = ax[0].get_figure()
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "accepted delta (interval: Bonferroni 95%)" in labels and "rejected delta (interval: Bonferroni 95%)" in labels
+    assert "scale found: eps ~ delta = 0.4" in labels
+    assert [t.get_text() for t in ax[0].get_xticklabels()] == ["0.13", "0.3", "0.4", "0.65"]
+    assert all("$" not in t.get_text() for t in ax[2].get_yticklabels())  # 1, 10; not 10^0, 10^1
