@@ -24,7 +24,6 @@ estimates as one chain of one draw).
 """
 from __future__ import annotations
 
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -668,10 +667,6 @@ class IsingSweepResult:
 
     def method_inference_data(self) -> dict:
         return {}
-
-    def _xs(self):
-        return (np.asarray(self.values, float) if all(isinstance(v, (int, float)) for v in self.values)
-                else np.arange(len(self.values)))
 
     def figures(self) -> list:
         """[(title, Figure)], each drawn on its own (failures in ``figure_warnings`` and on stderr)."""
