@@ -91,9 +91,13 @@ def _is_matrix(v) -> bool:
 
 
 def _fmt_keyed(key, v: Any) -> str:
-    """:func:`_fmt` that knows the quantity: speedups carry their unit ("8.9x")."""
-    if "speedup" in str(key).lower() and isinstance(v, (int, float)) and not isinstance(v, bool):
-        return html.escape(_speedup(v))
+    """:func:`_fmt` that knows the quantity: speedups carry their unit ("8.9x"), p-values below 1e-4 read "<1e-4"."""
+    k = str(key).lower()
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if "speedup" in k:
+            return html.escape(_speedup(v))
+        if ("pvalue" in k or "p-value" in k or k == "p") and 0 <= v < 1e-4:  # 0 or 1e-300: both "no fit"
+            return html.escape("<1e-4")
     return _fmt(v)
 
 

@@ -407,6 +407,7 @@ def test_scales_report_marks_the_scale_and_lists_trapped_walkers():
 
     rows = [row(0.65, "rejected", 0.3), row(0.4, "accepted", 0.05), row(0.3, "accepted", 0.04, trapped=2),
             row(0.13, "rejected", 31.0, trapped=14)]
+    rows[-1]["normality_pvalue"] = 0.0
     est = {"epsilon": 0.4, "bracket": [0.4, 0.65], "method": "test"}
     res = ScalesResult(rows, estimate=est)
     rep = R.Report("scan")
@@ -415,6 +416,7 @@ def test_scales_report_marks_the_scale_and_lists_trapped_walkers():
     top = re.search(r'<div class="warn top">(.*?)</div>', text, flags=re.S).group(1)
     assert "trapped walkers" in top and "delta 0.3: 2/16" in top and "delta 0.13: 14/16" in top
     assert "could not be drawn" not in text and "Dotted line: the scale found" in text
+    assert "<td>&lt;1e-4</td>" in text and "<td>0.3</td>" in text  # normality p-values: 0 reads <1e-4
     ax = plot_scale_scan(res)
     fig = ax[0].get_figure()
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
