@@ -424,3 +424,17 @@ def test_scales_report_marks_the_scale_and_lists_trapped_walkers():
     assert "scale found: eps ~ delta = 0.4" in labels
     assert [t.get_text() for t in ax[0].get_xticklabels()] == ["0.13", "0.3", "0.4", "0.65"]
     assert all("$" not in t.get_text() for t in ax[2].get_yticklabels())  # 1, 10; not 10^0, 10^1
+
+
+def test_posterior_labels_keep_narrow_hdi_ends_apart():
+    """az.plot_posterior's round_to counts significant digits: an HDI [1.48, 1.52] must not print as 1.5 / 1.5."""
+    import arviz as az
+
+    from bayescg.plots.diagnostics import _round_to
+
+    rng = np.random.default_rng(0)
+    idata = az.from_dict(posterior={"beta": rng.normal(1.5, 0.01, (1, 2000)), "s": rng.normal(0.355, 0.0016, (1, 2000))})
+    sig = _round_to(idata, ["beta", "s"], 0.94)
+    for v in ("beta", "s"):
+        lo, hi = az.hdi(idata, var_names=[v], hdi_prob=0.94)[v].values
+        assert f"{lo:.{sig}g}" != f"{hi:.{sig}g}", (v, sig)

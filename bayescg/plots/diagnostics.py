@@ -14,16 +14,18 @@ HDI_PROB = 0.94
 
 
 def _round_to(idata, names, hdi_prob: float) -> int:
-    """Decimals for az.plot_posterior's labels: enough for the narrowest HDI of ``names`` to show two digits."""
+    """Significant digits (ArviZ's ``round_to``) for az.plot_posterior's labels: enough that the ends of every HDI
+    of ``names`` print apart (1.48 and 1.52, not 1.5 and 1.5)."""
     import arviz as az
 
-    dec = 2
+    sig = 2
     hdi = az.hdi(idata, var_names=names, hdi_prob=hdi_prob)
     for v in hdi.data_vars:
-        a = np.asarray(hdi[v].values, dtype=float).reshape(-1, 2)
-        for lo, hi in a:
-            dec = max(dec, interval_decimals(lo, hi))
-    return int(min(dec, 6))
+        for lo, hi in np.asarray(hdi[v].values, dtype=float).reshape(-1, 2):
+            big = max(abs(lo), abs(hi))
+            if np.isfinite(big) and big > 0:
+                sig = max(sig, interval_decimals(lo, hi) + int(np.floor(np.log10(big))) + 1)
+    return int(min(sig, 6))
 
 
 def plot_posterior_diagnostics(idata, names, sampler: bool, hdi_prob: float = HDI_PROB):

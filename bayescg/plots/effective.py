@@ -36,7 +36,9 @@ def plot_potential_2d(fit, axes=None, variables=None):
     g = np.asarray(fit.grid)
     names = _names(fit, variables)
     U = np.asarray(fit.U_mean)
-    levels = np.linspace(float(U.min()), float(np.quantile(U, 0.9)), 13)
+    from matplotlib.ticker import MaxNLocator
+
+    levels = MaxNLocator(12).tick_values(float(U.min()), float(np.quantile(U, 0.9)))  # round numbers
     cs = axes[0].tricontourf(g[:, 0], g[:, 1], np.minimum(U, levels[-1]), levels=levels, cmap="viridis")
     fig.colorbar(cs, ax=axes[0], label="U (clipped at its 90% quantile)")
     title = "posterior mean U (colour)"
