@@ -202,15 +202,17 @@ KEY_PATTERNS = ["beta_hat", "reference_rmse", "reference_coverage", "coverage of
 def key_numbers(summary: dict, n: int = 6) -> dict:
     """The ``n`` most important scalar entries of a summary dict (by :data:`KEY_PATTERNS`, then in order);
     standard errors (``*_se``) are left to the table."""
-    scal = [k for k, v in summary.items() if (isinstance(v, (int, float, bool)) or v is None)
-            and not str(k).endswith("_se")]
-
     def rank(k):
         kl = str(k).lower()
         for i, p in enumerate(KEY_PATTERNS):
             if p in kl:
                 return i
         return len(KEY_PATTERNS)
+
+    # scalars, and short texts of key quantities (a summary may give a speedup as "8.9x")
+    scal = [k for k, v in summary.items() if (isinstance(v, (int, float, bool)) or v is None
+                                              or (isinstance(v, str) and len(v) <= 12 and rank(k) < len(KEY_PATTERNS)))
+            and not str(k).endswith("_se")]
 
     chosen = sorted(scal, key=lambda k: (rank(k), scal.index(k)))[:n]
     return {k: summary[k] for k in chosen}

@@ -365,6 +365,8 @@ def test_speedups_carry_their_unit_and_numbers_are_rounded():
     text = rep.html()
     assert _cards(text)["Langevin speedup"] == "8.9x" and "<td>12x</td>" in text
     assert "0.01235" in text and "0.0123456789" not in text
+    assert R.key_numbers({"U_k source": "result.json", "time T": 4.0, "Langevin speedup": "0.975x"}, 2) == {
+        "Langevin speedup": "0.975x", "time T": 4.0}  # the 2D summary's speedups are texts with their unit
 
 
 def test_ising_sweep_report_says_mu_and_interval_kinds(tmp_path):
