@@ -390,39 +390,12 @@ class FitResult:
             ds.attrs["spline_degree"] = 3
         return idata
 
-    def figures(self):
-        """[(title, Figure)]: U_mean with its band (and reference) in 1D; mean and band width maps in 2D."""
-        import matplotlib
+    def figures(self, variables=None):
+        """[(title, Figure)]: U with its band against the reference (1D) or U with V_0 contours and the band
+        width (2D), and the posterior predictive check against q (:mod:`bayescg.plots.effective`)."""
+        from .plots.effective import fit_figures
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        figs = []
-        if self.dim == 1:
-            fig, ax = plt.subplots(figsize=(6, 4))
-            x = self.grid.ravel()
-            ax.fill_between(x, self.U_lower, self.U_upper, color="C0", alpha=0.3, label="94% band")
-            ax.plot(x, self.U_mean, color="C0", label="posterior mean U")
-            if self.reference_grid is not None:
-                ax.plot(x, self.reference_grid, "k--", lw=1, label="reference (aligned)")
-            ax.set_xlabel("q")
-            ax.set_ylabel("U(q)")
-            ax.legend(fontsize=8)
-            figs.append(("Effective potential", fig))
-        else:
-            fig, axs = plt.subplots(1, 2, figsize=(10, 4))
-            g = self.grid
-            s0 = axs[0].tricontourf(g[:, 0], g[:, 1], self.U_mean, levels=20)
-            fig.colorbar(s0, ax=axs[0])
-            axs[0].set_title("posterior mean U")
-            s1 = axs[1].tricontourf(g[:, 0], g[:, 1], self.U_upper - self.U_lower, levels=20, cmap="magma")
-            fig.colorbar(s1, ax=axs[1])
-            axs[1].set_title("94% band width")
-            for a in axs:
-                a.set_xlabel("x")
-                a.set_ylabel("y")
-            figs.append(("Effective potential (region with data)", fig))
-        return figs
+        return fit_figures(self, variables)
 
 
 def _coef_names(knots) -> list:

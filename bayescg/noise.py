@@ -321,36 +321,11 @@ class NoiseResult:
         return idata
 
     def figures(self):
-        """[(title, Figure)]: 2-sd ellipses (first two coordinates) of the momentum covariance of every
-        design run and of the calibrated run, with the target I / beta (beta = 1) circle."""
-        import matplotlib
+        """[(title, Figure)]: momentum covariance ellipses before and after calibration
+        (:func:`bayescg.plots.noise.plot_momentum_covariance`)."""
+        from .plots.noise import noise_figures
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        if self.dim < 2:
-            return []
-        fig, ax = plt.subplots(figsize=(5, 5))
-        th = np.linspace(0, 2 * np.pi, 200)
-        circ = np.stack([np.cos(th), np.sin(th)])
-
-        def ell(c, **kw):
-            c = np.asarray(c)[:2, :2]
-            w, v = np.linalg.eigh(c)
-            xy = v @ (2 * np.sqrt(np.maximum(w, 0))[:, None] * circ)
-            ax.plot(xy[0], xy[1], **kw)
-
-        for i, c in enumerate(self.design_momentum_covariances):
-            ell(c, color="0.6", lw=1, label="design runs (before calibration)" if i == 0 else None)
-        if self.calibrated_momentum_covariance is not None:
-            ell(self.calibrated_momentum_covariance, color="C3", lw=2, label="calibrated (M = I, 2 Gamma = Z)")
-        ell(np.eye(2), color="k", ls="--", lw=1, label="target I / beta, beta = 1")
-        ax.set_aspect("equal")
-        ax.set_xlabel("p_1")
-        ax.set_ylabel("p_2")
-        ax.legend(fontsize=8)
-        ax.set_title("momentum covariance, 2 sd")
-        return [("Momentum covariance before and after calibration", fig)]
+        return noise_figures(self)
 
 
 def estimate_noise(potential, delta: float, gamma: float = 0.1, steps: int = 1_000_000, walkers: int = 16,

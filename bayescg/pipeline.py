@@ -227,50 +227,20 @@ class LearnResult:
         return idata
 
     def figures(self):
-        figs = list(self.fit.figures()) if self.raw_fit is None or self.fit.dim != 1 else [self._corrected_figure()]
+        """[(title, Figure)]: the effective potential (raw and corrected in 1D when the finite-delta correction
+        was applied), the posterior predictive check, and the noise calibration (d >= 2)."""
+        from .plots.effective import figure_of, plot_corrected_potential, ppc_figures
+
+        variables = list(self.simulation.variables) or None
+        if self.raw_fit is None or self.fit.dim != 1:
+            figs = list(self.fit.figures(variables))
+        else:
+            figs = [("Effective potential: raw and finite-delta corrected",
+                     figure_of(plot_corrected_potential(self.fit, self.raw_fit, self.correction)))]
+            figs += ppc_figures(self.fit, variables)
         if self.noise is not None and hasattr(self.noise, "figures"):
             figs += list(self.noise.figures())
         return figs
-
-
-    def _corrected_figure(self):
-        """1D: raw U_delta and corrected U_k with their 94 % bands against the reference (left) and the same
-        minus the aligned reference (right)."""
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        fit, raw = self.fit, self.raw_fit
-        x = fit.grid.ravel()
-        fig, axs = plt.subplots(1, 2, figsize=(11, 4))
-        curves = [(raw, "C1", "raw U_delta (paper's recipe)"), (fit, "C0", "corrected U_k (headline)")]
-        for f, col, lab in curves:
-            axs[0].fill_between(x, f.U_lower, f.U_upper, color=col, alpha=0.25)
-            axs[0].plot(x, f.U_mean, color=col, label=f"{lab}, 94% band")
-            if f.reference_grid is not None:
-                r = f.reference_grid
-                axs[1].fill_between(x, f.U_lower - r, f.U_upper - r, color=col, alpha=0.25)
-                cov = "" if f.reference_coverage is None else f", covers {100 * f.reference_coverage:.0f}%"
-                axs[1].plot(x, f.U_mean - r, color=col, label=f"{lab}{cov}")
-        if fit.reference_grid is not None:
-            axs[0].plot(x, fit.reference_grid, "k--", lw=1, label="reference (aligned)")
-            axs[1].axhline(0.0, color="k", ls="--", lw=1)
-            if fit.mass_region is not None and fit.mass_region.any():
-                xr = x[np.asarray(fit.mass_region, bool)]
-                axs[1].axvspan(xr.min(), xr.max(), color="0.9", zorder=0, label="98% mass region")
-            axs[1].set_ylabel("U - reference")
-        else:
-            axs[1].plot(x, self.correction.correction, color="C2", label="correction U_k - U_delta")
-            axs[1].set_ylabel("correction")
-        axs[0].set_ylabel("U(q)")
-        for a in axs:
-            a.set_xlabel("q")
-            a.legend(fontsize=7)
-        axs[1].set_title(f"finite-delta correction: {self.correction.iterations} white-kick run(s), "
-                         f"max |dU| = {self.correction.size:.3g}", fontsize=9)
-        fig.tight_layout()
-        return ("Effective potential: raw and finite-delta corrected", fig)
 
 
 def learn_trajectory_model(model: Model, *, control=None) -> LearnResult:

@@ -12,24 +12,26 @@ section and collected at the top of the report), ``figures()`` ([(title, Figure)
 ``to_inference_data()`` (ArviZ InferenceData), from which :func:`inference_data_figures` draws, for
 any model, a posterior summary table (mean, sd, 94 % HDI, ESS, R-hat), rank plots
 (``az.plot_trace(kind="rank_bars")``; trace plots for a single chain) and posterior-predictive checks
-(``az.plot_ppc`` plus observed-against-interval by index) when a ``posterior_predictive`` group exists.
+(``az.plot_ppc`` with labelled axes, observed values against the predictive interval along their coordinate)
+when a ``posterior_predictive`` group exists.  The figures themselves are drawn by :mod:`bayescg.plots`; numbers
+are formatted by :mod:`bayescg.plots.numbers`; the settings block lists every section the command reads.
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 import re
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
 from .io import atomic_write_text
 from .summary import Summary
+from .plots._base import closing_on_error as _closing_on_error, figure_to_data_uri
+from .plots.numbers import interval as _num_interval, num as _num, speedup as _speedup, sweep_axis_label
 
 __all__ = ["Report", "figure_to_data_uri", "table_html", "inference_data_figures", "posterior_summary_rows",
-           "select_scalar_variables", "collect_warnings", "key_numbers", "structured_tables", "diagnostic_warnings", "HDI_PROB"]
+           "select_scalar_variables", "collect_warnings", "key_numbers", "structured_tables", "diagnostic_warnings", "HDI_PROB",
+           "settings_text"]
 
 #: Credible mass of the HDIs in summary tables (94 %, like every band bayescg reports).
 HDI_PROB = 0.94
@@ -58,8 +60,9 @@ nav a{margin-right:1.2em;color:#0b5cad;text-decoration:none}
 .card .k{font-size:.78em;color:#57606a}.card .v{font-size:1.25em;font-weight:600;font-variant-numeric:tabular-nums}
 .card.bad{border-color:#d1242f;background:#fff5f5}.card.ok{border-color:#1a7f37;background:#f4fbf6}
 table{border-collapse:collapse;margin:.5em 0 1em;font-size:.9em;font-variant-numeric:tabular-nums}
-td,th{border:1px solid #d0d7de;padding:.22em .6em;text-align:right;vertical-align:top;white-space:nowrap}
-td.text{white-space:normal}
+td,th{border:1px solid #d0d7de;padding:.2em .45em;text-align:right;vertical-align:top;white-space:nowrap}
+td.text{white-space:normal;min-width:6em}
+.tw{max-width:100%;overflow-x:auto}
 th{background:#eef2f7;font-weight:600}
 td:first-child,th:first-child{text-align:left}
 tr:nth-child(even) td{background:#fafbfc}
@@ -76,6 +79,7 @@ img{max-width:100%;height:auto;border:1px solid #e1e4e8;border-radius:3px}
 .note{color:#57606a;font-size:.9em}
 details{margin:.6em 0}summary{cursor:pointer;color:#0b5cad}
 pre{background:#f6f8fa;border:1px solid #d0d7de;padding:.6em;overflow-x:auto;font-size:.85em}
+pre.settings{white-space:pre-wrap;overflow-wrap:anywhere}
 .meta{font-size:.8em;color:#6e7781;margin-top:2.5em;border-top:1px solid #d0d7de;padding-top:.5em}
 """
 
@@ -83,19 +87,20 @@ pre{background:#f6f8fa;border:1px solid #d0d7de;padding:.6em;overflow-x:auto;fon
 # --------------------------------------------------------------------------------------------------
 # formatting
 # --------------------------------------------------------------------------------------------------
-def figure_to_data_uri(fig, dpi: int = 100) -> str:
-    """PNG data URI of a matplotlib figure (the figure is closed)."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def _is_matrix(v) -> bool:
     return (isinstance(v, (list, tuple)) and 0 < len(v) <= 6 and all(isinstance(r, (list, tuple)) for r in v)
             and all(0 < len(r) <= 6 and all(isinstance(x, (int, float)) or x is None for x in r) for r in v))
+
+
+def _fmt_keyed(key, v: Any) -> str:
+    """:func:`_fmt` that knows the quantity: speedups carry their unit ("8.9x"), p-values below 1e-4 read "<1e-4"."""
+    k = str(key).lower()
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if "speedup" in k:
+            return html.escape(_speedup(v))
+        if ("pvalue" in k or "p-value" in k or k == "p") and 0 <= v < 1e-4:  # 0 or 1e-300: both "no fit"
+            return html.escape("<1e-4")
+    return _fmt(v)
 
 
 def _fmt(v: Any) -> str:
@@ -116,7 +121,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         if not math.isfinite(v):
             return "–" if math.isnan(v) else html.escape(str(v))
-        return f"{v:.4g}"
+        return _num(v, 4)
     if isinstance(v, int):
         return str(v)
     if _is_matrix(v):
@@ -135,7 +140,7 @@ def _fmt(v: Any) -> str:
 
 def _plain(v) -> str:
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return _num(v, 4)
     return str(v)
 
 
@@ -146,6 +151,8 @@ def _cell_class(column: str, value: Any) -> str:
         return "good" if value == "accepted" else "bad"
     if isinstance(value, bool):
         return "good" if value else ""
+    if isinstance(value, dict):  # e.g. theta_c {lin: ..., pair1: ...}: may wrap
+        return "text"
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(float(value)):
         return "text" if isinstance(value, str) and not value.startswith("[") else ""
     v = float(value)
@@ -181,14 +188,15 @@ def table_html(rows: list[dict] | dict, title: str | None = None) -> str:
             v = r.get(c)
             cls = _cell_class(r.get("quantity") if keyed and c == "value" else c, v)
             attr = f' class="{cls}"' if cls else ""
-            cells.append(f"<td{attr}>{_fmt(v)}</td>")
+            cells.append(f"<td{attr}>{_fmt_keyed(r.get('quantity') if keyed and c == 'value' else c, v)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     cap = f"<h3>{html.escape(title)}</h3>" if title else ""
-    return f"{cap}<table><tr>{head}</tr>{''.join(body)}</table>"
+    return f'{cap}<div class="tw"><table><tr>{head}</tr>{"".join(body)}</table></div>'
 
 
 #: Patterns (lower case, substring) of the numbers a reader looks at first, in order of importance.
-KEY_PATTERNS = ["beta_hat", "reference_rmse", "reference_coverage", "correction applied", "correction size", "r_hat", "ess_bulk", "diverg", "trapped",
+KEY_PATTERNS = ["beta_hat", "reference_rmse", "reference_coverage", "coverage of the reference", "correction applied",
+                "correction size", "r_hat", "ess_bulk", "diverg", "trapped",
                 "normality", "w1", "mean-path", "acf", "phase", "speedup", "err_mag", "err_corr", "kl",
                 "scale", "seconds"]
 
@@ -196,15 +204,17 @@ KEY_PATTERNS = ["beta_hat", "reference_rmse", "reference_coverage", "correction 
 def key_numbers(summary: dict, n: int = 6) -> dict:
     """The ``n`` most important scalar entries of a summary dict (by :data:`KEY_PATTERNS`, then in order);
     standard errors (``*_se``) are left to the table."""
-    scal = [k for k, v in summary.items() if (isinstance(v, (int, float, bool)) or v is None)
-            and not str(k).endswith("_se")]
-
     def rank(k):
         kl = str(k).lower()
         for i, p in enumerate(KEY_PATTERNS):
             if p in kl:
                 return i
         return len(KEY_PATTERNS)
+
+    # scalars, and short texts of key quantities (a summary may give a speedup as "8.9x")
+    scal = [k for k, v in summary.items() if (isinstance(v, (int, float, bool)) or v is None
+                                              or (isinstance(v, str) and len(v) <= 12 and rank(k) < len(KEY_PATTERNS)))
+            and not str(k).endswith("_se")]
 
     chosen = sorted(scal, key=lambda k: (rank(k), scal.index(k)))[:n]
     return {k: summary[k] for k in chosen}
@@ -217,7 +227,7 @@ def _cards_html(items: dict) -> str:
         if cls not in ("bad",):
             cls = "ok" if (isinstance(v, bool) and v) else ""
         out.append(f'<div class="card {cls}"><div class="k">{html.escape(str(k))}</div>'
-                   f'<div class="v">{_fmt(v)}</div></div>')
+                   f'<div class="v">{_fmt_keyed(k, v)}</div></div>')
     return f'<div class="cards">{"".join(out)}</div>'
 
 
@@ -233,7 +243,7 @@ def _anchor(text: str, used: set) -> str:
 def _interval(d) -> str:
     if not isinstance(d, dict) or d.get("lower") is None:
         return "–"
-    return f"[{_plain(d['lower'])}, {_plain(d['upper'])}]"
+    return _num_interval(d["lower"], d["upper"])
 
 
 def diagnostic_warnings(d: dict) -> list[str]:
@@ -272,7 +282,8 @@ def structured_tables(d: dict) -> tuple[dict, list]:
     if sweep:  # one row per swept value: exact and each method's magnetization with its interval
         rows = []
         for i, v in enumerate(sweep.get("values", [])):
-            row = {str(sweep.get("label") or sweep.get("key", "value")): v, "exact m": truth["magnetization"][i]}
+            row = {sweep_axis_label(sweep.get("key", "value"), sweep.get("label")): v,
+                   "exact m": truth["magnetization"][i]}
             for name, m in methods.items():
                 mg = m["magnetization"]
                 kind = {"posterior": "posterior", "monte_carlo": "Monte Carlo"}.get(m.get("interval_kind"), "")
@@ -446,49 +457,6 @@ def posterior_summary_rows(idata, var_names: list[str], hdi_prob: float = HDI_PR
     return rows
 
 
-def _close_axes_figure(axes):
-    import numpy as np
-
-    ax = np.asarray(axes).ravel()[0]
-    return ax.get_figure()
-
-
-@contextmanager
-def _closing_on_error():
-    """Close the figures a failing plot call opened (and re-raise)."""
-    import matplotlib.pyplot as plt
-
-    before = set(plt.get_fignums())
-    try:
-        yield
-    except BaseException:
-        for n in set(plt.get_fignums()) - before:
-            plt.close(n)
-        raise
-
-
-def _posterior_plot(idata, names, nrows, nchain, sampler):
-    """(caption, Figure): rank (>= 2 chains) or trace plots for sampler draws, az.plot_posterior with HDIs
-    for draws of an approximation."""
-    import arviz as az
-
-    if sampler:
-        kind = "rank_bars" if nchain >= 2 else "trace"
-        axes = az.plot_trace(idata, var_names=names, kind=kind, compact=True,
-                             figsize=(11, 1.9 * len(names) + 0.4))
-        fig = _close_axes_figure(axes)
-        fig.tight_layout()
-        what = ("rank plots: each chain's ranks should be uniform (flat bars)" if nchain >= 2 else
-                "trace (one chain: rank plots and R-hat need two or more)")
-        return f"Sampler diagnostics: marginal posteriors and {what}", fig
-    ncol = min(3, nrows)
-    axes = az.plot_posterior(idata, var_names=names, hdi_prob=HDI_PROB, textsize=9,
-                             figsize=(3.6 * ncol, 2.6 * math.ceil(min(nrows, 12) / ncol)))
-    fig = _close_axes_figure(axes)
-    fig.tight_layout()
-    return f"Marginal posteriors with {int(100 * HDI_PROB)}% HDI", fig
-
-
 def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_points: int = 500) -> tuple[list, list]:
     """Tables and figures for any InferenceData: ``(tables, figures)``.
 
@@ -499,20 +467,18 @@ def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_po
     approximation (no ``sample_stats``); and for each ``posterior_predictive`` variable with observed
     data ``az.plot_ppc`` (when it has at least ``MIN_PPC_KDE_POINTS`` entries: a data set, not a few
     statistics) and, when it has at most ``max_ppc_points`` entries, the observed values against the
-    94 % predictive interval by index.
+    94 % predictive interval along their coordinate (e.g. lag; the index when there is none).  Variables on
+    histogram cells (``cell_*`` coordinates, the learn fit) are left to the result's own check against q.
     """
-    import arviz as az
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from .plots import diagnostics as P
+    from .plots._base import figure_of
 
     tables, figs = [], []
     if idata is None or "posterior" not in idata.groups():
         return tables, figs
     names = var_names if var_names is not None else select_scalar_variables(idata)
-    nchain = int(idata.posterior.sizes.get("chain", 1))
     sampler = _has_sampler(idata)
     if names:
         title = f"Posterior summary ({int(100 * HDI_PROB)}% HDI" + (")" if sampler else
@@ -521,11 +487,9 @@ def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_po
             tables.append((title, posterior_summary_rows(idata, names)))
         except Exception as exc:  # noqa: BLE001
             tables.append((title, [{"note": f"az.summary failed: {exc.__class__.__name__}: {exc}"}]))
-        nrows = sum(max(1, int(np.prod([idata.posterior[v].sizes[d] for d in idata.posterior[v].dims
-                                        if d not in ("chain", "draw")]))) for v in names)
         try:
             with _closing_on_error():
-                figs.append(_posterior_plot(idata, names, nrows, nchain, sampler))
+                figs.append(P.plot_posterior_diagnostics(idata, names, sampler, HDI_PROB))
         except Exception as exc:  # noqa: BLE001 - a report must never fail on a plot
             tables.append(("Posterior plots", [{"note": f"ArviZ could not plot the posterior: "
                                                         f"{exc.__class__.__name__}: {exc}"}]))
@@ -533,37 +497,77 @@ def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_po
         for v in idata.posterior_predictive.data_vars:
             if v not in idata.observed_data:
                 continue
-            obs = np.asarray(idata.observed_data[v].values, dtype=float).ravel()
+            da = idata.observed_data[v]
+            if any(str(c).startswith("cell_") for c in da.coords):
+                continue  # histogram cells: the result's own figures check them against their positions
+            obs = np.asarray(da.values, dtype=float).ravel()
             try:
                 if obs.size < MIN_PPC_KDE_POINTS:  # a few statistics, not a data set: no KDE of them
                     raise _SkipPlot
                 with _closing_on_error():
-                    axes = az.plot_ppc(idata, var_names=[v], num_pp_samples=min(
-                        50, int(idata.posterior_predictive.sizes.get("draw", 50))), figsize=(5.4, 3.3),
-                        textsize=9, random_seed=0)
-                fig = _close_axes_figure(axes)
+                    fig = figure_of(P.plot_ppc_kde(idata, v))
                 figs.append((f"Posterior predictive check of {v} (az.plot_ppc): distribution of the values", fig))
             except _SkipPlot:
                 pass
             except Exception as exc:  # some shapes have no KDE (e.g. constant data); the by-index plot remains
                 tables.append((f"Posterior predictive check of {v}", [{"note": f"az.plot_ppc failed: {exc}"}]))
             if 1 < obs.size <= max_ppc_points:
-                pp = np.asarray(idata.posterior_predictive[v].values, dtype=float).reshape(-1, obs.size)
-                lo, med, hi = np.quantile(pp, [0.03, 0.5, 0.97], axis=0)
-                inside = float(np.mean((obs >= lo) & (obs <= hi)))
-                fig, ax = plt.subplots(figsize=(5.4, 3.3))
-                idx = np.arange(obs.size)
-                ax.fill_between(idx, lo, hi, step="mid", color="C0", alpha=0.3, label="94% predictive interval")
-                ax.step(idx, med, where="mid", color="C0", lw=0.8, label="predictive median")
-                ax.plot(idx, obs, ".", color="k", ms=3, label="observed")
-                ax.set_xlabel(f"index of {v}")
-                ax.set_ylabel(v)
-                ax.set_title(f"{100 * inside:.0f}% of observed values inside the 94% predictive interval",
-                             fontsize=10)
-                ax.legend(fontsize=8)
-                fig.tight_layout()
-                figs.append((f"Posterior predictive check of {v} by index", fig))
+                pp = np.asarray(idata.posterior_predictive[v].values, dtype=float)
+                dim = da.dims[0] if da.ndim == 1 else None  # a coordinate (e.g. lag) beats the index
+                x = (np.asarray(da[dim].values) if dim is not None and dim in da.coords
+                     and np.issubdtype(da[dim].dtype, np.number) else None)
+                with _closing_on_error():
+                    fig = figure_of(P.plot_ppc_intervals(obs, pp, x=x, xlabel=None if x is None else str(dim), name=v))
+                figs.append((f"Posterior predictive check of {v} " + ("by index" if x is None else f"against {dim}"), fig))
     return tables, figs
+
+
+#: Sections each command reads; those missing from the model file are shown with their default values.
+COMMAND_SECTIONS = {"learn": ["potential", "simulation", "fit", "noise"], "scales": ["potential", "simulation", "scales"],
+                    "noise": ["potential", "simulation", "noise"], "surrogate": ["potential", "simulation", "surrogate"],
+                    "simulate": ["potential", "simulation"], "ising": ["fine", "data", "coarse", "inference"],
+                    "run": ["potential", "simulation", "fit", "noise", "scales", "surrogate"]}
+
+
+def _toml_value(v) -> str:
+    import json
+
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float, str, list, tuple)):
+        return json.dumps(v, default=str)
+    return json.dumps(str(v))
+
+
+def settings_text(model: dict, command: str | None = None) -> str:
+    """The model's settings as TOML: top-level keys, then every section; sections the command reads that the
+    file left out are filled with their defaults (marked), so ``[fit]`` shows even when not written."""
+    import dataclasses
+
+    from .config import SECTIONS
+
+    model = dict(model or {})
+    scalars = {k: v for k, v in model.items() if not isinstance(v, dict)}
+    sections = {k: v for k, v in model.items() if isinstance(v, dict)}
+    defaulted = set()
+    wanted = COMMAND_SECTIONS.get(command or "", [])
+    if model.get("fine") is not None and command == "run":
+        wanted = COMMAND_SECTIONS["ising"]
+    if len((sections.get("potential") or {}).get("variables") or []) == 1:
+        wanted = [w for w in wanted if w != "noise"]  # the noise calibration runs for d >= 2 only
+    for name in wanted:
+        if name not in sections and name in SECTIONS:
+            try:
+                sections[name] = dataclasses.asdict(SECTIONS[name]())
+                defaulted.add(name)
+            except TypeError:  # a section without defaults for every field (e.g. [potential])
+                continue
+    lines = [f"{k} = {_toml_value(v)}" for k, v in scalars.items() if k not in ("path",)]
+    for name, sec in sections.items():
+        lines.append("")
+        lines.append(f"[{name}]" + ("   # not in the model file: defaults" if name in defaulted else ""))
+        lines += [f"{k} = {_toml_value(v)}" for k, v in sec.items() if v is not None]
+    return "\n".join(lines).strip() + "\n"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -731,10 +735,8 @@ class Report:
             nav = "<nav>" + "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in self.toc) + "</nav>"
         model = ""
         if m.get("model"):
-            import json
-
-            model = ("<details><summary>Model settings (as loaded, with defaults)</summary><pre>"
-                     f"{html.escape(json.dumps(m['model'], indent=2, default=str))}</pre></details>")
+            model = ("<details open><summary>Model settings (as loaded, with defaults)</summary><pre class=\"settings\">"
+                     f"{html.escape(settings_text(m['model'], m.get('command')))}</pre></details>")
         sub = f'<p class="sub">{html.escape(self.subtitle)}</p>' if self.subtitle else ""
         return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
                 f"<meta name='viewport' content='width=device-width, initial-scale=1'>"

@@ -299,51 +299,6 @@ def scale_estimate(rows: list) -> dict:
                       "delta, Remark 3.2); bracket up to the next larger rejected delta"}
 
 
-def delta_axis(ax, label: str = "delta"):
-    """A log delta axis with plain-number ticks (0.1, 0.2, 0.3, ...; no overlapping 3x10^-1 labels)."""
-    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
-
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
-    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel(label)
-
-
-VERDICT_STYLE = {"accepted": dict(color="tab:green", marker="o", mfc="tab:green"),
-                 "rejected": dict(color="tab:red", marker="s", mfc="white"),
-                 "undetermined": dict(color="0.5", marker="D", mfc="white")}
-
-
-def effect_panel(a, rows, get, t, label, shift=0.0, legend=False, filled=None, **extra):
-    """Draw get(row) -> (value, se) of the rows on axes ``a`` against delta: markers by verdict
-    (:data:`VERDICT_STYLE`; ``filled`` True/False fills all or none), +- z se bars, the tolerance band +-t (None:
-    no band); ``shift`` offsets delta by a factor 1 + shift, ``extra`` overrides the marker style.  Values beyond 6 t are named in a note instead of
-    squashing the band (walkers cooling give kurtosis in the hundreds)."""
-    pts = [(r, *get(r)) for r in rows]
-    pts = [(r, v, se) for r, v, se in pts if _ok(v) and _ok(se)]
-    for verdict, st in VERDICT_STYLE.items():
-        if filled is not None:
-            st = {**st, "mfc": st["color"] if filled else "white"}
-        sel = [(r["delta"] * (1 + shift), v, (r.get("z") or 2.0) * se) for r, v, se in pts if r["verdict"] == verdict]
-        if sel:
-            x, y, e = map(np.array, zip(*sel))
-            a.errorbar(x, y, yerr=e, ls="none", capsize=3, ms=5, **{**st, **extra}, label=verdict if legend else None)
-    if t is not None:
-        a.axhspan(-t, t, color="tab:green", alpha=0.12, lw=0, label=f"tolerance +-{t:g}" if legend else None)
-        a.axhline(0, color="0.6", lw=0.8)
-        off = [(r["delta"], v) for r, v, se in pts if abs(v) > 6 * t]
-        lim = max([4 * t] + [abs(v) + (r.get("z") or 2.0) * se for r, v, se in pts if abs(v) <= 6 * t])
-        a.set_ylim(-min(lim, 6 * t), min(lim, 6 * t))
-        if off:
-            off.sort(key=lambda o: -abs(o[1]))
-            more = f" and {len(off) - 3} more" if len(off) > 3 else ""
-            a.text(0.02, 0.02, "off scale: " + ", ".join(f"{d:g}: {v:+.3g}" for d, v in off[:3]) + more,
-                   transform=a.transAxes, fontsize=7, color="tab:red", va="bottom", clip_on=True)
-    delta_axis(a)
-    a.set_ylabel(label)
-
-
 @dataclasses.dataclass
 class ScalesResult:
     rows: list
@@ -416,49 +371,10 @@ class ScalesResult:
         return out
 
     def figures(self):
-        import matplotlib.pyplot as plt
+        """[(caption, Figure)]: the scan's effect sizes against delta (:func:`bayescg.plots.scales.plot_scale_scan`)."""
+        from .plots.scales import scale_figures
 
-        tol = self.tolerance
-        fig, axes = plt.subplots(2, 2, figsize=(11, 7.4))
-        rows = sorted(self.rows, key=lambda r: r["delta"])
-        dim = max((len(r.get("excess_kurtosis") or []) for r in rows), default=0)
-
-        def panel(a, get, t, label, shift=0.0, legend=False, **extra):
-            effect_panel(a, rows, get, t, label, shift=shift, legend=legend, **extra)
-
-        ax = axes.ravel()
-        for i in range(dim):
-            sh = 0.03 * (i - (dim - 1) / 2)
-            panel(ax[0], lambda r: ((r.get("excess_kurtosis") or [None] * dim)[i], (r.get("excess_kurtosis_se") or [None] * dim)[i]),
-                  tol.kurtosis if i == 0 else None, "excess kurtosis of p", sh, legend=i == 0)
-            panel(ax[1], lambda r: ((r.get("skewness") or [None] * dim)[i], (r.get("skewness_se") or [None] * dim)[i]),
-                  tol.skewness if i == 0 else None, "skewness of p", sh)
-        if any(r.get("mardia_kurtosis_effect") is not None for r in rows):
-            panel(ax[0], lambda r: (r.get("mardia_kurtosis_effect"), r.get("mardia_kurtosis_effect_se")), None,
-                  "excess kurtosis of p_i; Mardia (triangles)", 0.06, marker="^")
-        panel(ax[2], lambda r: (r.get("noise_power"), r.get("noise_power_se")), None, "G2 = 2 gamma / (delta beta_hat)")
-        if any(_ok(r.get("noise_power")) for r in rows):
-            ax[2].set_yscale("log")  # G2 of cooling or trapped rows falls by orders of magnitude
-        panel(ax[3], lambda r: (r.get("noise_power_slope"), r.get("noise_power_slope_se")), tol.slope,
-              "d log G2 / d log delta")
-        ax[0].set_title("excess kurtosis: interval vs tolerance", fontsize=10)
-        ax[1].set_title("skewness: interval vs tolerance", fontsize=10)
-        ax[2].set_title("unresolved gradient power G2 (flat on a plateau)", fontsize=10)
-        ax[3].set_title("beta_hat plateau: local log-slope of G2 vs tolerance", fontsize=10)
-        if dim:
-            ax[0].legend(fontsize=8)
-        est = self.estimate or {}
-        if est.get("epsilon") is not None:
-            b = est["bracket"]
-            hi = f"{b[1]:g}" if b and b[1] is not None else "above the grid"
-            fig.suptitle(f"scale found: eps ~ delta = {est['epsilon']:g} (verdict flips between {b[0]:g} and {hi})",
-                         fontsize=11)
-        else:
-            fig.suptitle(f"no scale found: {est.get('method', '')}", fontsize=11)
-        fig.tight_layout()
-        return [("Scale scan: effect sizes with Bonferroni 95 % intervals against their tolerance bands (green: "
-                 "accepted = every interval inside its band; red: rejected = one wholly outside, or most walkers "
-                 "trapped; grey: undetermined)", fig)]
+        return scale_figures(self)
 
 
 def classify_rows(rows: list, tol: ShapeTolerance = ShapeTolerance()) -> dict:

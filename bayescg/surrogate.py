@@ -489,71 +489,11 @@ class SurrogateResult:
         return _summary(s, self.warnings)
 
     def figures(self) -> list:
-        """[(title, Figure)]: phase portraits, equilibrium densities, mean paths, ACFs, U_k."""
-        import matplotlib
+        """[(title, Figure)]: phase portraits, equilibrium densities, mean paths, ACFs, U_k
+        (:func:`bayescg.plots.surrogate.surrogate_figures`)."""
+        from .plots.surrogate import surrogate_figures
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        c = self.curves
-        if not c:
-            return []
-        d_lbl = f"surrogate U_k, delta = {self.settings['delta']:g}"
-        f_lbl = f"full V, h = {self.settings['reference_step']:g}"
-        x_lbl = f"compare: {self.compare['expression']}" if self.compare else None
-        figs = []
-
-        fig, ax = plt.subplots(figsize=(6, 5))
-        for i, (orb_s, orb_f) in enumerate(zip(c["phase_surrogate"], c["phase_full"])):
-            ax.plot(orb_f[:, 0], orb_f[:, 1], color="k", lw=0.6, label=f_lbl if i == 0 else None)
-            ax.plot(orb_s[:, 0], orb_s[:, 1], "--", color="C1", lw=1.2, label=d_lbl if i == 0 else None)
-        for i, orb in enumerate(c.get("phase_compare", [])):
-            ax.plot(orb[:, 0], orb[:, 1], ":", color="C2", lw=1.0, label=x_lbl if i == 0 else None)
-        ax.set_xlabel("q")
-        ax.set_ylabel("p")
-        ax.set_title(f"Hamiltonian (4.1): phase portrait, error {self.hamiltonian['phase_portrait_error']:.3g}")
-        ax.legend(fontsize=8)
-        figs.append(("Phase portrait (Hamiltonian)", fig))
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        e = c["density_edges"]
-        mid = 0.5 * (e[1:] + e[:-1])
-        if "density_band" in c:
-            ax.fill_between(mid, c["density_band"][0], c["density_band"][1], color="C1", alpha=0.25,
-                            step="mid", label="surrogate, 94% over U_k draws")
-        ax.step(mid, c["density_full"], where="mid", color="k", lw=1, label=f_lbl)
-        ax.step(mid, c["density_surrogate"], where="mid", color="C1", lw=1, label=d_lbl)
-        if "density_compare" in c:
-            ax.step(mid, c["density_compare"], where="mid", color="C2", lw=1, ls=":", label=x_lbl)
-        ax.set_xlabel("q")
-        ax.set_ylabel("density")
-        ax.set_title(f"Equilibrium law, W1 = {self.langevin['equilibrium_w1']:.3g}")
-        ax.legend(fontsize=8)
-        figs.append(("Equilibrium density (Langevin)", fig))
-
-        lbl = (f_lbl, d_lbl, x_lbl)
-        figs.append(("Mean path (Langevin)", _path_panel(
-            plt, c, "t", "mean", lbl, "t", "mean q (4.3)",
-            f"Mean path, max error {self.langevin['mean_path_max_error']:.3g}")))
-        fig = _path_panel(plt, c, "lags", "acf", lbl, "lag tau", "normalized ACF (4.4)",
-                          f"Normalized ACF, RMS error {self.langevin['acf_l2_error']:.3g}")
-        fig.axes[0].axhline(0, color="0.6", lw=0.5)
-        figs.append(("Normalized ACF (Langevin)", fig))
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        xs = c["U_x"]
-        if "U_draws" in c:
-            for j, u in enumerate(c["U_draws"]):
-                ax.plot(xs, u, color="C1", lw=0.5, alpha=0.5, label="posterior draws" if j == 0 else None)
-        ax.plot(xs, c["U_used"], color="C1", lw=1.5, label="U_k used (with continuation)")
-        ax.plot(c["U_grid"], c["U_grid_values"], "k.", ms=2, label="learned grid values")
-        ax.axvspan(c["U_grid"][0], c["U_grid"][-1], color="0.9", zorder=0)
-        ax.set_xlabel("q")
-        ax.set_ylabel("U_k(q)")
-        ax.set_ylim(-0.5, max(5.0, float(np.nanmax(c["U_grid_values"])) * 1.1))
-        ax.legend(fontsize=8)
-        figs.append(("Effective potential used by the surrogate", fig))
-        return figs
+        return surrogate_figures(self)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -750,24 +690,6 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
     }
     timings["total_seconds"] = time.perf_counter() - t_start
     return SurrogateResult(model.name, settings, lg, hm, cmp_out, timings, warnings, curves_out)
-
-
-def _path_panel(plt, c, x, y, labels, xlabel, ylabel, title):
-    """Figure of curve ``y`` (mean path or ACF): full model, surrogate (+ band over U_k draws), compare."""
-    f_lbl, d_lbl, x_lbl = labels
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if f"{y}_band" in c:
-        ax.fill_between(c[f"{x}_surrogate"], c[f"{y}_band"][0], c[f"{y}_band"][1], color="C1", alpha=0.25,
-                        label="surrogate, 94% over U_k draws")
-    ax.plot(c[f"{x}_full"], c[f"{y}_full"], color="k", lw=1, label=f_lbl)
-    ax.plot(c[f"{x}_surrogate"], c[f"{y}_surrogate"], "--", color="C1", lw=1.2, label=d_lbl)
-    if f"{y}_compare" in c:
-        ax.plot(c[f"{x}_full"], c[f"{y}_compare"], ":", color="C2", lw=1.2, label=x_lbl)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    return fig
 
 
 def _learned_correction(learned):
@@ -1347,106 +1269,8 @@ class SurrogateResultND(SurrogateResult):
         return _summary(s, self.warnings)
 
     def figures(self) -> list:
-        """[(title, Figure)]: equilibrium (joint + marginals), mean paths, ACFs, phase portraits per coordinate, U_k."""
-        import matplotlib
+        """[(title, Figure)]: equilibrium (joint + marginals), mean paths, ACFs, phase portraits per coordinate, U_k
+        (:func:`bayescg.plots.surrogate.surrogate_figures_2d`)."""
+        from .plots.surrogate import surrogate_figures_2d
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        c = self.curves
-        if not c:
-            return []
-        d = self.settings["dimension"]
-        names = self.settings.get("variables") or [f"q{i + 1}" for i in range(d)]
-        d_lbl = f"surrogate U_k, delta = {self.settings['delta']:g}"
-        f_lbl = f"full V, h = {self.settings['reference_step']:g}"
-        band_lbl = "surrogate: 94% band over U_k posterior draws"
-        lg, hm = self.langevin, self.hamiltonian
-        figs = []
-
-        fig, axs = plt.subplots(1, d + 1, figsize=(5 * (d + 1), 4.2))
-        ax = axs[0]
-        for key, col, lbl in (("eq_full", "k", f_lbl), ("eq_surrogate", "C1", d_lbl)):
-            x = c[key]  # scatter (not contours): separated wells stay visible
-            ax.plot(x[:, 0], x[:, 1], ".", color=col, ms=1.5, alpha=0.4, label=f"{lbl}: late-time samples")
-        self._box(ax, c)
-        ax.set_xlabel(names[0])
-        ax.set_ylabel(names[1])
-        ax.set_title(f"Equilibrium law, sliced W1 = {lg['equilibrium_w1']:.3g}")
-        ax.legend(fontsize=7, loc="best")
-        for i in range(d):
-            ax = axs[i + 1]
-            e = np.asarray(c["density_edges"][i])
-            mid = 0.5 * (e[1:] + e[:-1])
-            if "density_band" in c:
-                ax.fill_between(mid, c["density_band"][0][i], c["density_band"][1][i], color="C1", alpha=0.25,
-                                step="mid", label=band_lbl)
-            ax.step(mid, c["density_full"][i], where="mid", color="k", lw=1, label=f_lbl)
-            ax.step(mid, c["density_surrogate"][i], where="mid", color="C1", lw=1, label=d_lbl)
-            ax.set_xlabel(names[i])
-            ax.set_ylabel("marginal density")
-            ax.set_title(f"{names[i]}: W1 = {lg['equilibrium_w1_per_coordinate'][i]:.3g}")
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        figs.append(("Equilibrium law (Langevin): joint and per coordinate", fig))
-
-        for key, xkey, ylabel, title, err in (
-                ("mean", "t", "mean path (4.3)", "Mean path (Langevin)", "mean_path_max_error_per_coordinate"),
-                ("acf", "lags", "normalized ACF (4.4)", "Normalized ACF (Langevin)", "acf_l2_error_per_coordinate")):
-            fig, axs = plt.subplots(1, d, figsize=(5.5 * d, 4))
-            for i in range(d):
-                ax = axs[i]
-                xs_s = np.asarray(c[f"{xkey}_surrogate"])
-                ys_s = np.asarray(c[f"{key}_surrogate"])[:, i]
-                if f"{key}_band" in c:
-                    n = len(c[f"{key}_band"][0])
-                    ax.fill_between(xs_s[:n], c[f"{key}_band"][0][:, i], c[f"{key}_band"][1][:, i], color="C1",
-                                    alpha=0.25, label=band_lbl)
-                ax.plot(c[f"{xkey}_full"], np.asarray(c[f"{key}_full"])[:, i], color="k", lw=1, label=f_lbl)
-                ax.plot(xs_s, ys_s, "--", color="C1", lw=1.2, label=d_lbl)
-                if key == "acf":
-                    ax.axhline(0, color="0.6", lw=0.5)
-                ax.set_xlabel("t" if key == "mean" else "lag tau")
-                ax.set_ylabel(f"{ylabel}, {names[i]}")
-                ax.set_title(f"{names[i]}: {'max' if key == 'mean' else 'RMS'} error {lg[err][i]:.3g}")
-                ax.legend(fontsize=7)
-            fig.tight_layout()
-            figs.append((f"{title} per coordinate", fig))
-
-        fig, axs = plt.subplots(1, d, figsize=(5.5 * d, 4.5))
-        K = c["phase_q_full"].shape[1]
-        for i in range(d):
-            ax = axs[i]
-            for k in range(K):
-                ax.plot(c["phase_q_full"][:, k, i], c["phase_p_full"][:, k, i], color="k", lw=0.5,
-                        label=f_lbl if k == 0 else None)
-                ax.plot(c["phase_q_surrogate"][:, k, i], c["phase_p_surrogate"][:, k, i], "--", color="C1", lw=0.9,
-                        label=d_lbl if k == 0 else None)
-            ax.set_xlabel(names[i])
-            ax.set_ylabel(f"p_{names[i]}")
-            ax.set_title(f"({names[i]}, p_{names[i]}): error {hm['phase_portrait_error_per_coordinate'][i]:.3g}")
-            ax.legend(fontsize=7)
-        fig.suptitle(f"Hamiltonian (4.1) phase portraits, joint error {hm['phase_portrait_error']:.3g}")
-        fig.tight_layout()
-        figs.append(("Phase portraits (Hamiltonian) per coordinate", fig))
-
-        fig, ax = plt.subplots(figsize=(6.5, 5))
-        ax_x, ax_y = c["U_axes"]
-        Uu = np.asarray(c["U_used"])
-        top = float(np.quantile(Uu, 0.6))
-        cs = ax.contourf(ax_x, ax_y, np.minimum(Uu, top).T, levels=20, cmap="viridis")
-        fig.colorbar(cs, ax=ax, label=f"U_k used (clipped at {top:.3g})")
-        ax.plot(c["U_grid"][:, 0], c["U_grid"][:, 1], "w.", ms=1.5, label="learned grid points (data region)")
-        self._box(ax, c)
-        ax.set_xlabel(names[0])
-        ax.set_ylabel(names[1])
-        ax.set_title("Effective potential used by the surrogate")
-        ax.legend(fontsize=7, loc="upper right")
-        figs.append(("Effective potential used by the surrogate", fig))
-        return figs
-
-    @staticmethod
-    def _box(ax, c):
-        lo, hi = c["box"]
-        ax.plot([lo[0], hi[0], hi[0], lo[0], lo[0]], [lo[1], lo[1], hi[1], hi[1], lo[1]], color="C3", lw=1,
-                label="data box (U_k continued outside)")
+        return surrogate_figures_2d(self)

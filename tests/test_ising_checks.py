@@ -319,7 +319,7 @@ def test_sweep_axis_says_mu_and_intervals_their_kind():
     assert d["methods"]["exact_em"]["interval_kind"] == "monte_carlo"
     _, tables = structured_tables(d)
     cols = tables[0][1][0].keys()
-    assert any(c.startswith("mu") for c in cols) and "laplace 94% posterior" in cols
+    assert any(c.startswith("μ") for c in cols) and "laplace 94% posterior" in cols
     assert "exact_em 94% Monte Carlo" in cols
     figs = res.figures()
-    assert figs[0][1].axes[0].get_xlabel().startswith("mu")
+    assert figs[0][1].axes[0].get_xlabel().startswith("μ")

@@ -257,8 +257,8 @@ def test_method_comparison_tables_and_diagnostic_warnings():
              "methods": {"nuts": {"magnetization": {"mean": [0.01, 0.88], "lower": [-0.1, 0.8], "upper": [0.1, 0.95]},
                                   "err_mag": [None, 0.02]}}}
     keys, tables = R.structured_tables(sweep)
-    assert [r["fine.field"] for r in tables[0][1]] == [0.0, 0.6]
-    assert tables[0][1][1]["nuts 94%"] == "[0.8, 0.95]" and keys == {"nuts: max err_mag": 0.02}
+    assert [r["μ (fine field)"] for r in tables[0][1]] == [0.0, 0.6]
+    assert tables[0][1][1]["nuts 94%"] == "[0.80, 0.95]" and keys == {"nuts: max err_mag": 0.02}
     assert R.structured_tables({"rows": []}) == ({}, [])
 
 
@@ -284,3 +284,159 @@ def test_result_without_summary_uses_plain_numbers_of_to_dict(tmp_path):
     assert '<table class="mat"><tr><td>0.05</td><td>0.025</td>' in text
     assert ">designs<" not in text and ">posterior<" not in text
     assert "Z[1, 1]" in text and "chol[0]" not in text
+
+
+# --- report contents (issue 17): what a reader must find, parsed from the HTML --------------------
+def _cards(text):
+    """{key: value text} of the key-number cards."""
+    return dict(re.findall(r'<div class="k">([^<]*)</div><div class="v">(.*?)</div></div>', text))
+
+
+def _settings(text):
+    m = re.search(r'<pre class="settings">(.*?)</pre>', text, flags=re.S)
+    assert m, "no settings block"
+    return m.group(1)
+
+
+def test_numbers_formatter():
+    from bayescg.plots.numbers import interval, num, speedup
+
+    assert [num(x) for x in (0.98712, 1234.5, 42.0, 1.05, 0.0123, 0.1 + 0.2, None)] == [
+        "0.987", "1234", "42", "1.05", "0.0123", "0.3", "–"]
+    assert num(1e-5) == "1e-5" and num(3.14e7) == "3.14e7" and num(-2.5e-4) == "-2.5e-4" and num(7) == "7"
+    # a narrow interval keeps its ends apart (not [0.35, 0.36]), a wide one is not padded
+    assert interval(0.3512, 0.3608) == "[0.351, 0.361]" and interval(1.0, 2.0) == "[1.0, 2.0]"
+    assert interval(0.45, 0.53) == "[0.45, 0.53]" and interval(0.3512, 0.3515) == "[0.3512, 0.3515]"
+    assert speedup(8.912) == "8.9x" and speedup(123.4) == "123x" and speedup(None) == "–"
+
+
+def test_learn_report_contents_and_ppc_against_q(tmp_path):
+    """A 1D learn (MAP, finite-delta correction with one short white-kick run): coverage of the reference and the
+    correction among the key numbers, the settings block with every section learn reads ([fit] with defaults
+    when the file has none), the posterior predictive check against q (not by index, no unlabelled az.plot_ppc),
+    nothing 'could not be drawn'."""
+    from bayescg.config import load_model
+    from bayescg.io import run_metadata
+    from bayescg.pipeline import learn_model
+    from bayescg.plots.effective import plot_ppc_density
+
+    (tmp_path / "m.toml").write_text(MODEL.replace('[fit]\nknots = 10\nmethod = "map"\ndraws = 200\n', ""))
+    model = load_model(tmp_path / "m.toml", overrides=["simulation.steps=200000", "fit.method=map", "fit.knots=10",
+                                                        "fit.draws=100", "fit.correction_steps=100000",
+                                                        "fit.correction_iterations=1"])
+    res = learn_model(model)
+    rep = R.Report("learn", run_metadata(load_model(tmp_path / "m.toml"), "learn"))
+    rep.add_result("Effective potential", res)
+    text = rep.write(tmp_path / "report.html").read_text()
+    _check_self_contained(text)
+    cards = _cards(text)
+    assert "reference_coverage" in cards and re.fullmatch(r"0(\.\d{1,4})?|1", cards["reference_coverage"]), cards
+    assert cards.get("correction applied") == "yes" and "correction size (max |dU|)" in cards, cards
+    settings = _settings(text)
+    for section in ("[potential]", "[simulation]", "[fit]   # not in the model file: defaults", "[scales]"):
+        assert section in settings, section
+    assert "Posterior predictive check of the histogram: observed and predicted density against q" in text
+    assert "by index" not in text and "az.plot_ppc" not in text
+    assert "could not be drawn" not in text and "could not plot" not in text
+    ax = plot_ppc_density(res.fit)
+    assert ax.get_xlabel() == "q" and ax.get_ylabel() == "density of q"
+    labels = ax.get_legend_handles_labels()[1]
+    assert "predicted density, 94% band" in labels and "observed density (histogram of q)" in labels
+
+
+def test_settings_fill_every_section_the_command_reads():
+    from bayescg.config import load_model
+
+    root = Path(__file__).resolve().parents[1]
+    m = load_model(root / "models" / "test1-quadratic.toml").to_dict()
+    text = R.settings_text(m, "learn")
+    assert "[fit]   # not in the model file: defaults" in text and "knots = 40" in text
+    assert "[surrogate]\n" in text and "# not in the model file" not in text.split("[surrogate]")[1].split("\n")[0]
+    assert "[fit]" not in R.settings_text(m, "scales") and "[noise]" not in text  # 1D: no noise calibration
+
+
+def test_speedups_carry_their_unit_and_numbers_are_rounded():
+    class Surr:
+        def summary(self):
+            return {"Langevin speedup": 8.91234567, "Hamiltonian speedup": 12.345, "Langevin W1": 0.0123456789012345}
+
+    rep = R.Report("s")
+    rep.add_result("Surrogate dynamics", Surr())
+    text = rep.html()
+    assert _cards(text)["Langevin speedup"] == "8.9x" and "<td>12x</td>" in text
+    assert "0.01235" in text and "0.0123456789" not in text
+    assert R.key_numbers({"U_k source": "result.json", "time T": 4.0, "Langevin speedup": "0.975x"}, 2) == {
+        "Langevin speedup": "0.975x", "time T": 4.0}  # the 2D summary's speedups are texts with their unit
+
+
+def test_ising_sweep_report_says_mu_and_interval_kinds(tmp_path):
+    """A [sweep] over fine.field: the table and the figure's axis say μ, the bands are labelled with their kind."""
+    from bayescg.config import model_from_dict
+    from bayescg.executor import SerialExecutor
+    from bayescg.ising.pipeline import run_model
+    from bayescg.plots.ising import plot_sweep_magnetization
+
+    raw = {"name": "t", "fine": {"sites": 8, "field": 0.5, "coupling": 0.8}, "data": {"samples": 30, "seed": 2},
+           "coarse": {"level": 2, "model": "110"},
+           "inference": {"methods": ["exact_em", "relent"], "draws": 100, "chains": 2, "prediction_samples": 400,
+                         "seed": 3},
+           "sweep": {"key": "fine.field", "values": [-0.5, 0.5]}}
+    res = run_model(model_from_dict(raw), executor=SerialExecutor())
+    ax = plot_sweep_magnetization(res)
+    assert ax.get_xlabel().startswith("μ")
+    labels = ax.get_legend_handles_labels()[1]
+    assert "exact_em: 94% Monte Carlo interval (point estimate)" in labels
+    rep = R.Report("sweep")
+    rep.add_result("Predictive coarse-graining", res, inference_data=False)
+    text = rep.html()
+    assert "<th>μ (fine field)</th>" in text and "fine.field</th>" not in text
+    assert "could not be drawn" not in text and text.count("<figure>") == 2
+
+
+def test_scales_report_marks_the_scale_and_lists_trapped_walkers():
+    """Scale scan: trapped walkers in the warnings box at the top, one legend naming every marker and the found
+    scale, the scanned deltas as non-overlapping ticks, the G2 axis in plain numbers."""
+    from bayescg.plots.scales import plot_scale_scan
+    from bayescg.scales import ScalesResult
+
+    def row(delta, verdict, k, trapped=0):
+        return {"delta": delta, "verdict": verdict, "excess_kurtosis": [k], "excess_kurtosis_se": [0.01],
+                "skewness": [0.0], "skewness_se": [0.01], "noise_power": 10.0 * delta / 0.65, "noise_power_se": 0.1,
+                "noise_power_slope": 0.3 if verdict == "accepted" else None, "noise_power_slope_se": 0.05,
+                "trapped_fraction": trapped / 16, "trapped_walkers": trapped, "walkers": 16, "beta_hat": 0.1 / delta,
+                "normality_pvalue": 0.3, "reason": verdict, "decided_by": ["excess kurtosis"], "intervals": {},
+                "scale_found": verdict == "accepted", "z": 2.4}
+
+    rows = [row(0.65, "rejected", 0.3), row(0.4, "accepted", 0.05), row(0.3, "accepted", 0.04, trapped=2),
+            row(0.13, "rejected", 31.0, trapped=14)]
+    rows[-1]["normality_pvalue"] = 0.0
+    est = {"epsilon": 0.4, "bracket": [0.4, 0.65], "method": "test"}
+    res = ScalesResult(rows, estimate=est)
+    rep = R.Report("scan")
+    rep.add_result("Scale scan", res)
+    text = rep.html()
+    top = re.search(r'<div class="warn top">(.*?)</div>', text, flags=re.S).group(1)
+    assert "trapped walkers" in top and "delta 0.3: 2/16" in top and "delta 0.13: 14/16" in top
+    assert "could not be drawn" not in text and "Dotted line: the scale found" in text
+    assert "<td>&lt;1e-4</td>" in text and "<td>0.3</td>" in text  # normality p-values: 0 reads <1e-4
+    ax = plot_scale_scan(res)
+    fig = ax[0].get_figure()
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "accepted delta (interval: Bonferroni 95%)" in labels and "rejected delta (interval: Bonferroni 95%)" in labels
+    assert "scale found: eps ~ delta = 0.4" in labels
+    assert [t.get_text() for t in ax[0].get_xticklabels()] == ["0.13", "0.3", "0.4", "0.65"]
+    assert all("$" not in t.get_text() for t in ax[2].get_yticklabels())  # 1, 10; not 10^0, 10^1
+
+
+def test_posterior_labels_keep_narrow_hdi_ends_apart():
+    """az.plot_posterior's round_to counts significant digits: an HDI [1.48, 1.52] must not print as 1.5 / 1.5."""
+    import arviz as az
+
+    from bayescg.plots.diagnostics import _round_to
+
+    rng = np.random.default_rng(0)
+    idata = az.from_dict(posterior={"beta": rng.normal(1.5, 0.01, (1, 2000)), "s": rng.normal(0.355, 0.0016, (1, 2000))})
+    sig = _round_to(idata, ["beta", "s"], 0.94)
+    for v in ("beta", "s"):
+        lo, hi = az.hdi(idata, var_names=[v], hdi_prob=0.94)[v].values
+        assert f"{lo:.{sig}g}" != f"{hi:.{sig}g}", (v, sig)

@@ -24,7 +24,6 @@ estimates as one chain of one draw).
 """
 from __future__ import annotations
 
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -259,107 +258,46 @@ class IsingResult:
         return _draw_each(builders, self.figure_warnings)
 
     def _fig_magnetization(self):
-        import matplotlib.pyplot as plt
+        from ..plots.ising import figure_of, plot_magnetization
 
-        fig, ax = plt.subplots(figsize=(6.5, 3.6))
-        names = list(self.methods)
-        seen = set()
-        for i, k in enumerate(names):
-            r = self.methods[k]
-            mg = r.magnetization
-            yerr = [[max(0.0, mg["mean"] - mg["lower"])], [max(0.0, mg["upper"] - mg["mean"])]]
-            post = r.interval_kind == "posterior"
-            lab = KIND_TEXT[r.interval_kind] if r.interval_kind not in seen else None
-            seen.add(r.interval_kind)
-            ax.errorbar([i], [mg["mean"]], yerr=yerr, fmt="o" if post else "s", capsize=4,
-                        color="C0" if post else "C1", ls="none", label=lab)
-        ax.axhline(self.m_true, color="k", ls="--", label="exact")
-        ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
-        ax.set_ylabel("magnetization m")
-        ax.set_title("Predicted magnetization (mean and 94 % interval of its kind)", fontsize=10)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        return fig
+        return figure_of(plot_magnetization(self))
 
     def _fig_correlations(self):
-        import matplotlib.pyplot as plt
+        from ..plots.ising import figure_of, plot_correlations
 
-        fig, ax = plt.subplots(figsize=(6.5, 3.6))
-        ax.plot(self.lags, self.R_true, "k--", lw=2, label="exact")
-        for k, r in self.methods.items():
-            c = r.correlation
-            line, = ax.plot(self.lags, c["mean"], ls="-" if r.interval_kind == "posterior" else ":",
-                            label=f"{k} ({'posterior' if r.interval_kind == 'posterior' else 'Monte Carlo'} band)")
-            ax.fill_between(self.lags, c["lower"], c["upper"], color=line.get_color(), alpha=0.2)
-        ax.set_xlabel("lag l")
-        ax.set_ylabel("R_l")
-        ax.set_title("Correlations, 94 % bands (posterior: solid, Monte Carlo: dotted)", fontsize=10)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        return fig
+        return figure_of(plot_correlations(self))
 
     def _fig_ppc(self):
-        import matplotlib.pyplot as plt
+        from ..plots.ising import figure_of, plot_predictive_check
 
-        ppc = self.checks["predictive_check"]
-        rep, obs = ppc["replicated"], ppc["observed"]
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-        lo, hi = np.quantile(rep["R"], [0.03, 0.97], axis=0)
-        axes[0].fill_between(self.lags, lo, hi, color="C0", alpha=0.3, label="94 % of replicated data sets")
-        axes[0].plot(self.lags, obs["R"], "ko", ms=3, label="data")
-        axes[0].set_xlabel("lag l")
-        axes[0].set_ylabel("R_l of the data set")
-        axes[0].legend(fontsize=7)
-        axes[1].hist(rep["m"], bins=30, color="C0", alpha=0.6)
-        axes[1].axvline(obs["m"], color="k", label=f"data (p = {ppc['p_value']['m']:.2g})")
-        axes[1].set_xlabel("m of the data set")
-        axes[1].legend(fontsize=7)
-        fig.suptitle(f"Posterior predictive check ({ppc.get('method', '')}): min p = {ppc['p_min']:.2g}", fontsize=10)
-        fig.tight_layout()
-        return fig
+        return figure_of(plot_predictive_check(self))
 
     def _trace_figure(self, k):
         import arviz as az
 
+        from ..plots.ising import figure_of, plot_trace
+
         res = self.methods[k]
         idata = az.InferenceData(posterior=_posterior_dataset(self.coarse, res.draws_c, res.draws_cf))
-        axes = az.plot_trace(idata, compact=True)
-        f = np.ravel(axes)[0].figure
-        f.suptitle(f"{k}: trace")
-        f.tight_layout()
-        return f
+        return figure_of(plot_trace(idata, f"{k}: trace"))
 
     def _overlay_figure(self, a, b):
         import arviz as az
+
+        from ..plots.ising import figure_of, plot_overlay
 
         ids = []
         for k in (a, b):
             r = self.methods[k]
             ids.append(az.InferenceData(posterior=_posterior_dataset(self.coarse, r.draws_c, r.draws_cf)))
-        axes = az.plot_density(ids, data_labels=[a, b], hdi_prob=0.94, shade=0.1)
-        f = np.ravel(axes)[0].figure
-        f.suptitle(f"{b} (Gaussian) vs {a} posterior")
-        return f
+        return figure_of(plot_overlay(ids, [a, b], f"{b} (Gaussian) vs {a} posterior"))
 
 
 def _draw_each(builders, sink: list) -> list:
-    """Call every (title, builder) on its own; a failure closes its figures, is appended to ``sink``
-    and printed on stderr, and the others are still drawn."""
-    import matplotlib.pyplot as plt
+    """Every (title, builder) drawn on its own (:func:`bayescg.plots._base.draw_each`)."""
+    from ..plots._base import draw_each
 
-    figs = []
-    for title, build in builders:
-        before = set(plt.get_fignums())
-        try:
-            figs.append((title, build()))
-        except Exception as exc:  # noqa: BLE001 - one figure must not take the others with it
-            for n in set(plt.get_fignums()) - before:
-                plt.close(n)
-            msg = f"figure '{title}' could not be drawn: {exc.__class__.__name__}: {exc}"
-            if msg not in sink:
-                sink.append(msg)
-            print(f"warning: {msg}", file=sys.stderr)
-    return figs
+    return draw_each(builders, sink)
 
 
 def _posterior_dataset(cm: CoarseModel, draws_c, draws_cf):
@@ -745,54 +683,21 @@ class IsingSweepResult:
     def method_inference_data(self) -> dict:
         return {}
 
-    def _xs(self):
-        return (np.asarray(self.values, float) if all(isinstance(v, (int, float)) for v in self.values)
-                else np.arange(len(self.values)))
-
     def figures(self) -> list:
         """[(title, Figure)], each drawn on its own (failures in ``figure_warnings`` and on stderr)."""
         return _draw_each([("Magnetization across the sweep", self._fig_mag),
                            ("Parameters across the sweep", self._fig_params)], self.figure_warnings)
 
     def _fig_mag(self):
-        import matplotlib.pyplot as plt
+        from ..plots.ising import figure_of, plot_sweep_magnetization
 
-        d = self.to_dict()
-        xs = self._xs()
-        fig, ax = plt.subplots(figsize=(6.5, 4))
-        ax.plot(xs, d["truth"]["magnetization"], "k--", lw=2, label="exact")
-        for k, m in d["methods"].items():
-            mg = m["magnetization"]
-            post = m["interval_kind"] == "posterior"
-            line, = ax.plot(xs, mg["mean"], "o-" if post else "s:", ms=3,
-                            label=f"{k} ({'posterior' if post else 'Monte Carlo'} interval)")
-            ax.fill_between(xs, mg["lower"], mg["upper"], color=line.get_color(), alpha=0.2)
-        ax.set_xlabel(self.label)
-        ax.set_ylabel("magnetization m")
-        ax.legend(fontsize=7)
-        ax.set_title("Magnetization, 94 % intervals (posterior: solid, Monte Carlo: dotted)", fontsize=10)
-        fig.tight_layout()
-        return fig
+        return figure_of(plot_sweep_magnetization(self))
 
     def _fig_params(self):
-        import matplotlib.pyplot as plt
+        from ..plots.ising import figure_of, plot_sweep_parameters
 
-        d = self.to_dict()
-        xs = self._xs()
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-        for k, m in d["methods"].items():
-            tc = m["theta_c"]
-            for name in (tc[0] or {}):
-                axes[0].plot(xs, [t[name] for t in tc], "o-", ms=3, label=f"{k}: {name}")
-            if m["theta_cf"][0] is not None:
-                axes[1].plot(xs, m["theta_cf"], "o-", ms=3, label=k)
-        axes[0].set_title("theta_c")
-        axes[1].set_title("theta_cf")
-        for a in axes:
-            a.set_xlabel(self.label)
-            a.legend(fontsize=7)
-        fig.tight_layout()
-        return fig
+        return figure_of(plot_sweep_parameters(self))
+
 
 
 def run_sweep(model, *, control=None, executor=None) -> IsingSweepResult:

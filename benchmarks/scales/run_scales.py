@@ -55,7 +55,8 @@ def plot(files: list[Path], png: Path, alt_kurtosis=None):
 
     from bayescg.io import write_json
     from bayescg.report import Report
-    from bayescg.scales import VERDICT_STYLE, ScalesResult, ShapeTolerance, classify_rows, effect_panel
+    from bayescg.plots.scales import VERDICT_STYLE, effect_panel
+    from bayescg.scales import ScalesResult, ShapeTolerance, classify_rows
 
     data = [json.loads(f.read_text()) for f in files]
     for f, d in zip(files, data):
