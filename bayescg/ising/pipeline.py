@@ -34,6 +34,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import InputError, Interrupted
+from ..sampling import _interrupted
 from .coarse import CoarseModel, parse_code
 from .fine import FineModel, check_configurations, default_lags, load_configurations
 from .methods import METHODS, ORDER, FitContext
@@ -53,7 +54,7 @@ class MethodResult:
     magnetization: dict  # mean, lower, upper, interval_kind, shifted
     correlation: dict
     err: dict
-    seconds: float
+    seconds: float  # wall time of the method: fit + predictions (+ PSIS-LOO for samplers)
     theta_c_sd: Optional[dict] = None
     theta_cf_sd: Optional[float] = None
     diagnostics: Optional[dict] = None
@@ -64,6 +65,7 @@ class MethodResult:
     interval_kind: str = "posterior"
     per_draw: Any = None  # (m (J,), R (J, L)): the values mean and interval are computed from
     warnings: list = field(default_factory=list)
+    cpu_seconds: float = float("nan")  # process CPU time of the same span (all threads of this process)
 
     def to_dict(self) -> dict:
         cor = {k: (list(map(float, v)) if isinstance(v, np.ndarray) else v) for k, v in self.correlation.items()}
@@ -77,6 +79,7 @@ class MethodResult:
             "err_corr": self.err.get("err_corr"),
             "abs_err_mag": self.err.get("abs_err_mag"),
             "seconds": self.seconds,
+            "cpu_seconds": self.cpu_seconds,
         }
         if "err_mag_note" in self.err:
             d["err_mag_note"] = self.err["err_mag_note"]
@@ -468,7 +471,7 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
         if _interrupted(control):
             raise stop(meth)
         rng = _rng(inf, meth)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ctx = FitContext(cm, x, inf, rng, control, prior_sd, backend, fast)
         try:
             fit = METHODS[meth].fit(ctx)
@@ -503,7 +506,8 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
         err = errors(pred["magnetization"]["mean"], pred["correlation"]["mean"], m_true, R_true)
         results[meth] = MethodResult(meth, theta_c, theta_cf, pred["magnetization"], pred["correlation"], err,
                                      time.perf_counter() - t0, sd_c, sd_cf, fit.diagnostics, extra, fit.draws_c,
-                                     fit.draws_cf, fit.idata, pred["interval_kind"], pred["per_draw"], mwarn)
+                                     fit.draws_cf, fit.idata, pred["interval_kind"], pred["per_draw"], mwarn,
+                                     time.process_time() - c0)
         if fit.partial is not None:  # a sampler stopped by SIGINT: its draws so far are kept
             raise stop(meth, fit.partial)
         if control is not None:
@@ -596,10 +600,6 @@ def run_checks(fine, cm, x, inf, fast, fits, results, lags, ws, prior_sd) -> dic
             ws.append(f"model error: none of the candidate coarse models {', '.join(codes)} reproduces the data's "
                       f"statistics (posterior predictive p < {PPC_P_MIN} for each)")
     return out
-
-
-def _interrupted(control) -> bool:
-    return control is not None and bool(getattr(control, "interrupted", False))
 
 
 def _loo(fast, fc, ff, shape) -> dict:
