@@ -141,6 +141,16 @@ def _interrupted(control) -> bool:
     return control is not None and bool(getattr(control, "interrupted", False))
 
 
+def progress_tick(control, done: float, note: str = "") -> None:
+    """``control.tick`` for samplers: a pending SIGINT is left to the sampler's own check (which keeps the draws
+    so far) instead of raising out of the middle of a chain."""
+    if control is not None and hasattr(control, "tick"):
+        try:
+            control.tick(done, note=note)
+        except Interrupted:
+            pass
+
+
 def _chain_note(rows, tune, draws) -> str:
     return ", ".join("-" if r == 0 else f"tune {r}/{tune}" if r < tune else f"draw {r - tune}/{draws}"
                      for r in rows)
@@ -167,14 +177,13 @@ def _run_nutpie(compiled, control, *, draws, tune, chains, seed, target_accept, 
         except TimeoutError:  # nutpie 0.16 raises this while the sampler is still running
             pass
         now = time.perf_counter()
-        if hasattr(control, "tick") and now - last > 0.5:
+        if now - last > 0.5:
             last = now
             rows = _nutpie_steps(sampler)
             if rows is not None:
-                control.tick(float(sum(rows)), note=f"[{_chain_note(rows, tune, draws)}]")
+                progress_tick(control, float(sum(rows)), note=f"[{_chain_note(rows, tune, draws)}]")
         time.sleep(POLL_SECONDS)
-    if hasattr(control, "tick"):
-        control.tick(float(total))
+    progress_tick(control, float(total))
     return sampler.wait(), False
 
 
@@ -203,8 +212,7 @@ def _run_pymc(model, control, *, draws, tune, chains, seed, target_accept, cores
         done[0] += 1
         if _interrupted(control):
             raise KeyboardInterrupt  # PyMC ends the chain and returns the draws so far
-        if control is not None and hasattr(control, "tick"):
-            control.tick(done[0])
+        progress_tick(control, done[0])
 
     try:
         idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=1, random_seed=seed, model=model,

@@ -319,6 +319,7 @@ def sample_gibbs(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1,
     z ~ U(-1, 1) and uses numba's np.random seeded from ``SeedSequence(seed)``'s c-th child, chains one
     after another.  ``control``: see :func:`sample_nuts` (checked every GIBBS_CHUNK sweeps)."""
     from ..runtime import begin_stage
+    from ..sampling import progress_tick
     from .kernel import FastLoglik, gibbs_sweeps, seed_numba
 
     draws, tune, chains = int(draws), int(tune), int(chains)
@@ -368,9 +369,8 @@ def sample_gibbs(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1,
                     chol = L / np.exp(np.mean(np.log(np.diag(L))))  # unit geometric scale: log_scale keeps the size
                 except np.linalg.LinAlgError:
                     pass
-            if control is not None and hasattr(control, "tick"):
-                control.tick(c * (tune + draws) + done, note=f"[chain {c + 1}/{chains}: "
-                             + (f"tune {done}/{tune}]" if done < tune else f"draw {done - tune}/{draws}]"))
+            progress_tick(control, c * (tune + draws) + done, note=f"[chain {c + 1}/{chains}: "
+                          + (f"tune {done}/{tune}]" if done < tune else f"draw {done - tune}/{draws}]"))
         kept[c] = max(0, done - tune)
         if stopped:
             break
@@ -548,7 +548,7 @@ class SlidesLaplaceFit:
         return np.tile(self.theta_c, (size, 1)), out[:size]
 
 
-def slides_laplace(cm: CoarseModel, x, prior_sd=2.0) -> SlidesLaplaceFit:
+def slides_laplace(cm: CoarseModel, x, prior_sd=2.0, fast=None) -> SlidesLaplaceFit:
     """The slides' Laplace approximation (slides, "Laplace approximation"): the MAP of (theta_c,
     theta_cf) (Normal(0, prior_sd) on theta_c, uniform theta_cf, exact likelihood (E1)), then
     theta_c fixed there and theta_cf Gaussian with variance 1 / I_c,
@@ -557,11 +557,14 @@ def slides_laplace(cm: CoarseModel, x, prior_sd=2.0) -> SlidesLaplaceFit:
 
     minus the second derivative of the expected complete-data log-likelihood with the E-step's
     q(X | x, theta_MAP).  By the missing-information principle I_c >= I_observed, so this
-    interval is narrower than the exact posterior's when the coarse spins are uncertain."""
+    interval is narrower than the exact posterior's when the coarse spins are uncertain.
+    fast: the data's FastLoglik (built when None)."""
     from .em import gradient, map_exact
+    from .kernel import FastLoglik
 
     t0 = time.perf_counter()
-    est = map_exact(cm, x, prior_sd=prior_sd)
+    fast = FastLoglik(cm, x) if fast is None else fast
+    est = map_exact(cm, x, prior_sd=prior_sd, fast=fast)
     A, _ = cm.design
     T = A.shape[0]
     th, tf = np.asarray(est.theta_c, float), float(est.theta_cf)
@@ -569,7 +572,7 @@ def slides_laplace(cm: CoarseModel, x, prior_sd=2.0) -> SlidesLaplaceFit:
     na, nd = float(Mq[:, T].sum()), float(Mq[:, T + 1].sum())
     info_c = na / tf ** 2 + nd / (1.0 - tf) ** 2
     eps = 1e-5 * min(tf - 0.5, 1.0 - tf)
-    g = [gradient(cm, x, th, tf + s)[1][-1] for s in (eps, -eps)]
+    g = [fast(th, tf + s)[1][-1] for s in (eps, -eps)]
     info_o = -(g[0] - g[1]) / (2 * eps)
     return SlidesLaplaceFit(th, tf, float(1.0 / np.sqrt(info_c)), float(info_c), float(info_o),
                             time.perf_counter() - t0)

@@ -157,7 +157,7 @@ class LaplaceSlides(IsingMethod):
     def fit(self, ctx):
         from .bayes import slides_laplace
 
-        sl = slides_laplace(ctx.cm, ctx.x, ctx.prior_sd)
+        sl = slides_laplace(ctx.cm, ctx.x, ctx.prior_sd, fast=ctx.fast)
         n = int(ctx.inf.draws) * int(ctx.inf.chains)
         dc, df = sl.draws(n, ctx.rng)
         return MethodFit(draws_c=dc[None], draws_cf=df[None],

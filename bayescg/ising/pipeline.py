@@ -34,6 +34,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import InputError, Interrupted
+from ..runtime import begin_stage
 from ..sampling import _interrupted
 from .coarse import CoarseModel, parse_code
 from .fine import FineModel, check_configurations, default_lags, load_configurations
@@ -473,12 +474,19 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
         rng = _rng(inf, meth)
         t0, c0 = time.perf_counter(), time.process_time()
         ctx = FitContext(cm, x, inf, rng, control, prior_sd, backend, fast)
+        label = f"ising {i + 1}/{len(order)}: {meth}"
         try:
+            begin_stage(control, label)  # a sampler's own stages (compile, tuning, draws) follow
             fit = METHODS[meth].fit(ctx)
-        except Interrupted:  # the EM loops' control.check()
+        except Interrupted:  # the EM loops' control.tick()
             raise stop(meth) from None
         if fit.partial is not None and fit.draws_c is None:  # interrupted before any draw
             raise stop(meth)
+        if fit.partial is None:  # (a stopped sampler's draws so far are still turned into predictions)
+            try:
+                begin_stage(control, f"{label}: predictions" + (" and PSIS-LOO" if METHODS[meth].sampler else ""))
+            except Interrupted:
+                raise stop(meth) from None
         fits[meth] = fit
         extra = dict(fit.extra)
         extra["fit_seconds"] = time.perf_counter() - t0
@@ -516,6 +524,10 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
             except Interrupted:
                 raise stop(order[i + 1] if i + 1 < len(order) else "the final comparison") from None
     ws = [w for r in results.values() for w in r.warnings]
+    try:
+        begin_stage(control, "ising: checks (identifiability, exact posterior on a grid, predictive check)")
+    except Interrupted:
+        raise stop("the final comparison") from None
     lvn = _laplace_vs_nuts(fits, results, preds, cm, ws)
     checks = run_checks(fine, cm, x, inf, fast, fits, results, lags, ws, prior_sd)
     return IsingResult(name, fine, cm, lags, m_true, R_true, x, data_source, results, lvn, settings,
@@ -782,22 +794,19 @@ class IsingSweepResult:
 
 def run_sweep(model, *, control=None, executor=None) -> IsingSweepResult:
     """Run the model at every ``[sweep]`` value (processes by default, or ``executor.map``)."""
+    from ..executor import get_executor
+
     items = _sweep_models(model)
     results = []
-    if executor is None:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=min(2, len(items)), mp_context=mp.get_context("spawn")) as pool:
-            chunk = 2
-            for lo in range(0, len(items), chunk):
-                results += list(pool.map(_sweep_task, items[lo:lo + chunk]))
-                if control is not None:
-                    control.tick(len(results) / len(items))
-    else:
-        chunk = max(1, int(getattr(executor, "workers", 2)))
+    own = executor is None
+    ex = get_executor(None, workers=min(2, len(items))) if own else executor
+    try:
+        chunk = max(1, int(getattr(ex, "workers", 2)))
         for lo in range(0, len(items), chunk):
-            results += list(executor.map(_sweep_task, items[lo:lo + chunk]))
+            results += list(ex.map(_sweep_task, items[lo:lo + chunk]))
             if control is not None:
                 control.tick(len(results) / len(items))
+    finally:
+        if own:
+            ex.close()
     return IsingSweepResult(model.sweep.key, list(model.sweep.values), results)
