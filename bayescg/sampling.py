@@ -107,7 +107,7 @@ def sample(model, *, draws: int = 1000, tune: int = 1000, chains: int = 4, seed:
     if isinstance(model, CompiledDensity):
         if backend != "nutpie":
             raise InputError("a compiled density is sampled by nutpie (pip install 'bayescg[fast]')")
-        begin_stage(control, "NUTS: load the compiled kernel")
+        begin_stage(control, "NUTS: compile (cached kernel)")
         if model.warm is not None:
             model.warm()  # compiles here on a cold numba cache, else loads the machine code from disk
         compiled = model.to_nutpie()

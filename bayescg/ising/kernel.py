@@ -158,6 +158,60 @@ def _forward(eh, ag, ewt, f2, pred, nb, first_bits, periodic, w0, w0f, wc, lcf, 
     return logsc + np.log(Z)
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def chain_weights(coef, f2, w0f, lcf, periodic):
+    """Normalized weights of the coarse chain for term coefficients ``coef`` (T,): transitions ewt (2, S)
+    (offset mxt per step), first-block weights w0 (S,) (open) or closing weights wc (S, S) (periodic)
+    (offset mx0).  Returns (ewt, mxt, w0, wc, mx0), as :func:`loglik_grad` uses them."""
+    S, T = f2.shape[1], f2.shape[2]
+    lt2 = np.empty((2, S))
+    mxt = -np.inf
+    for d in range(2):
+        for s in range(S):
+            v = 0.0
+            for j in range(T):
+                v += f2[d, s, j] * coef[j]
+            lt2[d, s] = v
+            mxt = max(mxt, v)
+    ewt = np.exp(lt2 - mxt)
+    w0 = np.ones(S)
+    wc = np.ones((S, S))
+    mx0 = -np.inf
+    if periodic:
+        lc = np.empty((S, S))
+        for b in range(S):
+            for s in range(S):
+                v = 0.0
+                for j in range(T):
+                    v += lcf[b, s, j] * coef[j]
+                lc[b, s] = v
+                mx0 = max(mx0, v)
+        wc = np.exp(lc - mx0)
+    else:
+        l0 = np.empty(S)
+        for s in range(S):
+            v = 0.0
+            for j in range(T):
+                v += w0f[s, j] * coef[j]
+            l0[s] = v
+            mx0 = max(mx0, v)
+        w0 = np.exp(l0 - mx0)
+    return ewt, mxt, w0, wc, mx0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _coef(theta_c, A, c0, beta):
+    """Term coefficients beta (A theta_c + c0): (T,)."""
+    T, K = A.shape
+    coef = np.empty(T)
+    for j in range(T):
+        v = c0[j]
+        for k in range(K):
+            v += A[j, k] * theta_c[k]
+        coef[j] = beta * v
+    return coef
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False, boundscheck=False)
 def loglik_grad(theta_c, theta_cf, A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic,
                 counts, mult, level, n_data, pointwise):
@@ -173,48 +227,10 @@ def loglik_grad(theta_c, theta_cf, A, c0, beta, f2, pred, nb, first_bits, w0f, l
     n = counts.shape[1]
     U = counts.shape[0]
     F = S if periodic else 1
-    coef = np.empty(T)
-    for j in range(T):
-        v = c0[j]
-        for k in range(K):
-            v += A[j, k] * theta_c[k]
-        coef[j] = beta * v
-    # transition weights, normalized so the largest is 1 (offset mxt per step)
-    lt2 = np.empty((2, S))
-    mxt = -np.inf
-    for d in range(2):
-        for s in range(S):
-            v = 0.0
-            for j in range(T):
-                v += f2[d, s, j] * coef[j]
-            lt2[d, s] = v
-            mxt = max(mxt, v)
-    ewt = np.exp(lt2 - mxt)
-    # first block (open) or closing (periodic) weights, normalized (offset mx0)
-    w0 = np.ones(S)
-    wc = np.ones((S, S))
-    mx0 = 0.0
-    if periodic:
-        lc = np.zeros((S, S))
-        mx0 = -np.inf
-        for b in range(S):
-            for s in range(S):
-                v = 0.0
-                for j in range(T):
-                    v += lcf[b, s, j] * coef[j]
-                lc[b, s] = v
-                mx0 = max(mx0, v)
-        wc = np.exp(lc - mx0)
-    else:
-        l0 = np.zeros(S)
-        mx0 = -np.inf
-        for s in range(S):
-            v = 0.0
-            for j in range(T):
-                v += w0f[s, j] * coef[j]
-            l0[s] = v
-            mx0 = max(mx0, v)
-        w0 = np.exp(l0 - mx0)
+    coef = _coef(theta_c, A, c0, beta)
+    # transition weights normalized so the largest is 1 (offset mxt per step); first block (open) or
+    # closing (periodic) weights (offset mx0)
+    ewt, mxt, w0, wc, mx0 = chain_weights(coef, f2, w0f, lcf, periodic)
     alpha = np.empty((F, S))
     new = np.empty((F, S))
     A1 = np.empty((F, S, T + 1))
@@ -482,57 +498,11 @@ class MarginalDensity:
 
 # --- data-augmentation Gibbs sampler (``gibbs``) ---------------------------------------------------
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def chain_weights(coef, f2, w0f, lcf, periodic):
-    """Normalized weights of the coarse chain for term coefficients ``coef`` (T,): transitions ewt (2, S)
-    (offset mxt per step), first-block weights w0 (S,) (open) or closing weights wc (S, S) (periodic)
-    (offset mx0).  Returns (ewt, mxt, w0, wc, mx0), as :func:`loglik_grad` uses them."""
-    S, T = f2.shape[1], f2.shape[2]
-    lt2 = np.empty((2, S))
-    mxt = -np.inf
-    for d in range(2):
-        for s in range(S):
-            v = 0.0
-            for j in range(T):
-                v += f2[d, s, j] * coef[j]
-            lt2[d, s] = v
-            mxt = max(mxt, v)
-    ewt = np.exp(lt2 - mxt)
-    w0 = np.ones(S)
-    wc = np.ones((S, S))
-    mx0 = -np.inf
-    if periodic:
-        lc = np.empty((S, S))
-        for b in range(S):
-            for s in range(S):
-                v = 0.0
-                for j in range(T):
-                    v += lcf[b, s, j] * coef[j]
-                lc[b, s] = v
-                mx0 = max(mx0, v)
-        wc = np.exp(lc - mx0)
-    else:
-        l0 = np.empty(S)
-        for s in range(S):
-            v = 0.0
-            for j in range(T):
-                v += w0f[s, j] * coef[j]
-            l0[s] = v
-            mx0 = max(mx0, v)
-        w0 = np.exp(l0 - mx0)
-    return ewt, mxt, w0, wc, mx0
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _log_target_c(theta_c, Tsum, N, n, A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic, prior_sd,
                   alpha, new, A1, nA, M):
     """log p(theta_c | X_1..X_N) up to a constant (complete-data posterior of the coarse parameters)."""
     T, K = A.shape
-    coef = np.empty(T)
-    for j in range(T):
-        v = c0[j]
-        for k in range(K):
-            v += A[j, k] * theta_c[k]
-        coef[j] = beta * v
+    coef = _coef(theta_c, A, c0, beta)
     ewt, mxt, w0, wc, mx0 = chain_weights(coef, f2, w0f, lcf, periodic)
     eh = np.ones((n, 2))
     ag = np.zeros((n, 2))
@@ -558,12 +528,7 @@ def _ffbs_sweep(theta_c, theta_cf, A, c0, beta, f2, pred, nb, first_bits, w0f, l
     L = first_bits.shape[1]
     U, n = counts.shape
     F = S if periodic else 1
-    coef = np.empty(T)
-    for j in range(T):
-        v = c0[j]
-        for k in range(K):
-            v += A[j, k] * theta_c[k]
-        coef[j] = beta * v
+    coef = _coef(theta_c, A, c0, beta)
     ewt, mxt, w0, wc, mx0 = chain_weights(coef, f2, w0f, lcf, periodic)
     lth = np.log(theta_cf)
     l1h = np.log1p(-theta_cf)
