@@ -131,7 +131,12 @@ def sample(model, *, draws: int = 1000, tune: int = 1000, chains: int = 4, seed:
         idata.posterior.attrs.update(nuts_sampler=backend, compile_seconds=t1 - t0, sampling_seconds=t2 - t1,
                                      sampling_cpu_seconds=c2 - c1)
     if stopped:
-        exc = Interrupted("NUTS: interrupted; the complete draws so far are kept")
+        exc = Interrupted("NUTS: interrupted")
+        try:
+            if hasattr(control, "check"):
+                control.check()  # the control's own message (RunControl: stage label, --resume hint)
+        except Interrupted as own:
+            exc = own
         exc.partial = idata
         raise exc
     return idata
