@@ -83,6 +83,7 @@ class IsingMethod:
     name = ""
     id = -1
     sampler = False  # MCMC draws with diagnostics and PSIS-LOO
+    stages = False  # fit() opens its own progress stages (the pipeline's stage before them is the set-up)
 
     def fit(self, ctx: FitContext) -> MethodFit:  # pragma: no cover - interface
         raise NotImplementedError
@@ -103,6 +104,7 @@ class ExactEM(IsingMethod):
 @register
 class MonteCarloEM(IsingMethod):
     name, id = "em", 1
+    stages = True
 
     def fit(self, ctx):
         from .em import mc_em
@@ -169,6 +171,7 @@ class LaplaceSlides(IsingMethod):
 
 class _Sampler(IsingMethod):
     sampler = True
+    stages = True
 
     def _finish(self, run, extra, inf):
         from .bayes import diagnostics

@@ -476,7 +476,7 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
         ctx = FitContext(cm, x, inf, rng, control, prior_sd, backend, fast)
         label = f"ising {i + 1}/{len(order)}: {meth}"
         try:
-            begin_stage(control, label)  # a sampler's own stages (compile, tuning, draws) follow
+            begin_stage(control, label + (": set-up" if METHODS[meth].stages else ""))  # its own stages follow
             fit = METHODS[meth].fit(ctx)
         except Interrupted:  # the EM loops' control.tick()
             raise stop(meth) from None
