@@ -35,18 +35,28 @@ class SerialExecutor:
 
 
 class LocalExecutor(SerialExecutor):
-    """Local worker processes (spawned, so numba's thread pools are never forked)."""
+    """Local worker processes (spawned, so numba's thread pools are never forked).
+
+    The pool is started at the first ``map`` with more than one item and kept until :meth:`close`, so a
+    caller that maps in chunks (to show progress between them) pays the start-up (a fresh interpreter that
+    imports bayescg per worker, seconds) once; one item, or one worker, runs in this process, no pool."""
 
     def __init__(self, workers: int | None = None):
         self.workers = max(1, workers or os.cpu_count() or 1)
+        self._pool = None
 
     def map(self, fn: Callable, items: Iterable) -> list:
         items = list(items)
         if len(items) <= 1 or self.workers == 1:
             return [fn(x) for x in items]
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(self.workers, len(items)), mp_context=ctx) as pool:
-            return list(pool.map(fn, items))
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"))
+        return list(self._pool.map(fn, items))
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 class DaskExecutor(SerialExecutor):

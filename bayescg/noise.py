@@ -388,15 +388,15 @@ def estimate_noise(potential, delta: float, gamma: float = 0.1, steps: int = 1_0
     idata = None
     if bayesian:
         from .bayes.noise import noise_model
-        from .fit import convergence_warnings, sample_model, sampler_diagnostics
+        from .sampling import convergence_warnings, diagnostics, sample
 
         model = noise_model(As, moments, ses, gamma)
-        idata = sample_model(model, draws=draws, tune=tune, chains=chains, seed=seed)
+        idata = sample(model, draws=draws, tune=tune, chains=chains, seed=seed, control=control)
         zs = idata.posterior["Z"].values.reshape(-1, d, d)
         post_mean = zs.mean(axis=0)
         post_lo, post_hi = np.quantile(zs, [0.03, 0.97], axis=0)
         z_sd = zs.std(axis=0, ddof=1)
-        diag = sampler_diagnostics(idata, var_names=["Z"])
+        diag = diagnostics(idata, var_names=["Z"])
         warnings += [f"noise posterior: {w}" for w in convergence_warnings(diag)]
     _, friction = calibrate(Zspd)
     res = NoiseResult(dim=d, delta=float(delta), gamma=float(gamma), designs=As, moments=moments, moment_ses=ses,

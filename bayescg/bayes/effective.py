@@ -582,6 +582,16 @@ class EffectiveDensity:
         rng = np.random.default_rng(seed)
         return self.init_centre + self.init_scale * rng.uniform(-1.0, 1.0, self.n_dim)
 
+    def callbacks(self):
+        """The cached C callbacks of :mod:`bayescg.kernels.effective` with ``buf`` as user data, for
+        :func:`bayescg.sampling.sample` (nothing compiled per run, no Python call per gradient)."""
+        from ..kernels.effective import effective_expand_cfunc, effective_logp_cfunc
+        from ..sampling import CompiledDensity
+
+        shapes = {"z": (self.n_z,), **{k: () for k in self.names[1:]}}
+        return CompiledDensity(effective_logp_cfunc, effective_expand_cfunc, self.buf, shapes, self.initial_point,
+                               self.n_dim, warm=lambda: self.logp_grad(self.init_centre))
+
 
 def _sparse_rows(B, k: int):
     """Column indices (rows, k) and values (rows, k) of the (at most k) non-zeros of each row of B."""

@@ -24,9 +24,8 @@ KL): theta_c and z = logit(2 theta_cf - 1) (PyMC's interval transform).
   in seconds; see benchmarks/RESULTS_ISING.md.
 * :func:`fit_laplace` uses the exact Hessian of :func:`log_posterior` (expectation semiring,
   second order), checked against finite differences; the mode by trust-region Newton.
-* :func:`augmented_model` keeps X (S_f x n_c binary) as latent variables; :class:`FFBSStep` is a
-  blocked Gibbs step that redraws all X exactly from q(X | x, theta) by FFBS, compounded with
-  NUTS on theta (``gibbs``).
+* :func:`sample_gibbs` (``gibbs``) keeps X as latent variables: a numba Gibbs sampler that redraws
+  all X exactly from q(X | x, theta) by FFBS, then theta_cf | X exactly and theta_c | X by Metropolis.
 """
 from __future__ import annotations
 
@@ -255,88 +254,6 @@ def marginal_model(cm: CoarseModel, x, prior_sd: float = 2.0, likelihood: str = 
     return model
 
 
-def augmented_model(cm: CoarseModel, x, prior_sd: float = 2.0):
-    """pm.Model with latent coarse configurations Xb (S_f, n_c) in {0, 1} (X = 2 Xb - 1)."""
-    import pymc as pm
-
-    pt = _pt()
-    N = len(x)
-    agree = cm.agree_counts(x)  # (N, n_c, 2)
-    A, c0 = cm.design
-    with pm.Model(coords={"param": cm.names}) as model:
-        theta_c = pm.Normal("theta_c", 0.0, prior_sd, dims="param")
-        theta_cf = pm.Uniform("theta_cf", 0.5, 1.0)
-        Xb = pm.Bernoulli("Xb", p=0.5, shape=(N, cm.n_c))  # flat; the potentials below carry p_c, p_cf
-        X = 2 * Xb - 1
-        coef = cm.beta * (pt.dot(A, theta_c) + c0)
-        sums = []
-        n = cm.n_c
-        for D in cm.structure.terms:
-            if cm.periodic:
-                prod = 1
-                for d in D:
-                    prod = prod * pt.roll(X, d, axis=1)
-                sums.append(prod.sum(axis=1))
-            else:
-                md = max(D)
-                prod = 1
-                for d in D:
-                    prod = prod * X[:, md - d: n - d]
-                sums.append(prod.sum(axis=1))
-        Tsum = pt.stack(sums, axis=1)  # (N, T)
-        logZ = forward_logz(cm, coef)[0]
-        pm.Potential("log_pc", pt.sum(Tsum * coef[None, :]) - N * logZ)
-        n_agree = pt.sum(pt.switch(pt.eq(Xb, 1), agree[..., 1], agree[..., 0]))
-        n_tot = N * cm.n_f
-        pm.Potential("log_pcf", n_agree * pt.log(theta_cf) + (n_tot - n_agree) * pt.log1p(-theta_cf))
-    return model
-
-
-def _ffbs_step_class():
-    from pymc.step_methods.arraystep import ArrayStep
-    from pymc.step_methods.compound import Competence
-
-    class FFBSStep(ArrayStep):
-        """Blocked Gibbs step: all coarse configurations X_i ~ q(X | x_i, theta) exactly (FFBS)."""
-
-        name = "ffbs_gibbs"
-        stats_dtypes_shapes = {}
-
-        def __init__(self, vars, cm=None, x=None, model=None, rng=None, blocked=True, **kw):
-            import pymc as pm
-
-            model = pm.modelcontext(model)
-            self.cm = cm
-            self.agree = cm.agree_counts(x)
-            # theta_cf ~ Uniform(0.5, 1) is sampled as z = interval-transformed value:
-            # theta_cf = 0.5 + 0.5 sigmoid(z) (PyMC's interval transform)
-            self._zname = model.rvs_to_values[model["theta_cf"]].name
-            from pymc.util import get_value_vars_from_user_vars
-
-            vars = get_value_vars_from_user_vars(vars, model)
-            super().__init__(vars, [], allvars=True, blocked=blocked, rng=rng)
-
-        def astep(self, apoint, point):
-            from .chain import ffbs
-
-            theta_c = point["theta_c"]
-            theta_cf = 0.5 + 0.5 / (1.0 + np.exp(-float(point[self._zname])))
-            cm = self.cm
-            em = cm.emissions_from_counts(self.agree, float(theta_cf))
-            X = ffbs(cm.structure, cm.coef(np.asarray(theta_c)), 1, self.rng, emissions=em)[:, 0, :]
-            new = ((X + 1) // 2).astype(apoint.data.dtype).ravel()
-            return new, [{}]
-
-        def reset_tuning(self):
-            return
-
-        @staticmethod
-        def competence(var):
-            return Competence.INCOMPATIBLE
-
-    return FFBSStep
-
-
 # --- running samplers ------------------------------------------------------------------------
 @dataclass
 class SamplerRun:
@@ -349,175 +266,150 @@ class SamplerRun:
     interrupted: bool = False  # stopped by SIGINT (control.interrupted); idata holds the draws so far
 
 
-def _interrupted(control) -> bool:
-    return control is not None and bool(getattr(control, "interrupted", False))
-
-
-def _stop_callback(control):
-    """pm.sample callback: after each draw, a pending SIGINT ends the chain (PyMC catches the
-    KeyboardInterrupt and returns the draws so far; later chains stop at their first draw)."""
-    if control is None:
-        return None
-
-    def callback(trace, draw):
-        if _interrupted(control):
-            raise KeyboardInterrupt
-
-    return callback
-
-
-def _pm_sample(pm, control, **kw):
-    """pm.sample that stops after the current draw once ``control.interrupted`` is set; returns
-    the draws so far, or None if the stop came before the first post-warm-up draw."""
-    try:
-        return pm.sample(callback=_stop_callback(control), **kw)
-    except ValueError:  # PyMC: "Not enough samples to build a trace" (stopped while tuning)
-        if _interrupted(control):
-            return None
-        raise
-
-
-def _nutpie_run(nutpie, compiled, control, **kw):
-    """nutpie.sample in the background, polled so that a SIGINT (which only sets
-    ``control.interrupted``) aborts it; returns (idata incl. the draws so far, interrupted)."""
-    if control is None:
-        return nutpie.sample(compiled, **kw), False
-    sampler = nutpie.sample(compiled, blocking=False, **kw)
-    while True:
-        if _interrupted(control):
-            return sampler.abort(), True
-        try:
-            if sampler.is_finished:
-                break
-        except TimeoutError:  # nutpie 0.16 raises this while the sampler is still running
-            pass
-        time.sleep(0.05)
-    return sampler.wait(), False
-
-
 def sample_nuts(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1, prior_sd=2.0,
-                backend="auto", cores=None, progress=False, likelihood="op", control=None) -> SamplerRun:
-    """NUTS on the marginal model; nutpie if importable (``backend='auto'``) else pm.sample.
+                backend="auto", cores=None, likelihood="op", control=None, fast=None) -> SamplerRun:
+    """NUTS on the marginal posterior through :func:`bayescg.sampling.sample`.
 
-    ``control``: a :class:`bayescg.runtime.RunControl` (or anything with ``interrupted``); once
-    it is set (Ctrl-C) sampling stops within a draw and the run is returned with
-    ``interrupted=True`` and the post-warm-up draws made so far (chains cut to a common length).
+    backend "auto"/"nutpie" with likelihood "op": the cached numba kernel of the same density
+    (:class:`bayescg.ising.kernel.MarginalDensity`, nutpie's C callbacks; nothing compiled per run);
+    likelihood "graph", or backend "pymc": :func:`marginal_model`.  ``control``: a
+    :class:`bayescg.runtime.RunControl` (or anything with ``interrupted``); once it is set (Ctrl-C)
+    sampling stops and the run is returned with ``interrupted=True`` and the complete post-warm-up
+    draws so far (chains cut to a common length; idata None if there were none).
     """
-    import pymc as pm
+    from ..errors import Interrupted
+    from ..sampling import _backend, sample
+    from .kernel import MarginalDensity
 
     if backend not in ("auto", "nutpie", "pymc"):
         raise InputError(f"sampler must be auto, nutpie or pymc, got {backend!r}")
-    model = marginal_model(cm, x, prior_sd, likelihood)
-    use_nutpie = backend in ("auto", "nutpie")
-    if use_nutpie:
-        try:
-            import nutpie
-        except ImportError:
-            if backend == "nutpie":
-                raise InputError("nutpie is not installed (pip install nutpie)") from None
-            use_nutpie = False
+    if likelihood not in ("op", "graph"):
+        raise InputError(f"likelihood must be 'op' or 'graph', got {likelihood!r}")
+    be = _backend(backend)
+    if be == "nutpie" and likelihood == "op":
+        cm.block_sums(x)  # shape check (InputError)
+        model = MarginalDensity(cm, x, prior_sd, fast)
+    else:
+        model = marginal_model(cm, x, prior_sd, likelihood)
     t0 = time.perf_counter()
-    if use_nutpie:
-        from ..runtime import compile_nutpie
+    try:
+        idata = sample(model, draws=draws, tune=tune, chains=chains, seed=int(seed), target_accept=0.9,
+                       control=control, nuts_sampler=be, cores=cores)
+        stopped = False
+    except Interrupted as exc:
+        idata, stopped = exc.partial, True
+    if idata is None:
+        return SamplerRun(None, time.perf_counter() - t0, 0.0, be, float("nan"), stopped)
+    at = idata.posterior.attrs
+    return SamplerRun(_keep_groups(idata), at["sampling_seconds"], at["compile_seconds"], be,
+                      at["sampling_cpu_seconds"], stopped)
 
-        compiled = compile_nutpie(model)  # IEEE arithmetic: same draws with a cold or warm cache
-        t1 = time.perf_counter()
-        c1 = time.process_time()
-        idata, stopped = _nutpie_run(nutpie, compiled, control, draws=draws, tune=tune, chains=chains,
-                                     seed=int(seed), progress_bar=progress, cores=cores or min(chains, 2),
-                                     target_accept=0.9)
-        t2 = time.perf_counter()
-        c2 = time.process_time()
-        return SamplerRun(_keep_groups(idata, stopped), t2 - t1, t1 - t0, "nutpie", c2 - c1, stopped)
-    with model:
-        # pm.sample compiles inside; time a first logp+grad evaluation as "compilation"
-        model.compile_logp()
-        model.compile_dlogp()
-        t1 = time.perf_counter()
-        c1 = time.process_time()
-        idata = _pm_sample(pm, control, draws=draws, tune=tune, chains=chains, cores=cores or 1,
-                           random_seed=int(seed), progressbar=progress, compute_convergence_checks=False,
-                           target_accept=0.9)
-    t2 = time.perf_counter()
-    stopped = _interrupted(control)
-    return SamplerRun(_keep_groups(idata, stopped), t2 - t1, t1 - t0, "pymc", time.process_time() - c1, stopped)
+
+GIBBS_CHUNK = 25  # sweeps between progress / SIGINT checks
+GIBBS_MH_STEPS = 10  # Metropolis steps on theta_c per sweep (cheap next to the FFBS of all X)
 
 
 def sample_gibbs(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1, prior_sd=2.0,
-                 cores=None, progress=False, control=None) -> SamplerRun:
-    """Data augmentation: FFBS Gibbs step for X compounded with NUTS for (theta_c, theta_cf).
-    ``control``: see :func:`sample_nuts`."""
-    import pymc as pm
+                 control=None, fast=None) -> SamplerRun:
+    """Data augmentation (the slides' Gibbs sampler) on the coarse configurations X, in numba
+    (:func:`bayescg.ising.kernel.gibbs_sweeps`): per sweep X_i ~ q(X | x_i, theta) exactly by FFBS,
+    theta_cf | X from its truncated Beta, theta_c | X by random-walk Metropolis.  The target is the same
+    posterior as :func:`sample_nuts`'s.  Tuning sweeps adapt the Metropolis proposal (Robbins-Monro scale,
+    covariance of the chain's tuning draws) and are discarded.  Chain c starts at theta_c ~ U(-1, 1),
+    z ~ U(-1, 1) and uses numba's np.random seeded from ``SeedSequence(seed)``'s c-th child, chains one
+    after another.  ``control``: see :func:`sample_nuts` (checked every GIBBS_CHUNK sweeps)."""
+    from ..runtime import begin_stage
+    from ..sampling import progress_tick
+    from .kernel import FastLoglik, gibbs_sweeps, seed_numba
 
-    model = augmented_model(cm, x, prior_sd)
-    FFBSStep = _ffbs_step_class()
+    draws, tune, chains = int(draws), int(tune), int(chains)
+    fast = fast if fast is not None else FastLoglik(cm, x)
+    K = cm.K
     t0 = time.perf_counter()
-    with model:
-        step_x = FFBSStep([model["Xb"]], cm=cm, x=x)
-        step_t = pm.NUTS([model["theta_c"], model["theta_cf"]], target_accept=0.9)
-        # start X at the majority map so the chains begin in the bulk
-        maj = cm.majority(x, np.random.default_rng(seed))
-        start = {"Xb": ((maj + 1) // 2).astype("int64")}
-        t1 = time.perf_counter()
-        c1 = time.process_time()
-        idata = _pm_sample(pm, control, draws=draws, tune=tune, chains=chains, cores=cores or 1,
-                           step=[step_x, step_t], initvals=start, random_seed=int(seed), progressbar=progress,
-                           compute_convergence_checks=False, var_names=["theta_c", "theta_cf"])
-    t2 = time.perf_counter()
-    stopped = _interrupted(control)
-    return SamplerRun(_keep_groups(idata, stopped), t2 - t1, t1 - t0, "pymc-compound", time.process_time() - c1,
-                      stopped)
+    c0 = time.process_time()
+    seed_numba(0)  # compiles here (cold cache) or loads the kernels, outside the timed sampling
+    t1, c1 = time.perf_counter(), time.process_time()
+    total = chains * (tune + draws)
+    begin_stage(control, f"Gibbs: {chains} chains x ({tune} tuning + {draws} draws)", total)
+    out_c = np.full((chains, draws, K), np.nan)
+    out_cf = np.full((chains, draws), np.nan)
+    out_acc = np.full((chains, draws), np.nan)
+    kept = np.zeros(chains, dtype=np.int64)
+    stopped = False
+    for c, ss in enumerate(np.random.SeedSequence(int(seed)).spawn(chains)):
+        s0, s1 = ss.generate_state(2)
+        init = np.random.default_rng(int(s0)).uniform(-1.0, 1.0, K + 1)
+        st_c = np.ascontiguousarray(init[:K])
+        st_cf = np.array([0.5 + 0.5 / (1.0 + np.exp(-init[K]))])
+        chol = np.eye(K)
+        log_scale = np.array([np.log(0.1)])
+        seed_numba(int(s1) % (2 ** 31))
+        tc = np.empty((max(tune, 1), K))
+        tf = np.empty(max(tune, 1))
+        ta = np.empty(max(tune, 1))
+        done = 0
+        while done < tune + draws:
+            if control is not None and getattr(control, "interrupted", False):
+                stopped = True
+                break
+            if done < tune:
+                n = min(GIBBS_CHUNK, tune - done)
+                oc, of, oa = tc[done:done + n], tf[done:done + n], ta[done:done + n]
+            else:
+                j = done - tune
+                n = min(GIBBS_CHUNK, draws - j)
+                oc, of, oa = out_c[c, j:j + n], out_cf[c, j:j + n], out_acc[c, j:j + n]
+            gibbs_sweeps(st_c, st_cf, chol, log_scale, n, done < tune, done, GIBBS_MH_STEPS, oc, of, oa,
+                         *fast.args, float(prior_sd))
+            done += n
+            if done <= tune and done >= 50 and K > 0:  # proposal shape from the second half of the tuning draws
+                cov = np.atleast_2d(np.cov(tc[done // 2:done].T)) + 1e-12 * np.eye(K)
+                try:
+                    L = np.linalg.cholesky(cov)
+                    chol = L / np.exp(np.mean(np.log(np.diag(L))))  # unit geometric scale: log_scale keeps the size
+                except np.linalg.LinAlgError:
+                    pass
+            progress_tick(control, c * (tune + draws) + done, note=f"[chain {c + 1}/{chains}: "
+                          + (f"tune {done}/{tune}]" if done < tune else f"draw {done - tune}/{draws}]"))
+        kept[c] = max(0, done - tune)
+        if stopped:
+            break
+    t2, c2 = time.perf_counter(), time.process_time()
+    idata = _gibbs_idata(cm, out_c, out_cf, out_acc, kept, stopped)
+    return SamplerRun(idata, t2 - t1, t1 - t0, "numba-gibbs", c2 - c1, stopped)
 
 
-def _keep_groups(idata, partial=False):
-    """Posterior (theta_c, theta_cf) and sample_stats only; the rest is rebuilt by the pipeline.
-
-    partial: an interrupted run; chains are cut to the longest common run of complete draws
-    (nutpie pads unfinished chains with NaN), chains without any draw are dropped, and None is
-    returned if no post-warm-up draw exists.
-    """
+def _gibbs_idata(cm: CoarseModel, out_c, out_cf, out_acc, kept, stopped):
+    """InferenceData of the Gibbs draws; after an interruption the chains with draws, cut to a common length."""
     import arviz as az
 
-    if idata is None or "posterior" not in idata.groups():
-        return None
-    post = idata.posterior[["theta_c", "theta_cf"]]
-    stats = idata.sample_stats if "sample_stats" in idata.groups() else None
-    if partial:
-        tf = np.asarray(post.theta_cf.values, float)  # (chain, draw)
-        ok = np.isfinite(tf)
-        done = np.where(ok.all(axis=1), ok.shape[1], np.argmin(ok, axis=1))  # leading complete draws
-        keep = np.nonzero(done > 0)[0]
+    if stopped:
+        keep = np.nonzero(kept > 0)[0]
         if len(keep) == 0:
             return None
-        n = int(done[keep].min())
-        post = post.isel(chain=keep, draw=slice(0, n)).assign_coords(chain=np.arange(len(keep)))
-        if stats is not None:
-            stats = stats.isel(chain=keep, draw=slice(0, n)).assign_coords(chain=np.arange(len(keep)))
-    groups = {"posterior": post}
-    if stats is not None:
-        groups["sample_stats"] = stats
+        n = int(kept[keep].min())
+        out_c, out_cf, out_acc = out_c[keep, :n], out_cf[keep, :n], out_acc[keep, :n]
+    return az.from_dict(posterior={"theta_c": out_c, "theta_cf": out_cf},
+                        sample_stats={"acceptance_rate": out_acc}, coords={"param": list(cm.names)},
+                        dims={"theta_c": ["param"]})
+
+
+def _keep_groups(idata):
+    """Posterior (theta_c, theta_cf) and sample_stats only; the rest is rebuilt by the pipeline."""
+    import arviz as az
+
+    groups = {"posterior": idata.posterior[["theta_c", "theta_cf"]]}
+    groups["posterior"].attrs.update(idata.posterior.attrs)
+    if "sample_stats" in idata.groups():
+        groups["sample_stats"] = idata.sample_stats
     return az.InferenceData(**groups)
 
 
 def diagnostics(idata) -> dict:
-    """ArviZ R-hat (max), bulk ESS (min) over theta, and the number of divergent transitions."""
-    import arviz as az
+    """:func:`bayescg.sampling.diagnostics` over theta_c, theta_cf."""
+    from ..sampling import diagnostics as _diagnostics
 
-    post = idata.posterior[["theta_c", "theta_cf"]]
-    rhat = az.rhat(post)
-    ess = az.ess(post, method="bulk")
-    rv = np.concatenate([np.ravel(rhat[v].values) for v in rhat.data_vars])
-    ev = np.concatenate([np.ravel(ess[v].values) for v in ess.data_vars])
-    # one chain (an interrupted run can keep only one): R-hat is undefined, reported as NaN
-    rh = float(np.nanmax(rv)) if np.isfinite(rv).any() else float("nan")
-    es = float(np.nanmin(ev)) if np.isfinite(ev).any() else float("nan")
-    div = 0
-    if "sample_stats" in idata.groups():
-        for key in ("diverging", "divergences"):
-            if key in idata.sample_stats:
-                div = int(np.asarray(idata.sample_stats[key].values).sum())
-                break
-    return {"r_hat_max": rh, "ess_bulk_min": es, "divergences": div}
+    return _diagnostics(idata, ["theta_c", "theta_cf"])
 
 
 # --- Laplace -----------------------------------------------------------------------------------
@@ -656,7 +548,7 @@ class SlidesLaplaceFit:
         return np.tile(self.theta_c, (size, 1)), out[:size]
 
 
-def slides_laplace(cm: CoarseModel, x, prior_sd=2.0) -> SlidesLaplaceFit:
+def slides_laplace(cm: CoarseModel, x, prior_sd=2.0, fast=None) -> SlidesLaplaceFit:
     """The slides' Laplace approximation (slides, "Laplace approximation"): the MAP of (theta_c,
     theta_cf) (Normal(0, prior_sd) on theta_c, uniform theta_cf, exact likelihood (E1)), then
     theta_c fixed there and theta_cf Gaussian with variance 1 / I_c,
@@ -665,11 +557,14 @@ def slides_laplace(cm: CoarseModel, x, prior_sd=2.0) -> SlidesLaplaceFit:
 
     minus the second derivative of the expected complete-data log-likelihood with the E-step's
     q(X | x, theta_MAP).  By the missing-information principle I_c >= I_observed, so this
-    interval is narrower than the exact posterior's when the coarse spins are uncertain."""
+    interval is narrower than the exact posterior's when the coarse spins are uncertain.
+    fast: the data's FastLoglik (built when None)."""
     from .em import gradient, map_exact
+    from .kernel import FastLoglik
 
     t0 = time.perf_counter()
-    est = map_exact(cm, x, prior_sd=prior_sd)
+    fast = FastLoglik(cm, x) if fast is None else fast
+    est = map_exact(cm, x, prior_sd=prior_sd, fast=fast)
     A, _ = cm.design
     T = A.shape[0]
     th, tf = np.asarray(est.theta_c, float), float(est.theta_cf)
@@ -677,7 +572,7 @@ def slides_laplace(cm: CoarseModel, x, prior_sd=2.0) -> SlidesLaplaceFit:
     na, nd = float(Mq[:, T].sum()), float(Mq[:, T + 1].sum())
     info_c = na / tf ** 2 + nd / (1.0 - tf) ** 2
     eps = 1e-5 * min(tf - 0.5, 1.0 - tf)
-    g = [gradient(cm, x, th, tf + s)[1][-1] for s in (eps, -eps)]
+    g = [fast(th, tf + s)[1][-1] for s in (eps, -eps)]
     info_o = -(g[0] - g[1]) / (2 * eps)
     return SlidesLaplaceFit(th, tf, float(1.0 / np.sqrt(info_c)), float(info_c), float(info_o),
                             time.perf_counter() - t0)

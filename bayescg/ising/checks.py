@@ -53,7 +53,7 @@ def identifiability(cm: CoarseModel, x, fast, *, reach: float = 16.0, steps=(0.5
 
     K = cm.K
     names = [*cm.names, "z_theta_cf"]
-    est = map_exact(cm, x)
+    est = map_exact(cm, x, fast=fast)
     tf = float(np.clip(est.theta_cf, 0.5 + 1e-9, 1 - 1e-9))
     u_hat = np.append(est.theta_c, np.log(2 * tf - 1) - np.log1p(-(2 * tf - 1)))
     f = _loglik_u(fast, K)

@@ -38,6 +38,7 @@ import numba
 import numpy as np
 
 from ..errors import ConvergenceError, InputError
+from ..runtime import begin_stage
 from .chain import log_partition, moments
 from .coarse import CoarseModel
 from .kernel import FastLoglik  # noqa: F401  (re-exported: the exact likelihood kernel lives in kernel.py)
@@ -138,7 +139,7 @@ def exact_em(cm: CoarseModel, x, *, theta_c0=None, theta_cf0=0.8, prior_sd=np.in
         th = _newton_coarse(cm, Mq[:, :T].mean(0), th, len(x), prior_sd)
         hist.append((time.perf_counter() - t0, *th, tf))
         if control is not None and it % 20 == 0:
-            control.check()
+            control.tick(it, note=f"EM iteration {it}, log-likelihood {ll:.6g}")  # raises Interrupted after Ctrl-C
         if abs(ll - ll_old) < tol * max(1.0, abs(ll)):
             converged = True
             break
@@ -147,12 +148,14 @@ def exact_em(cm: CoarseModel, x, *, theta_c0=None, theta_cf0=0.8, prior_sd=np.in
     return PointEstimate(th, tf, it, time.perf_counter() - t0, ll, hist, converged)
 
 
-def map_exact(cm: CoarseModel, x, *, theta_c0=None, theta_cf0=0.8, prior_sd=np.inf) -> PointEstimate:
+def map_exact(cm: CoarseModel, x, *, theta_c0=None, theta_cf0=0.8, prior_sd=np.inf, fast=None) -> PointEstimate:
     """Direct maximization of the exact marginal likelihood (E1) with gradients (E2), L-BFGS in
-    (theta_c, logit(2 theta_cf - 1)).  Used to polish and to check EM."""
+    (theta_c, logit(2 theta_cf - 1)).  Used to polish and to check EM.  fast: the data's
+    :class:`~bayescg.ising.kernel.FastLoglik` (built when None; the numba kernel of (E1)-(E2))."""
     from scipy.optimize import minimize
 
     t0 = time.perf_counter()
+    fast = FastLoglik(cm, x) if fast is None else fast
     prec = 0.0 if not np.isfinite(prior_sd) else 1.0 / prior_sd ** 2
     K = cm.K
 
@@ -163,7 +166,7 @@ def map_exact(cm: CoarseModel, x, *, theta_c0=None, theta_cf0=0.8, prior_sd=np.i
     def f(z):
         th, tf, u = unpack(z)
         tf = float(np.clip(tf, *THETA_CF_RANGE))
-        ll, g, _, _ = gradient(cm, x, th, tf)
+        ll, g = fast(th, tf)
         gz = np.append(g[:K] - prec * th, g[K] * 0.5 * u * (1 - u))
         return -(ll - 0.5 * prec * th @ th), -gz
 
@@ -287,6 +290,8 @@ def mc_em(cm: CoarseModel, x, *, iterations=200, S_q=50, S_c=200, sweeps=1, seed
     prec = 0.0 if not np.isfinite(prior_sd) else 1.0 / prior_sd ** 2
     iters = []
     hist = []
+    # progress in iterations; the ETA is for the maximum (the convergence test usually stops it earlier)
+    begin_stage(control, f"MC-EM (at most {iterations} iterations)", iterations)
     for it in range(iterations):
         coef = cm.coef(th)
         em = cm.emissions_from_counts(agree, tf)
@@ -310,7 +315,7 @@ def mc_em(cm: CoarseModel, x, *, iterations=200, S_q=50, S_c=200, sweeps=1, seed
         iters.append(np.append(th, tf))
         hist.append((time.perf_counter() - t0, *th, tf))
         if control is not None and it % 10 == 0:
-            control.check()
+            control.tick(it, note=f"MC-EM iteration {it} of at most {iterations}, theta_cf {tf:.4f}")
         if (it + 1) % 10 == 0 and it + 1 >= 2 * window:
             converged, avg, se = mc_converged(iters, window, tol)
             if converged:

@@ -158,6 +158,60 @@ def _forward(eh, ag, ewt, f2, pred, nb, first_bits, periodic, w0, w0f, wc, lcf, 
     return logsc + np.log(Z)
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def chain_weights(coef, f2, w0f, lcf, periodic):
+    """Normalized weights of the coarse chain for term coefficients ``coef`` (T,): transitions ewt (2, S)
+    (offset mxt per step), first-block weights w0 (S,) (open) or closing weights wc (S, S) (periodic)
+    (offset mx0).  Returns (ewt, mxt, w0, wc, mx0), as :func:`loglik_grad` uses them."""
+    S, T = f2.shape[1], f2.shape[2]
+    lt2 = np.empty((2, S))
+    mxt = -np.inf
+    for d in range(2):
+        for s in range(S):
+            v = 0.0
+            for j in range(T):
+                v += f2[d, s, j] * coef[j]
+            lt2[d, s] = v
+            mxt = max(mxt, v)
+    ewt = np.exp(lt2 - mxt)
+    w0 = np.ones(S)
+    wc = np.ones((S, S))
+    mx0 = -np.inf
+    if periodic:
+        lc = np.empty((S, S))
+        for b in range(S):
+            for s in range(S):
+                v = 0.0
+                for j in range(T):
+                    v += lcf[b, s, j] * coef[j]
+                lc[b, s] = v
+                mx0 = max(mx0, v)
+        wc = np.exp(lc - mx0)
+    else:
+        l0 = np.empty(S)
+        for s in range(S):
+            v = 0.0
+            for j in range(T):
+                v += w0f[s, j] * coef[j]
+            l0[s] = v
+            mx0 = max(mx0, v)
+        w0 = np.exp(l0 - mx0)
+    return ewt, mxt, w0, wc, mx0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _coef(theta_c, A, c0, beta):
+    """Term coefficients beta (A theta_c + c0): (T,)."""
+    T, K = A.shape
+    coef = np.empty(T)
+    for j in range(T):
+        v = c0[j]
+        for k in range(K):
+            v += A[j, k] * theta_c[k]
+        coef[j] = beta * v
+    return coef
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False, boundscheck=False)
 def loglik_grad(theta_c, theta_cf, A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic,
                 counts, mult, level, n_data, pointwise):
@@ -173,48 +227,10 @@ def loglik_grad(theta_c, theta_cf, A, c0, beta, f2, pred, nb, first_bits, w0f, l
     n = counts.shape[1]
     U = counts.shape[0]
     F = S if periodic else 1
-    coef = np.empty(T)
-    for j in range(T):
-        v = c0[j]
-        for k in range(K):
-            v += A[j, k] * theta_c[k]
-        coef[j] = beta * v
-    # transition weights, normalized so the largest is 1 (offset mxt per step)
-    lt2 = np.empty((2, S))
-    mxt = -np.inf
-    for d in range(2):
-        for s in range(S):
-            v = 0.0
-            for j in range(T):
-                v += f2[d, s, j] * coef[j]
-            lt2[d, s] = v
-            mxt = max(mxt, v)
-    ewt = np.exp(lt2 - mxt)
-    # first block (open) or closing (periodic) weights, normalized (offset mx0)
-    w0 = np.ones(S)
-    wc = np.ones((S, S))
-    mx0 = 0.0
-    if periodic:
-        lc = np.zeros((S, S))
-        mx0 = -np.inf
-        for b in range(S):
-            for s in range(S):
-                v = 0.0
-                for j in range(T):
-                    v += lcf[b, s, j] * coef[j]
-                lc[b, s] = v
-                mx0 = max(mx0, v)
-        wc = np.exp(lc - mx0)
-    else:
-        l0 = np.zeros(S)
-        mx0 = -np.inf
-        for s in range(S):
-            v = 0.0
-            for j in range(T):
-                v += w0f[s, j] * coef[j]
-            l0[s] = v
-            mx0 = max(mx0, v)
-        w0 = np.exp(l0 - mx0)
+    coef = _coef(theta_c, A, c0, beta)
+    # transition weights normalized so the largest is 1 (offset mxt per step); first block (open) or
+    # closing (periodic) weights (offset mx0)
+    ewt, mxt, w0, wc, mx0 = chain_weights(coef, f2, w0f, lcf, periodic)
     alpha = np.empty((F, S))
     new = np.empty((F, S))
     A1 = np.empty((F, S, T + 1))
@@ -351,3 +367,326 @@ class FastLoglik:
             return np.array(ll), g
 
         return marginal_loglik_grad
+
+
+# --- the marginal posterior as nutpie C callbacks -------------------------------------------------
+# Packed float64 buffer (integers stored as floats): header MARGINAL_HEADER, then A (T, K), c0 (T,),
+# f2 (2, S, T), pred (2, S), nb (S,), first_bits (S, L), w0f (S, T), lcf (S, S, T), counts (U, n), mult (U,).
+# Every size is data, so the kernels below are compiled once per machine (cache=True), not per model.
+MARGINAL_HEADER = ("length", "K", "T", "S", "L", "n", "U", "periodic", "level", "n_data", "beta", "prior_sd")
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def marginal_logp_grad(u, buf, grad):
+    """Log posterior density of u = (theta_c (K,), z), theta_cf = 0.5 + 0.5 sigmoid(z), up to a constant:
+    (E1) + Normal(0, prior_sd) prior on theta_c + log-Jacobian of PyMC's interval transform of
+    Uniform(0.5, 1) (the density ``bayes.marginal_model`` gives nutpie); gradient into ``grad`` (K+1,)."""
+    K, T, S, L, n, U = int(buf[1]), int(buf[2]), int(buf[3]), int(buf[4]), int(buf[5]), int(buf[6])
+    periodic = buf[7] > 0
+    level, n_data, beta, prior_sd = int(buf[8]), buf[9], buf[10], buf[11]
+    o = 12
+    A = buf[o:o + T * K].reshape((T, K))
+    o += T * K
+    c0 = buf[o:o + T]
+    o += T
+    f2 = buf[o:o + 2 * S * T].reshape((2, S, T))
+    o += 2 * S * T
+    pred = buf[o:o + 2 * S].astype(np.int64).reshape((2, S))
+    o += 2 * S
+    nb = buf[o:o + S].astype(np.int64)
+    o += S
+    first_bits = buf[o:o + S * L].astype(np.int64).reshape((S, L))
+    o += S * L
+    w0f = buf[o:o + S * T].reshape((S, T))
+    o += S * T
+    lcf = buf[o:o + S * S * T].reshape((S, S, T))
+    o += S * S * T
+    counts = buf[o:o + U * n].astype(np.int64).reshape((U, n))
+    o += U * n
+    mult = buf[o:o + U]
+    z = u[K]
+    sig = 1.0 / (1.0 + np.exp(-z))
+    theta_cf = 0.5 + 0.5 * sig
+    pw = np.empty(U)
+    ll, g = loglik_grad(np.ascontiguousarray(u[:K]), theta_cf, A, np.ascontiguousarray(c0), beta,
+                        np.ascontiguousarray(f2), pred, nb, first_bits, np.ascontiguousarray(w0f),
+                        np.ascontiguousarray(lcf), periodic, counts, np.ascontiguousarray(mult), level, n_data, pw)
+    prec = 1.0 / prior_sd ** 2
+    h1 = 0.5 * sig * (1.0 - sig)  # d theta_cf / dz
+    val = ll + np.log(h1)
+    for k in range(K):
+        val -= 0.5 * prec * u[k] * u[k]
+        grad[k] = g[k] - prec * u[k]
+    grad[K] = g[K] * h1 + (1.0 - 2.0 * sig)
+    return val
+
+
+@numba.cfunc(numba.types.int64(numba.types.uint64, numba.types.CPointer(numba.types.double),
+                               numba.types.CPointer(numba.types.double), numba.types.CPointer(numba.types.double),
+                               numba.types.voidptr), cache=True, nogil=True)
+def marginal_logp_cfunc(dim, x_, out_, logp_, user_data):
+    """nutpie's logp callback (signature of nutpie.compile_pymc) with the packed buffer as user data."""
+    head = numba.carray(user_data, (2,), np.float64)
+    buf = numba.carray(user_data, (int(head[0]),), np.float64)
+    if dim != int(buf[1]) + 1:
+        return -1
+    x = numba.carray(x_, (dim,))
+    out = numba.carray(out_, (dim,))
+    lp = numba.carray(logp_, (1,))
+    val = marginal_logp_grad(x, buf, out)
+    lp[0] = val
+    if not np.all(np.isfinite(out)):
+        return 3
+    if not np.isfinite(val):
+        return 4
+    return 0
+
+
+@numba.cfunc(numba.types.int64(numba.types.uint64, numba.types.uint64, numba.types.CPointer(numba.types.double),
+                               numba.types.CPointer(numba.types.double), numba.types.voidptr), cache=True, nogil=True)
+def marginal_expand_cfunc(dim, expanded, x_, out_, user_data):
+    """Draw (theta_c, z) -> stored values (theta_c, theta_cf)."""
+    if expanded != dim:
+        return -1
+    x = numba.carray(x_, (dim,))
+    out = numba.carray(out_, (dim,))
+    for i in range(dim - 1):
+        out[i] = x[i]
+    out[dim - 1] = 0.5 + 0.5 / (1.0 + np.exp(-x[dim - 1]))
+    return 0
+
+
+def pack_marginal(fast: FastLoglik, prior_sd: float) -> np.ndarray:
+    """The packed buffer of :func:`marginal_logp_grad` for the data of ``fast``."""
+    (A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic, counts, mult, level, n_data) = fast.args
+    T, K = A.shape
+    S, L = first_bits.shape
+    U, n = counts.shape
+    body = [A, c0, f2, pred, nb, first_bits, w0f, lcf, counts, mult]
+    head = [0.0, K, T, S, L, n, U, float(periodic), level, n_data, beta, float(prior_sd)]
+    buf = np.concatenate([np.asarray(head, float)] + [np.asarray(b, float).ravel() for b in body])
+    buf[0] = len(buf)
+    return np.ascontiguousarray(buf)
+
+
+class MarginalDensity:
+    """The posterior of ``bayes.marginal_model`` (X summed out) as a packed buffer for the cached kernels
+    above: ``callbacks()`` for :func:`bayescg.sampling.sample`, ``logp_grad(u)`` for checks."""
+
+    def __init__(self, cm: CoarseModel, x, prior_sd: float = 2.0, fast: FastLoglik | None = None):
+        self.cm = cm
+        self.fast = fast if fast is not None else FastLoglik(cm, x)
+        self.buf = pack_marginal(self.fast, prior_sd)
+        self.n_dim = cm.K + 1
+
+    def logp_grad(self, u):
+        g = np.empty(self.n_dim)
+        return marginal_logp_grad(np.ascontiguousarray(u, dtype=float), self.buf, g), g
+
+    def initial_point(self, seed) -> np.ndarray:
+        """uniform(-1, 1) jitter around theta_c = 0, z = 0 (as nutpie jitters PyMC's initial point)."""
+        return np.random.default_rng(seed).uniform(-1.0, 1.0, self.n_dim)
+
+    def callbacks(self):
+        from ..sampling import CompiledDensity
+
+        return CompiledDensity(marginal_logp_cfunc, marginal_expand_cfunc, self.buf,
+                               {"theta_c": (self.cm.K,), "theta_cf": ()}, self.initial_point, self.n_dim,
+                               dims={"theta_c": ["param"]}, coords={"param": list(self.cm.names)},
+                               warm=lambda: self.logp_grad(np.zeros(self.n_dim)))
+
+
+# --- data-augmentation Gibbs sampler (``gibbs``) ---------------------------------------------------
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _log_target_c(theta_c, Tsum, N, n, A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic, prior_sd,
+                  alpha, new, A1, nA, M):
+    """log p(theta_c | X_1..X_N) up to a constant (complete-data posterior of the coarse parameters)."""
+    T, K = A.shape
+    coef = _coef(theta_c, A, c0, beta)
+    ewt, mxt, w0, wc, mx0 = chain_weights(coef, f2, w0f, lcf, periodic)
+    eh = np.ones((n, 2))
+    ag = np.zeros((n, 2))
+    lz = _forward(eh, ag, ewt, f2, pred, nb, first_bits, periodic, w0, w0f, wc, lcf, alpha, new, A1, nA, M)
+    logZ = lz + (n - first_bits.shape[1]) * mxt + mx0
+    val = -N * logZ
+    for j in range(T):
+        val += coef[j] * Tsum[j]
+    for k in range(K):
+        val -= 0.5 * theta_c[k] * theta_c[k] / prior_sd ** 2
+    return val
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _ffbs_sweep(theta_c, theta_cf, A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic, counts, mult,
+                level, Tsum, msgs):
+    """Draw X_i ~ q(X | x_i, theta) exactly (forward filtering, backward sampling) for every configuration
+    (mult[u] independent draws per symmetry-distinct pattern u: the term sums and agreement counts are
+    invariant under the symmetry); writes their total term sums into Tsum (T,) and returns the total
+    number of fine spins agreeing with their coarse spin.  msgs (n, F, S) scratch."""
+    T, K = A.shape
+    S = f2.shape[1]
+    L = first_bits.shape[1]
+    U, n = counts.shape
+    F = S if periodic else 1
+    coef = _coef(theta_c, A, c0, beta)
+    ewt, mxt, w0, wc, mx0 = chain_weights(coef, f2, w0f, lcf, periodic)
+    lth = np.log(theta_cf)
+    l1h = np.log1p(-theta_cf)
+    ep = np.empty(level + 1)  # emission weight of X = +1 for a agreeing spins (normalized per a)
+    en = np.empty(level + 1)
+    for a in range(level + 1):
+        lp = (a * lth if a > 0 else 0.0) + ((level - a) * l1h if level - a > 0 else 0.0)
+        ln = ((level - a) * lth if level - a > 0 else 0.0) + (a * l1h if a > 0 else 0.0)
+        m = max(lp, ln)
+        ep[a] = np.exp(lp - m) if m > -np.inf else 0.0
+        en[a] = np.exp(ln - m) if m > -np.inf else 0.0
+    for j in range(T):
+        Tsum[j] = 0.0
+    n_agree = 0.0
+    cw = np.empty(F * S)
+    for u in range(U):
+        # forward: msgs[t, fb, s] normalized over (fb, s) at every t >= L-1
+        msgs[:, :, :] = 0.0
+        tot = 0.0
+        for fb in range(F):
+            for s in range(S):
+                if periodic and s != fb:
+                    continue
+                w = 1.0 if periodic else w0[s]
+                for t in range(L):
+                    a = counts[u, t]
+                    w *= ep[a] if first_bits[s, t] == 1 else en[a]
+                msgs[L - 1, fb, s] = w
+                tot += w
+        for fb in range(F):
+            for s in range(S):
+                msgs[L - 1, fb, s] /= tot
+        for t in range(L, n):
+            a = counts[u, t]
+            tot = 0.0
+            for fb in range(F):
+                for s2 in range(S):
+                    we = ep[a] if nb[s2] == 1 else en[a]
+                    v = (msgs[t - 1, fb, pred[0, s2]] * ewt[0, s2] + msgs[t - 1, fb, pred[1, s2]] * ewt[1, s2]) * we
+                    msgs[t, fb, s2] = v
+                    tot += v
+            for fb in range(F):
+                for s2 in range(S):
+                    msgs[t, fb, s2] /= tot
+        # the last state (and first block) jointly, weights incl. the ring closure
+        ctot = 0.0
+        for fb in range(F):
+            for s in range(S):
+                v = msgs[n - 1, fb, s] * (wc[fb, s] if periodic else 1.0)
+                cw[fb * S + s] = v
+                ctot += v
+        for _ in range(int(mult[u])):
+            r = np.random.random() * ctot
+            k = 0
+            acc = cw[0]
+            while acc < r and k < F * S - 1:
+                k += 1
+                acc += cw[k]
+            fb, s = k // S, k % S
+            if periodic:
+                for j in range(T):
+                    Tsum[j] += lcf[fb, s, j]
+            for t in range(n - 1, L - 1, -1):
+                a = counts[u, t]
+                n_agree += a if nb[s] == 1 else level - a
+                p0 = msgs[t - 1, fb, pred[0, s]] * ewt[0, s]
+                p1 = msgs[t - 1, fb, pred[1, s]] * ewt[1, s]
+                d = 1 if np.random.random() * (p0 + p1) >= p0 else 0
+                for j in range(T):
+                    Tsum[j] += f2[d, s, j]
+                s = pred[d, s]
+            for t in range(L):
+                a = counts[u, t]
+                n_agree += a if first_bits[s, t] == 1 else level - a
+            if not periodic:
+                for j in range(T):
+                    Tsum[j] += w0f[s, j]
+    return n_agree
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _draw_theta_cf(n_agree, n_dis, current):
+    """theta_cf | X: Beta(n_agree + 1, n_dis + 1) truncated to (0.5, 1) (uniform prior), by rejection;
+    if 1000 proposals all fall below 0.5 (X labels most spins as disagreeing), one Metropolis step on
+    z = logit(2 theta_cf - 1) from ``current`` instead (it also leaves the conditional invariant)."""
+    for _ in range(1000):
+        v = np.random.beta(n_agree + 1.0, n_dis + 1.0)
+        if 0.5 < v < 1.0:
+            return v
+    z = np.log(2 * current - 1) - np.log(2 - 2 * current)
+    zp = z + 0.5 * np.random.standard_normal()
+
+    def lt(z):
+        s = 1.0 / (1.0 + np.exp(-z))
+        t = 0.5 + 0.5 * s
+        return n_agree * np.log(t) + n_dis * np.log1p(-t) + np.log(s) + np.log1p(-s)
+
+    if np.log(np.random.random()) < lt(zp) - lt(z):
+        return 0.5 + 0.5 / (1.0 + np.exp(-zp))
+    return current
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def gibbs_sweeps(state_c, state_cf, chol, log_scale, n_sweeps, adapt, it0, mh_steps, out_c, out_cf, out_acc,
+                 A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic, counts, mult, level, n_data, prior_sd):
+    """``n_sweeps`` sweeps of the data-augmentation Gibbs sampler of the coarse posterior (numba's
+    np.random stream, seeded by the caller):
+
+        X_i ~ q(X | x_i, theta) exactly (FFBS);  theta_cf | X ~ truncated Beta (exact);
+        theta_c | X by ``mh_steps`` random-walk Metropolis steps with proposal exp(log_scale) chol z.
+
+    state_c (K,), state_cf (1,), log_scale (1,) are updated in place; with ``adapt`` the log scale follows
+    Robbins-Monro towards acceptance 0.3 (gain 1 / sqrt(it0 + i + 10); tuning only: the kernel is fixed
+    while draws are kept).  Each
+    sweep's theta and theta_c acceptance rate go to out_c[i], out_cf[i], out_acc[i]."""
+    T, K = A.shape
+    S = f2.shape[1]
+    U, n = counts.shape
+    F = S if periodic else 1
+    msgs = np.empty((n, F, S))
+    alpha = np.empty((F, S))
+    new = np.empty((F, S))
+    A1 = np.empty((F, S, T + 1))
+    nA = np.empty((F, S, T + 1))
+    M = np.empty(T + 1)
+    Tsum = np.empty(T)
+    prop = np.empty(K)
+    n_tot = n_data * level * n
+    for i in range(n_sweeps):
+        n_agree = _ffbs_sweep(state_c, state_cf[0], A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic,
+                              counts, mult, level, Tsum, msgs)
+        state_cf[0] = _draw_theta_cf(n_agree, n_tot - n_agree, state_cf[0])
+        cur = _log_target_c(state_c, Tsum, n_data, n, A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic,
+                            prior_sd, alpha, new, A1, nA, M)
+        acc = 0.0
+        for _ in range(mh_steps):
+            sc = np.exp(log_scale[0])
+            zz = np.random.standard_normal(K)
+            for k in range(K):
+                v = 0.0
+                for j in range(k + 1):
+                    v += chol[k, j] * zz[j]
+                prop[k] = state_c[k] + sc * v
+            new_lp = _log_target_c(prop, Tsum, n_data, n, A, c0, beta, f2, pred, nb, first_bits, w0f, lcf,
+                                   periodic, prior_sd, alpha, new, A1, nA, M)
+            a = min(1.0, np.exp(new_lp - cur)) if new_lp > -np.inf else 0.0
+            if np.random.random() < a:
+                state_c[:] = prop
+                cur = new_lp
+            acc += a
+            if adapt:
+                log_scale[0] += (a - 0.3) / np.sqrt(it0 + i + 10.0)
+        out_c[i] = state_c
+        out_cf[i] = state_cf[0]
+        out_acc[i] = acc / mh_steps
+
+
+@numba.njit(cache=True)
+def seed_numba(seed):
+    """Seed numba's np.random stream of this thread (the Gibbs sweeps draw from it)."""
+    np.random.seed(seed)

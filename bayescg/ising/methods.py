@@ -13,8 +13,9 @@ laplace         Gaussian at the posterior mode in (theta_c, logit(2 theta_cf - 1
                 the marginal posterior (all parameters)
 laplace_slides  the slides' Laplace: theta_c fixed at its MAP, theta_cf Gaussian with the inverse of
                 the complete-data information from the E-step (missing information ignored)
-nuts            NUTS on the exact marginal posterior (X summed out); nutpie if importable
-gibbs           data augmentation: exact FFBS Gibbs step for X + NUTS for theta (PyMC compound step)
+nuts            NUTS on the exact marginal posterior (X summed out); nutpie on the cached numba kernel
+                if importable (bayescg.sampling)
+gibbs           data augmentation in numba: exact FFBS for X, exact theta_cf | X, Metropolis theta_c | X
 relent          relative entropy (Shell 2008): majority map, ML fit of p_c, majority back-map
 ==============  ====================================================================================
 """
@@ -82,6 +83,7 @@ class IsingMethod:
     name = ""
     id = -1
     sampler = False  # MCMC draws with diagnostics and PSIS-LOO
+    stages = False  # fit() opens its own progress stages (the pipeline's stage before them is the set-up)
 
     def fit(self, ctx: FitContext) -> MethodFit:  # pragma: no cover - interface
         raise NotImplementedError
@@ -102,6 +104,7 @@ class ExactEM(IsingMethod):
 @register
 class MonteCarloEM(IsingMethod):
     name, id = "em", 1
+    stages = True
 
     def fit(self, ctx):
         from .em import mc_em
@@ -156,7 +159,7 @@ class LaplaceSlides(IsingMethod):
     def fit(self, ctx):
         from .bayes import slides_laplace
 
-        sl = slides_laplace(ctx.cm, ctx.x, ctx.prior_sd)
+        sl = slides_laplace(ctx.cm, ctx.x, ctx.prior_sd, fast=ctx.fast)
         n = int(ctx.inf.draws) * int(ctx.inf.chains)
         dc, df = sl.draws(n, ctx.rng)
         return MethodFit(draws_c=dc[None], draws_cf=df[None],
@@ -168,6 +171,7 @@ class LaplaceSlides(IsingMethod):
 
 class _Sampler(IsingMethod):
     sampler = True
+    stages = True
 
     def _finish(self, run, extra, inf):
         from .bayes import diagnostics
@@ -198,9 +202,10 @@ class NUTS(_Sampler):
         from .bayes import sample_nuts
 
         run = sample_nuts(ctx.cm, ctx.x, backend=ctx.backend, likelihood=getattr(ctx.inf, "likelihood", "op"),
-                          **self._kw(ctx))
+                          fast=ctx.fast, **self._kw(ctx))
         return self._finish(run, {"backend": run.backend, "sampling_seconds": run.seconds,
-                                  "compile_seconds": run.compile_seconds}, ctx.inf)
+                                  "sampling_cpu_seconds": run.cpu_seconds, "compile_seconds": run.compile_seconds},
+                            ctx.inf)
 
 
 @register
@@ -210,8 +215,9 @@ class Gibbs(_Sampler):
     def fit(self, ctx):
         from .bayes import sample_gibbs
 
-        run = sample_gibbs(ctx.cm, ctx.x, **self._kw(ctx))
-        return self._finish(run, {"backend": run.backend, "sampling_seconds": run.seconds}, ctx.inf)
+        run = sample_gibbs(ctx.cm, ctx.x, fast=ctx.fast, **self._kw(ctx))
+        return self._finish(run, {"backend": run.backend, "sampling_seconds": run.seconds,
+                                  "sampling_cpu_seconds": run.cpu_seconds}, ctx.inf)
 
 
 #: canonical order in which methods run and are reported

@@ -34,6 +34,8 @@ import numpy as np
 
 from ..errors import InputError, Interrupted
 from ..io import to_jsonable
+from ..runtime import begin_stage
+from ..sampling import _interrupted
 from .coarse import CoarseModel, parse_code
 from .fine import FineModel, check_configurations, default_lags, load_configurations
 from .methods import METHODS, ORDER, FitContext
@@ -53,7 +55,7 @@ class MethodResult:
     magnetization: dict  # mean, lower, upper, interval_kind, shifted
     correlation: dict
     err: dict
-    seconds: float
+    seconds: float  # wall time of the method: fit + predictions (+ PSIS-LOO for samplers)
     theta_c_sd: Optional[dict] = None
     theta_cf_sd: Optional[float] = None
     diagnostics: Optional[dict] = None
@@ -64,6 +66,7 @@ class MethodResult:
     interval_kind: str = "posterior"
     per_draw: Any = None  # (m (J,), R (J, L)): the values mean and interval are computed from
     warnings: list = field(default_factory=list)
+    cpu_seconds: float = float("nan")  # process CPU time of the same span (all threads of this process)
 
     def to_dict(self) -> dict:
         cor = {k: (list(map(float, v)) if isinstance(v, np.ndarray) else v) for k, v in self.correlation.items()}
@@ -77,6 +80,7 @@ class MethodResult:
             "err_corr": self.err.get("err_corr"),
             "abs_err_mag": self.err.get("abs_err_mag"),
             "seconds": self.seconds,
+            "cpu_seconds": self.cpu_seconds,
         }
         if "err_mag_note" in self.err:
             d["err_mag_note"] = self.err["err_mag_note"]
@@ -407,14 +411,21 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
         if _interrupted(control):
             raise stop(meth)
         rng = _rng(inf, meth)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ctx = FitContext(cm, x, inf, rng, control, prior_sd, backend, fast)
+        label = f"ising {i + 1}/{len(order)}: {meth}"
         try:
+            begin_stage(control, label + (": set-up" if METHODS[meth].stages else ""))  # its own stages follow
             fit = METHODS[meth].fit(ctx)
-        except Interrupted:  # the EM loops' control.check()
+        except Interrupted:  # the EM loops' control.tick()
             raise stop(meth) from None
         if fit.partial is not None and fit.draws_c is None:  # interrupted before any draw
             raise stop(meth)
+        if fit.partial is None:  # (a stopped sampler's draws so far are still turned into predictions)
+            try:
+                begin_stage(control, f"{label}: predictions" + (" and PSIS-LOO" if METHODS[meth].sampler else ""))
+            except Interrupted:
+                raise stop(meth) from None
         fits[meth] = fit
         extra = dict(fit.extra)
         extra["fit_seconds"] = time.perf_counter() - t0
@@ -442,7 +453,8 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
         err = errors(pred["magnetization"]["mean"], pred["correlation"]["mean"], m_true, R_true)
         results[meth] = MethodResult(meth, theta_c, theta_cf, pred["magnetization"], pred["correlation"], err,
                                      time.perf_counter() - t0, sd_c, sd_cf, fit.diagnostics, extra, fit.draws_c,
-                                     fit.draws_cf, fit.idata, pred["interval_kind"], pred["per_draw"], mwarn)
+                                     fit.draws_cf, fit.idata, pred["interval_kind"], pred["per_draw"], mwarn,
+                                     time.process_time() - c0)
         if fit.partial is not None:  # a sampler stopped by SIGINT: its draws so far are kept
             raise stop(meth, fit.partial)
         if control is not None:
@@ -451,6 +463,10 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
             except Interrupted:
                 raise stop(order[i + 1] if i + 1 < len(order) else "the final comparison") from None
     ws = [w for r in results.values() for w in r.warnings]
+    try:
+        begin_stage(control, "ising: checks (identifiability, exact posterior on a grid, predictive check)")
+    except Interrupted:
+        raise stop("the final comparison") from None
     lvn = _laplace_vs_nuts(fits, results, preds, cm, ws)
     checks = run_checks(fine, cm, x, inf, fast, fits, results, lags, ws, prior_sd)
     return IsingResult(name, fine, cm, lags, m_true, R_true, x, data_source, results, lvn, settings,
@@ -535,10 +551,6 @@ def run_checks(fine, cm, x, inf, fast, fits, results, lags, ws, prior_sd) -> dic
             ws.append(f"model error: none of the candidate coarse models {', '.join(codes)} reproduces the data's "
                       f"statistics (posterior predictive p < {PPC_P_MIN} for each)")
     return out
-
-
-def _interrupted(control) -> bool:
-    return control is not None and bool(getattr(control, "interrupted", False))
 
 
 def _loo(fast, fc, ff, shape) -> dict:
@@ -702,22 +714,19 @@ class IsingSweepResult:
 
 def run_sweep(model, *, control=None, executor=None) -> IsingSweepResult:
     """Run the model at every ``[sweep]`` value (processes by default, or ``executor.map``)."""
+    from ..executor import get_executor
+
     items = _sweep_models(model)
     results = []
-    if executor is None:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=min(2, len(items)), mp_context=mp.get_context("spawn")) as pool:
-            chunk = 2
-            for lo in range(0, len(items), chunk):
-                results += list(pool.map(_sweep_task, items[lo:lo + chunk]))
-                if control is not None:
-                    control.tick(len(results) / len(items))
-    else:
-        chunk = max(1, int(getattr(executor, "workers", 2)))
+    own = executor is None
+    ex = get_executor(None, workers=min(2, len(items))) if own else executor
+    try:
+        chunk = max(1, int(getattr(ex, "workers", 2)))
         for lo in range(0, len(items), chunk):
-            results += list(executor.map(_sweep_task, items[lo:lo + chunk]))
+            results += list(ex.map(_sweep_task, items[lo:lo + chunk]))
             if control is not None:
                 control.tick(len(results) / len(items))
+    finally:
+        if own:
+            ex.close()
     return IsingSweepResult(model.sweep.key, list(model.sweep.values), results)
