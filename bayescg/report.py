@@ -452,6 +452,21 @@ def _close_axes_figure(axes):
 
 
 @contextmanager
+def _arviz_without_numba():
+    """ArviZ's plain numpy code paths inside the block: with numba installed ArviZ compiles its KDE, histogram
+    and rank helpers on first use (measured 14 s CPU of a cold README run, more than the plots themselves),
+    while the report's few thousand draws per variable take milliseconds in numpy."""
+    from arviz.utils import Numba
+
+    flag = Numba.numba_flag
+    Numba.numba_flag = False
+    try:
+        yield
+    finally:
+        Numba.numba_flag = flag
+
+
+@contextmanager
 def _closing_on_error():
     """Close the figures a failing plot call opened (and re-raise)."""
     import matplotlib.pyplot as plt
@@ -522,7 +537,7 @@ def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_po
         nrows = sum(max(1, int(np.prod([idata.posterior[v].sizes[d] for d in idata.posterior[v].dims
                                         if d not in ("chain", "draw")]))) for v in names)
         try:
-            with _closing_on_error():
+            with _closing_on_error(), _arviz_without_numba():
                 figs.append(_posterior_plot(idata, names, nrows, nchain, sampler))
         except Exception as exc:  # noqa: BLE001 - a report must never fail on a plot
             tables.append(("Posterior plots", [{"note": f"ArviZ could not plot the posterior: "
@@ -535,7 +550,7 @@ def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_po
             try:
                 if obs.size < MIN_PPC_KDE_POINTS:  # a few statistics, not a data set: no KDE of them
                     raise _SkipPlot
-                with _closing_on_error():
+                with _closing_on_error(), _arviz_without_numba():
                     axes = az.plot_ppc(idata, var_names=[v], num_pp_samples=min(
                         50, int(idata.posterior_predictive.sizes.get("draw", 50))), figsize=(5.4, 3.3),
                         textsize=9, random_seed=0)
