@@ -109,7 +109,7 @@ STAGES = textwrap.dedent("""
     W0, C0 = time.perf_counter(), time.process_time()
     from bayescg import cli
     rec = [("import bayescg.cli", time.perf_counter() - W0, time.process_time() - C0)]
-    from bayescg import config, potentials, runtime, simulate
+    from bayescg import checks, config, potentials, runtime, simulate
     from bayescg.kernels import loops
     inner = {}
 
@@ -126,7 +126,8 @@ STAGES = textwrap.dedent("""
                 t[1] += time.process_time() - c
         setattr(owner, name, wrap)
 
-    timed(config, "load_model", "model parse (TOML, checks)")
+    timed(config, "load_model", "model file (TOML parse, validation)")
+    timed(checks, "check_model_potential", "model potential check (builds the potential: includes its kernels)")
     timed(potentials, "_compile", "potential kernels (generate + compile or load)")
     timed(simulate, "_lane_kernel", "potential kernels (generate + compile or load)")
     timed(loops._Lazy, "compiled", "engine drivers (compile or load)")
@@ -157,7 +158,7 @@ def import_totals(stderr: str, top: int = 8):
     """Top-level packages by cumulative import time (s) from ``-X importtime`` output, largest first."""
     tot: dict = {}
     for m in re.finditer(r"^import time:\s+\d+ \|\s+(\d+) \| ( *)(\S+)$", stderr, re.M):
-        if len(m.group(2)) == 1:  # imported by the program itself (deeper imports are inside these)
+        if not m.group(2):  # imported by the program itself (deeper imports are inside these)
             pkg = m.group(3).split(".")[0]
             tot[pkg] = tot.get(pkg, 0.0) + int(m.group(1)) * 1e-6
     return sorted(tot.items(), key=lambda kv: -kv[1])[:top], sum(tot.values())
@@ -291,6 +292,10 @@ def write(path, rows, fit, unit0, unit1, load0, load1, staged=()) -> str:
     for key, title, wall, rc, stages, err in rows:
         st = "; ".join(f"{n} {s:.1f}" for n, s in stages)
         lines.append(f"| {title} | {wall:.1f} | {wall / unit0:.1f} | {wall / u1:.1f} | {rc} | {st} |")
+    cu = min(C_CPU) if C_CPU else unit
+    for title, wall, cpu, rec in staged:
+        lines.append(f"| {title} (`--stages` run: --quiet, -X importtime; CPU {cpu:.1f} s = {cpu / cu:.1f} C CPU units) | "
+                     f"{wall:.1f} | {wall / unit0:.1f} | {wall / u1:.1f} | {rec['rc']} | see below |")
     if fit is not None:
         lines += ["", "## NUTS fit of the README problem (40 knots, 200 cells, 4 x (1000 + 1000)), one process", ""]
         if "error" in fit:
