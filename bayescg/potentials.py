@@ -354,6 +354,34 @@ def _compile(expr, variables):
         return _KERNEL_CACHE[key]
 
 
+def _lane_wrappers(grad):
+    """(grad_scalar, grad_lanes) around a d = 1 array kernel ``grad(q, out)``: the lane kernel calls it on views
+    of the lane buffer (no allocation), lane by lane, so per walker the arithmetic is the kernel's own (same
+    bits as the array path) while the simulation runs on the same compiled (and disk-cached) lane driver as
+    expression potentials instead of compiling a second one for array kernels.  Lanes holding a non-finite
+    position (walkers that blew up) are not evaluated: a user kernel may index arrays with q."""
+    from .kernels.state import LANES_TAG
+    from .kernels.state import LANES as L
+
+    @numba.njit(fastmath=False, error_model="numpy")
+    def grad_lanes(S):
+        for lane in range(L):
+            if abs(S[lane]) < math.inf:
+                grad(S[lane:lane + 1], S[L + lane:L + lane + 1])
+            else:
+                S[L + lane] = math.nan
+
+    @numba.njit(fastmath=False, error_model="numpy")
+    def grad_scalar(x):
+        q = np.full(1, x)
+        out = np.empty(1)
+        grad(q, out)
+        return out[0]
+
+    setattr(grad_lanes, LANES_TAG, True)
+    return grad_scalar, grad_lanes
+
+
 def _grad_sig():
     from .kernels.state import GRAD_SIG
 
@@ -464,7 +492,9 @@ class Potential:
             raise InputError("user gradient did not write finite values into out at q = 0")
         if not np.isfinite(v):
             raise InputError("user value kernel is not finite at q = 0")
-        return cls(variables=variables, dim=dim, expression=None, grad=grad, value=value)
+        grad_scalar, grad_lanes = _lane_wrappers(grad) if dim == 1 else (None, None)
+        return cls(variables=variables, dim=dim, expression=None, grad=grad, value=value, grad_scalar=grad_scalar,
+                   grad_lanes=grad_lanes)
 
     @classmethod
     def from_module(cls, path, variables=("q",)) -> "Potential":
