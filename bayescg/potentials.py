@@ -14,6 +14,7 @@ potential paper's test potentials (4.5)-(4.9).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import keyword
 import math
 import re
@@ -201,37 +202,184 @@ def _lanes_source(variables, glines, gout) -> list:
     return src
 
 
-def _compile(parsed, variables):
-    key = (str(sympy_srepr(parsed)), variables)
+#: Version of the generated kernels' calling conventions; part of the on-disk cache key (with the sources of
+#: this module and of bayescg.kernels, so an edit or upgrade never serves old machine code).
+KERNEL_VERSION = 1
+_JIT = "numba.njit(cache=True, fastmath=False, error_model='numpy')"
+
+
+def _kernel_dir():
+    """Directory of the generated kernel modules: ``$NUMBA_CACHE_DIR/bayescg-potentials`` when numba's cache
+    is redirected (so a fresh NUMBA_CACHE_DIR is a cold start for both), else
+    ``${XDG_CACHE_HOME:-~/.cache}/bayescg/potentials`` (numba caches them in a ``__pycache__`` beside)."""
+    import os
+    from pathlib import Path
+
+    base = os.environ.get("NUMBA_CACHE_DIR")
+    if base:
+        return Path(base) / "bayescg-potentials"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bayescg" / "potentials"
+
+
+_DIGEST: list = []
+
+
+def _code_digest() -> str:
+    """sha256 of what the generated machine code depends on besides the expression: KERNEL_VERSION, this
+    module's source (the generator), bayescg.kernels' sources (fastmath, LANES), numba's and sympy's versions."""
+    if not _DIGEST:
+        import hashlib
+        from importlib.metadata import version
+        from pathlib import Path
+
+        from .kernels import sources_digest
+
+        h = hashlib.sha256()
+        for part in (str(KERNEL_VERSION), Path(__file__).read_text(), sources_digest(), numba.__version__,
+                     version("sympy")):
+            h.update(part.encode())
+            h.update(b"\0")
+        _DIGEST.append(h.hexdigest())
+    return _DIGEST[0]
+
+
+def kernel_key(expr: str, variables) -> str:
+    """sha256 naming the generated kernels of ``expr`` over ``variables`` on disk (see _code_digest)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps([expr, list(variables), _code_digest()]).encode()).hexdigest()
+
+
+def _module_source(src: str, expr: str, variables) -> str:
+    """``src`` (from _generate_source) as an importable module whose kernels numba caches on disk."""
+    header = [f"# bayescg generated potential kernels (KERNEL_VERSION {KERNEL_VERSION}); do not edit.",
+              f"# V({', '.join(variables)}) = {expr}", "import math", "", "import numba", "",
+              "from bayescg.kernels.fastmath import fcos as _fcos, fexp as _fexp, fsin as _fsin", "",
+              f"SOURCE = {src!r}", ""]
+    body = []
+    for line in src.splitlines():
+        if line.startswith("def "):
+            body.append(f"@{_JIT}")
+        body.append(line)
+    return "\n".join(header + body) + "\n"
+
+
+def _import_generated(path, name):
+    """Import the generated module at ``path`` as ``name`` (kept in sys.modules: numba's cached code looks
+    its module up by name when it loads)."""
+    import importlib.util
+    import sys
+
+    mod = sys.modules.get(name)
+    if mod is not None:
+        return mod
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return mod
+
+
+def _write_module(path, text) -> bool:
+    """Write ``text`` to ``path`` atomically unless it is there already (rewriting would change its time stamp,
+    which numba's cache index checks); False when the directory is not writable."""
+    import os
+
+    try:
+        if path.exists() and path.read_text() == text:
+            return True
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        return False
+
+
+def _kernels_module(expr, variables):
+    """The module of generated kernels of ``expr`` (a str) over ``variables``: imported from the kernel
+    directory when an earlier process wrote it (no sympy work; numba loads the machine code from its cache),
+    else generated, written there and imported.  Returns (module, parsed sympy expression or None on a hit).
+    An unwritable kernel directory falls back to an in-memory module (compiled, not cached)."""
+    import types as _types
+
+    key = kernel_key(expr, variables)
+    name = f"_bayescg_potential_{key[:24]}"
+    d = _kernel_dir()
+    path = d / f"{name}.py"
+    parsed = None
+    if not path.is_file():
+        parsed = parse_expression(expr, variables)
+        text = _module_source(_generate_source(parsed, variables), expr, variables)
+        if not _write_module(path, text):
+            mod = _types.ModuleType(name)
+            mod.__dict__["__file__"] = None
+            exec(compile(text.replace(_JIT, "numba.njit(fastmath=False, error_model='numpy')"),  # noqa: S102
+                         f"<bayescg potential {expr[:60]}>", "exec"), mod.__dict__)
+            return mod, parsed
+    try:
+        return _import_generated(path, name), parsed
+    except Exception as exc:  # pragma: no cover - printer bug
+        raise ExpressionError(f"cannot generate code for {expr} ({exc.__class__.__name__}: {exc})") from None
+
+
+def _compile(expr, variables):
+    """(value, grad, source, grad_scalar, grad_lanes, parsed) kernels of ``expr`` over ``variables``, once per
+    process and, through the kernel directory and numba's cache, once per machine (see _kernels_module)."""
+    key = (expr, variables)
     with _compile_lock:
         hit = _KERNEL_CACHE.get(key)
         if hit is not None:
             return hit
-        src = _generate_source(parsed, variables)
-        from .kernels import fastmath
-
-        ns = {"math": math, "_fexp": fastmath.fexp, "_fsin": fastmath.fsin, "_fcos": fastmath.fcos}
-        try:
-            exec(compile(src, f"<bayescg potential {key[0][:60]}>", "exec"), ns)  # noqa: S102 - our own generated code
-        except Exception as exc:  # pragma: no cover - printer bug
-            raise ExpressionError(f"cannot generate code for {parsed} ({exc})") from None
-        value = numba.njit(fastmath=False, error_model="numpy")(ns["_value"])
-        grad = numba.njit(fastmath=False, error_model="numpy")(ns["_grad"])
-        # the signature the integrator drivers call (first-class function, see kernels.loops)
-        grad.compile(_grad_sig())
-        value.compile(numba.types.float64(numba.types.float64[::1]))
+        mod, parsed = _kernels_module(expr, variables)
         from .kernels import state as K
 
-        grad_scalar = grad_lanes = None
-        # scalar and lane kernels compile on first use (simulate), not here: most potentials never need them
-        if "_grad_scalar" in ns:
-            grad_scalar = numba.njit(fastmath=False, error_model="numpy")(ns["_grad_scalar"])
-        if "_grad_lanes" in ns:
-            ns["_grad_scalar"] = grad_scalar  # the exact fallback the lane kernel calls
-            grad_lanes = numba.njit(fastmath=False, error_model="numpy")(ns["_grad_lanes"])
+        value, grad = mod._value, mod._grad
+        # the signature the integrator drivers call (first-class function, see kernels.loops); with numba's
+        # cache these load the machine code instead of compiling
+        grad.compile(_grad_sig())
+        value.compile(numba.types.float64(numba.types.float64[::1]))
+        # scalar and lane kernels compile (or load) on first use (simulate): most potentials never need them
+        grad_scalar = getattr(mod, "_grad_scalar", None)
+        grad_lanes = getattr(mod, "_grad_lanes", None)
+        if grad_lanes is not None:
             setattr(grad_lanes, K.LANES_TAG, True)
-        _KERNEL_CACHE[key] = (value, grad, src, grad_scalar, grad_lanes)
-        return value, grad, src, grad_scalar, grad_lanes
+        _KERNEL_CACHE[key] = (value, grad, mod.SOURCE, grad_scalar, grad_lanes, parsed)
+        return _KERNEL_CACHE[key]
+
+
+def _lane_wrappers(grad):
+    """(grad_scalar, grad_lanes) around a d = 1 array kernel ``grad(q, out)``: the lane kernel calls it on views
+    of the lane buffer (no allocation), lane by lane, so per walker the arithmetic is the kernel's own (same
+    bits as the array path) while the simulation runs on the same compiled (and disk-cached) lane driver as
+    expression potentials instead of compiling a second one for array kernels.  Lanes holding a non-finite
+    position (walkers that blew up) are not evaluated: a user kernel may index arrays with q."""
+    from .kernels.state import LANES_TAG
+    from .kernels.state import LANES as L
+
+    @numba.njit(fastmath=False, error_model="numpy")
+    def grad_lanes(S):
+        for lane in range(L):
+            if abs(S[lane]) < math.inf:
+                grad(S[lane:lane + 1], S[L + lane:L + lane + 1])
+            else:
+                S[L + lane] = math.nan
+
+    @numba.njit(fastmath=False, error_model="numpy")
+    def grad_scalar(x):
+        q = np.full(1, x)
+        out = np.empty(1)
+        grad(q, out)
+        return out[0]
+
+    setattr(grad_lanes, LANES_TAG, True)
+    return grad_scalar, grad_lanes
 
 
 def _grad_sig():
@@ -280,7 +428,6 @@ class Potential:
     grad: object
     value: object | None
     source: str | None = None
-    sympy_expr: object | None = None
     grad_scalar: object | None = None
     grad_lanes: object | None = None
     module: str | None = None
@@ -290,14 +437,26 @@ class Potential:
     def from_expression(cls, expr: str, variables=("q",)) -> "Potential":
         """Potential from a sympy expression ``expr`` in ``variables`` (e.g. ``["x", "y"]``).
 
-        The gradient is ``sympy.diff``; kernels are compiled once per (expression, variables)
-        per process.  Raises :class:`ExpressionError` for bad expressions.
+        The gradient is ``sympy.diff``; the generated kernels are compiled once per (expression, variables)
+        and kept on disk (a module named by :func:`kernel_key` in the kernel directory, its machine code in
+        numba's cache), so later processes load them without sympy or LLVM.  Raises
+        :class:`ExpressionError` for bad expressions (only valid ones are ever written).
         """
         variables = _check_variables(variables)
-        parsed = parse_expression(expr, variables)
-        value, grad, src, grad_scalar, grad_lanes = _compile(parsed, variables)
-        return cls(variables=variables, dim=len(variables), expression=expr, grad=grad, value=value,
-                   source=src, sympy_expr=parsed, grad_scalar=grad_scalar, grad_lanes=grad_lanes)
+        if not isinstance(expr, str):
+            parse_expression(expr, variables)  # raises the one-line error
+        value, grad, src, grad_scalar, grad_lanes, parsed = _compile(expr, variables)
+        pot = cls(variables=variables, dim=len(variables), expression=expr, grad=grad, value=value,
+                  source=src, grad_scalar=grad_scalar, grad_lanes=grad_lanes)
+        if parsed is not None:
+            pot.__dict__["sympy_expr"] = parsed  # fill the cached property: parsed already
+        return pot
+
+    @functools.cached_property
+    def sympy_expr(self):
+        """The parsed sympy expression (None for user kernels); parsed on first access when the kernels came
+        from the on-disk cache."""
+        return None if self.expression is None else parse_expression(self.expression, self.variables)
 
     @classmethod
     def from_numba(cls, grad, dim: int, value=None, variables=None) -> "Potential":
@@ -333,7 +492,9 @@ class Potential:
             raise InputError("user gradient did not write finite values into out at q = 0")
         if not np.isfinite(v):
             raise InputError("user value kernel is not finite at q = 0")
-        return cls(variables=variables, dim=dim, expression=None, grad=grad, value=value)
+        grad_scalar, grad_lanes = _lane_wrappers(grad) if dim == 1 else (None, None)
+        return cls(variables=variables, dim=dim, expression=None, grad=grad, value=value, grad_scalar=grad_scalar,
+                   grad_lanes=grad_lanes)
 
     @classmethod
     def from_module(cls, path, variables=("q",)) -> "Potential":

@@ -21,6 +21,7 @@ from __future__ import annotations
 import html
 import math
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -457,6 +458,21 @@ def posterior_summary_rows(idata, var_names: list[str], hdi_prob: float = HDI_PR
     return rows
 
 
+@contextmanager
+def _arviz_without_numba():
+    """ArviZ's plain numpy code paths inside the block: with numba installed ArviZ compiles its KDE, histogram
+    and rank helpers on first use (measured 14 s CPU of a cold README run, more than the plots themselves),
+    while the report's few thousand draws per variable take milliseconds in numpy."""
+    from arviz.utils import Numba
+
+    flag = Numba.numba_flag
+    Numba.numba_flag = False
+    try:
+        yield
+    finally:
+        Numba.numba_flag = flag
+
+
 def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_points: int = 500) -> tuple[list, list]:
     """Tables and figures for any InferenceData: ``(tables, figures)``.
 
@@ -488,7 +504,7 @@ def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_po
         except Exception as exc:  # noqa: BLE001
             tables.append((title, [{"note": f"az.summary failed: {exc.__class__.__name__}: {exc}"}]))
         try:
-            with _closing_on_error():
+            with _closing_on_error(), _arviz_without_numba():
                 figs.append(P.plot_posterior_diagnostics(idata, names, sampler, HDI_PROB))
         except Exception as exc:  # noqa: BLE001 - a report must never fail on a plot
             tables.append(("Posterior plots", [{"note": f"ArviZ could not plot the posterior: "
@@ -504,7 +520,7 @@ def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_po
             try:
                 if obs.size < MIN_PPC_KDE_POINTS:  # a few statistics, not a data set: no KDE of them
                     raise _SkipPlot
-                with _closing_on_error():
+                with _closing_on_error(), _arviz_without_numba():
                     fig = figure_of(P.plot_ppc_kde(idata, v))
                 figs.append((f"Posterior predictive check of {v} (az.plot_ppc): distribution of the values", fig))
             except _SkipPlot:

@@ -1,6 +1,6 @@
 """End-to-end wall times of the issue-15 commands in units of the scalar C reference (same run).
 
-    python benchmarks/bench_end_to_end.py [--out benchmarks/RESULTS_END_TO_END.md] [--skip 2d,ising]
+    python benchmarks/bench_end_to_end.py [--out benchmarks/RESULTS_END_TO_END.md] [--skip 2d,ising] [--stages]
 
 Runs as subprocesses: the README main command with cold caches (fresh NUMBA_CACHE_DIR, PyTensor compiledir,
 MPLCONFIGDIR, XDG_CACHE_HOME) and again warm; the 2D learn at 2e6 steps; ``bayescg ising models/ising-nn.toml``.
@@ -9,10 +9,14 @@ at the start and the end; one C unit is the smaller of the two.  Per-stage times
 lines ("stage: done in x s") that bayescg prints when stderr is not a terminal.  Then, in one process each:
 the NUTS fit of the README problem's size through the PyMC model compiled by nutpie (the path before issue 15)
 vs the cached kernel, and gradient-evaluation throughput of the kernel vs PyTensor's compiled logp + gradient.
+With ``--stages`` the README command runs again, cold then warm, in one process each under ``-X importtime``
+with wall and CPU time (all threads) of each stage, of the model parse, the potential's kernels and the engine
+drivers (compiled or loaded); CPU times are also given in units of the C reference's CPU time.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -97,15 +101,121 @@ FIT_COMPARE = textwrap.dedent("""
 """)
 
 
+#: In-process stage timer for the README command (``--stages``): wall and CPU seconds (all threads) of the
+#: run's own stages (RunControl), of the model parse, the potential's generated kernels and the engine drivers
+#: (compiled or loaded from numba's cache), with the imports done during each stage from ``-X importtime``.
+STAGES = textwrap.dedent("""
+    import json, sys, time
+    W0, C0 = time.perf_counter(), time.process_time()
+    from bayescg import cli
+    rec = [("import bayescg.cli", time.perf_counter() - W0, time.process_time() - C0)]
+    from bayescg import checks, config, potentials, runtime, simulate
+    from bayescg.kernels import loops
+    inner = {}
+
+    def timed(owner, name, label):
+        fn = getattr(owner, name)
+
+        def wrap(*a, **k):
+            w, c = time.perf_counter(), time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                t = inner.setdefault(label, [0.0, 0.0])
+                t[0] += time.perf_counter() - w
+                t[1] += time.process_time() - c
+        setattr(owner, name, wrap)
+
+    timed(config, "load_model", "model file (TOML parse, validation)")
+    timed(checks, "check_model_potential", "model potential check (builds the potential: includes its kernels)")
+    timed(potentials, "_compile", "potential kernels (generate + compile or load)")
+    timed(simulate, "_lane_kernel", "potential kernels (generate + compile or load)")
+    timed(loops._Lazy, "compiled", "engine drivers (compile or load)")
+    cur = {}
+    start = runtime.RunControl._start
+
+    def _start(self, label, total):
+        now = (time.perf_counter(), time.process_time())
+        if cur:
+            rec.append((cur["label"], now[0] - cur["w"], now[1] - cur["c"]))
+        cur.update(label=label, w=now[0], c=now[1])
+        return start(self, label, total)
+    runtime.RunControl._start = _start
+    finish = runtime.RunControl.__exit__
+
+    def _exit(self, *exc):
+        if cur:
+            rec.append((cur.pop("label"), time.perf_counter() - cur["w"], time.process_time() - cur["c"]))
+        return finish(self, *exc)
+    runtime.RunControl.__exit__ = _exit
+    rc = cli.main(sys.argv[2:])
+    rec.append(("total in process", time.perf_counter() - W0, time.process_time() - C0))
+    json.dump({"rc": rc, "stages": rec, "inner": inner}, open(sys.argv[1], "w"))
+""")
+
+
+def import_totals(stderr: str, top: int = 8):
+    """Top-level packages by cumulative import time (s) from ``-X importtime`` output, largest first."""
+    tot: dict = {}
+    for m in re.finditer(r"^import time:\s+\d+ \|\s+(\d+) \| ( *)(\S+)$", stderr, re.M):
+        if not m.group(2):  # imported by the program itself (deeper imports are inside these)
+            pkg = m.group(3).split(".")[0]
+            tot[pkg] = tot.get(pkg, 0.0) + int(m.group(1)) * 1e-6
+    return sorted(tot.items(), key=lambda kv: -kv[1])[:top], sum(tot.values())
+
+
+def run_stages(args, env, out: Path, tmp: Path):
+    """The command in one process under STAGES and ``-X importtime``: (parent wall, parent CPU, record)."""
+    js = tmp / "stages.json"
+    r0 = os.times()
+    t = time.perf_counter()
+    p = subprocess.run([sys.executable, "-X", "importtime", "-c", STAGES, str(js), *args, "--out", str(out), "--force",
+                        "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    r1 = os.times()
+    cpu = (r1.children_user - r0.children_user) + (r1.children_system - r0.children_system)
+    rec = json.loads(js.read_text()) if js.exists() else {"rc": p.returncode, "stages": [], "inner": {},
+                                                           "error": p.stderr[-600:]}
+    rec["imports"], rec["imports_total"] = import_totals(p.stderr)
+    return wall, cpu, rec
+
+
+def stage_table(title, wall, cpu, rec, unit) -> list:
+    """Markdown rows of one run_stages record."""
+    cu = min(C_CPU) if C_CPU else unit
+    lines = [f"### {title}", "", f"Process wall {wall:.1f} s ({wall / unit:.1f} C units), CPU {cpu:.1f} s "
+             f"({cpu / cu:.1f} C CPU units: the C reference's best CPU time {cu:.2f} s); exit {rec['rc']}.", "",
+             "| stage | wall s | CPU s |", "|---|---|---|"]
+    inproc = dict((n, (w, c)) for n, w, c in rec["stages"]).get("total in process", (0.0, 0.0))
+    lines.append(f"| interpreter start-up + exit (process minus in-process) | {wall - inproc[0]:.2f} | "
+                 f"{cpu - inproc[1]:.2f} |")
+    for name, w, c in rec["stages"]:
+        lines.append(f"| {name} | {w:.2f} | {c:.2f} |")
+    lines += ["", "Inside those stages:", "", "| part | wall s | CPU s |", "|---|---|---|"]
+    for name, (w, c) in rec["inner"].items():
+        lines.append(f"| {name} | {w:.2f} | {c:.2f} |")
+    imp = ", ".join(f"{k} {v:.2f}" for k, v in rec["imports"])
+    lines += ["", f"Imports (`-X importtime`, wall, all stages): {rec['imports_total']:.2f} s; largest: {imp}.", ""]
+    if rec.get("error"):
+        lines += [f"error: `{rec['error'].strip().splitlines()[-1]}`", ""]
+    return lines
+
+
 def c_unit(build: Path) -> float:
     exe = build / "c_ref"
     subprocess.run(["gcc", "-O3", str(C_SRC), "-lm", "-o", str(exe)], check=True)
     best = float("inf")
     for _ in range(3):
-        t = time.perf_counter()
+        t, r0 = time.perf_counter(), os.times()
         subprocess.run([str(exe), "20000000", "0.3", "0.5"], check=True, capture_output=True)
         best = min(best, time.perf_counter() - t)
+        r1 = os.times()
+        C_CPU.append((r1.children_user - r0.children_user) + (r1.children_system - r0.children_system))
     return best
+
+
+#: CPU seconds of every C reference run: the unit for CPU times (less sensitive to the load than wall time)
+C_CPU: list = []
 
 
 def run_cli(args, env, out: Path):
@@ -121,6 +231,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS_END_TO_END.md"))
     ap.add_argument("--skip", default="", help="comma-separated run keys to skip (main-cold, main-warm, 2d, ising, fit)")
+    ap.add_argument("--stages", action="store_true",
+                    help="also time the stages of the README command, cold then warm caches, one process each")
     a = ap.parse_args(argv)
     skip = set(filter(None, a.skip.split(",")))
     tmp = Path(tempfile.mkdtemp(prefix="bayescg-bench-"))
@@ -148,12 +260,22 @@ def main(argv=None):
             p = subprocess.run([sys.executable, "-c", FIT_COMPARE], cwd=ROOT, env=env, capture_output=True, text=True)
             fit = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else {"error": p.stderr[-600:]}
         write(a.out, rows, fit, unit0, None, load0, os.getloadavg())
+    staged = []
+    if a.stages:
+        for cold in (True, False):
+            if cold:
+                for c in caches.values():
+                    shutil.rmtree(c, ignore_errors=True)
+            print(f"running stages ({'cold' if cold else 'warm'}) ...", file=sys.stderr, flush=True)
+            title = f"README main command, {'cold' if cold else 'warm'} caches"
+            staged.append((title,) + run_stages(RUNS[0][2], env, tmp / "out-stages", tmp))
+            write(a.out, rows, fit, unit0, None, load0, os.getloadavg(), staged)
     unit1 = c_unit(tmp)
-    print(write(a.out, rows, fit, unit0, unit1, load0, os.getloadavg()))
+    print(write(a.out, rows, fit, unit0, unit1, load0, os.getloadavg(), staged))
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write(path, rows, fit, unit0, unit1, load0, load1) -> str:
+def write(path, rows, fit, unit0, unit1, load0, load1, staged=()) -> str:
     """Render the results file (partial while the benchmark runs: unit1 None)."""
     unit = unit0 if unit1 is None else min(unit0, unit1)
     end = "not yet (partial results)" if unit1 is None else f"{unit1:.2f} s at the end"
@@ -170,6 +292,10 @@ def write(path, rows, fit, unit0, unit1, load0, load1) -> str:
     for key, title, wall, rc, stages, err in rows:
         st = "; ".join(f"{n} {s:.1f}" for n, s in stages)
         lines.append(f"| {title} | {wall:.1f} | {wall / unit0:.1f} | {wall / u1:.1f} | {rc} | {st} |")
+    cu = min(C_CPU) if C_CPU else unit
+    for title, wall, cpu, rec in staged:
+        lines.append(f"| {title} (`--stages` run: --quiet, -X importtime; CPU {cpu:.1f} s = {cpu / cu:.1f} C CPU units) | "
+                     f"{wall:.1f} | {wall / unit0:.1f} | {wall / u1:.1f} | {rec['rc']} | see below |")
     if fit is not None:
         lines += ["", "## NUTS fit of the README problem (40 knots, 200 cells, 4 x (1000 + 1000)), one process", ""]
         if "error" in fit:
@@ -188,6 +314,10 @@ def write(path, rows, fit, unit0, unit1, load0, load1) -> str:
             for name, t in fit["throughput"].items():
                 lines.append(f"| {name} | {t['coefficients']} | {t['active_cells']} | {t['kernel_per_s']:.0f} | "
                              f"{t['pytensor_per_s']:.0f} | {t['kernel_per_s'] / t['pytensor_per_s']:.1f} |")
+    if staged:
+        lines += ["", "## Stages of the README command (one process each, `--stages`)", ""]
+        for title, wall, cpu, rec in staged:
+            lines += stage_table(title, wall, cpu, rec, unit)
     failed = [r for r in rows if r[3] != 0]
     for key, title, wall, rc, stages, err in failed:
         lines += ["", f"{title} exited {rc}: `{err.strip().splitlines()[-1] if err.strip() else ''}`"]

@@ -74,6 +74,63 @@ def test_kernels_are_cached_per_expression():
     assert a.grad is b.grad and a.value is b.value
 
 
+_SECOND_PROCESS = r"""
+import json, sys
+import numpy as np
+from bayescg.potentials import Potential
+from bayescg.kernels.state import GRADL_SIG
+p = Potential.from_expression("(x - 1)**2/3 + 0.01*sin(x/0.01)*cos(y) + y**2", ["x", "y"])
+p.grad_lanes.compile(GRADL_SIG)
+S = np.concatenate([np.linspace(-1, 1, 8), np.linspace(0, 2, 8), np.zeros(16)])
+p.grad_lanes(S)
+stats = {k: [sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values())]
+         for k, f in (("grad", p.grad), ("value", p.value), ("lanes", p.grad_lanes))}
+print(json.dumps({"stats": stats, "sympy": "sympy" in sys.modules, "lanes": S.tolist(),
+                  "grad": p.gradient(np.array([[0.3, -0.2]])).tolist(), "V": p.V(np.array([[0.3, -0.2]])).tolist()}))
+"""
+
+
+def test_generated_kernels_are_reused_by_a_second_process(tmp_path):
+    """The kernels of an expression are written once (module named by kernel_key, machine code in numba's
+    cache): a second process loads them without sympy and without compiling, and computes the same bits."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), PYTHONPATH=os.pathsep.join(sys.path))
+    runs = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", _SECOND_PROCESS], env=env, capture_output=True, text=True,
+                             timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    first, second = runs
+    assert first["sympy"] and all(m >= 1 for _, m in first["stats"].values())  # generated and compiled
+    assert not second["sympy"], "the second process parsed the expression again"
+    assert all(h >= 1 and m == 0 for h, m in second["stats"].values()), second["stats"]
+    for k in ("lanes", "grad", "V"):
+        assert first[k] == second[k]  # the same machine code: bit for bit
+    assert len(list((tmp_path / "numba" / "bayescg-potentials").glob("*.py"))) == 1
+
+
+def test_kernel_key_and_unwritable_kernel_directory(tmp_path, monkeypatch):
+    import bayescg.potentials as P
+
+    assert P.kernel_key("x**2", ["x"]) != P.kernel_key("x**2", ["x", "y"]) != P.kernel_key("x**2 ", ["x"])
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a file where the directory should be: nothing can be written below it
+    monkeypatch.setattr(P, "_kernel_dir", lambda: blocker / "k")
+    pot = Potential.from_expression("q**2/7 + cos(3*q)", ["q"])  # falls back to compiling in memory
+    assert math.isclose(pot.gradient(np.array([0.4]))[0], 0.8 / 7 - 3 * math.sin(1.2), rel_tol=1e-14)
+    with pytest.raises(ExpressionError):
+        Potential.from_expression("q +", ["q"])
+    monkeypatch.setattr(P, "_kernel_dir", lambda: tmp_path / "k")
+    with pytest.raises(ExpressionError):
+        Potential.from_expression("foo(q)", ["q"])
+    assert not (tmp_path / "k").exists()  # nothing written for a bad expression
+
+
 @pytest.mark.parametrize("expr, variables, fragment", [
     ("q**", ["q"], "parse"),
     ("sqrt(-1)*q", ["q"], "real"),
