@@ -252,6 +252,7 @@ def catalogue_test1():
     return catalogue("test1")
 
 
+@pytest.mark.slow
 def test_2d_anisotropic_quadratic_corrected_hessian_within_mc_error():
     """2D U_0 = x^2/2 + 3 y^2/2 with micro-scales 1e-3 sin(./1e-3) in x, y at delta 0.4, gamma 0.2: the raw
     learned Hessian is biased anisotropically (B1 per axis: 1.06, 1.16 x); the corrected Hessian (quadratic fit
