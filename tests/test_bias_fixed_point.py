@@ -270,3 +270,51 @@ def test_2d_anisotropic_quadratic_corrected_hessian_within_mc_error():
     assert Hr[1, 1] > 3.3 and Hr[0, 0] > 1.03  # the anisotropic raw bias is there
     tol = 4 * se + 0.015 * np.abs(truth).max(axis=0)[None, :]
     assert np.all(np.abs(H - truth) < tol), (H, se, Hr, corr.history)
+
+
+def test_coupled_maps_kick_shape_against_the_exact_linear_filter():
+    """bias._coupled_maps on U = q^2/2 (delta 0.5, gamma 0.1): copy 0 driven by arcsine kicks (cos of a uniform
+    phase, excess kurtosis -1.5), copy 1 by Gaussian quantiles of the same variance, same random index each step.
+    Exact truth of the linear map: var(q) does not depend on the kick shape ((B1)/(B3) involve only the second
+    moment), and q's excess kurtosis is k_xi sum h_j^4 / (sum h_j^2)^2 with h_j the response of q to a unit kick
+    j steps earlier (powers of the map's transition matrix).  Both from the histograms (0.04-wide bins)."""
+    from scipy import stats as st
+
+    from bayescg.bias import _coupled_maps
+
+    delta, gamma = 0.5, 0.1
+    E = math.exp(-gamma * delta)
+    n_tab = 200_001
+    xs = np.linspace(-12, 12, 20001)
+    ph = (np.arange(n_tab) + 0.5) / n_tab * 2 * np.pi
+    arc = np.sort(np.cos(ph)) * math.sqrt(2 * 0.125)  # variance 0.125 = delta Z with Z = 0.25
+    gq = np.sort(st.norm.ppf((np.arange(n_tab) + 0.5) / n_tab))
+    gq *= arc.std() / gq.std()
+    edges = np.linspace(-12, 12, 601)
+    hist = np.zeros((2, 600))
+    mom = np.zeros((2, 16, 20, 2))
+    _coupled_maps(xs[0], 1 / (xs[1] - xs[0]), xs.copy(), delta, 1.0, E, arc, gq, 1_500_000, 50_000, 16, 3,
+                  -12.0, 12.0, hist, mom)
+    c = 0.5 * (edges[1:] + edges[:-1])
+    h = delta / 2
+    T = np.array([[1 - delta * h, h + h * (E - delta * h)], [-delta, E - delta * h]])
+    b = np.array([h, 1.0])
+    resp = []
+    v = b.copy()
+    for _ in range(3000):
+        resp.append(v[0])
+        v = T @ v
+    resp = np.array(resp)
+    k_exact = -1.5 * np.sum(resp ** 4) / np.sum(resp ** 2) ** 2
+    var_exact = 0.125 * np.sum(resp ** 2)
+    out = []
+    for k in range(2):
+        w = hist[k] / hist[k].sum()
+        m = w @ c
+        var = w @ (c - m) ** 2 - 0.04 ** 2 / 12  # Sheppard
+        kurt = (w @ (c - m) ** 4) / var ** 2 - 3
+        out.append((var, kurt))
+    assert out[0][0] == pytest.approx(var_exact, rel=0.03) and out[1][0] == pytest.approx(var_exact, rel=0.03)
+    assert k_exact < -0.03  # a measurable shape effect
+    assert abs(out[0][1] - k_exact) < 0.35 * abs(k_exact), (out, k_exact)
+    assert abs(out[1][1]) < 0.35 * abs(k_exact), (out, k_exact)
