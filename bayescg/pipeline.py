@@ -446,8 +446,9 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
         if kick_shape and sim.dim == 1:
             from .bias import apply_kick_shape
 
-            # the coupled maps are cheap (a tabulated gradient, no recipe statistics): more steps than a white run
-            apply_kick_shape(corr, target, sim, kicks, steps=int(min(max(4 * steps, 4e7), 2e8)))
+            # the coupled maps are cheap (a tabulated gradient, no recipe statistics): 4x a white run's steps; their
+            # Monte Carlo error enters the band
+            apply_kick_shape(corr, target, sim, kicks, steps=int(min(4 * steps, 2e8)))
         if chk["flag"]:
             warnings.append(
                 f"the residual kicks of the corrected U are not white (lag-1 autocorrelation "
