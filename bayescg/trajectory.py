@@ -210,7 +210,7 @@ def learn_trajectory(q, p, *, variables=None, delta=None, gamma=None, mass=None,
     the d coordinates (default q0..); reference: Potential or callable of points (n, d) -> (n,).
     delta_correction ("fixed_point" | "none"), correction_steps (default: the frames given), correction_iterations,
     correction_walkers: the finite-delta correction of :func:`bayescg.pipeline.correct_finite_delta`, applied when
-    delta and gamma say the data come from the damped map (3.2) (d = 1, 2, any mass), on white-kick runs of
+    delta and gamma say the data come from the damped map (3.2) (1D, any mass), on white-kick runs of
     ``correction_walkers`` walkers.
     Returns a :class:`bayescg.pipeline.LearnResult` (same ``to_dict`` / ``to_inference_data`` as ``learn``).
     """

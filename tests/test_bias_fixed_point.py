@@ -214,7 +214,7 @@ def _learn_and_correct(pot, delta, gamma, *, mass=None, steps, seed, hist_range,
     warns = []
     out, raw, corr, note = correct_finite_delta(sim, fit, kw, mode="fixed_point", knots=knots, mass_fraction=0.98,
                                                 steps=corr_steps, max_iter=6, reference=None, seed=seed,
-                                                warnings=warns)
+                                                warnings=warns, max_dim=2)
     assert note == "" and corr is not None, (note, warns)
     return sim, out, raw, corr
 
