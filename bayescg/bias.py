@@ -44,6 +44,17 @@ which sets Z from the measured var(p) and kappa = s kappa_raw; after every white
 ratio of target to measured var(p) (exact for the linear map, where var(p) is proportional to Z).
 All white runs use the same seed (common random numbers), so the iteration is deterministic and stops when
 the update is below the Monte Carlo error of L_delta[U_c].
+
+Mass and d >= 2.  In 1D, A = M^-1 = a reduces to M = I by p' = sqrt(a) p (delta' = delta sqrt(a), friction
+gamma sqrt(a), E unchanged, temperature 1 / beta_hat = a var(p)).  For d = 2 (and non-diagonal A, Gamma) the
+linear-map law is solved numerically (:func:`linear_map_covariance`, discrete Lyapunov): the learned curvature
+matrix Cov_q^-1 Tr(A Cov_p) / d, its inverse by a fixed point, a scalar Jacobian factor Tr(A K) / Tr(A K_raw)
+and Z proportional to the symmetrised friction (the fluctuation-dissipation shape) at the run's temperature.
+
+What the white model leaves out (measured, benchmarks/calibration/FDELTA.md): the micro-scale kicks of Test 1
+are white (lag-1 autocorrelation 0.000 +- 0.002 about the corrected U) but not Gaussian (excess kurtosis -0.75);
+white runs driven by the recorded kicks resampled i.i.d. learn the V-run's curvature 1.0917, Gaussian ones
+1.094-1.095.  :func:`white_noise_check` measures the whiteness on every corrected run that knows V.
 """
 from __future__ import annotations
 
@@ -51,6 +62,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from numba import njit
 
 from .errors import InputError
 
@@ -144,6 +156,85 @@ def learned_U_correction(grid, U, beta, delta, gamma) -> DeltaCorrection:
 
 
 # --------------------------------------------------------------------------------------------------
+# the linear map in d dimensions with mass: (B1)-(B3) by a numerical discrete Lyapunov solution
+# --------------------------------------------------------------------------------------------------
+def linear_map_covariance(K, A, E, delta, Z):
+    """Stationary (Cov q, Cov p) (d, d) of the white-kick map (3.2) on U = q^T K q / 2:
+
+        q' = q + (delta/2) A p,  p_{n+1} = E p - delta K q' + xi,  q_{n+1} = q' + (delta/2) A p_{n+1},
+
+    xi ~ N(0, delta Z); K, A = M^-1, E = expm(-Gamma A delta), Z: (d, d).  InputError if the map is unstable."""
+    from scipy.linalg import solve_discrete_lyapunov
+
+    K, A, E, Z = (np.atleast_2d(np.asarray(m, dtype=float)) for m in (K, A, E, Z))
+    d, h = K.shape[0], 0.5 * float(delta)
+    I = np.eye(d)
+    # p_{n+1} = P_q q + P_p p + xi with P_q = -delta K, P_p = E - delta h K A; q_{n+1} = q + h A p + h A p_{n+1}
+    Pq, Pp = -delta * K, E - delta * h * K @ A
+    T = np.block([[I + h * A @ Pq, h * A + h * A @ Pp], [Pq, Pp]])
+    if np.max(np.abs(np.linalg.eigvals(T))) >= 1.0:
+        raise InputError(f"the damped map is unstable at delta = {delta} for the curvature matrix {K.tolist()}")
+    B = np.vstack([h * A, I])
+    C = solve_discrete_lyapunov(T, delta * B @ Z @ B.T)
+    C = 0.5 * (C + C.T)
+    return C[:d, :d], C[d:, d:]
+
+
+def learned_hessian_of(K, A, E, delta):
+    """The curvature matrix the recipe learns on U = q^T K q / 2 (any d, M): Cov_q^-1 Tr(A Cov_p) / d, the
+    d-dimensional (B1) (independent of the noise amplitude; temperature 1 / beta_hat = Tr(A Cov p) / d)."""
+    K = np.atleast_2d(np.asarray(K, dtype=float))
+    Cq, Cp = linear_map_covariance(K, A, E, delta, np.eye(K.shape[0]))
+    return np.linalg.inv(Cq) * np.trace(np.atleast_2d(A) @ Cp) / K.shape[0]
+
+
+def hessian_for_learned(K_raw, A, E, delta, iters: int = 60):
+    """The curvature matrix K whose learned curvature (:func:`learned_hessian_of`) is K_raw (the d-dimensional
+    inverse (B2)), by the fixed point K <- K + (K_raw - learned(K)) from K_raw (the map is a small
+    perturbation of the identity while delta^2 A K << 1)."""
+    K_raw = np.atleast_2d(np.asarray(K_raw, dtype=float))
+    K = K_raw.copy()
+    for _ in range(iters):
+        step = K_raw - learned_hessian_of(K, A, E, delta)
+        K = K + step
+        if np.max(np.abs(step)) < 1e-12 * np.max(np.abs(K_raw)):
+            break
+    return 0.5 * (K + K.T)
+
+
+def kick_noise_matrix(temperature, K, A, E, delta, shape):
+    """Z = z ``shape`` (d, d) with z such that the linear map on curvature K has Tr(A Cov p) / d =
+    ``temperature`` (the d-dimensional (B3); Cov p is linear in Z)."""
+    K = np.atleast_2d(np.asarray(K, dtype=float))
+    shape = np.atleast_2d(np.asarray(shape, dtype=float))
+    _, Cp = linear_map_covariance(K, A, E, delta, shape)
+    t1 = float(np.trace(np.atleast_2d(A) @ Cp)) / K.shape[0]
+    if not (temperature > 0 and t1 > 0):
+        raise InputError(f"no white-kick noise for temperature {temperature}")
+    return shape * (float(temperature) / t1)
+
+
+def mean_hessian(points, U, weights):
+    """The curvature matrix (d, d) of the weighted least-squares quadratic c + b.q + q^T K q / 2 through U at
+    ``points`` (G, d) with ``weights`` (G,) >= 0: the mean curvature of U under the weights (exact for
+    quadratics).  InputError when the points do not determine a quadratic."""
+    X = np.asarray(points, dtype=float)
+    X = X[:, None] if X.ndim == 1 else X
+    u = np.asarray(U, dtype=float).reshape(-1)
+    w = np.sqrt(np.clip(np.asarray(weights, dtype=float).reshape(-1), 0, None))
+    d = X.shape[1]
+    pairs = [(i, j) for i in range(d) for j in range(i, d)]
+    D = np.column_stack([np.ones(len(u)), X] + [X[:, i] * X[:, j] * (0.5 if i == j else 1.0) for i, j in pairs])
+    if (w > 0).sum() < D.shape[1]:
+        raise InputError("mean_hessian: too few weighted points for a quadratic fit")
+    c = np.linalg.lstsq(D * w[:, None], u * w, rcond=None)[0]
+    K = np.zeros((d, d))
+    for k, (i, j) in enumerate(pairs):
+        K[i, j] = K[j, i] = c[1 + d + k]
+    return K
+
+
+# --------------------------------------------------------------------------------------------------
 # position-wise correction (B3)-(B4)
 # --------------------------------------------------------------------------------------------------
 Z94 = 1.8807936081512509  # standard-normal quantile of 0.97: half-width of a 94 % interval in sd
@@ -171,10 +262,13 @@ class FixedPointCorrection:
     history: list
     seconds: float
     method: str = "fixed point (B4) on the damped map with white kick noise (bayescg.bias)"
+    white_noise_check: dict | None = None  # residual_kick_correlation of U_raw and of U_c (white_noise_check())
+    kick_shape: dict | None = None  # apply_kick_shape's summary (1D, when V is known)
 
     def to_dict(self) -> dict:
         return {"method": self.method, "iterations": self.iterations, "converged": self.converged,
-                "size": self.size, "jacobian_factor": self.factor, "kick_noise": self.Z,
+                "white_noise_check": self.white_noise_check, "kick_shape": self.kick_shape,
+                "size": self.size, "jacobian_factor": self.factor, "kick_noise": np.asarray(self.Z).tolist(),
                 "history": list(self.history), "seconds": self.seconds,
                 "correction_se_max": float(np.max(self.correction_se)) if self.correction_se.size else None}
 
@@ -218,14 +312,59 @@ def _continued(coef, inside, grev, kappa_max):
     return out
 
 
+def _start(x, T, var_p, delta, gamma, mass, friction):
+    """(s, Z, kappa_max, E) that start (B4): the Jacobian factor s of (B2), the white-kick variance Z of (B3) and,
+    in 1D, half the map's stability limit on U'' (None in d >= 2).
+
+    1D with inverse mass a and friction g reduces to M = I by p' = sqrt(a) p: delta' = delta sqrt(a),
+    gamma' = g sqrt(a) (E = exp(-g a delta) kept), temperature var(p') = a var(p) = 1 / beta_hat, Z = Z' / sqrt(a).
+    d >= 2: the numerical Lyapunov law (:func:`linear_map_covariance`) on the mean curvature matrix
+    (:func:`mean_hessian`), s = Tr(A K) / Tr(A K_raw) (scalar), Z proportional to the symmetrised friction
+    (the fluctuation-dissipation shape, Z = 2 Gamma / beta for the Langevin limit) at the run's temperature.
+    A non-convex average gives s = 1 and Z from the momentum part alone (K = 0)."""
+    from scipy.linalg import expm
+
+    d = 1 if x.ndim == 1 else x.shape[1]
+    A = np.eye(d) if mass is None else np.atleast_2d(np.asarray(mass, dtype=float))
+    G = gamma * np.eye(d) if friction is None else np.atleast_2d(np.asarray(friction, dtype=float))
+    E = expm(-G @ A * delta)
+    if d == 1:
+        a, g = float(A[0, 0]), float(G[0, 0])
+        de, ge = delta * math.sqrt(a), g * math.sqrt(a)
+        try:
+            corr = learned_U_correction(x, T, 1.0 / var_p, de, ge)
+            s, kappa = corr.factor, corr.kappa
+        except InputError:  # non-convex on average: no linear preconditioner, plain (B4)
+            s, kappa = 1.0, 0.0
+        Z = kick_noise_for(var_p, kappa, de, ge) / math.sqrt(a)
+        return s, Z, (1.0 + math.exp(-ge * de)) / de ** 2, E
+    u = T - T.min()
+    shape = 0.5 * (G + G.T)
+    try:
+        K_raw = mean_hessian(x, u, np.exp(-u / var_p))
+        if np.min(np.linalg.eigvalsh(K_raw)) <= 0:
+            raise InputError("non-convex mean curvature")
+        K = hessian_for_learned(K_raw, A, E, delta)
+        s = float(np.trace(A @ K) / np.trace(A @ K_raw))
+        Z = kick_noise_matrix(var_p, K, A, E, delta, shape)
+    except InputError:
+        s = 1.0
+        from scipy.linalg import solve_discrete_lyapunov
+        Cp = solve_discrete_lyapunov(E, delta * shape)
+        Z = shape * (var_p / (np.trace(A @ Cp) / d))
+    return s, Z, None, E
+
+
 def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, var_p, delta, gamma,
-                           max_iter: int = 6, min_iter: int = 1) -> FixedPointCorrection:
-    """Iterate (B4) from the learned U_raw = L_delta[V] (spline ``coef_target`` (m,) on ``knots``, 1D).
+                           mass=None, friction=None, max_iter: int = 6, min_iter: int = 1) -> FixedPointCorrection:
+    """Iterate (B4) from the learned U_raw = L_delta[V] (spline ``coef_target`` (m,) on ``knots``, d = 1, 2).
 
     learn(coef (m,), Z) -> FitResult: runs the white-kick map on the spline U_c with coefficients ``coef`` and
-    kick variance Z and fits it with the same recipe and knots (its ``coef_mean``, ``beta['beta_hat']`` and
-    band are used).  grid (G,), weights (G,) >= 0 (count weights of the grid points, for the alignment),
-    region (G,) bool (mass region, where convergence and size are measured); var_p: the V-run's var(p).
+    kick variance Z (float in 1D, (d, d) in 2D) and fits it with the same recipe, knots and histogram grid (its
+    ``coef_mean``, ``beta['beta_hat']`` and band are used).  grid (G,) or (G, d), weights (G,) >= 0 (count
+    weights of the grid points, for the alignment), region (G,) bool (mass region, where convergence and size
+    are measured); var_p: the V-run's temperature 1 / beta_hat = Tr(A Cov p) / d (var(p) for M = I, d = 1);
+    mass: A = M^-1 (d, d) (default I); friction: Gamma (d, d) (default gamma I), as in the V-run.
     Stops after the first iteration >= ``min_iter`` whose update (RMS over the region, aligned) is below the
     RMS Monte Carlo error of L_delta[U_c]; the last update is applied.
     """
@@ -234,7 +373,9 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     from .splines import SplineRep
 
     t0 = time.perf_counter()
-    x = np.asarray(grid, dtype=float).reshape(-1)
+    x = np.asarray(grid, dtype=float)
+    if len(knots) == 1:
+        x = x.reshape(-1)
     w = np.asarray(weights, dtype=float).reshape(-1)
     w = w / w.sum()
     reg = np.asarray(region, dtype=bool).reshape(-1)
@@ -243,62 +384,249 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     ct = np.asarray(coef_target, dtype=float).reshape(-1)
     ev = lambda c: SplineRep(knots, c).value(x)  # noqa: E731
     T = ev(ct)
-    try:
-        corr = learned_U_correction(x, T, 1.0 / var_p, delta, gamma)
-        s, kappa = corr.factor, corr.kappa
-    except InputError:  # non-convex on average: no linear preconditioner, plain (B4)
-        s, kappa = 1.0, 0.0
-    Z = kick_noise_for(var_p, kappa, delta, gamma)
-    # coefficients whose Greville abscissa is off the grid are not seen by the data: U_c is continued there with
-    # constant, stable curvature (_continued) and the update is held at its nearest inside value (_held)
-    t = np.asarray(knots[0], dtype=float)
-    grev = np.array([t[j + 1:j + 4].mean() for j in range(ct.size)])
-    inside = (grev >= x.min()) & (grev <= x.max())
-    kappa_max = (1.0 + math.exp(-gamma * delta)) / delta ** 2  # half the map's stability limit
-    coef = _continued(s * ct, inside, grev, kappa_max)
-    history, converged, se = [], False, np.zeros_like(x)
-    it, alpha = 0, 1.0
+    s, Z, kappa_max, _ = _start(x, T, var_p, delta, gamma, mass, friction)
+    if x.ndim == 1:
+        # coefficients whose Greville abscissa is off the grid are not seen by the data: U_c is continued there
+        # with constant, stable curvature (_continued) and the update is held at its nearest inside value (_held)
+        t = np.asarray(knots[0], dtype=float)
+        grev = np.array([t[j + 1:j + 4].mean() for j in range(ct.size)])
+        inside = (grev >= x.min()) & (grev <= x.max())
+        cont = lambda c: _continued(c, inside, grev, kappa_max)  # noqa: E731
+        hold = lambda c: _held(c, inside)  # noqa: E731
+    else:  # d >= 2: the spline box is the histogram box; no continuation
+        cont = hold = lambda c: c  # noqa: E731
+    coef = cont(s * ct)
+    history, converged, se = [], False, np.zeros(len(x))
+    it, alpha, Z_used = 0, 1.0, Z
     for it in range(1, int(max_iter) + 1):
         fit = learn(coef, Z)
         F = ev(np.asarray(fit.coef_mean, dtype=float))
         upd = _aligned(T - F, w)
-        gx = np.asarray(fit.grid, dtype=float).reshape(-1)
-        se = np.interp(x, gx, (np.asarray(fit.U_upper) - np.asarray(fit.U_lower)) / (2 * Z94))
+        half = (np.asarray(fit.U_upper) - np.asarray(fit.U_lower)) / (2 * Z94)
+        if x.ndim == 1:
+            se = np.interp(x, np.asarray(fit.grid, dtype=float).reshape(-1), half)
+        elif half.shape == (len(x),):
+            se = half
+        else:
+            raise InputError("the white-kick fit's grid differs from the learned U's grid")
         rms_upd = float(np.sqrt(np.mean(upd[reg] ** 2)))
         rms_se = float(np.sqrt(np.mean(se[reg] ** 2)))
         vp = 1.0 / float(fit.beta["beta_hat"])
-        history.append({"iteration": it, "kick_noise": Z, "var_p": vp, "update_rms": rms_upd, "mc_error_rms": rms_se,
-                        "update_max": float(np.max(np.abs(upd[reg])))})
+        history.append({"iteration": it, "kick_noise": np.asarray(Z).tolist(), "var_p": vp,
+                        "update_rms": rms_upd, "mc_error_rms": rms_se, "update_max": float(np.max(np.abs(upd[reg])))})
         if history[:-1] and rms_upd > history[-2]["update_rms"]:
             alpha *= 0.5  # the update grew: damp it
-        coef = _continued(coef + alpha * _held(s * (ct - np.asarray(fit.coef_mean, dtype=float)), inside),
-                          inside, grev, kappa_max)
-        # (B3) rescaling, at most x2 per run: var(p) of a non-linear map is not proportional to Z
+        coef = cont(coef + alpha * hold(s * (ct - np.asarray(fit.coef_mean, dtype=float))))
+        # (B3) rescaling, at most x2 per run: the temperature of a non-linear map is not proportional to Z
         Z_used, Z = Z, Z * float(np.clip(var_p / vp, 0.5, 2.0))
         if it >= min_iter and rms_upd <= rms_se:
             converged = True
             break
     shift = _aligned(ev(coef) - T, w)
-    return FixedPointCorrection(grid=x, correction=shift, correction_se=s * se, coef_shift=coef - ct, factor=s, Z=Z_used,
-                                iterations=it, converged=converged, size=float(np.max(np.abs(shift[reg]))),
-                                history=history, seconds=time.perf_counter() - t0)
+    return FixedPointCorrection(grid=x, correction=shift, correction_se=s * se, coef_shift=coef - ct, factor=s,
+                                Z=Z_used, iterations=it, converged=converged,
+                                size=float(np.max(np.abs(shift[reg]))), history=history,
+                                seconds=time.perf_counter() - t0)
+
+
+def residual_kick_correlation(q, p, grad_U, *, delta, A, E, max_lag: int = 3, return_kicks: bool = False):
+    """Is the noise the correction models as white actually white?  From consecutive frames q, p (n, W, d) of
+    the damped map (3.2) on V (one step apart), the residual kicks of the candidate U_c (``grad_U``:
+    (N, d) -> (N, d)),
+
+        r_n = p_{n+1} - E p_n + delta grad U_c(q_n + (delta/2) A p_n) = -delta grad (V - U_c)(q_{n+1/2}),
+
+    are what (B4) replaces by white N(0, delta Z).  Returns their lag-1..max_lag autocorrelations ``rho``
+    (pooled over walkers and components, each with the white-noise standard error 1 / sqrt(N)), the kick variance
+    per unit step ``Z_measured`` = Var(r) / delta (trace / d) and ``n``.  A step that resolves part of V - U_c
+    (the scale treated as noise) gives rho_1 far from 0: the kicks of successive steps then share the same
+    resolved feature of V - U_c.  return_kicks: return r (n - 1, W, d) itself instead."""
+    q = np.asarray(q, dtype=float)
+    p = np.asarray(p, dtype=float)
+    if q.ndim != 3 or q.shape != p.shape or q.shape[0] < max_lag + 3:
+        raise InputError("residual_kick_correlation needs q, p of shape (n >= max_lag + 3, W, d)")
+    n, W, d = q.shape
+    A = np.atleast_2d(np.asarray(A, dtype=float))
+    E = np.atleast_2d(np.asarray(E, dtype=float))
+    qh = q[:-1] + 0.5 * delta * np.einsum("ij,nwj->nwi", A, p[:-1])
+    g = np.asarray(grad_U(qh.reshape(-1, d)), dtype=float).reshape(qh.shape)
+    r = p[1:] - np.einsum("ij,nwj->nwi", E, p[:-1]) + delta * g
+    if return_kicks:
+        return r
+    r = r - r.mean(axis=0)
+    v = np.mean(r * r, axis=0)  # (W, d)
+    rho = [float(np.sum(np.mean(r[k:] * r[:-k], axis=0)) / np.sum(v)) for k in range(1, max_lag + 1)]
+    N = r.shape[0] * W * d
+    return {"rho": rho, "rho_se": 1.0 / math.sqrt(N), "Z_measured": float(np.sum(v) / W / d / delta), "n": int(N)}
+
+
+RHO_TOL = 0.1  # |lag-1 autocorrelation| of the residual kicks above which the white-noise model is flagged
+
+
+def white_noise_check(potential, sim, knots, coef_raw, coef_corrected, *, steps_per_walker: int = 20_000,
+                      walkers: int = 16, seed: int = 7):
+    """(dict, kicks): :func:`residual_kick_correlation` of the raw U and of the corrected U_c (splines on ``knots``) on a fresh
+    stretch of the V-run: ``walkers`` trajectories of the damped map on ``potential`` (the run's delta, mass,
+    friction) started from the run's final walker states, one frame per step.  Adds ``flag``: |rho_1| of U_c
+    above RHO_TOL (and above 4 standard errors), i.e. the step resolves part of what (B4) treats as white
+    noise, so the corrected U is the potential at the scale the step resolves, not a coarser truncation.
+    kicks (n - 1, W, d): the residual kicks of U_c (for :func:`kick_shape_shift`)."""
+    from .simulate import run_trajectories
+    from .splines import SplineRep
+
+    W = min(int(walkers), sim.final_q.shape[0])
+    q0, p0 = sim.final_q[:W], sim.final_p[:W]
+    A, G = np.asarray(sim.mass, dtype=float), np.asarray(sim.friction, dtype=float)
+    from scipy.linalg import expm
+
+    E = expm(-G @ A * sim.delta)
+    _, q, p = run_trajectories(potential, sim.delta, steps_per_walker * sim.delta, q0, p0, integrator="damped",
+                               friction=G, mass=A, seed=seed, record_every=sim.delta)
+    out = {}
+    for name, c in (("raw", coef_raw), ("corrected", coef_corrected)):
+        rep = SplineRep(knots, c)
+        out[name] = residual_kick_correlation(q, p, rep.gradient, delta=sim.delta, A=A, E=E)
+    r1, se = out["corrected"]["rho"][0], out["corrected"]["rho_se"]
+    out["flag"] = bool(abs(r1) > RHO_TOL and abs(r1) > 4 * se)
+    out["rho_tol"] = RHO_TOL
+    kicks = residual_kick_correlation(q, p, SplineRep(knots, coef_corrected).gradient, delta=sim.delta, A=A, E=E,
+                                      return_kicks=True)
+    return out, kicks
+
+
+@njit(cache=True)
+def _coupled_maps(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, walkers, seed, lo, hi, hist, mom):
+    """Two copies (c = 0, 1) of the 1D map (3.2) with inverse mass a on a tabulated gradient (tab_g at
+    x0 + j / inv_h, linear interpolation, linear continuation off the table), kicked by kick_a[k] and kick_b[k]
+    with the same random index k each step (quantile coupling when both tables are sorted), from the same start.
+    hist (2, bins): counts of q after ``burn`` steps on [lo, hi); mom (2, walkers, 20, 2): batch sums of p, p^2."""
+    np.random.seed(seed)
+    nt, nk = tab_g.size, kick_a.size
+    per = max((n - burn) // 20, 1)
+    bins = hist.shape[1]
+    for w in range(walkers):
+        q0, p0 = np.random.normal(), np.random.normal()
+        q = np.array([q0, q0])
+        p = np.array([p0, p0])
+        for i in range(n):
+            k = np.random.randint(nk)
+            for c in range(2):
+                qh = q[c] + 0.5 * delta * a * p[c]
+                u = (qh - x0) * inv_h
+                j = min(max(int(math.floor(u)), 0), nt - 2)
+                f = u - j
+                g = (1.0 - f) * tab_g[j] + f * tab_g[j + 1]
+                p[c] = E * p[c] - delta * g + (kick_a[k] if c == 0 else kick_b[k])
+                q[c] = qh + 0.5 * delta * a * p[c]
+                if i >= burn:
+                    cell = int(math.floor((q[c] - lo) / (hi - lo) * bins))
+                    if 0 <= cell < bins:
+                        hist[c, cell] += 1
+                    b = min((i - burn) // per, 19)
+                    mom[c, w, b, 0] += p[c]
+                    mom[c, w, b, 1] += p[c] * p[c]
+
+
+def kick_shape_shift(knots, coef, kicks, *, edges, delta, a, E, steps: int, n_eff_factor: float, knots_n,
+                     walkers: int = 16, seeds=(1, 2)):
+    """What the shape of the kicks (not their variance) changes in the learned U (1D): L_kicks[U_c] -
+    L_gauss[U_c], from paired runs of the map on U_c (spline ``coef`` on ``knots``) driven by the recorded
+    residual kicks ``kicks`` (n,) resampled i.i.d. and by Gaussian kicks of the same variance, quantile-coupled
+    (both tables sorted, the same random index each step) so that the difference has a small Monte Carlo error;
+    both fitted by the same recipe (MAP, ``knots_n`` break points, histogram ``edges``, n_eff = ``n_eff_factor``
+    x counts).  Returns (grid (G,), shift (G,) aligned to count-weighted mean 0, se (G,) from the spread over
+    ``seeds``, excess kurtosis of the kicks)."""
+    from scipy import stats as st
+
+    from .fit import fit_effective_potential
+    from .splines import SplineRep
+
+    e = np.asarray(edges, dtype=float)
+    r = np.sort(np.asarray(kicks, dtype=float).reshape(-1) - np.mean(kicks))
+    gq = np.sort(st.norm.ppf((np.arange(r.size) + 0.5) / r.size) * r.std())
+    gq *= r.std() / gq.std()  # the same variance exactly: only the shape differs
+    pad = 0.5 * (e[-1] - e[0])
+    xs = np.linspace(e[0] - pad, e[-1] + pad, 20001)
+    tab = SplineRep(knots, coef).gradient(xs).reshape(-1)
+    n = int(steps) // int(walkers)
+    shifts, G = [], 0.5 * (e[1:] + e[:-1])
+    for sd in seeds:
+        hist = np.zeros((2, e.size - 1))
+        mom = np.zeros((2, int(walkers), 20, 2))
+        _coupled_maps(xs[0], 1.0 / (xs[1] - xs[0]), tab, float(delta), float(a), float(E), r, gq, n, n // 10,
+                      int(walkers), int(sd), float(e[0]), float(e[-1]), hist, mom)
+        Us = []
+        for c in range(2):
+            m = (n - n // 10) // 20
+            mp, mp2 = mom[c, :, :, 0] / m, mom[c, :, :, 1] / m
+            v = a * (mp2.mean() - mp.mean() ** 2)
+            se_v = a * mp2.ravel().std(ddof=1) / math.sqrt(mp2.size)
+            f = fit_effective_potential({"counts": hist[c], "edges": [e], "beta_hat": 1 / v, "beta_hat_se": se_v / v ** 2,
+                                         "n_eff_factor": n_eff_factor}, knots=knots_n, method="map", draws=50,
+                                        calibrate_band=False)
+            Us.append(SplineRep(f.knots, f.coef_mean).value(G))
+        d = Us[0] - Us[1]
+        w = hist[1] / hist[1].sum()
+        shifts.append(d - float(w @ d))
+    shifts = np.array(shifts)
+    se = shifts.std(axis=0, ddof=1) / math.sqrt(len(seeds)) if len(seeds) > 1 else np.zeros(G.size)
+    return G, shifts.mean(axis=0), se, float(st.kurtosis(r))
+
+
+def apply_kick_shape(corr: FixedPointCorrection, target, sim, kicks, *, steps: int, seeds=(1, 2)) -> None:
+    """Complete the 1D fixed point (B4) for the shape of the noise, in place on ``corr``: the white runs solve
+    L_gauss[U] = L_delta[V]; with the recorded kicks the equation is L_kicks[U] = L_delta[V], i.e.
+    L_gauss[U] = L_delta[V] - (L_kicks[U] - L_gauss[U]).  The bracket (:func:`kick_shape_shift` at U_c) is a
+    small, smooth term, so one preconditioned step U_c <- U_c - s x shift completes it (first order in the
+    shift).  Its Monte Carlo error (spread over ``seeds``) joins ``correction_se`` in quadrature; the result
+    is summarised in ``corr.kick_shape``."""
+    from .splines import design_matrix
+
+    A = np.asarray(sim.mass, dtype=float)
+    G = np.asarray(sim.friction, dtype=float)
+    a, E = float(A[0, 0]), math.exp(-float(G[0, 0]) * float(A[0, 0]) * sim.delta)
+    coef_c = np.asarray(target.coef_mean, dtype=float) + corr.coef_shift
+    n_eff_factor = float(target.n_eff) / float(np.sum(sim.hist_counts))
+    knots_n = len(np.unique(target.knots[0]))
+    gx, shift, se, kurt = kick_shape_shift(target.knots, coef_c, kicks, edges=sim.hist_edges[0], delta=sim.delta,
+                                           a=a, E=E, steps=steps, n_eff_factor=n_eff_factor, knots_n=knots_n,
+                                           seeds=seeds)
+    x = np.asarray(corr.grid, dtype=float)
+    sh, sse = np.interp(x, gx, shift), np.interp(x, gx, se)
+    B = design_matrix(gx, target.knots)
+    dcoef = np.linalg.lstsq(B, shift, rcond=None)[0]
+    s = corr.factor
+    corr.coef_shift = corr.coef_shift - s * dcoef
+    w = np.clip(np.asarray(target.grid_weights, dtype=float), 0, None)
+    w = w / w.sum()
+    corr.correction = _aligned(corr.correction - s * sh, w)
+    corr.correction_se = np.sqrt(corr.correction_se ** 2 + (s * sse) ** 2)
+    reg = np.asarray(target.mass_region, dtype=bool)
+    corr.size = float(np.max(np.abs(corr.correction[reg])))
+    corr.kick_shape = {"excess_kurtosis": kurt, "shift_max": float(np.max(np.abs(sh[reg]))),
+                       "shift_se_max": float(np.max(sse[reg])), "steps": int(steps), "seeds": list(seeds)}
+    corr.method += "; + the recorded kicks' shape (bayescg.bias.apply_kick_shape)"
 
 
 def damped_white_learner(sim, sim_kw: dict, *, knots, steps: int, seed: int, control=None):
     """learn(coef, Z) for :func:`fixed_point_correction`: the V-run's settings (``sim_kw``, keyword arguments of
-    :func:`bayescg.simulate.simulate`; its histogram grid ``sim.hist_edges``) with integrator "damped_white",
-    ``steps`` steps, kick variance Z, on the spline U_c; fitted by MAP + Laplace with the same knots."""
+    :func:`bayescg.simulate.simulate`, with its mass and friction; its histogram grid ``sim.hist_edges``, d = 1, 2)
+    with integrator "damped_white", ``steps`` steps, kick variance Z, on the spline U_c; fitted by MAP + Laplace
+    with the same knots (``knots``: the fit's break points per dimension, an int)."""
     from .fit import fit_effective_potential
     from .simulate import simulate
     from .splines import clamped_knots, spline_potential
 
-    e = np.asarray(sim.hist_edges[0], dtype=float)
-    kw = dict(sim_kw, steps=int(steps), seed=int(seed), bins=e.size - 1, hist_range=[(float(e[0]), float(e[-1]))],
-              integrator="damped_white")
-    t = [clamped_knots(e[0], e[-1], int(knots))]
+    es = [np.asarray(e, dtype=float) for e in sim.hist_edges]
+    if len({e.size for e in es}) != 1:
+        raise InputError("the white-kick learner needs the same number of bins in every dimension")
+    kw = dict(sim_kw, steps=int(steps), seed=int(seed), bins=es[0].size - 1,
+              hist_range=[(float(e[0]), float(e[-1])) for e in es], integrator="damped_white")
+    t = [clamped_knots(e[0], e[-1], int(knots)) for e in es]
 
     def learn(coef, Z):
-        ws = simulate(spline_potential(t, coef), sim.delta, kick_noise=float(Z), control=control, **kw)
+        ws = simulate(spline_potential(t, coef), sim.delta, kick_noise=Z if len(es) > 1 else float(Z),
+                      control=control, **kw)
         return fit_effective_potential(ws, knots=knots, method="map", seed=seed, draws=400)
     return learn
 
@@ -334,7 +662,7 @@ def corrected_fit(raw, fp: FixedPointCorrection, reference=None, rng_seed: int =
     hi = mean + np.sqrt((hi_d - mean) ** 2 + (Z94 * se) ** 2)
     m0 = float(mean.min())
     coef = np.asarray(raw.coef_mean, dtype=float) + fp.coef_shift
-    x = raw.grid.reshape(-1)
+    x = raw.grid[:, 0] if raw.dim == 1 else raw.grid
     coef = coef + float(np.mean(mean - m0 - SplineRep(raw.knots, coef).value(x)))
     out = dataclasses.replace(
         raw, U_mean=mean - m0, U_lower=lo - m0, U_upper=hi - m0, coef_mean=coef,
@@ -343,5 +671,6 @@ def corrected_fit(raw, fp: FixedPointCorrection, reference=None, rng_seed: int =
         band=(f"{raw.band}, corrected for finite delta: raw deviations x {s:.4f} (Jacobian of the correction) "
               "and the correction's Monte Carlo error added in quadrature (bayescg.bias.corrected_fit)"))
     if reference is not None and raw.cell_points is not None:
-        score_reference(out, reference, SplineRep(raw.knots, coef).value(raw.cell_points[:, 0]))
+        score_reference(out, reference, SplineRep(raw.knots, coef).value(
+            raw.cell_points[:, 0] if raw.dim == 1 else raw.cell_points))
     return out

@@ -138,7 +138,7 @@ class FitSection:
     mass_fraction: float = _f(0.98, check=between(0.5, 1.0), doc="region for reference RMSE")
     seed: Optional[int] = _f(None, check=nonnegative)
     delta_correction: str = _f("fixed_point", check=one_of("fixed_point", "none"),
-                               doc="finite-delta correction of U (bayescg.bias, B4): 1D damped-map runs with M = I")
+                               doc="finite-delta correction of U (bayescg.bias, B4): 1D damped-map runs, any mass")
     correction_steps: Optional[int] = _f(None, check=positive,
                                          doc="steps of each white-kick run of the correction (default simulation.steps)")
     correction_iterations: int = _f(6, check=positive, doc="most white-kick runs of the correction")

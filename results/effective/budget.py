@@ -56,12 +56,25 @@ def main(argv=None):
             c = res.to_dict()["finite_delta_correction"]
             row = {"case": cid, "steps": sim.steps, "gamma": sim.gamma, "walkers": sim.walkers,
                    "beta_hat": res.equilibrium.beta_hat, "trapped": sim.trapped_fraction, "wall_s": wall,
-                   "n_eff": fit.n_eff, "correction_size": c.get("size"), "method": fit.method}
+                   "n_eff": fit.n_eff, "correction_size": c.get("size"), "method": fit.method,
+                   "correction_method": c.get("method")}
             for name, expr in (("U0", U0), ("U1", U1)):
                 f = region_rmse(fit, Potential.from_expression(expr, ["q"]))
                 row[f"rmse_{name}"], row[f"rmse_{name}_corrected"] = f(raw.U_mean), f(fit.U_mean)
             rows.append(row)
             print(json.dumps(row), flush=True)
+            write(rows)  # after every row: an interrupted invocation keeps what it finished
+
+
+def _kind(r):
+    if "factor" in r:
+        return "global factor (B2)"
+    m = r.get("correction_method") or "fixed point (B4)"
+    return "fixed point (B4) + kick shape" if "kick" in m else "fixed point (B4)"
+
+
+def write(rows):
+    """Merge ``rows`` into budget.json (replacing rows of the same case and steps) and regenerate budget.md."""
     path = HERE / "budget.json"
     if path.exists():  # keep rows of other cases / budgets
         new = {(r["case"], r["steps"]) for r in rows}
@@ -76,11 +89,11 @@ def main(argv=None):
              "(bayescg.bias; rows with a 'factor' field in budget.json predate the fixed point (B4) and used the global "
              "factor (B2)). Reading: results/effective/RESULTS.md.", "",
              "| case | steps | gamma | walkers | beta_hat | trapped | n_eff | RMSE vs U_0 (corrected) | "
-             "RMSE vs U_1 (corrected) | wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "RMSE vs U_1 (corrected) | correction | wall s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['case']} | {r['steps']:.0e} | {r['gamma']:.3g} | {r['walkers']} | {r['beta_hat']:.4f} | "
                      f"{r['trapped']:.2f} | {r['n_eff']:.3g} | {r['rmse_U0']:.4f} ({r['rmse_U0_corrected']:.4f}) | "
-                     f"{r['rmse_U1']:.4f} ({r['rmse_U1_corrected']:.4f}) | {r['wall_s']:.0f} |")
+                     f"{r['rmse_U1']:.4f} ({r['rmse_U1_corrected']:.4f}) | {_kind(r)} | {r['wall_s']:.0f} |")
     (HERE / "budget.md").write_text("\n".join(lines) + "\n")
 
 
