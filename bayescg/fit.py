@@ -391,7 +391,8 @@ class FitResult:
         return idata
 
     def figures(self):
-        """[(title, Figure)]: U_mean with its band (and reference) in 1D; mean and band width maps in 2D."""
+        """[(title, Figure)]: U_mean with its band (and reference) in 1D; mean and band width maps in 2D (3D: on
+        the slice through the minimum)."""
         import matplotlib
 
         matplotlib.use("Agg", force=False)
@@ -411,11 +412,16 @@ class FitResult:
             figs.append(("Effective potential", fig))
         else:
             fig, axs = plt.subplots(1, 2, figsize=(10, 4))
-            g = self.grid
-            s0 = axs[0].tricontourf(g[:, 0], g[:, 1], self.U_mean, levels=20)
+            g, Um, width = self.grid, self.U_mean, self.U_upper - self.U_lower
+            if self.dim == 3:  # the (x, y) slice of grid points through the minimum of U_mean
+                zs = g[np.argmin(Um), 2]
+                on = np.isclose(g[:, 2], zs)
+                g, Um, width = g[on], Um[on], width[on]
+                fig.suptitle(f"slice at the third coordinate = {zs:.3g} (through the minimum of U)", fontsize=9)
+            s0 = axs[0].tricontourf(g[:, 0], g[:, 1], Um, levels=20)
             fig.colorbar(s0, ax=axs[0])
             axs[0].set_title("posterior mean U")
-            s1 = axs[1].tricontourf(g[:, 0], g[:, 1], self.U_upper - self.U_lower, levels=20, cmap="magma")
+            s1 = axs[1].tricontourf(g[:, 0], g[:, 1], width, levels=20, cmap="magma")
             fig.colorbar(s1, ax=axs[1])
             axs[1].set_title("94% band width")
             for a in axs:
@@ -501,8 +507,8 @@ def _extract(sim_or_data):
         return counts, edges, bh, bse, factor, factor * counts.sum(), dd.get("beta")
     sim = sim_or_data
     if getattr(sim, "hist_marginal", False):
-        raise InputError("the simulation holds only marginal histograms (d = 3): effective potentials are fitted "
-                         "for d = 1 or 2")
+        raise InputError("the simulation holds only marginal histograms (d > 3): effective potentials are fitted "
+                         "for d = 1, 2 or 3")
     if getattr(sim, "trapped_fraction", 0.0) >= 1.0:
         raise InputError("all walkers fell into fixed points of the map (momentum collapsed): no data to fit")
     from .stats import equilibrium_summary
@@ -706,14 +712,14 @@ def _calibrate_band(basis: EffectiveBasis, factor, a_map, solve_a, X, w, Ua, bet
 def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draws: int = 1000, tune: int = 1000,
                             chains: int = 4, seed: int = 1, reference=None, mass_fraction: float = 0.98,
                             control=None, beta: Optional[float] = None, min_eff_per_coef: float = 2.0,
-                            max_knots_2d: int = 25, coarsen=None, quad: Optional[int] = None,
+                            max_knots_2d: int = 25, max_knots_3d: int = 12, coarsen=None, quad: Optional[int] = None,
                             trim: Optional[bool] = None, target_accept: Optional[float] = None,
                             calibrate_band: bool = True) -> FitResult:
     """Fit U_k (3.9) with uncertainty; see the module docstring for bands and RMSE.
 
     sim_or_data: SimulationResult-like (hist_counts, hist_edges, samples_*, beta_hat, beta_hat_se) or a dict
     {counts, edges, beta_hat, beta_hat_se, n_eff_factor (default 1)} or {counts, edges, beta} (beta fixed).
-    knots: break points per dimension (in 2D at most ``max_knots_2d``, with a warning).  method: "nuts"
+    knots: break points per dimension (in 2D at most ``max_knots_2d``, in 3D ``max_knots_3d``, with a warning).  method: "nuts"
     or "map" (MAP + Laplace band: Gaussian in the spline coefficients at the MAP smoothing precision, beta
     from its exact Gamma posterior).  reference: Potential or callable of points (n, d) -> (n,).
     coarsen, quad, trim: the likelihood grid (:func:`bayescg.bayes.effective.effective_basis`; defaults:
@@ -736,10 +742,11 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     d = len(edges)
     warnings: list[str] = []
     kn = knots
-    if d == 2 and np.isscalar(knots) and int(knots) > max_knots_2d:
-        kn = max_knots_2d
-        warnings.append(f"2D fit uses {max_knots_2d} knots per dimension instead of {knots} "
-                        f"({(max_knots_2d + 2) ** 2} tensor coefficients)")
+    cap = {2: max_knots_2d, 3: max_knots_3d}.get(d)
+    if cap is not None and np.isscalar(knots) and int(knots) > cap:
+        kn = cap
+        warnings.append(f"{d}D fit uses {cap} knots per dimension instead of {knots} "
+                        f"({(cap + 2) ** d} tensor coefficients)")
     if counts.sum() <= 0:
         raise InputError("the histogram is empty: no samples inside the histogram range")
     basis = effective_basis(edges, kn, counts=counts, coarsen=coarsen, quad=quad, trim=trim)

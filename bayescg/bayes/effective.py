@@ -708,14 +708,20 @@ def node_cell_design(basis: EffectiveBasis, a):
     return L, V
 
 
-def active_log_probabilities(basis: EffectiveBasis, a) -> np.ndarray:
-    """log pi_J over the active cells (flat) for kept coefficients a (m,), from the sparse node design."""
+def _node_log_mass(basis: EffectiveBasis, a) -> np.ndarray:
+    """L_J of the active cells (flat) for kept coefficients a (m,), from the sparse node design."""
     from ..kernels.effective import node_log_mass
 
     idx, val, logw = basis.nodes
     g = basis.quad ** basis.dim
     eta, L = np.empty(len(logw)), np.empty(len(logw) // g)
     node_log_mass(np.ascontiguousarray(a, dtype=float), idx, val, logw, g, eta, L)
+    return L
+
+
+def active_log_probabilities(basis: EffectiveBasis, a) -> np.ndarray:
+    """log pi_J over the active cells (flat) for kept coefficients a (m,), from the sparse node design."""
+    L = _node_log_mass(basis, a)
     mx = L.max()
     return L - mx - math.log(np.exp(L - mx).sum())
 
@@ -791,7 +797,7 @@ def map_estimate_sparse(basis: EffectiveBasis, counts, n_eff_factor: float = 1.0
     eye = sparse.identity(m, format="csr")
 
     def objective(a, sigma):
-        L, _ = node_cell_design(basis, a)
+        L = _node_log_mass(basis, a)
         ac = a - a.mean()
         return -nf * float(c @ L - np.exp(L).sum()) + 0.5 * float(a @ (P @ a)) / sigma ** 2 + 0.5 * float(ac @ ac) / ridge_sd ** 2
 
