@@ -24,16 +24,21 @@ def _U(p):
     return 0.5 * (np.asarray(p) ** 2 * K).sum(axis=1)
 
 
-def test_3d_map_recovers_anisotropic_quadratic_from_exact_samples():
-    counts, edges = _gauss_hist(400_000, 24)
-    r = fit_effective_potential({"counts": counts, "edges": edges, "beta": 1.0}, knots=7, method="map", draws=300,
-                                reference=_U)
+@pytest.mark.parametrize("n,bins,knots,min_coverage", [
+    # default: 16 bins (midpoint rule on cells of 0.56 x 0.4 x 0.8: a discretisation bias the band does not
+    # hold; measured RMSE 0.043, coverage 0.62, ~3 s CPU)
+    (200_000, 16, 6, 0.5),
+    pytest.param(400_000, 24, 7, 0.8, marks=pytest.mark.slow),   # ~29 s CPU; coverage > 0.8 measured
+])
+def test_3d_map_recovers_anisotropic_quadratic_from_exact_samples(n, bins, knots, min_coverage):
+    counts, edges = _gauss_hist(n, bins)
+    r = fit_effective_potential({"counts": counts, "edges": edges, "beta": 1.0}, knots=knots, method="map",
+                                draws=200, reference=_U)
     assert r.dim == 3 and r.grid.shape[1] == 3
-    assert r.likelihood["coefficients_kept"] <= 9 ** 3
-    # measured 0.02-0.03 (histogram noise of 4e5 samples over ~5000 mass-region cells); a wrong curvature in
-    # any one direction (e.g. K_y = 1 instead of 2) gives > 0.5
+    assert r.likelihood["coefficients_kept"] <= (knots + 2) ** 3
+    # a wrong curvature in any one direction (e.g. K_y = 1 instead of 2) gives an RMSE > 0.5
     assert r.reference_rmse < 0.08, r.reference_rmse
-    assert r.reference_coverage > 0.8, r.reference_coverage
+    assert r.reference_coverage > min_coverage, r.reference_coverage
     # the stored spline (coef_mean) is U_mean: curvature along each axis through the minimum
     from bayescg.splines import SplineRep
 
