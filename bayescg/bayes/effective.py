@@ -578,23 +578,27 @@ class EffectiveDensity:
     def n_z(self) -> int:
         return int(self.buf[1])
 
+    #: name of the stored coefficient draws and the kernel's functions in bayescg.kernels.effective
+    coef_name = "z"
+    kernel = ("effective_logp_grad", "effective_logp_cfunc", "effective_expand_cfunc")
+
     @property
     def names(self) -> list:
-        return ["z", "sigma_rw"] + ([] if self.fixed_beta is not None else ["beta"])
+        return [self.coef_name, "sigma_rw"] + ([] if self.fixed_beta is not None else ["beta"])
 
     def callbacks(self):
         """(logp, expand) C callbacks of the compiled kernel that nutpie calls with ``buf`` as user data."""
-        from ..kernels.effective import effective_expand_cfunc, effective_logp_cfunc
+        from ..kernels import effective as k
 
-        return effective_logp_cfunc, effective_expand_cfunc
+        return getattr(k, self.kernel[1]), getattr(k, self.kernel[2])
 
     def logp_grad(self, x):
         """(log p(x) up to a constant, gradient (n_dim,))."""
-        from ..kernels.effective import effective_logp_grad
+        from ..kernels import effective as k
 
         x = np.ascontiguousarray(x, dtype=float)
         g = np.empty(self.n_dim)
-        return effective_logp_grad(x, self.buf, g), g
+        return getattr(k, self.kernel[0])(x, self.buf, g), g
 
     def initial_point(self, seed) -> np.ndarray:
         """init_centre + uniform(-1, 1) init_scale jitter (as PyMC/nutpie jitter the initial point)."""
@@ -834,25 +838,8 @@ class SparseDensity(EffectiveDensity):
     Unconstrained point x = [z (m,), log sigma_rw, (log beta)]; nutpie stores the expanded draws
     [a (m,), sigma_rw, (beta)] (a: kept spline coefficients of f = beta U)."""
 
-    @property
-    def n_z(self) -> int:
-        return int(self.buf[1])
-
-    @property
-    def names(self) -> list:
-        return ["a", "sigma_rw"] + ([] if self.fixed_beta is not None else ["beta"])
-
-    def callbacks(self):
-        from ..kernels.effective import sparse_expand_cfunc, sparse_logp_cfunc
-
-        return sparse_logp_cfunc, sparse_expand_cfunc
-
-    def logp_grad(self, x):
-        from ..kernels.effective import sparse_logp_grad
-
-        x = np.ascontiguousarray(x, dtype=float)
-        g = np.empty(self.n_dim)
-        return sparse_logp_grad(x, self.buf, g), g
+    coef_name = "a"
+    kernel = ("sparse_logp_grad", "sparse_logp_cfunc", "sparse_expand_cfunc")
 
 
 def sparse_density(counts, basis: EffectiveBasis, a_map, chol: SparseCholesky, rank: int, *, momenta_stats=None,

@@ -133,6 +133,16 @@ def n_dim_of(buf) -> int:
     return int(buf[1]) + 1 + (buf[11] > 0)
 
 
+@njit(cache=True, nogil=True)
+def _status(val, grad):
+    """nutpie's return code: 0 ok, 3 non-finite gradient, 4 non-finite log density."""
+    if not np.all(np.isfinite(grad)):
+        return 3
+    if not np.isfinite(val):
+        return 4
+    return 0
+
+
 # nutpie's C callbacks (the signatures of nutpie.compile_pymc): logp(dim, x, grad_out, logp_out, user_data)
 @cfunc(types.int64(types.uint64, types.CPointer(types.double), types.CPointer(types.double),
                    types.CPointer(types.double), types.voidptr), cache=True, nogil=True)
@@ -146,11 +156,8 @@ def effective_logp_cfunc(dim, x_, out_, logp_, user_data):
     lp = carray(logp_, (1,))
     val = effective_logp_grad(x, buf, out)
     lp[0] = val
-    if not np.all(np.isfinite(out)):
-        return 3
-    if not np.isfinite(val):
-        return 4
-    return 0
+    return _status(val, out)
+
 
 
 @cfunc(types.int64(types.uint64, types.uint64, types.CPointer(types.double), types.CPointer(types.double),
@@ -340,11 +347,7 @@ def sparse_logp_cfunc(dim, x_, out_, logp_, user_data):
     lp = carray(logp_, (1,))
     val = sparse_logp_grad(x, buf, out)
     lp[0] = val
-    if not np.all(np.isfinite(out)):
-        return 3
-    if not np.isfinite(val):
-        return 4
-    return 0
+    return _status(val, out)
 
 
 @cfunc(types.int64(types.uint64, types.uint64, types.CPointer(types.double), types.CPointer(types.double),
