@@ -36,7 +36,7 @@ __all__ = ["LearnedPotential", "load_learned", "export", "FORMATS"]
 
 FORMATS = ("table", "plumed", "openmm")
 #: default points per dimension of the exported grid
-DEFAULT_POINTS = {1: 401, 2: 101}
+DEFAULT_POINTS = {1: 401, 2: 101, 3: 41}
 
 
 @dataclasses.dataclass
@@ -258,7 +258,7 @@ def export(source, fmt: str, out, *, draws: int = 0, points: Optional[int] = Non
     """Write the learned U of ``source`` (run folder or LearnResult) as ``fmt`` to ``out``; returns the paths.
 
     fmt: "table" (.csv / .npz), "plumed" or "openmm"; draws: posterior draws written too (see module doc);
-    points: grid points per dimension (default 401 in 1D, 101 in 2D); label: PLUMED EXTERNAL label; wall:
+    points: grid points per dimension (default 401 in 1D, 101 in 2D, 41 in 3D); label: PLUMED EXTERNAL label; wall:
     OpenMM wall stiffness outside the table; force: overwrite existing files.
     """
     from .io import atomic_write_text
@@ -268,8 +268,8 @@ def export(source, fmt: str, out, *, draws: int = 0, points: Optional[int] = Non
     if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 0:
         raise InputError(f"draws must be a non-negative integer, got {draws!r}")
     lp = load_learned(source)
-    if lp.dim > 2:
-        raise InputError(f"export is implemented for d = 1, 2, got d = {lp.dim}")
+    if lp.dim > 3:
+        raise InputError(f"export is implemented for d = 1, 2, 3, got d = {lp.dim}")
     out = Path(out)
     targets = [out] + ([] if fmt == "table" else [_numbered(out, k) for k in range(draws)])
     if not force:

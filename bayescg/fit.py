@@ -42,8 +42,10 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .bayes.effective import (EffectiveBasis, active_probabilities, adaptive_whitening, build_effective_potential_model,
-                               effective_basis, effective_density, f_cells, map_estimate, momenta_likelihood_params)
+from .bayes.effective import (EffectiveBasis, active_log_probabilities, active_probabilities, adaptive_whitening,
+                               build_effective_potential_model, effective_basis, effective_density, f_cells, map_estimate,
+                               map_estimate_sparse, momenta_likelihood_params, node_cell_design, sparse_cholesky,
+                               sparse_density)
 from .errors import InputError
 from .runtime import begin_stage
 from .sampling import convergence_warnings, nuts_backend
@@ -56,6 +58,7 @@ __all__ = ["sample_model", "nuts_backend", "sampler_diagnostics", "convergence_w
 
 MAX_REPORT_1D = 200
 MAX_REPORT_2D = 40  # per dimension
+MAX_REPORT_3D = 16  # per dimension
 
 
 # --------------------------------------------------------------------------------------------------
@@ -169,7 +172,7 @@ class FitResult:
         import arviz as az
         import xarray as xr
 
-        names = list(variables) if variables is not None else (["q"] if self.dim == 1 else ["x", "y"])[: self.dim]
+        names = list(variables) if variables is not None else (["q"] if self.dim == 1 else ["x", "y", "z"])[: self.dim]
         ex = self.arviz_extras or {}
         idata = self.idata
         cells = np.asarray(self.lik_counts if self.lik_counts is not None else self.counts).ravel()
@@ -183,10 +186,10 @@ class FitResult:
         post = idata.posterior if "posterior" in idata.groups() else None
         if post is not None:
             nchain, ndraw = post.sizes["chain"], post.sizes["draw"]
-            for v in ("b", "z"):
+            for v in ("b", "z", "a"):  # a: the kept coefficients of f (d >= 2); b, z: sum-to-zero coordinates
                 old = f"{v}_dim_0"
                 if v in post and old in post[v].dims:
-                    post = post.rename({old: "reduced_coefficient"})
+                    post = post.rename({old: "kept_coefficient" if v == "a" else "reduced_coefficient"})
             # 1D: the grid_point coordinate is q itself; 2D: one coordinate per variable along grid_point
             gp = ({"grid_point": ("grid_point", self.grid[:, 0])} if self.dim == 1 else
                   {v: ("grid_point", self.grid[:, i]) for i, v in enumerate(names)})
@@ -198,7 +201,7 @@ class FitResult:
             groups["posterior"] = post
             if ex.get("log_pi") is not None:
                 oc = np.asarray(ex["obs_cells"])
-                ll = np.asarray(ex["log_pi"])[:, oc]
+                ll = np.asarray(ex["log_pi"])                 # (S, observations): log pi at the cells oc
                 oco = {"cell_index": ("observation", oc)}
                 oco.update({k: ("observation", v[1][oc]) for k, v in cell_coords.items()})
                 groups["log_likelihood"] = xr.Dataset(
@@ -285,17 +288,17 @@ def _arviz_extras(basis: EffectiveBasis, A, Ucoef, X, w, shift, factor, counts) 
     placed at evenly spaced quantiles of the counts: observation i in cell J(i) has log-likelihood log pi_J(i);
     each stands for n_eff / N_obs effective samples (elpd of the whole data = elpd * n_eff / N_obs; rankings and
     elpd_diff / dse do not depend on that factor)."""
-    cd = Ucoef - ((Ucoef @ X.T) @ w)[:, None] - shift
+    cd = Ucoef - (np.asarray(X @ Ucoef.T).T @ w)[:, None] - shift
     full = basis.expand(cd)
     full[:, ~basis.keep] = cd.max(axis=1)[:, None]
     n = basis.active_counts(counts).astype(float)
-    logpi = np.empty((A.shape[0], n.size))
-    for s in range(A.shape[0]):
-        with np.errstate(divide="ignore"):
-            logpi[s] = np.log(active_probabilities(basis, A[s]))
     n_obs = int(max(2, min(LOO_OBSERVATIONS, round(factor * n.sum()))))
     cum = np.cumsum(n) / n.sum()
     obs_cells = np.minimum(np.searchsorted(cum, (np.arange(n_obs) + 0.5) / n_obs), n.size - 1)
+    logpi = np.empty((A.shape[0], n_obs))   # log pi_J at the observations' cells only (3D: many cells)
+    for s in range(A.shape[0]):
+        with np.errstate(divide="ignore"):
+            logpi[s] = np.log(_active_pi(basis, A[s]))[obs_cells]
     mids = [0.5 * (e[1:] + e[:-1]) for e in basis.lik_edges]
     grids = np.meshgrid(*mids, indexing="ij")
     centres = np.column_stack([g[basis.active] for g in grids])
@@ -317,8 +320,8 @@ def _extract(sim_or_data):
         return counts, edges, bh, bse, factor, factor * counts.sum(), dd.get("beta")
     sim = sim_or_data
     if getattr(sim, "hist_marginal", False):
-        raise InputError("the simulation holds only marginal histograms (d = 3): effective potentials are fitted "
-                         "for d = 1 or 2")
+        raise InputError("the simulation holds only marginal histograms (d > 3): effective potentials are fitted "
+                         "for d = 1, 2 or 3")
     if getattr(sim, "trapped_fraction", 0.0) >= 1.0:
         raise InputError("all walkers fell into fixed points of the map (momentum collapsed): no data to fit")
     from .stats import equilibrium_summary
@@ -343,8 +346,8 @@ def _mass_region(counts, fraction):
 def _report_grid(basis: EffectiveBasis, counts):
     """Report points (G, d), their cell indices (G,) into counts.ravel(), restricted to the data region.
 
-    1D: cell centres between the 0.05 % and 99.95 % count quantiles.  2D: every k-th cell centre
-    (<= 40 per dimension) whose 3x3 (in coarse cells) neighbourhood holds at least one count and whose
+    1D: cell centres between the 0.05 % and 99.95 % count quantiles.  d >= 2: every k-th cell centre
+    (<= 40 per dimension in 2D, 16 in 3D) whose 3^d (in coarse cells) neighbourhood holds at least one count and whose
     likelihood cell is active (U is determined there).
     """
     if basis.dim == 1:
@@ -356,29 +359,49 @@ def _report_grid(basis: EffectiveBasis, counts):
         if len(idx) > MAX_REPORT_1D:
             idx = idx[:: int(math.ceil(len(idx) / MAX_REPORT_1D))]
         return basis.centres[0][idx][:, None], idx
-    nx, ny = counts.shape
-    kx, ky = max(1, int(math.ceil(nx / MAX_REPORT_2D))), max(1, int(math.ceil(ny / MAX_REPORT_2D)))
-    ix = np.arange(kx // 2, nx, kx)
-    iy = np.arange(ky // 2, ny, ky)
-    # counts in a window of +-1.5 coarse cells around each report point
     from scipy.ndimage import uniform_filter
 
-    sm = uniform_filter(counts, size=(3 * kx, 3 * ky), mode="constant") * (9 * kx * ky)
-    keep = sm[np.ix_(ix, iy)] >= 0.5
-    keep &= basis.active[np.ix_(ix // basis.coarsen[0], iy // basis.coarsen[1])]
-    gx, gy = np.meshgrid(ix, iy, indexing="ij")
-    gx, gy = gx[keep], gy[keep]
-    pts = np.column_stack([basis.centres[0][gx], basis.centres[1][gy]])
-    return pts, gx * ny + gy
+    shape = counts.shape
+    cap = MAX_REPORT_2D if basis.dim == 2 else MAX_REPORT_3D
+    ks = [max(1, int(math.ceil(n / cap))) for n in shape]
+    axes = [np.arange(k // 2, n, k) for k, n in zip(ks, shape)]
+    # counts in a window of +-1.5 coarse cells around each report point
+    sm = uniform_filter(counts, size=[3 * k for k in ks], mode="constant") * (3 ** basis.dim * np.prod(ks))
+    keep = sm[np.ix_(*axes)] >= 0.5
+    keep &= basis.active[np.ix_(*[a // r for a, r in zip(axes, basis.coarsen)])]
+    sel = [g[keep] for g in np.meshgrid(*axes, indexing="ij")]
+    pts = np.column_stack([c[i] for c, i in zip(basis.centres, sel)])
+    return pts, np.ravel_multi_index(tuple(sel), shape)
 
 
 def _design_at(basis: EffectiveBasis, idx):
-    """Design rows (G, m) at the fine cells idx (flat indices), kept coefficients only."""
+    """Design rows (G, m) at the fine cells idx (flat indices), kept coefficients only: dense in 1D, a
+    scipy.sparse CSR matrix ((degree + 1)^d non-zeros per row) for d >= 2."""
     if basis.dim == 1:
         return basis.Bs[0][idx][:, basis.keep]
-    ny = basis.Bs[1].shape[0]
-    bx, by = basis.Bs[0][idx // ny], basis.Bs[1][idx % ny]
-    return (bx[:, :, None] * by[:, None, :]).reshape(len(idx), -1)[:, basis.keep]
+    from scipy import sparse
+
+    from .bayes.effective import _sparse_rows
+
+    sub = np.unravel_index(idx, tuple(b.shape[0] for b in basis.Bs))
+    full = np.zeros((len(idx), 1), dtype=np.int64)
+    val = np.ones((len(idx), 1))
+    for i, B in enumerate(basis.Bs):
+        ii, vv = _sparse_rows(B[sub[i]], basis.degree + 1)
+        full = (full[:, :, None] * B.shape[1] + ii[:, None, :]).reshape(len(idx), -1)
+        val = (val[:, :, None] * vv[:, None, :]).reshape(len(idx), -1)
+    kmap = np.cumsum(basis.keep) - 1
+    ok = basis.keep[full] & (val != 0)
+    rows = np.repeat(np.arange(len(idx)), full.shape[1]).reshape(full.shape)
+    return sparse.csr_matrix((val[ok], (rows[ok], kmap[full[ok]])), shape=(len(idx), basis.n_coef))
+
+
+def _active_pi(basis: EffectiveBasis, a) -> np.ndarray:
+    """pi_J of the active cells for kept coefficients a (1D: the dense cell masses; d >= 2: the sparse nodes)."""
+    if basis.dim == 1:
+        return active_probabilities(basis, a)
+    p = np.exp(active_log_probabilities(basis, a))
+    return p / p.sum()
 
 
 def _set_coverage(res: FitResult) -> None:
@@ -446,13 +469,14 @@ def _walker_data(sim_or_data):
     return np.asarray(wc, dtype=float), ws, A, mu
 
 
-def _calibrate_band(basis: EffectiveBasis, factor, b_map, H, Xa, Ua, beta, walkers, region, Ud,
+def _calibrate_band(basis: EffectiveBasis, factor, a_map, solve_a, X, w, Ua, beta, walkers, region, Ud,
                     beta_from_momenta: bool = True):
     """Scale (about their mean) of the aligned draws Ud (S, G) so that their variance matches the
     walker-clustered sandwich variance of U on average over ``region`` (module docstring).
 
-    Xa: (G, m) aligned design rows of the kept coefficients; Ua: (G,) aligned U_mean; beta: scalar;
-    beta_from_momenta: False for a fixed beta (no momentum term).
+    a_map: (m,) kept coefficients of f at the MAP; solve_a: g (m, k) -> H^-1 g in the kept coefficients (the
+    Laplace precision of the fit's form); X: (G, m) design rows of the report grid (dense or sparse), w: (G,)
+    alignment weights; Ua: (G,) aligned U_mean; beta: scalar; beta_from_momenta: False for a fixed beta.
     Returns (scale, info dict); scale 1 and info["method"] naming the reason when it cannot be measured.
     """
     from scipy import stats as st
@@ -466,14 +490,17 @@ def _calibrate_band(basis: EffectiveBasis, factor, b_map, H, Xa, Ua, beta, walke
     W, d = wc.shape[0], ws.shape[-1]
     if W < MIN_WALKERS:
         return 1.0, {"method": f"none ({W} live walkers < {MIN_WALKERS})", "scale": 1.0, "walkers": W}
-    Q = basis.Q
-    _, R = cell_log_mass(basis, Q @ b_map, weights=True)
-    V = _cell_design(basis, R) @ Q                                   # (n_active, m - 1)
+    if basis.dim == 1:
+        _, R = cell_log_mass(basis, a_map, weights=True)
+        V = _cell_design(basis, R)                                   # (n_active, m)
+    else:
+        V = node_cell_design(basis, a_map)[1]                        # sparse (n_active, m)
     c_w = np.array([basis.active_counts(n) for n in wc])             # (W, n_active)
     tot = c_w.sum(axis=0)
     r = c_w - c_w.sum(axis=1, keepdims=True) * (tot / tot.sum())[None, :]
-    db = -np.linalg.solve(H, factor * (V.T @ r.T))                   # (m - 1, W): MAP response to each walker
-    dU = (Xa @ (Q @ db)) / beta                                      # (G, W)
+    da = -solve_a(np.asarray(V.T @ (factor * r.T)))                  # (m, W): MAP response to each walker
+    dU = np.asarray(X @ da)
+    dU = (dU - w @ dU) / beta                                        # (G, W), aligned like the draws
     # momenta: beta = d / Tr(A C), v = Tr(A C) / d; walkers have equal post-burn-in lengths
     v_w = np.einsum("ij,wji->w", A, ws - np.outer(mu, mu)[None]) / d
     dv = (v_w - v_w.mean()) / W
@@ -498,14 +525,14 @@ def _calibrate_band(basis: EffectiveBasis, factor, b_map, H, Xa, Ua, beta, walke
 def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draws: int = 1000, tune: int = 1000,
                             chains: int = 4, seed: int = 1, reference=None, mass_fraction: float = 0.98,
                             control=None, beta: Optional[float] = None, min_eff_per_coef: float = 2.0,
-                            max_knots_2d: int = 25, coarsen=None, quad: Optional[int] = None,
+                            max_knots_2d: int = 25, max_knots_3d: int = 12, coarsen=None, quad: Optional[int] = None,
                             trim: Optional[bool] = None, target_accept: Optional[float] = None,
                             calibrate_band: bool = True) -> FitResult:
     """Fit U_k (3.9) with uncertainty; see the module docstring for bands and RMSE.
 
     sim_or_data: SimulationResult-like (hist_counts, hist_edges, samples_*, beta_hat, beta_hat_se) or a dict
     {counts, edges, beta_hat, beta_hat_se, n_eff_factor (default 1)} or {counts, edges, beta} (beta fixed).
-    knots: break points per dimension (in 2D at most ``max_knots_2d``, with a warning).  method: "nuts"
+    knots: break points per dimension (in 2D at most ``max_knots_2d``, in 3D ``max_knots_3d``, with a warning).  method: "nuts"
     or "map" (MAP + Laplace band: Gaussian in the spline coefficients at the MAP smoothing precision, beta
     from its exact Gamma posterior).  reference: Potential or callable of points (n, d) -> (n,).
     coarsen, quad, trim: the likelihood grid (:func:`bayescg.bayes.effective.effective_basis`; defaults:
@@ -528,10 +555,11 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     d = len(edges)
     warnings: list[str] = []
     kn = knots
-    if d == 2 and np.isscalar(knots) and int(knots) > max_knots_2d:
-        kn = max_knots_2d
-        warnings.append(f"2D fit uses {max_knots_2d} knots per dimension instead of {knots} "
-                        f"({(max_knots_2d + 2) ** 2} tensor coefficients)")
+    cap = {2: max_knots_2d, 3: max_knots_3d}.get(d)
+    if cap is not None and np.isscalar(knots) and int(knots) > cap:
+        kn = cap
+        warnings.append(f"{d}D fit uses {cap} knots per dimension instead of {knots} "
+                        f"({(cap + 2) ** d} tensor coefficients)")
     if counts.sum() <= 0:
         raise InputError("the histogram is empty: no samples inside the histogram range")
     basis = effective_basis(edges, kn, counts=counts, coarsen=coarsen, quad=quad, trim=trim)
@@ -546,34 +574,57 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
         momenta = {"beta_hat": float(bh), "beta_hat_se": float(bse)}
     if control is not None:
         control.check()
-    # MAP of (b, sigma_rw) by Newton iterations on the same log posterior as the PyMC model
+    # MAP of the coefficients and sigma_rw by Newton iterations on the same log posterior as the PyMC model:
+    # 1D the dense form (b, sum-to-zero coordinates); d >= 2 the sparse form (kept coefficients a, every
+    # product sparse, bayes.effective section "sparse form")
     begin_stage(control, "fit: MAP (Newton)" + (" + Laplace draws" if method == "map" else ""))
-    b_map, sigma_map, H, H_data = map_estimate(basis, counts, factor)
-    L = np.linalg.cholesky(H)
-    W = np.linalg.solve(L.T, np.eye(len(b_map)))  # b = b_map + W z has z ~ N(0, I) under the Laplace approx.
+    if d == 1:
+        b_map, sigma_map, H, H_data = map_estimate(basis, counts, factor)
+        a_map = basis.Q @ b_map
+        L = np.linalg.cholesky(H)
+        W = np.linalg.solve(L.T, np.eye(len(b_map)))  # b = b_map + W z has z ~ N(0, I) under the Laplace approx.
+        solve_a = lambda g: basis.Q @ np.linalg.solve(H, basis.Q.T @ g)  # noqa: E731
+    else:
+        a_map, sigma_map, H, rank = map_estimate_sparse(basis, counts, factor)
+        chol = sparse_cholesky(H)
+        solve_a = chol.solve
     idata = None
     rng = np.random.default_rng(seed)
+    post_name = "z" if d == 1 else "a"
     if method == "nuts":
         begin_stage(control, "NUTS: set-up (import sampler, whitening)")
-        wh = adaptive_whitening(basis, b_map, sigma_map, H_data)
-        if nuts_backend() == "nutpie":  # the compiled kernel of the same density: no per-run compilation
+        if d >= 2:
+            model = sparse_density(counts, basis, a_map, chol, rank, momenta_stats=momenta, n_eff_factor=factor,
+                                   beta=fixed_beta, sigma_init=sigma_map)
+        elif nuts_backend() == "nutpie":  # the compiled kernel of the same density: no per-run compilation
+            wh = adaptive_whitening(basis, b_map, sigma_map, H_data)
             model = effective_density(counts, basis, wh, momenta_stats=momenta, n_eff_factor=factor,
                                       beta=fixed_beta, sigma_init=sigma_map)
         else:
+            wh = adaptive_whitening(basis, b_map, sigma_map, H_data)
             model = build_effective_potential_model(counts, edges, basis=basis, momenta_stats=momenta,
                                                     n_eff_factor=factor, beta=fixed_beta, whitening=wh)
         idata = sample_model(model, draws=draws, tune=tune, chains=chains, seed=seed,
                              target_accept=target_accept or (0.9 if d == 1 else 0.95), control=control)
-        diag = sampler_diagnostics(idata, var_names=[v for v in ("z", "sigma_rw", "beta") if v in idata.posterior])
-        bd = wh.b_of(idata.posterior["z"].values.reshape(-1, m - 1), idata.posterior["sigma_rw"].values.ravel())
+        diag = sampler_diagnostics(idata, var_names=[v for v in (post_name, "sigma_rw", "beta")
+                                                     if v in idata.posterior])
+        if d == 1:
+            bd = wh.b_of(idata.posterior["z"].values.reshape(-1, m - 1), idata.posterior["sigma_rw"].values.ravel())
+            A = bd @ basis.Q.T
+        else:
+            A = idata.posterior["a"].values.reshape(-1, m)
         betad = (idata.posterior["beta"].values.ravel() if "beta" in idata.posterior
-                 else np.full(bd.shape[0], float(fixed_beta)))
+                 else np.full(A.shape[0], float(fixed_beta)))
         warnings += convergence_warnings(diag)
         band = "94% equal-tailed posterior interval (NUTS)"
         sampler = f"NUTS ({nuts_backend()}), {chains} chains x {draws} draws after {tune} tuning steps"
     else:
         nd = max(200, int(draws))
-        bd = b_map + rng.standard_normal((nd, len(b_map))) @ W.T
+        if d == 1:
+            bd = b_map + rng.standard_normal((nd, len(b_map))) @ W.T
+            A = bd @ basis.Q.T
+        else:
+            bd = A = chol.draws(a_map, rng.standard_normal((nd, m)))
         betad = _beta_draws(momenta, fixed_beta, nd, rng)
         diag = {"r_hat_max": None, "ess_bulk_min": None, "divergences": None}
         sampler = f"MAP (Newton / Fisher scoring) + Laplace approximation, {nd} independent draws"
@@ -584,10 +635,9 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     begin_stage(control, "fit: posterior summary")
     # ---- U on the report grid
     pts, idx = _report_grid(basis, counts)
-    X = _design_at(basis, idx)
-    A = bd @ basis.Q.T                       # (S, m) kept coefficients of f
-    Ucoef = A / betad[:, None]               # coefficients of U = f / beta
-    Ud = Ucoef @ X.T                         # (S, G)
+    X = _design_at(basis, idx)               # (G, m), sparse for d >= 2
+    Ucoef = A / betad[:, None]               # coefficients of U = f / beta; A (S, m) kept coefficients of f
+    Ud = np.asarray((X @ Ucoef.T).T)         # (S, G)
     w = counts.ravel()[idx].astype(float)
     w = w / w.sum() if w.sum() > 0 else np.full(len(idx), 1.0 / len(idx))
     Ud -= (Ud @ w)[:, None]                  # align every draw: same count-weighted mean
@@ -595,7 +645,7 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     calib = {"method": "off", "scale": 1.0}
     if calibrate_band:
         Um = Ud.mean(axis=0)
-        scale, calib = _calibrate_band(basis, factor, b_map, H, X - w @ X, Um, float(np.mean(betad)),
+        scale, calib = _calibrate_band(basis, factor, a_map, solve_a, X, w, Um, float(np.mean(betad)),
                                        _walker_data(sim_or_data), cells_mask[idx], Ud, momenta is not None)
         if scale != 1.0:
             Ud = Um + scale * (Ud - Um)
@@ -606,7 +656,7 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
                             "the tempered model's band")
     U_mean = Ud.mean(axis=0)
     coef_mean = Ucoef.mean(axis=0)
-    coef_mean = coef_mean - (coef_mean @ X.T) @ w  # same alignment for the stored spline
+    coef_mean = coef_mean - (X @ coef_mean) @ w  # same alignment for the stored spline
     shift = U_mean.min()
     U_mean = U_mean - shift
     Ud = Ud - shift
@@ -629,11 +679,7 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     # ---- reference
     res.mass_region = cells_mask[idx]
     cidx = np.flatnonzero(cells_mask)
-    if d == 1:
-        res.cell_points = basis.centres[0][cidx][:, None]
-    else:
-        ny = basis.Bs[1].shape[0]
-        res.cell_points = np.column_stack([basis.centres[0][cidx // ny], basis.centres[1][cidx % ny]])
+    res.cell_points = np.column_stack([c[i] for c, i in zip(basis.centres, np.unravel_index(cidx, counts.shape))])
     res.grid_weights = w
     if reference is not None:
         score_reference(res, reference, f_cells(basis, coef_kept).ravel()[cidx])
@@ -643,7 +689,7 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     ntot = int(round(counts.sum()))
     ppc = np.empty((len(sel), int(basis.active.sum())), dtype=np.int64)
     for r, s in enumerate(sel):
-        ppc[r] = rng.multinomial(ntot, active_probabilities(basis, A[s]))
+        ppc[r] = rng.multinomial(ntot, _active_pi(basis, A[s]))
     res.ppc_counts = ppc
     res.arviz_extras = _arviz_extras(basis, A, Ucoef, X, w, shift, factor, counts)
     if idata is not None:
@@ -655,7 +701,7 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     else:
         import arviz as az
 
-        res.idata = az.from_dict(posterior={"b": bd[None], "beta": betad[None], "U": Ud[None]},
+        res.idata = az.from_dict(posterior={post_name.replace("z", "b"): bd[None], "beta": betad[None], "U": Ud[None]},
                                  dims={"U": ["grid_point"]})
     res.seconds = time.perf_counter() - t0
     return res

@@ -98,7 +98,7 @@ class SimulationResult:
     ``hist_count_var`` (shape of hist_counts) is the batch-means estimate of Var(hist_counts[c]) over the
     same walkers and steps: sum_{w,b} (n_wbc - l_wb N_c / N)^2 with n_wbc the count of walker w in
     batch b in cell c, l_wb its steps on the grid in that batch, N_c = hist_counts[c] and N their total
-    (for d = 3 marginals, per coordinate).  ``p_moment_batches`` (W, B, d, 4): per walker and batch the
+    (for d > 3 marginals, per coordinate).  ``p_moment_batches`` (W, B, d, 4): per walker and batch the
     batch mean of p_i^k, k = 1..4 (every walker; trapped ones are flagged by ``trapped``).
     """
 
@@ -121,7 +121,7 @@ class SimulationResult:
     second_moment_batches: np.ndarray   # (B, d, d) mean over non-trapped walkers
     beta_hat: float
     beta_hat_se: float
-    hist_counts: np.ndarray             # (bins,) / (bins, bins) / (3, bins) marginals for d = 3
+    hist_counts: np.ndarray             # (bins,)*d joint for d <= 3 / (d, bins) marginals for d > 3
     hist_edges: list                    # d arrays of bins + 1 edges
     hist_outside: int                   # post-burn-in steps with some coordinate off the grid
     samples_q: np.ndarray               # (n, d)
@@ -378,7 +378,7 @@ def _setup(potential, delta, gamma, steps, walkers, seed, mass, friction, integr
         if hr.shape != (d, 2) or not np.all(np.isfinite(hr)) or np.any(hr[:, 0] >= hr[:, 1]):
             raise InputError(f"hist_range must be {d} pairs (lo, hi) with lo < hi, got {np.asarray(hist_range).tolist()}")
         hist_range = hr
-    cells = bins ** d if d <= 2 else d * bins
+    cells = bins ** d if d <= 3 else d * bins  # 3D joint: bins^3 cells (32 bytes each per walker)
     # hist, hkey (int64) and hs1, hs2 (float64): 32 bytes per walker and cell
     if walkers * cells * 32 > options.max_hist_bytes:
         raise InputError(f"histograms of {walkers} walkers x {cells} cells exceed "
@@ -638,7 +638,7 @@ def _result(run: _Run, wk, sx, meta, seconds, gamma, beta, burn_in) -> Simulatio
             cov_se = nan_dd.copy()
             beta_se = float("nan")
     iat = _q_iat(sx.bq[good], sx.bqq[good], flens)
-    marginal = d > 2
+    marginal = d > 3
     shape = (d, run.bins) if marginal else (run.bins,) * d
     hist = flush_cells(sx, lens)[0][good].sum(axis=0).reshape(shape)
     hvar = _hist_count_var(run, sx, good, lens).reshape(shape)

@@ -1,7 +1,7 @@
 """B-spline bases for effective potentials U_k (3.9): design matrices, P-spline penalties, numba evaluation.
 
 A spline potential is ``U(q) = sum_i c_i B_i(q)`` (1D) or ``sum_ab C_ab B_a(x) B_b(y)`` (2D tensor product),
-with clamped knot vectors over a box ``[lo, hi]`` per dimension.  ``n_knots`` is the number of distinct
+(and the triple product in 3D), with clamped knot vectors over a box ``[lo, hi]`` per dimension.  ``n_knots`` is the number of distinct
 break points per dimension (including both ends), so there are ``n_knots + k - 1`` basis functions of
 degree ``k`` per dimension.
 
@@ -56,12 +56,20 @@ def design_matrix_2d(x, tx, ty, k: int = 3) -> np.ndarray:
 
 
 def design_matrix(x, knots: list, k: int = 3) -> np.ndarray:
-    """Design matrix for d = 1 (x (n,) or (n, 1)) or d = 2 (x (n, 2)); knots: list of d knot vectors."""
-    if len(knots) == 1:
+    """Dense design matrix for d = 1 (x (n,) or (n, 1)), 2 or 3 (x (n, d)); knots: list of d knot vectors;
+    column index in C order of the coefficient array (m_1, ..., m_d)."""
+    d = len(knots)
+    if d == 1:
         return design_matrix_1d(np.asarray(x).reshape(-1), knots[0], k)
-    if len(knots) == 2:
+    if d == 2:
         return design_matrix_2d(np.asarray(x).reshape(-1, 2), knots[0], knots[1], k)
-    raise InputError(f"spline bases are implemented for d = 1, 2, got d = {len(knots)}")
+    if d == 3:
+        x = np.asarray(x, dtype=float).reshape(-1, 3)
+        out = np.ones((x.shape[0], 1))
+        for i, t in enumerate(knots):
+            out = (out[:, :, None] * design_matrix_1d(x[:, i], t, k)[:, None, :]).reshape(x.shape[0], -1)
+        return out
+    raise InputError(f"spline bases are implemented for d = 1, 2, 3, got d = {d}")
 
 
 def difference_penalty(m: int, order: int = 2) -> np.ndarray:
@@ -192,6 +200,55 @@ def bspline_value_grad_2d(x, y, tx, ty, c, k):
 
 
 @numba.njit(cache=True)
+def _tensor_value_grad_3d(q, tx, ty, tz, c, k, dq, out_g):
+    """Tensor spline of three variables at the box point q (3,) with each 1D basis continued linearly by dq (3,)
+    (as :func:`_tensor_value_grad`); c: (mx, my, mz).  Returns the value, the gradient goes to out_g (3,)."""
+    b = np.zeros((3, k + 1))
+    db = np.zeros((3, k + 1))
+    s = np.empty(3, dtype=np.int64)
+    for i in range(3):
+        t = tx if i == 0 else (ty if i == 1 else tz)
+        s[i] = _find_span(q[i], t, k)
+        _basis_and_deriv(q[i], t, k, s[i], b[i], db[i])
+    e = np.empty((3, k + 1))
+    for i in range(3):
+        for j in range(k + 1):
+            e[i, j] = b[i, j] + db[i, j] * dq[i]
+    v = 0.0
+    gx = 0.0
+    gy = 0.0
+    gz = 0.0
+    for a in range(k + 1):
+        for bb in range(k + 1):
+            for cc in range(k + 1):
+                w = c[s[0] - k + a, s[1] - k + bb, s[2] - k + cc]
+                v += w * e[0, a] * e[1, bb] * e[2, cc]
+                gx += w * db[0, a] * e[1, bb] * e[2, cc]
+                gy += w * e[0, a] * db[1, bb] * e[2, cc]
+                gz += w * e[0, a] * e[1, bb] * db[2, cc]
+    out_g[0] = gx
+    out_g[1] = gy
+    out_g[2] = gz
+    return v
+
+
+@numba.njit(cache=True)
+def _eval_3d(q, tx, ty, tz, c, k, wall, out_g):
+    # clamp into the box, continue each 1D basis linearly (as _eval_2d), then the wall
+    x = np.empty(3)
+    dq = np.empty(3)
+    for i in range(3):
+        t = tx if i == 0 else (ty if i == 1 else tz)
+        x[i] = min(max(q[i], t[k]), t[len(t) - k - 1])
+        dq[i] = q[i] - x[i]
+    v = _tensor_value_grad_3d(x, tx, ty, tz, c, k, dq, out_g)
+    for i in range(3):
+        out_g[i] += wall * dq[i]
+        v += 0.5 * wall * dq[i] * dq[i]
+    return v
+
+
+@numba.njit(cache=True)
 def _eval_1d(q, t, c, k, wall, out_g):
     lo = t[k]
     hi = t[len(t) - k - 1]
@@ -220,7 +277,7 @@ def _eval_2d(q, tx, ty, c, k, wall, out_g):
 class SplineRep:
     """Numba-evaluable spline potential: knots (list of d clamped knot vectors), coefs, degree, wall.
 
-    coefs: (m,) for d = 1, (mx, my) for d = 2 (or flat, reshaped).  ``wall`` (1/length^2 energy units):
+    coefs: (m,) for d = 1, (mx, my) for d = 2, (mx, my, mz) for d = 3 (or flat, reshaped).  ``wall`` (1/length^2 energy units):
     stiffness of the quadratic continuation outside the knot box.
     """
 
@@ -236,8 +293,8 @@ class SplineRep:
         if c.size != int(np.prod(shape)):
             raise InputError(f"spline has {int(np.prod(shape))} basis functions but {c.size} coefficients")
         self.coefs = c.reshape(shape) if len(shape) > 1 else c.reshape(-1)
-        if len(shape) not in (1, 2):
-            raise InputError(f"spline potentials are implemented for d = 1, 2, got d = {len(shape)}")
+        if len(shape) not in (1, 2, 3):
+            raise InputError(f"spline potentials are implemented for d = 1, 2, 3, got d = {len(shape)}")
 
     @property
     def dim(self) -> int:
@@ -256,8 +313,12 @@ class SplineRep:
         flat = q.reshape(-1, self.dim)
         v = np.empty(flat.shape[0])
         g = np.empty_like(flat)
-        _loop_eval(flat, self.knots[0], self.knots[-1], np.ascontiguousarray(self.coefs.reshape(-1)),
-                   self.degree, float(self.wall), self.dim, v, g)
+        if self.dim == 3:
+            _loop_eval_3d(flat, self.knots[0], self.knots[1], self.knots[2], self.coefs, self.degree,
+                          float(self.wall), v, g)
+        else:
+            _loop_eval(flat, self.knots[0], self.knots[-1], np.ascontiguousarray(self.coefs.reshape(-1)),
+                       self.degree, float(self.wall), self.dim, v, g)
         return v.reshape(q.shape[:-1]), g.reshape(q.shape)
 
     def value(self, q):
@@ -283,7 +344,7 @@ class SplineRep:
             @numba.njit
             def grad(q, out):
                 _eval_1d(q, t, c, k, wall, out)
-        else:
+        elif self.dim == 2:
             tx, ty, c2 = self.knots[0], self.knots[1], self.coefs
 
             @numba.njit
@@ -294,6 +355,17 @@ class SplineRep:
             @numba.njit
             def grad(q, out):
                 _eval_2d(q, tx, ty, c2, k, wall, out)
+        else:
+            tx, ty, tz, c3 = self.knots[0], self.knots[1], self.knots[2], self.coefs
+
+            @numba.njit
+            def value(q):
+                g = np.empty(3)
+                return _eval_3d(q, tx, ty, tz, c3, k, wall, g)
+
+            @numba.njit
+            def grad(q, out):
+                _eval_3d(q, tx, ty, tz, c3, k, wall, out)
         return value, grad
 
 
@@ -308,6 +380,16 @@ def _loop_eval(q, t0, t1, c, k, wall, dim, v, g):
         else:
             v[i] = _eval_2d(q[i], t0, t1, c2, k, wall, gi)
         for j in range(dim):
+            g[i, j] = gi[j]
+
+
+@numba.njit(cache=True)
+def _loop_eval_3d(q, tx, ty, tz, c, k, wall, v, g):
+    """Vectorised 3D evaluation, c: (mx, my, mz)."""
+    gi = np.empty(3)
+    for i in range(q.shape[0]):
+        v[i] = _eval_3d(q[i], tx, ty, tz, c, k, wall, gi)
+        for j in range(3):
             g[i, j] = gi[j]
 
 

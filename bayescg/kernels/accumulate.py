@@ -100,7 +100,7 @@ def count_cell(hist, hkey, hs1, hs2, bout, w, c, b, batch_len):
 
 @njit
 def add_hist(hist, hkey, hs1, hs2, bout, w, b, qv, lo, inv, nb, batch_len):
-    """Count q in its cell (d <= 2: the joint cell; d = 3: each coordinate's marginal cell) when every
+    """Count q in its cell (d <= 3: the joint cell; d > 3: each coordinate's marginal cell) when every
     coordinate is on the grid (lo, inv (d,), nb bins), else bout[w, b] += 1."""
     d = len(qv)
     inside = True
@@ -113,7 +113,7 @@ def add_hist(hist, hkey, hs1, hs2, bout, w, b, qv, lo, inv, nb, batch_len):
             inside = False
     if not inside:
         bout[w, b] += 1
-    elif d <= 2:
+    elif d <= 3:
         count_cell(hist, hkey, hs1, hs2, bout, w, flat, b, batch_len)
     else:
         for i in range(d):

@@ -133,6 +133,16 @@ def n_dim_of(buf) -> int:
     return int(buf[1]) + 1 + (buf[11] > 0)
 
 
+@njit(cache=True, nogil=True)
+def _status(val, grad):
+    """nutpie's return code: 0 ok, 3 non-finite gradient, 4 non-finite log density."""
+    if not np.all(np.isfinite(grad)):
+        return 3
+    if not np.isfinite(val):
+        return 4
+    return 0
+
+
 # nutpie's C callbacks (the signatures of nutpie.compile_pymc): logp(dim, x, grad_out, logp_out, user_data)
 @cfunc(types.int64(types.uint64, types.CPointer(types.double), types.CPointer(types.double),
                    types.CPointer(types.double), types.voidptr), cache=True, nogil=True)
@@ -146,11 +156,8 @@ def effective_logp_cfunc(dim, x_, out_, logp_, user_data):
     lp = carray(logp_, (1,))
     val = effective_logp_grad(x, buf, out)
     lp[0] = val
-    if not np.all(np.isfinite(out)):
-        return 3
-    if not np.isfinite(val):
-        return 4
-    return 0
+    return _status(val, out)
+
 
 
 @cfunc(types.int64(types.uint64, types.uint64, types.CPointer(types.double), types.CPointer(types.double),
@@ -166,5 +173,199 @@ def effective_expand_cfunc(dim, expanded, x_, out_, user_data):
     for i in range(n):
         out[i] = x[i]
     for i in range(n, dim):
+        out[i] = math.exp(x[i])
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# sparse form (d >= 2): Poisson likelihood with a free constant, Cholesky whitening, cost linear in the cells
+# --------------------------------------------------------------------------------------------------
+SPARSE_HEADER = ("length", "m", "n_act", "K", "g", "nodes", "nf", "rank", "sigma_scale", "ridge_sd", "nu", "S",
+                 "nnzL", "nnzP")
+
+
+@njit(cache=True, nogil=True)
+def _sparse_offsets(buf):
+    m, nodes, K = int(buf[1]), int(buf[5]), int(buf[3])
+    nnzL, nnzP = int(buf[12]), int(buf[13])
+    o_a0 = 14
+    o_perm = o_a0 + m
+    o_Lp = o_perm + m
+    o_Li = o_Lp + m + 1
+    o_Lx = o_Li + nnzL
+    o_Pp = o_Lx + nnzL
+    o_Pi = o_Pp + m + 1
+    o_Px = o_Pi + nnzP
+    o_idx = o_Px + nnzP
+    o_val = o_idx + nodes * K
+    o_w = o_val + nodes * K
+    o_cnt = o_w + nodes
+    return o_a0, o_perm, o_Lp, o_Li, o_Lx, o_Pp, o_Pi, o_Px, o_idx, o_val, o_w, o_cnt
+
+
+@njit(cache=True, nogil=True)
+def solve_lt(Lp, Li, Lx, z, x):
+    """x = L^-T z for a lower-triangular L in CSC form (Lp, Li, Lx; each column's diagonal first)."""
+    m = len(z)
+    for i in range(m - 1, -1, -1):
+        s = z[i]
+        k0 = int(Lp[i])
+        for k in range(k0 + 1, int(Lp[i + 1])):
+            s -= Lx[k] * x[int(Li[k])]
+        x[i] = s / Lx[k0]
+
+
+@njit(cache=True, nogil=True)
+def solve_l(Lp, Li, Lx, g, y):
+    """y = L^-1 g for a lower-triangular L in CSC form (diagonal first in each column)."""
+    m = len(g)
+    for i in range(m):
+        y[i] = g[i]
+    for j in range(m):
+        k0 = int(Lp[j])
+        y[j] /= Lx[k0]
+        for k in range(k0 + 1, int(Lp[j + 1])):
+            y[int(Li[k])] -= Lx[k] * y[j]
+
+
+@njit(cache=True, nogil=True)
+def node_log_mass(a, idx, val, logw, g, eta, L):
+    """Cell log masses L_J = logsumexp_{k in J} (logw_k - (N a)_k) of the active cells (nodes grouped by
+    cell, g per cell; N sparse: node k has non-zeros val[k, :] at idx[k, :]); eta (nodes,) gets logw - N a."""
+    n_act = len(L)
+    K = idx.shape[1]
+    for J in range(n_act):
+        mx = -np.inf
+        for q in range(g):
+            k = J * g + q
+            e = logw[k]
+            for j in range(K):
+                e -= val[k, j] * a[idx[k, j]]
+            eta[k] = e
+            if e > mx:
+                mx = e
+        acc = 0.0
+        for q in range(g):
+            acc += math.exp(eta[J * g + q] - mx)
+        L[J] = mx + math.log(acc)
+
+
+@njit(cache=True, nogil=True)
+def _sparse_a(x, buf, a, tmp):
+    """a = a0 + P^T L^-T z (z = x[:m]); tmp (m,) scratch."""
+    m = int(buf[1])
+    o_a0, o_perm, o_Lp, o_Li, o_Lx = _sparse_offsets(buf)[:5]
+    solve_lt(buf[o_Lp:o_Lp + m + 1], buf[o_Li:o_Lx], buf[o_Lx:o_Lx + int(buf[12])], x[:m], tmp)
+    for i in range(m):
+        a[i] = buf[o_a0 + i]
+    for i in range(m):
+        a[int(buf[o_perm + i])] += tmp[i]
+
+
+@njit(cache=True, nogil=True)
+def sparse_logp_grad(x, buf, grad):
+    """log p(x) of the sparse form (bayescg.bayes.effective.sparse_density) with its gradient in ``grad``.
+
+    x = [z (m,), log sigma_rw, (log beta)]; a = a0 + P^T L^-T z (P the fill-reducing permutation, L L^T the
+    permuted Laplace precision), and up to a constant
+        log p = nf sum_J (c_J L_J - exp L_J) - |a - mean(a)|^2 / (2 ridge^2) - a^T P a / (2 sigma^2)
+                - r log sigma - sigma^2 / (2 s0^2) + log sigma + [momenta: as effective_logp_grad].
+    Every array product is sparse: cost O(nodes K + nnz L + nnz P)."""
+    m, n_act, K, g = int(buf[1]), int(buf[2]), int(buf[3]), int(buf[4])
+    nf, rank, sigma_scale, ridge_sd, nu, S = buf[6], buf[7], buf[8], buf[9], buf[10], buf[11]
+    o_a0, o_perm, o_Lp, o_Li, o_Lx, o_Pp, o_Pi, o_Px, o_idx, o_val, o_w, o_cnt = _sparse_offsets(buf)
+    a = np.empty(m)
+    tmp = np.empty(m)
+    _sparse_a(x, buf, a, tmp)
+    # likelihood: Poisson over the active cells; its free constant (a -> a + c 1 shifts every L_J by -c)
+    # integrates out to the multinomial of the dense form exactly (flat prior on the constant)
+    hist = 0.0
+    ga = np.zeros(m)
+    eta = np.empty(g)
+    for J in range(n_act):
+        mx = -np.inf
+        for q in range(g):
+            k = J * g + q
+            e = buf[o_w + k]
+            for j in range(K):
+                e -= buf[o_val + k * K + j] * a[int(buf[o_idx + k * K + j])]
+            eta[q] = e
+            if e > mx:
+                mx = e
+        acc = 0.0
+        for q in range(g):
+            acc += math.exp(eta[q] - mx)
+        LJ = mx + math.log(acc)
+        cJ = buf[o_cnt + J]
+        mu = math.exp(LJ)
+        hist += cJ * LJ - mu
+        wJ = nf * (cJ - mu)
+        for q in range(g):
+            k = J * g + q
+            coef = -wJ * math.exp(eta[q] - LJ)
+            for j in range(K):
+                ga[int(buf[o_idx + k * K + j])] += coef * buf[o_val + k * K + j]
+    hist *= nf
+    s = x[m]
+    isig2 = math.exp(-2.0 * s)
+    sigma2 = math.exp(2.0 * s)
+    mean = 0.0
+    for i in range(m):
+        mean += a[i]
+    mean /= m
+    rr = 0.0
+    aPa = 0.0
+    for i in range(m):
+        pa = 0.0
+        for k in range(int(buf[o_Pp + i]), int(buf[o_Pp + i + 1])):
+            pa += buf[o_Px + k] * a[int(buf[o_Pi + k])]
+        aPa += a[i] * pa
+        rr += (a[i] - mean) ** 2
+        ga[i] -= (a[i] - mean) / ridge_sd ** 2 + isig2 * pa
+    logp = hist - 0.5 * rr / ridge_sd ** 2 - 0.5 * isig2 * aPa - rank * s - 0.5 * sigma2 / sigma_scale ** 2 + s
+    for i in range(m):
+        tmp[i] = ga[int(buf[o_perm + i])]
+    solve_l(buf[o_Lp:o_Lp + m + 1], buf[o_Li:o_Lx], buf[o_Lx:o_Lx + int(buf[12])], tmp, grad[:m])
+    grad[m] = -rank + isig2 * aPa - sigma2 / sigma_scale ** 2 + 1.0
+    if nu > 0:
+        lb = x[m + 1]
+        beta = math.exp(lb)
+        logp += 0.5 * nu * lb - 0.5 * beta * S - 1e-3 * beta + lb
+        grad[m + 1] = 0.5 * nu - 0.5 * beta * S - 1e-3 * beta + 1.0
+    return logp
+
+
+@cfunc(types.int64(types.uint64, types.CPointer(types.double), types.CPointer(types.double),
+                   types.CPointer(types.double), types.voidptr), cache=True, nogil=True)
+def sparse_logp_cfunc(dim, x_, out_, logp_, user_data):
+    buf = carray(user_data, (1,), np.float64)
+    buf = carray(user_data, (int(buf[0]),), np.float64)
+    if dim != int(buf[1]) + 1 + (buf[10] > 0):
+        return -1
+    x = carray(x_, (dim,))
+    out = carray(out_, (dim,))
+    lp = carray(logp_, (1,))
+    val = sparse_logp_grad(x, buf, out)
+    lp[0] = val
+    return _status(val, out)
+
+
+@cfunc(types.int64(types.uint64, types.uint64, types.CPointer(types.double), types.CPointer(types.double),
+                   types.voidptr), cache=True, nogil=True)
+def sparse_expand_cfunc(dim, expanded, x_, out_, user_data):
+    """Draw -> stored values [a (m,), sigma_rw, (beta)]: the spline coefficients of f and the scales."""
+    buf = carray(user_data, (1,), np.float64)
+    buf = carray(user_data, (int(buf[0]),), np.float64)
+    m = int(buf[1])
+    if expanded != dim:
+        return -1
+    x = carray(x_, (dim,))
+    out = carray(out_, (dim,))
+    a = np.empty(m)
+    tmp = np.empty(m)
+    _sparse_a(x, buf, a, tmp)
+    for i in range(m):
+        out[i] = a[i]
+    for i in range(m, dim):
         out[i] = math.exp(x[i])
     return 0

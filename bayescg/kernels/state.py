@@ -5,7 +5,7 @@ result does not depend on the thread that runs it, and sums over walkers are tak
 fixed order.  The drivers in :mod:`bayescg.kernels.loops` take these tuples (not positional lists);
 their numba types, from prototypes, make the drivers' explicit signatures.
 
-Shapes: W walkers, d dimensions, B batches, C histogram cells (bins**d for d <= 2, d * bins marginal
+Shapes: W walkers, d dimensions, B batches, C histogram cells (bins**d for d <= 3, d * bins marginal
 cells for d = 3), S stored samples per walker.
 """
 from __future__ import annotations

@@ -10,7 +10,7 @@ from .numbers import num
 
 
 def _names(fit, variables=None):
-    return list(variables) if variables else (["q"] if fit.dim == 1 else ["x", "y"])[: fit.dim]
+    return list(variables) if variables else (["q"] if fit.dim == 1 else ["x", "y", "z"])[: fit.dim]
 
 
 def plot_potential_1d(fit, ax=None):
@@ -36,20 +36,28 @@ def plot_potential_2d(fit, axes=None, variables=None):
     g = np.asarray(fit.grid)
     names = _names(fit, variables)
     U = np.asarray(fit.U_mean)
+    ref = None if fit.reference_grid is None else np.asarray(fit.reference_grid)
+    w = np.asarray(fit.U_upper) - np.asarray(fit.U_lower)
+    if g.shape[1] == 3:  # d = 3: the (x, y) slice of grid points through the minimum of U
+        zs = g[np.argmin(U), 2]
+        on = np.isclose(g[:, 2], zs)
+        g, U, w = g[on], U[on], w[on]
+        ref = None if ref is None else ref[on]
+        fig.suptitle(f"slice at {names[2] if len(names) > 2 else 'the third coordinate'} = {zs:.3g} "
+                     "(through the minimum of U)", fontsize=9)
     from matplotlib.ticker import MaxNLocator
 
     levels = MaxNLocator(12).tick_values(float(U.min()), float(np.quantile(U, 0.9)))  # round numbers
     cs = axes[0].tricontourf(g[:, 0], g[:, 1], np.minimum(U, levels[-1]), levels=levels, cmap="viridis")
     fig.colorbar(cs, ax=axes[0], label="U (clipped at its 90% quantile)")
     title = "posterior mean U (colour)"
-    if fit.reference_grid is not None:
-        axes[0].tricontour(g[:, 0], g[:, 1], np.asarray(fit.reference_grid), levels=levels, colors="k",
+    if ref is not None:
+        axes[0].tricontour(g[:, 0], g[:, 1], ref, levels=levels, colors="k",
                            linewidths=0.7)
         axes[0].plot([], [], "k-", lw=0.7, label="reference V_0, same levels")
         axes[0].legend(fontsize=7, loc="upper right")
         title += " and reference V_0 (lines)"
     axes[0].set_title(title, fontsize=10)
-    w = np.asarray(fit.U_upper) - np.asarray(fit.U_lower)
     s1 = axes[1].tricontourf(g[:, 0], g[:, 1], w, levels=12, cmap="magma")
     fig.colorbar(s1, ax=axes[1], label="band width")
     cov = "" if fit.reference_coverage is None else f"; covers {100 * fit.reference_coverage:.0f}% of V_0"
