@@ -378,8 +378,8 @@ def _setup(potential, delta, gamma, steps, walkers, seed, mass, friction, integr
         if hr.shape != (d, 2) or not np.all(np.isfinite(hr)) or np.any(hr[:, 0] >= hr[:, 1]):
             raise InputError(f"hist_range must be {d} pairs (lo, hi) with lo < hi, got {np.asarray(hist_range).tolist()}")
         hist_range = hr
-    cells = bins ** d if d <= 3 else d * bins  # 3D joint: bins^3 cells (32 bytes each per walker)
-    # hist, hkey (int64) and hs1, hs2 (float64): 32 bytes per walker and cell
+    cells = bins ** d if d <= 3 else d * bins  # 3D joint: bins^3 cells
+    # hist (int64), hcur, hvis (int32) and hs1, hs2 (float64): 32 bytes per walker and cell
     if walkers * cells * 32 > options.max_hist_bytes:
         raise InputError(f"histograms of {walkers} walkers x {cells} cells exceed "
                          f"{options.max_hist_bytes / 2 ** 30:.3g} GiB; use fewer bins or walkers")
@@ -392,7 +392,7 @@ def _setup(potential, delta, gamma, steps, walkers, seed, mass, friction, integr
         raise InputError("no steps left after burn-in; increase steps or reduce burn_in")
     B = min(options.batches, n_acc)
     batch_len = n_acc // B
-    if batch_len >= 2 ** 31:
+    if n_acc - (B - 1) * batch_len >= 2 ** 31:  # the last batch, with the remainder
         raise InputError(f"batches of {batch_len} steps are too long for the per-batch cell counts; "
                          "use more walkers or EngineOptions(batches=...)")
     S = max_samples // walkers
@@ -640,7 +640,8 @@ def _result(run: _Run, wk, sx, meta, seconds, gamma, beta, burn_in) -> Simulatio
     iat = _q_iat(sx.bq[good], sx.bqq[good], flens)
     marginal = d > 3
     shape = (d, run.bins) if marginal else (run.bins,) * d
-    hist = flush_cells(sx, lens)[0][good].sum(axis=0).reshape(shape)
+    whist = flush_cells(sx, lens)[0][good]                    # (ng, C) per-walker counts, all batches
+    hist = whist.sum(axis=0).reshape(shape)
     hvar = _hist_count_var(run, sx, good, lens).reshape(shape)
     pmom = np.stack([sx.bp, np.diagonal(sx.bpp, axis1=2, axis2=3), sx.bpk[..., 0], sx.bpk[..., 1]], axis=-1)
     pmom = pmom / flens[None, :, None, None]
@@ -671,7 +672,7 @@ def _result(run: _Run, wk, sx, meta, seconds, gamma, beta, burn_in) -> Simulatio
         q_iat_steps=float(np.max(iat)) if np.all(np.isfinite(iat)) else float("nan"), q_iat_steps_per_dim=iat,
         kick_noise=None if run.Z is None else run.Z.copy(), hist_count_var=hvar, p_moment_batches=pmom,
         options=run.options,
-        walker_hist_counts=sx.hist[good].reshape((ng,) + shape).astype(float),
+        walker_hist_counts=whist.reshape((ng,) + shape).astype(float),
         walker_second_moments=sx.bpp[good].sum(axis=1) / max(run.n_acc, 1))
 
 

@@ -13,7 +13,7 @@ gamma 0.014), 16 walkers.  Measured (steps per second, summed over walkers):
 * simulate() end to end (all accumulators, trap detection, histograms, samples), on the lane
   kernels like every d = 1, 2 damped run of an expression potential;
 * scalar C of the same map with glibc's exp/sin/cos, one walker at a time ("C 1 core", the
-  reference of all ratios) and with 4 walkers interleaved ("C 4 lanes"), and C with the fast
+  reference of all ratios; timed in CPU time, like every one-thread column) and with 4 walkers interleaved ("C 4 lanes"), and C with the fast
   functions ported from bayescg.kernels.fastmath, 8 walkers interleaved ("C fast fns 8 lanes";
   gcc may or may not vectorize it) (damped_map.c, gradient generated from the same sympy expression,
   ``gcc -O3 -march=native -ffp-contract=off -fno-tree-slp-vectorize -lm``), run in a subprocess,
@@ -208,15 +208,22 @@ def run_c(exe: Path, q, p, delta, a, e, nsteps, build: Path):
     return z[:n].reshape(q.shape), z[n:].reshape(p.shape), sec
 
 
+def cpu_or_wall():
+    """The clock of a timing: process CPU time when numba runs one thread (the per-core figures: other
+    jobs on a shared machine do not count, though a busy sibling hyperthread still slows the core),
+    wall time with more threads (the speed-up is what they measure)."""
+    return time.process_time if numba.get_num_threads() == 1 else time.perf_counter
+
+
 def numpy_run(grad, q, p, delta, a, e, nsteps):
     q, p = q.copy(), p.copy()
     h = 0.5 * delta
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for _ in range(nsteps):
         q += h * a * p
         p = e * p - delta * grad(q)
         q += h * a * p
-    sec = time.perf_counter() - t0
+    sec = time.process_time() - t0
     if not (np.all(np.isfinite(q)) and np.all(np.isfinite(p))):
         raise SystemExit("NumPy: a walker blew up; the timing would be meaningless")
     return q, p, sec
@@ -227,7 +234,8 @@ def numba_run(kernel, grad, q, p, delta, a, e, nsteps):
     "nd": f(grad, q, p, consts, n)} (benchmarks/bare_kernels.py)."""
     q, p = np.array(q), np.array(p)
     d = q.shape[1]
-    t0 = time.perf_counter()
+    clock = cpu_or_wall()
+    t0 = clock()
     if d == 1 and "1d" in kernel:
         qq, pp = np.ascontiguousarray(q[:, 0]), np.ascontiguousarray(p[:, 0])
         kernel["1d"](grad, qq, pp, a, e, delta, nsteps)
@@ -236,7 +244,7 @@ def numba_run(kernel, grad, q, p, delta, a, e, nsteps):
         kernel["2d"](grad, q, p, a * np.eye(d), e * np.eye(d), delta, True, nsteps)
     else:
         kernel["nd"](grad, q, p, consts(a * np.eye(d), e * np.eye(d), np.zeros((d, d)), delta, True), nsteps)
-    sec = time.perf_counter() - t0
+    sec = clock() - t0
     if not (np.all(np.isfinite(q)) and np.all(np.isfinite(p))):
         raise SystemExit("numba: a walker blew up; the timing would be meaningless")
     return q, p, sec
@@ -343,13 +351,15 @@ def bench(quick: bool, out_md: Path | None):
                     r[f"{label}_{nt}"] = total / sec
             # simulate() end to end (lane kernels)
             sim_steps = total if not quick else 4000
+            def timed_simulate():
+                clock = cpu_or_wall()
+                t0 = clock()
+                res = simulate(pot, delta, prob["gamma"], steps=sim_steps, walkers=W, seed=1,
+                               init_mean=[-0.05, 0.47] if key == "2d" else None, init_sd=0.05 if key == "2d" else 1.0)
+                return res, clock() - t0
             for nt in sorted({1, ncores}):
-                res = with_threads(nt, lambda: min(
-                    (simulate(pot, delta, prob["gamma"], steps=sim_steps, walkers=W, seed=1,
-                              init_mean=[-0.05, 0.47] if key == "2d" else None,
-                              init_sd=0.05 if key == "2d" else 1.0) for _ in range(reps)),
-                    key=lambda s: s.seconds))
-                r[f"simulate_{nt}"] = res.steps_per_second
+                res, sec = with_threads(nt, lambda: best(timed_simulate, reps))
+                r[f"simulate_{nt}"] = res.steps / sec
             npg = numpy_grad(pot)
             n_np = max(20, n // 50)
             r["numpy_16"] = W * n_np / best(lambda: numpy_run(npg, q0, p0, delta, a, e, n_np), reps)[-1]
@@ -386,7 +396,10 @@ def render(rows, checks, ncores, load_before, load_after, quick) -> str:
         + ("(machine shared with other jobs: absolute numbers are pessimistic and noisy)"
            if max(load_before[0], load_after[0]) > 0.5 else "(machine idle)"),
         f"- mode: {'quick (tiny sizes, one timing each, not meaningful)' if quick else 'full, best of 3 timings each'}", "",
-        "Steps per second (millions, summed over walkers); ratio = rate / scalar C on one core.", "",
+        "Steps per second (millions, summed over walkers); ratio = rate / scalar C on one core.  Clocks: C, NumPy and "
+        "the one-thread numba / simulate() columns are CPU time (CLOCK_PROCESS_CPUTIME_ID, time.process_time), so "
+        "their ratios are per-core figures that other jobs do not dilute (a busy sibling hyperthread still slows "
+        f"the core); the {ncores}-thread columns are wall time and limited by the cores the process obtained.", "",
         "| problem | walkers | C 1 core | C 4 lanes | C fast fns 8 lanes | numba 1 | numba " + f"{ncores}"
         + " | numba spec. 1 | numba spec. " + f"{ncores}" + " | simulate() 1 | simulate() " + f"{ncores}"
         + " | NumPy 16 w. | NumPy 4096 w. |",
@@ -402,7 +415,8 @@ def render(rows, checks, ncores, load_before, load_after, quick) -> str:
                      f"{cell('numba_spec_1')} | {cell(f'numba_spec_{ncores}')} | {cell('simulate_1')} | "
                      f"{cell(f'simulate_{ncores}')} | {cell('numpy_16')} | {cell('numpy_4096')} |")
     seen = {n: float(np.median(v)) for n, v in CORES_SEEN.items()}
-    lines += ["", "Scaling from 1 to all threads (CPU cores the process actually obtained, median of the "
+    lines += ["", "Scaling from 1 to all threads (wall rate with all threads / CPU-time rate with one; CPU cores the "
+              "process actually obtained, median of the "
               "multi-thread runs: " + ", ".join(f"{n} threads -> {c:.2f} cores" for n, c in sorted(seen.items()))
               + "; with other jobs on the machine the threads share cores and the speed-up cannot show):", ""]
     for r in rows:

@@ -19,14 +19,16 @@ compiled when first used), :data:`record_chunk`, :data:`init_grad`.
 from __future__ import annotations
 
 import threading
+import types as pytypes
 import warnings
 
 import numpy as np
 from numba import njit, prange, types
 from numba.core.errors import NumbaExperimentalFeatureWarning
+from numba.core.registry import CPUDispatcher as Dispatcher
 from numba.extending import overload
 
-from .accumulate import NEVER, clock_advance, clock_start, count_cell, observe
+from .accumulate import NEVER, clock_advance, clock_start, close_batch, observe
 from .registry import step
 from .rng import fill_normal
 from .state import (CONSTS_T, GRAD_TYPE, GRADL_TYPE, GRID_T, LANES, LANES_TAG, LIVE, PLAN_T, STATS_T,
@@ -109,10 +111,10 @@ def walker_loop(grad, kind, w, Wk, S, c, P, G):
     cnt = Wk.still[w]
     # everything the step loop reads, out of the tuples once (field reads of the big tuples inside the
     # loop measured several times slower)
-    bp, bpp, bpk, bq, bqq, hist, hkey, hs1, hs2, bout, samp_q, samp_p, nstored, qmin, qmax = S
+    bp, bpp, bpk, bq, bqq, hist, hcur, hvis, nvis, hs1, hs2, bout, samp_q, samp_p, nstored, qmin, qmax = S
     blown_at, trapped_at = Wk.blown_at, Wk.trapped_at
     acc_start, batch_len, stride, minmax_start = P.acc_start, P.batch_len, P.stride, P.minmax_start
-    ctl = (P.check_trap, P.p_tol, P.q_tol, P.window, minmax_start, batch_len, G.nbins)
+    ctl = (P.check_trap, P.p_tol, P.q_tol, P.window, minmax_start, G.nbins)
     lo, inv = G.lo, G.inv
     b, bleft, sleft, j = clock_start(P.step0, acc_start, batch_len, B, stride)
     for st in range(P.step0, P.step0 + P.nsteps):
@@ -121,11 +123,14 @@ def walker_loop(grad, kind, w, Wk, S, c, P, G):
         step(kind, grad, c, qw, pw, gw, tmp, z, s)
         acc = st >= acc_start
         sample = acc and ns > 0 and sleft == 0
-        status, cnt = observe(bp, bpp, bpk, bq, bqq, hist, hkey, hs1, hs2, bout, samp_q, samp_p, nstored, qmin,
-                              qmax, blown_at, trapped_at, ctl, lo, inv, w, st, acc, b, sample and j < ns, j, qw, pw, qo, cnt)
+        status, cnt = observe(bp, bpp, bpk, bq, bqq, hcur, hvis, nvis, bout, samp_q, samp_p, nstored, qmin, qmax,
+                              blown_at, trapped_at, ctl, lo, inv, w, st, acc, b, sample and j < ns, j, qw, pw, qo, cnt)
         if status != LIVE:
             break
         if acc:
+            if bleft == 1:  # batch b ends with this step
+                close_batch(hist, hcur, hvis, hs1, hs2, w, nvis[w], batch_len - bout[w, b])
+                nvis[w] = 0
             b, bleft, sleft, j = clock_advance(b, bleft, sleft, j, sample, batch_len, B, stride, ns)
     Wk.still[w] = cnt
     for i in range(d):
@@ -137,7 +142,7 @@ def walker_loop(grad, kind, w, Wk, S, c, P, G):
 @njit
 def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, acc_start, minmax_start,
              batch_len, lo, inv, nbins, stride, check_trap, p_tol, q_tol, window,
-             bp, bpp, bpk, bq, bqq, hist, hkey, hs1, hs2, bout, samp_q, samp_p, nstored, qmin, qmax,
+             bp, bpp, bpk, bq, bqq, hist, hcur, hvis, nvis, hs1, hs2, bout, samp_q, samp_p, nstored, qmin, qmax,
              still, trapped_at, blown_at):
     """d = 1 damped map (3.2) for walkers w0 .. w0 + nl - 1 (nl <= LANES), advanced together step
     by step: positions of all lanes, one gradient call for the block (lane kernel; or one call
@@ -162,6 +167,7 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
     s4 = np.zeros(LANES)
     z = np.empty(1)
     cnt = np.zeros(LANES, dtype=np.int64)
+    nv = np.zeros(LANES, dtype=np.int64)  # cells visited in the open batch (state.Stats.nvis)
     alive = np.zeros(LANES, dtype=np.bool_)
     # all walkers of a chunk share the step counters, so batch and sample positions are common
     b, bleft, sleft, j = clock_start(step0, acc_start, batch_len, B, stride)
@@ -173,6 +179,7 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
         x[l] = q[w, 0]
         v[l] = p[w, 0]
         cnt[l] = still[w]
+        nv[l] = nvis[w]
         G[l] = x[l]
         sp[l] = bp[w, b, 0]
         spp[l] = bpp[w, b, 0, 0]
@@ -232,7 +239,11 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
                 sqq[l] += xl * xl
                 y = (xl - lo) * inv
                 if y >= 0.0 and y < nbins:
-                    count_cell(hist, hkey, hs1, hs2, bout, w, int(y), b, batch_len)
+                    c = int(y)  # accumulate.count_cell, inline
+                    k = hcur[w, c]
+                    hvis[w, nv[l]] = c
+                    nv[l] += k == 0
+                    hcur[w, c] = k + 1
                 else:
                     bout[w, b] += 1
                 if sample and j < S:
@@ -253,6 +264,8 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
             if bleft == 0:
                 for l in range(nl):
                     w = w0 + l
+                    close_batch(hist, hcur, hvis, hs1, hs2, w, nv[l], batch_len - bout[w, b])
+                    nv[l] = 0
                     bp[w, b, 0] = sp[l]
                     bpp[w, b, 0, 0] = spp[l]
                     bq[w, b, 0] = sq[l]
@@ -278,6 +291,7 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
         bpk[w, b, 0, 0] = s3[l]
         bpk[w, b, 0, 1] = s4[l]
         still[w] = cnt[l]
+        nvis[w] = nv[l]
         q[w, 0] = x[l]
         p[w, 0] = v[l]
 
@@ -360,7 +374,7 @@ def kick_white_drift2_lanes(G, x, y, u, v, nl, alive, h, delta, a00, a01, a10, a
 @njit
 def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps, acc_start, minmax_start,
              batch_len, hist_lo, hist_inv, nbins, stride, check_trap, p_tol, q_tol, window,
-             bp, bpp, bpk, bq, bqq, hist, hkey, hs1, hs2, bout, samp_q, samp_p, nstored, qmin, qmax,
+             bp, bpp, bpk, bq, bqq, hist, hcur, hvis, nvis, hs1, hs2, bout, samp_q, samp_p, nstored, qmin, qmax,
              still, trapped_at, blown_at):
     """d = 2 damped map (3.2) for walkers w0 .. w0 + nl - 1, advanced together as in
     block_1d, with A and E (full 2x2 or diagonal) in scalars.  The arithmetic is
@@ -408,6 +422,7 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
     l10 = L[1, 0]
     l11 = L[1, 1]
     cnt = np.zeros(LANES, dtype=np.int64)
+    nv = np.zeros(LANES, dtype=np.int64)  # cells visited in the open batch (state.Stats.nvis)
     alive = np.zeros(LANES, dtype=np.bool_)
     b, bleft, sleft, j = clock_start(step0, acc_start, batch_len, B, stride)
     nalive = 0
@@ -420,6 +435,7 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
         u[l] = p[w, 0]
         v[l] = p[w, 1]
         cnt[l] = still[w]
+        nv[l] = nvis[w]
         G[l] = x[l]
         G[LANES + l] = y[l]
         s0[l] = bp[w, b, 0]
@@ -495,7 +511,11 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
                 c0 = (xl - lo0) * inv0
                 c1 = (yl - lo1) * inv1
                 if c0 >= 0.0 and c0 < nbins and c1 >= 0.0 and c1 < nbins:
-                    count_cell(hist, hkey, hs1, hs2, bout, w, int(c0) * nbins + int(c1), b, batch_len)
+                    c = int(c0) * nbins + int(c1)  # accumulate.count_cell, inline
+                    k = hcur[w, c]
+                    hvis[w, nv[l]] = c
+                    nv[l] += k == 0
+                    hcur[w, c] = k + 1
                 else:
                     bout[w, b] += 1
                 if sample and j < S:
@@ -521,6 +541,8 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
                 sleft -= 1
             if bleft == 0:
                 for l in range(nl):
+                    close_batch(hist, hcur, hvis, hs1, hs2, w0 + l, nv[l], batch_len - bout[w0 + l, b])
+                    nv[l] = 0
                     _store2(bp, bpp, w0 + l, b, s0[l], s1[l], s00[l], s01[l], s11[l])
                     _store2q(bq, bqq, w0 + l, b, r0[l], r1[l], r00[l], r11[l])
                     _store2k(bpk, w0 + l, b, t0[l], t1[l], f0[l], f1[l])
@@ -544,6 +566,7 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
         _store2q(bq, bqq, w, b, r0[l], r1[l], r00[l], r11[l])
         _store2k(bpk, w, b, t0[l], t1[l], f0[l], f1[l])
         still[w] = cnt[l]
+        nvis[w] = nv[l]
         q[w, 0] = x[l]
         q[w, 1] = y[l]
         p[w, 0] = u[l]
@@ -592,8 +615,8 @@ def _lanes_chunk1(grad, Wk, S, c, noisy, P, G):
         w0 = blk * LANES
         block_1d(grad, w0, min(LANES, W - w0), Wk.q, Wk.p, Wk.rng, c.A[0, 0], c.E[0, 0], c.L[0, 0], noisy, c.delta,
                  P.step0, P.nsteps, P.acc_start, P.minmax_start, P.batch_len, G.lo[0], G.inv[0], G.nbins, P.stride,
-                 P.check_trap, P.p_tol, P.q_tol, P.window, S.bp, S.bpp, S.bpk, S.bq, S.bqq, S.hist, S.hkey, S.hs1,
-                 S.hs2, S.bout, S.samp_q, S.samp_p, S.nstored, S.qmin, S.qmax, Wk.still, Wk.trapped_at, Wk.blown_at)
+                 P.check_trap, P.p_tol, P.q_tol, P.window, S.bp, S.bpp, S.bpk, S.bq, S.bqq, S.hist, S.hcur, S.hvis,
+                 S.nvis, S.hs1, S.hs2, S.bout, S.samp_q, S.samp_p, S.nstored, S.qmin, S.qmax, Wk.still, Wk.trapped_at, Wk.blown_at)
 
 
 def _lanes_chunk2(grad, Wk, S, c, noisy, P, G):
@@ -603,8 +626,8 @@ def _lanes_chunk2(grad, Wk, S, c, noisy, P, G):
         w0 = blk * LANES
         block_2d(grad, w0, min(LANES, W - w0), Wk.q, Wk.p, Wk.rng, c.A, c.E, c.L, noisy, c.delta, c.diag,
                  P.step0, P.nsteps, P.acc_start, P.minmax_start, P.batch_len, G.lo, G.inv, G.nbins, P.stride,
-                 P.check_trap, P.p_tol, P.q_tol, P.window, S.bp, S.bpp, S.bpk, S.bq, S.bqq, S.hist, S.hkey, S.hs1,
-                 S.hs2, S.bout, S.samp_q, S.samp_p, S.nstored, S.qmin, S.qmax, Wk.still, Wk.trapped_at, Wk.blown_at)
+                 P.check_trap, P.p_tol, P.q_tol, P.window, S.bp, S.bpp, S.bpk, S.bq, S.bqq, S.hist, S.hcur, S.hvis,
+                 S.nvis, S.hs1, S.hs2, S.bout, S.samp_q, S.samp_p, S.nstored, S.qmin, S.qmax, Wk.still, Wk.trapped_at, Wk.blown_at)
 
 
 def _init_grad(grad, q, g):
@@ -678,10 +701,24 @@ _SPECIALIZED: dict = {}
 def specialized(kernel):
     """A lazily compiled copy of driver ``kernel`` (e.g. ``_lanes_chunk1``) that specializes on the
     gradient dispatcher, so LLVM can inline the gradient (no indirect call).  Each new gradient costs a
-    full compile (~10 s), so simulate() uses it only for long runs; results are the same bits."""
+    full compile (~10 s), so simulate() uses it only for long runs; results are the same bits.
+
+    The copy calls its own copies of the njit functions it calls directly (block_1d ...), which only ever see
+    dispatcher-typed gradients.  Sharing them with the production drivers failed: typing a call with a
+    dispatcher argument rates every compiled overload of the callee, and for an overload whose gradient
+    parameter is a first-class function type numba compiles the dispatcher for that type's signature
+    (``Dispatcher.can_convert_to``); an array kernel g(q, out) met against the lane drivers' g(S)
+    raised numba's "Signature mismatch" TypeError (not a NumbaError, so not treated as "no conversion")."""
     fn = _SPECIALIZED.get(kernel)
     if fn is None:
-        jitted = njit(parallel=True)(getattr(kernel, "py_func", kernel))
+        py = getattr(kernel, "py_func", kernel)
+        env = dict(py.__globals__)
+        for name in py.__code__.co_names:
+            f = env.get(name)
+            if isinstance(f, Dispatcher):
+                env[name] = njit(**{k: v for k, v in f.targetoptions.items() if k != "nopython"})(f.py_func)
+        jitted = njit(parallel=True)(pytypes.FunctionType(py.__code__, env, py.__name__, py.__defaults__,
+                                                          py.__closure__))
 
         def fn(*args):
             with warnings.catch_warnings():  # compiling with first-class functions warns

@@ -57,11 +57,12 @@ class Stats(NamedTuple):
     """Streaming accumulators of the post-burn-in steps (batch b = min(k // batch_len, B - 1) of step k).
 
     bp (W, B, d), bpp (W, B, d, d): batch sums of p and p p^T; bpk (W, B, d, 2): of p_i^3, p_i^4;
-    bq, bqq (W, B, d): of q_i and q_i^2.  hkey (W, C) int64 the count of the cell in the last batch that
-    touched it, packed as (batch + 1) << 32 | count; hist, hs1, hs2 (W, C) sums over the cell's earlier
-    (finished) batches of that walker of n_bc (int64), l_b n_bc and n_bc^2 (accumulate.flush_cells adds
-    the open batch) (n_bc the batch's count in
-    the cell, l_b its in-grid steps); bout (W, B) int64 steps off the grid per batch.  samp_q, samp_p
+    bq, bqq (W, B, d): of q_i and q_i^2.  Cell counts: hcur (W, C) int32 the count n_bc of each cell in
+    the walker's open batch; hvis (W, C + 1) int32 the cells of the open batch in order of first visit,
+    nvis (W,) how many (one spare slot: the lane loops store before they know whether the cell is new);
+    hist, hs1, hs2 (W, C) sums over the walker's closed batches of n_bc (int64), l_b n_bc and n_bc^2
+    (accumulate.close_batch; accumulate.flush_cells adds the open one) (l_b the batch's in-grid steps);
+    bout (W, B) int64 steps off the grid per batch.  samp_q, samp_p
     (W, S, d) samples every ``stride`` steps, nstored (W,).  qmin, qmax (W, d): range of q over the
     burn-in steps >= minmax_start (the histogram grid)."""
     bp: np.ndarray
@@ -70,7 +71,9 @@ class Stats(NamedTuple):
     bq: np.ndarray
     bqq: np.ndarray
     hist: np.ndarray
-    hkey: np.ndarray
+    hcur: np.ndarray
+    hvis: np.ndarray
+    nvis: np.ndarray
     hs1: np.ndarray
     hs2: np.ndarray
     bout: np.ndarray
@@ -124,7 +127,8 @@ def new_walkers(q, p, rng) -> Walkers:
 def new_stats(W, d, B, cells, S) -> Stats:
     z = np.zeros
     return Stats(bp=z((W, B, d)), bpp=z((W, B, d, d)), bpk=z((W, B, d, 2)), bq=z((W, B, d)), bqq=z((W, B, d)),
-                 hist=z((W, cells), dtype=np.int64), hkey=z((W, cells), dtype=np.int64), hs1=z((W, cells)),
+                 hist=z((W, cells), dtype=np.int64), hcur=z((W, cells), dtype=np.int32),
+                 hvis=z((W, cells + 1), dtype=np.int32), nvis=z(W, dtype=np.int64), hs1=z((W, cells)),
                  hs2=z((W, cells)), bout=z((W, B), dtype=np.int64), samp_q=z((W, S, d)), samp_p=z((W, S, d)),
                  nstored=z(W, dtype=np.int64), qmin=np.full((W, d), np.inf), qmax=np.full((W, d), -np.inf))
 
