@@ -72,11 +72,16 @@ def test_2d_histogram_and_matrices(quad2):
     assert abs((hx * cx).sum() / hx.sum() - r.samples_q[:, 0].mean()) < 0.05
 
 
-def test_3d_marginal_histograms():
+def test_3d_joint_and_4d_marginal_histograms():
+    # d = 3 counts the joint bins^3 histogram (3D learning); d > 3 falls back to per-coordinate marginals
     pot = Potential.from_expression("(x**2 + y**2 + z**2)/2", ["x", "y", "z"])
     r = simulate(pot, 0.1, integrator="langevin", steps=30_000, walkers=3, bins=20)
-    assert r.hist_marginal and r.hist_counts.shape == (3, 20)
-    assert np.all(r.hist_counts.sum(axis=1) + r.hist_outside == r.accumulated_steps)
+    assert not r.hist_marginal and r.hist_counts.shape == (20, 20, 20)
+    assert r.hist_counts.sum() + r.hist_outside == r.accumulated_steps
+    pot4 = Potential.from_expression("(w**2 + x**2 + y**2 + z**2)/2", ["w", "x", "y", "z"])
+    r4 = simulate(pot4, 0.1, integrator="langevin", steps=30_000, walkers=3, bins=20)
+    assert r4.hist_marginal and r4.hist_counts.shape == (4, 20)
+    assert np.all(r4.hist_counts.sum(axis=1) + r4.hist_outside == r4.accumulated_steps)
 
 
 class StopAfter:
