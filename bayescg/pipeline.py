@@ -399,6 +399,9 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
 
     target = fit if fit.method == "map" else fit_effective_potential(
         sim, knots=knots, method="map", seed=seed, mass_fraction=mass_fraction, draws=400)
+    from .runtime import begin_stage
+
+    begin_stage(control, f"finite-delta correction: fixed point on white-kick runs ({steps:.3g} steps each)")
     learn = damped_white_learner(sim, sim_kw, knots=knots, steps=steps, seed=seed + 1, control=control)
     try:
         corr = fixed_point_correction(target.knots, target.coef_mean, learn,
@@ -412,6 +415,7 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
     if potential is not None and getattr(sim, "final_q", None) is not None:
         from .bias import white_noise_check
 
+        begin_stage(control, "finite-delta correction: white-noise check of the residual kicks")
         chk, kicks = white_noise_check(potential, sim, target.knots, target.coef_mean,
                                        np.asarray(target.coef_mean) + corr.coef_shift)
         corr.white_noise_check = chk
@@ -420,6 +424,7 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
 
             # the coupled maps are cheap (a tabulated gradient, no recipe statistics): 4x a white run's steps; their
             # Monte Carlo error enters the band
+            begin_stage(control, "finite-delta correction: kick-shape step (coupled maps)")
             apply_kick_shape(corr, target, sim, kicks, steps=int(min(4 * steps, 2e8)))
         if chk["flag"]:
             warnings.append(
