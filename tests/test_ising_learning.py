@@ -1,4 +1,5 @@
 """Marginal likelihood, EM, relent, Laplace, NUTS vs Gibbs, predictions, bad input, pipeline."""
+import warnings
 import itertools
 
 import numpy as np
@@ -63,7 +64,11 @@ def test_pytensor_graph_matches_numpy():
     rng = np.random.default_rng(1)
     x = np.where(rng.random((3, 8)) < 0.6, 1, -1)
     tc, tf = pt.dvector("tc"), pt.dscalar("tf")
-    f = pytensor.function([tc, tf], pointwise_loglik_graph(cm, cm.agree_counts(x), tc, tf), mode="FAST_COMPILE")
+    with warnings.catch_warnings():  # issue 17: no deprecated pytensor op (batched_dot) in the graph
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        g = pointwise_loglik_graph(cm, cm.agree_counts(x), tc, tf)
+    f = pytensor.function([tc, tf], g, mode="FAST_COMPILE")
     th = np.array([0.2, 0.5])
     np.testing.assert_allclose(f(th, 0.8), brute_marginal(cm, x, th, 0.8), atol=1e-10)
 

@@ -115,7 +115,7 @@ def forward_logz(cm: CoarseModel, coef, eh=None, offset=0.0):
     M = (W[None, None] * E[:, :, None, :] * (1.0 - pad)[None] + eye[None]).reshape((B * 2 ** levels, S, S))
     logs = pt.zeros((B * 2 ** levels,))  # log normalizer of each partial product
     for _ in range(levels):
-        M = pt.batched_dot(M[0::2], M[1::2])  # order kept
+        M = pt.matmul(M[0::2], M[1::2])  # batched over the leading axis, order kept
         sc = _const_grad(M.max(axis=(1, 2)))  # > 0 unless a pattern is impossible
         M = M / sc[:, None, None]
         logs = logs[0::2] + logs[1::2] + pt.log(sc)
