@@ -116,9 +116,9 @@ def test_3d_micro_scale_calibrated_run_learns_U0_with_nuts():
     K_law_ii Tr(Cov_p) / (3 T_i).  That, not the finite-delta bias, is the gap between the RMSE here (~0.14) and on
     exact samples (0.043): measured ratios learned / K = 1.013 / 0.942 / 1.039, predicted from T_i 1.016 / 0.947 /
     1.044 (benchmarks/RESULTS_D3.md).  The test checks the curvature along each axis against that prediction
-    Passed 2026-12-02: 433 s wall, 261 s CPU, 560 MB peak RSS at load ~7.
     (3 %: the same weighted quadratic fitted to the MAP U of exact samples, 4e5 at 24 bins / 8 knots, is
-    1.2-1.8 % low on every axis -- binning and spline bias -- and 3-3.5 % low at 16 bins / 6 knots)."""
+    1.2-1.8 % low on every axis -- binning and spline bias -- and 3-3.5 % low at 16 bins / 6 knots).
+    Passed 2026-12-02: 433 s wall, 261 s CPU, 560 MB peak RSS, load ~7."""
     from scipy.linalg import expm
 
     from bayescg.bias import linear_map_covariance
