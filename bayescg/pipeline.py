@@ -444,7 +444,8 @@ def _correction_blocker(sim, mode: str, max_dim: int = 1) -> str:
     if mode == "none":
         return "fit.delta_correction = 'none'"
     if sim.dim > 2:
-        return "the fixed-point correction is implemented for d = 1, 2 (d = 3 fits use marginal histograms)"
+        return ("the fixed-point correction is implemented for d = 1, 2 (in d = 3 the white-noise law predicts a "
+                "curvature bias of ~0.1 % at delta = 0.05, benchmarks/RESULTS_D3.md)")
     if sim.dim > max_dim:
         return ("the d = 2 fixed point (bayescg.bias) is not applied by learn yet: it is tested on a 2D quadratic "
                 "only (pipeline.correct_finite_delta(max_dim=2) applies it)")
