@@ -397,8 +397,7 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
         cont = hold = lambda c: c  # noqa: E731
     coef = cont(s * ct)
     history, converged, se = [], False, np.zeros(len(x))
-    it, Z_used, Z0, prev = 0, Z, Z, None
-    logz = 0.0  # Z = Z0 exp(logz): the kick variance is iterated jointly with U_c (one state, one mixing)
+    it, alpha, Z_used = 0, 1.0, Z
     for it in range(1, int(max_iter) + 1):
         fit = learn(coef, Z)
         F = ev(np.asarray(fit.coef_mean, dtype=float))
@@ -415,24 +414,11 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
         vp = 1.0 / float(fit.beta["beta_hat"])
         history.append({"iteration": it, "kick_noise": np.asarray(Z).tolist(), "var_p": vp,
                         "update_rms": rms_upd, "mc_error_rms": rms_se, "update_max": float(np.max(np.abs(upd[reg])))})
-        # state x = (coef, log Z), residual r = ((B4) step, (B3) log-temperature step, at most x2 per run: the
-        # temperature of a non-linear map is not proportional to Z).  The plain iteration x <- x + r does not
-        # contract on the double well (the white run's var(p) follows U_c's wall curvature, so U and Z feed each
-        # other); Anderson mixing of depth 1 takes the step from the measured change of the residual instead:
-        # x <- x + r - theta (dx + dr), theta = <dr, r> / <dr, dr> (the secant along the last step).
-        x_now = np.append(coef, logz)
-        r = np.append(hold(s * (ct - np.asarray(fit.coef_mean, dtype=float))),
-                      math.log(float(np.clip(var_p / vp, 0.5, 2.0))))
-        x_new = x_now + r
-        if prev is not None:
-            dx, dr = x_now - prev[0], r - prev[1]
-            den = float(dr @ dr)
-            theta = float(dr @ r) / den if den > 0 else 0.0
-            x_new = x_new - theta * (dx + dr)
-            history[-1]["anderson_theta"] = theta
-        prev = (x_now, r)
-        coef, logz = cont(x_new[:-1]), float(x_new[-1])
-        Z_used, Z = Z, Z0 * math.exp(logz)
+        if history[:-1] and rms_upd > history[-2]["update_rms"]:
+            alpha *= 0.5  # the update grew: damp it
+        coef = cont(coef + alpha * hold(s * (ct - np.asarray(fit.coef_mean, dtype=float))))
+        # (B3) rescaling, at most x2 per run: the temperature of a non-linear map is not proportional to Z
+        Z_used, Z = Z, Z * float(np.clip(var_p / vp, 0.5, 2.0))
         if it >= min_iter and rms_upd <= rms_se:
             converged = True
             break
