@@ -447,8 +447,8 @@ def _correction_blocker(sim, mode: str, max_dim: int = 1) -> str:
         return ("the fixed-point correction is implemented for d = 1, 2 (in d = 3 the white-noise law predicts a "
                 "curvature bias of ~0.1 % at delta = 0.05, benchmarks/RESULTS_D3.md)")
     if sim.dim > max_dim:
-        return ("the d = 2 fixed point (bayescg.bias) is not applied by learn yet: it is tested on a 2D quadratic "
-                "only (pipeline.correct_finite_delta(max_dim=2) applies it)")
+        return ("the d = 2 fixed point (bayescg.bias) is not applied by learn yet: its check on a 2D quadratic with "
+                "micro-scales has not been completed (pipeline.correct_finite_delta(max_dim=2) applies it)")
     if getattr(sim, "integrator", "damped") != "damped":
         return f"the run used integrator {sim.integrator!r}, not the damped map (3.2)"
     if not np.isfinite(sim.beta_hat) or sim.beta_hat <= 0:
