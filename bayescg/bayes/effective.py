@@ -616,25 +616,14 @@ def _sparse_rows(B, k: int):
     return idx, np.take_along_axis(B, idx, axis=1)
 
 
-def effective_density(counts, basis: EffectiveBasis, whitening: AdaptiveWhitening, *, momenta_stats=None,
-                      n_eff_factor: float = 1.0, beta: float | None = None, sigma_rw_scale: float = 1.0,
-                      ridge_sd: float = 100.0, sigma_init: float = 0.1) -> EffectiveDensity:
-    """The arrays of :class:`EffectiveDensity` for ``counts`` (bins,)*d on ``basis`` (same model and
-    arguments as :func:`build_effective_potential_model` with an :class:`AdaptiveWhitening`); sigma_init:
-    centre of the starting points of sigma_rw (e.g. its MAP)."""
+def _density_inputs(counts, basis: EffectiveBasis, n_eff_factor: float, momenta_stats, beta):
+    """Checked inputs shared by the dense and sparse densities: (active counts, nu, S, fixed beta or None)."""
     counts = np.asarray(counts, dtype=float)
     if not 0 < n_eff_factor <= 1:
         raise InputError(f"n_eff_factor must be in (0, 1], got {n_eff_factor}")
     c_act = basis.active_counts(counts)
     if c_act.sum() < counts.sum():
         raise InputError("some counts lie outside the active region of the likelihood grid")
-    P_b = basis.Q.T @ basis.P @ basis.Q
-    V = whitening.V
-    M = np.ascontiguousarray(basis.Q @ V)
-    G1 = np.ascontiguousarray(V.T @ V)
-    G2 = np.ascontiguousarray(V.T @ P_b @ V)
-    node_idx, node_val, logw = basis.nodes
-    g = basis.quad
     if momenta_stats is not None:
         nu, S = momenta_likelihood_params(float(momenta_stats["beta_hat"]), float(momenta_stats["beta_hat_se"]))
         fixed = None
@@ -642,12 +631,35 @@ def effective_density(counts, basis: EffectiveBasis, whitening: AdaptiveWhitenin
         raise InputError("give momenta_stats or a positive fixed beta")
     else:
         nu, S, fixed = 0.0, 0.0, float(beta)
+    return c_act, nu, S, fixed
+
+
+def _pack(parts) -> np.ndarray:
+    """One contiguous float64 buffer of ``parts`` (raveled); entry 0 holds its length."""
+    buf = np.ascontiguousarray(np.concatenate([np.asarray(p, dtype=float).ravel() for p in parts]))
+    buf[0] = len(buf)
+    return buf
+
+
+def effective_density(counts, basis: EffectiveBasis, whitening: AdaptiveWhitening, *, momenta_stats=None,
+                      n_eff_factor: float = 1.0, beta: float | None = None, sigma_rw_scale: float = 1.0,
+                      ridge_sd: float = 100.0, sigma_init: float = 0.1) -> EffectiveDensity:
+    """The arrays of :class:`EffectiveDensity` for ``counts`` (bins,)*d on ``basis`` (same model and
+    arguments as :func:`build_effective_potential_model` with an :class:`AdaptiveWhitening`); sigma_init:
+    centre of the starting points of sigma_rw (e.g. its MAP)."""
+    c_act, nu, S, fixed = _density_inputs(counts, basis, n_eff_factor, momenta_stats, beta)
+    P_b = basis.Q.T @ basis.P @ basis.Q
+    V = whitening.V
+    M = np.ascontiguousarray(basis.Q @ V)
+    G1 = np.ascontiguousarray(V.T @ V)
+    G2 = np.ascontiguousarray(V.T @ P_b @ V)
+    node_idx, node_val, logw = basis.nodes
+    g = basis.quad
     n = V.shape[1]
     head = [0.0, n, M.shape[0], len(c_act), node_idx.shape[1], g ** basis.dim, node_idx.shape[0], n_eff_factor,
             penalty_rank(P_b), sigma_rw_scale, ridge_sd, nu, S]
     parts = [np.asarray(head, dtype=float), M, G1, G2, whitening.lam, whitening.c, node_idx, node_val, logw, c_act]
-    buf = np.ascontiguousarray(np.concatenate([np.asarray(p, dtype=float).ravel() for p in parts]))
-    buf[0] = len(buf)
+    buf = _pack(parts)
     centre = np.zeros(n + 1 + (fixed is None))
     scale = np.ones_like(centre)
     centre[n] = math.log(sigma_init)
@@ -852,19 +864,7 @@ def sparse_density(counts, basis: EffectiveBasis, a_map, chol: SparseCholesky, r
     """:class:`SparseDensity` for ``counts`` (bins,)*d on ``basis`` whitened by ``chol`` at ``a_map``."""
     from scipy import sparse
 
-    counts = np.asarray(counts, dtype=float)
-    if not 0 < n_eff_factor <= 1:
-        raise InputError(f"n_eff_factor must be in (0, 1], got {n_eff_factor}")
-    c_act = basis.active_counts(counts)
-    if c_act.sum() < counts.sum():
-        raise InputError("some counts lie outside the active region of the likelihood grid")
-    if momenta_stats is not None:
-        nu, S = momenta_likelihood_params(float(momenta_stats["beta_hat"]), float(momenta_stats["beta_hat_se"]))
-        fixed = None
-    elif beta is None or not beta > 0:
-        raise InputError("give momenta_stats or a positive fixed beta")
-    else:
-        nu, S, fixed = 0.0, 0.0, float(beta)
+    c_act, nu, S, fixed = _density_inputs(counts, basis, n_eff_factor, momenta_stats, beta)
     idx, val, logw = basis.nodes
     m = basis.n_coef
     P = sparse.csr_matrix(basis.P)
@@ -874,8 +874,7 @@ def sparse_density(counts, basis: EffectiveBasis, a_map, chol: SparseCholesky, r
             sigma_rw_scale, ridge_sd, nu, S, L.nnz, P.nnz]
     parts = [np.asarray(head, dtype=float), a_map, chol.perm, L.indptr, L.indices, L.data, P.indptr, P.indices,
              P.data, idx, val, logw, c_act]
-    buf = np.ascontiguousarray(np.concatenate([np.asarray(p, dtype=float).ravel() for p in parts]))
-    buf[0] = len(buf)
+    buf = _pack(parts)
     centre = np.zeros(m + 1 + (fixed is None))
     scale = np.ones_like(centre)
     centre[m] = math.log(sigma_init)
