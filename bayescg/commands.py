@@ -162,6 +162,10 @@ def cmd_scales(args, model=None, out=None):
     model = model or _model(args)
     _require_potential(model)
     deltas = _parse_deltas_arg(args, model)
+    if getattr(args, "deltas", None) and getattr(args, "model", None):
+        # the deltas run become the model's [scales] deltas, so the report's settings, scales.json's meta and
+        # the --resume fingerprint say what was scanned (not the file's list)
+        model = load_model(args.model, list(args.overrides or []) + [f"scales.deltas={deltas!r}"])
     out = out or _out(args, model, "scales")
     if (done := _finished(args, out, model, "scales")) is not None:
         return done

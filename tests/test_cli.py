@@ -83,3 +83,21 @@ def test_subprocess_entry_point_one_line(tmp_path):
     p = tmp_path / "m.toml"
     p.write_text(GOOD.replace("delta = 0.1", "delta = 0"))
     one_line_error(run_cli("learn", str(p)))
+
+
+def test_scales_deltas_option_is_what_the_outputs_report(tmp_path):
+    """--deltas overrides the file's [scales] deltas: scales.json's meta and the report's settings block show
+    the deltas actually scanned, not the file's list."""
+    import json
+
+    p = tmp_path / "m.toml"
+    p.write_text('name = "d"\n[potential]\nvariables = ["q"]\nexpression = "q**2/2"\ndomain = [[-5.0, 5.0]]\n'
+                 '[simulation]\ndelta = 0.5\ngamma = 0.1\nsteps = 20000\nwalkers = 2\nseed = 3\nbins = 20\n'
+                 '[scales]\ndeltas = [0.9, 0.8]\n')
+    out = tmp_path / "o"
+    assert main(["scales", str(p), "--deltas", "0.4,0.2", "--out", str(out), "--quiet"]) == 0
+    payload = json.loads((out / "scales.json").read_text())
+    assert [r["delta"] for r in payload["rows"]] == [0.4, 0.2]
+    assert payload["meta"]["model"]["scales"]["deltas"] == [0.4, 0.2]
+    html = (out / "report-scales.html").read_text()
+    assert "deltas = [0.4, 0.2]" in html and "0.9, 0.8" not in html

@@ -29,8 +29,11 @@ KL): theta_c and z = logit(2 theta_cf - 1) (PyMC's interval transform).
 """
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -310,16 +313,18 @@ GIBBS_MH_STEPS = 10  # Metropolis steps on theta_c per sweep (cheap next to the 
 
 
 def sample_gibbs(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1, prior_sd=2.0,
-                 control=None, fast=None) -> SamplerRun:
+                 control=None, fast=None, cores: Optional[int] = None) -> SamplerRun:
     """Data augmentation (the slides' Gibbs sampler) on the coarse configurations X, in numba
     (:func:`bayescg.ising.kernel.gibbs_sweeps`): per sweep X_i ~ q(X | x_i, theta) exactly by FFBS,
     theta_cf | X from its truncated Beta, theta_c | X by random-walk Metropolis.  The target is the same
     posterior as :func:`sample_nuts`'s.  Tuning sweeps adapt the Metropolis proposal (Robbins-Monro scale,
     covariance of the chain's tuning draws) and are discarded.  Chain c starts at theta_c ~ U(-1, 1),
-    z ~ U(-1, 1) and uses numba's np.random seeded from ``SeedSequence(seed)``'s c-th child, chains one
-    after another.  ``control``: see :func:`sample_nuts` (checked every GIBBS_CHUNK sweeps)."""
+    z ~ U(-1, 1) and uses numba's np.random seeded from ``SeedSequence(seed)``'s c-th child; ``cores`` chains
+    (default min(chains, 2)) run at once on threads, each chain in one thread (numba's np.random state is per
+    thread), so the draws do not depend on ``cores``.  ``control``: see :func:`sample_nuts` (checked every GIBBS_CHUNK sweeps)."""
     from ..runtime import begin_stage
     from ..sampling import progress_tick
+    from ..sampling import _chain_note
     from .kernel import FastLoglik, gibbs_sweeps, seed_numba
 
     draws, tune, chains = int(draws), int(tune), int(chains)
@@ -330,13 +335,19 @@ def sample_gibbs(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1,
     seed_numba(0)  # compiles here (cold cache) or loads the kernels, outside the timed sampling
     t1, c1 = time.perf_counter(), time.process_time()
     total = chains * (tune + draws)
-    begin_stage(control, f"Gibbs: {chains} chains x ({tune} tuning + {draws} draws)", total)
+    cores = max(1, min(chains, int(cores or 2)))
+    begin_stage(control, f"Gibbs: {chains} chains x ({tune} tuning + {draws} draws), {cores} at a time", total)
     out_c = np.full((chains, draws, K), np.nan)
     out_cf = np.full((chains, draws), np.nan)
     out_acc = np.full((chains, draws), np.nan)
     kept = np.zeros(chains, dtype=np.int64)
-    stopped = False
-    for c, ss in enumerate(np.random.SeedSequence(int(seed)).spawn(chains)):
+    rows = np.zeros(chains, dtype=np.int64)  # sweeps done per chain (progress)
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def chain(c, ss):
+        """One chain, wholly in the calling thread: numba's np.random state is per thread, so seeding here makes
+        the chain's stream independent of which thread runs it and of the other chains (same draws as serial)."""
         s0, s1 = ss.generate_state(2)
         init = np.random.default_rng(int(s0)).uniform(-1.0, 1.0, K + 1)
         st_c = np.ascontiguousarray(init[:K])
@@ -349,8 +360,8 @@ def sample_gibbs(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1,
         ta = np.empty(max(tune, 1))
         done = 0
         while done < tune + draws:
-            if control is not None and getattr(control, "interrupted", False):
-                stopped = True
+            if stop.is_set() or (control is not None and getattr(control, "interrupted", False)):
+                stop.set()
                 break
             if done < tune:
                 n = min(GIBBS_CHUNK, tune - done)
@@ -369,11 +380,20 @@ def sample_gibbs(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1,
                     chol = L / np.exp(np.mean(np.log(np.diag(L))))  # unit geometric scale: log_scale keeps the size
                 except np.linalg.LinAlgError:
                     pass
-            progress_tick(control, c * (tune + draws) + done, note=f"[chain {c + 1}/{chains}: "
-                          + (f"tune {done}/{tune}]" if done < tune else f"draw {done - tune}/{draws}]"))
+            with lock:
+                rows[c] = done
+                progress_tick(control, int(rows.sum()), note=f"[{_chain_note(rows, tune, draws)}]")
         kept[c] = max(0, done - tune)
-        if stopped:
-            break
+
+    seqs = np.random.SeedSequence(int(seed)).spawn(chains)
+    if cores == 1:
+        for c, ss in enumerate(seqs):
+            chain(c, ss)
+    else:
+        with ThreadPoolExecutor(max_workers=cores) as pool:  # gibbs_sweeps releases the GIL (nogil)
+            for f in [pool.submit(chain, c, ss) for c, ss in enumerate(seqs)]:
+                f.result()
+    stopped = stop.is_set()
     t2, c2 = time.perf_counter(), time.process_time()
     idata = _gibbs_idata(cm, out_c, out_cf, out_acc, kept, stopped)
     return SamplerRun(idata, t2 - t1, t1 - t0, "numba-gibbs", c2 - c1, stopped)
