@@ -14,7 +14,7 @@ its bounding rectangle, with a column saying which points lie near data) and wri
   names of ``variables``);
 * ``openmm``: an XML-serialized ``CustomCVForce`` whose collective variables are ``CustomExternalForce``s
   giving the coordinates of particle 0 (variables x, y, z by name, else the first d coordinates in order) and
-  whose energy is a natural-spline ``Continuous1DFunction`` / ``Continuous2DFunction`` of them; outside the table the position is clamped to it and a quadratic
+  whose energy is a natural-spline ``Continuous1DFunction`` / ``Continuous2DFunction`` / ``Continuous3DFunction`` of them; outside the table the position is clamped to it and a quadratic
   wall ``0.5 * bayescg_wall * dist^2`` (global parameter, default ``wall``) is added, because a tabulated
   function is zero outside its range.
 

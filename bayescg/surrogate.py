@@ -828,39 +828,31 @@ def _box_eval(q, j0, T, nt, c, lo, hi, klo, khi, cross, g):
     v = 0.0
     for i in range(d):
         g[j0 + i] = 0.0
+    ai = np.empty(d, dtype=np.int64)
     for idx in range((k + 1) ** d):
         r = idx
         off = 0
-        for i in range(d - 1, -1, -1):
-            a = r % (k + 1)
+        for i in range(d - 1, -1, -1):  # local basis index per dimension, flat offset in C order
+            ai[i] = r % (k + 1)
             r //= k + 1
-            off += (s[i] - k + a) * stride[i]
+            off += (s[i] - k + ai[i]) * stride[i]
         w = c[off]
-        r = idx
         pe = 1.0
         pl = 1.0
-        for i in range(d - 1, -1, -1):
-            a = r % (k + 1)
-            r //= k + 1
-            pe *= e[i, a]
-            pl *= db[i, a] * dq[i]
-        if drop:
-            v += w * (pe - pl)
-        else:
-            v += w * pe
         for i in range(d):
-            r = idx
+            pe *= e[i, ai[i]]
+            pl *= db[i, ai[i]] * dq[i]
+        v += w * (pe - pl) if drop else w * pe
+        for i in range(d):
             ge = 1.0
             gl = 1.0
-            for m in range(d - 1, -1, -1):
-                a = r % (k + 1)
-                r //= k + 1
+            for m in range(d):
                 if m == i:
-                    ge *= db[m, a]
-                    gl *= db[m, a]
+                    ge *= db[m, ai[m]]
+                    gl *= db[m, ai[m]]
                 else:
-                    ge *= e[m, a]
-                    gl *= db[m, a] * dq[m]
+                    ge *= e[m, ai[m]]
+                    gl *= db[m, ai[m]] * dq[m]
             g[j0 + i] += w * (ge - gl) if drop else w * ge
     for i in range(d):
         wk = klo[i] if side[i] == 0 else khi[i]
