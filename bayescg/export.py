@@ -14,7 +14,7 @@ its bounding rectangle, with a column saying which points lie near data) and wri
   names of ``variables``);
 * ``openmm``: an XML-serialized ``CustomCVForce`` whose collective variables are ``CustomExternalForce``s
   giving the coordinates of particle 0 (variables x, y, z by name, else the first d coordinates in order) and
-  whose energy is a natural-spline ``Continuous1DFunction`` / ``Continuous2DFunction`` of them; outside the table the position is clamped to it and a quadratic
+  whose energy is a natural-spline ``Continuous1DFunction`` / ``Continuous2DFunction`` / ``Continuous3DFunction`` of them; outside the table the position is clamped to it and a quadratic
   wall ``0.5 * bayescg_wall * dist^2`` (global parameter, default ``wall``) is added, because a tabulated
   function is zero outside its range.
 
@@ -216,14 +216,15 @@ def _openmm_coords(variables) -> list:
 
 
 def openmm_force_xml(axes, U, variables, wall: float = 0.0) -> str:
-    """XML of an OpenMM CustomCVForce (coordinates of particle 0) over a tabulated U on the regular ``axes``."""
+    """XML of an OpenMM CustomCVForce (coordinates of particle 0) over a tabulated U on the regular ``axes`` (d = 1, 2,
+    3; U flat with the first variable fastest), clamped to the table box plus ``wall`` (dist^2 / 2) outside it."""
     try:
         import openmm
     except ImportError:
         raise InputError("the openmm format needs OpenMM: pip install 'bayescg[openmm]'") from None
     d = len(axes)
-    if d > 2:
-        raise InputError("OpenMM export is for d = 1 or 2 (Continuous1D/2DFunction)")
+    if d > 3:
+        raise InputError(f"OpenMM export is for d = 1, 2, 3 (Continuous1D/2D/3DFunction), got d = {d}")
     cs = _openmm_coords(variables)
     # a CustomCVForce (tabulated functions are allowed there) of one collective variable per coordinate,
     # each a CustomExternalForce giving that coordinate of particle 0
@@ -242,8 +243,11 @@ def openmm_force_xml(axes, U, variables, wall: float = 0.0) -> str:
     if d == 1:
         fn = openmm.Continuous1DFunction(vals, float(axes[0][0]), float(axes[0][-1]))
     else:
-        fn = openmm.Continuous2DFunction(len(axes[0]), len(axes[1]), vals, float(axes[0][0]), float(axes[0][-1]),
-                                         float(axes[1][0]), float(axes[1][-1]))
+        # Continuous2D/3DFunction(xsize, ysize[, zsize], values, xmin, xmax, ymin, ymax[, zmin, zmax]): values with x
+        # fastest (tabulate's order); natural cubic spline inside, zero outside, hence the clamp and the wall above
+        cls = openmm.Continuous2DFunction if d == 2 else openmm.Continuous3DFunction
+        lims = [float(v) for a in axes for v in (a[0], a[-1])]
+        fn = cls(*[len(a) for a in axes], vals, *lims)
     f.addTabulatedFunction("bayescg_U", fn)
     f.setName("bayescg learned U (" + ", ".join(f"{v}->{c} of particle 0" for v, c in zip(variables, cs)) + ")")
     return openmm.XmlSerializer.serialize(f)

@@ -34,21 +34,22 @@ Conventions (all documented in ``settings`` of the result):
 * Timing: each model is warmed up (compiled) on two trajectories first; the timed calls include the
   per-call setup (seeding, allocation), which makes the surrogate's speedup conservative.
 
-d = 2 (the fit's other dimension; :func:`surrogate_model` dispatches to it):
+d = 2, 3 (the fit's other dimensions; :func:`surrogate_model` dispatches to them, one code path):
 
 * U_k is the fit's cubic tensor B-spline itself (knots and coefficients from ``posterior.nc`` /
   the LearnResult, as :mod:`bayescg.export` reads them; ``"reference"``: a least-squares spline of
   ``potential.reference`` on ``potential.domain``), not a new interpolant.  Outside the data box (the
-  bounding rectangle of the reported grid) each 1D basis is continued linearly and a wall
+  bounding box of the reported grid) each 1D basis is continued linearly and a wall
   kappa_side dist^2 / 2 is added per side, kappa_side the mean normal curvature over the data points in
-  the outer 10 % of the box: the 2D analogue of the 1D continuation, exact for a quadratic U.
+  the outer 10 % of the box: the d-dimensional analogue of the 1D continuation, exact for a quadratic U
+  (:func:`spline_surrogate_potential`).
 * Friction: a matrix, by priority ``surrogate.gamma`` I, the learn stage's calibrated Gamma = Z / 2
   (Theorem 3.1; the law it learned is Gibbs at beta = 1, so U_k enters at beta = 1),
   ``simulation.friction``, ``simulation.gamma`` I; the full model runs with the same Gamma.
 * Metrics: sliced W1 (:func:`bayescg.metrics.sliced_wasserstein1`) and per-coordinate W1 of the
   equilibrium law, mean path (4.3) and ACF (4.4) errors per coordinate, phase-portrait distance per
   (q_i, p_i) plane and in the joint phase space, speedups; posterior draws run as one separable
-  simulation on R^(2D) with friction kron(I_D, Gamma).  ``surrogate.init_centres`` spreads the
+  simulation on R^(dD) with friction kron(I_D, Gamma).  ``surrogate.init_centres`` spreads the
   initial conditions over several points (e.g. the three Mueller-Brown wells).
 """
 from __future__ import annotations
@@ -65,7 +66,7 @@ import numpy as np
 from . import metrics as mt
 from .config import Model, SurrogateSection
 from .errors import InputError
-from .splines import _tensor_value_grad
+from .splines import _basis_and_deriv, _find_span
 
 __all__ = [
     "LearnedCurves", "learned_curves", "reference_curves", "interpolated_potential", "stacked_potential",
@@ -514,8 +515,8 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
 
     learn_delta (default simulation.delta) is the damped-map step at which U_k is learned when
     ``learned`` is None; an in-process LearnResult made at another step is relearned (warning), a
-    result.json dict made at another step is used as given (warning).  d = 2: the fit's tensor spline
-    drives the runs (see the module docstring); raises InputError for d > 2, SimulationError if a
+    result.json dict made at another step is used as given (warning).  d = 2, 3: the fit's tensor spline
+    drives the runs (see the module docstring); raises InputError for d > 3, SimulationError if a
     trajectory blows up.
     """
     from .pipeline import potential_from_model
@@ -784,66 +785,130 @@ def _posterior_bands(grid, draws, q0, p0, delta, T, gamma, seed, rec_s, ts, qf, 
 # --------------------------------------------------------------------------------------------------
 #: Outer fraction of the data box whose mean normal curvature sets each side's continuation (as in 1D).
 EDGE_FRACTION = 0.1
-#: Knots per dimension of the least-squares spline of an exactly known 2D reference U_k.
-REFERENCE_KNOTS_2D = 16
+#: Knots per dimension of the least-squares spline of an exactly known reference U_k, by dimension.
+REFERENCE_KNOTS = {2: 16, 3: 8}
+#: Dimensions the spline surrogate supports (those of the fit).
+SPLINE_DIMS = (2, 3)
 
 
 @numba.njit(inline="always")
-def _box_eval_2d(q0, q1, tx, ty, c, lo, hi, klo, khi, dxy, g):
-    """Tensor spline (cubic) inside the data box [lo, hi]; outside, each 1D basis continued linearly
-    (bayescg.splines) plus kappa_side * dist^2 / 2 on the side left, and beyond a corner the cross term
-    U_xy dx dy changed by dxy[side_x, side_y] (the clip that keeps the corner form positive definite).
-    Writes grad into g[0:2]."""
-    x = min(max(q0, lo[0]), hi[0])
-    y = min(max(q1, lo[1]), hi[1])
-    dx = q0 - x
-    dy = q1 - y
-    v, gx, gy = _tensor_value_grad(x, y, tx, ty, c, 3, dx, dy)
-    wx = klo[0] if dx < 0.0 else khi[0]
-    wy = klo[1] if dy < 0.0 else khi[1]
-    cx = dxy[0 if dx < 0.0 else 1, 0 if dy < 0.0 else 1]
-    g[0] = gx + wx * dx + cx * dy
-    g[1] = gy + wy * dy + cx * dx
-    return v + 0.5 * (wx * dx * dx + wy * dy * dy) + cx * dx * dy
+def _box_eval(q, j0, T, nt, c, lo, hi, klo, khi, cross, g):
+    """Cubic tensor spline of d = len(lo) variables at q[j0:j0+d] inside the data box [lo, hi]; outside, each 1D
+    basis continued linearly (as bayescg.splines does beyond the knot box) with the terms of order >= 3 in the
+    distances dropped (d = 3: U_xyz dx dy dz; the continuation stays quadratic), plus kappa_side dist^2 / 2 per
+    side and, for each pair (i, j) outside at sides (s_i, s_j), the change cross[i, j, s_i, s_j] of U_ij dq_i dq_j
+    (the clip that keeps the corner form positive definite).  T (d, L): knot vectors padded to one length, nt
+    (d,) their lengths; c: flat C-order coefficients.  Writes grad into g[j0:j0+d], returns the value."""
+    d = lo.shape[0]
+    k = 3
+    b = np.empty((d, k + 1))
+    db = np.empty((d, k + 1))
+    e = np.empty((d, k + 1))
+    dq = np.empty(d)
+    s = np.empty(d, dtype=np.int64)
+    stride = np.empty(d, dtype=np.int64)
+    side = np.empty(d, dtype=np.int64)
+    st = 1
+    for i in range(d - 1, -1, -1):
+        stride[i] = st
+        st *= nt[i] - k - 1
+    n_out = 0
+    for i in range(d):
+        x = min(max(q[j0 + i], lo[i]), hi[i])
+        dq[i] = q[j0 + i] - x
+        side[i] = 0 if dq[i] < 0.0 else 1
+        if dq[i] != 0.0:
+            n_out += 1
+        t = T[i, :nt[i]]
+        s[i] = _find_span(x, t, k)
+        _basis_and_deriv(x, t, k, s[i], b[i], db[i])
+        for a in range(k + 1):
+            e[i, a] = b[i, a] + db[i, a] * dq[i]
+    drop = d >= 3 and n_out == d  # only then is the product of all d linear parts non-zero
+    v = 0.0
+    for i in range(d):
+        g[j0 + i] = 0.0
+    ai = np.empty(d, dtype=np.int64)
+    for idx in range((k + 1) ** d):
+        r = idx
+        off = 0
+        for i in range(d - 1, -1, -1):  # local basis index per dimension, flat offset in C order
+            ai[i] = r % (k + 1)
+            r //= k + 1
+            off += (s[i] - k + ai[i]) * stride[i]
+        w = c[off]
+        pe = 1.0
+        pl = 1.0
+        for i in range(d):
+            pe *= e[i, ai[i]]
+            pl *= db[i, ai[i]] * dq[i]
+        v += w * (pe - pl) if drop else w * pe
+        for i in range(d):
+            ge = 1.0
+            gl = 1.0
+            for m in range(d):
+                if m == i:
+                    ge *= db[m, ai[m]]
+                    gl *= db[m, ai[m]]
+                else:
+                    ge *= e[m, ai[m]]
+                    gl *= db[m, ai[m]] * dq[m]
+            g[j0 + i] += w * (ge - gl) if drop else w * ge
+    for i in range(d):
+        wk = klo[i] if side[i] == 0 else khi[i]
+        v += 0.5 * wk * dq[i] * dq[i]
+        g[j0 + i] += wk * dq[i]
+        for m in range(i + 1, d):
+            cx = cross[i, m, side[i], side[m]]
+            v += cx * dq[i] * dq[m]
+            g[j0 + i] += cx * dq[m]
+            g[j0 + m] += cx * dq[i]
+    return v
 
 
-def _box_kernels(tx, ty, coefs, lo, hi, klo, khi, dxy):
-    """njit (value, grad) of sum_j U_j(q_2j, q_2j+1) for D spline draws coefs (D, mx, my) (D = 1: U_k)."""
-    tx, ty = np.ascontiguousarray(tx, dtype=float), np.ascontiguousarray(ty, dtype=float)
+def _box_kernels(knots, coefs, lo, hi, klo, khi, cross):
+    """njit (value, grad) of the separable sum_j U_j(q[d j : d (j + 1)]) for D spline draws coefs (D, m) (D = 1:
+    U_k); lo, hi, klo, khi (D, d); cross (D, d, d, 2, 2)."""
+    d = len(knots)
+    L = max(len(t) for t in knots)
+    T = np.empty((d, L))
+    for i, t in enumerate(knots):
+        T[i, :len(t)] = t
+        T[i, len(t):] = t[-1]
+    nt = np.array([len(t) for t in knots], dtype=np.int64)
     cf = np.ascontiguousarray(coefs, dtype=float)
     lo, hi = np.ascontiguousarray(lo, dtype=float), np.ascontiguousarray(hi, dtype=float)
     klo, khi = np.ascontiguousarray(klo, dtype=float), np.ascontiguousarray(khi, dtype=float)
-    dxy = np.ascontiguousarray(dxy, dtype=float)
+    cross = np.ascontiguousarray(cross, dtype=float)
     D = cf.shape[0]
+    n = D * d
 
     @numba.njit
     def value(q):
-        g = np.empty(2)
+        g = np.empty(n)
         v = 0.0
         for j in range(D):
-            v += _box_eval_2d(q[2 * j], q[2 * j + 1], tx, ty, cf[j], lo[j], hi[j], klo[j], khi[j], dxy[j], g)
+            v += _box_eval(q, d * j, T, nt, cf[j], lo[j], hi[j], klo[j], khi[j], cross[j], g)
         return v
 
     @numba.njit
     def grad(q, out):
-        g = np.empty(2)
         for j in range(D):
-            _box_eval_2d(q[2 * j], q[2 * j + 1], tx, ty, cf[j], lo[j], hi[j], klo[j], khi[j], dxy[j], g)
-            out[2 * j] = g[0]
-            out[2 * j + 1] = g[1]
+            _box_eval(q, d * j, T, nt, cf[j], lo[j], hi[j], klo[j], khi[j], cross[j], out)
 
     return value, grad
 
 
 def _edge_curvatures(rep, grid, lo, hi, edge_fraction: float = EDGE_FRACTION):
-    """(kappa_lo (2,), kappa_hi (2,)) >= 0: mean d^2U/dq_i^2 over the data points (grid (G, 2)) in the
+    """(kappa_lo (d,), kappa_hi (d,)) >= 0: mean d^2U/dq_i^2 over the data points (grid (G, d)) in the
     outer ``edge_fraction`` of the box along q_i at each side (central differences of the spline's
-    gradient), or, where that is <= 0, the mean over all data points (0 if that is <= 0 too).  The 2D
+    gradient), or, where that is <= 0, the mean over all data points (0 if that is <= 0 too).  The d-dimensional
     analogue of the 1D mean edge curvature; exact for a quadratic U."""
-    klo, khi = np.zeros(2), np.zeros(2)
-    for i in range(2):
+    d = grid.shape[1]
+    klo, khi = np.zeros(d), np.zeros(d)
+    for i in range(d):
         w = edge_fraction * (hi[i] - lo[i])
-        e = np.zeros(2)
+        e = np.zeros(d)
         e[i] = 1e-4 * (hi[i] - lo[i])
 
         def curvature(pts):
@@ -861,58 +926,68 @@ def _edge_curvatures(rep, grid, lo, hi, edge_fraction: float = EDGE_FRACTION):
 
 
 def _corner_cross_clip(rep, lo, hi, klo, khi):
-    """(2, 2) changes of U_xy at the box corners [side_x, side_y] that clip it to |U_xy| <= 0.9 sqrt(kx ky), so
-    the quadratic form of the continuation beyond each corner is positive definite (confining); 0 where U_xy
-    already satisfies it (e.g. a quadratic U with a convex Hessian)."""
-    out = np.zeros((2, 2))
+    """(d, d, 2, 2) changes of U_ij at the box's edges [i, j, side_i, side_j] (i < j; the other coordinates at the
+    box centre) that clip it to |U_ij| <= 0.9 sqrt(k_i k_j) / (d - 1): the scaled quadratic form of the
+    continuation beyond a corner then has unit diagonal and off-diagonal row sums <= 0.9, so it is positive
+    definite (Gershgorin) and confines; 0 where U_ij already satisfies it (e.g. a quadratic U whose Hessian is
+    diagonally dominant so).  d = 2: |U_xy| <= 0.9 sqrt(kx ky) at the four corners."""
+    d = lo.size
+    out = np.zeros((d, d, 2, 2))
     e = 1e-4 * (hi - lo)
-    for a in range(2):
-        for b in range(2):
-            x = np.array([lo[0] if a == 0 else hi[0], lo[1] if b == 0 else hi[1]])
-            # one-sided (into the box) difference of dU/dx along y
-            sy = e[1] if b == 0 else -e[1]
-            uxy = (rep.value_grad(x + [0.0, sy])[1][0] - rep.value_grad(x)[1][0]) / sy
-            lim = 0.9 * np.sqrt((klo if a == 0 else khi)[0] * (klo if b == 0 else khi)[1])
-            out[a, b] = float(np.clip(uxy, -lim, lim) - uxy)
+    for i in range(d):
+        for j in range(i + 1, d):
+            for a in range(2):
+                for b in range(2):
+                    x = 0.5 * (lo + hi)
+                    x[i] = lo[i] if a == 0 else hi[i]
+                    x[j] = lo[j] if b == 0 else hi[j]
+                    # one-sided (into the box) difference of dU/dq_i along q_j
+                    sj = e[j] if b == 0 else -e[j]
+                    step = np.zeros(d)
+                    step[j] = sj
+                    uij = (rep.value_grad(x + step)[1][i] - rep.value_grad(x)[1][i]) / sj
+                    lim = 0.9 * np.sqrt((klo if a == 0 else khi)[i] * (klo if b == 0 else khi)[j]) / (d - 1)
+                    out[i, j, a, b] = float(np.clip(uij, -lim, lim) - uij)
     return out
 
 
 def spline_surrogate_potential(learned, coefs=None, variables=None):
-    """The surrogate potential of a learned 2D U_k (a :class:`bayescg.export.LearnedPotential`).
+    """The surrogate potential of a learned U_k in d = 2 or 3 (a :class:`bayescg.export.LearnedPotential`).
 
-    Inside the data box (the bounding rectangle of the reported grid, i.e. of the region with data) U is the
+    Inside the data box (the bounding box of the reported grid, i.e. of the region with data) U is the
     fit's tensor B-spline; outside it each 1D basis is continued linearly (first-order Taylor, as
-    :mod:`bayescg.splines` does beyond the knot box) plus a quadratic wall kappa_side dist^2 / 2 per side,
-    kappa_side >= 0 the mean normal curvature of U over the data points in the outer 10 % of the box
-    (:func:`_edge_curvatures`; a non-convex edge band takes the mean curvature over the data); beyond a corner the cross term U_xy dx dy of the linear continuation is
-    clipped to |U_xy| <= 0.9 sqrt(kappa_x kappa_y) (:func:`_corner_cross_clip`; without it a steep
-    spline at a data-free corner made the continuation indefinite and trajectories ran away).  Exact for a
-    quadratic U with a convex Hessian, confining where the kappas are > 0.  Inside the box but
-    away from data the fit holds U at its largest coefficient (a high plateau, bayescg.fit).
+    :mod:`bayescg.splines` does beyond the knot box; d = 3: the cubic term U_xyz dx dy dz dropped) plus a
+    quadratic wall kappa_side dist^2 / 2 per side, kappa_side >= 0 the mean normal curvature of U over the data
+    points in the outer 10 % of the box (:func:`_edge_curvatures`; a non-convex edge band takes the mean
+    curvature over the data); beyond a corner each cross term U_ij dq_i dq_j is clipped to
+    |U_ij| <= 0.9 sqrt(kappa_i kappa_j) / (d - 1) (:func:`_corner_cross_clip`; without it a steep spline at a
+    data-free corner made the continuation indefinite and trajectories ran away).  Exact for a quadratic U with
+    a convex (d = 3: diagonally dominant in that sense) Hessian, confining where the kappas are > 0.  Inside the
+    box but away from data the fit holds U at its largest coefficient (a high plateau, bayescg.fit).
 
-    coefs: (D, m) spline coefficients of D draws -> the separable sum_j U_j(q_2j, q_2j+1) on R^(2D) (one
+    coefs: (D, m) spline coefficients of D draws -> the separable sum_j U_j(q[d j : d (j + 1)]) on R^(dD) (one
     compiled kernel for all draws); default the posterior mean (D = 1).  Returns (Potential, info) with
-    info {box, kappa_lo, kappa_hi, warnings} (lists over draws when coefs is given).
+    info {box, kappa_lo, kappa_hi, corner_cross_change, warnings} (lists over draws when coefs is given).
     """
     from .potentials import Potential
     from .splines import SplineRep
 
-    if learned.dim != 2:
-        raise InputError(f"spline surrogates are implemented for d = 1, 2 (the fit's dimensions), got d = {learned.dim}")
-    tx, ty = (np.asarray(t, dtype=float) for t in learned.knots)
-    klo_t, khi_t = np.array([tx[3], ty[3]]), np.array([tx[-4], ty[-4]])
+    d = learned.dim
+    if d not in SPLINE_DIMS:
+        raise InputError(f"spline surrogates are implemented for d = 1, 2, 3 (the fit's dimensions), got d = {d}")
+    knots = [np.asarray(t, dtype=float) for t in learned.knots]
     grid = np.asarray(learned.grid, dtype=float)
-    lo = np.maximum(grid.min(axis=0), klo_t)
-    hi = np.minimum(grid.max(axis=0), khi_t)
+    lo = np.maximum(grid.min(axis=0), [t[3] for t in knots])
+    hi = np.minimum(grid.max(axis=0), [t[-4] for t in knots])
     if np.any(hi <= lo):
         raise InputError(f"{learned.source}: the data region is empty or degenerate: box {lo} .. {hi}")
     draws = np.atleast_2d(learned.coef_mean if coefs is None else coefs)
-    shape = (len(tx) - 4, len(ty) - 4)
-    if draws.shape[1] != shape[0] * shape[1]:
-        raise InputError(f"{draws.shape[1]} spline coefficients for a {shape[0]} x {shape[1]} tensor basis")
+    shape = tuple(len(t) - 4 for t in knots)
+    if draws.shape[1] != int(np.prod(shape)):
+        raise InputError(f"{draws.shape[1]} spline coefficients for a {' x '.join(map(str, shape))} tensor basis")
     kl, kh, cross, warns = [], [], [], []
     for c in draws:
-        rep = SplineRep([tx, ty], c, 3, 0.0)
+        rep = SplineRep(knots, c, 3, 0.0)
         a, b = _edge_curvatures(rep, grid, lo, hi)
         kl.append(a)
         kh.append(b)
@@ -921,10 +996,10 @@ def spline_surrogate_potential(learned, coefs=None, variables=None):
             warns.append("U_k has no positive curvature at a side of the data box: its continuation there is "
                          "linear and trajectories that leave may escape")
     D = draws.shape[0]
-    value, grad = _box_kernels(tx, ty, draws.reshape(D, *shape), np.tile(lo, (D, 1)), np.tile(hi, (D, 1)),
-                               np.array(kl), np.array(kh), np.array(cross))
+    value, grad = _box_kernels(knots, draws, np.tile(lo, (D, 1)), np.tile(hi, (D, 1)), np.array(kl), np.array(kh),
+                               np.array(cross))
     names = list(variables) if (variables is not None and D == 1) else None
-    pot = Potential.from_numba(grad, 2 * D, value, variables=names)
+    pot = Potential.from_numba(grad, d * D, value, variables=names)
     info = {"box": [lo.tolist(), hi.tolist()], "kappa_lo": kl[0].tolist() if D == 1 else [k.tolist() for k in kl],
             "kappa_hi": kh[0].tolist() if D == 1 else [k.tolist() for k in kh],
             "corner_cross_change": cross[0].tolist() if D == 1 else [x.tolist() for x in cross],
@@ -932,33 +1007,37 @@ def spline_surrogate_potential(learned, coefs=None, variables=None):
     return pot, info
 
 
-def reference_spline(model: Model, energy_cut: float = 20.0, knots: int = REFERENCE_KNOTS_2D):
-    """The model's exact 2D reference U_k as if learned: a least-squares cubic tensor spline on
-    ``potential.domain`` (``knots`` per dimension; exact for a polynomial of degree <= 3 per variable, e.g.
-    V_0 of (4.8)), with the data region the domain points where U - min U <= ``energy_cut``.
+def reference_spline(model: Model, energy_cut: float = 20.0, knots: Optional[int] = None):
+    """The model's exact reference U_k (d = 2, 3) as if learned: a least-squares cubic tensor spline on
+    ``potential.domain`` (``knots`` per dimension, default :data:`REFERENCE_KNOTS`; exact for a polynomial of
+    degree <= 3 per variable, e.g. V_0 of (4.8)), with the data region the domain points where
+    U - min U <= ``energy_cut``.
 
     Returns a :class:`bayescg.export.LearnedPotential` without draws."""
     from .export import LearnedPotential
     from .pipeline import reference_from_model
-    from .splines import clamped_knots, design_matrix_2d
+    from .splines import clamped_knots, design_matrix
 
     ref = reference_from_model(model)
     if ref is None:
         raise InputError(f"{model.path or model.name}: potential.reference is needed to use the exact U_k")
+    d = ref.dim
+    if d not in SPLINE_DIMS:
+        raise InputError(f"{model.path or model.name}: spline surrogates are implemented for d = 1, 2, 3, got d = {d}")
     if model.potential.domain is None:
-        raise InputError(f"{model.path or model.name}: a 2D exact U_k needs potential.domain (its spline box)")
-    (ax, bx), (ay, by) = model.potential.domain
-    t = [clamped_knots(ax, bx, knots), clamped_knots(ay, by, knots)]
-    n = 4 * knots
-    xs, ys = np.meshgrid(np.linspace(ax, bx, n), np.linspace(ay, by, n), indexing="ij")
-    pts = np.column_stack([xs.ravel(), ys.ravel()])
+        raise InputError(f"{model.path or model.name}: a {d}D exact U_k needs potential.domain (its spline box)")
+    knots = int(knots or REFERENCE_KNOTS[d])
+    t = [clamped_knots(a, b, knots) for a, b in model.potential.domain]
+    n = 4 * knots if d == 2 else 2 * knots  # >= 2 points per basis function per dimension
+    mesh = np.meshgrid(*[np.linspace(a, b, n) for a, b in model.potential.domain], indexing="ij")
+    pts = np.column_stack([m.ravel() for m in mesh])
     U = np.asarray(ref.V(pts), dtype=float).ravel()
     U -= U.min()
-    coef = np.linalg.lstsq(design_matrix_2d(pts, *t), U, rcond=None)[0]
+    coef = np.linalg.lstsq(design_matrix(pts, t), U, rcond=None)[0]
     keep = U <= energy_cut
     return LearnedPotential(t, coef, None, list(model.potential.variables), pts[keep],
                             f"exact U_k = {model.potential.reference} (given, not learned; tensor spline "
-                            f"{knots} x {knots} knots, least squares)")
+                            f"{' x '.join([str(knots)] * d)} knots, least squares)")
 
 
 def _learned_nd(learned, posterior=None):
@@ -971,7 +1050,7 @@ def _learned_nd(learned, posterior=None):
     if isinstance(learned, dict):
         path = posterior if posterior is not None else learned.get("posterior_path")
         if path is None:
-            raise InputError("a 2D surrogate needs the spline of U_k: give the learn folder's posterior.nc "
+            raise InputError("a 2D/3D surrogate needs the spline of U_k: give the learn folder's posterior.nc "
                              "(bayescg surrogate --from DIR, or posterior_path in the dict)")
         lp = load_learned(Path(path).parent)
         noise = learned.get("noise") or {}
@@ -982,7 +1061,7 @@ def _learned_nd(learned, posterior=None):
         noise = getattr(learned, "noise", None)
         fr = None if noise is None else np.asarray(noise.friction, dtype=float)
         return load_learned(learned), fr, getattr(learned.equilibrium, "beta_hat", None), list(learned.warnings)
-    raise InputError(f"cannot read a learned 2D U_k from {type(learned).__name__}")
+    raise InputError(f"cannot read a learned 2D/3D U_k from {type(learned).__name__}")
 
 
 def initial_conditions_nd(sec: SurrogateSection, M: int, d: int, seed: int):
@@ -1033,6 +1112,17 @@ def _subsample(x, n: int, seed: int):
     return x[np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))]
 
 
+def _late_variance(t, q, eq_fraction):
+    """Per-coordinate variance of the pooled late-time samples of q (n, M, d) with its Monte Carlo standard error
+    from the spread of the M trajectories' own late-time second moments (independent trajectories; valid for any
+    time correlation): {"value": (d,), "standard_error": (d,)}."""
+    late = q[np.asarray(t) >= (1.0 - eq_fraction) * t[-1]]  # the window of mt.late_samples
+    c = late - late.reshape(-1, q.shape[2]).mean(axis=0)
+    per_traj = np.mean(c * c, axis=0)  # (M, d)
+    return {"value": per_traj.mean(axis=0).tolist(),
+            "standard_error": (per_traj.std(axis=0, ddof=1) / math.sqrt(per_traj.shape[0])).tolist()}
+
+
 def _outside_box(q, lo, hi):
     """(fraction of trajectories that ever left the box [lo, hi] (d,), fraction of recorded points outside)."""
     out = np.any((q < np.asarray(lo)) | (q > np.asarray(hi)), axis=2)
@@ -1040,14 +1130,14 @@ def _outside_box(q, lo, hi):
 
 
 def _surrogate_nd(model: Model, V, learned, *, control, workdir, posterior, seed) -> "SurrogateResultND":
-    """:func:`surrogate_model` for d = 2 (V: the model's potential; see the module docstring)."""
+    """:func:`surrogate_model` for d = 2, 3 (V: the model's potential; see the module docstring)."""
     t_start = time.perf_counter()
     sec = model.surrogate or SurrogateSection()
     sim = model.require("simulation")
     pot_sec = model.require("potential")
     d = V.dim
-    if d != 2:
-        raise InputError(f"{model.path or model.name}: surrogate dynamics are implemented for d = 1, 2 (the "
+    if d not in SPLINE_DIMS:
+        raise InputError(f"{model.path or model.name}: surrogate dynamics are implemented for d = 1, 2, 3 (the "
                          f"dimensions the fit supports), the potential has d = {d}")
     seed = int(sim.seed if seed is None else seed)
     warnings: list[str] = []
@@ -1093,6 +1183,8 @@ def _surrogate_nd(model: Model, V, learned, *, control, workdir, posterior, seed
     lg.update({"speedup": sec_f / sec_s, "seconds_full": sec_f, "seconds_surrogate": sec_s})
     lg["left_grid_fraction"], lg["outside_grid_sample_fraction"] = _outside_box(qs, lo, hi)
     lg["mean_path_standard_error_max"] = float(np.max(np.hypot(mt.mean_path_se(qs), _interp_se(tf, qf, ts))))
+    lg["late_variance_per_coordinate"] = {"surrogate": _late_variance(ts, qs, eq_frac),
+                                          "full": _late_variance(tf, qf, eq_frac)}
     seed_b = seed + 1_000_003
     q0b, p0b = initial_conditions_nd(sec, M, d, seed_b)
     tsb, qsb, _, _ = timed_run(U, delta, T, q0b, p0b, record_every=rec_s, warmup=False,
@@ -1150,9 +1242,12 @@ def _surrogate_nd(model: Model, V, learned, *, control, workdir, posterior, seed
           "left_grid_fraction": _outside_box(hq_all, lo, hi)[0]}
     curves.update({"phase_q_full": hqf, "phase_p_full": hpf, "phase_q_surrogate": hqs, "phase_p_surrogate": hps})
 
-    axes = [np.linspace(edges[i][0], edges[i][-1], 81) for i in range(d)]
+    # U_k used, on the (q_1, q_2) plane; d = 3: the slice through the data point of lowest U_k
+    axes = [np.linspace(edges[i][0], edges[i][-1], 81) for i in range(2)]
+    at = np.asarray(lp.grid)[np.argmin(lp.value_grad(lp.grid)[0])][2:]
     mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
-    curves.update({"U_axes": axes, "U_used": U.V(mesh.reshape(-1, d)).reshape(mesh.shape[:-1]),
+    pts = np.concatenate([mesh.reshape(-1, 2), np.broadcast_to(at, (mesh.shape[0] * mesh.shape[1], d - 2))], axis=1)
+    curves.update({"U_axes": axes, "U_used": U.V(pts).reshape(mesh.shape[:-1]), "U_slice_at": at,
                    "U_grid": np.asarray(lp.grid), "box": (lo, hi)})
 
     settings = {
@@ -1163,13 +1258,14 @@ def _surrogate_nd(model: Model, V, learned, *, control, workdir, posterior, seed
         "seed": seed, "U_source": lp.source, "beta_hat": beta_hat,
         "U_representation": "the fit's cubic tensor B-spline (knots and coefficients from posterior.nc / the fit)",
         "data_box": info["box"], "continuation_curvature": {"lo": info["kappa_lo"], "hi": info["kappa_hi"]},
-        "continuation": "outside the data box: linear continuation of each 1D basis + kappa_side dist^2 / 2, "
-                        "kappa_side = mean normal curvature over the outer 10 % of the box (if <= 0: over all data); beyond corners U_xy "
-                        "clipped to 0.9 sqrt(kappa_x kappa_y) (exact for a convex quadratic U)",
+        "continuation": "outside the data box: linear continuation of each 1D basis (terms of order >= 3 in the "
+                        "distances dropped) + kappa_side dist^2 / 2, kappa_side = mean normal curvature over the outer "
+                        "10 % of the box (if <= 0: over all data); beyond corners U_ij clipped to "
+                        "0.9 sqrt(kappa_i kappa_j) / (d - 1) (exact for a convex quadratic U)",
         "corner_cross_change": info["corner_cross_change"],
         "record_every_surrogate": rec_s, "record_every_full": rec_f,
         "equilibrium_fraction": eq_frac, "phase_trajectories": K,
-        "equilibrium_w1": "sliced W1 (64 seeded directions) of the pooled late-time (x, y) samples; "
+        "equilibrium_w1": "sliced W1 (64 seeded directions) of the pooled late-time q samples; "
                           "per-coordinate exact W1 of the marginals",
         "acf": "(4.4) per coordinate, time-and-ensemble averages from t = 0; error = RMS over lags [0, max_lag_time]",
         "phase_portrait_error": "symmetric mean point-to-curve distance of the orbits in the 2d-dimensional (q, p) "
@@ -1184,7 +1280,7 @@ def _surrogate_nd(model: Model, V, learned, *, control, workdir, posterior, seed
 
 def _posterior_bands_nd(lp, coefs, q0, p0, delta, T, G, seed, rec_s, tf, qf, eq_frac, edges, max_lag_time,
                         curves, control):
-    """Surrogate Langevin runs for D draws in one simulation of the separable sum on R^(2D) (friction
+    """Surrogate Langevin runs for D draws in one simulation of the separable sum on R^(dD) (friction
     kron(I_D, Gamma) keeps the pairs independent); spread of the metrics and 94 % bands per coordinate."""
     from .simulate import run_trajectories
 
@@ -1221,7 +1317,7 @@ def _posterior_bands_nd(lp, coefs, q0, p0, delta, T, G, seed, rec_s, tf, qf, eq_
 
 
 class SurrogateResultND(SurrogateResult):
-    """:class:`SurrogateResult` of a d = 2 surrogate: metrics per coordinate and jointly (sliced W1, orbit
+    """:class:`SurrogateResult` of a d = 2 or 3 surrogate: metrics per coordinate and jointly (sliced W1, orbit
     distance in the 2d-dimensional phase space); curves hold (n, d) arrays; figures per coordinate."""
 
     def to_dict(self) -> dict:

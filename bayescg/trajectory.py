@@ -163,11 +163,14 @@ def trajectory_result(q, p, *, delta=None, gamma=None, mass=None, burn_in: float
         hist_range = [(float(a - b), float(c + b)) for a, c, b in zip(lo, hi, pad)]
     hist_range = [tuple(map(float, r)) for r in hist_range]
     edges = [np.linspace(a, b, bins + 1) for a, b in hist_range]
+    # per walker (the fit's walker-clustered band check, bayescg.fit._walker_data, needs them as simulate gives them)
     if d <= 2:
-        counts, _ = np.histogramdd(flat_q, bins=edges)
+        whist = np.stack([np.histogramdd(q[w], bins=edges)[0] for w in range(W)])
+        counts = whist.sum(axis=0)
         inside = counts.sum()
     else:
-        counts = np.stack([np.histogram(flat_q[:, i], bins=edges[i])[0] for i in range(d)]).astype(float)
+        whist = np.stack([[np.histogram(q[w, :, i], bins=edges[i])[0] for i in range(d)] for w in range(W)]).astype(float)
+        counts = whist.sum(axis=0)
         inside = np.sum(np.all([(flat_q[:, i] >= edges[i][0]) & (flat_q[:, i] <= edges[i][-1]) for i in range(d)],
                                axis=0))
     if inside == 0:
@@ -193,7 +196,9 @@ def trajectory_result(q, p, *, delta=None, gamma=None, mass=None, burn_in: float
         steps_per_walker=n0, burn_in_steps=burn, accumulated_steps=W * n, expression=None,
         variables=tuple(variables) if variables is not None else tuple(f"q{i}" for i in range(d)),
         hist_marginal=d > 2, final_q=q[:, -1].copy(), final_p=p[:, -1].copy(),
-        q_iat_steps=ok(iat_q), q_iat_steps_per_dim=iat_q)
+        q_iat_steps=ok(iat_q), q_iat_steps_per_dim=iat_q,
+        walker_hist_counts=whist.astype(float),
+        walker_second_moments=np.einsum("wbij,b->wij", Mwb, lens) / float(np.sum(lens)))
     # the even-moment IAT (energy mode) enters n_eff through stats.effective_iat_steps
     res.q2_iat_steps = ok(iat_q2)
     return res

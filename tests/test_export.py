@@ -252,3 +252,41 @@ def test_az_compare_ranks_knot_counts(tmp_path):
     cmp = az.compare(idatas)
     assert cmp.index[0] == "knots=20"
     assert cmp.loc["knots=4", "elpd_diff"] > 4 * cmp.loc["knots=4", "dse"]
+
+
+def test_openmm_force_3d_deserializes_and_reproduces_U_in_a_context():
+    """d = 3 (Continuous3DFunction, values x fastest): energies and forces of the deserialized force in a real
+    OpenMM Context against the spline U at points off the table nodes; outside the box the clamp + wall."""
+    openmm = pytest.importorskip("openmm")
+    from bayescg.export import LearnedPotential, openmm_force_xml, tabulate
+    from bayescg.splines import clamped_knots, design_matrix
+
+    H = np.array([[1.0, 0.2, 0.0], [0.2, 2.0, -0.3], [0.0, -0.3, 0.5]])
+    box = [(-2.0, 2.0), (-1.5, 1.0), (-3.0, 3.0)]
+    t = [clamped_knots(a, b, 6) for a, b in box]
+    pts = np.column_stack([m.ravel() for m in np.meshgrid(*[np.linspace(a, b, 14) for a, b in box], indexing="ij")])
+    coef = np.linalg.lstsq(design_matrix(pts, t), 0.5 * np.einsum("ni,ij,nj->n", pts, H, pts), rcond=None)[0]
+    lp = LearnedPotential(t, coef, None, ["x", "y", "z"], pts, "3D quadratic")
+    tab = tabulate(lp, 41, 0)
+    wall = 7.0
+    force = openmm.XmlSerializer.deserialize(openmm_force_xml(tab["axes"], tab["U_mean"], lp.variables, wall))
+    system = openmm.System()
+    system.addParticle(1.0)
+    system.addForce(force)
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    lo, hi = np.array(box).T
+    x_in = lo + (hi - lo) * (0.05 + 0.9 * RNG.random((20, 3)))
+    x_out = np.array([[2.5, 0.0, 0.0], [0.0, -2.0, 3.5], [-2.4, 1.3, 0.1]])
+    E, F = [], []
+    for x in np.vstack([x_in, x_out]):
+        ctx.setPositions([openmm.Vec3(*x)])
+        st = ctx.getState(getEnergy=True, getForces=True)
+        E.append(st.getPotentialEnergy()._value)
+        F.append(np.asarray(st.getForces(asNumpy=True)._value)[0])
+    E, F = np.asarray(E), np.asarray(F)
+    v, g = lp.value_grad(x_in)
+    assert np.max(np.abs(E[:20] - v)) < 1e-3 * np.ptp(v)
+    assert np.max(np.abs(F[:20] + g)) < 2e-2 * np.abs(g).max()
+    xc = np.clip(x_out, lo, hi)
+    vc = lp.value_grad(xc)[0] + 0.5 * wall * np.sum((x_out - xc) ** 2, axis=1)
+    np.testing.assert_allclose(E[20:], vc, atol=1e-3 * np.ptp(v))

@@ -1,5 +1,5 @@
 """Figures of the surrogate comparison (:class:`bayescg.surrogate.SurrogateResult`, d = 1, and
-:class:`bayescg.surrogate.SurrogateResultND`, d = 2): phase portraits, equilibrium densities, mean paths,
+:class:`bayescg.surrogate.SurrogateResultND`, d = 2, 3): phase portraits, equilibrium densities, mean paths,
 normalized ACFs and the effective potential used.  Every shaded area is named in a legend."""
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def surrogate_figures(result) -> list:
             ("Effective potential used by the surrogate", figure_of(plot_surrogate_potential(result)))]
 
 
-# --- d = 2 ------------------------------------------------------------------------------------
+# --- d = 2, 3 ----------------------------------------------------------------------------------
 def _box(ax, c):
     lo, hi = c["box"]
     ax.plot([lo[0], hi[0], hi[0], lo[0], lo[0]], [lo[1], lo[1], hi[1], hi[1], lo[1]], color="C3", lw=1,
@@ -118,7 +118,8 @@ def _box(ax, c):
 
 
 def plot_equilibrium_2d(result, axes=None):
-    """Joint late-time samples (full and surrogate) and each coordinate's marginal density."""
+    """Joint late-time samples (full and surrogate; d = 3: their (q_1, q_2) projection) and each coordinate's
+    marginal density."""
     c, L = result.curves, labels(result)
     d, names, lg = result.settings["dimension"], L["names"], result.langevin
     axs = axes_or_new(axes, (5 * (d + 1), 4.2), 1, d + 1)
@@ -129,7 +130,8 @@ def plot_equilibrium_2d(result, axes=None):
     _box(ax, c)
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
-    ax.set_title(f"Equilibrium law, sliced W1 = {num(lg['equilibrium_w1'])}")
+    proj = f" ({names[0]}, {names[1]}) projection," if d > 2 else ""
+    ax.set_title(f"Equilibrium law,{proj} sliced W1 = {num(lg['equilibrium_w1'])}")
     ax.legend(fontsize=7, loc="best", markerscale=4)
     for i in range(d):
         ax = axs[i + 1]
@@ -199,7 +201,8 @@ def plot_phase_portraits_2d(result, axes=None):
 
 
 def plot_surrogate_potential_2d(result, ax=None):
-    """U_k used by the surrogate (colour, clipped at its 60 % quantile), the learned grid points, the data box."""
+    """U_k used by the surrogate (colour, clipped at its 60 % quantile), the learned grid points, the data box; d = 3:
+    the (q_1, q_2) slice through the data point of lowest U_k, grid points projected."""
     c, L = result.curves, labels(result)
     names = L["names"]
     ax = axes_or_new(ax, (6.5, 5))
@@ -212,13 +215,15 @@ def plot_surrogate_potential_2d(result, ax=None):
     _box(ax, c)
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
-    ax.set_title("Effective potential used by the surrogate")
+    at = np.asarray(c.get("U_slice_at", []), dtype=float)
+    where = ", ".join(f"{n} = {num(v)}" for n, v in zip(names[2:], at))
+    ax.set_title("Effective potential used by the surrogate" + (f" (slice {where})" if where else ""))
     ax.legend(fontsize=7, loc="upper right", markerscale=4, facecolor="0.85")
     return ax
 
 
 def surrogate_figures_2d(result) -> list:
-    """[(caption, Figure)] of a d = 2 surrogate comparison."""
+    """[(caption, Figure)] of a d = 2 or 3 surrogate comparison."""
     if not result.curves:
         return []
     return [("Equilibrium law (Langevin): joint and per coordinate", figure_of(plot_equilibrium_2d(result))),
