@@ -292,8 +292,8 @@ def learn_trajectory(q, p, *, variables=None, delta=None, gamma=None, mass=None,
     t0 = time.perf_counter()
     sim = trajectory_result(q, p, delta=delta, gamma=gamma, mass=mass, burn_in=burn_in, bins=bins,
                             hist_range=hist_range, max_samples=max_samples, variables=variables)
-    if sim.dim > 2:
-        raise InputError("effective potentials are fitted for d = 1 or 2; these data have d = 3")
+    if sim.dim > 3:
+        raise InputError(f"effective potentials are fitted for d = 1 to 3; these data have d = {sim.dim}")
     eq = equilibrium_summary(sim)
     fit = fit_effective_potential(sim, knots=knots, method=method, draws=draws, tune=tune, chains=chains,
                                   seed=seed, reference=reference, mass_fraction=mass_fraction, control=control)

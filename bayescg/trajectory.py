@@ -155,7 +155,7 @@ def trajectory_result(q, p, *, delta=None, gamma=None, mass=None, burn_in: float
     s_q4, _ = _batch_sums(q ** 4, B)
     iat_q = _q_iat(s_q, s_qq, lens)
     iat_q2 = _q_iat(s_qq, s_q4, lens)
-    # --- histogram of q (full grid for d <= 2, per-coordinate marginals for d = 3, as simulate)
+    # --- histogram of q (full grid for d <= 3, per-coordinate marginals for d > 3, as simulate)
     flat_q = q.reshape(-1, d)
     if hist_range is None:
         lo, hi = flat_q.min(axis=0), flat_q.max(axis=0)
@@ -164,7 +164,11 @@ def trajectory_result(q, p, *, delta=None, gamma=None, mass=None, burn_in: float
     hist_range = [tuple(map(float, r)) for r in hist_range]
     edges = [np.linspace(a, b, bins + 1) for a, b in hist_range]
     # per walker (the fit's walker-clustered band check, bayescg.fit._walker_data, needs them as simulate gives them)
-    if d <= 2:
+    if d <= 3:
+        cells = bins ** d
+        if W * cells * 8 > EngineOptions().max_hist_bytes:
+            raise InputError(f"{where}: histograms of {W} walkers x {cells} cells ({bins} bins per dimension) "
+                             f"exceed {EngineOptions().max_hist_bytes / 2 ** 30:.3g} GiB; use fewer bins")
         whist = np.stack([np.histogramdd(q[w], bins=edges)[0] for w in range(W)])
         counts = whist.sum(axis=0)
         inside = counts.sum()
@@ -195,7 +199,7 @@ def trajectory_result(q, p, *, delta=None, gamma=None, mass=None, burn_in: float
         trapped=np.zeros(W, bool), trapped_fraction=0.0, trapped_at=np.full(W, -1, dtype=np.int64),
         steps_per_walker=n0, burn_in_steps=burn, accumulated_steps=W * n, expression=None,
         variables=tuple(variables) if variables is not None else tuple(f"q{i}" for i in range(d)),
-        hist_marginal=d > 2, final_q=q[:, -1].copy(), final_p=p[:, -1].copy(),
+        hist_marginal=d > 3, final_q=q[:, -1].copy(), final_p=p[:, -1].copy(),
         q_iat_steps=ok(iat_q), q_iat_steps_per_dim=iat_q,
         walker_hist_counts=whist.astype(float),
         walker_second_moments=np.einsum("wbij,b->wij", Mwb, lens) / float(np.sum(lens)))

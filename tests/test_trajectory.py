@@ -85,7 +85,7 @@ def test_learning_from_saved_trajectory_matches_learning_from_the_simulation(tes
 @pytest.mark.parametrize("d", [1, 2, 3])
 def test_trajectory_result_keeps_per_walker_counts_and_momenta(d):
     """The walker-clustered band check (bayescg.fit._walker_data) needs the counts and E[p p^T] of every walker;
-    against plain numpy per walker (3D: per-coordinate marginal counts, as simulate stores them)."""
+    against plain numpy per walker (joint counts for d <= 3, as simulate stores them)."""
     rng = np.random.default_rng(d)
     W, n = 5, 600
     q = rng.normal(size=(W, n, d)) + np.arange(W)[:, None, None] * 0.1
@@ -96,12 +96,9 @@ def test_trajectory_result_keeps_per_walker_counts_and_momenta(d):
     wc = res.walker_hist_counts
     assert wc.shape == (W,) + res.hist_counts.shape
     np.testing.assert_array_equal(wc.sum(axis=0), res.hist_counts)
+    assert res.hist_counts.shape == (12,) * d and not res.hist_marginal
     for w in range(W):
-        if d <= 2:
-            np.testing.assert_array_equal(wc[w], np.histogramdd(qb[w], bins=res.hist_edges)[0])
-        else:
-            for i in range(d):
-                np.testing.assert_array_equal(wc[w, i], np.histogram(qb[w, :, i], bins=res.hist_edges[i])[0])
+        np.testing.assert_array_equal(wc[w], np.histogramdd(qb[w], bins=res.hist_edges)[0])
 
 
 def test_effective_sample_size_and_beta_of_an_ar1_series():
@@ -147,6 +144,30 @@ def test_api_with_arrays_learns_a_known_potential():
     assert res.fit.beta["mean"] == pytest.approx(1.0, abs=0.05)
     fdc = res.to_dict()["finite_delta_correction"]  # no delta, gamma: no correction, and it says why
     assert not fdc["applied"] and "delta and gamma" in fdc["reason"]
+
+
+def test_api_with_3d_arrays_learns_an_anisotropic_quadratic():
+    """d = 3 from the user's arrays: iid q ~ N(0, K^-1) for U = 0.5 x^2 + y^2 + 0.25 z^2 + 0.3 x z (exact Gaussian
+    samples, numpy), p ~ N(0, 1): the learned U (MAP, tensor splines) against U on the data's bulk."""
+    rng = np.random.default_rng(5)
+    K = np.array([[1.0, 0.0, 0.3], [0.0, 2.0, 0.0], [0.3, 0.0, 0.5]])
+    n = 200_000
+    q = rng.multivariate_normal(np.zeros(3), np.linalg.inv(K), size=n)
+    p = rng.standard_normal((n, 3))
+    ref = lambda pts: 0.5 * np.einsum("ni,ij,nj->n", np.atleast_2d(pts), K, np.atleast_2d(pts))  # noqa: E731
+    res = learn_trajectory(q, p, variables=["x", "y", "z"], knots=6, method="map", bins=16, reference=ref)
+    assert res.simulation.dim == 3 and res.simulation.hist_counts.shape == (16, 16, 16)
+    assert res.fit.beta["mean"] == pytest.approx(1.0, abs=0.03)
+    assert res.fit.reference_rmse < 0.15  # U spans ~0-8 over the fitted region
+    d = res.to_dict()
+    assert d["simulation"]["dim"] == 3 if "simulation" in d and "dim" in d["simulation"] else True
+
+
+def test_3d_trajectory_histogram_too_large_is_one_clear_error():
+    q = np.random.default_rng(1).normal(size=(2000, 3))
+    with pytest.raises(InputError, match="fewer bins") as exc:
+        trajectory_result(q, q, bins=1000)
+    assert "\n" not in str(exc.value)
 
 
 GOODQ = np.linspace(-1, 1, 400)
