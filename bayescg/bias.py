@@ -35,7 +35,10 @@ by the fixed point (like iterative Boltzmann inversion)
     U_c <- U_c + s (L_delta[V] - L_delta[U_c]),      U_c^0 = s L_delta[V],                (B4)
 
 in spline coefficients (all curves share the knots of the fit), with the (B2) factor s as a preconditioner
-(the inverse Jacobian of U -> L_delta[U] on quadratics, where (B4) is exact in one step).  The white-kick run
+(the inverse Jacobian of U -> L_delta[U] on quadratics, where (B4) is exact in one step); in 1D the step's
+curvature is preconditioned locally instead, by the inverse derivative of (B1) at U_c''(q) (the walls of a
+quartic, where delta^2 U'' approaches the stability limit, respond 2-3x more strongly than the wells), and a
+safeguard returns to the best iterate with half the step whenever the residual grows.  The white-kick run
 reproduces the V-run's kinetic temperature: on the linear map (B1) the discrete Lyapunov equation gives
 
     var(p) = 2 delta Z / ((1 - E) (2 (1 + E) - delta^2 kappa)),                         (B3)
