@@ -398,3 +398,22 @@ def test_the_local_step_is_the_global_one_on_a_quadratic_and_smaller_on_steep_wa
         want = (P - s) * 0.1 * (x - x0) ** 2 / 2
         assert np.max(np.abs(out - want)) < 1e-6, k
     assert (2 * (1 + E) - delta ** 2 * 15.0) ** 2 / (8 * (1 + E)) < 0.5 * s
+
+
+def test_the_local_start_inverts_B1_point_by_point():
+    """bias._local_start on T = k_raw q^2 / 2 gives U_c^0 - s T with curvature k - s k_raw, k the (B1)-inverse of
+    k_raw (learned_curvature_of(k) = k_raw); with s = (B2)'s factor of that k_raw it is 0."""
+    from bayescg.bias import _local_start, correction_factor
+
+    x = np.linspace(-3, 3, 301)
+    w = np.exp(-x ** 2)
+    w /= w.sum()
+    delta, gamma = 0.3, 0.1
+    E = math.exp(-gamma * delta)
+    x0 = x[np.searchsorted(x, w @ x)]
+    for k in (0.5, 2.0, 15.0):
+        k_raw = learned_curvature_of(k, delta, gamma)
+        out = _local_start(k_raw * x ** 2 / 2, x, w, 0.9, delta, E, 21.0)
+        assert np.max(np.abs(out - (k - 0.9 * k_raw) * (x - x0) ** 2 / 2)) < 1e-6 * k_raw, k
+        s = correction_factor(k_raw, delta, gamma)
+        assert np.max(np.abs(_local_start(k_raw * x ** 2 / 2, x, w, s, delta, E, 1e3))) < 1e-8 * k_raw

@@ -31,6 +31,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--iterations", type=int, default=8)
     ap.add_argument("--out", default=str(HERE / "dw_iterations.json"))
+    ap.add_argument("--fixed-z", action="store_true",
+                    help="keep Z at its (B3) start value instead of rescaling it to the V-run's var(p) after each run")
     ap.add_argument("--at-truth", action="store_true",
                     help="instead: white runs on U_0 itself (Z rescaled to the V-run's var(p)): the white model's "
                          "own error, the residual L_delta[V] - L_gauss[U_0] (a diagnostic that uses U_0)")
@@ -51,7 +53,12 @@ def main(argv=None):
     base = damped_white_learner(sim, sim_kwargs(model), knots=model.fit.knots, steps=int(4e6), seed=a.seed + 1)
     rows, coefs = [], []
 
+    z0 = []
+
     def learn(coef, Z):
+        if a.fixed_z:
+            z0.append(Z)
+            Z = z0[0]
         f = base(coef, Z)
         F = SplineRep(f.knots, f.coef_mean).value(x) * (var_p * f.beta["beta_hat"] if DENSITY else 1.0)
         r, Fa = al(T - F)[reg], al(F)[reg]
