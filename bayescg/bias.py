@@ -360,9 +360,10 @@ def _start(x, T, var_p, delta, gamma, mass, friction):
 
 def _about_centre(g, x, w):
     """The double integral of g (G,) on the grid x (G,) (trapezoid) with value and slope 0 at the count-weighted
-    centre (weights w, sum 1)."""
+    centre (weights w, sum 1); g is taken as 0 in cells without counts (w = 0)."""
     h = np.diff(x)
     i0 = int(np.clip(np.searchsorted(x, float(w @ x)), 0, x.size - 1))
+    g = np.where(w > 0, g, 0.0)  # no data, no curvature information: continued linearly there
 
     def integral(f):
         c = np.concatenate([[0.0], np.cumsum(0.5 * (f[1:] + f[:-1]) * h)])
@@ -389,9 +390,12 @@ def _local_start(T, x, w, s, delta_e, E, kappa_max):
     k(k_raw) = k_raw (1 + E) / (2 + delta^2 k_raw / 2) (the inverse of (B1)), level and tilt from s T.  On the
     walls of a quartic (B1) inflates the curvature 2-3x where the global s shrinks it by ~8 %; starting there
     heats the white runs (their var(p) 3 % above the V-run's at the same Z)."""
-    kr = np.clip(_grid_curvature(T, x), -kappa_max, None)
+    kr = np.clip(_grid_curvature(T, x), 0.0, None)
     k = kr * (1.0 + E) / (2.0 + 0.5 * delta_e ** 2 * kr)
-    return _about_centre(k - s * kr, x, w)
+    # (B1) is the law of a stable oscillation: where T is not convex there is none, and the point-by-point
+    # inverse amplifies a noisy T's negative curvature (a 2e5-step learn's T'' = -4 at delta 0.5 sent the white
+    # walkers off the grid); there the start keeps s T
+    return _about_centre(np.where(_grid_curvature(T, x) > 0, k - s * kr, 0.0), x, w)
 
 
 def _grid_curvature(u, x):
