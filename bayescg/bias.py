@@ -35,7 +35,10 @@ by the fixed point (like iterative Boltzmann inversion)
     U_c <- U_c + s (L_delta[V] - L_delta[U_c]),      U_c^0 = s L_delta[V],                (B4)
 
 in spline coefficients (all curves share the knots of the fit), with the (B2) factor s as a preconditioner
-(the inverse Jacobian of U -> L_delta[U] on quadratics, where (B4) is exact in one step).  The white-kick run
+(the inverse Jacobian of U -> L_delta[U] on quadratics, where (B4) is exact in one step); in 1D the step's
+curvature is preconditioned locally instead, by the inverse derivative of (B1) at U_c''(q) (the walls of a
+quartic, where delta^2 U'' approaches the stability limit, respond 2-3x more strongly than the wells), and a
+safeguard returns to the best iterate with half the step whenever the residual grows.  The white-kick run
 reproduces the V-run's kinetic temperature: on the linear map (B1) the discrete Lyapunov equation gives
 
     var(p) = 2 delta Z / ((1 - E) (2 (1 + E) - delta^2 kappa)),                         (B3)
@@ -355,6 +358,55 @@ def _start(x, T, var_p, delta, gamma, mass, friction):
     return s, Z, None, E
 
 
+def _about_centre(g, x, w):
+    """The double integral of g (G,) on the grid x (G,) (trapezoid) with value and slope 0 at the count-weighted
+    centre (weights w, sum 1); g is taken as 0 in cells without counts (w = 0)."""
+    h = np.diff(x)
+    i0 = int(np.clip(np.searchsorted(x, float(w @ x)), 0, x.size - 1))
+    g = np.where(w > 0, g, 0.0)  # no data, no curvature information: continued linearly there
+
+    def integral(f):
+        c = np.concatenate([[0.0], np.cumsum(0.5 * (f[1:] + f[:-1]) * h)])
+        return c - c[i0]
+    return integral(integral(g))
+
+
+def _curvature_step(r, kappa, x, w, s, delta_e, E):
+    """The 1D local correction to the preconditioned (B4) step: s r + I[(P - s) r''], in U on the grid x (G,).
+
+    r (G,): the residual L_delta[V] - L_delta[U_c]; kappa (G,): U_c'' (clipped to the map's stable range by the
+    caller).  Locally (B1) maps U'' = k to k_raw = 4 k / D, D = 2 (1 + E) - delta^2 k, whose derivative is
+    J(k) = 8 (1 + E) / D^2; the inverse Jacobian P = 1 / J differs from the global factor s by up to 2.5x on the
+    quartic walls (delta^2 U'' ~ 1.6 at |q| ~ 2.5 for delta 0.3), where the global step overshoots (s J > 2).
+    I[g] is the double integral of g about the count-weighted centre (value and slope 0 there), so the update's
+    curvature is P r'' while its level and tilt keep the global step's.  On a quadratic, P is constant."""
+    D = 2.0 * (1.0 + E) - delta_e ** 2 * kappa
+    P = D * D / (8.0 * (1.0 + E))
+    return _about_centre((P - s) * _grid_curvature(r, x), x, w)
+
+
+def _local_start(T, x, w, s, delta_e, E, kappa_max):
+    """The 1D start U_c^0 - s T (G,): (B2) applied to the curvature point by point, U_c^0'' = k(T''),
+    k(k_raw) = k_raw (1 + E) / (2 + delta^2 k_raw / 2) (the inverse of (B1)), level and tilt from s T.  On the
+    walls of a quartic (B1) inflates the curvature 2-3x where the global s shrinks it by ~8 %; starting there
+    heats the white runs (their var(p) 3 % above the V-run's at the same Z)."""
+    kr = np.clip(_grid_curvature(T, x), 0.0, None)
+    k = kr * (1.0 + E) / (2.0 + 0.5 * delta_e ** 2 * kr)
+    # (B1) is the law of a stable oscillation: where T is not convex there is none, and the point-by-point
+    # inverse amplifies a noisy T's negative curvature (a 2e5-step learn's T'' = -4 at delta 0.5 sent the white
+    # walkers off the grid); there the start keeps s T
+    return _about_centre(np.where(_grid_curvature(T, x) > 0, k - s * kr, 0.0), x, w)
+
+
+def _grid_curvature(u, x):
+    h = np.diff(x)
+    hl, hr = h[:-1], h[1:]
+    k = np.empty_like(u)
+    k[1:-1] = 2.0 * (hl * u[2:] - (hl + hr) * u[1:-1] + hr * u[:-2]) / (hl * hr * (hl + hr))
+    k[0], k[-1] = k[1], k[-2]
+    return k
+
+
 def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, var_p, delta, gamma,
                            mass=None, friction=None, max_iter: int = 6, min_iter: int = 1) -> FixedPointCorrection:
     """Iterate (B4) from the learned U_raw = L_delta[V] (spline ``coef_target`` (m,) on ``knots``, d = 1, 2).
@@ -365,12 +417,17 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     weights of the grid points, for the alignment), region (G,) bool (mass region, where convergence and size
     are measured); var_p: the V-run's temperature 1 / beta_hat = Tr(A Cov p) / d (var(p) for M = I, d = 1);
     mass: A = M^-1 (d, d) (default I); friction: Gamma (d, d) (default gamma I), as in the V-run.
-    Stops after the first iteration >= ``min_iter`` whose update (RMS over the region, aligned) is below the
-    RMS Monte Carlo error of L_delta[U_c]; the last update is applied.
-    """
+
+    The step: in 1D the preconditioner is local (:func:`_curvature_step`: the inverse derivative of (B1) at the
+    candidate's curvature U_c''(q)); in d >= 2 the global factor s.  Safeguard: the residual of every evaluated
+    iterate (the update's RMS over the region, aligned) is kept; when it exceeds the best one so far, the
+    iteration goes back to the best iterate with half the step (and halves again on every further growth).
+    Stops after the first iteration >= ``min_iter`` whose residual is below the RMS Monte Carlo error of
+    L_delta[U_c] (its last update is then applied: ``converged``); otherwise returns the best evaluated iterate
+    (``history`` marks it ``returned``)."""
     import time
 
-    from .splines import SplineRep
+    from .splines import SplineRep, design_matrix
 
     t0 = time.perf_counter()
     x = np.asarray(grid, dtype=float)
@@ -393,14 +450,32 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
         inside = (grev >= x.min()) & (grev <= x.max())
         cont = lambda c: _continued(c, inside, grev, kappa_max)  # noqa: E731
         hold = lambda c: _held(c, inside)  # noqa: E731
+        a = 1.0 if mass is None else float(np.atleast_2d(mass)[0, 0])
+        g1 = gamma if friction is None else float(np.atleast_2d(friction)[0, 0])
+        de, Ee = delta * math.sqrt(a), math.exp(-g1 * a * delta)
+        B = design_matrix(x, knots)
+
+        def step(c, fc):  # (B4) with the local preconditioner, in coefficients
+            dc = ct - fc
+            kap = np.clip(_grid_curvature(ev(c), x), -kappa_max, kappa_max)
+            extra = _curvature_step(ev(dc), kap, x, w, s, de, Ee)
+            return hold(s * dc + np.linalg.lstsq(B, extra, rcond=None)[0])
     else:  # d >= 2: the spline box is the histogram box; no continuation
         cont = hold = lambda c: c  # noqa: E731
-    coef = cont(s * ct)
+
+        def step(c, fc):
+            return s * (ct - fc)
+    if x.ndim == 1:
+        coef = cont(s * ct + np.linalg.lstsq(B, _local_start(T, x, w, s, de, Ee, kappa_max), rcond=None)[0])
+    else:
+        coef = cont(s * ct)
     history, converged, se = [], False, np.zeros(len(x))
-    it, alpha, Z_used = 0, 1.0, Z
+    it, alpha, best = 0, 1.0, None
     for it in range(1, int(max_iter) + 1):
         fit = learn(coef, Z)
-        F = ev(np.asarray(fit.coef_mean, dtype=float))
+        vp = 1.0 / float(fit.beta["beta_hat"])
+        fc = np.asarray(fit.coef_mean, dtype=float)
+        F = ev(fc)
         upd = _aligned(T - F, w)
         half = (np.asarray(fit.U_upper) - np.asarray(fit.U_lower)) / (2 * Z94)
         if x.ndim == 1:
@@ -411,17 +486,27 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
             raise InputError("the white-kick fit's grid differs from the learned U's grid")
         rms_upd = float(np.sqrt(np.mean(upd[reg] ** 2)))
         rms_se = float(np.sqrt(np.mean(se[reg] ** 2)))
-        vp = 1.0 / float(fit.beta["beta_hat"])
         history.append({"iteration": it, "kick_noise": np.asarray(Z).tolist(), "var_p": vp,
-                        "update_rms": rms_upd, "mc_error_rms": rms_se, "update_max": float(np.max(np.abs(upd[reg])))})
-        if history[:-1] and rms_upd > history[-2]["update_rms"]:
-            alpha *= 0.5  # the update grew: damp it
-        coef = cont(coef + alpha * hold(s * (ct - np.asarray(fit.coef_mean, dtype=float))))
+                        "update_rms": rms_upd, "mc_error_rms": rms_se, "update_max": float(np.max(np.abs(upd[reg]))),
+                        "alpha": alpha})
         # (B3) rescaling, at most x2 per run: the temperature of a non-linear map is not proportional to Z
-        Z_used, Z = Z, Z * float(np.clip(var_p / vp, 0.5, 2.0))
+        Z_next = Z * float(np.clip(var_p / vp, 0.5, 2.0))
+        if best is None or rms_upd <= best["rms"]:
+            best = {"rms": rms_upd, "coef": coef, "Z": Z, "se": se, "it": it, "step": step(coef, fc),
+                    "Z_next": Z_next}
+            coef = cont(coef + alpha * best["step"])
+            Z_used, Z = Z, Z_next
+        else:  # the residual grew: back to the best iterate with half the step
+            alpha *= 0.5
+            history[-1]["backtrack_to"] = best["it"]
+            coef = cont(best["coef"] + alpha * best["step"])
+            Z_used, Z = Z, best["Z_next"]
         if it >= min_iter and rms_upd <= rms_se:
             converged = True
             break
+    if not converged:  # return the best evaluated iterate, not an unverified step
+        coef, Z_used, se = best["coef"], best["Z"], best["se"]
+        history[best["it"] - 1]["returned"] = True
     shift = _aligned(ev(coef) - T, w)
     return FixedPointCorrection(grid=x, correction=shift, correction_se=s * se, coef_shift=coef - ct, factor=s,
                                 Z=Z_used, iterations=it, converged=converged,

@@ -433,9 +433,10 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
                 "of what the correction treats as noise, so the corrected U is the potential at the scale this step "
                 "resolves (bayescg.bias.white_noise_check)")
     if not corr.converged:
+        best = next((h for h in corr.history if h.get("returned")), corr.history[-1])
         warnings.append(f"finite-delta correction not converged after {corr.iterations} white-kick runs "
-                        f"(last update {corr.history[-1]['update_rms']:.3g} > Monte Carlo error "
-                        f"{corr.history[-1]['mc_error_rms']:.3g}, RMS over the mass region)")
+                        f"(best residual {best['update_rms']:.3g}, run {best['iteration']}, > Monte Carlo error "
+                        f"{best['mc_error_rms']:.3g}, RMS over the mass region; that iterate is used)")
     return corrected_fit(fit, corr, reference, rng_seed=seed), fit, corr, ""
 
 

@@ -321,3 +321,99 @@ def test_coupled_maps_kick_shape_against_the_exact_linear_filter():
     assert k_exact < -0.03  # a measurable shape effect
     assert abs(out[0][1] - k_exact) < 0.35 * abs(k_exact), (out, k_exact)
     assert abs(out[1][1]) < 0.35 * abs(k_exact), (out, k_exact)
+
+
+# ------------------------------------------------------------------------------------------------ the safeguard
+def _linear_learner(gain, x, se=1e-4, log=None):
+    """learn(coef, Z) of a synthetic, exactly linear map L[U] = gain x U (no simulation): the fitted
+    coefficients are gain x coef, the band a constant +-Z94 se, and the temperature is the target's."""
+    from types import SimpleNamespace
+
+    def learn(coef, Z):
+        if log is not None:
+            log.append(np.array(coef, dtype=float))
+        c = gain * np.asarray(coef, dtype=float)
+        u = np.zeros(x.size)
+        return SimpleNamespace(coef_mean=c, U_upper=u + Z94 * se, U_lower=u - Z94 * se, grid=x[:, None],
+                               beta={"beta_hat": 1.0})
+    return learn
+
+
+def _synthetic(gain, max_iter, se=1e-4):
+    from bayescg.splines import SplineRep, clamped_knots
+
+    delta, gamma = 0.1, 0.1
+    t = [clamped_knots(-4.0, 4.0, 20)]
+    x = np.linspace(-3.9, 3.9, 157)
+    ct = np.linalg.lstsq(BSpline.design_matrix(x, t[0], 3).toarray(), x ** 2 / 2, rcond=None)[0]
+    w = np.exp(-x ** 2 / 2)
+    log = []
+    fp = fixed_point_correction(t, ct, _linear_learner(gain, x, se, log), grid=x, weights=w,
+                                region=w > 0.05 * w.max(), var_p=1.0, delta=delta, gamma=gamma, max_iter=max_iter)
+    T = SplineRep(t, ct).value(x)
+    return fp, x, w / w.sum(), T, log, t
+
+
+def test_safeguard_converges_where_the_plain_step_oscillates():
+    """L[U] = 2.6 U: the (B4) step (preconditioner ~ 0.99 here, delta 0.1) multiplies the error by 1 - 2.6 x 0.99
+    = -1.6 per run, so the plain iteration oscillates with growing amplitude.  The safeguarded iteration must go
+    back to the best iterate with half the step (factor -0.3) and converge to the exact fixed point T / 2.6."""
+    fp, x, w, T, log, _ = _synthetic(2.6, max_iter=30)
+    assert any("backtrack_to" in h for h in fp.history)
+    assert fp.converged
+    res = [h["update_rms"] for h in fp.history]
+    assert res[1] > res[0]  # the plain step did grow the residual
+    exact = T / 2.6 - T
+    exact = exact - w @ exact
+    assert np.max(np.abs(fp.correction - exact)) < 1e-3 * np.max(np.abs(exact)) + 5e-4
+
+
+def test_safeguard_returns_the_best_evaluated_iterate_when_not_converged():
+    """Stopped before convergence (2 runs, the second worse than the first): the result is the first,
+    evaluated iterate (U_c^0 = s T), not the unverified step after the worse one."""
+    from bayescg.splines import SplineRep
+
+    fp, x, w, T, log, t = _synthetic(2.6, max_iter=2)
+    assert not fp.converged and fp.history[0].get("returned") and not fp.history[1].get("returned")
+    first = SplineRep(t, log[0]).value(x) - T
+    first = first - w @ first
+    assert np.allclose(fp.correction, first, atol=1e-10)
+
+
+def test_the_local_step_is_the_global_one_on_a_quadratic_and_smaller_on_steep_walls():
+    """bias._curvature_step against its closed form: on a constant curvature its correction is
+    (1/J - s) r for a quadratic residual r (J = 8 (1 + E) / D^2, D = 2 (1 + E) - delta^2 k); it damps the step
+    where delta^2 U'' is large (1/J < s)."""
+    from bayescg.bias import _curvature_step
+
+    x = np.linspace(-3, 3, 301)
+    w = np.exp(-x ** 2)
+    w /= w.sum()
+    delta, E, s = 0.3, math.exp(-0.03), 0.95
+    r = 0.1 * (x - w @ x) ** 2 / 2
+    for k in (0.5, 2.0, 15.0):
+        P = (2 * (1 + E) - delta ** 2 * k) ** 2 / (8 * (1 + E))
+        out = _curvature_step(r, np.full(x.size, k), x, w, s, delta, E)
+        x0 = x[np.searchsorted(x, w @ x)]
+        want = (P - s) * 0.1 * (x - x0) ** 2 / 2
+        assert np.max(np.abs(out - want)) < 1e-6, k
+    assert (2 * (1 + E) - delta ** 2 * 15.0) ** 2 / (8 * (1 + E)) < 0.5 * s
+
+
+def test_the_local_start_inverts_B1_point_by_point():
+    """bias._local_start on T = k_raw q^2 / 2 gives U_c^0 - s T with curvature k - s k_raw, k the (B1)-inverse of
+    k_raw (learned_curvature_of(k) = k_raw); with s = (B2)'s factor of that k_raw it is 0."""
+    from bayescg.bias import _local_start, correction_factor
+
+    x = np.linspace(-3, 3, 301)
+    w = np.exp(-x ** 2)
+    w /= w.sum()
+    delta, gamma = 0.3, 0.1
+    E = math.exp(-gamma * delta)
+    x0 = x[np.searchsorted(x, w @ x)]
+    for k in (0.5, 2.0, 15.0):
+        k_raw = learned_curvature_of(k, delta, gamma)
+        out = _local_start(k_raw * x ** 2 / 2, x, w, 0.9, delta, E, 21.0)
+        assert np.max(np.abs(out - (k - 0.9 * k_raw) * (x - x0) ** 2 / 2)) < 1e-6 * k_raw, k
+        s = correction_factor(k_raw, delta, gamma)
+        assert np.max(np.abs(_local_start(k_raw * x ** 2 / 2, x, w, s, delta, E, 1e3))) < 1e-8 * k_raw
