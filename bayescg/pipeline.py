@@ -403,11 +403,21 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
 
     begin_stage(control, f"finite-delta correction: fixed point on white-kick runs ({steps:.3g} steps each)")
     learn = damped_white_learner(sim, sim_kw, knots=knots, steps=steps, seed=seed + 1, control=control)
+    shape = None
+    if sim.dim >= 2 and potential is not None and getattr(sim, "final_q", None) is not None:
+        from .bias import white_noise_check
+
+        # the white kicks get the V-run's measured kick covariance (about the raw U), not an assumed shape: in d >= 2
+        # the learned U depends on it (bias.learned_hessian_of); a calibrated run's is ~ its friction's
+        begin_stage(control, "finite-delta correction: kick covariance of the V-run")
+        shape = np.asarray(white_noise_check(potential, sim, target.knots, target.coef_mean,
+                                             target.coef_mean)[0]["raw"]["Z_matrix"])
     try:
         corr = fixed_point_correction(target.knots, target.coef_mean, learn,
                                       grid=fit.grid[:, 0] if sim.dim == 1 else fit.grid, weights=fit.grid_weights,
                                       region=fit.mass_region, var_p=1.0 / sim.beta_hat, delta=sim.delta,
-                                      gamma=sim.gamma, mass=sim.mass, friction=sim.friction, max_iter=max_iter)
+                                      gamma=sim.gamma, mass=sim.mass, friction=sim.friction, max_iter=max_iter,
+                                      noise_shape=shape)
     except (SimulationError, InputError) as exc:  # keep the learned U; say why it is not corrected
         note = f"the correction failed: {exc}"
         warnings.append(f"finite-delta correction not applied ({note}); U is the raw learned U_delta")
