@@ -197,6 +197,10 @@ class LearnResult:
         s.add("reference_coverage", d.get("reference_coverage"), ".3g", missing="n/a (no reference)")
         if d["dimension"] >= 2 and d.get("noise_covariance") is not None:
             s.add("noise covariance Z", d["noise_covariance"])
+        zp = d.get("noise_part_of_band")
+        if zp is not None:  # issue 11 item 3: Z's uncertainty is in U's band; say how much
+            s.add("Z's share of U's band variance", zp["z_share_of_band_var"], ".2f")
+            s.add("band widened for Z by", zp["band_scale"], ".3g")
         s.add_diagnostics(d.get("diagnostics"), d.get("method"))
         s.add("normality p-value", d["normality"]["pvalue"], ".3g")
         c = d["finite_delta_correction"]

@@ -201,7 +201,8 @@ def test_matrix_law_reduces_to_the_1d_closed_forms_with_mass_rescaling():
     assert np.allclose(mean_hessian(g, 0.5 * np.einsum("ni,ij,nj->n", g, K, g) + g[:, 0] + 3, np.ones(200)), K)
 
 
-def _learn_and_correct(pot, delta, gamma, *, mass=None, steps, seed, hist_range, bins, knots, corr_steps):
+def _learn_and_correct(pot, delta, gamma, *, mass=None, steps, seed, hist_range, bins, knots, corr_steps,
+                       measure_noise=False):
     from bayescg.fit import fit_effective_potential
     from bayescg.pipeline import correct_finite_delta
     from bayescg.simulate import simulate
@@ -214,7 +215,7 @@ def _learn_and_correct(pot, delta, gamma, *, mass=None, steps, seed, hist_range,
     warns = []
     out, raw, corr, note = correct_finite_delta(sim, fit, kw, mode="fixed_point", knots=knots, mass_fraction=0.98,
                                                 steps=corr_steps, max_iter=6, reference=None, seed=seed,
-                                                warnings=warns, max_dim=2)
+                                                warnings=warns, max_dim=2, potential=pot if measure_noise else None)
     assert note == "" and corr is not None, (note, warns)
     return sim, out, raw, corr
 
@@ -269,6 +270,35 @@ def test_2d_anisotropic_quadratic_corrected_hessian_within_mc_error():
     truth = np.diag([1.0, 3.0])
     assert Hr[1, 1] > 3.3 and Hr[0, 0] > 1.03  # the anisotropic raw bias is there
     tol = 4 * se + 0.015 * np.abs(truth).max(axis=0)[None, :]
+    assert np.all(np.abs(H - truth) < tol), (H, se, Hr, corr.history)
+
+
+@pytest.mark.slow
+def test_2d_scalar_friction_anisotropic_kicks_corrected_with_the_measured_noise():
+    """U_0 = x^2/2 + 3 y^2/2 with the micro-scales of (4.8), 1e-3 (sin(x/1e-3) + sin((x + y)/1e-3)), whose kicks
+    have the anisotropic, correlated covariance ~ delta [[1, .5], [.5, .5]], under scalar friction (the run is not
+    Gibbs: the raw learned Hessian is ~ [[0.84, -0.08], [-0.08, 5.0]] by the linear-map law).  The correction with
+    the V-run's measured kick covariance (correct_finite_delta with the potential) must give diag(1, 3) within 4 sd
+    of its band + 3 % (the fixed point's contraction is ~0.4 per run on this law, so 6 runs leave < 1 % of the
+    raw bias; the non-white model error is ~1 %)."""
+    from bayescg.bias import learned_hessian_of
+    from bayescg.potentials import Potential
+    from scipy.linalg import expm
+
+    pot = Potential.from_expression("x**2/2 + 3*y**2/2 + 0.001*sin(x/0.001) + 0.001*sin((x + y)/0.001)", ["x", "y"])
+    sim, fit, raw, corr = _learn_and_correct(pot, 0.4, 0.2, steps=3_000_000, seed=3,
+                                             hist_range=[(-7.0, 7.0), (-3.0, 3.0)], bins=40, knots=10,
+                                             corr_steps=3_000_000, measure_noise=True)
+    Hr, se_r = _hessian_with_se(raw)
+    H, se = _hessian_with_se(fit)
+    truth = np.diag([1.0, 3.0])
+    Zm = np.asarray(corr.Z)
+    # the measured shape is the micro-scales' (independent truth: the cosines' variances, 1/2 each)
+    assert Zm[0, 1] / Zm[0, 0] == pytest.approx(0.5, abs=0.05) and Zm[1, 1] / Zm[0, 0] == pytest.approx(0.5, abs=0.05)
+    # the raw bias is what the linear-map law predicts for this shape (independent of the fixed point)
+    Kr = learned_hessian_of(truth, np.eye(2), expm(-0.2 * 0.4 * np.eye(2)), 0.4, Zm)
+    assert np.all(np.abs(Hr - Kr) < 4 * se_r + 0.03 * 3.0), (Hr, Kr)
+    tol = 4 * se + 0.03 * np.abs(truth).max(axis=0)[None, :]
     assert np.all(np.abs(H - truth) < tol), (H, se, Hr, corr.history)
 
 
@@ -366,3 +396,23 @@ def test_learned_hessian_depends_on_the_kick_shape_as_a_direct_simulation_says()
     A2, G2 = np.array([[1.3, 0.4], [0.4, 0.9]]), np.array([[0.6, 0.3], [0.3, 0.4]])
     d2 = 0.002
     assert np.allclose(learned_hessian_of(K, A2, expm(-G2 @ A2 * d2), d2, 2 * G2), K, rtol=2e-3)
+
+
+def test_band_sd_at_reads_a_2d_fit_band_off_its_own_grid():
+    """bias.band_sd_at (the d = 2 fixed point's Monte Carlo error of a white-kick fit on the learned U's points):
+    on the fit's own report grid with its own weights it is the fit's band half-width / Z94 exactly (the spline
+    draws are the U draws); on a point set that extends past the data it is larger outside the data than inside."""
+    from bayescg.bias import band_sd_at
+
+    rng = np.random.default_rng(4)
+    q = rng.multivariate_normal([0.0, 0.0], [[1.0, 0.3], [0.3, 0.5]], size=400_000)
+    edges = [np.linspace(-4, 4, 41), np.linspace(-3, 3, 31)]
+    counts = np.histogram2d(q[:, 0], q[:, 1], bins=edges)[0]
+    f = fit_effective_potential({"counts": counts, "edges": edges, "beta_hat": 1.0, "beta_hat_se": 0.01,
+                                 "n_eff_factor": 0.2}, knots=6, method="map", draws=300, seed=2)
+    sd = band_sd_at(f, f.grid, f.grid_weights)
+    assert np.allclose(sd, (f.U_upper - f.U_lower) / (2 * Z94), rtol=1e-9, atol=1e-12)
+    pts = np.array([[0.0, 0.0], [0.5, 0.2], [3.8, -2.8], [-3.8, 2.8]])
+    w = np.array([1.0, 1.0, 0.0, 0.0])
+    s2 = band_sd_at(f, pts, w)
+    assert np.all(s2[2:] > 3 * s2[:2]), s2
