@@ -48,8 +48,12 @@ the update is below the Monte Carlo error of L_delta[U_c].
 Mass and d >= 2.  In 1D, A = M^-1 = a reduces to M = I by p' = sqrt(a) p (delta' = delta sqrt(a), friction
 gamma sqrt(a), E unchanged, temperature 1 / beta_hat = a var(p)).  For d = 2 (and non-diagonal A, Gamma) the
 linear-map law is solved numerically (:func:`linear_map_covariance`, discrete Lyapunov): the learned curvature
-matrix Cov_q^-1 Tr(A Cov_p) / d, its inverse by a fixed point, a scalar Jacobian factor Tr(A K) / Tr(A K_raw)
-and Z proportional to the symmetrised friction (the fluctuation-dissipation shape) at the run's temperature.
+matrix Cov_q^-1 Tr(A Cov_p) / d, its inverse by Newton's method, a scalar Jacobian factor Tr(A K) / Tr(A K_raw)
+and Z = z shape at the run's temperature.  In d >= 2 the learned U depends on Z's shape, not only its size
+(:func:`learned_hessian_of`), so the shape is the V-run's measured kick covariance when V is known
+(pipeline.correct_finite_delta), else the symmetrised friction (the fluctuation-dissipation shape of a
+calibrated run, Gamma = Z / 2).  The white fits' Monte Carlo error is read on the learned U's points from their
+spline draws (:func:`band_sd_at`): the sparse 2D fit reports on its own data region.
 
 What the white model leaves out (measured, benchmarks/calibration/FDELTA.md): the micro-scale kicks of Test 1
 are white (lag-1 autocorrelation 0.000 +- 0.002 about the corrected U) but not Gaussian (excess kurtosis -0.75);
@@ -503,8 +507,9 @@ def residual_kick_correlation(q, p, grad_U, *, delta, A, E, max_lag: int = 3, re
 
     are what (B4) replaces by white N(0, delta Z).  Returns their lag-1..max_lag autocorrelations ``rho``
     (pooled over walkers and components, each with the white-noise standard error 1 / sqrt(N)), the kick variance
-    per unit step ``Z_measured`` = Var(r) / delta (trace / d), the full matrix ``Z_matrix`` = Cov(r) / delta
-    (d, d; pooled over walkers) and ``n``.  A step that resolves part of V - U_c
+    per unit step ``Z_measured`` = Var(r) / delta (trace / d), the full matrix ``Z_matrix`` (d, d) of the part of
+    the kicks not explained by a cubic polynomial of q_{n+1/2} (pooled over walkers: insensitive to a smooth
+    misfit of U_c) and ``n``.  A step that resolves part of V - U_c
     (the scale treated as noise) gives rho_1 far from 0: the kicks of successive steps then share the same
     resolved feature of V - U_c.  return_kicks: return r (n - 1, W, d) itself instead."""
     q = np.asarray(q, dtype=float)
@@ -523,7 +528,19 @@ def residual_kick_correlation(q, p, grad_U, *, delta, A, E, max_lag: int = 3, re
     v = np.mean(r * r, axis=0)  # (W, d)
     rho = [float(np.sum(np.mean(r[k:] * r[:-k], axis=0)) / np.sum(v)) for k in range(1, max_lag + 1)]
     N = r.shape[0] * W * d
-    Zm = np.einsum("nwi,nwj->ij", r, r) / (r.shape[0] * W * delta)
+    # Z_matrix: covariance of the kicks about their regression on a cubic polynomial of q_{n+1/2}: the smooth misfit
+    # -delta grad (V_smooth - U_c)(q_{n+1/2}) (large when U_c is the raw U of a non-Gibbs run) is a smooth function
+    # of q_{n+1/2}, the micro-scale kicks are uncorrelated with it.  The plain Cov(r) holds the misfit (measured on
+    # a (4.8)-like run about its raw U: Z_yy / Z_xx 1.32 against the micro-scales' 0.5); differences of r do not
+    # remove it at finite delta (the misfit correlates r_n with xi_{n-1} at O(delta^2 dK))
+    X = qh.reshape(-1, d)
+    X = (X - X.mean(axis=0)) / np.maximum(X.std(axis=0), 1e-300)
+    cols = [np.ones(len(X))] + [X[:, i] for i in range(d)]
+    cols += [X[:, i] * X[:, j] for i in range(d) for j in range(i, d)]
+    cols += [X[:, i] * X[:, j] * X[:, k] for i in range(d) for j in range(i, d) for k in range(j, d)]
+    D = np.column_stack(cols)
+    e = r.reshape(-1, d) - D @ np.linalg.lstsq(D, r.reshape(-1, d), rcond=None)[0]
+    Zm = e.T @ e / ((len(e) - D.shape[1]) * delta)
     return {"rho": rho, "rho_se": 1.0 / math.sqrt(N), "Z_measured": float(np.sum(v) / W / d / delta), "n": int(N),
             "Z_matrix": (0.5 * (Zm + Zm.T)).tolist()}
 
