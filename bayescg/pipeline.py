@@ -392,8 +392,8 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
     (bayescg.bias.white_noise_check) and a step that resolves the 'noise' is warned about; in 1D, with
     ``kick_shape``, the correction then also removes what the non-Gaussian shape of the recorded kicks changes in
     the learned U (bayescg.bias.apply_kick_shape).  max_dim: the largest d corrected (1 by default: the d = 2
-    fixed point is verified on a 2D quadratic with isotropic micro-scale kicks (tests/test_bias_fixed_point.py, slow),
-    not yet with anisotropic kicks nor on the paper's 2D runs, and each of its white-kick runs is a full 2D simulation; pass 2 to apply it).  In d >= 2 with
+    fixed point is verified on 2D quadratics with isotropic and with (4.8)'s anisotropic micro-scale kicks
+    (tests/test_bias_fixed_point.py, slow), not yet on the paper's 2D runs, and each of its white-kick runs is a full 2D simulation; pass 2 to apply it).  In d >= 2 with
     the ``potential``, the white kicks get the V-run's measured kick covariance (bayescg.bias.learned_hessian_of:
     the learned U depends on its shape)."""
     from .fit import fit_effective_potential
@@ -463,9 +463,10 @@ def _correction_blocker(sim, mode: str, max_dim: int = 1) -> str:
         return ("the fixed-point correction is implemented for d = 1, 2 (in d = 3 the white-noise law predicts a "
                 "curvature bias of ~0.1 % at delta = 0.05, benchmarks/RESULTS_D3.md)")
     if sim.dim > max_dim:
-        return ("the d = 2 fixed point (bayescg.bias) is not applied by learn yet: it is verified on a 2D quadratic "
-                "with isotropic micro-scale kicks only; with (4.8)'s anisotropic kicks and on the paper's 2D runs it is "
-                "not (pipeline.correct_finite_delta(max_dim=2) applies it)")
+        return ("the d = 2 fixed point (bayescg.bias) is not applied by learn yet: it is verified on 2D quadratics "
+                "with micro-scales (isotropic kicks, and (4.8)'s anisotropic kicks under scalar friction with the "
+                "measured kick covariance) but not on the paper's 2D runs (pipeline.correct_finite_delta(max_dim=2) "
+                "applies it)")
     if getattr(sim, "integrator", "damped") != "damped":
         return f"the run used integrator {sim.integrator!r}, not the damped map (3.2)"
     if not np.isfinite(sim.beta_hat) or sim.beta_hat <= 0:
