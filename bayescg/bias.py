@@ -708,9 +708,13 @@ def damped_white_learner(sim, sim_kw: dict, *, knots, steps: int, seed: int, con
     kw = dict(sim_kw, steps=int(steps), seed=int(seed), bins=es[0].size - 1,
               hist_range=[(float(e[0]), float(e[-1])) for e in es], integrator="damped_white")
     t = [clamped_knots(e[0], e[-1], int(knots)) for e in es]
+    # d >= 2 has no stable continuation of U_c past the data (1D: bias._continued): the spline's linear continuation
+    # past the box can slope downhill outwards (measured: (4.8) walkers ran to -inf), so a quadratic wall holds them;
+    # stiffness 1 / delta^2, a quarter of the map's stability limit, acting only outside the histogram box
+    wall = 1.0 / sim.delta ** 2 if len(es) > 1 else 0.0
 
     def learn(coef, Z):
-        ws = simulate(spline_potential(t, coef), sim.delta, kick_noise=Z if len(es) > 1 else float(Z),
+        ws = simulate(spline_potential(t, coef, wall=wall), sim.delta, kick_noise=Z if len(es) > 1 else float(Z),
                       control=control, **kw)
         return fit_effective_potential(ws, knots=knots, method="map", seed=seed, draws=400)
     return learn

@@ -6,7 +6,7 @@ kick covariance is the V-run's measured one (bayescg.bias.residual_kick_correlat
 raw vs corrected RMSE and coverage of the reference (V_0), the correction's history and cost, CPU time and the
 load average to run_2d_correction.json.
 
-    python results/effective/run_2d_correction.py [--steps 2e7] [--method map] [--only "4.8 scalar friction"]
+    python results/effective/run_2d_correction.py [--steps 2e7] [--bins 60] [--method map] [--only "4.8 scalar friction"]
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=float, default=2e7, help="steps of the main run and of each white-kick run")
     ap.add_argument("--method", default="map")
     ap.add_argument("--iterations", type=int, default=6)
+    ap.add_argument("--bins", type=int, default=0, help="histogram bins per dimension (0: the model file's)")
     ap.add_argument("--only", default="")
     ap.add_argument("--out", default=str(HERE / "run_2d_correction.json"))
     args = ap.parse_args(argv)
@@ -44,6 +45,8 @@ def main(argv=None):
         if only and eid not in only:
             continue
         over = dict(over, **{"simulation.steps": int(args.steps), "fit.method": args.method})
+        if args.bins:
+            over["simulation.bins"] = args.bins
         model = load_model(MODELS / fname, over)
         t0, c0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()[0]
         res = learn_model(model)
