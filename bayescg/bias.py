@@ -191,8 +191,9 @@ def learned_hessian_of(K, A, E, delta, Z=None):
     Z (d, d): the kick noise's covariance (default I).  The law is linear in Z, so only its shape matters, but
     in d >= 2 it does matter: unless Z has the fluctuation-dissipation shape Z = 2 Gamma / beta (any A), even
     as delta -> 0 the stationary law is not Gibbs (e.g. diagonal K, Gamma: the axes run at temperatures
-    Z_ii / (2 Gamma_ii)), and at finite delta the O(delta) bias depends on the shape too.  E.g. K = diag(1, 3), A = I, Gamma = diag(0.2, 1), delta 0.05 learns
-    diag(1.027, 3.019) with Z = 2 Gamma but diag(0.61, 8.93) with Z = I (tests/test_bias_fixed_point.py)."""
+    Z_ii / (2 Gamma_ii)), and at finite delta the O(delta) bias depends on the shape too.  E.g. K = diag(1, 3),
+    A = I, Gamma = diag(0.2, 1), delta 0.05 learns diag(1.027, 3.019) with Z = 2 Gamma but diag(0.61, 8.93) with
+    Z = I (this function; a direct simulation checks it in tests/test_bias_fixed_point.py)."""
     K = np.atleast_2d(np.asarray(K, dtype=float))
     Z = np.eye(K.shape[0]) if Z is None else np.atleast_2d(np.asarray(Z, dtype=float))
     Cq, Cp = linear_map_covariance(K, A, E, delta, Z)

@@ -375,7 +375,8 @@ def _linear_map_sample_cov(K, A, Gamma, delta, Z, *, walkers=4000, steps=3000, b
 def test_learned_hessian_depends_on_the_kick_shape_as_a_direct_simulation_says():
     """Scalar friction, non-diagonal K, and an anisotropic, correlated kick covariance Z (as the micro-scales of
     (4.8) give a scalar-friction run): learned_hessian_of(..., Z) = Cov_q^-1 Tr(A Cov_p) / d must match a direct
-    simulation of the linear map within 1 % (measured: 0.1 %), while the Z = I answer is off by far more (the shape matters);
+    simulation of the linear map within 1 % (measured: 0.1 %), while the Z = I answer is off by far more (the
+    shape matters);
     hessian_for_learned inverts it for this non-equilibrium shape too."""
     from scipy.linalg import expm
 

@@ -6,7 +6,7 @@ kick covariance is the V-run's measured one (bayescg.bias.residual_kick_correlat
 raw vs corrected RMSE and coverage of the reference (V_0), the correction's history and cost, CPU time and the
 load average to run_2d_correction.json.
 
-    python results/effective/run_2d_correction.py [--steps 2e7] [--bins 60] [--method map] [--only "4.8 scalar friction"]
+    python results/effective/run_2d_correction.py [--steps 2e7] [--bins 60] [--only "4.8 scalar friction"]
 """
 from __future__ import annotations
 
