@@ -482,6 +482,12 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
         rms_upd = float(np.sqrt(np.mean(upd[reg] ** 2)))
         rms_se = float(np.sqrt(np.mean(se[reg] ** 2)))
         vp = 1.0 / float(fit.beta["beta_hat"])
+        if x.ndim > 1 and not 0.5 < vp / var_p < 2.0:
+            # d >= 2: a white run far off the V-run's temperature has left the candidate's stable region (measured on
+            # (4.9) Mueller-Brown: var(p) 1.6e7 against 1.0, with a Monte Carlo error as large as the update, which
+            # would otherwise pass the convergence test); keep the raw U
+            raise InputError(f"the white-kick run's temperature {vp:.3g} is far from the run's {var_p:.3g} "
+                             f"(iteration {it}): the 2D correction is not applied")
         history.append({"iteration": it, "kick_noise": np.asarray(Z).tolist(), "var_p": vp,
                         "update_rms": rms_upd, "mc_error_rms": rms_se, "update_max": float(np.max(np.abs(upd[reg])))})
         if history[:-1] and rms_upd > history[-2]["update_rms"]:
