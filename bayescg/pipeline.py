@@ -393,10 +393,10 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
     ``kick_shape``, the correction then also removes what the non-Gaussian shape of the recorded kicks changes in
     the learned U (bayescg.bias.apply_kick_shape).  max_dim: the largest d corrected (1 by default: the d = 2
     fixed point is verified on 2D quadratics with isotropic and with (4.8)'s anisotropic micro-scale kicks
-    (tests/test_bias_fixed_point.py, slow) and on (4.8) with scalar friction at a small budget, not yet on the
-    two-stage (4.8) or (4.9), and each of its white-kick runs is a full 2D simulation; pass 2 to apply it).  In
-    d >= 2 with the ``potential``, the white kicks get the V-run's measured kick covariance (bayescg.bias.learned_hessian_of:
-    the learned U depends on its shape)."""
+    (tests/test_bias_fixed_point.py, slow) and on (4.8) with scalar friction at a small budget, fails on (4.9)
+    (a white-kick run heats up), unmeasured on the two-stage (4.8), and each of its white-kick runs is a full 2D
+    simulation; pass 2 to apply it).  In d >= 2 with the ``potential``, the white kicks get the V-run's measured
+    kick covariance (bayescg.bias.learned_hessian_of: the learned U depends on its shape)."""
     from .fit import fit_effective_potential
 
     note = _correction_blocker(sim, mode, max_dim)
@@ -467,8 +467,8 @@ def _correction_blocker(sim, mode: str, max_dim: int = 1) -> str:
         return ("the d = 2 fixed point (bayescg.bias) is not applied by learn yet: it is verified on 2D quadratics "
                 "with micro-scales (isotropic kicks, and (4.8)'s anisotropic kicks under scalar friction with the "
                 "measured kick covariance) and on (4.8) with scalar friction at 4e6 steps (RMSE 0.099 -> 0.004), "
-                "not yet on the two-stage (4.8), (4.9) or the paper's budgets "
-                "(pipeline.correct_finite_delta(max_dim=2) applies it)")
+                "but it fails on (4.9) Mueller-Brown (a white-kick run heats up) and is unmeasured on the two-stage "
+                "(4.8) (pipeline.correct_finite_delta(max_dim=2) applies it)")
     if getattr(sim, "integrator", "damped") != "damped":
         return f"the run used integrator {sim.integrator!r}, not the damped map (3.2)"
     if not np.isfinite(sim.beta_hat) or sim.beta_hat <= 0:
