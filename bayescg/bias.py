@@ -51,8 +51,12 @@ the update is below the Monte Carlo error of L_delta[U_c].
 Mass and d >= 2.  In 1D, A = M^-1 = a reduces to M = I by p' = sqrt(a) p (delta' = delta sqrt(a), friction
 gamma sqrt(a), E unchanged, temperature 1 / beta_hat = a var(p)).  For d = 2 (and non-diagonal A, Gamma) the
 linear-map law is solved numerically (:func:`linear_map_covariance`, discrete Lyapunov): the learned curvature
-matrix Cov_q^-1 Tr(A Cov_p) / d, its inverse by a fixed point, a scalar Jacobian factor Tr(A K) / Tr(A K_raw)
-and Z proportional to the symmetrised friction (the fluctuation-dissipation shape) at the run's temperature.
+matrix Cov_q^-1 Tr(A Cov_p) / d, its inverse by Newton's method, a scalar Jacobian factor Tr(A K) / Tr(A K_raw)
+and Z = z shape at the run's temperature.  In d >= 2 the learned U depends on Z's shape, not only its size
+(:func:`learned_hessian_of`), so the shape is the V-run's measured kick covariance when V is known
+(pipeline.correct_finite_delta), else the symmetrised friction (the fluctuation-dissipation shape of a
+calibrated run, Gamma = Z / 2).  The white fits' Monte Carlo error is read on the learned U's points from their
+spline draws (:func:`band_sd_at`): the sparse 2D fit reports on its own data region.
 
 What the white model leaves out (measured, benchmarks/calibration/FDELTA.md): the micro-scale kicks of Test 1
 are white (lag-1 autocorrelation 0.000 +- 0.002 about the corrected U) but not Gaussian (excess kurtosis -0.75);
@@ -183,26 +187,66 @@ def linear_map_covariance(K, A, E, delta, Z):
     return C[:d, :d], C[d:, d:]
 
 
-def learned_hessian_of(K, A, E, delta):
+def learned_hessian_of(K, A, E, delta, Z=None):
     """The curvature matrix the recipe learns on U = q^T K q / 2 (any d, M): Cov_q^-1 Tr(A Cov_p) / d, the
-    d-dimensional (B1) (independent of the noise amplitude; temperature 1 / beta_hat = Tr(A Cov p) / d)."""
+    d-dimensional (B1); temperature 1 / beta_hat = Tr(A Cov p) / d.
+
+    Z (d, d): the kick noise's covariance (default I).  The law is linear in Z, so only its shape matters, but
+    in d >= 2 it does matter: unless Z has the fluctuation-dissipation shape Z = 2 Gamma / beta (any A), even
+    as delta -> 0 the stationary law is not Gibbs (e.g. diagonal K, Gamma: the axes run at temperatures
+    Z_ii / (2 Gamma_ii)), and at finite delta the O(delta) bias depends on the shape too.  E.g. K = diag(1, 3),
+    A = I, Gamma = diag(0.2, 1), delta 0.05 learns diag(1.027, 3.019) with Z = 2 Gamma but diag(0.61, 8.93) with
+    Z = I (this function; a direct simulation checks it in tests/test_bias_fixed_point.py)."""
     K = np.atleast_2d(np.asarray(K, dtype=float))
-    Cq, Cp = linear_map_covariance(K, A, E, delta, np.eye(K.shape[0]))
+    Z = np.eye(K.shape[0]) if Z is None else np.atleast_2d(np.asarray(Z, dtype=float))
+    Cq, Cp = linear_map_covariance(K, A, E, delta, Z)
     return np.linalg.inv(Cq) * np.trace(np.atleast_2d(A) @ Cp) / K.shape[0]
 
 
-def hessian_for_learned(K_raw, A, E, delta, iters: int = 60):
-    """The curvature matrix K whose learned curvature (:func:`learned_hessian_of`) is K_raw (the d-dimensional
-    inverse (B2)), by the fixed point K <- K + (K_raw - learned(K)) from K_raw (the map is a small
-    perturbation of the identity while delta^2 A K << 1)."""
+def hessian_for_learned(K_raw, A, E, delta, iters: int = 60, Z=None):
+    """The symmetric curvature matrix K whose learned curvature (:func:`learned_hessian_of` with kick covariance
+    Z, default I) is K_raw: the d-dimensional inverse (B2).  Newton's method on the d (d + 1) / 2 entries
+    (finite-difference Jacobian, step halved while the map is unstable or the residual grows), from K_raw; at
+    most ``iters`` steps.  A non-equilibrium Z shape makes learned(K) far from K, so a plain fixed point
+    K <- K + (K_raw - learned(K)) can diverge there.  InputError when no K is found."""
     K_raw = np.atleast_2d(np.asarray(K_raw, dtype=float))
-    K = K_raw.copy()
-    for _ in range(iters):
-        step = K_raw - learned_hessian_of(K, A, E, delta)
-        K = K + step
-        if np.max(np.abs(step)) < 1e-12 * np.max(np.abs(K_raw)):
+    K_raw = 0.5 * (K_raw + K_raw.T)
+    d = K_raw.shape[0]
+    iu = np.triu_indices(d)
+    tol = 1e-11 * float(np.max(np.abs(K_raw)))
+
+    def mat(v):
+        K = np.zeros((d, d))
+        K[iu] = v
+        return K + np.triu(K, 1).T
+
+    def res(v):
+        return (learned_hessian_of(mat(v), A, E, delta, Z) - K_raw)[iu]
+
+    v = K_raw[iu].copy()
+    r = res(v)
+    for _ in range(int(iters)):
+        if np.max(np.abs(r)) <= tol:
             break
-    return 0.5 * (K + K.T)
+        h = 1e-7 * max(1.0, float(np.max(np.abs(v))))
+        J = np.column_stack([(res(v + h * e) - r) / h for e in np.eye(v.size)])
+        dv = np.linalg.solve(J, -r)
+        t = 1.0
+        while True:
+            try:
+                r_new = res(v + t * dv)
+                if np.max(np.abs(r_new)) < np.max(np.abs(r)):
+                    break
+            except InputError:  # the step left the map's stability region
+                pass
+            t *= 0.5
+            if t < 1e-4:
+                raise InputError(f"no curvature matrix learns {K_raw.tolist()} at delta = {delta}")
+        v, r = v + t * dv, r_new
+    if np.max(np.abs(r)) > 1e3 * tol:
+        raise InputError(f"no curvature matrix learns {K_raw.tolist()} at delta = {delta} (residual "
+                         f"{np.max(np.abs(r)):.2g})")
+    return mat(v)
 
 
 def kick_noise_matrix(temperature, K, A, E, delta, shape):
@@ -315,15 +359,16 @@ def _continued(coef, inside, grev, kappa_max):
     return out
 
 
-def _start(x, T, var_p, delta, gamma, mass, friction):
+def _start(x, T, var_p, delta, gamma, mass, friction, noise_shape=None):
     """(s, Z, kappa_max, E) that start (B4): the Jacobian factor s of (B2), the white-kick variance Z of (B3) and,
     in 1D, half the map's stability limit on U'' (None in d >= 2).
 
     1D with inverse mass a and friction g reduces to M = I by p' = sqrt(a) p: delta' = delta sqrt(a),
     gamma' = g sqrt(a) (E = exp(-g a delta) kept), temperature var(p') = a var(p) = 1 / beta_hat, Z = Z' / sqrt(a).
     d >= 2: the numerical Lyapunov law (:func:`linear_map_covariance`) on the mean curvature matrix
-    (:func:`mean_hessian`), s = Tr(A K) / Tr(A K_raw) (scalar), Z proportional to the symmetrised friction
-    (the fluctuation-dissipation shape, Z = 2 Gamma / beta for the Langevin limit) at the run's temperature.
+    (:func:`mean_hessian`) with the kick covariance's shape ``noise_shape`` (the measured Z; default the
+    symmetrised friction, the fluctuation-dissipation shape Z = 2 Gamma / beta of a calibrated run),
+    s = Tr(A K) / Tr(A K_raw) (scalar), Z = z shape at the run's temperature.
     A non-convex average gives s = 1 and Z from the momentum part alone (K = 0)."""
     from scipy.linalg import expm
 
@@ -342,12 +387,14 @@ def _start(x, T, var_p, delta, gamma, mass, friction):
         Z = kick_noise_for(var_p, kappa, de, ge) / math.sqrt(a)
         return s, Z, (1.0 + math.exp(-ge * de)) / de ** 2, E
     u = T - T.min()
-    shape = 0.5 * (G + G.T)
+    shape = 0.5 * (G + G.T) if noise_shape is None else np.atleast_2d(np.asarray(noise_shape, dtype=float))
+    if shape.shape != (d, d) or np.min(np.linalg.eigvalsh(0.5 * (shape + shape.T))) <= 0:
+        raise InputError(f"the kick noise shape must be a positive definite ({d}, {d}) matrix, got {shape.tolist()}")
     try:
         K_raw = mean_hessian(x, u, np.exp(-u / var_p))
         if np.min(np.linalg.eigvalsh(K_raw)) <= 0:
             raise InputError("non-convex mean curvature")
-        K = hessian_for_learned(K_raw, A, E, delta)
+        K = hessian_for_learned(K_raw, A, E, delta, Z=shape)
         s = float(np.trace(A @ K) / np.trace(A @ K_raw))
         Z = kick_noise_matrix(var_p, K, A, E, delta, shape)
     except InputError:
@@ -407,8 +454,31 @@ def _grid_curvature(u, x):
     return k
 
 
+def band_sd_at(fit, points, weights):
+    """The pointwise sd (G,) of a fit's U at ``points`` (G, d) other than its own report grid: its per-draw
+    spline coefficients (``fit.arviz_extras['coef_draws']``, (S, m)) evaluated there, aligned to the same
+    ``weights``-weighted mean (G,), scaled about their mean by the fit's band calibration (as its U_draws), and
+    the 94 % equal-tailed half-width / Z94 (as the 1D path's band).  Where the fit had no data the draws carry the
+    prior's spread, so the sd is large there, as it should be."""
+    from .splines import design_matrix
+
+    extras = getattr(fit, "arviz_extras", None) or {}
+    cd = extras.get("coef_draws")
+    if cd is None:
+        raise InputError("the white-kick fit has no per-draw spline coefficients (arviz_extras['coef_draws'])")
+    w = np.asarray(weights, dtype=float).reshape(-1)
+    w = w / w.sum()
+    U = design_matrix(np.asarray(points, dtype=float), fit.knots) @ np.asarray(cd, dtype=float).T  # (G, S)
+    U = U - (w @ U)[None, :]
+    m = U.mean(axis=1, keepdims=True)
+    U = m + float((fit.band_calibration or {}).get("scale", 1.0)) * (U - m)
+    lo, hi = np.quantile(U, [0.03, 0.97], axis=1)
+    return (hi - lo) / (2 * Z94)
+
+
 def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, var_p, delta, gamma,
-                           mass=None, friction=None, max_iter: int = 6, min_iter: int = 1) -> FixedPointCorrection:
+                           mass=None, friction=None, max_iter: int = 6, min_iter: int = 1,
+                           noise_shape=None) -> FixedPointCorrection:
     """Iterate (B4) from the learned U_raw = L_delta[V] (spline ``coef_target`` (m,) on ``knots``, d = 1, 2).
 
     learn(coef (m,), Z) -> FitResult: runs the white-kick map on the spline U_c with coefficients ``coef`` and
@@ -424,7 +494,10 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     iteration goes back to the best iterate with half the step (and halves again on every further growth).
     Stops after the first iteration >= ``min_iter`` whose residual is below the RMS Monte Carlo error of
     L_delta[U_c] (its last update is then applied: ``converged``); otherwise returns the best evaluated iterate
-    (``history`` marks it ``returned``)."""
+    (``history`` marks it ``returned``).
+    noise_shape (d, d), d >= 2: the shape of the white kicks' covariance (e.g. the V-run's measured kick
+    covariance, :func:`residual_kick_correlation`'s Z_matrix); default the symmetrised friction (see _start).
+    """
     import time
 
     from .splines import SplineRep, design_matrix
@@ -441,7 +514,7 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     ct = np.asarray(coef_target, dtype=float).reshape(-1)
     ev = lambda c: SplineRep(knots, c).value(x)  # noqa: E731
     T = ev(ct)
-    s, Z, kappa_max, _ = _start(x, T, var_p, delta, gamma, mass, friction)
+    s, Z, kappa_max, _ = _start(x, T, var_p, delta, gamma, mass, friction, noise_shape)
     if x.ndim == 1:
         # coefficients whose Greville abscissa is off the grid are not seen by the data: U_c is continued there
         # with constant, stable curvature (_continued) and the update is held at its nearest inside value (_held)
@@ -480,12 +553,16 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
         half = (np.asarray(fit.U_upper) - np.asarray(fit.U_lower)) / (2 * Z94)
         if x.ndim == 1:
             se = np.interp(x, np.asarray(fit.grid, dtype=float).reshape(-1), half)
-        elif half.shape == (len(x),):
-            se = half
-        else:
-            raise InputError("the white-kick fit's grid differs from the learned U's grid")
+        else:  # d >= 2: the white fit's report grid is its own data region; its band on x from its spline draws
+            se = band_sd_at(fit, x, w)
         rms_upd = float(np.sqrt(np.mean(upd[reg] ** 2)))
         rms_se = float(np.sqrt(np.mean(se[reg] ** 2)))
+        if x.ndim > 1 and not 0.5 < vp / var_p < 2.0:
+            # d >= 2: a white run far off the V-run's temperature has left the candidate's stable region (measured on
+            # (4.9) Mueller-Brown: var(p) 1.6e7 against 1.0, with a Monte Carlo error as large as the update, which
+            # would otherwise pass the convergence test); keep the raw U
+            raise InputError(f"the white-kick run's temperature {vp:.3g} is far from the run's {var_p:.3g} "
+                             f"(iteration {it}): the 2D correction is not applied")
         history.append({"iteration": it, "kick_noise": np.asarray(Z).tolist(), "var_p": vp,
                         "update_rms": rms_upd, "mc_error_rms": rms_se, "update_max": float(np.max(np.abs(upd[reg]))),
                         "alpha": alpha})
@@ -523,7 +600,9 @@ def residual_kick_correlation(q, p, grad_U, *, delta, A, E, max_lag: int = 3, re
 
     are what (B4) replaces by white N(0, delta Z).  Returns their lag-1..max_lag autocorrelations ``rho``
     (pooled over walkers and components, each with the white-noise standard error 1 / sqrt(N)), the kick variance
-    per unit step ``Z_measured`` = Var(r) / delta (trace / d) and ``n``.  A step that resolves part of V - U_c
+    per unit step ``Z_measured`` = Var(r) / delta (trace / d), the full matrix ``Z_matrix`` (d, d) of the part of
+    the kicks not explained by a cubic polynomial of q_{n+1/2} (pooled over walkers: insensitive to a smooth
+    misfit of U_c) and ``n``.  A step that resolves part of V - U_c
     (the scale treated as noise) gives rho_1 far from 0: the kicks of successive steps then share the same
     resolved feature of V - U_c.  return_kicks: return r (n - 1, W, d) itself instead."""
     q = np.asarray(q, dtype=float)
@@ -542,7 +621,21 @@ def residual_kick_correlation(q, p, grad_U, *, delta, A, E, max_lag: int = 3, re
     v = np.mean(r * r, axis=0)  # (W, d)
     rho = [float(np.sum(np.mean(r[k:] * r[:-k], axis=0)) / np.sum(v)) for k in range(1, max_lag + 1)]
     N = r.shape[0] * W * d
-    return {"rho": rho, "rho_se": 1.0 / math.sqrt(N), "Z_measured": float(np.sum(v) / W / d / delta), "n": int(N)}
+    # Z_matrix: covariance of the kicks about their regression on a cubic polynomial of q_{n+1/2}: the smooth misfit
+    # -delta grad (V_smooth - U_c)(q_{n+1/2}) (large when U_c is the raw U of a non-Gibbs run) is a smooth function
+    # of q_{n+1/2}, the micro-scale kicks are uncorrelated with it.  The plain Cov(r) holds the misfit (measured on
+    # a (4.8)-like run about its raw U: Z_yy / Z_xx 1.32 against the micro-scales' 0.5); differences of r do not
+    # remove it at finite delta (the misfit correlates r_n with xi_{n-1} at O(delta^2 dK))
+    X = qh.reshape(-1, d)
+    X = (X - X.mean(axis=0)) / np.maximum(X.std(axis=0), 1e-300)
+    cols = [np.ones(len(X))] + [X[:, i] for i in range(d)]
+    cols += [X[:, i] * X[:, j] for i in range(d) for j in range(i, d)]
+    cols += [X[:, i] * X[:, j] * X[:, k] for i in range(d) for j in range(i, d) for k in range(j, d)]
+    D = np.column_stack(cols)
+    e = r.reshape(-1, d) - D @ np.linalg.lstsq(D, r.reshape(-1, d), rcond=None)[0]
+    Zm = e.T @ e / ((len(e) - D.shape[1]) * delta)
+    return {"rho": rho, "rho_se": 1.0 / math.sqrt(N), "Z_measured": float(np.sum(v) / W / d / delta), "n": int(N),
+            "Z_matrix": (0.5 * (Zm + Zm.T)).tolist()}
 
 
 RHO_TOL = 0.1  # |lag-1 autocorrelation| of the residual kicks above which the white-noise model is flagged
@@ -708,9 +801,13 @@ def damped_white_learner(sim, sim_kw: dict, *, knots, steps: int, seed: int, con
     kw = dict(sim_kw, steps=int(steps), seed=int(seed), bins=es[0].size - 1,
               hist_range=[(float(e[0]), float(e[-1])) for e in es], integrator="damped_white")
     t = [clamped_knots(e[0], e[-1], int(knots)) for e in es]
+    # d >= 2 has no stable continuation of U_c past the data (1D: bias._continued): the spline's linear continuation
+    # past the box can slope downhill outwards (measured: (4.8) walkers ran to -inf), so a quadratic wall holds them;
+    # stiffness 1 / delta^2, a quarter of the map's stability limit, acting only outside the histogram box
+    wall = 1.0 / sim.delta ** 2 if len(es) > 1 else 0.0
 
     def learn(coef, Z):
-        ws = simulate(spline_potential(t, coef), sim.delta, kick_noise=Z if len(es) > 1 else float(Z),
+        ws = simulate(spline_potential(t, coef, wall=wall), sim.delta, kick_noise=Z if len(es) > 1 else float(Z),
                       control=control, **kw)
         return fit_effective_potential(ws, knots=knots, method="map", seed=seed, draws=400)
     return learn
