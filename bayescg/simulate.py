@@ -470,7 +470,7 @@ def _driver(run: _Run):
         grad = pot.grad if gl is None else gl
         fn = loops.lanes_chunk(gl is not None, d)
         if gl is None and d == 1 and run.n_per * run.walkers >= run.options.specialize_steps:
-            fn = loops.specialized(loops._lanes_chunk1)
+            fn = loops.specialized(fn)
         c, noisy = run.c, integ.stochastic
         return lambda wk, sx, P, G: fn(grad, wk, sx, c, noisy, P, G)
     code = CODES[integ.name]

@@ -143,10 +143,9 @@ def _status(val, grad):
     return 0
 
 
-# nutpie's C callbacks (the signatures of nutpie.compile_pymc): logp(dim, x, grad_out, logp_out, user_data)
-@cfunc(types.int64(types.uint64, types.CPointer(types.double), types.CPointer(types.double),
-                   types.CPointer(types.double), types.voidptr), cache=True, nogil=True)
-def effective_logp_cfunc(dim, x_, out_, logp_, user_data):
+# nutpie's C callbacks (the signatures of nutpie.compile_pymc): logp(dim, x, grad_out, logp_out, user_data),
+# published by __getattr__ below
+def _effective_logp_cfunc(dim, x_, out_, logp_, user_data):
     buf = carray(user_data, (1,), np.float64)
     buf = carray(user_data, (int(buf[0]),), np.float64)
     if dim != int(buf[1]) + 1 + (buf[11] > 0):
@@ -160,9 +159,7 @@ def effective_logp_cfunc(dim, x_, out_, logp_, user_data):
 
 
 
-@cfunc(types.int64(types.uint64, types.uint64, types.CPointer(types.double), types.CPointer(types.double),
-                   types.voidptr), cache=True, nogil=True)
-def effective_expand_cfunc(dim, expanded, x_, out_, user_data):
+def _effective_expand_cfunc(dim, expanded, x_, out_, user_data):
     """Draw -> stored values [z, sigma_rw, (beta)]: the log-transformed entries exponentiated."""
     buf = carray(user_data, (2,), np.float64)
     n = int(buf[1])
@@ -335,9 +332,7 @@ def sparse_logp_grad(x, buf, grad):
     return logp
 
 
-@cfunc(types.int64(types.uint64, types.CPointer(types.double), types.CPointer(types.double),
-                   types.CPointer(types.double), types.voidptr), cache=True, nogil=True)
-def sparse_logp_cfunc(dim, x_, out_, logp_, user_data):
+def _sparse_logp_cfunc(dim, x_, out_, logp_, user_data):
     buf = carray(user_data, (1,), np.float64)
     buf = carray(user_data, (int(buf[0]),), np.float64)
     if dim != int(buf[1]) + 1 + (buf[10] > 0):
@@ -350,9 +345,7 @@ def sparse_logp_cfunc(dim, x_, out_, logp_, user_data):
     return _status(val, out)
 
 
-@cfunc(types.int64(types.uint64, types.uint64, types.CPointer(types.double), types.CPointer(types.double),
-                   types.voidptr), cache=True, nogil=True)
-def sparse_expand_cfunc(dim, expanded, x_, out_, user_data):
+def _sparse_expand_cfunc(dim, expanded, x_, out_, user_data):
     """Draw -> stored values [a (m,), sigma_rw, (beta)]: the spline coefficients of f and the scales."""
     buf = carray(user_data, (1,), np.float64)
     buf = carray(user_data, (int(buf[0]),), np.float64)
@@ -369,3 +362,25 @@ def sparse_expand_cfunc(dim, expanded, x_, out_, user_data):
     for i in range(m, dim):
         out[i] = math.exp(x[i])
     return 0
+
+
+_LOGP_SIG = types.int64(types.uint64, types.CPointer(types.double), types.CPointer(types.double),
+                        types.CPointer(types.double), types.voidptr)
+_EXPAND_SIG = types.int64(types.uint64, types.uint64, types.CPointer(types.double), types.CPointer(types.double),
+                          types.voidptr)
+_CFUNCS = {"effective_logp_cfunc": (_LOGP_SIG, _effective_logp_cfunc),
+           "effective_expand_cfunc": (_EXPAND_SIG, _effective_expand_cfunc),
+           "sparse_logp_cfunc": (_LOGP_SIG, _sparse_logp_cfunc),
+           "sparse_expand_cfunc": (_EXPAND_SIG, _sparse_expand_cfunc)}
+
+
+def __getattr__(name):
+    """The C callbacks (``effective_logp_cfunc`` ...) are compiled, or loaded from numba's cache, when first
+    used: a cfunc compiles when it is created, and creating all four at import cost ~3 s CPU of a cold 1D run
+    that needs only the dense pair (and a MAP fit none)."""
+    spec = _CFUNCS.get(name)
+    if spec is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    fn = cfunc(spec[0], cache=True, nogil=True)(spec[1])
+    globals()[name] = fn
+    return fn

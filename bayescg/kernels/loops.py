@@ -1,4 +1,5 @@
-"""Walker loops and their parallel drivers (numba prange over walkers or blocks of LANES walkers).
+"""Walker loops and their drivers (serial nogil loops over ranges of walkers or of blocks of LANES walkers, run
+on threads by :func:`spread`).
 
 * :func:`walker_loop`: one walker at a time, any d, any registered integrator (its ``step`` chosen by
   code through :data:`bayescg.kernels.registry.step`), with the shared per-step bookkeeping
@@ -13,7 +14,8 @@
 
 Drivers (compiled for fixed signatures on first call, cached on disk; the gradient is a first-class
 function, so one compiled driver serves every potential; the typed state of :mod:`bayescg.kernels.state`
-in, unpacked once per block): :data:`run_chunk`, :func:`lanes_chunk` (one per gradient convention and d,
+in, unpacked once per block; no numba parallel backend, whose parfor passes made the 1D lane driver the
+largest single cost of a cold run): :data:`run_chunk`, :func:`lanes_chunk` (one per gradient convention and d,
 compiled when first used), :data:`record_chunk`, :data:`init_grad`.
 """
 from __future__ import annotations
@@ -21,9 +23,11 @@ from __future__ import annotations
 import threading
 import types as pytypes
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.core.errors import NumbaExperimentalFeatureWarning
 from numba.core.registry import CPUDispatcher as Dispatcher
 from numba.extending import overload
@@ -38,11 +42,18 @@ from .state import (CONSTS_T, GRAD_TYPE, GRADL_TYPE, GRID_T, LANES, LANES_TAG, L
 class _Lazy:
     """A driver compiled for its fixed signature on first call (then cached on disk), so that importing
     bayescg does not compile every driver.  First-class function types are "experimental" in numba:
-    their warning is silenced here, around compilation and calls, not for the whole process."""
+    their warning is silenced here, around compilation and calls, not for the whole process.
 
-    def __init__(self, sig, fn):
+    With ``items`` (a function of the call's arguments giving a count n), ``fn`` is a serial driver whose
+    last two parameters are a range lo, hi of items (blocks of walkers, walkers); it is compiled without
+    numba's parallel backend (``nogil``; a parfor driver took ~10x longer to compile, see
+    benchmarks/RESULTS_END_TO_END.md) and a call runs items 0 .. n - 1 as :func:`spread` does.  Without
+    ``items`` (the bare benchmark kernels) ``fn`` is a prange loop compiled with ``parallel=True``."""
+
+    def __init__(self, sig, fn, items=None):
         self.sig = sig
         self.py_func = fn
+        self.items = items
         self.__doc__ = fn.__doc__
         self.__name__ = fn.__name__
         self._jit = None
@@ -52,16 +63,35 @@ class _Lazy:
         if self._jit is None:
             with self._lock:
                 if self._jit is None:
+                    opts = dict(parallel=True) if self.items is None else dict(nogil=True)
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
-                        self._jit = njit(self.sig, parallel=True, cache=True)(self.py_func)
+                        self._jit = njit(self.sig, cache=True, **opts)(self.py_func)
         return self._jit
 
     def __call__(self, *args):
         fn = self.compiled()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
-            return fn(*args)
+            if self.items is None:
+                return fn(*args)
+            spread(fn, self.items(*args), args)
+
+
+def spread(fn, n: int, args) -> None:
+    """fn(*args, lo, hi) for contiguous parts [lo, hi) of items 0 .. n - 1, one part per thread
+    (numba.get_num_threads() of them, the engine's one thread setting), in a ThreadPoolExecutor; ``fn``
+    must release the GIL (nogil).  Every item writes only its own rows, so results do not depend on the
+    number of threads or the parts.  An exception in a part is raised here after all parts have ended."""
+    nt = max(1, min(numba.get_num_threads(), n))
+    if nt == 1:
+        fn(*args, 0, n)
+        return
+    cuts = [(k * n) // nt for k in range(nt + 1)]
+    with ThreadPoolExecutor(max_workers=nt, thread_name_prefix="bayescg-engine") as ex:
+        futures = [ex.submit(fn, *args, cuts[k], cuts[k + 1]) for k in range(nt)]
+    for f in futures:
+        f.result()
 
 
 def _convention(grad):
@@ -599,19 +629,20 @@ def _store2k(bpk, w, b, t0, t1, f0, f1):
     bpk[w, b, 1, 1] = f1
 
 
-def _run_chunk(grad, kind, Wk, S, c, P, G):
-    """Advance every live walker by P.nsteps steps of integrator ``kind`` (registry code) with
+def _run_chunk(grad, kind, Wk, S, c, P, G, w0, w1):
+    """Advance live walkers w0 .. w1 - 1 by P.nsteps steps of integrator ``kind`` (registry code) with
     walker_loop; shapes in state.Walkers / state.Stats."""
-    for w in prange(Wk.q.shape[0]):
+    for w in range(w0, w1):
         if Wk.trapped_at[w] >= 0 or Wk.blown_at[w] >= 0:
             continue
         walker_loop(grad, kind, w, Wk, S, c, P, G)
 
 
-def _lanes_chunk1(grad, Wk, S, c, noisy, P, G):
-    """Advance every live walker (d = 1) by P.nsteps steps of the lane scheme, blocks of LANES walkers."""
+def _lanes_chunk1(grad, Wk, S, c, noisy, P, G, b0, b1):
+    """Advance the live walkers (d = 1) of blocks b0 .. b1 - 1 (LANES walkers each) by P.nsteps steps of
+    the lane scheme."""
     W = Wk.q.shape[0]
-    for blk in prange((W + LANES - 1) // LANES):
+    for blk in range(b0, b1):
         w0 = blk * LANES
         block_1d(grad, w0, min(LANES, W - w0), Wk.q, Wk.p, Wk.rng, c.A[0, 0], c.E[0, 0], c.L[0, 0], noisy, c.delta,
                  P.step0, P.nsteps, P.acc_start, P.minmax_start, P.batch_len, G.lo[0], G.inv[0], G.nbins, P.stride,
@@ -619,10 +650,10 @@ def _lanes_chunk1(grad, Wk, S, c, noisy, P, G):
                  S.nvis, S.hs1, S.hs2, S.bout, S.samp_q, S.samp_p, S.nstored, S.qmin, S.qmax, Wk.still, Wk.trapped_at, Wk.blown_at)
 
 
-def _lanes_chunk2(grad, Wk, S, c, noisy, P, G):
+def _lanes_chunk2(grad, Wk, S, c, noisy, P, G, b0, b1):
     """_lanes_chunk1 for d = 2."""
     W = Wk.q.shape[0]
-    for blk in prange((W + LANES - 1) // LANES):
+    for blk in range(b0, b1):
         w0 = blk * LANES
         block_2d(grad, w0, min(LANES, W - w0), Wk.q, Wk.p, Wk.rng, c.A, c.E, c.L, noisy, c.delta, c.diag,
                  P.step0, P.nsteps, P.acc_start, P.minmax_start, P.batch_len, G.lo, G.inv, G.nbins, P.stride,
@@ -630,9 +661,9 @@ def _lanes_chunk2(grad, Wk, S, c, noisy, P, G):
                  S.nvis, S.hs1, S.hs2, S.bout, S.samp_q, S.samp_p, S.nstored, S.qmin, S.qmax, Wk.still, Wk.trapped_at, Wk.blown_at)
 
 
-def _init_grad(grad, q, g):
-    """g[w] = grad U(q[w]) for every walker. q, g: (W, d)."""
-    for w in prange(q.shape[0]):
+def _init_grad(grad, q, g, w0, w1):
+    """g[w] = grad U(q[w]) for walkers w0 .. w1 - 1. q, g: (W, d)."""
+    for w in range(w0, w1):
         grad(q[w], g[w])
 
 
@@ -665,21 +696,36 @@ def record_one(grad, kind, m, Wk, c, nrec, every, rec0, out_q, out_p):
         Wk.g[m, i] = gw[i]
 
 
-def _record_chunk(grad, kind, Wk, c, nrec, every, rec0, out_q, out_p):
-    """Advance each trajectory by nrec * every steps, storing the state after each ``every`` steps at
-    rows rec0 + 1 .. rec0 + nrec of out_q, out_p (n, M, d).  A non-finite state sets blown_at[m] to the
-    (global) step and stops that trajectory.  (Writes through the tuple happen in record_one: numba's
-    parallel loop body does not write through a tuple's arrays reliably.)"""
-    for m in prange(Wk.q.shape[0]):
+def _record_chunk(grad, kind, Wk, c, nrec, every, rec0, out_q, out_p, m0, m1):
+    """Advance trajectories m0 .. m1 - 1 by nrec * every steps each, storing the state after each ``every``
+    steps at rows rec0 + 1 .. rec0 + nrec of out_q, out_p (n, M, d).  A non-finite state sets blown_at[m] to
+    the (global) step and stops that trajectory."""
+    for m in range(m0, m1):
         if Wk.blown_at[m] >= 0:
             continue
         record_one(grad, kind, m, Wk, c, nrec, every, rec0, out_q, out_p)
 
 
+def _walkers(grad, kind, Wk, *rest):
+    """Work items of run_chunk and record_chunk: their walkers (trajectories)."""
+    return Wk.q.shape[0]
+
+
+def _blocks(grad, Wk, *rest):
+    """Work items of a lane driver: its blocks of LANES walkers."""
+    return -(-Wk.q.shape[0] // LANES)
+
+
+def _rows(grad, q, g):
+    """Work items of init_grad: the rows of q."""
+    return q.shape[0]
+
+
 _i8, _T8 = types.int64, types.float64[:, :, ::1]
-run_chunk = _Lazy(types.void(GRAD_TYPE, _i8, WALKERS_T, STATS_T, CONSTS_T, PLAN_T, GRID_T), _run_chunk)
-init_grad = _Lazy(types.void(GRAD_TYPE, types.float64[:, ::1], types.float64[:, ::1]), _init_grad)
-record_chunk = _Lazy(types.void(GRAD_TYPE, _i8, WALKERS_T, CONSTS_T, _i8, _i8, _i8, _T8, _T8), _record_chunk)
+run_chunk = _Lazy(types.void(GRAD_TYPE, _i8, WALKERS_T, STATS_T, CONSTS_T, PLAN_T, GRID_T, _i8, _i8), _run_chunk, _walkers)
+init_grad = _Lazy(types.void(GRAD_TYPE, types.float64[:, ::1], types.float64[:, ::1], _i8, _i8), _init_grad, _rows)
+record_chunk = _Lazy(types.void(GRAD_TYPE, _i8, WALKERS_T, CONSTS_T, _i8, _i8, _i8, _T8, _T8, _i8, _i8),
+                     _record_chunk, _walkers)
 _LANE_DRIVERS: dict = {}
 
 
@@ -691,7 +737,8 @@ def lanes_chunk(lane_kernel: bool, d: int):
     if fn is None:
         gt = GRADL_TYPE if lane_kernel else GRAD_TYPE
         fn = _LANE_DRIVERS.setdefault(key, _Lazy(types.void(gt, WALKERS_T, STATS_T, CONSTS_T, types.boolean, PLAN_T,
-                                                            GRID_T), _lanes_chunk1 if d == 1 else _lanes_chunk2))
+                                                            GRID_T, _i8, _i8), _lanes_chunk1 if d == 1 else _lanes_chunk2,
+                                                 _blocks))
     return fn
 
 
@@ -699,9 +746,11 @@ _SPECIALIZED: dict = {}
 
 
 def specialized(kernel):
-    """A lazily compiled copy of driver ``kernel`` (e.g. ``_lanes_chunk1``) that specializes on the
-    gradient dispatcher, so LLVM can inline the gradient (no indirect call).  Each new gradient costs a
-    full compile (~10 s), so simulate() uses it only for long runs; results are the same bits.
+    """A lazily compiled copy of driver ``kernel`` that specializes on the gradient dispatcher, so LLVM can
+    inline the gradient (no indirect call).  ``kernel``: a threaded driver (a :class:`_Lazy` with items, e.g.
+    ``lanes_chunk(False, 1)``; the copy runs on threads as it does) or a prange function (the benchmarks'
+    bare kernels; compiled with ``parallel=True``).  Each new gradient costs a full compile (~10 s), so
+    simulate() uses it only for long runs; results are the same bits.
 
     The copy calls its own copies of the njit functions it calls directly (block_1d ...), which only ever see
     dispatcher-typed gradients.  Sharing them with the production drivers failed: typing a call with a
@@ -709,22 +758,26 @@ def specialized(kernel):
     parameter is a first-class function type numba compiles the dispatcher for that type's signature
     (``Dispatcher.can_convert_to``); an array kernel g(q, out) met against the lane drivers' g(S)
     raised numba's "Signature mismatch" TypeError (not a NumbaError, so not treated as "no conversion")."""
-    fn = _SPECIALIZED.get(kernel)
+    key = getattr(kernel, "py_func", kernel)
+    fn = _SPECIALIZED.get(key)
     if fn is None:
-        py = getattr(kernel, "py_func", kernel)
+        items = getattr(kernel, "items", None)
+        py = key
         env = dict(py.__globals__)
         for name in py.__code__.co_names:
             f = env.get(name)
             if isinstance(f, Dispatcher):
                 env[name] = njit(**{k: v for k, v in f.targetoptions.items() if k != "nopython"})(f.py_func)
-        jitted = njit(parallel=True)(pytypes.FunctionType(py.__code__, env, py.__name__, py.__defaults__,
-                                                          py.__closure__))
+        opts = dict(parallel=True) if items is None else dict(nogil=True)
+        jitted = njit(**opts)(pytypes.FunctionType(py.__code__, env, py.__name__, py.__defaults__, py.__closure__))
 
         def fn(*args):
             with warnings.catch_warnings():  # compiling with first-class functions warns
                 warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
-                return jitted(*args)
+                if items is None:
+                    return jitted(*args)
+                spread(jitted, items(*args), args)
 
         fn.jitted = jitted
-        _SPECIALIZED[kernel] = fn
+        _SPECIALIZED[key] = fn
     return fn
