@@ -538,8 +538,8 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     coarsen, quad, trim: the likelihood grid (:func:`bayescg.bayes.effective.effective_basis`; defaults:
     the fine histogram with the midpoint rule in 1D; in 2D cells of about half a knot spacing with 3 x 3
     Gauss points and the normaliser over the cells with data plus one cell).
-    target_accept: NUTS target acceptance (default 0.9 in 1D, 0.95 in 2D, where cells at the edge of the data
-    give one-sided, exponential-wall directions).
+    target_accept: NUTS target acceptance (default 0.9; d >= 2 used 0.95 before its whitening was centred at the
+    Laplace-marginal sigma_rw: 31 -> 15 gradients per draw, benchmarks/RESULTS_D3.md).
     calibrate_band: scale the draws to the walker-clustered sandwich variance (module docstring; needs
     ``walker_hist_counts`` and ``walker_second_moments``, from simulate() or the dict); False keeps the model band.
     Raises InputError when the effective sample size is below ``min_eff_per_coef`` per (kept) coefficient.
@@ -594,8 +594,11 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     if method == "nuts":
         begin_stage(control, "NUTS: set-up (import sampler, whitening)")
         if d >= 2:
-            model = sparse_density(counts, basis, a_map, chol, rank, momenta_stats=momenta, n_eff_factor=factor,
-                                   beta=fixed_beta, sigma_init=sigma_map)
+            # whitened at the Laplace-marginal sigma_rw (the joint MAP's is shrunk: bayes.effective)
+            a_w, sigma_w, H_w, _ = map_estimate_sparse(basis, counts, factor, marginal_sigma=True,
+                                                       start=(a_map, sigma_map))
+            model = sparse_density(counts, basis, a_w, sparse_cholesky(H_w), rank, momenta_stats=momenta,
+                                   n_eff_factor=factor, beta=fixed_beta, sigma_init=sigma_w)
         elif nuts_backend() == "nutpie":  # the compiled kernel of the same density: no per-run compilation
             wh = adaptive_whitening(basis, b_map, sigma_map, H_data)
             model = effective_density(counts, basis, wh, momenta_stats=momenta, n_eff_factor=factor,
@@ -605,7 +608,7 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
             model = build_effective_potential_model(counts, edges, basis=basis, momenta_stats=momenta,
                                                     n_eff_factor=factor, beta=fixed_beta, whitening=wh)
         idata = sample_model(model, draws=draws, tune=tune, chains=chains, seed=seed,
-                             target_accept=target_accept or (0.9 if d == 1 else 0.95), control=control)
+                             target_accept=target_accept or 0.9, control=control)
         diag = sampler_diagnostics(idata, var_names=[v for v in (post_name, "sigma_rw", "beta")
                                                      if v in idata.posterior])
         if d == 1:

@@ -704,10 +704,12 @@ def _active_nodes(basis: EffectiveBasis):
 # prior on a and the ridge on the centred a, a - mean(a) = Q b, gives the dense form's posterior of b exactly,
 # times an independent law of the constant, which U never sees (every draw of U is aligned).  The Poisson
 # Fisher information nf V^T diag(mu) V has the sparsity of the basis overlaps (no rank-one normaliser term),
-# so the MAP takes sparse Newton steps and NUTS runs on z with a = a_map + P^T L^-T z, L L^T the permuted
-# sparse Cholesky factor of the Laplace precision at the MAP (a fixed linear whitening: the smoothing scale
-# sigma_rw has a posterior sd of a few per cent with hundreds of penalised coefficients, so the funnel the
-# dense form's sigma-dependent whitening removes is negligible here; measured in benchmarks/RESULTS_D3.md).
+# so the MAP takes sparse Newton steps and NUTS runs on z with a = a_w + P^T L^-T z, L L^T the permuted
+# sparse Cholesky factor of the Laplace precision at (a_w, sigma_w).  sigma_w is the Laplace-marginal mode of
+# sigma_rw (map_estimate_sparse(marginal_sigma=True)), a_w the conditional mode there: the joint mode shrinks
+# sigma_rw (2D test4, 2e6 steps: 0.19 vs posterior mean 0.47), and whitening there left z with variances of
+# 1.3-8 and means up to 5 sd off; at sigma_w the whitening is a fixed linear map (sigma_rw's posterior sd is
+# ~6 %, so the remaining funnel is small; measured in benchmarks/RESULTS_D3.md).
 
 
 def node_cell_design(basis: EffectiveBasis, a):
@@ -796,10 +798,15 @@ def sparse_penalty_rank(P) -> int:
 
 
 def map_estimate_sparse(basis: EffectiveBasis, counts, n_eff_factor: float = 1.0, *, sigma_rw_scale: float = 1.0,
-                        ridge_sd: float = 100.0, newton_steps: int = 60):
+                        ridge_sd: float = 100.0, newton_steps: int = 60, marginal_sigma: bool = False, start=None):
     """MAP of (a, sigma_rw) of the sparse form (section comment above): Fisher-scoring steps in a with sparse
     solves and a line search, alternated with the closed-form sigma_rw | a of :func:`map_estimate`.
 
+    marginal_sigma: instead of the joint mode, sigma_rw maximises its Laplace-marginal posterior (a integrated
+    out): the EM update replaces a^T P a by its expectation a^T P a + tr(P H^-1) under N(a, H^-1); a is then
+    the conditional mode at that sigma.  The joint mode shrinks sigma_rw (2D test4 at 2e6 steps: 0.19 joint,
+    0.47 marginal = the NUTS posterior mean), so this is the centre and scale NUTS is whitened with.
+    start: (a, sigma) to start from (e.g. the joint MAP).
     Returns (a (m,), sigma, H, rank): H (m, m) sparse Laplace precision at the MAP (Poisson Fisher information
     + P / sigma^2 + I / ridge^2; the ridge on the constant direction stands in for its Poisson-pinned law),
     rank the penalty rank."""
@@ -811,9 +818,12 @@ def map_estimate_sparse(basis: EffectiveBasis, counts, n_eff_factor: float = 1.0
     P = sparse.csr_matrix(basis.P)
     r = sparse_penalty_rank(basis.P)
     m = basis.n_coef
-    L0, _ = node_cell_design(basis, np.zeros(m))
-    a = np.full(m, math.log(np.exp(L0).sum() / c.sum()))   # the constant that matches the Poisson total
-    sigma = 0.1
+    if start is None:
+        L0, _ = node_cell_design(basis, np.zeros(m))
+        a = np.full(m, math.log(np.exp(L0).sum() / c.sum()))   # the constant that matches the Poisson total
+        sigma = 0.1
+    else:
+        a, sigma = np.array(start[0], dtype=float), float(start[1])
     eye = sparse.identity(m, format="csr")
 
     def objective(a, sigma):
@@ -828,23 +838,66 @@ def map_estimate_sparse(basis: EffectiveBasis, counts, n_eff_factor: float = 1.0
         H = nf * (V.T @ sparse.diags(mu) @ V) + P / sigma ** 2 + eye / ridge_sd ** 2
         return g, sparse.csc_matrix(0.5 * (H + H.T))
 
-    for _ in range(newton_steps):
-        g, H = terms(a, sigma)
-        step = splu(H).solve(g)
-        f0 = objective(a, sigma)
-        t = 1.0
-        while objective(a - t * step, sigma) > f0 + 1e-12 * abs(f0) and t > 1e-6:
-            t *= 0.5
-        a = a - t * step
-        qf = float(a @ (P @ a))
-        s2 = sigma_rw_scale ** 2
-        new_sigma = math.sqrt((-r + math.sqrt(r * r + 4 * qf / s2)) / (2 / s2)) if qf > 0 else 1e-6
-        converged = abs(new_sigma - sigma) < 1e-6 * sigma and t * np.abs(step).max() < 1e-8
-        sigma = max(new_sigma, 1e-8)
-        if converged:
-            break
+    s2 = sigma_rw_scale ** 2
+
+    def sigma_given(qf):
+        # sigma | a: maximise -r log sigma - q / (2 sigma^2) - sigma^2 / (2 s^2): sigma^4 / s^2 + r sigma^2 = q
+        return max(math.sqrt((-r + math.sqrt(r * r + 4 * qf / s2)) / (2 / s2)) if qf > 0 else 1e-6, 1e-8)
+
+    def newton(a, sigma, joint, steps=newton_steps):
+        """Fisher-scoring steps in a (with the closed-form sigma | a after each when ``joint``)."""
+        for _ in range(steps):
+            g, H = terms(a, sigma)
+            step = splu(H).solve(g)
+            f0 = objective(a, sigma)
+            t = 1.0
+            while objective(a - t * step, sigma) > f0 + 1e-12 * abs(f0) and t > 1e-6:
+                t *= 0.5
+            a = a - t * step
+            new_sigma = sigma_given(float(a @ (P @ a))) if joint else sigma
+            converged = abs(new_sigma - sigma) < 1e-6 * sigma and t * np.abs(step).max() < 1e-8
+            sigma = new_sigma
+            if converged:
+                break
+        return a, sigma
+
+    a, sigma = newton(a, sigma, True)
+    if marginal_sigma:
+        # EM fixed point log sigma = log sigma_given(a_s^T P a_s + tr(P H_s^-1)) (a_s, H_s: conditional mode and
+        # Laplace precision at sigma) by secant steps on log sigma (plain EM iterations converge slowly)
+        def gap(ls):
+            nonlocal a
+            a, _ = newton(a, math.exp(ls), False, steps=3)   # warm start: a follows as the secant converges
+            _, H = terms(a, math.exp(ls))
+            return math.log(sigma_given(float(a @ (P @ a)) + _trace_p_hinv(P, H))) - ls
+
+        x0 = math.log(sigma)
+        g0 = gap(x0)
+        x1 = x0 + g0
+        for _ in range(30):
+            g1 = gap(x1)
+            if abs(g1) < 1e-5:
+                break
+            x0, x1, g0 = x1, (x1 - g1 * (x1 - x0) / (g1 - g0) if g1 != g0 else x1 + g1), g1
+        sigma = math.exp(x1)
+        a, _ = newton(a, sigma, False)
     _, H = terms(a, sigma)
     return a, sigma, H, r
+
+
+def _trace_p_hinv(P, H, exact_up_to: int = 1000, probes: int = 64) -> float:
+    """tr(P H^-1) = tr(H^-1 P) for sparse P and SPD H (m, m): one sparse LU of H and m right-hand sides (no
+    multithreaded dense BLAS: on the shared machine OpenBLAS's two spinning threads cost up to 70x the CPU); for
+    m > exact_up_to Hutchinson's estimate with ``probes`` fixed Rademacher vectors (a smooth function of H, so the
+    secant on sigma still converges; it only sets the whitening, which does not change the sampled posterior)."""
+    from scipy.sparse.linalg import splu
+
+    lu = splu(H)
+    m = H.shape[0]
+    if m <= exact_up_to:
+        return float(np.trace(lu.solve(P.toarray())))
+    Z = np.random.default_rng(0).choice([-1.0, 1.0], size=(m, probes))
+    return float(np.einsum("ij,ij->", Z, lu.solve(np.asarray(P @ Z))) / probes)
 
 
 @dataclasses.dataclass
