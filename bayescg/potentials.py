@@ -431,6 +431,7 @@ class Potential:
     grad_scalar: object | None = None
     grad_lanes: object | None = None
     module: str | None = None
+    data: object | None = None  # runtime data the kernels read (a spline's SplineRep: keeps its slot alive)
 
     # -- constructors --
     @classmethod
