@@ -93,7 +93,7 @@ def tensor_penalty(mx: int, my: int, order: int = 2) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # numba evaluation
 # --------------------------------------------------------------------------------------------------
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline='always')
 def _find_span(x, t, k):
     """Index s with t[s] <= x < t[s+1], k <= s <= len(t) - k - 2 (x clipped to the domain)."""
     m = len(t) - k - 1
@@ -115,7 +115,7 @@ def _basis_and_deriv(x, t, k, s, out, dout):
     _basis_and_deriv_ws(x, t, k, s, out, dout, np.empty((3, k + 1)))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline='always')
 def _basis_and_deriv_ws(x, t, k, s, out, dout, ws):
     """:func:`_basis_and_deriv` with scratch ws (3, k + 1) (the kernels' hot loops allocate nothing)."""
     # N[j] holds degree-p basis B_{s-p+j,p}, built up from p = 0
@@ -171,7 +171,7 @@ def bspline_value_grad_1d(x, t, c, k):
     return _value_grad_1d_ws(x, t, c, k, np.empty((5, k + 1)))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline='always')
 def _value_grad_1d_ws(x, t, c, k, ws):
     """:func:`bspline_value_grad_1d` with scratch ws (5, k + 1)."""
     s = _find_span(x, t, k)
@@ -276,7 +276,7 @@ def _eval_1d_scalar(q, t, c, k, wall):
     return _eval_1d_ws(q, t, c, k, wall, np.empty((5, k + 1)))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline='always')
 def _eval_1d_ws(q, t, c, k, wall, ws):
     """:func:`_eval_1d_scalar` with scratch ws (5, k + 1)."""
     lo = t[k]
