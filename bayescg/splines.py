@@ -11,6 +11,7 @@ trajectories from escaping along a downhill extrapolation).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import threading
@@ -500,6 +501,7 @@ def _slot_3d(slot):
 
 _slot_lock = threading.Lock()
 _free_slots = list(range(_SLOTS - 1, -1, -1))  # pop() hands out the lowest free slot: few distinct slots compile
+_freed = collections.deque()                    # slots of collected splines, returned to _free_slots under the lock
 _slot_data: dict = {}                           # slot -> its data buffer (kept alive while the slot is taken)
 _slot_kernels: dict = {}                        # (d, slot) -> (value, grad, grad_scalar, grad_lanes)
 
@@ -511,6 +513,11 @@ class _Slot:
     def __init__(self, rep):
         buf = np.concatenate([*rep.knots, np.asarray(rep.coefs, dtype=float).ravel(), [float(rep.wall)]])
         with _slot_lock:
+            while _freed:
+                j = _freed.popleft()
+                _slot_data.pop(j, None)
+                _free_slots.append(j)
+            _free_slots.sort(reverse=True)
             if not _free_slots:
                 raise InputError(f"more than {_SLOTS} spline potentials alive at once")
             self.index = i = _free_slots.pop()
@@ -523,11 +530,9 @@ class _Slot:
 
 
 def _free_slot(i):
-    with _slot_lock:
-        _TABLE[i] = 0
-        _slot_data.pop(i, None)
-        _free_slots.append(i)
-        _free_slots.sort(reverse=True)
+    # a finalizer: it may run from the garbage collector anywhere, also inside _Slot.__init__ holding _slot_lock, so
+    # it takes no lock (deque.append is atomic); the slot's data stay alive until the slot is handed out again
+    _freed.append(i)
 
 
 def _kernels_of(d, slot):
