@@ -69,9 +69,11 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .errors import InputError
+from .kernels.rng import next_u64, normal_pair
+from .kernels.state import LANES
 
 
 def _check(delta, gamma):
@@ -672,37 +674,88 @@ def white_noise_check(potential, sim, knots, coef_raw, coef_corrected, *, steps_
     return out, kicks
 
 
-@njit(cache=True)
 def _coupled_maps(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, walkers, seed, lo, hi, hist, mom):
     """Two copies (c = 0, 1) of the 1D map (3.2) with inverse mass a on a tabulated gradient (tab_g at
     x0 + j / inv_h, linear interpolation, linear continuation off the table), kicked by kick_a[k] and kick_b[k]
-    with the same random index k each step (quantile coupling when both tables are sorted), from the same start.
-    hist (2, bins): counts of q after ``burn`` steps on [lo, hi); mom (2, walkers, 20, 2): batch sums of p, p^2."""
-    np.random.seed(seed)
+    with the same random index k each step (quantile coupling when both tables are sorted), from the same start,
+    ``walkers`` walkers of ``n`` steps.  hist (2, bins): counts of q after ``burn`` steps on [lo, hi) (added to);
+    mom (2, walkers, 20, 2): batch sums of p, p^2 (added to).  Walker w draws its start (q, p ~ N(0, 1)) and its
+    indices from its own xoshiro stream (kernels.rng, SeedSequence(seed).spawn(walkers)[w]): the result does not
+    depend on the number of threads (:func:`_coupled_lanes` runs blocks of LANES walkers in parallel)."""
+    from .kernels.rng import seed_states
+
+    hw = np.zeros((int(walkers), 2, hist.shape[1]))  # per-walker counts: threads never write the same row
+    _coupled_lanes(float(x0), float(inv_h), np.ascontiguousarray(tab_g, dtype=float), float(delta), float(a),
+                   float(E), np.ascontiguousarray(kick_a, dtype=float), np.ascontiguousarray(kick_b, dtype=float),
+                   int(n), int(burn), seed_states(int(seed), int(walkers)), float(lo), float(hi), hw, mom)
+    hist += hw.sum(axis=0)
+
+
+_BATCHES = 20  # batches per walker of _coupled_maps' momentum sums
+
+
+@njit(parallel=True, cache=True)
+def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, rng, lo, hi, hist, mom):
+    """The loop of :func:`_coupled_maps`: a thread advances LANES walkers x 2 copies together step by step (16
+    independent recurrences, so the table look-ups of one overlap the others' latency); hist (W, 2, bins)."""
+    L = LANES
+    W = rng.shape[0]
     nt, nk = tab_g.size, kick_a.size
-    per = max((n - burn) // 20, 1)
-    bins = hist.shape[1]
-    for w in range(walkers):
-        q0, p0 = np.random.normal(), np.random.normal()
-        q = np.array([q0, q0])
-        p = np.array([p0, p0])
+    bins = hist.shape[2]
+    per = max((n - burn) // _BATCHES, 1)
+    scale = bins / (hi - lo)
+    h = 0.5 * delta * a
+    fk = nk / 9007199254740992.0  # nk 2^-53: a 53-bit uniform times nk
+    for blk in prange((W + L - 1) // L):
+        w0 = blk * L
+        nl = min(L, W - w0)
+        q = np.empty((2, L))
+        p = np.empty((2, L))
+        sp = np.zeros((2, L))
+        spp = np.zeros((2, L))
+        kk = np.zeros(L, dtype=np.int64)
+        for l in range(nl):
+            z0, z1 = normal_pair(rng[w0 + l])
+            q[0, l] = z0
+            q[1, l] = z0
+            p[0, l] = z1
+            p[1, l] = z1
+        b, left = 0, per
         for i in range(n):
-            k = np.random.randint(nk)
+            for l in range(nl):
+                kk[l] = min(int(np.float64(next_u64(rng[w0 + l]) >> np.uint64(11)) * fk), nk - 1)
             for c in range(2):
-                qh = q[c] + 0.5 * delta * a * p[c]
-                u = (qh - x0) * inv_h
-                j = min(max(int(math.floor(u)), 0), nt - 2)
-                f = u - j
-                g = (1.0 - f) * tab_g[j] + f * tab_g[j + 1]
-                p[c] = E * p[c] - delta * g + (kick_a[k] if c == 0 else kick_b[k])
-                q[c] = qh + 0.5 * delta * a * p[c]
-                if i >= burn:
-                    cell = int(math.floor((q[c] - lo) / (hi - lo) * bins))
-                    if 0 <= cell < bins:
-                        hist[c, cell] += 1
-                    b = min((i - burn) // per, 19)
-                    mom[c, w, b, 0] += p[c]
-                    mom[c, w, b, 1] += p[c] * p[c]
+                kick = kick_a if c == 0 else kick_b
+                for l in range(nl):
+                    qh = q[c, l] + h * p[c, l]
+                    u = (qh - x0) * inv_h
+                    j = min(max(int(math.floor(u)), 0), nt - 2)
+                    f = u - j
+                    pn = E * p[c, l] - delta * ((1.0 - f) * tab_g[j] + f * tab_g[j + 1]) + kick[kk[l]]
+                    p[c, l] = pn
+                    q[c, l] = qh + h * pn
+            if i >= burn:
+                for c in range(2):
+                    for l in range(nl):
+                        cell = int(math.floor((q[c, l] - lo) * scale))
+                        if 0 <= cell < bins:
+                            hist[w0 + l, c, cell] += 1
+                        sp[c, l] += p[c, l]
+                        spp[c, l] += p[c, l] * p[c, l]
+                left -= 1
+                if left == 0 and b < _BATCHES - 1:  # batch b is complete
+                    for c in range(2):
+                        for l in range(nl):
+                            mom[c, w0 + l, b, 0] += sp[c, l]
+                            mom[c, w0 + l, b, 1] += spp[c, l]
+                            sp[c, l] = 0.0
+                            spp[c, l] = 0.0
+                    b += 1
+                    left = per
+        for c in range(2):
+            for l in range(nl):
+                mom[c, w0 + l, b, 0] += sp[c, l]
+                mom[c, w0 + l, b, 1] += spp[c, l]
 
 
 def kick_shape_shift(knots, coef, kicks, *, edges, delta, a, E, steps: int, n_eff_factor: float, knots_n,

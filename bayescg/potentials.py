@@ -419,7 +419,9 @@ class Potential:
     results in registers; None otherwise), ``grad_lanes`` (expression potentials with d <= 2
     whose gradient uses only exp, sin, cos, sqrt and arithmetic: njit ``grad_lanes(S)`` for
     kernels.state.LANES points at once, SIMD, exp/sin/cos from kernels.fastmath (at most
-    1.5 ulp from correctly rounded); the d = 1, 2 damped loops of simulate() use it; None otherwise).
+    1.5 ulp from correctly rounded); the d = 1, 2 damped loops of simulate() use it; None otherwise),
+    ``data`` (what the kernels read at run time, e.g. the SplineRep of :func:`bayescg.splines.spline_potential`,
+    whose slot it keeps alive; None otherwise).
     """
 
     variables: tuple
@@ -431,6 +433,7 @@ class Potential:
     grad_scalar: object | None = None
     grad_lanes: object | None = None
     module: str | None = None
+    data: object | None = None  # runtime data the kernels read (a spline's SplineRep: keeps its slot alive)
 
     # -- constructors --
     @classmethod

@@ -11,10 +11,16 @@ trajectories from escaping along a downhill extrapolation).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+import math
+import threading
+import weakref
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import intrinsic
 from scipy.interpolate import BSpline
 
 from .errors import InputError
@@ -88,7 +94,7 @@ def tensor_penalty(mx: int, my: int, order: int = 2) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # numba evaluation
 # --------------------------------------------------------------------------------------------------
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline='always')
 def _find_span(x, t, k):
     """Index s with t[s] <= x < t[s+1], k <= s <= len(t) - k - 2 (x clipped to the domain)."""
     m = len(t) - k - 1
@@ -107,10 +113,19 @@ def _find_span(x, t, k):
 @numba.njit(cache=True)
 def _basis_and_deriv(x, t, k, s, out, dout):
     """Non-zero basis values out[0..k] = B_{s-k+j,k}(x) and derivatives dout (Cox-de Boor)."""
+    _basis_and_deriv_ws(x, t, k, s, out, dout, np.empty((3, k + 1)))
+
+
+@numba.njit(cache=True, inline='always')
+def _basis_and_deriv_ws(x, t, k, s, out, dout, ws):
+    """:func:`_basis_and_deriv` with scratch ws (3, k + 1) (the kernels' hot loops allocate nothing)."""
     # N[j] holds degree-p basis B_{s-p+j,p}, built up from p = 0
-    n = np.zeros(k + 1)
+    n, nprev, lower = ws[0], ws[1], ws[2]
+    for j in range(k + 1):
+        n[j] = 0.0
+        nprev[j] = 0.0
+        lower[j] = 0.0
     n[0] = 1.0
-    nprev = np.zeros(k + 1)
     if k == 1:
         dout[0] = 1.0  # degree-0 basis B_{s,0} = 1 on the span
     for p in range(1, k + 1):
@@ -137,7 +152,6 @@ def _basis_and_deriv(x, t, k, s, out, dout):
         for j in range(k + 1):
             dout[j] = 0.0
         return
-    lower = np.zeros(k + 1)
     for j in range(k):
         lower[j + 1] = dout[j]  # lower[j] = B_{s-k+j,k-1}, j = 1..k; lower[0] = 0
     for j in range(k + 1):
@@ -155,10 +169,15 @@ def _basis_and_deriv(x, t, k, s, out, dout):
 @numba.njit(cache=True)
 def bspline_value_grad_1d(x, t, c, k):
     """Value and derivative of the spline sum_i c_i B_i(x) at a scalar x inside [t[k], t[-k-1]]."""
+    return _value_grad_1d_ws(x, t, c, k, np.empty((5, k + 1)))
+
+
+@numba.njit(cache=True, inline='always')
+def _value_grad_1d_ws(x, t, c, k, ws):
+    """:func:`bspline_value_grad_1d` with scratch ws (5, k + 1)."""
     s = _find_span(x, t, k)
-    b = np.zeros(k + 1)
-    db = np.zeros(k + 1)
-    _basis_and_deriv(x, t, k, s, b, db)
+    b, db = ws[3], ws[4]
+    _basis_and_deriv_ws(x, t, k, s, b, db, ws)
     v = 0.0
     g = 0.0
     for j in range(k + 1):
@@ -171,14 +190,17 @@ def bspline_value_grad_1d(x, t, c, k):
 def _tensor_value_grad(x, y, tx, ty, c, k, dx, dy):
     """Tensor spline with each 1D basis continued linearly by (dx, dy) from the evaluation point (x, y):
     B(x + dx) ~ B(x) + B'(x) dx.  Returns (value, dU/dx, dU/dy); dx = dy = 0 is the plain spline."""
+    return _tensor_value_grad_ws(x, y, tx, ty, c, k, dx, dy, np.empty((7, k + 1)))
+
+
+@numba.njit(cache=True)
+def _tensor_value_grad_ws(x, y, tx, ty, c, k, dx, dy, ws):
+    """:func:`_tensor_value_grad` with scratch ws (7, k + 1)."""
     sx = _find_span(x, tx, k)
     sy = _find_span(y, ty, k)
-    bx = np.zeros(k + 1)
-    dbx = np.zeros(k + 1)
-    by = np.zeros(k + 1)
-    dby = np.zeros(k + 1)
-    _basis_and_deriv(x, tx, k, sx, bx, dbx)
-    _basis_and_deriv(y, ty, k, sy, by, dby)
+    bx, dbx, by, dby = ws[3], ws[4], ws[5], ws[6]
+    _basis_and_deriv_ws(x, tx, k, sx, bx, dbx, ws)
+    _basis_and_deriv_ws(y, ty, k, sy, by, dby, ws)
     v = 0.0
     gx = 0.0
     gy = 0.0
@@ -249,25 +271,44 @@ def _eval_3d(q, tx, ty, tz, c, k, wall, out_g):
 
 
 @numba.njit(cache=True)
-def _eval_1d(q, t, c, k, wall, out_g):
+def _eval_1d_scalar(q, t, c, k, wall):
+    """(U, dU/dq) at the scalar q: the spline inside [t[k], t[-k-1]], its Taylor continuation plus the wall
+    outside."""
+    return _eval_1d_ws(q, t, c, k, wall, np.empty((5, k + 1)))
+
+
+@numba.njit(cache=True, inline='always')
+def _eval_1d_ws(q, t, c, k, wall, ws):
+    """:func:`_eval_1d_scalar` with scratch ws (5, k + 1)."""
     lo = t[k]
     hi = t[len(t) - k - 1]
-    x = min(max(q[0], lo), hi)
-    v, g = bspline_value_grad_1d(x, t, c, k)
-    dx = q[0] - x
-    out_g[0] = g + wall * dx
-    return v + g * dx + 0.5 * wall * dx * dx
+    x = min(max(q, lo), hi)
+    v, g = _value_grad_1d_ws(x, t, c, k, ws)
+    dx = q - x
+    return v + g * dx + 0.5 * wall * dx * dx, g + wall * dx
+
+
+@numba.njit(cache=True)
+def _eval_1d(q, t, c, k, wall, out_g):
+    v, g = _eval_1d_scalar(q[0], t, c, k, wall)
+    out_g[0] = g
+    return v
 
 
 @numba.njit(cache=True)
 def _eval_2d(q, tx, ty, c, k, wall, out_g):
+    return _eval_2d_ws(q, tx, ty, c, k, wall, out_g, np.empty((7, k + 1)))
+
+
+@numba.njit(cache=True)
+def _eval_2d_ws(q, tx, ty, c, k, wall, out_g, ws):
     # each 1D basis is continued linearly beyond the box, B(x) ~ B(xc) + B'(xc)(x - xc), so the
     # tensor product stays differentiable and out_g is the exact gradient of the returned value
     x = min(max(q[0], tx[k]), tx[len(tx) - k - 1])
     y = min(max(q[1], ty[k]), ty[len(ty) - k - 1])
     dx = q[0] - x
     dy = q[1] - y
-    v, gx, gy = _tensor_value_grad(x, y, tx, ty, c, k, dx, dy)
+    v, gx, gy = _tensor_value_grad_ws(x, y, tx, ty, c, k, dx, dy, ws)
     out_g[0] = gx + wall * dx
     out_g[1] = gy + wall * dy
     return v + 0.5 * wall * (dx * dx + dy * dy)
@@ -328,45 +369,22 @@ class SplineRep:
         return self.value_grad(q)[1]
 
     def kernels(self):
-        """(value(q (d,)) -> float, grad(q (d,), out (d,)) -> None) as njit closures over the coefficients.
+        """(value(q (d,)) -> float, grad(q (d,), out (d,)) -> None): njit kernels of this spline.
 
-        The convention is that of :meth:`bayescg.potentials.Potential.from_numba`: grad writes into out.
+        The convention is that of :meth:`bayescg.potentials.Potential.from_numba`: grad writes into out.  The
+        kernels read a snapshot of the knots, coefficients and wall taken now from a runtime slot
+        (:class:`_Slot`), so they compile once per machine (numba's disk cache) and a new spline costs no
+        compilation; they are valid while this SplineRep (or a Potential made from it) is alive.
         """
-        k, wall = self.degree, float(self.wall)
-        if self.dim == 1:
-            t, c = self.knots[0], self.coefs.reshape(-1)
+        k = self._kernel_set()
+        return k[0], k[1]
 
-            @numba.njit
-            def value(q):
-                g = np.empty(1)
-                return _eval_1d(q, t, c, k, wall, g)
-
-            @numba.njit
-            def grad(q, out):
-                _eval_1d(q, t, c, k, wall, out)
-        elif self.dim == 2:
-            tx, ty, c2 = self.knots[0], self.knots[1], self.coefs
-
-            @numba.njit
-            def value(q):
-                g = np.empty(2)
-                return _eval_2d(q, tx, ty, c2, k, wall, g)
-
-            @numba.njit
-            def grad(q, out):
-                _eval_2d(q, tx, ty, c2, k, wall, out)
-        else:
-            tx, ty, tz, c3 = self.knots[0], self.knots[1], self.knots[2], self.coefs
-
-            @numba.njit
-            def value(q):
-                g = np.empty(3)
-                return _eval_3d(q, tx, ty, tz, c3, k, wall, g)
-
-            @numba.njit
-            def grad(q, out):
-                _eval_3d(q, tx, ty, tz, c3, k, wall, out)
-        return value, grad
+    def _kernel_set(self):
+        """(value, grad, grad_scalar, grad_lanes) of this spline's slot (lane kernels None for d = 3)."""
+        slot = self.__dict__.get("_slot")
+        if slot is None:
+            slot = self.__dict__["_slot"] = _Slot(self)
+        return slot.kernels
 
 
 @numba.njit(cache=True)
@@ -393,13 +411,243 @@ def _loop_eval_3d(q, tx, ty, tz, c, k, wall, v, g):
             g[i, j] = gi[j]
 
 
-def spline_potential(knots: list, coefs, degree: int = 3, wall: float = 0.0, variables=None):
-    """A :class:`bayescg.potentials.Potential` for the spline U (via ``Potential.from_numba``).
+# --------------------------------------------------------------------------------------------------
+# kernels on runtime data: a table of slots read through a linker symbol
+# --------------------------------------------------------------------------------------------------
+# The engine's drivers call a potential's kernels as first-class functions g(q, out) / g(S), which carry no data,
+# and closures over arrays freeze the data into the machine code (one compilation per spline, not cacheable).
+# So a spline's knots, coefficients and wall go into a slot of a process-wide table whose address the kernels
+# read through the external symbol _TABLE_SYMBOL (resolved when numba links or loads the code, like numba's own
+# runtime functions).  The kernels of slot i are closures over the integer i only, which numba's disk cache
+# keys by value: each slot compiles once per machine and a new spline reuses a free slot without compiling.
+_SLOTS = 512      # capacity: splines alive at once
+_ROW = 8          # per slot: data address, n_0, n_1, n_2 (knots per dim), m_0, m_1, m_2 (coefficients), degree
+_TABLE = np.zeros((_SLOTS, _ROW), dtype=np.int64)
+_TABLE_SYMBOL = f"bayescg_spline_slots_{_SLOTS}x{_ROW}_v1"
 
-    knots: list of d clamped knot vectors; coefs: (m,) or (mx, my); wall: see :class:`SplineRep`.
+
+def _register_table():
+    from llvmlite import binding
+
+    binding.add_symbol(_TABLE_SYMBOL, _TABLE.ctypes.data)
+
+
+_register_table()
+
+
+@intrinsic
+def _table_address(typingctx):
+    """The address of _TABLE (int64), through the external symbol _TABLE_SYMBOL."""
+    from llvmlite import ir
+
+    def codegen(context, builder, sig, args):
+        gv = builder.module.globals.get(_TABLE_SYMBOL)
+        if gv is None:
+            gv = ir.GlobalVariable(builder.module, ir.IntType(8), _TABLE_SYMBOL)
+            gv.linkage = "external"
+        return builder.ptrtoint(gv, ir.IntType(64))
+    return types.int64(), codegen
+
+
+@intrinsic
+def _f8_pointer(typingctx, address):
+    """An int64 address as a float64 pointer (for numba.carray)."""
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], context.get_value_type(sig.return_type))
+    return types.CPointer(types.float64)(types.int64), codegen
+
+
+@intrinsic
+def _i8_pointer(typingctx, address):
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], context.get_value_type(sig.return_type))
+    return types.CPointer(types.int64)(types.int64), codegen
+
+
+@numba.njit(cache=True)
+def _slot_row(slot):
+    return numba.carray(_i8_pointer(_table_address()), (_SLOTS, _ROW))[slot]
+
+
+@numba.njit(cache=True)
+def _slot_1d(slot):
+    """(t, c, k, wall) of a 1D slot (views of its data)."""
+    r = _slot_row(slot)
+    a, n, m = r[0], r[1], r[4]
+    return (numba.carray(_f8_pointer(a), (n,)), numba.carray(_f8_pointer(a + 8 * n), (m,)), r[7],
+            numba.carray(_f8_pointer(a + 8 * (n + m)), (1,))[0])
+
+
+@numba.njit(cache=True)
+def _slot_2d(slot):
+    """(tx, ty, c (mx, my), k, wall) of a 2D slot."""
+    r = _slot_row(slot)
+    a, nx, ny, mx, my = r[0], r[1], r[2], r[4], r[5]
+    o = a + 8 * (nx + ny)
+    return (numba.carray(_f8_pointer(a), (nx,)), numba.carray(_f8_pointer(a + 8 * nx), (ny,)),
+            numba.carray(_f8_pointer(o), (mx, my)), r[7], numba.carray(_f8_pointer(o + 8 * mx * my), (1,))[0])
+
+
+@numba.njit(cache=True)
+def _slot_3d(slot):
+    """(tx, ty, tz, c (mx, my, mz), k, wall) of a 3D slot."""
+    r = _slot_row(slot)
+    a, nx, ny, nz, mx, my, mz = r[0], r[1], r[2], r[3], r[4], r[5], r[6]
+    o = a + 8 * (nx + ny + nz)
+    return (numba.carray(_f8_pointer(a), (nx,)), numba.carray(_f8_pointer(a + 8 * nx), (ny,)),
+            numba.carray(_f8_pointer(a + 8 * (nx + ny)), (nz,)), numba.carray(_f8_pointer(o), (mx, my, mz)), r[7],
+            numba.carray(_f8_pointer(o + 8 * mx * my * mz), (1,))[0])
+
+
+_slot_lock = threading.Lock()
+_free_slots = list(range(_SLOTS - 1, -1, -1))  # pop() hands out the lowest free slot: few distinct slots compile
+_freed = collections.deque()                    # slots of collected splines, returned to _free_slots under the lock
+_slot_data: dict = {}                           # slot -> its data buffer (kept alive while the slot is taken)
+_slot_kernels: dict = {}                        # (d, slot) -> (value, grad, grad_scalar, grad_lanes)
+
+
+class _Slot:
+    """A table slot holding a snapshot of ``rep``'s knots, coefficients and wall, with its kernels; freed
+    when ``rep`` is garbage collected."""
+
+    def __init__(self, rep):
+        buf = np.concatenate([*rep.knots, np.asarray(rep.coefs, dtype=float).ravel(), [float(rep.wall)]])
+        with _slot_lock:
+            while _freed:
+                j = _freed.popleft()
+                _slot_data.pop(j, None)
+                _free_slots.append(j)
+            _free_slots.sort(reverse=True)
+            if not _free_slots:
+                raise InputError(f"more than {_SLOTS} spline potentials alive at once")
+            self.index = i = _free_slots.pop()
+            _slot_data[i] = buf
+            n = [t.size for t in rep.knots] + [0] * (3 - rep.dim)
+            m = list(np.shape(rep.coefs)) + [0] * (3 - rep.dim)
+            _TABLE[i] = [buf.ctypes.data, *n, *m, int(rep.degree)]
+        weakref.finalize(rep, _free_slot, i)
+        self.kernels = _kernels_of(rep.dim, i)
+
+
+def _free_slot(i):
+    # a finalizer: it may run from the garbage collector anywhere, also inside _Slot.__init__ holding _slot_lock, so
+    # it takes no lock (deque.append is atomic); the slot's data stay alive until the slot is handed out again
+    _freed.append(i)
+
+
+def _kernels_of(d, slot):
+    """(value, grad, grad_scalar, grad_lanes) of slot ``slot`` for d = 1, 2 (the lane pair None for d = 3), built
+    once per process; their machine code comes from numba's cache after the first run on a machine."""
+    key = (d, slot)
+    hit = _slot_kernels.get(key)
+    if hit is None:
+        hit = _slot_kernels.setdefault(key, _make_kernels(d, slot))
+    return hit
+
+
+def _make_kernels(d, slot):
+    from .kernels.state import LANES as L
+    from .kernels.state import LANES_TAG
+
+    jit = numba.njit(cache=True)
+    gs = gl = None
+    if d == 1:
+        @jit
+        def value(q):
+            t, c, k, wall = _slot_1d(slot)
+            return _eval_1d_scalar(q[0], t, c, k, wall)[0]
+
+        @jit
+        def grad(q, out):
+            t, c, k, wall = _slot_1d(slot)
+            out[0] = _eval_1d_scalar(q[0], t, c, k, wall)[1]
+
+        @jit
+        def gs(x):
+            t, c, k, wall = _slot_1d(slot)
+            return _eval_1d_scalar(x, t, c, k, wall)[1]
+
+        @jit
+        def gl(S):
+            # layout of kernels.state.GRADL_SIG; a non-finite position (a walker that blew up) gives NaN
+            t, c, k, wall = _slot_1d(slot)
+            ws = np.empty((5, k + 1))
+            for lane in range(L):
+                x = S[lane]
+                if not abs(x) < math.inf:
+                    S[L + lane] = math.nan
+                elif k == 3:  # the constant degree lets LLVM unroll Cox-de Boor (the same operations)
+                    S[L + lane] = _eval_1d_ws(x, t, c, 3, wall, ws)[1]
+                else:
+                    S[L + lane] = _eval_1d_ws(x, t, c, k, wall, ws)[1]
+    elif d == 2:
+        @jit
+        def value(q):
+            tx, ty, c, k, wall = _slot_2d(slot)
+            g = np.empty(2)
+            return _eval_2d(q, tx, ty, c, k, wall, g)
+
+        @jit
+        def grad(q, out):
+            tx, ty, c, k, wall = _slot_2d(slot)
+            _eval_2d(q, tx, ty, c, k, wall, out)
+
+        @jit
+        def gs(x, y):
+            tx, ty, c, k, wall = _slot_2d(slot)
+            q = np.empty(2)
+            q[0] = x
+            q[1] = y
+            g = np.empty(2)
+            _eval_2d(q, tx, ty, c, k, wall, g)
+            return g[0], g[1]
+
+        @jit
+        def gl(S):
+            tx, ty, c, k, wall = _slot_2d(slot)
+            q = np.empty(2)
+            g = np.empty(2)
+            ws = np.empty((7, k + 1))
+            for lane in range(L):
+                q[0] = S[lane]
+                q[1] = S[L + lane]
+                if abs(q[0]) < math.inf and abs(q[1]) < math.inf:
+                    _eval_2d_ws(q, tx, ty, c, k, wall, g, ws)
+                else:
+                    g[0] = g[1] = math.nan
+                S[2 * L + lane] = g[0]
+                S[3 * L + lane] = g[1]
+    else:
+        @jit
+        def value(q):
+            tx, ty, tz, c, k, wall = _slot_3d(slot)
+            g = np.empty(3)
+            return _eval_3d(q, tx, ty, tz, c, k, wall, g)
+
+        @jit
+        def grad(q, out):
+            tx, ty, tz, c, k, wall = _slot_3d(slot)
+            _eval_3d(q, tx, ty, tz, c, k, wall, out)
+    if gl is not None:
+        setattr(gl, LANES_TAG, True)
+    return value, grad, gs, gl
+
+
+def spline_potential(knots: list, coefs, degree: int = 3, wall: float = 0.0, variables=None):
+    """A :class:`bayescg.potentials.Potential` for the spline U, d = 1, 2, 3.
+
+    knots: list of d clamped knot vectors; coefs: (m,), (mx, my) or (mx, my, mz); wall: see :class:`SplineRep`.
+    Its kernels read the spline from a runtime slot (:meth:`SplineRep.kernels`): no compilation after the first run
+    on a machine; for d = 1, 2 it has a lane kernel, so simulate() runs it on the same lane driver as expression
+    potentials (per walker the same arithmetic as ``grad``).
     """
-    from .potentials import Potential  # late import: potentials.py is a sibling layer
+    from .potentials import Potential, _check_variables  # late import: potentials.py is a sibling layer
 
     rep = SplineRep(knots, coefs, degree, wall)
-    value, grad = rep.kernels()
-    return Potential.from_numba(grad, rep.dim, value, variables=variables)
+    value, grad, grad_scalar, grad_lanes = rep._kernel_set()
+    d = rep.dim
+    variables = _check_variables(variables) if variables is not None else tuple(f"x{i}" for i in range(d))
+    if len(variables) != d:
+        raise InputError(f"{len(variables)} variable names for a spline of dimension {d}")
+    return Potential(variables=variables, dim=d, expression=None, grad=grad, value=value, grad_scalar=grad_scalar,
+                     grad_lanes=grad_lanes, data=rep)

@@ -108,3 +108,47 @@ def test_spline_potential_is_a_potential():
     assert pot.dim == 1
     np.testing.assert_allclose(pot.V(q), (q ** 2 - 1) ** 2 / 4, atol=2e-3)
     np.testing.assert_allclose(pot.gradient(q).ravel(), q ** 3 - q, atol=2e-2)
+
+
+def test_spline_kernels_read_runtime_slots_without_compiling():
+    """The kernels of spline_potential read the spline from a runtime slot: the same bits as SplineRep.value_grad
+    (value, grad, the scalar and lane kernels in 1D and 2D, value and grad in 3D); a freed slot is reused by the
+    next spline with the same (already compiled) dispatchers and that spline's own data."""
+    import gc
+
+    from bayescg.kernels.state import LANES as L
+
+    rng = np.random.default_rng(3)
+    t = sp.clamped_knots(-2, 2, 9)
+    x = np.concatenate([rng.uniform(-3, 3, 4 * L), [-3.0, 2.0, 2.5, np.inf]])
+    for d, shape in ((1, (11,)), (2, (11, 8)), (3, (11, 8, 6))):
+        knots = [t, sp.clamped_knots(-1, 1.5, 6), sp.clamped_knots(0, 1, 4)][:d]
+        c = rng.normal(size=shape)
+        pot = sp.spline_potential(knots, c, wall=1.5)
+        rep = sp.SplineRep(knots, c, wall=1.5)
+        q = rng.uniform(-3, 3, (4 * L, d))
+        v, g = rep.value_grad(q)
+        assert np.array_equal(pot.V(q), v) and np.array_equal(pot.gradient(q), g)
+        if d <= 2:
+            for i in range(0, q.shape[0], L):
+                S = np.zeros(2 * d * L)
+                for j in range(d):
+                    S[j * L:(j + 1) * L] = q[i:i + L, j]
+                pot.grad_lanes(S)
+                for j in range(d):
+                    assert np.array_equal(S[(d + j) * L:(d + j + 1) * L], g[i:i + L, j])
+            assert np.array_equal(np.atleast_1d(pot.grad_scalar(*q[0])), g[0])
+    # 1D: a non-finite lane gives NaN (a walker that blew up), finite lanes are unaffected
+    pot = sp.spline_potential([t], rng.normal(size=11))
+    S = np.zeros(2 * L)
+    S[:L] = x[-L:]
+    pot.grad_lanes(S)
+    assert np.isnan(S[2 * L - 1]) and np.all(np.isfinite(S[L:2 * L - 1]))
+    # slot reuse: free the first spline, the next takes its slot and dispatchers, with its own coefficients
+    a = sp.spline_potential([t], np.arange(11.0))
+    slot, grad = a.data.__dict__["_slot"].index, a.grad
+    del a
+    gc.collect()
+    b = sp.spline_potential([t], -np.arange(11.0))
+    assert b.data.__dict__["_slot"].index == slot and b.grad is grad
+    np.testing.assert_array_equal(b.gradient(x[:8]), sp.SplineRep([t], -np.arange(11.0)).gradient(x[:8]))
