@@ -6,7 +6,8 @@ block_1d / block_2d and the generic loop), for changes that must not move any re
     python benchmarks/lane_bits.py compare /tmp/main.npz /tmp/perf.npz
 
 (one process per checkout: bayescg is imported from PYTHONPATH).  'compare' prints every array whose
-bytes differ and exits 1 if any does.
+bytes differ and exits 1 if any does.  Optional trailing arguments of both select cases by name prefix
+(e.g. ``lanes white trap``: only the lane loops, which need only the two lane drivers compiled).
 """
 import dataclasses
 import sys
@@ -59,12 +60,18 @@ def cases():
     }
 
 
-def dump(out):
+def _chosen(name, only):
+    return not only or any(name.startswith(o) for o in only)
+
+
+def dump(out, only=()):
     from bayescg.potentials import catalogue
     from bayescg.simulate import run_trajectories, simulate
 
     res = {}
     for k, (mk, delta, kw) in cases().items():
+        if not _chosen(k, only):
+            continue
         kw = dict(kw)
         g = kw.pop("gamma", 0.1)
         r = simulate(mk(), delta, g, seed=3, max_samples=5000, **kw)
@@ -74,6 +81,8 @@ def dump(out):
                 res[f"{k}/{n}"] = np.asarray(v)
     rng = np.random.default_rng(5)
     for integ, kw in [("damped", {}), ("damped_white", dict(kick_noise=0.05 * np.eye(2))), ("langevin", {})]:
+        if not _chosen("record-" + integ, only):
+            continue
         t = run_trajectories(catalogue("test4"), 0.02, 20.0, rng.normal(0, 0.5, (6, 2)), rng.normal(0, 0.5, (6, 2)),
                              integrator=integ, seed=4, **kw)
         for n, v in zip(("times", "q", "p"), t):
@@ -82,10 +91,11 @@ def dump(out):
     print("wrote", out, len(res), "arrays")
 
 
-def compare(fa, fb):
+def compare(fa, fb, only=()):
     a, b = np.load(fa), np.load(fb)
     bad = 0
-    for k in sorted(set(a.files) | set(b.files)):
+    keys = sorted(k for k in set(a.files) | set(b.files) if _chosen(k, only))
+    for k in keys:
         if k not in a.files or k not in b.files:
             print("MISSING", k)
             bad += 1
@@ -95,12 +105,12 @@ def compare(fa, fb):
             bad += 1
             d = np.nanmax(np.abs(x.astype(float) - y.astype(float))) if x.shape == y.shape else "shape"
             print("DIFF", k, d, x.dtype, y.dtype)
-    print("compared", len(a.files), "arrays; differences", bad)
+    print("compared", len(keys), "arrays; differences", bad)
     return bad
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "dump":
-        dump(sys.argv[2])
+        dump(sys.argv[2], sys.argv[3:])
     else:
-        sys.exit(1 if compare(sys.argv[2], sys.argv[3]) else 0)
+        sys.exit(1 if compare(sys.argv[2], sys.argv[3], sys.argv[4:]) else 0)
