@@ -7,8 +7,9 @@
   ``lanes=True`` (the map (3.2), with the white kick when ``noisy``).  Their gradients are one call of the
   potential's SIMD lane kernel (or interleaved calls of an array kernel); per walker the arithmetic is the
   registered step's, operation for operation, so with an array kernel both loops give the same bits
-  (tests/test_engine_accumulators.py).  They keep the current batch's sums in lane registers and share
-  the histogram/cell counting (accumulate.count_cell) and batch clock; they are written per d because
+  (tests/test_engine_accumulators.py).  They keep lane state and the open batch's sums in one lane buffer (rows of LANES, so that
+  LLVM vectorizes the sums over the lanes: sums1, sums2) and share the histogram/cell counting
+  (accumulate.count_cell) and batch clock; they are written per d because
   a generic lane loop (helpers inlined by numba, NamedTuple fields read in the loop) ran 2-6x slower.
 
 Drivers (compiled for fixed signatures on first call, cached on disk; the gradient is a first-class
