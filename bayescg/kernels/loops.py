@@ -8,8 +8,9 @@ on threads by :func:`spread`).
   ``lanes=True`` (the map (3.2), with the white kick when ``noisy``).  Their gradients are one call of the
   potential's SIMD lane kernel (or interleaved calls of an array kernel); per walker the arithmetic is the
   registered step's, operation for operation, so with an array kernel both loops give the same bits
-  (tests/test_engine_accumulators.py).  They keep the current batch's sums in lane registers and share
-  the histogram/cell counting (accumulate.count_cell) and batch clock; they are written per d because
+  (tests/test_engine_accumulators.py).  They keep lane state and the open batch's sums in one lane buffer (rows of LANES, so that
+  LLVM vectorizes the sums over the lanes: sums1, sums2) and share the histogram/cell counting
+  (accumulate.count_cell) and batch clock; they are written per d because
   a generic lane loop (helpers inlined by numba, NamedTuple fields read in the loop) ran 2-6x slower.
 
 Drivers (compiled for fixed signatures on first call, cached on disk; the gradient is a first-class
@@ -179,22 +180,19 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
     per walker for an array kernel), then momenta and positions.  Per walker the arithmetic is
     exactly the registered step's (same operations in the same order), and the accumulators are those of
     walker_loop, so with an array kernel results equal the one-walker-at-a-time loop bit for
-    bit (with a lane kernel they differ only through its exp/sin/cos)."""
+    bit (with a lane kernel they differ only through its exp/sin/cos).  Per step: the map, the lanes'
+    checks (blow-up, trap) into ok, the batch sums of every lane at once (sums1), then the cell counts."""
     B = bp.shape[1]
     S = samp_q.shape[1]
     qb = np.empty(1)
     gb = np.empty(1)
     G = np.zeros(2 * LANES)  # gradient scratch: positions, then gradients (lane kernel layout)
     h = 0.5 * delta
-    x = np.empty(LANES)
-    v = np.empty(LANES)
+    Z = np.zeros((3 + NSUM1) * LANES)  # lane buffer, rows as in sums1 (zeros: padding lanes stay finite)
+    x = Z[:LANES]
+    v = Z[LANES:2 * LANES]
+    ok = Z[2 * LANES:3 * LANES]  # 1.0: the lane's step is counted (live, finite, not trapped)
     xo = np.empty(LANES)
-    sp = np.zeros(LANES)
-    spp = np.zeros(LANES)
-    sq = np.zeros(LANES)
-    sqq = np.zeros(LANES)
-    s3 = np.zeros(LANES)
-    s4 = np.zeros(LANES)
     z = np.empty(1)
     cnt = np.zeros(LANES, dtype=np.int64)
     nv = np.zeros(LANES, dtype=np.int64)  # cells visited in the open batch (state.Stats.nvis)
@@ -211,12 +209,7 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
         cnt[l] = still[w]
         nv[l] = nvis[w]
         G[l] = x[l]
-        sp[l] = bp[w, b, 0]
-        spp[l] = bpp[w, b, 0, 0]
-        sq[l] = bq[w, b, 0]
-        sqq[l] = bqq[w, b, 0]
-        s3[l] = bpk[w, b, 0, 0]
-        s4[l] = bpk[w, b, 0, 1]
+        _load1(Z, l, bp, bpp, bq, bqq, bpk, w, b)
     for l in range(nl, LANES):  # padding lanes of a lane kernel: any finite point
         G[l] = G[0]
     for st in range(step0, step0 + nsteps):
@@ -227,19 +220,25 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
                 xo[l] = x[l]
                 G[l] = x[l] + h * a * v[l]
         grad_block(grad, G, nl, alive, qb, gb)
-        for l in range(nl):
-            if alive[l]:
-                v[l] = e * v[l] - delta * G[LANES + l]
-                if noisy:  # the white kick, as damped_white.white_kick does it
+        if noisy:  # the white kick, as damped_white.white_kick does it
+            for l in range(nl):
+                if alive[l]:
+                    v[l] = e * v[l] - delta * G[LANES + l]
                     fill_normal(rng[w0 + l], z)
                     v[l] += 0.0 + l00 * z[0]
-                x[l] = G[l] + h * a * v[l]
+                    x[l] = G[l] + h * a * v[l]
+        else:
+            for l in range(nl):
+                if alive[l]:
+                    v[l] = e * v[l] - delta * G[LANES + l]
+                    x[l] = G[l] + h * a * v[l]
         acc = st >= acc_start
         sample = False
         if acc:
             bleft -= 1
             sample = S > 0 and sleft == 0
         for l in range(nl):
+            ok[l] = 0.0
             if not alive[l]:
                 continue
             w = w0 + l
@@ -259,14 +258,14 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
                     continue
             else:
                 cnt[l] = 0
-            if acc:
-                sp[l] += vl
-                spp[l] += vl * vl
-                p2 = vl * vl
-                s3[l] += p2 * vl
-                s4[l] += p2 * p2
-                sq[l] += xl
-                sqq[l] += xl * xl
+            ok[l] = 1.0
+        if acc:
+            sums1(Z)
+            for l in range(nl):
+                if ok[l] == 0.0:
+                    continue
+                w = w0 + l
+                xl = x[l]
                 y = (xl - lo) * inv
                 if y >= 0.0 and y < nbins:
                     c = int(y)  # accumulate.count_cell, inline
@@ -278,14 +277,8 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
                     bout[w, b] += 1
                 if sample and j < S:
                     samp_q[w, j, 0] = xl
-                    samp_p[w, j, 0] = vl
+                    samp_p[w, j, 0] = v[l]
                     nstored[w] = j + 1
-            elif st >= minmax_start:
-                if xl < qmin[w, 0]:
-                    qmin[w, 0] = xl
-                if xl > qmax[w, 0]:
-                    qmax[w, 0] = xl
-        if acc:
             if sample:
                 j += 1
                 sleft = stride
@@ -296,36 +289,74 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
                     w = w0 + l
                     close_batch(hist, hcur, hvis, hs1, hs2, w, nv[l], batch_len - bout[w, b])
                     nv[l] = 0
-                    bp[w, b, 0] = sp[l]
-                    bpp[w, b, 0, 0] = spp[l]
-                    bq[w, b, 0] = sq[l]
-                    bqq[w, b, 0] = sqq[l]
-                    bpk[w, b, 0, 0] = s3[l]
-                    bpk[w, b, 0, 1] = s4[l]
+                    _store1(Z, l, bp, bpp, bq, bqq, bpk, w, b)
                 b += 1
                 for l in range(nl):
-                    w = w0 + l
-                    sp[l] = bp[w, b, 0]
-                    spp[l] = bpp[w, b, 0, 0]
-                    sq[l] = bq[w, b, 0]
-                    sqq[l] = bqq[w, b, 0]
-                    s3[l] = bpk[w, b, 0, 0]
-                    s4[l] = bpk[w, b, 0, 1]
+                    _load1(Z, l, bp, bpp, bq, bqq, bpk, w0 + l, b)
                 bleft = batch_len if b < B - 1 else NEVER
+        elif st >= minmax_start:
+            for l in range(nl):
+                if ok[l] == 0.0:
+                    continue
+                w = w0 + l
+                xl = x[l]
+                if xl < qmin[w, 0]:
+                    qmin[w, 0] = xl
+                if xl > qmax[w, 0]:
+                    qmax[w, 0] = xl
     for l in range(nl):
         w = w0 + l
-        bp[w, b, 0] = sp[l]
-        bpp[w, b, 0, 0] = spp[l]
-        bq[w, b, 0] = sq[l]
-        bqq[w, b, 0] = sqq[l]
-        bpk[w, b, 0, 0] = s3[l]
-        bpk[w, b, 0, 1] = s4[l]
+        _store1(Z, l, bp, bpp, bq, bqq, bpk, w, b)
         still[w] = cnt[l]
         nvis[w] = nv[l]
         q[w, 0] = x[l]
         p[w, 0] = v[l]
 
 
+#: block_1d's lane buffer Z ((3 + NSUM1) LANES,), lane l of row k at k LANES + l: x, p, ok, then the open
+#: batch's sums of p, p^2, q, q^2, p^3, p^4 (state.Stats' bp, bpp, bq, bqq, bpk).  One array, so that LLVM
+#: sees that the rows do not overlap and vectorizes sums1 over the lanes.
+NSUM1 = 6
+
+
+@njit
+def sums1(Z):
+    """Add lane l's step to its batch sums (rows of Z as NSUM1) where ok[l] = 1, for every lane at once.  A lane
+    not counted adds +0.0 (its inputs are selected to 0), which leaves a sum unchanged bit for bit (a sum
+    that starts at +0.0 is never -0.0); branch-free over a fixed LANES."""
+    for l in range(LANES):
+        m = Z[2 * LANES + l] != 0.0
+        xl = Z[l] if m else 0.0
+        vl = Z[LANES + l] if m else 0.0
+        Z[3 * LANES + l] += vl
+        Z[4 * LANES + l] += vl * vl
+        Z[5 * LANES + l] += xl
+        Z[6 * LANES + l] += xl * xl
+        p2 = vl * vl
+        Z[7 * LANES + l] += p2 * vl
+        Z[8 * LANES + l] += p2 * p2
+
+
+@njit
+def _load1(Z, l, bp, bpp, bq, bqq, bpk, w, b):
+    """Lane l's sums in Z (rows as NSUM1) = walker w's batch b sums in the state.Stats arrays."""
+    Z[3 * LANES + l] = bp[w, b, 0]
+    Z[4 * LANES + l] = bpp[w, b, 0, 0]
+    Z[5 * LANES + l] = bq[w, b, 0]
+    Z[6 * LANES + l] = bqq[w, b, 0]
+    Z[7 * LANES + l] = bpk[w, b, 0, 0]
+    Z[8 * LANES + l] = bpk[w, b, 0, 1]
+
+
+@njit
+def _store1(Z, l, bp, bpp, bq, bqq, bpk, w, b):
+    """The inverse of _load1."""
+    bp[w, b, 0] = Z[3 * LANES + l]
+    bpp[w, b, 0, 0] = Z[4 * LANES + l]
+    bq[w, b, 0] = Z[5 * LANES + l]
+    bqq[w, b, 0] = Z[6 * LANES + l]
+    bpk[w, b, 0, 0] = Z[7 * LANES + l]
+    bpk[w, b, 0, 1] = Z[8 * LANES + l]
 
 
 @njit(inline="always")
@@ -428,25 +459,14 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
     lo1 = hist_lo[1]
     inv0 = hist_inv[0]
     inv1 = hist_inv[1]
-    x = np.empty(LANES)
-    y = np.empty(LANES)
-    u = np.empty(LANES)
-    v = np.empty(LANES)
+    Z = np.zeros((5 + NSUM2) * LANES)  # lane buffer, rows as in sums2 (zeros: padding lanes stay finite)
+    x = Z[:LANES]
+    y = Z[LANES:2 * LANES]
+    u = Z[2 * LANES:3 * LANES]
+    v = Z[3 * LANES:4 * LANES]
+    ok = Z[4 * LANES:5 * LANES]  # 1.0: the lane's step is counted (live, finite, not trapped)
     xo = np.empty(LANES)
     yo = np.empty(LANES)
-    s0 = np.zeros(LANES)
-    s1 = np.zeros(LANES)
-    s00 = np.zeros(LANES)
-    s01 = np.zeros(LANES)
-    s11 = np.zeros(LANES)
-    r0 = np.zeros(LANES)
-    r1 = np.zeros(LANES)
-    r00 = np.zeros(LANES)
-    r11 = np.zeros(LANES)
-    t0 = np.zeros(LANES)  # batch sums of p_0^3, p_1^3, p_0^4, p_1^4
-    t1 = np.zeros(LANES)
-    f0 = np.zeros(LANES)
-    f1 = np.zeros(LANES)
     z = np.empty(2)
     l00 = L[0, 0]
     l10 = L[1, 0]
@@ -468,16 +488,7 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
         nv[l] = nvis[w]
         G[l] = x[l]
         G[LANES + l] = y[l]
-        s0[l] = bp[w, b, 0]
-        s1[l] = bp[w, b, 1]
-        s00[l] = bpp[w, b, 0, 0]
-        s01[l] = bpp[w, b, 0, 1]
-        s11[l] = bpp[w, b, 1, 1]
-        r0[l] = bq[w, b, 0]
-        r1[l] = bq[w, b, 1]
-        r00[l] = bqq[w, b, 0]
-        r11[l] = bqq[w, b, 1]
-        t0[l], t1[l], f0[l], f1[l] = bpk[w, b, 0, 0], bpk[w, b, 1, 0], bpk[w, b, 0, 1], bpk[w, b, 1, 1]
+        _load2(Z, l, bp, bpp, bq, bqq, bpk, w, b)
     for l in range(nl, LANES):  # padding lanes of a lane kernel: any finite point
         G[l] = G[0]
         G[LANES + l] = G[LANES]
@@ -500,6 +511,7 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
             bleft -= 1
             sample = S > 0 and sleft == 0
         for l in range(nl):
+            ok[l] = 0.0
             if not alive[l]:
                 continue
             w = w0 + l
@@ -522,22 +534,15 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
                     continue
             else:
                 cnt[l] = 0
-            if acc:
-                s0[l] += ul
-                s1[l] += vl
-                s00[l] += ul * ul
-                s01[l] += ul * vl
-                s11[l] += vl * vl
-                r0[l] += xl
-                r1[l] += yl
-                r00[l] += xl * xl
-                r11[l] += yl * yl
-                p2 = ul * ul
-                t0[l] += p2 * ul
-                f0[l] += p2 * p2
-                p2 = vl * vl
-                t1[l] += p2 * vl
-                f1[l] += p2 * p2
+            ok[l] = 1.0
+        if acc:
+            sums2(Z)
+            for l in range(nl):
+                if ok[l] == 0.0:
+                    continue
+                w = w0 + l
+                xl = x[l]
+                yl = y[l]
                 c0 = (xl - lo0) * inv0
                 c1 = (yl - lo1) * inv1
                 if c0 >= 0.0 and c0 < nbins and c1 >= 0.0 and c1 < nbins:
@@ -551,19 +556,9 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
                 if sample and j < S:
                     samp_q[w, j, 0] = xl
                     samp_q[w, j, 1] = yl
-                    samp_p[w, j, 0] = ul
-                    samp_p[w, j, 1] = vl
+                    samp_p[w, j, 0] = u[l]
+                    samp_p[w, j, 1] = v[l]
                     nstored[w] = j + 1
-            elif st >= minmax_start:
-                if xl < qmin[w, 0]:
-                    qmin[w, 0] = xl
-                if xl > qmax[w, 0]:
-                    qmax[w, 0] = xl
-                if yl < qmin[w, 1]:
-                    qmin[w, 1] = yl
-                if yl > qmax[w, 1]:
-                    qmax[w, 1] = yl
-        if acc:
             if sample:
                 j += 1
                 sleft = stride
@@ -573,28 +568,29 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
                 for l in range(nl):
                     close_batch(hist, hcur, hvis, hs1, hs2, w0 + l, nv[l], batch_len - bout[w0 + l, b])
                     nv[l] = 0
-                    _store2(bp, bpp, w0 + l, b, s0[l], s1[l], s00[l], s01[l], s11[l])
-                    _store2q(bq, bqq, w0 + l, b, r0[l], r1[l], r00[l], r11[l])
-                    _store2k(bpk, w0 + l, b, t0[l], t1[l], f0[l], f1[l])
+                    _store2(Z, l, bp, bpp, bq, bqq, bpk, w0 + l, b)
                 b += 1
                 for l in range(nl):
-                    w = w0 + l
-                    s0[l] = bp[w, b, 0]
-                    s1[l] = bp[w, b, 1]
-                    s00[l] = bpp[w, b, 0, 0]
-                    s01[l] = bpp[w, b, 0, 1]
-                    s11[l] = bpp[w, b, 1, 1]
-                    r0[l] = bq[w, b, 0]
-                    r1[l] = bq[w, b, 1]
-                    r00[l] = bqq[w, b, 0]
-                    r11[l] = bqq[w, b, 1]
-                    t0[l], t1[l], f0[l], f1[l] = bpk[w, b, 0, 0], bpk[w, b, 1, 0], bpk[w, b, 0, 1], bpk[w, b, 1, 1]
+                    _load2(Z, l, bp, bpp, bq, bqq, bpk, w0 + l, b)
                 bleft = batch_len if b < B - 1 else NEVER
+        elif st >= minmax_start:
+            for l in range(nl):
+                if ok[l] == 0.0:
+                    continue
+                w = w0 + l
+                xl = x[l]
+                yl = y[l]
+                if xl < qmin[w, 0]:
+                    qmin[w, 0] = xl
+                if xl > qmax[w, 0]:
+                    qmax[w, 0] = xl
+                if yl < qmin[w, 1]:
+                    qmin[w, 1] = yl
+                if yl > qmax[w, 1]:
+                    qmax[w, 1] = yl
     for l in range(nl):
         w = w0 + l
-        _store2(bp, bpp, w, b, s0[l], s1[l], s00[l], s01[l], s11[l])
-        _store2q(bq, bqq, w, b, r0[l], r1[l], r00[l], r11[l])
-        _store2k(bpk, w, b, t0[l], t1[l], f0[l], f1[l])
+        _store2(Z, l, bp, bpp, bq, bqq, bpk, w, b)
         still[w] = cnt[l]
         nvis[w] = nv[l]
         q[w, 0] = x[l]
@@ -603,30 +599,73 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
         p[w, 1] = v[l]
 
 
-@njit
-def _store2(bp, bpp, w, b, s0, s1, s00, s01, s11):
-    bp[w, b, 0] = s0
-    bp[w, b, 1] = s1
-    bpp[w, b, 0, 0] = s00
-    bpp[w, b, 0, 1] = s01
-    bpp[w, b, 1, 0] = s01
-    bpp[w, b, 1, 1] = s11
+#: block_2d's lane buffer Z ((5 + NSUM2) LANES,), lane l of row k at k LANES + l: x, y, p_0, p_1, ok, then
+#: the open batch's sums of p_0, p_1, p_0^2, p_0 p_1, p_1^2, q_0, q_1, q_0^2, q_1^2, p_0^3, p_1^3, p_0^4, p_1^4
+#: (state.Stats' bp, bpp, bq, bqq, bpk); one array, as in block_1d.
+NSUM2 = 13
 
 
 @njit
-def _store2q(bq, bqq, w, b, r0, r1, r00, r11):
-    bq[w, b, 0] = r0
-    bq[w, b, 1] = r1
-    bqq[w, b, 0] = r00
-    bqq[w, b, 1] = r11
+def sums2(Z):
+    """block_2d's sums1: lane l's step added to its batch sums (rows of Z as NSUM2) where ok[l] = 1."""
+    for l in range(LANES):
+        m = Z[4 * LANES + l] != 0.0
+        xl = Z[l] if m else 0.0
+        yl = Z[LANES + l] if m else 0.0
+        ul = Z[2 * LANES + l] if m else 0.0
+        vl = Z[3 * LANES + l] if m else 0.0
+        Z[5 * LANES + l] += ul
+        Z[6 * LANES + l] += vl
+        Z[7 * LANES + l] += ul * ul
+        Z[8 * LANES + l] += ul * vl
+        Z[9 * LANES + l] += vl * vl
+        Z[10 * LANES + l] += xl
+        Z[11 * LANES + l] += yl
+        Z[12 * LANES + l] += xl * xl
+        Z[13 * LANES + l] += yl * yl
+        p2 = ul * ul
+        Z[14 * LANES + l] += p2 * ul
+        Z[16 * LANES + l] += p2 * p2
+        p2 = vl * vl
+        Z[15 * LANES + l] += p2 * vl
+        Z[17 * LANES + l] += p2 * p2
 
 
 @njit
-def _store2k(bpk, w, b, t0, t1, f0, f1):
-    bpk[w, b, 0, 0] = t0
-    bpk[w, b, 1, 0] = t1
-    bpk[w, b, 0, 1] = f0
-    bpk[w, b, 1, 1] = f1
+def _load2(Z, l, bp, bpp, bq, bqq, bpk, w, b):
+    """Lane l's sums in Z (rows as NSUM2) = walker w's batch b sums in the state.Stats arrays."""
+    Z[5 * LANES + l] = bp[w, b, 0]
+    Z[6 * LANES + l] = bp[w, b, 1]
+    Z[7 * LANES + l] = bpp[w, b, 0, 0]
+    Z[8 * LANES + l] = bpp[w, b, 0, 1]
+    Z[9 * LANES + l] = bpp[w, b, 1, 1]
+    Z[10 * LANES + l] = bq[w, b, 0]
+    Z[11 * LANES + l] = bq[w, b, 1]
+    Z[12 * LANES + l] = bqq[w, b, 0]
+    Z[13 * LANES + l] = bqq[w, b, 1]
+    Z[14 * LANES + l] = bpk[w, b, 0, 0]
+    Z[15 * LANES + l] = bpk[w, b, 1, 0]
+    Z[16 * LANES + l] = bpk[w, b, 0, 1]
+    Z[17 * LANES + l] = bpk[w, b, 1, 1]
+
+
+@njit
+def _store2(Z, l, bp, bpp, bq, bqq, bpk, w, b):
+    """The inverse of _load2 (bpp's symmetric entry written twice)."""
+    bp[w, b, 0] = Z[5 * LANES + l]
+    bp[w, b, 1] = Z[6 * LANES + l]
+    bpp[w, b, 0, 0] = Z[7 * LANES + l]
+    bpp[w, b, 0, 1] = Z[8 * LANES + l]
+    bpp[w, b, 1, 0] = Z[8 * LANES + l]
+    bpp[w, b, 1, 1] = Z[9 * LANES + l]
+    bq[w, b, 0] = Z[10 * LANES + l]
+    bq[w, b, 1] = Z[11 * LANES + l]
+    bqq[w, b, 0] = Z[12 * LANES + l]
+    bqq[w, b, 1] = Z[13 * LANES + l]
+    bpk[w, b, 0, 0] = Z[14 * LANES + l]
+    bpk[w, b, 1, 0] = Z[15 * LANES + l]
+    bpk[w, b, 0, 1] = Z[16 * LANES + l]
+    bpk[w, b, 1, 1] = Z[17 * LANES + l]
 
 
 def _run_chunk(grad, kind, Wk, S, c, P, G, w0, w1):
