@@ -374,7 +374,11 @@ def bench(quick: bool, out_md: Path | None):
     report = render(rows, checks, ncores, load_before, load_after, quick)
     print(report)
     if out_md is not None:
-        out_md.write_text(report)
+        # the hand-written history below the marker is kept; only the measured part above it is rewritten
+        marker = "History and context (added by hand"
+        old = out_md.read_text() if out_md.exists() else ""
+        tail = old[old.index(marker):] if marker in old else ""
+        out_md.write_text(report.rstrip() + "\n\n" + tail if tail else report)
     return rows, checks
 
 
