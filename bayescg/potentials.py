@@ -436,6 +436,17 @@ class Potential:
     data: object | None = None  # runtime data the kernels read (a spline's SplineRep: keeps its slot alive)
 
     # -- constructors --
+
+    def __reduce_ex__(self, protocol):
+        # a spline potential's kernels read a slot of this process's spline table (splines._Slot): another process
+        # (a worker) would read its own, unrelated slot, so it is rebuilt there from the spline's data instead
+        rep = self.data
+        if rep is not None and hasattr(rep, "knots") and hasattr(rep, "coefs"):
+            from .splines import spline_potential
+
+            return spline_potential, (list(rep.knots), rep.coefs, rep.degree, rep.wall, self.variables)
+        return object.__reduce_ex__(self, protocol)
+
     @classmethod
     def from_expression(cls, expr: str, variables=("q",)) -> "Potential":
         """Potential from a sympy expression ``expr`` in ``variables`` (e.g. ``["x", "y"]``).

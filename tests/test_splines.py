@@ -152,3 +152,31 @@ def test_spline_kernels_read_runtime_slots_without_compiling():
     b = sp.spline_potential([t], -np.arange(11.0))
     assert b.data.__dict__["_slot"].index == slot and b.grad is grad
     np.testing.assert_array_equal(b.gradient(x[:8]), sp.SplineRep([t], -np.arange(11.0)).gradient(x[:8]))
+
+
+def test_spline_potential_pickled_to_another_process_rebuilds_its_slot():
+    """A spline potential sent to a worker process (executor, dask) must not read the worker's unrelated slot:
+    it is rebuilt there from its knots and coefficients, so V and grad V agree with this process's."""
+    import multiprocessing as mp
+    import pickle
+
+    from bayescg.splines import clamped_knots, spline_potential
+
+    t = [clamped_knots(-2.0, 2.0, 8), clamped_knots(-1.0, 1.0, 6)]
+    coefs = np.random.default_rng(3).normal(size=(t[0].size - 4, t[1].size - 4))
+    pot = spline_potential(t, coefs, wall=2.0, variables=["x", "y"])
+    pts = np.random.default_rng(4).uniform(-2.5, 2.5, size=(50, 2))
+    want_v, want_g = pot.V(pts), pot.gradient(pts)
+    back = pickle.loads(pickle.dumps(pot))
+    assert back.variables == ("x", "y") and back.data is not pot.data
+    np.testing.assert_array_equal(back.V(pts), want_v)
+    np.testing.assert_array_equal(back.gradient(pts), want_g)
+    with mp.get_context("spawn").Pool(1) as pool:  # a fresh process: its slot table starts empty
+        # (without the rebuild the worker reads an empty slot: it crashes or hangs, hence the timeout)
+        v, g = pool.apply_async(_values_and_gradients, (pot, pts)).get(timeout=300)
+    np.testing.assert_array_equal(v, want_v)
+    np.testing.assert_array_equal(g, want_g)
+
+
+def _values_and_gradients(pot, pts):
+    return pot.V(pts), pot.gradient(pts)
