@@ -440,11 +440,9 @@ class Potential:
     def __reduce_ex__(self, protocol):
         # a spline potential's kernels read a slot of this process's spline table (splines._Slot): another process
         # (a worker) would read its own, unrelated slot, so it is rebuilt there from the spline's data instead
-        rep = self.data
-        if rep is not None and hasattr(rep, "knots") and hasattr(rep, "coefs"):
-            from .splines import spline_potential
-
-            return spline_potential, (list(rep.knots), rep.coefs, rep.degree, rep.wall, self.variables)
+        rebuild = getattr(self.data, "potential_reduce", None)  # SplineRep.potential_reduce
+        if rebuild is not None:
+            return rebuild(self.variables)
         return object.__reduce_ex__(self, protocol)
 
     @classmethod

@@ -327,6 +327,11 @@ class SplineRep:
     degree: int = 3
     wall: float = 0.0
 
+    def potential_reduce(self, variables):
+        """(callable, args) that rebuild :func:`spline_potential` of this spline in another process (pickling of
+        a Potential whose kernels read this process's slot)."""
+        return spline_potential, (list(self.knots), self.coefs, self.degree, self.wall, tuple(variables))
+
     def __post_init__(self):
         self.knots = [np.ascontiguousarray(t, dtype=float) for t in self.knots]
         shape = tuple(n_basis(t, self.degree) for t in self.knots)
