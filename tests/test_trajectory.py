@@ -160,7 +160,7 @@ def test_api_with_3d_arrays_learns_an_anisotropic_quadratic():
     assert res.fit.beta["mean"] == pytest.approx(1.0, abs=0.03)
     assert res.fit.reference_rmse < 0.15  # U spans ~0-8 over the fitted region
     d = res.to_dict()
-    assert d["simulation"]["dim"] == 3 if "simulation" in d and "dim" in d["simulation"] else True
+    assert d["dimension"] == 3 and np.asarray(d["grid"]).shape[-1] == 3
 
 
 def test_3d_trajectory_histogram_too_large_is_one_clear_error():
