@@ -77,10 +77,21 @@ def _correct(sim, fit, kw, spec, seed, pot):
 
     fs = FitSection()
     warns = []
+    if spec.get("vary_kick_seeds"):
+        # diagnosis only: learn's kick-shape step draws its coupled maps with seeds (1, 2) in every run, so across
+        # replicates its Monte Carlo error is partly common (a bias of the replicate mean, not seed spread); here
+        # each replicate gets its own seeds (bias.apply_kick_shape's seeds argument), nothing else changes
+        import functools
+
+        import bayescg.bias as bias
+
+        orig = getattr(bias.apply_kick_shape, "__wrapped__", bias.apply_kick_shape)
+        bias.apply_kick_shape = functools.wraps(orig)(
+            functools.partial(orig, seeds=(1000 + 2 * int(seed), 1001 + 2 * int(seed))))
     fc, raw, corr, note = correct_finite_delta(
         sim, fit, kw, mode=fs.delta_correction, knots=spec["knots"], mass_fraction=fs.mass_fraction,
         steps=fs.correction_steps or spec["steps"], max_iter=fs.correction_iterations, reference=None,
-        seed=int(seed), warnings=warns, potential=pot)
+        seed=int(seed), warnings=warns, potential=pot, kick_shape=spec.get("kick_shape", True))
     if corr is None:
         return None, {"note": note, "warnings": warns}
     return fc, {"factor": float(corr.factor), "converged": bool(corr.converged), "iterations": int(corr.iterations),
@@ -282,6 +293,10 @@ def main():
                     help="MAP only, plus the finite-delta correction learn applies (1D), scored against U_0 too")
     ap.add_argument("--steps", type=float, help="override the cases' steps (the case is then stored as NAME@STEPS)")
     ap.add_argument("--first-seed", type=int, default=1)
+    ap.add_argument("--no-kick-shape", action="store_true",
+                    help="diagnosis only: the correction without its 1D kick-shape step (stored as NAME~white)")
+    ap.add_argument("--vary-kick-seeds", action="store_true",
+                    help="diagnosis only: per-replicate seeds for the kick-shape step (stored as NAME~kickseeds)")
     ap.add_argument("--truth-2d", action="store_true",
                     help="only score the stored raw 2D fits (raw-test4-d0.05.npz) against V_0 -> results-2d-truth.json")
     ap.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
@@ -304,6 +319,12 @@ def main():
         if a.steps:
             spec["steps"] = int(a.steps)
             case = f"{name}@{a.steps:.3g}"
+        if a.no_kick_shape:
+            spec["kick_shape"] = False
+            case += "~white"
+        if a.vary_kick_seeds:
+            spec["vary_kick_seeds"] = True
+            case += "~kickseeds"
         t0 = time.time()
         runs = run_case(name, spec, range(a.first_seed, a.first_seed + a.seeds), a.draws, not (a.no_main_rule or a.corrected),
                         corrected=a.corrected)
