@@ -90,7 +90,8 @@ def _correct(sim, fit, kw, spec, seed, pot):
             functools.partial(orig, seeds=(1000 + 2 * int(seed), 1001 + 2 * int(seed))))
     fc, raw, corr, note = correct_finite_delta(
         sim, fit, kw, mode=fs.delta_correction, knots=spec["knots"], mass_fraction=fs.mass_fraction,
-        steps=fs.correction_steps or spec["steps"], max_iter=fs.correction_iterations, reference=None,
+        steps=int(spec.get("correction_steps_factor", 1) * spec["steps"]) if spec.get("correction_steps_factor")
+        else fs.correction_steps or spec["steps"], max_iter=fs.correction_iterations, reference=None,
         seed=int(seed), warnings=warns, potential=pot, kick_shape=spec.get("kick_shape", True))
     if corr is None:
         return None, {"note": note, "warnings": warns}
@@ -256,7 +257,7 @@ def plot(result_files, png):
             y = np.asarray(r["profile"]["half_width"])
             cov0 = f", U_0 {r['coverage_truth']:.2f}" if "coverage_truth" in r and "_" not in key[4:] else ""
             ax.scatter(x, y, s=8, color=col, marker=mk, alpha=0.6,
-                       label=f"{lab}: ratio {r['width_ratio']:.2f}, cover {r['coverage']:.2f}{cov0}")
+                       label=f"{lab} ({r['fits']}): ratio {r['width_ratio']:.2f}, cover {r['coverage']:.2f}{cov0}")
             if key in ("map/calibrated", "map/corrected"):
                 top = max(top, 1.6 * max(x.max(), y.max()))
         t = np.linspace(0, top, 2)
@@ -297,6 +298,9 @@ def main():
                     help="diagnosis only: the correction without its 1D kick-shape step (stored as NAME~white)")
     ap.add_argument("--vary-kick-seeds", action="store_true",
                     help="diagnosis only: per-replicate seeds for the kick-shape step (stored as NAME~kickseeds)")
+    ap.add_argument("--correction-steps-factor", type=float,
+                    help="diagnosis: white-kick runs of this many x the main run's steps (learn's fit.correction_steps; "
+                         "stored as NAME~cstepsF)")
     ap.add_argument("--truth-2d", action="store_true",
                     help="only score the stored raw 2D fits (raw-test4-d0.05.npz) against V_0 -> results-2d-truth.json")
     ap.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
@@ -325,6 +329,9 @@ def main():
         if a.vary_kick_seeds:
             spec["vary_kick_seeds"] = True
             case += "~kickseeds"
+        if a.correction_steps_factor:
+            spec["correction_steps_factor"] = a.correction_steps_factor
+            case += f"~csteps{a.correction_steps_factor:g}"
         t0 = time.time()
         runs = run_case(name, spec, range(a.first_seed, a.first_seed + a.seeds), a.draws, not (a.no_main_rule or a.corrected),
                         corrected=a.corrected)
