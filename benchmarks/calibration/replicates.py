@@ -338,7 +338,8 @@ def main():
         res = analyse(runs, reference(spec["pot"]) if a.corrected else None)
         raw = {f"{k}|{r['seed']}|{a}": np.asarray(v[a]) for r in runs for k, v in r["fits"].items()
                for a in ("grid", "U_mean", "U_lower", "U_upper", "weight")}
-        tag = "-corrected" if a.corrected else ""
+        # corrected runs: one npz per results file (raw-<case>-corrected-50.npz for results-corrected-50.json, ...)
+        tag = "-" + Path(a.out).stem.replace("results-", "", 1) if a.corrected else ""
         np.savez_compressed(Path(a.out).with_name(f"raw-{case}{tag}.npz"), **raw)  # re-analysable without rerunning
         per_seed = [{"seed": r["seed"], "sim_seconds": r["sim_seconds"], "correction": r.get("correction"),
                      **{k: {"band_calibration": f["band_calibration"], "warnings": f["warnings"],
