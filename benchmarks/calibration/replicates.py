@@ -340,6 +340,11 @@ def main():
                for a in ("grid", "U_mean", "U_lower", "U_upper", "weight")}
         # corrected runs: one npz per results file (raw-<case>-corrected-50.npz for results-corrected-50.json, ...)
         tag = "-" + Path(a.out).stem.replace("results-", "", 1) if a.corrected else ""
+        for r in runs:  # the correction's curves go to the npz, not the json (one number per line there)
+            c = r.get("correction") or {}
+            for nm in ("grid", "correction", "correction_se"):
+                if nm in c:
+                    raw[f"correction|{r['seed']}|{nm}"] = np.asarray(c.pop(nm))
         np.savez_compressed(Path(a.out).with_name(f"raw-{case}{tag}.npz"), **raw)  # re-analysable without rerunning
         per_seed = [{"seed": r["seed"], "sim_seconds": r["sim_seconds"], "correction": r.get("correction"),
                      **{k: {"band_calibration": f["band_calibration"], "warnings": f["warnings"],
