@@ -14,6 +14,18 @@ simulation noise varies.
 
     nice python benchmarks/calibration/replicates.py --seeds 20 --out benchmarks/calibration/results.json
     nice python benchmarks/calibration/replicates.py --plot benchmarks/calibration/results*.json
+
+Corrected bands (``--corrected``): each seed's MAP fit is also passed through the finite-delta correction that
+``bayescg learn`` applies (bayescg.pipeline.correct_finite_delta, with the FitSection defaults learn uses: the
+main run's steps per white-kick run, its max iterations, V known so the white-noise check and the 1D kick-shape
+step run; d = 1 only, as learn on main).  For the corrected U it reports the same width ratio and coverage of
+the replicate mean, plus the coverage of the TRUE U_0 (catalogue reference, used only for scoring), and the
+two parts of its band separately (raw band x s; 1.88 x correction_se) for the diagnosis.  One command reruns
+it (e.g. after bayescg.bias changes):
+
+    nice python benchmarks/calibration/replicates.py --corrected --seeds 20 --cases test1-d0.5 test2-d0.25 \
+        --out benchmarks/calibration/results-corrected.json
+    python benchmarks/calibration/replicates.py --truth-2d   # raw 2D band against V_0 (stored npz, no runs)
 """
 from __future__ import annotations
 
@@ -25,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from bayescg.fit import fit_effective_potential, grid_weights, replicate_band_summary
-from bayescg.potentials import catalogue
+from bayescg.bias import Z94
+from bayescg.potentials import catalogue, reference
 from bayescg.simulate import simulate
 
 CASES = {
@@ -56,7 +69,40 @@ def _old_rule_factor(sim):
     return min(1.0, sim.accumulated_steps / it / float(np.sum(sim.hist_counts)))
 
 
-def run_case(name, spec, seeds, draws, main_rule=True):
+def _correct(sim, fit, kw, spec, seed, pot):
+    """The finite-delta correction exactly as ``bayescg learn`` runs it (pipeline.correct_finite_delta with
+    FitSection's defaults; reference None: U_0 is only used for scoring) -> (corrected fit or None, info)."""
+    from bayescg.config import FitSection
+    from bayescg.pipeline import correct_finite_delta
+
+    fs = FitSection()
+    warns = []
+    if spec.get("vary_kick_seeds"):
+        # diagnosis only: learn's kick-shape step draws its coupled maps with seeds (1, 2) in every run, so across
+        # replicates its Monte Carlo error is partly common (a bias of the replicate mean, not seed spread); here
+        # each replicate gets its own seeds (bias.apply_kick_shape's seeds argument), nothing else changes
+        import functools
+
+        import bayescg.bias as bias
+
+        orig = getattr(bias.apply_kick_shape, "__wrapped__", bias.apply_kick_shape)
+        bias.apply_kick_shape = functools.wraps(orig)(
+            functools.partial(orig, seeds=(1000 + 2 * int(seed), 1001 + 2 * int(seed))))
+    fc, raw, corr, note = correct_finite_delta(
+        sim, fit, kw, mode=fs.delta_correction, knots=spec["knots"], mass_fraction=fs.mass_fraction,
+        steps=int(spec.get("correction_steps_factor", 1) * spec["steps"]) if spec.get("correction_steps_factor")
+        else fs.correction_steps or spec["steps"], max_iter=fs.correction_iterations, reference=None,
+        seed=int(seed), warnings=warns, potential=pot, kick_shape=spec.get("kick_shape", True))
+    if corr is None:
+        return None, {"note": note, "warnings": warns}
+    return fc, {"factor": float(corr.factor), "converged": bool(corr.converged), "iterations": int(corr.iterations),
+                "size": float(corr.size), "correction": np.asarray(corr.correction).tolist(),
+                "correction_se": np.asarray(corr.correction_se).tolist(), "grid": np.asarray(corr.grid).tolist(),
+                "kick_shape": corr.kick_shape, "warnings": warns, "seconds": float(corr.seconds),
+                "history": corr.history}
+
+
+def run_case(name, spec, seeds, draws, main_rule=True, corrected=False):
     pot = catalogue(spec["pot"])
     d = pot.dim
     kw = dict(steps=spec["steps"], walkers=16, hist_range=spec["rng"], bins=spec["bins"])
@@ -95,6 +141,24 @@ def run_case(name, spec, seeds, draws, main_rule=True):
                        "weight": grid_weights(f), "n_eff_factor": f.n_eff_factor, "seconds": time.time() - t1,
                        "band_calibration": f.band_calibration, "warnings": f.warnings, "diagnostics": f.diagnostics}
                 row["fits"][f"{m}/{variant}"] = rec
+                if corrected and m == "map" and variant == "calibrated":
+                    t2 = time.time()
+                    fc, info = _correct(sim, f, kw, spec, s, pot)
+                    row["correction"] = info
+                    if fc is not None:
+                        crec = {"grid": fc.grid, "U_mean": fc.U_mean, "U_lower": fc.U_lower, "U_upper": fc.U_upper,
+                                "weight": grid_weights(fc), "n_eff_factor": fc.n_eff_factor,
+                                "seconds": time.time() - t2, "band_calibration": fc.band_calibration,
+                                "warnings": info["warnings"], "diagnostics": {}}
+                        row["fits"]["map/corrected"] = crec
+                        # its two parts, each alone about the corrected mean (for the diagnosis): the raw band
+                        # x s, and 1.88 x the correction's Monte Carlo se (interpolated to the fit grid)
+                        k = info["factor"]
+                        half_raw = 0.5 * (f.U_upper - f.U_lower)
+                        se = np.interp(fc.grid[:, 0], np.asarray(info["grid"]), np.asarray(info["correction_se"]))
+                        for part, hw in (("raw_x_s", k * half_raw), ("mc_se", Z94 * se)):
+                            row["fits"][f"map/corrected_{part}"] = dict(crec, U_lower=fc.U_mean - hw,
+                                                                        U_upper=fc.U_mean + hw)
                 if variant == "calibrated":
                     # the model band before scaling: the scaling is affine about the draws' mean, so its
                     # quantiles scale exactly (no refit needed)
@@ -108,12 +172,52 @@ def run_case(name, spec, seeds, draws, main_rule=True):
     return runs
 
 
-def analyse(runs):
-    """Width ratio and coverage of the replicate mean per fit variant (bayescg.fit.replicate_band_summary)."""
+def truth_summary(fits, truth, mass_fraction=0.98):
+    """Coverage of the true U_0 and the bias of the replicate mean, on the points and alignment of
+    replicate_band_summary (common grid, 98 % region of the summed weights, every curve and U_0 aligned to the
+    same count-weighted mean).  truth: Potential (its .V) of the reference.  Returns coverage_truth (fraction of
+    (fit, point) whose band holds U_0), rmse_mean_vs_truth (RMS of replicate mean - U_0 over the region),
+    bias_over_sd (that RMS / RMS seed sd: the bias in units of one seed's scatter), rmse_per_fit_mean,
+    and the bias profile."""
+    from bayescg.fit import _mass_region
+
+    keys = [[tuple(p) for p in np.round(np.asarray(f["grid"], float).reshape(len(f["U_mean"]), -1), 9)] for f in fits]
+    common = sorted(set.intersection(*map(set, keys)))
+    pos = {c: i for i, c in enumerate(common)}
+    U, lo, hi, wt = (np.zeros((len(fits), len(common))) for _ in range(4))
+    for s, (f, k) in enumerate(zip(fits, keys)):
+        j = np.array([i for i, c in enumerate(k) if c in pos])
+        i = np.array([pos[k[jj]] for jj in j])
+        for a, nm in ((U, "U_mean"), (lo, "U_lower"), (hi, "U_upper"), (wt, "weight")):
+            a[s, i] = np.asarray(f[nm], float)[j]
+    w = wt.sum(axis=0)
+    reg = _mass_region(w, mass_fraction)
+    w = w / w.sum()
+    pts = np.asarray(common, float)
+    u0 = np.asarray(truth.V(pts if pts.shape[1] > 1 else pts[:, 0]), float).ravel()
+    u0 = u0 - w @ u0
+    c = U @ w
+    U, lo, hi = U - c[:, None], lo - c[:, None], hi - c[:, None]
+    inside = (lo <= u0[None]) & (u0[None] <= hi)
+    bias = U.mean(axis=0) - u0
+    sd = U.std(axis=0, ddof=1)
+    return {"coverage_truth": float(inside[:, reg].mean()),
+            "coverage_truth_per_fit_min": float(inside[:, reg].mean(axis=1).min()),
+            "rmse_mean_vs_truth": float(np.sqrt(np.mean(bias[reg] ** 2))),
+            "rmse_per_fit_mean": float(np.mean(np.sqrt(np.mean((U[:, reg] - u0[reg]) ** 2, axis=1)))),
+            "bias_over_sd": float(np.sqrt(np.mean(bias[reg] ** 2)) / np.sqrt(np.mean(sd[reg] ** 2))),
+            "bias_profile": bias[reg].tolist()}
+
+
+def analyse(runs, truth=None):
+    """Width ratio and coverage of the replicate mean per fit variant (bayescg.fit.replicate_band_summary), and
+    with ``truth`` (the reference Potential) the coverage of U_0 and the bias (truth_summary)."""
     out = {}
     for key in runs[0]["fits"]:
-        fits = [r["fits"][key] for r in runs]
-        out[key] = dict(replicate_band_summary(fits),
+        fits = [r["fits"][key] for r in runs if key in r["fits"]]
+        if len(fits) < 3:
+            continue
+        out[key] = dict(replicate_band_summary(fits), **(truth_summary(fits, truth) if truth is not None else {}),
                         band_scale_mean=float(np.mean([f["band_calibration"].get("scale", 1.0) for f in fits])),
                         n_eff_factor_mean=float(np.mean([f["n_eff_factor"] for f in fits])),
                         fit_seconds_mean=float(np.mean([f["seconds"] for f in fits])),
@@ -124,7 +228,9 @@ def analyse(runs):
 
 
 def plot(result_files, png):
-    """Band half-width against 1.88 x seed-to-seed sd of U_mean, per grid point (mass region), per case."""
+    """Band half-width against 1.88 x seed-to-seed sd of U_mean, per grid point (mass region), per case: the raw
+    learned U's band and the finite-delta corrected U's band (with its two parts), files merged in order (a later
+    file's variant of the same case replaces an earlier one)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,12 +239,14 @@ def plot(result_files, png):
     cases = {}
     for f in result_files:
         if Path(f).exists():
-            cases.update(json.loads(Path(f).read_text()))
-    fig, axs = plt.subplots(1, len(cases), figsize=(4.6 * len(cases), 4.4), squeeze=False)
-    style = {"map/calibrated": ("C0", "o", "MAP+Laplace, sandwich-scaled"),
-             "nuts/calibrated": ("C1", "s", "NUTS, sandwich-scaled"),
-             "map/model": ("C2", "^", "model band (n_eff from counts, unscaled)"),
-             "map/main_rule": ("C3", "x", "main's rule (largest IAT)")}
+            for name, c in json.loads(Path(f).read_text()).items():
+                cases.setdefault(name, {"results": {}})["results"].update(c["results"])
+    fig, axs = plt.subplots(1, len(cases), figsize=(4.8 * len(cases), 4.6), squeeze=False)
+    style = {"map/calibrated": ("C0", "o", "raw U, MAP+Laplace"),
+             "nuts/calibrated": ("C1", "s", "raw U, NUTS"),
+             "map/corrected": ("C3", "D", "corrected U (reported band)"),
+             "map/corrected_raw_x_s": ("C2", "^", "  its part raw band x s"),
+             "map/corrected_mc_se": ("C7", "v", "  its part 1.88 x correction_se")}
     for ax, (name, c) in zip(axs[0], cases.items()):
         top = 0.0
         for key, (col, mk, lab) in style.items():
@@ -147,10 +255,11 @@ def plot(result_files, png):
                 continue
             x = 1.88 * np.asarray(r["profile"]["seed_sd"])
             y = np.asarray(r["profile"]["half_width"])
+            cov0 = f", U_0 {r['coverage_truth']:.2f}" if "coverage_truth" in r and "_" not in key[4:] else ""
             ax.scatter(x, y, s=8, color=col, marker=mk, alpha=0.6,
-                       label=f"{lab}: ratio {r['width_ratio']:.2f}, cover {r['coverage']:.2f}")
-            if key == "map/calibrated":
-                top = 1.6 * max(x.max(), y.max())
+                       label=f"{lab} ({r['fits']}): ratio {r['width_ratio']:.2f}, cover {r['coverage']:.2f}{cov0}")
+            if key in ("map/calibrated", "map/corrected"):
+                top = max(top, 1.6 * max(x.max(), y.max()))
         t = np.linspace(0, top, 2)
         ax.plot(t, t, "k-", lw=1)
         ax.plot(t, 0.8 * t, "k:", lw=0.8)
@@ -159,10 +268,19 @@ def plot(result_files, png):
         ax.set_ylim(0, top * 1.3)
         ax.set_xlabel("1.88 x seed-to-seed sd of U_mean")
         ax.set_ylabel("mean band half-width")
-        ax.set_title(f"{name} ({c['results']['map/calibrated']['fits']} seeds)", fontsize=10)
-        ax.legend(fontsize=6.5, loc="upper left")
+        note = "" if "map/corrected" in c["results"] else " -- raw only (learn does not correct in 2D)"
+        ax.set_title(f"{name} ({c['results']['map/calibrated']['fits']} seeds){note}", fontsize=9)
+        ax.legend(fontsize=6, loc="upper left")
     fig.tight_layout()
     fig.savefig(png, dpi=120)
+
+
+def truth_2d(npz, key="map/calibrated", pot="test4"):
+    """Coverage of V_0 by the stored raw 2D replicate fits (no runs): learn does not correct in 2D on main."""
+    z = np.load(npz)
+    seeds = sorted({int(k.split("|")[1]) for k in z.files if k.startswith(key + "|")})
+    fits = [{a: z[f"{key}|{s}|{a}"] for a in ("grid", "U_mean", "U_lower", "U_upper", "weight")} for s in seeds]
+    return dict(truth_summary(fits, reference(pot)), fits=len(fits), key=key, source=str(npz))
 
 
 def main():
@@ -172,32 +290,77 @@ def main():
     ap.add_argument("--draws", type=int, default=1000)
     ap.add_argument("--methods", nargs="*", help="override the cases' fit methods (e.g. map)")
     ap.add_argument("--no-main-rule", action="store_true", help="skip the refit with main's n_eff rule")
+    ap.add_argument("--corrected", action="store_true",
+                    help="MAP only, plus the finite-delta correction learn applies (1D), scored against U_0 too")
+    ap.add_argument("--steps", type=float, help="override the cases' steps (the case is then stored as NAME@STEPS)")
+    ap.add_argument("--first-seed", type=int, default=1)
+    ap.add_argument("--no-kick-shape", action="store_true",
+                    help="diagnosis only: the correction without its 1D kick-shape step (stored as NAME~white)")
+    ap.add_argument("--vary-kick-seeds", action="store_true",
+                    help="diagnosis only: per-replicate seeds for the kick-shape step (stored as NAME~kickseeds)")
+    ap.add_argument("--correction-steps-factor", type=float,
+                    help="diagnosis: white-kick runs of this many x the main run's steps (learn's fit.correction_steps; "
+                         "stored as NAME~cstepsF)")
+    ap.add_argument("--truth-2d", action="store_true",
+                    help="only score the stored raw 2D fits (raw-test4-d0.05.npz) against V_0 -> results-2d-truth.json")
     ap.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     ap.add_argument("--plot", nargs="*", help="only plot these result files into band_vs_spread.png")
     a = ap.parse_args()
     if a.plot:
         plot(a.plot, Path(__file__).with_name("band_vs_spread.png"))
         return
+    if a.truth_2d:
+        r = truth_2d(Path(__file__).with_name("raw-test4-d0.05.npz"))
+        Path(__file__).with_name("results-2d-truth.json").write_text(json.dumps(r, indent=1))
+        print({k: v for k, v in r.items() if k != "bias_profile"})
+        return
     out = json.loads(Path(a.out).read_text()) if Path(a.out).exists() else {}
     for name in a.cases:
         spec = dict(CASES[name], **({"methods": tuple(a.methods)} if a.methods else {}))
+        if a.corrected:
+            spec["methods"] = ("map",)
+        case = name
+        if a.steps:
+            spec["steps"] = int(a.steps)
+            case = f"{name}@{a.steps:.3g}"
+        if a.no_kick_shape:
+            spec["kick_shape"] = False
+            case += "~white"
+        if a.vary_kick_seeds:
+            spec["vary_kick_seeds"] = True
+            case += "~kickseeds"
+        if a.correction_steps_factor:
+            spec["correction_steps_factor"] = a.correction_steps_factor
+            case += f"~csteps{a.correction_steps_factor:g}"
         t0 = time.time()
-        runs = run_case(name, spec, range(1, a.seeds + 1), a.draws, not a.no_main_rule)
-        res = analyse(runs)
+        runs = run_case(name, spec, range(a.first_seed, a.first_seed + a.seeds), a.draws, not (a.no_main_rule or a.corrected),
+                        corrected=a.corrected)
+        res = analyse(runs, reference(spec["pot"]) if a.corrected else None)
         raw = {f"{k}|{r['seed']}|{a}": np.asarray(v[a]) for r in runs for k, v in r["fits"].items()
                for a in ("grid", "U_mean", "U_lower", "U_upper", "weight")}
-        np.savez_compressed(Path(a.out).with_name(f"raw-{name}.npz"), **raw)  # re-analysable without rerunning
-        per_seed = [{"seed": r["seed"], "sim_seconds": r["sim_seconds"],
+        # corrected runs: one npz per results file (raw-<case>-corrected-50.npz for results-corrected-50.json, ...)
+        tag = "-" + Path(a.out).stem.replace("results-", "", 1) if a.corrected else ""
+        for r in runs:  # the correction's curves go to the npz, not the json (one number per line there)
+            c = r.get("correction") or {}
+            for nm in ("grid", "correction", "correction_se"):
+                if nm in c:
+                    raw[f"correction|{r['seed']}|{nm}"] = np.asarray(c.pop(nm))
+        np.savez_compressed(Path(a.out).with_name(f"raw-{case}{tag}.npz"), **raw)  # re-analysable without rerunning
+        per_seed = [{"seed": r["seed"], "sim_seconds": r["sim_seconds"], "correction": r.get("correction"),
                      **{k: {"band_calibration": f["band_calibration"], "warnings": f["warnings"],
                             "diagnostics": f["diagnostics"], "seconds": f["seconds"], "n_eff_factor": f["n_eff_factor"]}
-                        for k, f in r["fits"].items() if not k.endswith("/model")}} for r in runs]
-        out[name] = {"settings": {k: v for k, v in spec.items()}, "wall_seconds": time.time() - t0,
+                        for k, f in r["fits"].items() if not k.endswith("/model") and "corrected_" not in k}}
+                    for r in runs]
+        out[case] = {"settings": {k: v for k, v in spec.items()}, "wall_seconds": time.time() - t0,
+                     "cpu_seconds": time.process_time(),
                      "sim_seconds_mean": float(np.mean([r["sim_seconds"] for r in runs])), "results": res,
                      "per_seed": per_seed}
         Path(a.out).write_text(json.dumps(out, indent=1, default=list))
         for k, v in res.items():
-            print(f"{name} {k}: width ratio {v['width_ratio']:.3f}, coverage {v['coverage']:.3f}, "
-                  f"scale {v['band_scale_mean']:.3f}, n_eff/n {v['n_eff_factor_mean']:.3f}", flush=True)
+            extra = (f", coverage of U_0 {v['coverage_truth']:.3f}, bias/sd {v['bias_over_sd']:.2f}, "
+                     f"rmse(mean) {v['rmse_mean_vs_truth']:.4f}") if "coverage_truth" in v else ""
+            print(f"{case} {k}: width ratio {v['width_ratio']:.3f}, coverage {v['coverage']:.3f}, "
+                  f"scale {v['band_scale_mean']:.3f}, n_eff/n {v['n_eff_factor_mean']:.3f}{extra}", flush=True)
 
 
 if __name__ == "__main__":
