@@ -590,14 +590,14 @@ def _set_range(run: _Run, wk, sx, meta, advance):
     meta["range_set"] = np.int64(1)
 
 
-def _hist_count_var(run: _Run, sx, good, lens):
-    """sum_{w,b} (n_wbc - l_wb N_c / N)^2 over the good walkers (SimulationResult.hist_count_var), flat (C,)."""
-    hist, hs1, hs2 = flush_cells(sx, lens)
-    lin = (lens[None, :] - sx.bout)[good].astype(float)      # (ng, B) in-grid steps per batch
+def _hist_count_var(counts, S1, S2, lin):
+    """sum_{w,b} (n_wbc - l_wb N_c / N)^2 over the good walkers (SimulationResult.hist_count_var), flat (C,),
+    from the cell counts N_c (C,), flush_cells' walker sums S1, S2 and lin (ng, B) the good walkers' in-grid
+    steps per batch."""
     N = float(lin.sum())
-    Nc = hist[good].sum(axis=0).astype(float)
+    Nc = counts.astype(float)
     f = Nc / N if N > 0 else np.zeros_like(Nc)
-    return hs2[good].sum(axis=0) - 2.0 * f * hs1[good].sum(axis=0) + f * f * float((lin * lin).sum())
+    return S2 - 2.0 * f * S1 + f * f * float((lin * lin).sum())
 
 
 def _result(run: _Run, wk, sx, meta, seconds, gamma, beta, burn_in) -> SimulationResult:
@@ -640,9 +640,11 @@ def _result(run: _Run, wk, sx, meta, seconds, gamma, beta, burn_in) -> Simulatio
     iat = _q_iat(sx.bq[good], sx.bqq[good], flens)
     marginal = d > 3
     shape = (d, run.bins) if marginal else (run.bins,) * d
-    whist = flush_cells(sx, lens)[0][good]                    # (ng, C) per-walker counts, all batches
-    hist = whist.sum(axis=0).reshape(shape)
-    hvar = _hist_count_var(run, sx, good, lens).reshape(shape)
+    whist, S1, S2 = flush_cells(sx, lens, good)               # whist (ng, C): per-walker counts, all batches
+    counts = whist.sum(axis=0)
+    hist = counts.reshape(shape)
+    lin = (lens[None, :] - sx.bout)[good].astype(float)      # (ng, B) in-grid steps per batch
+    hvar = _hist_count_var(counts, S1, S2, lin).reshape(shape)
     pmom = np.stack([sx.bp, np.diagonal(sx.bpp, axis1=2, axis2=3), sx.bpk[..., 0], sx.bpk[..., 1]], axis=-1)
     pmom = pmom / flens[None, :, None, None]
     edges = [np.linspace(meta["hist_lo"][i], meta["hist_hi"][i], run.bins + 1) for i in range(d)]

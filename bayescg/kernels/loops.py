@@ -9,7 +9,7 @@ on threads by :func:`spread`).
   potential's SIMD lane kernel (or interleaved calls of an array kernel); per walker the arithmetic is the
   registered step's, operation for operation, so with an array kernel both loops give the same bits
   (tests/test_engine_accumulators.py).  They keep lane state and the open batch's sums in one lane buffer (rows of LANES, so that
-  LLVM vectorizes the sums over the lanes: sums1, sums2) and share the histogram/cell counting
+  LLVM vectorizes the sums over the lanes: batch_sums) and share the histogram/cell counting
   (accumulate.count_cell) and batch clock; they are written per d because
   a generic lane loop (helpers inlined by numba, NamedTuple fields read in the loop) ran 2-6x slower.
 
@@ -181,14 +181,14 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
     exactly the registered step's (same operations in the same order), and the accumulators are those of
     walker_loop, so with an array kernel results equal the one-walker-at-a-time loop bit for
     bit (with a lane kernel they differ only through its exp/sin/cos).  Per step: the map, the lanes'
-    checks (blow-up, trap) into ok, the batch sums of every lane at once (sums1), then the cell counts."""
+    checks (blow-up, trap) into ok, the batch sums of every lane at once (batch_sums), then the cell counts."""
     B = bp.shape[1]
     S = samp_q.shape[1]
     qb = np.empty(1)
     gb = np.empty(1)
     G = np.zeros(2 * LANES)  # gradient scratch: positions, then gradients (lane kernel layout)
     h = 0.5 * delta
-    Z = np.zeros((3 + NSUM1) * LANES)  # lane buffer, rows as in sums1 (zeros: padding lanes stay finite)
+    Z = np.zeros((3 + nsum(1)) * LANES)  # lane buffer, rows as in batch_sums (zeros: padding lanes stay finite)
     x = Z[:LANES]
     v = Z[LANES:2 * LANES]
     ok = Z[2 * LANES:3 * LANES]  # 1.0: the lane's step is counted (live, finite, not trapped)
@@ -209,7 +209,7 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
         cnt[l] = still[w]
         nv[l] = nvis[w]
         G[l] = x[l]
-        _load1(Z, l, bp, bpp, bq, bqq, bpk, w, b)
+        load_sums(Z, 1, l, bp, bpp, bq, bqq, bpk, w, b)
     for l in range(nl, LANES):  # padding lanes of a lane kernel: any finite point
         G[l] = G[0]
     for st in range(step0, step0 + nsteps):
@@ -260,7 +260,7 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
                 cnt[l] = 0
             ok[l] = 1.0
         if acc:
-            sums1(Z)
+            batch_sums(Z, 1)
             for l in range(nl):
                 if ok[l] == 0.0:
                     continue
@@ -289,10 +289,10 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
                     w = w0 + l
                     close_batch(hist, hcur, hvis, hs1, hs2, w, nv[l], batch_len - bout[w, b])
                     nv[l] = 0
-                    _store1(Z, l, bp, bpp, bq, bqq, bpk, w, b)
+                    store_sums(Z, 1, l, bp, bpp, bq, bqq, bpk, w, b)
                 b += 1
                 for l in range(nl):
-                    _load1(Z, l, bp, bpp, bq, bqq, bpk, w0 + l, b)
+                    load_sums(Z, 1, l, bp, bpp, bq, bqq, bpk, w0 + l, b)
                 bleft = batch_len if b < B - 1 else NEVER
         elif st >= minmax_start:
             for l in range(nl):
@@ -306,57 +306,11 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
                     qmax[w, 0] = xl
     for l in range(nl):
         w = w0 + l
-        _store1(Z, l, bp, bpp, bq, bqq, bpk, w, b)
+        store_sums(Z, 1, l, bp, bpp, bq, bqq, bpk, w, b)
         still[w] = cnt[l]
         nvis[w] = nv[l]
         q[w, 0] = x[l]
         p[w, 0] = v[l]
-
-
-#: block_1d's lane buffer Z ((3 + NSUM1) LANES,), lane l of row k at k LANES + l: x, p, ok, then the open
-#: batch's sums of p, p^2, q, q^2, p^3, p^4 (state.Stats' bp, bpp, bq, bqq, bpk).  One array, so that LLVM
-#: sees that the rows do not overlap and vectorizes sums1 over the lanes.
-NSUM1 = 6
-
-
-@njit
-def sums1(Z):
-    """Add lane l's step to its batch sums (rows of Z as NSUM1) where ok[l] = 1, for every lane at once.  A lane
-    not counted adds +0.0 (its inputs are selected to 0), which leaves a sum unchanged bit for bit (a sum
-    that starts at +0.0 is never -0.0); branch-free over a fixed LANES."""
-    for l in range(LANES):
-        m = Z[2 * LANES + l] != 0.0
-        xl = Z[l] if m else 0.0
-        vl = Z[LANES + l] if m else 0.0
-        Z[3 * LANES + l] += vl
-        Z[4 * LANES + l] += vl * vl
-        Z[5 * LANES + l] += xl
-        Z[6 * LANES + l] += xl * xl
-        p2 = vl * vl
-        Z[7 * LANES + l] += p2 * vl
-        Z[8 * LANES + l] += p2 * p2
-
-
-@njit
-def _load1(Z, l, bp, bpp, bq, bqq, bpk, w, b):
-    """Lane l's sums in Z (rows as NSUM1) = walker w's batch b sums in the state.Stats arrays."""
-    Z[3 * LANES + l] = bp[w, b, 0]
-    Z[4 * LANES + l] = bpp[w, b, 0, 0]
-    Z[5 * LANES + l] = bq[w, b, 0]
-    Z[6 * LANES + l] = bqq[w, b, 0]
-    Z[7 * LANES + l] = bpk[w, b, 0, 0]
-    Z[8 * LANES + l] = bpk[w, b, 0, 1]
-
-
-@njit
-def _store1(Z, l, bp, bpp, bq, bqq, bpk, w, b):
-    """The inverse of _load1."""
-    bp[w, b, 0] = Z[3 * LANES + l]
-    bpp[w, b, 0, 0] = Z[4 * LANES + l]
-    bq[w, b, 0] = Z[5 * LANES + l]
-    bqq[w, b, 0] = Z[6 * LANES + l]
-    bpk[w, b, 0, 0] = Z[7 * LANES + l]
-    bpk[w, b, 0, 1] = Z[8 * LANES + l]
 
 
 @njit(inline="always")
@@ -459,7 +413,7 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
     lo1 = hist_lo[1]
     inv0 = hist_inv[0]
     inv1 = hist_inv[1]
-    Z = np.zeros((5 + NSUM2) * LANES)  # lane buffer, rows as in sums2 (zeros: padding lanes stay finite)
+    Z = np.zeros((5 + nsum(2)) * LANES)  # lane buffer, rows as in batch_sums (zeros: padding lanes stay finite)
     x = Z[:LANES]
     y = Z[LANES:2 * LANES]
     u = Z[2 * LANES:3 * LANES]
@@ -488,7 +442,7 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
         nv[l] = nvis[w]
         G[l] = x[l]
         G[LANES + l] = y[l]
-        _load2(Z, l, bp, bpp, bq, bqq, bpk, w, b)
+        load_sums(Z, 2, l, bp, bpp, bq, bqq, bpk, w, b)
     for l in range(nl, LANES):  # padding lanes of a lane kernel: any finite point
         G[l] = G[0]
         G[LANES + l] = G[LANES]
@@ -536,7 +490,7 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
                 cnt[l] = 0
             ok[l] = 1.0
         if acc:
-            sums2(Z)
+            batch_sums(Z, 2)
             for l in range(nl):
                 if ok[l] == 0.0:
                     continue
@@ -568,10 +522,10 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
                 for l in range(nl):
                     close_batch(hist, hcur, hvis, hs1, hs2, w0 + l, nv[l], batch_len - bout[w0 + l, b])
                     nv[l] = 0
-                    _store2(Z, l, bp, bpp, bq, bqq, bpk, w0 + l, b)
+                    store_sums(Z, 2, l, bp, bpp, bq, bqq, bpk, w0 + l, b)
                 b += 1
                 for l in range(nl):
-                    _load2(Z, l, bp, bpp, bq, bqq, bpk, w0 + l, b)
+                    load_sums(Z, 2, l, bp, bpp, bq, bqq, bpk, w0 + l, b)
                 bleft = batch_len if b < B - 1 else NEVER
         elif st >= minmax_start:
             for l in range(nl):
@@ -590,7 +544,7 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
                     qmax[w, 1] = yl
     for l in range(nl):
         w = w0 + l
-        _store2(Z, l, bp, bpp, bq, bqq, bpk, w, b)
+        store_sums(Z, 2, l, bp, bpp, bq, bqq, bpk, w, b)
         still[w] = cnt[l]
         nvis[w] = nv[l]
         q[w, 0] = x[l]
@@ -599,73 +553,86 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
         p[w, 1] = v[l]
 
 
-#: block_2d's lane buffer Z ((5 + NSUM2) LANES,), lane l of row k at k LANES + l: x, y, p_0, p_1, ok, then
-#: the open batch's sums of p_0, p_1, p_0^2, p_0 p_1, p_1^2, q_0, q_1, q_0^2, q_1^2, p_0^3, p_1^3, p_0^4, p_1^4
-#: (state.Stats' bp, bpp, bq, bqq, bpk); one array, as in block_1d.
-NSUM2 = 13
+#: The lane loops' buffer Z ((2 d + 1 + nsum(d)) LANES,), lane l of row k at k LANES + l: positions q_0 ..
+#: q_{d-1}, momenta p_0 .. p_{d-1}, ok, then the open batch's sums (state.Stats' arrays) of p_i (bp), p_i p_k
+#: for i <= k (bpp), q_i (bq), q_i^2 (bqq), p_i^3 (bpk[i, 0]), p_i^4 (bpk[i, 1]).  One array, so that LLVM
+#: sees that the rows do not overlap and vectorizes batch_sums over the lanes.
+@njit(inline="always")
+def nsum(d):
+    """Rows of batch sums in the lane buffer for dimension d (6 for d = 1, 13 for d = 2)."""
+    return 5 * d + d * (d + 1) // 2
 
 
-@njit
-def sums2(Z):
-    """block_2d's sums1: lane l's step added to its batch sums (rows of Z as NSUM2) where ok[l] = 1."""
+@njit(inline="always")
+def batch_sums(Z, d):
+    """Add lane l's step to its batch sums (rows of Z as above) where ok[l] = 1, for every lane at once.  A
+    lane not counted adds +0.0 (its inputs are selected to 0), which leaves a sum unchanged bit for bit (a
+    sum that starts at +0.0 is never -0.0); branch-free over a fixed LANES (d is a constant of the caller,
+    so the loops over i, k unroll)."""
     for l in range(LANES):
-        m = Z[4 * LANES + l] != 0.0
-        xl = Z[l] if m else 0.0
-        yl = Z[LANES + l] if m else 0.0
-        ul = Z[2 * LANES + l] if m else 0.0
-        vl = Z[3 * LANES + l] if m else 0.0
-        Z[5 * LANES + l] += ul
-        Z[6 * LANES + l] += vl
-        Z[7 * LANES + l] += ul * ul
-        Z[8 * LANES + l] += ul * vl
-        Z[9 * LANES + l] += vl * vl
-        Z[10 * LANES + l] += xl
-        Z[11 * LANES + l] += yl
-        Z[12 * LANES + l] += xl * xl
-        Z[13 * LANES + l] += yl * yl
-        p2 = ul * ul
-        Z[14 * LANES + l] += p2 * ul
-        Z[16 * LANES + l] += p2 * p2
-        p2 = vl * vl
-        Z[15 * LANES + l] += p2 * vl
-        Z[17 * LANES + l] += p2 * p2
+        m = Z[2 * d * LANES + l] != 0.0
+        r = 2 * d + 1
+        for i in range(d):
+            Z[r * LANES + l] += Z[(d + i) * LANES + l] if m else 0.0
+            r += 1
+        for i in range(d):
+            pi = Z[(d + i) * LANES + l] if m else 0.0
+            for k in range(i, d):
+                pk = Z[(d + k) * LANES + l] if m else 0.0
+                Z[r * LANES + l] += pi * pk
+                r += 1
+        for i in range(d):
+            Z[r * LANES + l] += Z[i * LANES + l] if m else 0.0
+            r += 1
+        for i in range(d):
+            qi = Z[i * LANES + l] if m else 0.0
+            Z[r * LANES + l] += qi * qi
+            r += 1
+        for i in range(d):
+            pi = Z[(d + i) * LANES + l] if m else 0.0
+            p2 = pi * pi
+            Z[r * LANES + l] += p2 * pi
+            Z[(r + d) * LANES + l] += p2 * p2
+            r += 1
 
 
 @njit
-def _load2(Z, l, bp, bpp, bq, bqq, bpk, w, b):
-    """Lane l's sums in Z (rows as NSUM2) = walker w's batch b sums in the state.Stats arrays."""
-    Z[5 * LANES + l] = bp[w, b, 0]
-    Z[6 * LANES + l] = bp[w, b, 1]
-    Z[7 * LANES + l] = bpp[w, b, 0, 0]
-    Z[8 * LANES + l] = bpp[w, b, 0, 1]
-    Z[9 * LANES + l] = bpp[w, b, 1, 1]
-    Z[10 * LANES + l] = bq[w, b, 0]
-    Z[11 * LANES + l] = bq[w, b, 1]
-    Z[12 * LANES + l] = bqq[w, b, 0]
-    Z[13 * LANES + l] = bqq[w, b, 1]
-    Z[14 * LANES + l] = bpk[w, b, 0, 0]
-    Z[15 * LANES + l] = bpk[w, b, 1, 0]
-    Z[16 * LANES + l] = bpk[w, b, 0, 1]
-    Z[17 * LANES + l] = bpk[w, b, 1, 1]
+def load_sums(Z, d, l, bp, bpp, bq, bqq, bpk, w, b):
+    """Lane l's sums in Z (rows as batch_sums) = walker w's batch b sums in the state.Stats arrays."""
+    r = 2 * d + 1
+    for i in range(d):
+        Z[r * LANES + l] = bp[w, b, i]
+        r += 1
+    for i in range(d):
+        for k in range(i, d):
+            Z[r * LANES + l] = bpp[w, b, i, k]
+            r += 1
+    for i in range(d):
+        Z[r * LANES + l] = bq[w, b, i]
+        Z[(r + d) * LANES + l] = bqq[w, b, i]
+        Z[(r + 2 * d) * LANES + l] = bpk[w, b, i, 0]
+        Z[(r + 3 * d) * LANES + l] = bpk[w, b, i, 1]
+        r += 1
 
 
 @njit
-def _store2(Z, l, bp, bpp, bq, bqq, bpk, w, b):
-    """The inverse of _load2 (bpp's symmetric entry written twice)."""
-    bp[w, b, 0] = Z[5 * LANES + l]
-    bp[w, b, 1] = Z[6 * LANES + l]
-    bpp[w, b, 0, 0] = Z[7 * LANES + l]
-    bpp[w, b, 0, 1] = Z[8 * LANES + l]
-    bpp[w, b, 1, 0] = Z[8 * LANES + l]
-    bpp[w, b, 1, 1] = Z[9 * LANES + l]
-    bq[w, b, 0] = Z[10 * LANES + l]
-    bq[w, b, 1] = Z[11 * LANES + l]
-    bqq[w, b, 0] = Z[12 * LANES + l]
-    bqq[w, b, 1] = Z[13 * LANES + l]
-    bpk[w, b, 0, 0] = Z[14 * LANES + l]
-    bpk[w, b, 1, 0] = Z[15 * LANES + l]
-    bpk[w, b, 0, 1] = Z[16 * LANES + l]
-    bpk[w, b, 1, 1] = Z[17 * LANES + l]
+def store_sums(Z, d, l, bp, bpp, bq, bqq, bpk, w, b):
+    """The inverse of load_sums (bpp's symmetric entries written twice)."""
+    r = 2 * d + 1
+    for i in range(d):
+        bp[w, b, i] = Z[r * LANES + l]
+        r += 1
+    for i in range(d):
+        for k in range(i, d):
+            bpp[w, b, i, k] = Z[r * LANES + l]
+            bpp[w, b, k, i] = Z[r * LANES + l]
+            r += 1
+    for i in range(d):
+        bq[w, b, i] = Z[r * LANES + l]
+        bqq[w, b, i] = Z[(r + d) * LANES + l]
+        bpk[w, b, i, 0] = Z[(r + 2 * d) * LANES + l]
+        bpk[w, b, i, 1] = Z[(r + 3 * d) * LANES + l]
+        r += 1
 
 
 def _run_chunk(grad, kind, Wk, S, c, P, G, w0, w1):
