@@ -27,7 +27,7 @@ from typing import Any, Iterable
 
 from .io import atomic_write_text
 from .summary import Summary
-from .plots._base import closing_on_error as _closing_on_error, figure_to_data_uri
+from .plots._base import closing_on_error as _closing_on_error, figure_to_data_uri, with_arviz_numpy
 from .plots.numbers import interval as _num_interval, num as _num, speedup as _speedup, sweep_axis_label
 
 __all__ = ["Report", "figure_to_data_uri", "table_html", "inference_data_figures", "posterior_summary_rows",
@@ -650,6 +650,7 @@ class Report:
                           "</details>")
 
     # -- results -----------------------------------------------------------------------------------
+    @with_arviz_numpy
     def add_result(self, heading: str, result, summary: dict | list | None = None, key_numbers_n: int = 6,
                    inference_data: bool = True, var_names: list[str] | None = None):
         """A result section: warnings first, key numbers (the ``key_numbers_n`` most important scalars of a
@@ -720,6 +721,7 @@ class Report:
                 var_names = [v for v in var_names if v in getattr(idata, "posterior", {})] or None
             self.add_inference_data(idata, var_names=var_names)
 
+    @with_arviz_numpy
     def add_inference_data(self, idata, heading: str | None = None, var_names: list[str] | None = None):
         """Posterior summary, rank/trace plots and posterior-predictive checks of any InferenceData."""
         if idata is None:

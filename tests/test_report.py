@@ -440,3 +440,20 @@ def test_posterior_labels_keep_narrow_hdi_ends_apart():
     for v in ("beta", "s"):
         lo, hi = az.hdi(idata, var_names=[v], hdi_prob=0.94)[v].values
         assert f"{lo:.{sig}g}" != f"{hi:.{sig}g}", (v, sig)
+
+
+def test_arviz_runs_on_numpy_inside_reports_and_the_callers_setting_is_restored():
+    import arviz as az
+
+    from bayescg.plots._base import arviz_without_numba, with_arviz_numpy
+
+    before = bool(az.Numba.numba_flag)
+    assert before, "numba is a dependency: ArviZ should start on its numba paths"
+    with arviz_without_numba():
+        assert not az.Numba.numba_flag
+        with arviz_without_numba():  # nested: the outer block's setting survives
+            assert not az.Numba.numba_flag
+        assert not az.Numba.numba_flag
+    assert az.Numba.numba_flag == before
+    seen = with_arviz_numpy(lambda: bool(az.Numba.numba_flag))()
+    assert seen is False and az.Numba.numba_flag == before
