@@ -361,6 +361,67 @@ def _continued(coef, inside, grev, kappa_max):
     return out
 
 
+def _inside_2d(knots, grid, weights):
+    """(m,) bool: the 2D spline coefficients (flattened a * my + b) whose B-spline support holds a grid point
+    with counts (weight > 0); the others are set by the prior alone and do not change U on the data."""
+    from .splines import design_matrix
+
+    g = np.asarray(grid, dtype=float)
+    return design_matrix(g[np.asarray(weights, dtype=float).reshape(-1) > 0], knots).sum(axis=0) > 0
+
+
+def _continued_2d(coef, inside, shape):
+    """coef (m,) with the entries outside ``inside`` replaced by the minimum-curvature continuation of the inside
+    ones: argmin of the tensor second-difference penalty (splines.tensor_penalty) with the inside entries fixed.
+
+    The 2D analogue of :func:`_continued`.  Where the run had no data the fitted spline is the prior's and can be
+    far steeper than the map's stability limit 2 (1 + E) / delta^2 (measured on (4.9) Mueller-Brown at 4e6 steps:
+    largest Hessian eigenvalue 5.7e3 in the box against the limit 1.5e3, 410 on the data), which heats the
+    white-kick walkers that stray there.  The continuation is smooth (bounded second differences) and, past the
+    histogram box, the white learner's quadratic wall confines it."""
+    from .splines import tensor_penalty
+
+    c = np.asarray(coef, dtype=float).reshape(-1).copy()
+    o = ~np.asarray(inside, dtype=bool)
+    if not o.any() or o.all():
+        return c
+    # the pure second differences and the twist (mixed differences): without the twist the corner coefficients are
+    # free to make U_xy large, and the spline's continuation past the box (each 1D basis continued linearly) is then
+    # a saddle dx dy U_xy that the wall cannot hold (measured on (4.9): a white walker ran out along (1, -1))
+    D1 = [np.diff(np.eye(m), axis=0) for m in shape]
+    P = tensor_penalty(*shape) + 2.0 * np.kron(D1[0].T @ D1[0], D1[1].T @ D1[1])
+    c[o] = np.linalg.solve(P[np.ix_(o, o)] + 1e-10 * np.eye(int(o.sum())), -P[np.ix_(o, ~o)] @ c[~o])
+    return c
+
+
+def hessian_extremes_2d(knots, coef, wall: float = 0.0, n: int = 121, margin: float = 0.25):
+    """(largest Hessian eigenvalue over the box extended by ``margin`` of its size on each side, smallest one
+    outside the box) of the 2D spline (knots, coef) with the quadratic ``wall`` past the box (as the white-kick
+    runs see it; central differences of the gradient on an n x n grid).  The damped map is stable where the
+    largest is below 2 (1 + E) / delta^2; outside the box the smallest must be > 0 (else an unbounded saddle)."""
+    from .splines import SplineRep
+
+    rep = SplineRep(knots, np.asarray(coef, dtype=float), wall=float(wall))
+    lo = [float(np.asarray(t)[0]) for t in knots]
+    hi = [float(np.asarray(t)[-1]) for t in knots]
+    xs = [np.linspace(a - margin * (b - a), b + margin * (b - a), n) for a, b in zip(lo, hi)]
+    P = np.stack(np.meshgrid(*xs, indexing="ij"), axis=-1).reshape(-1, 2)
+    h = 1e-4 * min(b - a for a, b in zip(lo, hi))
+    H = np.empty((len(P), 2, 2))
+    for i in range(2):
+        e = np.zeros(2)
+        e[i] = h
+        H[:, i, :] = (rep.gradient(P + e) - rep.gradient(P - e)) / (2 * h)
+    ev = np.linalg.eigvalsh(0.5 * (H + H.transpose(0, 2, 1)))
+    out = np.any((P < np.array(lo) - 2 * h) | (P > np.array(hi) + 2 * h), axis=1)
+    return float(ev.max()), float(ev[out].min()) if out.any() else float("inf")
+
+
+def max_hessian_2d(knots, coef, n: int = 121):
+    """The largest Hessian eigenvalue of the 2D spline (knots, coef) on an n x n grid over its box."""
+    return hessian_extremes_2d(knots, coef, 0.0, n, 0.0)[0]
+
+
 def _start(x, T, var_p, delta, gamma, mass, friction, noise_shape=None):
     """(s, Z, kappa_max, E) that start (B4): the Jacobian factor s of (B2), the white-kick variance Z of (B3) and,
     in 1D, half the map's stability limit on U'' (None in d >= 2).
@@ -535,8 +596,20 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
             kap = np.clip(_grid_curvature(ev(c), x), -kappa_max, kappa_max)
             extra = _curvature_step(ev(dc), kap, x, w, s, de, Ee)
             return hold(s * dc + np.linalg.lstsq(B, extra, rcond=None)[0])
-    else:  # d >= 2: the spline box is the histogram box; no continuation
-        cont = hold = lambda c: c  # noqa: E731
+    else:  # d >= 2: coefficients seen by no data are continued with minimum curvature (_continued_2d)
+        inside = _inside_2d(knots, x, w)
+        shape2 = tuple(len(t) - 4 for t in knots)
+        cont = lambda c: _continued_2d(c, inside, shape2)  # noqa: E731
+        hold = lambda c: c  # noqa: E731
+        E2 = _start(x, T, var_p, delta, gamma, mass, friction, noise_shape)[3]
+        lim2 = 2.0 * (1.0 + float(np.min(np.real(np.linalg.eigvals(E2))))) / delta ** 2
+        wall2 = 1.0 / delta ** 2  # the white learner's wall (damped_white_learner)
+        kmax_raw = hessian_extremes_2d(knots, ct, wall2)[0]
+        kmax_cont, kmin_out = hessian_extremes_2d(knots, cont(s * ct), wall2)
+        # recorded, not refused: a curvature above the limit on a small patch need not heat the run (the slow test
+        # x^2/2 + 3 y^2/2 at delta 0.4: 25.2 after the continuation, limit 24; 204 without it, and it passed on
+        # main); a white run that heats up or blows up is caught by the temperature guard below or the engine's
+        # blow-up error, and learn keeps the raw U with a warning
 
         def step(c, fc):
             return s * (ct - fc)
@@ -586,6 +659,10 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     if not converged:  # return the best evaluated iterate, not an unverified step
         coef, Z_used, se = best["coef"], best["Z"], best["se"]
         history[best["it"] - 1]["returned"] = True
+    if x.ndim > 1 and history:  # the continuation past the data and the stability check (d >= 2)
+        history[0].update(max_curvature_raw=kmax_raw, max_curvature_continued=kmax_cont, stability_limit=lim2,
+                          min_curvature_past_box=kmin_out,
+                          coefficients_continued=int((~inside).sum()))
     shift = _aligned(ev(coef) - T, w)
     return FixedPointCorrection(grid=x, correction=shift, correction_se=s * se, coef_shift=coef - ct, factor=s,
                                 Z=Z_used, iterations=it, converged=converged,

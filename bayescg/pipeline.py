@@ -383,7 +383,7 @@ def coverage_warnings(fit) -> list[str]:
 
 def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fraction: float, steps: int,
                          max_iter: int, reference, seed: int, warnings: list, control=None, potential=None,
-                         kick_shape: bool = True, max_dim: int = 1):
+                         kick_shape: bool = True, max_dim: int = 2):
     """The finite-delta correction (bayescg.bias, B4) of a learned ``fit`` of the run ``sim`` -> (fit, raw, corr,
     note): the corrected fit and the raw one (or ``fit``, None, None, why-not).  ``sim_kw``: keyword arguments of
     :func:`bayescg.simulate.simulate` for the white-kick runs (walkers, gamma, ...); ``mode``: fit.delta_correction.
@@ -391,12 +391,11 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
     run's ``potential`` V, the white-noise model is checked on a fresh stretch of the V-run
     (bayescg.bias.white_noise_check) and a step that resolves the 'noise' is warned about; in 1D, with
     ``kick_shape``, the correction then also removes what the non-Gaussian shape of the recorded kicks changes in
-    the learned U (bayescg.bias.apply_kick_shape).  max_dim: the largest d corrected (1 by default: the d = 2
-    fixed point is verified on 2D quadratics with isotropic and with (4.8)'s anisotropic micro-scale kicks
-    (tests/test_bias_fixed_point.py, slow) and on (4.8) with scalar friction at a small budget, fails on (4.9)
-    (a white-kick run heats up), unmeasured on the two-stage (4.8), and each of its white-kick runs is a full 2D
-    simulation; pass 2 to apply it).  In d >= 2 with the ``potential``, the white kicks get the V-run's measured
-    kick covariance (bayescg.bias.learned_hessian_of: the learned U depends on its shape)."""
+    the learned U (bayescg.bias.apply_kick_shape).  max_dim: the largest d corrected (2 by default; in 2D the
+    coefficients the data do not see are continued with minimum curvature (bayescg.bias._continued_2d); a learned U
+    still steeper than the map's stability limit, or a white-kick run far off the run's temperature, keeps the raw
+    U with a warning).  In d >= 2 with the ``potential``, the white kicks get the V-run's measured kick covariance
+    (bayescg.bias.learned_hessian_of: the learned U depends on its shape)."""
     from .fit import fit_effective_potential
 
     note = _correction_blocker(sim, mode, max_dim)
@@ -457,7 +456,7 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
     return corrected_fit(fit, corr, reference, rng_seed=seed), fit, corr, ""
 
 
-def _correction_blocker(sim, mode: str, max_dim: int = 1) -> str:
+def _correction_blocker(sim, mode: str, max_dim: int = 2) -> str:
     """Why the finite-delta correction (bayescg.bias, B4) is not applied to this run ('' when it is)."""
     if mode == "none":
         return "fit.delta_correction = 'none'"
@@ -465,11 +464,7 @@ def _correction_blocker(sim, mode: str, max_dim: int = 1) -> str:
         return ("the fixed-point correction is implemented for d = 1, 2 (in d = 3 the white-noise law predicts a "
                 "curvature bias of ~0.1 % at delta = 0.05, benchmarks/RESULTS_D3.md)")
     if sim.dim > max_dim:
-        return ("the d = 2 fixed point (bayescg.bias) is not applied by learn yet: it is verified on 2D quadratics "
-                "with micro-scales (isotropic kicks, and (4.8)'s anisotropic kicks under scalar friction with the "
-                "measured kick covariance) and on (4.8) with scalar friction at 4e6 steps (RMSE 0.099 -> 0.004), "
-                "but it fails on (4.9) Mueller-Brown (a white-kick run heats up) and is unmeasured on the two-stage "
-                "(4.8) (pipeline.correct_finite_delta(max_dim=2) applies it)")
+        return f"max_dim = {max_dim}: the fixed-point correction is not applied to d = {sim.dim}"
     if getattr(sim, "integrator", "damped") != "damped":
         return f"the run used integrator {sim.integrator!r}, not the damped map (3.2)"
     if not np.isfinite(sim.beta_hat) or sim.beta_hat <= 0:

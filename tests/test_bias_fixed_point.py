@@ -577,3 +577,62 @@ def test_coupled_maps_deterministic_per_walker_streams():
     assert np.array_equal(h3[0], h3[1]) and np.array_equal(m3[0], m3[1])
     h4, _ = run(5, kicks, 1)
     assert not np.array_equal(h4, h3)
+
+
+def test_2d_continuation_keeps_U_on_the_data_and_removes_the_steep_prior_part():
+    """bias._continued_2d: coefficients whose support holds no data are replaced by the minimum-curvature
+    continuation; U on the data is unchanged (to rounding) and a spline made steep off the data (curvature far
+    above delta 0.05's stability limit 2 (1 + E) / delta^2 ~ 1600) comes back to the data's curvature scale."""
+    from bayescg.bias import _continued_2d, _inside_2d, max_hessian_2d
+    from bayescg.splines import SplineRep, clamped_knots
+
+    knots = [clamped_knots(-3.0, 3.0, 12), clamped_knots(-2.0, 2.0, 12)]
+    shape = tuple(len(t) - 4 for t in knots)
+    gx, gy = np.meshgrid(np.linspace(-1.0, 1.0, 15), np.linspace(-0.8, 0.8, 15), indexing="ij")
+    grid = np.c_[gx.ravel(), gy.ravel()]
+    w = np.exp(-0.5 * (grid ** 2).sum(1))
+    gr = [np.array([t[j + 1:j + 4].mean() for j in range(len(t) - 4)]) for t in knots]
+    X, Y = np.meshgrid(*gr, indexing="ij")
+    coef = (0.5 * X ** 2 + 1.5 * Y ** 2).ravel()  # a quadratic's coefficients (exact for the spline)
+    inside = _inside_2d(knots, grid, w)
+    assert 0 < inside.sum() < inside.size
+    steep = coef.copy()
+    steep[~inside] += 50.0 * np.random.default_rng(1).standard_normal((~inside).sum())
+    assert max_hessian_2d(knots, steep) > 1600
+    out = _continued_2d(steep, inside, shape)
+    assert np.allclose(SplineRep(knots, out).value(grid), SplineRep(knots, steep).value(grid), atol=1e-8)
+    # the data's curvature is 3; the continuation bends where it meets the data (measured 31), 50x below the limit
+    assert max_hessian_2d(knots, out) < 50
+
+
+def test_2d_learn_corrects_by_default_or_falls_back_with_a_warning():
+    """correct_finite_delta's default (max_dim 2) applies the fixed point to a small 2D run; a learned U steeper
+    than the map's stability limit on the data (its white runs blow up or heat) keeps the raw U, with the reason
+    in the note and a warning."""
+    from bayescg.fit import fit_effective_potential
+    from bayescg.pipeline import correct_finite_delta
+    from bayescg.potentials import Potential
+    from bayescg.simulate import simulate
+    from bayescg.splines import SplineRep
+
+    pot = Potential.from_expression("x**2/2 + y**2 + 0.001*sin(x/0.001) + 0.001*sin(y/0.001)", ["x", "y"])
+    kw = dict(walkers=8, hist_range=[(-5.0, 5.0), (-3.5, 3.5)], bins=24, gamma=0.5)
+    sim = simulate(pot, 0.4, steps=200_000, seed=3, **kw)
+    fit = fit_effective_potential(sim, knots=8, method="map", draws=200, seed=3)
+    warns = []
+    out, raw, corr, note = correct_finite_delta(sim, fit, kw, mode="fixed_point", knots=8, mass_fraction=0.98,
+                                                steps=200_000, max_iter=2, reference=None, seed=3, warnings=warns)
+    assert note == "" and corr is not None and raw is fit, (note, warns)
+    assert corr.history[0]["stability_limit"] > corr.history[0]["max_curvature_continued"]
+    assert not np.allclose(out.U_mean, raw.U_mean)
+    # the same run with a learned U made steeper than the limit (2 (1 + E) / 0.4^2 ~ 23) on the data: raw kept
+    import dataclasses
+
+    steep = dataclasses.replace(fit, coef_mean=40.0 * np.asarray(fit.coef_mean))
+    assert np.max(SplineRep(fit.knots, steep.coef_mean).value(fit.grid)) > 0
+    warns = []
+    out2, raw2, corr2, note2 = correct_finite_delta(sim, steep, kw, mode="fixed_point", knots=8, mass_fraction=0.98,
+                                                    steps=200_000, max_iter=2, reference=None, seed=3,
+                                                    warnings=warns)
+    assert corr2 is None and raw2 is None and out2 is steep
+    assert note2.startswith("the correction failed") and any("not applied" in m for m in warns), (note2, warns)

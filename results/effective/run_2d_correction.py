@@ -1,6 +1,6 @@
 """The finite-delta correction in d = 2 on the paper's 2D experiments (4.8), (4.9) at the paper's delta (issue 11).
 
-For each experiment: ``learn_model`` (raw U_delta; learn does not correct d = 2 unless this measurement says so),
+For each experiment: ``learn_model`` with fit.delta_correction = "none" (raw U_delta),
 then ``pipeline.correct_finite_delta(max_dim=2, potential=V)``: the fixed point (B4) on white-kick runs whose
 kick covariance is the V-run's measured one (bayescg.bias.residual_kick_correlation's Z_matrix).  Writes
 raw vs corrected RMSE and coverage of the reference (V_0), the correction's history and cost, CPU time and the
@@ -44,7 +44,9 @@ def main(argv=None):
     for eid, fname, over in EXPERIMENTS:
         if only and eid not in only:
             continue
-        over = dict(over, **{"simulation.steps": int(args.steps), "fit.method": args.method})
+        # learn the raw U (learn corrects d = 2 by default now), then correct it here with its diagnostics
+        over = dict(over, **{"simulation.steps": int(args.steps), "fit.method": args.method,
+                             "fit.delta_correction": "none"})
         if args.bins:
             over["simulation.bins"] = args.bins
         model = load_model(MODELS / fname, over)

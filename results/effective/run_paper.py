@@ -86,7 +86,8 @@ def main(argv=None):
             "normality_p": d["normality"]["pvalue"], "method": d.get("method"),
             "r_hat_max": (d.get("diagnostics") or {}).get("r_hat_max"), "wall_s": wall,
             "steps_per_s": d.get("steps_per_second"), "figure": f"{slug}.png", "warnings": d.get("warnings", []),
-            "U": "corrected" if d["finite_delta_correction"].get("applied") else "raw",
+            "U": "corrected" if d["finite_delta_correction"].get("applied") else
+                 f"raw (correction not applied: {d['finite_delta_correction'].get('reason', '')[:80]})",
         })
         print(eid, {k: rows[-1][k] for k in ("beta_hat", "rmse", "wall_s")}, flush=True)
     if only and (HERE / "results.json").exists():  # --only: replace those rows, keep the others
@@ -115,7 +116,7 @@ def region_rmse(fit, reference):
 
 
 def _corrected(res, model):
-    """1D: the raw learned U (the paper's U_delta) against the finite-delta corrected headline U (bayescg.bias,
+    """The raw learned U (the paper's U_delta) against the finite-delta corrected headline U (bayescg.bias,
     fixed point (B4)): RMSE and coverage of each and the correction's size, iterations and cost."""
     d = res.to_dict()
     c = d["finite_delta_correction"]
