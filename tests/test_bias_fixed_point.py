@@ -636,3 +636,23 @@ def test_2d_learn_corrects_by_default_or_falls_back_with_a_warning():
                                                     warnings=warns)
     assert corr2 is None and raw2 is None and out2 is steep
     assert note2.startswith("the correction failed") and any("not applied" in m for m in warns), (note2, warns)
+
+@pytest.mark.slow  # two short learns (~7 s CPU, ~18 s wall under load)
+def test_kick_shape_runs_are_seeded_from_the_run_seed():
+    """Replicate runs (different simulation.seed) must not share the kick-shape step's Monte Carlo error: with
+    fixed seeds its error was common to all replicates (a bias the seed spread cannot see)."""
+    from pathlib import Path
+
+    from bayescg.config import load_model
+    from bayescg.pipeline import learn_model
+
+    model = Path(__file__).resolve().parent.parent / "models" / "test1-quadratic.toml"
+    ks = []
+    for seed in (1, 2):
+        over = {"simulation.steps": 2e5, "simulation.seed": seed, "fit.method": "map",
+                "fit.correction_iterations": 1, "fit.correction_steps": 200_000}
+        res = learn_model(load_model(model, over))
+        assert res.correction is not None and res.correction.kick_shape is not None
+        ks.append(res.correction.kick_shape)
+    assert ks[0]["seeds"] == [1001, 1002, 1003, 1004] and ks[1]["seeds"] == [2001, 2002, 2003, 2004]
+    assert ks[0]["shift_se_max"] > 0 and ks[1]["shift_se_max"] > 0
