@@ -170,91 +170,6 @@ def walker_loop(grad, kind, w, Wk, S, c, P, G):
         Wk.g[w, i] = gw[i]
 
 
-def _lane_sums(d: int):
-    """The lane-buffer helpers of the d-dimensional block loop (block_1d: d = 1, block_2d: d = 2), one source
-    for both d.  Z's rows (LANES each, lane l of row k at k LANES + l): q_0 .. q_{d-1}, p_0 .. p_{d-1}, ok, then
-    the open batch's sums (nsum(d) rows): p_i; p_i p_j (i <= j, row-major); q_i; q_i^2; p_i^3; p_i^4 (state.Stats'
-    bp, bpp, bq, bqq, bpk[:, 0], bpk[:, 1]).  d is a constant of each compiled helper (closure), so LLVM
-    unrolls the loops over d and the per-step ``sums`` stays a branch-free loop over LANES.
-
-    Returns (sums, load, store):
-    * sums(Z): add lane l's step to its batch sums where ok[l] = 1, for every lane at once.  A lane not
-      counted adds +0.0 (its inputs are selected to 0), which leaves a sum unchanged bit for bit (a sum that
-      starts at +0.0 is never -0.0); every product is the one of the former sums1 / sums2 (p2 = p_i p_i, then
-      p2 p_i and p2 p2).
-    * load(Z, l, bp, bpp, bq, bqq, bpk, w, b): lane l's sums = walker w's batch b sums in the Stats arrays;
-    * store(...): the inverse (bpp's symmetric entries written twice).  load / store run once per batch."""
-    okr = 2 * d * LANES
-    s0 = (2 * d + 1) * LANES
-    r_pp = s0 + d * LANES  # first bpp row
-    r_q = r_pp + (d * (d + 1) // 2) * LANES
-    r_qq = r_q + d * LANES
-    r_p3 = r_qq + d * LANES
-    r_p4 = r_p3 + d * LANES
-
-    @njit
-    def sums(Z):
-        for l in range(LANES):
-            m = Z[okr + l] != 0.0
-            k = r_pp + l
-            for i in range(d):
-                qi = Z[i * LANES + l] if m else 0.0
-                pi = Z[(d + i) * LANES + l] if m else 0.0
-                Z[s0 + i * LANES + l] += pi
-                for jj in range(i, d):
-                    pj = Z[(d + jj) * LANES + l] if m else 0.0
-                    Z[k] += pi * pj
-                    k += LANES
-                Z[r_q + i * LANES + l] += qi
-                Z[r_qq + i * LANES + l] += qi * qi
-                p2 = pi * pi
-                Z[r_p3 + i * LANES + l] += p2 * pi
-                Z[r_p4 + i * LANES + l] += p2 * p2
-
-    @njit
-    def load(Z, l, bp, bpp, bq, bqq, bpk, w, b):
-        k = r_pp + l
-        for i in range(d):
-            Z[s0 + i * LANES + l] = bp[w, b, i]
-            for jj in range(i, d):
-                Z[k] = bpp[w, b, i, jj]
-                k += LANES
-            Z[r_q + i * LANES + l] = bq[w, b, i]
-            Z[r_qq + i * LANES + l] = bqq[w, b, i]
-            Z[r_p3 + i * LANES + l] = bpk[w, b, i, 0]
-            Z[r_p4 + i * LANES + l] = bpk[w, b, i, 1]
-
-    @njit
-    def store(Z, l, bp, bpp, bq, bqq, bpk, w, b):
-        k = r_pp + l
-        for i in range(d):
-            bp[w, b, i] = Z[s0 + i * LANES + l]
-            for jj in range(i, d):
-                bpp[w, b, i, jj] = Z[k]
-                bpp[w, b, jj, i] = Z[k]
-                k += LANES
-            bq[w, b, i] = Z[r_q + i * LANES + l]
-            bqq[w, b, i] = Z[r_qq + i * LANES + l]
-            bpk[w, b, i, 0] = Z[r_p3 + i * LANES + l]
-            bpk[w, b, i, 1] = Z[r_p4 + i * LANES + l]
-
-    return sums, load, store
-
-
-def nsum(d: int) -> int:
-    """Number of batch-sum rows of a d-dimensional lane buffer (after q, p, ok): p, pp (upper), q, qq, p^3, p^4."""
-    return 5 * d + d * (d + 1) // 2
-
-
-#: block_1d's lane buffer Z ((3 + NSUM1) LANES,): x, p, ok, then the sums of p, p^2, q, q^2, p^3, p^4; block_2d's
-#: ((5 + NSUM2) LANES,): x, y, p_0, p_1, ok, then the sums of p_0, p_1, p_0^2, p_0 p_1, p_1^2, q_0, q_1, q_0^2,
-#: q_1^2, p_0^3, p_1^3, p_0^4, p_1^4 (rows as in _lane_sums).  One array, so that LLVM sees that the rows do
-#: not overlap and vectorizes the sums over the lanes.
-NSUM1, NSUM2 = nsum(1), nsum(2)
-sums1, _load1, _store1 = _lane_sums(1)
-sums2, _load2, _store2 = _lane_sums(2)
-
-
 @njit
 def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, acc_start, minmax_start,
              batch_len, lo, inv, nbins, stride, check_trap, p_tol, q_tol, window,
@@ -398,6 +313,50 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
         p[w, 0] = v[l]
 
 
+#: block_1d's lane buffer Z ((3 + NSUM1) LANES,), lane l of row k at k LANES + l: x, p, ok, then the open
+#: batch's sums of p, p^2, q, q^2, p^3, p^4 (state.Stats' bp, bpp, bq, bqq, bpk).  One array, so that LLVM
+#: sees that the rows do not overlap and vectorizes sums1 over the lanes.
+NSUM1 = 6
+
+
+@njit
+def sums1(Z):
+    """Add lane l's step to its batch sums (rows of Z as NSUM1) where ok[l] = 1, for every lane at once.  A lane
+    not counted adds +0.0 (its inputs are selected to 0), which leaves a sum unchanged bit for bit (a sum
+    that starts at +0.0 is never -0.0); branch-free over a fixed LANES."""
+    for l in range(LANES):
+        m = Z[2 * LANES + l] != 0.0
+        xl = Z[l] if m else 0.0
+        vl = Z[LANES + l] if m else 0.0
+        Z[3 * LANES + l] += vl
+        Z[4 * LANES + l] += vl * vl
+        Z[5 * LANES + l] += xl
+        Z[6 * LANES + l] += xl * xl
+        p2 = vl * vl
+        Z[7 * LANES + l] += p2 * vl
+        Z[8 * LANES + l] += p2 * p2
+
+
+@njit
+def _load1(Z, l, bp, bpp, bq, bqq, bpk, w, b):
+    """Lane l's sums in Z (rows as NSUM1) = walker w's batch b sums in the state.Stats arrays."""
+    Z[3 * LANES + l] = bp[w, b, 0]
+    Z[4 * LANES + l] = bpp[w, b, 0, 0]
+    Z[5 * LANES + l] = bq[w, b, 0]
+    Z[6 * LANES + l] = bqq[w, b, 0]
+    Z[7 * LANES + l] = bpk[w, b, 0, 0]
+    Z[8 * LANES + l] = bpk[w, b, 0, 1]
+
+
+@njit
+def _store1(Z, l, bp, bpp, bq, bqq, bpk, w, b):
+    """The inverse of _load1."""
+    bp[w, b, 0] = Z[3 * LANES + l]
+    bpp[w, b, 0, 0] = Z[4 * LANES + l]
+    bq[w, b, 0] = Z[5 * LANES + l]
+    bqq[w, b, 0] = Z[6 * LANES + l]
+    bpk[w, b, 0, 0] = Z[7 * LANES + l]
+    bpk[w, b, 0, 1] = Z[8 * LANES + l]
 
 
 @njit(inline="always")
@@ -640,6 +599,73 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
         p[w, 1] = v[l]
 
 
+#: block_2d's lane buffer Z ((5 + NSUM2) LANES,), lane l of row k at k LANES + l: x, y, p_0, p_1, ok, then
+#: the open batch's sums of p_0, p_1, p_0^2, p_0 p_1, p_1^2, q_0, q_1, q_0^2, q_1^2, p_0^3, p_1^3, p_0^4, p_1^4
+#: (state.Stats' bp, bpp, bq, bqq, bpk); one array, as in block_1d.
+NSUM2 = 13
+
+
+@njit
+def sums2(Z):
+    """block_2d's sums1: lane l's step added to its batch sums (rows of Z as NSUM2) where ok[l] = 1."""
+    for l in range(LANES):
+        m = Z[4 * LANES + l] != 0.0
+        xl = Z[l] if m else 0.0
+        yl = Z[LANES + l] if m else 0.0
+        ul = Z[2 * LANES + l] if m else 0.0
+        vl = Z[3 * LANES + l] if m else 0.0
+        Z[5 * LANES + l] += ul
+        Z[6 * LANES + l] += vl
+        Z[7 * LANES + l] += ul * ul
+        Z[8 * LANES + l] += ul * vl
+        Z[9 * LANES + l] += vl * vl
+        Z[10 * LANES + l] += xl
+        Z[11 * LANES + l] += yl
+        Z[12 * LANES + l] += xl * xl
+        Z[13 * LANES + l] += yl * yl
+        p2 = ul * ul
+        Z[14 * LANES + l] += p2 * ul
+        Z[16 * LANES + l] += p2 * p2
+        p2 = vl * vl
+        Z[15 * LANES + l] += p2 * vl
+        Z[17 * LANES + l] += p2 * p2
+
+
+@njit
+def _load2(Z, l, bp, bpp, bq, bqq, bpk, w, b):
+    """Lane l's sums in Z (rows as NSUM2) = walker w's batch b sums in the state.Stats arrays."""
+    Z[5 * LANES + l] = bp[w, b, 0]
+    Z[6 * LANES + l] = bp[w, b, 1]
+    Z[7 * LANES + l] = bpp[w, b, 0, 0]
+    Z[8 * LANES + l] = bpp[w, b, 0, 1]
+    Z[9 * LANES + l] = bpp[w, b, 1, 1]
+    Z[10 * LANES + l] = bq[w, b, 0]
+    Z[11 * LANES + l] = bq[w, b, 1]
+    Z[12 * LANES + l] = bqq[w, b, 0]
+    Z[13 * LANES + l] = bqq[w, b, 1]
+    Z[14 * LANES + l] = bpk[w, b, 0, 0]
+    Z[15 * LANES + l] = bpk[w, b, 1, 0]
+    Z[16 * LANES + l] = bpk[w, b, 0, 1]
+    Z[17 * LANES + l] = bpk[w, b, 1, 1]
+
+
+@njit
+def _store2(Z, l, bp, bpp, bq, bqq, bpk, w, b):
+    """The inverse of _load2 (bpp's symmetric entry written twice)."""
+    bp[w, b, 0] = Z[5 * LANES + l]
+    bp[w, b, 1] = Z[6 * LANES + l]
+    bpp[w, b, 0, 0] = Z[7 * LANES + l]
+    bpp[w, b, 0, 1] = Z[8 * LANES + l]
+    bpp[w, b, 1, 0] = Z[8 * LANES + l]
+    bpp[w, b, 1, 1] = Z[9 * LANES + l]
+    bq[w, b, 0] = Z[10 * LANES + l]
+    bq[w, b, 1] = Z[11 * LANES + l]
+    bqq[w, b, 0] = Z[12 * LANES + l]
+    bqq[w, b, 1] = Z[13 * LANES + l]
+    bpk[w, b, 0, 0] = Z[14 * LANES + l]
+    bpk[w, b, 1, 0] = Z[15 * LANES + l]
+    bpk[w, b, 0, 1] = Z[16 * LANES + l]
+    bpk[w, b, 1, 1] = Z[17 * LANES + l]
 
 
 def _run_chunk(grad, kind, Wk, S, c, P, G, w0, w1):
