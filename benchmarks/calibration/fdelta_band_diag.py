@@ -27,8 +27,26 @@ def main(argv=None):
     ap.add_argument("--tag", default="")
     ap.add_argument("--kick-seeds", type=int, default=0,
                     help="if > 0: the kick-shape step with seeds 1..N (per-seed shifts saved) instead of (1, 2)")
+    ap.add_argument("--kick-steps-check", type=float, default=0.0,
+                    help="if > 0: also evaluate the kick-shape shift at that multiple of its steps (seeds 1, 2; "
+                         "saved as kick_shift_more, not applied)")
     a = ap.parse_args(argv)
     per_seed = {}
+    if a.kick_steps_check:
+        import time
+
+        import bayescg.bias as bias
+        orig_shift2 = bias.kick_shape_shift
+
+        def shift2(*args, steps, **kw):
+            t0 = time.process_time()
+            out = orig_shift2(*args, steps=steps, **kw)
+            t1 = time.process_time()
+            more = orig_shift2(*args, steps=int(a.kick_steps_check * steps), **kw)
+            per_seed.update(grid=out[0], shift=out[1], shift_more=more[1], se_more=more[2],
+                            cpu=[t1 - t0, time.process_time() - t1])
+            return out
+        bias.kick_shape_shift = shift2
     if a.kick_seeds:
         import bayescg.bias as bias
         orig_shift = bias.kick_shape_shift
@@ -50,7 +68,9 @@ def main(argv=None):
              mean=fit.U_mean, lo=fit.U_lower, hi=fit.U_upper, ref=fit.reference_grid,
              correction=corr.correction, correction_se=corr.correction_se, factor=corr.factor,
              history=json.dumps(corr.history), kick_shape=json.dumps(corr.kick_shape),
-             kick_grid=per_seed.get("grid", np.zeros(0)), kick_shifts=per_seed.get("shifts", np.zeros((0, 0))))
+             kick_grid=per_seed.get("grid", np.zeros(0)), kick_shifts=per_seed.get("shifts", np.zeros((0, 0))),
+             kick_shift=per_seed.get("shift", np.zeros(0)), kick_shift_more=per_seed.get("shift_more", np.zeros(0)),
+             kick_se_more=per_seed.get("se_more", np.zeros(0)), kick_cpu=per_seed.get("cpu", []))
     print(json.dumps({"seed": a.seed, "rmse_raw": raw.reference_rmse, "rmse": fit.reference_rmse,
                       "coverage": fit.reference_coverage, "converged": corr.converged,
                       "kick_shape": corr.kick_shape, "history": corr.history}, default=float))
