@@ -595,8 +595,8 @@ def _make_kernels(d, slot):
                     S[L + lane] = math.nan
                 elif k == 3:  # the constant degree lets LLVM unroll Cox-de Boor (the same operations)
                     S[L + lane] = _eval_1d_ws(x, t, c, 3, wall, ws)[1]
-                else:
-                    S[L + lane] = _eval_1d_ws(x, t, c, k, wall, ws)[1]
+                else:  # other degrees (rare) call the compiled scalar form, the same operations: one inlined
+                    S[L + lane] = _eval_1d_scalar(x, t, c, k, wall)[1]  # copy less to compile per slot
     elif d == 2:
         @jit
         def value(q):
