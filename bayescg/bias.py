@@ -69,7 +69,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .errors import InputError
 from .kernels.rng import next_u64, normal_pair
@@ -761,20 +761,25 @@ def _coupled_maps(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, walker
     depend on the number of threads (:func:`_coupled_lanes` runs blocks of LANES walkers in parallel)."""
     from .kernels.rng import seed_states
 
+    from .kernels.loops import spread
+
     hw = np.zeros((int(walkers), 2, hist.shape[1]))  # per-walker counts: threads never write the same row
-    _coupled_lanes(float(x0), float(inv_h), np.ascontiguousarray(tab_g, dtype=float), float(delta), float(a),
-                   float(E), np.ascontiguousarray(kick_a, dtype=float), np.ascontiguousarray(kick_b, dtype=float),
-                   int(n), int(burn), seed_states(int(seed), int(walkers)), float(lo), float(hi), hw, mom)
+    spread(_coupled_lanes, -(-int(walkers) // LANES),
+           (float(x0), float(inv_h), np.ascontiguousarray(tab_g, dtype=float), float(delta), float(a), float(E),
+            np.ascontiguousarray(kick_a, dtype=float), np.ascontiguousarray(kick_b, dtype=float), int(n), int(burn),
+            seed_states(int(seed), int(walkers)), float(lo), float(hi), hw, mom))
     hist += hw.sum(axis=0)
 
 
 _BATCHES = 20  # batches per walker of _coupled_maps' momentum sums
 
 
-@njit(parallel=True, cache=True)
-def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, rng, lo, hi, hist, mom):
-    """The loop of :func:`_coupled_maps`: a thread advances LANES walkers x 2 copies together step by step (16
-    independent recurrences, so the table look-ups of one overlap the others' latency); hist (W, 2, bins)."""
+@njit(nogil=True, cache=True)
+def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, rng, lo, hi, hist, mom, blk0, blk1):
+    """The loop of :func:`_coupled_maps` over blocks blk0 .. blk1 - 1: a thread advances LANES walkers x 2 copies
+    together step by step (16 independent recurrences, so the table look-ups of one overlap the others' latency);
+    hist (W, 2, bins).  Serial and nogil, run on threads by loops.spread (a prange loop took ~2 s CPU more to
+    compile, cold start); blocks write disjoint walkers' rows."""
     L = LANES
     W = rng.shape[0]
     nt, nk = tab_g.size, kick_a.size
@@ -783,7 +788,7 @@ def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, rng, 
     scale = bins / (hi - lo)
     h = 0.5 * delta * a
     fk = nk / 9007199254740992.0  # nk 2^-53: a 53-bit uniform times nk
-    for blk in prange((W + L - 1) // L):
+    for blk in range(blk0, blk1):
         w0 = blk * L
         nl = min(L, W - w0)
         q = np.empty((2, L))

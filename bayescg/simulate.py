@@ -895,7 +895,7 @@ def run_trajectories(potential, h, T, q0, p0, *, integrator="langevin", friction
     r = 0
     while r < nrec:
         n = min(per_chunk, nrec - r)
-        loops.record_chunk(potential.grad, CODES[integ.name], wk, c, n, every, r, out_q, out_p)
+        loops.record_chunk_for(CODES[integ.name])(potential.grad, CODES[integ.name], wk, c, n, every, r, out_q, out_p)
         if (blown >= 0).any():
             m = int(np.flatnonzero(blown >= 0)[0])
             raise SimulationError(f"trajectory {m} blew up at step {int(blown[m])} (q = {q[m].tolist()}); reduce h")

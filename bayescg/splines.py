@@ -362,6 +362,9 @@ class SplineRep:
         if self.dim == 3:
             _loop_eval_3d(flat, self.knots[0], self.knots[1], self.knots[2], self.coefs, self.degree,
                           float(self.wall), v, g)
+        elif self.dim == 1:  # its own loop: a 1D run does not compile the 2D evaluation (cold start)
+            _loop_eval_1d(flat, self.knots[0], np.ascontiguousarray(self.coefs.reshape(-1)), self.degree,
+                          float(self.wall), v, g)
         else:
             _loop_eval(flat, self.knots[0], self.knots[-1], np.ascontiguousarray(self.coefs.reshape(-1)),
                        self.degree, float(self.wall), self.dim, v, g)
@@ -404,6 +407,15 @@ def _loop_eval(q, t0, t1, c, k, wall, dim, v, g):
             v[i] = _eval_2d(q[i], t0, t1, c2, k, wall, gi)
         for j in range(dim):
             g[i, j] = gi[j]
+
+
+@numba.njit(cache=True)
+def _loop_eval_1d(q, t, c, k, wall, v, g):
+    """:func:`_loop_eval` for dim = 1 (the same arithmetic: _eval_1d per point)."""
+    gi = np.empty(1)
+    for i in range(q.shape[0]):
+        v[i] = _eval_1d(q[i], t, c, k, wall, gi)
+        g[i, 0] = gi[0]
 
 
 @numba.njit(cache=True)
@@ -583,8 +595,8 @@ def _make_kernels(d, slot):
                     S[L + lane] = math.nan
                 elif k == 3:  # the constant degree lets LLVM unroll Cox-de Boor (the same operations)
                     S[L + lane] = _eval_1d_ws(x, t, c, 3, wall, ws)[1]
-                else:
-                    S[L + lane] = _eval_1d_ws(x, t, c, k, wall, ws)[1]
+                else:  # other degrees (rare) call the compiled scalar form, the same operations: one inlined
+                    S[L + lane] = _eval_1d_scalar(x, t, c, k, wall)[1]  # copy less to compile per slot
     elif d == 2:
         @jit
         def value(q):
