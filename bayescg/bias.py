@@ -981,7 +981,11 @@ def corrected_fit(raw, fp: FixedPointCorrection, reference=None, rng_seed: int =
         U_draws=None if draws is None else draws - m0, reference_rmse=None, reference_coverage=None,
         reference_grid=None,
         band=(f"{raw.band}, corrected for finite delta: raw deviations x {s:.4f} (Jacobian of the correction) "
-              "and the correction's Monte Carlo error added in quadrature (bayescg.bias.corrected_fit)"))
+              "and the correction's Monte Carlo error added in quadrature (bayescg.bias.corrected_fit). "
+              "Known limit: the correction keeps a systematic error of about 0.6 seed-to-seed sd (the "
+              "white-kick model resamples the kicks independently of q), so this band covers the true U_k "
+              "less often than nominal: 0.84-0.89 instead of 0.94 in the 1D replicate studies of "
+              "benchmarks/calibration/RESULTS.md"))
     if reference is not None and raw.cell_points is not None:
         score_reference(out, reference, SplineRep(raw.knots, coef).value(
             raw.cell_points[:, 0] if raw.dim == 1 else raw.cell_points))

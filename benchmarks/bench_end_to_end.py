@@ -96,6 +96,14 @@ FIT_COMPARE = textwrap.dedent("""
         thr[f"{d}d"] = {"coefficients": int(bs.n_coef), "active_cells": int(bs.active.sum()),
                         "kernel_per_s": rate(dd.logp_grad, x, reps),
                         "pytensor_per_s": rate(lambda p: (fl(p), fg(p)), pt, reps // 3)}
+        if d == 2:
+            # the kernel the 2D learn runs (sparse form, same posterior of f; the row above is the dense form)
+            from bayescg.bayes.effective import map_estimate_sparse, sparse_cholesky, sparse_density
+            aw, sw, Hw, rk = map_estimate_sparse(bs, c2, 0.1, marginal_sigma=True)
+            sd = sparse_density(c2, bs, aw, sparse_cholesky(Hw), rk, momenta_stats=mom, n_eff_factor=0.1,
+                                sigma_init=sw)
+            thr["2d sparse (learn's kernel)"] = dict(thr["2d"], kernel_per_s=rate(sd.logp_grad, sd.init_centre,
+                                                                                  reps * 3))
     out["throughput"] = thr
     print(json.dumps(out))
 """)

@@ -121,3 +121,23 @@ def test_a_failed_correction_keeps_the_raw_U_and_says_why(monkeypatch):
     assert d["finite_delta_correction"]["applied"] is False
     assert "blew up" in d["finite_delta_correction"]["reason"] and res.raw_fit is None
     assert any("not applied" in w for w in d["warnings"])
+
+
+def test_a_failing_kick_shape_step_keeps_the_fixed_point_and_says_so(monkeypatch):
+    """(4.7) at delta 0.1309 and 4e7 steps once died in the kick-shape step ('the histogram is empty') and took the
+    whole learn with it: the fixed point stands, with a warning naming the step, and the band is still there."""
+    import bayescg.bias
+    from bayescg.config import load_model
+    from bayescg.errors import InputError
+    from bayescg.pipeline import learn_model
+
+    def boom(*a, **k):
+        raise InputError("the histogram is empty: no samples inside the histogram range")
+    monkeypatch.setattr(bayescg.bias, "apply_kick_shape", boom)
+    res = learn_model(load_model("models/test1-quadratic.toml", {"simulation.steps": 1_000_000, "fit.method": "map",
+                                                                 "fit.knots": 20}))
+    d = res.to_dict()
+    assert d["finite_delta_correction"]["applied"] is True
+    assert d["finite_delta_correction"].get("kick_shape") is None
+    assert any("kick-shape step failed" in w and "histogram is empty" in w for w in d["warnings"])
+    assert all(lo <= u <= hi for lo, u, hi in zip(d["U_lower"], d["U_mean"], d["U_upper"]))

@@ -192,6 +192,8 @@ def test_lane_loop_equals_generic_loop_bit_for_bit(name, d):
     for f in ("q", "p", "rng", "still", "trapped_at", "blown_at"):
         assert np.array_equal(getattr(w1, f), getattr(w2, f)), f
     for f in state.Stats._fields:
+        if d == 1 and f in ("hvis", "nvis"):  # block_1d keeps no visited-cell list (close_batch_scan); hcur,
+            continue                          # hist, hs1, hs2 below hold the same counts
         if f == "hvis":  # only the first nvis entries are data (the lane loop stores into the spare slot)
             assert all(np.array_equal(s1.hvis[w, :s1.nvis[w]], s2.hvis[w, :s2.nvis[w]]) for w in range(W)), f
             continue

@@ -911,6 +911,28 @@ class SparseDensity(EffectiveDensity):
     kernel = ("sparse_logp_grad", "sparse_logp_cfunc", "sparse_expand_cfunc")
 
 
+def _per_cell_nodes(idx, val, g: int):
+    """The node design by cell: (cptr (n_act + 1,), cidx (nnzC,), cval (g nnzC,)): cell J's coefficients
+    cidx[cptr[J]:cptr[J+1]] (the union of its nodes' non-zero columns) and its (g, n_J) block of basis values,
+    row-major, at cval[g cptr[J]:g cptr[J+1]]."""
+    K = idx.shape[1]
+    I = idx.reshape(-1, g, K)
+    V = val.reshape(-1, g, K)
+    cptr = [0]
+    cidx = []
+    cval = []
+    for J in range(I.shape[0]):
+        nz = V[J] != 0
+        cols = np.unique(I[J][nz])
+        block = np.zeros((g, len(cols)))
+        q, j = np.nonzero(nz)
+        block[q, np.searchsorted(cols, I[J][nz])] = V[J][nz]
+        cptr.append(cptr[-1] + len(cols))
+        cidx.append(cols)
+        cval.append(block.ravel())
+    return np.asarray(cptr, dtype=float), np.concatenate(cidx), np.concatenate(cval)
+
+
 def sparse_density(counts, basis: EffectiveBasis, a_map, chol: SparseCholesky, rank: int, *, momenta_stats=None,
                    n_eff_factor: float = 1.0, beta: float | None = None, sigma_rw_scale: float = 1.0,
                    ridge_sd: float = 100.0, sigma_init: float = 0.1) -> SparseDensity:
@@ -923,10 +945,12 @@ def sparse_density(counts, basis: EffectiveBasis, a_map, chol: SparseCholesky, r
     P = sparse.csr_matrix(basis.P)
     P.sort_indices()
     L = chol.L
-    head = [0.0, m, len(c_act), idx.shape[1], basis.quad ** basis.dim, len(logw), n_eff_factor, rank,
-            sigma_rw_scale, ridge_sd, nu, S, L.nnz, P.nnz]
+    g = basis.quad ** basis.dim
+    cptr, cidx, cval = _per_cell_nodes(idx, val, g)   # the kernel's per-cell layout (nnzC = len(cidx) > 0)
+    head = [0.0, m, len(c_act), idx.shape[1], g, len(logw), n_eff_factor, rank,
+            sigma_rw_scale, ridge_sd, nu, S, L.nnz, P.nnz, len(cidx)]
     parts = [np.asarray(head, dtype=float), a_map, chol.perm, L.indptr, L.indices, L.data, P.indptr, P.indices,
-             P.data, idx, val, logw, c_act]
+             P.data, cptr, cidx, cval, logw, c_act]
     buf = _pack(parts)
     centre = np.zeros(m + 1 + (fixed is None))
     scale = np.ones_like(centre)

@@ -178,14 +178,15 @@ def _effective_expand_cfunc(dim, expanded, x_, out_, user_data):
 # sparse form (d >= 2): Poisson likelihood with a free constant, Cholesky whitening, cost linear in the cells
 # --------------------------------------------------------------------------------------------------
 SPARSE_HEADER = ("length", "m", "n_act", "K", "g", "nodes", "nf", "rank", "sigma_scale", "ridge_sd", "nu", "S",
-                 "nnzL", "nnzP")
+                 "nnzL", "nnzP", "per_cell")
 
 
 @njit(cache=True, nogil=True)
 def _sparse_offsets(buf):
     m, nodes, K = int(buf[1]), int(buf[5]), int(buf[3])
     nnzL, nnzP = int(buf[12]), int(buf[13])
-    o_a0 = 14
+    nnzC = int(buf[14])   # > 0: per-cell layout (kernel below), nnzC coefficient indices over all cells
+    o_a0 = 15
     o_perm = o_a0 + m
     o_Lp = o_perm + m
     o_Li = o_Lp + m + 1
@@ -194,8 +195,12 @@ def _sparse_offsets(buf):
     o_Pi = o_Pp + m + 1
     o_Px = o_Pi + nnzP
     o_idx = o_Px + nnzP
-    o_val = o_idx + nodes * K
-    o_w = o_val + nodes * K
+    if nnzC > 0:
+        o_val = o_idx + int(buf[2]) + 1 + nnzC
+        o_w = o_val + int(buf[4]) * nnzC
+    else:
+        o_val = o_idx + nodes * K
+        o_w = o_val + nodes * K
     o_cnt = o_w + nodes
     return o_a0, o_perm, o_Lp, o_Li, o_Lx, o_Pp, o_Pi, o_Px, o_idx, o_val, o_w, o_cnt
 
@@ -279,29 +284,68 @@ def sparse_logp_grad(x, buf, grad):
     hist = 0.0
     ga = np.zeros(m)
     eta = np.empty(g)
-    for J in range(n_act):
-        mx = -np.inf
-        for q in range(g):
-            k = J * g + q
-            e = buf[o_w + k]
-            for j in range(K):
-                e -= buf[o_val + k * K + j] * a[int(buf[o_idx + k * K + j])]
-            eta[q] = e
-            if e > mx:
-                mx = e
-        acc = 0.0
-        for q in range(g):
-            acc += math.exp(eta[q] - mx)
-        LJ = mx + math.log(acc)
-        cJ = buf[o_cnt + J]
-        mu = math.exp(LJ)
-        hist += cJ * LJ - mu
-        wJ = nf * (cJ - mu)
-        for q in range(g):
-            k = J * g + q
-            coef = -wJ * math.exp(eta[q] - LJ)
-            for j in range(K):
-                ga[int(buf[o_idx + k * K + j])] += coef * buf[o_val + k * K + j]
+    if buf[14] > 0:
+        # per-cell layout: cell J's n_J coefficients (the union over its nodes: 16-25 for bicubic splines on
+        # cells straddling knots) at cidx[cptr[J]:cptr[J+1]] are gathered once, its g nodes form a dense
+        # (g, n_J) block, and the gradient is accumulated over the nodes before one scatter
+        o_ci = o_idx + n_act + 1
+        aJ = np.empty(m)
+        gJ = np.empty(m)
+        for J in range(n_act):
+            c0 = int(buf[o_idx + J])
+            nJ = int(buf[o_idx + J + 1]) - c0
+            for j in range(nJ):
+                aJ[j] = a[int(buf[o_ci + c0 + j])]
+                gJ[j] = 0.0
+            mx = -np.inf
+            for q in range(g):
+                k0 = o_val + g * c0 + q * nJ
+                e = buf[o_w + J * g + q]
+                for j in range(nJ):
+                    e -= buf[k0 + j] * aJ[j]
+                eta[q] = e
+                if e > mx:
+                    mx = e
+            acc = 0.0
+            for q in range(g):
+                eta[q] = math.exp(eta[q] - mx)
+                acc += eta[q]
+            LJ = mx + math.log(acc)
+            cJ = buf[o_cnt + J]
+            mu = math.exp(LJ)
+            hist += cJ * LJ - mu
+            wJ = -nf * (cJ - mu) / acc
+            for q in range(g):
+                k0 = o_val + g * c0 + q * nJ
+                coef = wJ * eta[q]
+                for j in range(nJ):
+                    gJ[j] += coef * buf[k0 + j]
+            for j in range(nJ):
+                ga[int(buf[o_ci + c0 + j])] += gJ[j]
+    else:
+        for J in range(n_act):
+            mx = -np.inf
+            for q in range(g):
+                k = J * g + q
+                e = buf[o_w + k]
+                for j in range(K):
+                    e -= buf[o_val + k * K + j] * a[int(buf[o_idx + k * K + j])]
+                eta[q] = e
+                if e > mx:
+                    mx = e
+            acc = 0.0
+            for q in range(g):
+                acc += math.exp(eta[q] - mx)
+            LJ = mx + math.log(acc)
+            cJ = buf[o_cnt + J]
+            mu = math.exp(LJ)
+            hist += cJ * LJ - mu
+            wJ = nf * (cJ - mu)
+            for q in range(g):
+                k = J * g + q
+                coef = -wJ * math.exp(eta[q] - LJ)
+                for j in range(K):
+                    ga[int(buf[o_idx + k * K + j])] += coef * buf[o_val + k * K + j]
     hist *= nf
     s = x[m]
     isig2 = math.exp(-2.0 * s)

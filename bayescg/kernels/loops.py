@@ -33,7 +33,7 @@ from numba.core.errors import NumbaExperimentalFeatureWarning
 from numba.core.registry import CPUDispatcher as Dispatcher
 from numba.extending import overload
 
-from .accumulate import NEVER, clock_advance, clock_start, close_batch, observe
+from .accumulate import NEVER, clock_advance, clock_start, close_batch, close_batch_scan, observe
 from .registry import step
 from .rng import fill_normal
 from .state import (CONSTS_T, GRAD_TYPE, GRADL_TYPE, GRID_T, LANES, LANES_TAG, LIVE, PLAN_T, STATS_T,
@@ -268,11 +268,7 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
                 xl = x[l]
                 y = (xl - lo) * inv
                 if y >= 0.0 and y < nbins:
-                    c = int(y)  # accumulate.count_cell, inline
-                    k = hcur[w, c]
-                    hvis[w, nv[l]] = c
-                    nv[l] += k == 0
-                    hcur[w, c] = k + 1
+                    hcur[w, int(y)] += 1  # no visited-cell list in 1D: close_batch_scan
                 else:
                     bout[w, b] += 1
                 if sample and j < S:
@@ -287,7 +283,7 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
             if bleft == 0:
                 for l in range(nl):
                     w = w0 + l
-                    close_batch(hist, hcur, hvis, hs1, hs2, w, nv[l], batch_len - bout[w, b])
+                    close_batch_scan(hist, hcur, hs1, hs2, w, batch_len - bout[w, b])
                     nv[l] = 0
                     store_sums(Z, 1, l, bp, bpp, bq, bqq, bpk, w, b)
                 b += 1

@@ -59,7 +59,8 @@ class Stats(NamedTuple):
     bp (W, B, d), bpp (W, B, d, d): batch sums of p and p p^T; bpk (W, B, d, 2): of p_i^3, p_i^4;
     bq, bqq (W, B, d): of q_i and q_i^2.  Cell counts: hcur (W, C) int32 the count n_bc of each cell in
     the walker's open batch; hvis (W, C + 1) int32 the cells of the open batch in order of first visit,
-    nvis (W,) how many (one spare slot: the lane loops store before they know whether the cell is new);
+    nvis (W,) how many (one spare slot: the lane loops store before they know whether the cell is new; the
+    d = 1 lane loop keeps no list and closes a batch by scanning hcur's row, accumulate.close_batch_scan);
     hist, hs1, hs2 (W, C) sums over the walker's closed batches of n_bc (int64), l_b n_bc and n_bc^2
     (accumulate.close_batch; accumulate.flush_cells adds the open one) (l_b the batch's in-grid steps);
     bout (W, B) int64 steps off the grid per batch.  samp_q, samp_p
