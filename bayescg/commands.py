@@ -384,9 +384,6 @@ COMMANDS = {"export": cmd_export, "simulate": cmd_simulate, "learn": cmd_learn, 
 
 def dispatch(args):
     """Run the command; the output folder's lock (taken by :func:`_out`) is released on return."""
-    from .plots._base import arviz_without_numba
-
     with contextlib.ExitStack() as stack:
         args.stack = stack
-        stack.enter_context(arviz_without_numba())  # ArviZ's numba paths cost seconds of compile per process
         return COMMANDS[args.command](args)

@@ -564,7 +564,9 @@ def _loo(fast, fc, ff, shape) -> dict:
                             "configuration": np.arange(ll.shape[-1])})
     idata = az.InferenceData(log_likelihood=ds, posterior=xr.Dataset(
         {"theta_cf": (("chain", "draw"), ff.reshape(shape))}))
-    with warnings.catch_warnings():
+    from ..plots._base import arviz_without_numba
+
+    with warnings.catch_warnings(), arviz_without_numba():
         warnings.simplefilter("ignore")
         loo = az.loo(idata, pointwise=True)
         waic = az.waic(idata)
