@@ -100,12 +100,8 @@ def close_batch_scan(hist, hcur, hs1, hs2, w, lin):
     sums still grow in batch order, and cells are independent, so the bits equal close_batch's."""
     fl = float(lin)
     for c in range(hcur.shape[1]):
-        n = hcur[w, c]
-        if n != 0:
-            hist[w, c] += n
-            hs1[w, c] += fl * float(n)
-            hs2[w, c] += float(n) * float(n)
-            hcur[w, c] = 0
+        if hcur[w, c] != 0:
+            _close_cell(hist, hcur, hs1, hs2, w, c, fl)
 
 
 @njit
@@ -115,12 +111,17 @@ def close_batch(hist, hcur, hvis, hs1, hs2, w, nv, lin):
     batch order per cell (so the float sums have a fixed order)."""
     fl = float(lin)
     for i in range(nv):
-        c = hvis[w, i]
-        n = hcur[w, c]
-        hist[w, c] += n
-        hs1[w, c] += fl * float(n)
-        hs2[w, c] += float(n) * float(n)
-        hcur[w, c] = 0
+        _close_cell(hist, hcur, hs1, hs2, w, hvis[w, i], fl)
+
+
+@njit(inline="always")
+def _close_cell(hist, hcur, hs1, hs2, w, c, fl):
+    """Cell c of walker w's finished batch (fl in-grid steps) into hist, hs1, hs2; its open count cleared."""
+    n = hcur[w, c]
+    hist[w, c] += n
+    hs1[w, c] += fl * float(n)
+    hs2[w, c] += float(n) * float(n)
+    hcur[w, c] = 0
 
 
 @njit

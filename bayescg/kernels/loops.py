@@ -17,7 +17,7 @@ Drivers (compiled for fixed signatures on first call, cached on disk; the gradie
 function, so one compiled driver serves every potential; the typed state of :mod:`bayescg.kernels.state`
 in, unpacked once per block; no numba parallel backend, whose parfor passes made the 1D lane driver the
 largest single cost of a cold run): :data:`run_chunk`, :func:`lanes_chunk` (one per gradient convention and d,
-compiled when first used), :data:`record_chunk`, :data:`init_grad`.
+compiled when first used), :func:`record_chunk_for` (one per integrator), :data:`init_grad`.
 """
 from __future__ import annotations
 
@@ -195,7 +195,6 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
     xo = np.empty(LANES)
     z = np.empty(1)
     cnt = np.zeros(LANES, dtype=np.int64)
-    nv = np.zeros(LANES, dtype=np.int64)  # cells visited in the open batch (state.Stats.nvis)
     alive = np.zeros(LANES, dtype=np.bool_)
     # all walkers of a chunk share the step counters, so batch and sample positions are common
     b, bleft, sleft, j = clock_start(step0, acc_start, batch_len, B, stride)
@@ -207,7 +206,6 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
         x[l] = q[w, 0]
         v[l] = p[w, 0]
         cnt[l] = still[w]
-        nv[l] = nvis[w]
         G[l] = x[l]
         load_sums(Z, 1, l, bp, bpp, bq, bqq, bpk, w, b)
     for l in range(nl, LANES):  # padding lanes of a lane kernel: any finite point
@@ -284,7 +282,6 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
                 for l in range(nl):
                     w = w0 + l
                     close_batch_scan(hist, hcur, hs1, hs2, w, batch_len - bout[w, b])
-                    nv[l] = 0
                     store_sums(Z, 1, l, bp, bpp, bq, bqq, bpk, w, b)
                 b += 1
                 for l in range(nl):
@@ -304,7 +301,7 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
         w = w0 + l
         store_sums(Z, 1, l, bp, bpp, bq, bqq, bpk, w, b)
         still[w] = cnt[l]
-        nvis[w] = nv[l]
+        nvis[w] = 0  # no visited-cell list in 1D (close_batch_scan)
         q[w, 0] = x[l]
         p[w, 0] = v[l]
 
@@ -726,16 +723,16 @@ def _rows(grad, q, g):
 _i8, _T8 = types.int64, types.float64[:, :, ::1]
 run_chunk = _Lazy(types.void(GRAD_TYPE, _i8, WALKERS_T, STATS_T, CONSTS_T, PLAN_T, GRID_T, _i8, _i8), _run_chunk, _walkers)
 init_grad = _Lazy(types.void(GRAD_TYPE, types.float64[:, ::1], types.float64[:, ::1], _i8, _i8), _init_grad, _rows)
-record_chunk = _Lazy(types.void(GRAD_TYPE, _i8, WALKERS_T, CONSTS_T, _i8, _i8, _i8, _T8, _T8, _i8, _i8),
-                     _record_chunk, _walkers)
+_RECORD_SIG = types.void(GRAD_TYPE, _i8, WALKERS_T, CONSTS_T, _i8, _i8, _i8, _T8, _T8, _i8, _i8)
 _LANE_DRIVERS: dict = {}
 _RECORD_DRIVERS: dict = {}
 
 
 def record_chunk_for(code: int):
-    """:data:`record_chunk` compiled for the integrator of registry code ``code`` only (called the same way):
-    its record_one calls that integrator's step directly instead of registry.step's chain over every
-    integrator, so a run compiles one scheme, not four (cold start: the white-noise check's damped
+    """The trajectory-recording driver (``_record_chunk``: f(grad, code, walkers, consts, nrec, every, rec0,
+    out_q, out_p, w0, w1)) compiled for the integrator of registry code ``code`` only: its record_one calls
+    that integrator's step directly instead of registry.step's chain over every integrator, so a run compiles
+    one scheme, not four (cold start: the white-noise check's damped
     trajectories compiled record_chunk in 3.9 s CPU).  The same step function, so the same arithmetic.
     Each copy has its own name (``_record_chunk_<integrator>``), hence its own numba cache file."""
     fn = _RECORD_DRIVERS.get(int(code))
@@ -755,7 +752,7 @@ def record_chunk_for(code: int):
                                    f"_record_chunk_{name}", _record_chunk.__defaults__)
         drv.__qualname__ = f"_record_chunk_{name}"
         drv.__doc__ = _record_chunk.__doc__
-        fn = _RECORD_DRIVERS.setdefault(int(code), _Lazy(record_chunk.sig, drv, _walkers))
+        fn = _RECORD_DRIVERS.setdefault(int(code), _Lazy(_RECORD_SIG, drv, _walkers))
     return fn
 
 
