@@ -270,16 +270,15 @@ def diagnostics(idata, var_names=None) -> dict:
     rh = es = float("nan")
     from .plots._base import arviz_without_numba
 
-    if post.sizes.get("chain", 1) >= 2 and post.sizes.get("draw", 0) >= 4:
-        with arviz_without_numba():  # its rhat jit-compiles a variance helper (no disk cache) in every process
+    with arviz_without_numba():  # its rhat jit-compiles a variance helper (no disk cache) in every process
+        if post.sizes.get("chain", 1) >= 2 and post.sizes.get("draw", 0) >= 4:
             r = az.rhat(post[names])
-        vals = np.concatenate([np.ravel(r[v].values) for v in names])
-        rh = float(np.nanmax(vals)) if np.isfinite(vals).any() else float("nan")
-    if post.sizes.get("draw", 0) >= 4:
-        with arviz_without_numba():
+            vals = np.concatenate([np.ravel(r[v].values) for v in names])
+            rh = float(np.nanmax(vals)) if np.isfinite(vals).any() else float("nan")
+        if post.sizes.get("draw", 0) >= 4:
             e = az.ess(post[names], method="bulk")
-        vals = np.concatenate([np.ravel(e[v].values) for v in names])
-        es = float(np.nanmin(vals)) if np.isfinite(vals).any() else float("nan")
+            vals = np.concatenate([np.ravel(e[v].values) for v in names])
+            es = float(np.nanmin(vals)) if np.isfinite(vals).any() else float("nan")
     out = {"r_hat_max": rh, "ess_bulk_min": es, "divergences": 0, "tree_depth_mean": None, "tree_depth_max": None,
            "grad_evals_per_draw": None}
     ss = idata.sample_stats if "sample_stats" in idata.groups() else None
