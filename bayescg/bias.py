@@ -361,6 +361,11 @@ def _continued(coef, inside, grev, kappa_max):
     return out
 
 
+#: coverage of the true U_k by the corrected 94 % band, measured by the 1D replicate studies
+#: (benchmarks/calibration/replicates.py --corrected, 50 seeds; RESULTS.md): quoted by the band text and learn's summary
+CORRECTED_BAND_COVERAGE = "0.84-0.89"
+
+
 def _inside_2d(knots, grid, weights):
     """(m,) bool: the 2D spline coefficients (flattened a * my + b) whose B-spline support holds a grid point
     with counts (weight > 0); the others are set by the prior alone and do not change U on the data."""
@@ -989,7 +994,7 @@ def corrected_fit(raw, fp: FixedPointCorrection, reference=None, rng_seed: int =
               "and the correction's Monte Carlo error added in quadrature (bayescg.bias.corrected_fit). "
               "Known limit: the correction keeps a systematic error of about 0.6 seed-to-seed sd (the "
               "white-kick model resamples the kicks independently of q), so this band covers the true U_k "
-              "less often than nominal: 0.84-0.89 instead of 0.94 in the 1D replicate studies of "
+              f"less often than nominal: {CORRECTED_BAND_COVERAGE} instead of 0.94 in the 1D replicate studies of "
               "benchmarks/calibration/RESULTS.md"))
     if reference is not None and raw.cell_points is not None:
         score_reference(out, reference, SplineRep(raw.knots, coef).value(

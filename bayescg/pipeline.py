@@ -211,8 +211,10 @@ class LearnResult:
             s.add("U_raw: rmse", d.get("reference_rmse_raw"), missing="n/a (no reference)")
             s.add("U_raw: coverage of reference", d.get("reference_coverage_raw"), ".3g", missing="n/a (no reference)")
             if d["dimension"] == 1:  # the band's known calibration (issue 11; bias.corrected_fit's band text)
-                s.add("corrected band: measured coverage of U_k",
-                      "0.84-0.89, not the nominal 0.94 (1D replicate studies: benchmarks/calibration/RESULTS.md)")
+                from .bias import CORRECTED_BAND_COVERAGE
+
+                s.add("corrected band: measured coverage of U_k", f"{CORRECTED_BAND_COVERAGE}, not the nominal 0.94 "
+                      "(1D replicate studies: benchmarks/calibration/RESULTS.md)")
         else:
             s.add("correction: why not", c.get("reason"))
         s.add("seconds", d["seconds"], ".1f", "s")
