@@ -53,7 +53,7 @@ from .sampling import diagnostics as sampler_diagnostics
 from .sampling import sample as sample_model
 
 __all__ = ["sample_model", "nuts_backend", "sampler_diagnostics", "convergence_warnings", "FitResult", "fit_effective_potential", "learned_curvature",
-           "grid_weights", "replicate_band_summary",
+           "grid_weights", "on_common_grid", "replicate_band_summary",
            "finite_delta_bias", "FiniteDeltaBias"]
 
 MAX_REPORT_1D = 200
@@ -719,6 +719,25 @@ def grid_weights(fit: FitResult) -> np.ndarray:
     return np.asarray(fit.counts, dtype=float)[tuple(idx)]
 
 
+def on_common_grid(rows):
+    """(common, U_mean, U_lower, U_upper, weight): replicate fits (dicts with grid (G_s, d), U_mean, U_lower,
+    U_upper, weight (G_s,)) on the G grid points they all share, ``common`` (G tuples, matched to 9 decimals,
+    sorted); the others (S, G)."""
+    keys = [[tuple(p) for p in np.round(np.asarray(r["grid"], dtype=float).reshape(len(r["U_mean"]), -1), 9)]
+            for r in rows]
+    common = sorted(set.intersection(*map(set, keys)))
+    if not common:
+        raise InputError("the replicate fits share no grid point")
+    pos = {c: i for i, c in enumerate(common)}
+    U, lo, hi, wt = (np.zeros((len(rows), len(common))) for _ in range(4))
+    for s, (r, k) in enumerate(zip(rows, keys)):
+        j = np.array([i for i, c in enumerate(k) if c in pos])
+        i = np.array([pos[k[jj]] for jj in j])
+        for a, name in ((U, "U_mean"), (lo, "U_lower"), (hi, "U_upper"), (wt, "weight")):
+            a[s, i] = np.asarray(r[name], dtype=float)[j]
+    return common, U, lo, hi, wt
+
+
 def replicate_band_summary(fits, mass_fraction: float = 0.98, level_z: float = 1.88) -> dict:
     """Bands of independent replicate fits against their seed-to-seed spread.
 
@@ -732,18 +751,7 @@ def replicate_band_summary(fits, mass_fraction: float = 0.98, level_z: float = 1
                                            "U_upper": f.U_upper, "weight": grid_weights(f)} for f in fits]
     if len(rows) < 3:
         raise InputError("need at least 3 replicate fits")
-    keys = [[tuple(p) for p in np.round(np.asarray(r["grid"], dtype=float).reshape(len(r["U_mean"]), -1), 9)]
-            for r in rows]
-    common = sorted(set.intersection(*map(set, keys)))
-    if not common:
-        raise InputError("the replicate fits share no grid point")
-    pos = {c: i for i, c in enumerate(common)}
-    U, lo, hi, wt = (np.zeros((len(rows), len(common))) for _ in range(4))
-    for s, (r, k) in enumerate(zip(rows, keys)):
-        j = np.array([i for i, c in enumerate(k) if c in pos])
-        i = np.array([pos[k[jj]] for jj in j])
-        for a, name in ((U, "U_mean"), (lo, "U_lower"), (hi, "U_upper"), (wt, "weight")):
-            a[s, i] = np.asarray(r[name], dtype=float)[j]
+    common, U, lo, hi, wt = on_common_grid(rows)
     w = wt.sum(axis=0)
     region = _mass_region(w, mass_fraction)
     c = U @ (w / w.sum())

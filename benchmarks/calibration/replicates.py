@@ -179,17 +179,9 @@ def truth_summary(fits, truth, mass_fraction=0.98):
     (fit, point) whose band holds U_0), rmse_mean_vs_truth (RMS of replicate mean - U_0 over the region),
     bias_over_sd (that RMS / RMS seed sd: the bias in units of one seed's scatter), rmse_per_fit_mean,
     and the bias profile."""
-    from bayescg.fit import _mass_region
+    from bayescg.fit import _mass_region, on_common_grid
 
-    keys = [[tuple(p) for p in np.round(np.asarray(f["grid"], float).reshape(len(f["U_mean"]), -1), 9)] for f in fits]
-    common = sorted(set.intersection(*map(set, keys)))
-    pos = {c: i for i, c in enumerate(common)}
-    U, lo, hi, wt = (np.zeros((len(fits), len(common))) for _ in range(4))
-    for s, (f, k) in enumerate(zip(fits, keys)):
-        j = np.array([i for i, c in enumerate(k) if c in pos])
-        i = np.array([pos[k[jj]] for jj in j])
-        for a, nm in ((U, "U_mean"), (lo, "U_lower"), (hi, "U_upper"), (wt, "weight")):
-            a[s, i] = np.asarray(f[nm], float)[j]
+    common, U, lo, hi, wt = on_common_grid(fits)
     w = wt.sum(axis=0)
     reg = _mass_region(w, mass_fraction)
     w = w / w.sum()
