@@ -531,32 +531,16 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
     seed = int(sim.seed if seed is None else seed)
     V = potential_from_model(model)
     if V.dim != 1:
-        return _surrogate_nd(model, V, learned, control=control, workdir=workdir, posterior=posterior, seed=seed)
+        return _surrogate_nd(model, V, learned, control=control, workdir=workdir, posterior=posterior, seed=seed,
+                             executor=executor)
     warnings: list[str] = []
     timings: dict = {}
 
     # ---- U_k (learned at surrogate.learn_delta when given, else at simulation.delta)
     t0 = time.perf_counter()
-    learn_delta = float(sec.learn_delta) if getattr(sec, "learn_delta", None) else float(sim.delta)
-    given_delta = _learned_setting(learned, "delta")
-    if given_delta is not None and not math.isclose(given_delta, learn_delta, rel_tol=1e-9):
-        if isinstance(learned, dict):
-            warnings.append(f"U_k was learned at delta = {given_delta:g}, but [surrogate] asks for "
-                            f"learn_delta = {learn_delta:g}; using the given U_k")
-        else:  # an in-process learn run of the pipeline at the wrong scale: learn again
-            warnings.append(f"the learn run used delta = {given_delta:g}; U_k relearned at "
-                            f"surrogate.learn_delta = {learn_delta:g}")
-            learned = None
-    if learned is None:
-        from .pipeline import learn_model
-
-        lmodel = dataclasses.replace(model, simulation=dataclasses.replace(sim, delta=learn_delta))
-        learned = learn_model(lmodel, workdir=workdir, control=control, executor=executor)
-        if posterior is None and workdir is not None:
-            posterior = Path(workdir) / "posterior.nc"
+    learned, posterior, learn_delta = _resolve_learned(model, learned, posterior, workdir=workdir, control=control,
+                                                       executor=executor, warnings=warnings)
     if isinstance(learned, str):
-        if learned != "reference":
-            raise InputError(f"learned must be a learn result, a result.json dict or 'reference', got {learned!r}")
         curves = reference_curves(model)
     else:
         curves = learned_curves(learned, posterior)
@@ -576,12 +560,7 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
     if sec.compare_expression:
         compare = Potential.from_expression(sec.compare_expression, pot_sec.variables)
 
-    M, T = int(sec.trajectories), float(sec.time)
-    delta, h = float(sec.delta), float(sec.reference_step)
-    if h >= delta:
-        warnings.append(f"reference_step {h} is not smaller than the surrogate step {delta}")
-    if T < 4 * delta:
-        raise InputError(f"surrogate.time ({T}) must cover at least 4 surrogate steps (delta = {delta})")
+    M, T, delta, h = _run_lengths(sec, warnings)
     q0, p0 = initial_conditions(sec, M, 1, seed)
     rec_s = delta
     rec_f = _record_every(h, max(FULL_RECORD_SPACING, h))
@@ -633,38 +612,17 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
 
     # ---- Hamiltonian (4.1)
     ham = dict(integrator="hamiltonian", gamma=gamma, seed=seed, control=control)
-    thf, _, _, hsec_f = timed_run(V, h, T, q0, p0, record_every=_record_every(h, T / 10), **ham)
-    ths, _, _, hsec_s = timed_run(U, delta, T, q0, p0, record_every=delta, min_seconds=0.5, **ham)
     K = max(1, min(int(getattr(sec, "phase_trajectories", 3)), M))
     rec_ph = _record_every(h, max(PHASE_RECORD_SPACING, h))
-    _, hqf, hpf, _ = timed_run(V, h, T, q0[:K], p0[:K], record_every=rec_ph, warmup=False, **ham)
-    _, hqs, hps, _ = timed_run(U, delta, T, q0[:K], p0[:K], record_every=delta, warmup=False, **ham)
-    orb_f = [np.c_[hqf[:, i, 0], hpf[:, i, 0]] for i in range(K)]
-    orb_s = [np.c_[hqs[:, i, 0], hps[:, i, 0]] for i in range(K)]
-    dists = [mt.phase_portrait_distance(a, b) for a, b in zip(orb_s, orb_f)]
-    hm = {"phase_portrait_error": float(np.mean([x["mean"] for x in dists])),
-          "phase_portrait_hausdorff": float(np.max([x["hausdorff"] for x in dists])),
-          "per_trajectory": dists, "initial_conditions": np.c_[q0[:K, 0], p0[:K, 0]].tolist(),
-          "speedup": hsec_f / hsec_s, "seconds_full": hsec_f, "seconds_surrogate": hsec_s,
-          "left_grid_fraction": _outside(hqs, lo, hi)[0]}
+    hm, orb_f, orb_s = _hamiltonian_1d(V, U, h, delta, T, q0, p0, K, rec_ph, ham)
+    hm["left_grid_fraction"] = _outside(hm.pop("q_surrogate"), lo, hi)[0]
     curves_out.update({"phase_full": orb_f, "phase_surrogate": orb_s})
 
     # ---- comparison potential (e.g. the N = 2 truncation), at the reference step like V
     cmp_out = None
     if compare is not None:
-        tc, qc, _, csec = timed_run(compare, h, T, q0, p0, record_every=rec_f, **common)
-        cl = compare_dynamics(tc, qc, tf, qf, eq_fraction=eq_frac)
-        _, hqc, hpc, _ = timed_run(compare, h, T, q0[:K], p0[:K], record_every=rec_ph, **ham)
-        orb_c = [np.c_[hqc[:, i, 0], hpc[:, i, 0]] for i in range(K)]
-        cd = [mt.phase_portrait_distance(a, b) for a, b in zip(orb_c, orb_f)]
-        cmp_out = {"expression": sec.compare_expression, "step": h,
-                   "langevin": {**cl, "seconds": csec},
-                   "hamiltonian": {"phase_portrait_error": float(np.mean([x["mean"] for x in cd])),
-                                   "phase_portrait_hausdorff": float(np.max([x["hausdorff"] for x in cd]))}}
-        lc, acf_c = _acf(tc, qc, lg["max_lag_time"])
-        curves_out.update({"density_compare": mt.density_on_bins(mt.late_samples(tc, qc, eq_frac), edges),
-                           "mean_compare": mt.mean_path(qc)[:, 0], "acf_compare": acf_c[:, 0],
-                           "phase_compare": orb_c})
+        cmp_out = _compare_1d(compare, sec.compare_expression, h, T, q0, p0, K, rec_f, rec_ph, orb_f, tf, qf,
+                              eq_frac, edges, lg["max_lag_time"], common, ham, curves_out)
 
     xs = np.linspace(edges[0], edges[-1], 400)
     curves_out.update({"U_x": xs, "U_used": U.V(xs), "U_grid": curves.grid, "U_grid_values": curves.U_mean})
@@ -692,6 +650,84 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
     timings["total_seconds"] = time.perf_counter() - t_start
     return SurrogateResult(model.name, settings, lg, hm, cmp_out, timings, warnings, curves_out)
 
+
+
+
+def _hamiltonian_1d(V, U, h, delta, T, q0, p0, K, rec_ph, ham):
+    """(hm, orbits of V, orbits of U): (4.1) with V at h and U at delta on the whole ensemble (timed) and the first K
+    orbits recorded for the phase portraits; ``hm['q_surrogate']`` holds the surrogate's ensemble positions."""
+    _, _, _, hsec_f = timed_run(V, h, T, q0, p0, record_every=_record_every(h, T / 10), **ham)
+    _, hqs_all, _, hsec_s = timed_run(U, delta, T, q0, p0, record_every=delta, min_seconds=0.5, **ham)
+    _, hqf, hpf, _ = timed_run(V, h, T, q0[:K], p0[:K], record_every=rec_ph, warmup=False, **ham)
+    _, hqs, hps, _ = timed_run(U, delta, T, q0[:K], p0[:K], record_every=delta, warmup=False, **ham)
+    orb_f = [np.c_[hqf[:, i, 0], hpf[:, i, 0]] for i in range(K)]
+    orb_s = [np.c_[hqs[:, i, 0], hps[:, i, 0]] for i in range(K)]
+    dists = [mt.phase_portrait_distance(a, b) for a, b in zip(orb_s, orb_f)]
+    hm = {"phase_portrait_error": float(np.mean([x["mean"] for x in dists])),
+          "phase_portrait_hausdorff": float(np.max([x["hausdorff"] for x in dists])),
+          "per_trajectory": dists, "initial_conditions": np.c_[q0[:K, 0], p0[:K, 0]].tolist(),
+          "speedup": hsec_f / hsec_s, "seconds_full": hsec_f, "seconds_surrogate": hsec_s, "q_surrogate": hqs_all}
+    return hm, orb_f, orb_s
+
+
+def _compare_1d(compare, expression, h, T, q0, p0, K, rec_f, rec_ph, orb_f, tf, qf, eq_frac, edges, max_lag_time,
+                common, ham, curves_out) -> dict:
+    """The comparison potential (surrogate.compare_expression) run like V at the reference step h: its Langevin
+    metrics against V and its phase-portrait error; its curves go into ``curves_out``."""
+    tc, qc, _, csec = timed_run(compare, h, T, q0, p0, record_every=rec_f, **common)
+    cl = compare_dynamics(tc, qc, tf, qf, eq_fraction=eq_frac)
+    _, hqc, hpc, _ = timed_run(compare, h, T, q0[:K], p0[:K], record_every=rec_ph, **ham)
+    orb_c = [np.c_[hqc[:, i, 0], hpc[:, i, 0]] for i in range(K)]
+    cd = [mt.phase_portrait_distance(a, b) for a, b in zip(orb_c, orb_f)]
+    lc, acf_c = _acf(tc, qc, max_lag_time)
+    curves_out.update({"density_compare": mt.density_on_bins(mt.late_samples(tc, qc, eq_frac), edges),
+                       "mean_compare": mt.mean_path(qc)[:, 0], "acf_compare": acf_c[:, 0],
+                       "phase_compare": orb_c})
+    return {"expression": expression, "step": h, "langevin": {**cl, "seconds": csec},
+            "hamiltonian": {"phase_portrait_error": float(np.mean([x["mean"] for x in cd])),
+                            "phase_portrait_hausdorff": float(np.max([x["hausdorff"] for x in cd]))}}
+
+def _resolve_learned(model: Model, learned, posterior, *, workdir, control, executor, warnings: list):
+    """(learned, posterior, learn_delta): where the surrogate's U_k comes from, for any d.
+
+    learn_delta = surrogate.learn_delta (default simulation.delta).  ``learned`` None, or an in-process learn
+    result made at another step, is (re)learned at learn_delta (then ``posterior`` defaults to the workdir's
+    posterior.nc); a result.json dict made at another step is used as given.  Both cases are warned about.
+    A string other than ``"reference"`` is an InputError."""
+    sec = model.surrogate or SurrogateSection()
+    sim = model.require("simulation")
+    learn_delta = float(sec.learn_delta) if getattr(sec, "learn_delta", None) else float(sim.delta)
+    given_delta = None if isinstance(learned, str) else _learned_setting(learned, "delta")
+    if given_delta is not None and not math.isclose(given_delta, learn_delta, rel_tol=1e-9):
+        if isinstance(learned, dict):
+            warnings.append(f"U_k was learned at delta = {given_delta:g}, but [surrogate] asks for "
+                            f"learn_delta = {learn_delta:g}; using the given U_k")
+        else:  # an in-process learn run of the pipeline at the wrong scale: learn again
+            warnings.append(f"the learn run used delta = {given_delta:g}; U_k relearned at "
+                            f"surrogate.learn_delta = {learn_delta:g}")
+            learned = None
+    if learned is None:
+        from .pipeline import learn_model
+
+        lmodel = dataclasses.replace(model, simulation=dataclasses.replace(sim, delta=learn_delta))
+        learned = learn_model(lmodel, workdir=workdir, control=control, executor=executor)
+        if posterior is None and workdir is not None:
+            posterior = Path(workdir) / "posterior.nc"
+    if isinstance(learned, str) and learned != "reference":
+        raise InputError(f"learned must be a learn result, a result.json dict or 'reference', got {learned!r}")
+    return learned, posterior, learn_delta
+
+
+def _run_lengths(sec, warnings: list):
+    """(M, T, delta, h) of [surrogate]: trajectories, time, surrogate step, reference step (warned about when h is
+    not below delta; InputError when T is shorter than 4 surrogate steps)."""
+    M, T = int(sec.trajectories), float(sec.time)
+    delta, h = float(sec.delta), float(sec.reference_step)
+    if h >= delta:
+        warnings.append(f"reference_step {h} is not smaller than the surrogate step {delta}")
+    if T < 4 * delta:
+        raise InputError(f"surrogate.time ({T}) must cover at least 4 surrogate steps (delta = {delta})")
+    return M, T, delta, h
 
 def _learned_correction(learned):
     """Whether the learned U_k carries the finite-delta correction of the learn stage (bayescg.bias, B4):
@@ -1129,7 +1165,7 @@ def _outside_box(q, lo, hi):
     return float(np.mean(np.any(out, axis=0))), float(np.mean(out))
 
 
-def _surrogate_nd(model: Model, V, learned, *, control, workdir, posterior, seed) -> "SurrogateResultND":
+def _surrogate_nd(model: Model, V, learned, *, control, workdir, posterior, seed, executor=None) -> "SurrogateResultND":
     """:func:`surrogate_model` for d = 2, 3 (V: the model's potential; see the module docstring)."""
     t_start = time.perf_counter()
     sec = model.surrogate or SurrogateSection()
@@ -1143,15 +1179,9 @@ def _surrogate_nd(model: Model, V, learned, *, control, workdir, posterior, seed
     warnings: list[str] = []
     timings: dict = {}
     t0 = time.perf_counter()
-    if learned is None:
-        from .pipeline import learn_model
-
-        learn_delta = float(sec.learn_delta) if getattr(sec, "learn_delta", None) else float(sim.delta)
-        lmodel = dataclasses.replace(model, simulation=dataclasses.replace(sim, delta=learn_delta))
-        learned = learn_model(lmodel, workdir=workdir, control=control)
+    learned, posterior, _ = _resolve_learned(model, learned, posterior, workdir=workdir, control=control,
+                                             executor=executor, warnings=warnings)
     if isinstance(learned, str):
-        if learned != "reference":
-            raise InputError(f"learned must be a learn result, a result.json dict or 'reference', got {learned!r}")
         lp, calibrated, beta_hat, lw = reference_spline(model), None, None, []
     else:
         lp, calibrated, beta_hat, lw = _learned_nd(learned, posterior)
@@ -1164,12 +1194,7 @@ def _surrogate_nd(model: Model, V, learned, *, control, workdir, posterior, seed
     lo, hi = np.array(info["box"][0]), np.array(info["box"][1])
     G, friction_source = _friction_nd(sec, sim, calibrated, d)
 
-    M, T = int(sec.trajectories), float(sec.time)
-    delta, h = float(sec.delta), float(sec.reference_step)
-    if h >= delta:
-        warnings.append(f"reference_step {h} is not smaller than the surrogate step {delta}")
-    if T < 4 * delta:
-        raise InputError(f"surrogate.time ({T}) must cover at least 4 surrogate steps (delta = {delta})")
+    M, T, delta, h = _run_lengths(sec, warnings)
     q0, p0 = initial_conditions_nd(sec, M, d, seed)
     rec_s = delta
     rec_f = _record_every(h, max(FULL_RECORD_SPACING, h))
