@@ -71,7 +71,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numba import njit
 
-from .errors import InputError
+from .errors import InputError, SimulationError
 from .kernels.rng import next_u64, normal_pair
 from .kernels.state import LANES
 
@@ -339,7 +339,9 @@ def _held(dc, inside):
 
 def _continued(coef, inside, grev, kappa_max):
     """coef with the entries outside ``inside`` replaced by a constant-curvature continuation of the inside ones
-    (curvature at each end from its last three inside coefficients, clipped to [0, kappa_max]).
+    (curvature at each end from its last three inside coefficients, clipped to [0, kappa_max]; where U_c falls
+    outwards at an end, at least the median curvature of the inside coefficients and enough to turn uphill before the
+    last coefficient, so that the continuation confines).
 
     Where the run had no data the fitted spline is the prior's and can be steep enough to make the map unstable
     (delta^2 U'' > 2 (1 + E)), which heats the white-kick walkers that stray there."""
@@ -347,11 +349,21 @@ def _continued(coef, inside, grev, kappa_max):
     out = np.asarray(coef, dtype=float).copy()
     if idx.size < 3:
         return out
+    # curvature of the inside coefficients (second divided differences over the Greville abscissae): the floor of an
+    # end's continuation curvature where U_c falls outwards there, so that the continuation still confines
+    ci, gi = out[idx], grev[idx]
+    kin = 2 * np.diff(np.diff(ci) / np.diff(gi)) / (gi[2:] - gi[:-2])
+    k_floor = float(np.clip(np.median(kin), 0.0, kappa_max))
     for step, ends in ((1, idx[-3:]), (-1, idx[:3][::-1])):
         a, b, c = ends  # c is the outermost inside coefficient
         s1 = (out[b] - out[a]) / (grev[b] - grev[a])
         s2 = (out[c] - out[b]) / (grev[c] - grev[b])
         k = float(np.clip(2 * (s2 - s1) / (grev[c] - grev[a]), 0.0, kappa_max))
+        if s2 * step <= 0:  # U_c falls (or is flat) outwards at this end: a curvature at most ~0 would not confine
+            # (on (4.7) at delta 0.1309 the walkers ran off to +inf and emptied the histogram); at least the inside's
+            # median curvature, and enough to turn uphill within a quarter of the way to the last coefficient
+            room = abs(grev[-1 if step == 1 else 0] - grev[c])
+            k = float(min(max(k, k_floor, 2 * abs(s2) / max(0.5 * room, 1e-300)), kappa_max)) if room > 0 else k
         j = c + step
         while 0 <= j < out.size:
             prev, pp = j - step, j - 2 * step
@@ -733,17 +745,31 @@ def white_noise_check(potential, sim, knots, coef_raw, coef_corrected, *, steps_
     above RHO_TOL (and above 4 standard errors), i.e. the step resolves part of what (B4) treats as white
     noise, so the corrected U is the potential at the scale the step resolves, not a coarser truncation.
     kicks (n - 1, W, d): the residual kicks of U_c (for :func:`kick_shape_shift`)."""
-    from .simulate import run_trajectories
+    from .simulate import EngineOptions, run_trajectories
     from .splines import SplineRep
 
-    W = min(int(walkers), sim.final_q.shape[0])
-    q0, p0 = sim.final_q[:W], sim.final_p[:W]
+    # only walkers that still move: one at a fixed point of the map (trap detection) kicks by a constant, which
+    # would distort the kicks' shape (on (4.7) at delta 0.1309, 44 % trapped, it emptied the kick-shape histogram)
+    moving = ~np.asarray(getattr(sim, "trapped", np.zeros(sim.final_q.shape[0], bool)), dtype=bool)
+    idx = np.flatnonzero(moving & np.all(np.isfinite(sim.final_q), axis=1))[:int(walkers)]
+    if idx.size < 2:
+        raise SimulationError(f"white-noise check: {idx.size} walker(s) of the V-run were not trapped (need 2)")
+    q0, p0 = sim.final_q[idx], sim.final_p[idx]
     A, G = np.asarray(sim.mass, dtype=float), np.asarray(sim.friction, dtype=float)
     from scipy.linalg import expm
 
     E = expm(-G @ A * sim.delta)
     _, q, p = run_trajectories(potential, sim.delta, steps_per_walker * sim.delta, q0, p0, integrator="damped",
                                friction=G, mass=A, seed=seed, record_every=sim.delta)
+    # and drop a walker that falls into one during this stretch (the engine's criterion: |p| <= p_tol over its last
+    # trap_window frames)
+    opt = EngineOptions()
+    keep = np.max(np.abs(p[-opt.trap_window:]), axis=(0, 2)) > opt.p_tol
+    if keep.sum() < 2:
+        raise SimulationError(f"white-noise check: {int((~keep).sum())} of {keep.size} walkers fell into fixed points "
+                              "of the map during the check")
+    if not keep.all():  # (copying only when needed keeps the arrays, and so the kicks' rounding, as they were)
+        q, p = q[:, keep], p[:, keep]
     out = {}
     for name, c in (("raw", coef_raw), ("corrected", coef_corrected)):
         rep = SplineRep(knots, c)
