@@ -370,16 +370,7 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
     from .kernel import FastLoglik
 
     t_all = time.perf_counter()
-    x = check_configurations(x, fine.n)
-    if cm.n_f != fine.n:
-        raise InputError(f"coarse model has {cm.n_f} fine sites, the fine chain {fine.n}")
-    unknown = [m for m in inf.methods if m not in METHODS]
-    if unknown:
-        raise InputError(f"unknown inference method {unknown[0]!r} (known: {', '.join(ORDER)})")
-    for code in getattr(inf, "candidates", []) or []:
-        parse_code(code)  # InputError now, not after the methods ran
-    max_lag = int(getattr(inf, "max_lag", 0) or 0)
-    lags = default_lags(fine.n) if max_lag <= 0 else np.arange(1, min(max_lag, fine.n - 1) + 1)
+    x, lags = _checked_inputs(fine, cm, x, inf)
     m_true, R_true = fine.truth(lags)
     prior_sd = float(getattr(inf, "prior_sd", 2.0))
     backend = getattr(inf, "sampler", "auto")
@@ -427,34 +418,7 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
             except Interrupted:
                 raise stop(meth) from None
         fits[meth] = fit
-        extra = dict(fit.extra)
-        extra["fit_seconds"] = time.perf_counter() - t0
-        mwarn = list(fit.warnings)
-        if fit.is_point:
-            th = np.asarray(fit.theta_c, float)
-            pred = posterior_predictive(cm, th[None], fit.theta_cf, S_pred, rng, lags, backmap=fit.backmap)
-            theta_c = dict(zip(cm.names, map(float, th)))
-            theta_cf = None if fit.theta_cf is None else float(fit.theta_cf)
-            sd_c = sd_cf = None
-        else:
-            fc = fit.draws_c.reshape(-1, cm.K)
-            ff = fit.draws_cf.reshape(-1)
-            pred = posterior_predictive(cm, fc, ff, S_pred, rng, lags)
-            theta_c = dict(zip(cm.names, map(float, fc.mean(0))))
-            sd_c = dict(zip(cm.names, map(float, fc.std(0, ddof=1))))
-            theta_cf, sd_cf = float(ff.mean()), float(ff.std(ddof=1))
-            if METHODS[meth].sampler:
-                extra.update(_loo(fast, fc, ff, fit.draws_c.shape[:2]))
-            for q in ("magnetization", "correlation"):
-                if pred[q]["shifted"]:
-                    mwarn.append(f"{meth}: the {q} draws are so skewed that their mean lies outside the "
-                                 f"equal-tailed 94 % interval; the interval shown is the 94 % interval ending at the mean")
-        preds[meth] = pred
-        err = errors(pred["magnetization"]["mean"], pred["correlation"]["mean"], m_true, R_true)
-        results[meth] = MethodResult(meth, theta_c, theta_cf, pred["magnetization"], pred["correlation"], err,
-                                     time.perf_counter() - t0, sd_c, sd_cf, fit.diagnostics, extra, fit.draws_c,
-                                     fit.draws_cf, fit.idata, pred["interval_kind"], pred["per_draw"], mwarn,
-                                     time.process_time() - c0)
+        results[meth], preds[meth] = _method_result(meth, fit, cm, fast, rng, lags, m_true, R_true, S_pred, t0, c0)
         if fit.partial is not None:  # a sampler stopped by SIGINT: its draws so far are kept
             raise stop(meth, fit.partial)
         if control is not None:
@@ -471,6 +435,56 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
     checks = run_checks(fine, cm, x, inf, fast, fits, results, lags, ws, prior_sd)
     return IsingResult(name, fine, cm, lags, m_true, R_true, x, data_source, results, lvn, settings,
                        time.perf_counter() - t_all, checks=checks, warnings=ws)
+
+
+def _checked_inputs(fine, cm, x, inf):
+    """InputError now, not after the methods ran: configurations, sizes, method names, candidate
+    codes. Returns (x, lags of the correlation predictions)."""
+    x = check_configurations(x, fine.n)
+    if cm.n_f != fine.n:
+        raise InputError(f"coarse model has {cm.n_f} fine sites, the fine chain {fine.n}")
+    unknown = [m for m in inf.methods if m not in METHODS]
+    if unknown:
+        raise InputError(f"unknown inference method {unknown[0]!r} (known: {', '.join(ORDER)})")
+    for code in getattr(inf, "candidates", []) or []:
+        parse_code(code)
+    max_lag = int(getattr(inf, "max_lag", 0) or 0)
+    lags = default_lags(fine.n) if max_lag <= 0 else np.arange(1, min(max_lag, fine.n - 1) + 1)
+    return x, lags
+
+
+def _method_result(meth, fit, cm, fast, rng, lags, m_true, R_true, S_pred, t0, c0):
+    """One method's fit -> (MethodResult, predictions): posterior predictive of m and R (point fits
+    through their back-map), posterior means and sds of theta, PSIS-LOO for samplers, errors against
+    the exact truth; t0/c0 are the method's wall/CPU start."""
+    extra = dict(fit.extra)
+    extra["fit_seconds"] = time.perf_counter() - t0
+    mwarn = list(fit.warnings)
+    if fit.is_point:
+        th = np.asarray(fit.theta_c, float)
+        pred = posterior_predictive(cm, th[None], fit.theta_cf, S_pred, rng, lags, backmap=fit.backmap)
+        theta_c = dict(zip(cm.names, map(float, th)))
+        theta_cf = None if fit.theta_cf is None else float(fit.theta_cf)
+        sd_c = sd_cf = None
+    else:
+        fc = fit.draws_c.reshape(-1, cm.K)
+        ff = fit.draws_cf.reshape(-1)
+        pred = posterior_predictive(cm, fc, ff, S_pred, rng, lags)
+        theta_c = dict(zip(cm.names, map(float, fc.mean(0))))
+        sd_c = dict(zip(cm.names, map(float, fc.std(0, ddof=1))))
+        theta_cf, sd_cf = float(ff.mean()), float(ff.std(ddof=1))
+        if METHODS[meth].sampler:
+            extra.update(_loo(fast, fc, ff, fit.draws_c.shape[:2]))
+        for q in ("magnetization", "correlation"):
+            if pred[q]["shifted"]:
+                mwarn.append(f"{meth}: the {q} draws are so skewed that their mean lies outside the "
+                             f"equal-tailed 94 % interval; the interval shown is the 94 % interval ending at the mean")
+    err = errors(pred["magnetization"]["mean"], pred["correlation"]["mean"], m_true, R_true)
+    res = MethodResult(meth, theta_c, theta_cf, pred["magnetization"], pred["correlation"], err,
+                       time.perf_counter() - t0, sd_c, sd_cf, fit.diagnostics, extra, fit.draws_c,
+                       fit.draws_cf, fit.idata, pred["interval_kind"], pred["per_draw"], mwarn,
+                       time.process_time() - c0)
+    return res, pred
 
 
 def _laplace_vs_nuts(fits, results, preds, cm, ws):
