@@ -1247,33 +1247,9 @@ def _surrogate_nd(model: Model, V, learned, *, control, workdir, posterior, seed
         lg["posterior"] = None
         warnings.append("no posterior draws of U_k available: no predictive bands")
 
-    # ---- Hamiltonian (4.1)
-    ham = dict(integrator="hamiltonian", gamma=1.0, seed=seed, control=control)  # no friction in (4.1)
-    _, _, _, hsec_f = timed_run(V, h, T, q0, p0, record_every=_record_every(h, T / 10), **ham)
-    _, hq_all, _, hsec_s = timed_run(U, delta, T, q0, p0, record_every=delta, min_seconds=0.5, **ham)
     K = max(1, min(int(getattr(sec, "phase_trajectories", 3)), M))
-    rec_ph = _record_every(h, max(PHASE_RECORD_SPACING, h))
-    _, hqf, hpf, _ = timed_run(V, h, T, q0[:K], p0[:K], record_every=rec_ph, warmup=False, **ham)
-    _, hqs, hps, _ = timed_run(U, delta, T, q0[:K], p0[:K], record_every=delta, warmup=False, **ham)
-    per = [[mt.phase_portrait_distance(np.c_[hqs[:, k, i], hps[:, k, i]], np.c_[hqf[:, k, i], hpf[:, k, i]])
-            for k in range(K)] for i in range(d)]
-    full = [mt.phase_portrait_distance(np.c_[hqs[:, k], hps[:, k]], np.c_[hqf[:, k], hpf[:, k]]) for k in range(K)]
-    hm = {"phase_portrait_error": float(np.mean([x["mean"] for x in full])),
-          "phase_portrait_hausdorff": float(np.max([x["hausdorff"] for x in full])),
-          "phase_portrait_error_per_coordinate": [float(np.mean([x["mean"] for x in p])) for p in per],
-          "phase_portrait_hausdorff_per_coordinate": [float(np.max([x["hausdorff"] for x in p])) for p in per],
-          "initial_conditions": np.c_[q0[:K], p0[:K]].tolist(),
-          "speedup": hsec_f / hsec_s, "seconds_full": hsec_f, "seconds_surrogate": hsec_s,
-          "left_grid_fraction": _outside_box(hq_all, lo, hi)[0]}
-    curves.update({"phase_q_full": hqf, "phase_p_full": hpf, "phase_q_surrogate": hqs, "phase_p_surrogate": hps})
-
-    # U_k used, on the (q_1, q_2) plane; d = 3: the slice through the data point of lowest U_k
-    axes = [np.linspace(edges[i][0], edges[i][-1], 81) for i in range(2)]
-    at = np.asarray(lp.grid)[np.argmin(lp.value_grad(lp.grid)[0])][2:]
-    mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
-    pts = np.concatenate([mesh.reshape(-1, 2), np.broadcast_to(at, (mesh.shape[0] * mesh.shape[1], d - 2))], axis=1)
-    curves.update({"U_axes": axes, "U_used": U.V(pts).reshape(mesh.shape[:-1]), "U_slice_at": at,
-                   "U_grid": np.asarray(lp.grid), "box": (lo, hi)})
+    hm = _hamiltonian_nd(V, U, h, delta, T, q0, p0, K, seed, control, lo, hi, curves)
+    curves.update(_u_plane(lp, U, edges, d), box=(lo, hi))
 
     settings = {
         "dimension": d, "variables": list(pot_sec.variables), "delta": delta, "reference_step": h, "trajectories": M, "time": T, "beta": 1.0,
@@ -1301,6 +1277,41 @@ def _surrogate_nd(model: Model, V, learned, *, control, workdir, posterior, seed
     }
     timings["total_seconds"] = time.perf_counter() - t_start
     return SurrogateResultND(model.name, settings, lg, hm, None, timings, warnings, curves)
+
+
+def _hamiltonian_nd(V, U, h, delta, T, q0, p0, K, seed, control, lo, hi, curves) -> dict:
+    """Hamiltonian (4.1) runs of V at h and U_k at delta from the same states: speed-up, and the phase
+    portrait distance of K orbits (whole (q, p) space and per (q_i, p_i) plane); the orbits go into
+    ``curves``."""
+    d = q0.shape[1]
+    ham = dict(integrator="hamiltonian", gamma=1.0, seed=seed, control=control)  # no friction in (4.1)
+    _, _, _, hsec_f = timed_run(V, h, T, q0, p0, record_every=_record_every(h, T / 10), **ham)
+    _, hq_all, _, hsec_s = timed_run(U, delta, T, q0, p0, record_every=delta, min_seconds=0.5, **ham)
+    rec_ph = _record_every(h, max(PHASE_RECORD_SPACING, h))
+    _, hqf, hpf, _ = timed_run(V, h, T, q0[:K], p0[:K], record_every=rec_ph, warmup=False, **ham)
+    _, hqs, hps, _ = timed_run(U, delta, T, q0[:K], p0[:K], record_every=delta, warmup=False, **ham)
+    per = [[mt.phase_portrait_distance(np.c_[hqs[:, k, i], hps[:, k, i]], np.c_[hqf[:, k, i], hpf[:, k, i]])
+            for k in range(K)] for i in range(d)]
+    full = [mt.phase_portrait_distance(np.c_[hqs[:, k], hps[:, k]], np.c_[hqf[:, k], hpf[:, k]]) for k in range(K)]
+    curves.update({"phase_q_full": hqf, "phase_p_full": hpf, "phase_q_surrogate": hqs, "phase_p_surrogate": hps})
+    return {"phase_portrait_error": float(np.mean([x["mean"] for x in full])),
+            "phase_portrait_hausdorff": float(np.max([x["hausdorff"] for x in full])),
+            "phase_portrait_error_per_coordinate": [float(np.mean([x["mean"] for x in p])) for p in per],
+            "phase_portrait_hausdorff_per_coordinate": [float(np.max([x["hausdorff"] for x in p])) for p in per],
+            "initial_conditions": np.c_[q0[:K], p0[:K]].tolist(),
+            "speedup": hsec_f / hsec_s, "seconds_full": hsec_f, "seconds_surrogate": hsec_s,
+            "left_grid_fraction": _outside_box(hq_all, lo, hi)[0]}
+
+
+def _u_plane(lp, U, edges, d) -> dict:
+    """U_k as run, on an 81 x 81 mesh of the (q_1, q_2) plane over the density edges; d = 3: the slice
+    through the data point of lowest U_k."""
+    axes = [np.linspace(edges[i][0], edges[i][-1], 81) for i in range(2)]
+    at = np.asarray(lp.grid)[np.argmin(lp.value_grad(lp.grid)[0])][2:]
+    mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+    pts = np.concatenate([mesh.reshape(-1, 2), np.broadcast_to(at, (mesh.shape[0] * mesh.shape[1], d - 2))], axis=1)
+    return {"U_axes": axes, "U_used": U.V(pts).reshape(mesh.shape[:-1]), "U_slice_at": at,
+            "U_grid": np.asarray(lp.grid)}
 
 
 def _posterior_bands_nd(lp, coefs, q0, p0, delta, T, G, seed, rec_s, tf, qf, eq_frac, edges, max_lag_time,
