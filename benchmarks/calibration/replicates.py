@@ -275,6 +275,114 @@ def truth_2d(npz, key="map/calibrated", pot="test4"):
     return dict(truth_summary(fits, reference(pot)), fits=len(fits), key=key, source=str(npz))
 
 
+# --- 2D: exactly what ``bayescg learn`` runs, per seed (issue 11, deliverable 1, 2D) ------------------------------
+# Settings fixed before the first run (2026-12-03): models/test4-2d-quadratic.toml (4.8) with these overrides, the
+# seed the only thing that changes.  learn_model runs stage 1 (its own Z and Z posterior per seed), stage 2
+# (Gamma = Z / 2, M = I), the main run, the MAP + Laplace fit with the walker sandwich, Z's part of the band
+# (noise.z_draws = 3 re-runs) and the finite-delta correction (pipeline.correct_finite_delta, d = 2 by default).
+LEARN_2D_MODEL = Path(__file__).resolve().parents[2] / "models" / "test4-2d-quadratic.toml"
+LEARN_2D_OVERRIDES = {"simulation.steps": 2_000_000, "simulation.bins": 60, "fit.knots": 15, "fit.method": "map"}
+
+
+def learn_2d_seed(seed, workdir):
+    """One seed of ``bayescg learn`` on (4.8) -> workdir/seed-<s>.npz (curves) + .json (numbers).
+
+    Stored: the raw and the corrected U with the bands learn reports, and the parts of those bands (Z's factor
+    noise_part_of_band.band_scale and which band it widened, the correction's Jacobian factor s and correction_se),
+    so the bands with and without Z's part can be rebuilt exactly (affine maps about U_mean; bias.corrected_fit)."""
+    import os
+
+    from bayescg.config import load_model
+    from bayescg.pipeline import learn_model
+
+    model = load_model(LEARN_2D_MODEL, dict(LEARN_2D_OVERRIDES, **{"simulation.seed": int(seed)}))
+    t0, c0, load0 = time.time(), time.process_time(), os.getloadavg()[0]
+    res = learn_model(model)
+    raw, fc, corr, zp = res.raw_fit, res.fit, res.correction, res.noise_part or {}
+    arr = {"grid": fc.grid, "weight": grid_weights(fc)}
+    for tag, f in (("raw", raw if raw is not None else fc), ("corrected", fc)):
+        for a in ("U_mean", "U_lower", "U_upper"):
+            arr[f"{tag}|{a}"] = np.asarray(getattr(f, a), float)
+    if corr is not None:
+        arr["correction_se"] = np.asarray(corr.correction_se, float)
+    np.savez_compressed(Path(workdir) / f"seed-{int(seed):03d}.npz", **arr)
+    info = {"seed": int(seed), "wall_seconds": time.time() - t0, "cpu_seconds": time.process_time() - c0,
+            "load_start": load0, "load_end": os.getloadavg()[0],
+            "noise_covariance": np.asarray(res.noise.noise_covariance).tolist(),
+            "noise_covariance_sd": np.asarray(res.noise.noise_covariance_sd).tolist(),
+            "noise_part_of_band": zp, "correction_applied": corr is not None, "correction_note": res.correction_note,
+            "jacobian_factor": float(corr.factor) if corr is not None else None,
+            "converged": bool(corr.converged) if corr is not None else None,
+            "iterations": int(corr.iterations) if corr is not None else None,
+            "beta_hat": float(res.simulation.beta_hat), "trapped_fraction": float(res.simulation.trapped_fraction),
+            "raw_band_scale": float(raw.band_calibration.get("scale", 1.0)) if raw is not None else None,
+            "reference_rmse": fc.reference_rmse, "reference_rmse_raw": raw.reference_rmse if raw is not None else None,
+            "warnings": list(res.warnings)}
+    (Path(workdir) / f"seed-{int(seed):03d}.json").write_text(json.dumps(info, indent=1, default=float))
+    return info
+
+
+def _band_variants_2d(z, info):
+    """The bands of one seed: as learn reported them, and rebuilt with / without Z's part for each U.
+
+    Z's factor f (noise_part_of_band.band_scale) scales the raw draws about U_mean; the corrected band is
+    U_c -/+ sqrt((s x raw half-width)^2 + (Z94 x correction_se)^2) on each side (bias.corrected_fit, exact for
+    the quantiles of affinely scaled draws)."""
+    zp = info.get("noise_part_of_band") or {}
+    f = float(zp.get("band_scale", 1.0))
+    # learn before the widens field widened the raw fit before the correction (so both bands carried Z's part)
+    widens = zp.get("widens", ["U_raw", "U"])
+    base = {"grid": z["grid"], "weight": z["weight"]}
+    rm, rl, ru = z["raw|U_mean"], z["raw|U_lower"], z["raw|U_upper"]
+    f_raw = f if "U_raw" in widens or ("U" in widens and not info.get("correction_applied")) else 1.0
+    lo0, hi0 = (rm - rl) / f_raw, (ru - rm) / f_raw  # the raw band without Z's part
+    out = {"raw/reported": dict(base, U_mean=rm, U_lower=rl, U_upper=ru),
+           "raw/no_z": dict(base, U_mean=rm, U_lower=rm - lo0, U_upper=rm + hi0),
+           "raw/with_z": dict(base, U_mean=rm, U_lower=rm - f * lo0, U_upper=rm + f * hi0)}
+    if info.get("correction_applied"):
+        cm = z["corrected|U_mean"]
+        s, se = float(info["jacobian_factor"]), Z94 * z["correction_se"]
+        out["corrected/reported"] = dict(base, U_mean=cm, U_lower=z["corrected|U_lower"],
+                                         U_upper=z["corrected|U_upper"])
+        for name, g in (("no_z", 1.0), ("with_z", f)):
+            out[f"corrected/{name}"] = dict(base, U_mean=cm, U_lower=cm - np.hypot(g * s * lo0, se),
+                                            U_upper=cm + np.hypot(g * s * hi0, se))
+        out["corrected/part_raw_x_s"] = dict(base, U_mean=cm, U_lower=cm - s * lo0, U_upper=cm + s * hi0)
+        out["corrected/part_mc_se"] = dict(base, U_mean=cm, U_lower=cm - se, U_upper=cm + se)
+    return out
+
+
+def analyse_learn_2d(workdir):
+    """Width ratio, coverage of the replicate mean and of V_0 (used only here, for scoring), bias/sd, for every
+    band variant, over the seeds done in ``workdir``."""
+    infos = [json.loads(p.read_text()) for p in sorted(Path(workdir).glob("seed-*.json"))]
+    rows = [_band_variants_2d(np.load(Path(workdir) / f"seed-{i['seed']:03d}.npz"), i) for i in infos]
+    truth = reference("test4")
+    keys = [k for k in rows[0] if all(k in r for r in rows)]
+    res = {}
+    for k in keys:
+        fits = [r[k] for r in rows]
+        rb = replicate_band_summary(fits)
+        rb["profile"] = {a: np.round(rb["profile"][a], 6).tolist() for a in ("half_width", "seed_sd")}
+        ts = truth_summary(fits, truth)
+        ts.pop("bias_profile")
+        res[k] = dict(rb, **ts)
+    per_seed = [{a: i[a] for a in ("seed", "wall_seconds", "cpu_seconds", "load_start", "load_end",
+                                   "noise_covariance", "noise_part_of_band", "jacobian_factor", "converged",
+                                   "iterations", "beta_hat", "reference_rmse", "reference_rmse_raw", "warnings")}
+                for i in infos]
+    return {"settings": {"model": "models/test4-2d-quadratic.toml", "overrides": LEARN_2D_OVERRIDES,
+                         "seeds": [i["seed"] for i in infos],
+                         "fixed_before_first_run": True,
+                         "what": "bayescg.pipeline.learn_model per seed (stage 1 Z, stage 2, main run, MAP + "
+                                 "Laplace, noise_part_of_band with noise.z_draws = 3, finite-delta correction)"},
+            "wall_seconds_sum": float(sum(i["wall_seconds"] for i in infos)),
+            "cpu_seconds_sum": float(sum(i["cpu_seconds"] for i in infos)),
+            "load_average_range": [float(min(i["load_start"] for i in infos)),
+                                   float(max(i["load_end"] for i in infos))],
+            "results": res, "per_seed": per_seed}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=20)
@@ -295,11 +403,33 @@ def main():
                          "stored as NAME~cstepsF)")
     ap.add_argument("--truth-2d", action="store_true",
                     help="only score the stored raw 2D fits (raw-test4-d0.05.npz) against V_0 -> results-2d-truth.json")
+    ap.add_argument("--learn-2d", metavar="WORKDIR",
+                    help="2D: run bayescg learn's pipeline (test4, LEARN_2D_OVERRIDES) for seeds first-seed.. into "
+                         "WORKDIR (per-seed npz + json; seeds already there are skipped)")
+    ap.add_argument("--analyse-learn-2d", metavar="WORKDIR",
+                    help="score the seeds in WORKDIR (corrected and raw bands, with and without Z's part) -> --out")
     ap.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     ap.add_argument("--plot", nargs="*", help="only plot these result files into band_vs_spread.png")
     a = ap.parse_args()
     if a.plot:
         plot(a.plot, Path(__file__).with_name("band_vs_spread.png"))
+        return
+    if a.learn_2d:
+        Path(a.learn_2d).mkdir(parents=True, exist_ok=True)
+        for sd in range(a.first_seed, a.first_seed + a.seeds):
+            if (Path(a.learn_2d) / f"seed-{sd:03d}.json").exists():
+                continue
+            i = learn_2d_seed(sd, a.learn_2d)
+            print(f"seed {sd}: {i['wall_seconds']:.0f} s, load {i['load_end']:.1f}, rmse raw "
+                  f"{i['reference_rmse_raw']}, corrected {i['reference_rmse']}, Z part x"
+                  f"{(i['noise_part_of_band'] or {}).get('band_scale')}", flush=True)
+        return
+    if a.analyse_learn_2d:
+        r = analyse_learn_2d(a.analyse_learn_2d)
+        Path(a.out).write_text(json.dumps({"test4-learn-2d": r}, indent=1, default=float))
+        for k, v in r["results"].items():
+            print(f"{k}: {v['fits']} seeds, width ratio {v['width_ratio']:.3f}, coverage of mean {v['coverage']:.3f}, "
+                  f"coverage of V_0 {v['coverage_truth']:.3f}, bias/sd {v['bias_over_sd']:.2f}")
         return
     if a.truth_2d:
         r = truth_2d(Path(__file__).with_name("raw-test4-d0.05.npz"))
