@@ -411,6 +411,78 @@ def _continued_2d(coef, inside, shape):
     return c
 
 
+def quadratic_coef_2d(knots, mu, K, n: int = 41):
+    """Spline coefficients (m,) on the 2D ``knots`` of the quadratic (q - mu)^T K (q - mu) / 2 (a cubic tensor
+    spline reproduces a quadratic exactly; least squares on an n x n grid over the knots' box)."""
+    from .splines import design_matrix
+
+    xs = [np.linspace(float(np.asarray(t)[0]), float(np.asarray(t)[-1]), n) for t in knots]
+    P = np.stack(np.meshgrid(*xs, indexing="ij"), axis=-1).reshape(-1, len(knots))
+    dq = P - np.asarray(mu, dtype=float)
+    v = 0.5 * np.einsum("ni,ij,nj->n", dq, np.asarray(K, dtype=float), dq)
+    return np.linalg.lstsq(design_matrix(P, knots), v, rcond=None)[0]
+
+
+def data_gaussian_2d(grid, weights, temperature):
+    """(mu, K): the count-weighted mean of the grid points (G, d) and the curvature K = temperature Sigma^-1 of the
+    Gibbs potential of the Gaussian with the points' count-weighted covariance Sigma (the confining quadratic that
+    has the data's first two moments at the run's temperature 1 / beta)."""
+    x = np.asarray(grid, dtype=float)
+    w = np.asarray(weights, dtype=float).reshape(-1)
+    w = w / w.sum()
+    mu = w @ x
+    dx = x - mu
+    cov = (dx * w[:, None]).T @ dx
+    return mu, float(temperature) * np.linalg.inv(cov)
+
+
+def stable_continuation_2d(coef, inside, shape, knots, mu, K):
+    """coef (m,) with the entries outside ``inside`` (coefficients no counted grid point sees) continued towards the
+    confining quadratic Q = (q - mu)^T K (q - mu) / 2 (:func:`data_gaussian_2d`: the Gaussian of the data at the
+    run's temperature): the deviation coef - Q is continued harmonically (bounded by its values at the data's
+    edge), so off the data U_c is Q (positive definite curvature) plus a bounded deviation.
+
+    Why: :func:`_continued_2d` alone continues U_c itself with minimum curvature, i.e. about linearly; where U_c
+    falls outwards at the data's edge (between the wells of a multi-well U, or on a raw U whose edge cells are
+    noisy) the continuation keeps falling until the white learner's wall, and the white walkers heat or blow up
+    there (measured on (4.9) Mueller-Brown at 1e8 steps: a walker blew up at step 2142)."""
+    c = np.asarray(coef, dtype=float).reshape(-1).copy()
+    Q = quadratic_coef_2d(knots, mu, K)
+    o = ~np.asarray(inside, dtype=bool)
+    if not o.any() or o.all():
+        return c
+    # the deviation h = coef - Q off the data: the discrete harmonic extension of its inside values (membrane
+    # penalty, first differences), so it is bounded by its values at the data's edge (maximum principle) and Q's
+    # curvature wins away from the data; a minimum-curvature (thin-plate) extension of h would continue h's edge
+    # slope linearly, which on a U falling outwards beats Q over the box (measured in the test of this function)
+    D1 = [np.diff(np.eye(m), axis=0) for m in shape]
+    L = np.kron(D1[0].T @ D1[0], np.eye(shape[1])) + np.kron(np.eye(shape[0]), D1[1].T @ D1[1])
+    h = c - Q
+    h[o] = np.linalg.solve(L[np.ix_(o, o)] + 1e-10 * np.eye(int(o.sum())), -L[np.ix_(o, ~o)] @ h[~o])
+    return Q + h
+
+
+def max_hessian_on_region(knots, coef, points, *, wall: float = 0.0, margin: float = 0.1):
+    """The largest Hessian eigenvalue of the 2D spline (knots, coef) (with the quadratic ``wall`` past its box, as
+    the white-kick runs see it) on the walkers' region: the data points (P, 2) and the same points moved by
+    ``margin`` of the data's extent along +-x, +-y (where walkers that leave the data go first).  Central
+    differences of the gradient.  The damped map is stable where it is below 2 (1 + E) / delta^2."""
+    from .splines import SplineRep
+
+    rep = SplineRep(knots, np.asarray(coef, dtype=float), wall=float(wall))
+    P0 = np.asarray(points, dtype=float)
+    ext = P0.max(axis=0) - P0.min(axis=0)
+    shifts = [np.zeros(2)] + [sgn * margin * ext[i] * np.eye(2)[i] for i in range(2) for sgn in (-1.0, 1.0)]
+    P = np.concatenate([P0 + sh for sh in shifts])
+    h = 1e-4 * float(np.min(ext))
+    H = np.empty((len(P), 2, 2))
+    for i in range(2):
+        e = np.zeros(2)
+        e[i] = h
+        H[:, i, :] = (rep.gradient(P + e) - rep.gradient(P - e)) / (2 * h)
+    return float(np.linalg.eigvalsh(0.5 * (H + H.transpose(0, 2, 1))).max())
+
+
 def hessian_extremes_2d(knots, coef, wall: float = 0.0, n: int = 121, margin: float = 0.25):
     """(largest Hessian eigenvalue over the box extended by ``margin`` of its size on each side, smallest one
     outside the box) of the 2D spline (knots, coef) with the quadratic ``wall`` past the box (as the white-kick
@@ -558,7 +630,8 @@ def band_sd_at(fit, points, weights):
 
 def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, var_p, delta, gamma,
                            mass=None, friction=None, max_iter: int = 6, min_iter: int = 1,
-                           noise_shape=None) -> FixedPointCorrection:
+                           noise_shape=None, continuation: str = "stable",
+                           refuse_unstable: bool = True) -> FixedPointCorrection:
     """Iterate (B4) from the learned U_raw = L_delta[V] (spline ``coef_target`` (m,) on ``knots``, d = 1, 2).
 
     learn(coef (m,), Z) -> FitResult: runs the white-kick map on the spline U_c with coefficients ``coef`` and
@@ -577,6 +650,14 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     (``history`` marks it ``returned``).
     noise_shape (d, d), d >= 2: the shape of the white kicks' covariance (e.g. the V-run's measured kick
     covariance, :func:`residual_kick_correlation`'s Z_matrix); default the symmetrised friction (see _start).
+    continuation (d >= 2): "stable" (default; coefficients no data see pulled towards the data's Gaussian,
+    :func:`stable_continuation_2d`) or "min_curvature" (:func:`_continued_2d` alone).  refuse_unstable (d >= 2): the
+    start is refused (InputError, the caller keeps the raw U) when its largest Hessian eigenvalue on the walkers'
+    region (:func:`max_hessian_on_region`) exceeds the map's stability limit 2 (1 + E) / delta^2; a later candidate
+    above it is not run but backtracked like a blow-up.
+    Backtracking on failures: a white run that blows up (SimulationError) or, in d >= 2, runs at a temperature
+    outside 0.5-2x the V-run's, goes back to the best iterate with half the step (at most down to 1/16, then the
+    best iterate is returned); a failure of the start itself raises.
     """
     import time
 
@@ -616,13 +697,25 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     else:  # d >= 2: coefficients seen by no data are continued with minimum curvature (_continued_2d)
         inside = _inside_2d(knots, x, w)
         shape2 = tuple(len(t) - 4 for t in knots)
-        cont = lambda c: _continued_2d(c, inside, shape2)  # noqa: E731
+        if continuation == "stable":  # towards the data's Gaussian (confining), see stable_continuation_2d
+            mu_d, K_d = data_gaussian_2d(x, w, var_p)
+            cont = lambda c: stable_continuation_2d(c, inside, shape2, knots, mu_d, K_d)  # noqa: E731
+        else:
+            cont = lambda c: _continued_2d(c, inside, shape2)  # noqa: E731
         hold = lambda c: c  # noqa: E731
         E2 = _start(x, T, var_p, delta, gamma, mass, friction, noise_shape)[3]
         lim2 = 2.0 * (1.0 + float(np.min(np.real(np.linalg.eigvals(E2))))) / delta ** 2
         wall2 = 1.0 / delta ** 2  # the white learner's wall (damped_white_learner)
         kmax_raw = hessian_extremes_2d(knots, ct, wall2)[0]
         kmax_cont, kmin_out = hessian_extremes_2d(knots, cont(s * ct), wall2)
+        pts = x[w > 0]
+        region_hess = lambda c: max_hessian_on_region(knots, c, pts, wall=wall2)  # noqa: E731
+        kreg_start = region_hess(cont(s * ct))
+        if refuse_unstable and kreg_start > lim2:
+            raise InputError(
+                f"refused: the continued start U_c has largest Hessian eigenvalue {kreg_start:.4g} on the walkers' "
+                f"region, above the damped map's stability limit 2 (1 + E) / delta^2 = {lim2:.4g}; white-kick runs "
+                "on it would heat or blow up, so the 2D correction is not applied")
         # recorded, not refused: a curvature above the limit on a small patch need not heat the run (the slow test
         # x^2/2 + 3 y^2/2 at delta 0.4: 25.2 after the continuation, limit 24; 204 without it, and it passed on
         # main); a white run that heats up or blows up is caught by the temperature guard below or the engine's
@@ -637,8 +730,34 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     history, converged, se = [], False, np.zeros(len(x))
     it, alpha, best = 0, 1.0, None
     for it in range(1, int(max_iter) + 1):
-        fit = learn(coef, Z)
-        vp = 1.0 / float(fit.beta["beta_hat"])
+        failure = None
+        if x.ndim > 1 and refuse_unstable and best is not None:
+            kreg = region_hess(coef)
+            if kreg > lim2:
+                failure = (f"candidate's largest Hessian eigenvalue {kreg:.4g} on the walkers' region > stability "
+                           f"limit {lim2:.4g}")
+        if failure is None:
+            try:
+                fit = learn(coef, Z)
+                vp = 1.0 / float(fit.beta["beta_hat"])
+                if x.ndim > 1 and not 0.5 < vp / var_p < 2.0:
+                    failure = f"white-kick run's temperature {vp:.3g} far from the run's {var_p:.3g}"
+            except SimulationError as exc:
+                failure = f"white-kick run failed: {exc}"
+        if failure is not None:
+            # a white run that blew up (or heated, or a candidate past the stability limit): back to the best
+            # iterate with half the step; without a good iterate yet (the start itself) the correction fails
+            if best is None or alpha < 1.0 / 16:
+                if best is None:
+                    raise (SimulationError if "failed" in failure else InputError)(
+                        f"{failure} (iteration {it}, the start): the correction is not applied")
+                history.append({"iteration": it, "failed": failure, "alpha": alpha})
+                break
+            history.append({"iteration": it, "failed": failure, "alpha": alpha, "backtrack_to": best["it"]})
+            alpha *= 0.5
+            coef = cont(best["coef"] + alpha * best["step"])
+            Z = best["Z_next"]
+            continue
         fc = np.asarray(fit.coef_mean, dtype=float)
         F = ev(fc)
         upd = _aligned(T - F, w)
@@ -649,12 +768,6 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
             se = band_sd_at(fit, x, w)
         rms_upd = float(np.sqrt(np.mean(upd[reg] ** 2)))
         rms_se = float(np.sqrt(np.mean(se[reg] ** 2)))
-        if x.ndim > 1 and not 0.5 < vp / var_p < 2.0:
-            # d >= 2: a white run far off the V-run's temperature has left the candidate's stable region (measured on
-            # (4.9) Mueller-Brown: var(p) 1.6e7 against 1.0, with a Monte Carlo error as large as the update, which
-            # would otherwise pass the convergence test); keep the raw U
-            raise InputError(f"the white-kick run's temperature {vp:.3g} is far from the run's {var_p:.3g} "
-                             f"(iteration {it}): the 2D correction is not applied")
         history.append({"iteration": it, "kick_noise": np.asarray(Z).tolist(), "var_p": vp,
                         "update_rms": rms_upd, "mc_error_rms": rms_se, "update_max": float(np.max(np.abs(upd[reg]))),
                         "alpha": alpha})
@@ -678,7 +791,8 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
         history[best["it"] - 1]["returned"] = True
     if x.ndim > 1 and history:  # the continuation past the data and the stability check (d >= 2)
         history[0].update(max_curvature_raw=kmax_raw, max_curvature_continued=kmax_cont, stability_limit=lim2,
-                          min_curvature_past_box=kmin_out,
+                          min_curvature_past_box=kmin_out, max_curvature_walkers_region=kreg_start,
+                          continuation=continuation,
                           coefficients_continued=int((~inside).sum()))
     shift = _aligned(ev(coef) - T, w)
     return FixedPointCorrection(grid=x, correction=shift, correction_se=s * se, coef_shift=coef - ct, factor=s,
@@ -697,8 +811,10 @@ def residual_kick_correlation(q, p, grad_U, *, delta, A, E, max_lag: int = 3, re
     are what (B4) replaces by white N(0, delta Z).  Returns their lag-1..max_lag autocorrelations ``rho``
     (pooled over walkers and components, each with the white-noise standard error 1 / sqrt(N)), the kick variance
     per unit step ``Z_measured`` = Var(r) / delta (trace / d), the full matrix ``Z_matrix`` (d, d) of the part of
-    the kicks not explained by a cubic polynomial of q_{n+1/2} (pooled over walkers: insensitive to a smooth
-    misfit of U_c) and ``n``.  A step that resolves part of V - U_c
+    the kicks not explained by a smooth function of q_{n+1/2} (:func:`kick_covariance`: local linear fits in cells of
+    q, pooled; insensitive to a smooth misfit of U_c, also on multi-well runs), ``Z_matrix_cubic`` (the same about
+    one global cubic polynomial of q_{n+1/2}, the estimator before: on (4.9) Mueller-Brown it keeps the misfit) and
+    ``n``.  A step that resolves part of V - U_c
     (the scale treated as noise) gives rho_1 far from 0: the kicks of successive steps then share the same
     resolved feature of V - U_c.  return_kicks: return r (n - 1, W, d) itself instead."""
     q = np.asarray(q, dtype=float)
@@ -723,6 +839,7 @@ def residual_kick_correlation(q, p, grad_U, *, delta, A, E, max_lag: int = 3, re
     # a (4.8)-like run about its raw U: Z_yy / Z_xx 1.32 against the micro-scales' 0.5); differences of r do not
     # remove it at finite delta (the misfit correlates r_n with xi_{n-1} at O(delta^2 dK))
     X = qh.reshape(-1, d)
+    Zloc = kick_covariance(X, r.reshape(-1, d), delta=delta)
     X = (X - X.mean(axis=0)) / np.maximum(X.std(axis=0), 1e-300)
     cols = [np.ones(len(X))] + [X[:, i] for i in range(d)]
     cols += [X[:, i] * X[:, j] for i in range(d) for j in range(i, d)]
@@ -731,7 +848,97 @@ def residual_kick_correlation(q, p, grad_U, *, delta, A, E, max_lag: int = 3, re
     e = r.reshape(-1, d) - D @ np.linalg.lstsq(D, r.reshape(-1, d), rcond=None)[0]
     Zm = e.T @ e / ((len(e) - D.shape[1]) * delta)
     return {"rho": rho, "rho_se": 1.0 / math.sqrt(N), "Z_measured": float(np.sum(v) / W / d / delta), "n": int(N),
-            "Z_matrix": (0.5 * (Zm + Zm.T)).tolist()}
+            "Z_matrix": np.asarray(Zloc["Z"]).tolist(), "Z_matrix_cells": Zloc["cells"],
+            "Z_matrix_cubic": (0.5 * (Zm + Zm.T)).tolist()}
+
+
+#: the cell-count rule of :func:`kick_covariance`: on average at least this many samples per parameter of a cell's
+#: local fit (1 + d), i.e. the local fits spend at most 1 % of the samples' degrees of freedom
+KICK_SAMPLES_PER_PARAMETER = 100
+
+
+def kick_covariance(qh, r, *, delta, cells=None, min_per_parameter: int = KICK_SAMPLES_PER_PARAMETER,
+                    local: str = "linear") -> dict:
+    """The covariance per unit step of the kicks r (N, d) that is not explained by a smooth function of the
+    positions qh (N, d) where they act: a local estimate.  The box of qh is cut into ``cells`` equal-width cells per
+    axis; in each cell the kicks' local mean (``local="mean"``) or linear fit in q (``"linear"``) is removed, and the
+    within-cell covariances are pooled weighted by their degrees of freedom (count - parameters): Z = sum e e^T /
+    (sum (n_c - k) delta).
+
+    Why local: about the raw U of a multi-well run the kicks hold the misfit -delta grad (V_smooth - U_raw)(q), a
+    function of q that a single global cubic does not follow (on (4.9) Mueller-Brown the cubic's residual gave
+    Z_yy 0.104-0.107 against the micro-scales' 0.0258), while inside a small cell it is nearly linear.
+
+    The cell-count rule (fixed in advance, from the data only; ``cells=None``): the largest number of cells per
+    axis k (2 <= k <= 256) at which the occupied cells hold on average at least ``min_per_parameter`` (100) samples
+    per parameter of their local fit (1 + d for "linear", 1 for "mean").  Reason: smaller cells only lower the
+    misfit's bias (O(h^2) for a linear fit); what more cells cost is the degrees of freedom their fits spend, and at
+    100 samples per parameter that is at most 1 % of the samples, so the variance of the estimate is within ~1 % of
+    the unbinned one.  Cells with fewer samples than parameters + 1 are left out.
+
+    Returns Z (d, d), cells (k per axis), occupied (cells used), n (samples used), dof."""
+    qh = np.asarray(qh, dtype=float)
+    r = np.asarray(r, dtype=float)
+    if qh.ndim == 1:
+        qh = qh[:, None]
+    if r.ndim == 1:
+        r = r[:, None]
+    keep = np.all(np.isfinite(qh), axis=1) & np.all(np.isfinite(r), axis=1)
+    qh, r = qh[keep], r[keep]
+    N, d = qh.shape
+    if local not in ("mean", "linear"):
+        raise InputError(f"kick_covariance: local must be 'mean' or 'linear', got {local!r}")
+    npar = 1 + d if local == "linear" else 1
+    if N < 4 * (npar + 1):
+        raise InputError(f"kick_covariance needs more samples than {N}")
+    lo, hi = qh.min(axis=0), qh.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+
+    def index(k):
+        ij = np.clip(((qh - lo) / span * k).astype(np.int64), 0, k - 1)
+        flat = np.zeros(N, dtype=np.int64)
+        for i in range(d):
+            flat = flat * k + ij[:, i]
+        return flat
+
+    if cells is None:
+        k = 1
+        for kk in range(2, 257):
+            occ = np.unique(index(kk)).size
+            if N / occ >= min_per_parameter * npar:
+                k = kk
+            elif occ > N / (min_per_parameter * npar) * 4:  # far past the rule: larger k only adds cells
+                break
+    else:
+        k = int(cells)
+        if k < 1:
+            raise InputError(f"kick_covariance: cells must be >= 1, got {cells}")
+    cid = index(k)
+    _, inv, cnt = np.unique(cid, return_inverse=True, return_counts=True)
+    C = cnt.size
+    # local design: 1 (mean) or [1, q - centre] (linear; centred per cell for conditioning)
+    if local == "linear":
+        cen = np.stack([np.bincount(inv, qh[:, i], C) / cnt for i in range(d)], axis=1)
+        X = np.concatenate([np.ones((N, 1)), (qh - cen[inv]) / span], axis=1)
+    else:
+        X = np.ones((N, 1))
+    XtX = np.zeros((C, npar, npar))
+    Xtr = np.zeros((C, npar, d))
+    for a in range(npar):
+        for b in range(a, npar):
+            XtX[:, a, b] = XtX[:, b, a] = np.bincount(inv, X[:, a] * X[:, b], C)
+        for j in range(d):
+            Xtr[:, a, j] = np.bincount(inv, X[:, a] * r[:, j], C)
+    ok = cnt >= npar + 1
+    ok &= np.linalg.cond(XtX) < 1e10
+    beta = np.zeros((C, npar, d))
+    beta[ok] = np.linalg.solve(XtX[ok], Xtr[ok])
+    e = r - np.einsum("na,naj->nj", X, beta[inv])
+    use = ok[inv]
+    dof = float(np.sum(cnt[ok] - npar))
+    Zm = e[use].T @ e[use] / (dof * delta)
+    return {"Z": 0.5 * (Zm + Zm.T), "cells": int(k), "occupied": int(ok.sum()), "n": int(use.sum()), "dof": dof,
+            "local": local}
 
 
 RHO_TOL = 0.1  # |lag-1 autocorrelation| of the residual kicks above which the white-noise model is flagged

@@ -376,7 +376,7 @@ def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool
     fit, raw, corr, note = correct_finite_delta(
         sim, fit, kw, mode=fs.delta_correction, knots=fs.knots, mass_fraction=fs.mass_fraction,
         steps=fs.correction_steps or s.steps, max_iter=fs.correction_iterations, reference=reference, seed=seed,
-        warnings=warnings, control=control, potential=pot)
+        warnings=warnings, control=control, potential=pot, noise=noise)
     if noise_part is not None:
         # Z's part belongs to the raw U's band: a Z off by dZ tilts the sampled law (2 Gamma != Z) and the raw U with
         # it.  The corrected U is the fixed point of white-kick runs with the run's own friction and the V-run's
@@ -403,7 +403,7 @@ def coverage_warnings(fit) -> list[str]:
 
 def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fraction: float, steps: int,
                          max_iter: int, reference, seed: int, warnings: list, control=None, potential=None,
-                         kick_shape: bool = True, max_dim: int = 2):
+                         kick_shape: bool = True, max_dim: int = 2, noise=None):
     """The finite-delta correction (bayescg.bias, B4) of a learned ``fit`` of the run ``sim`` -> (fit, raw, corr,
     note): the corrected fit and the raw one (or ``fit``, None, None, why-not).  ``sim_kw``: keyword arguments of
     :func:`bayescg.simulate.simulate` for the white-kick runs (walkers, gamma, ...); ``mode``: fit.delta_correction.
@@ -414,8 +414,10 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
     the learned U (bayescg.bias.apply_kick_shape).  max_dim: the largest d corrected (2 by default; in 2D the
     coefficients the data do not see are continued with minimum curvature (bayescg.bias._continued_2d); a learned U
     still steeper than the map's stability limit, or a white-kick run far off the run's temperature, keeps the raw
-    U with a warning).  In d >= 2 with the ``potential``, the white kicks get the V-run's measured kick covariance
-    (bayescg.bias.learned_hessian_of: the learned U depends on its shape)."""
+    U with a warning).  In d >= 2 the white kicks' shape (the learned U depends on it, bayescg.bias.learned_hessian_of)
+    is the calibrated Z of a two-stage run (``noise``: its NoiseResult, whose noise_covariance stage 1 measured with
+    its own error bars), else, with the ``potential``, the V-run's measured kick covariance about the raw U
+    (bayescg.bias.kick_covariance: local fits in cells of q, right for multi-well runs)."""
     from .fit import fit_effective_potential
 
     note = _correction_blocker(sim, mode, max_dim)
@@ -430,7 +432,11 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
     begin_stage(control, f"finite-delta correction: fixed point on white-kick runs ({steps:.3g} steps each)")
     learn = damped_white_learner(sim, sim_kw, knots=knots, steps=steps, seed=seed + 1, control=control)
     shape = None
-    if sim.dim >= 2 and potential is not None and getattr(sim, "final_q", None) is not None:
+    if sim.dim >= 2 and noise is not None and getattr(noise, "noise_covariance", None) is not None:
+        # two-stage run: the calibrated Z (stage 1, Theorem 3.1) is the kick covariance the run's friction was matched
+        # to; measured on (4.9) it is closer to the micro-scales' Z than any estimate from the kicks about the raw U
+        shape = np.asarray(noise.noise_covariance, dtype=float)
+    elif sim.dim >= 2 and potential is not None and getattr(sim, "final_q", None) is not None:
         from .bias import white_noise_check
 
         # the white kicks get the V-run's measured kick covariance (about the raw U), not an assumed shape: in d >= 2
