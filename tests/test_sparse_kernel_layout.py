@@ -1,9 +1,10 @@
-"""The sparse 2D kernel's per-cell layout (one gather and one scatter per cell) gives the same log density and
-gradient as the per-node layout it replaced (same buffer with the node design stored node by node)."""
+"""The sparse 2D kernel's layouts give the same log density and gradient: the per-cell layout (one gather and one
+scatter per cell) and the per-node layout it replaced (same buffer with the node design stored node by node), and
+the tensor layout (2D default: per cell the outer product of two 1D blocks, the Cholesky factor by rows)."""
 import numpy as np
 
 from bayescg.bayes.effective import effective_basis, map_estimate_sparse, sparse_cholesky, sparse_density
-from bayescg.kernels.effective import _sparse_offsets, sparse_logp_grad
+from bayescg.kernels.effective import _sparse_a, _sparse_offsets, sparse_logp_grad
 
 
 def test_per_cell_layout_matches_per_node():
@@ -13,7 +14,7 @@ def test_per_cell_layout_matches_per_node():
     basis = effective_basis(edges, 9, counts=counts)
     a, s, H, r = map_estimate_sparse(basis, counts, 0.2)
     dens = sparse_density(counts, basis, a, sparse_cholesky(H), r, momenta_stats={"beta_hat": 0.4,
-                          "beta_hat_se": 0.01}, n_eff_factor=0.2, sigma_init=s)
+                          "beta_hat_se": 0.01}, n_eff_factor=0.2, sigma_init=s, layout="cell")
     buf = dens.buf
     assert buf[14] > 0                                   # the per-cell layout is the one packed
     idx, val, _ = basis.nodes
@@ -29,3 +30,30 @@ def test_per_cell_layout_matches_per_node():
         l1, l2 = sparse_logp_grad(x, buf, g1), sparse_logp_grad(x, old, g2)
         assert np.isfinite(l1) and abs(l1 - l2) <= 1e-10 * abs(l2)
         np.testing.assert_allclose(g1, g2, rtol=1e-9, atol=1e-9 * np.abs(g2).max())
+
+
+def test_tensor_layout_matches_per_cell_and_per_node():
+    rng = np.random.default_rng(5)
+    edges = [np.linspace(-3, 3, 61), np.linspace(-2, 4, 61)]
+    counts = np.histogram2d(rng.standard_normal(30000), 1 + 1.3 * rng.standard_normal(30000), edges)[0]
+    basis = effective_basis(edges, 11, counts=counts)          # cells straddle knots: 1D blocks of width 4 and 5
+    a, s, H, r = map_estimate_sparse(basis, counts, 0.3)
+    chol = sparse_cholesky(H)
+    kw = dict(momenta_stats={"beta_hat": 0.4, "beta_hat_se": 0.01}, n_eff_factor=0.3, sigma_init=s)
+    dens = {lay: sparse_density(counts, basis, a, chol, r, layout=lay, **kw) for lay in ("tensor", "cell", "node")}
+    assert sparse_density(counts, basis, a, chol, r, **kw).buf[14] == -1      # the 2D default
+    m = basis.n_coef
+    for t in range(4):
+        x = dens["cell"].init_centre.copy()
+        x[:m] = 0.7 * rng.standard_normal(m)
+        x[m] += 0.4 * (t - 1)
+        x[m + 1] += 0.05 * t
+        ref, gref = dens["cell"].logp_grad(x)
+        for lay in ("tensor", "node"):
+            lp, gr = dens[lay].logp_grad(x)
+            assert np.isfinite(lp) and abs(lp - ref) <= 1e-11 * abs(ref)
+            np.testing.assert_allclose(gr, gref, rtol=1e-9, atol=1e-10 * np.abs(gref).max())
+        a1, a2, tmp = np.empty(m), np.empty(m), np.empty(m)     # the expand step (draws -> coefficients)
+        _sparse_a(x, dens["tensor"].buf, a1, tmp)
+        _sparse_a(x, dens["cell"].buf, a2, tmp)
+        np.testing.assert_allclose(a1, a2, rtol=1e-12, atol=1e-12 * np.abs(a2).max())
