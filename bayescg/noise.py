@@ -387,10 +387,13 @@ def estimate_noise(potential, delta: float, gamma: float = 0.1, steps: int = 1_0
     diag = None
     idata = None
     if bayesian:
-        from .bayes.noise import noise_model
-        from .sampling import convergence_warnings, diagnostics, sample
+        from .bayes.noise import noise_density, noise_model
+        from .sampling import convergence_warnings, diagnostics, nuts_backend, sample
 
-        model = noise_model(As, moments, ses, gamma)
+        # nutpie: the cached numba kernel of the same posterior (no PyTensor/nutpie compile per run), chains
+        # started around the least-squares Z; else the PyMC model
+        model = (noise_density(As, moments, ses, gamma, z_init=Zspd) if nuts_backend() == "nutpie"
+                 else noise_model(As, moments, ses, gamma))
         idata = sample(model, draws=draws, tune=tune, chains=chains, seed=seed, control=control)
         zs = idata.posterior["Z"].values.reshape(-1, d, d)
         post_mean = zs.mean(axis=0)
