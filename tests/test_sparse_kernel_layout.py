@@ -2,6 +2,7 @@
 scatter per cell) and the per-node layout it replaced (same buffer with the node design stored node by node), and
 the tensor layout (2D default: per cell the outer product of two 1D blocks, the Cholesky factor by rows)."""
 import numpy as np
+import pytest
 
 from bayescg.bayes.effective import effective_basis, map_estimate_sparse, sparse_cholesky, sparse_density
 from bayescg.kernels.effective import _sparse_a, _sparse_offsets, sparse_logp_grad
@@ -87,3 +88,22 @@ def test_tensor_layout_samples_the_same_posterior_of_U():
     # 1000 draws (ESS several hundred): the difference of means has sd ~0.06 posterior sds
     assert np.quantile(np.abs(U["tensor"].mean(axis=0) - U["cell"].mean(axis=0)) / sd, 0.95) < 0.25
     assert np.abs(np.median(U["tensor"].std(axis=0) / sd) - 1) < 0.1
+
+
+@pytest.mark.parametrize("coarsen,quad", [(1, 1), (2, 2), (3, 4)])
+def test_tensor_layout_other_gauss_rules(coarsen, quad):
+    rng = np.random.default_rng(2)
+    edges = [np.linspace(-3, 3, 37), np.linspace(-2, 4, 37)]
+    counts = np.histogram2d(rng.standard_normal(20000), 1 + rng.standard_normal(20000), edges)[0]
+    basis = effective_basis(edges, 7, counts=counts, coarsen=coarsen, quad=quad)
+    a, s, H, r = map_estimate_sparse(basis, counts, 0.3)
+    chol = sparse_cholesky(H)
+    kw = dict(momenta_stats={"beta_hat": 0.4, "beta_hat_se": 0.01}, n_eff_factor=0.3, sigma_init=s)
+    dt = sparse_density(counts, basis, a, chol, r, layout="tensor", **kw)
+    dc = sparse_density(counts, basis, a, chol, r, layout="cell", **kw)
+    m = basis.n_coef
+    x = dc.init_centre.copy()
+    x[:m] = 0.5 * rng.standard_normal(m)
+    (l1, g1), (l2, g2) = dt.logp_grad(x), dc.logp_grad(x)
+    assert abs(l1 - l2) <= 1e-11 * abs(l2)
+    np.testing.assert_allclose(g1, g2, rtol=1e-9, atol=1e-10 * np.abs(g2).max())
