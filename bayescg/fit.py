@@ -36,6 +36,7 @@ the draws (same count-weighted mean over the grid as U_mean).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from typing import Any, Callable, Optional
@@ -522,7 +523,14 @@ def _calibrate_band(basis: EffectiveBasis, factor, a_map, solve_a, X, w, Ua, bet
 # --------------------------------------------------------------------------------------------------
 # main entry
 # --------------------------------------------------------------------------------------------------
-def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draws: int = 1000, tune: int = 1000,
+def fit_effective_potential(*args, **kwargs) -> FitResult:
+    from .runtime import blas_single_threaded
+
+    with blas_single_threaded():   # the fit's linear algebra is moderate-sized: BLAS threads only contend
+        return _fit_effective_potential(*args, **kwargs)
+
+
+def _fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draws: int = 1000, tune: int = 1000,
                             chains: int = 4, seed: int = 1, reference=None, mass_fraction: float = 0.98,
                             control=None, beta: Optional[float] = None, min_eff_per_coef: float = 2.0,
                             max_knots_2d: int = 25, max_knots_3d: int = 12, coarsen=None, quad: Optional[int] = None,
@@ -710,9 +718,14 @@ def fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draw
     return res
 
 
+functools.update_wrapper(fit_effective_potential, _fit_effective_potential)
+fit_effective_potential.__name__ = fit_effective_potential.__qualname__ = "fit_effective_potential"
+
+
 # --------------------------------------------------------------------------------------------------
 # replicate check of the bands (issue 11, item 1)
 # --------------------------------------------------------------------------------------------------
+
 def grid_weights(fit: FitResult) -> np.ndarray:
     """Histogram count of the fine cell under each report grid point (G,) (the alignment weights)."""
     idx = [np.clip(np.searchsorted(e, fit.grid[:, i]) - 1, 0, len(e) - 2) for i, e in enumerate(fit.edges)]

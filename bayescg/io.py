@@ -116,12 +116,16 @@ def read_json(path: str | Path) -> Any:
         raise InputError(f"{p}: cannot read JSON ({exc})") from None
 
 
-def write_netcdf(path: str | Path, idata, run_id: str | None = None) -> Path:
-    """Write an ArviZ InferenceData atomically; ``run_id`` goes into the posterior group's attributes."""
+def write_netcdf(path: str | Path, idata, run_id: str | None = None, compress: bool = False) -> Path:
+    """Write an ArviZ InferenceData atomically; ``run_id`` goes into the posterior group's attributes.
+
+    Uncompressed by default: posterior draws are random doubles, which zlib shrinks by ~4 % (2D learn: 102 vs
+    98 MB) at ~4 s CPU of the write, against ~0.3 s uncompressed.  Draws stay float64 (exported potentials and
+    resumed runs read them back exactly)."""
     if run_id is not None and "posterior" in idata.groups():
         idata.posterior.attrs["bayescg_run_id"] = run_id
     with atomic_path(path) as tmp:
-        idata.to_netcdf(tmp)
+        idata.to_netcdf(tmp, compress=compress)
     return Path(path)
 
 

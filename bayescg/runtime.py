@@ -158,6 +158,22 @@ def load_checkpoint(path: str | Path) -> dict:
         raise InputError(f"{p}: unreadable checkpoint ({exc})") from None
 
 
+def blas_single_threaded():
+    """Context manager: BLAS/LAPACK (OpenBLAS, MKL) on one thread inside (threadpoolctl; a no-op without it).
+
+    For the fits' dense and sparse linear algebra on moderate sizes (the 2D MAP's Newton steps, eigvalsh of the
+    648 x 648 penalty, the marginal-sigma secant): pip's OpenBLAS starts a thread per core that spins while the
+    other threads of the run (nutpie, numba, other processes on a shared machine) want the cores.  Measured on the
+    2D learn's MAP + marginal-sigma whitening: 5.2 / 5.7 s CPU -> 2.5 / 2.7 s (benchmarks/RESULTS_FIT2D.md)."""
+    import contextlib
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover -- a dependency; kept optional so that a missing one never fails a fit
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
 def pytensor_blas_flags() -> str:
     """PyTensor's BLAS link flags (``pytensor.config.blas__ldflags``), searched once per process with its
     "could not link to a BLAS installation" warning caught.

@@ -933,10 +933,59 @@ def _per_cell_nodes(idx, val, g: int):
     return np.asarray(cptr, dtype=float), np.concatenate(cidx), np.concatenate(cval)
 
 
+def _blocks_1d(B, g: int):
+    """Per likelihood cell of one dimension (B: (cells g, m_i) basis at its Gauss nodes): (start (cells,), width
+    (cells,), values (cells, g, W)) with the cell's non-zero columns start .. start + width - 1 (contiguous for a
+    B-spline basis: 4 for a cubic inside one knot interval, 5 across a knot), zero-padded to the widest W."""
+    nc = B.shape[0] // g
+    nz = (B != 0).reshape(nc, g, -1).any(axis=1)
+    start = nz.argmax(axis=1)
+    width = B.shape[1] - nz[:, ::-1].argmax(axis=1) - start
+    W = int(width.max())
+    val = np.zeros((nc, g, W))
+    for c in range(nc):
+        val[c, :, :width[c]] = B[c * g:(c + 1) * g, start[c]:start[c] + width[c]]
+    return start.astype(np.int64), width.astype(np.int64), val
+
+
+def _tensor_section(basis: EffectiveBasis, L):
+    """The tensor section of the packed buffer (d = 2; layout in :func:`bayescg.kernels.effective._tensor_arrays`):
+    a float header, the int64 arrays stored bit for bit as float64, then the float arrays."""
+    from scipy import sparse
+
+    g1 = basis.quad
+    xs0, xw, xv = _blocks_1d(basis.node_B[0], g1)
+    ys0, yw, yv = _blocks_1d(basis.node_B[1], g1)
+    W = max(xv.shape[2], yv.shape[2])
+    xv = np.pad(xv, ((0, 0), (0, 0), (0, W - xv.shape[2])))
+    yv = np.pad(yv, ((0, 0), (0, 0), (0, W - yv.shape[2])))
+    act = np.argwhere(basis.active)                       # (n_act, 2), C order like active_counts
+    my = basis.shape[1]
+    # every coefficient of an active cell's block is kept (each block column is non-zero at some node there)
+    ii = (xs0[act[:, 0]][:, None, None] + np.arange(W)[None, :, None]) * my + ys0[act[:, 1]][:, None, None] \
+        + np.arange(W)[None, None, :]
+    inside = (np.arange(W)[None, :, None] < xw[act[:, 0]][:, None, None]) & \
+        (np.arange(W)[None, None, :] < yw[act[:, 1]][:, None, None])
+    if not basis.keep[ii[inside]].all():
+        raise AssertionError("a removed coefficient is non-zero on an active cell")   # effective_basis invariant
+    R = sparse.csr_matrix(L)
+    R.sort_indices()
+    C = sparse.csc_matrix(L)
+    C.sort_indices()
+    ints = np.concatenate([np.flatnonzero(basis.keep), xs0, xw, ys0, yw, act[:, 0], act[:, 1], C.indptr, C.indices,
+                           R.indptr, R.indices]).astype(np.int64)
+    head = np.array([my, len(xw), len(yw), g1, W, basis.keep.size], dtype=float)
+    return [head, ints.view(np.float64), xv, yv, basis.node_logw[0], basis.node_logw[1], R.data]
+
+
 def sparse_density(counts, basis: EffectiveBasis, a_map, chol: SparseCholesky, rank: int, *, momenta_stats=None,
                    n_eff_factor: float = 1.0, beta: float | None = None, sigma_rw_scale: float = 1.0,
-                   ridge_sd: float = 100.0, sigma_init: float = 0.1) -> SparseDensity:
-    """:class:`SparseDensity` for ``counts`` (bins,)*d on ``basis`` whitened by ``chol`` at ``a_map``."""
+                   ridge_sd: float = 100.0, sigma_init: float = 0.1, layout: str | None = None) -> SparseDensity:
+    """:class:`SparseDensity` for ``counts`` (bins,)*d on ``basis`` whitened by ``chol`` at ``a_map``.
+
+    layout: how the kernel reads the node design: "tensor" (d = 2 only, the default there: per cell the outer
+    product of two 1D blocks, the Cholesky factor also stored by rows), "cell" (the default for d = 3: per cell a
+    dense block over the union of its nodes' coefficients) or "node" (node by node); the same density."""
     from scipy import sparse
 
     c_act, nu, S, fixed = _density_inputs(counts, basis, n_eff_factor, momenta_stats, beta)
@@ -946,11 +995,22 @@ def sparse_density(counts, basis: EffectiveBasis, a_map, chol: SparseCholesky, r
     P.sort_indices()
     L = chol.L
     g = basis.quad ** basis.dim
-    cptr, cidx, cval = _per_cell_nodes(idx, val, g)   # the kernel's per-cell layout (nnzC = len(cidx) > 0)
     head = [0.0, m, len(c_act), idx.shape[1], g, len(logw), n_eff_factor, rank,
-            sigma_rw_scale, ridge_sd, nu, S, L.nnz, P.nnz, len(cidx)]
+            sigma_rw_scale, ridge_sd, nu, S, L.nnz, P.nnz, 0]
     parts = [np.asarray(head, dtype=float), a_map, chol.perm, L.indptr, L.indices, L.data, P.indptr, P.indices,
-             P.data, cptr, cidx, cval, logw, c_act]
+             P.data]
+    if layout is None:
+        layout = "tensor" if basis.dim == 2 else "cell"
+    if layout == "tensor":      # the kernel's tensor layout (per_cell = -1): 1D blocks per cell, L also by rows
+        head[14] = -1
+        parts += [c_act] + _tensor_section(basis, L)
+    elif layout == "cell":      # per-cell layout (nnzC = len(cidx) > 0)
+        cptr, cidx, cval = _per_cell_nodes(idx, val, g)
+        head[14] = len(cidx)
+        parts += [cptr, cidx, cval, logw, c_act]
+    else:                       # node by node
+        parts += [idx, val, logw, c_act]
+    parts[0] = np.asarray(head, dtype=float)
     buf = _pack(parts)
     centre = np.zeros(m + 1 + (fixed is None))
     scale = np.ones_like(centre)

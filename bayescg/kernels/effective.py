@@ -185,7 +185,8 @@ SPARSE_HEADER = ("length", "m", "n_act", "K", "g", "nodes", "nf", "rank", "sigma
 def _sparse_offsets(buf):
     m, nodes, K = int(buf[1]), int(buf[5]), int(buf[3])
     nnzL, nnzP = int(buf[12]), int(buf[13])
-    nnzC = int(buf[14])   # > 0: per-cell layout (kernel below), nnzC coefficient indices over all cells
+    nnzC = int(buf[14])   # > 0: per-cell layout (kernel below), nnzC coefficient indices over all cells;
+    #                       -1: tensor layout (d = 2, _tensor_likelihood)
     o_a0 = 15
     o_perm = o_a0 + m
     o_Lp = o_perm + m
@@ -195,6 +196,9 @@ def _sparse_offsets(buf):
     o_Pi = o_Pp + m + 1
     o_Px = o_Pi + nnzP
     o_idx = o_Px + nnzP
+    if nnzC < 0:
+        # tensor layout (d = 2): the counts right after P, then the tensor section (_tensor_arrays) at o_val = o_w
+        return o_a0, o_perm, o_Lp, o_Li, o_Lx, o_Pp, o_Pi, o_Px, o_idx, o_idx + int(buf[2]), o_idx + int(buf[2]), o_idx
     if nnzC > 0:
         o_val = o_idx + int(buf[2]) + 1 + nnzC
         o_w = o_val + int(buf[4]) * nnzC
@@ -257,11 +261,182 @@ def _sparse_a(x, buf, a, tmp):
     """a = a0 + P^T L^-T z (z = x[:m]); tmp (m,) scratch."""
     m = int(buf[1])
     o_a0, o_perm, o_Lp, o_Li, o_Lx = _sparse_offsets(buf)[:5]
-    solve_lt(buf[o_Lp:o_Lp + m + 1], buf[o_Li:o_Lx], buf[o_Lx:o_Lx + int(buf[12])], x[:m], tmp)
+    if buf[14] < 0:
+        t = _tensor_arrays(buf)
+        solve_lt_int(t[9], t[10], buf[o_Lx:o_Lx + int(buf[12])], x[:m], tmp)
+    else:
+        solve_lt(buf[o_Lp:o_Lp + m + 1], buf[o_Li:o_Lx], buf[o_Lx:o_Lx + int(buf[12])], x[:m], tmp)
     for i in range(m):
         a[i] = buf[o_a0 + i]
     for i in range(m):
         a[int(buf[o_perm + i])] += tmp[i]
+
+
+@njit(cache=True, nogil=True)
+def solve_lt_int(Lp, Li, Lx, z, x):
+    """x = L^-T z for a lower-triangular L in CSC form (int64 Lp, Li; each column's diagonal first): one
+    gathered dot product per row of L^T."""
+    m = len(z)
+    for i in range(m - 1, -1, -1):
+        s = z[i]
+        k0 = Lp[i]
+        for k in range(k0 + 1, Lp[i + 1]):
+            s -= Lx[k] * x[Li[k]]
+        x[i] = s / Lx[k0]
+
+
+@njit(cache=True, nogil=True)
+def solve_l_rows(Rp, Ri, Rx, g, y):
+    """y = L^-1 g for a lower-triangular L stored by rows (CSR: int64 Rp, Ri; each row's diagonal last): one
+    gathered dot product per row (the column form scatters: a read-modify-write per non-zero)."""
+    m = len(g)
+    for i in range(m):
+        s = g[i]
+        k1 = Rp[i + 1] - 1
+        for k in range(Rp[i], k1):
+            s -= Rx[k] * y[Ri[k]]
+        y[i] = s / Rx[k1]
+
+
+#: the float header of the tensor section: coefficients along y of the full grid, x cells, y cells, Gauss points
+#: per dimension, the widest 1D block, full coefficient count
+TENSOR_HEADER = ("my", "nx", "ny", "g1", "W", "m_full")
+
+
+@njit(cache=True, nogil=True)
+def _tensor_arrays(buf):
+    """Views of the tensor section (d = 2) of a packed sparse buffer.  int64 (stored bit for bit in the float
+    buffer): kfull (m,) full index of each kept coefficient (ix my + iy), xs0 / xw (nx,) first full x index and
+    width of the x-cells' 1D blocks, ys0 / yw (ny,), cx / cy (n_act,) the active cells' x and y cell numbers,
+    Cp (m + 1,) / Ci (nnzL,) L's columns, Rp (m + 1,) / Ri (nnzL,) L's rows; float: xv (nx, g1, W) the 1D basis
+    values at each x-cell's Gauss nodes on its block (zero-padded), yv (ny, g1, W), lwx (nx g1,) / lwy (ny g1,)
+    log quadrature weights, Rx (nnzL,) L's values by rows."""
+    m, n_act, nnzL = int(buf[1]), int(buf[2]), int(buf[12])
+    o = _sparse_offsets(buf)[9]
+    my, nx, ny, g1, W, mf = int(buf[o]), int(buf[o + 1]), int(buf[o + 2]), int(buf[o + 3]), int(buf[o + 4]), \
+        int(buf[o + 5])
+    p = o + 6
+    ni = m + 2 * nx + 2 * ny + 2 * n_act + 2 * (m + 1) + 2 * nnzL
+    iv = buf[p:p + ni].view(np.int64)
+    p += ni
+    q = 0
+    kfull = iv[q:q + m]
+    q += m
+    xs0 = iv[q:q + nx]
+    q += nx
+    xw = iv[q:q + nx]
+    q += nx
+    ys0 = iv[q:q + ny]
+    q += ny
+    yw = iv[q:q + ny]
+    q += ny
+    cx = iv[q:q + n_act]
+    q += n_act
+    cy = iv[q:q + n_act]
+    q += n_act
+    Cp = iv[q:q + m + 1]
+    q += m + 1
+    Ci = iv[q:q + nnzL]
+    q += nnzL
+    Rp = iv[q:q + m + 1]
+    q += m + 1
+    Ri = iv[q:q + nnzL]
+    xv = buf[p:p + nx * g1 * W]
+    p += nx * g1 * W
+    yv = buf[p:p + ny * g1 * W]
+    p += ny * g1 * W
+    lwx = buf[p:p + nx * g1]
+    p += nx * g1
+    lwy = buf[p:p + ny * g1]
+    p += ny * g1
+    Rx = buf[p:p + nnzL]
+    return (kfull, xs0, xw, ys0, yw, cx, cy, xv, yv, Cp, Ci, Rp, Ri, Rx, lwx, lwy, my, g1, W, mf)
+
+
+@njit(cache=True, nogil=True)
+def _tensor_likelihood(a, buf, nf, ga):
+    """The Poisson term sum_J (c_J L_J - exp L_J) (not yet times nf) of the tensor layout, its gradient in the
+    kept coefficients added to ``ga`` (times nf).  Cell J = (ix, iy) has g1 x g1 Gauss nodes; the bicubic basis
+    there is the outer product of the x-cell's (g1, wx) and the y-cell's (g1, wy) 1D blocks, so with the cell's
+    (wx, wy) coefficient block A:  eta = lw_x + lw_y - Bx A By^T,  and dL/dA = -Bx^T R By (R the node weights).
+    Active cells come in C order (rows of equal ix), so T = Bx A_row (g1, my) is formed once per x-cell row and
+    the gradient's Bx^T S_row once per row: per cell only the (g1, g1) node block and its weights."""
+    (kfull, xs0, xw, ys0, yw, cx, cy, xv, yv, Cp, Ci, Rp, Ri, Rx, lwx, lwy, my, g1, W, mf) = _tensor_arrays(buf)
+    m, n_act = int(buf[1]), int(buf[2])
+    o_cnt = _sparse_offsets(buf)[11]
+    af = np.zeros(mf)
+    gf = np.zeros(mf)
+    for k in range(m):
+        af[kfull[k]] = a[k]
+    T = np.empty(g1 * my)
+    S = np.empty(g1 * my)
+    E = np.empty(g1 * g1)
+    hist = 0.0
+    J = 0
+    while J < n_act:
+        ix = cx[J]
+        J1 = J
+        while J1 < n_act and cx[J1] == ix:
+            J1 += 1
+        # the row's y range (cells in C order: increasing iy)
+        ylo = ys0[cy[J]]
+        yhi = ys0[cy[J1 - 1]] + yw[cy[J1 - 1]]
+        wx = xw[ix]
+        ox = ix * g1 * W
+        xbase = xs0[ix] * my
+        for t in range(g1 * my):
+            T[t] = 0.0
+            S[t] = 0.0
+        for i in range(wx):
+            rb = xbase + i * my
+            for q in range(g1):
+                b = xv[ox + q * W + i]
+                for y in range(ylo, yhi):
+                    T[q * my + y] += b * af[rb + y]
+        for K in range(J, J1):
+            iy = cy[K]
+            wy = yw[iy]
+            y0 = ys0[iy]
+            oy = iy * g1 * W
+            mx = -np.inf
+            for qx in range(g1):
+                lx = lwx[ix * g1 + qx]
+                tb = qx * my + y0
+                for qy in range(g1):
+                    e = lx + lwy[iy * g1 + qy]
+                    for j in range(wy):
+                        e -= T[tb + j] * yv[oy + qy * W + j]
+                    E[qx * g1 + qy] = e
+                    if e > mx:
+                        mx = e
+            acc = 0.0
+            for t in range(g1 * g1):
+                v = math.exp(E[t] - mx)
+                E[t] = v
+                acc += v
+            LJ = mx + math.log(acc)
+            cJ = buf[o_cnt + K]
+            mu = math.exp(LJ)
+            hist += cJ * LJ - mu
+            wJ = -nf * (cJ - mu) / acc
+            # S_row += wJ E By on the cell's y block
+            for qx in range(g1):
+                sb = qx * my + y0
+                for qy in range(g1):
+                    c = wJ * E[qx * g1 + qy]
+                    for j in range(wy):
+                        S[sb + j] += c * yv[oy + qy * W + j]
+        # dL/dA_row = Bx^T S_row, scattered into the full gradient
+        for i in range(wx):
+            rb = xbase + i * my
+            for q in range(g1):
+                b = xv[ox + q * W + i]
+                for y in range(ylo, yhi):
+                    gf[rb + y] += b * S[q * my + y]
+        J = J1
+    for k in range(m):
+        ga[k] += gf[kfull[k]]
+    return hist
 
 
 @njit(cache=True, nogil=True)
@@ -284,7 +459,9 @@ def sparse_logp_grad(x, buf, grad):
     hist = 0.0
     ga = np.zeros(m)
     eta = np.empty(g)
-    if buf[14] > 0:
+    if buf[14] < 0:
+        hist = _tensor_likelihood(a, buf, nf, ga)
+    elif buf[14] > 0:
         # per-cell layout: cell J's n_J coefficients (the union over its nodes: 16-25 for bicubic splines on
         # cells straddling knots) at cidx[cptr[J]:cptr[J+1]] are gathered once, its g nodes form a dense
         # (g, n_J) block, and the gradient is accumulated over the nodes before one scatter
@@ -366,7 +543,11 @@ def sparse_logp_grad(x, buf, grad):
     logp = hist - 0.5 * rr / ridge_sd ** 2 - 0.5 * isig2 * aPa - rank * s - 0.5 * sigma2 / sigma_scale ** 2 + s
     for i in range(m):
         tmp[i] = ga[int(buf[o_perm + i])]
-    solve_l(buf[o_Lp:o_Lp + m + 1], buf[o_Li:o_Lx], buf[o_Lx:o_Lx + int(buf[12])], tmp, grad[:m])
+    if buf[14] < 0:
+        t = _tensor_arrays(buf)
+        solve_l_rows(t[11], t[12], t[13], tmp, grad[:m])
+    else:
+        solve_l(buf[o_Lp:o_Lp + m + 1], buf[o_Li:o_Lx], buf[o_Lx:o_Lx + int(buf[12])], tmp, grad[:m])
     grad[m] = -rank + isig2 * aPa - sigma2 / sigma_scale ** 2 + 1.0
     if nu > 0:
         lb = x[m + 1]
