@@ -904,7 +904,7 @@ def kick_covariance(qh, r, *, delta, cells=None, min_per_parameter: int = KICK_S
     if cells is None:
         k = 1
         for kk in range(2, 257):
-            occ = np.unique(index(kk)).size
+            occ = int(np.count_nonzero(np.bincount(index(kk))))
             if N / occ >= min_per_parameter * npar:
                 k = kk
             elif occ > N / (min_per_parameter * npar) * 4:  # far past the rule: larger k only adds cells
