@@ -238,7 +238,13 @@ def plot(result_files, png):
              "nuts/calibrated": ("C1", "s", "raw U, NUTS"),
              "map/corrected": ("C3", "D", "corrected U (reported band)"),
              "map/corrected_raw_x_s": ("C2", "^", "  its part raw band x s"),
-             "map/corrected_mc_se": ("C7", "v", "  its part 1.88 x correction_se")}
+             "map/corrected_mc_se": ("C7", "v", "  its part 1.88 x correction_se"),
+             # the 2D learn study (--analyse-learn-2d): learn's headline (corrected) and raw bands
+             "raw/with_z": ("C0", "o", "raw U as learn reports it (with Z's part)"),
+             "corrected/no_z": ("C3", "D", "corrected U: learn's headline band"),
+             "corrected/with_z": ("C1", "s", "  corrected + the raw U's Z part (learn before the fix)"),
+             "corrected/part_raw_x_s": ("C2", "^", "  its part raw band (no Z) x s"),
+             "corrected/part_mc_se": ("C7", "v", "  its part 1.88 x correction_se")}
     for ax, (name, c) in zip(axs[0], cases.items()):
         top = 0.0
         for key, (col, mk, lab) in style.items():
@@ -247,10 +253,10 @@ def plot(result_files, png):
                 continue
             x = 1.88 * np.asarray(r["profile"]["seed_sd"])
             y = np.asarray(r["profile"]["half_width"])
-            cov0 = f", U_0 {r['coverage_truth']:.2f}" if "coverage_truth" in r and "_" not in key[4:] else ""
+            cov0 = f", U_0 {r['coverage_truth']:.2f}" if "coverage_truth" in r and "part" not in key and "corrected_" not in key else ""
             ax.scatter(x, y, s=8, color=col, marker=mk, alpha=0.6,
                        label=f"{lab} ({r['fits']}): ratio {r['width_ratio']:.2f}, cover {r['coverage']:.2f}{cov0}")
-            if key in ("map/calibrated", "map/corrected"):
+            if key in ("map/calibrated", "map/corrected", "raw/with_z", "corrected/no_z"):
                 top = max(top, 1.6 * max(x.max(), y.max()))
         t = np.linspace(0, top, 2)
         ax.plot(t, t, "k-", lw=1)
@@ -260,8 +266,9 @@ def plot(result_files, png):
         ax.set_ylim(0, top * 1.3)
         ax.set_xlabel("1.88 x seed-to-seed sd of U_mean")
         ax.set_ylabel("mean band half-width")
-        note = "" if "map/corrected" in c["results"] else " -- raw only (learn does not correct in 2D)"
-        ax.set_title(f"{name} ({c['results']['map/calibrated']['fits']} seeds){note}", fontsize=9)
+        note = "" if any(k.startswith(("map/corrected", "corrected/")) for k in c["results"]) else " -- raw only"
+        nfit = next(iter(c["results"].values()))["fits"]
+        ax.set_title(f"{name} ({nfit} seeds){note}", fontsize=9)
         ax.legend(fontsize=6, loc="upper left")
     fig.tight_layout()
     fig.savefig(png, dpi=120)
@@ -352,21 +359,41 @@ def _band_variants_2d(z, info):
     return out
 
 
-def analyse_learn_2d(workdir):
+def analyse_learn_2d(workdir, compact=None):
     """Width ratio, coverage of the replicate mean and of V_0 (used only here, for scoring), bias/sd, for every
-    band variant, over the seeds done in ``workdir``."""
+    band variant, over the seeds done in ``workdir``; ``compact``: an npz path for the per-seed curves on the mass
+    region (what the repository keeps; the per-seed files in workdir are ~55 kB each)."""
     infos = [json.loads(p.read_text()) for p in sorted(Path(workdir).glob("seed-*.json"))]
     rows = [_band_variants_2d(np.load(Path(workdir) / f"seed-{i['seed']:03d}.npz"), i) for i in infos]
     truth = reference("test4")
-    keys = [k for k in rows[0] if all(k in r for r in rows)]
+    # "*/reported" are the bands the learn that ran reported: equal to raw/with_z and corrected/with_z for runs made
+    # before learn widened only the raw band (noise_part_of_band.widens), to raw/with_z and corrected/no_z after
+    keys = [k for k in rows[0] if all(k in r for r in rows) and not k.endswith("/reported")]
     res = {}
     for k in keys:
         fits = [r[k] for r in rows]
         rb = replicate_band_summary(fits)
-        rb["profile"] = {a: np.round(rb["profile"][a], 6).tolist() for a in ("half_width", "seed_sd")}
+        rb["profile"] = ({a: [float(f"{v:.4g}") for v in rb["profile"][a]] for a in ("half_width", "seed_sd")}
+                         if k != "raw/no_z" else None)   # kept for the plot (--plot)
         ts = truth_summary(fits, truth)
         ts.pop("bias_profile")
         res[k] = dict(rb, **ts)
+    if compact:  # every variant can be rebuilt from these (< 0.5 MB for 40 seeds): the mass region of the common grid
+        from bayescg.fit import _mass_region, on_common_grid
+
+        common, U, lo, hi, wt = on_common_grid([r["raw/no_z"] for r in rows])
+        reg = _mass_region(wt.sum(axis=0), 0.98)
+        arr = {"grid": np.asarray(common, float)[reg], "weight": wt[:, reg].astype(np.float32),
+               "raw_U_mean": U[:, reg].astype(np.float32), "raw_lower_no_z": lo[:, reg].astype(np.float32),
+               "raw_upper_no_z": hi[:, reg].astype(np.float32), "seeds": np.array([i["seed"] for i in infos]),
+               "z_band_scale": np.array([float((i.get("noise_part_of_band") or {}).get("band_scale", 1.0))
+                                         for i in infos]),
+               "jacobian_factor": np.array([float(i["jacobian_factor"] or np.nan) for i in infos])}
+        if all("corrected/part_mc_se" in r for r in rows):
+            _, Uc, loc, _, _ = on_common_grid([r["corrected/part_mc_se"] for r in rows])
+            arr.update(corrected_U_mean=Uc[:, reg].astype(np.float32),
+                       correction_se=((Uc - loc)[:, reg] / Z94).astype(np.float32))
+        np.savez_compressed(compact, **arr)
     per_seed = [{a: i[a] for a in ("seed", "wall_seconds", "cpu_seconds", "load_start", "load_end",
                                    "noise_covariance", "noise_part_of_band", "jacobian_factor", "converged",
                                    "iterations", "beta_hat", "reference_rmse", "reference_rmse_raw", "warnings")}
@@ -425,7 +452,7 @@ def main():
                   f"{(i['noise_part_of_band'] or {}).get('band_scale')}", flush=True)
         return
     if a.analyse_learn_2d:
-        r = analyse_learn_2d(a.analyse_learn_2d)
+        r = analyse_learn_2d(a.analyse_learn_2d, Path(a.out).with_name(f"raw-{Path(a.out).stem}.npz"))
         Path(a.out).write_text(json.dumps({"test4-learn-2d": r}, indent=1, default=float))
         for k, v in r["results"].items():
             print(f"{k}: {v['fits']} seeds, width ratio {v['width_ratio']:.3f}, coverage of mean {v['coverage']:.3f}, "
