@@ -421,6 +421,8 @@ def main():
                     help="MAP only, plus the finite-delta correction learn applies (1D), scored against U_0 too")
     ap.add_argument("--steps", type=float, help="override the cases' steps (the case is then stored as NAME@STEPS)")
     ap.add_argument("--first-seed", type=int, default=1)
+    ap.add_argument("--final-step", choices=("full", "legacy"),
+                    help="A/B only: bias.fixed_point_correction's final_step (default: the library's)")
     ap.add_argument("--no-kick-shape", action="store_true",
                     help="diagnosis only: the correction without its 1D kick-shape step (stored as NAME~white)")
     ap.add_argument("--vary-kick-seeds", action="store_true",
@@ -482,6 +484,13 @@ def main():
             spec["correction_steps_factor"] = a.correction_steps_factor
             case += f"~csteps{a.correction_steps_factor:g}"
         t0 = time.time()
+        if a.final_step:
+            import functools
+
+            import bayescg.bias as bias
+
+            orig = getattr(bias.fixed_point_correction, "func", bias.fixed_point_correction)
+            bias.fixed_point_correction = functools.partial(orig, final_step=a.final_step)
         runs = run_case(name, spec, range(a.first_seed, a.first_seed + a.seeds), a.draws, not (a.no_main_rule or a.corrected),
                         corrected=a.corrected)
         res = analyse(runs, reference(spec["pot"]) if a.corrected else None)
