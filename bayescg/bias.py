@@ -646,7 +646,7 @@ def _step_se(fit, apply, max_draws: int = 200):
 def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, var_p, delta, gamma,
                            mass=None, friction=None, max_iter: int = 6, min_iter: int = 1,
                            noise_shape=None, continuation: str = "stable",
-                           refuse_unstable: bool = True, final_step: str = "full") -> FixedPointCorrection:
+                           refuse_unstable: bool = True, final_step: str = "se") -> FixedPointCorrection:
     """Iterate (B4) from the learned U_raw = L_delta[V] (spline ``coef_target`` (m,) on ``knots``, d = 1, 2).
 
     learn(coef (m,), Z) -> FitResult: runs the white-kick map on the spline U_c with coefficients ``coef`` and
@@ -662,11 +662,11 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     iteration goes back to the best iterate with half the step (and halves again on every further growth).
     Stops after the first iteration >= ``min_iter`` whose residual is below the RMS Monte Carlo error of
     L_delta[U_c] (its last update is then applied: ``converged``); otherwise returns the best evaluated iterate
-    (``history`` marks it ``returned``).  final_step (1D, converged): "full" (default) applies that last update in
-    full from the evaluated iterate, whatever the backtracked step length (the residual is at the Monte Carlo
-    level, so the linear step holds), and correction_se is that fit's draws propagated through the step (the local
-    preconditioner's gain is up to 2.5x s on the walls); "legacy": alpha x the update and se = s x the fit's band
-    (measured on the 50-seed study: the correction's seed spread was 1.2-2.7x that se on the flanks).
+    (``history`` marks it ``returned``).  final_step (1D, converged): "se" (default): when that last update is a
+    full step (alpha = 1), correction_se is the white fit's posterior draws propagated through it (the local
+    preconditioner's gain is up to 2.5x s on the walls), else s x the fit's band; "full": the update is also taken
+    in full after a backtrack (alpha < 1), with the propagated se (fresh seeds: no coverage gain, per-fit RMSE
+    +9 % on the double well); "legacy": se = s x the fit's band always.
     noise_shape (d, d), d >= 2: the shape of the white kicks' covariance (e.g. the V-run's measured kick
     covariance, :func:`residual_kick_correlation`'s Z_matrix); default the symmetrised friction (see _start).
     continuation (d >= 2): "stable" (default; coefficients no data see pulled towards the data's Gaussian,
@@ -807,15 +807,17 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
             converged = True
             break
     se_out = s * se
-    if converged and x.ndim == 1 and final_step == "full":
-        # the residual is at the Monte Carlo level, so the linearised step is valid: take it in full from the
-        # evaluated iterate (a backtracked alpha < 1 would leave (1 - alpha) of the remaining gap, which no band
-        # holds), and propagate the white fit's posterior draws through that same step for its se (the local
-        # preconditioner's gain is not s on the flanks)
+    full = converged and x.ndim == 1 and (final_step == "full" or (final_step == "se" and alpha == 1.0
+                                                                   and np.allclose(coef, cont(c_eval + step(c_eval, fc)))))
+    if full and (getattr(fit_eval, "arviz_extras", None) or {}).get("coef_draws") is not None:
+        # the last white fit's noise reaches U_c through the full (B4) step, whose local gain P(q) is not s on the
+        # flanks: propagate that fit's posterior draws through the same step (measured: the correction's spread over
+        # correction seeds was 1.2-2.7x s x se).  "full" also takes the step in full after a backtrack (alpha < 1);
+        # "se" (default) keeps the shortened step and its s x se there (the gap it leaves is of that order: on the
+        # 50-seed study those seeds' errors were 0.97 of their band sd, the full-step seeds' 2.0)
         coef = cont(c_eval + step(c_eval, fc))
-        if (getattr(fit_eval, "arviz_extras", None) or {}).get("coef_draws") is not None:
-            se_out = _step_se(fit_eval, lambda cd: _aligned(ev(cont(c_eval + step(c_eval, cd))), w))
-        history[-1]["final_step"] = "full"  # without per-draw coefficients (synthetic learners) se stays s x se
+        se_out = _step_se(fit_eval, lambda cd: _aligned(ev(cont(c_eval + step(c_eval, cd))), w))
+        history[-1]["final_step"] = "full step, se propagated"
     if not converged:  # return the best evaluated iterate, not an unverified step
         coef, Z_used, se = best["coef"], best["Z"], best["se"]
         se_out = s * se

@@ -676,10 +676,10 @@ def _noisy_linear_learner(gain, x, t, sigma, rng, draws=300):
 
 
 def test_correction_se_is_the_spread_of_the_returned_correction_over_monte_carlo_noise():
-    """At convergence the returned U_c is the last evaluated iterate plus the full (B4) step from its white fit, so
-    that fit's noise reaches the correction through the local step (gain P(q), not s); correction_se (the fit's
-    draws propagated through that same step) must match the correction's spread over independent noise (the
-    converged ones of 40 repeats; a quartic at delta 0.5, where P/s is 0.3-1 on the walls).  The converged runs
+    """Converged with a full last step, the returned U_c is the last evaluated iterate plus the (B4) step from its
+    white fit, so that fit's noise reaches the correction through the local step (gain P(q), not s); correction_se
+    (the fit's draws propagated through that same step) must match the correction's spread over independent noise
+    (those runs of 40 repeats; a quartic at delta 0.5, where P/s is 0.3-1 on the walls).  The converged runs
     are those whose last noisy residual happened to be small, so the se is slightly conservative for them.  (On
     this synthetic map s x the white band is about as large, 0.78: the test checks the propagation, not that it
     differs from the former se.)"""
@@ -695,12 +695,12 @@ def test_correction_se_is_the_spread_of_the_returned_correction_over_monte_carlo
     C, S = [], []
     for _ in range(40):
         fp = fixed_point_correction(t, ct, _noisy_linear_learner(1.15, x, t, sigma, rng), grid=x, weights=w,
-                                    region=reg, var_p=1.0, delta=delta, gamma=gamma, max_iter=25)
-        if fp.converged:
-            assert fp.history[-1].get("final_step") == "full"
+                                    region=reg, var_p=1.0, delta=delta, gamma=gamma, max_iter=25,
+                                    final_step="full")  # the default "se" propagates the same way when alpha = 1
+        if fp.converged and fp.history[-1].get("final_step") == "full step, se propagated":
             C.append(fp.correction)
             S.append(fp.correction_se)
-    assert len(C) >= 12
+    assert len(C) >= 10, len(C)
     sd = np.std(C, axis=0, ddof=1)[reg]
     ratio = float(np.sqrt(np.mean(sd ** 2) / np.mean(np.mean(np.square(S), axis=0)[reg])))
     # measured 0.76 (rng seed 7; the spread of ~15 converged runs is itself uncertain by ~20 %): the upper bound
