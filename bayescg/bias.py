@@ -807,8 +807,8 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
             converged = True
             break
     se_out = s * se
-    full = converged and x.ndim == 1 and (final_step == "full" or (final_step == "se" and alpha == 1.0
-                                                                   and np.allclose(coef, cont(c_eval + step(c_eval, fc)))))
+    full_step_taken = converged and x.ndim == 1 and alpha == 1.0 and np.allclose(coef, cont(c_eval + step(c_eval, fc)))
+    full = converged and x.ndim == 1 and (final_step == "full" or (final_step == "se" and full_step_taken))
     if full and (getattr(fit_eval, "arviz_extras", None) or {}).get("coef_draws") is not None:
         # the last white fit's noise reaches U_c through the full (B4) step, whose local gain P(q) is not s on the
         # flanks: propagate that fit's posterior draws through the same step (measured: the correction's spread over
