@@ -849,7 +849,7 @@ def residual_kick_correlation(q, p, grad_U, *, delta, A, E, max_lag: int = 3, re
     one global cubic polynomial of q_{n+1/2}, the estimator before: on (4.9) Mueller-Brown it keeps the misfit) and
     ``n``.  A step that resolves part of V - U_c
     (the scale treated as noise) gives rho_1 far from 0: the kicks of successive steps then share the same
-    resolved feature of V - U_c.  return_kicks: return r (n - 1, W, d) itself instead."""
+    resolved feature of V - U_c.  return_kicks: return r (n - 1, W, d) itself instead; "both": (statistics, r)."""
     q = np.asarray(q, dtype=float)
     p = np.asarray(p, dtype=float)
     if q.ndim != 3 or q.shape != p.shape or q.shape[0] < max_lag + 3:
@@ -860,8 +860,17 @@ def residual_kick_correlation(q, p, grad_U, *, delta, A, E, max_lag: int = 3, re
     qh = q[:-1] + 0.5 * delta * np.einsum("ij,nwj->nwi", A, p[:-1])
     g = np.asarray(grad_U(qh.reshape(-1, d)), dtype=float).reshape(qh.shape)
     r = p[1:] - np.einsum("ij,nwj->nwi", E, p[:-1]) + delta * g
+    if return_kicks == "both":  # the statistics and the kicks from one evaluation of grad U_c
+        return _kick_statistics(qh, r.copy(), delta=delta, max_lag=max_lag), r
     if return_kicks:
         return r
+    return _kick_statistics(qh, r, delta=delta, max_lag=max_lag)
+
+
+def _kick_statistics(qh, r, *, delta, max_lag):
+    """The statistics of :func:`residual_kick_correlation` from the half-step positions qh and kicks r (n - 1, W, d)
+    (r is centred in place)."""
+    W, d = r.shape[1], r.shape[2]
     r = r - r.mean(axis=0)
     v = np.mean(r * r, axis=0)  # (W, d)
     rho = [float(np.sum(np.mean(r[k:] * r[:-k], axis=0)) / np.sum(v)) for k in range(1, max_lag + 1)]
@@ -1011,14 +1020,13 @@ def white_noise_check(potential, sim, knots, coef_raw, coef_corrected, *, steps_
     if not keep.all():  # (copying only when needed keeps the arrays, and so the kicks' rounding, as they were)
         q, p = q[:, keep], p[:, keep]
     out = {}
-    for name, c in (("raw", coef_raw), ("corrected", coef_corrected)):
-        rep = SplineRep(knots, c)
-        out[name] = residual_kick_correlation(q, p, rep.gradient, delta=sim.delta, A=A, E=E)
+    out["raw"] = residual_kick_correlation(q, p, SplineRep(knots, coef_raw).gradient, delta=sim.delta, A=A, E=E)
+    # the corrected U_c's statistics and its kicks (for the kick-shape step) from one pass over the frames
+    out["corrected"], kicks = residual_kick_correlation(q, p, SplineRep(knots, coef_corrected).gradient,
+                                                        delta=sim.delta, A=A, E=E, return_kicks="both")
     r1, se = out["corrected"]["rho"][0], out["corrected"]["rho_se"]
     out["flag"] = bool(abs(r1) > RHO_TOL and abs(r1) > 4 * se)
     out["rho_tol"] = RHO_TOL
-    kicks = residual_kick_correlation(q, p, SplineRep(knots, coef_corrected).gradient, delta=sim.delta, A=A, E=E,
-                                      return_kicks=True)
     return out, kicks
 
 
