@@ -861,7 +861,7 @@ def residual_kick_correlation(q, p, grad_U, *, delta, A, E, max_lag: int = 3, re
     g = np.asarray(grad_U(qh.reshape(-1, d)), dtype=float).reshape(qh.shape)
     r = p[1:] - np.einsum("ij,nwj->nwi", E, p[:-1]) + delta * g
     if return_kicks == "both":  # the statistics and the kicks from one evaluation of grad U_c
-        return _kick_statistics(qh, r.copy(), delta=delta, max_lag=max_lag), r
+        return _kick_statistics(qh, r, delta=delta, max_lag=max_lag), r
     if return_kicks:
         return r
     return _kick_statistics(qh, r, delta=delta, max_lag=max_lag)
@@ -869,7 +869,7 @@ def residual_kick_correlation(q, p, grad_U, *, delta, A, E, max_lag: int = 3, re
 
 def _kick_statistics(qh, r, *, delta, max_lag):
     """The statistics of :func:`residual_kick_correlation` from the half-step positions qh and kicks r (n - 1, W, d)
-    (r is centred in place)."""
+    (r is not modified)."""
     W, d = r.shape[1], r.shape[2]
     r = r - r.mean(axis=0)
     v = np.mean(r * r, axis=0)  # (W, d)
