@@ -986,16 +986,11 @@ def kick_covariance(qh, r, *, delta, cells=None, min_per_parameter: int = KICK_S
 RHO_TOL = 0.1  # |lag-1 autocorrelation| of the residual kicks above which the white-noise model is flagged
 
 
-def white_noise_check(potential, sim, knots, coef_raw, coef_corrected, *, steps_per_walker: int = 20_000,
-                      walkers: int = 16, seed: int = 7):
-    """(dict, kicks): :func:`residual_kick_correlation` of the raw U and of the corrected U_c (splines on ``knots``) on a fresh
-    stretch of the V-run: ``walkers`` trajectories of the damped map on ``potential`` (the run's delta, mass,
-    friction) started from the run's final walker states, one frame per step.  Adds ``flag``: |rho_1| of U_c
-    above RHO_TOL (and above 4 standard errors), i.e. the step resolves part of what (B4) treats as white
-    noise, so the corrected U is the potential at the scale the step resolves, not a coarser truncation.
-    kicks (n - 1, W, d): the residual kicks of U_c (for :func:`kick_shape_shift`)."""
+def check_frames(potential, sim, *, steps_per_walker: int = 20_000, walkers: int = 16, seed: int = 7):
+    """(q, p, A, E): a fresh stretch of the V-run for the kick statistics -- ``walkers`` trajectories (n, W, d) of the
+    damped map on ``potential`` (the run's delta, mass A, friction) started from the run's final walker states, one
+    frame per step, walkers that trap dropped; E = exp(-Gamma A delta) (d, d)."""
     from .simulate import EngineOptions, run_trajectories
-    from .splines import SplineRep
 
     # only walkers that still move: one at a fixed point of the map (trap detection) kicks by a constant, which
     # would distort the kicks' shape (on (4.7) at delta 0.1309, 44 % trapped, it emptied the kick-shape histogram)
@@ -1019,6 +1014,18 @@ def white_noise_check(potential, sim, knots, coef_raw, coef_corrected, *, steps_
                               "of the map during the check")
     if not keep.all():  # (copying only when needed keeps the arrays, and so the kicks' rounding, as they were)
         q, p = q[:, keep], p[:, keep]
+    return q, p, A, E
+
+
+def white_noise_check(potential, sim, knots, coef_raw, coef_corrected, *, frames=None, **frame_kw):
+    """(dict, kicks): :func:`residual_kick_correlation` of the raw U and of the corrected U_c (splines on ``knots``) on
+    ``frames`` = :func:`check_frames` (potential, sim, **frame_kw) (computed here when not given).  Adds ``flag``:
+    |rho_1| of U_c above RHO_TOL (and above 4 standard errors), i.e. the step resolves part of what (B4) treats as
+    white noise, so the corrected U is the potential at the scale the step resolves, not a coarser truncation.
+    kicks (n - 1, W, d): the residual kicks of U_c (for :func:`kick_shape_shift`)."""
+    from .splines import SplineRep
+
+    q, p, A, E = frames if frames is not None else check_frames(potential, sim, **frame_kw)
     out = {}
     out["raw"] = residual_kick_correlation(q, p, SplineRep(knots, coef_raw).gradient, delta=sim.delta, A=A, E=E)
     # the corrected U_c's statistics and its kicks (for the kick-shape step) from one pass over the frames

@@ -431,19 +431,23 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
 
     begin_stage(control, f"finite-delta correction: fixed point on white-kick runs ({steps:.3g} steps each)")
     learn = damped_white_learner(sim, sim_kw, knots=knots, steps=steps, seed=seed + 1, control=control)
-    shape = None
+    shape = frames = None
     if sim.dim >= 2 and noise is not None and getattr(noise, "noise_covariance", None) is not None:
         # two-stage run: the calibrated Z (stage 1, Theorem 3.1) is the kick covariance the run's friction was matched
         # to; measured on (4.9) it is closer to the micro-scales' Z than any estimate from the kicks about the raw U
         shape = np.asarray(noise.noise_covariance, dtype=float)
     elif sim.dim >= 2 and potential is not None and getattr(sim, "final_q", None) is not None:
-        from .bias import white_noise_check
+        from .bias import check_frames, residual_kick_correlation
+        from .splines import SplineRep
 
         # the white kicks get the V-run's measured kick covariance (about the raw U), not an assumed shape: in d >= 2
-        # the learned U depends on it (bias.learned_hessian_of); a calibrated run's is ~ its friction's
+        # the learned U depends on it (bias.learned_hessian_of); a calibrated run's is ~ its friction's.  The frames
+        # are kept for the white-noise check below (same stretch of the V-run: simulated once)
         begin_stage(control, "finite-delta correction: kick covariance of the V-run")
-        shape = np.asarray(white_noise_check(potential, sim, target.knots, target.coef_mean,
-                                             target.coef_mean)[0]["raw"]["Z_matrix"])
+        frames = check_frames(potential, sim)
+        q, p, A, E = frames
+        shape = np.asarray(residual_kick_correlation(q, p, SplineRep(target.knots, target.coef_mean).gradient,
+                                                     delta=sim.delta, A=A, E=E)["Z_matrix"])
     try:
         corr = fixed_point_correction(target.knots, target.coef_mean, learn,
                                       grid=fit.grid[:, 0] if sim.dim == 1 else fit.grid, weights=fit.grid_weights,
@@ -460,7 +464,7 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
 
             begin_stage(control, "finite-delta correction: white-noise check of the residual kicks")
             chk, kicks = white_noise_check(potential, sim, target.knots, target.coef_mean,
-                                           np.asarray(target.coef_mean) + corr.coef_shift)
+                                           np.asarray(target.coef_mean) + corr.coef_shift, frames=frames)
             corr.white_noise_check = chk
             if kick_shape and sim.dim == 1:
                 from .bias import apply_kick_shape
