@@ -553,6 +553,29 @@ def _fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", dra
     Raises InputError when the effective sample size is below ``min_eff_per_coef`` per (kept) coefficient.
     """
     t0 = time.perf_counter()
+    counts, edges, bh, bse, factor, n_eff, fixed_beta, basis, momenta, warnings = _checked_inputs(
+        sim_or_data, knots, method, mass_fraction, beta, min_eff_per_coef, max_knots_2d, max_knots_3d, coarsen,
+        quad, trim)
+    if control is not None:
+        control.check()
+    post = _posterior_draws(basis, counts, edges, factor, momenta, fixed_beta, method=method, draws=draws, tune=tune,
+                            chains=chains, seed=seed, target_accept=target_accept, control=control)
+    warnings += post.pop("warnings")
+    if control is not None:
+        control.check()
+    begin_stage(control, "fit: posterior summary")
+    res, parts = _summary(sim_or_data, basis, counts, edges, factor, n_eff, bh, bse, momenta, post, method=method,
+                          mass_fraction=mass_fraction, calibrate_band=calibrate_band, warnings=warnings)
+    _attach_checks(res, basis, counts, factor, post, parts, reference=reference, seed=seed)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _checked_inputs(sim_or_data, knots, method, mass_fraction, beta, min_eff_per_coef, max_knots_2d, max_knots_3d,
+                    coarsen, quad, trim):
+    """The fit's inputs, checked (InputError with one line otherwise): the histogram (counts, edges), beta_hat and
+    its se, the n_eff factor and n_eff, the fixed beta (or None), the likelihood's spline basis, the momenta
+    statistics (None when beta is fixed) and the warnings so far (a capped knot count)."""
     if method not in ("nuts", "map"):
         raise InputError(f"method must be 'nuts' or 'map', got {method!r}")
     if not 0.5 <= mass_fraction <= 1.0:
@@ -580,8 +603,18 @@ def _fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", dra
         if bh is None or bse is None:
             raise InputError("need beta_hat and beta_hat_se (or a fixed beta) to fit U")
         momenta = {"beta_hat": float(bh), "beta_hat_se": float(bse)}
-    if control is not None:
-        control.check()
+    return counts, edges, bh, bse, factor, n_eff, fixed_beta, basis, momenta, warnings
+
+
+def _posterior_draws(basis, counts, edges, factor, momenta, fixed_beta, *, method, draws, tune, chains, seed,
+                     target_accept, control) -> dict:
+    """MAP by Newton iterations, then the posterior draws: NUTS on the same density, or the Laplace approximation.
+
+    Returns a dict: A (S, m) kept coefficients of f = beta U per draw, betad (S,), bd (the draws in the sampled
+    coordinates), idata (NUTS) or None, diag, band and sampler (text), a_map and solve_a (H^-1 applied to a
+    coefficient vector, for the band's sandwich), post_name, warnings."""
+    d = len(edges)
+    m = basis.n_coef
     # MAP of the coefficients and sigma_rw by Newton iterations on the same log posterior as the PyMC model:
     # 1D the dense form (b, sum-to-zero coordinates); d >= 2 the sparse form (kept coefficients a, every
     # product sparse, bayes.effective section "sparse form")
@@ -597,6 +630,7 @@ def _fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", dra
         chol = sparse_cholesky(H)
         solve_a = chol.solve
     idata = None
+    warnings: list[str] = []
     rng = np.random.default_rng(seed)
     post_name = "z" if d == 1 else "a"
     if method == "nuts":
@@ -623,7 +657,7 @@ def _fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", dra
             bd = wh.b_of(idata.posterior["z"].values.reshape(-1, m - 1), idata.posterior["sigma_rw"].values.ravel())
             A = bd @ basis.Q.T
         else:
-            A = idata.posterior["a"].values.reshape(-1, m)
+            A = bd = idata.posterior["a"].values.reshape(-1, m)
         betad = (idata.posterior["beta"].values.ravel() if "beta" in idata.posterior
                  else np.full(A.shape[0], float(fixed_beta)))
         warnings += convergence_warnings(diag)
@@ -641,10 +675,17 @@ def _fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", dra
         sampler = f"MAP (Newton / Fisher scoring) + Laplace approximation, {nd} independent draws"
         band = ("94% equal-tailed Laplace interval (Gaussian in the spline coefficients at the MAP, smoothing "
                 "precision fixed at its MAP; exact Gamma posterior of beta)")
-    if control is not None:
-        control.check()
-    begin_stage(control, "fit: posterior summary")
-    # ---- U on the report grid
+    return dict(A=A, betad=betad, bd=bd, idata=idata, diag=diag, band=band, sampler=sampler, a_map=a_map,
+                solve_a=solve_a, post_name=post_name, warnings=warnings)
+
+
+def _summary(sim_or_data, basis, counts, edges, factor, n_eff, bh, bse, momenta, post, *, method, mass_fraction,
+             calibrate_band, warnings):
+    """(FitResult, parts): U on the report grid from the draws -- every draw aligned to the same count-weighted
+    mean, scaled to the walker-clustered sandwich variance (``calibrate_band``), the 94 % band, the stored spline
+    and beta's summary; parts (X, Ucoef, w, shift, coef_kept, cells_mask) for :func:`_attach_checks`."""
+    A, betad, band = post["A"], post["betad"], post["band"]
+    d = len(edges)
     pts, idx = _report_grid(basis, counts)
     X = _design_at(basis, idx)               # (G, m), sparse for d >= 2
     Ucoef = A / betad[:, None]               # coefficients of U = f / beta; A (S, m) kept coefficients of f
@@ -656,8 +697,9 @@ def _fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", dra
     calib = {"method": "off", "scale": 1.0}
     if calibrate_band:
         Um = Ud.mean(axis=0)
-        scale, calib = _calibrate_band(basis, factor, a_map, solve_a, X, w, Um, float(np.mean(betad)),
-                                       _walker_data(sim_or_data), cells_mask[idx], Ud, momenta is not None)
+        scale, calib = _calibrate_band(basis, factor, post["a_map"], post["solve_a"], X, w, Um,
+                                       float(np.mean(betad)), _walker_data(sim_or_data), cells_mask[idx], Ud,
+                                       momenta is not None)
         if scale != 1.0:
             Ud = Um + scale * (Ud - Um)
             band += f"; draws scaled by {scale:.3g} to the walker-clustered sandwich variance of U"
@@ -684,17 +726,23 @@ def _fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", dra
                           "beta_hat": None if bh is None else float(bh),
                           "beta_hat_se": None if bse is None else float(bse)},
                     knots=basis.knots, coef_mean=coef_mean, n_eff_factor=float(factor), n_eff=float(n_eff),
-                    diagnostics=diag, seconds=0.0, warnings=warnings, band=band, counts=counts, edges=edges,
-                    idata=idata, U_draws=Ud, likelihood=basis.describe(),
-                    lik_counts=basis.active_counts(counts), sampler=sampler, band_calibration=calib)
-    # ---- reference
+                    diagnostics=post["diag"], seconds=0.0, warnings=warnings, band=band, counts=counts, edges=edges,
+                    idata=post["idata"], U_draws=Ud, likelihood=basis.describe(),
+                    lik_counts=basis.active_counts(counts), sampler=post["sampler"], band_calibration=calib)
     res.mass_region = cells_mask[idx]
+    res.grid_weights = w
+    return res, (X, Ucoef, w, shift, coef_kept, cells_mask)
+
+
+def _attach_checks(res, basis, counts, factor, post, parts, *, reference, seed) -> None:
+    """Add to ``res`` what is computed from the fit: the reference's score, the posterior predictive of the active
+    cells' counts (<= 200 draws), ArviZ extras, and U in the InferenceData (NUTS: the posterior's; MAP: a new one)."""
+    X, Ucoef, w, shift, coef_kept, cells_mask = parts
+    A, Ud = post["A"], res.U_draws
     cidx = np.flatnonzero(cells_mask)
     res.cell_points = np.column_stack([c[i] for c, i in zip(basis.centres, np.unravel_index(cidx, counts.shape))])
-    res.grid_weights = w
     if reference is not None:
         score_reference(res, reference, f_cells(basis, coef_kept).ravel()[cidx])
-    # ---- posterior predictive of the counts of the active likelihood cells (<= 200 draws)
     rng = np.random.default_rng(seed + 7)
     sel = rng.choice(A.shape[0], size=min(200, A.shape[0]), replace=False)
     ntot = int(round(counts.sum()))
@@ -703,19 +751,18 @@ def _fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", dra
         ppc[r] = rng.multinomial(ntot, _active_pi(basis, A[s]))
     res.ppc_counts = ppc
     res.arviz_extras = _arviz_extras(basis, A, Ucoef, X, w, shift, factor, counts)
-    if idata is not None:
+    if post["idata"] is not None:
         import xarray as xr
 
-        nchain = idata.posterior.sizes["chain"]
+        nchain = post["idata"].posterior.sizes["chain"]
         Uc = Ud.reshape(nchain, -1, Ud.shape[1])
-        idata.posterior["U"] = xr.DataArray(Uc, dims=("chain", "draw", "grid_point"))
+        post["idata"].posterior["U"] = xr.DataArray(Uc, dims=("chain", "draw", "grid_point"))
     else:
         import arviz as az
 
-        res.idata = az.from_dict(posterior={post_name.replace("z", "b"): bd[None], "beta": betad[None], "U": Ud[None]},
+        res.idata = az.from_dict(posterior={post["post_name"].replace("z", "b"): post["bd"][None],
+                                            "beta": post["betad"][None], "U": Ud[None]},
                                  dims={"U": ["grid_point"]})
-    res.seconds = time.perf_counter() - t0
-    return res
 
 
 functools.update_wrapper(fit_effective_potential, _fit_effective_potential)
