@@ -643,6 +643,76 @@ def _step_se(fit, apply, max_draws: int = 200):
     return (hi - lo) / (2 * Z94)
 
 
+def _setup_1d(knots, ct, x, w, T, s, kappa_max, delta, gamma, mass, friction):
+    """(cont, step, start coefficients) of (B4) in 1D.  Coefficients whose Greville abscissa is off the grid are
+    not seen by the data: U_c is continued there with constant, stable curvature (_continued) and the update is
+    held at its nearest inside value (_held); step(c, fc) is (B4) with the local preconditioner, in coefficients;
+    the start is s x U_raw plus the local start (_local_start)."""
+    from .splines import SplineRep, design_matrix
+
+    t = np.asarray(knots[0], dtype=float)
+    grev = np.array([t[j + 1:j + 4].mean() for j in range(ct.size)])
+    inside = (grev >= x.min()) & (grev <= x.max())
+    cont = lambda c: _continued(c, inside, grev, kappa_max)  # noqa: E731
+    a = 1.0 if mass is None else float(np.atleast_2d(mass)[0, 0])
+    g1 = gamma if friction is None else float(np.atleast_2d(friction)[0, 0])
+    de, Ee = delta * math.sqrt(a), math.exp(-g1 * a * delta)
+    B = design_matrix(x, knots)
+
+    def ev(c):
+        return SplineRep(knots, c).value(x)
+
+    def step(c, fc):
+        dc = ct - fc
+        kap = np.clip(_grid_curvature(ev(c), x), -kappa_max, kappa_max)
+        extra = _curvature_step(ev(dc), kap, x, w, s, de, Ee)
+        return _held(s * dc + np.linalg.lstsq(B, extra, rcond=None)[0], inside)
+
+    coef = cont(s * ct + np.linalg.lstsq(B, _local_start(T, x, w, s, de, Ee, kappa_max), rcond=None)[0])
+    return cont, step, coef
+
+
+def _setup_2d(knots, ct, x, w, T, s, var_p, delta, gamma, mass, friction, noise_shape, continuation,
+              refuse_unstable):
+    """(cont, step, start coefficients, region_hess, checks) of (B4) in d >= 2.  Coefficients seen by no data are
+    continued towards the data's Gaussian (``continuation`` "stable", confining: stable_continuation_2d) or with
+    minimum curvature (_continued_2d); a continued start whose Hessian on the walkers' region exceeds the damped
+    map's stability limit 2 (1 + E) / delta^2 is refused (InputError) when ``refuse_unstable``; checks: the
+    curvatures and the limit, recorded in the first history row."""
+    inside = _inside_2d(knots, x, w)
+    shape2 = tuple(len(t) - 4 for t in knots)
+    if continuation == "stable":  # towards the data's Gaussian (confining), see stable_continuation_2d
+        mu_d, K_d = data_gaussian_2d(x, w, var_p)
+        cont = lambda c: stable_continuation_2d(c, inside, shape2, knots, mu_d, K_d)  # noqa: E731
+    else:
+        cont = lambda c: _continued_2d(c, inside, shape2)  # noqa: E731
+    E2 = _start(x, T, var_p, delta, gamma, mass, friction, noise_shape)[3]
+    lim2 = 2.0 * (1.0 + float(np.min(np.real(np.linalg.eigvals(E2))))) / delta ** 2
+    wall2 = 1.0 / delta ** 2  # the white learner's wall (damped_white_learner)
+    kmax_raw = hessian_extremes_2d(knots, ct, wall2)[0]
+    kmax_cont, kmin_out = hessian_extremes_2d(knots, cont(s * ct), wall2)
+    pts = x[w > 0]
+    region_hess = lambda c: max_hessian_on_region(knots, c, pts, wall=wall2)  # noqa: E731
+    kreg_start = region_hess(cont(s * ct))
+    if refuse_unstable and kreg_start > lim2:
+        raise InputError(
+            f"refused: the continued start U_c has largest Hessian eigenvalue {kreg_start:.4g} on the walkers' "
+            f"region, above the damped map's stability limit 2 (1 + E) / delta^2 = {lim2:.4g}; white-kick runs "
+            "on it would heat or blow up, so the 2D correction is not applied")
+    # recorded, not refused: a curvature above the limit on a small patch need not heat the run (the slow test
+    # x^2/2 + 3 y^2/2 at delta 0.4: 25.2 after the continuation, limit 24; 204 without it, and it passed on
+    # main); a white run that heats up or blows up is caught by the temperature guard of the iteration or the
+    # engine's blow-up error, and learn keeps the raw U with a warning
+
+    def step(c, fc):
+        return s * (ct - fc)
+
+    checks = dict(max_curvature_raw=kmax_raw, max_curvature_continued=kmax_cont, stability_limit=lim2,
+                  min_curvature_past_box=kmin_out, max_curvature_walkers_region=kreg_start,
+                  continuation=continuation, coefficients_continued=int((~inside).sum()))
+    return cont, step, cont(s * ct), region_hess, checks
+
+
 def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, var_p, delta, gamma,
                            mass=None, friction=None, max_iter: int = 6, min_iter: int = 1,
                            noise_shape=None, continuation: str = "stable",
@@ -680,7 +750,7 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     """
     import time
 
-    from .splines import SplineRep, design_matrix
+    from .splines import SplineRep
 
     t0 = time.perf_counter()
     x = np.asarray(grid, dtype=float)
@@ -696,56 +766,11 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     T = ev(ct)
     s, Z, kappa_max, _ = _start(x, T, var_p, delta, gamma, mass, friction, noise_shape)
     if x.ndim == 1:
-        # coefficients whose Greville abscissa is off the grid are not seen by the data: U_c is continued there
-        # with constant, stable curvature (_continued) and the update is held at its nearest inside value (_held)
-        t = np.asarray(knots[0], dtype=float)
-        grev = np.array([t[j + 1:j + 4].mean() for j in range(ct.size)])
-        inside = (grev >= x.min()) & (grev <= x.max())
-        cont = lambda c: _continued(c, inside, grev, kappa_max)  # noqa: E731
-        hold = lambda c: _held(c, inside)  # noqa: E731
-        a = 1.0 if mass is None else float(np.atleast_2d(mass)[0, 0])
-        g1 = gamma if friction is None else float(np.atleast_2d(friction)[0, 0])
-        de, Ee = delta * math.sqrt(a), math.exp(-g1 * a * delta)
-        B = design_matrix(x, knots)
-
-        def step(c, fc):  # (B4) with the local preconditioner, in coefficients
-            dc = ct - fc
-            kap = np.clip(_grid_curvature(ev(c), x), -kappa_max, kappa_max)
-            extra = _curvature_step(ev(dc), kap, x, w, s, de, Ee)
-            return hold(s * dc + np.linalg.lstsq(B, extra, rcond=None)[0])
-    else:  # d >= 2: coefficients seen by no data are continued with minimum curvature (_continued_2d)
-        inside = _inside_2d(knots, x, w)
-        shape2 = tuple(len(t) - 4 for t in knots)
-        if continuation == "stable":  # towards the data's Gaussian (confining), see stable_continuation_2d
-            mu_d, K_d = data_gaussian_2d(x, w, var_p)
-            cont = lambda c: stable_continuation_2d(c, inside, shape2, knots, mu_d, K_d)  # noqa: E731
-        else:
-            cont = lambda c: _continued_2d(c, inside, shape2)  # noqa: E731
-        hold = lambda c: c  # noqa: E731
-        E2 = _start(x, T, var_p, delta, gamma, mass, friction, noise_shape)[3]
-        lim2 = 2.0 * (1.0 + float(np.min(np.real(np.linalg.eigvals(E2))))) / delta ** 2
-        wall2 = 1.0 / delta ** 2  # the white learner's wall (damped_white_learner)
-        kmax_raw = hessian_extremes_2d(knots, ct, wall2)[0]
-        kmax_cont, kmin_out = hessian_extremes_2d(knots, cont(s * ct), wall2)
-        pts = x[w > 0]
-        region_hess = lambda c: max_hessian_on_region(knots, c, pts, wall=wall2)  # noqa: E731
-        kreg_start = region_hess(cont(s * ct))
-        if refuse_unstable and kreg_start > lim2:
-            raise InputError(
-                f"refused: the continued start U_c has largest Hessian eigenvalue {kreg_start:.4g} on the walkers' "
-                f"region, above the damped map's stability limit 2 (1 + E) / delta^2 = {lim2:.4g}; white-kick runs "
-                "on it would heat or blow up, so the 2D correction is not applied")
-        # recorded, not refused: a curvature above the limit on a small patch need not heat the run (the slow test
-        # x^2/2 + 3 y^2/2 at delta 0.4: 25.2 after the continuation, limit 24; 204 without it, and it passed on
-        # main); a white run that heats up or blows up is caught by the temperature guard below or the engine's
-        # blow-up error, and learn keeps the raw U with a warning
-
-        def step(c, fc):
-            return s * (ct - fc)
-    if x.ndim == 1:
-        coef = cont(s * ct + np.linalg.lstsq(B, _local_start(T, x, w, s, de, Ee, kappa_max), rcond=None)[0])
+        cont, step, coef = _setup_1d(knots, ct, x, w, T, s, kappa_max, delta, gamma, mass, friction)
     else:
-        coef = cont(s * ct)
+        cont, step, coef, region_hess, checks = _setup_2d(knots, ct, x, w, T, s, var_p, delta, gamma, mass,
+                                                          friction, noise_shape, continuation, refuse_unstable)
+        lim2 = checks["stability_limit"]
     history, converged, se = [], False, np.zeros(len(x))
     it, alpha, best = 0, 1.0, None
     for it in range(1, int(max_iter) + 1):
@@ -823,10 +848,7 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
         se_out = s * se
         history[best["it"] - 1]["returned"] = True
     if x.ndim > 1 and history:  # the continuation past the data and the stability check (d >= 2)
-        history[0].update(max_curvature_raw=kmax_raw, max_curvature_continued=kmax_cont, stability_limit=lim2,
-                          min_curvature_past_box=kmin_out, max_curvature_walkers_region=kreg_start,
-                          continuation=continuation,
-                          coefficients_continued=int((~inside).sum()))
+        history[0].update(checks)
     shift = _aligned(ev(coef) - T, w)
     return FixedPointCorrection(grid=x, correction=shift, correction_se=se_out, coef_shift=coef - ct, factor=s,
                                 Z=Z_used, iterations=it, converged=converged,
