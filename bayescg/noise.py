@@ -328,6 +328,67 @@ class NoiseResult:
         return noise_figures(self)
 
 
+def _run_designs(tasks, potential, executor, control) -> list:
+    """The design runs, in this process unless ``executor`` is a cluster's."""
+    from .executor import LocalExecutor
+
+    # local worker processes only for a cluster: each design run already spreads its walkers over this machine's
+    # cores (engine threads), and a spawned pool costs a fresh interpreter importing bayescg per worker (2D learn,
+    # 2e6 steps: in-process 4.3 s wall, 4.7 s CPU vs 5.9-6.5 s wall, 8.0-8.6 s CPU with the pool; same designs)
+    if executor is not None and tasks and tasks[0].expression is not None and not isinstance(executor, LocalExecutor):
+        return list(executor.map(_run_design, tasks))
+    return [_run_design(t, potential, control) for t in tasks]
+
+
+def _design_moments(As, sims, warnings):
+    """(moments, their ses, momentum covariances, trapped fractions) of the design runs (Theorem 3.1's left-hand
+    sides); a design with trapped walkers adds a warning."""
+    moments, ses, covs, trapped = [], [], [], []
+    for A, s in zip(As, sims):
+        m, se = second_moment_of_design(A, s)
+        moments.append(m)
+        ses.append(se)
+        covs.append(np.asarray(s.momentum_covariance, dtype=float))
+        trapped.append(float(getattr(s, "trapped_fraction", 0.0)))
+        if trapped[-1] > 0:
+            warnings.append(f"design {np.asarray(A).tolist()}: {100 * trapped[-1]:.0f}% of walkers trapped "
+                            "(excluded from the moments)")
+    return moments, ses, covs, trapped
+
+
+def _noise_posterior(As, moments, ses, gamma, Zspd, d, *, draws, tune, chains, seed, control, warnings) -> dict:
+    """NUTS on the posterior of Z (LKJ prior; bayes.noise): its mean, 94 % bounds and sd (d, d), diagnostics and
+    the InferenceData."""
+    from .bayes.noise import noise_density, noise_model
+    from .sampling import convergence_warnings, diagnostics, nuts_backend, sample
+
+    # nutpie: the cached numba kernel of the same posterior (no PyTensor/nutpie compile per run), chains
+    # started around the least-squares Z; else the PyMC model
+    model = (noise_density(As, moments, ses, gamma, z_init=Zspd) if nuts_backend() == "nutpie"
+             else noise_model(As, moments, ses, gamma))
+    idata = sample(model, draws=draws, tune=tune, chains=chains, seed=seed, control=control)
+    zs = idata.posterior["Z"].values.reshape(-1, d, d)
+    post_lo, post_hi = np.quantile(zs, [0.03, 0.97], axis=0)
+    diag = diagnostics(idata, var_names=["Z"])
+    warnings += [f"noise posterior: {w}" for w in convergence_warnings(diag)]
+    return dict(post_mean=zs.mean(axis=0), post_lo=post_lo, post_hi=post_hi, z_sd=zs.std(axis=0, ddof=1),
+                diag=diag, idata=idata)
+
+
+def _record_calibrated_run(res, s2, warnings) -> None:
+    """Stage 2's momentum covariance and temperature into ``res``; a warning when it is not close to I (beta = 1)."""
+    d = res.dim
+    res.calibrated_momentum_covariance = np.asarray(s2.momentum_covariance, dtype=float)
+    res.calibrated_momentum_covariance_se = np.asarray(s2.momentum_covariance_se, dtype=float)
+    res.beta_hat = float(s2.beta_hat)
+    res.beta_hat_se = float(s2.beta_hat_se)
+    c = res.calibrated_momentum_covariance
+    off = np.abs(c - np.diag(np.diag(c))).max() if d > 1 else 0.0
+    if abs(res.beta_hat - 1) > 0.1 or off > 0.1 * np.trace(c) / d:
+        warnings.append(f"after calibration the momentum covariance {np.round(c, 3).tolist()} is not "
+                        "close to I (beta = 1): the effective noise may not be additive at this delta")
+
+
 def estimate_noise(potential, delta: float, gamma: float = 0.1, steps: int = 1_000_000, walkers: int = 16,
                    seed: int = 1, executor=None, control=None, *, calibrated_run: bool = True,
                    bayesian: bool = True, draws: int = 1000, tune: int = 1000, chains: int = 2,
@@ -364,68 +425,28 @@ def estimate_noise(potential, delta: float, gamma: float = 0.1, steps: int = 1_0
     tasks = [_DesignTask(expr, variables, delta, dict(base, seed=int(seed) + k, mass=A, friction=gamma * np.eye(d)),
                          checkpoint=ckpath(f"design-{k}"), resume=resume)
              for k, A in enumerate(As)]
-    from .executor import LocalExecutor
-
-    # local worker processes only for a cluster: each design run already spreads its walkers over this machine's
-    # cores (engine threads), and a spawned pool costs a fresh interpreter importing bayescg per worker (2D learn,
-    # 2e6 steps: in-process 4.3 s wall, 4.7 s CPU vs 5.9-6.5 s wall, 8.0-8.6 s CPU with the pool; same designs)
-    if executor is not None and expr is not None and not isinstance(executor, LocalExecutor):
-        sims = list(executor.map(_run_design, tasks))
-    else:
-        sims = [_run_design(t, potential, control) for t in tasks]
-    moments, ses, covs, trapped = [], [], [], []
-    for A, s in zip(As, sims):
-        m, se = second_moment_of_design(A, s)
-        moments.append(m)
-        ses.append(se)
-        covs.append(np.asarray(s.momentum_covariance, dtype=float))
-        trapped.append(float(getattr(s, "trapped_fraction", 0.0)))
-        if trapped[-1] > 0:
-            warnings.append(f"design {np.asarray(A).tolist()}: {100 * trapped[-1]:.0f}% of walkers trapped "
-                            "(excluded from the moments)")
+    sims = _run_designs(tasks, potential, executor, control)
+    moments, ses, covs, trapped = _design_moments(As, sims, warnings)
     Z, Z_se = estimate_noise_covariance(As, moments, ses, gamma)
     Zspd, changed = nearest_spd(Z)
     if changed:
         warnings.append("least-squares Z was not positive definite; clipped to the nearest SPD matrix")
-    cond = design_condition_number(As)
-    post_mean = post_lo = post_hi = None
-    z_sd = Z_se
-    diag = None
-    idata = None
+    post = dict(post_mean=None, post_lo=None, post_hi=None, z_sd=Z_se, diag=None, idata=None)
     if bayesian:
-        from .bayes.noise import noise_density, noise_model
-        from .sampling import convergence_warnings, diagnostics, nuts_backend, sample
-
-        # nutpie: the cached numba kernel of the same posterior (no PyTensor/nutpie compile per run), chains
-        # started around the least-squares Z; else the PyMC model
-        model = (noise_density(As, moments, ses, gamma, z_init=Zspd) if nuts_backend() == "nutpie"
-                 else noise_model(As, moments, ses, gamma))
-        idata = sample(model, draws=draws, tune=tune, chains=chains, seed=seed, control=control)
-        zs = idata.posterior["Z"].values.reshape(-1, d, d)
-        post_mean = zs.mean(axis=0)
-        post_lo, post_hi = np.quantile(zs, [0.03, 0.97], axis=0)
-        z_sd = zs.std(axis=0, ddof=1)
-        diag = diagnostics(idata, var_names=["Z"])
-        warnings += [f"noise posterior: {w}" for w in convergence_warnings(diag)]
+        post = _noise_posterior(As, moments, ses, gamma, Zspd, d, draws=draws, tune=tune, chains=chains, seed=seed,
+                                control=control, warnings=warnings)
     _, friction = calibrate(Zspd)
     res = NoiseResult(dim=d, delta=float(delta), gamma=float(gamma), designs=As, moments=moments, moment_ses=ses,
-                      noise_covariance=Zspd, noise_covariance_se=Z_se, noise_covariance_sd=z_sd,
-                      posterior_mean=post_mean, posterior_lower=post_lo, posterior_upper=post_hi, friction=friction,
-                      condition_number=cond, design_momentum_covariances=covs, trapped_fractions=trapped,
-                      diagnostics=diag, warnings=warnings, idata=idata)
+                      noise_covariance=Zspd, noise_covariance_se=Z_se, noise_covariance_sd=post["z_sd"],
+                      posterior_mean=post["post_mean"], posterior_lower=post["post_lo"],
+                      posterior_upper=post["post_hi"], friction=friction,
+                      condition_number=design_condition_number(As), design_momentum_covariances=covs,
+                      trapped_fractions=trapped, diagnostics=post["diag"], warnings=warnings, idata=post["idata"])
     if calibrated_run:
         kw = dict(base, steps=int(calibrated_steps or steps), seed=int(seed) + len(As), mass=np.eye(d),
                   friction=friction)
         s2 = _run_design(_DesignTask(expr, variables, delta, kw, checkpoint=ckpath("calibrated"), resume=resume),
                          potential, control)
-        res.calibrated_momentum_covariance = np.asarray(s2.momentum_covariance, dtype=float)
-        res.calibrated_momentum_covariance_se = np.asarray(s2.momentum_covariance_se, dtype=float)
-        res.beta_hat = float(s2.beta_hat)
-        res.beta_hat_se = float(s2.beta_hat_se)
-        c = res.calibrated_momentum_covariance
-        off = np.abs(c - np.diag(np.diag(c))).max() if d > 1 else 0.0
-        if abs(res.beta_hat - 1) > 0.1 or off > 0.1 * np.trace(c) / d:
-            warnings.append(f"after calibration the momentum covariance {np.round(c, 3).tolist()} is not "
-                            "close to I (beta = 1): the effective noise may not be additive at this delta")
+        _record_calibrated_run(res, s2, warnings)
     res.seconds = time.perf_counter() - t0
     return res
