@@ -500,6 +500,67 @@ class SurrogateResult:
 # --------------------------------------------------------------------------------------------------
 # orchestration
 # --------------------------------------------------------------------------------------------------
+def _langevin_1d(V, U, sec, M, T, delta, h, q0, p0, gamma, seed, rec_s, rec_f, eq_frac, lo, hi, common, warnings):
+    """(metrics, curves, density edges, (t_full, q_full, t_surrogate)): the Langevin runs (4.2) of the full model at
+    the reference step h and of the surrogate U at delta, same M initial conditions (q0, p0) (M, 1); the metrics of
+    compare_dynamics, the speed-up, the noise floor (two independent surrogate ensembles) and the grid leavers."""
+    tf, qf, _, sec_f = timed_run(V, h, T, q0, p0, record_every=rec_f, **common)
+    ts, qs, _, sec_s = timed_run(U, delta, T, q0, p0, record_every=rec_s, min_seconds=0.5, **common)
+    lg = compare_dynamics(ts, qs, tf, qf, eq_fraction=eq_frac)
+    lg.update({"speedup": sec_f / sec_s, "seconds_full": sec_f, "seconds_surrogate": sec_s})
+    lg["left_grid_fraction"], lg["outside_grid_sample_fraction"] = _outside(qs, lo, hi)
+    lg["mean_path_standard_error_max"] = float(np.max(np.hypot(mt.mean_path_se(qs), _interp_se(tf, qf, ts))))
+    # noise floor: the same metrics between two independent surrogate ensembles of size M
+    q0b, p0b = initial_conditions(sec, M, 1, seed + 1_000_003)
+    from .simulate import run_trajectories
+
+    tsb, qsb, _ = run_trajectories(U, delta, T, q0b, p0b, integrator="langevin", gamma=gamma, beta=1.0,
+                                   seed=seed + 1_000_003, record_every=rec_s)
+    nf = compare_dynamics(ts, qs, tsb, qsb, eq_fraction=eq_frac)
+    lg["noise_floor"] = {k: nf[k] for k in ("equilibrium_w1", "mean_path_max_error", "acf_l2_error")}
+    if lg["left_grid_fraction"] > 0:
+        warnings.append(f"{100 * lg['left_grid_fraction']:.1f}% of surrogate Langevin trajectories left the "
+                        f"learned grid [{lo:.3g}, {hi:.3g}] (U_k continued quadratically there)")
+
+    curves_out: dict = {}
+    edges = np.linspace(min(lo, np.nanmin(qf)), max(hi, np.nanmax(qf)), 81)
+    ef = mt.late_samples(tf, qf, eq_frac)
+    es = mt.late_samples(ts, qs, eq_frac)
+    la, acf_s = _acf(ts, qs, lg["max_lag_time"])
+    lf, acf_f = _acf(tf, qf, lg["max_lag_time"])
+    curves_out.update({
+        "density_edges": edges, "density_full": mt.density_on_bins(ef, edges),
+        "density_surrogate": mt.density_on_bins(es, edges),
+        "t_full": tf, "mean_full": mt.mean_path(qf)[:, 0], "t_surrogate": ts, "mean_surrogate": mt.mean_path(qs)[:, 0],
+        "lags_full": lf, "acf_full": acf_f[:, 0], "lags_surrogate": la, "acf_surrogate": acf_s[:, 0],
+    })
+
+    return lg, curves_out, edges, (tf, qf, ts)
+
+
+def _settings_1d(sec, delta, h, M, T, gamma, seed, curves, learn_delta, learned, lo, hi, info, rec_s, rec_f, eq_frac,
+                 K) -> dict:
+    """The 1D run's settings as recorded in surrogate.json (with how each metric is defined)."""
+    return {
+        "delta": delta, "reference_step": h, "trajectories": M, "time": T, "gamma": gamma, "beta": 1.0,
+        "mass": "identity", "friction": "gamma * I (surrogate.gamma, default simulation.gamma)",
+        "init": sec.init, "init_q": list(sec.init_q), "init_p": list(sec.init_p), "seed": seed,
+        "U_source": curves.source, "beta_hat": curves.beta_hat, "learn_delta": learn_delta,
+        "U_scaling": "none: U_k enters (4.2) at beta = 1 as learned (energy units of V); see bayescg.surrogate",
+        "finite_delta_correction": _learned_correction(learned),
+        "grid_range": [lo, hi], "continuation_curvature": [info["kappa_lo"], info["kappa_hi"]],
+        "record_every_surrogate": rec_s, "record_every_full": rec_f,
+        "equilibrium_fraction": eq_frac, "phase_trajectories": K,
+        "acf": "(4.4) with time-and-ensemble averages over all records from t = 0; error = RMS over lags "
+               "[0, max_lag_time] on the surrogate's lag grid",
+        "phase_portrait_error": "symmetric mean point-to-curve distance in the (q, p) plane, mean over "
+                                "phase_trajectories orbits from the first initial conditions",
+        "speedup": "wall-clock of the full model at h over the surrogate at delta, same M, T and initial "
+                   "conditions, after a compile warm-up; Hamiltonian timed on the same M-trajectory ensemble",
+        "numba_threads": numba.get_num_threads(),
+    }
+
+
 def surrogate_model(model: Model, learned: Any = None, *, control=None, executor=None, workdir=None,
                     posterior=None, seed: Optional[int] = None) -> SurrogateResult:
     """Run and compare the surrogate (4.1)/(4.2) with U_k against the full model with V.
@@ -566,38 +627,10 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
     rec_f = _record_every(h, max(FULL_RECORD_SPACING, h))
     eq_frac = float(getattr(sec, "equilibrium_fraction", 0.5))
 
-    # ---- Langevin (4.2)
+    # ---- Langevin (4.2), its noise floor and curves
     common = dict(integrator="langevin", gamma=gamma, seed=seed, control=control)
-    tf, qf, _, sec_f = timed_run(V, h, T, q0, p0, record_every=rec_f, **common)
-    ts, qs, _, sec_s = timed_run(U, delta, T, q0, p0, record_every=rec_s, min_seconds=0.5, **common)
-    lg = compare_dynamics(ts, qs, tf, qf, eq_fraction=eq_frac)
-    lg.update({"speedup": sec_f / sec_s, "seconds_full": sec_f, "seconds_surrogate": sec_s})
-    lg["left_grid_fraction"], lg["outside_grid_sample_fraction"] = _outside(qs, lo, hi)
-    lg["mean_path_standard_error_max"] = float(np.max(np.hypot(mt.mean_path_se(qs), _interp_se(tf, qf, ts))))
-    # noise floor: the same metrics between two independent surrogate ensembles of size M
-    q0b, p0b = initial_conditions(sec, M, 1, seed + 1_000_003)
-    from .simulate import run_trajectories
-
-    tsb, qsb, _ = run_trajectories(U, delta, T, q0b, p0b, integrator="langevin", gamma=gamma, beta=1.0,
-                                   seed=seed + 1_000_003, record_every=rec_s)
-    nf = compare_dynamics(ts, qs, tsb, qsb, eq_fraction=eq_frac)
-    lg["noise_floor"] = {k: nf[k] for k in ("equilibrium_w1", "mean_path_max_error", "acf_l2_error")}
-    if lg["left_grid_fraction"] > 0:
-        warnings.append(f"{100 * lg['left_grid_fraction']:.1f}% of surrogate Langevin trajectories left the "
-                        f"learned grid [{lo:.3g}, {hi:.3g}] (U_k continued quadratically there)")
-
-    curves_out: dict = {}
-    edges = np.linspace(min(lo, np.nanmin(qf)), max(hi, np.nanmax(qf)), 81)
-    ef = mt.late_samples(tf, qf, eq_frac)
-    es = mt.late_samples(ts, qs, eq_frac)
-    la, acf_s = _acf(ts, qs, lg["max_lag_time"])
-    lf, acf_f = _acf(tf, qf, lg["max_lag_time"])
-    curves_out.update({
-        "density_edges": edges, "density_full": mt.density_on_bins(ef, edges),
-        "density_surrogate": mt.density_on_bins(es, edges),
-        "t_full": tf, "mean_full": mt.mean_path(qf)[:, 0], "t_surrogate": ts, "mean_surrogate": mt.mean_path(qs)[:, 0],
-        "lags_full": lf, "acf_full": acf_f[:, 0], "lags_surrogate": la, "acf_surrogate": acf_s[:, 0],
-    })
+    lg, curves_out, edges, (tf, qf, ts) = _langevin_1d(V, U, sec, M, T, delta, h, q0, p0, gamma, seed, rec_s, rec_f,
+                                                       eq_frac, lo, hi, common, warnings)
 
     # ---- posterior draws of U_k (one separable run, see module docstring)
     if draws is not None:
@@ -629,24 +662,8 @@ def surrogate_model(model: Model, learned: Any = None, *, control=None, executor
     if draws is not None:
         curves_out["U_draws"] = [_interp_values(curves.grid, u, xs) for u in draws[:8]]
 
-    settings = {
-        "delta": delta, "reference_step": h, "trajectories": M, "time": T, "gamma": gamma, "beta": 1.0,
-        "mass": "identity", "friction": "gamma * I (surrogate.gamma, default simulation.gamma)",
-        "init": sec.init, "init_q": list(sec.init_q), "init_p": list(sec.init_p), "seed": seed,
-        "U_source": curves.source, "beta_hat": curves.beta_hat, "learn_delta": learn_delta,
-        "U_scaling": "none: U_k enters (4.2) at beta = 1 as learned (energy units of V); see bayescg.surrogate",
-        "finite_delta_correction": _learned_correction(learned),
-        "grid_range": [lo, hi], "continuation_curvature": [info["kappa_lo"], info["kappa_hi"]],
-        "record_every_surrogate": rec_s, "record_every_full": rec_f,
-        "equilibrium_fraction": eq_frac, "phase_trajectories": K,
-        "acf": "(4.4) with time-and-ensemble averages over all records from t = 0; error = RMS over lags "
-               "[0, max_lag_time] on the surrogate's lag grid",
-        "phase_portrait_error": "symmetric mean point-to-curve distance in the (q, p) plane, mean over "
-                                "phase_trajectories orbits from the first initial conditions",
-        "speedup": "wall-clock of the full model at h over the surrogate at delta, same M, T and initial "
-                   "conditions, after a compile warm-up; Hamiltonian timed on the same M-trajectory ensemble",
-        "numba_threads": numba.get_num_threads(),
-    }
+    settings = _settings_1d(sec, delta, h, M, T, gamma, seed, curves, learn_delta, learned, lo, hi, info, rec_s,
+                            rec_f, eq_frac, K)
     timings["total_seconds"] = time.perf_counter() - t_start
     return SurrogateResult(model.name, settings, lg, hm, cmp_out, timings, warnings, curves_out)
 
