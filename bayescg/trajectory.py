@@ -107,34 +107,13 @@ def _batch_sums(x, B):
     return sums, lens
 
 
-def trajectory_result(q, p, *, delta=None, gamma=None, mass=None, burn_in: float = 0.0, bins: int = 200,
-                      hist_range=None, max_samples: int = 100_000, variables=None, where: str = "trajectory"):
-    """A :class:`bayescg.simulate.SimulationResult` holding the statistics of the user's (q, p).
-
-    q, p: (n,), (n, d) or (walkers, n, d) positions and momenta (frames in time order per walker);
-    delta, gamma: step and friction of the damped map (3.2) that produced them, if so (else None);
-    mass: inverse mass matrix A (d, d) (default I); burn_in: fraction of each walker's frames dropped;
-    bins, hist_range ([(lo, hi)] per dim, default the data range widened by half a bin): histogram of q;
-    max_samples: frames kept (evenly strided) as ``samples_q/p`` for the stored-sample IAT and normality test.
-    """
-    from .simulate import EngineOptions, SimulationResult, _q_iat
+def _momentum_statistics(p, A, B):
+    """Moments of p (W, n, d) over all frames and batch means per walker (as simulate's accumulators):
+    (mean (d,), covariance (d, d), its se, per-walker batch means of p p^T (W, B, d, d), batch lengths (B,),
+    beta_hat and its se from the momenta whitened by the inverse mass A)."""
     from .stats import beta_from_momenta
 
-    q, p = check_arrays(q, p, None if variables is None else len(variables), where)
-    W, n0, d = q.shape
-    burn = int(burn_in * n0)
-    q, p = q[:, burn:], p[:, burn:]
-    n = q.shape[1]
-    if n < MIN_FRAMES:
-        raise InputError(f"{where}: {n} frames per walker after burn-in; at least {MIN_FRAMES} are needed")
-    A = np.eye(d) if mass is None else np.atleast_2d(np.asarray(mass, dtype=float))
-    if A.shape != (d, d) or not np.allclose(A, A.T) or np.linalg.eigvalsh(A).min() <= 0:
-        raise InputError(f"{where}: mass must be a symmetric positive definite {d}x{d} matrix")
-    for name, v in (("delta", delta), ("gamma", gamma)):
-        if v is not None and not (np.isfinite(v) and v > 0):
-            raise InputError(f"{where}: {name} must be a positive number, got {v}")
-    # --- momenta: moments over all frames, batch means per walker (as simulate's accumulators)
-    B = min(EngineOptions().batches, n // 4)
+    W, n, d = p.shape
     flat_p = p.reshape(-1, d)
     mean = flat_p.mean(axis=0)
     cov = np.cov(flat_p, rowvar=False, bias=True).reshape(d, d)
@@ -149,13 +128,16 @@ def trajectory_result(q, p, *, delta=None, gamma=None, mass=None, burn_in: float
     pw = flat_p @ L                                               # rows L^T p: Cov = I / beta at equilibrium
     walker_all = np.repeat(np.arange(W), n)
     beta_hat, beta_se = beta_from_momenta(pw, walker_all, n_batches=B * W)
-    # --- q: IAT of q_i and q_i^2 in frames from batch means of the data (simulate's estimator)
-    s_q, _ = _batch_sums(q, B)
-    s_qq, _ = _batch_sums(q * q, B)
-    s_q4, _ = _batch_sums(q ** 4, B)
-    iat_q = _q_iat(s_q, s_qq, lens)
-    iat_q2 = _q_iat(s_qq, s_q4, lens)
-    # --- histogram of q (full grid for d <= 3, per-coordinate marginals for d > 3, as simulate)
+    return mean, cov, cov_se, Mwb, lens, beta_hat, beta_se
+
+
+def _histograms(q, bins, hist_range, where):
+    """(edges, per-walker histograms (W, bins, ...), counts, frames inside, hist_range) of q (W, n, d), d <= 3; the
+    range defaults to the data's widened by half a bin.  Per walker because the fit's walker-clustered band check
+    (bayescg.fit._walker_data) needs them as simulate gives them."""
+    from .simulate import EngineOptions
+
+    W, _, d = q.shape
     flat_q = q.reshape(-1, d)
     if hist_range is None:
         lo, hi = flat_q.min(axis=0), flat_q.max(axis=0)
@@ -163,22 +145,52 @@ def trajectory_result(q, p, *, delta=None, gamma=None, mass=None, burn_in: float
         hist_range = [(float(a - b), float(c + b)) for a, c, b in zip(lo, hi, pad)]
     hist_range = [tuple(map(float, r)) for r in hist_range]
     edges = [np.linspace(a, b, bins + 1) for a, b in hist_range]
-    # per walker (the fit's walker-clustered band check, bayescg.fit._walker_data, needs them as simulate gives them)
-    if d <= 3:
-        cells = bins ** d
-        if W * cells * 8 > EngineOptions().max_hist_bytes:
-            raise InputError(f"{where}: histograms of {W} walkers x {cells} cells ({bins} bins per dimension) "
-                             f"exceed {EngineOptions().max_hist_bytes / 2 ** 30:.3g} GiB; use fewer bins")
-        whist = np.stack([np.histogramdd(q[w], bins=edges)[0] for w in range(W)])
-        counts = whist.sum(axis=0)
-        inside = counts.sum()
-    else:
-        whist = np.stack([[np.histogram(q[w, :, i], bins=edges[i])[0] for i in range(d)] for w in range(W)]).astype(float)
-        counts = whist.sum(axis=0)
-        inside = np.sum(np.all([(flat_q[:, i] >= edges[i][0]) & (flat_q[:, i] <= edges[i][-1]) for i in range(d)],
-                               axis=0))
+    cells = bins ** d
+    if W * cells * 8 > EngineOptions().max_hist_bytes:
+        raise InputError(f"{where}: histograms of {W} walkers x {cells} cells ({bins} bins per dimension) "
+                         f"exceed {EngineOptions().max_hist_bytes / 2 ** 30:.3g} GiB; use fewer bins")
+    whist = np.stack([np.histogramdd(q[w], bins=edges)[0] for w in range(W)])
+    counts = whist.sum(axis=0)
+    inside = counts.sum()
     if inside == 0:
         raise InputError(f"{where}: no frame lies inside the histogram range {hist_range}")
+    return edges, whist, counts, inside, hist_range
+
+
+def trajectory_result(q, p, *, delta=None, gamma=None, mass=None, burn_in: float = 0.0, bins: int = 200,
+                      hist_range=None, max_samples: int = 100_000, variables=None, where: str = "trajectory"):
+    """A :class:`bayescg.simulate.SimulationResult` holding the statistics of the user's (q, p).
+
+    q, p: (n,), (n, d) or (walkers, n, d) positions and momenta (frames in time order per walker);
+    delta, gamma: step and friction of the damped map (3.2) that produced them, if so (else None);
+    mass: inverse mass matrix A (d, d) (default I); burn_in: fraction of each walker's frames dropped;
+    bins, hist_range ([(lo, hi)] per dim, default the data range widened by half a bin): histogram of q;
+    max_samples: frames kept (evenly strided) as ``samples_q/p`` for the stored-sample IAT and normality test.
+    """
+    from .simulate import EngineOptions, SimulationResult, _q_iat
+
+    q, p = check_arrays(q, p, None if variables is None else len(variables), where)
+    W, n0, d = q.shape
+    burn = int(burn_in * n0)
+    q, p = q[:, burn:], p[:, burn:]
+    n = q.shape[1]
+    if n < MIN_FRAMES:
+        raise InputError(f"{where}: {n} frames per walker after burn-in; at least {MIN_FRAMES} are needed")
+    A = np.eye(d) if mass is None else np.atleast_2d(np.asarray(mass, dtype=float))
+    if A.shape != (d, d) or not np.allclose(A, A.T) or np.linalg.eigvalsh(A).min() <= 0:
+        raise InputError(f"{where}: mass must be a symmetric positive definite {d}x{d} matrix")
+    for name, v in (("delta", delta), ("gamma", gamma)):
+        if v is not None and not (np.isfinite(v) and v > 0):
+            raise InputError(f"{where}: {name} must be a positive number, got {v}")
+    B = min(EngineOptions().batches, n // 4)
+    mean, cov, cov_se, Mwb, lens, beta_hat, beta_se = _momentum_statistics(p, A, B)
+    # --- q: IAT of q_i and q_i^2 in frames from batch means of the data (simulate's estimator)
+    s_q, _ = _batch_sums(q, B)
+    s_qq, _ = _batch_sums(q * q, B)
+    s_q4, _ = _batch_sums(q ** 4, B)
+    iat_q = _q_iat(s_q, s_qq, lens)
+    iat_q2 = _q_iat(s_qq, s_q4, lens)
+    edges, whist, counts, inside, hist_range = _histograms(q, bins, hist_range, where)
     # --- stored samples: every stride-th frame of each walker
     stride = max(1, int(math.ceil(W * n / max_samples)))
     sq = q[:, ::stride].reshape(-1, d)
@@ -199,7 +211,7 @@ def trajectory_result(q, p, *, delta=None, gamma=None, mass=None, burn_in: float
         trapped=np.zeros(W, bool), trapped_fraction=0.0, trapped_at=np.full(W, -1, dtype=np.int64),
         steps_per_walker=n0, burn_in_steps=burn, accumulated_steps=W * n, expression=None,
         variables=tuple(variables) if variables is not None else tuple(f"q{i}" for i in range(d)),
-        hist_marginal=d > 3, final_q=q[:, -1].copy(), final_p=p[:, -1].copy(),
+        hist_marginal=False, final_q=q[:, -1].copy(), final_p=p[:, -1].copy(),
         q_iat_steps=ok(iat_q), q_iat_steps_per_dim=iat_q,
         walker_hist_counts=whist.astype(float),
         walker_second_moments=np.einsum("wbij,b->wij", Mwb, lens) / float(np.sum(lens)))
