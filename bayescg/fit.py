@@ -54,7 +54,7 @@ from .sampling import diagnostics as sampler_diagnostics
 from .sampling import sample as sample_model
 
 __all__ = ["sample_model", "nuts_backend", "sampler_diagnostics", "convergence_warnings", "FitResult", "fit_effective_potential", "learned_curvature",
-           "grid_weights", "on_common_grid", "replicate_band_summary",
+           "grid_weights", "on_common_grid", "replicate_band_summary", "histogram_inputs", "mass_region_cells",
            "finite_delta_bias", "FiniteDeltaBias"]
 
 MAX_REPORT_1D = 200
@@ -310,8 +310,9 @@ def _arviz_extras(basis: EffectiveBasis, A, Ucoef, X, w, shift, factor, counts) 
 # --------------------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------------------
-def _extract(sim_or_data):
-    """counts, edges, beta_hat, beta_hat_se, n_eff_factor, n_eff from a SimulationResult-like or dict."""
+def histogram_inputs(sim_or_data):
+    """(counts, edges, beta_hat, beta_hat_se, n_eff_factor, n_eff, fixed beta or None): the fit's inputs from a
+    SimulationResult-like or a dict (see :func:`fit_effective_potential`)."""
     if isinstance(sim_or_data, dict):
         dd = sim_or_data
         counts = np.asarray(dd["counts"], dtype=float)
@@ -333,7 +334,7 @@ def _extract(sim_or_data):
             eq.n_eff_factor, eq.n_eff_factor * counts.sum(), None)
 
 
-def _mass_region(counts, fraction):
+def mass_region_cells(counts, fraction):
     """Boolean mask of the cells holding ``fraction`` of the counts, most populated first."""
     c = counts.ravel()
     order = np.argsort(-c, kind="stable")
@@ -580,7 +581,7 @@ def _checked_inputs(sim_or_data, knots, method, mass_fraction, beta, min_eff_per
         raise InputError(f"method must be 'nuts' or 'map', got {method!r}")
     if not 0.5 <= mass_fraction <= 1.0:
         raise InputError(f"mass_fraction must be in [0.5, 1], got {mass_fraction}")
-    counts, edges, bh, bse, factor, n_eff, fixed_beta = _extract(sim_or_data)
+    counts, edges, bh, bse, factor, n_eff, fixed_beta = histogram_inputs(sim_or_data)
     if beta is not None:
         fixed_beta = beta
     d = len(edges)
@@ -693,7 +694,7 @@ def _summary(sim_or_data, basis, counts, edges, factor, n_eff, bh, bse, momenta,
     w = counts.ravel()[idx].astype(float)
     w = w / w.sum() if w.sum() > 0 else np.full(len(idx), 1.0 / len(idx))
     Ud -= (Ud @ w)[:, None]                  # align every draw: same count-weighted mean
-    cells_mask = _mass_region(counts, mass_fraction).ravel()
+    cells_mask = mass_region_cells(counts, mass_fraction).ravel()
     calib = {"method": "off", "scale": 1.0}
     if calibrate_band:
         Um = Ud.mean(axis=0)
@@ -813,7 +814,7 @@ def replicate_band_summary(fits, mass_fraction: float = 0.98, level_z: float = 1
         raise InputError("need at least 3 replicate fits")
     common, U, lo, hi, wt = on_common_grid(rows)
     w = wt.sum(axis=0)
-    region = _mass_region(w, mass_fraction)
+    region = mass_region_cells(w, mass_fraction)
     c = U @ (w / w.sum())
     U, lo, hi = U - c[:, None], lo - c[:, None], hi - c[:, None]
     Ubar = U.mean(axis=0)

@@ -41,7 +41,7 @@ THROUGHPUT = textwrap.dedent("""
     from bayescg.bayes.effective import (adaptive_whitening, build_effective_potential_model, effective_basis,
                                          map_estimate, map_estimate_sparse, sparse_cholesky, sparse_density)
     from bayescg.config import load_model
-    from bayescg.fit import _extract
+    from bayescg.fit import histogram_inputs
     from bayescg.simulate import potential_from_model, sim_kwargs, simulate
     from bayescg.runtime import pytensor_blas_flags
     friction, rounds = json.loads(sys.argv[1]), int(sys.argv[2])
@@ -50,7 +50,7 @@ THROUGHPUT = textwrap.dedent("""
     if friction is not None:                      # the learn's calibrated friction: the learn's data exactly
         kw["friction"], kw["mass"] = np.asarray(friction), np.eye(2)
     sim = simulate(potential_from_model(m), m.simulation.delta, **kw)
-    counts, edges, bh, bse, factor, n_eff, _ = _extract(sim)
+    counts, edges, bh, bse, factor, n_eff, _ = histogram_inputs(sim)
     mom = {"beta_hat": bh, "beta_hat_se": bse}
     basis = effective_basis(edges, 25, counts=counts)
     a, s, H, r = map_estimate_sparse(basis, counts, factor)

@@ -28,11 +28,11 @@ def main():
     args = ap.parse_args()
     from bayescg.bayes.effective import (adaptive_whitening, effective_basis, effective_density, map_estimate,
                                          map_estimate_sparse, sparse_cholesky, sparse_density)
-    from bayescg.fit import _extract
+    from bayescg.fit import histogram_inputs
     import nutpie
 
     sim = pickle.load(open(args.sim, "rb"))
-    counts, edges, bh, bse, factor, n_eff, _ = _extract(sim)
+    counts, edges, bh, bse, factor, n_eff, _ = histogram_inputs(sim)
     mom = {"beta_hat": bh, "beta_hat_se": bse}
     basis = effective_basis(edges, args.knots, counts=counts)
     out = {"load_average_start": os.getloadavg(), "knots": args.knots, "coefficients_kept": basis.n_coef,

@@ -179,11 +179,11 @@ def truth_summary(fits, truth, mass_fraction=0.98):
     (fit, point) whose band holds U_0), rmse_mean_vs_truth (RMS of replicate mean - U_0 over the region),
     bias_over_sd (that RMS / RMS seed sd: the bias in units of one seed's scatter), rmse_per_fit_mean,
     and the bias profile."""
-    from bayescg.fit import _mass_region, on_common_grid
+    from bayescg.fit import mass_region_cells, on_common_grid
 
     common, U, lo, hi, wt = on_common_grid(fits)
     w = wt.sum(axis=0)
-    reg = _mass_region(w, mass_fraction)
+    reg = mass_region_cells(w, mass_fraction)
     w = w / w.sum()
     pts = np.asarray(common, float)
     u0 = np.asarray(truth.V(pts if pts.shape[1] > 1 else pts[:, 0]), float).ravel()
@@ -379,10 +379,10 @@ def analyse_learn_2d(workdir, compact=None):
         ts.pop("bias_profile")
         res[k] = dict(rb, **ts)
     if compact:  # every variant can be rebuilt from these (< 0.5 MB for 40 seeds): the mass region of the common grid
-        from bayescg.fit import _mass_region, on_common_grid
+        from bayescg.fit import mass_region_cells, on_common_grid
 
         common, U, lo, hi, wt = on_common_grid([r["raw/no_z"] for r in rows])
-        reg = _mass_region(wt.sum(axis=0), 0.98)
+        reg = mass_region_cells(wt.sum(axis=0), 0.98)
         arr = {"grid": np.asarray(common, float)[reg], "weight": wt[:, reg].astype(np.float32),
                "raw_U_mean": U[:, reg].astype(np.float32), "raw_lower_no_z": lo[:, reg].astype(np.float32),
                "raw_upper_no_z": hi[:, reg].astype(np.float32), "seeds": np.array([i["seed"] for i in infos]),

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 import numpy as np
-from bayescg.fit import _mass_region, on_common_grid
+from bayescg.fit import mass_region_cells, on_common_grid
 from bayescg.potentials import reference
 from tail11_profile import load, HERE
 
@@ -11,7 +11,7 @@ for case, pot in (("test1-d0.5", "test1"), ("test2-d0.25", "test2")):
     per = json.load(open(HERE / "results-corrected-50.json"))[case]["per_seed"]
     fits = load(case, "map/corrected")
     common, U, lo, hi, wt = on_common_grid(fits)
-    w = wt.sum(0); reg = _mass_region(w, 0.98); w = w / w.sum()
+    w = wt.sum(0); reg = mass_region_cells(w, 0.98); w = w / w.sum()
     x = np.asarray(common, float)[:, 0]
     u0 = np.asarray(reference(pot).V(x), float); u0 -= w @ u0
     c = U @ w; U, lo, hi = U - c[:, None], lo - c[:, None], hi - c[:, None]

@@ -9,7 +9,7 @@ U_0 and of the replicate mean, and the two band parts (raw x s, 1.88 correction_
 import argparse, json
 from pathlib import Path
 import numpy as np
-from bayescg.fit import _mass_region, on_common_grid
+from bayescg.fit import mass_region_cells, on_common_grid
 from bayescg.potentials import reference
 
 HERE = Path(__file__).parent
@@ -25,7 +25,7 @@ def profile(case, pot, edges):
     fits = load(case, "map/corrected")
     parts = {k: load(case, f"map/{k}") for k in ("corrected_raw_x_s", "corrected_mc_se", "calibrated")}
     common, U, lo, hi, wt = on_common_grid(fits)
-    w = wt.sum(axis=0); reg = _mass_region(w, 0.98); w = w / w.sum()
+    w = wt.sum(axis=0); reg = mass_region_cells(w, 0.98); w = w / w.sum()
     x = np.asarray(common, float)[:, 0]
     u0 = np.asarray(reference(pot).V(x), float); u0 -= w @ u0
     c = U @ w
@@ -83,7 +83,7 @@ def variance_budget(case, edges):
     common, U, lo, hi, wt = on_common_grid(fits)
     _, R, rlo, rhi, _ = on_common_grid(raw)
     _, _, xlo, xhi, _ = on_common_grid(rxs)
-    w = wt.sum(0); reg = _mass_region(w, 0.98); w = w / w.sum()
+    w = wt.sum(0); reg = mass_region_cells(w, 0.98); w = w / w.sum()
     x = np.asarray(common, float)[:, 0]
     C = np.zeros_like(U); CS = np.zeros_like(U)
     for s in range(U.shape[0]):
