@@ -799,14 +799,17 @@ def on_common_grid(rows):
     return common, U, lo, hi, wt
 
 
-def replicate_band_summary(fits, mass_fraction: float = 0.98, level_z: float = 1.88) -> dict:
+def replicate_band_summary(fits, mass_fraction: float = 0.98, level_z: float = 1.88, n_boot: int = 2000,
+                           ci: float = 0.90, seed: int = 0) -> dict:
     """Bands of independent replicate fits against their seed-to-seed spread.
 
     fits: list of dicts {grid (G_s, d), U_mean, U_lower, U_upper, weight (G_s,)} or FitResults (same histogram
     grid).  On the grid points common to all fits, inside the ``mass_fraction`` region of the summed weights,
     each U_mean and its band are aligned to the same weighted mean; returns width_ratio = mean half-width /
     (level_z x mean seed-to-seed sd of U_mean), coverage = fraction of (fit, point) whose band holds the
-    replicate mean, per-point profiles and the number of points and fits.
+    replicate mean, per-point profiles and the number of points and fits.  width_ratio_ci and coverage_ci are
+    ``ci`` normal intervals with the sd over ``n_boot`` bootstrap resamples of the fits (seeded by ``seed``; the
+    replicate mean and sd are recomputed in each resample), i.e. how well this many seeds pin the two numbers.
     """
     rows = [f if isinstance(f, dict) else {"grid": f.grid, "U_mean": f.U_mean, "U_lower": f.U_lower,
                                            "U_upper": f.U_upper, "weight": grid_weights(f)} for f in fits]
@@ -821,14 +824,43 @@ def replicate_band_summary(fits, mass_fraction: float = 0.98, level_z: float = 1
     sd = U.std(axis=0, ddof=1)
     hw = 0.5 * (hi - lo)
     inside = (lo <= Ubar[None]) & (Ubar[None] <= hi)
+    wr_ci, cov_ci = _replicate_bootstrap(U[:, region], lo[:, region], hi[:, region], level_z, n_boot, ci, seed)
     return {"fits": len(rows), "points": int(region.sum()),
             "width_ratio": float(hw[:, region].mean() / (level_z * sd[region]).mean()),
+            "width_ratio_ci": wr_ci, "coverage_ci": cov_ci, "ci_level": ci, "n_boot": n_boot,
             "width_ratio_pointwise_median": float(np.median(hw[:, region].mean(axis=0) / (level_z * sd[region]))),
             "coverage": float(inside[:, region].mean()),
             "coverage_per_fit_min": float(inside[:, region].mean(axis=1).min()),
             "mean_half_width": float(hw[:, region].mean()), "seed_sd_mean": float(sd[region].mean()),
             "profile": {"x": np.asarray(common)[region].tolist(), "half_width": hw[:, region].mean(axis=0).tolist(),
                         "seed_sd": sd[region].tolist()}}
+
+
+def _replicate_bootstrap(U, lo, hi, level_z, n_boot, ci, seed):
+    """Percentile intervals of (width ratio, coverage of the replicate mean) over bootstrap resamples of the
+    fits (rows of U, lo, hi: (F, P) aligned curves on the scored points) -> ([lo, hi], [lo, hi])."""
+    rng = np.random.default_rng(seed)
+    F = U.shape[0]
+    hw = 0.5 * (hi - lo)
+    wr = np.empty(n_boot)
+    cov = np.empty(n_boot)
+    for b in range(n_boot):
+        k = rng.integers(0, F, F)
+        Ub = U[k]
+        m = Ub.mean(axis=0)
+        wr[b] = hw[k].mean() / (level_z * Ub.std(axis=0, ddof=1)).mean()
+        cov[b] = ((lo[k] <= m) & (m <= hi[k])).mean()
+    # normal intervals about the estimate with the bootstrap sd: a resample repeats fits, which shrinks its
+    # spread and shifts the bootstrap distribution upwards (percentile and basic intervals inherit that shift
+    # at this many fits); its width is still a fair measure of the seed-to-seed scatter of both numbers
+    from scipy.stats import norm
+
+    z = norm.ppf((1 + ci) / 2)
+    m = U.mean(axis=0)
+    wr0 = hw.mean() / (level_z * U.std(axis=0, ddof=1)).mean()
+    cov0 = ((lo <= m) & (m <= hi)).mean()
+    return ([wr0 - z * wr.std(ddof=1), wr0 + z * wr.std(ddof=1)],
+            [cov0 - z * cov.std(ddof=1), cov0 + z * cov.std(ddof=1)])
 
 
 # --------------------------------------------------------------------------------------------------
