@@ -1298,7 +1298,8 @@ def corrected_fit(raw, fp: FixedPointCorrection, reference=None, rng_seed: int =
               "Known limit: the correction keeps a systematic error of 0.5-1.2 seed-to-seed sd (the "
               "white-kick model resamples the kicks independently of the state q, p), so this band covers the true U_k "
               f"less often than nominal: {CORRECTED_BAND_COVERAGE} instead of 0.94 in the 1D replicate studies of "
-              "benchmarks/calibration/RESULTS.md"))
+              "benchmarks/calibration/RESULTS.md, and less at larger budgets, where that error is a larger share of "
+              "the band (Test 1: 0.88 at 4e6 steps, 0.86 at 2e7; single 2D runs at 1e8: 0.72-0.74)"))
     if reference is not None and raw.cell_points is not None:
         score_reference(out, reference, SplineRep(raw.knots, coef).value(
             raw.cell_points[:, 0] if raw.dim == 1 else raw.cell_points))
