@@ -676,12 +676,14 @@ def gibbs_sweeps(state_c, state_cf, chol, log_scale, n_sweeps, adapt, it0, mh_st
                                    periodic, prior_sd, alpha, new, A1, nA, M)
             a = min(1.0, np.exp(new_lp - cur)) if new_lp > -np.inf else 0.0
             if np.random.random() < a:
-                state_c[:] = prop
+                for k in range(K):  # element loops, not slice assignment: no shape-error path to compile (~2 s)
+                    state_c[k] = prop[k]
                 cur = new_lp
             acc += a
             if adapt:
                 log_scale[0] += (a - 0.3) / np.sqrt(it0 + i + 10.0)
-        out_c[i] = state_c
+        for k in range(K):
+            out_c[i, k] = state_c[k]
         out_cf[i] = state_cf[0]
         out_acc[i] = acc / mh_steps
 
