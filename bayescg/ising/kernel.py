@@ -23,6 +23,8 @@ Shapes: S = 2**L states, F = S first blocks (periodic) or 1 (open), T terms, K =
 """
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 
@@ -421,10 +423,7 @@ def marginal_logp_grad(u, buf, grad):
     return val
 
 
-@numba.cfunc(numba.types.int64(numba.types.uint64, numba.types.CPointer(numba.types.double),
-                               numba.types.CPointer(numba.types.double), numba.types.CPointer(numba.types.double),
-                               numba.types.voidptr), cache=True, nogil=True)
-def marginal_logp_cfunc(dim, x_, out_, logp_, user_data):
+def _marginal_logp_cb(dim, x_, out_, logp_, user_data):
     """nutpie's logp callback (signature of nutpie.compile_pymc) with the packed buffer as user data."""
     head = numba.carray(user_data, (2,), np.float64)
     buf = numba.carray(user_data, (int(head[0]),), np.float64)
@@ -442,9 +441,7 @@ def marginal_logp_cfunc(dim, x_, out_, logp_, user_data):
     return 0
 
 
-@numba.cfunc(numba.types.int64(numba.types.uint64, numba.types.uint64, numba.types.CPointer(numba.types.double),
-                               numba.types.CPointer(numba.types.double), numba.types.voidptr), cache=True, nogil=True)
-def marginal_expand_cfunc(dim, expanded, x_, out_, user_data):
+def _marginal_expand_cb(dim, expanded, x_, out_, user_data):
     """Draw (theta_c, z) -> stored values (theta_c, theta_cf)."""
     if expanded != dim:
         return -1
@@ -454,6 +451,18 @@ def marginal_expand_cfunc(dim, expanded, x_, out_, user_data):
         out[i] = x[i]
     out[dim - 1] = 0.5 + 0.5 / (1.0 + np.exp(-x[dim - 1]))
     return 0
+
+
+@functools.cache
+def marginal_cfuncs():
+    """(logp, expand): nutpie's C callbacks of the marginal posterior, compiled on first use (the logp callback
+    and the likelihood it calls take ~10 s to compile on a fresh cache, so runs that sample no NUTS do not pay it),
+    then from numba's disk cache."""
+    d, u64, vp = numba.types.double, numba.types.uint64, numba.types.voidptr
+    ptr = numba.types.CPointer(d)
+    logp = numba.cfunc(numba.types.int64(u64, ptr, ptr, ptr, vp), cache=True, nogil=True)(_marginal_logp_cb)
+    expand = numba.cfunc(numba.types.int64(u64, u64, ptr, ptr, vp), cache=True, nogil=True)(_marginal_expand_cb)
+    return logp, expand
 
 
 def pack_marginal(fast: FastLoglik, prior_sd: float) -> np.ndarray:
@@ -490,7 +499,7 @@ class MarginalDensity:
     def callbacks(self):
         from ..sampling import CompiledDensity
 
-        return CompiledDensity(marginal_logp_cfunc, marginal_expand_cfunc, self.buf,
+        return CompiledDensity(*marginal_cfuncs(), self.buf,
                                {"theta_c": (self.cm.K,), "theta_cf": ()}, self.initial_point, self.n_dim,
                                dims={"theta_c": ["param"]}, coords={"param": list(self.cm.names)},
                                warm=lambda: self.logp_grad(np.zeros(self.n_dim)))
