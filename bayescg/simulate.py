@@ -379,7 +379,7 @@ def _setup(potential, delta, gamma, steps, walkers, seed, mass, friction, integr
             raise InputError(f"hist_range must be {d} pairs (lo, hi) with lo < hi, got {np.asarray(hist_range).tolist()}")
         hist_range = hr
     cells = bins ** d if d <= 3 else d * bins  # 3D joint: bins^3 cells
-    # hist (int64), hcur, hvis (int32) and hs1, hs2 (float64): 32 bytes per walker and cell
+    # hist (int64), hcur, hvis (int32) and hs1, hs2 (float64): 32 bytes per walker and cell (hseen: 1/16 byte)
     if walkers * cells * 32 > options.max_hist_bytes:
         raise InputError(f"histograms of {walkers} walkers x {cells} cells exceed "
                          f"{options.max_hist_bytes / 2 ** 30:.3g} GiB; use fewer bins or walkers")
@@ -640,8 +640,7 @@ def _result(run: _Run, wk, sx, meta, seconds, gamma, beta, burn_in) -> Simulatio
     iat = _q_iat(sx.bq[good], sx.bqq[good], flens)
     marginal = d > 3
     shape = (d, run.bins) if marginal else (run.bins,) * d
-    whist, S1, S2 = flush_cells(sx, lens, good)               # whist (ng, C): per-walker counts, all batches
-    counts = whist.sum(axis=0)
+    whist, counts, S1, S2 = flush_cells(sx, lens, good)       # whist (ng, C) float: per-walker counts, all batches
     hist = counts.reshape(shape)
     lin = (lens[None, :] - sx.bout)[good].astype(float)      # (ng, B) in-grid steps per batch
     hvar = _hist_count_var(counts, S1, S2, lin).reshape(shape)
@@ -674,7 +673,7 @@ def _result(run: _Run, wk, sx, meta, seconds, gamma, beta, burn_in) -> Simulatio
         q_iat_steps=float(np.max(iat)) if np.all(np.isfinite(iat)) else float("nan"), q_iat_steps_per_dim=iat,
         kick_noise=None if run.Z is None else run.Z.copy(), hist_count_var=hvar, p_moment_batches=pmom,
         options=run.options,
-        walker_hist_counts=whist.reshape((ng,) + shape).astype(float),
+        walker_hist_counts=whist.reshape((ng,) + shape),
         walker_second_moments=sx.bpp[good].sum(axis=1) / max(run.n_acc, 1))
 
 

@@ -199,3 +199,8 @@ def test_lane_loop_equals_generic_loop_bit_for_bit(name, d):
             continue
         assert np.array_equal(getattr(s1, f), getattr(s2, f)), f
     assert s1.hist.sum() > 0 and s1.nstored.min() > 0
+    # hseen marks exactly the blocks of the cells counted so far (flush_cells reads only those)
+    seen = np.zeros_like(s1.hseen)
+    for w in range(W):
+        seen[w, np.flatnonzero(s1.hist[w] + s1.hcur[w]) // state.SEEN_BLOCK] = 1
+    assert np.array_equal(s1.hseen, seen) and seen.any()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .state import BLOWN, LIVE, TRAPPED
+from .state import BLOWN, LIVE, SEEN_BLOCK, TRAPPED
 
 #: "never": steps left in the last batch (it absorbs the remainder).
 NEVER = 1 << 62
@@ -93,7 +93,7 @@ def count_cell(hcur, hvis, nvis, w, c):
 
 
 @njit
-def close_batch_scan(hist, hcur, hs1, hs2, w, lin):
+def close_batch_scan(hist, hcur, hs1, hs2, hseen, w, lin):
     """close_batch without the list of visited cells: every cell of walker w's row is scanned (d = 1 lane
     loop, whose C = bins cells cost less to scan once per batch than a list entry per step: 1D one-thread rate
     ~79 against ~70 M steps/s with the list, measured by helper engine, benchmarks/ENGINE_AB.md).  Each cell's
@@ -101,27 +101,47 @@ def close_batch_scan(hist, hcur, hs1, hs2, w, lin):
     fl = float(lin)
     for c in range(hcur.shape[1]):
         if hcur[w, c] != 0:
-            _close_cell(hist, hcur, hs1, hs2, w, c, fl)
+            _close_cell(hist, hcur, hs1, hs2, hseen, w, c, fl)
 
 
 @njit
-def close_batch(hist, hcur, hvis, hs1, hs2, w, nv, lin):
+def close_batch(hist, hcur, hvis, hs1, hs2, hseen, w, nv, lin):
     """Move walker w's counts of its just finished batch (nv visited cells listed in hvis[w], lin in-grid
     steps) into hist += n, hs1 += lin n, hs2 += n^2, and clear them.  Once per walker and batch, in
     batch order per cell (so the float sums have a fixed order)."""
     fl = float(lin)
     for i in range(nv):
-        _close_cell(hist, hcur, hs1, hs2, w, hvis[w, i], fl)
+        _close_cell(hist, hcur, hs1, hs2, hseen, w, hvis[w, i], fl)
 
 
 @njit(inline="always")
-def _close_cell(hist, hcur, hs1, hs2, w, c, fl):
-    """Cell c of walker w's finished batch (fl in-grid steps) into hist, hs1, hs2; its open count cleared."""
+def _close_cell(hist, hcur, hs1, hs2, hseen, w, c, fl):
+    """Cell c of walker w's finished batch (fl in-grid steps) into hist, hs1, hs2; its open count cleared;
+    its block marked in hseen."""
     n = hcur[w, c]
     hist[w, c] += n
     hs1[w, c] += fl * float(n)
     hs2[w, c] += float(n) * float(n)
     hcur[w, c] = 0
+    hseen[w, c // SEEN_BLOCK] = 1
+
+
+@njit
+def mark_open(hvis, hseen, w, nv):
+    """Mark in hseen the blocks of walker w's open batch cells (the nv listed in hvis[w]); the loops call it
+    at the end of every chunk, so that hseen covers every counted cell whenever a chunk has ended (at
+    checkpoints and at flush_cells)."""
+    for i in range(nv):
+        hseen[w, hvis[w, i] // SEEN_BLOCK] = 1
+
+
+@njit
+def mark_open_scan(hcur, hseen, w):
+    """mark_open without the list (d = 1 lane loop): the blocks of every cell of walker w's row with an
+    open count (C = bins cells, once per chunk)."""
+    for c in range(hcur.shape[1]):
+        if hcur[w, c] != 0:
+            hseen[w, c // SEEN_BLOCK] = 1
 
 
 @njit
@@ -154,7 +174,7 @@ def observe(bp, bpp, bpk, bq, bqq, hcur, hvis, nvis, bout, samp_q, samp_p, nstor
     (at rest for ``window`` steps; trapped_at set to the first of them) or LIVE.  Accumulated steps (acc)
     go into batch b's sums and the histogram, and into sample j when ``store``; burn-in steps from
     minmax_start on update the range of q.  The first 14 arguments are state.Stats' arrays in field order
-    without hist, hs1, hs2 (the closed batches' sums, for close_batch): the loops unpack the tuples once,
+    without hist, hs1, hs2, hseen (the closed batches' sums and blocks, for close_batch): the loops unpack the tuples once,
     because reading a NamedTuple's (or unpacking a tuple's) arrays inside the step loop measured 3-10x
     slower (numba reference counting in the loop).
     ctl: the scalars (check_trap, p_tol, q_tol, window, minmax_start, nbins) of state.Plan/Grid;
@@ -191,35 +211,44 @@ def observe(bp, bpp, bpk, bq, bqq, hcur, hvis, nvis, bout, samp_q, samp_p, nstor
 
 
 def flush_cells(S, lens, good):
-    """(hist (ng, C) int64, sum_w hs1 (C,), sum_w hs2 (C,)) over the good walkers (bool (W,)), each
-    walker's open batch added (S is not changed), after a complete run, when every walker's open batch is
-    the last one.
+    """(whist (ng, C) float64, counts (C,) int64, sum_w hs1 (C,), sum_w hs2 (C,)) over the good walkers
+    (bool (W,)), each walker's open batch added (S is not changed), after a complete run, when every
+    walker's open batch is the last one; counts = sum_w whist (exact integers).
 
     lens (B,): batch lengths.  With l_wb = lens[b] - bout[w, b] (in-grid steps of walker w in batch b):
-    hist[w, c] = sum_b n_wbc, hs1[w, c] = sum_b l_wb n_wbc and hs2[w, c] = sum_b n_wbc^2, summed over
+    whist[w, c] = sum_b n_wbc, hs1[w, c] = sum_b l_wb n_wbc and hs2[w, c] = sum_b n_wbc^2, summed over
     walkers in walker order (numpy's axis-0 order, so the bits are those of the numpy form).  One pass in
-    numba: on a 2D grid of 200^2 cells the numpy form's (W, C) temporaries, not the steps, were most of a
-    short run's time."""
+    numba over the blocks of cells marked in S.hseen only: a cell a walker never counted holds zeros and
+    adds +0.0 to a sum that is +0.0 or positive, which changes no bit, so skipping it gives the full
+    pass's bits.  On a 2D grid of 200^2 cells the full pass (and the numpy form's (W, C) temporaries
+    before it) faulted in all W x C cells, most of a short run's time."""
     good = np.asarray(good, dtype=np.bool_)
     C = S.hist.shape[1]
-    whist = np.empty((int(good.sum()), C), dtype=np.int64)
+    whist = np.zeros((int(good.sum()), C))
+    counts = np.zeros(C, dtype=np.int64)
     S1 = np.zeros(C)
     S2 = np.zeros(C)
-    _flush(S.hist, S.hcur, S.hs1, S.hs2, S.bout[:, -1].copy(), int(lens[-1]), good, whist, S1, S2)
-    return whist, S1, S2
+    _flush(S.hist, S.hcur, S.hs1, S.hs2, S.hseen, S.bout[:, -1].copy(), int(lens[-1]), good, whist, counts, S1, S2)
+    return whist, counts, S1, S2
 
 
 @njit(cache=True, nogil=True)
-def _flush(hist, hcur, hs1, hs2, bout_last, len_last, good, whist, S1, S2):
+def _flush(hist, hcur, hs1, hs2, hseen, bout_last, len_last, good, whist, counts, S1, S2):
+    C = hist.shape[1]
     k = 0
     for w in range(hist.shape[0]):
         if not good[w]:
             continue
         lin = float(len_last - bout_last[w])
-        for c in range(hist.shape[1]):
-            ni = hcur[w, c]
-            n = float(ni)
-            whist[k, c] = hist[w, c] + ni
-            S1[c] += hs1[w, c] + lin * n
-            S2[c] += hs2[w, c] + n * n
+        for blk in range(hseen.shape[1]):
+            if hseen[w, blk] == 0:
+                continue
+            for c in range(blk * SEEN_BLOCK, min(C, (blk + 1) * SEEN_BLOCK)):
+                ni = hcur[w, c]
+                n = float(ni)
+                t = hist[w, c] + ni
+                whist[k, c] = float(t)
+                counts[c] += t
+                S1[c] += hs1[w, c] + lin * n
+                S2[c] += hs2[w, c] + n * n
         k += 1

@@ -37,6 +37,9 @@ GRADL_TYPE = types.FunctionType(GRADL_SIG)
 #: the two calling conventions apart.
 LANES_TAG = "_bayescg_lanes_grad"
 
+#: Cells per block of Stats.hseen (a block is 64 bytes of hcur, 128 of hist, hs1, hs2).
+SEEN_BLOCK = 16
+
 #: Walker status returned by the per-step observer.
 LIVE, BLOWN, TRAPPED = 0, 1, 2
 
@@ -63,7 +66,10 @@ class Stats(NamedTuple):
     d = 1 lane loop keeps no list and closes a batch by scanning hcur's row, accumulate.close_batch_scan);
     hist, hs1, hs2 (W, C) sums over the walker's closed batches of n_bc (int64), l_b n_bc and n_bc^2
     (accumulate.close_batch; accumulate.flush_cells adds the open one) (l_b the batch's in-grid steps);
-    bout (W, B) int64 steps off the grid per batch.  samp_q, samp_p
+    hseen (W, ceil(C / SEEN_BLOCK)) uint8: 1 for each block of SEEN_BLOCK consecutive cells holding a cell
+    the walker has counted (closed batches, and the open one as of the end of each chunk), so that
+    flush_cells reads only those blocks (a short 2D run visits a few per cent of the 200^2 cells; reading
+    all W x C cells faulted in ~20 MB of zero pages); bout (W, B) int64 steps off the grid per batch.  samp_q, samp_p
     (W, S, d) samples every ``stride`` steps, nstored (W,).  qmin, qmax (W, d): range of q over the
     burn-in steps >= minmax_start (the histogram grid)."""
     bp: np.ndarray
@@ -77,6 +83,7 @@ class Stats(NamedTuple):
     nvis: np.ndarray
     hs1: np.ndarray
     hs2: np.ndarray
+    hseen: np.ndarray
     bout: np.ndarray
     samp_q: np.ndarray
     samp_p: np.ndarray
@@ -130,7 +137,8 @@ def new_stats(W, d, B, cells, S) -> Stats:
     return Stats(bp=z((W, B, d)), bpp=z((W, B, d, d)), bpk=z((W, B, d, 2)), bq=z((W, B, d)), bqq=z((W, B, d)),
                  hist=z((W, cells), dtype=np.int64), hcur=z((W, cells), dtype=np.int32),
                  hvis=z((W, cells + 1), dtype=np.int32), nvis=z(W, dtype=np.int64), hs1=z((W, cells)),
-                 hs2=z((W, cells)), bout=z((W, B), dtype=np.int64), samp_q=z((W, S, d)), samp_p=z((W, S, d)),
+                 hs2=z((W, cells)), hseen=z((W, -(-cells // SEEN_BLOCK)), dtype=np.uint8),
+                 bout=z((W, B), dtype=np.int64), samp_q=z((W, S, d)), samp_p=z((W, S, d)),
                  nstored=z(W, dtype=np.int64), qmin=np.full((W, d), np.inf), qmax=np.full((W, d), -np.inf))
 
 
