@@ -590,16 +590,6 @@ def _set_range(run: _Run, wk, sx, meta, advance):
     meta["range_set"] = np.int64(1)
 
 
-def _hist_count_var(counts, S1, S2, lin):
-    """sum_{w,b} (n_wbc - l_wb N_c / N)^2 over the good walkers (SimulationResult.hist_count_var), flat (C,),
-    from the cell counts N_c (C,), flush_cells' walker sums S1, S2 and lin (ng, B) the good walkers' in-grid
-    steps per batch."""
-    N = float(lin.sum())
-    Nc = counts.astype(float)
-    f = Nc / N if N > 0 else np.zeros_like(Nc)
-    return S2 - 2.0 * f * S1 + f * f * float((lin * lin).sum())
-
-
 def _result(run: _Run, wk, sx, meta, seconds, gamma, beta, burn_in) -> SimulationResult:
     d, B, walkers = run.d, run.B, run.walkers
     A = run.c.A
@@ -640,16 +630,23 @@ def _result(run: _Run, wk, sx, meta, seconds, gamma, beta, burn_in) -> Simulatio
     iat = _q_iat(sx.bq[good], sx.bqq[good], flens)
     marginal = d > 3
     shape = (d, run.bins) if marginal else (run.bins,) * d
-    whist, counts, S1, S2 = flush_cells(sx, lens, good)       # whist (ng, C) float: per-walker counts, all batches
-    hist = counts.reshape(shape)
     lin = (lens[None, :] - sx.bout)[good].astype(float)      # (ng, B) in-grid steps per batch
-    hvar = _hist_count_var(counts, S1, S2, lin).reshape(shape)
+    # whist (ng, C) float: per-walker counts, all batches; hvar (C,) the batch-means variance of the counts
+    whist, counts, hvar = flush_cells(sx, lens, good, float(lin.sum()), float((lin * lin).sum()))
+    hist = counts.reshape(shape)
+    hvar = hvar.reshape(shape)
     pmom = np.stack([sx.bp, np.diagonal(sx.bpp, axis1=2, axis2=3), sx.bpk[..., 0], sx.bpk[..., 1]], axis=-1)
     pmom = pmom / flens[None, :, None, None]
     edges = [np.linspace(meta["hist_lo"][i], meta["hist_hi"][i], run.bins + 1) for i in range(d)]
     ns = sx.nstored
     idx = [w for w in range(walkers) if good[w] and ns[w] > 0]
-    if idx:
+    if len(idx) == walkers and (ns == run.S).all():
+        # every walker kept all its samples: the (W S, d) views of samp_q, samp_p are the concatenation
+        # (no copy: a copy's fresh pages cost ~3 us each to fault in)
+        sq = sx.samp_q.reshape(walkers * run.S, d)
+        sp = sx.samp_p.reshape(walkers * run.S, d)
+        sw = np.repeat(np.arange(walkers, dtype=np.int64), run.S)
+    elif idx:
         sq = np.concatenate([sx.samp_q[w, :ns[w]] for w in idx])
         sp = np.concatenate([sx.samp_p[w, :ns[w]] for w in idx])
         sw = np.concatenate([np.full(ns[w], w, dtype=np.int64) for w in idx])

@@ -210,30 +210,38 @@ def observe(bp, bpp, bpk, bq, bqq, hcur, hvis, nvis, bout, samp_q, samp_p, nstor
     return LIVE, cnt
 
 
-def flush_cells(S, lens, good):
-    """(whist (ng, C) float64, counts (C,) int64, sum_w hs1 (C,), sum_w hs2 (C,)) over the good walkers
-    (bool (W,)), each walker's open batch added (S is not changed), after a complete run, when every
-    walker's open batch is the last one; counts = sum_w whist (exact integers).
+def flush_cells(S, lens, good, N, K):
+    """(whist (ng, C) float64, counts (C,) int64, hvar (C,)) over the good walkers (bool (W,)), each
+    walker's open batch added (S is not changed), after a complete run, when every walker's open batch is
+    the last one: whist the per-walker cell counts of all batches, counts = sum_w whist (exact integers),
+    hvar = sum_{w,b} (n_wbc - l_wb N_c / N)^2 (SimulationResult.hist_count_var).
 
-    lens (B,): batch lengths.  With l_wb = lens[b] - bout[w, b] (in-grid steps of walker w in batch b):
-    whist[w, c] = sum_b n_wbc, hs1[w, c] = sum_b l_wb n_wbc and hs2[w, c] = sum_b n_wbc^2, summed over
-    walkers in walker order (numpy's axis-0 order, so the bits are those of the numpy form).  One pass in
-    numba over the blocks of cells marked in S.hseen only: a cell a walker never counted holds zeros and
-    adds +0.0 to a sum that is +0.0 or positive, which changes no bit, so skipping it gives the full
-    pass's bits.  On a 2D grid of 200^2 cells the full pass (and the numpy form's (W, C) temporaries
-    before it) faulted in all W x C cells, most of a short run's time."""
+    lens (B,): batch lengths.  With l_wb = lens[b] - bout[w, b] (in-grid steps of walker w in batch b),
+    N = sum l_wb and K = sum l_wb^2 over the good walkers (numpy sums, passed in): hvar = S2 - 2 f S1 + f^2 K
+    with f = N_c / N (0 when N = 0), S1[c] = sum_w hs1[w, c] + l_wB n_wBc and S2[c] = sum_w hs2[w, c] +
+    n_wBc^2 (B the open batch), summed over walkers in walker order (numpy's axis-0 order) and evaluated
+    operation for operation as the numpy expression did, so the bits are those of the numpy form.
+
+    One numba pass over the blocks of cells marked in S.hseen only: a cell a walker never counted holds
+    zeros and adds +0.0 to sums that are +0.0 or positive, which changes no bit, so skipping it gives the
+    full pass's bits, and hvar of a cell no walker counted is 0.  On a 2D grid of 200^2 cells the full pass
+    (and the numpy form's (W, C) and (C,) temporaries) faulted in every page of the cell arrays: most of a
+    short run's time, at ~3 us per 4 KiB page first touched (benchmarks/RESULTS.md)."""
     good = np.asarray(good, dtype=np.bool_)
     C = S.hist.shape[1]
     whist = np.zeros((int(good.sum()), C))
     counts = np.zeros(C, dtype=np.int64)
     S1 = np.zeros(C)
     S2 = np.zeros(C)
-    _flush(S.hist, S.hcur, S.hs1, S.hs2, S.hseen, S.bout[:, -1].copy(), int(lens[-1]), good, whist, counts, S1, S2)
-    return whist, counts, S1, S2
+    anyw = np.zeros(S.hseen.shape[1], dtype=np.uint8)
+    _flush(S.hist, S.hcur, S.hs1, S.hs2, S.hseen, S.bout[:, -1].copy(), int(lens[-1]), good, float(N), float(K),
+           whist, counts, S1, S2, anyw)
+    return whist, counts, S2
 
 
 @njit(cache=True, nogil=True)
-def _flush(hist, hcur, hs1, hs2, hseen, bout_last, len_last, good, whist, counts, S1, S2):
+def _flush(hist, hcur, hs1, hs2, hseen, bout_last, len_last, good, N, K, whist, counts, S1, S2, anyw):
+    """flush_cells' pass; anyw (blocks,) scratch: the blocks any good walker counted.  hvar is left in S2."""
     C = hist.shape[1]
     k = 0
     for w in range(hist.shape[0]):
@@ -243,6 +251,7 @@ def _flush(hist, hcur, hs1, hs2, hseen, bout_last, len_last, good, whist, counts
         for blk in range(hseen.shape[1]):
             if hseen[w, blk] == 0:
                 continue
+            anyw[blk] = 1
             for c in range(blk * SEEN_BLOCK, min(C, (blk + 1) * SEEN_BLOCK)):
                 ni = hcur[w, c]
                 n = float(ni)
@@ -252,3 +261,9 @@ def _flush(hist, hcur, hs1, hs2, hseen, bout_last, len_last, good, whist, counts
                 S1[c] += hs1[w, c] + lin * n
                 S2[c] += hs2[w, c] + n * n
         k += 1
+    for blk in range(anyw.shape[0]):
+        if anyw[blk] == 0:
+            continue
+        for c in range(blk * SEEN_BLOCK, min(C, (blk + 1) * SEEN_BLOCK)):
+            f = float(counts[c]) / N if N > 0 else 0.0
+            S2[c] = (S2[c] - (2.0 * f) * S1[c]) + (f * f) * K
