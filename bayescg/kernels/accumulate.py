@@ -119,7 +119,7 @@ def _close_cell(hist, hcur, hs1, hs2, hseen, w, c, fl):
     """Cell c of walker w's finished batch (fl in-grid steps) into hist, hs1, hs2; its open count cleared;
     its block marked in hseen."""
     n = hcur[w, c]
-    hist[w, c] += n
+    hist[w, c] += float(n)
     hs1[w, c] += fl * float(n)
     hs2[w, c] += float(n) * float(n)
     hcur[w, c] = 0
@@ -212,9 +212,12 @@ def observe(bp, bpp, bpk, bq, bqq, hcur, hvis, nvis, bout, samp_q, samp_p, nstor
 
 def flush_cells(S, lens, good, N, K):
     """(whist (ng, C) float64, counts (C,) int64, hvar (C,)) over the good walkers (bool (W,)), each
-    walker's open batch added (S is not changed), after a complete run, when every walker's open batch is
-    the last one: whist the per-walker cell counts of all batches, counts = sum_w whist (exact integers),
-    hvar = sum_{w,b} (n_wbc - l_wb N_c / N)^2 (SimulationResult.hist_count_var).
+    walker's open batch added, after a complete run, when every walker's open batch is the last one: whist
+    the per-walker cell counts of all batches, counts = sum_w whist (exact integers), hvar = sum_{w,b}
+    (n_wbc - l_wb N_c / N)^2 (SimulationResult.hist_count_var).  When every walker is good, whist IS
+    S.hist, completed in place (so call it once, at the end of a run): a second (W, C) array's pages cost
+    as much as the flush (~3 us per 4 KiB page first touched); otherwise whist is a new array and S is not
+    changed.
 
     lens (B,): batch lengths.  With l_wb = lens[b] - bout[w, b] (in-grid steps of walker w in batch b),
     N = sum l_wb and K = sum l_wb^2 over the good walkers (numpy sums, passed in): hvar = S2 - 2 f S1 + f^2 K
@@ -229,7 +232,8 @@ def flush_cells(S, lens, good, N, K):
     short run's time, at ~3 us per 4 KiB page first touched (benchmarks/RESULTS.md)."""
     good = np.asarray(good, dtype=np.bool_)
     C = S.hist.shape[1]
-    whist = np.zeros((int(good.sum()), C))
+    ng = int(good.sum())
+    whist = S.hist if ng == S.hist.shape[0] else np.zeros((ng, C))
     counts = np.zeros(C, dtype=np.int64)
     S1 = np.zeros(C)
     S2 = np.zeros(C)
@@ -241,7 +245,8 @@ def flush_cells(S, lens, good, N, K):
 
 @njit(cache=True, nogil=True)
 def _flush(hist, hcur, hs1, hs2, hseen, bout_last, len_last, good, N, K, whist, counts, S1, S2, anyw):
-    """flush_cells' pass; anyw (blocks,) scratch: the blocks any good walker counted.  hvar is left in S2."""
+    """flush_cells' pass; anyw (blocks,) scratch: the blocks any good walker counted.  hvar is left in S2.
+    whist may be hist itself (then k = w: each cell is read before it is written)."""
     C = hist.shape[1]
     k = 0
     for w in range(hist.shape[0]):
@@ -255,9 +260,9 @@ def _flush(hist, hcur, hs1, hs2, hseen, bout_last, len_last, good, N, K, whist, 
             for c in range(blk * SEEN_BLOCK, min(C, (blk + 1) * SEEN_BLOCK)):
                 ni = hcur[w, c]
                 n = float(ni)
-                t = hist[w, c] + ni
-                whist[k, c] = float(t)
-                counts[c] += t
+                t = hist[w, c] + n
+                whist[k, c] = t
+                counts[c] += int(t)
                 S1[c] += hs1[w, c] + lin * n
                 S2[c] += hs2[w, c] + n * n
         k += 1

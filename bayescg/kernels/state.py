@@ -64,8 +64,10 @@ class Stats(NamedTuple):
     the walker's open batch; hvis (W, C + 1) int32 the cells of the open batch in order of first visit,
     nvis (W,) how many (one spare slot: the lane loops store before they know whether the cell is new; the
     d = 1 lane loop keeps no list and closes a batch by scanning hcur's row, accumulate.close_batch_scan);
-    hist, hs1, hs2 (W, C) sums over the walker's closed batches of n_bc (int64), l_b n_bc and n_bc^2
+    hist, hs1, hs2 (W, C) float64 sums over the walker's closed batches of n_bc, l_b n_bc and n_bc^2
     (accumulate.close_batch; accumulate.flush_cells adds the open one) (l_b the batch's in-grid steps);
+    hist holds exact integers (< 2^53 steps per walker), so that flush_cells can complete it in place into
+    the result's per-walker counts (float) instead of filling a second (W, C) array;
     hseen (W, ceil(C / SEEN_BLOCK)) uint8: 1 for each block of SEEN_BLOCK consecutive cells holding a cell
     the walker has counted (closed batches, and the open one as of the end of each chunk), so that
     flush_cells reads only those blocks (a short 2D run visits a few per cent of the 200^2 cells; reading
@@ -135,7 +137,7 @@ def new_walkers(q, p, rng) -> Walkers:
 def new_stats(W, d, B, cells, S) -> Stats:
     z = np.zeros
     return Stats(bp=z((W, B, d)), bpp=z((W, B, d, d)), bpk=z((W, B, d, 2)), bq=z((W, B, d)), bqq=z((W, B, d)),
-                 hist=z((W, cells), dtype=np.int64), hcur=z((W, cells), dtype=np.int32),
+                 hist=z((W, cells)), hcur=z((W, cells), dtype=np.int32),
                  hvis=z((W, cells + 1), dtype=np.int32), nvis=z(W, dtype=np.int64), hs1=z((W, cells)),
                  hs2=z((W, cells)), hseen=z((W, -(-cells // SEEN_BLOCK)), dtype=np.uint8),
                  bout=z((W, B), dtype=np.int64), samp_q=z((W, S, d)), samp_p=z((W, S, d)),
