@@ -379,7 +379,7 @@ def _setup(potential, delta, gamma, steps, walkers, seed, mass, friction, integr
             raise InputError(f"hist_range must be {d} pairs (lo, hi) with lo < hi, got {np.asarray(hist_range).tolist()}")
         hist_range = hr
     cells = bins ** d if d <= 3 else d * bins  # 3D joint: bins^3 cells
-    # hist (int64), hcur, hvis (int32) and hs1, hs2 (float64): 32 bytes per walker and cell (hseen: 1/16 byte)
+    # hist, hs1, hs2 (float64), hcur, hvis (int32): 32 bytes per walker and cell (hblk: 1/4 byte)
     if walkers * cells * 32 > options.max_hist_bytes:
         raise InputError(f"histograms of {walkers} walkers x {cells} cells exceed "
                          f"{options.max_hist_bytes / 2 ** 30:.3g} GiB; use fewer bins or walkers")

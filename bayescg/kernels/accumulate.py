@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .state import BLOWN, LIVE, SEEN_BLOCK, TRAPPED
+from .state import BLOWN, CELL_BLOCK, LIVE, TRAPPED
 
 #: "never": steps left in the last batch (it absorbs the remainder).
 NEVER = 1 << 62
@@ -93,7 +93,7 @@ def count_cell(hcur, hvis, nvis, w, c):
 
 
 @njit
-def close_batch_scan(hist, hcur, hs1, hs2, hseen, w, lin):
+def close_batch_scan(hist, hcur, hs1, hs2, hblk, nblk, w, lin):
     """close_batch without the list of visited cells: every cell of walker w's row is scanned (d = 1 lane
     loop, whose C = bins cells cost less to scan once per batch than a list entry per step: 1D one-thread rate
     ~79 against ~70 M steps/s with the list, measured by helper engine, benchmarks/ENGINE_AB.md).  Each cell's
@@ -101,47 +101,59 @@ def close_batch_scan(hist, hcur, hs1, hs2, hseen, w, lin):
     fl = float(lin)
     for c in range(hcur.shape[1]):
         if hcur[w, c] != 0:
-            _close_cell(hist, hcur, hs1, hs2, hseen, w, c, fl)
+            _close_cell(hist, hcur, hs1, hs2, hblk, nblk, w, c, fl)
 
 
 @njit
-def close_batch(hist, hcur, hvis, hs1, hs2, hseen, w, nv, lin):
+def close_batch(hist, hcur, hvis, hs1, hs2, hblk, nblk, w, nv, lin):
     """Move walker w's counts of its just finished batch (nv visited cells listed in hvis[w], lin in-grid
     steps) into hist += n, hs1 += lin n, hs2 += n^2, and clear them.  Once per walker and batch, in
     batch order per cell (so the float sums have a fixed order)."""
     fl = float(lin)
     for i in range(nv):
-        _close_cell(hist, hcur, hs1, hs2, hseen, w, hvis[w, i], fl)
+        _close_cell(hist, hcur, hs1, hs2, hblk, nblk, w, hvis[w, i], fl)
 
 
 @njit(inline="always")
-def _close_cell(hist, hcur, hs1, hs2, hseen, w, c, fl):
-    """Cell c of walker w's finished batch (fl in-grid steps) into hist, hs1, hs2; its open count cleared;
-    its block marked in hseen."""
+def block_slot(hblk, nblk, w, c):
+    """Index in walker w's rows of hs1, hs2 of cell c (state.Stats.hblk), its block given the next slot at
+    its first use."""
+    k = c // CELL_BLOCK
+    s = hblk[w, k]
+    if s == 0:
+        nblk[w] += 1
+        s = nblk[w]
+        hblk[w, k] = s
+    return (s - 1) * CELL_BLOCK + (c - k * CELL_BLOCK)
+
+
+@njit(inline="always")
+def _close_cell(hist, hcur, hs1, hs2, hblk, nblk, w, c, fl):
+    """Cell c of walker w's finished batch (fl in-grid steps) into hist, hs1, hs2; its open count cleared."""
     n = hcur[w, c]
+    i = block_slot(hblk, nblk, w, c)
     hist[w, c] += float(n)
-    hs1[w, c] += fl * float(n)
-    hs2[w, c] += float(n) * float(n)
+    hs1[w, i] += fl * float(n)
+    hs2[w, i] += float(n) * float(n)
     hcur[w, c] = 0
-    hseen[w, c // SEEN_BLOCK] = 1
 
 
 @njit
-def mark_open(hvis, hseen, w, nv):
-    """Mark in hseen the blocks of walker w's open batch cells (the nv listed in hvis[w]); the loops call it
-    at the end of every chunk, so that hseen covers every counted cell whenever a chunk has ended (at
+def mark_open(hvis, hblk, nblk, w, nv):
+    """Give slots to the blocks of walker w's open batch cells (the nv listed in hvis[w]); the loops call it
+    at the end of every chunk, so that hblk covers every counted cell whenever a chunk has ended (at
     checkpoints and at flush_cells)."""
     for i in range(nv):
-        hseen[w, hvis[w, i] // SEEN_BLOCK] = 1
+        block_slot(hblk, nblk, w, hvis[w, i])
 
 
 @njit
-def mark_open_scan(hcur, hseen, w):
+def mark_open_scan(hcur, hblk, nblk, w):
     """mark_open without the list (d = 1 lane loop): the blocks of every cell of walker w's row with an
     open count (C = bins cells, once per chunk)."""
     for c in range(hcur.shape[1]):
         if hcur[w, c] != 0:
-            hseen[w, c // SEEN_BLOCK] = 1
+            block_slot(hblk, nblk, w, c)
 
 
 @njit
@@ -174,7 +186,7 @@ def observe(bp, bpp, bpk, bq, bqq, hcur, hvis, nvis, bout, samp_q, samp_p, nstor
     (at rest for ``window`` steps; trapped_at set to the first of them) or LIVE.  Accumulated steps (acc)
     go into batch b's sums and the histogram, and into sample j when ``store``; burn-in steps from
     minmax_start on update the range of q.  The first 14 arguments are state.Stats' arrays in field order
-    without hist, hs1, hs2, hseen (the closed batches' sums and blocks, for close_batch): the loops unpack the tuples once,
+    without hist, hs1, hs2, hblk, nblk (the closed batches' sums and blocks, for close_batch): the loops unpack the tuples once,
     because reading a NamedTuple's (or unpacking a tuple's) arrays inside the step loop measured 3-10x
     slower (numba reference counting in the loop).
     ctl: the scalars (check_trap, p_tol, q_tol, window, minmax_start, nbins) of state.Plan/Grid;
@@ -225,7 +237,7 @@ def flush_cells(S, lens, good, N, K):
     n_wBc^2 (B the open batch), summed over walkers in walker order (numpy's axis-0 order) and evaluated
     operation for operation as the numpy expression did, so the bits are those of the numpy form.
 
-    One numba pass over the blocks of cells marked in S.hseen only: a cell a walker never counted holds
+    One numba pass over the blocks of cells in S.hblk only: a cell a walker never counted holds
     zeros and adds +0.0 to sums that are +0.0 or positive, which changes no bit, so skipping it gives the
     full pass's bits, and hvar of a cell no walker counted is 0.  On a 2D grid of 200^2 cells the full pass
     (and the numpy form's (W, C) and (C,) temporaries) faulted in every page of the cell arrays: most of a
@@ -237,14 +249,14 @@ def flush_cells(S, lens, good, N, K):
     counts = np.zeros(C, dtype=np.int64)
     S1 = np.zeros(C)
     S2 = np.zeros(C)
-    anyw = np.zeros(S.hseen.shape[1], dtype=np.uint8)
-    _flush(S.hist, S.hcur, S.hs1, S.hs2, S.hseen, S.bout[:, -1].copy(), int(lens[-1]), good, float(N), float(K),
+    anyw = np.zeros(S.hblk.shape[1], dtype=np.uint8)
+    _flush(S.hist, S.hcur, S.hs1, S.hs2, S.hblk, S.bout[:, -1].copy(), int(lens[-1]), good, float(N), float(K),
            whist, counts, S1, S2, anyw)
     return whist, counts, S2
 
 
 @njit(cache=True, nogil=True)
-def _flush(hist, hcur, hs1, hs2, hseen, bout_last, len_last, good, N, K, whist, counts, S1, S2, anyw):
+def _flush(hist, hcur, hs1, hs2, hblk, bout_last, len_last, good, N, K, whist, counts, S1, S2, anyw):
     """flush_cells' pass; anyw (blocks,) scratch: the blocks any good walker counted.  hvar is left in S2.
     whist may be hist itself (then k = w: each cell is read before it is written)."""
     C = hist.shape[1]
@@ -253,22 +265,23 @@ def _flush(hist, hcur, hs1, hs2, hseen, bout_last, len_last, good, N, K, whist, 
         if not good[w]:
             continue
         lin = float(len_last - bout_last[w])
-        for blk in range(hseen.shape[1]):
-            if hseen[w, blk] == 0:
+        for blk in range(hblk.shape[1]):
+            s = hblk[w, blk]
+            if s == 0:
                 continue
             anyw[blk] = 1
-            for c in range(blk * SEEN_BLOCK, min(C, (blk + 1) * SEEN_BLOCK)):
-                ni = hcur[w, c]
-                n = float(ni)
+            off = (s - 1 - blk) * CELL_BLOCK  # cell c's index in the rows of hs1, hs2: off + c
+            for c in range(blk * CELL_BLOCK, min(C, (blk + 1) * CELL_BLOCK)):
+                n = float(hcur[w, c])
                 t = hist[w, c] + n
                 whist[k, c] = t
                 counts[c] += int(t)
-                S1[c] += hs1[w, c] + lin * n
-                S2[c] += hs2[w, c] + n * n
+                S1[c] += hs1[w, off + c] + lin * n
+                S2[c] += hs2[w, off + c] + n * n
         k += 1
     for blk in range(anyw.shape[0]):
         if anyw[blk] == 0:
             continue
-        for c in range(blk * SEEN_BLOCK, min(C, (blk + 1) * SEEN_BLOCK)):
+        for c in range(blk * CELL_BLOCK, min(C, (blk + 1) * CELL_BLOCK)):
             f = float(counts[c]) / N if N > 0 else 0.0
             S2[c] = (S2[c] - (2.0 * f) * S1[c]) + (f * f) * K
