@@ -186,9 +186,9 @@ def observe(bp, bpp, bpk, bq, bqq, hcur, hvis, nvis, bout, samp_q, samp_p, nstor
     (at rest for ``window`` steps; trapped_at set to the first of them) or LIVE.  Accumulated steps (acc)
     go into batch b's sums and the histogram, and into sample j when ``store``; burn-in steps from
     minmax_start on update the range of q.  The first 14 arguments are state.Stats' arrays in field order
-    without hist, hs1, hs2, hblk, nblk (the closed batches' sums and blocks, for close_batch): the loops unpack the tuples once,
-    because reading a NamedTuple's (or unpacking a tuple's) arrays inside the step loop measured 3-10x
-    slower (numba reference counting in the loop).
+    without hist, hs1, hs2, hblk, nblk (the closed batches' sums and their block slots, for close_batch):
+    the loops unpack the tuples once, because reading a NamedTuple's (or unpacking a tuple's) arrays inside
+    the step loop measured 3-10x slower (numba reference counting in the loop).
     ctl: the scalars (check_trap, p_tol, q_tol, window, minmax_start, nbins) of state.Plan/Grid;
     lo, inv: the grid's lower edges and bins per unit (d,).  (At most 30 arguments: CPython passes more
     as *args, which numba cannot inline.)

@@ -650,7 +650,8 @@ def _lanes_chunk1(grad, Wk, S, c, noisy, P, G, b0, b1):
         block_1d(grad, w0, min(LANES, W - w0), Wk.q, Wk.p, Wk.rng, c.A[0, 0], c.E[0, 0], c.L[0, 0], noisy, c.delta,
                  P.step0, P.nsteps, P.acc_start, P.minmax_start, P.batch_len, G.lo[0], G.inv[0], G.nbins, P.stride,
                  P.check_trap, P.p_tol, P.q_tol, P.window, S.bp, S.bpp, S.bpk, S.bq, S.bqq, S.hist, S.hcur, S.hvis,
-                 S.nvis, S.hs1, S.hs2, S.hblk, S.nblk, S.bout, S.samp_q, S.samp_p, S.nstored, S.qmin, S.qmax, Wk.still, Wk.trapped_at, Wk.blown_at)
+                 S.nvis, S.hs1, S.hs2, S.hblk, S.nblk, S.bout, S.samp_q, S.samp_p, S.nstored, S.qmin, S.qmax,
+                 Wk.still, Wk.trapped_at, Wk.blown_at)
 
 
 def _lanes_chunk2(grad, Wk, S, c, noisy, P, G, b0, b1):
@@ -661,7 +662,8 @@ def _lanes_chunk2(grad, Wk, S, c, noisy, P, G, b0, b1):
         block_2d(grad, w0, min(LANES, W - w0), Wk.q, Wk.p, Wk.rng, c.A, c.E, c.L, noisy, c.delta, c.diag,
                  P.step0, P.nsteps, P.acc_start, P.minmax_start, P.batch_len, G.lo, G.inv, G.nbins, P.stride,
                  P.check_trap, P.p_tol, P.q_tol, P.window, S.bp, S.bpp, S.bpk, S.bq, S.bqq, S.hist, S.hcur, S.hvis,
-                 S.nvis, S.hs1, S.hs2, S.hblk, S.nblk, S.bout, S.samp_q, S.samp_p, S.nstored, S.qmin, S.qmax, Wk.still, Wk.trapped_at, Wk.blown_at)
+                 S.nvis, S.hs1, S.hs2, S.hblk, S.nblk, S.bout, S.samp_q, S.samp_p, S.nstored, S.qmin, S.qmax,
+                 Wk.still, Wk.trapped_at, Wk.blown_at)
 
 
 def _init_grad(grad, q, g, w0, w1):
