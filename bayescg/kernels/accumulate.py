@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .state import BLOWN, CELL_BLOCK, LIVE, TRAPPED
+from .state import BLOWN, CELL_BLOCK, CELL_SHIFT, LIVE, TRAPPED
 
 #: "never": steps left in the last batch (it absorbs the remainder).
 NEVER = 1 << 62
@@ -99,43 +99,58 @@ def close_batch_scan(hist, hcur, hs1, hs2, hblk, nblk, w, lin):
     ~79 against ~70 M steps/s with the list, measured by helper engine, benchmarks/ENGINE_AB.md).  Each cell's
     sums still grow in batch order, and cells are independent, so the bits equal close_batch's."""
     fl = float(lin)
-    for c in range(hcur.shape[1]):
-        if hcur[w, c] != 0:
-            _close_cell(hist, hcur, hs1, hs2, hblk, nblk, w, c, fl)
+    hi, hc, h1, h2, hb = hist[w], hcur[w], hs1[w], hs2[w], hblk[w]
+    for ci in range(hc.shape[0]):
+        if hc[ci] == 0:
+            continue
+        c = np.uint64(ci)
+        n = float(hc[c])
+        k = c >> np.uint64(CELL_SHIFT)
+        if hb[k] == 0:
+            nblk[w] += 1
+            hb[k] = nblk[w]
+        j = ((np.uint64(hb[k]) - np.uint64(1)) << np.uint64(CELL_SHIFT)) | (c & np.uint64(CELL_BLOCK - 1))
+        hi[c] += n
+        h1[j] += fl * n
+        h2[j] += n * n
+        hc[c] = 0
 
 
 @njit
 def close_batch(hist, hcur, hvis, hs1, hs2, hblk, nblk, w, nv, lin):
     """Move walker w's counts of its just finished batch (nv visited cells listed in hvis[w], lin in-grid
-    steps) into hist += n, hs1 += lin n, hs2 += n^2, and clear them.  Once per walker and batch, in
-    batch order per cell (so the float sums have a fixed order)."""
+    steps) into hist += n, hs1 += lin n, hs2 += n^2 (at the cell's place in its block's slot, block_slot),
+    and clear them.  Once per walker and batch, in batch order per cell (so the float sums have a fixed
+    order).  Written out on walker w's rows with unsigned cell indices (no negative-index wraparound):
+    a 2D batch closes about one cell per four steps, so this is per-step cost of long runs; a scratch
+    benchmark of random-walk batches (~4000 cells each) measured ~9-10 ns per closed cell like this,
+    ~14 with block_slot and the cell update as njit calls, ~49 with them inlined by numba (reference
+    counting of the row views at each inlined call), and the dense 2D-indexed close before hblk ~13.5."""
     fl = float(lin)
+    hi, hc, hv, h1, h2, hb = hist[w], hcur[w], hvis[w], hs1[w], hs2[w], hblk[w]
     for i in range(nv):
-        _close_cell(hist, hcur, hs1, hs2, hblk, nblk, w, hvis[w, i], fl)
+        c = np.uint64(hv[i])
+        n = float(hc[c])
+        k = c >> np.uint64(CELL_SHIFT)
+        if hb[k] == 0:
+            nblk[w] += 1
+            hb[k] = nblk[w]
+        j = ((np.uint64(hb[k]) - np.uint64(1)) << np.uint64(CELL_SHIFT)) | (c & np.uint64(CELL_BLOCK - 1))
+        hi[c] += n
+        h1[j] += fl * n
+        h2[j] += n * n
+        hc[c] = 0
 
 
-@njit(inline="always")
-def block_slot(hblk, nblk, w, c):
-    """Index in walker w's rows of hs1, hs2 of cell c (state.Stats.hblk), its block given the next slot at
-    its first use."""
-    k = c // CELL_BLOCK
-    s = hblk[w, k]
-    if s == 0:
+@njit
+def block_slot(hb, nblk, w, c):
+    """Index of cell c (unsigned) in walker w's rows of hs1, hs2, with hb walker w's row of state.Stats.hblk;
+    the cell's block is given the next slot at its first use (close_batch does the same, written out)."""
+    k = c >> np.uint64(CELL_SHIFT)
+    if hb[k] == 0:
         nblk[w] += 1
-        s = nblk[w]
-        hblk[w, k] = s
-    return (s - 1) * CELL_BLOCK + (c - k * CELL_BLOCK)
-
-
-@njit(inline="always")
-def _close_cell(hist, hcur, hs1, hs2, hblk, nblk, w, c, fl):
-    """Cell c of walker w's finished batch (fl in-grid steps) into hist, hs1, hs2; its open count cleared."""
-    n = hcur[w, c]
-    i = block_slot(hblk, nblk, w, c)
-    hist[w, c] += float(n)
-    hs1[w, i] += fl * float(n)
-    hs2[w, i] += float(n) * float(n)
-    hcur[w, c] = 0
+        hb[k] = nblk[w]
+    return ((np.uint64(hb[k]) - np.uint64(1)) << np.uint64(CELL_SHIFT)) | (c & np.uint64(CELL_BLOCK - 1))
 
 
 @njit
@@ -143,17 +158,19 @@ def mark_open(hvis, hblk, nblk, w, nv):
     """Give slots to the blocks of walker w's open batch cells (the nv listed in hvis[w]); the loops call it
     at the end of every chunk, so that hblk covers every counted cell whenever a chunk has ended (at
     checkpoints and at flush_cells)."""
+    hb = hblk[w]
     for i in range(nv):
-        block_slot(hblk, nblk, w, hvis[w, i])
+        block_slot(hb, nblk, w, np.uint64(hvis[w, i]))
 
 
 @njit
 def mark_open_scan(hcur, hblk, nblk, w):
     """mark_open without the list (d = 1 lane loop): the blocks of every cell of walker w's row with an
     open count (C = bins cells, once per chunk)."""
+    hb = hblk[w]
     for c in range(hcur.shape[1]):
         if hcur[w, c] != 0:
-            block_slot(hblk, nblk, w, c)
+            block_slot(hb, nblk, w, np.uint64(c))
 
 
 @njit

@@ -37,8 +37,9 @@ GRADL_TYPE = types.FunctionType(GRADL_SIG)
 #: the two calling conventions apart.
 LANES_TAG = "_bayescg_lanes_grad"
 
-#: Cells per block of Stats.hblk (a block is 64 bytes of hcur, 128 of hist, hs1, hs2).
-CELL_BLOCK = 16
+#: Cells per block of Stats.hblk (a block is 64 bytes of hcur, 128 of hist, hs1, hs2): 1 << CELL_SHIFT.
+CELL_SHIFT = 4
+CELL_BLOCK = 1 << CELL_SHIFT
 
 #: Walker status returned by the per-step observer.
 LIVE, BLOWN, TRAPPED = 0, 1, 2
