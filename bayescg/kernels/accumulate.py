@@ -97,23 +97,18 @@ def close_batch_scan(hist, hcur, hs1, hs2, hblk, nblk, w, lin):
     """close_batch without the list of visited cells: every cell of walker w's row is scanned (d = 1 lane
     loop, whose C = bins cells cost less to scan once per batch than a list entry per step: 1D one-thread rate
     ~79 against ~70 M steps/s with the list, measured by helper engine, benchmarks/ENGINE_AB.md).  Each cell's
-    sums still grow in batch order, and cells are independent, so the bits equal close_batch's."""
+    sums still grow in batch order, and cells are independent, so the bits equal close_batch's.  (Kept in
+    the 2D-indexed form: written out on row views like close_batch, the 1D lane loop measured ~1.5 ns per
+    step slower in engine_overhead.py.)"""
     fl = float(lin)
-    hi, hc, h1, h2, hb = hist[w], hcur[w], hs1[w], hs2[w], hblk[w]
-    for ci in range(hc.shape[0]):
-        if hc[ci] == 0:
-            continue
-        c = np.uint64(ci)
-        n = float(hc[c])
-        k = c >> np.uint64(CELL_SHIFT)
-        if hb[k] == 0:
-            nblk[w] += 1
-            hb[k] = nblk[w]
-        j = ((np.uint64(hb[k]) - np.uint64(1)) << np.uint64(CELL_SHIFT)) | (c & np.uint64(CELL_BLOCK - 1))
-        hi[c] += n
-        h1[j] += fl * n
-        h2[j] += n * n
-        hc[c] = 0
+    for c in range(hcur.shape[1]):
+        n = hcur[w, c]
+        if n != 0:
+            j = block_slot(hblk, nblk, w, c)
+            hist[w, c] += float(n)
+            hs1[w, j] += fl * float(n)
+            hs2[w, j] += float(n) * float(n)
+            hcur[w, c] = 0
 
 
 @njit
@@ -143,14 +138,14 @@ def close_batch(hist, hcur, hvis, hs1, hs2, hblk, nblk, w, nv, lin):
 
 
 @njit
-def block_slot(hb, nblk, w, c):
-    """Index of cell c (unsigned) in walker w's rows of hs1, hs2, with hb walker w's row of state.Stats.hblk;
-    the cell's block is given the next slot at its first use (close_batch does the same, written out)."""
-    k = c >> np.uint64(CELL_SHIFT)
-    if hb[k] == 0:
+def block_slot(hblk, nblk, w, c):
+    """Index of cell c (>= 0) in walker w's rows of hs1, hs2 (state.Stats.hblk); the cell's block is given
+    the next slot at its first use (close_batch does the same, written out)."""
+    k = c >> CELL_SHIFT
+    if hblk[w, k] == 0:
         nblk[w] += 1
-        hb[k] = nblk[w]
-    return ((np.uint64(hb[k]) - np.uint64(1)) << np.uint64(CELL_SHIFT)) | (c & np.uint64(CELL_BLOCK - 1))
+        hblk[w, k] = nblk[w]
+    return (hblk[w, k] - 1) * CELL_BLOCK + (c & (CELL_BLOCK - 1))
 
 
 @njit
@@ -158,19 +153,17 @@ def mark_open(hvis, hblk, nblk, w, nv):
     """Give slots to the blocks of walker w's open batch cells (the nv listed in hvis[w]); the loops call it
     at the end of every chunk, so that hblk covers every counted cell whenever a chunk has ended (at
     checkpoints and at flush_cells)."""
-    hb = hblk[w]
     for i in range(nv):
-        block_slot(hb, nblk, w, np.uint64(hvis[w, i]))
+        block_slot(hblk, nblk, w, hvis[w, i])
 
 
 @njit
 def mark_open_scan(hcur, hblk, nblk, w):
     """mark_open without the list (d = 1 lane loop): the blocks of every cell of walker w's row with an
     open count (C = bins cells, once per chunk)."""
-    hb = hblk[w]
     for c in range(hcur.shape[1]):
         if hcur[w, c] != 0:
-            block_slot(hb, nblk, w, np.uint64(c))
+            block_slot(hblk, nblk, w, c)
 
 
 @njit
