@@ -415,9 +415,24 @@ def _acf(t, q, max_lag_time):
 
 
 def _outside(q, lo, hi):
-    """(fraction of trajectories that ever left [lo, hi], fraction of recorded points outside)."""
-    out = (q < lo) | (q > hi)
-    return float(np.mean(np.any(out, axis=(0, 2)))), float(np.mean(out))
+    """(fraction of trajectories that ever left the box [lo, hi], fraction of recorded points outside): q (n, M, d),
+    lo and hi scalars or (d,)."""
+    out = np.any((q < np.asarray(lo)) | (q > np.asarray(hi)), axis=2)
+    return float(np.mean(np.any(out, axis=0))), float(np.mean(out))
+
+
+def _langevin_pair(V, U, h, delta, T, q0, p0, rec_f, rec_s, lo, hi, eq_frac, compare, common):
+    """(t_full, q_full, t_surrogate, q_surrogate, metrics): the Langevin runs (4.2) of the full model V at the reference
+    step h and of the surrogate U at delta from the same initial conditions (q0, p0) (M, d); the metrics of `compare`
+    (compare_dynamics or compare_dynamics_nd), the speed-up, the leavers of the box [lo, hi] and the largest standard
+    error of the mean-path difference."""
+    tf, qf, _, sec_f = timed_run(V, h, T, q0, p0, record_every=rec_f, **common)
+    ts, qs, _, sec_s = timed_run(U, delta, T, q0, p0, record_every=rec_s, min_seconds=0.5, **common)
+    lg = compare(ts, qs, tf, qf, eq_fraction=eq_frac)
+    lg.update({"speedup": sec_f / sec_s, "seconds_full": sec_f, "seconds_surrogate": sec_s})
+    lg["left_grid_fraction"], lg["outside_grid_sample_fraction"] = _outside(qs, lo, hi)
+    lg["mean_path_standard_error_max"] = float(np.max(np.hypot(mt.mean_path_se(qs), _interp_se(tf, qf, ts))))
+    return tf, qf, ts, qs, lg
 
 
 def _summary(values: dict, warnings) -> "Summary":
@@ -504,12 +519,8 @@ def _langevin_1d(V, U, sec, M, T, delta, h, q0, p0, gamma, seed, rec_s, rec_f, e
     """(metrics, curves, density edges, (t_full, q_full, t_surrogate)): the Langevin runs (4.2) of the full model at
     the reference step h and of the surrogate U at delta, same M initial conditions (q0, p0) (M, 1); the metrics of
     compare_dynamics, the speed-up, the noise floor (two independent surrogate ensembles) and the grid leavers."""
-    tf, qf, _, sec_f = timed_run(V, h, T, q0, p0, record_every=rec_f, **common)
-    ts, qs, _, sec_s = timed_run(U, delta, T, q0, p0, record_every=rec_s, min_seconds=0.5, **common)
-    lg = compare_dynamics(ts, qs, tf, qf, eq_fraction=eq_frac)
-    lg.update({"speedup": sec_f / sec_s, "seconds_full": sec_f, "seconds_surrogate": sec_s})
-    lg["left_grid_fraction"], lg["outside_grid_sample_fraction"] = _outside(qs, lo, hi)
-    lg["mean_path_standard_error_max"] = float(np.max(np.hypot(mt.mean_path_se(qs), _interp_se(tf, qf, ts))))
+    tf, qf, ts, qs, lg = _langevin_pair(V, U, h, delta, T, q0, p0, rec_f, rec_s, lo, hi, eq_frac, compare_dynamics,
+                                        common)
     # noise floor: the same metrics between two independent surrogate ensembles of size M
     q0b, p0b = initial_conditions(sec, M, 1, seed + 1_000_003)
     from .simulate import run_trajectories
@@ -1176,12 +1187,6 @@ def _late_variance(t, q, eq_fraction):
             "standard_error": (per_traj.std(axis=0, ddof=1) / math.sqrt(per_traj.shape[0])).tolist()}
 
 
-def _outside_box(q, lo, hi):
-    """(fraction of trajectories that ever left the box [lo, hi] (d,), fraction of recorded points outside)."""
-    out = np.any((q < np.asarray(lo)) | (q > np.asarray(hi)), axis=2)
-    return float(np.mean(np.any(out, axis=0))), float(np.mean(out))
-
-
 def _surrogate_nd(model: Model, V, learned, *, control, workdir, posterior, seed, executor=None) -> "SurrogateResultND":
     """:func:`surrogate_model` for d = 2, 3 (V: the model's potential; see the module docstring)."""
     t_start = time.perf_counter()
@@ -1219,12 +1224,8 @@ def _surrogate_nd(model: Model, V, learned, *, control, workdir, posterior, seed
 
     # ---- Langevin (4.2) with the friction matrix
     lang = dict(integrator="langevin", gamma=1.0, friction=G, seed=seed, control=control)  # gamma unused: friction given
-    tf, qf, _, sec_f = timed_run(V, h, T, q0, p0, record_every=rec_f, **lang)
-    ts, qs, _, sec_s = timed_run(U, delta, T, q0, p0, record_every=rec_s, min_seconds=0.5, **lang)
-    lg = compare_dynamics_nd(ts, qs, tf, qf, eq_fraction=eq_frac)
-    lg.update({"speedup": sec_f / sec_s, "seconds_full": sec_f, "seconds_surrogate": sec_s})
-    lg["left_grid_fraction"], lg["outside_grid_sample_fraction"] = _outside_box(qs, lo, hi)
-    lg["mean_path_standard_error_max"] = float(np.max(np.hypot(mt.mean_path_se(qs), _interp_se(tf, qf, ts))))
+    tf, qf, ts, qs, lg = _langevin_pair(V, U, h, delta, T, q0, p0, rec_f, rec_s, lo, hi, eq_frac,
+                                        compare_dynamics_nd, lang)
     lg["late_variance_per_coordinate"] = {"surrogate": _late_variance(ts, qs, eq_frac),
                                           "full": _late_variance(tf, qf, eq_frac)}
     seed_b = seed + 1_000_003
@@ -1317,7 +1318,7 @@ def _hamiltonian_nd(V, U, h, delta, T, q0, p0, K, seed, control, lo, hi, curves)
             "phase_portrait_hausdorff_per_coordinate": [float(np.max([x["hausdorff"] for x in p])) for p in per],
             "initial_conditions": np.c_[q0[:K], p0[:K]].tolist(),
             "speedup": hsec_f / hsec_s, "seconds_full": hsec_f, "seconds_surrogate": hsec_s,
-            "left_grid_fraction": _outside_box(hq_all, lo, hi)[0]}
+            "left_grid_fraction": _outside(hq_all, lo, hi)[0]}
 
 
 def _u_plane(lp, U, edges, d) -> dict:
