@@ -33,7 +33,7 @@ from .kernels import loops
 from .kernels.accumulate import flush_cells
 from .kernels.registry import CODES, INTEGRATORS, Integrator
 from .kernels.rng import seed_states
-from .kernels.state import Stats, Walkers, consts, grid, new_stats, new_walkers, plan
+from .kernels.state import LAYOUT, Stats, Walkers, consts, grid, new_stats, new_walkers, plan, stats_bytes
 from .potentials import Potential
 
 
@@ -379,8 +379,7 @@ def _setup(potential, delta, gamma, steps, walkers, seed, mass, friction, integr
             raise InputError(f"hist_range must be {d} pairs (lo, hi) with lo < hi, got {np.asarray(hist_range).tolist()}")
         hist_range = hr
     cells = bins ** d if d <= 3 else d * bins  # 3D joint: bins^3 cells
-    # hist, hs1, hs2 (float64), hcur, hvis (int32): 32 bytes per walker and cell (hblk: 1/4 byte)
-    if walkers * cells * 32 > options.max_hist_bytes:
+    if stats_bytes(walkers, cells) > options.max_hist_bytes:  # ~32 bytes per walker and cell
         raise InputError(f"histograms of {walkers} walkers x {cells} cells exceed "
                          f"{options.max_hist_bytes / 2 ** 30:.3g} GiB; use fewer bins or walkers")
     c, G, Z = _constants(integ, d, delta, mass, friction, gamma, beta, kick_noise)
@@ -406,7 +405,7 @@ def _setup(potential, delta, gamma, steps, walkers, seed, mass, friction, integr
                     gamma=gamma, beta=beta, integrator=integ.name, steps=steps, walkers=walkers, seed=seed,
                     burn_in=burn_in, init_mean=init_mean.tolist(), init_sd=init_sd, bins=bins,
                     hist_range=None if hist_range is None else hist_range.tolist(), max_samples=max_samples,
-                    mass=c.A.tolist(), friction=G.tolist(), engine=options.fingerprint())
+                    mass=c.A.tolist(), friction=G.tolist(), engine=options.fingerprint(), layout=LAYOUT)
     if Z is not None:
         settings["kick_noise"] = Z.tolist()
     return _Run(potential=potential, integ=integ, d=d, c=c, G=G, Z=Z, walkers=walkers, seed=seed, n_per=n_per,
@@ -434,6 +433,13 @@ def _load_state(run: _Run, checkpoint):
 
     st = runtime.load_checkpoint(checkpoint)
     if str(st.get("fingerprint", "")) != run.fingerprint:
+        try:
+            layout = json.loads(str(st.get("fingerprint", "{}"))).get("layout", 1)
+        except ValueError:
+            layout = None
+        if layout != LAYOUT:
+            raise InputError(f"{checkpoint}: checkpoint was written by another bayescg version (engine state layout "
+                             f"{layout}, this one {LAYOUT}); rerun without --resume")
         raise InputError(f"{checkpoint}: checkpoint was written with different settings (or engine options, "
                          "or by an older bayescg); rerun without --resume (or with the same settings)")
     names = Walkers._fields + Stats._fields + ("done", "seconds", "hist_lo", "hist_hi", "range_set")

@@ -9,6 +9,7 @@ kernel (d = 1, 2, also with the white kick), on the exact math.* array kernel (d
 specialized on it (d = 1), and runs in many chunks (batches spanning chunk boundaries).
 """
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -143,6 +144,15 @@ def test_resume_is_bit_identical_for_the_new_accumulators_and_refuses_other_engi
         simulate(pot, 0.5, 0.1, checkpoint=ck, control=Stop(), **kw)
     with pytest.raises(InputError, match="different settings"):
         simulate(pot, 0.5, 0.1, checkpoint=ck, resume=True, options=EngineOptions(lanes=False), **kw)
+    # a checkpoint of the engine before the block-packed layout (no "layout" in its fingerprint) is refused in one
+    # line naming the layout, and the checkpoint is left as it was
+    old = dict(np.load(ck))
+    fp = json.loads(str(old["fingerprint"]))
+    fp.pop("layout")
+    old_ck = tmp_path / "old.npz"
+    np.savez(old_ck, **dict(old, fingerprint=np.array(json.dumps(fp, sort_keys=True))))
+    with pytest.raises(InputError, match="another bayescg version .*layout 1, this one 2"):
+        simulate(pot, 0.5, 0.1, checkpoint=old_ck, resume=True, **kw)
     res = simulate(pot, 0.5, 0.1, checkpoint=ck, resume=True, **kw)
     for name in ("hist_counts", "hist_count_var", "p_moment_batches", "final_q", "samples_q"):
         assert np.array_equal(getattr(full, name), getattr(res, name)), name

@@ -41,6 +41,11 @@ LANES_TAG = "_bayescg_lanes_grad"
 CELL_SHIFT = 4
 CELL_BLOCK = 1 << CELL_SHIFT
 
+#: Layout of Walkers and Stats (their arrays, shapes and dtypes).  It is part of a run's checkpoint fingerprint,
+#: so that a checkpoint written under another layout is refused in one line instead of resumed wrongly.
+#: 2: hist float64, hs1 / hs2 packed by blocks (hblk, nblk).
+LAYOUT = 2
+
 #: Walker status returned by the per-step observer.
 LIVE, BLOWN, TRAPPED = 0, 1, 2
 
@@ -149,6 +154,12 @@ def new_stats(W, d, B, cells, S) -> Stats:
                  hs2=z((W, nb * CELL_BLOCK)), hblk=z((W, nb), dtype=np.int32), nblk=z(W, dtype=np.int64),
                  bout=z((W, B), dtype=np.int64), samp_q=z((W, S, d)), samp_p=z((W, S, d)),
                  nstored=z(W, dtype=np.int64), qmin=np.full((W, d), np.inf), qmax=np.full((W, d), -np.inf))
+
+
+def stats_bytes(W, cells) -> int:
+    """Bytes of new_stats' per-cell arrays for W walkers and C = cells: hist, hcur, hvis, hs1, hs2, hblk."""
+    nb = -(-cells // CELL_BLOCK)
+    return W * (8 * cells + 4 * cells + 4 * (cells + 1) + 16 * nb * CELL_BLOCK + 4 * nb)
 
 
 def consts(A, E, L, delta, diag) -> Consts:
