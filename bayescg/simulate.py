@@ -33,7 +33,7 @@ from .kernels import loops
 from .kernels.accumulate import flush_cells
 from .kernels.registry import CODES, INTEGRATORS, Integrator
 from .kernels.rng import seed_states
-from .kernels.state import Stats, Walkers, consts, grid, new_stats, new_walkers, plan
+from .kernels.state import LAYOUT, Stats, Walkers, consts, grid, new_stats, new_walkers, plan, stats_bytes
 from .potentials import Potential
 
 
@@ -379,8 +379,7 @@ def _setup(potential, delta, gamma, steps, walkers, seed, mass, friction, integr
             raise InputError(f"hist_range must be {d} pairs (lo, hi) with lo < hi, got {np.asarray(hist_range).tolist()}")
         hist_range = hr
     cells = bins ** d if d <= 3 else d * bins  # 3D joint: bins^3 cells
-    # hist (int64), hcur, hvis (int32) and hs1, hs2 (float64): 32 bytes per walker and cell
-    if walkers * cells * 32 > options.max_hist_bytes:
+    if stats_bytes(walkers, cells) > options.max_hist_bytes:  # ~32 bytes per walker and cell
         raise InputError(f"histograms of {walkers} walkers x {cells} cells exceed "
                          f"{options.max_hist_bytes / 2 ** 30:.3g} GiB; use fewer bins or walkers")
     c, G, Z = _constants(integ, d, delta, mass, friction, gamma, beta, kick_noise)
@@ -406,7 +405,7 @@ def _setup(potential, delta, gamma, steps, walkers, seed, mass, friction, integr
                     gamma=gamma, beta=beta, integrator=integ.name, steps=steps, walkers=walkers, seed=seed,
                     burn_in=burn_in, init_mean=init_mean.tolist(), init_sd=init_sd, bins=bins,
                     hist_range=None if hist_range is None else hist_range.tolist(), max_samples=max_samples,
-                    mass=c.A.tolist(), friction=G.tolist(), engine=options.fingerprint())
+                    mass=c.A.tolist(), friction=G.tolist(), engine=options.fingerprint(), layout=LAYOUT)
     if Z is not None:
         settings["kick_noise"] = Z.tolist()
     return _Run(potential=potential, integ=integ, d=d, c=c, G=G, Z=Z, walkers=walkers, seed=seed, n_per=n_per,
@@ -434,6 +433,13 @@ def _load_state(run: _Run, checkpoint):
 
     st = runtime.load_checkpoint(checkpoint)
     if str(st.get("fingerprint", "")) != run.fingerprint:
+        try:
+            layout = json.loads(str(st.get("fingerprint", "{}"))).get("layout", 1)
+        except ValueError:
+            layout = None
+        if layout != LAYOUT:
+            raise InputError(f"{checkpoint}: checkpoint was written by another bayescg version (engine state layout "
+                             f"{layout}, this one {LAYOUT}); rerun without --resume")
         raise InputError(f"{checkpoint}: checkpoint was written with different settings (or engine options, "
                          "or by an older bayescg); rerun without --resume (or with the same settings)")
     names = Walkers._fields + Stats._fields + ("done", "seconds", "hist_lo", "hist_hi", "range_set")
@@ -590,16 +596,6 @@ def _set_range(run: _Run, wk, sx, meta, advance):
     meta["range_set"] = np.int64(1)
 
 
-def _hist_count_var(counts, S1, S2, lin):
-    """sum_{w,b} (n_wbc - l_wb N_c / N)^2 over the good walkers (SimulationResult.hist_count_var), flat (C,),
-    from the cell counts N_c (C,), flush_cells' walker sums S1, S2 and lin (ng, B) the good walkers' in-grid
-    steps per batch."""
-    N = float(lin.sum())
-    Nc = counts.astype(float)
-    f = Nc / N if N > 0 else np.zeros_like(Nc)
-    return S2 - 2.0 * f * S1 + f * f * float((lin * lin).sum())
-
-
 def _result(run: _Run, wk, sx, meta, seconds, gamma, beta, burn_in) -> SimulationResult:
     d, B, walkers = run.d, run.B, run.walkers
     A = run.c.A
@@ -640,17 +636,23 @@ def _result(run: _Run, wk, sx, meta, seconds, gamma, beta, burn_in) -> Simulatio
     iat = _q_iat(sx.bq[good], sx.bqq[good], flens)
     marginal = d > 3
     shape = (d, run.bins) if marginal else (run.bins,) * d
-    whist, S1, S2 = flush_cells(sx, lens, good)               # whist (ng, C): per-walker counts, all batches
-    counts = whist.sum(axis=0)
-    hist = counts.reshape(shape)
     lin = (lens[None, :] - sx.bout)[good].astype(float)      # (ng, B) in-grid steps per batch
-    hvar = _hist_count_var(counts, S1, S2, lin).reshape(shape)
+    # whist (ng, C) float: per-walker counts, all batches; hvar (C,) the batch-means variance of the counts
+    whist, counts, hvar = flush_cells(sx, lens, good, float(lin.sum()), float((lin * lin).sum()))
+    hist = counts.reshape(shape)
+    hvar = hvar.reshape(shape)
     pmom = np.stack([sx.bp, np.diagonal(sx.bpp, axis1=2, axis2=3), sx.bpk[..., 0], sx.bpk[..., 1]], axis=-1)
     pmom = pmom / flens[None, :, None, None]
     edges = [np.linspace(meta["hist_lo"][i], meta["hist_hi"][i], run.bins + 1) for i in range(d)]
     ns = sx.nstored
     idx = [w for w in range(walkers) if good[w] and ns[w] > 0]
-    if idx:
+    if len(idx) == walkers and (ns == run.S).all():
+        # every walker kept all its samples: the (W S, d) views of samp_q, samp_p are the concatenation
+        # (no copy: a copy's fresh pages cost ~3 us each to fault in)
+        sq = sx.samp_q.reshape(walkers * run.S, d)
+        sp = sx.samp_p.reshape(walkers * run.S, d)
+        sw = np.repeat(np.arange(walkers, dtype=np.int64), run.S)
+    elif idx:
         sq = np.concatenate([sx.samp_q[w, :ns[w]] for w in idx])
         sp = np.concatenate([sx.samp_p[w, :ns[w]] for w in idx])
         sw = np.concatenate([np.full(ns[w], w, dtype=np.int64) for w in idx])
@@ -674,7 +676,7 @@ def _result(run: _Run, wk, sx, meta, seconds, gamma, beta, burn_in) -> Simulatio
         q_iat_steps=float(np.max(iat)) if np.all(np.isfinite(iat)) else float("nan"), q_iat_steps_per_dim=iat,
         kick_noise=None if run.Z is None else run.Z.copy(), hist_count_var=hvar, p_moment_batches=pmom,
         options=run.options,
-        walker_hist_counts=whist.reshape((ng,) + shape).astype(float),
+        walker_hist_counts=whist.reshape((ng,) + shape),
         walker_second_moments=sx.bpp[good].sum(axis=1) / max(run.n_acc, 1))
 
 

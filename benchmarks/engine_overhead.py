@@ -6,8 +6,9 @@ thread, CPU time), for a same-session A/B of two checkouts:
 For Test 1 (1D, delta 0.5) and Test 5 (2D Mueller-Brown, delta 0.05163), 16 walkers, the default 200 bins
 per axis, it times simulate() at a short and a long run (best of REPS, default 3) and fits
 cost = fixed + marginal x walker-steps through the two points.  The fixed part is set-up, the per-walker
-histogram state (16 x 200^2 cells in 2D: ~20 MB of cell accumulators zeroed and faulted in) and the
-result stage; the marginal part is the integrator loop with all its statistics.  bench_integrators.py's
+histogram state (16 x 200^2 cells in 2D: ~20 MB of cell accumulators, allocated zeroed; since the block-packed
+layout, kernels/state.py LAYOUT 2, only the pages of visited 16-cell blocks are touched) and the result stage
+(which reads only those blocks); the marginal part is the integrator loop with all its statistics.  bench_integrators.py's
 simulate() column mixes the two at one run length (2.4e6 steps in 2D, where the fixed part is a large share).
 """
 import sys

@@ -9,6 +9,7 @@ kernel (d = 1, 2, also with the white kick), on the exact math.* array kernel (d
 specialized on it (d = 1), and runs in many chunks (batches spanning chunk boundaries).
 """
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -143,6 +144,15 @@ def test_resume_is_bit_identical_for_the_new_accumulators_and_refuses_other_engi
         simulate(pot, 0.5, 0.1, checkpoint=ck, control=Stop(), **kw)
     with pytest.raises(InputError, match="different settings"):
         simulate(pot, 0.5, 0.1, checkpoint=ck, resume=True, options=EngineOptions(lanes=False), **kw)
+    # a checkpoint of the engine before the block-packed layout (no "layout" in its fingerprint) is refused in one
+    # line naming the layout, and the checkpoint is left as it was
+    old = dict(np.load(ck))
+    fp = json.loads(str(old["fingerprint"]))
+    fp.pop("layout")
+    old_ck = tmp_path / "old.npz"
+    np.savez(old_ck, **dict(old, fingerprint=np.array(json.dumps(fp, sort_keys=True))))
+    with pytest.raises(InputError, match="another bayescg version .*layout 1, this one 2"):
+        simulate(pot, 0.5, 0.1, checkpoint=old_ck, resume=True, **kw)
     res = simulate(pot, 0.5, 0.1, checkpoint=ck, resume=True, **kw)
     for name in ("hist_counts", "hist_count_var", "p_moment_batches", "final_q", "samples_q"):
         assert np.array_equal(getattr(full, name), getattr(res, name)), name
@@ -192,6 +202,8 @@ def test_lane_loop_equals_generic_loop_bit_for_bit(name, d):
     for f in ("q", "p", "rng", "still", "trapped_at", "blown_at"):
         assert np.array_equal(getattr(w1, f), getattr(w2, f)), f
     for f in state.Stats._fields:
+        if f in ("hs1", "hs2", "hblk"):  # block slots follow the order cells are closed in (cell order in
+            continue                     # block_1d): compared per cell below
         if d == 1 and f in ("hvis", "nvis"):  # block_1d keeps no visited-cell list (close_batch_scan); hcur,
             continue                          # hist, hs1, hs2 below hold the same counts
         if f == "hvis":  # only the first nvis entries are data (the lane loop stores into the spare slot)
@@ -199,3 +211,17 @@ def test_lane_loop_equals_generic_loop_bit_for_bit(name, d):
             continue
         assert np.array_equal(getattr(s1, f), getattr(s2, f)), f
     assert s1.hist.sum() > 0 and s1.nstored.min() > 0
+    # hblk gives slots to exactly the blocks of the cells counted so far (flush_cells reads only those),
+    # and hs1, hs2 per cell are the same in both loops
+    CB = state.CELL_BLOCK
+    for w in range(W):
+        seen = np.zeros(s1.hblk.shape[1], dtype=bool)
+        seen[np.flatnonzero(s1.hist[w] + s1.hcur[w]) // CB] = True
+        for s in (s1, s2):
+            assert np.array_equal(s.hblk[w] > 0, seen) and s.nblk[w] == seen.sum()
+            assert sorted(s.hblk[w][seen]) == list(range(1, seen.sum() + 1))
+        for f in ("hs1", "hs2"):
+            cells = [np.concatenate([getattr(s, f)[w, (s.hblk[w, k] - 1) * CB:s.hblk[w, k] * CB] if s.hblk[w, k]
+                                     else np.zeros(CB) for k in range(s.hblk.shape[1])]) for s in (s1, s2)]
+            assert np.array_equal(cells[0], cells[1]), f
+    assert s1.nblk.sum() > 0

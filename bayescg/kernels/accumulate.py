@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .state import BLOWN, LIVE, TRAPPED
+from .state import BLOWN, CELL_BLOCK, CELL_SHIFT, LIVE, TRAPPED
 
 #: "never": steps left in the last batch (it absorbs the remainder).
 NEVER = 1 << 62
@@ -93,35 +93,77 @@ def count_cell(hcur, hvis, nvis, w, c):
 
 
 @njit
-def close_batch_scan(hist, hcur, hs1, hs2, w, lin):
+def close_batch_scan(hist, hcur, hs1, hs2, hblk, nblk, w, lin):
     """close_batch without the list of visited cells: every cell of walker w's row is scanned (d = 1 lane
     loop, whose C = bins cells cost less to scan once per batch than a list entry per step: 1D one-thread rate
     ~79 against ~70 M steps/s with the list, measured by helper engine, benchmarks/ENGINE_AB.md).  Each cell's
-    sums still grow in batch order, and cells are independent, so the bits equal close_batch's."""
+    sums still grow in batch order, and cells are independent, so the bits equal close_batch's.  (Kept in
+    the 2D-indexed form: written out on row views like close_batch, the 1D lane loop measured ~1.5 ns per
+    step slower in engine_overhead.py.)"""
     fl = float(lin)
     for c in range(hcur.shape[1]):
-        if hcur[w, c] != 0:
-            _close_cell(hist, hcur, hs1, hs2, w, c, fl)
+        n = hcur[w, c]
+        if n != 0:
+            j = block_slot(hblk, nblk, w, c)
+            hist[w, c] += float(n)
+            hs1[w, j] += fl * float(n)
+            hs2[w, j] += float(n) * float(n)
+            hcur[w, c] = 0
 
 
 @njit
-def close_batch(hist, hcur, hvis, hs1, hs2, w, nv, lin):
+def close_batch(hist, hcur, hvis, hs1, hs2, hblk, nblk, w, nv, lin):
     """Move walker w's counts of its just finished batch (nv visited cells listed in hvis[w], lin in-grid
-    steps) into hist += n, hs1 += lin n, hs2 += n^2, and clear them.  Once per walker and batch, in
-    batch order per cell (so the float sums have a fixed order)."""
+    steps) into hist += n, hs1 += lin n, hs2 += n^2 (at the cell's place in its block's slot, block_slot),
+    and clear them.  Once per walker and batch, in batch order per cell (so the float sums have a fixed
+    order).  Written out on walker w's rows with unsigned cell indices (no negative-index wraparound):
+    a 2D batch closes about one cell per four steps, so this is per-step cost of long runs; a scratch
+    benchmark of random-walk batches (~4000 cells each) measured ~9-10 ns per closed cell like this,
+    ~14 with block_slot and the cell update as njit calls, ~49 with them inlined by numba (reference
+    counting of the row views at each inlined call), and the dense 2D-indexed close before hblk ~13.5."""
     fl = float(lin)
+    hi, hc, hv, h1, h2, hb = hist[w], hcur[w], hvis[w], hs1[w], hs2[w], hblk[w]
     for i in range(nv):
-        _close_cell(hist, hcur, hs1, hs2, w, hvis[w, i], fl)
+        c = np.uint64(hv[i])
+        n = float(hc[c])
+        k = c >> np.uint64(CELL_SHIFT)
+        if hb[k] == 0:
+            nblk[w] += 1
+            hb[k] = nblk[w]
+        j = ((np.uint64(hb[k]) - np.uint64(1)) << np.uint64(CELL_SHIFT)) | (c & np.uint64(CELL_BLOCK - 1))
+        hi[c] += n
+        h1[j] += fl * n
+        h2[j] += n * n
+        hc[c] = 0
 
 
-@njit(inline="always")
-def _close_cell(hist, hcur, hs1, hs2, w, c, fl):
-    """Cell c of walker w's finished batch (fl in-grid steps) into hist, hs1, hs2; its open count cleared."""
-    n = hcur[w, c]
-    hist[w, c] += n
-    hs1[w, c] += fl * float(n)
-    hs2[w, c] += float(n) * float(n)
-    hcur[w, c] = 0
+@njit
+def block_slot(hblk, nblk, w, c):
+    """Index of cell c (>= 0) in walker w's rows of hs1, hs2 (state.Stats.hblk); the cell's block is given
+    the next slot at its first use (close_batch does the same, written out)."""
+    k = c >> CELL_SHIFT
+    if hblk[w, k] == 0:
+        nblk[w] += 1
+        hblk[w, k] = nblk[w]
+    return (hblk[w, k] - 1) * CELL_BLOCK + (c & (CELL_BLOCK - 1))
+
+
+@njit
+def mark_open(hvis, hblk, nblk, w, nv):
+    """Give slots to the blocks of walker w's open batch cells (the nv listed in hvis[w]); the loops call it
+    at the end of every chunk, so that hblk covers every counted cell whenever a chunk has ended (at
+    checkpoints and at flush_cells)."""
+    for i in range(nv):
+        block_slot(hblk, nblk, w, hvis[w, i])
+
+
+@njit
+def mark_open_scan(hcur, hblk, nblk, w):
+    """mark_open without the list (d = 1 lane loop): the blocks of every cell of walker w's row with an
+    open count (C = bins cells, once per chunk)."""
+    for c in range(hcur.shape[1]):
+        if hcur[w, c] != 0:
+            block_slot(hblk, nblk, w, c)
 
 
 @njit
@@ -154,9 +196,9 @@ def observe(bp, bpp, bpk, bq, bqq, hcur, hvis, nvis, bout, samp_q, samp_p, nstor
     (at rest for ``window`` steps; trapped_at set to the first of them) or LIVE.  Accumulated steps (acc)
     go into batch b's sums and the histogram, and into sample j when ``store``; burn-in steps from
     minmax_start on update the range of q.  The first 14 arguments are state.Stats' arrays in field order
-    without hist, hs1, hs2 (the closed batches' sums, for close_batch): the loops unpack the tuples once,
-    because reading a NamedTuple's (or unpacking a tuple's) arrays inside the step loop measured 3-10x
-    slower (numba reference counting in the loop).
+    without hist, hs1, hs2, hblk, nblk (the closed batches' sums and their block slots, for close_batch):
+    the loops unpack the tuples once, because reading a NamedTuple's (or unpacking a tuple's) arrays inside
+    the step loop measured 3-10x slower (numba reference counting in the loop).
     ctl: the scalars (check_trap, p_tol, q_tol, window, minmax_start, nbins) of state.Plan/Grid;
     lo, inv: the grid's lower edges and bins per unit (d,).  (At most 30 arguments: CPython passes more
     as *args, which numba cannot inline.)
@@ -190,36 +232,66 @@ def observe(bp, bpp, bpk, bq, bqq, hcur, hvis, nvis, bout, samp_q, samp_p, nstor
     return LIVE, cnt
 
 
-def flush_cells(S, lens, good):
-    """(hist (ng, C) int64, sum_w hs1 (C,), sum_w hs2 (C,)) over the good walkers (bool (W,)), each
-    walker's open batch added (S is not changed), after a complete run, when every walker's open batch is
-    the last one.
+def flush_cells(S, lens, good, N, K):
+    """(whist (ng, C) float64, counts (C,) int64, hvar (C,)) over the good walkers (bool (W,)), each
+    walker's open batch added, after a complete run, when every walker's open batch is the last one: whist
+    the per-walker cell counts of all batches, counts = sum_w whist (exact integers), hvar = sum_{w,b}
+    (n_wbc - l_wb N_c / N)^2 (SimulationResult.hist_count_var).  When every walker is good, whist IS
+    S.hist, completed in place (so call it once, at the end of a run): a second (W, C) array's pages cost
+    as much as the flush (~3 us per 4 KiB page first touched); otherwise whist is a new array and S is not
+    changed.
 
-    lens (B,): batch lengths.  With l_wb = lens[b] - bout[w, b] (in-grid steps of walker w in batch b):
-    hist[w, c] = sum_b n_wbc, hs1[w, c] = sum_b l_wb n_wbc and hs2[w, c] = sum_b n_wbc^2, summed over
-    walkers in walker order (numpy's axis-0 order, so the bits are those of the numpy form).  One pass in
-    numba: on a 2D grid of 200^2 cells the numpy form's (W, C) temporaries, not the steps, were most of a
-    short run's time."""
+    lens (B,): batch lengths.  With l_wb = lens[b] - bout[w, b] (in-grid steps of walker w in batch b),
+    N = sum l_wb and K = sum l_wb^2 over the good walkers (numpy sums, passed in): hvar = S2 - 2 f S1 + f^2 K
+    with f = N_c / N (0 when N = 0), S1[c] = sum_w hs1[w, c] + l_wB n_wBc and S2[c] = sum_w hs2[w, c] +
+    n_wBc^2 (B the open batch), summed over walkers in walker order (numpy's axis-0 order) and evaluated
+    operation for operation as the numpy expression did, so the bits are those of the numpy form.
+
+    One numba pass over the blocks of cells in S.hblk only: a cell a walker never counted holds
+    zeros and adds +0.0 to sums that are +0.0 or positive, which changes no bit, so skipping it gives the
+    full pass's bits, and hvar of a cell no walker counted is 0.  On a 2D grid of 200^2 cells the full pass
+    (and the numpy form's (W, C) and (C,) temporaries) faulted in every page of the cell arrays: most of a
+    short run's time, at ~3 us per 4 KiB page first touched (benchmarks/RESULTS.md)."""
     good = np.asarray(good, dtype=np.bool_)
     C = S.hist.shape[1]
-    whist = np.empty((int(good.sum()), C), dtype=np.int64)
+    ng = int(good.sum())
+    whist = S.hist if ng == S.hist.shape[0] else np.zeros((ng, C))
+    counts = np.zeros(C, dtype=np.int64)
     S1 = np.zeros(C)
     S2 = np.zeros(C)
-    _flush(S.hist, S.hcur, S.hs1, S.hs2, S.bout[:, -1].copy(), int(lens[-1]), good, whist, S1, S2)
-    return whist, S1, S2
+    anyw = np.zeros(S.hblk.shape[1], dtype=np.uint8)
+    _flush(S.hist, S.hcur, S.hs1, S.hs2, S.hblk, S.bout[:, -1].copy(), int(lens[-1]), good, float(N), float(K),
+           whist, counts, S1, S2, anyw)
+    return whist, counts, S2
 
 
 @njit(cache=True, nogil=True)
-def _flush(hist, hcur, hs1, hs2, bout_last, len_last, good, whist, S1, S2):
+def _flush(hist, hcur, hs1, hs2, hblk, bout_last, len_last, good, N, K, whist, counts, S1, S2, anyw):
+    """flush_cells' pass; anyw (blocks,) scratch: the blocks any good walker counted.  hvar is left in S2.
+    whist may be hist itself (then k = w: each cell is read before it is written)."""
+    C = hist.shape[1]
     k = 0
     for w in range(hist.shape[0]):
         if not good[w]:
             continue
         lin = float(len_last - bout_last[w])
-        for c in range(hist.shape[1]):
-            ni = hcur[w, c]
-            n = float(ni)
-            whist[k, c] = hist[w, c] + ni
-            S1[c] += hs1[w, c] + lin * n
-            S2[c] += hs2[w, c] + n * n
+        for blk in range(hblk.shape[1]):
+            s = hblk[w, blk]
+            if s == 0:
+                continue
+            anyw[blk] = 1
+            off = (s - 1 - blk) * CELL_BLOCK  # cell c's index in the rows of hs1, hs2: off + c
+            for c in range(blk * CELL_BLOCK, min(C, (blk + 1) * CELL_BLOCK)):
+                n = float(hcur[w, c])
+                t = hist[w, c] + n
+                whist[k, c] = t
+                counts[c] += int(t)
+                S1[c] += hs1[w, off + c] + lin * n
+                S2[c] += hs2[w, off + c] + n * n
         k += 1
+    for blk in range(anyw.shape[0]):
+        if anyw[blk] == 0:
+            continue
+        for c in range(blk * CELL_BLOCK, min(C, (blk + 1) * CELL_BLOCK)):
+            f = float(counts[c]) / N if N > 0 else 0.0
+            S2[c] = (S2[c] - (2.0 * f) * S1[c]) + (f * f) * K

@@ -33,7 +33,8 @@ from numba.core.errors import NumbaExperimentalFeatureWarning
 from numba.core.registry import CPUDispatcher as Dispatcher
 from numba.extending import overload
 
-from .accumulate import NEVER, clock_advance, clock_start, close_batch, close_batch_scan, observe
+from .accumulate import (NEVER, clock_advance, clock_start, close_batch, close_batch_scan, mark_open, mark_open_scan,
+                         observe)
 from .registry import step
 from .rng import fill_normal
 from .state import (CONSTS_T, GRAD_TYPE, GRADL_TYPE, GRID_T, LANES, LANES_TAG, LIVE, PLAN_T, STATS_T,
@@ -142,7 +143,7 @@ def walker_loop(grad, kind, w, Wk, S, c, P, G):
     cnt = Wk.still[w]
     # everything the step loop reads, out of the tuples once (field reads of the big tuples inside the
     # loop measured several times slower)
-    bp, bpp, bpk, bq, bqq, hist, hcur, hvis, nvis, hs1, hs2, bout, samp_q, samp_p, nstored, qmin, qmax = S
+    bp, bpp, bpk, bq, bqq, hist, hcur, hvis, nvis, hs1, hs2, hblk, nblk, bout, samp_q, samp_p, nstored, qmin, qmax = S
     blown_at, trapped_at = Wk.blown_at, Wk.trapped_at
     acc_start, batch_len, stride, minmax_start = P.acc_start, P.batch_len, P.stride, P.minmax_start
     ctl = (P.check_trap, P.p_tol, P.q_tol, P.window, minmax_start, G.nbins)
@@ -160,9 +161,10 @@ def walker_loop(grad, kind, w, Wk, S, c, P, G):
             break
         if acc:
             if bleft == 1:  # batch b ends with this step
-                close_batch(hist, hcur, hvis, hs1, hs2, w, nvis[w], batch_len - bout[w, b])
+                close_batch(hist, hcur, hvis, hs1, hs2, hblk, nblk, w, nvis[w], batch_len - bout[w, b])
                 nvis[w] = 0
             b, bleft, sleft, j = clock_advance(b, bleft, sleft, j, sample, batch_len, B, stride, ns)
+    mark_open(hvis, hblk, nblk, w, nvis[w])
     Wk.still[w] = cnt
     for i in range(d):
         Wk.q[w, i] = qw[i]
@@ -173,8 +175,8 @@ def walker_loop(grad, kind, w, Wk, S, c, P, G):
 @njit
 def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, acc_start, minmax_start,
              batch_len, lo, inv, nbins, stride, check_trap, p_tol, q_tol, window,
-             bp, bpp, bpk, bq, bqq, hist, hcur, hvis, nvis, hs1, hs2, bout, samp_q, samp_p, nstored, qmin, qmax,
-             still, trapped_at, blown_at):
+             bp, bpp, bpk, bq, bqq, hist, hcur, hvis, nvis, hs1, hs2, hblk, nblk, bout, samp_q, samp_p, nstored,
+             qmin, qmax, still, trapped_at, blown_at):
     """d = 1 damped map (3.2) for walkers w0 .. w0 + nl - 1 (nl <= LANES), advanced together step
     by step: positions of all lanes, one gradient call for the block (lane kernel; or one call
     per walker for an array kernel), then momenta and positions.  Per walker the arithmetic is
@@ -281,7 +283,7 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
             if bleft == 0:
                 for l in range(nl):
                     w = w0 + l
-                    close_batch_scan(hist, hcur, hs1, hs2, w, batch_len - bout[w, b])
+                    close_batch_scan(hist, hcur, hs1, hs2, hblk, nblk, w, batch_len - bout[w, b])
                     store_sums(Z, 1, l, bp, bpp, bq, bqq, bpk, w, b)
                 b += 1
                 for l in range(nl):
@@ -302,6 +304,7 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
         store_sums(Z, 1, l, bp, bpp, bq, bqq, bpk, w, b)
         still[w] = cnt[l]
         nvis[w] = 0  # no visited-cell list in 1D (close_batch_scan)
+        mark_open_scan(hcur, hblk, nblk, w)
         q[w, 0] = x[l]
         p[w, 0] = v[l]
 
@@ -382,8 +385,8 @@ def kick_white_drift2_lanes(G, x, y, u, v, nl, alive, h, delta, a00, a01, a10, a
 @njit
 def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps, acc_start, minmax_start,
              batch_len, hist_lo, hist_inv, nbins, stride, check_trap, p_tol, q_tol, window,
-             bp, bpp, bpk, bq, bqq, hist, hcur, hvis, nvis, hs1, hs2, bout, samp_q, samp_p, nstored, qmin, qmax,
-             still, trapped_at, blown_at):
+             bp, bpp, bpk, bq, bqq, hist, hcur, hvis, nvis, hs1, hs2, hblk, nblk, bout, samp_q, samp_p, nstored,
+             qmin, qmax, still, trapped_at, blown_at):
     """d = 2 damped map (3.2) for walkers w0 .. w0 + nl - 1, advanced together as in
     block_1d, with A and E (full 2x2 or diagonal) in scalars.  The arithmetic is
     damped_step's, operation for operation (diagonal: q += h A_ii p_i; full: q_i += h (A_i0 p_0 +
@@ -513,7 +516,7 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
                 sleft -= 1
             if bleft == 0:
                 for l in range(nl):
-                    close_batch(hist, hcur, hvis, hs1, hs2, w0 + l, nv[l], batch_len - bout[w0 + l, b])
+                    close_batch(hist, hcur, hvis, hs1, hs2, hblk, nblk, w0 + l, nv[l], batch_len - bout[w0 + l, b])
                     nv[l] = 0
                     store_sums(Z, 2, l, bp, bpp, bq, bqq, bpk, w0 + l, b)
                 b += 1
@@ -540,6 +543,7 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
         store_sums(Z, 2, l, bp, bpp, bq, bqq, bpk, w, b)
         still[w] = cnt[l]
         nvis[w] = nv[l]
+        mark_open(hvis, hblk, nblk, w, nv[l])
         q[w, 0] = x[l]
         q[w, 1] = y[l]
         p[w, 0] = u[l]
@@ -646,7 +650,8 @@ def _lanes_chunk1(grad, Wk, S, c, noisy, P, G, b0, b1):
         block_1d(grad, w0, min(LANES, W - w0), Wk.q, Wk.p, Wk.rng, c.A[0, 0], c.E[0, 0], c.L[0, 0], noisy, c.delta,
                  P.step0, P.nsteps, P.acc_start, P.minmax_start, P.batch_len, G.lo[0], G.inv[0], G.nbins, P.stride,
                  P.check_trap, P.p_tol, P.q_tol, P.window, S.bp, S.bpp, S.bpk, S.bq, S.bqq, S.hist, S.hcur, S.hvis,
-                 S.nvis, S.hs1, S.hs2, S.bout, S.samp_q, S.samp_p, S.nstored, S.qmin, S.qmax, Wk.still, Wk.trapped_at, Wk.blown_at)
+                 S.nvis, S.hs1, S.hs2, S.hblk, S.nblk, S.bout, S.samp_q, S.samp_p, S.nstored, S.qmin, S.qmax,
+                 Wk.still, Wk.trapped_at, Wk.blown_at)
 
 
 def _lanes_chunk2(grad, Wk, S, c, noisy, P, G, b0, b1):
@@ -657,7 +662,8 @@ def _lanes_chunk2(grad, Wk, S, c, noisy, P, G, b0, b1):
         block_2d(grad, w0, min(LANES, W - w0), Wk.q, Wk.p, Wk.rng, c.A, c.E, c.L, noisy, c.delta, c.diag,
                  P.step0, P.nsteps, P.acc_start, P.minmax_start, P.batch_len, G.lo, G.inv, G.nbins, P.stride,
                  P.check_trap, P.p_tol, P.q_tol, P.window, S.bp, S.bpp, S.bpk, S.bq, S.bqq, S.hist, S.hcur, S.hvis,
-                 S.nvis, S.hs1, S.hs2, S.bout, S.samp_q, S.samp_p, S.nstored, S.qmin, S.qmax, Wk.still, Wk.trapped_at, Wk.blown_at)
+                 S.nvis, S.hs1, S.hs2, S.hblk, S.nblk, S.bout, S.samp_q, S.samp_p, S.nstored, S.qmin, S.qmax,
+                 Wk.still, Wk.trapped_at, Wk.blown_at)
 
 
 def _init_grad(grad, q, g, w0, w1):

@@ -37,6 +37,15 @@ GRADL_TYPE = types.FunctionType(GRADL_SIG)
 #: the two calling conventions apart.
 LANES_TAG = "_bayescg_lanes_grad"
 
+#: Cells per block of Stats.hblk (a block is 64 bytes of hcur, 128 of hist, hs1, hs2): 1 << CELL_SHIFT.
+CELL_SHIFT = 4
+CELL_BLOCK = 1 << CELL_SHIFT
+
+#: Layout of Walkers and Stats (their arrays, shapes and dtypes).  It is part of a run's checkpoint fingerprint,
+#: so that a checkpoint written under another layout is refused in one line instead of resumed wrongly.
+#: 2: hist float64, hs1 / hs2 packed by blocks (hblk, nblk).
+LAYOUT = 2
+
 #: Walker status returned by the per-step observer.
 LIVE, BLOWN, TRAPPED = 0, 1, 2
 
@@ -61,9 +70,18 @@ class Stats(NamedTuple):
     the walker's open batch; hvis (W, C + 1) int32 the cells of the open batch in order of first visit,
     nvis (W,) how many (one spare slot: the lane loops store before they know whether the cell is new; the
     d = 1 lane loop keeps no list and closes a batch by scanning hcur's row, accumulate.close_batch_scan);
-    hist, hs1, hs2 (W, C) sums over the walker's closed batches of n_bc (int64), l_b n_bc and n_bc^2
+    hist (W, C), hs1, hs2 (W, CB) float64 sums over the walker's closed batches of n_bc, l_b n_bc and n_bc^2
     (accumulate.close_batch; accumulate.flush_cells adds the open one) (l_b the batch's in-grid steps);
-    bout (W, B) int64 steps off the grid per batch.  samp_q, samp_p
+    hist holds exact integers (< 2^53 steps per walker), so that flush_cells can complete it in place into
+    the result's per-walker counts (float) instead of filling a second (W, C) array.  Cells come in blocks
+    of CELL_BLOCK consecutive cells (NB = ceil(C / CELL_BLOCK) blocks, CB = NB CELL_BLOCK): hblk (W, NB)
+    int32 is 0 for a block holding no cell the walker has counted, else 1 + the block's slot s, and the
+    block's cells' hs1, hs2 sit at s CELL_BLOCK .. s CELL_BLOCK + CELL_BLOCK - 1 of the walker's rows, slots
+    given in order of first use (accumulate.block_slot, at batch close and, for the open batch's cells, at
+    the end of every chunk); nblk (W,) int64 slots given.  So flush_cells reads only counted blocks, and
+    hs1, hs2 pack a walker's visited blocks into few pages: a short 2D run visits a few per cent of the
+    200^2 cells, but their blocks span more than half of each walker's rows, and a 4 KiB page first
+    touched costs ~3 us (benchmarks/RESULTS.md); bout (W, B) int64 steps off the grid per batch.  samp_q, samp_p
     (W, S, d) samples every ``stride`` steps, nstored (W,).  qmin, qmax (W, d): range of q over the
     burn-in steps >= minmax_start (the histogram grid)."""
     bp: np.ndarray
@@ -77,6 +95,8 @@ class Stats(NamedTuple):
     nvis: np.ndarray
     hs1: np.ndarray
     hs2: np.ndarray
+    hblk: np.ndarray
+    nblk: np.ndarray
     bout: np.ndarray
     samp_q: np.ndarray
     samp_p: np.ndarray
@@ -127,11 +147,19 @@ def new_walkers(q, p, rng) -> Walkers:
 
 def new_stats(W, d, B, cells, S) -> Stats:
     z = np.zeros
+    nb = -(-cells // CELL_BLOCK)
     return Stats(bp=z((W, B, d)), bpp=z((W, B, d, d)), bpk=z((W, B, d, 2)), bq=z((W, B, d)), bqq=z((W, B, d)),
-                 hist=z((W, cells), dtype=np.int64), hcur=z((W, cells), dtype=np.int32),
-                 hvis=z((W, cells + 1), dtype=np.int32), nvis=z(W, dtype=np.int64), hs1=z((W, cells)),
-                 hs2=z((W, cells)), bout=z((W, B), dtype=np.int64), samp_q=z((W, S, d)), samp_p=z((W, S, d)),
+                 hist=z((W, cells)), hcur=z((W, cells), dtype=np.int32),
+                 hvis=z((W, cells + 1), dtype=np.int32), nvis=z(W, dtype=np.int64), hs1=z((W, nb * CELL_BLOCK)),
+                 hs2=z((W, nb * CELL_BLOCK)), hblk=z((W, nb), dtype=np.int32), nblk=z(W, dtype=np.int64),
+                 bout=z((W, B), dtype=np.int64), samp_q=z((W, S, d)), samp_p=z((W, S, d)),
                  nstored=z(W, dtype=np.int64), qmin=np.full((W, d), np.inf), qmax=np.full((W, d), -np.inf))
+
+
+def stats_bytes(W, cells) -> int:
+    """Bytes of new_stats' per-cell arrays for W walkers and C = cells: hist, hcur, hvis, hs1, hs2, hblk."""
+    nb = -(-cells // CELL_BLOCK)
+    return W * (8 * cells + 4 * cells + 4 * (cells + 1) + 16 * nb * CELL_BLOCK + 4 * nb)
 
 
 def consts(A, E, L, delta, diag) -> Consts:
