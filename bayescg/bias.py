@@ -338,7 +338,7 @@ def _held(dc, inside):
     return out
 
 
-def _continued(coef, inside, grev, kappa_max):
+def stable_continuation_1d(coef, inside, grev, kappa_max):
     """coef with the entries outside ``inside`` replaced by a constant-curvature continuation of the inside ones
     (curvature at each end from its last three inside coefficients, clipped to [0, kappa_max]; where U_c falls
     outwards at an end, at least the median curvature of the inside coefficients and enough to turn uphill before the
@@ -379,7 +379,7 @@ def _continued(coef, inside, grev, kappa_max):
 CORRECTED_BAND_COVERAGE = "0.84-0.92"  # final_step "se": Test 1 0.880 (4e6) and 0.859 (2e7), double well 0.918 (delta 0.25) and 0.840 (0.3)
 
 
-def _inside_2d(knots, grid, weights):
+def data_coefficients_2d(knots, grid, weights):
     """(m,) bool: the 2D spline coefficients (flattened a * my + b) whose B-spline support holds a grid point
     with counts (weight > 0); the others are set by the prior alone and do not change U on the data."""
     from .splines import design_matrix
@@ -388,11 +388,11 @@ def _inside_2d(knots, grid, weights):
     return design_matrix(g[np.asarray(weights, dtype=float).reshape(-1) > 0], knots).sum(axis=0) > 0
 
 
-def _continued_2d(coef, inside, shape):
+def min_curvature_continuation_2d(coef, inside, shape):
     """coef (m,) with the entries outside ``inside`` replaced by the minimum-curvature continuation of the inside
     ones: argmin of the tensor second-difference penalty (splines.tensor_penalty) with the inside entries fixed.
 
-    The 2D analogue of :func:`_continued`.  Where the run had no data the fitted spline is the prior's and can be
+    The 2D analogue of :func:`stable_continuation_1d`.  Where the run had no data the fitted spline is the prior's and can be
     far steeper than the map's stability limit 2 (1 + E) / delta^2 (measured on (4.9) Mueller-Brown at 4e6 steps:
     largest Hessian eigenvalue 5.7e3 in the box against the limit 1.5e3, 410 on the data), which heats the
     white-kick walkers that stray there.  The continuation is smooth (bounded second differences) and, past the
@@ -443,7 +443,7 @@ def stable_continuation_2d(coef, inside, shape, knots, mu, K):
     run's temperature): the deviation coef - Q is continued harmonically (bounded by its values at the data's
     edge), so off the data U_c is Q (positive definite curvature) plus a bounded deviation.
 
-    Why: :func:`_continued_2d` alone continues U_c itself with minimum curvature, i.e. about linearly; where U_c
+    Why: :func:`min_curvature_continuation_2d` alone continues U_c itself with minimum curvature, i.e. about linearly; where U_c
     falls outwards at the data's edge (between the wells of a multi-well U, or on a raw U whose edge cells are
     noisy) the continuation keeps falling until the white learner's wall, and the white walkers heat or blow up
     there (measured on (4.9) Mueller-Brown at 1e8 steps: a walker blew up at step 2142)."""
@@ -512,7 +512,7 @@ def max_hessian_2d(knots, coef, n: int = 121):
     return hessian_extremes_2d(knots, coef, 0.0, n, 0.0)[0]
 
 
-def _start(x, T, var_p, delta, gamma, mass, friction, noise_shape=None):
+def fixed_point_start(x, T, var_p, delta, gamma, mass, friction, noise_shape=None):
     """(s, Z, kappa_max, E) that start (B4): the Jacobian factor s of (B2), the white-kick variance Z of (B3) and,
     in 1D, half the map's stability limit on U'' (None in d >= 2).
 
@@ -571,7 +571,7 @@ def _about_centre(g, x, w):
     return integral(integral(g))
 
 
-def _curvature_step(r, kappa, x, w, s, delta_e, E):
+def local_curvature_step(r, kappa, x, w, s, delta_e, E):
     """The 1D local correction to the preconditioned (B4) step: s r + I[(P - s) r''], in U on the grid x (G,).
 
     r (G,): the residual L_delta[V] - L_delta[U_c]; kappa (G,): U_c'' (clipped to the map's stable range by the
@@ -585,7 +585,7 @@ def _curvature_step(r, kappa, x, w, s, delta_e, E):
     return _about_centre((P - s) * _grid_curvature(r, x), x, w)
 
 
-def _local_start(T, x, w, s, delta_e, E, kappa_max):
+def local_start(T, x, w, s, delta_e, E, kappa_max):
     """The 1D start U_c^0 - s T (G,): (B2) applied to the curvature point by point, U_c^0'' = k(T''),
     k(k_raw) = k_raw (1 + E) / (2 + delta^2 k_raw / 2) (the inverse of (B1)), level and tilt from s T.  On the
     walls of a quartic (B1) inflates the curvature 2-3x where the global s shrinks it by ~8 %; starting there
@@ -645,15 +645,15 @@ def _step_se(fit, apply, max_draws: int = 200):
 
 def _setup_1d(knots, ct, x, w, T, s, kappa_max, delta, gamma, mass, friction):
     """(cont, step, start coefficients) of (B4) in 1D.  Coefficients whose Greville abscissa is off the grid are
-    not seen by the data: U_c is continued there with constant, stable curvature (_continued) and the update is
+    not seen by the data: U_c is continued there with constant, stable curvature (stable_continuation_1d) and the update is
     held at its nearest inside value (_held); step(c, fc) is (B4) with the local preconditioner, in coefficients;
-    the start is s x U_raw plus the local start (_local_start)."""
+    the start is s x U_raw plus the local start (local_start)."""
     from .splines import SplineRep, design_matrix
 
     t = np.asarray(knots[0], dtype=float)
     grev = np.array([t[j + 1:j + 4].mean() for j in range(ct.size)])
     inside = (grev >= x.min()) & (grev <= x.max())
-    cont = lambda c: _continued(c, inside, grev, kappa_max)  # noqa: E731
+    cont = lambda c: stable_continuation_1d(c, inside, grev, kappa_max)  # noqa: E731
     a = 1.0 if mass is None else float(np.atleast_2d(mass)[0, 0])
     g1 = gamma if friction is None else float(np.atleast_2d(friction)[0, 0])
     de, Ee = delta * math.sqrt(a), math.exp(-g1 * a * delta)
@@ -665,10 +665,10 @@ def _setup_1d(knots, ct, x, w, T, s, kappa_max, delta, gamma, mass, friction):
     def step(c, fc):
         dc = ct - fc
         kap = np.clip(_grid_curvature(ev(c), x), -kappa_max, kappa_max)
-        extra = _curvature_step(ev(dc), kap, x, w, s, de, Ee)
+        extra = local_curvature_step(ev(dc), kap, x, w, s, de, Ee)
         return _held(s * dc + np.linalg.lstsq(B, extra, rcond=None)[0], inside)
 
-    coef = cont(s * ct + np.linalg.lstsq(B, _local_start(T, x, w, s, de, Ee, kappa_max), rcond=None)[0])
+    coef = cont(s * ct + np.linalg.lstsq(B, local_start(T, x, w, s, de, Ee, kappa_max), rcond=None)[0])
     return cont, step, coef
 
 
@@ -676,17 +676,17 @@ def _setup_2d(knots, ct, x, w, T, s, var_p, delta, gamma, mass, friction, noise_
               refuse_unstable):
     """(cont, step, start coefficients, region_hess, checks) of (B4) in d >= 2.  Coefficients seen by no data are
     continued towards the data's Gaussian (``continuation`` "stable", confining: stable_continuation_2d) or with
-    minimum curvature (_continued_2d); a continued start whose Hessian on the walkers' region exceeds the damped
+    minimum curvature (min_curvature_continuation_2d); a continued start whose Hessian on the walkers' region exceeds the damped
     map's stability limit 2 (1 + E) / delta^2 is refused (InputError) when ``refuse_unstable``; checks: the
     curvatures and the limit, recorded in the first history row."""
-    inside = _inside_2d(knots, x, w)
+    inside = data_coefficients_2d(knots, x, w)
     shape2 = tuple(len(t) - 4 for t in knots)
     if continuation == "stable":  # towards the data's Gaussian (confining), see stable_continuation_2d
         mu_d, K_d = data_gaussian_2d(x, w, var_p)
         cont = lambda c: stable_continuation_2d(c, inside, shape2, knots, mu_d, K_d)  # noqa: E731
     else:
-        cont = lambda c: _continued_2d(c, inside, shape2)  # noqa: E731
-    E2 = _start(x, T, var_p, delta, gamma, mass, friction, noise_shape)[3]
+        cont = lambda c: min_curvature_continuation_2d(c, inside, shape2)  # noqa: E731
+    E2 = fixed_point_start(x, T, var_p, delta, gamma, mass, friction, noise_shape)[3]
     lim2 = 2.0 * (1.0 + float(np.min(np.real(np.linalg.eigvals(E2))))) / delta ** 2
     wall2 = 1.0 / delta ** 2  # the white learner's wall (damped_white_learner)
     kmax_raw = hessian_extremes_2d(knots, ct, wall2)[0]
@@ -726,7 +726,7 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     are measured); var_p: the V-run's temperature 1 / beta_hat = Tr(A Cov p) / d (var(p) for M = I, d = 1);
     mass: A = M^-1 (d, d) (default I); friction: Gamma (d, d) (default gamma I), as in the V-run.
 
-    The step: in 1D the preconditioner is local (:func:`_curvature_step`: the inverse derivative of (B1) at the
+    The step: in 1D the preconditioner is local (:func:`local_curvature_step`: the inverse derivative of (B1) at the
     candidate's curvature U_c''(q)); in d >= 2 the global factor s.  Safeguard: the residual of every evaluated
     iterate (the update's RMS over the region, aligned) is kept; when it exceeds the best one so far, the
     iteration goes back to the best iterate with half the step (and halves again on every further growth).
@@ -738,9 +738,9 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     in full after a backtrack (alpha < 1), with the propagated se (fresh seeds: no coverage gain, per-fit RMSE
     +9 % on the double well); "legacy": se = s x the fit's band always.
     noise_shape (d, d), d >= 2: the shape of the white kicks' covariance (e.g. the V-run's measured kick
-    covariance, :func:`residual_kick_correlation`'s Z_matrix); default the symmetrised friction (see _start).
+    covariance, :func:`residual_kick_correlation`'s Z_matrix); default the symmetrised friction (see fixed_point_start).
     continuation (d >= 2): "stable" (default; coefficients no data see pulled towards the data's Gaussian,
-    :func:`stable_continuation_2d`) or "min_curvature" (:func:`_continued_2d` alone).  refuse_unstable (d >= 2): the
+    :func:`stable_continuation_2d`) or "min_curvature" (:func:`min_curvature_continuation_2d` alone).  refuse_unstable (d >= 2): the
     start is refused (InputError, the caller keeps the raw U) when its largest Hessian eigenvalue on the walkers'
     region (:func:`max_hessian_on_region`) exceeds the map's stability limit 2 (1 + E) / delta^2; a later candidate
     above it is not run but backtracked like a blow-up.
@@ -764,7 +764,7 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     ct = np.asarray(coef_target, dtype=float).reshape(-1)
     ev = lambda c: SplineRep(knots, c).value(x)  # noqa: E731
     T = ev(ct)
-    s, Z, kappa_max, _ = _start(x, T, var_p, delta, gamma, mass, friction, noise_shape)
+    s, Z, kappa_max, _ = fixed_point_start(x, T, var_p, delta, gamma, mass, friction, noise_shape)
     if x.ndim == 1:
         cont, step, coef = _setup_1d(knots, ct, x, w, T, s, kappa_max, delta, gamma, mass, friction)
     else:
@@ -1059,7 +1059,7 @@ def white_noise_check(potential, sim, knots, coef_raw, coef_corrected, *, frames
     return out, kicks
 
 
-def _coupled_maps(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, walkers, seed, lo, hi, hist, mom):
+def coupled_maps(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, walkers, seed, lo, hi, hist, mom):
     """Two copies (c = 0, 1) of the 1D map (3.2) with inverse mass a on a tabulated gradient (tab_g at
     x0 + j / inv_h, linear interpolation, linear continuation off the table), kicked by kick_a[k] and kick_b[k]
     with the same random index k each step (quantile coupling when both tables are sorted), from the same start,
@@ -1079,12 +1079,12 @@ def _coupled_maps(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, walker
     hist += hw.sum(axis=0)
 
 
-_BATCHES = 20  # batches per walker of _coupled_maps' momentum sums
+_BATCHES = 20  # batches per walker of coupled_maps' momentum sums
 
 
 @njit(nogil=True, cache=True)
 def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, rng, lo, hi, hist, mom, blk0, blk1):
-    """The loop of :func:`_coupled_maps` over blocks blk0 .. blk1 - 1: a thread advances LANES walkers x 2 copies
+    """The loop of :func:`coupled_maps` over blocks blk0 .. blk1 - 1: a thread advances LANES walkers x 2 copies
     together step by step (16 independent recurrences, so the table look-ups of one overlap the others' latency);
     hist (W, 2, bins).  Serial and nogil, run on threads by loops.spread (a prange loop took ~2 s CPU more to
     compile, cold start); blocks write disjoint walkers' rows."""
@@ -1174,7 +1174,7 @@ def kick_shape_shift(knots, coef, kicks, *, edges, delta, a, E, steps: int, n_ef
     for sd in seeds:
         hist = np.zeros((2, e.size - 1))
         mom = np.zeros((2, int(walkers), 20, 2))
-        _coupled_maps(xs[0], 1.0 / (xs[1] - xs[0]), tab, float(delta), float(a), float(E), r, gq, n, n // 10,
+        coupled_maps(xs[0], 1.0 / (xs[1] - xs[0]), tab, float(delta), float(a), float(E), r, gq, n, n // 10,
                       int(walkers), int(sd), float(e[0]), float(e[-1]), hist, mom)
         Us = []
         for c in range(2):
@@ -1244,7 +1244,7 @@ def damped_white_learner(sim, sim_kw: dict, *, knots, steps: int, seed: int, con
     kw = dict(sim_kw, steps=int(steps), seed=int(seed), bins=es[0].size - 1,
               hist_range=[(float(e[0]), float(e[-1])) for e in es], integrator="damped_white")
     t = [clamped_knots(e[0], e[-1], int(knots)) for e in es]
-    # d >= 2 has no stable continuation of U_c past the data (1D: bias._continued): the spline's linear continuation
+    # d >= 2 has no stable continuation of U_c past the data (1D: bias.stable_continuation_1d): the spline's linear continuation
     # past the box can slope downhill outwards (measured: (4.8) walkers ran to -inf), so a quadratic wall holds them;
     # stiffness 1 / delta^2, a quarter of the map's stability limit, acting only outside the histogram box
     wall = 1.0 / sim.delta ** 2 if len(es) > 1 else 0.0

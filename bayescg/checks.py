@@ -68,7 +68,7 @@ def check_model_potential(model) -> None:
     draws :func:`bayescg.simulate.simulate` makes from ``[simulation]`` seed, init_mean, init_sd) and the
     ``[potential]`` domain.  A model without V (``[trajectory]`` data only) has nothing to check."""
     from .pipeline import potential_from_model
-    from .simulate import _initial_state, _walker_seeds
+    from .simulate import initial_walker_state, walker_seeds
 
     sec = model.require("potential")
     if sec.expression is None and sec.module is None:
@@ -78,5 +78,5 @@ def check_model_potential(model) -> None:
     q0 = None
     if s is not None:
         mean = np.zeros(pot.dim) if not s.init_mean else np.broadcast_to(np.asarray(s.init_mean, float), (pot.dim,))
-        q0 = _initial_state(_walker_seeds(s.seed, s.walkers), pot.dim, mean, s.init_sd)[0]
+        q0 = initial_walker_state(walker_seeds(s.seed, s.walkers), pot.dim, mean, s.init_sd)[0]
     check_potential_finite(pot, q0, model.potential.domain)

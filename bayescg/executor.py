@@ -45,6 +45,11 @@ class LocalExecutor(SerialExecutor):
         self.workers = max(1, workers or os.cpu_count() or 1)
         self._pool = None
 
+    @property
+    def pool_running(self) -> bool:
+        """True while worker processes are up (between the first multi-item map and close)."""
+        return self._pool is not None
+
     def map(self, fn: Callable, items: Iterable) -> list:
         items = list(items)
         if len(items) <= 1 or self.workers == 1:

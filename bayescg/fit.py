@@ -456,7 +456,7 @@ def _beta_draws(momenta, fixed_beta, n, rng):
 # --------------------------------------------------------------------------------------------------
 # band calibration (walker-clustered sandwich, module docstring)
 # --------------------------------------------------------------------------------------------------
-def _walker_data(sim_or_data):
+def walker_data(sim_or_data):
     """(walker counts (W, *cells), walker E[p p^T] (W, d, d), inverse mass A (d, d), pooled mean p (d,)) or None."""
     get = (sim_or_data.get if isinstance(sim_or_data, dict) else lambda k, dflt=None: getattr(sim_or_data, k, dflt))
     wc, ws = get("walker_hist_counts"), get("walker_second_moments")
@@ -699,7 +699,7 @@ def _summary(sim_or_data, basis, counts, edges, factor, n_eff, bh, bse, momenta,
     if calibrate_band:
         Um = Ud.mean(axis=0)
         scale, calib = _calibrate_band(basis, factor, post["a_map"], post["solve_a"], X, w, Um,
-                                       float(np.mean(betad)), _walker_data(sim_or_data), cells_mask[idx], Ud,
+                                       float(np.mean(betad)), walker_data(sim_or_data), cells_mask[idx], Ud,
                                        momenta is not None)
         if scale != 1.0:
             Ud = Um + scale * (Ud - Um)
@@ -904,12 +904,12 @@ def finite_delta_bias(sims: list, reference_gradient: Callable, reference_laplac
     with beta = beta_hat (as in the paper) and its curvature reported; the correction refits the same histogram
     with beta fixed to beta_conf, which rescales U by beta_hat / beta_conf.
     """
-    from .stats import _thin, configurational_beta, equilibrium_summary
+    from .stats import thin_samples, configurational_beta, equilibrium_summary
 
     rows = []
     for sim in sims:
         eq = equilibrium_summary(sim)
-        q = _thin(np.asarray(sim.samples_q, dtype=float), np.asarray(sim.sample_walker), eq.stride)
+        q = thin_samples(np.asarray(sim.samples_q, dtype=float), np.asarray(sim.sample_walker), eq.stride)
         bconf, bconf_se = configurational_beta(q, reference_gradient, reference_laplacian)
         fit = fit_effective_potential(sim, knots=knots, method=method, seed=seed, draws=400)
         c, c_se = learned_curvature(fit)

@@ -412,7 +412,7 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
     (bayescg.bias.white_noise_check) and a step that resolves the 'noise' is warned about; in 1D, with
     ``kick_shape``, the correction then also removes what the non-Gaussian shape of the recorded kicks changes in
     the learned U (bayescg.bias.apply_kick_shape).  max_dim: the largest d corrected (2 by default; in 2D the
-    coefficients the data do not see are continued with minimum curvature (bayescg.bias._continued_2d); a learned U
+    coefficients the data do not see are continued with minimum curvature (bayescg.bias.min_curvature_continuation_2d); a learned U
     still steeper than the map's stability limit, or a white-kick run far off the run's temperature, keeps the raw
     U with a warning).  In d >= 2 the white kicks' shape (the learned U depends on it, bayescg.bias.learned_hessian_of)
     is the calibrated Z of a two-stage run (``noise``: its NoiseResult, whose noise_covariance stage 1 measured with

@@ -145,7 +145,7 @@ def _plain(v) -> str:
     return str(v)
 
 
-def _cell_class(column: str, value: Any) -> str:
+def cell_class(column: str, value: Any) -> str:
     """CSS class flagging a cell: diagnostics beyond thresholds, found/not found, booleans."""
     c = str(column).lower()
     if c == "verdict" and value in ("accepted", "rejected"):  # the scale scan's verdicts (bayescg.scales)
@@ -187,7 +187,7 @@ def table_html(rows: list[dict] | dict, title: str | None = None) -> str:
         cells = []
         for c in cols:
             v = r.get(c)
-            cls = _cell_class(r.get("quantity") if keyed and c == "value" else c, v)
+            cls = cell_class(r.get("quantity") if keyed and c == "value" else c, v)
             attr = f' class="{cls}"' if cls else ""
             cells.append(f"<td{attr}>{_fmt_keyed(r.get('quantity') if keyed and c == 'value' else c, v)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -224,7 +224,7 @@ def key_numbers(summary: dict, n: int = 6) -> dict:
 def _cards_html(items: dict) -> str:
     out = []
     for k, v in items.items():
-        cls = _cell_class(k, v)
+        cls = cell_class(k, v)
         if cls not in ("bad",):
             cls = "ok" if (isinstance(v, bool) and v) else ""
         out.append(f'<div class="card {cls}"><div class="k">{html.escape(str(k))}</div>'

@@ -274,7 +274,7 @@ def _constants(integ: Integrator, d, delta, mass, friction, gamma, beta, kick_no
     return consts(A, E, L, delta, diag), G, Z
 
 
-def _walker_seeds(seed, n):
+def walker_seeds(seed, n):
     """(init SeedSequence, noise SeedSequence) per walker."""
     try:
         children = np.random.SeedSequence(seed).spawn(n)
@@ -287,7 +287,7 @@ def _walker_seeds(seed, n):
     return out
 
 
-def _initial_state(seeds, d, init_mean, init_sd):
+def initial_walker_state(seeds, d, init_mean, init_sd):
     W = len(seeds)
     q = np.empty((W, d))
     p = np.empty((W, d))
@@ -416,7 +416,7 @@ def _setup(potential, delta, gamma, steps, walkers, seed, mass, friction, integr
 
 def _fresh_state(run: _Run):
     """(Walkers, Stats, meta) at step 0; meta holds the chunk counter, time and the histogram grid."""
-    q, p, rng_state = _initial_state(_walker_seeds(run.seed, run.walkers), run.d, run.init_mean, run.init_sd)
+    q, p, rng_state = initial_walker_state(walker_seeds(run.seed, run.walkers), run.d, run.init_mean, run.init_sd)
     wk = new_walkers(q, p, rng_state)
     sx = new_stats(run.walkers, run.d, run.B, run.cells, run.S)
     meta = dict(done=np.int64(0), seconds=np.float64(0.0), hist_lo=np.zeros(run.d), hist_hi=np.ones(run.d),
@@ -453,7 +453,7 @@ def _load_state(run: _Run, checkpoint):
     return wk, sx, meta
 
 
-def _lane_kernel(potential, options):
+def potential_lane_kernel(potential, options):
     """The potential's compiled lane kernel, or None (user kernels; functions without a fast form;
     options.lanes False)."""
     gl = getattr(potential, "grad_lanes", None)
@@ -472,7 +472,7 @@ def _driver(run: _Run):
     d = 1 array kernels of long runs on a driver specialized on the gradient); the rest the generic loop."""
     pot, integ, d = run.potential, run.integ, run.d
     if integ.lanes and d <= 2:
-        gl = _lane_kernel(pot, run.options)
+        gl = potential_lane_kernel(pot, run.options)
         grad = pot.grad if gl is None else gl
         fn = loops.lanes_chunk(gl is not None, d)
         if gl is None and d == 1 and run.n_per * run.walkers >= run.options.specialize_steps:

@@ -137,7 +137,7 @@ def thinning_stride(tau: float) -> int:
     return max(1, int(math.ceil(tau)))
 
 
-def _thin(x, walker, stride):
+def thin_samples(x, walker, stride):
     if walker is None:
         return x[::stride]
     parts = [x[walker == w][::stride] for w in np.unique(walker)]
@@ -518,7 +518,7 @@ def equilibrium_summary(sim, max_points: int = 5000) -> EquilibriumSummary:
         if np.isfinite(th) and th > 0:
             iat_steps, method = max(th, 1.0), f"histogram: {cname} (tau_hist = {th:.3g})"
             n_eff = float(np.sum(counts)) / iat_steps
-    pt = _thin(p, walker, stride)
+    pt = thin_samples(p, walker, stride)
     if pt.shape[0] < 20:
         # fewer than 20 independent points: test all stored points; positive correlation makes the test
         # anti-conservative (p-values too small), which errs towards "not Gaussian / not converged"

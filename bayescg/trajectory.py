@@ -134,7 +134,7 @@ def _momentum_statistics(p, A, B):
 def _histograms(q, bins, hist_range, where):
     """(edges, per-walker histograms (W, bins, ...), counts, frames inside, hist_range) of q (W, n, d), d <= 3; the
     range defaults to the data's widened by half a bin.  Per walker because the fit's walker-clustered band check
-    (bayescg.fit._walker_data) needs them as simulate gives them."""
+    (bayescg.fit.walker_data) needs them as simulate gives them."""
     from .simulate import EngineOptions
 
     W, _, d = q.shape

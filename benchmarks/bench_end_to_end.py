@@ -142,7 +142,7 @@ STAGES = textwrap.dedent("""
     timed(config, "load_model", "model file (TOML parse, validation)")
     timed(checks, "check_model_potential", "model potential check (builds the potential: includes its kernels)")
     timed(potentials, "_compile", "potential kernels (generate + compile or load)")
-    timed(simulate, "_lane_kernel", "potential kernels (generate + compile or load)")
+    timed(simulate, "potential_lane_kernel", "potential kernels (generate + compile or load)")
     timed(loops._Lazy, "compiled", "engine drivers (compile or load)")
     cur = {}
     start = runtime.RunControl._start

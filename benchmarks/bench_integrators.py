@@ -52,7 +52,7 @@ import numba  # noqa: E402
 from bayescg.kernels.loops import specialized  # noqa: E402
 from bayescg.kernels.state import consts  # noqa: E402
 from bayescg.potentials import catalogue  # noqa: E402
-from bayescg.simulate import EngineOptions, _lane_kernel, simulate  # noqa: E402
+from bayescg.simulate import EngineOptions, potential_lane_kernel, simulate  # noqa: E402
 
 from bare_kernels import _damped_bare_1d, _damped_bare_2d, damped_bare, damped_bare_1d, damped_bare_2d  # noqa: E402
 
@@ -308,7 +308,7 @@ def bench(quick: bool, out_md: Path | None):
             n = 200 if quick else (2_000_000 if key == "1d" else 600_000)
             reps = 1 if quick else 3
             q0, p0 = initial(pot, W)
-            gl = _lane_kernel(pot, EngineOptions())
+            gl = potential_lane_kernel(pot, EngineOptions())
             exe = compile_c(pot, build / key)
             exe4 = compile_c(pot, build / key, lanes=4)
             exe_f = compile_c(pot, build / key, lanes=1, fast=True)

@@ -70,18 +70,18 @@ def _grid_2d(lo=-3.0, hi=3.0, n_knots=10, data=1.2, n=25):
 def test_stable_continuation_confines_where_min_curvature_falls_outwards():
     """A U that falls outwards along x at the data's edge (a saddle ridge): the minimum-curvature continuation keeps
     falling, the continuation towards the data's Gaussian turns up; on the data both leave U as it is."""
-    from bayescg.bias import (_continued_2d, _inside_2d, data_gaussian_2d, quadratic_coef_2d,
+    from bayescg.bias import (min_curvature_continuation_2d, data_coefficients_2d, data_gaussian_2d, quadratic_coef_2d,
                               stable_continuation_2d)
     from bayescg.splines import SplineRep
 
     knots, P, w = _grid_2d()
     coef = quadratic_coef_2d(knots, [0.0, 0.0], np.diag([-0.8, 2.0]))  # falls outwards along x
-    inside = _inside_2d(knots, P, w)
+    inside = data_coefficients_2d(knots, P, w)
     assert (~inside).any()
     shape = (len(knots[0]) - 4, len(knots[1]) - 4)
     mu, K = data_gaussian_2d(P, w, 1.0)
     assert np.all(np.linalg.eigvalsh(K) > 0)
-    mc = SplineRep(knots, _continued_2d(coef, inside, shape))
+    mc = SplineRep(knots, min_curvature_continuation_2d(coef, inside, shape))
     st = SplineRep(knots, stable_continuation_2d(coef, inside, shape, knots, mu, K))
     on = P[w > 0]
     np.testing.assert_allclose(st.value(on), SplineRep(knots, coef).value(on), atol=1e-8)

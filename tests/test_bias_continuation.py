@@ -1,9 +1,9 @@
-"""The 1D fixed point's continuation of U_c past the data (bayescg.bias._continued) must confine the white-kick
+"""The 1D fixed point's continuation of U_c past the data (bayescg.bias.stable_continuation_1d) must confine the white-kick
 walkers: on (4.7) at delta 0.1309 the corrected U fell outwards at the data's right edge, the old continuation kept
 that slope, and the kick-shape step's walkers ran off to +inf (empty histogram, the correction worse than raw)."""
 import numpy as np
 
-from bayescg.bias import _continued
+from bayescg.bias import stable_continuation_1d
 from bayescg.splines import SplineRep, clamped_knots
 
 
@@ -20,7 +20,7 @@ def test_an_outward_falling_end_is_continued_uphill():
     f = lambda x: 0.25 * (x + 1.0) ** 2 - 1.0 * np.clip(x - 0.5, 0, None) ** 2  # noqa: E731
     t, grev, coef, inside = _setup(f)
     assert coef[inside][-1] < coef[inside][-2]  # falls outwards at the right end of the data
-    out = _continued(coef, inside, grev, kappa_max=50.0)
+    out = stable_continuation_1d(coef, inside, grev, kappa_max=50.0)
     rep = SplineRep([t], out)
     xs = np.linspace(3.0, 4.0, 11)
     assert np.all(rep.gradient(xs).ravel() > 0), "the continuation must rise past the data"
@@ -31,7 +31,7 @@ def test_a_rising_end_is_continued_as_before():
     # the floor acts only where U_c falls outwards: a convex quadratic is continued with its own curvature (exact)
     f = lambda x: 0.5 * x ** 2  # noqa: E731
     t, grev, coef, inside = _setup(f)
-    out = _continued(coef, inside, grev, kappa_max=50.0)
+    out = stable_continuation_1d(coef, inside, grev, kappa_max=50.0)
     np.testing.assert_allclose(out, f(grev), rtol=0, atol=1e-9)
 
 

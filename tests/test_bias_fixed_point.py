@@ -303,14 +303,14 @@ def test_2d_scalar_friction_anisotropic_kicks_corrected_with_the_measured_noise(
 
 
 def test_coupled_maps_kick_shape_against_the_exact_linear_filter():
-    """bias._coupled_maps on U = q^2/2 (delta 0.5, gamma 0.1): copy 0 driven by arcsine kicks (cos of a uniform
+    """bias.coupled_maps on U = q^2/2 (delta 0.5, gamma 0.1): copy 0 driven by arcsine kicks (cos of a uniform
     phase, excess kurtosis -1.5), copy 1 by Gaussian quantiles of the same variance, same random index each step.
     Exact truth of the linear map: var(q) does not depend on the kick shape ((B1)/(B3) involve only the second
     moment), and q's excess kurtosis is k_xi sum h_j^4 / (sum h_j^2)^2 with h_j the response of q to a unit kick
     j steps earlier (powers of the map's transition matrix).  Both from the histograms (0.04-wide bins)."""
     from scipy import stats as st
 
-    from bayescg.bias import _coupled_maps
+    from bayescg.bias import coupled_maps
 
     delta, gamma = 0.5, 0.1
     E = math.exp(-gamma * delta)
@@ -323,7 +323,7 @@ def test_coupled_maps_kick_shape_against_the_exact_linear_filter():
     edges = np.linspace(-12, 12, 601)
     hist = np.zeros((2, 600))
     mom = np.zeros((2, 16, 20, 2))
-    _coupled_maps(xs[0], 1 / (xs[1] - xs[0]), xs.copy(), delta, 1.0, E, arc, gq, 1_500_000, 50_000, 16, 3,
+    coupled_maps(xs[0], 1 / (xs[1] - xs[0]), xs.copy(), delta, 1.0, E, arc, gq, 1_500_000, 50_000, 16, 3,
                   -12.0, 12.0, hist, mom)
     c = 0.5 * (edges[1:] + edges[:-1])
     h = delta / 2
@@ -408,10 +408,10 @@ def test_safeguard_returns_the_best_evaluated_iterate_when_not_converged():
 
 
 def test_the_local_step_is_the_global_one_on_a_quadratic_and_smaller_on_steep_walls():
-    """bias._curvature_step against its closed form: on a constant curvature its correction is
+    """bias.local_curvature_step against its closed form: on a constant curvature its correction is
     (1/J - s) r for a quadratic residual r (J = 8 (1 + E) / D^2, D = 2 (1 + E) - delta^2 k); it damps the step
     where delta^2 U'' is large (1/J < s)."""
-    from bayescg.bias import _curvature_step
+    from bayescg.bias import local_curvature_step
 
     x = np.linspace(-3, 3, 301)
     w = np.exp(-x ** 2)
@@ -420,7 +420,7 @@ def test_the_local_step_is_the_global_one_on_a_quadratic_and_smaller_on_steep_wa
     r = 0.1 * (x - w @ x) ** 2 / 2
     for k in (0.5, 2.0, 15.0):
         P = (2 * (1 + E) - delta ** 2 * k) ** 2 / (8 * (1 + E))
-        out = _curvature_step(r, np.full(x.size, k), x, w, s, delta, E)
+        out = local_curvature_step(r, np.full(x.size, k), x, w, s, delta, E)
         x0 = x[np.searchsorted(x, w @ x)]
         want = (P - s) * 0.1 * (x - x0) ** 2 / 2
         assert np.max(np.abs(out - want)) < 1e-6, k
@@ -428,9 +428,9 @@ def test_the_local_step_is_the_global_one_on_a_quadratic_and_smaller_on_steep_wa
 
 
 def test_the_local_start_inverts_B1_point_by_point():
-    """bias._local_start on T = k_raw q^2 / 2 gives U_c^0 - s T with curvature k - s k_raw, k the (B1)-inverse of
+    """bias.local_start on T = k_raw q^2 / 2 gives U_c^0 - s T with curvature k - s k_raw, k the (B1)-inverse of
     k_raw (learned_curvature_of(k) = k_raw); with s = (B2)'s factor of that k_raw it is 0."""
-    from bayescg.bias import _local_start, correction_factor
+    from bayescg.bias import local_start, correction_factor
 
     x = np.linspace(-3, 3, 301)
     w = np.exp(-x ** 2)
@@ -440,10 +440,10 @@ def test_the_local_start_inverts_B1_point_by_point():
     x0 = x[np.searchsorted(x, w @ x)]
     for k in (0.5, 2.0, 15.0):
         k_raw = learned_curvature_of(k, delta, gamma)
-        out = _local_start(k_raw * x ** 2 / 2, x, w, 0.9, delta, E, 21.0)
+        out = local_start(k_raw * x ** 2 / 2, x, w, 0.9, delta, E, 21.0)
         assert np.max(np.abs(out - (k - 0.9 * k_raw) * (x - x0) ** 2 / 2)) < 1e-6 * k_raw, k
         s = correction_factor(k_raw, delta, gamma)
-        assert np.max(np.abs(_local_start(k_raw * x ** 2 / 2, x, w, s, delta, E, 1e3))) < 1e-8 * k_raw
+        assert np.max(np.abs(local_start(k_raw * x ** 2 / 2, x, w, s, delta, E, 1e3))) < 1e-8 * k_raw
 
 
 def _linear_map_sample_cov(K, A, Gamma, delta, Z, *, walkers=4000, steps=3000, burn=600, seed=0):
@@ -548,11 +548,11 @@ def test_kick_covariance_ignores_a_smooth_misfit_of_the_candidate():
 
 
 def test_coupled_maps_deterministic_per_walker_streams():
-    """bias._coupled_maps: the same seed gives the same counts and batch sums whatever the number of threads;
+    """bias.coupled_maps: the same seed gives the same counts and batch sums whatever the number of threads;
     equal kick tables give two identical copies; another seed gives other numbers."""
     import numba
 
-    from bayescg.bias import _coupled_maps
+    from bayescg.bias import coupled_maps
 
     xs = np.linspace(-8, 8, 1601)
     kicks = np.sort(np.random.default_rng(0).standard_normal(5000)) * 0.35
@@ -562,7 +562,7 @@ def test_coupled_maps_deterministic_per_walker_streams():
         old = numba.get_num_threads()
         numba.set_num_threads(threads)
         try:
-            _coupled_maps(xs[0], 1 / (xs[1] - xs[0]), xs.copy(), 0.5, 1.0, math.exp(-0.05), kicks, kb, 4000, 400, 11,
+            coupled_maps(xs[0], 1 / (xs[1] - xs[0]), xs.copy(), 0.5, 1.0, math.exp(-0.05), kicks, kb, 4000, 400, 11,
                           seed, -6.0, 6.0, hist, mom)
         finally:
             numba.set_num_threads(old)
@@ -580,10 +580,10 @@ def test_coupled_maps_deterministic_per_walker_streams():
 
 
 def test_2d_continuation_keeps_U_on_the_data_and_removes_the_steep_prior_part():
-    """bias._continued_2d: coefficients whose support holds no data are replaced by the minimum-curvature
+    """bias.min_curvature_continuation_2d: coefficients whose support holds no data are replaced by the minimum-curvature
     continuation; U on the data is unchanged (to rounding) and a spline made steep off the data (curvature far
     above delta 0.05's stability limit 2 (1 + E) / delta^2 ~ 1600) comes back to the data's curvature scale."""
-    from bayescg.bias import _continued_2d, _inside_2d, max_hessian_2d
+    from bayescg.bias import min_curvature_continuation_2d, data_coefficients_2d, max_hessian_2d
     from bayescg.splines import SplineRep, clamped_knots
 
     knots = [clamped_knots(-3.0, 3.0, 12), clamped_knots(-2.0, 2.0, 12)]
@@ -594,12 +594,12 @@ def test_2d_continuation_keeps_U_on_the_data_and_removes_the_steep_prior_part():
     gr = [np.array([t[j + 1:j + 4].mean() for j in range(len(t) - 4)]) for t in knots]
     X, Y = np.meshgrid(*gr, indexing="ij")
     coef = (0.5 * X ** 2 + 1.5 * Y ** 2).ravel()  # a quadratic's coefficients (exact for the spline)
-    inside = _inside_2d(knots, grid, w)
+    inside = data_coefficients_2d(knots, grid, w)
     assert 0 < inside.sum() < inside.size
     steep = coef.copy()
     steep[~inside] += 50.0 * np.random.default_rng(1).standard_normal((~inside).sum())
     assert max_hessian_2d(knots, steep) > 1600
-    out = _continued_2d(steep, inside, shape)
+    out = min_curvature_continuation_2d(steep, inside, shape)
     assert np.allclose(SplineRep(knots, out).value(grid), SplineRep(knots, steep).value(grid), atol=1e-8)
     # the data's curvature is 3; the continuation bends where it meets the data (measured 31), 50x below the limit
     assert max_hessian_2d(knots, out) < 50

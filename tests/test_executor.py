@@ -28,11 +28,11 @@ def test_local_executor_starts_one_pool_for_chunked_maps_and_none_for_one_item()
 
     with LocalExecutor(2) as ex:
         assert ex.map(worker_pid, [0]) == [os.getpid()]  # one item: in this process, no pool
-        assert ex._pool is None
+        assert not ex.pool_running
         first = set(ex.map(worker_pid, [0, 1, 2, 3]))
         second = set(ex.map(worker_pid, [0, 1, 2, 3]))
         assert os.getpid() not in first and len(first | second) <= 2  # a pool per map would show 3-4 pids
-    assert ex._pool is None  # closed with the context
+    assert not ex.pool_running  # closed with the context
 
 
 def test_dask_local_cluster_matches_serial():

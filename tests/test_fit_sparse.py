@@ -172,12 +172,12 @@ def test_trace_of_penalty_times_inverse_precision_exact_and_hutchinson():
     64-probe estimate (used above 1000 coefficients) is within 10 % of it."""
     from scipy import sparse
 
-    from bayescg.bayes.effective import _trace_p_hinv
+    from bayescg.bayes.effective import trace_p_hinv
 
     edges, counts = _problem_2d(4)
     basis = effective_basis(edges, 10, counts=counts)
     _, _, H, _ = map_estimate_sparse(basis, counts, 0.3)
     P = sparse.csr_matrix(basis.P)
     ref = float(np.trace(np.linalg.inv(H.toarray()) @ basis.P))
-    assert abs(_trace_p_hinv(P, H) - ref) < 1e-8 * abs(ref)
-    assert abs(_trace_p_hinv(P, H, exact_up_to=0) - ref) < 0.1 * abs(ref)
+    assert abs(trace_p_hinv(P, H) - ref) < 1e-8 * abs(ref)
+    assert abs(trace_p_hinv(P, H, exact_up_to=0) - ref) < 0.1 * abs(ref)

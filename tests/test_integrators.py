@@ -11,7 +11,7 @@ from scipy.integrate import quad
 from bayescg.kernels.rng import next_u64, seed_states
 from bayescg.potentials import Potential, catalogue
 from bayescg.kernels.registry import INTEGRATORS
-from bayescg.simulate import _initial_state, _walker_seeds, run_trajectories, simulate
+from bayescg.simulate import initial_walker_state, walker_seeds, run_trajectories, simulate
 
 HARM1 = "q**2/2"
 K2 = np.array([[2.0, 0.5], [0.5, 1.0]])
@@ -73,7 +73,7 @@ def test_damped_map_1d_is_the_exact_linear_map():
     pot = Potential.from_expression(HARM1, ["q"])
     delta, gamma, W, n = 0.1, 0.1, 4, 1500
     r = simulate(pot, delta, gamma, steps=W * n, walkers=W, seed=7, burn_in=0.5, hist_range=[(-5, 5)])
-    q0, p0, _ = _initial_state(_walker_seeds(7, W), 1, np.zeros(1), 1.0)
+    q0, p0, _ = initial_walker_state(walker_seeds(7, W), 1, np.zeros(1), 1.0)
     M = linear_step(np.eye(1), np.eye(1), np.exp(-gamma * delta) * np.eye(1), delta)
     Mn = np.linalg.matrix_power(M, n)
     for w in range(W):
@@ -218,7 +218,7 @@ def test_interleaved_loops_equal_the_generic_step_bit_for_bit(name, delta, mats)
     pot = catalogue(name)
     W, n = 6, 3000
     r = simulate(dataclasses.replace(pot, grad_lanes=None), delta, 0.1, steps=W * n, walkers=W, seed=12, **mats)
-    q0, p0, _ = _initial_state(_walker_seeds(12, W), pot.dim, np.zeros(pot.dim), 1.0)
+    q0, p0, _ = initial_walker_state(walker_seeds(12, W), pot.dim, np.zeros(pot.dim), 1.0)
     t, q, p = run_trajectories(pot, delta, n * delta, q0, p0, integrator="damped", gamma=0.1,
                                record_every=n * delta, **mats)
     assert t.shape == (2,)

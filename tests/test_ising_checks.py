@@ -124,7 +124,7 @@ def test_pipeline_states_kinds_and_draws_each_figure_on_its_own(small, tmp_path,
 def test_prediction_shift_exact_numbers_and_warning(small):
     from bayescg.ising.bayes import LaplaceFit
     from bayescg.ising.methods import MethodFit
-    from bayescg.ising.pipeline import MethodResult, _laplace_vs_nuts
+    from bayescg.ising.pipeline import MethodResult, compare_laplace_to_nuts
 
     fm, cm, x = small
     mn = np.array([0.9, 1.0, 1.1, 1.0])  # sd 0.08165
@@ -140,10 +140,10 @@ def test_prediction_shift_exact_numbers_and_warning(small):
     fits = {"laplace": MethodFit(gaussian=LaplaceFit(np.array([0.2, 0.7, 1.9]), np.eye(3) * 0.01, [], 0.0))}
     res = {"nuts": MethodResult("nuts", {}, 0.9, {}, {}, {}, 0.0, draws_c=dc, draws_cf=dcf)}
     ws = []
-    lv = _laplace_vs_nuts(fits, res, {"laplace": {"per_draw": (ml, Rl)}, "nuts": {"per_draw": (mn, Rn)}}, cm, ws)
+    lv = compare_laplace_to_nuts(fits, res, {"laplace": {"per_draw": (ml, Rl)}, "nuts": {"per_draw": (mn, Rn)}}, cm, ws)
     assert lv["magnetization_shift_sd"] > lv["threshold_sd"] and ws and "laplace vs nuts" in ws[0]
     ws2 = []
-    _laplace_vs_nuts(fits, res, {"laplace": {"per_draw": (mn, Rn)}, "nuts": {"per_draw": (mn, Rn)}}, cm, ws2)
+    compare_laplace_to_nuts(fits, res, {"laplace": {"per_draw": (mn, Rn)}, "nuts": {"per_draw": (mn, Rn)}}, cm, ws2)
     assert ws2 == []
 
 
@@ -260,10 +260,10 @@ def test_inference_data_uses_standard_groups_with_named_coordinates(small, tmp_p
         write_netcdf(tmp_path / f"posterior-{name}.nc", o)
     write_netcdf(tmp_path / "posterior.nc", idata)
     # a sampler's pointwise log-likelihood (log_likelihood group) has coordinates on every dimension
-    from bayescg.ising.pipeline import _loo
+    from bayescg.ising.pipeline import psis_loo
 
     rng = np.random.default_rng(0)
-    ll = _loo(FastLoglik(cm, x), rng.normal([0.2, 0.7], 0.05, (10, 2)), rng.uniform(0.85, 0.95, 10), (2, 5))
+    ll = psis_loo(FastLoglik(cm, x), rng.normal([0.2, 0.7], 0.05, (10, 2)), rng.uniform(0.85, 0.95, 10), (2, 5))
     ds = ll["_groups"]["log_likelihood"]
     assert ds.x.dims == ("chain", "draw", "configuration") and all(d in ds.coords for d in ds.dims)
 

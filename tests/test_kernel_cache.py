@@ -58,11 +58,11 @@ def test_drop_stale_driver_cache_removes_only_kernel_cache_files(tmp_path, monke
 
     d = tmp_path / "c"
     d.mkdir()
-    for name in ("loops._lanes_chunk1-283.py311.nbi", "loops._lanes_chunk1-283.py311.1.nbc", "splines._x-1.py311.nbi"):
+    for name in ("loops.lanes_chunk1-283.py311.nbi", "loops.lanes_chunk1-283.py311.1.nbc", "splines._x-1.py311.nbi"):
         (d / name).write_bytes(b"x")
     monkeypatch.setattr(K, "cache_dirs", lambda: [d])
     removed = {p.name for p in K.drop_stale_driver_cache()}
-    assert removed == {"loops._lanes_chunk1-283.py311.nbi", "loops._lanes_chunk1-283.py311.1.nbc"}
+    assert removed == {"loops.lanes_chunk1-283.py311.nbi", "loops.lanes_chunk1-283.py311.1.nbc"}
     assert (d / "splines._x-1.py311.nbi").exists()
     assert (d / "bayescg-kernels.sha256").read_text() == K.sources_digest()
     assert K.drop_stale_driver_cache() == []  # stamp matches: nothing removed

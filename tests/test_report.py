@@ -432,11 +432,11 @@ def test_posterior_labels_keep_narrow_hdi_ends_apart():
     """az.plot_posterior's round_to counts significant digits: an HDI [1.48, 1.52] must not print as 1.5 / 1.5."""
     import arviz as az
 
-    from bayescg.plots.diagnostics import _round_to
+    from bayescg.plots.diagnostics import summary_round_to
 
     rng = np.random.default_rng(0)
     idata = az.from_dict(posterior={"beta": rng.normal(1.5, 0.01, (1, 2000)), "s": rng.normal(0.355, 0.0016, (1, 2000))})
-    sig = _round_to(idata, ["beta", "s"], 0.94)
+    sig = summary_round_to(idata, ["beta", "s"], 0.94)
     for v in ("beta", "s"):
         lo, hi = az.hdi(idata, var_names=[v], hdi_prob=0.94)[v].values
         assert f"{lo:.{sig}g}" != f"{hi:.{sig}g}", (v, sig)
@@ -445,7 +445,7 @@ def test_posterior_labels_keep_narrow_hdi_ends_apart():
 def test_arviz_runs_on_numpy_inside_reports_and_the_callers_setting_is_restored():
     import arviz as az
 
-    from bayescg.plots._base import arviz_without_numba, with_arviz_numpy
+    from bayescg.plots import arviz_without_numba, with_arviz_numpy
 
     before = bool(az.Numba.numba_flag)
     assert before, "numba is a dependency: ArviZ should start on its numba paths"

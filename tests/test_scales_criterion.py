@@ -166,12 +166,12 @@ def test_scan_on_a_real_small_run_reports_verdicts_plateau_and_trapping(tmp_path
 
 
 def test_report_cells_flag_verdicts_not_skewness():
-    from bayescg.report import _cell_class
+    from bayescg.report import cell_class
 
-    assert _cell_class("verdict", "accepted") == "good" and _cell_class("verdict", "rejected") == "bad"
+    assert cell_class("verdict", "accepted") == "good" and cell_class("verdict", "rejected") == "bad"
     # "skewness" and "excess kurtosis" contain "ess" but are not effective sample sizes
-    assert _cell_class("skewness", 0.01) == "" and _cell_class("excess kurtosis", 0.05) == ""
-    assert _cell_class("ess_bulk", 50) == "bad" and _cell_class("ess_bulk_min", 50) == "bad"
+    assert cell_class("skewness", 0.01) == "" and cell_class("excess kurtosis", 0.05) == ""
+    assert cell_class("ess_bulk", 50) == "bad" and cell_class("ess_bulk_min", 50) == "bad"
 
 
 def test_streamed_moment_batches_are_used_when_present():

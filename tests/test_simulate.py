@@ -225,7 +225,7 @@ def test_specialized_driver_gives_identical_results(test1):
     # kernels' first-class function type.  The specialized driver used to share them and then failed with
     # numba's "Signature mismatch" (typing rated that overload by compiling the array kernel as g(S)).
     njit(types.void(state.GRADL_TYPE, state.WALKERS_T, state.STATS_T, state.CONSTS_T, types.boolean, state.PLAN_T,
-                    state.GRID_T, types.int64, types.int64))(loops._lanes_chunk1)
+                    state.GRID_T, types.int64, types.int64))(loops.lanes_chunk1)
     for delta in (0.5,):
         base = simulate(pot, delta, 0.1, steps=40_000, walkers=3, seed=8, max_samples=300)
         spec = simulate(pot, delta, 0.1, steps=40_000, walkers=3, seed=8, max_samples=300,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bayescg.bayes.effective import effective_basis, map_estimate_sparse, sparse_cholesky, sparse_density
-from bayescg.kernels.effective import _sparse_a, _sparse_offsets, sparse_logp_grad
+from bayescg.kernels.effective import sparse_a, sparse_offsets, sparse_logp_grad
 
 
 def test_per_cell_layout_matches_per_node():
@@ -19,7 +19,7 @@ def test_per_cell_layout_matches_per_node():
     buf = dens.buf
     assert buf[14] > 0                                   # the per-cell layout is the one packed
     idx, val, _ = basis.nodes
-    o = _sparse_offsets(buf)
+    o = sparse_offsets(buf)
     old = np.concatenate([buf[:o[8]], idx.ravel().astype(float), val.ravel(), buf[o[10]:]])
     old[0], old[14] = len(old), 0
     m = basis.n_coef
@@ -55,8 +55,8 @@ def test_tensor_layout_matches_per_cell_and_per_node():
             assert np.isfinite(lp) and abs(lp - ref) <= 1e-11 * abs(ref)
             np.testing.assert_allclose(gr, gref, rtol=1e-9, atol=1e-10 * np.abs(gref).max())
         a1, a2, tmp = np.empty(m), np.empty(m), np.empty(m)     # the expand step (draws -> coefficients)
-        _sparse_a(x, dens["tensor"].buf, a1, tmp)
-        _sparse_a(x, dens["cell"].buf, a2, tmp)
+        sparse_a(x, dens["tensor"].buf, a1, tmp)
+        sparse_a(x, dens["cell"].buf, a2, tmp)
         np.testing.assert_allclose(a1, a2, rtol=1e-12, atol=1e-12 * np.abs(a2).max())
 
 

@@ -109,7 +109,7 @@ def test_test1_bands_from_the_streaming_iat_are_honest_and_narrower():
         old = stats.equilibrium_summary(types.SimpleNamespace(
             **{k: getattr(sim, k) for k in ("samples_q", "samples_p", "sample_walker", "sample_stride", "hist_counts")}))
         assert old.n_eff_method == "stored" and eq.n_eff > 2 * old.n_eff
-        q = stats._thin(sim.samples_q, sim.sample_walker, eq.stride)
+        q = stats.thin_samples(sim.samples_q, sim.sample_walker, eq.stride)
         bconf, _ = stats.configurational_beta(q, lambda x: x, lambda x: np.ones(len(x)))
         widths = []
         for e in (eq, old):

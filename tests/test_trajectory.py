@@ -84,7 +84,7 @@ def test_learning_from_saved_trajectory_matches_learning_from_the_simulation(tes
 
 @pytest.mark.parametrize("d", [1, 2, 3])
 def test_trajectory_result_keeps_per_walker_counts_and_momenta(d):
-    """The walker-clustered band check (bayescg.fit._walker_data) needs the counts and E[p p^T] of every walker;
+    """The walker-clustered band check (bayescg.fit.walker_data) needs the counts and E[p p^T] of every walker;
     against plain numpy per walker (joint counts for d <= 3, as simulate stores them)."""
     rng = np.random.default_rng(d)
     W, n = 5, 600

@@ -869,7 +869,7 @@ def map_estimate_sparse(basis: EffectiveBasis, counts, n_eff_factor: float = 1.0
             nonlocal a
             a, _ = newton(a, math.exp(ls), False, steps=3)   # warm start: a follows as the secant converges
             _, H = terms(a, math.exp(ls))
-            return math.log(sigma_given(float(a @ (P @ a)) + _trace_p_hinv(P, H))) - ls
+            return math.log(sigma_given(float(a @ (P @ a)) + trace_p_hinv(P, H))) - ls
 
         x0 = math.log(sigma)
         g0 = gap(x0)
@@ -885,7 +885,7 @@ def map_estimate_sparse(basis: EffectiveBasis, counts, n_eff_factor: float = 1.0
     return a, sigma, H, r
 
 
-def _trace_p_hinv(P, H, exact_up_to: int = 1000, probes: int = 64) -> float:
+def trace_p_hinv(P, H, exact_up_to: int = 1000, probes: int = 64) -> float:
     """tr(P H^-1) = tr(H^-1 P) for sparse P and SPD H (m, m): one sparse LU of H and m right-hand sides (no
     multithreaded dense BLAS: on the shared machine OpenBLAS's two spinning threads cost up to 70x the CPU); for
     m > exact_up_to Hutchinson's estimate with ``probes`` fixed Rademacher vectors (a smooth function of H, so the

@@ -431,7 +431,7 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
         begin_stage(control, "ising: checks (identifiability, exact posterior on a grid, predictive check)")
     except Interrupted:
         raise stop("the final comparison") from None
-    lvn = _laplace_vs_nuts(fits, results, preds, cm, ws)
+    lvn = compare_laplace_to_nuts(fits, results, preds, cm, ws)
     checks = run_checks(fine, cm, x, inf, fast, fits, results, lags, ws, prior_sd)
     return IsingResult(name, fine, cm, lags, m_true, R_true, x, data_source, results, lvn, settings,
                        time.perf_counter() - t_all, checks=checks, warnings=ws)
@@ -474,7 +474,7 @@ def _method_result(meth, fit, cm, fast, rng, lags, m_true, R_true, S_pred, t0, c
         sd_c = dict(zip(cm.names, map(float, fc.std(0, ddof=1))))
         theta_cf, sd_cf = float(ff.mean()), float(ff.std(ddof=1))
         if METHODS[meth].sampler:
-            extra.update(_loo(fast, fc, ff, fit.draws_c.shape[:2]))
+            extra.update(psis_loo(fast, fc, ff, fit.draws_c.shape[:2]))
         for q in ("magnetization", "correlation"):
             if pred[q]["shifted"]:
                 mwarn.append(f"{meth}: the {q} draws are so skewed that their mean lies outside the "
@@ -487,7 +487,7 @@ def _method_result(meth, fit, cm, fast, rng, lags, m_true, R_true, S_pred, t0, c
     return res, pred
 
 
-def _laplace_vs_nuts(fits, results, preds, cm, ws):
+def compare_laplace_to_nuts(fits, results, preds, cm, ws):
     """Parameters (unconstrained space) and predictions of laplace against nuts; warns past
     checks.SHIFT_SD_MAX posterior sds."""
     from . import bayes
@@ -567,7 +567,7 @@ def run_checks(fine, cm, x, inf, fast, fits, results, lags, ws, prior_sd) -> dic
     return out
 
 
-def _loo(fast, fc, ff, shape) -> dict:
+def psis_loo(fast, fc, ff, shape) -> dict:
     """PSIS-LOO and WAIC from the exact pointwise log-likelihood (X summed out) of every draw."""
     import arviz as az
     import xarray as xr

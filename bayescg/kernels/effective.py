@@ -182,7 +182,7 @@ SPARSE_HEADER = ("length", "m", "n_act", "K", "g", "nodes", "nf", "rank", "sigma
 
 
 @njit(cache=True, nogil=True)
-def _sparse_offsets(buf):
+def sparse_offsets(buf):
     m, nodes, K = int(buf[1]), int(buf[5]), int(buf[3])
     nnzL, nnzP = int(buf[12]), int(buf[13])
     nnzC = int(buf[14])   # > 0: per-cell layout (kernel below), nnzC coefficient indices over all cells;
@@ -257,10 +257,10 @@ def node_log_mass(a, idx, val, logw, g, eta, L):
 
 
 @njit(cache=True, nogil=True)
-def _sparse_a(x, buf, a, tmp):
+def sparse_a(x, buf, a, tmp):
     """a = a0 + P^T L^-T z (z = x[:m]); tmp (m,) scratch."""
     m = int(buf[1])
-    o_a0, o_perm, o_Lp, o_Li, o_Lx = _sparse_offsets(buf)[:5]
+    o_a0, o_perm, o_Lp, o_Li, o_Lx = sparse_offsets(buf)[:5]
     if buf[14] < 0:
         t = _tensor_arrays(buf)
         solve_lt_int(t[9], t[10], buf[o_Lx:o_Lx + int(buf[12])], x[:m], tmp)
@@ -312,7 +312,7 @@ def _tensor_arrays(buf):
     values at each x-cell's Gauss nodes on its block (zero-padded), yv (ny, g1, W), lwx (nx g1,) / lwy (ny g1,)
     log quadrature weights, Rx (nnzL,) L's values by rows."""
     m, n_act, nnzL = int(buf[1]), int(buf[2]), int(buf[12])
-    o = _sparse_offsets(buf)[9]
+    o = sparse_offsets(buf)[9]
     my, nx, ny, g1, W, mf = int(buf[o]), int(buf[o + 1]), int(buf[o + 2]), int(buf[o + 3]), int(buf[o + 4]), \
         int(buf[o + 5])
     p = o + 6
@@ -363,7 +363,7 @@ def _tensor_likelihood(a, buf, nf, ga):
     the gradient's Bx^T S_row once per row: per cell only the (g1, g1) node block and its weights."""
     (kfull, xs0, xw, ys0, yw, cx, cy, xv, yv, Cp, Ci, Rp, Ri, Rx, lwx, lwy, my, g1, W, mf) = _tensor_arrays(buf)
     m, n_act = int(buf[1]), int(buf[2])
-    o_cnt = _sparse_offsets(buf)[11]
+    o_cnt = sparse_offsets(buf)[11]
     af = np.zeros(mf)
     gf = np.zeros(mf)
     for k in range(m):
@@ -450,10 +450,10 @@ def sparse_logp_grad(x, buf, grad):
     Every array product is sparse: cost O(nodes K + nnz L + nnz P)."""
     m, n_act, K, g = int(buf[1]), int(buf[2]), int(buf[3]), int(buf[4])
     nf, rank, sigma_scale, ridge_sd, nu, S = buf[6], buf[7], buf[8], buf[9], buf[10], buf[11]
-    o_a0, o_perm, o_Lp, o_Li, o_Lx, o_Pp, o_Pi, o_Px, o_idx, o_val, o_w, o_cnt = _sparse_offsets(buf)
+    o_a0, o_perm, o_Lp, o_Li, o_Lx, o_Pp, o_Pi, o_Px, o_idx, o_val, o_w, o_cnt = sparse_offsets(buf)
     a = np.empty(m)
     tmp = np.empty(m)
-    _sparse_a(x, buf, a, tmp)
+    sparse_a(x, buf, a, tmp)
     # likelihood: Poisson over the active cells; its free constant (a -> a + c 1 shifts every L_J by -c)
     # integrates out to the multinomial of the dense form exactly (flat prior on the constant)
     hist = 0.0
@@ -581,7 +581,7 @@ def _sparse_expand_cfunc(dim, expanded, x_, out_, user_data):
     out = carray(out_, (dim,))
     a = np.empty(m)
     tmp = np.empty(m)
-    _sparse_a(x, buf, a, tmp)
+    sparse_a(x, buf, a, tmp)
     for i in range(m):
         out[i] = a[i]
     for i in range(m, dim):

@@ -641,7 +641,7 @@ def _run_chunk(grad, kind, Wk, S, c, P, G, w0, w1):
         walker_loop(grad, kind, w, Wk, S, c, P, G)
 
 
-def _lanes_chunk1(grad, Wk, S, c, noisy, P, G, b0, b1):
+def lanes_chunk1(grad, Wk, S, c, noisy, P, G, b0, b1):
     """Advance the live walkers (d = 1) of blocks b0 .. b1 - 1 (LANES walkers each) by P.nsteps steps of
     the lane scheme."""
     W = Wk.q.shape[0]
@@ -654,8 +654,8 @@ def _lanes_chunk1(grad, Wk, S, c, noisy, P, G, b0, b1):
                  Wk.still, Wk.trapped_at, Wk.blown_at)
 
 
-def _lanes_chunk2(grad, Wk, S, c, noisy, P, G, b0, b1):
-    """_lanes_chunk1 for d = 2."""
+def lanes_chunk2(grad, Wk, S, c, noisy, P, G, b0, b1):
+    """lanes_chunk1 for d = 2."""
     W = Wk.q.shape[0]
     for blk in range(b0, b1):
         w0 = blk * LANES
@@ -770,7 +770,7 @@ def lanes_chunk(lane_kernel: bool, d: int):
     if fn is None:
         gt = GRADL_TYPE if lane_kernel else GRAD_TYPE
         fn = _LANE_DRIVERS.setdefault(key, _Lazy(types.void(gt, WALKERS_T, STATS_T, CONSTS_T, types.boolean, PLAN_T,
-                                                            GRID_T, _i8, _i8), _lanes_chunk1 if d == 1 else _lanes_chunk2,
+                                                            GRID_T, _i8, _i8), lanes_chunk1 if d == 1 else lanes_chunk2,
                                                  _blocks))
     return fn
 

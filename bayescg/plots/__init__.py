@@ -8,3 +8,6 @@ Modules: :mod:`.effective` (learned U, predictive check), :mod:`.noise` (momentu
 :mod:`.numbers` (number formatting for reports and figure labels; no matplotlib).  matplotlib is imported only
 inside this package, and only when a plot is drawn.
 """
+from ._base import arviz_without_numba, with_arviz_numpy  # noqa: E402,F401  (no matplotlib import at module level)
+
+__all__ = ["arviz_without_numba", "with_arviz_numpy"]

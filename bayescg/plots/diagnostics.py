@@ -13,7 +13,7 @@ from .numbers import interval_decimals
 HDI_PROB = 0.94
 
 
-def _round_to(idata, names, hdi_prob: float) -> int:
+def summary_round_to(idata, names, hdi_prob: float) -> int:
     """Significant digits (ArviZ's ``round_to``) for az.plot_posterior's labels: enough that the ends of every HDI
     of ``names`` print apart (1.48 and 1.52, not 1.5 and 1.5)."""
     import arviz as az
@@ -47,7 +47,7 @@ def plot_posterior_diagnostics(idata, names, sampler: bool, hdi_prob: float = HD
         return f"Sampler diagnostics: marginal posteriors and {what}", fig
     ncol = min(3, nrows)
     axes = az.plot_posterior(idata, var_names=names, hdi_prob=hdi_prob, textsize=9,
-                             round_to=_round_to(idata, names, hdi_prob),
+                             round_to=summary_round_to(idata, names, hdi_prob),
                              figsize=(3.6 * ncol, 2.6 * math.ceil(min(nrows, 12) / ncol)))
     fig = figure_of(axes)
     fig.tight_layout()

@@ -4,7 +4,7 @@
 
 One learn (two-stage calibration, MAP, no correction), then bias.fixed_point_correction on white-kick runs of as
 many steps, 6 runs, for each variant:
-  A: minimum-curvature continuation (_continued_2d), no refusal, kick shape = global-cubic residual (the code before)
+  A: minimum-curvature continuation (min_curvature_continuation_2d), no refusal, kick shape = global-cubic residual (the code before)
   B: as A with the local kick covariance (bias.kick_covariance)
   C: stable continuation (bias.stable_continuation_2d) + refusal + local kick covariance
   D: C with the calibrated Z as the kick shape (the default of pipeline.correct_finite_delta for two-stage runs)

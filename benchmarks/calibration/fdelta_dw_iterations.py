@@ -72,13 +72,13 @@ def main(argv=None):
         print(json.dumps(rows[-1]), flush=True)
         return f
     if a.at_truth:
-        from bayescg.bias import _start
+        from bayescg.bias import fixed_point_start
         from bayescg.splines import design_matrix
 
         t = np.asarray(fit.knots[0], float)
         xs = np.linspace(t[0], t[-1], 2001)  # the whole spline box, so every coefficient is set
         c0 = np.linalg.lstsq(design_matrix(xs, fit.knots), (xs ** 2 - 1) ** 2 / 4, rcond=None)[0]
-        Z = _start(x, T, var_p, sim.delta, sim.gamma, sim.mass, sim.friction)[1]
+        Z = fixed_point_start(x, T, var_p, sim.delta, sim.gamma, sim.mass, sim.friction)[1]
         for _ in range(a.iterations):
             learn(c0, Z)
             Z *= var_p / rows[-1]["var_p"]

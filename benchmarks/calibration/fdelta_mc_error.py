@@ -6,7 +6,7 @@ from bayescg.config import load_model
 from bayescg.pipeline import potential_from_model, sim_kwargs
 from bayescg.simulate import simulate
 from bayescg.fit import fit_effective_potential
-from bayescg.bias import damped_white_learner, _start, Z94, _continued
+from bayescg.bias import damped_white_learner, fixed_point_start, Z94, stable_continuation_1d
 from bayescg.splines import SplineRep
 m = load_model("models/test2-double-well.toml", {"simulation.steps": 4e6, "simulation.delta": 0.3})
 kw = sim_kwargs(m); pot = potential_from_model(m)
@@ -14,11 +14,11 @@ sim = simulate(pot, 0.3, **kw)
 fit = fit_effective_potential(sim, knots=m.fit.knots if m.fit else 40, method="map", draws=400)
 x = fit.grid[:, 0]
 T = SplineRep(fit.knots, fit.coef_mean).value(x)
-s, Z, km, _ = _start(x, T, 1 / sim.beta_hat, 0.3, sim.gamma, None, None)
+s, Z, km, _ = fixed_point_start(x, T, 1 / sim.beta_hat, 0.3, sim.gamma, None, None)
 t = np.asarray(fit.knots[0]); ct = np.asarray(fit.coef_mean)
 grev = np.array([t[j + 1:j + 4].mean() for j in range(ct.size)])
 inside = (grev >= x.min()) & (grev <= x.max())
-coef = _continued(s * ct, inside, grev, km)
+coef = stable_continuation_1d(s * ct, inside, grev, km)
 F, se, vp = [], [], []
 for seed in (11, 12, 13):
     learn = damped_white_learner(sim, kw, knots=m.fit.knots if m.fit else 40, steps=4_000_000, seed=seed)
