@@ -713,6 +713,36 @@ def _setup_2d(knots, ct, x, w, T, s, var_p, delta, gamma, mass, friction, noise_
     return cont, step, cont(s * ct), region_hess, checks
 
 
+def _run_candidate(learn, coef, Z, var_p, *, check_temperature: bool, limit=None):
+    """(fit, var_p of the fit, failure): one white-kick run and fit of the candidate U_c (coefficients ``coef``,
+    kick variance Z) for (B4).  failure (str or None): the run blew up (SimulationError), or, with
+    check_temperature (d >= 2), ran at a temperature outside 0.5-2x the V-run's var_p, or, with limit =
+    (largest_hessian(coef), stability limit), the candidate's curvature on the walkers' region exceeds the limit
+    (then it is not run)."""
+    if limit is not None:
+        kreg = limit[0](coef)
+        if kreg > limit[1]:
+            return None, None, (f"candidate's largest Hessian eigenvalue {kreg:.4g} on the walkers' region > "
+                                f"stability limit {limit[1]:.4g}")
+    try:
+        fit = learn(coef, Z)
+    except SimulationError as exc:
+        return None, None, f"white-kick run failed: {exc}"
+    vp = 1.0 / float(fit.beta["beta_hat"])
+    if check_temperature and not 0.5 < vp / var_p < 2.0:
+        return fit, vp, f"white-kick run's temperature {vp:.3g} far from the run's {var_p:.3g}"
+    return fit, vp, None
+
+
+def _fit_sd_on(fit, x, w):
+    """(G,): the white fit's posterior sd of U on the grid x (G,) or (G, d): its band's half-width / Z94 in 1D; in
+    d >= 2 from its spline draws (:func:`band_sd_at`), since its report grid is its own data region."""
+    if x.ndim > 1:
+        return band_sd_at(fit, x, w)
+    half = (np.asarray(fit.U_upper) - np.asarray(fit.U_lower)) / (2 * Z94)
+    return np.interp(x, np.asarray(fit.grid, dtype=float).reshape(-1), half)
+
+
 def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, var_p, delta, gamma,
                            mass=None, friction=None, max_iter: int = 6, min_iter: int = 1,
                            noise_shape=None, continuation: str = "stable",
@@ -774,20 +804,9 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     history, converged, se = [], False, np.zeros(len(x))
     it, alpha, best = 0, 1.0, None
     for it in range(1, int(max_iter) + 1):
-        failure = None
-        if x.ndim > 1 and refuse_unstable and best is not None:
-            kreg = region_hess(coef)
-            if kreg > lim2:
-                failure = (f"candidate's largest Hessian eigenvalue {kreg:.4g} on the walkers' region > stability "
-                           f"limit {lim2:.4g}")
-        if failure is None:
-            try:
-                fit = learn(coef, Z)
-                vp = 1.0 / float(fit.beta["beta_hat"])
-                if x.ndim > 1 and not 0.5 < vp / var_p < 2.0:
-                    failure = f"white-kick run's temperature {vp:.3g} far from the run's {var_p:.3g}"
-            except SimulationError as exc:
-                failure = f"white-kick run failed: {exc}"
+        # the start is always run; later candidates past the stability limit are not (d >= 2)
+        limit = (region_hess, lim2) if x.ndim > 1 and refuse_unstable and best is not None else None
+        fit, vp, failure = _run_candidate(learn, coef, Z, var_p, check_temperature=x.ndim > 1, limit=limit)
         if failure is not None:
             # a white run that blew up (or heated, or a candidate past the stability limit): back to the best
             # iterate with half the step; without a good iterate yet (the start itself) the correction fails
@@ -804,13 +823,8 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
             continue
         fc = np.asarray(fit.coef_mean, dtype=float)
         c_eval, fit_eval = coef, fit  # the evaluated iterate and its white fit (for the final step at convergence)
-        F = ev(fc)
-        upd = _aligned(T - F, w)
-        half = (np.asarray(fit.U_upper) - np.asarray(fit.U_lower)) / (2 * Z94)
-        if x.ndim == 1:
-            se = np.interp(x, np.asarray(fit.grid, dtype=float).reshape(-1), half)
-        else:  # d >= 2: the white fit's report grid is its own data region; its band on x from its spline draws
-            se = band_sd_at(fit, x, w)
+        upd = _aligned(T - ev(fc), w)
+        se = _fit_sd_on(fit, x, w)
         rms_upd = float(np.sqrt(np.mean(upd[reg] ** 2)))
         rms_se = float(np.sqrt(np.mean(se[reg] ** 2)))
         history.append({"iteration": it, "kick_noise": np.asarray(Z).tolist(), "var_p": vp,
