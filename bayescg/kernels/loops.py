@@ -173,6 +173,27 @@ def walker_loop(grad, kind, w, Wk, S, c, P, G):
 
 
 @njit
+def lane_checked(finite, at_rest_now, l, w, st, cnt, window, alive, blown_at, trapped_at):
+    """1.0 when lane l (walker w) counts step ``st``, else 0.0 with the lane retired (alive[l] False): blown up
+    (a non-finite state; blown_at[w] = st) or at rest (at_rest_now: trap detection on and |p|, |dq| below their
+    tolerances) for ``window`` consecutive steps (trapped_at[w] = the first of them).  cnt[l] counts consecutive
+    at-rest steps.  The lane blocks' form of accumulate.observe's checks."""
+    if not finite:
+        blown_at[w] = st
+        alive[l] = False
+        return 0.0
+    if at_rest_now:
+        cnt[l] += 1
+        if cnt[l] >= window:
+            trapped_at[w] = st - window + 1
+            alive[l] = False
+            return 0.0
+    else:
+        cnt[l] = 0
+    return 1.0
+
+
+@njit
 def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, acc_start, minmax_start,
              batch_len, lo, inv, nbins, stride, check_trap, p_tol, q_tol, window,
              bp, bpp, bpk, bq, bqq, hist, hcur, hvis, nvis, hs1, hs2, hblk, nblk, bout, samp_q, samp_p, nstored,
@@ -239,26 +260,13 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
             sample = S > 0 and sleft == 0
         for l in range(nl):
             ok[l] = 0.0
-            if not alive[l]:
-                continue
-            w = w0 + l
-            xl = x[l]
-            vl = v[l]
-            if not (abs(xl) < np.inf and abs(vl) < np.inf):
-                blown_at[w] = st
-                alive[l] = False
-                nalive -= 1
-                continue
-            if check_trap and abs(vl) <= p_tol and abs(xl - xo[l]) <= q_tol * (1.0 + abs(xl)):
-                cnt[l] += 1
-                if cnt[l] >= window:
-                    trapped_at[w] = st - window + 1
-                    alive[l] = False
-                    nalive -= 1
-                    continue
-            else:
-                cnt[l] = 0
-            ok[l] = 1.0
+            if alive[l]:
+                xl = x[l]
+                vl = v[l]
+                ok[l] = lane_checked(abs(xl) < np.inf and abs(vl) < np.inf,
+                                     check_trap and abs(vl) <= p_tol and abs(xl - xo[l]) <= q_tol * (1.0 + abs(xl)),
+                                     l, w0 + l, st, cnt, window, alive, blown_at, trapped_at)
+                nalive -= not alive[l]
         if acc:
             batch_sums(Z, 1)
             for l in range(nl):
@@ -462,29 +470,17 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
             sample = S > 0 and sleft == 0
         for l in range(nl):
             ok[l] = 0.0
-            if not alive[l]:
-                continue
-            w = w0 + l
-            xl = x[l]
-            yl = y[l]
-            ul = u[l]
-            vl = v[l]
-            if not (abs(xl) < np.inf and abs(yl) < np.inf and abs(ul) < np.inf and abs(vl) < np.inf):
-                blown_at[w] = st
-                alive[l] = False
-                nalive -= 1
-                continue
-            if check_trap and (abs(ul) <= p_tol and abs(vl) <= p_tol and abs(xl - xo[l]) <= q_tol * (1.0 + abs(xl))
-                    and abs(yl - yo[l]) <= q_tol * (1.0 + abs(yl))):
-                cnt[l] += 1
-                if cnt[l] >= window:
-                    trapped_at[w] = st - window + 1
-                    alive[l] = False
-                    nalive -= 1
-                    continue
-            else:
-                cnt[l] = 0
-            ok[l] = 1.0
+            if alive[l]:
+                xl = x[l]
+                yl = y[l]
+                ul = u[l]
+                vl = v[l]
+                ok[l] = lane_checked(abs(xl) < np.inf and abs(yl) < np.inf and abs(ul) < np.inf and abs(vl) < np.inf,
+                                     check_trap and (abs(ul) <= p_tol and abs(vl) <= p_tol
+                                                     and abs(xl - xo[l]) <= q_tol * (1.0 + abs(xl))
+                                                     and abs(yl - yo[l]) <= q_tol * (1.0 + abs(yl))),
+                                     l, w0 + l, st, cnt, window, alive, blown_at, trapped_at)
+                nalive -= not alive[l]
         if acc:
             batch_sums(Z, 2)
             for l in range(nl):
