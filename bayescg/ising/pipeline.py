@@ -366,7 +366,20 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
     EM check or the next method, and raises :class:`bayescg.errors.Interrupted` whose
     ``partial`` attribute is an :class:`IsingResult` of what is complete (plus an interrupted
     sampler's draws so far, marked in ``interrupted``), or None if nothing is.
+    On a cold numba cache the Gibbs and NUTS kernels compile in a background process meanwhile
+    (:mod:`bayescg.ising.warmup`; results do not depend on it).
     """
+    from . import warmup
+
+    _checked_inputs(fine, cm, x, inf)  # bad input: its one line before a child process starts
+    child = warmup.start([m for m in ORDER if m in inf.methods])
+    try:
+        return _run_methods(fine, cm, x, inf, control=control, name=name, data_source=data_source)
+    finally:
+        warmup.stop(child)
+
+
+def _run_methods(fine, cm, x, inf, *, control, name, data_source) -> IsingResult:
     from .kernel import FastLoglik
 
     t_all = time.perf_counter()
