@@ -39,6 +39,7 @@ import numpy as np
 from bayescg.fit import fit_effective_potential, grid_weights, replicate_band_summary
 from bayescg.bias import Z94
 from bayescg.potentials import catalogue, reference
+from bayescg.errors import SimulationError
 from bayescg.simulate import simulate
 
 CASES = {
@@ -121,10 +122,16 @@ def run_case(name, spec, seeds, draws, main_rule=True, corrected=False):
         kw.update(mass=np.eye(d), friction=calibrate(np.asarray(Z))[1])
     else:
         kw.update(gamma=spec["gamma"])
-    runs = []
+    runs, failed = [], []
     for s in seeds:
         t0 = time.time()
-        sim = simulate(pot, spec["delta"], seed=int(s), **kw)
+        try:
+            sim = simulate(pot, spec["delta"], seed=int(s), **kw)
+        except SimulationError as exc:  # e.g. the double well at delta 0.3: a walker started past the walls'
+            # stability limit; the seed is recorded as failed and left out (the summary counts them)
+            print(f"{name} seed {s}: V-run failed: {exc}", flush=True)
+            failed.append({"seed": int(s), "error": str(exc)})
+            continue
         t_sim = time.time() - t0
         row = {"seed": int(s), "sim_seconds": t_sim, "fits": {}}
         old = _old_rule_factor(sim)
@@ -172,7 +179,7 @@ def run_case(name, spec, seeds, draws, main_rule=True, corrected=False):
         print(f"{name} seed {s}: sim {t_sim:.1f} s, fits " +
               ", ".join(f"{k} {v['seconds']:.1f} s" for k, v in row["fits"].items()), flush=True)
         runs.append(row)
-    return runs
+    return runs, failed
 
 
 def truth_summary(fits, truth, mass_fraction=0.98):
@@ -498,8 +505,8 @@ def main():
 
             orig = getattr(bias.fixed_point_correction, "func", bias.fixed_point_correction)
             bias.fixed_point_correction = functools.partial(orig, final_step=a.final_step)
-        runs = run_case(name, spec, range(a.first_seed, a.first_seed + a.seeds), a.draws, not (a.no_main_rule or a.corrected),
-                        corrected=a.corrected)
+        runs, failed = run_case(name, spec, range(a.first_seed, a.first_seed + a.seeds), a.draws,
+                                not (a.no_main_rule or a.corrected), corrected=a.corrected)
         res = analyse(runs, reference(spec["pot"]) if a.corrected else None)
         raw = {f"{k}|{r['seed']}|{a}": np.asarray(v[a]) for r in runs for k, v in r["fits"].items()
                for a in ("grid", "U_mean", "U_lower", "U_upper", "weight")}
@@ -519,8 +526,11 @@ def main():
         out[case] = {"settings": {k: v for k, v in spec.items()}, "wall_seconds": time.time() - t0,
                      "cpu_seconds": time.process_time(),
                      "sim_seconds_mean": float(np.mean([r["sim_seconds"] for r in runs])), "results": res,
-                     "per_seed": per_seed}
+                     "per_seed": per_seed, "failed_seeds": failed}
         Path(a.out).write_text(json.dumps(out, indent=1, default=list))
+        if failed:
+            print(f"{case}: {len(failed)} of {len(failed) + len(runs)} seeds failed in the V-run and are left out: "
+                  + ", ".join(str(f["seed"]) for f in failed), flush=True)
         for k, v in res.items():
             extra = (f", coverage of U_0 {v['coverage_truth']:.3f}, bias/sd {v['bias_over_sd']:.2f}, "
                      f"rmse(mean) {v['rmse_mean_vs_truth']:.4f}") if "coverage_truth" in v else ""
