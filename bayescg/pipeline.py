@@ -330,14 +330,28 @@ def learn_trajectory(q, p, *, variables=None, delta=None, gamma=None, mass=None,
 def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool = False,
                 control=None, executor=None) -> LearnResult:
     """Simulate, calibrate (d >= 2) and fit the model's effective potential (from ``[trajectory]`` data
-    instead when the model has that section)."""
+    instead when the model has that section).  In 1D, on a cold numba cache, the fit's and the correction's
+    kernels compile in a background process while the V-run compiles and runs (:mod:`bayescg.warmup`; results do
+    not depend on it)."""
+    from . import warmup
+
+    if model.trajectory is not None:
+        return learn_trajectory_model(model, control=control)
+    fs = model.fit or FitSection()
+    one_d = len(model.require("potential").variables) == 1
+    child = warmup.start("learn1d", fs.method, fs.delta_correction) if one_d else None
+    try:
+        return _learn_model(model, workdir=workdir, resume=resume, control=control, executor=executor)
+    finally:
+        warmup.stop(child)
+
+
+def _learn_model(model: Model, *, workdir, resume, control, executor) -> LearnResult:
     from .fit import fit_effective_potential
     from .runtime import begin_stage
     from .simulate import simulate
     from .stats import equilibrium_summary
 
-    if model.trajectory is not None:
-        return learn_trajectory_model(model, control=control)
     t0 = time.perf_counter()
     s = model.require("simulation")
     fs = model.fit or FitSection()

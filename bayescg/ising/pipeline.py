@@ -367,16 +367,16 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
     ``partial`` attribute is an :class:`IsingResult` of what is complete (plus an interrupted
     sampler's draws so far, marked in ``interrupted``), or None if nothing is.
     On a cold numba cache the Gibbs and NUTS kernels compile in a background process meanwhile
-    (:mod:`bayescg.ising.warmup`; results do not depend on it).
+    (:mod:`bayescg.warmup`; results do not depend on it).
     """
-    from . import warmup
+    from .. import warmup
 
     _checked_inputs(fine, cm, x, inf)  # bad input: its one line before a child process starts
-    child = warmup.start([m for m in ORDER if m in inf.methods])
+    child = warmup.start("ising") if any(m in ("gibbs", "nuts") for m in inf.methods) else None
     try:
         return _run_methods(fine, cm, x, inf, control=control, name=name, data_source=data_source)
     finally:
-        warmup.stop(child)
+        warmup.stop(child, "ising")
 
 
 def _run_methods(fine, cm, x, inf, *, control, name, data_source) -> IsingResult:

@@ -1,0 +1,161 @@
+"""Compile a pipeline's later kernels in a background process while its first stages run.
+
+On a fresh numba cache a run compiles each kernel when it first needs it, one after the other on one core of two.
+:func:`start` runs one task of :data:`TASKS` in a child process at the start of the run: it calls the kernels of the
+run's later stages on toy inputs whose arrays have the dtypes and ranks of the real ones (so the compiled signatures
+are the ones the run needs), and numba writes them to its disk cache, where the run's own first call finds them.
+Results do not depend on it (the same machine code either way; numba replaces cache files atomically); a run that
+reaches a kernel before the child has cached it compiles it itself, as without the child.
+
+* ``ising``: the Gibbs sweeps (:func:`bayescg.ising.kernel.gibbs_sweeps`, ~7 s) and the NUTS callbacks of the marginal
+  posterior (:func:`bayescg.ising.kernel.marginal_cfuncs` with the likelihood (E1)/(E2), ~10 s), while exact EM, MC-EM
+  and the Laplace fits run (:func:`bayescg.ising.pipeline.run_methods`).
+* ``learn1d``: the 1D fit's density kernel and NUTS callbacks (when the fit samples with NUTS), and the finite-delta
+  correction's spline evaluation, recording driver of the white-noise check and coupled maps of the kick-shape step
+  (~10 s), while the V-run compiles and runs (:func:`bayescg.pipeline.learn_model`).  The white-kick runs' spline
+  gradient kernels are not among them: they are compiled per spline slot (bayescg.splines), which the child cannot
+  know.
+
+A stamp beside the cache per task (a hash of bayescg's sources, numba and Python versions) records a completed
+warm-up -- written by the child, or for ``ising`` also by a run that compiled or loaded both kernels itself -- so a
+warm cache starts no child.  The child is stopped when the run ends or is interrupted (:func:`stop`).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+
+
+def _digest(task: str) -> str:
+    import numba
+
+    h = hashlib.sha256(task.encode())
+    for f in sorted(_HERE.rglob("*.py")):
+        h.update(str(f.relative_to(_HERE)).encode())
+        h.update(f.read_bytes())
+    h.update(f"{numba.__version__} {sys.version_info[:3]}".encode())
+    return h.hexdigest()
+
+
+def _stamp_path(task: str) -> Path | None:
+    """The stamp of ``task`` in the directory numba caches this module's functions in (the first locator numba itself
+    would use), or None (no writable cache)."""
+    from numba.core import caching
+
+    for cls in (caching.UserProvidedCacheLocator, caching.InTreeCacheLocator, caching.UserWideCacheLocator):
+        try:
+            loc = cls.from_function(_stamp_path, __file__)
+            if loc is not None:
+                loc.ensure_cache_path()
+                return Path(loc.get_cache_path()) / f"bayescg-warm-{task}.sha256"
+        except Exception:  # numba tries the next locator likewise
+            continue
+    return None
+
+
+def is_warm(task: str) -> bool:
+    p = _stamp_path(task)
+    try:
+        return p is not None and p.read_text().strip() == _digest(task)
+    except OSError:
+        return False
+
+
+def start(task: str, *args: str) -> subprocess.Popen | None:
+    """The child process running ``task`` (a key of TASKS) with string arguments ``args``, or None when the cache is
+    already warm for it (or no child can be started)."""
+    if is_warm(task):
+        return None
+    try:
+        return subprocess.Popen([sys.executable, "-m", "bayescg.warmup", task, *args], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
+
+
+def stop(proc: subprocess.Popen | None, task: str | None = None) -> None:
+    """End the child (at the end of the run, or when it is interrupted): it only ever fills numba's cache.  For
+    ``task`` "ising": when this process has itself compiled or loaded both of its kernels, the cache holds them and
+    the stamp is written, so that later runs start no child."""
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if task == "ising":
+        from .ising import kernel
+
+        if kernel.gibbs_sweeps.signatures and kernel.marginal_cfuncs.cache_info().currsize and not is_warm(task):
+            _write_stamp(task)
+
+
+def _write_stamp(task: str) -> None:
+    p = _stamp_path(task)
+    if p is None:
+        return
+    try:
+        tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")
+        tmp.write_text(_digest(task))
+        tmp.replace(p)
+    except OSError:  # a read-only cache: numba cannot cache there either
+        pass
+
+
+def _ising() -> None:
+    """The Gibbs sweeps and the NUTS callbacks on a toy chain."""
+    import numpy as np
+
+    from .ising.bayes import sample_gibbs
+    from .ising.coarse import CoarseModel
+    from .ising.kernel import MarginalDensity, marginal_cfuncs
+
+    cm = CoarseModel(8, 2, "110", beta=1.0, mu_c=0.4, periodic=True)
+    x = np.where(np.random.default_rng(0).random((6, 8)) < 0.5, -1, 1).astype(np.int64)
+    sample_gibbs(cm, x, draws=2, tune=2, chains=1, seed=0, cores=1)
+    marginal_cfuncs()
+    dens = MarginalDensity(cm, x)
+    dens.logp_grad(np.zeros(dens.n_dim))
+
+
+def _learn_1d(method: str = "nuts", correction: str = "fixed_point") -> None:
+    """The 1D fit's kernels (``method``) and, with ``correction`` "fixed_point", the correction's 1D kernels, on toys."""
+    import numpy as np
+
+    from .fit import fit_effective_potential
+
+    edges = np.linspace(-3.0, 3.0, 41)
+    mid = 0.5 * (edges[1:] + edges[:-1])
+    counts = np.round(1e4 * np.exp(-mid ** 2 / 2)).astype(np.int64)
+    fit = fit_effective_potential({"counts": counts, "edges": [edges], "beta_hat": 1.0, "beta_hat_se": 0.01,
+                                   "n_eff_factor": 1.0}, knots=8, method=method, draws=20, tune=20, chains=1, seed=0)
+    if correction != "fixed_point":
+        return
+    from .bias import coupled_maps
+    from .potentials import Potential
+    from .simulate import run_trajectories
+    from .splines import SplineRep
+
+    SplineRep(fit.knots, fit.coef_mean).value_grad(np.linspace(-2.0, 2.0, 5))
+    q0, p0 = np.zeros((2, 1)), np.ones((2, 1))
+    run_trajectories(Potential.from_expression("q**2/2", ["q"]), 0.1, 1.0, q0, p0, integrator="damped",
+                     friction=np.array([[0.1]]), mass=np.eye(1), seed=0, record_every=0.1)
+    xs = np.linspace(-5.0, 5.0, 101)
+    kicks = np.linspace(-1.0, 1.0, 64)
+    coupled_maps(xs[0], 1.0 / (xs[1] - xs[0]), xs.copy(), 0.1, 1.0, 0.99, kicks, kicks.copy(), 50, 5, 8, 0, -3.0,
+                 3.0, np.zeros((2, 20)), np.zeros((2, 8, 20, 2)))
+
+
+TASKS = {"ising": _ising, "learn1d": _learn_1d}
+
+
+def main(argv=None) -> None:
+    task, *args = sys.argv[1:] if argv is None else argv
+    TASKS[task](*args)
+    _write_stamp(task)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The background compile of later kernels (bayescg.warmup): it starts only when the cache is cold, never outlives
+the run, and compiles exactly the signatures a real run then loads."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from bayescg import warmup
+
+
+def test_stop_kills_a_running_child(tmp_path, monkeypatch):
+    monkeypatch.setattr(warmup, "_stamp_path", lambda task: tmp_path / task)  # not the real cache's stamps
+    assert not warmup.is_warm("ising")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    warmup.stop(proc)
+    assert proc.returncode is not None  # killed and reaped, not left running
+    warmup.stop(proc)  # a finished child: nothing to do
+    warmup.stop(None)
+
+
+def test_stamp_marks_a_warm_cache_and_a_source_edit_makes_it_cold(tmp_path, monkeypatch):
+    assert warmup._stamp_path("learn1d") is not None  # this checkout's numba cache directory
+    monkeypatch.setattr(warmup, "_stamp_path", lambda task: tmp_path / task)
+    assert not warmup.is_warm("learn1d")
+    (tmp_path / "learn1d").write_text(warmup._digest("learn1d"))
+    assert warmup.is_warm("learn1d") and not warmup.is_warm("ising")  # one stamp per task
+    assert warmup.start("learn1d") is None  # warm: no child
+    (tmp_path / "learn1d").write_text("0" * 64)  # other sources, numba or Python
+    assert not warmup.is_warm("learn1d")
+
+
+@pytest.mark.slow
+def test_ising_child_compiles_the_signatures_a_real_run_loads(tmp_path):
+    """A fresh cache, the child run to completion, then a run on another model (open chain, other terms and sizes)
+    in a new process: neither the Gibbs sweeps nor the NUTS callbacks' likelihood compile there (numba's compile
+    events), i.e. the toy chain's signatures are the real ones."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    subprocess.run([sys.executable, "-m", "bayescg.warmup", "ising"], env=env, check=True, timeout=600)
+    code = textwrap.dedent("""
+        import numpy as np
+        from numba.core import event as ev
+        from bayescg import warmup
+        assert warmup.is_warm("ising")
+        rec = ev.RecordingListener()
+        ev.register("numba:compile", rec)
+        from bayescg.ising.bayes import sample_gibbs
+        from bayescg.ising.coarse import CoarseModel
+        from bayescg.ising.fine import FineModel
+        from bayescg.ising.kernel import MarginalDensity
+        fm = FineModel(12, 0.7, 0.1, (1.0,), periodic=False)
+        x = fm.sample(30, np.random.default_rng(1))
+        cm = CoarseModel(12, 3, "111", beta=0.7, mu_c=0.1, periodic=False)
+        sample_gibbs(cm, x, draws=3, tune=3, chains=1, seed=2, cores=1)
+        d = MarginalDensity(cm, x)
+        d.callbacks()
+        d.logp_grad(np.zeros(d.n_dim))
+        names = {getattr(getattr(e.data["dispatcher"], "py_func", None), "__name__", "") for _, e in rec.buffer}
+        late = names & {"gibbs_sweeps", "_ffbs_sweep", "_log_target_c", "marginal_logp_grad", "loglik_grad", "_forward"}
+        print(sorted(late))
+        assert not late, late
+    """)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_learn1d_child_compiles_the_signatures_a_real_learn_loads(tmp_path):
+    """A fresh cache, the learn1d child run to completion, then a small 1D learn with NUTS and the correction in a new
+    process: the fit's kernel, the spline evaluation, the white-noise check's recording driver and the coupled maps
+    do not compile there (numba's compile events)."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    subprocess.run([sys.executable, "-m", "bayescg.warmup", "learn1d", "nuts", "fixed_point"], env=env, check=True,
+                   timeout=600)
+    code = textwrap.dedent("""
+        from numba.core import event as ev
+        from bayescg import warmup
+        assert warmup.is_warm("learn1d")
+        rec = ev.RecordingListener()
+        ev.register("numba:compile", rec)
+        from bayescg.config import model_from_dict
+        from bayescg.pipeline import learn_model
+        m = model_from_dict({"name": "dw", "potential": {"expression": "(q**2 - 1)**2/4 + 0.025*sin(q/0.025)",
+                                                          "reference": "(q**2 - 1)**2/4"},
+                             "simulation": {"delta": 0.25, "gamma": 0.1, "steps": 400000, "walkers": 16, "seed": 3},
+                             "fit": {"draws": 100, "tune": 100, "chains": 2, "knots": 20}})
+        r = learn_model(m)
+        # the stages whose kernels the child compiled did run here
+        assert r.fit.method == "nuts" and r.correction is not None, r.correction_note
+        assert r.correction.white_noise_check is not None and r.correction.kick_shape is not None
+        names = {getattr(getattr(e.data["dispatcher"], "py_func", None), "__name__", "") for _, e in rec.buffer}
+        warmed = {"effective_logp_grad", "_loop_eval_1d", "_coupled_lanes", "_record_chunk_damped", "_status"}
+        print(sorted(names))
+        assert not names & warmed, names & warmed
+    """)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
