@@ -343,7 +343,7 @@ def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool
     try:
         return _learn_model(model, workdir=workdir, resume=resume, control=control, executor=executor)
     finally:
-        warmup.stop(child)
+        warmup.stop(child, "learn1d")
 
 
 def _learn_model(model: Model, *, workdir, resume, control, executor) -> LearnResult:

@@ -17,7 +17,7 @@ reaches a kernel before the child has cached it compiles it itself, as without t
   know.
 
 A stamp beside the cache per task (a hash of bayescg's sources, numba and Python versions) records a completed
-warm-up -- written by the child, or for ``ising`` also by a run that compiled or loaded both kernels itself -- so a
+warm-up -- written by the child, or by a run that holds all of the task's kernels itself (:data:`LOADED`) -- so a
 warm cache starts no child.  The child is stopped when the run ends or is interrupted (:func:`stop`).
 """
 from __future__ import annotations
@@ -78,18 +78,16 @@ def start(task: str, *args: str) -> subprocess.Popen | None:
         return None
 
 
-def stop(proc: subprocess.Popen | None, task: str | None = None) -> None:
-    """End the child (at the end of the run, or when it is interrupted): it only ever fills numba's cache.  For
-    ``task`` "ising": when this process has itself compiled or loaded both of its kernels, the cache holds them and
-    the stamp is written, so that later runs start no child."""
+def stop(proc: subprocess.Popen | None, task: str) -> None:
+    """End the child of ``task`` (at the end of the run, or when it is interrupted): it only ever fills numba's
+    cache.  When this process has itself compiled or loaded all of the task's kernels (LOADED), the cache holds
+    them and the stamp is written, so that later runs start no child."""
     if proc is not None and proc.poll() is None:
         proc.kill()
         proc.wait()
-    if task == "ising":
-        from .ising import kernel
-
-        if kernel.gibbs_sweeps.signatures and kernel.marginal_cfuncs.cache_info().currsize and not is_warm(task):
-            _write_stamp(task)
+    loaded = LOADED.get(task)
+    if loaded is not None and loaded() and not is_warm(task):
+        _write_stamp(task)
 
 
 def _write_stamp(task: str) -> None:
@@ -148,7 +146,16 @@ def _learn_1d(method: str = "nuts", correction: str = "fixed_point") -> None:
                  3.0, np.zeros((2, 20)), np.zeros((2, 8, 20, 2)))
 
 
+def _ising_loaded() -> bool:
+    from .ising import kernel
+
+    return bool(kernel.gibbs_sweeps.signatures and kernel.marginal_cfuncs.cache_info().currsize)
+
+
 TASKS = {"ising": _ising, "learn1d": _learn_1d}
+#: per task, whether this process already holds all the task's kernels (compiled or loaded); tasks without an
+#: entry (learn1d: its kernels have no such cheap test) are marked warm by their child only
+LOADED = {"ising": _ising_loaded}
 
 
 def main(argv=None) -> None:

@@ -14,10 +14,10 @@ def test_stop_kills_a_running_child(tmp_path, monkeypatch):
     monkeypatch.setattr(warmup, "_stamp_path", lambda task: tmp_path / task)  # not the real cache's stamps
     assert not warmup.is_warm("ising")
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    warmup.stop(proc)
+    warmup.stop(proc, "learn1d")
     assert proc.returncode is not None  # killed and reaped, not left running
-    warmup.stop(proc)  # a finished child: nothing to do
-    warmup.stop(None)
+    warmup.stop(proc, "learn1d")  # a finished child: nothing to do
+    warmup.stop(None, "learn1d")
 
 
 def test_stamp_marks_a_warm_cache_and_a_source_edit_makes_it_cold(tmp_path, monkeypatch):

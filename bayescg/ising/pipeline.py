@@ -371,19 +371,20 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
     """
     from .. import warmup
 
-    _checked_inputs(fine, cm, x, inf)  # bad input: its one line before a child process starts
+    t_all = time.perf_counter()
+    x, lags = _checked_inputs(fine, cm, x, inf)  # bad input: its one line before a child process starts
     child = warmup.start("ising") if any(m in ("gibbs", "nuts") for m in inf.methods) else None
     try:
-        return _run_methods(fine, cm, x, inf, control=control, name=name, data_source=data_source)
+        return _run_methods(fine, cm, x, lags, inf, control=control, name=name, data_source=data_source,
+                            t_all=t_all)
     finally:
         warmup.stop(child, "ising")
 
 
-def _run_methods(fine, cm, x, inf, *, control, name, data_source) -> IsingResult:
+def _run_methods(fine, cm, x, lags, inf, *, control, name, data_source, t_all) -> IsingResult:
+    """run_methods on checked inputs (x, lags from _checked_inputs); t_all: the run's start (perf_counter)."""
     from .kernel import FastLoglik
 
-    t_all = time.perf_counter()
-    x, lags = _checked_inputs(fine, cm, x, inf)
     m_true, R_true = fine.truth(lags)
     prior_sd = float(getattr(inf, "prior_sd", 2.0))
     backend = getattr(inf, "sampler", "auto")
