@@ -21,6 +21,7 @@ common length, chains without a draw dropped) or None.  Timings go into ``idata.
 """
 from __future__ import annotations
 
+import ctypes
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -42,8 +43,9 @@ class CompiledDensity:
     logp: (dim, x*, grad_out*, logp_out*, user_data) -> int (0 = ok); expand: (dim, n_expanded, x*, out*,
     user_data) -> int, the unconstrained point -> the stored values (concatenated in ``shapes`` order);
     buf: the packed float64 data passed as ``user_data``; shapes: {name: shape} of the stored values;
-    initial_point(seed) -> (n_dim,) start of a chain; dims/coords: ArviZ dims of the stored values;
-    warm: optional callable run in the compile stage (loads the kernel from numba's cache).
+    initial_point(seed) -> (n_dim,) start of a chain; dims/coords: ArviZ dims of the stored values.  The
+    callbacks are compiled (or loaded from numba's disk cache) when they are made: by the ``callbacks()`` of
+    the density objects, which :func:`sample` calls inside its compile stage.
     """
 
     logp: Any
@@ -54,7 +56,11 @@ class CompiledDensity:
     n_dim: int
     dims: Optional[dict] = None
     coords: Optional[dict] = None
-    warm: Optional[Callable] = None
+
+    def logp_grad(self, x) -> tuple[float, np.ndarray]:
+        """(log density, gradient (n_dim,)) at the unconstrained point x (n_dim,), through the logp callback
+        itself, so that checks, MAP fits and the sampler run one compiled kernel."""
+        return cfunc_logp_grad(self.logp, self.buf, x, self.n_dim)
 
     def to_nutpie(self):
         """nutpie's compiled-model container around the callbacks (nutpie 0.16 ``CompiledPyMCModel``)."""
@@ -69,6 +75,22 @@ class CompiledDensity:
                                  compiled_expand_func=self.expand, initial_point_func=self.initial_point,
                                  shared_data={}, user_data=self.buf, n_expanded=int(starts[-1]),
                                  shape_info=(names, slices, shapes), logp_func=None, expand_func=None)
+
+
+_DP = ctypes.POINTER(ctypes.c_double)
+
+
+def cfunc_logp_grad(logp, buf: np.ndarray, x, n_dim: int) -> tuple[float, np.ndarray]:
+    """Evaluate a nutpie logp callback ``logp`` (numba cfunc) with user data ``buf`` at x (n_dim,) ->
+    (log density, gradient (n_dim,)); a non-finite value or gradient is returned as computed."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    if x.shape != (n_dim,):
+        raise InputError(f"the point must have shape ({n_dim},), got {x.shape}")
+    g = np.empty(n_dim)
+    lp = np.full(1, np.nan)
+    if logp.ctypes(n_dim, x.ctypes.data_as(_DP), g.ctypes.data_as(_DP), lp.ctypes.data_as(_DP), buf.ctypes.data) < 0:
+        raise InputError(f"the density's data do not match a point of dimension {n_dim}")
+    return float(lp[0]), g
 
 
 def nuts_backend() -> str:
@@ -100,16 +122,14 @@ def sample(model, *, draws: int = 1000, tune: int = 1000, chains: int = 4, seed:
     if draws < 1 or tune < 0 or chains < 1:
         raise InputError(f"need draws >= 1, tune >= 0, chains >= 1 (got {draws}, {tune}, {chains})")
     cores = int(cores or min(chains, 2))
-    if hasattr(model, "callbacks"):
-        model = model.callbacks()
     backend = _backend(nuts_sampler)
     t0 = time.perf_counter()
-    if isinstance(model, CompiledDensity):
+    if hasattr(model, "callbacks") or isinstance(model, CompiledDensity):
         if backend != "nutpie":
             raise InputError("a compiled density is sampled by nutpie (pip install 'bayescg[fast]')")
         begin_stage(control, "NUTS: compile (cached kernel)")
-        if model.warm is not None:
-            model.warm()  # compiles here on a cold numba cache, else loads the machine code from disk
+        if hasattr(model, "callbacks"):
+            model = model.callbacks()  # compiles on a cold numba cache, else loads the machine code from disk
         compiled = model.to_nutpie()
     elif backend == "nutpie":
         from .runtime import compile_nutpie

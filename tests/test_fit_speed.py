@@ -88,11 +88,12 @@ def test_compiled_kernel_reused_across_processes_and_draws_independent_of_cache_
     cold = _run(tmp_path, 10)
     warm = _run(tmp_path, 10)
     assert cold["misses"] >= 1 and cold["hits"] == 0 and cold["cfunc_hits"] == 0  # fresh cache dir: compiled
-    assert warm["hits"] >= 1 and warm["misses"] == 0 and warm["cfunc_hits"] == 1   # second process: loaded
+    # second process: the callback loaded, and nothing compiled (checks evaluate through the callback too)
+    assert warm["misses"] == 0 and warm["cfunc_hits"] == 1
     assert warm["hash"] == cold["hash"]                   # same seed -> identical draws, whatever the cache
     # another structure (knots) needs no compilation either: the kernel takes the grid sizes as data
     other = _run(tmp_path, 14)
-    assert other["hits"] >= 1 and other["misses"] == 0 and other["hash"] != cold["hash"]
+    assert other["cfunc_hits"] == 1 and other["misses"] == 0 and other["hash"] != cold["hash"]
 
 
 @pytest.mark.slow

@@ -587,12 +587,11 @@ class EffectiveDensity:
         return [self.coef_name, "sigma_rw"] + ([] if self.fixed_beta is not None else ["beta"])
 
     def logp_grad(self, x):
-        """(log p(x) up to a constant, gradient (n_dim,))."""
+        """(log p(x) up to a constant, gradient (n_dim,)), through the logp callback (one compiled kernel)."""
         from ..kernels import effective as k
+        from ..sampling import cfunc_logp_grad
 
-        x = np.ascontiguousarray(x, dtype=float)
-        g = np.empty(self.n_dim)
-        return getattr(k, self.kernel[0])(x, self.buf, g), g
+        return cfunc_logp_grad(getattr(k, self.kernel[1]), self.buf, x, self.n_dim)
 
     def initial_point(self, seed) -> np.ndarray:
         """init_centre + uniform(-1, 1) init_scale jitter (as PyMC/nutpie jitter the initial point)."""
@@ -607,7 +606,7 @@ class EffectiveDensity:
 
         shapes = {self.coef_name: (self.n_z,), **{name: () for name in self.names[1:]}}
         return CompiledDensity(getattr(k, self.kernel[1]), getattr(k, self.kernel[2]), self.buf, shapes,
-                               self.initial_point, self.n_dim, warm=lambda: self.logp_grad(self.init_centre))
+                               self.initial_point, self.n_dim)
 
 
 def _sparse_rows(B, k: int):

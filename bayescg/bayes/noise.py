@@ -58,10 +58,8 @@ def noise_density(design_As, moments, moment_ses, gamma: float, *, eta: float = 
         rng = np.random.default_rng(seed)
         return centre + rng.uniform(-0.5, 0.5, n) * np.where(np.abs(centre) > 0, np.maximum(np.abs(centre), 0.1), 1)
 
-    g = np.empty(n)
     return CompiledDensity(k.noise_logp_cfunc, k.noise_expand_cfunc, buf, {"Z": (d, d)}, initial_point, n,
-                           dims={"Z": ["Z_row", "Z_col"]}, coords={"Z_row": np.arange(d), "Z_col": np.arange(d)},
-                           warm=lambda: k.noise_logp_grad(centre, buf, g))
+                           dims={"Z": ["Z_row", "Z_col"]}, coords={"Z_row": np.arange(d), "Z_col": np.arange(d)})
 
 
 def noise_model(design_As, moments, moment_ses, gamma: float, *, eta: float = 2.0, sd_scale: float | None = None):

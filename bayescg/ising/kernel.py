@@ -378,7 +378,7 @@ class FastLoglik:
 MARGINAL_HEADER = ("length", "K", "T", "S", "L", "n", "U", "periodic", "level", "n_data", "beta", "prior_sd")
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def marginal_logp_grad(u, buf, grad):
     """Log posterior density of u = (theta_c (K,), z), theta_cf = 0.5 + 0.5 sigmoid(z), up to a constant:
     (E1) + Normal(0, prior_sd) prior on theta_c + log-Jacobian of PyMC's interval transform of
@@ -489,8 +489,10 @@ class MarginalDensity:
         self.n_dim = cm.K + 1
 
     def logp_grad(self, u):
-        g = np.empty(self.n_dim)
-        return marginal_logp_grad(np.ascontiguousarray(u, dtype=float), self.buf, g), g
+        """(log density, gradient (n_dim,)) at u, through the logp callback (one compiled kernel)."""
+        from ..sampling import cfunc_logp_grad
+
+        return cfunc_logp_grad(marginal_cfuncs()[0], self.buf, u, self.n_dim)
 
     def initial_point(self, seed) -> np.ndarray:
         """uniform(-1, 1) jitter around theta_c = 0, z = 0 (as nutpie jitters PyMC's initial point)."""
@@ -501,8 +503,7 @@ class MarginalDensity:
 
         return CompiledDensity(*marginal_cfuncs(), self.buf,
                                {"theta_c": (self.cm.K,), "theta_cf": ()}, self.initial_point, self.n_dim,
-                               dims={"theta_c": ["param"]}, coords={"param": list(self.cm.names)},
-                               warm=lambda: self.logp_grad(np.zeros(self.n_dim)))
+                               dims={"theta_c": ["param"]}, coords={"param": list(self.cm.names)})
 
 
 # --- data-augmentation Gibbs sampler (``gibbs``) ---------------------------------------------------
