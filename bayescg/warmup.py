@@ -7,9 +7,11 @@ are the ones the run needs), and numba writes them to its disk cache, where the 
 Results do not depend on it (the same machine code either way; numba replaces cache files atomically); a run that
 reaches a kernel before the child has cached it compiles it itself, as without the child.
 
-* ``ising``: the Gibbs sweeps (:func:`bayescg.ising.kernel.gibbs_sweeps`, ~7 s) and the NUTS callbacks of the marginal
-  posterior (:func:`bayescg.ising.kernel.marginal_cfuncs` with the likelihood (E1)/(E2), ~10 s), while exact EM, MC-EM
-  and the Laplace fits run (:func:`bayescg.ising.pipeline.run_methods`).
+* ``ising``: first the chain kernels that the likelihood (E1)/(E2) shares with the Gibbs sweeps
+  (:func:`bayescg.ising.kernel.compile_shared`, ~3 s: the run's laplace_slides, ~4 s in, then compiles only the
+  likelihood's own part), then the Gibbs sweeps (:func:`bayescg.ising.kernel.gibbs_sweeps`, ~7-9 s) and the NUTS
+  callbacks of the marginal posterior (:func:`bayescg.ising.kernel.marginal_cfuncs`; by then usually compiled by the
+  run), while exact EM, MC-EM, the Laplace fits and NUTS run (:func:`bayescg.ising.pipeline.run_methods`).
 * ``learn1d``: the 1D fit's density kernel and NUTS callbacks (when the fit samples with NUTS), and the finite-delta
   correction's spline evaluation, recording driver of the white-noise check and coupled maps of the kick-shape step
   (~10 s), while the V-run compiles and runs (:func:`bayescg.pipeline.learn_model`).  The white-kick runs' spline
@@ -103,15 +105,17 @@ def _write_stamp(task: str) -> None:
 
 
 def _ising() -> None:
-    """The Gibbs sweeps and the NUTS callbacks on a toy chain."""
+    """The chain kernels shared by the likelihood and the sweeps, the Gibbs sweeps, the NUTS callbacks (toy chain)."""
     import numpy as np
 
     from .ising.bayes import sample_gibbs
     from .ising.coarse import CoarseModel
-    from .ising.kernel import MarginalDensity, marginal_cfuncs
+    from .ising.kernel import FastLoglik, MarginalDensity, compile_shared, marginal_cfuncs
 
     cm = CoarseModel(8, 2, "110", beta=1.0, mu_c=0.4, periodic=True)
     x = np.where(np.random.default_rng(0).random((6, 8)) < 0.5, -1, 1).astype(np.int64)
+    # the kernels the run's likelihood shares with the sweeps first: laplace_slides needs it ~4 s into a run
+    compile_shared(FastLoglik(cm, x))
     sample_gibbs(cm, x, draws=2, tune=2, chains=1, seed=0, cores=1)
     marginal_cfuncs()
     dens = MarginalDensity(cm, x)

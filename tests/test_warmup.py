@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from bayescg import warmup
@@ -96,3 +97,22 @@ def test_learn1d_child_compiles_the_signatures_a_real_learn_loads(tmp_path):
     """)
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+def test_ising_shared_kernels_have_the_signatures_the_likelihood_and_the_sweeps_use():
+    """compile_shared (the background compile's first step) must compile _coef, chain_weights and _forward with the
+    argument types loglik_grad and the Gibbs sweeps pass them, or the run compiles them again (no new signature after
+    either)."""
+    from bayescg.ising.bayes import sample_gibbs
+    from bayescg.ising.coarse import CoarseModel
+    from bayescg.ising.kernel import FastLoglik, _coef, _forward, chain_weights, compile_shared
+
+    for periodic in (True, False):
+        cm = CoarseModel(8, 2, "110", beta=1.0, mu_c=0.4, periodic=periodic)
+        x = np.where(np.random.default_rng(0).random((6, 8)) < 0.5, -1, 1).astype(np.int64)
+        fast = FastLoglik(cm, x)
+        compile_shared(fast)
+        sigs = {f: list(f.signatures) for f in (_coef, chain_weights, _forward)}
+        fast(np.zeros(cm.K), 0.8)
+        sample_gibbs(cm, x, draws=2, tune=2, chains=1, seed=0, cores=1)
+        assert {f: list(f.signatures) for f in sigs} == sigs
