@@ -28,6 +28,7 @@ import functools
 import numba
 import numpy as np
 
+from ..kernels.callbacks import EXPAND_SIG, LOGP_SIG, logp_into, packed
 from .coarse import CoarseModel
 
 RESCALE_BELOW = 1e-200  # message sums below this are renormalized (one log); weights are <= 1
@@ -442,20 +443,10 @@ def marginal_logp_grad(u, buf, grad):
 
 def _marginal_logp_cb(dim, x_, out_, logp_, user_data):
     """nutpie's logp callback (signature of nutpie.compile_pymc) with the packed buffer as user data."""
-    head = numba.carray(user_data, (2,), np.float64)
-    buf = numba.carray(user_data, (int(head[0]),), np.float64)
+    buf = packed(user_data)
     if dim != int(buf[1]) + 1:
         return -1
-    x = numba.carray(x_, (dim,))
-    out = numba.carray(out_, (dim,))
-    lp = numba.carray(logp_, (1,))
-    val = marginal_logp_grad(x, buf, out)
-    lp[0] = val
-    if not np.all(np.isfinite(out)):
-        return 3
-    if not np.isfinite(val):
-        return 4
-    return 0
+    return logp_into(marginal_logp_grad, buf, dim, x_, out_, logp_)
 
 
 def _marginal_expand_cb(dim, expanded, x_, out_, user_data):
@@ -475,10 +466,8 @@ def marginal_cfuncs():
     """(logp, expand): nutpie's C callbacks of the marginal posterior, compiled on first use (the logp callback
     and the likelihood it calls take ~10 s to compile on a fresh cache, so runs that sample no NUTS do not pay it),
     then from numba's disk cache."""
-    d, u64, vp = numba.types.double, numba.types.uint64, numba.types.voidptr
-    ptr = numba.types.CPointer(d)
-    logp = numba.cfunc(numba.types.int64(u64, ptr, ptr, ptr, vp), cache=True, nogil=True)(_marginal_logp_cb)
-    expand = numba.cfunc(numba.types.int64(u64, u64, ptr, ptr, vp), cache=True, nogil=True)(_marginal_expand_cb)
+    logp = numba.cfunc(LOGP_SIG, cache=True, nogil=True)(_marginal_logp_cb)
+    expand = numba.cfunc(EXPAND_SIG, cache=True, nogil=True)(_marginal_expand_cb)
     return logp, expand
 
 

@@ -25,7 +25,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import carray, cfunc, njit, types
+from numba import carray, njit
+
+from .callbacks import EXPAND_SIG, LOGP_SIG, lazy_cfuncs, logp_into, packed
 
 HEADER = ("length", "n", "m", "n_act", "K", "g", "nodes", "nf", "rank", "sigma_scale", "ridge_sd", "nu", "S")
 
@@ -133,30 +135,12 @@ def n_dim_of(buf) -> int:
     return int(buf[1]) + 1 + (buf[11] > 0)
 
 
-@njit(cache=True, nogil=True)
-def _status(val, grad):
-    """nutpie's return code: 0 ok, 3 non-finite gradient, 4 non-finite log density."""
-    if not np.all(np.isfinite(grad)):
-        return 3
-    if not np.isfinite(val):
-        return 4
-    return 0
-
-
-# nutpie's C callbacks (the signatures of nutpie.compile_pymc): logp(dim, x, grad_out, logp_out, user_data),
-# published by __getattr__ below
+# nutpie's C callbacks (bayescg.kernels.callbacks), made on first use by __getattr__ below
 def _effective_logp_cfunc(dim, x_, out_, logp_, user_data):
-    buf = carray(user_data, (1,), np.float64)
-    buf = carray(user_data, (int(buf[0]),), np.float64)
+    buf = packed(user_data)
     if dim != int(buf[1]) + 1 + (buf[11] > 0):
         return -1
-    x = carray(x_, (dim,))
-    out = carray(out_, (dim,))
-    lp = carray(logp_, (1,))
-    val = effective_logp_grad(x, buf, out)
-    lp[0] = val
-    return _status(val, out)
-
+    return logp_into(effective_logp_grad, buf, dim, x_, out_, logp_)
 
 
 def _effective_expand_cfunc(dim, expanded, x_, out_, user_data):
@@ -558,22 +542,15 @@ def sparse_logp_grad(x, buf, grad):
 
 
 def _sparse_logp_cfunc(dim, x_, out_, logp_, user_data):
-    buf = carray(user_data, (1,), np.float64)
-    buf = carray(user_data, (int(buf[0]),), np.float64)
+    buf = packed(user_data)
     if dim != int(buf[1]) + 1 + (buf[10] > 0):
         return -1
-    x = carray(x_, (dim,))
-    out = carray(out_, (dim,))
-    lp = carray(logp_, (1,))
-    val = sparse_logp_grad(x, buf, out)
-    lp[0] = val
-    return _status(val, out)
+    return logp_into(sparse_logp_grad, buf, dim, x_, out_, logp_)
 
 
 def _sparse_expand_cfunc(dim, expanded, x_, out_, user_data):
     """Draw -> stored values [a (m,), sigma_rw, (beta)]: the spline coefficients of f and the scales."""
-    buf = carray(user_data, (1,), np.float64)
-    buf = carray(user_data, (int(buf[0]),), np.float64)
+    buf = packed(user_data)
     m = int(buf[1])
     if expanded != dim:
         return -1
@@ -589,23 +566,8 @@ def _sparse_expand_cfunc(dim, expanded, x_, out_, user_data):
     return 0
 
 
-_LOGP_SIG = types.int64(types.uint64, types.CPointer(types.double), types.CPointer(types.double),
-                        types.CPointer(types.double), types.voidptr)
-_EXPAND_SIG = types.int64(types.uint64, types.uint64, types.CPointer(types.double), types.CPointer(types.double),
-                          types.voidptr)
-_CFUNCS = {"effective_logp_cfunc": (_LOGP_SIG, _effective_logp_cfunc),
-           "effective_expand_cfunc": (_EXPAND_SIG, _effective_expand_cfunc),
-           "sparse_logp_cfunc": (_LOGP_SIG, _sparse_logp_cfunc),
-           "sparse_expand_cfunc": (_EXPAND_SIG, _sparse_expand_cfunc)}
-
-
-def __getattr__(name):
-    """The C callbacks (``effective_logp_cfunc`` ...) are compiled, or loaded from numba's cache, when first
-    used: a cfunc compiles when it is created, and creating all four at import cost ~3 s CPU of a cold 1D run
-    that needs only the dense pair (and a MAP fit none)."""
-    spec = _CFUNCS.get(name)
-    if spec is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    fn = cfunc(spec[0], cache=True, nogil=True)(spec[1])
-    globals()[name] = fn
-    return fn
+__getattr__ = lazy_cfuncs(globals(), {"effective_logp_cfunc": (LOGP_SIG, _effective_logp_cfunc),
+                                       "effective_expand_cfunc": (EXPAND_SIG, _effective_expand_cfunc),
+                                       "sparse_logp_cfunc": (LOGP_SIG, _sparse_logp_cfunc),
+                                       "sparse_expand_cfunc": (EXPAND_SIG, _sparse_expand_cfunc)})
+# (creating all four at import cost ~3 s CPU of a cold 1D run that needs only the dense pair, and a MAP fit none)

@@ -21,7 +21,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import carray, cfunc, njit, types
+from numba import carray, njit
+
+from .callbacks import EXPAND_SIG, LOGP_SIG, lazy_cfuncs, logp_into, packed
 
 
 @njit(cache=True, nogil=True)
@@ -109,22 +111,11 @@ def n_dim_of(d: int) -> int:
 
 
 def _noise_logp_cfunc(dim, x_, out_, logp_, user_data):
-    buf = carray(user_data, (1,), np.float64)
-    buf = carray(user_data, (int(buf[0]),), np.float64)
+    buf = packed(user_data)
     d = int(buf[1])
     if dim != d * (d + 1) // 2:
         return -1
-    x = carray(x_, (dim,))
-    out = carray(out_, (dim,))
-    lp = carray(logp_, (1,))
-    val = noise_logp_grad(x, buf, out)
-    lp[0] = val
-    for i in range(dim):
-        if not np.isfinite(out[i]):
-            return 3
-    if not np.isfinite(val):
-        return 4
-    return 0
+    return logp_into(noise_logp_grad, buf, dim, x_, out_, logp_)
 
 
 def _noise_expand_cfunc(dim, expanded, x_, out_, user_data):
@@ -149,18 +140,5 @@ def _noise_expand_cfunc(dim, expanded, x_, out_, user_data):
     return 0
 
 
-_LOGP_SIG = types.int64(types.uint64, types.CPointer(types.double), types.CPointer(types.double),
-                        types.CPointer(types.double), types.voidptr)
-_EXPAND_SIG = types.int64(types.uint64, types.uint64, types.CPointer(types.double), types.CPointer(types.double),
-                          types.voidptr)
-_CFUNCS = {"noise_logp_cfunc": (_LOGP_SIG, _noise_logp_cfunc), "noise_expand_cfunc": (_EXPAND_SIG, _noise_expand_cfunc)}
-
-
-def __getattr__(name):
-    """The C callbacks, compiled (or loaded from numba's cache) when first used."""
-    spec = _CFUNCS.get(name)
-    if spec is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    fn = cfunc(spec[0], cache=True, nogil=True)(spec[1])
-    globals()[name] = fn
-    return fn
+__getattr__ = lazy_cfuncs(globals(), {"noise_logp_cfunc": (LOGP_SIG, _noise_logp_cfunc),
+                                       "noise_expand_cfunc": (EXPAND_SIG, _noise_expand_cfunc)})
