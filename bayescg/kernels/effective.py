@@ -32,6 +32,26 @@ from .callbacks import EXPAND_SIG, LOGP_SIG, lazy_cfuncs, logp_into, packed
 HEADER = ("length", "n", "m", "n_act", "K", "g", "nodes", "nf", "rank", "sigma_scale", "ridge_sd", "nu", "S")
 
 
+@njit(cache=True, nogil=True, inline="always")
+def cell_log_mass(buf, o_w, o_val, o_idx, a, K, g, J, eta, e0):
+    """log sum_q exp(eta_q) over the g quadrature nodes q of active cell J, with eta_q = w_Jq - sum_j B_Jq,j a_j
+    (node weights at buf[o_w:], K design values and column indices per node at buf[o_val:], buf[o_idx:]) written
+    into eta[e0 + q]: the cell's log mass under f = the spline with coefficients a (both forms of the density)."""
+    mx = -np.inf
+    for q in range(g):
+        k = J * g + q
+        e = buf[o_w + k]
+        for j in range(K):
+            e -= buf[o_val + k * K + j] * a[int(buf[o_idx + k * K + j])]
+        eta[e0 + q] = e
+        if e > mx:
+            mx = e
+    acc = 0.0
+    for q in range(g):
+        acc += math.exp(eta[e0 + q] - mx)
+    return mx + math.log(acc)
+
+
 @njit(cache=True, nogil=True)
 def effective_logp_grad(x, buf, grad):
     """log p(x) (float) with its gradient written into ``grad`` (same shape as x); buf: the packed data
@@ -66,19 +86,7 @@ def effective_logp_grad(x, buf, grad):
     eta = np.empty(n_act * g)
     L = np.empty(n_act)
     for J in range(n_act):
-        mx = -np.inf
-        for q in range(g):
-            k = J * g + q
-            e = buf[ow + k]
-            for j in range(K):
-                e -= buf[oval + k * K + j] * a[int(buf[oidx + k * K + j])]
-            eta[k] = e
-            if e > mx:
-                mx = e
-        acc = 0.0
-        for q in range(g):
-            acc += math.exp(eta[J * g + q] - mx)
-        L[J] = mx + math.log(acc)
+        L[J] = cell_log_mass(buf, ow, oval, oidx, a, K, g, J, eta, J * g)
     Lmax = L.max()
     acc = 0.0
     ctot = 0.0
@@ -485,19 +493,7 @@ def sparse_logp_grad(x, buf, grad):
                 ga[int(buf[o_ci + c0 + j])] += gJ[j]
     else:
         for J in range(n_act):
-            mx = -np.inf
-            for q in range(g):
-                k = J * g + q
-                e = buf[o_w + k]
-                for j in range(K):
-                    e -= buf[o_val + k * K + j] * a[int(buf[o_idx + k * K + j])]
-                eta[q] = e
-                if e > mx:
-                    mx = e
-            acc = 0.0
-            for q in range(g):
-                acc += math.exp(eta[q] - mx)
-            LJ = mx + math.log(acc)
+            LJ = cell_log_mass(buf, o_w, o_val, o_idx, a, K, g, J, eta, 0)
             cJ = buf[o_cnt + J]
             mu = math.exp(LJ)
             hist += cJ * LJ - mu
