@@ -444,7 +444,10 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
     from .runtime import begin_stage
 
     begin_stage(control, f"finite-delta correction: fixed point on white-kick runs ({steps:.3g} steps each)")
-    learn = damped_white_learner(sim, sim_kw, knots=knots, steps=steps, seed=seed + 1, control=control)
+    # the white runs are fitted with the break points the target has: fit_effective_potential caps them in d >= 2
+    # (max_knots_2d), and a learner on the model's knots had more basis functions than the target coefficients
+    learn = damped_white_learner(sim, sim_kw, knots=len(np.unique(target.knots[0])), steps=steps, seed=seed + 1,
+                                 control=control)
     shape = frames = None
     if sim.dim >= 2 and noise is not None and getattr(noise, "noise_covariance", None) is not None:
         # two-stage run: the calibrated Z (stage 1, Theorem 3.1) is the kick covariance the run's friction was matched

@@ -625,6 +625,15 @@ def test_2d_learn_corrects_by_default_or_falls_back_with_a_warning():
     assert note == "" and corr is not None and raw is fit, (note, warns)
     assert corr.history[0]["stability_limit"] > corr.history[0]["max_curvature_continued"]
     assert not np.allclose(out.U_mean, raw.U_mean)
+    # more knots than the 2D fit's cap (learn passes the model's knots, 40 by default, while the fit keeps 25): the
+    # white runs must be fitted with the target's knots (the correction failed on every such run: 1764 vs 729)
+    capped = fit_effective_potential(sim, knots=10, method="map", draws=200, seed=3, max_knots_2d=8)
+    assert any("uses 8 knots" in m for m in capped.warnings)
+    warns = []
+    out3, _, corr3, note3 = correct_finite_delta(sim, capped, kw, mode="fixed_point", knots=10, mass_fraction=0.98,
+                                                 steps=200_000, max_iter=2, reference=None, seed=3, warnings=warns)
+    assert note3 == "" and corr3 is not None, (note3, warns)
+    np.testing.assert_array_equal(out3.U_mean, out.U_mean)  # the same fit as knots=8: the same correction
     # the same run with a learned U made steeper than the limit (2 (1 + E) / 0.4^2 ~ 23) on the data: raw kept
     import dataclasses
 
