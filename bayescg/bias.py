@@ -413,15 +413,27 @@ def min_curvature_continuation_2d(coef, inside, shape):
 
 
 def quadratic_coef_2d(knots, mu, K, n: int = 41):
-    """Spline coefficients (m,) on the 2D ``knots`` of the quadratic (q - mu)^T K (q - mu) / 2 (a cubic tensor
-    spline reproduces a quadratic exactly; least squares on an n x n grid over the knots' box)."""
-    from .splines import design_matrix
+    """Spline coefficients (m,) on the 2D ``knots`` of the quadratic (q - mu)^T K (q - mu) / 2.
 
-    xs = [np.linspace(float(np.asarray(t)[0]), float(np.asarray(t)[-1]), n) for t in knots]
-    P = np.stack(np.meshgrid(*xs, indexing="ij"), axis=-1).reshape(-1, len(knots))
-    dq = P - np.asarray(mu, dtype=float)
-    v = 0.5 * np.einsum("ni,ij,nj->n", dq, np.asarray(K, dtype=float), dq)
-    return np.linalg.lstsq(design_matrix(P, knots), v, rcond=None)[0]
+    A cubic spline reproduces 1, x - mu_x and (x - mu_x)^2 exactly, and the tensor coefficients of f(x) g(y) are the
+    outer product of the 1D ones, so the quadratic's are three outer products of 1D least-squares fits on ``n``
+    points over each knot range (exact up to round-off; one dense 2D least-squares fit of n^2 points x m
+    coefficients took ~4.6 s at 27 x 27 coefficients)."""
+    from .splines import design_matrix_1d
+
+    K = np.asarray(K, dtype=float)
+    one, lin, sq = [], [], []
+    for t, m0 in zip(knots, np.asarray(mu, dtype=float)):
+        t = np.asarray(t, dtype=float)
+        x = np.linspace(t[0], t[-1], n)
+        c = np.linalg.lstsq(design_matrix_1d(x, t), np.column_stack([np.ones(n), x - m0, (x - m0) ** 2]),
+                            rcond=None)[0]
+        one.append(c[:, 0])
+        lin.append(c[:, 1])
+        sq.append(c[:, 2])
+    c = (0.5 * K[0, 0] * np.outer(sq[0], one[1]) + 0.5 * K[1, 1] * np.outer(one[0], sq[1])
+         + 0.5 * (K[0, 1] + K[1, 0]) * np.outer(lin[0], lin[1]))
+    return c.reshape(-1)
 
 
 def data_gaussian_2d(grid, weights, temperature):

@@ -126,3 +126,16 @@ def test_fixed_point_backtracks_on_a_blown_up_white_run_and_refuses_an_unstable_
     steep = quadratic_coef_2d(knots, [0.0, 0.0], np.diag([1.0, 3000.0]))
     with pytest.raises(InputError, match="refused"):
         fixed_point_correction(knots, steep, lambda c, Z: _fake_fit(c, knots, P, w), **kw)
+
+
+def test_quadratic_coef_2d_reproduces_the_quadratic():
+    """The tensor spline with quadratic_coef_2d's coefficients is (q - mu)^T K (q - mu) / 2 on the knots' box, for a
+    non-diagonal K and unequal knot ranges (the separable construction must put each 1D factor on its own axis)."""
+    from bayescg.bias import quadratic_coef_2d
+    from bayescg.splines import clamped_knots, design_matrix
+
+    knots = [clamped_knots(-1.5, 3.0, 11), clamped_knots(-2.5, 2.0, 7)]
+    mu, K = np.array([0.3, -0.2]), np.array([[1.2, 0.4], [0.4, 2.5]])
+    P = np.random.default_rng(0).uniform([-1.5, -2.5], [3.0, 2.0], (400, 2))
+    v = 0.5 * np.einsum("ni,ij,nj->n", P - mu, K, P - mu)
+    np.testing.assert_allclose(design_matrix(P, knots) @ quadratic_coef_2d(knots, mu, K), v, atol=1e-10)
