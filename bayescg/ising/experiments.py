@@ -167,7 +167,121 @@ def _fmt(v, p=3):
     return f"{v:.{p}g}" if isinstance(v, (int, float)) else str(v)
 
 
+def _table_mu(res, L) -> None:
+    """Section 1: magnetization against mu."""
+    L.append("\n## 1. Magnetization against mu (n_f = 32, L_f = L_c = 1, l_c = 2, model 010, S_f = 100)\n")
+    L.append("![mu sweep](mu_sweep.png)\n")
+    L.append("| mu | m exact | laplace m [94 % posterior] | exact_em m | relent m | theta_c laplace | theta_cf laplace | "
+             "err_mag laplace | err_mag relent | identified |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    for mu, d in res["mu"]:
+        M = d["methods"]
+        lp = M["laplace"]
+        L.append(f"| {mu:.1f} | {d['truth']['magnetization']:.4f} | {lp['magnetization']['mean']:.4f} "
+                 f"[{lp['magnetization']['lower']:.3f}, {lp['magnetization']['upper']:.3f}] | "
+                 f"{M['exact_em']['magnetization']['mean']:.4f} | {M['relent']['magnetization']['mean']:.4f} | "
+                 f"{lp['theta_c']['pair1']:.3f} ± {lp['theta_c_sd']['pair1']:.3f} | {lp['theta_cf']:.4f} | "
+                 f"{_fmt(lp['err_mag'])} | {_fmt(M['relent']['err_mag'])} | "
+                 f"{'yes' if (d.get('identifiability') or {}).get('identified', True) else 'no: ' + ', '.join(d['identifiability']['not_identified'])} |")
+
+
+def _table_data(res, L) -> None:
+    """Section 2: errors against data size."""
+    L.append("\n## 2. Errors against data size (L_f = 10, J_0 = 1.5, sum-normalized J_k ~ 1/k, beta = 0.3, model 110, l_c = 2)\n")
+    L.append("![data size](data_size.png)\n")
+    meths = [k for k in ("laplace", "exact_em", "nuts", "em", "relent") if k in res["data"][0][2]["methods"]]
+    L.append("| S_f | mu | m exact | " + " | ".join(f"err_mag {k} | err_corr {k}" for k in meths) + " |")
+    L.append("|---|---|---|" + "---|---|" * len(meths))
+    for S_f, mu, d in res["data"]:
+        M = d["methods"]
+        L.append(f"| {S_f} | {mu} | {d['truth']['magnetization']:.4f} | " +
+                 " | ".join(f"{_fmt(M[k]['err_mag'])} | {_fmt(M[k]['err_corr'])}" for k in meths) + " |")
+
+
+def _table_levels(res, L) -> None:
+    """Section 3: levels of coarse-graining."""
+    L.append("\n## 3. Levels of coarse-graining (same fine chain, S_f = 100, model 110)\n")
+    L.append("![levels](levels.png)\n")
+    L.append("| l_c | mu | err_mag laplace | err_corr laplace | err_mag relent | err_corr relent | theta_cf |")
+    L.append("|---|---|---|---|---|---|---|")
+    for lc, mu, d in res["levels"]:
+        M = d["methods"]
+        L.append(f"| {lc} | {mu} | {_fmt(M['laplace']['err_mag'])} | {_fmt(M['laplace']['err_corr'])} | "
+                 f"{_fmt(M['relent']['err_mag'])} | {_fmt(M['relent']['err_corr'])} | {M['laplace']['theta_cf']:.3f} |")
+
+
+def _table_laplace(res, L) -> None:
+    """Section 2's runs: the slides' and the full Laplace against the exact posterior."""
+    L.append("\n### The slides' Laplace and the full Laplace against the exact posterior (same runs)\n")
+    L.append("theta_cf's posterior sd of each approximation over the exact posterior's sd (quadrature on a grid), "
+             "and the shift of its mean in exact sds; the slides' Laplace holds theta_c at its MAP (sd 0).\n")
+    L.append("| S_f | mu | exact theta_cf mean ± sd | laplace sd ratio | laplace shift | laplace_slides sd ratio | "
+             "laplace_slides shift |")
+    L.append("|---|---|---|---|---|---|---|")
+    for S_f, mu, d in res["data"]:
+        pc = d.get("posterior_check")
+        if not pc:
+            continue
+        ex, M = pc["exact"], pc["methods"]
+        cells = []
+        for k in ("laplace", "laplace_slides"):
+            v = (M.get(k) or {}).get("theta_cf")
+            cells += [_fmt(v and v["sd_ratio"]), _fmt(v and v["mean_shift_sd"], 2)]
+        L.append(f"| {S_f} | {mu} | {ex['mean']['theta_cf']:.4f} ± {ex['sd']['theta_cf']:.4f} | " +
+                 " | ".join(cells) + " |")
+
+
+def _table_models(res, L) -> None:
+    """Section 4: model comparison (PSIS-LOO) and Laplace vs NUTS per model."""
+    L.append("\n## 4. Model comparison [abc] (L_f = 10 chain, mu = 0.3, S_f = 100, l_c = 2; NUTS, PSIS-LOO)\n")
+    L.append("![model comparison](model_compare.png)\n")
+    by = {c: d for c, d in res["models"]}
+    L.append("| model | LOO rank | elpd_loo | se | d_loo | weight | pareto k max | err_mag nuts | err_corr nuts | "
+             "err_corr relent | r_hat max | ess bulk min | divergences |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for row in res["compare"]:
+        c = row["model"]
+        n = by[c]["methods"]["nuts"]
+        dg = n["diagnostics"]
+        L.append(f"| {c} | {row['rank']} | {row['elpd_loo']:.2f} | {row['se']:.2f} | {row['elpd_diff']:.2f} | "
+                 f"{row['weight']:.2f} | {n['loo']['pareto_k_max']:.2f} | {_fmt(n['err_mag'])} | "
+                 f"{_fmt(n['err_corr'])} | {_fmt(by[c]['methods']['relent']['err_corr'])} | "
+                 f"{dg['r_hat_max']:.3f} | {dg['ess_bulk_min']:.0f} | {dg['divergences']} |")
+    L.append("\nLaplace vs NUTS per model (unconstrained space); overlays (ArviZ, 94 % HDI): "
+             "![110](laplace_vs_nuts_110.png) ![121](laplace_vs_nuts_121.png)\n")
+    L.append("| model | KL(NUTS fit ‖ Laplace) | max mean shift (sd) | sd ratio Laplace/NUTS | "
+             "m shift (NUTS sd) | R shift (NUTS sd, max) | PPC min p | misfit | warnings |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    for c, d in res["models"]:
+        lv = d["laplace_vs_nuts"]
+        ppc = d.get("predictive_check") or {}
+        L.append(f"| {c} | {lv['kl']:.3g} | {lv['max_mean_shift_sd']:.3g} | "
+                 f"{', '.join(f'{v:.3f}' for v in lv['sd_ratio'])} | {_fmt(lv.get('magnetization_shift_sd'))} | "
+                 f"{_fmt(lv.get('correlation_shift_sd'))} | {_fmt(ppc.get('p_min'))} | "
+                 f"{', '.join(ppc.get('misfit') or []) or '–'} | {len(d.get('warnings') or [])} |")
+
+
+def _table_error(res, L) -> None:
+    """Section 5: model error with more data."""
+    L.append("\n## 5. Model error: more data, the same coarse model (L_f = 10 chain, mu = 0.6, model 110, l_c = 2)\n")
+    L.append("| S_f | m exact | laplace m [94 % posterior] | covers the truth | exact_em m [94 % Monte Carlo] | "
+             "PPC min p | misfit statistics | model-error warning |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    for S_f, d in res["error"]:
+        M, t = d["methods"], d["truth"]["magnetization"]
+        lp, ee = M["laplace"]["magnetization"], M["exact_em"]["magnetization"]
+        ppc = d.get("predictive_check") or {}
+        mis = ppc.get("misfit") or []
+        L.append(f"| {S_f} | {t:.4f} | {lp['mean']:.4f} [{lp['lower']:.4f}, {lp['upper']:.4f}] | "
+                 f"{'yes' if lp['lower'] <= t <= lp['upper'] else 'no'} | {ee['mean']:.4f} [{ee['lower']:.4f}, "
+                 f"{ee['upper']:.4f}] | {_fmt(ppc.get('p_min'))} | "
+                 f"{(', '.join(mis[:4]) + (' ...' if len(mis) > 4 else '')) or '–'} | "
+                 f"{'yes' if any(w.startswith('model error') for w in d.get('warnings') or []) else 'no'} |")
+
+
 def write_table(res, out, size, seconds):
+    """results/ising/RESULTS.md from the experiments' results ``res``: the header, then each section whose key is
+    in ``res``, then the notes."""
     L = [f"# PCG of the 1D Ising chain: the slides' experiments\n",
          f"Generated by `python -m bayescg.ising.experiments --size {size}` (last invocation {seconds / 60:.1f} min "
          f"on a shared, heavily loaded 2-core machine). Truth: exact transfer matrices. Intervals: 94 %, of the kind "
@@ -176,103 +290,16 @@ def write_table(res, out, size, seconds):
          "estimates exact_em, em and relent). err_mag is n/a at mu = 0 (true m = 0; relative error undefined, absolute "
          "errors are in results.json). Every run's warnings (identifiability, Laplace vs NUTS, model error) are in "
          "results.json.\n"]
-    if "mu" in res:
-        L.append("\n## 1. Magnetization against mu (n_f = 32, L_f = L_c = 1, l_c = 2, model 010, S_f = 100)\n")
-        L.append("![mu sweep](mu_sweep.png)\n")
-        L.append("| mu | m exact | laplace m [94 % posterior] | exact_em m | relent m | theta_c laplace | theta_cf laplace | "
-                 "err_mag laplace | err_mag relent | identified |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|")
-        for mu, d in res["mu"]:
-            M = d["methods"]
-            lp = M["laplace"]
-            L.append(f"| {mu:.1f} | {d['truth']['magnetization']:.4f} | {lp['magnetization']['mean']:.4f} "
-                     f"[{lp['magnetization']['lower']:.3f}, {lp['magnetization']['upper']:.3f}] | "
-                     f"{M['exact_em']['magnetization']['mean']:.4f} | {M['relent']['magnetization']['mean']:.4f} | "
-                     f"{lp['theta_c']['pair1']:.3f} ± {lp['theta_c_sd']['pair1']:.3f} | {lp['theta_cf']:.4f} | "
-                     f"{_fmt(lp['err_mag'])} | {_fmt(M['relent']['err_mag'])} | "
-                     f"{'yes' if (d.get('identifiability') or {}).get('identified', True) else 'no: ' + ', '.join(d['identifiability']['not_identified'])} |")
-    if "data" in res:
-        L.append("\n## 2. Errors against data size (L_f = 10, J_0 = 1.5, sum-normalized J_k ~ 1/k, beta = 0.3, model 110, l_c = 2)\n")
-        L.append("![data size](data_size.png)\n")
-        meths = [k for k in ("laplace", "exact_em", "nuts", "em", "relent") if k in res["data"][0][2]["methods"]]
-        L.append("| S_f | mu | m exact | " + " | ".join(f"err_mag {k} | err_corr {k}" for k in meths) + " |")
-        L.append("|---|---|---|" + "---|---|" * len(meths))
-        for S_f, mu, d in res["data"]:
-            M = d["methods"]
-            L.append(f"| {S_f} | {mu} | {d['truth']['magnetization']:.4f} | " +
-                     " | ".join(f"{_fmt(M[k]['err_mag'])} | {_fmt(M[k]['err_corr'])}" for k in meths) + " |")
-    if "levels" in res:
-        L.append("\n## 3. Levels of coarse-graining (same fine chain, S_f = 100, model 110)\n")
-        L.append("![levels](levels.png)\n")
-        L.append("| l_c | mu | err_mag laplace | err_corr laplace | err_mag relent | err_corr relent | theta_cf |")
-        L.append("|---|---|---|---|---|---|---|")
-        for lc, mu, d in res["levels"]:
-            M = d["methods"]
-            L.append(f"| {lc} | {mu} | {_fmt(M['laplace']['err_mag'])} | {_fmt(M['laplace']['err_corr'])} | "
-                     f"{_fmt(M['relent']['err_mag'])} | {_fmt(M['relent']['err_corr'])} | {M['laplace']['theta_cf']:.3f} |")
-    if "data" in res:
-        L.append("\n### The slides' Laplace and the full Laplace against the exact posterior (same runs)\n")
-        L.append("theta_cf's posterior sd of each approximation over the exact posterior's sd (quadrature on a grid), "
-                 "and the shift of its mean in exact sds; the slides' Laplace holds theta_c at its MAP (sd 0).\n")
-        L.append("| S_f | mu | exact theta_cf mean ± sd | laplace sd ratio | laplace shift | laplace_slides sd ratio | "
-                 "laplace_slides shift |")
-        L.append("|---|---|---|---|---|---|---|")
-        for S_f, mu, d in res["data"]:
-            pc = d.get("posterior_check")
-            if not pc:
-                continue
-            ex, M = pc["exact"], pc["methods"]
-            cells = []
-            for k in ("laplace", "laplace_slides"):
-                v = (M.get(k) or {}).get("theta_cf")
-                cells += [_fmt(v and v["sd_ratio"]), _fmt(v and v["mean_shift_sd"], 2)]
-            L.append(f"| {S_f} | {mu} | {ex['mean']['theta_cf']:.4f} ± {ex['sd']['theta_cf']:.4f} | " +
-                     " | ".join(cells) + " |")
-    if "models" in res:
-        L.append("\n## 4. Model comparison [abc] (L_f = 10 chain, mu = 0.3, S_f = 100, l_c = 2; NUTS, PSIS-LOO)\n")
-        L.append("![model comparison](model_compare.png)\n")
-        by = {c: d for c, d in res["models"]}
-        L.append("| model | LOO rank | elpd_loo | se | d_loo | weight | pareto k max | err_mag nuts | err_corr nuts | "
-                 "err_corr relent | r_hat max | ess bulk min | divergences |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        for row in res["compare"]:
-            c = row["model"]
-            n = by[c]["methods"]["nuts"]
-            dg = n["diagnostics"]
-            L.append(f"| {c} | {row['rank']} | {row['elpd_loo']:.2f} | {row['se']:.2f} | {row['elpd_diff']:.2f} | "
-                     f"{row['weight']:.2f} | {n['loo']['pareto_k_max']:.2f} | {_fmt(n['err_mag'])} | "
-                     f"{_fmt(n['err_corr'])} | {_fmt(by[c]['methods']['relent']['err_corr'])} | "
-                     f"{dg['r_hat_max']:.3f} | {dg['ess_bulk_min']:.0f} | {dg['divergences']} |")
-        L.append("\nLaplace vs NUTS per model (unconstrained space); overlays (ArviZ, 94 % HDI): "
-                 "![110](laplace_vs_nuts_110.png) ![121](laplace_vs_nuts_121.png)\n")
-        L.append("| model | KL(NUTS fit ‖ Laplace) | max mean shift (sd) | sd ratio Laplace/NUTS | "
-                 "m shift (NUTS sd) | R shift (NUTS sd, max) | PPC min p | misfit | warnings |")
-        L.append("|---|---|---|---|---|---|---|---|---|")
-        for c, d in res["models"]:
-            lv = d["laplace_vs_nuts"]
-            ppc = d.get("predictive_check") or {}
-            L.append(f"| {c} | {lv['kl']:.3g} | {lv['max_mean_shift_sd']:.3g} | "
-                     f"{', '.join(f'{v:.3f}' for v in lv['sd_ratio'])} | {_fmt(lv.get('magnetization_shift_sd'))} | "
-                     f"{_fmt(lv.get('correlation_shift_sd'))} | {_fmt(ppc.get('p_min'))} | "
-                     f"{', '.join(ppc.get('misfit') or []) or '–'} | {len(d.get('warnings') or [])} |")
-    if "error" in res:
-        L.append("\n## 5. Model error: more data, the same coarse model (L_f = 10 chain, mu = 0.6, model 110, l_c = 2)\n")
-        L.append("| S_f | m exact | laplace m [94 % posterior] | covers the truth | exact_em m [94 % Monte Carlo] | "
-                 "PPC min p | misfit statistics | model-error warning |")
-        L.append("|---|---|---|---|---|---|---|---|")
-        for S_f, d in res["error"]:
-            M, t = d["methods"], d["truth"]["magnetization"]
-            lp, ee = M["laplace"]["magnetization"], M["exact_em"]["magnetization"]
-            ppc = d.get("predictive_check") or {}
-            mis = ppc.get("misfit") or []
-            L.append(f"| {S_f} | {t:.4f} | {lp['mean']:.4f} [{lp['lower']:.4f}, {lp['upper']:.4f}] | "
-                     f"{'yes' if lp['lower'] <= t <= lp['upper'] else 'no'} | {ee['mean']:.4f} [{ee['lower']:.4f}, "
-                     f"{ee['upper']:.4f}] | {_fmt(ppc.get('p_min'))} | "
-                     f"{(', '.join(mis[:4]) + (' ...' if len(mis) > 4 else '')) or '–'} | "
-                     f"{'yes' if any(w.startswith('model error') for w in d.get('warnings') or []) else 'no'} |")
+    for key, section in _SECTIONS:
+        if key in res:
+            section(res, L)
     L.append(NOTES)
     (out / "RESULTS.md").write_text("\n".join(L) + "\n", encoding="utf-8")
 
+
+#: (key of the results, writer) in the order of RESULTS.md
+_SECTIONS = [("mu", _table_mu), ("data", _table_data), ("levels", _table_levels), ("data", _table_laplace),
+             ("models", _table_models), ("error", _table_error)]
 
 NOTES = """
 ## Reading the results (size `small`)
