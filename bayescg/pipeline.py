@@ -80,6 +80,7 @@ def noise_part_of_band(potential, delta: float, sim_kw: dict, noise, fit, *, dra
     """
     from .fit import fit_effective_potential, grid_weights
     from .noise import calibrate
+    from .runtime import begin_stage
     from .simulate import simulate
 
     post = getattr(noise, "idata", None)
@@ -88,6 +89,7 @@ def noise_part_of_band(potential, delta: float, sim_kw: dict, noise, fit, *, dra
     d = fit.dim
     zs = post.posterior["Z"].values.reshape(-1, d, d)
     pick = np.random.default_rng(seed).choice(len(zs), size=min(int(draws), len(zs)), replace=False)
+    begin_stage(control, f"Z's part of the band: {len(pick)} runs and fits at posterior draws of Z")
     w = grid_weights(fit)
     w = w / w.sum()
     reg = fit.mass_region if fit.mass_region is not None and fit.mass_region.any() else np.ones(len(w), bool)
