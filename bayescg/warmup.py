@@ -13,10 +13,10 @@ reaches a kernel before the child has cached it compiles it itself, as without t
   callbacks of the marginal posterior (:func:`bayescg.ising.kernel.marginal_cfuncs`; by then usually compiled by the
   run), while exact EM, MC-EM, the Laplace fits and NUTS run (:func:`bayescg.ising.pipeline.run_methods`).
 * ``learn1d``: the 1D fit's density kernel and NUTS callbacks (when the fit samples with NUTS), and the finite-delta
-  correction's spline evaluation, recording driver of the white-noise check and coupled maps of the kick-shape step
-  (~10 s), while the V-run compiles and runs (:func:`bayescg.pipeline.learn_model`).  The white-kick runs' spline
-  gradient kernels are not among them: they are compiled per spline slot (bayescg.splines), which the child cannot
-  know.
+  correction's spline evaluation and the white-kick runs' spline gradients (compiled per table slot of
+  bayescg.splines: the child compiles slot 0's, which the run's first spline takes), the recording driver of the
+  white-noise check and the coupled maps of the kick-shape step (~12 s), while the V-run compiles and runs
+  (:func:`bayescg.pipeline.learn_model`).
 
 A stamp beside the cache per task (a hash of bayescg's sources, numba and Python versions) records a completed
 warm-up -- written by the child, or by a run that holds all of the task's kernels itself (:data:`LOADED`) -- so a
@@ -137,10 +137,16 @@ def _learn_1d(method: str = "nuts", correction: str = "fixed_point") -> None:
         return
     from .bias import coupled_maps
     from .potentials import Potential
-    from .simulate import run_trajectories
-    from .splines import SplineRep
+    from .simulate import EngineOptions, potential_lane_kernel, run_trajectories
+    from .splines import SplineRep, spline_potential
 
     SplineRep(fit.knots, fit.coef_mean).value_grad(np.linspace(-2.0, 2.0, 5))
+    # the white-kick runs' spline gradients: compiled per table slot, and the run's first spline (the fixed point's
+    # U_c) takes slot 0, as this one does in a fresh process; compiled as simulate() compiles them (the signatures
+    # with their return types are the cache keys)
+    u = spline_potential(fit.knots, fit.coef_mean)
+    potential_lane_kernel(u, EngineOptions())
+    del u
     q0, p0 = np.zeros((2, 1)), np.ones((2, 1))
     run_trajectories(Potential.from_expression("q**2/2", ["q"]), 0.1, 1.0, q0, p0, integrator="damped",
                      friction=np.array([[0.1]]), mass=np.eye(1), seed=0, record_every=0.1)
