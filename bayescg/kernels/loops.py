@@ -571,18 +571,30 @@ def batch_sums(Z, d):
     """Add lane l's step to its batch sums (rows of Z as above) where ok[l] = 1, for every lane at once.  A
     lane not counted adds +0.0 (its inputs are selected to 0 by masked), which leaves a sum unchanged bit for
     bit (a sum that starts at +0.0 is never -0.0); branch-free over a fixed LANES (d is a constant of the
-    caller, so the loops over i, k unroll)."""
+    caller, so the loops over i, k unroll).  The p_i p_k rows are written in two loop shapes that compute the
+    same values: which shape LLVM vectorizes cleanly depends on d (checked in the generated code): for d = 2
+    the nested ``range(i, d)`` loop came out with masked stores (vmaskmovpd, slow on AMD), the flat loop over
+    d^2 pairs as plain vector adds; for d = 1 the flat loop let LLVM unroll the lane loop fully and leave it
+    scalar, the nested one vectorized."""
     for l in range(LANES):
         m = Z[2 * d * LANES + l] != 0.0
         r = 2 * d + 1
         for i in range(d):
             Z[r * LANES + l] += masked(m, Z[(d + i) * LANES + l])
             r += 1
-        for i in range(d):
-            pi = masked(m, Z[(d + i) * LANES + l])
-            for k in range(i, d):
-                Z[r * LANES + l] += pi * masked(m, Z[(d + k) * LANES + l])
-                r += 1
+        if d == 1:  # loop shapes chosen for LLVM's vectorizer (see the docstring)
+            for i in range(d):
+                pi = masked(m, Z[(d + i) * LANES + l])
+                for k in range(i, d):
+                    Z[r * LANES + l] += pi * masked(m, Z[(d + k) * LANES + l])
+                    r += 1
+        else:
+            for t in range(d * d):
+                i = t // d
+                k = t % d
+                if k >= i:
+                    Z[r * LANES + l] += masked(m, Z[(d + i) * LANES + l]) * masked(m, Z[(d + k) * LANES + l])
+                    r += 1
         for i in range(d):
             Z[r * LANES + l] += masked(m, Z[i * LANES + l])
             r += 1
