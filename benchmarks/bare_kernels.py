@@ -85,10 +85,10 @@ def _damped_bare_2d(grad, q, p, A, E, delta, diag, nsteps):
         gb = np.empty(2)
         G = np.zeros(4 * LANES)
         alive = np.zeros(LANES, dtype=np.bool_)
-        x = np.empty(LANES)
-        y = np.empty(LANES)
-        u = np.empty(LANES)
-        v = np.empty(LANES)
+        x = np.zeros(LANES)  # zeros: the padding lanes are computed too (loops.keep)
+        y = np.zeros(LANES)
+        u = np.zeros(LANES)
+        v = np.zeros(LANES)
         for l in range(nl):
             x[l] = q[w0 + l, 0]
             y[l] = q[w0 + l, 1]
@@ -101,9 +101,9 @@ def _damped_bare_2d(grad, q, p, A, E, delta, diag, nsteps):
             G[l] = G[0]
             G[LANES + l] = G[LANES]
         for _ in range(nsteps):
-            drift2_lanes(G, x, y, u, v, nl, alive, h, a00, a01, a10, a11, diag)
+            drift2_lanes(G, x, y, u, v, alive, h, a00, a01, a10, a11, diag)
             grad_block(grad, G, nl, alive, qb, gb)
-            kick_drift2_lanes(G, x, y, u, v, nl, alive, h, delta, a00, a01, a10, a11, e00, e01, e10, e11, diag)
+            kick_drift2_lanes(G, x, y, u, v, alive, h, delta, a00, a01, a10, a11, e00, e01, e10, e11, diag)
         for l in range(nl):
             q[w0 + l, 0] = x[l]
             q[w0 + l, 1] = y[l]

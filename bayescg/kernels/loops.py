@@ -317,28 +317,39 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
         p[w, 0] = v[l]
 
 
+@njit
+def keep(a, new, old):
+    """new where a, else old: the d = 2 lane loops compute every lane and keep a dead lane's values with this
+    select, so that their stores are plain vector stores.  Written as stores under ``if alive[l]`` they were
+    masked stores (vmaskmovpd: slow on AMD, and the scalar loads of x, y, u, v that follow cannot take their
+    data from such a store); engine_overhead.py 2D marginal ~1.2 ns per walker-step less.  (In 1D the same
+    change made LLVM unroll the lane loops fully and leave them scalar, 1D ~0.7 ns slower, so block_1d keeps
+    its branches.)"""
+    return new if a else old
+
+
 @njit(inline="always")
-def drift2_lanes(G, x, y, u, v, nl, alive, h, a00, a01, a10, a11, diag):
-    """First half-drift of (3.2) for the live lanes of a d = 2 block, into G's position rows."""
-    for l in range(nl):
-        if not alive[l]:
-            continue
+def drift2_lanes(G, x, y, u, v, alive, h, a00, a01, a10, a11, diag):
+    """First half-drift of (3.2) for the live lanes of a d = 2 block, into G's position rows (a dead or
+    padding lane's unchanged: keep)."""
+    for l in range(LANES):
         pu = u[l]
         pv = v[l]
         if diag:
-            G[l] = x[l] + h * a00 * pu
-            G[LANES + l] = y[l] + h * a11 * pv
+            gx = x[l] + h * a00 * pu
+            gy = y[l] + h * a11 * pv
         else:
-            G[l] = x[l] + h * (a00 * pu + a01 * pv)
-            G[LANES + l] = y[l] + h * (a10 * pu + a11 * pv)
+            gx = x[l] + h * (a00 * pu + a01 * pv)
+            gy = y[l] + h * (a10 * pu + a11 * pv)
+        G[l] = keep(alive[l], gx, G[l])
+        G[LANES + l] = keep(alive[l], gy, G[LANES + l])
 
 
 @njit(inline="always")
-def kick_drift2_lanes(G, x, y, u, v, nl, alive, h, delta, a00, a01, a10, a11, e00, e01, e10, e11, diag):
-    """Friction kick with G's gradient rows and second half-drift of (3.2) for the live lanes."""
-    for l in range(nl):
-        if not alive[l]:
-            continue
+def kick_drift2_lanes(G, x, y, u, v, alive, h, delta, a00, a01, a10, a11, e00, e01, e10, e11, diag):
+    """Friction kick with G's gradient rows and second half-drift of (3.2) for the live lanes (a dead or
+    padding lane's state unchanged: keep)."""
+    for l in range(LANES):
         pu = u[l]
         pv = v[l]
         xm = G[l]
@@ -348,15 +359,18 @@ def kick_drift2_lanes(G, x, y, u, v, nl, alive, h, delta, a00, a01, a10, a11, e0
         if diag:
             pu2 = e00 * pu - delta * gx
             pv2 = e11 * pv - delta * gy
-            x[l] = xm + h * a00 * pu2
-            y[l] = ym + h * a11 * pv2
+            x2 = xm + h * a00 * pu2
+            y2 = ym + h * a11 * pv2
         else:
             pu2 = (e00 * pu + e01 * pv) - delta * gx
             pv2 = (e10 * pu + e11 * pv) - delta * gy
-            x[l] = xm + h * (a00 * pu2 + a01 * pv2)
-            y[l] = ym + h * (a10 * pu2 + a11 * pv2)
-        u[l] = pu2
-        v[l] = pv2
+            x2 = xm + h * (a00 * pu2 + a01 * pv2)
+            y2 = ym + h * (a10 * pu2 + a11 * pv2)
+        a = alive[l]
+        x[l] = keep(a, x2, x[l])
+        y[l] = keep(a, y2, y[l])
+        u[l] = keep(a, pu2, pu)
+        v[l] = keep(a, pv2, pv)
 
 
 @njit
@@ -388,6 +402,26 @@ def kick_white_drift2_lanes(G, x, y, u, v, nl, alive, h, delta, a00, a01, a10, a
             y[l] = G[LANES + l] + h * (a10 * pu2 + a11 * pv2)
         u[l] = pu2
         v[l] = pv2
+
+
+@njit
+def regular2(Z, xo, yo, alive, check_trap, p_tol, q_tol):
+    """True when no live lane of a d = 2 block (positions, momenta in Z's first rows, previous positions
+    xo, yo) needs lane_checked this step: every live lane is finite and, with trap detection on, not at
+    rest.  Such a step changes no lane's status (ok keeps the live lanes' 1.0) and sets the live lanes'
+    at-rest counts to 0.  The lanes' checks are the per-step cost of block_2d's scalar check loop (~20 %
+    of its perf samples); written with non-short-circuit & and | over a fixed LANES, this test vectorizes."""
+    odd = False
+    for l in range(LANES):
+        xl = Z[l]
+        yl = Z[LANES + l]
+        ul = Z[2 * LANES + l]
+        vl = Z[3 * LANES + l]
+        fin = (abs(xl) < np.inf) & (abs(yl) < np.inf) & (abs(ul) < np.inf) & (abs(vl) < np.inf)
+        rest = ((abs(ul) <= p_tol) & (abs(vl) <= p_tol) & (abs(xl - xo[l]) <= q_tol * (1.0 + abs(xl)))
+                & (abs(yl - yo[l]) <= q_tol * (1.0 + abs(yl))))
+        odd = odd | (alive[l] & ((not fin) | (check_trap & rest)))
+    return not odd
 
 
 @njit
@@ -450,27 +484,39 @@ def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps
     for l in range(nl, LANES):  # padding lanes of a lane kernel: any finite point
         G[l] = G[0]
         G[LANES + l] = G[LANES]
+    for l in range(nl):  # ok = the live lanes after every step's checks (regular2 steps leave it)
+        ok[l] = 1.0 if alive[l] else 0.0
+    czero = False  # the live lanes' at-rest counts are all 0
     for st in range(step0, step0 + nsteps):
         if nalive == 0:
             break
         for l in range(nl):
             xo[l] = x[l]
             yo[l] = y[l]
-        drift2_lanes(G, x, y, u, v, nl, alive, h, a00, a01, a10, a11, diag)
+        drift2_lanes(G, x, y, u, v, alive, h, a00, a01, a10, a11, diag)
         grad_block(grad, G, nl, alive, qb, gb)
         if noisy:
             kick_white_drift2_lanes(G, x, y, u, v, nl, alive, h, delta, a00, a01, a10, a11, e00, e01, e10, e11,
                                     diag, rng, w0, z, l00, l10, l11)
         else:
-            kick_drift2_lanes(G, x, y, u, v, nl, alive, h, delta, a00, a01, a10, a11, e00, e01, e10, e11, diag)
+            kick_drift2_lanes(G, x, y, u, v, alive, h, delta, a00, a01, a10, a11, e00, e01, e10, e11, diag)
         acc = st >= acc_start
         sample = False
         if acc:
             bleft -= 1
             sample = S > 0 and sleft == 0
-        for l in range(nl):
-            ok[l] = 0.0
-            if alive[l]:
+        if regular2(Z, xo, yo, alive, check_trap, p_tol, q_tol):
+            if not czero:
+                for l in range(nl):
+                    if alive[l]:
+                        cnt[l] = 0
+                czero = True
+        else:
+            czero = False
+            for l in range(nl):
+                ok[l] = 0.0
+                if not alive[l]:
+                    continue
                 xl = x[l]
                 yl = y[l]
                 ul = u[l]
@@ -557,32 +603,53 @@ def nsum(d):
 
 
 @njit(inline="always")
+def masked(m, v):
+    """v where m, else +0.0.  Callers load v unconditionally (as this call's argument): a load written
+    inside the condition (``Z[k] if m else 0.0``) is one LLVM cannot speculate, so the branch stayed and
+    batch_sums ran as scalar branchy code (~20 % of block_2d's samples); with the load outside it is a
+    select and the lane loop vectorizes (engine_overhead.py marginal, 1D 20.8-21.2 -> 19.2-19.9 ns per
+    walker-step, 2D 45.2-47.6 -> 44.9-46.0)."""
+    return v if m else 0.0
+
+
+@njit(inline="always")
 def batch_sums(Z, d):
     """Add lane l's step to its batch sums (rows of Z as above) where ok[l] = 1, for every lane at once.  A
-    lane not counted adds +0.0 (its inputs are selected to 0), which leaves a sum unchanged bit for bit (a
-    sum that starts at +0.0 is never -0.0); branch-free over a fixed LANES (d is a constant of the caller,
-    so the loops over i, k unroll)."""
+    lane not counted adds +0.0 (its inputs are selected to 0 by masked), which leaves a sum unchanged bit for
+    bit (a sum that starts at +0.0 is never -0.0); branch-free over a fixed LANES (d is a constant of the
+    caller, so the loops over i, k unroll).  The p_i p_k rows are written in two loop shapes that compute the
+    same values: which shape LLVM vectorizes cleanly depends on d (checked in the generated code): for d = 2
+    the nested ``range(i, d)`` loop came out with masked stores (vmaskmovpd, slow on AMD), the flat loop over
+    d^2 pairs as plain vector adds; for d = 1 the flat loop let LLVM unroll the lane loop fully and leave it
+    scalar, the nested one vectorized."""
     for l in range(LANES):
         m = Z[2 * d * LANES + l] != 0.0
         r = 2 * d + 1
         for i in range(d):
-            Z[r * LANES + l] += Z[(d + i) * LANES + l] if m else 0.0
+            Z[r * LANES + l] += masked(m, Z[(d + i) * LANES + l])
+            r += 1
+        if d == 1:  # loop shapes chosen for LLVM's vectorizer (see the docstring)
+            for i in range(d):
+                pi = masked(m, Z[(d + i) * LANES + l])
+                for k in range(i, d):
+                    Z[r * LANES + l] += pi * masked(m, Z[(d + k) * LANES + l])
+                    r += 1
+        else:
+            for t in range(d * d):
+                i = t // d
+                k = t % d
+                if k >= i:
+                    Z[r * LANES + l] += masked(m, Z[(d + i) * LANES + l]) * masked(m, Z[(d + k) * LANES + l])
+                    r += 1
+        for i in range(d):
+            Z[r * LANES + l] += masked(m, Z[i * LANES + l])
             r += 1
         for i in range(d):
-            pi = Z[(d + i) * LANES + l] if m else 0.0
-            for k in range(i, d):
-                pk = Z[(d + k) * LANES + l] if m else 0.0
-                Z[r * LANES + l] += pi * pk
-                r += 1
-        for i in range(d):
-            Z[r * LANES + l] += Z[i * LANES + l] if m else 0.0
-            r += 1
-        for i in range(d):
-            qi = Z[i * LANES + l] if m else 0.0
+            qi = masked(m, Z[i * LANES + l])
             Z[r * LANES + l] += qi * qi
             r += 1
         for i in range(d):
-            pi = Z[(d + i) * LANES + l] if m else 0.0
+            pi = masked(m, Z[(d + i) * LANES + l])
             p2 = pi * pi
             Z[r * LANES + l] += p2 * pi
             Z[(r + d) * LANES + l] += p2 * p2
