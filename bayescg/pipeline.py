@@ -332,20 +332,20 @@ def learn_trajectory(q, p, *, variables=None, delta=None, gamma=None, mass=None,
 def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool = False,
                 control=None, executor=None) -> LearnResult:
     """Simulate, calibrate (d >= 2) and fit the model's effective potential (from ``[trajectory]`` data
-    instead when the model has that section).  In 1D, on a cold numba cache, the fit's and the correction's
-    kernels compile in a background process while the V-run compiles and runs (:mod:`bayescg.warmup`; results do
-    not depend on it)."""
+    instead when the model has that section).  In 1D and 2D, on a cold numba cache, the fit's and the correction's
+    kernels compile in a background process while the first stages run (:mod:`bayescg.warmup`; results do not
+    depend on it)."""
     from . import warmup
 
     if model.trajectory is not None:
         return learn_trajectory_model(model, control=control)
     fs = model.fit or FitSection()
-    one_d = len(model.require("potential").variables) == 1
-    child = warmup.start("learn1d", fs.method, fs.delta_correction) if one_d else None
+    task = {1: "learn1d", 2: "learn2d"}.get(len(model.require("potential").variables))
+    child = warmup.start(task, fs.method, fs.delta_correction) if task else None
     try:
         return _learn_model(model, workdir=workdir, resume=resume, control=control, executor=executor)
     finally:
-        warmup.stop(child, "learn1d")
+        warmup.stop(child, task)
 
 
 def _learn_model(model: Model, *, workdir, resume, control, executor) -> LearnResult:

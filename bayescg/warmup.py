@@ -17,6 +17,9 @@ reaches a kernel before the child has cached it compiles it itself, as without t
   bayescg.splines: the child compiles slot 0's, which the run's first spline takes), the recording driver of the
   white-noise check and the coupled maps of the kick-shape step (~12 s), while the V-run compiles and runs
   (:func:`bayescg.pipeline.learn_model`).
+* ``learn2d``: the noise model's and the 2D fit's NUTS callbacks (sparse form, ~9 s), the 2D spline evaluation, slot
+  0's 2D spline gradient kernels of the correction's white-kick runs and the white-noise check's recording driver
+  (~20 s), while the noise model's runs and the V-run compile and go on.
 
 A stamp beside the cache per task (a hash of bayescg's sources, numba and Python versions) records a completed
 warm-up -- written by the child, or by a run that holds all of the task's kernels itself (:data:`LOADED`) -- so a
@@ -156,15 +159,45 @@ def _learn_1d(method: str = "nuts", correction: str = "fixed_point") -> None:
                  3.0, np.zeros((2, 20)), np.zeros((2, 8, 20, 2)))
 
 
+def _learn_2d(method: str = "nuts", correction: str = "fixed_point") -> None:
+    """In the order a 2D learn needs them: the noise model's NUTS callbacks, the fit's (sparse form; both have fixed C
+    signatures, the sizes are data), the 2D spline evaluation and, with ``correction`` "fixed_point", the white-kick
+    runs' 2D spline gradient kernels of slot 0 (the correction's first spline takes it) and the white-noise check's
+    recording driver."""
+    import numpy as np
+
+    from .kernels import effective, noise
+
+    noise.noise_logp_cfunc, noise.noise_expand_cfunc  # noqa: B018  (made, i.e. compiled, on first access)
+    if method == "nuts":
+        effective.sparse_logp_cfunc, effective.sparse_expand_cfunc  # noqa: B018
+    from .splines import SplineRep, clamped_knots, spline_potential
+
+    t = clamped_knots(-1.0, 1.0, 6)
+    coef = np.zeros((len(t) - 4) ** 2)
+    SplineRep([t, t], coef).value_grad(np.zeros((5, 2)))
+    if correction != "fixed_point":
+        return
+    from .potentials import Potential
+    from .simulate import EngineOptions, potential_lane_kernel, run_trajectories
+
+    u = spline_potential([t, t], coef)
+    potential_lane_kernel(u, EngineOptions())
+    del u
+    q0, p0 = np.zeros((2, 2)), np.ones((2, 2))
+    run_trajectories(Potential.from_expression("x**2/2 + y**2/2", ["x", "y"]), 0.1, 1.0, q0, p0, integrator="damped",
+                     friction=0.1 * np.eye(2), mass=np.eye(2), seed=0, record_every=0.1)
+
+
 def _ising_loaded() -> bool:
     from .ising import kernel
 
     return bool(kernel.gibbs_sweeps.signatures and kernel.marginal_cfuncs.cache_info().currsize)
 
 
-TASKS = {"ising": _ising, "learn1d": _learn_1d}
+TASKS = {"ising": _ising, "learn1d": _learn_1d, "learn2d": _learn_2d}
 #: per task, whether this process already holds all the task's kernels (compiled or loaded); tasks without an
-#: entry (learn1d: its kernels have no such cheap test) are marked warm by their child only
+#: entry (learn1d, learn2d: their kernels have no such cheap test) are marked warm by their child only
 LOADED = {"ising": _ising_loaded}
 
 

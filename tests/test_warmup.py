@@ -99,6 +99,41 @@ def test_learn1d_child_compiles_the_signatures_a_real_learn_loads(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
 
+
+@pytest.mark.slow
+def test_learn2d_child_compiles_the_signatures_a_real_learn_loads(tmp_path):
+    """A fresh cache, the learn2d child run to completion, then a small two-stage 2D learn with NUTS and the
+    correction in a new process: the noise model's and the fit's density kernels, the 2D spline evaluation, the
+    white-kick spline kernels and the recording driver do not compile there (numba's compile events)."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    subprocess.run([sys.executable, "-m", "bayescg.warmup", "learn2d", "nuts", "fixed_point"], env=env, check=True,
+                   timeout=900)
+    code = textwrap.dedent("""
+        from numba.core import event as ev
+        from bayescg import warmup
+        assert warmup.is_warm("learn2d")
+        rec = ev.RecordingListener()
+        ev.register("numba:compile", rec)
+        from bayescg.config import model_from_dict
+        from bayescg.pipeline import learn_model
+        m = model_from_dict({"name": "q2", "potential": {"variables": ["x", "y"],
+                                                          "expression": "x**2/2 + y**2 + 1e-3*sin(x/1e-3)",
+                                                          "reference": "x**2/2 + y**2"},
+                             "simulation": {"delta": 0.1, "gamma": 0.5, "steps": 200000, "walkers": 8, "seed": 3,
+                                            "bins": 30},
+                             "fit": {"draws": 100, "tune": 100, "chains": 2, "knots": 8}})
+        r = learn_model(m)
+        # the stages whose kernels the child compiled did run here
+        assert r.noise is not None and r.fit.method == "nuts" and r.correction is not None, r.correction_note
+        assert r.correction.white_noise_check is not None
+        names = {getattr(getattr(e.data["dispatcher"], "py_func", None), "__name__", "") for _, e in rec.buffer}
+        warmed = {"noise_logp_grad", "sparse_logp_grad", "_loop_eval", "_record_chunk_damped", "gl", "gs"}
+        print(sorted(names))
+        assert not names & warmed, names & warmed
+    """)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
 def test_ising_shared_kernels_have_the_signatures_the_likelihood_and_the_sweeps_use():
     """compile_shared (the background compile's first step) must compile _coef, chain_weights and _forward with the
     argument types loglik_grad and the Gibbs sweeps pass them, or the run compiles them again (no new signature after
