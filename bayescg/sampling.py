@@ -57,11 +57,6 @@ class CompiledDensity:
     dims: Optional[dict] = None
     coords: Optional[dict] = None
 
-    def logp_grad(self, x) -> tuple[float, np.ndarray]:
-        """(log density, gradient (n_dim,)) at the unconstrained point x (n_dim,), through the logp callback
-        itself, so that checks, MAP fits and the sampler run one compiled kernel."""
-        return cfunc_logp_grad(self.logp, self.buf, x, self.n_dim)
-
     def to_nutpie(self):
         """nutpie's compiled-model container around the callbacks (nutpie 0.16 ``CompiledPyMCModel``)."""
         from nutpie.compile_pymc import CompiledPyMCModel
