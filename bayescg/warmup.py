@@ -125,6 +125,26 @@ def _ising() -> None:
     dens.logp_grad(np.zeros(dens.n_dim))
 
 
+def _correction_kernels(knots, coef, expression: str, variables: list) -> None:
+    """The finite-delta correction's run kernels in d = len(variables): the white-kick runs' spline gradients of slot
+    0 (compiled per table slot; the run's first spline, the fixed point's U_c, takes slot 0 as this one does in a
+    fresh process), made as simulate() makes them (the signatures with their return types are the cache keys), and
+    the white-noise check's recording driver (on the potential ``expression``)."""
+    import numpy as np
+
+    from .potentials import Potential
+    from .simulate import EngineOptions, potential_lane_kernel, run_trajectories
+    from .splines import spline_potential
+
+    u = spline_potential(knots, coef)
+    potential_lane_kernel(u, EngineOptions())
+    del u
+    d = len(variables)
+    q0, p0 = np.zeros((2, d)), np.ones((2, d))
+    run_trajectories(Potential.from_expression(expression, variables), 0.1, 1.0, q0, p0, integrator="damped",
+                     friction=0.1 * np.eye(d), mass=np.eye(d), seed=0, record_every=0.1)
+
+
 def _learn_1d(method: str = "nuts", correction: str = "fixed_point") -> None:
     """The 1D fit's kernels (``method``) and, with ``correction`` "fixed_point", the correction's 1D kernels, on toys."""
     import numpy as np
@@ -139,20 +159,10 @@ def _learn_1d(method: str = "nuts", correction: str = "fixed_point") -> None:
     if correction != "fixed_point":
         return
     from .bias import coupled_maps
-    from .potentials import Potential
-    from .simulate import EngineOptions, potential_lane_kernel, run_trajectories
-    from .splines import SplineRep, spline_potential
+    from .splines import SplineRep
 
     SplineRep(fit.knots, fit.coef_mean).value_grad(np.linspace(-2.0, 2.0, 5))
-    # the white-kick runs' spline gradients: compiled per table slot, and the run's first spline (the fixed point's
-    # U_c) takes slot 0, as this one does in a fresh process; compiled as simulate() compiles them (the signatures
-    # with their return types are the cache keys)
-    u = spline_potential(fit.knots, fit.coef_mean)
-    potential_lane_kernel(u, EngineOptions())
-    del u
-    q0, p0 = np.zeros((2, 1)), np.ones((2, 1))
-    run_trajectories(Potential.from_expression("q**2/2", ["q"]), 0.1, 1.0, q0, p0, integrator="damped",
-                     friction=np.array([[0.1]]), mass=np.eye(1), seed=0, record_every=0.1)
+    _correction_kernels(fit.knots, fit.coef_mean, "q**2/2", ["q"])
     xs = np.linspace(-5.0, 5.0, 101)
     kicks = np.linspace(-1.0, 1.0, 64)
     coupled_maps(xs[0], 1.0 / (xs[1] - xs[0]), xs.copy(), 0.1, 1.0, 0.99, kicks, kicks.copy(), 50, 5, 8, 0, -3.0,
@@ -171,22 +181,14 @@ def _learn_2d(method: str = "nuts", correction: str = "fixed_point") -> None:
     noise.noise_logp_cfunc, noise.noise_expand_cfunc  # noqa: B018  (made, i.e. compiled, on first access)
     if method == "nuts":
         effective.sparse_logp_cfunc, effective.sparse_expand_cfunc  # noqa: B018
-    from .splines import SplineRep, clamped_knots, spline_potential
+    from .splines import SplineRep, clamped_knots
 
     t = clamped_knots(-1.0, 1.0, 6)
     coef = np.zeros((len(t) - 4) ** 2)
     SplineRep([t, t], coef).value_grad(np.zeros((5, 2)))
     if correction != "fixed_point":
         return
-    from .potentials import Potential
-    from .simulate import EngineOptions, potential_lane_kernel, run_trajectories
-
-    u = spline_potential([t, t], coef)
-    potential_lane_kernel(u, EngineOptions())
-    del u
-    q0, p0 = np.zeros((2, 2)), np.ones((2, 2))
-    run_trajectories(Potential.from_expression("x**2/2 + y**2/2", ["x", "y"]), 0.1, 1.0, q0, p0, integrator="damped",
-                     friction=0.1 * np.eye(2), mass=np.eye(2), seed=0, record_every=0.1)
+    _correction_kernels([t, t], coef, "x**2/2 + y**2/2", ["x", "y"])
 
 
 def _ising_loaded() -> bool:
