@@ -66,73 +66,61 @@ def test_ising_child_compiles_the_signatures_a_real_run_loads(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@pytest.mark.slow
-def test_learn1d_child_compiles_the_signatures_a_real_learn_loads(tmp_path):
-    """A fresh cache, the learn1d child run to completion, then a small 1D learn with NUTS and the correction in a new
-    process: the fit's kernel, the spline evaluation, the white-noise check's recording driver and the coupled maps
-    do not compile there (numba's compile events)."""
+def _learn_after_child(tmp_path, task: str, model: dict, ran: str, warmed: set, timeouts: tuple) -> None:
+    """A fresh cache, the ``task`` child (NUTS, fixed-point correction) run to completion, then learn ``model`` in a new
+    process: the assertion ``ran`` (over the result r: the stages whose kernels the child compiled did run) holds, and
+    none of the kernels ``warmed`` compiles there (numba's compile events).  timeouts: (child, learn) in s."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
-    subprocess.run([sys.executable, "-m", "bayescg.warmup", "learn1d", "nuts", "fixed_point"], env=env, check=True,
-                   timeout=600)
-    code = textwrap.dedent("""
+    subprocess.run([sys.executable, "-m", "bayescg.warmup", task, "nuts", "fixed_point"], env=env, check=True,
+                   timeout=timeouts[0])
+    code = textwrap.dedent(f"""
         from numba.core import event as ev
         from bayescg import warmup
-        assert warmup.is_warm("learn1d")
+        assert warmup.is_warm({task!r})
         rec = ev.RecordingListener()
         ev.register("numba:compile", rec)
         from bayescg.config import model_from_dict
         from bayescg.pipeline import learn_model
-        m = model_from_dict({"name": "dw", "potential": {"expression": "(q**2 - 1)**2/4 + 0.025*sin(q/0.025)",
-                                                          "reference": "(q**2 - 1)**2/4"},
-                             "simulation": {"delta": 0.25, "gamma": 0.1, "steps": 400000, "walkers": 16, "seed": 3},
-                             "fit": {"draws": 100, "tune": 100, "chains": 2, "knots": 20}})
-        r = learn_model(m)
-        # the stages whose kernels the child compiled did run here
-        assert r.fit.method == "nuts" and r.correction is not None, r.correction_note
-        assert r.correction.white_noise_check is not None and r.correction.kick_shape is not None
-        names = {getattr(getattr(e.data["dispatcher"], "py_func", None), "__name__", "") for _, e in rec.buffer}
-        warmed = {"effective_logp_grad", "_loop_eval_1d", "_coupled_lanes", "_record_chunk_damped", "gl", "gs"}
+        r = learn_model(model_from_dict({model!r}))
+        {ran}
+        names = {{getattr(getattr(e.data["dispatcher"], "py_func", None), "__name__", "") for _, e in rec.buffer}}
         print(sorted(names))
-        assert not names & warmed, names & warmed
+        assert not names & {warmed!r}, names & {warmed!r}
     """)
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeouts[1])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
+
+@pytest.mark.slow
+def test_learn1d_child_compiles_the_signatures_a_real_learn_loads(tmp_path):
+    """After the learn1d child, a small 1D learn with NUTS and the correction compiles neither the fit's kernel, the
+    spline evaluation, the white-kick spline kernels, the white-noise check's recording driver nor the coupled maps."""
+    _learn_after_child(
+        tmp_path, "learn1d",
+        {"name": "dw", "potential": {"expression": "(q**2 - 1)**2/4 + 0.025*sin(q/0.025)",
+                                     "reference": "(q**2 - 1)**2/4"},
+         "simulation": {"delta": 0.25, "gamma": 0.1, "steps": 400000, "walkers": 16, "seed": 3},
+         "fit": {"draws": 100, "tune": 100, "chains": 2, "knots": 20}},
+        "assert r.fit.method == 'nuts' and r.correction is not None and r.correction.white_noise_check is not None "
+        "and r.correction.kick_shape is not None, r.correction_note",
+        {"effective_logp_grad", "_loop_eval_1d", "_coupled_lanes", "_record_chunk_damped", "gl", "gs"}, (600, 900))
 
 
 @pytest.mark.slow
 def test_learn2d_child_compiles_the_signatures_a_real_learn_loads(tmp_path):
-    """A fresh cache, the learn2d child run to completion, then a small two-stage 2D learn with NUTS and the
-    correction in a new process: the noise model's and the fit's density kernels, the 2D spline evaluation, the
-    white-kick spline kernels and the recording driver do not compile there (numba's compile events)."""
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
-    subprocess.run([sys.executable, "-m", "bayescg.warmup", "learn2d", "nuts", "fixed_point"], env=env, check=True,
-                   timeout=900)
-    code = textwrap.dedent("""
-        from numba.core import event as ev
-        from bayescg import warmup
-        assert warmup.is_warm("learn2d")
-        rec = ev.RecordingListener()
-        ev.register("numba:compile", rec)
-        from bayescg.config import model_from_dict
-        from bayescg.pipeline import learn_model
-        m = model_from_dict({"name": "q2", "potential": {"variables": ["x", "y"],
-                                                          "expression": "x**2/2 + y**2 + 1e-3*sin(x/1e-3)",
-                                                          "reference": "x**2/2 + y**2"},
-                             "simulation": {"delta": 0.1, "gamma": 0.5, "steps": 200000, "walkers": 8, "seed": 3,
-                                            "bins": 30},
-                             "fit": {"draws": 100, "tune": 100, "chains": 2, "knots": 8}})
-        r = learn_model(m)
-        # the stages whose kernels the child compiled did run here
-        assert r.noise is not None and r.fit.method == "nuts" and r.correction is not None, r.correction_note
-        assert r.correction.white_noise_check is not None
-        names = {getattr(getattr(e.data["dispatcher"], "py_func", None), "__name__", "") for _, e in rec.buffer}
-        warmed = {"noise_logp_grad", "sparse_logp_grad", "_loop_eval", "_record_chunk_damped", "gl", "gs"}
-        print(sorted(names))
-        assert not names & warmed, names & warmed
-    """)
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1200)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    """After the learn2d child, a small two-stage 2D learn with NUTS and the correction compiles neither the noise
+    model's and the fit's density kernels, the 2D spline evaluation, the white-kick spline kernels nor the recording
+    driver."""
+    _learn_after_child(
+        tmp_path, "learn2d",
+        {"name": "q2", "potential": {"variables": ["x", "y"], "expression": "x**2/2 + y**2 + 1e-3*sin(x/1e-3)",
+                                     "reference": "x**2/2 + y**2"},
+         "simulation": {"delta": 0.1, "gamma": 0.5, "steps": 200000, "walkers": 8, "seed": 3, "bins": 30},
+         "fit": {"draws": 100, "tune": 100, "chains": 2, "knots": 8}},
+        "assert r.noise is not None and r.fit.method == 'nuts' and r.correction is not None "
+        "and r.correction.white_noise_check is not None, r.correction_note",
+        {"noise_logp_grad", "sparse_logp_grad", "_loop_eval", "_record_chunk_damped", "gl", "gs"}, (900, 1200))
+
 
 def test_ising_shared_kernels_have_the_signatures_the_likelihood_and_the_sweeps_use():
     """compile_shared (the background compile's first step) must compile _coef, chain_weights and _forward with the
