@@ -5,13 +5,15 @@ On a fresh numba cache a run compiles each kernel when it first needs it, one af
 run's later stages on toy inputs whose arrays have the dtypes and ranks of the real ones (so the compiled signatures
 are the ones the run needs), and numba writes them to its disk cache, where the run's own first call finds them.
 Results do not depend on it (the same machine code either way; numba replaces cache files atomically); a run that
-reaches a kernel before the child has cached it compiles it itself, as without the child.
+reaches a kernel before the child has cached it waits for it where the task reports a step for it (below), and
+otherwise compiles it itself, as without the child.
 
 * ``ising``: first the chain kernels that the likelihood (E1)/(E2) shares with the Gibbs sweeps
-  (:func:`bayescg.ising.kernel.compile_shared`, ~3 s: the run's laplace_slides, ~4 s in, then compiles only the
-  likelihood's own part), then the Gibbs sweeps (:func:`bayescg.ising.kernel.gibbs_sweeps`, ~7-9 s) and the NUTS
-  callbacks of the marginal posterior (:func:`bayescg.ising.kernel.marginal_cfuncs`; by then usually compiled by the
-  run), while exact EM, MC-EM, the Laplace fits and NUTS run (:func:`bayescg.ising.pipeline.run_methods`).
+  (:func:`bayescg.ising.kernel.compile_shared`, ~3.5 s; step "shared"), then the Gibbs sweeps (through
+  :func:`bayescg.ising.bayes.gibbs_chains`, which does not import ArviZ; ~8-10 s; step "gibbs") and the NUTS callbacks
+  of the marginal posterior (:func:`bayescg.ising.kernel.marginal_cfuncs`; by then usually compiled by the run), while
+  exact EM, MC-EM, the Laplace fits and NUTS run (:func:`bayescg.ising.pipeline.run_methods`, which waits for "shared"
+  before laplace_slides, importing the NUTS sampler meanwhile, and for "gibbs" before the Gibbs sampler).
 * ``learn1d``: the 1D fit's density kernel and NUTS callbacks (when the fit samples with NUTS), and the finite-delta
   correction's spline evaluation and the white-kick runs' spline gradients (compiled per table slot of
   bayescg.splines: the child compiles slot 0's, which the run's first spline takes), the recording driver of the
@@ -20,6 +22,10 @@ reaches a kernel before the child has cached it compiles it itself, as without t
 * ``learn2d``: the noise model's and the 2D fit's NUTS callbacks (sparse form, ~9 s), the 2D spline evaluation, slot
   0's 2D spline gradient kernels of the correction's white-kick runs and the white-noise check's recording driver
   (~20 s), while the noise model's runs and the V-run compile and go on.
+
+The child reports each finished step on a pipe (:meth:`Child.wait`): a run that needs kernels the child is compiling
+waits for them instead of compiling them a second time beside it, which on two cores slowed both (measured: the
+likelihood's compile 4.0-5.1 s when the run got there first, 2.4-2.8 s after the wait).
 
 A stamp beside the cache per task (a hash of bayescg's sources, numba and Python versions) records a completed
 warm-up -- written by the child, or by a run that holds all of the task's kernels itself (:data:`LOADED`) -- so a
@@ -71,28 +77,77 @@ def is_warm(task: str) -> bool:
         return False
 
 
-def start(task: str, *args: str) -> subprocess.Popen | None:
+class Child:
+    """A running warm-up child.  It reports each finished step of its task (:func:`_step`) on its stdout, so the run
+    can wait for a step instead of compiling, beside the child, the kernels the child is compiling (on two cores
+    both would lose: the run its time, the child the core)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.done: set[str] = set()
+        self._buf = b""
+
+    def wait(self, step: str, control=None, timeout: float = 120.0) -> bool:
+        """Block until the child has cached the kernels of ``step``, has ended, or ``timeout`` s passed (or
+        ``control`` is interrupted).  True when the step is done; a run that gets False compiles what it needs
+        itself, as without the child."""
+        import select
+        import time
+
+        t_end = time.monotonic() + timeout
+        while step not in self.done:
+            if time.monotonic() > t_end or (control is not None and getattr(control, "interrupted", False)):
+                return False
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if not ready:
+                continue
+            chunk = os.read(self.proc.stdout.fileno(), 4096)
+            if not chunk:  # the child ended (finished, failed or killed): nothing more to wait for
+                return step in self.done
+            self._buf += chunk
+            *lines, self._buf = self._buf.split(b"\n")
+            self.done.update(x.decode(errors="replace").strip() for x in lines)
+        return True
+
+
+def start(task: str, *args: str) -> Child | None:
     """The child process running ``task`` (a key of TASKS) with string arguments ``args``, or None when the cache is
     already warm for it (or no child can be started)."""
     if is_warm(task):
         return None
     try:
-        return subprocess.Popen([sys.executable, "-m", "bayescg.warmup", task, *args], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen([sys.executable, "-m", "bayescg.warmup", task, *args], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     except OSError:
         return None
+    return Child(proc)
 
 
-def stop(proc: subprocess.Popen | None, task: str) -> None:
+def stop(child: Child | None, task: str) -> None:
     """End the child of ``task`` (at the end of the run, or when it is interrupted): it only ever fills numba's
     cache.  When this process has itself compiled or loaded all of the task's kernels (LOADED), the cache holds
     them and the stamp is written, so that later runs start no child."""
-    if proc is not None and proc.poll() is None:
-        proc.kill()
+    if child is not None:
+        proc = child.proc
+        if proc.poll() is None:
+            proc.kill()
         proc.wait()
+        proc.stdout.close()
     loaded = LOADED.get(task)
     if loaded is not None and loaded() and not is_warm(task):
         _write_stamp(task)
+
+
+_REPORT_FD: list[int] = []  # in the child: the pipe to the run (its stdout at start)
+
+
+def _step(name: str) -> None:
+    """In the child: ``name``'s kernels are in the cache (:meth:`Child.wait`)."""
+    if _REPORT_FD:
+        try:
+            os.write(_REPORT_FD[0], f"{name}\n".encode())
+        except OSError:  # the run has ended: nobody waits
+            pass
 
 
 def _write_stamp(task: str) -> None:
@@ -111,7 +166,7 @@ def _ising() -> None:
     """The chain kernels shared by the likelihood and the sweeps, the Gibbs sweeps, the NUTS callbacks (toy chain)."""
     import numpy as np
 
-    from .ising.bayes import sample_gibbs
+    from .ising.bayes import gibbs_chains
     from .ising.coarse import CoarseModel
     from .ising.kernel import FastLoglik, MarginalDensity, compile_shared, marginal_cfuncs
 
@@ -119,7 +174,9 @@ def _ising() -> None:
     x = np.where(np.random.default_rng(0).random((6, 8)) < 0.5, -1, 1).astype(np.int64)
     # the kernels the run's likelihood shares with the sweeps first: laplace_slides needs it ~4 s into a run
     compile_shared(FastLoglik(cm, x))
-    sample_gibbs(cm, x, draws=2, tune=2, chains=1, seed=0, cores=1)
+    _step("shared")
+    gibbs_chains(cm, x, draws=2, tune=2, chains=1, seed=0, cores=1)  # the sweeps, without ArviZ's import
+    _step("gibbs")
     marginal_cfuncs()
     dens = MarginalDensity(cm, x)
     dens.logp_grad(np.zeros(dens.n_dim))
@@ -205,6 +262,12 @@ LOADED = {"ising": _ising_loaded}
 
 def main(argv=None) -> None:
     task, *args = sys.argv[1:] if argv is None else argv
+    # the steps go to the run through the pipe; anything else the kernels' callers print goes to /dev/null, so a
+    # run that never reads the pipe (learn) cannot block the child on a full one
+    _REPORT_FD.append(os.dup(1))
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.close(null)
     TASKS[task](*args)
     _write_stamp(task)
 

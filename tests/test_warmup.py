@@ -14,11 +14,48 @@ from bayescg import warmup
 def test_stop_kills_a_running_child(tmp_path, monkeypatch):
     monkeypatch.setattr(warmup, "_stamp_path", lambda task: tmp_path / task)  # not the real cache's stamps
     assert not warmup.is_warm("ising")
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    warmup.stop(proc, "learn1d")
-    assert proc.returncode is not None  # killed and reaped, not left running
-    warmup.stop(proc, "learn1d")  # a finished child: nothing to do
+    child = warmup.Child(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                          stdout=subprocess.PIPE))
+    warmup.stop(child, "learn1d")
+    assert child.proc.returncode is not None  # killed and reaped, not left running
+    warmup.stop(child, "learn1d")  # a finished child: nothing to do
     warmup.stop(None, "learn1d")
+
+
+def test_wait_returns_when_the_step_is_reported_the_child_ends_or_time_is_up():
+    import time
+
+    code = "import os, time; time.sleep(0.3); os.write(1, b'shared\\ngib'); time.sleep(0.3); os.write(1, b'bs\\n'); time.sleep(30)"
+    child = warmup.Child(subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE))
+    try:
+        t0 = time.monotonic()
+        assert child.wait("shared", timeout=20)
+        assert child.wait("gibbs", timeout=20)  # a line split across two reads
+        assert time.monotonic() - t0 < 10  # returned on the report, not on the timeout
+        t0 = time.monotonic()
+        assert not child.wait("cfuncs", timeout=1.0)  # never reported: the timeout
+        assert 0.9 < time.monotonic() - t0 < 5
+        assert child.wait("shared", timeout=0)  # already seen
+    finally:
+        warmup.stop(child, "learn1d")
+    ended = warmup.Child(subprocess.Popen([sys.executable, "-c", "print('shared')"], stdout=subprocess.PIPE))
+    t0 = time.monotonic()
+    assert not ended.wait("gibbs", timeout=60)  # the child ended without it: no wait for the timeout
+    assert time.monotonic() - t0 < 30 and ended.done == {"shared"}
+    warmup.stop(ended, "learn1d")
+
+
+class _Interrupted:
+    interrupted = True
+
+
+def test_wait_gives_up_when_the_run_is_interrupted():
+    child = warmup.Child(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                                          stdout=subprocess.PIPE))
+    try:
+        assert not child.wait("shared", control=_Interrupted(), timeout=60)
+    finally:
+        warmup.stop(child, "learn1d")
 
 
 def test_stamp_marks_a_warm_cache_and_a_source_edit_makes_it_cold(tmp_path, monkeypatch):

@@ -322,6 +322,19 @@ def sample_gibbs(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1,
     z ~ U(-1, 1) and uses numba's np.random seeded from ``SeedSequence(seed)``'s c-th child; ``cores`` chains
     (default min(chains, 2)) run at once on threads, each chain in one thread (numba's np.random state is per
     thread), so the draws do not depend on ``cores``.  ``control``: see :func:`sample_nuts` (checked every GIBBS_CHUNK sweeps)."""
+    run = gibbs_chains(cm, x, draws=draws, tune=tune, chains=chains, seed=seed, prior_sd=prior_sd, control=control,
+                       fast=fast, cores=cores)
+    t2, c2 = time.perf_counter(), time.process_time()
+    idata = _gibbs_idata(cm, run["theta_c"], run["theta_cf"], run["acceptance_rate"], run["kept"], run["stopped"])
+    return SamplerRun(idata, t2 - run["t1"], run["t1"] - run["t0"], "numba-gibbs", c2 - run["c1"], run["stopped"])
+
+
+def gibbs_chains(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1, prior_sd=2.0, control=None,
+                 fast=None, cores: Optional[int] = None) -> dict:
+    """The chains of :func:`sample_gibbs` as arrays, without its InferenceData (the warm-up child compiles the
+    sweeps through it without importing ArviZ): theta_c (chains, draws, K), theta_cf and acceptance_rate
+    (chains, draws), kept (chains,) draws kept per chain, stopped, and the clocks t0, t1 (perf_counter before and
+    after compiling or loading the kernels) and c1 (process_time after it)."""
     from ..runtime import begin_stage
     from ..sampling import progress_tick
     from ..sampling import _chain_note
@@ -331,7 +344,6 @@ def sample_gibbs(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1,
     fast = fast if fast is not None else FastLoglik(cm, x)
     K = cm.K
     t0 = time.perf_counter()
-    c0 = time.process_time()
     seed_numba(0)  # compiles here (cold cache) or loads the kernels, outside the timed sampling
     t1, c1 = time.perf_counter(), time.process_time()
     total = chains * (tune + draws)
@@ -393,10 +405,8 @@ def sample_gibbs(cm: CoarseModel, x, *, draws=1000, tune=1000, chains=4, seed=1,
         with ThreadPoolExecutor(max_workers=cores) as pool:  # gibbs_sweeps releases the GIL (nogil)
             for f in [pool.submit(chain, c, ss) for c, ss in enumerate(seqs)]:
                 f.result()
-    stopped = stop.is_set()
-    t2, c2 = time.perf_counter(), time.process_time()
-    idata = _gibbs_idata(cm, out_c, out_cf, out_acc, kept, stopped)
-    return SamplerRun(idata, t2 - t1, t1 - t0, "numba-gibbs", c2 - c1, stopped)
+    return {"theta_c": out_c, "theta_cf": out_cf, "acceptance_rate": out_acc, "kept": kept, "stopped": stop.is_set(),
+            "t0": t0, "t1": t1, "c1": c1}
 
 
 def _gibbs_idata(cm: CoarseModel, out_c, out_cf, out_acc, kept, stopped):

@@ -376,13 +376,19 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
     child = warmup.start("ising") if any(m in ("gibbs", "nuts") for m in inf.methods) else None
     try:
         return _run_methods(fine, cm, x, lags, inf, control=control, name=name, data_source=data_source,
-                            t_all=t_all)
+                            t_all=t_all, child=child)
     finally:
         warmup.stop(child, "ising")
 
 
-def _run_methods(fine, cm, x, lags, inf, *, control, name, data_source, t_all) -> IsingResult:
-    """run_methods on checked inputs (x, lags from _checked_inputs); t_all: the run's start (perf_counter)."""
+# the background compile's step (bayescg.warmup._ising) whose kernels a method needs first
+_WARM_STEP = {"laplace_slides": "shared", "nuts": "shared", "gibbs": "gibbs"}
+
+
+def _run_methods(fine, cm, x, lags, inf, *, control, name, data_source, t_all, child=None) -> IsingResult:
+    """run_methods on checked inputs (x, lags from _checked_inputs); t_all: the run's start (perf_counter); child:
+    the background compile (bayescg.warmup.Child) or None.  A method whose kernels the child is still compiling
+    waits for them rather than compile them beside it (both would take longer, on two cores)."""
     from .kernel import FastLoglik
 
     m_true, R_true = fine.truth(lags)
@@ -419,6 +425,14 @@ def _run_methods(fine, cm, x, lags, inf, *, control, name, data_source, t_all) -
         t0, c0 = time.perf_counter(), time.process_time()
         ctx = FitContext(cm, x, inf, rng, control, prior_sd, backend, fast)
         label = f"ising {i + 1}/{len(order)}: {meth}"
+        step = _WARM_STEP.get(meth)
+        if child is not None and step is not None and step not in child.done:
+            begin_stage(control, f"{label}: waiting for the background compile of its kernels")
+            if "nuts" in order[i:] and backend != "pymc":
+                from ..sampling import nuts_backend
+
+                nuts_backend()  # meanwhile, work that needs no kernel: importing the sampler (~2 s, ArviZ with it)
+            child.wait(step, control, timeout=60.0)
         try:
             begin_stage(control, label + (": set-up" if METHODS[meth].stages else ""))  # its own stages follow
             fit = METHODS[meth].fit(ctx)
