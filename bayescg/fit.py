@@ -105,6 +105,8 @@ class FitResult:
     cell_points: Any = None            # (n, d) centres of the mass-region histogram cells (reference RMSE)
     grid_weights: Any = None           # (G,) count weights of the grid points (alignment of draws)
     band_calibration: Optional[dict] = None  # walker-clustered sandwich scaling of the draws (module doc)
+    laplace_posterior: Optional[dict] = None  # MAP: the Laplace draws (b or a, beta, U (S, G)), which
+    #                                           to_inference_data makes the posterior group (ArviZ only when asked)
 
     def to_dict(self) -> dict:
         f = lambda a: None if a is None else np.asarray(a, dtype=float).tolist()  # noqa: E731
@@ -147,6 +149,8 @@ class FitResult:
             if self.idata is not None and "U" in self.idata.posterior:
                 self.idata.posterior["U"].values[...] = np.asarray(self.U_draws).reshape(
                     self.idata.posterior["U"].shape)
+            if self.laplace_posterior is not None:  # a new dict: copies of this result keep theirs
+                self.laplace_posterior = dict(self.laplace_posterior, U=np.asarray(self.U_draws))
         _set_coverage(self)
 
     def spline(self, wall: float = 0.0):
@@ -181,6 +185,9 @@ class FitResult:
         if ex.get("cell_centres") is not None and len(ex["cell_centres"]) == len(cells):
             cell_coords = {f"cell_{v}": ("cell", ex["cell_centres"][:, i]) for i, v in enumerate(names)}
         obs = xr.Dataset({"counts": ("cell", cells)}, coords=cell_coords)
+        if idata is None and self.laplace_posterior is not None:
+            idata = az.from_dict(posterior={k: np.asarray(v)[None] for k, v in self.laplace_posterior.items()},
+                                 dims={"U": ["grid_point"]})
         if idata is None:
             idata = az.InferenceData()
         groups = {}
@@ -758,12 +765,8 @@ def _attach_checks(res, basis, counts, factor, post, parts, *, reference, seed) 
         nchain = post["idata"].posterior.sizes["chain"]
         Uc = Ud.reshape(nchain, -1, Ud.shape[1])
         post["idata"].posterior["U"] = xr.DataArray(Uc, dims=("chain", "draw", "grid_point"))
-    else:
-        import arviz as az
-
-        res.idata = az.from_dict(posterior={post["post_name"].replace("z", "b"): post["bd"][None],
-                                            "beta": post["betad"][None], "U": Ud[None]},
-                                 dims={"U": ["grid_point"]})
+    else:  # an InferenceData only when asked (to_inference_data): the correction's many MAP fits never are
+        res.laplace_posterior = {post["post_name"].replace("z", "b"): post["bd"], "beta": post["betad"], "U": Ud}
 
 
 functools.update_wrapper(fit_effective_potential, _fit_effective_potential)

@@ -343,12 +343,15 @@ def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool
     task = {1: "learn1d", 2: "learn2d"}.get(len(model.require("potential").variables))
     child = warmup.start(task, fs.method, fs.delta_correction) if task else None
     try:
-        return _learn_model(model, workdir=workdir, resume=resume, control=control, executor=executor)
+        return _learn_model(model, workdir=workdir, resume=resume, control=control, executor=executor, child=child)
     finally:
         warmup.stop(child, task)
 
 
-def _learn_model(model: Model, *, workdir, resume, control, executor) -> LearnResult:
+def _learn_model(model: Model, *, workdir, resume, control, executor, child=None) -> LearnResult:
+    """learn_model's stages; child: the background compile (bayescg.warmup.Child) or None.  The fit waits for the
+    child's "fit" step and the correction for its "correction" step, rather than compile their kernels beside it."""
+    from . import warmup
     from .fit import fit_effective_potential
     from .runtime import begin_stage
     from .simulate import simulate
@@ -380,6 +383,7 @@ def _learn_model(model: Model, *, workdir, resume, control, executor) -> LearnRe
     eq = equilibrium_summary(sim)
     seed = fs.seed if fs.seed is not None else s.seed
     reference = reference_from_model(model)
+    warmup.await_step(child, "fit", control, "fit")
     fit = fit_effective_potential(sim, knots=fs.knots, method=fs.method, draws=fs.draws, tune=fs.tune,
                                   chains=fs.chains, seed=seed, reference=reference, mass_fraction=fs.mass_fraction,
                                   control=control)
@@ -389,6 +393,8 @@ def _learn_model(model: Model, *, workdir, resume, control, executor) -> LearnRe
         # measured on the raw learned U; applied below to the band it belongs to
         noise_part = noise_part_of_band(pot, s.delta, kw, noise, fit, draws=ns.z_draws, knots=fs.knots,
                                         seed=seed, control=control, apply=False)
+    if fs.delta_correction != "none":
+        warmup.await_step(child, "correction", control, "finite-delta correction")
     fit, raw, corr, note = correct_finite_delta(
         sim, fit, kw, mode=fs.delta_correction, knots=fs.knots, mass_fraction=fs.mass_fraction,
         steps=fs.correction_steps or s.steps, max_iter=fs.correction_iterations, reference=reference, seed=seed,

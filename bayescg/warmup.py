@@ -87,19 +87,21 @@ class Child:
         self.done: set[str] = set()
         self._buf = b""
 
-    def wait(self, step: str, control=None, timeout: float = 120.0) -> bool:
+    def wait(self, step: str, control=None, timeout: float = 60.0) -> bool:
         """Block until the child has cached the kernels of ``step``, has ended, or ``timeout`` s passed (or
         ``control`` is interrupted).  True when the step is done; a run that gets False compiles what it needs
-        itself, as without the child."""
+        itself, as without the child.  ``timeout`` 0 only reads what the child has reported so far."""
         import select
         import time
 
-        t_end = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout
         while step not in self.done:
-            if time.monotonic() > t_end or (control is not None and getattr(control, "interrupted", False)):
+            if control is not None and getattr(control, "interrupted", False):
                 return False
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
-            if not ready:
+            left = deadline - time.monotonic()
+            if not select.select([self.proc.stdout], [], [], max(0.0, min(0.2, left)))[0]:
+                if left <= 0:
+                    return False
                 continue
             chunk = os.read(self.proc.stdout.fileno(), 4096)
             if not chunk:  # the child ended (finished, failed or killed): nothing more to wait for
@@ -108,6 +110,20 @@ class Child:
             *lines, self._buf = self._buf.split(b"\n")
             self.done.update(x.decode(errors="replace").strip() for x in lines)
         return True
+
+
+def await_step(child: Child | None, step: str, control=None, label: str = "", meanwhile=None) -> None:
+    """Before a stage that needs the kernels of the child's ``step``: wait for them (a stage ``label``: "waiting for
+    the background compile of its kernels", with ``meanwhile()`` run first, work that needs no kernel) unless the
+    child has reported the step already or there is no child."""
+    if child is None or child.wait(step, timeout=0.0):
+        return
+    from .runtime import begin_stage
+
+    begin_stage(control, f"{label}: waiting for the background compile of its kernels")
+    if meanwhile is not None:
+        meanwhile()
+    child.wait(step, control)
 
 
 def start(task: str, *args: str) -> Child | None:
@@ -200,6 +216,7 @@ def _correction_kernels(knots, coef, expression: str, variables: list) -> None:
     q0, p0 = np.zeros((2, d)), np.ones((2, d))
     run_trajectories(Potential.from_expression(expression, variables), 0.1, 1.0, q0, p0, integrator="damped",
                      friction=0.1 * np.eye(d), mass=np.eye(d), seed=0, record_every=0.1)
+    _step("correction")
 
 
 def _learn_1d(method: str = "nuts", correction: str = "fixed_point") -> None:
@@ -211,8 +228,15 @@ def _learn_1d(method: str = "nuts", correction: str = "fixed_point") -> None:
     edges = np.linspace(-3.0, 3.0, 41)
     mid = 0.5 * (edges[1:] + edges[:-1])
     counts = np.round(1e4 * np.exp(-mid ** 2 / 2)).astype(np.int64)
+    # MAP + Laplace: the density's kernels and the summary's, without sampling (NUTS would import nutpie and ArviZ,
+    # ~3 s of this process that the run pays itself anyway); the NUTS callbacks are made (compiled) directly
     fit = fit_effective_potential({"counts": counts, "edges": [edges], "beta_hat": 1.0, "beta_hat_se": 0.01,
-                                   "n_eff_factor": 1.0}, knots=8, method=method, draws=20, tune=20, chains=1, seed=0)
+                                   "n_eff_factor": 1.0}, knots=8, method="map", draws=20, seed=0)
+    if method == "nuts":
+        from .kernels import effective
+
+        effective.effective_logp_cfunc, effective.effective_expand_cfunc  # noqa: B018  (compiled on first access)
+    _step("fit")
     if correction != "fixed_point":
         return
     from .bias import coupled_maps
@@ -224,6 +248,7 @@ def _learn_1d(method: str = "nuts", correction: str = "fixed_point") -> None:
     kicks = np.linspace(-1.0, 1.0, 64)
     coupled_maps(xs[0], 1.0 / (xs[1] - xs[0]), xs.copy(), 0.1, 1.0, 0.99, kicks, kicks.copy(), 50, 5, 8, 0, -3.0,
                  3.0, np.zeros((2, 20)), np.zeros((2, 8, 20, 2)))
+    _step("kick_shape")
 
 
 def _learn_2d(method: str = "nuts", correction: str = "fixed_point") -> None:
@@ -238,6 +263,7 @@ def _learn_2d(method: str = "nuts", correction: str = "fixed_point") -> None:
     noise.noise_logp_cfunc, noise.noise_expand_cfunc  # noqa: B018  (made, i.e. compiled, on first access)
     if method == "nuts":
         effective.sparse_logp_cfunc, effective.sparse_expand_cfunc  # noqa: B018
+    _step("fit")
     from .splines import SplineRep, clamped_knots
 
     t = clamped_knots(-1.0, 1.0, 6)
@@ -270,6 +296,7 @@ def main(argv=None) -> None:
     os.close(null)
     TASKS[task](*args)
     _write_stamp(task)
+    _step("done")
 
 
 if __name__ == "__main__":

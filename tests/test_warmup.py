@@ -58,6 +58,32 @@ def test_wait_gives_up_when_the_run_is_interrupted():
         warmup.stop(child, "learn1d")
 
 
+class _Stages:
+    interrupted = False
+
+    def __init__(self):
+        self.labels = []
+
+    def stage(self, label, total=None):
+        self.labels.append(label)
+
+
+def test_await_step_shows_a_stage_and_does_the_meanwhile_work_only_when_it_waits():
+    code = "import os, time; os.write(1, b'fit\\n'); time.sleep(0.5); os.write(1, b'done\\n'); time.sleep(30)"
+    child = warmup.Child(subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE))
+    ctl, calls = _Stages(), []
+    try:
+        warmup.await_step(None, "fit", ctl, "fit", meanwhile=lambda: calls.append(1))  # no child: nothing
+        assert child.wait("fit", timeout=20)
+        warmup.await_step(child, "fit", ctl, "fit", meanwhile=lambda: calls.append(1))  # reported already
+        assert ctl.labels == [] and calls == []
+        warmup.await_step(child, "done", ctl, "correction", meanwhile=lambda: calls.append(1))
+        assert ctl.labels == ["correction: waiting for the background compile of its kernels"] and calls == [1]
+        assert "done" in child.done
+    finally:
+        warmup.stop(child, "learn1d")
+
+
 def test_stamp_marks_a_warm_cache_and_a_source_edit_makes_it_cold(tmp_path, monkeypatch):
     assert warmup._stamp_path("learn1d") is not None  # this checkout's numba cache directory
     monkeypatch.setattr(warmup, "_stamp_path", lambda task: tmp_path / task)

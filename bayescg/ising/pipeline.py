@@ -389,6 +389,7 @@ def _run_methods(fine, cm, x, lags, inf, *, control, name, data_source, t_all, c
     """run_methods on checked inputs (x, lags from _checked_inputs); t_all: the run's start (perf_counter); child:
     the background compile (bayescg.warmup.Child) or None.  A method whose kernels the child is still compiling
     waits for them rather than compile them beside it (both would take longer, on two cores)."""
+    from .. import warmup
     from .kernel import FastLoglik
 
     m_true, R_true = fine.truth(lags)
@@ -425,14 +426,12 @@ def _run_methods(fine, cm, x, lags, inf, *, control, name, data_source, t_all, c
         t0, c0 = time.perf_counter(), time.process_time()
         ctx = FitContext(cm, x, inf, rng, control, prior_sd, backend, fast)
         label = f"ising {i + 1}/{len(order)}: {meth}"
-        step = _WARM_STEP.get(meth)
-        if child is not None and step is not None and step not in child.done:
-            begin_stage(control, f"{label}: waiting for the background compile of its kernels")
-            if "nuts" in order[i:] and backend != "pymc":
-                from ..sampling import nuts_backend
+        if meth in _WARM_STEP:
+            from ..sampling import nuts_backend
 
-                nuts_backend()  # meanwhile, work that needs no kernel: importing the sampler (~2 s, ArviZ with it)
-            child.wait(step, control, timeout=60.0)
+            # meanwhile, work that needs no kernel: importing the NUTS sampler (~2 s, ArviZ with it)
+            warmup.await_step(child, _WARM_STEP[meth], control, label,
+                              meanwhile=nuts_backend if "nuts" in order[i:] and backend != "pymc" else None)
         try:
             begin_stage(control, label + (": set-up" if METHODS[meth].stages else ""))  # its own stages follow
             fit = METHODS[meth].fit(ctx)
