@@ -1,0 +1,110 @@
+"""Is the correction's claimed Monte Carlo error the size of its Monte Carlo spread?  (issue 11, band of U_k)
+
+band_parts.py found, over V-run seeds, the correction C of Test 1 spread wider than Z94 x correction_se claims
+(width ratio 0.85 at 4e6 steps, 100 seeds).  This separates the two sources of that spread: for a fixed V-run (seed
+and fit fixed) the correction is repeated with other seeds of its own runs (white-kick runs, white-noise check,
+kick-shape maps: pipeline.correct_finite_delta's ``seed``), exactly as ``bayescg learn`` runs it
+(replicates._correct).  The spread over those seeds is the pure Monte Carlo error, which correction_se claims; what
+the V-run seeds add on top comes from the correction's inputs taken from the V-run (its kick variance Z, the target
+fit), which correction_se does not hold.
+
+    nice python benchmarks/calibration/correction_mc.py [--case test1-d0.5] [--vruns 1,2] [--repeats 20]
+    # -> correction_mc-<case>.json + a table on stdout
+    nice python benchmarks/calibration/correction_mc.py --beta-sensitivity --vruns 1,2
+    # -> correction_mc-<case>-beta.json: how far one se of the V-run's beta_hat (its temperature, which sets the
+    #    white runs' kick variance) moves C, against correction_se (same correction seed, beta_hat +- 2 se)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bayescg.bias import Z94
+from bayescg.fit import fit_effective_potential, replicate_band_summary
+from bayescg.potentials import catalogue
+from bayescg.simulate import simulate
+from replicates import CASES, _correct
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--case", default="test1-d0.5", choices=sorted(CASES))
+    ap.add_argument("--vruns", default="1,2", help="V-run seeds (each: one simulation and fit, then the repeats)")
+    ap.add_argument("--repeats", type=int, default=20, help="correction seeds per V-run")
+    ap.add_argument("--beta-sensitivity", action="store_true", help="the beta_hat sensitivity instead (see above)")
+    a = ap.parse_args(argv)
+    if a.beta_sensitivity:
+        return beta_sensitivity(a)
+    spec = CASES[a.case]
+    pot = catalogue(spec["pot"])
+    kw = dict(steps=spec["steps"], walkers=16, hist_range=spec["rng"], bins=spec["bins"], gamma=spec["gamma"])
+    out = {"case": a.case, "settings": {k: v for k, v in spec.items() if k != "methods"}, "vruns": {}}
+    print("| V-run seed | repeats | width ratio of Z94 x correction_se to the repeats' spread [90 %] | "
+          "coverage of the repeats' mean |")
+    print("|---|---|---|---|")
+    for v in (int(s) for s in a.vruns.split(",")):
+        t0 = time.time()
+        sim = simulate(pot, spec["delta"], seed=v, **kw)
+        fit = fit_effective_potential(sim, knots=spec["knots"], method="map", seed=v)
+        rows = []
+        for c in range(1, a.repeats + 1):
+            _, info = _correct(sim, fit, kw, spec, 100 * v + c, pot)
+            if "correction" not in info:
+                print(f"V-run {v}, correction seed {100 * v + c}: not applied ({info['note']})")
+                continue
+            C, se = np.asarray(info["correction"]), np.asarray(info["correction_se"])
+            g = np.asarray(info["grid"], dtype=float).reshape(-1)
+            w = np.interp(g, fit.grid[:, 0], np.asarray(fit.counts, dtype=float)[
+                np.clip(np.searchsorted(fit.edges[0], fit.grid[:, 0]) - 1, 0, len(fit.edges[0]) - 2)])
+            rows.append({"grid": g[:, None], "U_mean": C, "U_lower": C - Z94 * se, "U_upper": C + Z94 * se,
+                         "weight": w})
+        r = replicate_band_summary(rows)
+        lo, hi = r["width_ratio_ci"]
+        out["vruns"][str(v)] = {k: r[k] for k in ("fits", "points", "width_ratio", "width_ratio_ci", "coverage",
+                                                  "coverage_ci")}
+        out["vruns"][str(v)]["seconds"] = time.time() - t0
+        print(f"| {v} | {r['fits']} | {r['width_ratio']:.3f} [{lo:.3f}, {hi:.3f}] | {r['coverage']:.3f} |",
+              flush=True)
+    (HERE / f"correction_mc-{a.case}.json").write_text(json.dumps(out, indent=1))
+
+
+def beta_sensitivity(a):
+    import copy
+
+    spec = CASES[a.case]
+    pot = catalogue(spec["pot"])
+    kw = dict(steps=spec["steps"], walkers=16, hist_range=spec["rng"], bins=spec["bins"], gamma=spec["gamma"])
+    out = {"case": a.case, "vruns": {}}
+    for v in (int(s) for s in a.vruns.split(",")):
+        sim = simulate(pot, spec["delta"], seed=v, **kw)
+        fit = fit_effective_potential(sim, knots=spec["knots"], method="map", seed=v)
+        b, bse = float(sim.beta_hat), float(sim.beta_hat_se)
+        res = {}
+        for k in (-2, 0, 2):
+            s2 = copy.copy(sim)
+            s2.beta_hat = b + k * bse
+            _, info = _correct(s2, fit, kw, spec, 100 * v + 1, pot)
+            res[k] = (np.asarray(info["correction"]), np.asarray(info["correction_se"]))
+        reg = np.asarray(fit.mass_region, dtype=bool)
+        g = np.asarray(info["grid"], dtype=float).reshape(-1)
+        if g.size != reg.size:
+            raise ValueError("the correction's grid is not the fit's")
+        dC = (res[2][0] - res[-2][0]) / 4.0  # per one se of beta_hat, common correction seed
+        dC = dC - dC[reg].mean()
+        rms = float(np.sqrt(np.mean(dC[reg] ** 2)))
+        se = float(np.sqrt(np.mean(res[0][1][reg] ** 2)))
+        out["vruns"][str(v)] = {"beta_hat": b, "beta_hat_se": bse, "rms_dC_per_se": rms, "rms_correction_se": se,
+                                "ratio": rms / se}
+        print(f"V-run {v}: beta_hat {b:.4f} +- {bse:.4f}; RMS over the mass region of dC per se of beta_hat {rms:.5f}"
+              f" against RMS correction_se {se:.5f} (ratio {rms / se:.3f})", flush=True)
+    (HERE / f"correction_mc-{a.case}-beta.json").write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
