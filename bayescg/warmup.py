@@ -99,7 +99,11 @@ class Child:
             if control is not None and getattr(control, "interrupted", False):
                 return False
             left = deadline - time.monotonic()
-            if not select.select([self.proc.stdout], [], [], max(0.0, min(0.2, left)))[0]:
+            try:
+                ready = select.select([self.proc.stdout], [], [], max(0.0, min(0.2, left)))[0]
+            except (OSError, ValueError):  # no select() on pipes here (Windows) or the pipe is closed: do not wait
+                return step in self.done
+            if not ready:
                 if left <= 0:
                     return False
                 continue
