@@ -422,16 +422,16 @@ def _run_methods(fine, cm, x, lags, inf, *, control, name, data_source, t_all, c
     for i, meth in enumerate(order):
         if _interrupted(control):
             raise stop(meth)
-        rng = _rng(inf, meth)
-        t0, c0 = time.perf_counter(), time.process_time()
-        ctx = FitContext(cm, x, inf, rng, control, prior_sd, backend, fast)
         label = f"ising {i + 1}/{len(order)}: {meth}"
-        if meth in _WARM_STEP:
+        if meth in _WARM_STEP:  # before the method's clock starts: ising.json times the methods, not the wait
             from ..sampling import nuts_backend
 
             # meanwhile, work that needs no kernel: importing the NUTS sampler (~2 s, ArviZ with it)
             warmup.await_step(child, _WARM_STEP[meth], control, label,
                               meanwhile=nuts_backend if "nuts" in order[i:] and backend != "pymc" else None)
+        rng = _rng(inf, meth)
+        t0, c0 = time.perf_counter(), time.process_time()
+        ctx = FitContext(cm, x, inf, rng, control, prior_sd, backend, fast)
         try:
             begin_stage(control, label + (": set-up" if METHODS[meth].stages else ""))  # its own stages follow
             fit = METHODS[meth].fit(ctx)
