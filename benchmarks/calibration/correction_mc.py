@@ -10,6 +10,9 @@ fit), which correction_se does not hold.
 
     nice python benchmarks/calibration/correction_mc.py [--case test1-d0.5] [--vruns 1,2] [--repeats 20]
     # -> correction_mc-<case>.json + a table on stdout
+    nice python benchmarks/calibration/correction_mc.py --vrun-spread --vruns 1-20
+    # -> correction_mc-<case>-vruns.json: Z94 x correction_se against C's spread over V-run seeds, with and without
+    #    the kick-shape step (learn's correction; the same fits)
     nice python benchmarks/calibration/correction_mc.py --beta-sensitivity --vruns 1,2
     # -> correction_mc-<case>-beta.json: how far one se of the V-run's beta_hat (its temperature, which sets the
     #    white runs' kick variance) moves C, against correction_se (same correction seed, beta_hat +- 2 se)
@@ -38,9 +41,12 @@ def main(argv=None):
     ap.add_argument("--vruns", default="1,2", help="V-run seeds (each: one simulation and fit, then the repeats)")
     ap.add_argument("--repeats", type=int, default=20, help="correction seeds per V-run")
     ap.add_argument("--beta-sensitivity", action="store_true", help="the beta_hat sensitivity instead (see above)")
+    ap.add_argument("--vrun-spread", action="store_true", help="C's spread over V-run seeds (see above)")
     a = ap.parse_args(argv)
     if a.beta_sensitivity:
         return beta_sensitivity(a)
+    if a.vrun_spread:
+        return vrun_spread(a)
     spec = CASES[a.case]
     pot = catalogue(spec["pot"])
     kw = dict(steps=spec["steps"], walkers=16, hist_range=spec["rng"], bins=spec["bins"], gamma=spec["gamma"])
@@ -72,6 +78,44 @@ def main(argv=None):
         print(f"| {v} | {r['fits']} | {r['width_ratio']:.3f} [{lo:.3f}, {hi:.3f}] | {r['coverage']:.3f} |",
               flush=True)
     (HERE / f"correction_mc-{a.case}.json").write_text(json.dumps(out, indent=1))
+
+
+def _seeds(text):
+    if "-" in text:
+        lo, hi = text.split("-")
+        return list(range(int(lo), int(hi) + 1))
+    return [int(s) for s in text.split(",")]
+
+
+def _as_fit(info, fit):
+    C, se = np.asarray(info["correction"]), np.asarray(info["correction_se"])
+    w = np.asarray(fit.grid_weights, dtype=float)
+    return {"grid": fit.grid, "U_mean": C, "U_lower": C - Z94 * se, "U_upper": C + Z94 * se, "weight": w}
+
+
+def vrun_spread(a):
+    spec = CASES[a.case]
+    pot = catalogue(spec["pot"])
+    kw = dict(steps=spec["steps"], walkers=16, hist_range=spec["rng"], bins=spec["bins"], gamma=spec["gamma"])
+    rows = {"with kick-shape step (learn)": [], "without it (fixed point only)": []}
+    for v in _seeds(a.vruns):
+        sim = simulate(pot, spec["delta"], seed=v, **kw)
+        fit = fit_effective_potential(sim, knots=spec["knots"], method="map", seed=v)
+        for name, ks in (("with kick-shape step (learn)", True), ("without it (fixed point only)", False)):
+            _, info = _correct(sim, fit, kw, dict(spec, kick_shape=ks), v, pot)
+            if "correction" in info:
+                rows[name].append(_as_fit(info, fit))
+    out = {"case": a.case, "vruns": a.vruns, "results": {}}
+    print("| correction | V-runs | width ratio of Z94 x correction_se to C's spread over V-runs [90 %] | coverage |")
+    print("|---|---|---|---|")
+    for name, fits in rows.items():
+        r = replicate_band_summary(fits)
+        out["results"][name] = {k: r[k] for k in ("fits", "points", "width_ratio", "width_ratio_ci", "coverage",
+                                                  "coverage_ci")}
+        lo, hi = r["width_ratio_ci"]
+        print(f"| {name} | {r['fits']} | {r['width_ratio']:.3f} [{lo:.3f}, {hi:.3f}] | {r['coverage']:.3f} |",
+              flush=True)
+    (HERE / f"correction_mc-{a.case}-vruns.json").write_text(json.dumps(out, indent=1))
 
 
 def beta_sensitivity(a):
