@@ -10,9 +10,9 @@ fit), which correction_se does not hold.
 
     nice python benchmarks/calibration/correction_mc.py [--case test1-d0.5] [--vruns 1,2] [--repeats 20]
     # -> correction_mc-<case>.json + a table on stdout
-    nice python benchmarks/calibration/correction_mc.py --vrun-spread --vruns 1-20
-    # -> correction_mc-<case>-vruns.json: Z94 x correction_se against C's spread over V-run seeds, with and without
-    #    the kick-shape step (learn's correction; the same fits)
+    nice python benchmarks/calibration/correction_mc.py --vrun-spread --vruns 1-24 [--min-iter 4]
+    # -> correction_mc-<case>-vruns[-min4].json: Z94 x correction_se against C's spread over V-run seeds, with and
+    #    without the kick-shape step (learn's correction; the same fits); --min-iter: at least that many iterations
     nice python benchmarks/calibration/correction_mc.py --beta-sensitivity --vruns 1,2
     # -> correction_mc-<case>-beta.json: how far one se of the V-run's beta_hat (its temperature, which sets the
     #    white runs' kick variance) moves C, against correction_se (same correction seed, beta_hat +- 2 se)
@@ -42,6 +42,9 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=20, help="correction seeds per V-run")
     ap.add_argument("--beta-sensitivity", action="store_true", help="the beta_hat sensitivity instead (see above)")
     ap.add_argument("--vrun-spread", action="store_true", help="C's spread over V-run seeds (see above)")
+    ap.add_argument("--min-iter", type=int, default=None,
+                    help="with --vrun-spread: at least this many fixed-point iterations (learn: 1, it stops once an "
+                         "update is within the Monte Carlo error; diagnosis only)")
     a = ap.parse_args(argv)
     if a.beta_sensitivity:
         return beta_sensitivity(a)
@@ -94,6 +97,14 @@ def _as_fit(info, fit):
 
 
 def vrun_spread(a):
+    if a.min_iter is not None:  # diagnosis only: pipeline.correct_finite_delta looks the function up when it runs
+        import functools
+
+        import bayescg.bias as bias
+
+        orig = bias.fixed_point_correction
+        bias.fixed_point_correction = functools.wraps(orig)(
+            functools.partial(orig, min_iter=a.min_iter, max_iter=max(a.min_iter, 6)))
     spec = CASES[a.case]
     pot = catalogue(spec["pot"])
     kw = dict(steps=spec["steps"], walkers=16, hist_range=spec["rng"], bins=spec["bins"], gamma=spec["gamma"])
@@ -105,7 +116,7 @@ def vrun_spread(a):
             _, info = _correct(sim, fit, kw, dict(spec, kick_shape=ks), v, pot)
             if "correction" in info:
                 rows[name].append(_as_fit(info, fit))
-    out = {"case": a.case, "vruns": a.vruns, "results": {}}
+    out = {"case": a.case, "vruns": a.vruns, "min_iter": a.min_iter, "results": {}}
     print("| correction | V-runs | width ratio of Z94 x correction_se to C's spread over V-runs [90 %] | coverage |")
     print("|---|---|---|---|")
     for name, fits in rows.items():
@@ -115,7 +126,8 @@ def vrun_spread(a):
         lo, hi = r["width_ratio_ci"]
         print(f"| {name} | {r['fits']} | {r['width_ratio']:.3f} [{lo:.3f}, {hi:.3f}] | {r['coverage']:.3f} |",
               flush=True)
-    (HERE / f"correction_mc-{a.case}-vruns.json").write_text(json.dumps(out, indent=1))
+    tag = "" if a.min_iter is None else f"-min{a.min_iter}"
+    (HERE / f"correction_mc-{a.case}-vruns{tag}.json").write_text(json.dumps(out, indent=1))
 
 
 def beta_sensitivity(a):
