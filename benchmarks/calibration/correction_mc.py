@@ -50,14 +50,12 @@ def main(argv=None):
         return beta_sensitivity(a)
     if a.vrun_spread:
         return vrun_spread(a)
-    spec = CASES[a.case]
-    pot = catalogue(spec["pot"])
-    kw = dict(steps=spec["steps"], walkers=16, hist_range=spec["rng"], bins=spec["bins"], gamma=spec["gamma"])
+    spec, pot, kw = _setup(a.case)
     out = {"case": a.case, "settings": {k: v for k, v in spec.items() if k != "methods"}, "vruns": {}}
     print("| V-run seed | repeats | width ratio of Z94 x correction_se to the repeats' spread [90 %] | "
           "coverage of the repeats' mean |")
     print("|---|---|---|---|")
-    for v in (int(s) for s in a.vruns.split(",")):
+    for v in _seeds(a.vruns):
         t0 = time.time()
         sim = simulate(pot, spec["delta"], seed=v, **kw)
         fit = fit_effective_potential(sim, knots=spec["knots"], method="map", seed=v)
@@ -67,12 +65,7 @@ def main(argv=None):
             if "correction" not in info:
                 print(f"V-run {v}, correction seed {100 * v + c}: not applied ({info['note']})")
                 continue
-            C, se = np.asarray(info["correction"]), np.asarray(info["correction_se"])
-            g = np.asarray(info["grid"], dtype=float).reshape(-1)
-            w = np.interp(g, fit.grid[:, 0], np.asarray(fit.counts, dtype=float)[
-                np.clip(np.searchsorted(fit.edges[0], fit.grid[:, 0]) - 1, 0, len(fit.edges[0]) - 2)])
-            rows.append({"grid": g[:, None], "U_mean": C, "U_lower": C - Z94 * se, "U_upper": C + Z94 * se,
-                         "weight": w})
+            rows.append(_as_fit(info, fit))
         r = replicate_band_summary(rows)
         lo, hi = r["width_ratio_ci"]
         out["vruns"][str(v)] = {k: r[k] for k in ("fits", "points", "width_ratio", "width_ratio_ci", "coverage",
@@ -90,7 +83,17 @@ def _seeds(text):
     return [int(s) for s in text.split(",")]
 
 
+def _setup(case):
+    """(spec, potential, simulate keywords) of a replicates.py case, as its 1D studies run it."""
+    spec = CASES[case]
+    kw = dict(steps=spec["steps"], walkers=16, hist_range=spec["rng"], bins=spec["bins"], gamma=spec["gamma"])
+    return spec, catalogue(spec["pot"]), kw
+
+
 def _as_fit(info, fit):
+    """The correction C of one run as a 'fit' with band +- Z94 x correction_se, on the fit's grid and weights."""
+    if np.asarray(info["grid"], dtype=float).size != len(fit.grid):
+        raise ValueError("the correction's grid is not the fit's")
     C, se = np.asarray(info["correction"]), np.asarray(info["correction_se"])
     w = np.asarray(fit.grid_weights, dtype=float)
     return {"grid": fit.grid, "U_mean": C, "U_lower": C - Z94 * se, "U_upper": C + Z94 * se, "weight": w}
@@ -105,9 +108,7 @@ def vrun_spread(a):
         orig = bias.fixed_point_correction
         bias.fixed_point_correction = functools.wraps(orig)(
             functools.partial(orig, min_iter=a.min_iter, max_iter=max(a.min_iter, 6)))
-    spec = CASES[a.case]
-    pot = catalogue(spec["pot"])
-    kw = dict(steps=spec["steps"], walkers=16, hist_range=spec["rng"], bins=spec["bins"], gamma=spec["gamma"])
+    spec, pot, kw = _setup(a.case)
     rows = {"with kick-shape step (learn)": [], "without it (fixed point only)": []}
     for v in _seeds(a.vruns):
         sim = simulate(pot, spec["delta"], seed=v, **kw)
@@ -133,11 +134,9 @@ def vrun_spread(a):
 def beta_sensitivity(a):
     import copy
 
-    spec = CASES[a.case]
-    pot = catalogue(spec["pot"])
-    kw = dict(steps=spec["steps"], walkers=16, hist_range=spec["rng"], bins=spec["bins"], gamma=spec["gamma"])
+    spec, pot, kw = _setup(a.case)
     out = {"case": a.case, "vruns": {}}
-    for v in (int(s) for s in a.vruns.split(",")):
+    for v in _seeds(a.vruns):
         sim = simulate(pot, spec["delta"], seed=v, **kw)
         fit = fit_effective_potential(sim, knots=spec["knots"], method="map", seed=v)
         b, bse = float(sim.beta_hat), float(sim.beta_hat_se)
