@@ -772,7 +772,7 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     candidate's curvature U_c''(q)); in d >= 2 the global factor s.  Safeguard: the residual of every evaluated
     iterate (the update's RMS over the region, aligned) is kept; when it exceeds the best one so far, the
     iteration goes back to the best iterate with half the step (and halves again on every further growth).
-    Stops after the first iteration >= ``min_iter`` whose residual is below the RMS Monte Carlo error of
+    Stops after the first iteration >= ``min_iter`` (at most ``max_iter``) whose residual is below the RMS Monte Carlo error of
     L_delta[U_c] (its last update is then applied: ``converged``); otherwise returns the best evaluated iterate
     (``history`` marks it ``returned``).  final_step (1D, converged): "se" (default): when that last update is a
     full step (alpha = 1), correction_se is the white fit's posterior draws propagated through it (the local
@@ -854,7 +854,7 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
             history[-1]["backtrack_to"] = best["it"]
             coef = cont(best["coef"] + alpha * best["step"])
             Z_used, Z = Z, best["Z_next"]
-        if it >= min_iter and rms_upd <= rms_se:
+        if it >= min(min_iter, max_iter) and rms_upd <= rms_se:
             converged = True
             break
     se_out = s * se

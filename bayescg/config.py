@@ -142,6 +142,9 @@ class FitSection:
     correction_steps: Optional[int] = _f(None, check=positive,
                                          doc="steps of each white-kick run of the correction (default simulation.steps)")
     correction_iterations: int = _f(6, check=positive, doc="most white-kick runs of the correction")
+    correction_min_iterations: int = _f(4, check=positive,
+                                        doc="fewest white-kick runs before a 1D correction may stop (at most "
+                                            "correction_iterations; 2D stops at its first converged update)")
 
 
 @dataclass(frozen=True)

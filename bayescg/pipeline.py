@@ -277,7 +277,7 @@ def learn_trajectory_model(model: Model, *, control=None) -> LearnResult:
                             seed=fs.seed if fs.seed is not None else 1, reference=reference_from_model(model),
                             mass_fraction=fs.mass_fraction, delta_correction=fs.delta_correction,
                             correction_steps=fs.correction_steps, correction_iterations=fs.correction_iterations,
-                            control=control, name=model.name)
+                            correction_min_iterations=fs.correction_min_iterations, control=control, name=model.name)
     import hashlib
 
     res.trajectory = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
@@ -289,14 +289,15 @@ def learn_trajectory(q, p, *, variables=None, delta=None, gamma=None, mass=None,
                      bins: int = 200, hist_range=None, max_samples: int = 100_000, knots=40, method: str = "nuts",
                      draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 1, reference=None,
                      mass_fraction: float = 0.98, delta_correction: str = "fixed_point", correction_steps=None,
-                     correction_iterations: int = 6, correction_walkers: int = 16, control=None,
+                     correction_iterations: int = 6, correction_min_iterations: int = 4,
+                     correction_walkers: int = 16, control=None,
                      name: str = "trajectory"):
     """Learn U_k (3.9) from arrays (q, p): the Python-API twin of a model file's ``[trajectory]``.
 
     Arguments as :func:`bayescg.trajectory.trajectory_result` and :func:`bayescg.fit.fit_effective_potential`; variables: names of
     the d coordinates (default q0..); reference: Potential or callable of points (n, d) -> (n,).
     delta_correction ("fixed_point" | "none"), correction_steps (default: the frames given), correction_iterations,
-    correction_walkers: the finite-delta correction of :func:`correct_finite_delta`, applied when
+    correction_min_iterations (``min_iter``), correction_walkers: the finite-delta correction of :func:`correct_finite_delta`, applied when
     delta and gamma say the data come from the damped map (3.2) (1D, any mass), on white-kick runs of
     ``correction_walkers`` walkers.
     Returns a :class:`LearnResult` (same ``to_dict`` / ``to_inference_data`` as ``learn``).
@@ -322,7 +323,8 @@ def learn_trajectory(q, p, *, variables=None, delta=None, gamma=None, mass=None,
         sim_kw = {"gamma": float(gamma), "walkers": int(correction_walkers), "mass": sim.mass}
         fit, raw, corr, note = correct_finite_delta(
             sim, fit, sim_kw, mode=delta_correction, knots=knots, mass_fraction=mass_fraction,
-            steps=int(correction_steps or sim.steps), max_iter=correction_iterations, reference=reference,
+            steps=int(correction_steps or sim.steps), max_iter=correction_iterations,
+            min_iter=correction_min_iterations, reference=reference,
             seed=seed, warnings=warnings, control=control)
     return LearnResult(model_name=name, simulation=sim, fit=fit, equilibrium=eq,
                        seconds=time.perf_counter() - t0, warnings=warnings + coverage_warnings(fit),
@@ -397,7 +399,8 @@ def _learn_model(model: Model, *, workdir, resume, control, executor, child=None
         warmup.await_step(child, "correction", control, "finite-delta correction")
     fit, raw, corr, note = correct_finite_delta(
         sim, fit, kw, mode=fs.delta_correction, knots=fs.knots, mass_fraction=fs.mass_fraction,
-        steps=fs.correction_steps or s.steps, max_iter=fs.correction_iterations, reference=reference, seed=seed,
+        steps=fs.correction_steps or s.steps, max_iter=fs.correction_iterations,
+        min_iter=fs.correction_min_iterations, reference=reference, seed=seed,
         warnings=warnings, control=control, potential=pot, noise=noise)
     if noise_part is not None:
         # Z's part belongs to the raw U's band: a Z off by dZ tilts the sampled law (2 Gamma != Z) and the raw U with
@@ -424,11 +427,14 @@ def coverage_warnings(fit) -> list[str]:
 
 
 def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fraction: float, steps: int,
-                         max_iter: int, reference, seed: int, warnings: list, control=None, potential=None,
+                         max_iter: int, min_iter: int, reference, seed: int, warnings: list, control=None, potential=None,
                          kick_shape: bool = True, max_dim: int = 2, noise=None):
     """The finite-delta correction (bayescg.bias, B4) of a learned ``fit`` of the run ``sim`` -> (fit, raw, corr,
     note): the corrected fit and the raw one (or ``fit``, None, None, why-not).  ``sim_kw``: keyword arguments of
     :func:`bayescg.simulate.simulate` for the white-kick runs (walkers, gamma, ...); ``mode``: fit.delta_correction.
+    max_iter / min_iter: most / fewest white-kick runs (fit.correction_iterations / correction_min_iterations; min_iter
+    applies in 1D: stopped at its first update within Monte Carlo error, the 1D iteration leaves a start-dependent
+    remainder its se does not hold, benchmarks/calibration/RESULTS.md; the 2D study's band is calibrated as it is).
     Failures and non-convergence are appended to ``warnings``; a failed correction keeps the raw U.  With the
     run's ``potential`` V, the white-noise model is checked on a fresh stretch of the V-run
     (bayescg.bias.white_noise_check) and a step that resolves the 'noise' is warned about; in 1D, with
@@ -478,6 +484,7 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
                                       grid=fit.grid[:, 0] if sim.dim == 1 else fit.grid, weights=fit.grid_weights,
                                       region=fit.mass_region, var_p=1.0 / sim.beta_hat, delta=sim.delta,
                                       gamma=sim.gamma, mass=sim.mass, friction=sim.friction, max_iter=max_iter,
+                                      min_iter=min_iter if sim.dim == 1 else 1,
                                       noise_shape=shape)
     except (SimulationError, InputError) as exc:  # keep the learned U; say why it is not corrected
         note = f"the correction failed: {exc}"

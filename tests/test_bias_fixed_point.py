@@ -214,7 +214,7 @@ def _learn_and_correct(pot, delta, gamma, *, mass=None, steps, seed, hist_range,
     fit = fit_effective_potential(sim, knots=knots, method="map", draws=400, seed=seed)
     warns = []
     out, raw, corr, note = correct_finite_delta(sim, fit, kw, mode="fixed_point", knots=knots, mass_fraction=0.98,
-                                                steps=corr_steps, max_iter=6, reference=None, seed=seed,
+                                                steps=corr_steps, max_iter=6, min_iter=4, reference=None, seed=seed,
                                                 warnings=warns, max_dim=2, potential=pot if measure_noise else None)
     assert note == "" and corr is not None, (note, warns)
     return sim, out, raw, corr
@@ -366,7 +366,7 @@ def _linear_learner(gain, x, se=1e-4, log=None):
     return learn
 
 
-def _synthetic(gain, max_iter, se=1e-4):
+def _synthetic(gain, max_iter, se=1e-4, **kw):
     from bayescg.splines import SplineRep, clamped_knots
 
     delta, gamma = 0.1, 0.1
@@ -376,7 +376,8 @@ def _synthetic(gain, max_iter, se=1e-4):
     w = np.exp(-x ** 2 / 2)
     log = []
     fp = fixed_point_correction(t, ct, _linear_learner(gain, x, se, log), grid=x, weights=w,
-                                region=w > 0.05 * w.max(), var_p=1.0, delta=delta, gamma=gamma, max_iter=max_iter)
+                                region=w > 0.05 * w.max(), var_p=1.0, delta=delta, gamma=gamma, max_iter=max_iter,
+                                **kw)
     T = SplineRep(t, ct).value(x)
     return fp, x, w / w.sum(), T, log, t
 
@@ -393,6 +394,26 @@ def test_safeguard_converges_where_the_plain_step_oscillates():
     exact = T / 2.6 - T
     exact = exact - w @ exact
     assert np.max(np.abs(fp.correction - exact)) < 1e-3 * np.max(np.abs(exact)) + 5e-4
+
+
+def test_min_iter_keeps_iterating_past_an_update_within_the_monte_carlo_error():
+    """L[U] = 1.3 U with a Monte Carlo error as large as the first residuals: the iteration may stop at run 1 or 2,
+    leaving a remainder of the order of that error (what made Test 1's correction spread over V-runs 1.3x its se).
+    With min_iter = 4 it runs at least 4 white runs and ends nearer the exact fixed point T / 1.3; min_iter above
+    max_iter stops at max_iter, still 'converged' when the last update is within the error."""
+    exact = None
+    errs = {}
+    for m in (1, 4):
+        fp, x, w, T, log, _ = _synthetic(1.3, max_iter=6, se=0.05, min_iter=m)
+        assert fp.converged
+        exact = T / 1.3 - T
+        exact = exact - w @ exact
+        errs[m] = (fp.iterations, float(np.max(np.abs(fp.correction - exact))))
+    assert errs[1][0] < 4 <= errs[4][0], errs
+    # each extra full step multiplies the remainder by |1 - 1.3 P| ~ 0.3 (P ~ 0.99 the step's gain here)
+    assert errs[4][1] < 0.5 * errs[1][1] * 0.3 ** (errs[4][0] - errs[1][0] - 1), errs
+    fp, *_ = _synthetic(1.3, max_iter=3, se=0.05, min_iter=9)
+    assert fp.iterations == 3 and fp.converged
 
 
 def test_safeguard_returns_the_best_evaluated_iterate_when_not_converged():
@@ -621,7 +642,7 @@ def test_2d_learn_corrects_by_default_or_falls_back_with_a_warning():
     fit = fit_effective_potential(sim, knots=8, method="map", draws=200, seed=3)
     warns = []
     out, raw, corr, note = correct_finite_delta(sim, fit, kw, mode="fixed_point", knots=8, mass_fraction=0.98,
-                                                steps=200_000, max_iter=2, reference=None, seed=3, warnings=warns)
+                                                steps=200_000, max_iter=2, min_iter=1, reference=None, seed=3, warnings=warns)
     assert note == "" and corr is not None and raw is fit, (note, warns)
     assert corr.history[0]["stability_limit"] > corr.history[0]["max_curvature_continued"]
     assert not np.allclose(out.U_mean, raw.U_mean)
@@ -631,7 +652,7 @@ def test_2d_learn_corrects_by_default_or_falls_back_with_a_warning():
     assert any("uses 8 knots" in m for m in capped.warnings)
     warns = []
     out3, _, corr3, note3 = correct_finite_delta(sim, capped, kw, mode="fixed_point", knots=10, mass_fraction=0.98,
-                                                 steps=200_000, max_iter=2, reference=None, seed=3, warnings=warns)
+                                                 steps=200_000, max_iter=2, min_iter=1, reference=None, seed=3, warnings=warns)
     assert note3 == "" and corr3 is not None, (note3, warns)
     np.testing.assert_array_equal(out3.U_mean, out.U_mean)  # the same fit as knots=8: the same correction
     # the same run with a learned U made steeper than the limit (2 (1 + E) / 0.4^2 ~ 23) on the data: raw kept
@@ -641,7 +662,7 @@ def test_2d_learn_corrects_by_default_or_falls_back_with_a_warning():
     assert np.max(SplineRep(fit.knots, steep.coef_mean).value(fit.grid)) > 0
     warns = []
     out2, raw2, corr2, note2 = correct_finite_delta(sim, steep, kw, mode="fixed_point", knots=8, mass_fraction=0.98,
-                                                    steps=200_000, max_iter=2, reference=None, seed=3,
+                                                    steps=200_000, max_iter=2, min_iter=1, reference=None, seed=3,
                                                     warnings=warns)
     assert corr2 is None and raw2 is None and out2 is steep
     assert note2.startswith("the correction failed") and any("not applied" in m for m in warns), (note2, warns)

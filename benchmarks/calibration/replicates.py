@@ -95,7 +95,8 @@ def _correct(sim, fit, kw, spec, seed, pot):
     fc, raw, corr, note = correct_finite_delta(
         sim, fit, kw, mode=fs.delta_correction, knots=spec["knots"], mass_fraction=fs.mass_fraction,
         steps=int(spec.get("correction_steps_factor", 1) * spec["steps"]) if spec.get("correction_steps_factor")
-        else fs.correction_steps or spec["steps"], max_iter=fs.correction_iterations, reference=None,
+        else fs.correction_steps or spec["steps"], max_iter=fs.correction_iterations,
+        min_iter=spec.get("min_iter", fs.correction_min_iterations), reference=None,
         seed=int(seed), warnings=warns, potential=pot, kick_shape=spec.get("kick_shape", True))
     if corr is None:
         return None, {"note": note, "warnings": warns}

@@ -60,7 +60,7 @@ def main(argv=None):
         fs = model.fit
         fit, raw, corr, note = correct_finite_delta(
             res.simulation, res.fit, kw, mode="fixed_point", knots=fs.knots, mass_fraction=fs.mass_fraction,
-            steps=int(args.steps), max_iter=args.iterations, reference=reference_from_model(model),
+            steps=int(args.steps), max_iter=args.iterations, min_iter=1, reference=reference_from_model(model),
             seed=model.simulation.seed, warnings=warns, potential=potential_from_model(model), max_dim=2)
         row = {"id": eid, "overrides": over, "delta": res.simulation.delta, "beta_hat": res.simulation.beta_hat,
                "raw_rmse": res.fit.reference_rmse, "raw_coverage": res.fit.reference_coverage,
