@@ -33,7 +33,8 @@ def corrected_test4(seeds, steps=500_000, bins=30, knots=8):
         raw = fit_effective_potential(sim, knots=knots, method="map", draws=400, seed=s, reference=ref)
         fc, raw2, corr, note = correct_finite_delta(
             sim, raw, kw, mode=fs.delta_correction, knots=knots, mass_fraction=fs.mass_fraction, steps=steps,
-            max_iter=fs.correction_iterations, min_iter=fs.correction_min_iterations, reference=ref, seed=s, warnings=[], potential=pot)
+            max_iter=fs.correction_iterations,
+            min_iter=fs.correction_min_iterations, reference=ref, seed=s, warnings=[], potential=pot)
         assert corr is not None, note
         out.append((raw, fc))
     return out

@@ -25,7 +25,8 @@ def _corrected_test1(seeds, steps=1_000_000):
         raw = fit_effective_potential(sim, knots=20, method="map", draws=400, seed=s, reference=ref)
         fc, raw2, corr, note = correct_finite_delta(
             sim, raw, kw, mode=fs.delta_correction, knots=20, mass_fraction=fs.mass_fraction, steps=steps,
-            max_iter=fs.correction_iterations, min_iter=fs.correction_min_iterations, reference=ref, seed=s, warnings=[], potential=pot)
+            max_iter=fs.correction_iterations,
+            min_iter=fs.correction_min_iterations, reference=ref, seed=s, warnings=[], potential=pot)
         assert corr is not None, note
         out.append((raw, fc))
     return out

@@ -10,9 +10,10 @@ fit), which correction_se does not hold.
 
     nice python benchmarks/calibration/correction_mc.py [--case test1-d0.5] [--vruns 1,2] [--repeats 20]
     # -> correction_mc-<case>.json + a table on stdout
-    nice python benchmarks/calibration/correction_mc.py --vrun-spread --vruns 1-24 [--min-iter 4]
-    # -> correction_mc-<case>-vruns[-min4].json: Z94 x correction_se against C's spread over V-run seeds, with and
+    nice python benchmarks/calibration/correction_mc.py --vrun-spread --vruns 1-24 [--min-iter 1]
+    # -> correction_mc-<case>-vruns-min<N>.json: Z94 x correction_se against C's spread over V-run seeds, with and
     #    without the kick-shape step (learn's correction; the same fits); --min-iter: at least that many iterations
+    #    (learn's default 4; -min1.json is learn before 2026-12-04, which stopped at the first converged update)
     nice python benchmarks/calibration/correction_mc.py --beta-sensitivity --vruns 1,2
     # -> correction_mc-<case>-beta.json: how far one se of the V-run's beta_hat (its temperature, which sets the
     #    white runs' kick variance) moves C, against correction_se (same correction seed, beta_hat +- 2 se)
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from bayescg.bias import Z94
+from bayescg.config import FitSection
 from bayescg.fit import fit_effective_potential, replicate_band_summary
 from bayescg.potentials import catalogue
 from bayescg.simulate import simulate
@@ -43,8 +45,8 @@ def main(argv=None):
     ap.add_argument("--beta-sensitivity", action="store_true", help="the beta_hat sensitivity instead (see above)")
     ap.add_argument("--vrun-spread", action="store_true", help="C's spread over V-run seeds (see above)")
     ap.add_argument("--min-iter", type=int, default=None,
-                    help="with --vrun-spread: at least this many fixed-point iterations (learn: 1, it stops once an "
-                         "update is within the Monte Carlo error; diagnosis only)")
+                    help="with --vrun-spread: at least this many fixed-point iterations (default: learn's "
+                         "fit.correction_min_iterations, 4 since 2026-12-04; 1 before)")
     a = ap.parse_args(argv)
     if a.beta_sensitivity:
         return beta_sensitivity(a)
@@ -100,15 +102,9 @@ def _as_fit(info, fit):
 
 
 def vrun_spread(a):
-    if a.min_iter is not None:  # diagnosis only: pipeline.correct_finite_delta looks the function up when it runs
-        import functools
-
-        import bayescg.bias as bias
-
-        orig = bias.fixed_point_correction
-        bias.fixed_point_correction = functools.wraps(orig)(
-            functools.partial(orig, min_iter=a.min_iter, max_iter=max(a.min_iter, 6)))
     spec, pot, kw = _setup(a.case)
+    if a.min_iter is not None:
+        spec = dict(spec, min_iter=a.min_iter)
     rows = {"with kick-shape step (learn)": [], "without it (fixed point only)": []}
     for v in _seeds(a.vruns):
         sim = simulate(pot, spec["delta"], seed=v, **kw)
@@ -117,7 +113,8 @@ def vrun_spread(a):
             _, info = _correct(sim, fit, kw, dict(spec, kick_shape=ks), v, pot)
             if "correction" in info:
                 rows[name].append(_as_fit(info, fit))
-    out = {"case": a.case, "vruns": a.vruns, "min_iter": a.min_iter, "results": {}}
+    min_iter = spec.get("min_iter", FitSection().correction_min_iterations)
+    out = {"case": a.case, "vruns": a.vruns, "min_iter": min_iter, "results": {}}
     print("| correction | V-runs | width ratio of Z94 x correction_se to C's spread over V-runs [90 %] | coverage |")
     print("|---|---|---|---|")
     for name, fits in rows.items():
@@ -127,8 +124,7 @@ def vrun_spread(a):
         lo, hi = r["width_ratio_ci"]
         print(f"| {name} | {r['fits']} | {r['width_ratio']:.3f} [{lo:.3f}, {hi:.3f}] | {r['coverage']:.3f} |",
               flush=True)
-    tag = "" if a.min_iter is None else f"-min{a.min_iter}"
-    (HERE / f"correction_mc-{a.case}-vruns{tag}.json").write_text(json.dumps(out, indent=1))
+    (HERE / f"correction_mc-{a.case}-vruns-min{min_iter}.json").write_text(json.dumps(out, indent=1))
 
 
 def beta_sensitivity(a):

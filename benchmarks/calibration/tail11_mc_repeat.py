@@ -32,7 +32,8 @@ t0 = time.process_time()
 for r in range(1, a.repeats + 1):
     fc, raw, corr, note = correct_finite_delta(sim, f, kw, mode=fs.delta_correction, knots=spec["knots"],
                                                mass_fraction=fs.mass_fraction, steps=spec["steps"],
-                                               max_iter=fs.correction_iterations, min_iter=fs.correction_min_iterations, reference=None,
+                                               max_iter=fs.correction_iterations,
+                                               min_iter=fs.correction_min_iterations, reference=None,
                                                seed=1000 * r + a.seed, warnings=[], potential=pot)
     ev = [e for e in corr.history if "update_rms" in e]
     from bayescg.potentials import reference

@@ -72,7 +72,8 @@ def main():
         warns: list = []
         fc, raw, corr, note = correct_finite_delta(
             sim, fit, kw, mode=fs.delta_correction, knots=fs.knots, mass_fraction=fs.mass_fraction,
-            steps=fs.correction_steps or s.steps, max_iter=fs.correction_iterations, min_iter=fs.correction_min_iterations, reference=ref, seed=seed,
+            steps=fs.correction_steps or s.steps, max_iter=fs.correction_iterations,
+            min_iter=fs.correction_min_iterations, reference=ref, seed=seed,
             warnings=warns, potential=pot)
         if base is None:
             base = fit
