@@ -42,6 +42,7 @@ def main(argv=None):
     ap.add_argument("--case", default="test1-d0.5", choices=sorted(CASES))
     ap.add_argument("--vruns", default="1,2", help="V-run seeds (each: one simulation and fit, then the repeats)")
     ap.add_argument("--repeats", type=int, default=20, help="correction seeds per V-run")
+    ap.add_argument("--steps", type=float, help="override the case's steps (outputs named <case>@<steps>)")
     ap.add_argument("--beta-sensitivity", action="store_true", help="the beta_hat sensitivity instead (see above)")
     ap.add_argument("--vrun-spread", action="store_true", help="C's spread over V-run seeds (see above)")
     ap.add_argument("--min-iter", type=int, default=None,
@@ -52,7 +53,7 @@ def main(argv=None):
         return beta_sensitivity(a)
     if a.vrun_spread:
         return vrun_spread(a)
-    spec, pot, kw = _setup(a.case)
+    spec, pot, kw = _setup(a.case, a.steps)
     out = {"case": a.case, "settings": {k: v for k, v in spec.items() if k != "methods"}, "vruns": {}}
     print("| V-run seed | repeats | width ratio of Z94 x correction_se to the repeats' spread [90 %] | "
           "coverage of the repeats' mean |")
@@ -75,7 +76,7 @@ def main(argv=None):
         out["vruns"][str(v)]["seconds"] = time.time() - t0
         print(f"| {v} | {r['fits']} | {r['width_ratio']:.3f} [{lo:.3f}, {hi:.3f}] | {r['coverage']:.3f} |",
               flush=True)
-    (HERE / f"correction_mc-{a.case}.json").write_text(json.dumps(out, indent=1))
+    (HERE / f"correction_mc-{_name(a)}.json").write_text(json.dumps(out, indent=1))
 
 
 def _seeds(text):
@@ -85,9 +86,14 @@ def _seeds(text):
     return [int(s) for s in text.split(",")]
 
 
-def _setup(case):
-    """(spec, potential, simulate keywords) of a replicates.py case, as its 1D studies run it."""
-    spec = CASES[case]
+def _name(a):
+    return a.case if a.steps is None else f"{a.case}@{a.steps:g}"
+
+
+def _setup(case, steps=None):
+    """(spec, potential, simulate keywords) of a replicates.py case, as its 1D studies run it (``steps``: override the
+    case's steps, as replicates.py --steps)."""
+    spec = CASES[case] if steps is None else dict(CASES[case], steps=int(steps))
     kw = dict(steps=spec["steps"], walkers=16, hist_range=spec["rng"], bins=spec["bins"], gamma=spec["gamma"])
     return spec, catalogue(spec["pot"]), kw
 
@@ -102,7 +108,7 @@ def _as_fit(info, fit):
 
 
 def vrun_spread(a):
-    spec, pot, kw = _setup(a.case)
+    spec, pot, kw = _setup(a.case, a.steps)
     if a.min_iter is not None:
         spec = dict(spec, min_iter=a.min_iter)
     rows = {"with kick-shape step (learn)": [], "without it (fixed point only)": []}
@@ -124,13 +130,13 @@ def vrun_spread(a):
         lo, hi = r["width_ratio_ci"]
         print(f"| {name} | {r['fits']} | {r['width_ratio']:.3f} [{lo:.3f}, {hi:.3f}] | {r['coverage']:.3f} |",
               flush=True)
-    (HERE / f"correction_mc-{a.case}-vruns-min{min_iter}.json").write_text(json.dumps(out, indent=1))
+    (HERE / f"correction_mc-{_name(a)}-vruns-min{min_iter}.json").write_text(json.dumps(out, indent=1))
 
 
 def beta_sensitivity(a):
     import copy
 
-    spec, pot, kw = _setup(a.case)
+    spec, pot, kw = _setup(a.case, a.steps)
     out = {"case": a.case, "vruns": {}}
     for v in _seeds(a.vruns):
         sim = simulate(pot, spec["delta"], seed=v, **kw)
@@ -154,7 +160,7 @@ def beta_sensitivity(a):
                                 "ratio": rms / se}
         print(f"V-run {v}: beta_hat {b:.4f} +- {bse:.4f}; RMS over the mass region of dC per se of beta_hat {rms:.5f}"
               f" against RMS correction_se {se:.5f} (ratio {rms / se:.3f})", flush=True)
-    (HERE / f"correction_mc-{a.case}-beta.json").write_text(json.dumps(out, indent=1))
+    (HERE / f"correction_mc-{_name(a)}-beta.json").write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
