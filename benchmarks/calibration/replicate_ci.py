@@ -23,7 +23,6 @@ STUDIES = [  # label, npz, variant, reference
      "map/corrected", "test1"),
     ("double well (4.6) delta 0.25, 4e6, corrected", "raw-test2-d0.25-corrected-50.npz", "map/corrected", "test2"),
     ("Test 1 delta 0.5, 2e7 steps, corrected", "raw-test1-d0.5@2e+07-corrected-budget.npz", "map/corrected", "test1"),
-    ("double well delta 0.3, 4e6, corrected", "raw-test2-d0.3-corrected-dw03.npz", "map/corrected", "test2"),
     ("double well delta 0.3, 4e6, corrected, 100 seeds (4 V-runs blew up)", "raw-test2-d0.3-corrected-dw03-100.npz",
      "map/corrected", "test2"),
     ("Test 1 delta 0.5, 4e6, raw (calibrated)", "raw-test1-d0.5-corrected-50.npz", "map/calibrated", None),
