@@ -1087,33 +1087,23 @@ def white_noise_check(potential, sim, knots, coef_raw, coef_corrected, *, frames
     return out, kicks
 
 
-def coupled_maps(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, walkers, seed, lo, hi, hist, mom, cells=None):
+def coupled_maps(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, walkers, seed, lo, hi, hist, mom):
     """Two copies (c = 0, 1) of the 1D map (3.2) with inverse mass a on a tabulated gradient (tab_g at
     x0 + j / inv_h, linear interpolation, linear continuation off the table), kicked by kick_a[k] and kick_b[k]
     with the same random index k each step (quantile coupling when both tables are sorted), from the same start,
     ``walkers`` walkers of ``n`` steps.  hist (2, bins): counts of q after ``burn`` steps on [lo, hi) (added to);
     mom (2, walkers, 20, 2): batch sums of p, p^2 (added to).  Walker w draws its start (q, p ~ N(0, 1)) and its
     indices from its own xoshiro stream (kernels.rng, SeedSequence(seed).spawn(walkers)[w]): the result does not
-    depend on the number of threads (:func:`_coupled_lanes` runs blocks of LANES walkers in parallel).
-    cells (c_lo, c_scale, off): copy 0's kick depends on where it acts -- kick_a holds one sorted table per cell of
-    q_{n+1/2} (cell j = floor((q_{n+1/2} - c_lo) c_scale), clipped to the first and last) at kick_a[off[j]:off[j+1]],
-    and the random index is taken within the cell's table (the same uniform as copy 1's index: quantile coupling per
-    cell).  None: one cell, the whole of kick_a (the same draws bit for bit)."""
+    depend on the number of threads (:func:`_coupled_lanes` runs blocks of LANES walkers in parallel)."""
     from .kernels.rng import seed_states
 
     from .kernels.loops import spread
 
     hw = np.zeros((int(walkers), 2, hist.shape[1]))  # per-walker counts: threads never write the same row
-    c_lo, c_scale, off = (0.0, 0.0, np.array([0, np.size(kick_a)])) if cells is None else cells
-    off = np.ascontiguousarray(off, dtype=np.int64)
-    if cells is None and np.size(kick_a) != np.size(kick_b):
-        raise InputError("coupled_maps: kick_a and kick_b must have the same length (quantile coupling)")
-    if off[0] != 0 or off[-1] != np.size(kick_a) or np.any(np.diff(off) < 1):
-        raise InputError("coupled_maps: cells' offsets must run from 0 to len(kick_a) with no empty cell")
     spread(_coupled_lanes, -(-int(walkers) // LANES),
            (float(x0), float(inv_h), np.ascontiguousarray(tab_g, dtype=float), float(delta), float(a), float(E),
             np.ascontiguousarray(kick_a, dtype=float), np.ascontiguousarray(kick_b, dtype=float), int(n), int(burn),
-            seed_states(int(seed), int(walkers)), float(lo), float(hi), hw, mom, float(c_lo), float(c_scale), off))
+            seed_states(int(seed), int(walkers)), float(lo), float(hi), hw, mom))
     hist += hw.sum(axis=0)
 
 
@@ -1121,21 +1111,19 @@ _BATCHES = 20  # batches per walker of coupled_maps' momentum sums
 
 
 @njit(nogil=True, cache=True)
-def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, rng, lo, hi, hist, mom, c_lo, c_scale,
-                   off, blk0, blk1):
+def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, rng, lo, hi, hist, mom, blk0, blk1):
     """The loop of :func:`coupled_maps` over blocks blk0 .. blk1 - 1: a thread advances LANES walkers x 2 copies
     together step by step (16 independent recurrences, so the table look-ups of one overlap the others' latency);
     hist (W, 2, bins).  Serial and nogil, run on threads by loops.spread (a prange loop took ~2 s CPU more to
     compile, cold start); blocks write disjoint walkers' rows."""
     L = LANES
     W = rng.shape[0]
-    nt, nk = tab_g.size, kick_b.size
+    nt, nk = tab_g.size, kick_a.size
     bins = hist.shape[2]
     per = max((n - burn) // _BATCHES, 1)
     scale = bins / (hi - lo)
     h = 0.5 * delta * a
-    fk = nk / 9007199254740992.0  # nk 2^-53: a 53-bit uniform times nk (copy 1's table; copy 0's cells: their size)
-    nc = off.size - 1
+    fk = nk / 9007199254740992.0  # nk 2^-53: a 53-bit uniform times nk
     for blk in range(blk0, blk1):
         w0 = blk * L
         nl = min(L, W - w0)
@@ -1144,7 +1132,6 @@ def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, rng, 
         sp = np.zeros((2, L))
         spp = np.zeros((2, L))
         kk = np.zeros(L, dtype=np.int64)
-        uu = np.zeros(L)
         for l in range(nl):
             z0, z1 = normal_pair(rng[w0 + l])
             q[0, l] = z0
@@ -1154,23 +1141,15 @@ def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, rng, 
         b, left = 0, per
         for i in range(n):
             for l in range(nl):
-                uu[l] = np.float64(next_u64(rng[w0 + l]) >> np.uint64(11))
-                kk[l] = min(int(uu[l] * fk), nk - 1)
+                kk[l] = min(int(np.float64(next_u64(rng[w0 + l]) >> np.uint64(11)) * fk), nk - 1)
             for c in range(2):
+                kick = kick_a if c == 0 else kick_b
                 for l in range(nl):
                     qh = q[c, l] + h * p[c, l]
                     u = (qh - x0) * inv_h
                     j = min(max(int(math.floor(u)), 0), nt - 2)
                     f = u - j
-                    if c == 1:
-                        kick = kick_b[kk[l]]
-                    elif nc == 1:
-                        kick = kick_a[kk[l]]
-                    else:  # copy 0's kick from the table of the cell it acts in
-                        cj = min(max(int(math.floor((qh - c_lo) * c_scale)), 0), nc - 1)
-                        m = off[cj + 1] - off[cj]
-                        kick = kick_a[off[cj] + min(int(uu[l] * (m / 9007199254740992.0)), m - 1)]
-                    pn = E * p[c, l] - delta * ((1.0 - f) * tab_g[j] + f * tab_g[j + 1]) + kick
+                    pn = E * p[c, l] - delta * ((1.0 - f) * tab_g[j] + f * tab_g[j + 1]) + kick[kk[l]]
                     p[c, l] = pn
                     q[c, l] = qh + h * pn
             if i >= burn:
@@ -1197,70 +1176,22 @@ def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, rng, 
                 mom[c, w0 + l, b, 1] += spp[c, l]
 
 
-#: kick_shape_shift's cell rule for position-dependent kicks: occupied cells hold on average at least this many kicks,
-#: so a cell's kick variance is known to ~1 % (sqrt((2 + kurtosis) / n))
-KICK_CELL_MIN = 20_000
-
-
-def kick_cells(positions, kicks, edges, *, min_per_cell: int = KICK_CELL_MIN):
-    """(table (n,), (c_lo, c_scale, off)) for :func:`coupled_maps`' ``cells``: the kicks (n,) grouped by the cell of
-    the position where they acted (positions (n,)), in k equal-width cells of the histogram range edges[0]..edges[-1]
-    (positions outside in the end cells), each cell's kicks less their mean (the smooth misfit of U_c there is not
-    noise) and sorted.  k: the largest (1 <= k <= len(edges) - 1) whose occupied cells hold on average at least
-    ``min_per_cell`` kicks; cells with fewer than 2 kicks are merged into their left neighbour (the first into the
-    second)."""
-    x = np.asarray(positions, dtype=float).reshape(-1)
-    r = np.asarray(kicks, dtype=float).reshape(-1)
-    e = np.asarray(edges, dtype=float)
-    lo, span = float(e[0]), float(e[-1] - e[0])
-    k = 1
-    for kk in range(2, e.size):
-        cid = np.clip(((x - lo) / span * kk).astype(np.int64), 0, kk - 1)
-        if r.size / np.count_nonzero(np.bincount(cid, minlength=kk)) >= min_per_cell:
-            k = kk
-    cid = np.clip(((x - lo) / span * k).astype(np.int64), 0, k - 1)
-    cnt = np.bincount(cid, minlength=k)
-    # a cell the kicks never reached takes its neighbours' kicks: merge by relabelling to the previous occupied cell
-    lab = np.arange(k)
-    for j in range(k):
-        if cnt[j] < 2:
-            lab[j] = lab[j - 1] if j > 0 else -1
-    first = next(j for j in range(k) if cnt[j] >= 2)
-    lab[lab < 0] = first
-    cid = lab[cid]
-    table, off = [], [0]
-    for j in range(k):
-        rj = r[cid == j]
-        if rj.size == 0:  # a merged cell: the same table as the one it joined
-            rj = r[cid == lab[j]]
-        rj = np.sort(rj - rj.mean())
-        table.append(rj)
-        off.append(off[-1] + rj.size)
-    return np.concatenate(table), (lo, k / span, np.asarray(off, dtype=np.int64))
-
-
 def kick_shape_shift(knots, coef, kicks, *, edges, delta, a, E, steps: int, n_eff_factor: float, knots_n,
-                     walkers: int = 16, seeds=(1, 2), positions=None):
+                     walkers: int = 16, seeds=(1, 2)):
     """What the shape of the kicks (not their variance) changes in the learned U (1D): L_kicks[U_c] -
     L_gauss[U_c], from paired runs of the map on U_c (spline ``coef`` on ``knots``) driven by the recorded
     residual kicks ``kicks`` (n,) resampled i.i.d. and by Gaussian kicks of the same variance, quantile-coupled
     (both tables sorted, the same random index each step) so that the difference has a small Monte Carlo error;
     both fitted by the same recipe (MAP, ``knots_n`` break points, histogram ``edges``, n_eff = ``n_eff_factor``
     x counts).  Returns (grid (G,), shift (G,) aligned to count-weighted mean 0, se (G,) from the spread over
-    ``seeds``, excess kurtosis of the kicks).  positions (n,): where each kick acted (q_{n+1/2}); given, the recorded
-    kicks are replayed from the cell of q_{n+1/2} the walker is in (:func:`kick_cells`), so the shift also holds what
-    the kicks' dependence on position (their variance and shape per cell) changes in the learned U."""
+    ``seeds``, excess kurtosis of the kicks)."""
     from scipy import stats as st
 
     from .fit import fit_effective_potential
     from .splines import SplineRep
 
     e = np.asarray(edges, dtype=float)
-    if positions is None:
-        r = np.sort(np.asarray(kicks, dtype=float).reshape(-1) - np.mean(kicks))
-        cells = None
-    else:
-        r, cells = kick_cells(positions, kicks, e)
+    r = np.sort(np.asarray(kicks, dtype=float).reshape(-1) - np.mean(kicks))
     gq = np.sort(st.norm.ppf((np.arange(r.size) + 0.5) / r.size) * r.std())
     gq *= r.std() / gq.std()  # the same variance exactly: only the shape differs
     pad = 0.5 * (e[-1] - e[0])
@@ -1272,7 +1203,7 @@ def kick_shape_shift(knots, coef, kicks, *, edges, delta, a, E, steps: int, n_ef
         hist = np.zeros((2, e.size - 1))
         mom = np.zeros((2, int(walkers), 20, 2))
         coupled_maps(xs[0], 1.0 / (xs[1] - xs[0]), tab, float(delta), float(a), float(E), r, gq, n, n // 10,
-                      int(walkers), int(sd), float(e[0]), float(e[-1]), hist, mom, cells=cells)
+                      int(walkers), int(sd), float(e[0]), float(e[-1]), hist, mom)
         Us = []
         for c in range(2):
             m = (n - n // 10) // 20
@@ -1291,8 +1222,7 @@ def kick_shape_shift(knots, coef, kicks, *, edges, delta, a, E, steps: int, n_ef
     return G, shifts.mean(axis=0), se, float(st.kurtosis(r))
 
 
-def apply_kick_shape(corr: FixedPointCorrection, target, sim, kicks, *, steps: int, seeds=(1, 2),
-                     positions=None) -> None:
+def apply_kick_shape(corr: FixedPointCorrection, target, sim, kicks, *, steps: int, seeds=(1, 2)) -> None:
     """Complete the 1D fixed point (B4) for the shape of the noise, in place on ``corr``: the white runs solve
     L_gauss[U] = L_delta[V]; with the recorded kicks the equation is L_kicks[U] = L_delta[V], i.e.
     L_gauss[U] = L_delta[V] - (L_kicks[U] - L_gauss[U]).  The bracket (:func:`kick_shape_shift` at U_c) is a
@@ -1309,7 +1239,7 @@ def apply_kick_shape(corr: FixedPointCorrection, target, sim, kicks, *, steps: i
     knots_n = len(np.unique(target.knots[0]))
     gx, shift, se, kurt = kick_shape_shift(target.knots, coef_c, kicks, edges=sim.hist_edges[0], delta=sim.delta,
                                            a=a, E=E, steps=steps, n_eff_factor=n_eff_factor, knots_n=knots_n,
-                                           seeds=seeds, positions=positions)
+                                           seeds=seeds)
     x = np.asarray(corr.grid, dtype=float)
     sh, sse = np.interp(x, gx, shift), np.interp(x, gx, se)
     B = design_matrix(gx, target.knots)
