@@ -312,11 +312,15 @@ class FixedPointCorrection:
     history: list
     seconds: float
     method: str = "fixed point (B4) on the damped map with white kick noise (bayescg.bias)"
+    # converged, or stopped at max_iter with the returned iterate's residual inside the 95 % range of its Monte Carlo
+    # law (history's mc_rms_q95): then nothing says it is off the fixed point
+    residual_consistent: bool = True
     white_noise_check: dict | None = None  # residual_kick_correlation of U_raw and of U_c (white_noise_check())
     kick_shape: dict | None = None  # apply_kick_shape's summary (1D, when V is known)
 
     def to_dict(self) -> dict:
         return {"method": self.method, "iterations": self.iterations, "converged": self.converged,
+                "residual_consistent": self.residual_consistent,
                 "white_noise_check": self.white_noise_check, "kick_shape": self.kick_shape,
                 "size": self.size, "jacobian_factor": self.factor, "kick_noise": np.asarray(self.Z).tolist(),
                 "history": list(self.history), "seconds": self.seconds,
@@ -748,6 +752,24 @@ def _run_candidate(learn, coef, Z, var_p, *, check_temperature: bool, limit=None
     return fit, vp, None
 
 
+def _null_rms_quantile(fit, x, w, reg, knots, level: float = 0.95):
+    """The ``level`` quantile of the residual's RMS over the region ``reg`` (G,) at an exact fixed point: there
+    L_delta[V] - L_delta[U_c] is the white fit's Monte Carlo error alone, whose law is its posterior draws (per-draw
+    spline coefficients ``fit.arviz_extras['coef_draws']`` on ``knots``, scaled by the band calibration, each
+    aligned to the weights w (G,)) less their mean.  None without draws."""
+    from .splines import design_matrix
+
+    cd = (getattr(fit, "arviz_extras", None) or {}).get("coef_draws")
+    if cd is None or len(cd) < 20:
+        return None
+    cd = np.asarray(cd, dtype=float)
+    cd = cd - cd.mean(axis=0)
+    cd *= float((fit.band_calibration or {}).get("scale", 1.0))
+    D = design_matrix(x, knots) @ cd.T  # (G, S)
+    D = D - (w @ D)[None, :]
+    return float(np.quantile(np.sqrt(np.mean(D[reg] ** 2, axis=0)), level))
+
+
 def _fit_sd_on(fit, x, w):
     """(G,): the white fit's posterior sd of U on the grid x (G,) or (G, d): its band's half-width / Z94 in 1D; in
     d >= 2 from its spline draws (:func:`band_sd_at`), since its report grid is its own data region."""
@@ -776,7 +798,8 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     iteration goes back to the best iterate with half the step (and halves again on every further growth).
     Stops after the first iteration >= ``min_iter`` (at most ``max_iter``) whose residual is below the RMS Monte Carlo error of
     L_delta[U_c] (its last update is then applied: ``converged``); otherwise returns the best evaluated iterate
-    (``history`` marks it ``returned``).  final_step (1D, converged): "se" (default): when that last update is a
+    (``history`` marks it ``returned``; ``residual_consistent``: its residual RMS is inside the 95 % range of its
+    Monte Carlo law, history's ``mc_rms_q95``, so nothing says it is off the fixed point).  final_step (1D, converged): "se" (default): when that last update is a
     full step (alpha = 1), correction_se is the white fit's posterior draws propagated through it (the local
     preconditioner's gain is up to 2.5x s on the walls), else s x the fit's band; "full": the update is also taken
     in full after a backtrack (alpha < 1), with the propagated se (fresh seeds: no coverage gain, per-fit RMSE
@@ -843,7 +866,7 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
         rms_se = float(np.sqrt(np.mean(se[reg] ** 2)))
         history.append({"iteration": it, "kick_noise": np.asarray(Z).tolist(), "var_p": vp,
                         "update_rms": rms_upd, "mc_error_rms": rms_se, "update_max": float(np.max(np.abs(upd[reg]))),
-                        "alpha": alpha})
+                        "mc_rms_q95": _null_rms_quantile(fit, x, w, reg, knots), "alpha": alpha})
         # (B3) rescaling, at most x2 per run: the temperature of a non-linear map is not proportional to Z
         Z_next = Z * float(np.clip(var_p / vp, 0.5, 2.0))
         if best is None or rms_upd <= best["rms"]:
@@ -871,17 +894,22 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
         coef = cont(c_eval + step(c_eval, fc))
         se_out = _step_se(fit_eval, lambda cd: _aligned(ev(cont(c_eval + step(c_eval, cd))), w))
         history[-1]["final_step"] = "full step, se propagated"
+    consistent = converged
     if not converged:  # return the best evaluated iterate, not an unverified step
         coef, Z_used, se = best["coef"], best["Z"], best["se"]
         se_out = s * se
-        history[best["it"] - 1]["returned"] = True
+        row = history[best["it"] - 1]
+        row["returned"] = True
+        # the stop rule (residual RMS <= its Monte Carlo sd's RMS) fails about half the time at an exact fixed point;
+        # what says the iterate is off the fixed point is a residual outside the Monte Carlo law's 95 % range
+        consistent = row.get("mc_rms_q95") is not None and row["update_rms"] <= row["mc_rms_q95"]
     if x.ndim > 1 and history:  # the continuation past the data and the stability check (d >= 2)
         history[0].update(checks)
     shift = _aligned(ev(coef) - T, w)
     return FixedPointCorrection(grid=x, correction=shift, correction_se=se_out, coef_shift=coef - ct, factor=s,
                                 Z=Z_used, iterations=it, converged=converged,
                                 size=float(np.max(np.abs(shift[reg]))), history=history,
-                                seconds=time.perf_counter() - t0)
+                                seconds=time.perf_counter() - t0, residual_consistent=bool(consistent))
 
 
 def residual_kick_correlation(q, p, grad_U, *, delta, A, E, max_lag: int = 3, return_kicks: bool = False):

@@ -736,3 +736,63 @@ def test_correction_se_is_the_spread_of_the_returned_correction_over_monte_carlo
     # measured 0.76 (rng seed 7; the spread of ~15 converged runs is itself uncertain by ~20 %): the upper bound
     # catches an se 0.66x too small (checked: se x 0.6 gives 1.27), the lower one an se 1.3x too large
     assert 0.6 < ratio < 1.15, ratio
+
+
+def test_the_residuals_null_range_holds_the_residual_at_an_exact_fixed_point_95_percent_of_the_time():
+    """At the exact fixed point of L[U] = 1.15 U the residual T - L[U_c] is the white fit's Monte Carlo noise alone.
+    mc_rms_q95 (from the fit's posterior draws) must hold its RMS ~95 % of the time -- the noise is drawn by the
+    learner, independently of the draws -- while the stop rule's RMS <= RMS(se) holds it only about half the time
+    (why 'not converged' fired on runs that were at their fixed point)."""
+    from bayescg.bias import _fit_sd_on, _null_rms_quantile
+    from bayescg.splines import clamped_knots
+
+    t = [clamped_knots(-2.5, 2.5, 20)]
+    x = np.linspace(-2.4, 2.4, 121)
+    B = BSpline.design_matrix(x, t[0], 3).toarray()
+    ct = np.linalg.lstsq(B, x ** 4 / 4, rcond=None)[0]
+    w = np.exp(-x ** 4 / 4)
+    w /= w.sum()
+    reg = w > 0.02 * w.max()
+    T = B @ ct
+    learn = _noisy_linear_learner(1.15, x, t, 0.003, np.random.default_rng(11))
+    inside = below_se = 0
+    n = 300
+    for _ in range(n):
+        fit = learn(ct / 1.15, None)
+        r = T - B @ fit.coef_mean
+        r -= w @ r
+        rms = np.sqrt(np.mean(r[reg] ** 2))
+        inside += rms <= _null_rms_quantile(fit, x, w, reg, t)
+        below_se += rms <= np.sqrt(np.mean(_fit_sd_on(fit, x, w)[reg] ** 2))
+    assert 0.90 <= inside / n <= 0.99, inside / n
+    assert below_se / n < 0.8, below_se / n
+
+
+def test_a_residual_off_the_fixed_point_is_flagged_and_one_within_its_noise_is_not():
+    """Stopped at max_iter: residual_consistent says whether the returned iterate's residual is inside its Monte Carlo
+    law's 95 % range.  The noisy linear map L[U] = 1.1 U on a quadratic reaches its fixed point within the noise: not
+    flagged.  A learner whose output also carries an error of 10x the noise that flips sign on every call (no U_c is
+    its fixed point; like white runs whose error depends on the iterate) is flagged."""
+    from bayescg.splines import clamped_knots
+
+    sigma = 0.003
+    t = [clamped_knots(-4.0, 4.0, 20)]
+    x = np.linspace(-3.9, 3.9, 157)
+    B = BSpline.design_matrix(x, t[0], 3).toarray()
+    ct = np.linalg.lstsq(B, x ** 2 / 2, rcond=None)[0]
+    w = np.exp(-x ** 2 / 2)
+    kw = dict(grid=x, weights=w, region=w > 0.05 * w.max(), var_p=1.0, delta=0.1, gamma=0.1, max_iter=6, min_iter=6)
+    noisy = _noisy_linear_learner(1.1, x, t, sigma, np.random.default_rng(3))
+    fp = fixed_point_correction(t, ct, noisy, **kw)
+    assert fp.residual_consistent and all(h["mc_rms_q95"] > h["mc_error_rms"] for h in fp.history)
+
+    wave = np.linalg.lstsq(B, 10 * sigma * np.cos(2 * x), rcond=None)[0]
+    calls = []
+
+    def flipping(coef, Z):
+        f = noisy(coef, Z)
+        calls.append(1)
+        f.coef_mean = f.coef_mean + (-1) ** len(calls) * wave
+        return f
+    fp = fixed_point_correction(t, ct, flipping, **kw)
+    assert not fp.converged and not fp.residual_consistent, [(h["update_rms"], h["mc_rms_q95"]) for h in fp.history]
