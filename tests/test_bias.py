@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.linalg import solve_discrete_lyapunov
 
-from bayescg.bias import correction_factor, delta_correction, learned_curvature_of, mean_curvature
+from bayescg.bias import Z94, correction_factor, delta_correction, learned_curvature_of, mean_curvature
 from bayescg.errors import InputError
 
 
@@ -85,6 +85,14 @@ def test_learn_reports_the_correction_and_it_brings_U0_back():
     # than that error's 94 % half-width
     se = res.correction.correction_se
     assert np.all(np.asarray(d["U_upper"]) - np.asarray(d["U_mean"]) >= 1.88 * se - 1e-12)
+    # and the raw part is not shrunk by s (0.91 here): U_c's response to the raw fit's noise was measured between s
+    # and 1 (benchmarks/calibration/band_factor_whatif.py), so the raw half-widths enter x max(s, 1)
+    s = res.correction.factor
+    assert s < 0.95
+    up = np.hypot(max(s, 1.0) * (np.asarray(d["U_raw_upper"]) - np.asarray(d["U_raw_mean"])), Z94 * se)
+    lo = np.hypot(max(s, 1.0) * (np.asarray(d["U_raw_mean"]) - np.asarray(d["U_raw_lower"])), Z94 * se)
+    assert np.allclose(np.asarray(d["U_upper"]) - np.asarray(d["U_mean"]), up, atol=1e-9)
+    assert np.allclose(np.asarray(d["U_mean"]) - np.asarray(d["U_lower"]), lo, atol=1e-9)
     post = res.to_inference_data().posterior
     assert post["U_corrected"].shape == post["U"].shape
     assert np.allclose(post["U_corrected"].values.reshape(-1, x.size).mean(axis=0), d["U_mean"], atol=0.05)
