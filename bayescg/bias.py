@@ -1025,6 +1025,9 @@ def kick_covariance(qh, r, *, delta, cells=None, min_per_parameter: int = KICK_S
     if cells is None:
         k = 1
         for kk in range(2, 257):
+            if kk ** d * min_per_parameter * npar <= N:  # at most kk^d cells are occupied: the rule holds uncounted
+                k = kk
+                continue
             occ = int(np.count_nonzero(np.bincount(index(kk))))
             if N / occ >= min_per_parameter * npar:
                 k = kk

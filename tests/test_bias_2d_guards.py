@@ -57,6 +57,30 @@ def test_kick_covariance_pure_noise_and_cell_count_insensitivity():
         kick_covariance(q, r, delta=delta, local="cubic")
 
 
+def _rule_by_counting(q, min_per, npar):
+    """kick_covariance's cell-count rule written out plainly: count the occupied cells for every k."""
+    lo, hi = q.min(axis=0), q.max(axis=0)
+    k_best = 1
+    for k in range(2, 257):
+        ij = np.clip(((q - lo) / np.where(hi > lo, hi - lo, 1.0) * k).astype(np.int64), 0, k - 1)
+        occ = np.unique(ij @ k ** np.arange(q.shape[1])).size
+        if len(q) / occ >= min_per * npar:
+            k_best = k
+    return k_best
+
+
+@pytest.mark.parametrize("d, n, clustered", [(1, 60_000, False), (1, 20_000, True), (2, 20_000, True)])
+def test_kick_covariance_cell_rule_equals_counting_every_k(d, n, clustered):
+    """The rule skips counting while k^d cells could not break it; the cells chosen must be those of counting at
+    every k (positions spread or clustered in a few blobs, 1D and 2D)."""
+    rng = np.random.default_rng(d * 10 + clustered)
+    q = rng.standard_normal((n, d))
+    if clustered:
+        q = np.concatenate([q[: n // 2] * 0.05 - 2.0, q[n // 2:] * 0.2 + 1.0])
+    r = rng.standard_normal((n, d))
+    assert kick_covariance(q, r, delta=0.1)["cells"] == _rule_by_counting(q, 100, 1 + d)
+
+
 def _grid_2d(lo=-3.0, hi=3.0, n_knots=10, data=1.2, n=25):
     from bayescg.splines import clamped_knots
 
