@@ -801,7 +801,8 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     Carlo error of L_delta[U_c] (its last update is then applied: ``converged``); otherwise returns the best evaluated
     iterate (``history`` marks it ``returned``; ``residual_consistent``: its residual RMS is inside the 95 % range of
     its Monte Carlo law, history's ``mc_rms_q95``, so nothing says it is off the fixed point).
-    final_step (1D, converged): "se" (default): when that last update is a full step (alpha = 1), correction_se is the white fit's posterior draws propagated through it (the local
+    final_step (1D, converged): "se" (default): when that last update is a full step (alpha = 1), correction_se is
+    the white fit's posterior draws propagated through it (the local
     preconditioner's gain is up to 2.5x s on the walls), else s x the fit's band; "full": the update is also taken
     in full after a backtrack (alpha < 1), with the propagated se (fresh seeds: no coverage gain, per-fit RMSE
     +9 % on the double well); "legacy": se = s x the fit's band always.
@@ -1325,7 +1326,8 @@ def corrected_fit(raw, fp: FixedPointCorrection, reference=None, rng_seed: int =
     change of the raw U; to the raw fit's noise it was measured between s and 1 (pointwise regression over seeds of
     the correction on the raw U: 1 - 0.082 on Test 1 at 4e6 steps, where s = 0.913; 1 - 0.011 at 2e7; double well
     1 - 0.005 and 1 - 0.057; benchmarks/calibration/band_factor_whatif.py), so the band does not claim the
-    shrinkage.  So it is a Bayesian posterior interval for the raw learned potential plus a frequentist Monte Carlo error of the correction
+    shrinkage.  So it is a Bayesian posterior interval for the raw learned potential plus a frequentist Monte Carlo
+    error of the correction
     (approximately Gaussian, pointwise); it does not hold the modelling error of treating the unresolved
     scales as white noise.  The stored draws carry the Monte Carlo error as one standard-normal multiple of
     correction_se per draw (a smooth, fully correlated perturbation), so their pointwise quantiles match the
