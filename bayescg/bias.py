@@ -626,6 +626,17 @@ def _grid_curvature(u, x):
     return k
 
 
+def _coef_draws(fit):
+    """(S, m) float array: a fit's per-draw spline coefficients (``fit.arviz_extras['coef_draws']``), or None."""
+    cd = (getattr(fit, "arviz_extras", None) or {}).get("coef_draws")
+    return None if cd is None else np.asarray(cd, dtype=float)
+
+
+def _band_scale(fit) -> float:
+    """The factor a fit's band calibration scaled its draws by about their mean (1 when not calibrated)."""
+    return float((fit.band_calibration or {}).get("scale", 1.0))
+
+
 def band_sd_at(fit, points, weights):
     """The pointwise sd (G,) of a fit's U at ``points`` (G, d) other than its own report grid: its per-draw
     spline coefficients (``fit.arviz_extras['coef_draws']``, (S, m)) evaluated there, aligned to the same
@@ -634,16 +645,15 @@ def band_sd_at(fit, points, weights):
     prior's spread, so the sd is large there, as it should be."""
     from .splines import design_matrix
 
-    extras = getattr(fit, "arviz_extras", None) or {}
-    cd = extras.get("coef_draws")
+    cd = _coef_draws(fit)
     if cd is None:
         raise InputError("the white-kick fit has no per-draw spline coefficients (arviz_extras['coef_draws'])")
     w = np.asarray(weights, dtype=float).reshape(-1)
     w = w / w.sum()
-    U = design_matrix(np.asarray(points, dtype=float), fit.knots) @ np.asarray(cd, dtype=float).T  # (G, S)
+    U = design_matrix(np.asarray(points, dtype=float), fit.knots) @ cd.T  # (G, S)
     U = U - (w @ U)[None, :]
     m = U.mean(axis=1, keepdims=True)
-    U = m + float((fit.band_calibration or {}).get("scale", 1.0)) * (U - m)
+    U = m + _band_scale(fit) * (U - m)
     lo, hi = np.quantile(U, [0.03, 0.97], axis=1)
     return (hi - lo) / (2 * Z94)
 
@@ -651,12 +661,12 @@ def band_sd_at(fit, points, weights):
 def _step_se(fit, apply, max_draws: int = 200):
     """Pointwise se (G,) of ``apply(coef)`` (G,) over the white fit's per-draw spline coefficients (scaled about
     their mean by its band calibration, as band_sd_at): 94 % equal-tailed half-width / Z94, like the bands."""
-    cd = np.asarray((getattr(fit, "arviz_extras", None) or {}).get("coef_draws"), dtype=float)
-    if cd.ndim != 2 or len(cd) < 10:
+    cd = _coef_draws(fit)
+    if cd is None or cd.ndim != 2 or len(cd) < 10:
         raise InputError("the white-kick fit has no per-draw spline coefficients (arviz_extras['coef_draws'])")
     cd = cd[np.linspace(0, len(cd) - 1, min(max_draws, len(cd))).round().astype(int)]
     m = cd.mean(axis=0)
-    cd = m + float((fit.band_calibration or {}).get("scale", 1.0)) * (cd - m)
+    cd = m + _band_scale(fit) * (cd - m)
     V = np.array([apply(c) for c in cd])
     lo, hi = np.quantile(V, [0.03, 0.97], axis=0)
     return (hi - lo) / (2 * Z94)
@@ -753,20 +763,17 @@ def _run_candidate(learn, coef, Z, var_p, *, check_temperature: bool, limit=None
     return fit, vp, None
 
 
-def _null_rms_quantile(fit, x, w, reg, knots, level: float = 0.95):
+def _null_rms_quantile(fit, B, w, reg, level: float = 0.95):
     """The ``level`` quantile of the residual's RMS over the region ``reg`` (G,) at an exact fixed point: there
     L_delta[V] - L_delta[U_c] is the white fit's Monte Carlo error alone, whose law is its posterior draws (per-draw
-    spline coefficients ``fit.arviz_extras['coef_draws']`` on ``knots``, scaled by the band calibration, each
-    aligned to the weights w (G,)) less their mean.  None without draws."""
-    from .splines import design_matrix
-
-    cd = (getattr(fit, "arviz_extras", None) or {}).get("coef_draws")
+    spline coefficients, :func:`_coef_draws`, evaluated by the design matrix B (G, m) of the grid, scaled by the band
+    calibration, each aligned to the weights w (G,)) less their mean.  None without draws."""
+    cd = _coef_draws(fit)
     if cd is None or len(cd) < 20:
         return None
-    cd = np.asarray(cd, dtype=float)
     cd = cd - cd.mean(axis=0)
-    cd *= float((fit.band_calibration or {}).get("scale", 1.0))
-    D = design_matrix(x, knots) @ cd.T  # (G, S)
+    cd *= _band_scale(fit)
+    D = B @ cd.T  # (G, S)
     D = D - (w @ D)[None, :]
     return float(np.quantile(np.sqrt(np.mean(D[reg] ** 2, axis=0)), level))
 
@@ -819,7 +826,7 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     """
     import time
 
-    from .splines import SplineRep
+    from .splines import SplineRep, design_matrix
 
     t0 = time.perf_counter()
     x = np.asarray(grid, dtype=float)
@@ -840,6 +847,7 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
         cont, step, coef, region_hess, checks = _setup_2d(knots, ct, x, w, T, s, var_p, delta, gamma, mass,
                                                           friction, noise_shape, continuation, refuse_unstable)
         lim2 = checks["stability_limit"]
+    Bx = design_matrix(x, knots)  # the grid's spline design, for the residual's Monte Carlo range (mc_rms_q95)
     history, converged, se = [], False, np.zeros(len(x))
     it, alpha, best = 0, 1.0, None
     for it in range(1, int(max_iter) + 1):
@@ -868,7 +876,7 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
         rms_se = float(np.sqrt(np.mean(se[reg] ** 2)))
         history.append({"iteration": it, "kick_noise": np.asarray(Z).tolist(), "var_p": vp,
                         "update_rms": rms_upd, "mc_error_rms": rms_se, "update_max": float(np.max(np.abs(upd[reg]))),
-                        "mc_rms_q95": _null_rms_quantile(fit, x, w, reg, knots), "alpha": alpha})
+                        "mc_rms_q95": _null_rms_quantile(fit, Bx, w, reg), "alpha": alpha})
         # (B3) rescaling, at most x2 per run: the temperature of a non-linear map is not proportional to Z
         Z_next = Z * float(np.clip(var_p / vp, 0.5, 2.0))
         if best is None or rms_upd <= best["rms"]:
@@ -887,7 +895,7 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
     se_out = s * se
     full_step_taken = converged and x.ndim == 1 and alpha == 1.0 and np.allclose(coef, cont(c_eval + step(c_eval, fc)))
     full = converged and x.ndim == 1 and (final_step == "full" or (final_step == "se" and full_step_taken))
-    if full and (getattr(fit_eval, "arviz_extras", None) or {}).get("coef_draws") is not None:
+    if full and _coef_draws(fit_eval) is not None:
         # the last white fit's noise reaches U_c through the full (B4) step, whose local gain P(q) is not s on the
         # flanks: propagate that fit's posterior draws through the same step (measured: the correction's spread over
         # correction seeds was 1.2-2.7x s x se).  "full" also takes the step in full after a backtrack (alpha < 1);

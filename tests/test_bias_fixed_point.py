@@ -762,7 +762,7 @@ def test_the_residuals_null_range_holds_the_residual_at_an_exact_fixed_point_95_
         r = T - B @ fit.coef_mean
         r -= w @ r
         rms = np.sqrt(np.mean(r[reg] ** 2))
-        inside += rms <= _null_rms_quantile(fit, x, w, reg, t)
+        inside += rms <= _null_rms_quantile(fit, B, w, reg)
         below_se += rms <= np.sqrt(np.mean(_fit_sd_on(fit, x, w)[reg] ** 2))
     assert 0.90 <= inside / n <= 0.99, inside / n
     assert below_se / n < 0.8, below_se / n
