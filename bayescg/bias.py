@@ -632,15 +632,10 @@ def _coef_draws(fit):
     return None if cd is None else np.asarray(cd, dtype=float)
 
 
-def _band_scale(fit) -> float:
-    """The factor a fit's band calibration scaled its draws by about their mean (1 when not calibrated)."""
-    return float((fit.band_calibration or {}).get("scale", 1.0))
-
-
 def band_sd_at(fit, points, weights):
     """The pointwise sd (G,) of a fit's U at ``points`` (G, d) other than its own report grid: its per-draw
     spline coefficients (``fit.arviz_extras['coef_draws']``, (S, m)) evaluated there, aligned to the same
-    ``weights``-weighted mean (G,), scaled about their mean by the fit's band calibration (as its U_draws), and
+    ``weights``-weighted mean (G,) (the draws carry the fit's band calibration, as its U_draws), and
     the 94 % equal-tailed half-width / Z94 (as the 1D path's band).  Where the fit had no data the draws carry the
     prior's spread, so the sd is large there, as it should be."""
     from .splines import design_matrix
@@ -652,21 +647,17 @@ def band_sd_at(fit, points, weights):
     w = w / w.sum()
     U = design_matrix(np.asarray(points, dtype=float), fit.knots) @ cd.T  # (G, S)
     U = U - (w @ U)[None, :]
-    m = U.mean(axis=1, keepdims=True)
-    U = m + _band_scale(fit) * (U - m)
     lo, hi = np.quantile(U, [0.03, 0.97], axis=1)
     return (hi - lo) / (2 * Z94)
 
 
 def _step_se(fit, apply, max_draws: int = 200):
-    """Pointwise se (G,) of ``apply(coef)`` (G,) over the white fit's per-draw spline coefficients (scaled about
-    their mean by its band calibration, as band_sd_at): 94 % equal-tailed half-width / Z94, like the bands."""
+    """Pointwise se (G,) of ``apply(coef)`` (G,) over the white fit's per-draw spline coefficients (band-calibrated,
+    as band_sd_at): 94 % equal-tailed half-width / Z94, like the bands."""
     cd = _coef_draws(fit)
     if cd is None or cd.ndim != 2 or len(cd) < 10:
         raise InputError("the white-kick fit has no per-draw spline coefficients (arviz_extras['coef_draws'])")
     cd = cd[np.linspace(0, len(cd) - 1, min(max_draws, len(cd))).round().astype(int)]
-    m = cd.mean(axis=0)
-    cd = m + _band_scale(fit) * (cd - m)
     V = np.array([apply(c) for c in cd])
     lo, hi = np.quantile(V, [0.03, 0.97], axis=0)
     return (hi - lo) / (2 * Z94)
@@ -766,13 +757,12 @@ def _run_candidate(learn, coef, Z, var_p, *, check_temperature: bool, limit=None
 def _null_rms_quantile(fit, B, w, reg, level: float = 0.95):
     """The ``level`` quantile of the residual's RMS over the region ``reg`` (G,) at an exact fixed point: there
     L_delta[V] - L_delta[U_c] is the white fit's Monte Carlo error alone, whose law is its posterior draws (per-draw
-    spline coefficients, :func:`_coef_draws`, evaluated by the design matrix B (G, m) of the grid, scaled by the band
-    calibration, each aligned to the weights w (G,)) less their mean.  None without draws."""
+    spline coefficients, :func:`_coef_draws`, evaluated by the design matrix B (G, m) of the grid (they carry the band
+    calibration), each aligned to the weights w (G,)) less their mean.  None without draws."""
     cd = _coef_draws(fit)
     if cd is None or len(cd) < 20:
         return None
     cd = cd - cd.mean(axis=0)
-    cd *= _band_scale(fit)
     D = B @ cd.T  # (G, S)
     D = D - (w @ D)[None, :]
     return float(np.quantile(np.sqrt(np.mean(D[reg] ** 2, axis=0)), level))

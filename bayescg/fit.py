@@ -22,10 +22,15 @@ the grid is therefore measured from the independent walkers: each walker's histo
 r_w = n_w - l_w N_c / N and momentum residual enter the linearised estimator
 (dU = X~ db / beta - U~ dbeta / beta, db = -H^-1 n_eff/n V^T r_w at the MAP, dbeta = -beta^2 dv_w),
 Var U_g = W / (W - 1) sum_w dU_gw^2 (cluster-robust sandwich; cf. the open-faced sandwich adjustment of MCMC
-draws, Shaby 2014), and the draws are scaled about their mean by one factor so that their variance matches
-it on average over the mass region, times t_{W-1}(0.97) / z(0.97) for the W - 1 degrees of freedom of that
-variance.  The same scaling applies to NUTS and Laplace draws, so both bands estimate the same width.  With
-fewer than 4 live walkers the model band is kept, with a warning.
+draws, Shaby 2014), and the draws are scaled about their mean so that their variance matches it, times
+t_{W-1}(0.97) / z(0.97) for the W - 1 degrees of freedom of that variance: in 1D point by point (the ratio of
+the two variances smoothed over q, :func:`_local_linear`), in d >= 2 by one factor matched on the mass region's
+total.  One factor in 1D was set by the far tails, where the draws' variance is largest, and left the band
+1.1-1.5x narrow in the wells and up to 2x wide in the tails (benchmarks/calibration/RESULTS.md).  The scaling is
+applied to the spline coefficient draws (:func:`_scaled_coefficients`), so U_draws, the stored U_coef and
+everything computed from them (export, surrogate bands, the finite-delta correction's se) carry one band.  The
+same scaling applies to NUTS and Laplace draws, so both bands estimate the same width.  With fewer than 4 live
+walkers the model band is kept, with a warning.
 
 Reference RMSE.  Over the histogram cells that hold ``mass_fraction`` of the counts (most populated first),
 the reference is shifted by the least-squares constant (mean difference, unweighted over cells) and
@@ -151,6 +156,11 @@ class FitResult:
                     self.idata.posterior["U"].shape)
             if self.laplace_posterior is not None:  # a new dict: copies of this result keep theirs
                 self.laplace_posterior = dict(self.laplace_posterior, U=np.asarray(self.U_draws))
+        cd = (self.arviz_extras or {}).get("coef_draws")
+        if cd is not None:  # the spline draws carry the same band (export, surrogate, U_coef in posterior.nc)
+            cd = np.asarray(cd, dtype=float)
+            m = cd.mean(axis=0)
+            self.arviz_extras = dict(self.arviz_extras, coef_draws=m + factor * (cd - m))
         _set_coverage(self)
 
     def spline(self, wall: float = 0.0):
@@ -478,27 +488,53 @@ def walker_data(sim_or_data):
     return np.asarray(wc, dtype=float), ws, A, mu
 
 
+def _local_linear(x, xr, y, h):
+    """Local-linear Gaussian-kernel smooth (bandwidth h) of the values y at the points xr, evaluated at x (G,):
+    unlike a kernel mean it has no first-order bias where xr ends (the mass region's edges, where the band's
+    shape changes most); outside [min xr, max xr] held at the edge value; a kernel mean where the local-linear
+    value is not positive."""
+    d = xr[None, :] - x[:, None]
+    K = np.exp(-0.5 * (d / h) ** 2)
+    s0, s1, s2 = K.sum(axis=1), (K * d).sum(axis=1), (K * d * d).sum(axis=1)
+    L = K * (s2[:, None] - d * s1[:, None])
+    out = (L @ y) / (s0 * s2 - s1 ** 2)
+    mean = (K @ y) / s0
+    out = np.where(out > 0, out, mean)
+    lo, hi = np.searchsorted(x, xr.min()), np.searchsorted(x, xr.max(), side="right") - 1
+    out[:lo], out[hi + 1:] = out[lo], out[hi]
+    return out
+
+
 def _calibrate_band(basis: EffectiveBasis, factor, a_map, solve_a, X, w, Ua, beta, walkers, region, Ud,
-                    beta_from_momenta: bool = True):
-    """Scale (about their mean) of the aligned draws Ud (S, G) so that their variance matches the
-    walker-clustered sandwich variance of U on average over ``region`` (module docstring).
+                    beta_from_momenta: bool = True, points=None):
+    """Scale profile (G,) of the aligned draws Ud (S, G) about their mean so that their variance matches the
+    walker-clustered sandwich variance of U (module docstring).
+
+    1D (``points`` (G,) the report grid, ascending): point by point, the ratio of the sandwich variance to the
+    draws' variance, both smoothed over q (:func:`_local_linear` over the mass region's points, bandwidth a tenth
+    of the region's extent: one walker set's variance has W - 1 degrees of freedom per point), so the band's shape
+    follows the data's; a single factor matched on the region's total (d >= 2, or without ``points``) is set by
+    the far tails, where the draws' variance is largest, and left the band ~20 % narrow on Test 1's flanks and 2x
+    wide in the double well's tails (benchmarks/calibration/band_shape.py).
 
     a_map: (m,) kept coefficients of f at the MAP; solve_a: g (m, k) -> H^-1 g in the kept coefficients (the
     Laplace precision of the fit's form); X: (G, m) design rows of the report grid (dense or sparse), w: (G,)
     alignment weights; Ua: (G,) aligned U_mean; beta: scalar; beta_from_momenta: False for a fixed beta.
-    Returns (scale, info dict); scale 1 and info["method"] naming the reason when it cannot be measured.
+    Returns (profile (G,), info dict); profile 1 and info["method"] naming the reason when it cannot be measured;
+    info["scale"] is the single factor with the same variance over the region.
     """
     from scipy import stats as st
 
     from .bayes.effective import _cell_design, cell_log_mass
     from .stats import MIN_WALKERS
 
+    ones = np.ones(Ud.shape[1])
     if walkers is None:
-        return 1.0, {"method": "none (no per-walker data)", "scale": 1.0}
+        return ones, {"method": "none (no per-walker data)", "scale": 1.0}
     wc, ws, A, mu = walkers
     W, d = wc.shape[0], ws.shape[-1]
     if W < MIN_WALKERS:
-        return 1.0, {"method": f"none ({W} live walkers < {MIN_WALKERS})", "scale": 1.0, "walkers": W}
+        return ones, {"method": f"none ({W} live walkers < {MIN_WALKERS})", "scale": 1.0, "walkers": W}
     if basis.dim == 1:
         _, R = cell_log_mass(basis, a_map, weights=True)
         V = _cell_design(basis, R)                                   # (n_active, m)
@@ -520,12 +556,22 @@ def _calibrate_band(basis: EffectiveBasis, factor, a_map, solve_a, X, w, Ua, bet
     reg = region if region is not None and region.any() else np.ones(Ud.shape[1], bool)
     k = float(var_sand[reg].sum() / var_draws[reg].sum())
     tfac = float(st.t.ppf(0.97, W - 1) / st.norm.ppf(0.97))
-    scale = math.sqrt(k) * tfac
-    return scale, {"method": "walker-clustered sandwich", "walkers": int(W), "dof": int(W - 1),
-                   "variance_ratio": k, "t_factor": tfac, "scale": scale,
-                   "model_band_sd_mean": float(np.sqrt(var_draws[reg]).mean()),
-                   "sandwich_sd_mean": float(np.sqrt(var_sand[reg]).mean()),
-                   "sandwich_var_mean": float(var_sand[reg].mean())}
+    info = {"method": "walker-clustered sandwich", "walkers": int(W), "dof": int(W - 1), "variance_ratio": k,
+            "t_factor": tfac, "model_band_sd_mean": float(np.sqrt(var_draws[reg]).mean()),
+            "sandwich_sd_mean": float(np.sqrt(var_sand[reg]).mean()), "sandwich_var_mean": float(var_sand[reg].mean())}
+    if points is None or basis.dim != 1 or reg.sum() < 3:
+        profile = np.full(Ud.shape[1], math.sqrt(k) * tfac)
+        info.update(profile="one factor", scale=float(profile[0]))
+        return profile, info
+    x = np.asarray(points, dtype=float).reshape(-1)
+    xr = x[reg]
+    h = 0.1 * float(np.ptp(xr))
+    ratio = _local_linear(x, xr, var_sand[reg], h) / _local_linear(x, xr, var_draws[reg], h)
+    profile = np.sqrt(ratio) * tfac
+    info.update(profile=f"pointwise (local-linear Gaussian kernel over the mass region, bandwidth {h:.3g})", bandwidth=h,
+                scale=float(math.sqrt((profile[reg] ** 2 * var_draws[reg]).sum() / var_draws[reg].sum())),
+                scale_min=float(profile[reg].min()), scale_max=float(profile[reg].max()))
+    return profile, info
 
 
 # --------------------------------------------------------------------------------------------------
@@ -687,6 +733,24 @@ def _posterior_draws(basis, counts, edges, factor, momenta, fixed_beta, *, metho
                 solve_a=solve_a, post_name=post_name, warnings=warnings)
 
 
+def _scaled_coefficients(Ucoef, X, w, profile):
+    """Coefficient draws Ucoef (S, m) scaled about their mean so that the aligned U = X a (X (G, m), dense or
+    sparse; aligned: w-weighted mean 0 over the grid) is scaled by ``profile`` (G,) point by point:
+    a' = mean + T d, d = a - mean less its aligning constant, T = I + X^+ (diag(profile) - I) X; exact for a
+    constant profile and, for a smooth one, to the spline's resolution.  The constant is removed first because the
+    draws' level is arbitrary and large, and a varying profile would turn it into shape.  (The kept basis sums to
+    one on the grid, so a constant in the coefficients is a constant in U.)"""
+    profile = np.asarray(profile, dtype=float)
+    m = Ucoef.mean(axis=0)
+    D = Ucoef - m
+    D = D - np.asarray(X @ D.T).T @ w[:, None]
+    if np.ptp(profile) == 0.0:
+        return m + profile[0] * D
+    Xd = X.toarray() if hasattr(X, "toarray") else np.asarray(X, dtype=float)
+    T = np.eye(Xd.shape[1]) + np.linalg.pinv(Xd) @ ((profile - 1.0)[:, None] * Xd)
+    return m + D @ T.T
+
+
 def _summary(sim_or_data, basis, counts, edges, factor, n_eff, bh, bse, momenta, post, *, method, mass_fraction,
              calibrate_band, warnings):
     """(FitResult, parts): U on the report grid from the draws -- every draw aligned to the same count-weighted
@@ -705,12 +769,18 @@ def _summary(sim_or_data, basis, counts, edges, factor, n_eff, bh, bse, momenta,
     calib = {"method": "off", "scale": 1.0}
     if calibrate_band:
         Um = Ud.mean(axis=0)
-        scale, calib = _calibrate_band(basis, factor, post["a_map"], post["solve_a"], X, w, Um,
-                                       float(np.mean(betad)), walker_data(sim_or_data), cells_mask[idx], Ud,
-                                       momenta is not None)
-        if scale != 1.0:
-            Ud = Um + scale * (Ud - Um)
-            band += f"; draws scaled by {scale:.3g} to the walker-clustered sandwich variance of U"
+        profile, calib = _calibrate_band(basis, factor, post["a_map"], post["solve_a"], X, w, Um,
+                                         float(np.mean(betad)), walker_data(sim_or_data), cells_mask[idx], Ud,
+                                         momenta is not None, points=pts[:, 0] if d == 1 else None)
+        if calib["method"] == "walker-clustered sandwich":
+            # the coefficient draws are scaled, not only U on the grid, so that every consumer of the draws (the
+            # stored U_coef, export, surrogate bands, the finite-delta correction's se) sees the same band
+            Ucoef = _scaled_coefficients(Ucoef, X, w, profile)
+            Ud = np.asarray((X @ Ucoef.T).T)
+            Ud -= (Ud @ w)[:, None]
+            band += ("; draws scaled " + (f"by {calib['scale_min']:.3g}-{calib['scale_max']:.3g} over q"
+                                          if "scale_min" in calib else f"by {calib['scale']:.3g}")
+                     + " to the walker-clustered sandwich variance of U")
         elif not isinstance(sim_or_data, dict) or "walker_hist_counts" in sim_or_data:
             # a simulation (or walker data) that could not be checked; plain histogram dicts carry their own n_eff
             warnings.append(f"band not checked against the walker-to-walker spread ({calib['method']}): it is "

@@ -436,7 +436,7 @@ def main():
                     help="MAP only, plus the finite-delta correction learn applies (1D), scored against U_0 too")
     ap.add_argument("--steps", type=float, help="override the cases' steps (the case is then stored as NAME@STEPS)")
     ap.add_argument("--first-seed", type=int, default=1)
-    ap.add_argument("--final-step", choices=("full", "legacy"),
+    ap.add_argument("--final-step", choices=("full", "legacy", "se"),
                     help="A/B only: bias.fixed_point_correction's final_step (default: the library's)")
     ap.add_argument("--no-kick-shape", action="store_true",
                     help="diagnosis only: the correction without its 1D kick-shape step (stored as NAME~white)")
