@@ -1,7 +1,7 @@
 """Which part of the corrected band is short of the seed spread: the corrected band's two parts against what they
 stand for, from the per-seed curves the replicate studies keep (no new runs).
 
-The corrected band (bayescg.bias.corrected_fit) is the raw band mapped by the Jacobian factor s, combined in quadrature
+The corrected band (bayescg.bias.corrected_fit) is the raw band x max(s, 1) (s the Jacobian factor), combined in quadrature
 with Z94 x the correction's Monte Carlo se.  For each study this prints the width ratio (mean half-width / (1.88 x
 seed-to-seed sd), with the 90 % seed-bootstrap interval of bayescg.fit.replicate_band_summary) of
 
@@ -23,10 +23,10 @@ from bayescg.bias import Z94
 from bayescg.fit import replicate_band_summary
 
 HERE = Path(__file__).resolve().parent
-STUDIES = [  # label, npz of replicates.py --corrected
-    ("Test 1 delta 0.5, 4e6 steps, 100 seeds", "raw-test1-d0.5-corrected-100.npz"),
-    ("Test 1 delta 0.5, 2e7 steps, 60 seeds", "raw-test1-d0.5@2e+07-corrected-budget-60.npz"),
-    ("double well delta 0.3, 4e6 steps, 96 fits", "raw-test2-d0.3-corrected-dw03-100.npz"),
+STUDIES = [  # label, npz of replicates.py --corrected (the pointwise band calibration's reruns, pointwise_ab.py)
+    ("Test 1 delta 0.5, 4e6 steps, 100 seeds", "raw-test1-d0.5-corrected-pw-100.npz"),
+    ("Test 1 delta 0.5, 2e7 steps, 60 seeds", "raw-test1-d0.5@2e+07-corrected-pw-budget-60.npz"),
+    ("double well delta 0.3, 4e6 steps, 96 fits", "raw-test2-d0.3-corrected-pw-dw03-100.npz"),
 ]
 
 
@@ -48,17 +48,13 @@ def _correction_fits(z, seeds):
 
 
 def main():
-    from band_factor_whatif import fits as rebuilt
-
     rows, table = {}, []
     for label, npz in STUDIES:
         z = np.load(HERE / npz)
         seeds = sorted({int(k.split("|")[1]) for k in z.files if k.startswith("correction|")})
         parts = {"raw band vs raw U's spread": _fits(z, "map/calibrated", seeds),
                  "Z94 x correction_se vs the correction's spread": _correction_fits(z, seeds),
-                 "corrected band vs corrected U's spread": _fits(z, "map/corrected", seeds),
-                 # learn now: the raw part x max(s, 1) (band_factor_whatif.py); the row above is the stored band (x s)
-                 "corrected band as learn makes it now (raw part x max(s, 1))": rebuilt(npz, "max")}
+                 "corrected band vs corrected U's spread": _fits(z, "map/corrected", seeds)}
         rows[label] = {}
         for name, fits in parts.items():
             r = replicate_band_summary(fits)

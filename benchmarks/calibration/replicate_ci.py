@@ -17,17 +17,18 @@ from bayescg.potentials import reference
 from replicates import truth_summary
 
 HERE = Path(__file__).resolve().parent
-STUDIES = [  # label, npz, variant, reference
-    ("Test 1 (4.5) delta 0.5, 4e6 steps, corrected", "raw-test1-d0.5-corrected-50.npz", "map/corrected", "test1"),
-    ("Test 1 delta 0.5, 4e6, corrected, 100 seeds (1-50 as above)", "raw-test1-d0.5-corrected-100.npz",
+STUDIES = [  # label, npz, variant, reference (the studies rerun with the pointwise band calibration, pointwise_ab.py;
+    # the one-factor runs they replace stay in raw-test1-d0.5-corrected-100.npz etc.)
+    ("Test 1 (4.5) delta 0.5, 4e6 steps, corrected, 100 seeds", "raw-test1-d0.5-corrected-pw-100.npz", "map/corrected",
+     "test1"),
+    ("double well (4.6) delta 0.25, 4e6, corrected, 50 seeds", "raw-test2-d0.25-corrected-pw-50.npz", "map/corrected",
+     "test2"),
+    ("Test 1 delta 0.5, 2e7 steps, corrected, 60 seeds", "raw-test1-d0.5@2e+07-corrected-pw-budget-60.npz",
      "map/corrected", "test1"),
-    ("double well (4.6) delta 0.25, 4e6, corrected", "raw-test2-d0.25-corrected-50.npz", "map/corrected", "test2"),
-    ("Test 1 delta 0.5, 2e7 steps, corrected, 60 seeds (1-20 as the 20-seed study)",
-     "raw-test1-d0.5@2e+07-corrected-budget-60.npz", "map/corrected", "test1"),
-    ("double well delta 0.3, 4e6, corrected, 100 seeds (4 V-runs blew up)", "raw-test2-d0.3-corrected-dw03-100.npz",
+    ("double well delta 0.3, 4e6, corrected, 100 seeds (4 V-runs blew up)", "raw-test2-d0.3-corrected-pw-dw03-100.npz",
      "map/corrected", "test2"),
-    ("Test 1 delta 0.5, 4e6, raw (calibrated)", "raw-test1-d0.5-corrected-50.npz", "map/calibrated", None),
-    ("double well delta 0.25, 4e6, raw (calibrated)", "raw-test2-d0.25-corrected-50.npz", "map/calibrated", None),
+    ("Test 1 delta 0.5, 4e6, raw (calibrated)", "raw-test1-d0.5-corrected-pw-100.npz", "map/calibrated", None),
+    ("double well delta 0.25, 4e6, raw (calibrated)", "raw-test2-d0.25-corrected-pw-50.npz", "map/calibrated", None),
 ]
 
 
