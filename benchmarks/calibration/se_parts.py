@@ -11,16 +11,15 @@ import argparse
 import functools
 import json
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
 import bayescg.bias as bias
-from bayescg.config import FitSection
 from bayescg.fit import fit_effective_potential
-from bayescg.pipeline import correct_finite_delta
 from bayescg.potentials import catalogue
 from bayescg.simulate import simulate
-from replicates import CASES
+from replicates import CASES, _correct
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--case", default="test1-d0.5")
@@ -51,17 +50,13 @@ pot = catalogue(spec["pot"])
 kw = dict(steps=spec["steps"], walkers=16, hist_range=spec["rng"], bins=spec["bins"], gamma=spec["gamma"])
 sim = simulate(pot, spec["delta"], seed=a.seed, **kw)
 f = fit_effective_potential(sim, knots=spec["knots"], method="map", draws=400, seed=a.seed)
-fs = FitSection()
 parts = {"fixed point": ([], []), "kick shape": ([], []), "whole": ([], [])}
 t0 = time.time()
 info = []
 for r in range(1, a.repeats + 1):
-    fc, raw, corr, note = correct_finite_delta(sim, f, kw, mode=fs.delta_correction, knots=spec["knots"],
-                                               mass_fraction=fs.mass_fraction, steps=spec["steps"],
-                                               max_iter=fs.correction_iterations,
-                                               min_iter=fs.correction_min_iterations, reference=None,
-                                               seed=1000 * r + a.seed, warnings=[], potential=pot)
-    C, S = np.asarray(corr.correction), np.asarray(corr.correction_se)
+    fc, corr = _correct(sim, f, kw, spec, 1000 * r + a.seed, pot)  # as learn runs it, this correction seed
+    corr = SimpleNamespace(**corr)
+    C, S = np.asarray(corr.correction, dtype=float), np.asarray(corr.correction_se, dtype=float)
     ks_se = np.sqrt(np.clip(S ** 2 - rec["fp_se"] ** 2, 0, None))
     for k, (c, s) in {"fixed point": (rec["fp"], rec["fp_se"]), "kick shape": (C - rec["fp"], ks_se),
                       "whole": (C, S)}.items():
@@ -71,7 +66,7 @@ for r in range(1, a.repeats + 1):
     info.append(dict(repeat=r, iterations=corr.iterations, converged=bool(corr.converged), alpha=ev[-1].get("alpha"),
                      final=ev[-1].get("final_step")))
     print(info[-1], f"{time.time() - t0:.0f} s", flush=True)
-x = np.asarray(corr.grid)
+x = np.asarray(corr.grid, dtype=float)
 w = np.asarray(f.grid_weights, float)
 w = w / w.sum()
 reg = np.asarray(f.mass_region, bool)
