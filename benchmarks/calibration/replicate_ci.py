@@ -39,15 +39,16 @@ def fits_1d(npz, variant):
 
 
 def fits_2d_learn(npz):
-    """The corrected band `learn` reports on (4.8) (corrected/no_z of replicates.analyse_learn_2d: U_c -/+
-    sqrt((k x raw half-width)^2 + (Z94 x correction_se)^2), k = max(s, 1) as learn makes it now; the runs used
-    k = s, which moves the width ratio 1.107 -> 1.105 at most: s is 0.97-1.04 here), rebuilt from the compact npz."""
+    """The corrected band `learn` reports on (4.8) (corrected/with_z of replicates.analyse_learn_2d: U_c -/+
+    sqrt((k x f x raw half-width)^2 + (Z94 x correction_se)^2), f Z's factor, k = max(s, 1) as learn makes it now;
+    s is 0.997-0.998 in the study of 2026-12-04), rebuilt from the compact npz."""
     z = np.load(npz)
     out = []
     for i in range(len(z["seeds"])):
         cm, s = z["corrected_U_mean"][i].astype(float), max(float(z["jacobian_factor"][i]), 1.0)
-        lo0 = z["raw_U_mean"][i] - z["raw_lower_no_z"][i]
-        hi0 = z["raw_upper_no_z"][i] - z["raw_U_mean"][i]
+        f = float(z["z_band_scale"][i])  # learn widens the raw band by Z's part before the correction (since 2026-12-04)
+        lo0 = f * (z["raw_U_mean"][i] - z["raw_lower_no_z"][i])
+        hi0 = f * (z["raw_upper_no_z"][i] - z["raw_U_mean"][i])
         se = Z94 * z["correction_se"][i]
         out.append({"grid": z["grid"], "weight": z["weight"][i].astype(float), "U_mean": cm,
                     "U_lower": cm - np.hypot(s * lo0, se), "U_upper": cm + np.hypot(s * hi0, se)})
