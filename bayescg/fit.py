@@ -761,10 +761,14 @@ def _summary(sim_or_data, basis, counts, edges, factor, n_eff, bh, bse, momenta,
     pts, idx = _report_grid(basis, counts)
     X = _design_at(basis, idx)               # (G, m), sparse for d >= 2
     Ucoef = A / betad[:, None]               # coefficients of U = f / beta; A (S, m) kept coefficients of f
-    Ud = np.asarray((X @ Ucoef.T).T)         # (S, G)
     w = counts.ravel()[idx].astype(float)
     w = w / w.sum() if w.sum() > 0 else np.full(len(idx), 1.0 / len(idx))
-    Ud -= (Ud @ w)[:, None]                  # align every draw: same count-weighted mean
+
+    def aligned(C):  # U on the grid of coefficient draws C, every draw aligned: same count-weighted mean
+        U = np.asarray((X @ C.T).T)          # (S, G)
+        return U - (U @ w)[:, None]
+
+    Ud = aligned(Ucoef)
     cells_mask = mass_region_cells(counts, mass_fraction).ravel()
     calib = {"method": "off", "scale": 1.0}
     if calibrate_band:
@@ -776,8 +780,7 @@ def _summary(sim_or_data, basis, counts, edges, factor, n_eff, bh, bse, momenta,
             # the coefficient draws are scaled, not only U on the grid, so that every consumer of the draws (the
             # stored U_coef, export, surrogate bands, the finite-delta correction's se) sees the same band
             Ucoef = _scaled_coefficients(Ucoef, X, w, profile)
-            Ud = np.asarray((X @ Ucoef.T).T)
-            Ud -= (Ud @ w)[:, None]
+            Ud = aligned(Ucoef)
             band += ("; draws scaled " + (f"by {calib['scale_min']:.3g}-{calib['scale_max']:.3g} over q"
                                           if "scale_min" in calib else f"by {calib['scale']:.3g}")
                      + " to the walker-clustered sandwich variance of U")

@@ -16,6 +16,7 @@ import numpy as np
 
 from bayescg.fit import mass_region_cells, on_common_grid, replicate_band_summary
 from bayescg.potentials import reference
+from replicate_ci import fits_1d
 from replicates import truth_summary
 
 HERE = Path(__file__).resolve().parent
@@ -29,12 +30,6 @@ PAIRS = [  # label, old npz, new npz, reference, bins of |q|
     ("double well delta 0.3, 4e6, 100 seeds", "raw-test2-d0.3-corrected-dw03-100.npz",
      "raw-test2-d0.3-corrected-pw-dw03-100.npz", "test2", [0, 0.75, 1.25, 1.6, 9]),
 ]
-
-
-def _fits(npz, variant):
-    z = np.load(HERE / npz)
-    seeds = sorted({int(k.split("|")[1]) for k in z.files if k.startswith(variant + "|")})
-    return [{f: z[f"{variant}|{s}|{f}"] for f in ("grid", "U_mean", "U_lower", "U_upper", "weight")} for s in seeds]
 
 
 def _bins(fits, truth, edges):
@@ -70,7 +65,7 @@ def main():
                                    ("corrected, pointwise", new, "map/corrected")):
             if not (HERE / npz).exists():
                 continue
-            fits = rebuilt(old, "max") if (band == "corrected, one factor" and old in FACTORS) else _fits(npz, variant)
+            fits = rebuilt(old, "max") if (band == "corrected, one factor" and old in FACTORS) else fits_1d(HERE / npz, variant)
             s = replicate_band_summary(fits)
             t = truth_summary(fits, truth)
             b = _bins(fits, truth, edges)
