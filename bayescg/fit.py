@@ -24,13 +24,16 @@ r_w = n_w - l_w N_c / N and momentum residual enter the linearised estimator
 Var U_g = W / (W - 1) sum_w dU_gw^2 (cluster-robust sandwich; cf. the open-faced sandwich adjustment of MCMC
 draws, Shaby 2014), and the draws are scaled about their mean so that their variance matches it, times
 t_{W-1}(0.97) / z(0.97) for the W - 1 degrees of freedom of that variance: in 1D point by point (the ratio of
-the two variances smoothed over q, :func:`_local_linear`), in d >= 2 by one factor matched on the mass region's
-total.  One factor in 1D was set by the far tails, where the draws' variance is largest, and left the band
-1.1-1.5x narrow in the wells and up to 2x wide in the tails (benchmarks/calibration/RESULTS.md).  The scaling is
-applied to the spline coefficient draws (:func:`_scaled_coefficients`), so U_draws, the stored U_coef and
-everything computed from them (export, surrogate bands, the finite-delta correction's se) carry one band.  The
-same scaling applies to NUTS and Laplace draws, so both bands estimate the same width.  With fewer than 4 live
-walkers the model band is kept, with a warning.
+the two variances smoothed over q, :func:`_local_linear`).  One factor in 1D was set by the far tails, where the
+draws' variance is largest, and left the band 1.1-1.5x narrow in the wells and up to 2x wide in the tails
+(benchmarks/calibration/RESULTS.md).  The scaling is applied to the spline coefficient draws
+(:func:`_scaled_coefficients`), so U_draws, the stored U_coef and everything computed from them (export,
+surrogate bands, the finite-delta correction's se) carry one band.  In d >= 2 a profile varying within a knot
+spacing cannot be carried by the coefficients, and one factor left the 2D band 2x wide at the well's centre and
+1.3x narrow around it, so the coefficient draws' deviations are replaced by Gaussian draws with the sandwich's
+own covariance (:func:`_sandwich_coefficients`: the W walker responses are coefficient vectors, so the band has
+the sandwich's shape exactly).  The same calibration applies to NUTS and Laplace draws, so both bands estimate
+the same width.  With fewer than 4 live walkers the model band is kept, with a warning.
 
 Reference RMSE.  Over the histogram cells that hold ``mass_fraction`` of the counts (most populated first),
 the reference is shifted by the least-squares constant (mean difference, unweighted over cells) and
@@ -506,7 +509,7 @@ def _local_linear(x, xr, y, h):
 
 
 def _calibrate_band(basis: EffectiveBasis, factor, a_map, solve_a, X, w, Ua, beta, walkers, region, Ud,
-                    beta_from_momenta: bool = True, points=None):
+                    beta_from_momenta: bool = True, points=None, coef_mean=None):
     """Scale profile (G,) of the aligned draws Ud (S, G) about their mean so that their variance matches the
     walker-clustered sandwich variance of U (module docstring).
 
@@ -519,9 +522,13 @@ def _calibrate_band(basis: EffectiveBasis, factor, a_map, solve_a, X, w, Ua, bet
 
     a_map: (m,) kept coefficients of f at the MAP; solve_a: g (m, k) -> H^-1 g in the kept coefficients (the
     Laplace precision of the fit's form); X: (G, m) design rows of the report grid (dense or sparse), w: (G,)
-    alignment weights; Ua: (G,) aligned U_mean; beta: scalar; beta_from_momenta: False for a fixed beta.
-    Returns (profile (G,), info dict); profile 1 and info["method"] naming the reason when it cannot be measured;
-    info["scale"] is the single factor with the same variance over the region.
+    alignment weights; Ua: (G,) aligned U_mean; beta: scalar; beta_from_momenta: False for a fixed beta;
+    coef_mean: (m,) mean coefficients of U (d >= 2).
+    d >= 2: the draws are replaced, not scaled (module docstring); ``columns`` (m, W) are the walkers' responses of
+    the aligned U's coefficients times sqrt(W / (W - 1)) x the t factor, so that columns @ columns.T is the
+    sandwich covariance of the coefficients (rank W - 1) and X columns the band's per-walker parts.
+    Returns (profile (G,), columns or None, info dict); profile 1 and info["method"] naming the reason when it
+    cannot be measured; info["scale"] is the single factor with the same variance over the region.
     """
     from scipy import stats as st
 
@@ -530,11 +537,11 @@ def _calibrate_band(basis: EffectiveBasis, factor, a_map, solve_a, X, w, Ua, bet
 
     ones = np.ones(Ud.shape[1])
     if walkers is None:
-        return ones, {"method": "none (no per-walker data)", "scale": 1.0}
+        return ones, None, {"method": "none (no per-walker data)", "scale": 1.0}
     wc, ws, A, mu = walkers
     W, d = wc.shape[0], ws.shape[-1]
     if W < MIN_WALKERS:
-        return ones, {"method": f"none ({W} live walkers < {MIN_WALKERS})", "scale": 1.0, "walkers": W}
+        return ones, None, {"method": f"none ({W} live walkers < {MIN_WALKERS})", "scale": 1.0, "walkers": W}
     if basis.dim == 1:
         _, R = cell_log_mass(basis, a_map, weights=True)
         V = _cell_design(basis, R)                                   # (n_active, m)
@@ -559,10 +566,17 @@ def _calibrate_band(basis: EffectiveBasis, factor, a_map, solve_a, X, w, Ua, bet
     info = {"method": "walker-clustered sandwich", "walkers": int(W), "dof": int(W - 1), "variance_ratio": k,
             "t_factor": tfac, "model_band_sd_mean": float(np.sqrt(var_draws[reg]).mean()),
             "sandwich_sd_mean": float(np.sqrt(var_sand[reg]).mean()), "sandwich_var_mean": float(var_sand[reg].mean())}
+    if basis.dim >= 2 and reg.sum() >= 3:
+        # coefficients of the aligned dU columns: X c_w - w.X c_w = dU[:, w] (the kept basis sums to one on the grid)
+        cols = da / beta + (beta * dv)[None, :] * coef_mean[:, None] if beta_from_momenta else da / beta
+        cols = cols - (w @ np.asarray(X @ cols))[None, :]
+        cols *= math.sqrt(W / (W - 1)) * tfac
+        info.update(profile=f"sandwich covariance of the coefficients (rank {W - 1})", scale=math.sqrt(k) * tfac)
+        return ones, cols, info
     if points is None or basis.dim != 1 or reg.sum() < 3:
         profile = np.full(Ud.shape[1], math.sqrt(k) * tfac)
         info.update(profile="one factor", scale=float(profile[0]))
-        return profile, info
+        return profile, None, info
     x = np.asarray(points, dtype=float).reshape(-1)
     xr = x[reg]
     h = 0.1 * float(np.ptp(xr))
@@ -571,7 +585,7 @@ def _calibrate_band(basis: EffectiveBasis, factor, a_map, solve_a, X, w, Ua, bet
     info.update(profile=f"pointwise (local-linear Gaussian kernel over the mass region, bandwidth {h:.3g})", bandwidth=h,
                 scale=float(math.sqrt((profile[reg] ** 2 * var_draws[reg]).sum() / var_draws[reg].sum())),
                 scale_min=float(profile[reg].min()), scale_max=float(profile[reg].max()))
-    return profile, info
+    return profile, None, info
 
 
 # --------------------------------------------------------------------------------------------------
@@ -619,7 +633,7 @@ def _fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", dra
         control.check()
     begin_stage(control, "fit: posterior summary")
     res, parts = _summary(sim_or_data, basis, counts, edges, factor, n_eff, bh, bse, momenta, post, method=method,
-                          mass_fraction=mass_fraction, calibrate_band=calibrate_band, warnings=warnings)
+                          mass_fraction=mass_fraction, calibrate_band=calibrate_band, warnings=warnings, seed=seed)
     _attach_checks(res, basis, counts, factor, post, parts, reference=reference, seed=seed)
     res.seconds = time.perf_counter() - t0
     return res
@@ -751,8 +765,20 @@ def _scaled_coefficients(Ucoef, X, w, profile):
     return m + D @ T.T
 
 
+def _sandwich_coefficients(Ucoef, cols, seed: int):
+    """Coefficient draws (S, m) with Ucoef's mean and the covariance cols @ cols.T (cols (m, W), d >= 2 band
+    calibration): mean + Z cols^T with Z (S, W) standard normal (seeded), its columns centred and orthonormalised
+    x sqrt(S - 1) when S > W, so that the draws' sample covariance is exactly the sandwich's."""
+    S, W = Ucoef.shape[0], cols.shape[1]
+    Z = np.random.default_rng([int(seed), 7919]).standard_normal((S, W))
+    Z -= Z.mean(axis=0)
+    if S > W:
+        Z = np.linalg.qr(Z)[0] * math.sqrt(S - 1)
+    return Ucoef.mean(axis=0) + Z @ cols.T
+
+
 def _summary(sim_or_data, basis, counts, edges, factor, n_eff, bh, bse, momenta, post, *, method, mass_fraction,
-             calibrate_band, warnings):
+             calibrate_band, warnings, seed):
     """(FitResult, parts): U on the report grid from the draws -- every draw aligned to the same count-weighted
     mean, scaled to the walker-clustered sandwich variance (``calibrate_band``), the 94 % band, the stored spline
     and beta's summary; parts (X, Ucoef, w, shift, coef_kept, cells_mask) for :func:`_attach_checks`."""
@@ -773,17 +799,23 @@ def _summary(sim_or_data, basis, counts, edges, factor, n_eff, bh, bse, momenta,
     calib = {"method": "off", "scale": 1.0}
     if calibrate_band:
         Um = Ud.mean(axis=0)
-        profile, calib = _calibrate_band(basis, factor, post["a_map"], post["solve_a"], X, w, Um,
-                                         float(np.mean(betad)), walker_data(sim_or_data), cells_mask[idx], Ud,
-                                         momenta is not None, points=pts[:, 0] if d == 1 else None)
+        profile, cols, calib = _calibrate_band(basis, factor, post["a_map"], post["solve_a"], X, w, Um,
+                                               float(np.mean(betad)), walker_data(sim_or_data), cells_mask[idx], Ud,
+                                               momenta is not None, points=pts[:, 0] if d == 1 else None,
+                                               coef_mean=Ucoef.mean(axis=0))
         if calib["method"] == "walker-clustered sandwich":
-            # the coefficient draws are scaled, not only U on the grid, so that every consumer of the draws (the
+            # the coefficient draws are calibrated, not only U on the grid, so that every consumer of the draws (the
             # stored U_coef, export, surrogate bands, the finite-delta correction's se) sees the same band
-            Ucoef = _scaled_coefficients(Ucoef, X, w, profile)
+            if cols is not None:
+                Ucoef = _sandwich_coefficients(Ucoef, cols, seed)
+                band += (f"; draws Gaussian with the walker-clustered sandwich covariance of U's coefficients "
+                         f"(rank {calib['dof']}, t-scaled)")
+            else:
+                Ucoef = _scaled_coefficients(Ucoef, X, w, profile)
+                band += ("; draws scaled " + (f"by {calib['scale_min']:.3g}-{calib['scale_max']:.3g} over q"
+                                              if "scale_min" in calib else f"by {calib['scale']:.3g}")
+                         + " to the walker-clustered sandwich variance of U")
             Ud = aligned(Ucoef)
-            band += ("; draws scaled " + (f"by {calib['scale_min']:.3g}-{calib['scale_max']:.3g} over q"
-                                          if "scale_min" in calib else f"by {calib['scale']:.3g}")
-                     + " to the walker-clustered sandwich variance of U")
         elif not isinstance(sim_or_data, dict) or "walker_hist_counts" in sim_or_data:
             # a simulation (or walker data) that could not be checked; plain histogram dicts carry their own n_eff
             warnings.append(f"band not checked against the walker-to-walker spread ({calib['method']}): it is "
