@@ -317,6 +317,10 @@ class FixedPointCorrection:
     residual_consistent: bool = True
     white_noise_check: dict | None = None  # residual_kick_correlation of U_raw and of U_c (white_noise_check())
     kick_shape: dict | None = None  # apply_kick_shape's summary (1D, when V is known)
+    # correction_significance(): RMS of the correction against RMS of its Monte Carlo se over the mass region; below
+    # the threshold the correction is not applied (applied False: U is U_raw, the band keeps the correction's se)
+    significance: dict | None = None
+    applied: bool = True
 
     def to_dict(self) -> dict:
         return {"method": self.method, "iterations": self.iterations, "converged": self.converged,
@@ -324,7 +328,23 @@ class FixedPointCorrection:
                 "white_noise_check": self.white_noise_check, "kick_shape": self.kick_shape,
                 "size": self.size, "jacobian_factor": self.factor, "kick_noise": np.asarray(self.Z).tolist(),
                 "history": list(self.history), "seconds": self.seconds,
-                "correction_se_max": float(np.max(self.correction_se)) if self.correction_se.size else None}
+                "correction_se_max": float(np.max(self.correction_se)) if self.correction_se.size else None,
+                "significance": self.significance, "applied": self.applied}
+
+
+def correction_significance(fp: FixedPointCorrection, region, min_ratio: float) -> dict:
+    """Is the correction larger than its own Monte Carlo error?  ratio = RMS of the correction / RMS of its se over
+    the mass ``region`` (G,) bool.  A correction that is pure Monte Carlo noise with the stated se has E[ratio^2] = 1
+    whatever the number of independent modes k in it, and ratio^2 ~ chi^2_k / k; P(ratio > 2) <= P(chi^2_1 > 4)
+    = 0.046, so ``min_ratio`` 2 applies such a correction about 5 % of the time at most.  Measured: the 1D studies'
+    corrections stand 7-50x above their se (benchmarks/calibration/RESULTS.md); (4.8) at 2e6 steps 0.1-1.0x, where
+    applying it made the per-seed RMSE against V_0 worse on most seeds."""
+    reg = np.asarray(region, bool) if region is not None and np.any(region) else np.ones(len(fp.correction), bool)
+    rc = float(np.sqrt(np.mean(np.asarray(fp.correction)[reg] ** 2)))
+    rs = float(np.sqrt(np.mean(np.asarray(fp.correction_se)[reg] ** 2)))
+    ratio = rc / rs if rs > 0 else math.inf
+    return {"rms_correction": rc, "rms_se": rs, "ratio": ratio, "min_ratio": float(min_ratio),
+            "significant": bool(ratio >= min_ratio)}
 
 
 def _aligned(u, w):
@@ -1316,7 +1336,9 @@ def damped_white_learner(sim, sim_kw: dict, *, knots, steps: int, seed: int, con
 
 
 def corrected_fit(raw, fp: FixedPointCorrection, reference=None, rng_seed: int = 1):
-    """The learned U_k: ``raw`` (FitResult, 1D) + the fixed-point correction, with its band.
+    """The learned U_k: ``raw`` (FitResult) + the fixed-point correction, with its band.  ``fp.applied`` False
+    (:func:`correction_significance`: the correction is within its Monte Carlo error): U is the raw U and the band is
+    built the same way, so it keeps the correction's Monte Carlo error as the bound on the bias left in U.
 
     Band (94 %): the raw posterior band carried to U_c (the raw draws' deviations from their mean scaled by
     max(s, 1), s the Jacobian factor of the linearised inverse of U -> L_delta[U]), combined in quadrature at each
@@ -1337,6 +1359,8 @@ def corrected_fit(raw, fp: FixedPointCorrection, reference=None, rng_seed: int =
     from .splines import SplineRep
 
     s, C, se = fp.factor, fp.correction, fp.correction_se
+    if not fp.applied:
+        C = np.zeros_like(C)
     k = max(float(s), 1.0)  # the raw noise's gain into U_c: between s and 1 (docstring)
     mean = raw.U_mean + C
     draws = None
@@ -1350,14 +1374,16 @@ def corrected_fit(raw, fp: FixedPointCorrection, reference=None, rng_seed: int =
     lo = mean - np.sqrt((mean - lo_d) ** 2 + (Z94 * se) ** 2)
     hi = mean + np.sqrt((hi_d - mean) ** 2 + (Z94 * se) ** 2)
     m0 = float(mean.min())
-    coef = np.asarray(raw.coef_mean, dtype=float) + fp.coef_shift
+    coef = np.asarray(raw.coef_mean, dtype=float) + (fp.coef_shift if fp.applied else 0.0)
     x = raw.grid[:, 0] if raw.dim == 1 else raw.grid
     coef = coef + float(np.mean(mean - m0 - SplineRep(raw.knots, coef).value(x)))
     out = dataclasses.replace(
         raw, U_mean=mean - m0, U_lower=lo - m0, U_upper=hi - m0, coef_mean=coef,
         U_draws=None if draws is None else draws - m0, reference_rmse=None, reference_coverage=None,
         reference_grid=None,
-        band=(f"{raw.band}, corrected for finite delta: raw deviations x {k:.4f} (max(s, 1), s = {s:.4f} the "
+        band=(f"{raw.band}, " + ("corrected for finite delta" if fp.applied else
+                                 "finite-delta correction within its Monte Carlo error, not applied (U is U_raw)")
+              + f": raw deviations x {k:.4f} (max(s, 1), s = {s:.4f} the "
               "Jacobian of the correction) and the correction's Monte Carlo error added in quadrature "
               "(bayescg.bias.corrected_fit). "
               "Known limit: the correction keeps a systematic error of 0.5-1.2 seed-to-seed sd (the "

@@ -145,6 +145,10 @@ class FitSection:
     correction_min_iterations: int = _f(4, check=positive,
                                         doc="fewest white-kick runs before a 1D correction may stop (at most "
                                             "correction_iterations; 2D stops at its first converged update)")
+    correction_min_ratio: float = _f(2.0, check=nonnegative,
+                                     doc="apply the correction only when its RMS over the mass region is at least this "
+                                         "multiple of its Monte Carlo se's RMS (bayescg.bias.correction_significance; "
+                                         "0 applies it always)")
 
 
 @dataclass(frozen=True)

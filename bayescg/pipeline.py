@@ -181,9 +181,12 @@ class LearnResult:
                         "reference_coverage_raw": rd["reference_coverage"]})
         if self.correction is not None:
             out["finite_delta_correction"] = dict(
-                self.correction.to_dict(), applied=True,
+                self.correction.to_dict(),
                 use="U_mean/U_lower/U_upper are U_raw + the correction (the estimate of U_k); U_raw_* are the "
-                    "paper's learned U_delta")
+                    "paper's learned U_delta" if self.correction.applied else
+                    "U_mean is U_raw (the correction is within its Monte Carlo error); U_lower/U_upper hold that "
+                    "error as the bound on the bias left; U_raw_* are the paper's learned U_delta and its band",
+                **({} if self.correction.applied else {"reason": self.correction_note}))
         else:
             out["finite_delta_correction"] = {"applied": False, "reason": self.correction_note}
         return out
@@ -212,6 +215,8 @@ class LearnResult:
         s.add("normality p-value", d["normality"]["pvalue"], ".3g")
         c = d["finite_delta_correction"]
         s.add("correction applied", bool(c.get("applied")))
+        if c.get("significance"):
+            s.add("correction / its Monte Carlo error (RMS)", c["significance"]["ratio"], ".3g")
         if c.get("applied"):
             s.add("correction size (max |dU|)", c["size"], ".3g").add("correction iterations", c["iterations"])
             s.add("correction stop", "converged" if c.get("converged") else
@@ -242,7 +247,10 @@ class LearnResult:
             u = np.asarray(self.fit.U_draws)
             post["U_corrected"] = xr.DataArray(u.reshape(nchain, -1, u.shape[-1]), dims=("chain", "draw", "grid_point"))
             post.attrs["U_corrected"] = ("U + finite-delta correction (fixed point (B4) of bayescg.bias), the headline "
-                                         "estimate of U_k; U is the paper's raw learned U_delta")
+                                         "estimate of U_k; U is the paper's raw learned U_delta"
+                                         if self.correction.applied else
+                                         "U with the finite-delta correction's Monte Carlo error (the correction is "
+                                         "within it and not applied), the headline estimate of U_k")
         return idata
 
     def figures(self):
@@ -409,7 +417,7 @@ def _learn_model(model: Model, *, workdir, resume, control, executor, child=None
         sim, fit, kw, mode=fs.delta_correction, knots=fs.knots, mass_fraction=fs.mass_fraction,
         steps=fs.correction_steps or s.steps, max_iter=fs.correction_iterations,
         min_iter=fs.correction_min_iterations, reference=reference, seed=seed,
-        warnings=warnings, control=control, potential=pot, noise=noise)
+        warnings=warnings, control=control, potential=pot, noise=noise, min_ratio=fs.correction_min_ratio)
     if noise_part is not None:
         noise_part["widens"] = ["U_raw", "U"] if raw is not None else ["U"]
     warnings += coverage_warnings(fit)
@@ -429,7 +437,7 @@ def coverage_warnings(fit) -> list[str]:
 
 def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fraction: float, steps: int,
                          max_iter: int, min_iter: int, reference, seed: int, warnings: list, control=None, potential=None,
-                         kick_shape: bool = True, max_dim: int = 2, noise=None):
+                         kick_shape: bool = True, max_dim: int = 2, noise=None, min_ratio: float = 2.0):
     """The finite-delta correction (bayescg.bias, B4) of a learned ``fit`` of the run ``sim`` -> (fit, raw, corr,
     note): the corrected fit and the raw one (or ``fit``, None, None, why-not).  ``sim_kw``: keyword arguments of
     :func:`bayescg.simulate.simulate` for the white-kick runs (walkers, gamma, ...); ``mode``: fit.delta_correction.
@@ -446,7 +454,10 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
     U with a warning).  In d >= 2 the white kicks' shape (the learned U depends on it, bayescg.bias.learned_hessian_of)
     is the calibrated Z of a two-stage run (``noise``: its NoiseResult, whose noise_covariance stage 1 measured with
     its own error bars), else, with the ``potential``, the V-run's measured kick covariance about the raw U
-    (bayescg.bias.kick_covariance: local fits in cells of q, right for multi-well runs)."""
+    (bayescg.bias.kick_covariance: local fits in cells of q, right for multi-well runs).  min_ratio
+    (fit.correction_min_ratio): a correction whose RMS over the mass region is below min_ratio x the RMS of its
+    Monte Carlo se is not applied (bayescg.bias.correction_significance): U stays the raw U, its band keeps the
+    correction's se as the bound on the bias left, ``corr.applied`` is False and ``note`` says why."""
     from .fit import fit_effective_potential
 
     note = _correction_blocker(sim, mode, max_dim)
@@ -528,7 +539,15 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
                         + (f"above the 95 % range of its Monte Carlo error, {q95:.3g}" if q95 is not None else
                            f"> Monte Carlo error {best['mc_error_rms']:.3g}")
                         + "; that iterate is used)")
-    return corrected_fit(fit, corr, reference, rng_seed=seed), fit, corr, ""
+    from .bias import correction_significance
+
+    corr.significance = sig = correction_significance(corr, fit.mass_region, min_ratio)
+    corr.applied = sig["significant"]
+    note = "" if corr.applied else (
+        f"the correction (RMS {sig['rms_correction']:.3g} over the mass region) is within its Monte Carlo error (RMS "
+        f"se {sig['rms_se']:.3g}; ratio {sig['ratio']:.2f} < {min_ratio:g}, fit.correction_min_ratio): U is the raw "
+        "U_delta, equal to U_k within that error, and the band keeps the correction's Monte Carlo error")
+    return corrected_fit(fit, corr, reference, rng_seed=seed), fit, corr, note
 
 
 def _correction_blocker(sim, mode: str, max_dim: int = 2) -> str:
