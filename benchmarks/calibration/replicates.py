@@ -333,6 +333,10 @@ def learn_2d_seed(seed, workdir):
             "noise_covariance": np.asarray(res.noise.noise_covariance).tolist(),
             "noise_covariance_sd": np.asarray(res.noise.noise_covariance_sd).tolist(),
             "noise_part_of_band": zp, "correction_applied": corr is not None, "correction_note": res.correction_note,
+            # corr.applied False: within its Monte Carlo error, U is the raw U with the correction's se in the band
+            # (bias.correction_significance); the "corrected" arrays are then what learn reports as U
+            "correction_significant": bool(getattr(corr, "applied", True)) if corr is not None else None,
+            "correction_significance": getattr(corr, "significance", None) if corr is not None else None,
             "jacobian_factor": float(corr.factor) if corr is not None else None,
             "converged": bool(corr.converged) if corr is not None else None,
             "iterations": int(corr.iterations) if corr is not None else None,
@@ -409,9 +413,10 @@ def analyse_learn_2d(workdir, compact=None):
             arr.update(corrected_U_mean=Uc[:, reg].astype(np.float32),
                        correction_se=((Uc - loc)[:, reg] / Z94).astype(np.float32))
         np.savez_compressed(compact, **arr)
-    per_seed = [{a: i[a] for a in ("seed", "wall_seconds", "cpu_seconds", "load_start", "load_end",
-                                   "noise_covariance", "noise_part_of_band", "jacobian_factor", "converged",
-                                   "iterations", "beta_hat", "reference_rmse", "reference_rmse_raw", "warnings")}
+    per_seed = [{a: i.get(a) for a in ("seed", "wall_seconds", "cpu_seconds", "load_start", "load_end",
+                                       "noise_covariance", "noise_part_of_band", "jacobian_factor", "converged",
+                                       "iterations", "beta_hat", "reference_rmse", "reference_rmse_raw", "warnings",
+                                       "correction_significant", "correction_significance")}
                 for i in infos]
     return {"settings": {"model": "models/test4-2d-quadratic.toml", "overrides": LEARN_2D_OVERRIDES,
                          "seeds": [i["seed"] for i in infos],
