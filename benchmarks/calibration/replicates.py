@@ -254,10 +254,11 @@ def plot(result_files, png):
              "map/corrected": ("C3", "D", "corrected U (reported band)"),
              "map/corrected_raw_x_s": ("C2", "^", "  its part raw band x s"),
              "map/corrected_mc_se": ("C7", "v", "  its part 1.88 x correction_se"),
-             # the 2D learn study (--analyse-learn-2d): learn's headline (corrected) and raw bands
+             # the 2D learn study (--analyse-learn-2d): learn's headline and raw bands (both carry Z's part since
+             # 2026-12-04; the headline U is the raw U where the correction is within its Monte Carlo error)
              "raw/with_z": ("C0", "o", "raw U as learn reports it (with Z's part)"),
-             "corrected/no_z": ("C3", "D", "corrected U: learn's headline band"),
-             "corrected/with_z": ("C1", "s", "  corrected + the raw U's Z part (learn before the fix)"),
+             "corrected/with_z": ("C3", "D", "headline U_k: learn's band"),
+             "corrected/no_z": ("C1", "s", "  the same without Z's part"),
              "corrected/part_raw_x_s": ("C2", "^", "  its part raw band (no Z) x s"),
              "corrected/part_mc_se": ("C7", "v", "  its part 1.88 x correction_se")}
     for ax, (name, c) in zip(axs[0], cases.items()):
@@ -271,7 +272,7 @@ def plot(result_files, png):
             cov0 = f", U_0 {r['coverage_truth']:.2f}" if "coverage_truth" in r and "part" not in key and "corrected_" not in key else ""
             ax.scatter(x, y, s=8, color=col, marker=mk, alpha=0.6,
                        label=f"{lab} ({r['fits']}): ratio {r['width_ratio']:.2f}, cover {r['coverage']:.2f}{cov0}")
-            if key in ("map/calibrated", "map/corrected", "raw/with_z", "corrected/no_z"):
+            if key in ("map/calibrated", "map/corrected", "raw/with_z", "corrected/with_z"):
                 top = max(top, 1.6 * max(x.max(), y.max()))
         t = np.linspace(0, top, 2)
         ax.plot(t, t, "k-", lw=1)
