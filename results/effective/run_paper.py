@@ -86,8 +86,8 @@ def main(argv=None):
             "normality_p": d["normality"]["pvalue"], "method": d.get("method"),
             "r_hat_max": (d.get("diagnostics") or {}).get("r_hat_max"), "wall_s": wall,
             "steps_per_s": d.get("steps_per_second"), "figure": f"{slug}.png", "warnings": d.get("warnings", []),
-            "U": "corrected" if d["finite_delta_correction"].get("applied") else
-                 f"raw (correction not applied: {d['finite_delta_correction'].get('reason', '')[:80]})",
+            "U": _headline(d["finite_delta_correction"]),
+            "correction_significance": d["finite_delta_correction"].get("significance"),
         })
         print(eid, {k: rows[-1][k] for k in ("beta_hat", "rmse", "wall_s")}, flush=True)
     if only and (HERE / "results.json").exists():  # --only: replace those rows, keep the others
@@ -113,6 +113,17 @@ def region_rmse(fit, reference):
         e = np.asarray(u)[m] - r
         return float(np.sqrt(np.mean((e - e.mean()) ** 2)))
     return rmse
+
+
+def _headline(c):
+    """What the table's U column says: corrected, or why the raw U is the headline."""
+    if c.get("applied"):
+        return "corrected"
+    sig = c.get("significance")
+    if sig:  # measured, and within its Monte Carlo error (bayescg.bias.correction_significance)
+        return (f"raw (correction {sig['ratio']:.2f}x its Monte Carlo error < {sig['min_ratio']:g}: not applied; "
+                "its error is in the band)")
+    return f"raw (correction not applied: {c.get('reason', '')[:80]})"
 
 
 def _corrected(res, model):
