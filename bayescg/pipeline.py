@@ -524,7 +524,7 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
                 warnings.append(
                     f"the residual kicks of the corrected U are not white (lag-1 autocorrelation "
                     f"{chk['corrected']['rho'][0]:.2f} > {chk['rho_tol']}): the step delta = {sim.delta:g} resolves part "
-                    "of what the correction treats as noise, so the corrected U is the potential at the scale this step "
+                    "of what the correction treats as noise, so U_k here is the potential at the scale this step "
                     "resolves (bayescg.bias.white_noise_check)")
         except (SimulationError, InputError) as exc:  # the fixed point stands; say what is missing
             warnings.append(f"finite-delta correction: the white-noise check / kick-shape step failed ({exc}); U is the "
