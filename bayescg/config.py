@@ -132,7 +132,8 @@ class TrajectorySection:
 class FitSection:
     knots: int = _f(40, check=at_least(4), doc="B-spline knots per dimension")
     draws: int = _f(1000, check=positive)
-    tune: int = _f(1000, check=nonnegative)
+    tune: Optional[int] = _f(None, check=nonnegative, doc="NUTS tuning steps per chain (default 1000; 300 for 2D fits, "
+                             "whose Laplace whitening leaves little to adapt: benchmarks/RESULTS_FIT2D.md)")
     chains: int = _f(4, check=positive)
     method: str = _f("nuts", check=one_of("nuts", "map"))
     mass_fraction: float = _f(0.98, check=between(0.5, 1.0), doc="region for reference RMSE")

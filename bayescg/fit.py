@@ -598,7 +598,8 @@ def fit_effective_potential(*args, **kwargs) -> FitResult:
         return _fit_effective_potential(*args, **kwargs)
 
 
-def _fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draws: int = 1000, tune: int = 1000,
+def _fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draws: int = 1000,
+                            tune: Optional[int] = None,
                             chains: int = 4, seed: int = 1, reference=None, mass_fraction: float = 0.98,
                             control=None, beta: Optional[float] = None, min_eff_per_coef: float = 2.0,
                             max_knots_2d: int = 25, max_knots_3d: int = 12, coarsen=None, quad: Optional[int] = None,
@@ -610,7 +611,8 @@ def _fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", dra
     {counts, edges, beta_hat, beta_hat_se, n_eff_factor (default 1)} or {counts, edges, beta} (beta fixed).
     knots: break points per dimension (in 2D at most ``max_knots_2d``, in 3D ``max_knots_3d``, with a warning).  method: "nuts"
     or "map" (MAP + Laplace band: Gaussian in the spline coefficients at the MAP smoothing precision, beta
-    from its exact Gamma posterior).  reference: Potential or callable of points (n, d) -> (n,).
+    from its exact Gamma posterior).  tune: NUTS tuning steps per chain, default :data:`TUNE_DEFAULT` by dimension.
+    reference: Potential or callable of points (n, d) -> (n,).
     coarsen, quad, trim: the likelihood grid (:func:`bayescg.bayes.effective.effective_basis`; defaults:
     the fine histogram with the midpoint rule in 1D; in 2D cells of about half a knot spacing with 3 x 3
     Gauss points and the normaliser over the cells with data plus one cell).
@@ -674,6 +676,13 @@ def _checked_inputs(sim_or_data, knots, method, mass_fraction, beta, min_eff_per
     return counts, edges, bh, bse, factor, n_eff, fixed_beta, basis, momenta, warnings
 
 
+#: NUTS tuning steps by dimension when not given.  2D: the chains start at, and are whitened by, the Laplace
+#: approximation at the marginal sigma_rw (sparse Cholesky), so nutpie has little to adapt; 300 instead of 1000
+#: steps gives the same posterior of U within Monte Carlo error with 38 % fewer gradient evaluations (test4 and
+#: Mueller-Brown, replicated runs: benchmarks/RESULTS_FIT2D.md).  1D and 3D: not measured, kept at 1000.
+TUNE_DEFAULT = {1: 1000, 2: 300, 3: 1000}
+
+
 def _posterior_draws(basis, counts, edges, factor, momenta, fixed_beta, *, method, draws, tune, chains, seed,
                      target_accept, control) -> dict:
     """MAP by Newton iterations, then the posterior draws: NUTS on the same density, or the Laplace approximation.
@@ -683,6 +692,8 @@ def _posterior_draws(basis, counts, edges, factor, momenta, fixed_beta, *, metho
     coefficient vector, for the band's sandwich), post_name, warnings."""
     d = len(edges)
     m = basis.n_coef
+    if tune is None:
+        tune = TUNE_DEFAULT[d]
     # MAP of the coefficients and sigma_rw by Newton iterations on the same log posterior as the PyMC model:
     # 1D the dense form (b, sum-to-zero coordinates); d >= 2 the sparse form (kept coefficients a, every
     # product sparse, bayes.effective section "sparse form")

@@ -956,6 +956,8 @@ def _tensor_section(basis: EffectiveBasis, L):
     xs0, xw, xv = _blocks_1d(basis.node_B[0], g1)
     ys0, yw, yv = _blocks_1d(basis.node_B[1], g1)
     W = max(xv.shape[2], yv.shape[2])
+    if g1 == 3 and W in (4, 5):   # the kernel's unrolled path for the 2D default (3 x 3 nodes, cubic blocks)
+        W = 5
     xv = np.pad(xv, ((0, 0), (0, 0), (0, W - xv.shape[2])))
     yv = np.pad(yv, ((0, 0), (0, 0), (0, W - yv.shape[2])))
     act = np.argwhere(basis.active)                       # (n_act, 2), C order like active_counts
