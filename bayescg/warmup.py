@@ -135,9 +135,13 @@ def start(task: str, *args: str) -> Child | None:
     already warm for it (or no child can be started)."""
     if is_warm(task):
         return None
+    # run from the directory holding this bayescg, so the child imports it (``-m`` looks in the working directory
+    # first) and not another one beside the run (a checkout next to the installed package): numba keys its cache
+    # by source file, so that child would warm a cache the run never reads.  The task's arguments are no paths.
+    root = Path(__file__).resolve().parents[1]
     try:
         proc = subprocess.Popen([sys.executable, "-m", "bayescg.warmup", task, *args], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=root)
     except OSError:
         return None
     return Child(proc)

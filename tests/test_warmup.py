@@ -22,6 +22,23 @@ def test_stop_kills_a_running_child(tmp_path, monkeypatch):
     warmup.stop(None, "learn1d")
 
 
+def test_the_child_imports_the_runs_bayescg_not_one_in_the_working_directory(tmp_path, monkeypatch):
+    """A run started beside another bayescg (e.g. a checkout next to the installed package) must not start that
+    one's warm-up: numba keys its cache by source file, so the child would fill a cache the run never reads."""
+    fake = tmp_path / "bayescg"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "warmup.py").write_text("import os\nos.write(1, b'wrong\\n')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(warmup, "is_warm", lambda task: False)
+    child = warmup.start("ising")
+    try:
+        assert child is not None
+        assert not child.wait("wrong", timeout=3.0)  # the real child reports its steps, never this
+    finally:
+        warmup.stop(child, "ising")
+
+
 def test_wait_returns_when_the_step_is_reported_the_child_ends_or_time_is_up():
     import time
 
