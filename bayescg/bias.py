@@ -1263,7 +1263,7 @@ def kick_shape_shift(knots, coef, kicks, *, edges, delta, a, E, steps: int, n_ef
             se_v = a * mp2.ravel().std(ddof=1) / math.sqrt(mp2.size)
             f = fit_effective_potential({"counts": hist[c], "edges": [e], "beta_hat": 1 / v, "beta_hat_se": se_v / v ** 2,
                                          "n_eff_factor": n_eff_factor}, knots=knots_n, method="map", draws=50,
-                                        calibrate_band=False)
+                                        calibrate_band=False, predictive=False)
             Us.append(SplineRep(f.knots, f.coef_mean).value(G))
         d = Us[0] - Us[1]
         w = hist[1] / hist[1].sum()
@@ -1331,7 +1331,7 @@ def damped_white_learner(sim, sim_kw: dict, *, knots, steps: int, seed: int, con
     def learn(coef, Z):
         ws = simulate(spline_potential(t, coef, wall=wall), sim.delta, kick_noise=Z if len(es) > 1 else float(Z),
                       control=control, **kw)
-        return fit_effective_potential(ws, knots=knots, method="map", seed=seed, draws=400)
+        return fit_effective_potential(ws, knots=knots, method="map", seed=seed, draws=400, predictive=False)
     return learn
 
 

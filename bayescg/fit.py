@@ -292,10 +292,10 @@ def _inference_library(method: str) -> tuple[str, Optional[str]]:
 LOO_OBSERVATIONS = 500
 
 
-def _arviz_extras(basis: EffectiveBasis, A, Ucoef, X, w, shift, factor, counts) -> dict:
+def _arviz_extras(basis: EffectiveBasis, A, Ucoef, X, w, shift, factor, counts, log_likelihood: bool = True) -> dict:
     """Per-draw aligned spline coefficients of U (S, m_full), per-draw log pi_J of the active cells (S, n_active),
-    the cells of the LOO pseudo-observations and the active cells' centres (n_active, d), for
-    :meth:`FitResult.to_inference_data`.
+    the cells of the LOO pseudo-observations (these two only with ``log_likelihood``) and the active cells' centres
+    (n_active, d), for :meth:`FitResult.to_inference_data`.
 
     Coefficients: aligned like U_draws (same count-weighted mean over the report grid, then -shift): on the data
     region the kept basis functions sum to one, so a constant added to the coefficients adds it to U; removed
@@ -312,6 +312,11 @@ def _arviz_extras(basis: EffectiveBasis, A, Ucoef, X, w, shift, factor, counts) 
     cd = Ucoef - (np.asarray(X @ Ucoef.T).T @ w)[:, None] - shift
     full = basis.expand(cd)
     full[:, ~basis.keep] = cd.max(axis=1)[:, None]
+    mids = [0.5 * (e[1:] + e[:-1]) for e in basis.lik_edges]
+    grids = np.meshgrid(*mids, indexing="ij")
+    centres = np.column_stack([g[basis.active] for g in grids])
+    if not log_likelihood:
+        return {"coef_draws": full, "cell_centres": centres}
     n = basis.active_counts(counts).astype(float)
     n_obs = int(max(2, min(LOO_OBSERVATIONS, round(factor * n.sum()))))
     cum = np.cumsum(n) / n.sum()
@@ -320,9 +325,6 @@ def _arviz_extras(basis: EffectiveBasis, A, Ucoef, X, w, shift, factor, counts) 
     for s in range(A.shape[0]):
         with np.errstate(divide="ignore"):
             logpi[s] = np.log(_active_pi(basis, A[s]))[obs_cells]
-    mids = [0.5 * (e[1:] + e[:-1]) for e in basis.lik_edges]
-    grids = np.meshgrid(*mids, indexing="ij")
-    centres = np.column_stack([g[basis.active] for g in grids])
     return {"coef_draws": full, "log_pi": logpi, "obs_cells": obs_cells, "cell_centres": centres,
             "n_eff": float(factor * n.sum())}
 
@@ -604,7 +606,7 @@ def _fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", dra
                             control=None, beta: Optional[float] = None, min_eff_per_coef: float = 2.0,
                             max_knots_2d: int = 25, max_knots_3d: int = 12, coarsen=None, quad: Optional[int] = None,
                             trim: Optional[bool] = None, target_accept: Optional[float] = None,
-                            calibrate_band: bool = True) -> FitResult:
+                            calibrate_band: bool = True, predictive: bool = True) -> FitResult:
     """Fit U_k (3.9) with uncertainty; see the module docstring for bands and RMSE.
 
     sim_or_data: SimulationResult-like (hist_counts, hist_edges, samples_*, beta_hat, beta_hat_se) or a dict
@@ -620,6 +622,9 @@ def _fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", dra
     Laplace-marginal sigma_rw: 31 -> 15 gradients per draw, benchmarks/RESULTS_D3.md).
     calibrate_band: scale the draws to the walker-clustered sandwich variance (module docstring; needs
     ``walker_hist_counts`` and ``walker_second_moments``, from simulate() or the dict); False keeps the model band.
+    predictive: compute the posterior predictive counts and the pointwise log-likelihood (the report's predictive
+    check, posterior.nc's posterior_predictive and log_likelihood groups); the finite-delta correction's many
+    internal fits, which never reach a report, skip them (~30 ms each).
     Raises InputError when the effective sample size is below ``min_eff_per_coef`` per (kept) coefficient.
     """
     t0 = time.perf_counter()
@@ -636,7 +641,7 @@ def _fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", dra
     begin_stage(control, "fit: posterior summary")
     res, parts = _summary(sim_or_data, basis, counts, edges, factor, n_eff, bh, bse, momenta, post, method=method,
                           mass_fraction=mass_fraction, calibrate_band=calibrate_band, warnings=warnings, seed=seed)
-    _attach_checks(res, basis, counts, factor, post, parts, reference=reference, seed=seed)
+    _attach_checks(res, basis, counts, factor, post, parts, reference=reference, seed=seed, predictive=predictive)
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -858,23 +863,25 @@ def _summary(sim_or_data, basis, counts, edges, factor, n_eff, bh, bse, momenta,
     return res, (X, Ucoef, w, shift, coef_kept, cells_mask)
 
 
-def _attach_checks(res, basis, counts, factor, post, parts, *, reference, seed) -> None:
+def _attach_checks(res, basis, counts, factor, post, parts, *, reference, seed, predictive=True) -> None:
     """Add to ``res`` what is computed from the fit: the reference's score, the posterior predictive of the active
-    cells' counts (<= 200 draws), ArviZ extras, and U in the InferenceData (NUTS: the posterior's; MAP: a new one)."""
+    cells' counts (<= 200 draws; with ``predictive``), ArviZ extras (the pointwise log-likelihood with
+    ``predictive``), and U in the InferenceData (NUTS: the posterior's; MAP: a new one)."""
     X, Ucoef, w, shift, coef_kept, cells_mask = parts
     A, Ud = post["A"], res.U_draws
     cidx = np.flatnonzero(cells_mask)
     res.cell_points = np.column_stack([c[i] for c, i in zip(basis.centres, np.unravel_index(cidx, counts.shape))])
     if reference is not None:
         score_reference(res, reference, f_cells(basis, coef_kept).ravel()[cidx])
-    rng = np.random.default_rng(seed + 7)
-    sel = rng.choice(A.shape[0], size=min(200, A.shape[0]), replace=False)
-    ntot = int(round(counts.sum()))
-    ppc = np.empty((len(sel), int(basis.active.sum())), dtype=np.int64)
-    for r, s in enumerate(sel):
-        ppc[r] = rng.multinomial(ntot, _active_pi(basis, A[s]))
-    res.ppc_counts = ppc
-    res.arviz_extras = _arviz_extras(basis, A, Ucoef, X, w, shift, factor, counts)
+    if predictive:
+        rng = np.random.default_rng(seed + 7)
+        sel = rng.choice(A.shape[0], size=min(200, A.shape[0]), replace=False)
+        ntot = int(round(counts.sum()))
+        ppc = np.empty((len(sel), int(basis.active.sum())), dtype=np.int64)
+        for r, s in enumerate(sel):
+            ppc[r] = rng.multinomial(ntot, _active_pi(basis, A[s]))
+        res.ppc_counts = ppc
+    res.arviz_extras = _arviz_extras(basis, A, Ucoef, X, w, shift, factor, counts, log_likelihood=predictive)
     if post["idata"] is not None:
         import xarray as xr
 

@@ -97,7 +97,7 @@ def noise_part_of_band(potential, delta: float, sim_kw: dict, noise, fit, *, dra
     for k in pick:
         kw = dict(sim_kw, friction=calibrate(zs[k])[1], mass=np.eye(d))
         fk = fit_effective_potential(simulate(potential, delta, control=control, **kw), knots=knots, method="map",
-                                     seed=seed)
+                                     seed=seed, predictive=False)
         u = fk.spline().value(fit.grid)
         U.append(u - w @ u)
         within.append(float(fk.band_calibration.get("sandwich_var_mean", np.nan)))
@@ -466,7 +466,7 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
     from .bias import corrected_fit, damped_white_learner, fixed_point_correction
 
     target = fit if fit.method == "map" else fit_effective_potential(
-        sim, knots=knots, method="map", seed=seed, mass_fraction=mass_fraction, draws=400)
+        sim, knots=knots, method="map", seed=seed, mass_fraction=mass_fraction, draws=400, predictive=False)
     from .runtime import begin_stage
 
     begin_stage(control, f"finite-delta correction: fixed point on white-kick runs ({steps:.3g} steps each)")

@@ -54,6 +54,23 @@ def test_map_quadratic_band_and_rmse():
     assert r.figures()
 
 
+def test_a_fit_without_predictive_checks_has_the_same_posterior_and_no_predictive_groups():
+    """predictive=False (the finite-delta correction's internal fits) skips the posterior predictive counts and the
+    pointwise log-likelihood only: the draws, U and its band are the same numbers."""
+    edges = np.linspace(-3, 3, 121)
+    data = data_1d(double_well, 2.0, 20000, 4, edges)
+    full = fit_effective_potential(data, knots=12, method="map", draws=200)
+    lean = fit_effective_potential(data, knots=12, method="map", draws=200, predictive=False)
+    for k in ("U_mean", "U_lower", "U_upper", "U_draws", "coef_mean"):
+        np.testing.assert_array_equal(getattr(lean, k), getattr(full, k))
+    np.testing.assert_array_equal(lean.arviz_extras["coef_draws"], full.arviz_extras["coef_draws"])
+    assert full.ppc_counts is not None and "log_pi" in full.arviz_extras
+    assert lean.ppc_counts is None and "log_pi" not in lean.arviz_extras
+    groups = set(lean.to_inference_data().groups())
+    assert "posterior" in groups and not {"posterior_predictive", "log_likelihood"} & groups
+    assert {"posterior_predictive", "log_likelihood"} <= set(full.to_inference_data().groups())
+
+
 def test_band_calibration_over_repetitions():
     # with the true beta fixed, the 94 % band covers the truth at ~94 % of (point, dataset) pairs
     edges = np.linspace(-3, 3, 61)
