@@ -77,3 +77,39 @@ def test_outputs_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (p.stat().st_mode & 0o777) == 0o644
+
+
+def test_write_netcdf_reads_back_like_arviz_own_writer(tmp_path):
+    """write_netcdf (one open file, xarray's DataTree writer) gives the file InferenceData.to_netcdf gives: the same
+    groups, variables, values, dims, coords and attributes through az.from_netcdf; compress=True only compresses."""
+    import arviz as az
+    import h5py
+
+    from bayescg.io import write_netcdf
+
+    rng = np.random.default_rng(0)
+    idata = az.from_dict(posterior={"b": rng.normal(size=(2, 50, 3)), "U": rng.normal(size=(2, 50, 7))},
+                         sample_stats={"diverging": rng.random((2, 50)) < 0.1, "n_steps": rng.integers(1, 9, (2, 50))},
+                         observed_data={"counts": rng.integers(0, 99, 7)},
+                         coords={"grid_point": np.linspace(-1, 1, 7)}, dims={"U": ["grid_point"]},
+                         attrs={"note": "root attribute"})
+    idata.posterior.attrs["bayescg_version"] = "test"
+    idata.to_netcdf(tmp_path / "arviz.nc")
+    write_netcdf(tmp_path / "ours_z.nc", idata, compress=True)
+    write_netcdf(tmp_path / "ours.nc", idata, run_id="r1")  # (sets the run id on idata's posterior)
+    ref = az.from_netcdf(tmp_path / "arviz.nc")
+    for name in ("ours.nc", "ours_z.nc"):
+        got = az.from_netcdf(tmp_path / name)
+        assert got.groups() == ref.groups()
+        for g in ref.groups():
+            a, b = ref[g], got[g]
+            assert set(a.data_vars) == set(b.data_vars) and set(a.coords) == set(b.coords)
+            for v in list(a.data_vars) + list(a.coords):
+                assert a[v].dims == b[v].dims and a[v].dtype == b[v].dtype
+                np.testing.assert_array_equal(a[v].values, b[v].values)
+            extra = {"bayescg_run_id": "r1"} if (g == "posterior" and name == "ours.nc") else {}
+            assert b.attrs == {**a.attrs, **extra}
+    with h5py.File(tmp_path / "ours_z.nc") as f:
+        assert f["posterior/U"].compression == "gzip"
+    with h5py.File(tmp_path / "ours.nc") as f:
+        assert f["posterior/U"].compression is None
