@@ -127,7 +127,11 @@ def write_netcdf(path: str | Path, idata, run_id: str | None = None, compress: b
     # one open file for all groups (xarray's DataTree writer): InferenceData.to_netcdf opens and closes the file once
     # per group, ~0.1 s each with h5netcdf; the file is the same (the groups, variables, dims, coords and attributes
     # az.from_netcdf reads back; tests/test_io_runtime.py)
-    tree = idata.to_datatree()
+    import xarray as xr
+
+    # the tree built here, not by InferenceData.to_datatree (ArviZ < 0.21: the separate datatree package)
+    tree = xr.DataTree.from_dict({"/": xr.Dataset(attrs=dict(getattr(idata, "attrs", None) or {})),
+                                  **{g: idata[g] for g in idata.groups()}})
     encoding = None
     if compress:
         encoding = {node.path: {k: {"zlib": True} for k, v in node.dataset.variables.items()

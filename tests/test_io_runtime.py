@@ -94,13 +94,14 @@ def test_write_netcdf_reads_back_like_arviz_own_writer(tmp_path):
                          coords={"grid_point": np.linspace(-1, 1, 7)}, dims={"U": ["grid_point"]},
                          attrs={"note": "root attribute"})
     idata.posterior.attrs["bayescg_version"] = "test"
+    idata.attrs["root_note"] = "the file's own attribute"
     idata.to_netcdf(tmp_path / "arviz.nc")
     write_netcdf(tmp_path / "ours_z.nc", idata, compress=True)
     write_netcdf(tmp_path / "ours.nc", idata, run_id="r1")  # (sets the run id on idata's posterior)
     ref = az.from_netcdf(tmp_path / "arviz.nc")
     for name in ("ours.nc", "ours_z.nc"):
         got = az.from_netcdf(tmp_path / name)
-        assert got.groups() == ref.groups()
+        assert got.groups() == ref.groups() and got.attrs == ref.attrs and got.attrs["root_note"]
         for g in ref.groups():
             a, b = ref[g], got[g]
             assert set(a.data_vars) == set(b.data_vars) and set(a.coords) == set(b.coords)
