@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,32 @@ class RunControl:
         self._finish()
         self._start(label, total)
         self.tick(0.0)
+
+    @contextmanager
+    def substage(self, label: str):
+        """A stage inside the current one (work its caller cannot announce in advance, e.g. compiling the engine
+        before a simulation's first chunk): shown as "<current>: <label>" with its own time, then the current
+        stage is shown again from the start of its own work (its clock restarted)."""
+        outer, total = self.label, self.total
+        if self.progress and self._open and self.bar:
+            self._write("\n")
+        self._open = False  # the outer stage's line ends without a "done": it has not done its work yet
+        self._start(f"{outer}: {label}", None)
+        self.tick(0.0)
+        stop = threading.Event()
+        if self.progress and self.bar:  # the work ticks nothing (a compile): keep its elapsed time moving
+            beat = threading.Thread(target=lambda: [self._show(0.0, "") for _ in iter(lambda: stop.wait(0.5), True)],
+                                    daemon=True)
+            beat.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if self.progress and self.bar:
+                beat.join()
+            self._finish()
+            self._start(outer, total)
+            self.tick(0.0)
 
     def _handler(self, signum, frame):
         if self.interrupted:  # second Ctrl-C: give up at once

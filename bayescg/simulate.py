@@ -467,20 +467,33 @@ def potential_lane_kernel(potential, options):
 
 
 def _driver(run: _Run):
-    """advance(walkers, stats, plan, grid): the loop for this run.  Lane-capable integrators in d = 1, 2 run
-    the lane loop (on the SIMD lane kernel when there is one and options.lanes, else on the array kernel;
-    d = 1 array kernels of long runs on a driver specialized on the gradient); the rest the generic loop."""
+    """(advance, driver): advance(walkers, stats, plan, grid) is the loop for this run; driver the compiled-on-first-use
+    engine driver it calls (loops._Lazy) or None.  Lane-capable integrators in d = 1, 2 run the lane loop (on the
+    SIMD lane kernel when there is one and options.lanes, else on the array kernel; d = 1 array kernels of long runs
+    on a driver specialized on the gradient); the rest the generic loop."""
     pot, integ, d = run.potential, run.integ, run.d
     if integ.lanes and d <= 2:
         gl = potential_lane_kernel(pot, run.options)
         grad = pot.grad if gl is None else gl
-        fn = loops.lanes_chunk(gl is not None, d)
+        fn = drv = loops.lanes_chunk(gl is not None, d)
         if gl is None and d == 1 and run.n_per * run.walkers >= run.options.specialize_steps:
-            fn = loops.specialized(fn)
+            fn, drv = loops.specialized(fn), None
         c, noisy = run.c, integ.stochastic
-        return lambda wk, sx, P, G: fn(grad, wk, sx, c, noisy, P, G)
+        return (lambda wk, sx, P, G: fn(grad, wk, sx, c, noisy, P, G)), drv
     code = CODES[integ.name]
-    return lambda wk, sx, P, G: loops.run_chunk(pot.grad, code, wk, sx, run.c, P, G)
+    return (lambda wk, sx, P, G: loops.run_chunk(pot.grad, code, wk, sx, run.c, P, G)), loops.run_chunk
+
+
+def _compile_driver(driver, control) -> None:
+    """Compile (or load) the run's engine driver before its first chunk.  When numba's cache does not hold it (the
+    first run on a machine, ~10 s) the compile is its own stage, "<stage>: compiling the integrator (once per
+    machine)" (RunControl.substage), so the progress of a first run is not a bar frozen at 0 %."""
+    if driver is None:
+        return
+    if hasattr(control, "substage") and driver.cached() is False:
+        with control.substage("compiling the integrator (once per machine)"):
+            driver.compiled()
+    driver.compiled()
 
 
 def _plan(run: _Run, step0, nsteps, acc_start, minmax_start):
@@ -526,7 +539,8 @@ def simulate(potential, delta, gamma=0.1, *, steps, walkers=16, seed=1, mass=Non
         wk, sx, meta = _load_state(run, checkpoint)
     else:
         wk, sx, meta = _fresh_state(run)
-    advance = _driver(run)
+    advance, driver = _driver(run)
+    _compile_driver(driver, control)
     minmax_start = run.burn // 2
     t0 = time.perf_counter()
     seconds0 = float(meta["seconds"])

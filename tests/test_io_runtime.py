@@ -114,3 +114,57 @@ def test_write_netcdf_reads_back_like_arviz_own_writer(tmp_path):
         assert f["posterior/U"].compression == "gzip"
     with h5py.File(tmp_path / "ours.nc") as f:
         assert f["posterior/U"].compression is None
+
+
+def test_a_substage_is_shown_inside_its_stage_and_the_stage_resumes():
+    import io
+
+    out = io.StringIO()
+    ctl = RunControl("simulate (2e+07 steps)", total=1.0, progress=True, stream=out)
+    with ctl.substage("compiling the integrator (once per machine)"):
+        pass
+    ctl.tick(1.0)
+    ctl._finish()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "simulate (2e+07 steps): compiling the integrator (once per machine): started"
+    assert lines[1].startswith("simulate (2e+07 steps): compiling the integrator (once per machine): done in")
+    assert lines[2] == "simulate (2e+07 steps): started"
+    assert lines[3].startswith("simulate (2e+07 steps): done in")
+    assert ctl.label == "simulate (2e+07 steps)" and ctl.total == 1.0
+
+
+def test_a_driver_knows_whether_numba_must_compile_it_and_a_first_run_says_so(tmp_path, monkeypatch):
+    """_Lazy.cached: False before the first compile on this cache, True after (also for a new process's view of the
+    same cache); simulate's first chunk then shows "compiling the integrator" only when it is compiled."""
+    import importlib
+    import io
+    import sys
+
+    from numba import types
+
+    from bayescg.kernels.loops import _Lazy
+    from bayescg.simulate import _compile_driver
+
+    # numba caches the module's machine code in tmp_path/__pycache__ (beside the source, as for bayescg's drivers)
+    (tmp_path / "tiny_driver.py").write_text("def fill(x, lo, hi):\n    for i in range(lo, hi):\n        x[i] = i\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = importlib.import_module("tiny_driver")
+    sig = types.void(types.float64[::1], types.int64, types.int64)
+    items = lambda x: x.shape[0]  # noqa: E731
+    try:
+        first = _Lazy(sig, mod.fill, items)
+        assert first.cached() is False
+        out = io.StringIO()
+        ctl = RunControl("simulate", progress=True, stream=out)
+        _compile_driver(first, ctl)
+        assert "simulate: compiling the integrator (once per machine): done in" in out.getvalue()
+        x = np.zeros(5)
+        first(x)
+        assert x.tolist() == [0, 1, 2, 3, 4]
+        again = _Lazy(sig, mod.fill, items)  # a later run: the machine code is in the cache
+        assert first.cached() is True and again.cached() is True
+        out = io.StringIO()
+        _compile_driver(again, RunControl("simulate", progress=True, stream=out))
+        assert "compiling" not in out.getvalue()
+    finally:
+        sys.modules.pop("tiny_driver", None)

@@ -61,15 +61,30 @@ class _Lazy:
         self._jit = None
         self._lock = threading.Lock()
 
+    def _opts(self):
+        return dict(parallel=True) if self.items is None else dict(nogil=True)
+
     def compiled(self):
         if self._jit is None:
             with self._lock:
                 if self._jit is None:
-                    opts = dict(parallel=True) if self.items is None else dict(nogil=True)
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
-                        self._jit = njit(self.sig, cache=True, **opts)(self.py_func)
+                        self._jit = njit(self.sig, cache=True, **self._opts())(self.py_func)
         return self._jit
+
+    def cached(self):
+        """True when the driver is compiled in this process or its machine code is in numba's disk cache (so
+        :meth:`compiled` loads it in well under a second), False when the first call compiles it (~10 s), None
+        when numba's cache cannot be asked (its index is numba's private API: then nothing is announced)."""
+        if self._jit is not None:
+            return True
+        try:
+            disp = njit(cache=True, **self._opts())(self.py_func)  # lazy: nothing is compiled or loaded here
+            cache = disp._cache
+            return cache._index_key(self.sig, disp.targetctx.codegen()) in cache._cache_file._load_index()
+        except Exception:  # noqa: BLE001 - another numba version or no cache directory
+            return None
 
     def __call__(self, *args):
         fn = self.compiled()
