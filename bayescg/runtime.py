@@ -48,6 +48,8 @@ class RunControl:
         self.interrupted = False
         self._old = None
         self._open = False
+        self._lock = threading.RLock()  # the display: the heartbeat thread and ticks from sampler threads
+        self._beat = None
         self._start(label, total)
 
     def _start(self, label, total):
@@ -57,26 +59,48 @@ class RunControl:
         self._last = 0.0
         self._quarter = 0
         self._open = False
+        self._shown = (0.0, "")
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             self._old = signal.getsignal(signal.SIGINT)
             signal.signal(signal.SIGINT, self._handler)
         self._t0 = time.perf_counter()
+        if self.bar:  # a stage that ticks nothing for a while (a compile) still shows its elapsed time moving
+            stop = threading.Event()
+            beat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True, name="bayescg-progress")
+            self._beat = (stop, beat)
+            beat.start()
         return self
 
     def __exit__(self, *exc):
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
+        if self._beat is not None:
+            self._beat[0].set()
+            self._beat[1].join()
+            self._beat = None
         self._finish(ok=exc[0] is None)
         return False
 
+    def _heartbeat(self, stop):
+        """Redraw the open stage's bar every 0.5 s when nothing else has (terminal display only)."""
+        while not stop.wait(0.5):
+            with self._lock:
+                if self._open and time.perf_counter() - self._last >= 0.45:
+                    self._show(*self._shown)
+
     def _write(self, text):
-        self.stream.write(text)
-        self.stream.flush()
+        with self._lock:
+            self.stream.write(text)
+            self.stream.flush()
 
     def _finish(self, ok=True):
         """End the current stage's display (newline after a bar; a "done" line in line mode)."""
+        with self._lock:
+            self._finish_locked(ok)
+
+    def _finish_locked(self, ok):
         if not self.progress or not self._open:
             return
         if self.bar:
@@ -88,8 +112,9 @@ class RunControl:
     def stage(self, label: str, total: float | None = None):
         """Close the current stage and start ``label``; total: units of work for :meth:`tick` (None: no
         fraction, so no ETA).  Shows the stage at once (a silent compile is the stage users wait for)."""
-        self._finish()
-        self._start(label, total)
+        with self._lock:
+            self._finish()
+            self._start(label, total)
         self.tick(0.0)
 
     @contextmanager
@@ -98,24 +123,18 @@ class RunControl:
         before a simulation's first chunk): shown as "<current>: <label>" with its own time, then the current
         stage is shown again from the start of its own work (its clock restarted)."""
         outer, total = self.label, self.total
-        if self.progress and self._open and self.bar:
-            self._write("\n")
-        self._open = False  # the outer stage's line ends without a "done": it has not done its work yet
-        self._start(f"{outer}: {label}", None)
+        with self._lock:
+            if self.progress and self._open and self.bar:
+                self._write("\n")
+            self._open = False  # the outer stage's line ends without a "done": it has not done its work yet
+            self._start(f"{outer}: {label}", None)
         self.tick(0.0)
-        stop = threading.Event()
-        if self.progress and self.bar:  # the work ticks nothing (a compile): keep its elapsed time moving
-            beat = threading.Thread(target=lambda: [self._show(0.0, "") for _ in iter(lambda: stop.wait(0.5), True)],
-                                    daemon=True)
-            beat.start()
         try:
             yield
         finally:
-            stop.set()
-            if self.progress and self.bar:
-                beat.join()
-            self._finish()
-            self._start(outer, total)
+            with self._lock:
+                self._finish()
+                self._start(outer, total)
             self.tick(0.0)
 
     def _handler(self, signum, frame):
@@ -134,6 +153,11 @@ class RunControl:
         self.check()
 
     def _show(self, done, note):
+        with self._lock:
+            self._shown = (done, note)
+            self._show_locked(done, note)
+
+    def _show_locked(self, done, note):
         now = time.perf_counter()
         elapsed = now - self._t0
         frac = None if self.total is None else min(1.0, max(0.0, done / self.total))

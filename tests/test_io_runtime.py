@@ -168,3 +168,24 @@ def test_a_driver_knows_whether_numba_must_compile_it_and_a_first_run_says_so(tm
         assert "compiling" not in out.getvalue()
     finally:
         sys.modules.pop("tiny_driver", None)
+
+
+def test_a_terminal_bar_keeps_moving_while_a_stage_ticks_nothing():
+    """On a terminal the open stage is redrawn every 0.5 s (a compile ticks nothing; a frozen 0.0 s looks hung);
+    the heartbeat stops with the run."""
+    import io
+    import re
+    import threading
+    import time
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Tty()
+    with RunControl("fit", progress=True, stream=out) as ctl:
+        ctl.stage("NUTS: compile (cached kernel)")
+        time.sleep(1.3)
+    draws = [float(x) for x in re.findall(r"NUTS: compile \(cached kernel\) \.\.\.\s+([0-9.]+)s elapsed", out.getvalue())]
+    assert len(draws) >= 3 and draws[-1] >= 0.9 and draws == sorted(draws)
+    assert not any(t.name == "bayescg-progress" for t in threading.enumerate())
