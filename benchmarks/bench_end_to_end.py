@@ -110,6 +110,38 @@ FIT_COMPARE = textwrap.dedent("""
                                 sigma_init=sw)
             thr["2d sparse (learn's kernel)"] = dict(thr["2d"], kernel_per_s=rate(sd.logp_grad, sd.init_centre,
                                                                                   reps * 3))
+    # the other two densities the CLI samples: the Ising chain's marginal posterior (E1, the shipped model's data)
+    # against its transfer-matrix PyTensor graph with autodiff, and the noise model (Theorem 3.1, the 2D test4 designs
+    # at 2e5 steps) against its PyMC model; each at its own starting point (the cost does not depend on the point)
+    from bayescg.config import load_model
+    from bayescg.ising.bayes import marginal_model
+    from bayescg.ising.kernel import MarginalDensity
+    from bayescg.ising.pipeline import build, load_data
+    im = load_model("models/ising-nn.toml")
+    fine, cm = build(im)
+    xi = load_data(im, fine)[0]
+    md = MarginalDensity(cm, xi, 2.0)
+    u = md.initial_point(1)
+    mi = marginal_model(cm, xi, 2.0, likelihood="graph")
+    fl, fg = mi.compile_logp(), mi.compile_dlogp()
+    pt = {"theta_c": u[:cm.K], "theta_cf_interval__": u[cm.K]}
+    thr["ising marginal (ising-nn)"] = {"coefficients": int(md.n_dim), "active_cells": int(np.asarray(xi).shape[0]),
+                                        "kernel_per_s": rate(md.logp_grad, u, 3000),
+                                        "pytensor_per_s": rate(lambda p: (fl(p), fg(p)), pt, 300)}
+    from bayescg.bayes.noise import noise_density, noise_model
+    from bayescg.noise import estimate_noise
+    from bayescg.sampling import cfunc_logp_grad
+    from bayescg.simulate import potential_from_model
+    nm = load_model("models/test4-2d-quadratic.toml")
+    res = estimate_noise(potential_from_model(nm), nm.simulation.delta, nm.simulation.gamma, steps=200000,
+                         calibrated_run=False, bayesian=False)
+    nd = noise_density(res.designs, res.moments, res.moment_ses, res.gamma)
+    nmod = noise_model(res.designs, res.moments, res.moment_ses, res.gamma)
+    fl, fg = nmod.compile_logp(), nmod.compile_dlogp()
+    thr["noise model (2D, 3 designs)"] = {"coefficients": int(nd.n_dim), "active_cells": len(res.designs),
+                                          "kernel_per_s": rate(lambda v: cfunc_logp_grad(nd.logp, nd.buf, v, nd.n_dim),
+                                                               nd.initial_point(1), 20000),
+                                          "pytensor_per_s": rate(lambda p: (fl(p), fg(p)), nmod.initial_point(), 2000)}
     out["throughput"] = thr
     print(json.dumps(out))
 """)
@@ -333,7 +365,8 @@ def write(path, rows, fit, unit0, unit1, load0, load1, staged=()) -> str:
                       f"{(k['compile'] + k['sample']) / unit:.1f} |", "",
                       f"Fit speed-up: {(p['compile'] + p['sample']) / (k['compile'] + k['sample']):.1f}x.", "",
                       "Gradient evaluations (log density + gradient) per second, same model and point:", "",
-                      "| model | coefficients | active cells | kernel /s | PyTensor C logp+dlogp /s | ratio |",
+                      "| model | coefficients (parameters) | active cells (data: samples, designs) | kernel /s | "
+                      "PyTensor C logp+dlogp /s | ratio |",
                       "|---|---|---|---|---|---|"]
             for name, t in fit["throughput"].items():
                 lines.append(f"| {name} | {t['coefficients']} | {t['active_cells']} | {t['kernel_per_s']:.0f} | "
