@@ -35,6 +35,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .errors import InputError
+from .runtime import begin_stage
 
 __all__ = ["designs", "design_matrix", "design_condition_number", "second_moment_of_design",
            "estimate_noise_covariance", "nearest_spd", "calibrate", "NoiseResult", "estimate_noise"]
@@ -337,8 +338,6 @@ def _run_designs(tasks, potential, executor, control) -> list:
     # 2e6 steps: in-process 4.3 s wall, 4.7 s CPU vs 5.9-6.5 s wall, 8.0-8.6 s CPU with the pool; same designs)
     if executor is not None and tasks and tasks[0].expression is not None and not isinstance(executor, LocalExecutor):
         return list(executor.map(_run_design, tasks))
-    from .runtime import begin_stage
-
     out = []
     for k, t in enumerate(tasks):  # a stage each: every run's progress goes from 0 to 1
         begin_stage(control, f"noise model: design run {k + 1}/{len(tasks)} ({t.kwargs['steps']:.3g} steps)", 1.0)
@@ -439,8 +438,6 @@ def estimate_noise(potential, delta: float, gamma: float = 0.1, steps: int = 1_0
         warnings.append("least-squares Z was not positive definite; clipped to the nearest SPD matrix")
     post = dict(post_mean=None, post_lo=None, post_hi=None, z_sd=Z_se, diag=None, idata=None)
     if bayesian:
-        from .runtime import begin_stage
-
         begin_stage(control, "noise model: NUTS set-up (import sampler)")
         post = _noise_posterior(As, moments, ses, gamma, Zspd, d, draws=draws, tune=tune, chains=chains, seed=seed,
                                 control=control, warnings=warnings)
@@ -454,8 +451,6 @@ def estimate_noise(potential, delta: float, gamma: float = 0.1, steps: int = 1_0
     if calibrated_run:
         kw = dict(base, steps=int(calibrated_steps or steps), seed=int(seed) + len(As), mass=np.eye(d),
                   friction=friction)
-        from .runtime import begin_stage
-
         begin_stage(control, f"noise model: calibrated run ({kw['steps']:.3g} steps)", 1.0)
         s2 = _run_design(_DesignTask(expr, variables, delta, kw, checkpoint=ckpath("calibrated"), resume=resume),
                          potential, control)
