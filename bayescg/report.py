@@ -473,7 +473,8 @@ def _arviz_without_numba():
         Numba.numba_flag = flag
 
 
-def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_points: int = 500) -> tuple[list, list]:
+def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_points: int = 500,
+                           drawn: frozenset = frozenset()) -> tuple[list, list]:
     """Tables and figures for any InferenceData: ``(tables, figures)``.
 
     tables: [(title, rows)] with the posterior summary of ``var_names`` (default
@@ -485,6 +486,8 @@ def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_po
     statistics) and, when it has at most ``max_ppc_points`` entries, the observed values against the
     94 % predictive interval along their coordinate (e.g. lag; the index when there is none).  Variables on
     histogram cells (``cell_*`` coordinates, the learn fit) are left to the result's own check against q.
+    ``drawn``: the groups ("posterior", "posterior_predictive") whose figures the caller's result draws itself
+    (its ``report_figures_drawn``); their tables stay, their figures are not drawn twice.
     """
     import numpy as np
 
@@ -503,13 +506,15 @@ def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_po
             tables.append((title, posterior_summary_rows(idata, names)))
         except Exception as exc:  # noqa: BLE001
             tables.append((title, [{"note": f"az.summary failed: {exc.__class__.__name__}: {exc}"}]))
+    if names and "posterior" not in drawn:
         try:
             with _closing_on_error(), _arviz_without_numba():
                 figs.append(P.plot_posterior_diagnostics(idata, names, sampler, HDI_PROB))
         except Exception as exc:  # noqa: BLE001 - a report must never fail on a plot
             tables.append(("Posterior plots", [{"note": f"ArviZ could not plot the posterior: "
                                                         f"{exc.__class__.__name__}: {exc}"}]))
-    if "posterior_predictive" in idata.groups() and "observed_data" in idata.groups():
+    if "posterior_predictive" in idata.groups() and "observed_data" in idata.groups() \
+            and "posterior_predictive" not in drawn:
         for v in idata.posterior_predictive.data_vars:
             if v not in idata.observed_data:
                 continue
@@ -719,14 +724,17 @@ class Report:
                 idata = None
             if idata is not None and var_names is not None:
                 var_names = [v for v in var_names if v in getattr(idata, "posterior", {})] or None
-            self.add_inference_data(idata, var_names=var_names)
+            self.add_inference_data(idata, var_names=var_names,
+                                    drawn=frozenset(getattr(result, "report_figures_drawn", ())))
 
     @with_arviz_numpy
-    def add_inference_data(self, idata, heading: str | None = None, var_names: list[str] | None = None):
-        """Posterior summary, rank/trace plots and posterior-predictive checks of any InferenceData."""
+    def add_inference_data(self, idata, heading: str | None = None, var_names: list[str] | None = None,
+                           drawn: frozenset = frozenset()):
+        """Posterior summary, rank/trace plots and posterior-predictive checks of any InferenceData (the
+        figures of the groups in ``drawn`` left out: :func:`inference_data_figures`)."""
         if idata is None:
             return
-        tables, figs = inference_data_figures(idata, var_names)
+        tables, figs = inference_data_figures(idata, var_names, drawn=drawn)
         if not tables and not figs:
             return
         if heading:

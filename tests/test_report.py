@@ -460,3 +460,46 @@ def test_arviz_runs_on_numpy_inside_reports_and_the_callers_setting_is_restored(
     assert az.Numba.numba_flag == before
     seen = with_arviz_numpy(lambda: bool(az.Numba.numba_flag))()
     assert seen is False and az.Numba.numba_flag == before
+
+
+def test_figures_a_result_draws_itself_are_not_drawn_again():
+    """``report_figures_drawn``: the generic posterior and predictive figures of those groups are left out, the
+    posterior summary table stays; without it both are drawn."""
+    class Drawn(FakeResult):
+        report_figures_drawn = frozenset({"posterior", "posterior_predictive"})
+
+    idata = _idata()
+    texts = []
+    for cls in (FakeResult, Drawn):
+        rep = R.Report("t")
+        rep.add_result("r", cls(idata))
+        texts.append(rep.html())
+    plain, drawn = texts
+    assert "Posterior summary" in plain and "Posterior summary" in drawn
+    assert "Sampler diagnostics" in plain and "Sampler diagnostics" not in drawn
+    assert "Posterior predictive check of y" in plain and "Posterior predictive check of y" not in drawn
+    assert drawn.count("<figure>") == 1 and plain.count("<figure>") >= 3  # the result's own figure only
+
+
+def test_ising_report_draws_each_posterior_once(tmp_path):
+    """An Ising run with both samplers: each sampler's marginals and rank plots once (not also the generic
+    diagnostics of the primary posterior), one predictive check, the summary table of the primary posterior."""
+    from bayescg.config import model_from_dict
+    from bayescg.executor import SerialExecutor
+    from bayescg.ising.pipeline import run_model
+
+    raw = {"name": "t", "fine": {"sites": 8, "field": 0.5, "coupling": 0.8}, "data": {"samples": 30, "seed": 2},
+           "coarse": {"level": 2, "model": "110"},
+           "inference": {"methods": ["laplace", "nuts", "gibbs"], "draws": 100, "tune": 100, "chains": 2,
+                         "prediction_samples": 400, "posterior_samples": 20, "seed": 3}}
+    res = run_model(model_from_dict(raw), executor=SerialExecutor())
+    assert res.report_figures_drawn == {"posterior", "posterior_predictive"}
+    rep = R.Report("ising")
+    rep.add_result("Predictive coarse-graining", res)
+    text = rep.html()
+    assert "could not be drawn" not in text
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", text)
+    assert sum("rank plots" in c for c in captions) == 2, captions          # nuts and gibbs, once each
+    assert [c.split(":")[0] for c in captions if "rank plots" in c] == ["nuts", "gibbs"]
+    assert sum("predictive check" in c.lower() for c in captions) == 1, captions
+    assert "Posterior summary" in text and text.count("<figure>") == len(captions) == 6

@@ -258,7 +258,8 @@ class IsingResult:
         for k in SAMPLERS:
             res = self.methods.get(k)
             if res is not None and res.draws_c is not None:
-                builders.append((f"{k} trace", lambda k=k: self._trace_figure(k)))
+                builders.append((f"{k}: marginal posteriors of each chain and rank plots (each chain's ranks "
+                                 "should be uniform: flat bars)", lambda k=k: self._trace_figure(k)))
         return _draw_each(builders, self.figure_warnings)
 
     def _fig_magnetization(self):
@@ -279,11 +280,23 @@ class IsingResult:
     def _trace_figure(self, k):
         import arviz as az
 
-        from ..plots.ising import figure_of, plot_trace
+        from ..plots.diagnostics import plot_posterior_diagnostics
 
         res = self.methods[k]
         idata = az.InferenceData(posterior=_posterior_dataset(self.coarse, res.draws_c, res.draws_cf))
-        return figure_of(plot_trace(idata, f"{k}: trace"))
+        return plot_posterior_diagnostics(idata, ["theta_c", "theta_cf"], True, title=k)[1]
+
+    @property
+    def report_figures_drawn(self) -> frozenset:
+        """Groups of ``to_inference_data()`` whose figures ``figures()`` draws (a report leaves its generic ones
+        out): the primary posterior when it is a sampler's (its marginals and rank plots), the predictive check."""
+        drawn = set()
+        primary = self.methods.get(self.primary_method() or "")
+        if primary is not None and primary.draws_c is not None and METHODS[self.primary_method()].sampler:
+            drawn.add("posterior")
+        if self.checks.get("predictive_check") is not None:
+            drawn.add("posterior_predictive")
+        return frozenset(drawn)
 
     def _overlay_figure(self, a, b):
         import arviz as az

@@ -28,9 +28,10 @@ def summary_round_to(idata, names, hdi_prob: float) -> int:
     return int(min(sig, 6))
 
 
-def plot_posterior_diagnostics(idata, names, sampler: bool, hdi_prob: float = HDI_PROB):
+def plot_posterior_diagnostics(idata, names, sampler: bool, hdi_prob: float = HDI_PROB, title: str | None = None):
     """(caption, Figure): rank plots (>= 2 chains) or trace plots of sampler draws; az.plot_posterior with HDIs
-    (labels with as many decimals as the narrowest interval needs) for draws of an approximation."""
+    (labels with as many decimals as the narrowest interval needs) for draws of an approximation; ``title``
+    over the figure."""
     import arviz as az
 
     nchain = int(idata.posterior.sizes.get("chain", 1))
@@ -41,7 +42,7 @@ def plot_posterior_diagnostics(idata, names, sampler: bool, hdi_prob: float = HD
         axes = az.plot_trace(idata, var_names=names, kind=kind, compact=True,
                              figsize=(11, 1.9 * len(names) + 0.4))
         fig = figure_of(axes)
-        fig.tight_layout()
+        _title_and_layout(fig, title)
         what = ("rank plots: each chain's ranks should be uniform (flat bars)" if nchain >= 2 else
                 "trace (one chain: rank plots and R-hat need two or more)")
         return f"Sampler diagnostics: marginal posteriors and {what}", fig
@@ -50,8 +51,14 @@ def plot_posterior_diagnostics(idata, names, sampler: bool, hdi_prob: float = HD
                              round_to=summary_round_to(idata, names, hdi_prob),
                              figsize=(3.6 * ncol, 2.6 * math.ceil(min(nrows, 12) / ncol)))
     fig = figure_of(axes)
-    fig.tight_layout()
+    _title_and_layout(fig, title)
     return f"Marginal posteriors with {int(100 * hdi_prob)}% HDI", fig
+
+
+def _title_and_layout(fig, title):
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
 
 
 def plot_ppc_kde(idata, var: str, ax=None):

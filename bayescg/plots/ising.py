@@ -1,7 +1,8 @@
 """Figures of predictive coarse-graining of the Ising chain (:class:`bayescg.ising.pipeline.IsingResult` and
 ``IsingSweepResult``): predicted magnetization and correlations by method with 94 % intervals drawn by their
 kind (posterior: uncertainty about theta; Monte Carlo: sampling error of a point estimate only), the posterior
-predictive check of the data's statistics, Laplace against NUTS, traces, and the same across a sweep."""
+predictive check of the data's statistics, Laplace against NUTS, and the same across a sweep (each sampler's
+marginals and rank plots: :func:`bayescg.plots.diagnostics.plot_posterior_diagnostics`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -71,17 +72,6 @@ def plot_predictive_check(result, axes=None):
     fig = figure_of(axes)
     fig.suptitle(f"Posterior predictive check ({ppc.get('method', '')}): min p = {num(ppc['p_min'], 2)}", fontsize=10)
     fig.tight_layout()
-    return axes
-
-
-def plot_trace(idata, title: str):
-    """az.plot_trace of a method's draws (compact); returns the axes."""
-    import arviz as az
-
-    axes = az.plot_trace(idata, compact=True)
-    f = figure_of(axes)
-    f.suptitle(title)
-    f.tight_layout()
     return axes
 
 
