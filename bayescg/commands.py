@@ -73,9 +73,13 @@ def _remove_checkpoints(out: Path, command: str):
 
 
 @contextmanager
-def _outputs(out: Path, command: str):
+def _outputs(out: Path, command: str, ctl=None, report: str | None = None):
     """One committed set of the command's outputs: write each file to ``stage.path(name)``; on success the
-    set replaces the old outputs together and the command's checkpoints are removed."""
+    set replaces the old outputs together and the command's checkpoints are removed.  With a RunControl
+    ``ctl`` the writing is a stage of its own (figures of a report take seconds)."""
+    if ctl is not None:
+        names = OUTPUTS[command] + ([report] if report and report not in OUTPUTS[command] else [])
+        ctl.stage("write " + ", ".join(names), interruptible=False)  # the work is done: a Ctrl-C must not lose it
     stage = OutputSet(out, OUTPUTS[command][0])
     try:
         yield stage
@@ -152,8 +156,8 @@ def cmd_simulate(args, model=None, out=None):
 
     with _control(args, "simulate") as ctl:
         res = simulate_model(model, checkpoint=out / "checkpoint-simulate.npz", resume=args.resume, control=ctl)
-    with _outputs(out, "simulate") as stage:
-        _write(stage, "simulation.json", res, model, "simulate")
+        with _outputs(out, "simulate", ctl) as stage:
+            _write(stage, "simulation.json", res, model, "simulate")
     _report_to_terminal(res, out, "simulate")
     return res
 
@@ -173,9 +177,9 @@ def cmd_scales(args, model=None, out=None):
 
     with _control(args, "scales") as ctl, _executor(args) as ex:
         res = scan_scales(model, deltas, executor=ex, control=ctl, workdir=out, resume=args.resume)
-    with _outputs(out, "scales") as stage:
-        payload = _write(stage, "scales.json", res, model, "scales")
-        _report(stage, model, "scales", [("Scale scan", res)], payload["meta"], name="report-scales.html")
+        with _outputs(out, "scales", ctl) as stage:
+            payload = _write(stage, "scales.json", res, model, "scales")
+            _report(stage, model, "scales", [("Scale scan", res)], payload["meta"], name="report-scales.html")
     _report_to_terminal(res, out, "scales")
     return res
 
@@ -211,10 +215,10 @@ def cmd_noise(args, model=None, out=None):
 
     with _control(args, "noise") as ctl, _executor(args) as ex:
         res = estimate_noise_model(model, executor=ex, control=ctl, workdir=out, resume=args.resume)
-    with _outputs(out, "noise") as stage:
-        payload = _write(stage, "noise.json", res, model, "noise")
-        _report(stage, model, "noise", [("Noise covariance and calibration", res)], payload["meta"],
-                name="report-noise.html")
+        with _outputs(out, "noise", ctl) as stage:
+            payload = _write(stage, "noise.json", res, model, "noise")
+            _report(stage, model, "noise", [("Noise covariance and calibration", res)], payload["meta"],
+                    name="report-noise.html")
     _report_to_terminal(res, out, "noise")
     return res
 
@@ -231,8 +235,7 @@ def cmd_learn(args, model=None, out=None):
 
     with _control(args, "learn") as ctl, _executor(args) as ex:
         res = learn_model(model, workdir=out, resume=args.resume, control=ctl, executor=ex)
-        ctl.stage("write result.json, posterior.nc, report.html")
-        with _outputs(out, "learn") as stage:
+        with _outputs(out, "learn", ctl) as stage:
             payload = _write(stage, "result.json", res, model, "learn")
             _write_posterior(stage, res)
             _report(stage, model, "learn", [("Effective potential", res)], payload["meta"])
@@ -255,10 +258,10 @@ def cmd_surrogate(args, model=None, out=None, learned=None):
             learned["posterior_path"] = str(src / "posterior.nc")
     with _control(args, "surrogate") as ctl, _executor(args) as ex:
         res = surrogate_model(model, learned=learned, control=ctl, executor=ex, workdir=out)
-    with _outputs(out, "surrogate") as stage:
-        payload = _write(stage, "surrogate.json", res, model, "surrogate")
-        _report(stage, model, "surrogate", [("Surrogate dynamics", res)], payload["meta"],
-                name="report-surrogate.html")
+        with _outputs(out, "surrogate", ctl, report="report-surrogate.html") as stage:
+            payload = _write(stage, "surrogate.json", res, model, "surrogate")
+            _report(stage, model, "surrogate", [("Surrogate dynamics", res)], payload["meta"],
+                    name="report-surrogate.html")
     _report_to_terminal(res, out, "surrogate")
     return res
 
@@ -284,14 +287,14 @@ def cmd_ising(args, model=None, out=None):
         except Interrupted as exc:  # Ctrl-C: write what is complete, marked "partial": true, exit 130
             if getattr(exc, "partial", None) is None:
                 raise
-            with _outputs(out, "ising") as stage:
+            with _outputs(out, "ising", ctl) as stage:
                 _write(stage, "ising.json", exc.partial, model, "ising", partial=True)
                 _write_ising_netcdf(stage, exc.partial)
             raise Interrupted(f"{exc} -> {out / 'ising.json'}") from None
-    with _outputs(out, "ising") as stage:
-        payload = _write(stage, "ising.json", res, model, "ising")
-        _write_ising_netcdf(stage, res)
-        _report(stage, model, "ising", [("Predictive coarse-graining", res)], payload["meta"])
+        with _outputs(out, "ising", ctl) as stage:
+            payload = _write(stage, "ising.json", res, model, "ising")
+            _write_ising_netcdf(stage, res)
+            _report(stage, model, "ising", [("Predictive coarse-graining", res)], payload["meta"])
     _report_to_terminal(res, out, "ising")
     return res
 

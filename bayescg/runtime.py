@@ -109,13 +109,18 @@ class RunControl:
             self._write(f"{self.label}: done in {time.perf_counter() - self._t0:.1f} s\n")
         self._open = False
 
-    def stage(self, label: str, total: float | None = None):
+    def stage(self, label: str, total: float | None = None, interruptible: bool = True):
         """Close the current stage and start ``label``; total: units of work for :meth:`tick` (None: no
-        fraction, so no ETA).  Shows the stage at once (a silent compile is the stage users wait for)."""
+        fraction, so no ETA).  Shows the stage at once (a silent compile is the stage users wait for).
+        ``interruptible=False``: a stage that must finish once begun (writing outputs of finished work, also
+        after a Ctrl-C): starting it does not raise :class:`Interrupted`."""
         with self._lock:
             self._finish()
             self._start(label, total)
-        self.tick(0.0)
+        if interruptible:
+            self.tick(0.0)
+        elif self.progress:
+            self._show(0.0, "")
 
     @contextmanager
     def substage(self, label: str):

@@ -136,6 +136,45 @@ def test_partial_outputs_are_marked(tmp_path, monkeypatch, capsys):
     assert io.complete_output(tmp_path / "o", "ising.json", None, "ising") is None  # never taken as finished
 
 
+
+def test_a_ctrl_c_after_the_last_method_still_writes_the_finished_run(tmp_path, monkeypatch, capsys):
+    """Writing the outputs is a stage of its own ("write ising.json, ..."), and a Ctrl-C that arrives once the
+    work is done (the control's flag set when the writing starts) does not throw the finished run away."""
+    import arviz as az
+    import numpy as np
+
+    from bayescg.ising import pipeline
+
+    class Done:
+        warnings = []
+
+        def to_dict(self):
+            return {"methods": {"exact_em": {"theta_cf": 0.5}}}
+
+        def to_inference_data(self):
+            return az.from_dict(posterior={"theta_cf": np.zeros((1, 3))})
+
+        def method_inference_data(self):
+            return {}
+
+        def summary(self):
+            return "done"
+
+    def finished_then_ctrl_c(model, control=None, executor=None):
+        control.interrupted = True  # SIGINT's handler sets this; the run itself had finished
+        return Done()
+
+    monkeypatch.setattr(pipeline, "run_model", finished_then_ctrl_c)
+    m = tmp_path / "i.toml"
+    m.write_text('name = "i"\n[fine]\nsites = 8\n[coarse]\nlevel = 2\n')
+    rc = main(["ising", str(m), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "write ising.json, posterior.nc, report.html: done in" in err, err
+    d = json.loads((tmp_path / "o" / "ising.json").read_text())
+    assert "partial" not in d and d["methods"]["exact_em"]["theta_cf"] == 0.5
+    assert (tmp_path / "o" / "report.html").exists() and (tmp_path / "o" / "posterior.nc").exists()
+
 # --- item 4: a potential that is not finite where walkers start -------------------------------------------
 @pytest.mark.parametrize("expr, needle", [
     ("sqrt(q)", "potential is not finite where walker 0 starts"),       # NaN for q < 0, at the first walker
