@@ -101,3 +101,24 @@ def test_scales_deltas_option_is_what_the_outputs_report(tmp_path):
     assert payload["meta"]["model"]["scales"]["deltas"] == [0.4, 0.2]
     html = (out / "report-scales.html").read_text()
     assert "deltas = [0.4, 0.2]" in html and "0.9, 0.8" not in html
+
+
+def test_console_script_exits_with_mains_code_and_skips_the_final_collection(monkeypatch):
+    """``bayescg`` (pyproject's script) is cli.entry: main's exit code, with the heap frozen so the interpreter's
+    last garbage collection does not walk it (the outputs are closed by then)."""
+    import gc
+    import tomllib
+    from pathlib import Path
+
+    from bayescg import cli
+
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["bayescg"] == "bayescg.cli:entry"
+    monkeypatch.setattr(cli, "main", lambda argv=None: 2)
+    before = gc.get_freeze_count()
+    try:
+        with pytest.raises(SystemExit) as exc:
+            cli.entry()
+        assert exc.value.code == 2 and gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()
