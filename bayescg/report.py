@@ -500,8 +500,9 @@ def inference_data_figures(idata, var_names: list[str] | None = None, max_ppc_po
     names = var_names if var_names is not None else select_scalar_variables(idata)
     sampler = _has_sampler(idata)
     if names:
-        title = f"Posterior summary ({int(100 * HDI_PROB)}% HDI" + (")" if sampler else
-                                                                      "; draws of an approximation, not MCMC)")
+        method = idata.posterior.attrs.get("method")  # which of a result's posteriors this is (ising: the primary)
+        title = (f"Posterior summary{f' of {method}' if method else ''} ({int(100 * HDI_PROB)}% HDI"
+                 + (")" if sampler else "; draws of an approximation, not MCMC)"))
         try:
             tables.append((title, posterior_summary_rows(idata, names)))
         except Exception as exc:  # noqa: BLE001

@@ -502,4 +502,4 @@ def test_ising_report_draws_each_posterior_once(tmp_path):
     assert sum("rank plots" in c for c in captions) == 2, captions          # nuts and gibbs, once each
     assert [c.split(":")[0] for c in captions if "rank plots" in c] == ["nuts", "gibbs"]
     assert sum("predictive check" in c.lower() for c in captions) == 1, captions
-    assert "Posterior summary" in text and text.count("<figure>") == len(captions) == 6
+    assert "Posterior summary of nuts (94% HDI)" in text and text.count("<figure>") == len(captions) == 6
