@@ -136,7 +136,6 @@ def test_partial_outputs_are_marked(tmp_path, monkeypatch, capsys):
     assert io.complete_output(tmp_path / "o", "ising.json", None, "ising") is None  # never taken as finished
 
 
-
 def test_a_ctrl_c_after_the_last_method_still_writes_the_finished_run(tmp_path, monkeypatch, capsys):
     """Writing the outputs is a stage of its own ("write ising.json, ..."), and a Ctrl-C that arrives once the
     work is done (the control's flag set when the writing starts) does not throw the finished run away."""
@@ -174,6 +173,7 @@ def test_a_ctrl_c_after_the_last_method_still_writes_the_finished_run(tmp_path, 
     d = json.loads((tmp_path / "o" / "ising.json").read_text())
     assert "partial" not in d and d["methods"]["exact_em"]["theta_cf"] == 0.5
     assert (tmp_path / "o" / "report.html").exists() and (tmp_path / "o" / "posterior.nc").exists()
+
 
 # --- item 4: a potential that is not finite where walkers start -------------------------------------------
 @pytest.mark.parametrize("expr, needle", [

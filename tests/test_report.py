@@ -503,3 +503,15 @@ def test_ising_report_draws_each_posterior_once(tmp_path):
     assert [c.split(":")[0] for c in captions if "rank plots" in c] == ["nuts", "gibbs"]
     assert sum("predictive check" in c.lower() for c in captions) == 1, captions
     assert "Posterior summary of nuts (94% HDI)" in text and text.count("<figure>") == len(captions) == 6
+
+
+def test_sampler_figure_caption_says_what_is_drawn_for_one_chain_and_several():
+    """One chain: a trace, not rank plots (they need two); the caption comes from the one place that decides."""
+    from bayescg.plots.diagnostics import plot_posterior_diagnostics, sampler_caption
+    from bayescg.plots._base import arviz_without_numba
+
+    for nchain, word in ((1, "trace"), (2, "rank plots")):
+        with arviz_without_numba():
+            caption, fig = plot_posterior_diagnostics(_idata(nchain=nchain), ["beta"], True)
+        assert caption == f"Sampler diagnostics: {sampler_caption(nchain)}" and word in caption
+        assert ("rank" in " ".join(ax.get_xlabel() for ax in fig.axes).lower()) == (nchain >= 2)

@@ -255,11 +255,13 @@ class IsingResult:
             builders.append(("Posterior predictive check of the data's statistics", self._fig_ppc))
         if "nuts" in self.methods and "laplace" in self.methods:
             builders.append(("Laplace vs NUTS", lambda: self._overlay_figure("nuts", "laplace")))
+        from ..plots.diagnostics import sampler_caption
+
         for k in SAMPLERS:
             res = self.methods.get(k)
             if res is not None and res.draws_c is not None:
-                builders.append((f"{k}: marginal posteriors of each chain and rank plots (each chain's ranks "
-                                 "should be uniform: flat bars)", lambda k=k: self._trace_figure(k)))
+                builders.append((f"{k}: {sampler_caption(np.shape(res.draws_c)[0])}",
+                                 lambda k=k: self._sampler_figure(k)))
         return _draw_each(builders, self.figure_warnings)
 
     def _fig_magnetization(self):
@@ -277,7 +279,7 @@ class IsingResult:
 
         return figure_of(plot_predictive_check(self))
 
-    def _trace_figure(self, k):
+    def _sampler_figure(self, k):
         import arviz as az
 
         from ..plots.diagnostics import plot_posterior_diagnostics
@@ -291,8 +293,8 @@ class IsingResult:
         """Groups of ``to_inference_data()`` whose figures ``figures()`` draws (a report leaves its generic ones
         out): the primary posterior when it is a sampler's (its marginals and rank plots), the predictive check."""
         drawn = set()
-        primary = self.methods.get(self.primary_method() or "")
-        if primary is not None and primary.draws_c is not None and METHODS[self.primary_method()].sampler:
+        name = self.primary_method()
+        if name is not None and METHODS[name].sampler and self.methods[name].draws_c is not None:
             drawn.add("posterior")
         if self.checks.get("predictive_check") is not None:
             drawn.add("posterior_predictive")

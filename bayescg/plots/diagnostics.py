@@ -28,6 +28,13 @@ def summary_round_to(idata, names, hdi_prob: float) -> int:
     return int(min(sig, 6))
 
 
+def sampler_caption(nchain: int) -> str:
+    """What :func:`plot_posterior_diagnostics` shows for sampler draws of ``nchain`` chains (rank plots need two)."""
+    what = ("rank plots: each chain's ranks should be uniform (flat bars)" if nchain >= 2 else
+            "trace (one chain: rank plots and R-hat need two or more)")
+    return f"marginal posteriors and {what}"
+
+
 def plot_posterior_diagnostics(idata, names, sampler: bool, hdi_prob: float = HDI_PROB, title: str | None = None):
     """(caption, Figure): rank plots (>= 2 chains) or trace plots of sampler draws; az.plot_posterior with HDIs
     (labels with as many decimals as the narrowest interval needs) for draws of an approximation; ``title``
@@ -43,9 +50,7 @@ def plot_posterior_diagnostics(idata, names, sampler: bool, hdi_prob: float = HD
                              figsize=(11, 1.9 * len(names) + 0.4))
         fig = figure_of(axes)
         _title_and_layout(fig, title)
-        what = ("rank plots: each chain's ranks should be uniform (flat bars)" if nchain >= 2 else
-                "trace (one chain: rank plots and R-hat need two or more)")
-        return f"Sampler diagnostics: marginal posteriors and {what}", fig
+        return f"Sampler diagnostics: {sampler_caption(nchain)}", fig
     ncol = min(3, nrows)
     axes = az.plot_posterior(idata, var_names=names, hdi_prob=hdi_prob, textsize=9,
                              round_to=summary_round_to(idata, names, hdi_prob),
