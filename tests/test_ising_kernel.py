@@ -161,3 +161,32 @@ def test_pytensor_graph_likelihood_and_autodiff_gradient_vs_enumeration(periodic
     assert ll == pytest.approx(ref.sum(), abs=1e-9)
     ll2, g2 = FastLoglik(cm, x)(th, 0.79)  # gradient checked against enumeration above
     np.testing.assert_allclose(np.append(g_c, g_f), g2, atol=1e-8)
+
+
+def test_python_calls_and_the_nuts_callback_run_the_one_compiled_likelihood():
+    """FastLoglik and the NUTS callback evaluate (E1)/(E2) through the likelihood's C entry point (loglik_cfunc, the
+    callback calls it by the address in its buffer): bit for bit what the likelihood kernel returns when called on
+    its own, and the callback's density is that likelihood + Normal(0, prior_sd) prior + log-Jacobian of
+    theta_cf = 0.5 + 0.5 sigmoid(z), with the chain-ruled gradient.  A buffer carrying another process's address
+    (here: garbage) is re-addressed before use."""
+    from bayescg.ising.kernel import MarginalDensity, loglik_grad
+
+    cm = CoarseModel(14, 2, "110", beta=0.9, mu_c=0.3, periodic=True)
+    rng = np.random.default_rng(5)
+    x = np.where(rng.random((9, 14)) < 0.6, 1, -1)
+    fast = FastLoglik(cm, x)
+    th, z = np.array([0.4, -0.3]), 0.7
+    tf = 0.5 + 0.5 / (1 + np.exp(-z))
+    pw = np.empty(len(fast.counts))
+    ll0, g0 = loglik_grad(th, tf, *fast.args, pw)
+    ll, g = fast(th, tf)
+    assert ll == ll0 and np.array_equal(g, g0)
+    assert np.array_equal(fast.pointwise(th, tf), pw[fast.inverse])
+    prior_sd = 1.5
+    dens = MarginalDensity(cm, x, prior_sd, fast)
+    dens.buf[12] = 8.0  # a stale address
+    lp, gu = dens.logp_grad(np.r_[th, z])
+    sig = 1 / (1 + np.exp(-z))
+    h1 = 0.5 * sig * (1 - sig)
+    assert lp == pytest.approx(ll0 - 0.5 * np.sum(th ** 2) / prior_sd ** 2 + np.log(h1), rel=1e-13)
+    np.testing.assert_allclose(gu, np.r_[g0[:-1] - th / prior_sd ** 2, g0[-1] * h1 + 1 - 2 * sig], rtol=1e-12)

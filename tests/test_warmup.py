@@ -141,6 +141,8 @@ def test_ising_child_compiles_the_signatures_a_real_run_loads(tmp_path):
         late = names & {"gibbs_sweeps", "_ffbs_sweep", "_log_target_c", "marginal_logp_grad", "loglik_grad", "_forward"}
         print(sorted(late))
         assert not late, late
+        from bayescg.ising.kernel import loglik_cfunc, marginal_cfuncs  # C callbacks send no compile events
+        assert loglik_cfunc().cache_hits == 1 and marginal_cfuncs()[0].cache_hits == 1
     """)
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -23,12 +23,13 @@ Shapes: S = 2**L states, F = S first blocks (periodic) or 1 (open), T terms, K =
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 
 import numba
 import numpy as np
 
-from ..kernels.callbacks import EXPAND_SIG, LOGP_SIG, logp_into, packed
+from ..kernels.callbacks import EXPAND_SIG, KERNEL_SIG, LOGP_SIG, call_kernel, logp_into, packed
 from .coarse import CoarseModel
 
 RESCALE_BELOW = 1e-200  # message sums below this are renormalized (one log); weights are <= 1
@@ -215,7 +216,9 @@ def _coef(theta_c, A, c0, beta):
     return coef
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False, boundscheck=False)
+# inline="always": compiled (and optimised) once, inside its C entry point :func:`loglik_cfunc`, which Python and the
+# NUTS callback call; a jitted caller that linked a separate dispatcher would optimise its code a second time
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False, boundscheck=False, inline="always")
 def loglik_grad(theta_c, theta_cf, A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic,
                 counts, mult, level, n_data, pointwise):
     """Total log-likelihood sum_i log p(x_i | theta) (E1) and its gradient (E2) (K+1,).
@@ -323,7 +326,8 @@ def compile_shared(fast: "FastLoglik") -> None:
 
 
 class FastLoglik:
-    """Exact total log-likelihood (E1) and its gradient (E2) for fixed data (numba kernel).
+    """Exact total log-likelihood (E1) and its gradient (E2) for fixed data, through the one compiled kernel that the
+    NUTS callback calls too (:func:`loglik_cfunc`).
 
     ``__call__(theta_c (K,), theta_cf) -> (loglik, grad (K+1,))``; :meth:`pointwise` gives
     (S_f,) log p(x_i | theta); :meth:`numba_function` returns an njit function of
@@ -349,11 +353,12 @@ class FastLoglik:
             np.ascontiguousarray(np.moveaxis(tb["closing"], 0, -1)),  # lcf (S, S, T)
             bool(cm.periodic), self.counts, self.mult, int(cm.level), float(self.N),
         )
+        self._buf = None  # the packed data of loglik_cfunc, made on first use
 
     def _eval(self, theta_c, theta_cf):
-        pw = np.empty(len(self.counts))
-        ll, g = loglik_grad(np.ascontiguousarray(theta_c, dtype=float), float(theta_cf), *self.args, pw)
-        return ll, g, pw
+        if self._buf is None:
+            self._buf = pack_marginal(self.args, np.inf)
+        return loglik_through_cfunc(self._buf, theta_c, theta_cf)
 
     def pointwise(self, theta_c, theta_cf):
         """(S_f,) exact log p(x_i | theta_c, theta_cf)."""
@@ -363,11 +368,9 @@ class FastLoglik:
         return pw[self.inverse]
 
     def _single(self, theta_c, theta_cf, u):
-        pw = np.empty(1)
         a = list(self.args)
         a[-4], a[-3], a[-1] = self.counts[u:u + 1], np.ones(1), 1.0
-        loglik_grad(np.ascontiguousarray(theta_c, dtype=float), float(theta_cf), *a, pw)
-        return pw[0]
+        return loglik_through_cfunc(pack_marginal(tuple(a), np.inf), theta_c, theta_cf)[2][0]
 
     def __call__(self, theta_c, theta_cf):
         ll, g, _ = self._eval(theta_c, theta_cf)
@@ -389,22 +392,25 @@ class FastLoglik:
         return marginal_loglik_grad
 
 
-# --- the marginal posterior as nutpie C callbacks -------------------------------------------------
+# --- the likelihood's C entry point and the marginal posterior as nutpie C callbacks ---------------------------
 # Packed float64 buffer (integers stored as floats): header MARGINAL_HEADER, then A (T, K), c0 (T,),
 # f2 (2, S, T), pred (2, S), nb (S,), first_bits (S, L), w0f (S, T), lcf (S, S, T), counts (U, n), mult (U,).
 # Every size is data, so the kernels below are compiled once per machine (cache=True), not per model.
-MARGINAL_HEADER = ("length", "K", "T", "S", "L", "n", "U", "periodic", "level", "n_data", "beta", "prior_sd")
+# loglik_address: where loglik_cfunc is in this process (an exact integer in a float64), written when the buffer is
+# used (_addressed), so a buffer made in another process is never called with a stale address.
+MARGINAL_HEADER = ("length", "K", "T", "S", "L", "n", "U", "periodic", "level", "n_data", "beta", "prior_sd",
+                   "loglik_address")
+_O = len(MARGINAL_HEADER)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def marginal_logp_grad(u, buf, grad):
-    """Log posterior density of u = (theta_c (K,), z), theta_cf = 0.5 + 0.5 sigmoid(z), up to a constant:
-    (E1) + Normal(0, prior_sd) prior on theta_c + log-Jacobian of PyMC's interval transform of
-    Uniform(0.5, 1) (the density ``bayes.marginal_model`` gives nutpie); gradient into ``grad`` (K+1,)."""
+def _loglik_cb(user_data, x_, grad_, pw_):
+    """C entry point of :func:`loglik_grad` on the packed buffer: x_ (K+1,) = (theta_c, theta_cf) -> log-likelihood
+    (E1); gradient (E2) into grad_ (K+1,), log p of each unique pattern into pw_ (U,)."""
+    buf = packed(user_data)
     K, T, S, L, n, U = int(buf[1]), int(buf[2]), int(buf[3]), int(buf[4]), int(buf[5]), int(buf[6])
     periodic = buf[7] > 0
-    level, n_data, beta, prior_sd = int(buf[8]), buf[9], buf[10], buf[11]
-    o = 12
+    level, n_data, beta = int(buf[8]), buf[9], buf[10]
+    o = _O
     A = buf[o:o + T * K].reshape((T, K))
     o += T * K
     c0 = buf[o:o + T]
@@ -424,13 +430,37 @@ def marginal_logp_grad(u, buf, grad):
     counts = buf[o:o + U * n].astype(np.int64).reshape((U, n))
     o += U * n
     mult = buf[o:o + U]
+    x = numba.carray(x_, (K + 1,))
+    grad = numba.carray(grad_, (K + 1,))
+    ll, g = loglik_grad(np.ascontiguousarray(x[:K]), x[K], A, c0, beta, f2, pred, nb, first_bits, w0f, lcf,
+                        periodic, counts, mult, level, n_data, numba.carray(pw_, (U,)))
+    for k in range(K + 1):
+        grad[k] = g[k]
+    return ll
+
+
+@functools.cache
+def loglik_cfunc():
+    """The likelihood's C entry point (:data:`KERNEL_SIG`), compiled on first use (~4.5 s on a fresh cache, with
+    :func:`loglik_grad` inlined), then from numba's disk cache."""
+    return numba.cfunc(KERNEL_SIG, cache=True, nogil=True)(_loglik_cb)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def marginal_logp_grad(u, buf, grad):
+    """Log posterior density of u = (theta_c (K,), z), theta_cf = 0.5 + 0.5 sigmoid(z), up to a constant:
+    (E1) + Normal(0, prior_sd) prior on theta_c + log-Jacobian of PyMC's interval transform of
+    Uniform(0.5, 1) (the density ``bayes.marginal_model`` gives nutpie); gradient into ``grad`` (K+1,).
+    (E1)-(E2) by :func:`loglik_cfunc` at the buffer's address."""
+    K, U, prior_sd = int(buf[1]), int(buf[6]), buf[11]
     z = u[K]
     sig = 1.0 / (1.0 + np.exp(-z))
-    theta_cf = 0.5 + 0.5 * sig
-    pw = np.empty(U)
-    ll, g = loglik_grad(np.ascontiguousarray(u[:K]), theta_cf, A, np.ascontiguousarray(c0), beta,
-                        np.ascontiguousarray(f2), pred, nb, first_bits, np.ascontiguousarray(w0f),
-                        np.ascontiguousarray(lcf), periodic, counts, np.ascontiguousarray(mult), level, n_data, pw)
+    th = np.empty(K + 1)
+    for k in range(K):
+        th[k] = u[k]
+    th[K] = 0.5 + 0.5 * sig
+    g = np.empty(K + 1)
+    ll = call_kernel(np.int64(buf[12]), buf, th, g, np.empty(U))
     prec = 1.0 / prior_sd ** 2
     h1 = 0.5 * sig * (1.0 - sig)  # d theta_cf / dz
     val = ll + np.log(h1)
@@ -463,25 +493,48 @@ def _marginal_expand_cb(dim, expanded, x_, out_, user_data):
 
 @functools.cache
 def marginal_cfuncs():
-    """(logp, expand): nutpie's C callbacks of the marginal posterior, compiled on first use (the logp callback
-    and the likelihood it calls take ~10 s to compile on a fresh cache, so runs that sample no NUTS do not pay it),
-    then from numba's disk cache."""
+    """(logp, expand): nutpie's C callbacks of the marginal posterior, compiled on first use (with
+    :func:`loglik_cfunc`, which the logp callback calls), then from numba's disk cache."""
+    loglik_cfunc()
     logp = numba.cfunc(LOGP_SIG, cache=True, nogil=True)(_marginal_logp_cb)
     expand = numba.cfunc(EXPAND_SIG, cache=True, nogil=True)(_marginal_expand_cb)
     return logp, expand
 
 
-def pack_marginal(fast: FastLoglik, prior_sd: float) -> np.ndarray:
-    """The packed buffer of :func:`marginal_logp_grad` for the data of ``fast``."""
-    (A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic, counts, mult, level, n_data) = fast.args
+def pack_marginal(args: tuple, prior_sd: float) -> np.ndarray:
+    """The packed buffer of :func:`_loglik_cb` and :func:`marginal_logp_grad` for the data ``args``
+    (:attr:`FastLoglik.args`) and a Normal(0, prior_sd) prior; its loglik_address is written by :func:`_addressed`."""
+    (A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic, counts, mult, level, n_data) = args
     T, K = A.shape
     S, L = first_bits.shape
     U, n = counts.shape
     body = [A, c0, f2, pred, nb, first_bits, w0f, lcf, counts, mult]
-    head = [0.0, K, T, S, L, n, U, float(periodic), level, n_data, beta, float(prior_sd)]
+    head = [0.0, K, T, S, L, n, U, float(periodic), level, n_data, beta, float(prior_sd), 0.0]
     buf = np.concatenate([np.asarray(head, float)] + [np.asarray(b, float).ravel() for b in body])
     buf[0] = len(buf)
     return np.ascontiguousarray(buf)
+
+
+def _addressed(buf: np.ndarray) -> np.ndarray:
+    """``buf`` with this process's address of :func:`loglik_cfunc` in its header."""
+    buf[12] = float(loglik_cfunc().address)
+    return buf
+
+
+_DP = ctypes.POINTER(ctypes.c_double)
+
+
+def loglik_through_cfunc(buf, theta_c, theta_cf):
+    """(log-likelihood, gradient (K+1,), pointwise (U,)) of the packed data ``buf`` at (theta_c (K,), theta_cf)."""
+    K, U = int(buf[1]), int(buf[6])
+    x = np.empty(K + 1)
+    x[:K] = theta_c
+    x[K] = theta_cf
+    g = np.empty(K + 1)
+    pw = np.empty(U)
+    ll = loglik_cfunc().ctypes(_addressed(buf).ctypes.data, x.ctypes.data_as(_DP), g.ctypes.data_as(_DP),
+                               pw.ctypes.data_as(_DP))
+    return float(ll), g, pw
 
 
 class MarginalDensity:
@@ -491,14 +544,14 @@ class MarginalDensity:
     def __init__(self, cm: CoarseModel, x, prior_sd: float = 2.0, fast: FastLoglik | None = None):
         self.cm = cm
         self.fast = fast if fast is not None else FastLoglik(cm, x)
-        self.buf = pack_marginal(self.fast, prior_sd)
+        self.buf = pack_marginal(self.fast.args, prior_sd)
         self.n_dim = cm.K + 1
 
     def logp_grad(self, u):
         """(log density, gradient (n_dim,)) at u, through the logp callback (one compiled kernel)."""
         from ..sampling import cfunc_logp_grad
 
-        return cfunc_logp_grad(marginal_cfuncs()[0], self.buf, u, self.n_dim)
+        return cfunc_logp_grad(marginal_cfuncs()[0], _addressed(self.buf), u, self.n_dim)
 
     def initial_point(self, seed) -> np.ndarray:
         """uniform(-1, 1) jitter around theta_c = 0, z = 0 (as nutpie jitters PyMC's initial point)."""
@@ -507,7 +560,7 @@ class MarginalDensity:
     def callbacks(self):
         from ..sampling import CompiledDensity
 
-        return CompiledDensity(*marginal_cfuncs(), self.buf,
+        return CompiledDensity(*marginal_cfuncs(), _addressed(self.buf),
                                {"theta_c": (self.cm.K,), "theta_cf": ()}, self.initial_point, self.n_dim,
                                dims={"theta_c": ["param"]}, coords={"param": list(self.cm.names)})
 
