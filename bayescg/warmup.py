@@ -285,7 +285,7 @@ def _learn_2d(method: str = "nuts", correction: str = "fixed_point") -> None:
 def _ising_loaded() -> bool:
     from .ising import kernel
 
-    return bool(kernel.gibbs_sweeps.signatures and kernel.marginal_cfuncs.cache_info().currsize)
+    return bool(kernel.sweeps_loaded() and kernel.marginal_cfuncs.cache_info().currsize)
 
 
 TASKS = {"ising": _ising, "learn1d": _learn_1d, "learn2d": _learn_2d}

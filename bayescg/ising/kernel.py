@@ -25,9 +25,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import threading
+import warnings
 
 import numba
 import numpy as np
+from numba import types
+from numba.core.errors import NumbaExperimentalFeatureWarning
 
 from ..kernels.callbacks import EXPAND_SIG, KERNEL_SIG, LOGP_SIG, call_kernel, logp_into, packed
 from .coarse import CoarseModel
@@ -700,10 +704,11 @@ def _draw_theta_cf(n_agree, n_dis, current):
     return current
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def gibbs_sweeps(state_c, state_cf, chol, log_scale, n_sweeps, adapt, it0, mh_steps, out_c, out_cf, out_acc,
-                 A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic, counts, mult, level, n_data, prior_sd):
-    """``n_sweeps`` sweeps of the data-augmentation Gibbs sampler of the coarse posterior (numba's
+def _sweeps(ffbs_sweep, draw_theta_cf, log_target_c, state_c, state_cf, chol, log_scale, n_sweeps, adapt, it0,
+            mh_steps, out_c, out_cf, out_acc, A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic, counts, mult,
+            level, n_data, prior_sd):
+    """The body of :func:`gibbs_sweeps`, which passes it its three callees as first-class functions:
+    ``n_sweeps`` sweeps of the data-augmentation Gibbs sampler of the coarse posterior (numba's
     np.random stream, seeded by the caller):
 
         X_i ~ q(X | x_i, theta) exactly (FFBS);  theta_cf | X ~ truncated Beta (exact);
@@ -727,10 +732,10 @@ def gibbs_sweeps(state_c, state_cf, chol, log_scale, n_sweeps, adapt, it0, mh_st
     prop = np.empty(K)
     n_tot = n_data * level * n
     for i in range(n_sweeps):
-        n_agree = _ffbs_sweep(state_c, state_cf[0], A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic,
+        n_agree = ffbs_sweep(state_c, state_cf[0], A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic,
                               counts, mult, level, Tsum, msgs)
-        state_cf[0] = _draw_theta_cf(n_agree, n_tot - n_agree, state_cf[0])
-        cur = _log_target_c(state_c, Tsum, n_data, n, A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic,
+        state_cf[0] = draw_theta_cf(n_agree, n_tot - n_agree, state_cf[0])
+        cur = log_target_c(state_c, Tsum, n_data, n, A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic,
                             prior_sd, alpha, new, A1, nA, M)
         acc = 0.0
         for _ in range(mh_steps):
@@ -741,7 +746,7 @@ def gibbs_sweeps(state_c, state_cf, chol, log_scale, n_sweeps, adapt, it0, mh_st
                 for j in range(k + 1):
                     v += chol[k, j] * zz[j]
                 prop[k] = state_c[k] + sc * v
-            new_lp = _log_target_c(prop, Tsum, n_data, n, A, c0, beta, f2, pred, nb, first_bits, w0f, lcf,
+            new_lp = log_target_c(prop, Tsum, n_data, n, A, c0, beta, f2, pred, nb, first_bits, w0f, lcf,
                                    periodic, prior_sd, alpha, new, A1, nA, M)
             a = min(1.0, np.exp(new_lp - cur)) if new_lp > -np.inf else 0.0
             if np.random.random() < a:
@@ -755,6 +760,49 @@ def gibbs_sweeps(state_c, state_cf, chol, log_scale, n_sweeps, adapt, it0, mh_st
             out_c[i, k] = state_c[k]
         out_cf[i] = state_cf[0]
         out_acc[i] = acc / mh_steps
+
+_F1, _F2, _F3 = types.float64[::1], types.float64[:, ::1], types.float64[:, :, ::1]
+_I1, _I2 = types.int64[::1], types.int64[:, ::1]
+_B, _D, _N = types.boolean, types.float64, types.int64
+#: the callees' signatures (those gibbs_sweeps' arguments give them), so they can be passed as function pointers
+_CALLEES = ((_ffbs_sweep, _D(_F1, _D, _F2, _F1, _D, _F3, _I2, _I1, _I2, _F2, _F3, _B, _I2, _F1, _N, _F1, _F3)),
+            (_draw_theta_cf, _D(_D, _D, _D)),
+            (_log_target_c, _D(_F1, _F1, _D, _N, _F2, _F1, _D, _F3, _I2, _I1, _I2, _F2, _F3, _B, _D, _F2, _F2, _F3,
+                               _F3, _F1)))
+_SWEEPS_ARGS = (_F1, _F1, _F2, _F1, _N, _B, _N, _N, _F2, _F1, _F1, _F2, _F1, _D, _F3, _I2, _I1, _I2, _F2, _F3, _B,
+                _I2, _F1, _N, _D, _D)
+_sweeps_lock = threading.Lock()
+
+
+@functools.cache
+def _sweeps_compiled():
+    """:func:`_sweeps` compiled (or loaded from numba's disk cache) with its callees as first-class function types:
+    they are called through pointers, not linked into it, so numba does not optimise their code a second time inside
+    it (on a fresh cache the linked version took ~8 s, ~3 s of it that second optimisation)."""
+    for disp, sig in _CALLEES:
+        disp.compile(sig.args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
+        sig = tuple(types.FunctionType(sig) for _, sig in _CALLEES) + _SWEEPS_ARGS
+        return numba.njit(sig, cache=True, nogil=True, error_model="numpy")(_sweeps)
+
+
+def gibbs_sweeps(state_c, state_cf, chol, log_scale, n_sweeps, adapt, it0, mh_steps, out_c, out_cf, out_acc,
+                 A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic, counts, mult, level, n_data, prior_sd):
+    """``n_sweeps`` sweeps of the data-augmentation Gibbs sampler (:func:`_sweeps`); releases the GIL while it
+    runs.  Arrays: float64 / int64 C-contiguous, as :class:`FastLoglik` holds them."""
+    with _sweeps_lock:  # compiled once, not by every chain's thread at once
+        fn = _sweeps_compiled()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
+        fn(*(d for d, _ in _CALLEES), state_c, state_cf, chol, log_scale, n_sweeps, adapt, it0, mh_steps, out_c,
+           out_cf, out_acc, A, c0, beta, f2, pred, nb, first_bits, w0f, lcf, periodic, counts, mult, level, n_data,
+           prior_sd)
+
+
+def sweeps_loaded() -> bool:
+    """Whether this process holds the compiled Gibbs sweeps."""
+    return bool(_sweeps_compiled.cache_info().currsize)
 
 
 @numba.njit(cache=True)
