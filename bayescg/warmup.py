@@ -10,7 +10,7 @@ otherwise compiles it itself, as without the child.
 
 * ``ising``: first the chain kernels that the likelihood (E1)/(E2) shares with the Gibbs sweeps
   (:func:`bayescg.ising.kernel.compile_shared`, ~3.5 s; step "shared"), then the Gibbs sweeps (through
-  :func:`bayescg.ising.bayes.gibbs_chains`, which does not import ArviZ; ~8-10 s; step "gibbs") and the NUTS callbacks
+  :func:`bayescg.ising.bayes.gibbs_chains`, which does not import ArviZ; ~6-8 s; step "gibbs") and the NUTS callbacks
   of the marginal posterior (:func:`bayescg.ising.kernel.marginal_cfuncs`; by then usually compiled by the run), while
   exact EM, MC-EM, the Laplace fits and NUTS run (:func:`bayescg.ising.pipeline.run_methods`, which waits for "shared"
   before laplace_slides, importing the NUTS sampler meanwhile, and for "gibbs" before the Gibbs sampler).

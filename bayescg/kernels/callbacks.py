@@ -10,7 +10,9 @@ buffer ``buf`` (its first entry is its length); nutpie passes that buffer as ``u
 (:func:`packed`), its dimension check, and :func:`logp_into` with the module's kernel.  :func:`lazy_cfuncs` makes
 a module's callbacks on first use (a cfunc compiles, or loads from numba's disk cache, when it is created), so a run
 compiles only the callbacks it samples with.  Python code evaluates a density through its logp callback
-(:func:`bayescg.sampling.cfunc_logp_grad`), so checks, MAP fits and the sampler run one compiled kernel.
+(:func:`bayescg.sampling.cfunc_logp_grad`), so checks, MAP fits and the sampler run one compiled kernel.  A callback
+calls a big kernel compiled apart (:data:`KERNEL_SIG`) by the address in its buffer (:func:`call_kernel`), so that
+numba does not link the kernel's code into the callback and optimise it a second time.
 """
 from __future__ import annotations
 
