@@ -1,6 +1,7 @@
 """Issue 11: p-conditional colour of the micro-kicks in the double well at delta 0.3, gamma 0.1.
 
-    NUMBA_NUM_THREADS=1 python benchmarks/calibration/dw_p_colour.py [steps_per_walker] [walkers]   (-> dw_p_colour.json)
+    NUMBA_NUM_THREADS=1 python benchmarks/calibration/dw_p_colour.py [steps_per_walker] [walkers] [kick_scale]
+        (-> dw_p_colour.json; with kick_scale != 1, the i.i.d. kicks of (b), (c) scaled by it: dw_p_colour_scale<x>.json)
 
 Independent numba copy of bayescg's damped map (position Verlet, p <- E p - delta V'(q_{n+1/2}), E = exp(-gamma delta)) on
 (a) the full V, (b) U0 + iid Gaussian kicks (sd delta), (c) U0 + iid kicks -delta(cos phi1 + cos phi2), phi uniform."""
@@ -10,7 +11,7 @@ LO, HI, BINS = -2.5, 2.5, 120
 PB = np.linspace(-0.6, 0.6, 13)  # 12 p bins
 
 @numba.njit(cache=True)
-def run(mode, n, burn, W, seed, hist, mom, cs, pb):
+def run(mode, n, burn, W, seed, hist, mom, cs, pb, ks):
     np.random.seed(seed)
     E = math.exp(-G * D); nb = pb.size - 1
     for w in range(W):
@@ -21,9 +22,9 @@ def run(mode, n, burn, W, seed, hist, mom, cs, pb):
             if mode == 0:
                 k = -D * (math.cos(qh / E1) + math.cos(qh / E2))
             elif mode == 1:
-                k = D * np.random.normal()
+                k = ks * D * np.random.normal()
             else:
-                k = -D * (math.cos(2 * math.pi * np.random.random()) + math.cos(2 * math.pi * np.random.random()))
+                k = -ks * D * (math.cos(2 * math.pi * np.random.random()) + math.cos(2 * math.pi * np.random.random()))
             b = -1
             if p >= pb[0] and p < pb[nb]:
                 b = int((p - pb[0]) / (pb[nb] - pb[0]) * nb)
@@ -44,9 +45,9 @@ def run(mode, n, burn, W, seed, hist, mom, cs, pb):
                     cs[w, b2, 4] += k2 * k; cs[w, b2, 5] += 1
             k2 = k1; b2 = b1; k1 = k; b1 = b
 
-def go(mode, n, W, seed):
+def go(mode, n, W, seed, ks=1.0):
     hist = np.zeros((W, BINS)); mom = np.zeros((W, 3)); cs = np.zeros((W, PB.size - 1, 6))
-    run(mode, n, n // 10, W, seed, hist, mom, cs, PB)
+    run(mode, n, n // 10, W, seed, hist, mom, cs, PB, ks)
     ok = mom[:, 0] > 0; print("diverged walkers", int((~ok).sum()), flush=True)
     hist, mom, cs = hist[ok], mom[ok], cs[ok]
     var = (mom[:, 2].sum() / mom[:, 0].sum()) - (mom[:, 1].sum() / mom[:, 0].sum()) ** 2
@@ -65,11 +66,12 @@ def rms(ua, ub, w):
 if __name__ == "__main__":
     n = int(float(sys.argv[1])) if len(sys.argv) > 1 else 2_000_000
     W = int(sys.argv[2]) if len(sys.argv) > 2 else 4
-    out = {"steps_per_walker": n, "walkers": W, "runs": {}}
+    ks = float(sys.argv[3]) if len(sys.argv) > 3 else 1.0
+    out = {"steps_per_walker": n, "walkers": W, "kick_scale_bc": ks, "runs": {}}
     res = {}
     for name, mode in (("a", 0), ("b", 1), ("c", 2)):
         for s in (1, 2):
-            h, v, cs = go(mode, n, W, 100 * mode + s)
+            h, v, cs = go(mode, n, W, 100 * mode + s, ks)
             res[name, s] = (h, v, cs); out["runs"][f"{name}{s}"] = {"var_p": v}
             print(name, s, "var(p)", v, flush=True)
     # conditional correlations from (a), both seeds pooled over walkers
@@ -104,4 +106,5 @@ if __name__ == "__main__":
         sel = keep & (np.abs(np.abs(cen) - g) < 0.1)
         prof[str(g)] = float((d[sel] * w[sel]).sum() / w[sel].sum()) if sel.any() else None
     print("profile a-c", prof, flush=True); out["profile_a_minus_c"] = prof
-    json.dump(out, open("benchmarks/calibration/dw_p_colour.json", "w"), indent=1)
+    name = "dw_p_colour.json" if ks == 1.0 else f"dw_p_colour_scale{ks:g}.json"
+    json.dump(out, open(f"benchmarks/calibration/{name}", "w"), indent=1)
