@@ -836,3 +836,33 @@ def test_a_correction_within_its_monte_carlo_error_is_not_applied_and_keeps_its_
     assert np.allclose(out.U_upper - out.U_mean, np.hypot(hi, Z94 * se), rtol=0.05)
     on = corrected_fit(raw, base)
     assert np.allclose(on.U_mean - on.U_mean @ w, raw.U_mean - raw.U_mean @ w + 0.02 * shape, atol=1e-9)
+
+
+def test_kick_colour_is_flagged_from_the_residual_kicks_of_a_map_with_moving_average_kicks():
+    """white_noise_check's colour test (bias.kick_colour on residual_kick_correlation's lags 1-3) on frames of an
+    independent numpy damped map on U = q^2/2 whose kicks are s (eta_n + b eta_{n-2}): lag-2 correlation b / (1 + b^2),
+    so f = 1 + 2 b / (1 + b^2).  b = 0.05 (f = 1.0998) is flagged with f recovered; white kicks (b = 0) are not.  The
+    three learns the tolerance was set on (FDELTA.md) keep their verdicts."""
+    from bayescg.bias import kick_colour, residual_kick_correlation
+
+    delta, gamma, n, W = 0.3, 0.1, 20_000, 16
+    E = np.exp(-gamma * delta)
+    for b, flagged in ((0.05, True), (0.0, False)):
+        rng = np.random.default_rng(11)
+        eta = rng.standard_normal((n + 2, W))
+        xi = 0.3 * (eta[2:] + b * eta[:-2])
+        q, p = np.zeros((n, W, 1)), np.zeros((n, W, 1))
+        qq, pp = rng.standard_normal(W), rng.standard_normal(W)
+        for i in range(n):
+            q[i, :, 0], p[i, :, 0] = qq, pp
+            qh = qq + 0.5 * delta * pp
+            pp = E * pp - delta * qh + xi[i]
+            qq = qh + 0.5 * delta * pp
+        st = residual_kick_correlation(q, p, lambda x: x, delta=delta, A=1.0, E=E)
+        col = kick_colour(st["rho"], st["rho_se"])
+        assert col["flag"] is flagged, (b, col, st["rho"])
+        assert col["diffusion_factor"] == pytest.approx(1 + 2 * b / (1 + b * b), abs=4 * col["diffusion_factor_se"])
+    se = 0.0017677669529663688  # 3.2e5 kicks: the white-noise check's frames
+    assert kick_colour([0.0025, 0.0262, 0.0037], se)["flag"]  # double well, delta 0.3
+    assert not kick_colour([-0.0024, 0.0037, 0.0019], se)["flag"]  # double well, delta 0.25
+    assert not kick_colour([0.0006, -0.0004, -0.0018], se)["flag"]  # Test 1, delta 0.5
