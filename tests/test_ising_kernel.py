@@ -169,7 +169,7 @@ def test_python_calls_and_the_nuts_callback_run_the_one_compiled_likelihood():
     its own, and the callback's density is that likelihood + Normal(0, prior_sd) prior + log-Jacobian of
     theta_cf = 0.5 + 0.5 sigmoid(z), with the chain-ruled gradient.  A buffer carrying another process's address
     (here: garbage) is re-addressed before use."""
-    from bayescg.ising.kernel import MarginalDensity, loglik_grad
+    from bayescg.ising.kernel import MARGINAL_HEADER, MarginalDensity, loglik_grad
 
     cm = CoarseModel(14, 2, "110", beta=0.9, mu_c=0.3, periodic=True)
     rng = np.random.default_rng(5)
@@ -184,7 +184,7 @@ def test_python_calls_and_the_nuts_callback_run_the_one_compiled_likelihood():
     assert np.array_equal(fast.pointwise(th, tf), pw[fast.inverse])
     prior_sd = 1.5
     dens = MarginalDensity(cm, x, prior_sd, fast)
-    dens.buf[12] = 8.0  # a stale address
+    dens.buf[MARGINAL_HEADER.index("loglik_address")] = 8.0  # a stale address
     lp, gu = dens.logp_grad(np.r_[th, z])
     sig = 1 / (1 + np.exp(-z))
     h1 = 0.5 * sig * (1 - sig)

@@ -405,6 +405,7 @@ class FastLoglik:
 MARGINAL_HEADER = ("length", "K", "T", "S", "L", "n", "U", "periodic", "level", "n_data", "beta", "prior_sd",
                    "loglik_address")
 _O = len(MARGINAL_HEADER)
+_ADDRESS = MARGINAL_HEADER.index("loglik_address")
 
 
 def _loglik_cb(user_data, x_, grad_, pw_):
@@ -464,7 +465,7 @@ def marginal_logp_grad(u, buf, grad):
         th[k] = u[k]
     th[K] = 0.5 + 0.5 * sig
     g = np.empty(K + 1)
-    ll = call_kernel(np.int64(buf[12]), buf, th, g, np.empty(U))
+    ll = call_kernel(np.int64(buf[_ADDRESS]), buf, th, g, np.empty(U))
     prec = 1.0 / prior_sd ** 2
     h1 = 0.5 * sig * (1.0 - sig)  # d theta_cf / dz
     val = ll + np.log(h1)
@@ -521,7 +522,7 @@ def pack_marginal(args: tuple, prior_sd: float) -> np.ndarray:
 
 def _addressed(buf: np.ndarray) -> np.ndarray:
     """``buf`` with this process's address of :func:`loglik_cfunc` in its header."""
-    buf[12] = float(loglik_cfunc().address)
+    buf[_ADDRESS] = float(loglik_cfunc().address)
     return buf
 
 
