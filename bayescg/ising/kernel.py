@@ -23,7 +23,6 @@ Shapes: S = 2**L states, F = S first blocks (periodic) or 1 (open), T terms, K =
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 import threading
 import warnings
@@ -34,6 +33,7 @@ from numba import types
 from numba.core.errors import NumbaExperimentalFeatureWarning
 
 from ..kernels.callbacks import EXPAND_SIG, KERNEL_SIG, LOGP_SIG, call_kernel, logp_into, packed
+from ..sampling import _DP
 from .coarse import CoarseModel
 
 RESCALE_BELOW = 1e-200  # message sums below this are renormalized (one log); weights are <= 1
@@ -524,9 +524,6 @@ def _addressed(buf: np.ndarray) -> np.ndarray:
     """``buf`` with this process's address of :func:`loglik_cfunc` in its header."""
     buf[_ADDRESS] = float(loglik_cfunc().address)
     return buf
-
-
-_DP = ctypes.POINTER(ctypes.c_double)
 
 
 def loglik_through_cfunc(buf, theta_c, theta_cf):
