@@ -526,8 +526,8 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
                     f"{chk['corrected']['rho'][0]:.2f} > {chk['rho_tol']}): the step delta = {sim.delta:g} resolves part "
                     "of what the correction treats as noise, so U_k here is the potential at the scale this step "
                     "resolves (bayescg.bias.white_noise_check)")
-            col = chk.get("colour")
-            if col is not None and col["flag"]:
+            col = chk["colour"]
+            if col["flag"]:
                 rho = ", ".join(f"{r:.3f}" for r in chk["corrected"]["rho"])
                 warnings.append(
                     f"the residual kicks of the corrected U are coloured (autocorrelation at lags 1-3: {rho}; momentum "
