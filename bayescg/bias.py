@@ -1103,6 +1103,32 @@ def kick_colour(rho, rho_se) -> dict:
             "flag": bool(abs(f - 1.0) > COLOUR_TOL and abs(f - 1.0) > 4.0 * se)}
 
 
+def ma_taps(rho) -> np.ndarray:
+    """Taps c (K + 1,) of the moving average x_n = sum_j c_j e_{n-j} (e i.i.d. with unit variance; sum c^2 = 1, so x
+    has unit variance too) whose autocorrelation at lags 1..K is ``rho`` (K,): the invertible solution, found by
+    Newton's method from c = (1, rho) (for |rho| << 1 the taps are ~ rho).  InputError when no moving average has
+    these autocorrelations (the spectrum 1 + 2 sum_k rho_k cos(k w) is not positive for every w)."""
+    from scipy.optimize import fsolve
+
+    rho = np.asarray(rho, dtype=float).reshape(-1)
+    if rho.size == 0:
+        return np.ones(1)
+    w = np.linspace(0.0, math.pi, 4097)
+    if not np.all(np.isfinite(rho)) or np.min(1.0 + 2.0 * np.cos(np.outer(w, np.arange(1, rho.size + 1))) @ rho) <= 0:
+        raise InputError(f"no moving average has the autocorrelations {np.round(rho, 4).tolist()} (its spectrum "
+                         "would be negative)")
+    K = rho.size
+
+    def eqs(c):
+        g = np.array([c[: K + 1 - k] @ c[k:] for k in range(K + 1)])
+        return np.concatenate([[g[0] - 1.0], g[1:] - rho])
+
+    c = fsolve(eqs, np.concatenate([[1.0], rho]) / math.sqrt(1.0 + rho @ rho), xtol=1e-13)
+    if np.max(np.abs(eqs(c))) > 1e-9 or c[0] <= 0:
+        raise InputError(f"moving-average taps for the autocorrelations {np.round(rho, 4).tolist()} did not converge")
+    return c / math.sqrt(c @ c)
+
+
 def check_frames(potential, sim, *, steps_per_walker: int = 20_000, walkers: int = 16, seed: int = 7):
     """(q, p, A, E): a fresh stretch of the V-run for the kick statistics -- ``walkers`` trajectories (n, W, d) of the
     damped map on ``potential`` (the run's delta, mass A, friction) started from the run's final walker states, one
@@ -1156,23 +1182,29 @@ def white_noise_check(potential, sim, knots, coef_raw, coef_corrected, *, frames
     return out, kicks
 
 
-def coupled_maps(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, walkers, seed, lo, hi, hist, mom):
+def coupled_maps(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, walkers, seed, lo, hi, hist, mom, taps=None):
     """Two copies (c = 0, 1) of the 1D map (3.2) with inverse mass a on a tabulated gradient (tab_g at
     x0 + j / inv_h, linear interpolation, linear continuation off the table), kicked by kick_a[k] and kick_b[k]
     with the same random index k each step (quantile coupling when both tables are sorted), from the same start,
-    ``walkers`` walkers of ``n`` steps.  hist (2, bins): counts of q after ``burn`` steps on [lo, hi) (added to);
-    mom (2, walkers, 20, 2): batch sums of p, p^2 (added to).  Walker w draws its start (q, p ~ N(0, 1)) and its
-    indices from its own xoshiro stream (kernels.rng, SeedSequence(seed).spawn(walkers)[w]): the result does not
-    depend on the number of threads (:func:`_coupled_lanes` runs blocks of LANES walkers in parallel)."""
+    ``walkers`` walkers of ``n`` steps.  ``taps`` (K + 1,) with sum taps^2 = 1 (:func:`ma_taps`): copy 0's kick is
+    instead the moving average sum_j taps[j] kick_a[k_{n-j}] of its last K + 1 draws (the same variance, the
+    autocorrelation the taps give, shape nearly kept: excess kurtosis x sum taps^4), copy 1's stays white; None or
+    [1]: both white.  hist (2, bins): counts of q after ``burn`` steps on [lo, hi) (added to); mom (2, walkers, 20,
+    2): batch sums of p, p^2 (added to).  Walker w draws its start (q, p ~ N(0, 1)) and its indices from its own
+    xoshiro stream (kernels.rng, SeedSequence(seed).spawn(walkers)[w]): the result does not depend on the number of
+    threads (:func:`_coupled_lanes` runs blocks of LANES walkers in parallel)."""
     from .kernels.rng import seed_states
 
     from .kernels.loops import spread
 
+    taps = np.ones(1) if taps is None else np.ascontiguousarray(taps, dtype=float)
+    if taps.ndim != 1 or taps.size < 1 or abs(float(taps @ taps) - 1.0) > 1e-9:
+        raise InputError("coupled_maps: taps must be a 1D array with sum of squares 1")
     hw = np.zeros((int(walkers), 2, hist.shape[1]))  # per-walker counts: threads never write the same row
     spread(_coupled_lanes, -(-int(walkers) // LANES),
            (float(x0), float(inv_h), np.ascontiguousarray(tab_g, dtype=float), float(delta), float(a), float(E),
-            np.ascontiguousarray(kick_a, dtype=float), np.ascontiguousarray(kick_b, dtype=float), int(n), int(burn),
-            seed_states(int(seed), int(walkers)), float(lo), float(hi), hw, mom))
+            np.ascontiguousarray(kick_a, dtype=float), np.ascontiguousarray(kick_b, dtype=float), taps, int(n),
+            int(burn), seed_states(int(seed), int(walkers)), float(lo), float(hi), hw, mom))
     hist += hw.sum(axis=0)
 
 
@@ -1180,7 +1212,7 @@ _BATCHES = 20  # batches per walker of coupled_maps' momentum sums
 
 
 @njit(nogil=True, cache=True)
-def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, rng, lo, hi, hist, mom, blk0, blk1):
+def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, taps, n, burn, rng, lo, hi, hist, mom, blk0, blk1):
     """The loop of :func:`coupled_maps` over blocks blk0 .. blk1 - 1: a thread advances LANES walkers x 2 copies
     together step by step (16 independent recurrences, so the table look-ups of one overlap the others' latency);
     hist (W, 2, bins).  Serial and nogil, run on threads by loops.spread (a prange loop took ~2 s CPU more to
@@ -1188,6 +1220,7 @@ def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, rng, 
     L = LANES
     W = rng.shape[0]
     nt, nk = tab_g.size, kick_a.size
+    K = taps.size
     bins = hist.shape[2]
     per = max((n - burn) // _BATCHES, 1)
     scale = bins / (hi - lo)
@@ -1201,24 +1234,41 @@ def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, rng, 
         sp = np.zeros((2, L))
         spp = np.zeros((2, L))
         kk = np.zeros(L, dtype=np.int64)
+        ka = np.zeros(L)
+        past = np.zeros((L, K))  # copy 0's last K draws of kick_a (a ring), for the moving average
         for l in range(nl):
             z0, z1 = normal_pair(rng[w0 + l])
             q[0, l] = z0
             q[1, l] = z0
             p[0, l] = z1
             p[1, l] = z1
+        if K > 1:  # start the moving average in its stationary law: K - 1 earlier draws
+            for l in range(nl):
+                for j in range(1, K):
+                    past[l, j] = kick_a[min(int(np.float64(next_u64(rng[w0 + l]) >> np.uint64(11)) * fk), nk - 1)]
         b, left = 0, per
         for i in range(n):
             for l in range(nl):
                 kk[l] = min(int(np.float64(next_u64(rng[w0 + l]) >> np.uint64(11)) * fk), nk - 1)
+            if K == 1:
+                for l in range(nl):
+                    ka[l] = kick_a[kk[l]]
+            else:
+                slot = i % K  # past[l, (slot - j) % K] is the draw of j steps ago
+                for l in range(nl):
+                    past[l, slot] = kick_a[kk[l]]
+                    acc = 0.0
+                    for j in range(K):
+                        acc += taps[j] * past[l, (slot - j + K) % K]
+                    ka[l] = acc
             for c in range(2):
-                kick = kick_a if c == 0 else kick_b
                 for l in range(nl):
                     qh = q[c, l] + h * p[c, l]
                     u = (qh - x0) * inv_h
                     j = min(max(int(math.floor(u)), 0), nt - 2)
                     f = u - j
-                    pn = E * p[c, l] - delta * ((1.0 - f) * tab_g[j] + f * tab_g[j + 1]) + kick[kk[l]]
+                    kick = ka[l] if c == 0 else kick_b[kk[l]]
+                    pn = E * p[c, l] - delta * ((1.0 - f) * tab_g[j] + f * tab_g[j + 1]) + kick
                     p[c, l] = pn
                     q[c, l] = qh + h * pn
             if i >= burn:
@@ -1246,11 +1296,13 @@ def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, rng, 
 
 
 def kick_shape_shift(knots, coef, kicks, *, edges, delta, a, E, steps: int, n_eff_factor: float, knots_n,
-                     walkers: int = 16, seeds=(1, 2)):
-    """What the shape of the kicks (not their variance) changes in the learned U (1D): L_kicks[U_c] -
+                     walkers: int = 16, seeds=(1, 2), taps=None):
+    """What the shape and the colour of the kicks (not their variance) change in the learned U (1D): L_kicks[U_c] -
     L_gauss[U_c], from paired runs of the map on U_c (spline ``coef`` on ``knots``) driven by the recorded
-    residual kicks ``kicks`` (n,) resampled i.i.d. and by Gaussian kicks of the same variance, quantile-coupled
-    (both tables sorted, the same random index each step) so that the difference has a small Monte Carlo error;
+    residual kicks ``kicks`` (n,) resampled i.i.d. -- filtered by the moving average ``taps`` (:func:`ma_taps`) when
+    given, so that they carry the measured colour -- and by white Gaussian kicks of the same variance,
+    quantile-coupled (both tables sorted, the same random index each step) so that the difference has a small
+    Monte Carlo error;
     both fitted by the same recipe (MAP, ``knots_n`` break points, histogram ``edges``, n_eff = ``n_eff_factor``
     x counts).  Returns (grid (G,), shift (G,) aligned to count-weighted mean 0, se (G,) from the spread over
     ``seeds``, excess kurtosis of the kicks)."""
@@ -1272,7 +1324,7 @@ def kick_shape_shift(knots, coef, kicks, *, edges, delta, a, E, steps: int, n_ef
         hist = np.zeros((2, e.size - 1))
         mom = np.zeros((2, int(walkers), 20, 2))
         coupled_maps(xs[0], 1.0 / (xs[1] - xs[0]), tab, float(delta), float(a), float(E), r, gq, n, n // 10,
-                      int(walkers), int(sd), float(e[0]), float(e[-1]), hist, mom)
+                      int(walkers), int(sd), float(e[0]), float(e[-1]), hist, mom, taps=taps)
         Us = []
         for c in range(2):
             m = (n - n // 10) // 20
@@ -1291,14 +1343,26 @@ def kick_shape_shift(knots, coef, kicks, *, edges, delta, a, E, steps: int, n_ef
     return G, shifts.mean(axis=0), se, float(st.kurtosis(r))
 
 
-def apply_kick_shape(corr: FixedPointCorrection, target, sim, kicks, *, steps: int, seeds=(1, 2)) -> None:
-    """Complete the 1D fixed point (B4) for the shape of the noise, in place on ``corr``: the white runs solve
-    L_gauss[U] = L_delta[V]; with the recorded kicks the equation is L_kicks[U] = L_delta[V], i.e.
+def apply_kick_shape(corr: FixedPointCorrection, target, sim, kicks, *, steps: int, seeds=(1, 2), rho=None) -> None:
+    """Complete the 1D fixed point (B4) for the shape and the colour of the noise, in place on ``corr``: the white
+    runs solve L_gauss[U] = L_delta[V]; with the recorded kicks the equation is L_kicks[U] = L_delta[V], i.e.
     L_gauss[U] = L_delta[V] - (L_kicks[U] - L_gauss[U]).  The bracket (:func:`kick_shape_shift` at U_c) is a
     small, smooth term, so one preconditioned step U_c <- U_c - s x shift completes it (first order in the
-    shift).  Its Monte Carlo error (spread over ``seeds``) joins ``correction_se`` in quadrature; the result
-    is summarised in ``corr.kick_shape``."""
+    shift).  ``rho``: the residual kicks' autocorrelation at lags 1..K (:func:`white_noise_check`), given to the
+    recorded kicks by a moving average (:func:`ma_taps`) -- kicks correlated across steps diffuse the momentum
+    differently at each orbit frequency, which white kicks of any shape miss (a double well at delta 0.3: rho_2
+    0.025, benchmarks/calibration/FDELTA.md).  Its Monte Carlo error (spread over ``seeds``) joins
+    ``correction_se`` in quadrature; the result is summarised in ``corr.kick_shape`` (``colour``: the taps used,
+    or why none were)."""
     from .splines import design_matrix
+
+    taps, colour = None, None
+    if rho is not None:
+        try:
+            taps = ma_taps(rho)
+            colour = {"modelled": True, "rho": [float(r) for r in np.ravel(rho)], "taps": taps.tolist()}
+        except InputError as exc:  # the shape step still runs; learn's colour warning says what is missing
+            colour = {"modelled": False, "rho": [float(r) for r in np.ravel(rho)], "reason": str(exc)}
 
     A = np.asarray(sim.mass, dtype=float)
     G = np.asarray(sim.friction, dtype=float)
@@ -1308,7 +1372,7 @@ def apply_kick_shape(corr: FixedPointCorrection, target, sim, kicks, *, steps: i
     knots_n = len(np.unique(target.knots[0]))
     gx, shift, se, kurt = kick_shape_shift(target.knots, coef_c, kicks, edges=sim.hist_edges[0], delta=sim.delta,
                                            a=a, E=E, steps=steps, n_eff_factor=n_eff_factor, knots_n=knots_n,
-                                           seeds=seeds)
+                                           seeds=seeds, taps=taps)
     x = np.asarray(corr.grid, dtype=float)
     sh, sse = np.interp(x, gx, shift), np.interp(x, gx, se)
     B = design_matrix(gx, target.knots)
@@ -1322,8 +1386,10 @@ def apply_kick_shape(corr: FixedPointCorrection, target, sim, kicks, *, steps: i
     reg = np.asarray(target.mass_region, dtype=bool)
     corr.size = float(np.max(np.abs(corr.correction[reg])))
     corr.kick_shape = {"excess_kurtosis": kurt, "shift_max": float(np.max(np.abs(sh[reg]))),
-                       "shift_se_max": float(np.max(sse[reg])), "steps": int(steps), "seeds": list(seeds)}
-    corr.method += "; + the recorded kicks' shape (bayescg.bias.apply_kick_shape)"
+                       "shift_se_max": float(np.max(sse[reg])), "steps": int(steps), "seeds": list(seeds),
+                       "colour": colour}
+    corr.method += ("; + the recorded kicks' shape " + ("and colour " if taps is not None else "")
+                    + "(bayescg.bias.apply_kick_shape)")
 
 
 def damped_white_learner(sim, sim_kw: dict, *, knots, steps: int, seed: int, control=None):

@@ -519,7 +519,7 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
                 # four independent coupled runs (seeds from the run's seed, so replicate runs do not share this Monte
                 # Carlo error) of half the length each: the same cost as two full ones, a spread with 3 degrees of freedom
                 apply_kick_shape(corr, target, sim, kicks, steps=int(min(4 * steps, 2e8)) // 2,
-                                 seeds=tuple(1000 * int(seed) + k for k in range(1, 5)))
+                                 seeds=tuple(1000 * int(seed) + k for k in range(1, 5)), rho=chk["corrected"]["rho"])
             if chk["flag"]:
                 warnings.append(
                     f"the residual kicks of the corrected U are not white (lag-1 autocorrelation "

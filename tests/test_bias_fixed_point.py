@@ -866,3 +866,62 @@ def test_kick_colour_is_flagged_from_the_residual_kicks_of_a_map_with_moving_ave
     assert kick_colour([0.0025, 0.0262, 0.0037], se)["flag"]  # double well, delta 0.3
     assert not kick_colour([-0.0024, 0.0037, 0.0019], se)["flag"]  # double well, delta 0.25
     assert not kick_colour([0.0006, -0.0004, -0.0018], se)["flag"]  # Test 1, delta 0.5
+
+
+def test_ma_taps_against_the_closed_form_of_order_one_and_refuses_an_impossible_colour():
+    """bias.ma_taps: for one lag the invertible moving average x = e_n + b e_{n-1} has rho_1 = b / (1 + b^2), so
+    rho_1 = 0.4 gives b = 0.5 (taps (1, 0.5) / sqrt(1.25)); rho_1 = 0.6 > 1/2 has no moving average (InputError);
+    for three lags the taps' autocorrelation equals the request."""
+    from bayescg.bias import ma_taps
+    from bayescg.errors import InputError
+
+    assert np.allclose(ma_taps([0.4]), np.array([1.0, 0.5]) / math.sqrt(1.25), atol=1e-10)
+    with pytest.raises(InputError):
+        ma_taps([0.6])
+    rho = np.array([0.0003, 0.0245, 0.0036])
+    c = ma_taps(rho)
+    assert c @ c == pytest.approx(1.0, abs=1e-12)
+    assert np.allclose([c[:-k] @ c[k:] for k in (1, 2, 3)], rho, atol=1e-10)
+    assert ma_taps([]).tolist() == [1.0]
+
+
+def test_coupled_maps_colour_against_the_exact_linear_filter():
+    """bias.coupled_maps with moving-average taps on U = q^2/2 (delta 0.5, gamma 0.1): copy 0's kicks carry
+    autocorrelation 0.3 at lag 2, copy 1's are white.  Exact truth of the linear map: q_n = sum_m g_m e_{n-m} with
+    g = taps * h (h: the response of q to a unit kick j steps earlier), so var(q) = var(kick) sum g^2; white: sum
+    h^2.  The colour changes var(q) by ~30 % here; both copies must match their own exact value."""
+    from scipy import stats as st
+
+    from bayescg.bias import coupled_maps, ma_taps
+
+    delta, gamma = 0.5, 0.1
+    E = math.exp(-gamma * delta)
+    n_tab = 100_001
+    xs = np.linspace(-12, 12, 20001)
+    gq = np.sort(st.norm.ppf((np.arange(n_tab) + 0.5) / n_tab))
+    gq *= math.sqrt(0.125) / gq.std()
+    taps = ma_taps([0.0, 0.3, 0.0])
+    edges = np.linspace(-12, 12, 601)
+    hist = np.zeros((2, 600))
+    mom = np.zeros((2, 16, 20, 2))
+    coupled_maps(xs[0], 1 / (xs[1] - xs[0]), xs.copy(), delta, 1.0, E, gq, gq, 1_000_000, 50_000, 16, 5,
+                  -12.0, 12.0, hist, mom, taps=taps)
+    h = delta / 2
+    T = np.array([[1 - delta * h, h + h * (E - delta * h)], [-delta, E - delta * h]])
+    v = np.array([h, 1.0])
+    resp = []
+    for _ in range(3000):
+        resp.append(v[0])
+        v = T @ v
+    resp = np.array(resp)
+    var_white = 0.125 * np.sum(resp ** 2)
+    var_col = 0.125 * np.sum(np.convolve(taps, resp) ** 2)
+    assert var_col > 1.2 * var_white  # the colour is measurable
+    c = 0.5 * (edges[1:] + edges[:-1])
+    got = []
+    for k in range(2):
+        w = hist[k] / hist[k].sum()
+        m = w @ c
+        got.append(w @ (c - m) ** 2 - 0.04 ** 2 / 12)
+    assert got[0] == pytest.approx(var_col, rel=0.03), (got, var_col, var_white)
+    assert got[1] == pytest.approx(var_white, rel=0.03), (got, var_col, var_white)
