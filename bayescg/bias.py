@@ -1235,16 +1235,16 @@ def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, taps, n, burn,
         spp = np.zeros((2, L))
         kk = np.zeros(L, dtype=np.int64)
         ka = np.zeros(L)
-        past = np.zeros((L, K))  # copy 0's last K draws of kick_a (a ring), for the moving average
+        past = np.zeros((L, K))  # copy 0's draws of kick_a, past[l, j] from j steps ago, for the moving average
         for l in range(nl):
             z0, z1 = normal_pair(rng[w0 + l])
             q[0, l] = z0
             q[1, l] = z0
             p[0, l] = z1
             p[1, l] = z1
-        if K > 1:  # start the moving average in its stationary law: K - 1 earlier draws
+        if K > 1:  # start the moving average in its stationary law: K - 1 earlier draws, the oldest first
             for l in range(nl):
-                for j in range(1, K):
+                for j in range(K - 2, -1, -1):  # (shifted to j + 1 before the first step's draw)
                     past[l, j] = kick_a[min(int(np.float64(next_u64(rng[w0 + l]) >> np.uint64(11)) * fk), nk - 1)]
         b, left = 0, per
         for i in range(n):
@@ -1254,12 +1254,13 @@ def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, taps, n, burn,
                 for l in range(nl):
                     ka[l] = kick_a[kk[l]]
             else:
-                slot = i % K  # past[l, (slot - j) % K] is the draw of j steps ago
                 for l in range(nl):
-                    past[l, slot] = kick_a[kk[l]]
+                    for j in range(K - 1, 0, -1):  # a shift register (K is small): no index arithmetic per term
+                        past[l, j] = past[l, j - 1]
+                    past[l, 0] = kick_a[kk[l]]
                     acc = 0.0
                     for j in range(K):
-                        acc += taps[j] * past[l, (slot - j + K) % K]
+                        acc += taps[j] * past[l, j]
                     ka[l] = acc
             for c in range(2):
                 for l in range(nl):

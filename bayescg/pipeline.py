@@ -232,6 +232,14 @@ class LearnResult:
                       "(1D replicate studies: benchmarks/calibration/RESULTS.md)")
         else:
             s.add("correction: why not", c.get("reason"))
+        chk = c.get("white_noise_check") or {}
+        if chk.get("colour"):
+            col = chk["colour"]
+            s.add("residual kicks: momentum diffusion / white (lags 1-3)",
+                  f"{col['diffusion_factor']:.3f} +- {col['diffusion_factor_se']:.3f}")
+            ks = (c.get("kick_shape") or {}).get("colour")
+            s.add("kick colour in the correction", "modelled (moving average, lags 1-3)" if ks and ks.get("modelled")
+                  else f"not modelled ({ks['reason']})" if ks else "not modelled (no kick-shape step)")
         s.add("seconds", d["seconds"], ".1f", "s")
         return s
 
@@ -527,13 +535,16 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
                     "of what the correction treats as noise, so U_k here is the potential at the scale this step "
                     "resolves (bayescg.bias.white_noise_check)")
             col = chk["colour"]
-            if col["flag"]:
+            ks_col = (corr.kick_shape or {}).get("colour")
+            if col["flag"] and not (ks_col and ks_col["modelled"]):  # the kick-shape step models a colour when it runs (1D, V known)
                 rho = ", ".join(f"{r:.3f}" for r in chk["corrected"]["rho"])
                 warnings.append(
                     f"the residual kicks of the corrected U are coloured (autocorrelation at lags 1-3: {rho}; momentum "
-                    f"diffusion {col['diffusion_factor']:.3f}x that of white kicks of their variance): the correction "
-                    "models them as white, which leaves a bias its band does not hold (a double well at delta 0.3: "
-                    "walls ~0.015 low, 0.01 RMS, while at delta 0.25 its kicks are white; benchmarks/calibration/FDELTA.md)")
+                    f"diffusion {col['diffusion_factor']:.3f}x that of white kicks of their variance), and the correction "
+                    "models them as white here ("
+                    + (ks_col["reason"] if ks_col else "no kick-shape step: it runs in 1D with V known")
+                    + "), which leaves a bias its band does not hold (a double well at delta 0.3 with white kicks: walls "
+                    "~0.015 low, 0.01 RMS; benchmarks/calibration/FDELTA.md)")
         except (SimulationError, InputError) as exc:  # the fixed point stands; say what is missing
             warnings.append(f"finite-delta correction: the white-noise check / kick-shape step failed ({exc}); U is the "
                             "Gaussian white-kick fixed point without the kick-shape step, which on Test 1 leaves about "

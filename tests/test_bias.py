@@ -97,6 +97,14 @@ def test_learn_reports_the_correction_and_it_brings_U0_back():
     assert post["U_corrected"].shape == post["U"].shape
     assert np.allclose(post["U_corrected"].values.reshape(-1, x.size).mean(axis=0), d["U_mean"], atol=0.05)
     assert [t for t, _ in res.figures()][0] == "Effective potential: raw and finite-delta corrected"
+    # the kick-shape step gives the recorded kicks the colour the white-noise check measured (here white within
+    # its error): taps of the moving average whose lag-1..3 autocorrelation is that rho, said in the summary
+    col = c["kick_shape"]["colour"]
+    rho = c["white_noise_check"]["corrected"]["rho"]
+    assert col["modelled"] is True and col["rho"] == pytest.approx(rho)
+    taps = np.asarray(col["taps"])
+    assert np.allclose([taps[:-k] @ taps[k:] for k in (1, 2, 3)], rho, atol=1e-9)
+    assert res.summary()["kick colour in the correction"] == "modelled (moving average, lags 1-3)"
     off = learn_model(load_model("models/test1-quadratic.toml", {"simulation.steps": 400_000, "fit.method": "map",
                                                                  "fit.knots": 20, "fit.delta_correction": "none"}))
     assert off.to_dict()["finite_delta_correction"] == {"applied": False, "reason": "fit.delta_correction = 'none'"}
@@ -149,3 +157,29 @@ def test_a_failing_kick_shape_step_keeps_the_fixed_point_and_says_so(monkeypatch
     assert d["finite_delta_correction"].get("kick_shape") is None
     assert any("kick-shape step failed" in w and "histogram is empty" in w for w in d["warnings"])
     assert all(lo <= u <= hi for lo, u, hi in zip(d["U_lower"], d["U_mean"], d["U_upper"]))
+
+
+def test_a_colour_the_correction_cannot_model_is_warned_about(monkeypatch):
+    """When the residual kicks are coloured (kick_colour flags) and no moving average has their autocorrelation,
+    learn keeps the fixed point with white kicks and warns, naming why; the summary says the colour is not
+    modelled."""
+    import bayescg.bias as bias
+    from bayescg.config import load_model
+    from bayescg.errors import InputError
+    from bayescg.pipeline import learn_model
+
+    def impossible(rho):
+        raise InputError("no moving average has the autocorrelations [0.6] (its spectrum would be negative)")
+
+    def coloured(rho, rho_se):
+        return {"diffusion_factor": 1.2, "diffusion_factor_se": 0.01, "tol": bias.COLOUR_TOL, "flag": True}
+    monkeypatch.setattr(bias, "ma_taps", impossible)
+    monkeypatch.setattr(bias, "kick_colour", coloured)
+    res = learn_model(load_model("models/test1-quadratic.toml", {"simulation.steps": 400_000, "fit.method": "map",
+                                                                 "fit.knots": 12}))
+    d = res.to_dict()
+    col = d["finite_delta_correction"]["kick_shape"]["colour"]
+    assert col["modelled"] is False and "spectrum would be negative" in col["reason"]
+    (w,) = [w for w in d["warnings"] if "coloured" in w]
+    assert "models them as white here (no moving average" in w
+    assert res.summary()["kick colour in the correction"].startswith("not modelled (no moving average")
