@@ -61,7 +61,10 @@ spline draws (:func:`band_sd_at`): the sparse 2D fit reports on its own data reg
 What the white model leaves out (measured, benchmarks/calibration/FDELTA.md): the micro-scale kicks of Test 1
 are white (lag-1 autocorrelation 0.000 +- 0.002 about the corrected U) but not Gaussian (excess kurtosis -0.75);
 white runs driven by the recorded kicks resampled i.i.d. learn the V-run's curvature 1.0917, Gaussian ones
-1.094-1.095.  :func:`white_noise_check` measures the whiteness on every corrected run that knows V.
+1.094-1.095.  :func:`white_noise_check` measures the whiteness on every corrected run that knows V.  The double
+well's kicks at delta 0.3 are coloured (autocorrelation 0.025 at lag 2): white kicks of any shape learn its walls
+~0.015 too low, so the kick-shape step (:func:`apply_kick_shape`) gives the recorded kicks the measured lag-1..3
+autocorrelation by a moving average (:func:`ma_taps`).
 """
 from __future__ import annotations
 
