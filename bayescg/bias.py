@@ -1132,6 +1132,23 @@ def ma_taps(rho) -> np.ndarray:
     return c / math.sqrt(c @ c)
 
 
+def colour_taps(check) -> tuple:
+    """(taps or None, summary): the moving average (:func:`ma_taps`) that gives the kick-shape step's recorded kicks
+    the colour :func:`white_noise_check` measured (lags 1..3 of the residual kicks about U_c), or None and why not.
+    Not when the check's ``flag`` is up: a lag-1 autocorrelation above RHO_TOL says the step resolves part of
+    V - U_c, so the correlation belongs to a resolved scale, which the learned U keeps, not to noise (Test 1 at
+    delta 0.065, rho_1 0.42: modelled as colour, the corrected U moved 0.015 -> 0.067 RMS from U_1)."""
+    rho = [float(r) for r in np.ravel(check["corrected"]["rho"])]
+    if check.get("flag"):
+        return None, {"modelled": False, "rho": rho, "reason": f"lag-1 autocorrelation {rho[0]:.2f} > {RHO_TOL}: the "
+                      "step resolves part of what is treated as noise, so its correlation is not a noise colour"}
+    try:
+        taps = ma_taps(rho)
+    except InputError as exc:  # the shape step still runs; learn's colour warning says what is missing
+        return None, {"modelled": False, "rho": rho, "reason": str(exc)}
+    return taps, {"modelled": True, "rho": rho, "taps": taps.tolist()}
+
+
 def check_frames(potential, sim, *, steps_per_walker: int = 20_000, walkers: int = 16, seed: int = 7):
     """(q, p, A, E): a fresh stretch of the V-run for the kick statistics -- ``walkers`` trajectories (n, W, d) of the
     damped map on ``potential`` (the run's delta, mass A, friction) started from the run's final walker states, one
@@ -1347,26 +1364,20 @@ def kick_shape_shift(knots, coef, kicks, *, edges, delta, a, E, steps: int, n_ef
     return G, shifts.mean(axis=0), se, float(st.kurtosis(r))
 
 
-def apply_kick_shape(corr: FixedPointCorrection, target, sim, kicks, *, steps: int, seeds=(1, 2), rho=None) -> None:
+def apply_kick_shape(corr: FixedPointCorrection, target, sim, kicks, *, steps: int, seeds=(1, 2), check=None) -> None:
     """Complete the 1D fixed point (B4) for the shape and the colour of the noise, in place on ``corr``: the white
     runs solve L_gauss[U] = L_delta[V]; with the recorded kicks the equation is L_kicks[U] = L_delta[V], i.e.
     L_gauss[U] = L_delta[V] - (L_kicks[U] - L_gauss[U]).  The bracket (:func:`kick_shape_shift` at U_c) is a
     small, smooth term, so one preconditioned step U_c <- U_c - s x shift completes it (first order in the
-    shift).  ``rho``: the residual kicks' autocorrelation at lags 1..K (:func:`white_noise_check`), given to the
-    recorded kicks by a moving average (:func:`ma_taps`) -- kicks correlated across steps diffuse the momentum
-    differently at each orbit frequency, which white kicks of any shape miss (a double well at delta 0.3: rho_2
-    0.025, benchmarks/calibration/FDELTA.md).  Its Monte Carlo error (spread over ``seeds``) joins
+    shift).  ``check``: :func:`white_noise_check`'s result, whose autocorrelation of the residual kicks is given
+    to the recorded kicks by a moving average (:func:`colour_taps`) -- kicks correlated across steps diffuse the
+    momentum differently at each orbit frequency, which white kicks of any shape miss (a double well at delta 0.3:
+    rho_2 0.025, benchmarks/calibration/FDELTA.md).  Its Monte Carlo error (spread over ``seeds``) joins
     ``correction_se`` in quadrature; the result is summarised in ``corr.kick_shape`` (``colour``: the taps used,
     or why none were)."""
     from .splines import design_matrix
 
-    taps, colour = None, None
-    if rho is not None:
-        try:
-            taps = ma_taps(rho)
-            colour = {"modelled": True, "rho": [float(r) for r in np.ravel(rho)], "taps": taps.tolist()}
-        except InputError as exc:  # the shape step still runs; learn's colour warning says what is missing
-            colour = {"modelled": False, "rho": [float(r) for r in np.ravel(rho)], "reason": str(exc)}
+    taps, colour = colour_taps(check) if check is not None else (None, None)
 
     A = np.asarray(sim.mass, dtype=float)
     G = np.asarray(sim.friction, dtype=float)

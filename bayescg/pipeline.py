@@ -527,7 +527,7 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
                 # four independent coupled runs (seeds from the run's seed, so replicate runs do not share this Monte
                 # Carlo error) of half the length each: the same cost as two full ones, a spread with 3 degrees of freedom
                 apply_kick_shape(corr, target, sim, kicks, steps=int(min(4 * steps, 2e8)) // 2,
-                                 seeds=tuple(1000 * int(seed) + k for k in range(1, 5)), rho=chk["corrected"]["rho"])
+                                 seeds=tuple(1000 * int(seed) + k for k in range(1, 5)), check=chk)
             if chk["flag"]:
                 warnings.append(
                     f"the residual kicks of the corrected U are not white (lag-1 autocorrelation "
@@ -536,7 +536,9 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
                     "resolves (bayescg.bias.white_noise_check)")
             col = chk["colour"]
             ks_col = (corr.kick_shape or {}).get("colour")
-            if col["flag"] and not (ks_col and ks_col["modelled"]):  # the kick-shape step models a colour when it runs (1D, V known)
+            # the kick-shape step models a colour when it runs (1D, V known); a resolved scale (chk["flag"]) is warned
+            # about above: its correlation is not a noise colour
+            if col["flag"] and not chk["flag"] and not (ks_col and ks_col["modelled"]):
                 rho = ", ".join(f"{r:.3f}" for r in chk["corrected"]["rho"])
                 warnings.append(
                     f"the residual kicks of the corrected U are coloured (autocorrelation at lags 1-3: {rho}; momentum "

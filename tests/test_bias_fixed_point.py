@@ -925,3 +925,18 @@ def test_coupled_maps_colour_against_the_exact_linear_filter():
         got.append(w @ (c - m) ** 2 - 0.04 ** 2 / 12)
     assert got[0] == pytest.approx(var_col, rel=0.03), (got, var_col, var_white)
     assert got[1] == pytest.approx(var_white, rel=0.03), (got, var_col, var_white)
+
+
+def test_colour_taps_model_a_noise_colour_but_not_a_resolved_scale():
+    """bias.colour_taps on white_noise_check results: the double well's colour (delta 0.3) gets the moving average
+    of its lags 1-3; a flagged check (lag-1 autocorrelation above RHO_TOL: the step resolves part of V - U_c, Test 1
+    at delta 0.065) gets none, and says why; an impossible colour says why too."""
+    from bayescg.bias import RHO_TOL, colour_taps, ma_taps
+
+    rho = [0.0025, 0.0262, 0.0037]
+    taps, col = colour_taps({"corrected": {"rho": rho}, "flag": False})
+    assert col["modelled"] and np.allclose(taps, ma_taps(rho)) and col["taps"] == taps.tolist()
+    taps, col = colour_taps({"corrected": {"rho": [0.42, 0.1, 0.02]}, "flag": True})
+    assert taps is None and not col["modelled"] and f"0.42 > {RHO_TOL}" in col["reason"]
+    taps, col = colour_taps({"corrected": {"rho": [0.0, 0.6, 0.0]}, "flag": False})
+    assert taps is None and not col["modelled"] and "no moving average" in col["reason"]
