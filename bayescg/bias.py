@@ -1136,10 +1136,16 @@ def ma_taps(rho) -> np.ndarray:
 def colour_taps(check) -> tuple:
     """(taps or None, summary): the moving average (:func:`ma_taps`) that gives the kick-shape step's recorded kicks
     the colour :func:`white_noise_check` measured (lags 1..3 of the residual kicks about U_c), or None and why not.
-    Not when the check's ``flag`` is up: a lag-1 autocorrelation above RHO_TOL says the step resolves part of
+    Only a colour that :func:`kick_colour` flags (|f - 1| > COLOUR_TOL and > 4 se; below it the effect on U is
+    under ~0.002 RMS by the double well's 0.065 -> 0.004) is modelled: the moving average costs the coupled maps
+    ~30 % more.  Not when the check's ``flag`` is up: a lag-1 autocorrelation above RHO_TOL says the step resolves part of
     V - U_c, so the correlation belongs to a resolved scale, which the learned U keeps, not to noise (Test 1 at
     delta 0.065, rho_1 0.42: modelled as colour, the corrected U moved 0.015 -> 0.067 RMS from U_1)."""
     rho = [float(r) for r in np.ravel(check["corrected"]["rho"])]
+    col = check["colour"]
+    if not col["flag"]:  # white within COLOUR_TOL (or within 4 se): nothing to model, and the white maps are cheaper
+        return None, {"modelled": False, "rho": rho, "reason": f"white: momentum diffusion {col['diffusion_factor']:.3f} "
+                      f"+- {col['diffusion_factor_se']:.3f} of white kicks' (tolerance {COLOUR_TOL})"}
     if check.get("flag"):
         return None, {"modelled": False, "rho": rho, "reason": f"lag-1 autocorrelation {rho[0]:.2f} > {RHO_TOL}: the "
                       "step resolves part of what is treated as noise, so its correlation is not a noise colour"}
@@ -1256,7 +1262,8 @@ def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, taps, n, burn,
         spp = np.zeros((2, L))
         kk = np.zeros(L, dtype=np.int64)
         ka = np.zeros(L)
-        past = np.zeros((L, K))  # copy 0's draws of kick_a, past[l, j] from j steps ago, for the moving average
+        past = np.zeros((K, L))  # copy 0's last K draws of kick_a (a ring over steps), for the moving average
+        lag = np.zeros(K, dtype=np.int64)  # this step's row of the draw of j steps ago
         for l in range(nl):
             z0, z1 = normal_pair(rng[w0 + l])
             q[0, l] = z0
@@ -1265,8 +1272,8 @@ def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, taps, n, burn,
             p[1, l] = z1
         if K > 1:  # start the moving average in its stationary law: K - 1 earlier draws, the oldest first
             for l in range(nl):
-                for j in range(K - 2, -1, -1):  # (shifted to j + 1 before the first step's draw)
-                    past[l, j] = kick_a[min(int(np.float64(next_u64(rng[w0 + l]) >> np.uint64(11)) * fk), nk - 1)]
+                for j in range(K - 1, 0, -1):  # row K - j holds the draw of j steps before the first step
+                    past[K - j, l] = kick_a[min(int(np.float64(next_u64(rng[w0 + l]) >> np.uint64(11)) * fk), nk - 1)]
         b, left = 0, per
         for i in range(n):
             for l in range(nl):
@@ -1275,13 +1282,15 @@ def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, taps, n, burn,
                 for l in range(nl):
                     ka[l] = kick_a[kk[l]]
             else:
+                slot = i % K
+                for j in range(K):  # the ring's index arithmetic once per step, not per lane
+                    lag[j] = slot - j + K if slot < j else slot - j
                 for l in range(nl):
-                    for j in range(K - 1, 0, -1):  # a shift register (K is small): no index arithmetic per term
-                        past[l, j] = past[l, j - 1]
-                    past[l, 0] = kick_a[kk[l]]
+                    past[slot, l] = kick_a[kk[l]]
+                for l in range(nl):
                     acc = 0.0
                     for j in range(K):
-                        acc += taps[j] * past[l, j]
+                        acc += taps[j] * past[lag[j], l]
                     ka[l] = acc
             for c in range(2):
                 for l in range(nl):

@@ -97,14 +97,11 @@ def test_learn_reports_the_correction_and_it_brings_U0_back():
     assert post["U_corrected"].shape == post["U"].shape
     assert np.allclose(post["U_corrected"].values.reshape(-1, x.size).mean(axis=0), d["U_mean"], atol=0.05)
     assert [t for t, _ in res.figures()][0] == "Effective potential: raw and finite-delta corrected"
-    # the kick-shape step gives the recorded kicks the colour the white-noise check measured (here white within
-    # its error): taps of the moving average whose lag-1..3 autocorrelation is that rho, said in the summary
+    # Test 1's kicks are white: the kick-shape step models no colour and the summary says why
     col = c["kick_shape"]["colour"]
-    rho = c["white_noise_check"]["corrected"]["rho"]
-    assert col["modelled"] is True and col["rho"] == pytest.approx(rho)
-    taps = np.asarray(col["taps"])
-    assert np.allclose([taps[:-k] @ taps[k:] for k in (1, 2, 3)], rho, atol=1e-9)
-    assert res.summary()["kick colour in the correction"] == "modelled (moving average, lags 1-3)"
+    assert col["modelled"] is False and col["rho"] == pytest.approx(c["white_noise_check"]["corrected"]["rho"])
+    assert not c["white_noise_check"]["colour"]["flag"] and col["reason"].startswith("white")
+    assert res.summary()["kick colour in the correction"].startswith("not modelled (white")
     off = learn_model(load_model("models/test1-quadratic.toml", {"simulation.steps": 400_000, "fit.method": "map",
                                                                  "fit.knots": 20, "fit.delta_correction": "none"}))
     assert off.to_dict()["finite_delta_correction"] == {"applied": False, "reason": "fit.delta_correction = 'none'"}
@@ -183,3 +180,27 @@ def test_a_colour_the_correction_cannot_model_is_warned_about(monkeypatch):
     (w,) = [w for w in d["warnings"] if "coloured" in w]
     assert "models them as white here (no moving average" in w
     assert res.summary()["kick colour in the correction"].startswith("not modelled (no moving average")
+
+
+def test_a_flagged_colour_is_modelled_in_the_kick_shape_step(monkeypatch):
+    """When kick_colour flags the residual kicks (forced here on Test 1), the kick-shape step gives the recorded kicks
+    the moving average of the measured lag-1..3 autocorrelation (taps reproduce rho), learn does not warn about the
+    colour, and the summary says it is modelled."""
+    import bayescg.bias as bias
+    from bayescg.config import load_model
+    from bayescg.pipeline import learn_model
+
+    def coloured(rho, rho_se):
+        return {"diffusion_factor": 1.06, "diffusion_factor_se": 0.006, "tol": bias.COLOUR_TOL, "flag": True}
+    monkeypatch.setattr(bias, "kick_colour", coloured)
+    res = learn_model(load_model("models/test1-quadratic.toml", {"simulation.steps": 400_000, "fit.method": "map",
+                                                                 "fit.knots": 12}))
+    c = res.to_dict()["finite_delta_correction"]
+    col = c["kick_shape"]["colour"]
+    rho = c["white_noise_check"]["corrected"]["rho"]
+    assert col["modelled"] is True and col["rho"] == pytest.approx(rho)
+    taps = np.asarray(col["taps"])
+    assert taps @ taps == pytest.approx(1.0) and np.allclose([taps[:-k] @ taps[k:] for k in (1, 2, 3)], rho, atol=1e-9)
+    assert "colour" in c["method"]
+    assert not [w for w in res.to_dict()["warnings"] if "coloured" in w]
+    assert res.summary()["kick colour in the correction"] == "modelled (moving average, lags 1-3)"

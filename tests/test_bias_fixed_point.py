@@ -929,14 +929,19 @@ def test_coupled_maps_colour_against_the_exact_linear_filter():
 
 def test_colour_taps_model_a_noise_colour_but_not_a_resolved_scale():
     """bias.colour_taps on white_noise_check results: the double well's colour (delta 0.3) gets the moving average
-    of its lags 1-3; a flagged check (lag-1 autocorrelation above RHO_TOL: the step resolves part of V - U_c, Test 1
+    of its lags 1-3; Test 1's white kicks get none; a flagged check (lag-1 autocorrelation above RHO_TOL: the step resolves part of V - U_c, Test 1
     at delta 0.065) gets none, and says why; an impossible colour says why too."""
-    from bayescg.bias import RHO_TOL, colour_taps, ma_taps
+    from bayescg.bias import RHO_TOL, colour_taps, kick_colour, ma_taps
+
+    def check(rho, flag=False):
+        return {"corrected": {"rho": rho}, "flag": flag, "colour": kick_colour(rho, 0.0018)}
 
     rho = [0.0025, 0.0262, 0.0037]
-    taps, col = colour_taps({"corrected": {"rho": rho}, "flag": False})
+    taps, col = colour_taps(check(rho))
     assert col["modelled"] and np.allclose(taps, ma_taps(rho)) and col["taps"] == taps.tolist()
-    taps, col = colour_taps({"corrected": {"rho": [0.42, 0.1, 0.02]}, "flag": True})
+    taps, col = colour_taps(check([0.0006, -0.0004, -0.0018]))  # Test 1 at delta 0.5: white, nothing to model
+    assert taps is None and not col["modelled"] and col["reason"].startswith("white")
+    taps, col = colour_taps(check([0.42, 0.1, 0.02], flag=True))
     assert taps is None and not col["modelled"] and f"0.42 > {RHO_TOL}" in col["reason"]
-    taps, col = colour_taps({"corrected": {"rho": [0.0, 0.6, 0.0]}, "flag": False})
+    taps, col = colour_taps(check([0.0, 0.6, 0.0]))
     assert taps is None and not col["modelled"] and "no moving average" in col["reason"]
