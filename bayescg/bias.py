@@ -1140,7 +1140,7 @@ def colour_taps(check) -> tuple:
     under ~0.002 RMS by the double well's 0.065 -> 0.004) is modelled: the moving average costs the coupled maps
     ~30 % more.  Not when the check's ``flag`` is up: a lag-1 autocorrelation above RHO_TOL says the step resolves part of
     V - U_c, so the correlation belongs to a resolved scale, which the learned U keeps, not to noise (Test 1 at
-    delta 0.065, rho_1 0.42: modelled as colour, the corrected U moved 0.015 -> 0.067 RMS from U_1)."""
+    delta 0.065, rho_1 0.42: modelled as colour, the corrected U moved 0.023 -> 0.067 RMS from U_1)."""
     rho = [float(r) for r in np.ravel(check["corrected"]["rho"])]
     col = check["colour"]
     if not col["flag"]:  # white within COLOUR_TOL (or within 4 se): nothing to model, and the white maps are cheaper
