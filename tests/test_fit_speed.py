@@ -84,6 +84,7 @@ def _run(tmp_path, knots):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # ~21-28 s on the 2026-12-05 host; the default run stays near 10 min
 def test_compiled_kernel_reused_across_processes_and_draws_independent_of_cache_state(tmp_path):
     cold = _run(tmp_path, 10)
     warm = _run(tmp_path, 10)

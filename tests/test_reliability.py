@@ -272,6 +272,7 @@ def _consistent(out: Path):
     return rid
 
 
+@pytest.mark.slow  # ~21-28 s on the 2026-12-05 host; the default run stays near 10 min
 def test_sigkill_at_random_moments_leaves_old_or_new_result_and_resume_continues(tmp_path, capsys):
     """A real `bayescg learn` (MAP, small) rewriting a complete result with --force, then continuing with
     --resume, is killed with SIGKILL at random moments of its work; each time the folder holds the old

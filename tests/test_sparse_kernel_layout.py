@@ -60,6 +60,7 @@ def test_tensor_layout_matches_per_cell_and_per_node():
         np.testing.assert_allclose(a1, a2, rtol=1e-12, atol=1e-12 * np.abs(a2).max())
 
 
+@pytest.mark.slow  # ~21-28 s on the 2026-12-05 host; the default run stays near 10 min
 def test_tensor_layout_samples_the_same_posterior_of_U():
     """NUTS at the same seed on the tensor and per-cell layouts: the gradients differ in round-off only, so the
     chains agree for a while and then decorrelate; posterior means and sds of U on the grid agree within Monte

@@ -84,6 +84,7 @@ def test_spline_potential_is_V0_inside_and_continued_exactly_outside():
         np.testing.assert_allclose(U.V(p) - _v0(p), (U.V(Q0[None]) - _v0(Q0[None]))[0], atol=1e-7)
 
 
+@pytest.mark.slow  # ~21-28 s on the 2026-12-05 host; the default run stays near 10 min
 def test_2d_surrogate_on_exact_V0_reproduces_the_gibbs_law():
     """Langevin (4.2) at beta = 1 on U = V0: late samples have mean q* and covariance H0^-1 (Gibbs), within
     bounds that hold for any time correlation (pooled time averages have at most a single sample's variance)."""

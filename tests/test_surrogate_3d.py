@@ -27,6 +27,7 @@ def _model(**sur):
     return model_from_dict(raw)
 
 
+@pytest.mark.slow  # ~21-28 s on the 2026-12-05 host; the default run stays near 10 min
 def test_3d_spline_potential_is_V0_inside_and_continued_exactly_outside():
     """A cubic tensor spline holds the quadratic exactly; outside the data box the continuation (linear bases,
     cubic corner term dropped, walls = edge curvatures, cross terms within the clip) is V0 itself."""
@@ -65,6 +66,7 @@ def test_3d_spline_continuation_confines_a_steep_corner():
     assert np.all(np.diff(vals, axis=0) > 0)
 
 
+@pytest.mark.slow  # ~21-28 s on the 2026-12-05 host; the default run stays near 10 min
 def test_3d_surrogate_on_exact_V0_reproduces_the_gibbs_variances():
     """Langevin (4.2) at beta = 1 on U = V0 (BAOAB samples a quadratic's configurational law exactly): late-time
     variance per coordinate = diag(H0^-1) within 4 Monte Carlo standard errors (from independent trajectories),
