@@ -15,6 +15,9 @@ from typing import Callable, Iterable
 from .errors import InputError
 
 
+CONNECT_TIMEOUT = 10.0  # seconds to reach a dask scheduler (``--scheduler ADDRESS``)
+
+
 class SerialExecutor:
     """Runs tasks one after another in this process (tests, single tasks, debugging)."""
 
@@ -65,9 +68,12 @@ class LocalExecutor(SerialExecutor):
 
 
 class DaskExecutor(SerialExecutor):
-    """Tasks on a dask.distributed cluster; ``address`` is the scheduler's, or a ``Client``."""
+    """Tasks on a dask.distributed cluster; ``address`` is the scheduler's, or a ``Client``.
 
-    def __init__(self, address):
+    ``timeout``: seconds to keep trying to reach the scheduler at ``address`` (dask retries a refused
+    connection until then) before :class:`InputError`."""
+
+    def __init__(self, address, timeout: float = CONNECT_TIMEOUT):
         try:
             from distributed import Client
         except ImportError:  # pragma: no cover - optional dependency
@@ -76,7 +82,7 @@ class DaskExecutor(SerialExecutor):
             self.client, self._own = address, False
         else:
             try:
-                self.client, self._own = Client(address, timeout="10s"), True
+                self.client, self._own = Client(address, timeout=f"{float(timeout)}s"), True
             except (OSError, TimeoutError) as exc:
                 raise InputError(f"cannot reach dask scheduler at {address} ({exc})") from None
         self.workers = max(1, len(self.client.scheduler_info().get("workers", {})))
@@ -91,10 +97,11 @@ class DaskExecutor(SerialExecutor):
             self.client.close()
 
 
-def get_executor(scheduler=None, workers: int | None = None):
-    """Executor for ``--scheduler`` (address or Client) or local processes when None."""
+def get_executor(scheduler=None, workers: int | None = None, timeout: float = CONNECT_TIMEOUT):
+    """Executor for ``--scheduler`` (address or Client) or local processes when None; ``timeout``: seconds to
+    reach a scheduler at an address (:class:`DaskExecutor`)."""
     if scheduler is None:
         return LocalExecutor(workers)
     if scheduler == "serial":
         return SerialExecutor()
-    return DaskExecutor(scheduler)
+    return DaskExecutor(scheduler, timeout=timeout)

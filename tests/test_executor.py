@@ -49,5 +49,6 @@ def test_dask_local_cluster_matches_serial():
 def test_unreachable_scheduler_is_input_error():
     from bayescg.errors import InputError
 
+    # nothing listens on port 9: dask retries the refused connection until the timeout (10 s by default)
     with pytest.raises(InputError, match="cannot reach dask scheduler"):
-        get_executor("tcp://127.0.0.1:9")
+        get_executor("tcp://127.0.0.1:9", timeout=1.0)
