@@ -1,7 +1,6 @@
 """3D surrogates (issue 14 item 6): the d = 3 spline potential and its continuation against an analytic anisotropic
 quadratic, a surrogate run on the exact U_k reproducing the Gibbs variances per coordinate within their Monte
 Carlo error, bad dimension, and the CLI on a tiny 3D learn folder."""
-import dataclasses
 import json
 
 import numpy as np
@@ -10,6 +9,8 @@ import pytest
 from bayescg.cli import main
 from bayescg.config import model_from_dict
 from bayescg.errors import InputError
+from bayescg.export import LearnedPotential
+from bayescg.splines import clamped_knots
 from bayescg.surrogate import reference_spline, spline_surrogate_potential, surrogate_model
 
 V0 = "0.5*x**2 + y**2 + 0.25*z**2 + 0.2*x*y"
@@ -95,8 +96,11 @@ def test_4d_is_refused_in_one_line(tmp_path, capsys):
            "simulation": {"delta": 0.5}}
     with pytest.raises(InputError, match="1 to 3 variables"):  # the model file is refused before any run
         surrogate_model(model_from_dict(raw), "reference")
-    lp = reference_spline(_model())  # a 4D spline handed to the surrogate directly
-    lp4 = dataclasses.replace(lp, knots=lp.knots + [lp.knots[0]])
+    # a 4D spline handed to the surrogate directly (built here: a 3D reference_spline would compile V's kernel and
+    # the design matrix only to be refused)
+    t = clamped_knots(-1.0, 1.0, 5)
+    lp4 = LearnedPotential([t] * 4, np.zeros((len(t) - 4) ** 4), None, ["x", "y", "z", "w"],
+                           np.array([[-0.5] * 4, [0.5] * 4]))
     with pytest.raises(InputError, match="d = 1, 2, 3"):
         spline_surrogate_potential(lp4)
     m = tmp_path / "q4.toml"
