@@ -27,5 +27,5 @@ def test_slow_runner_exit_codes(tmp_path, pytest_rc, want):
     proc = subprocess.run([str(ROOT / ".ci" / "pytest-slow"), "-q"], capture_output=True, text=True, env=env,
                           timeout=60)
     assert proc.returncode == want
-    assert (tmp_path / "args").read_text().split() == ["-m", "pytest", "-m", "slow", "-q"]
+    assert (tmp_path / "args").read_text().split() == ["-m", "pytest", "-m", "slow", "-n", "0", "-q"]
     assert ("collected no tests" in proc.stderr) == (pytest_rc == 5)
