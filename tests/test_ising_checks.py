@@ -232,6 +232,45 @@ def test_slides_laplace_and_grid_posterior_vs_enumeration():
     assert ex["edge_mass"] < 1e-3
 
 
+def test_the_exact_grid_depends_on_the_data_not_on_the_clock(monkeypatch):
+    """grid_posterior's points per axis come from a cost model (evaluations x the likelihood's pattern-blocks,
+    checks.GRID_COST_BUDGET), not from timing a call: a machine that looks 10 s per call slow gives the same grid
+    and numbers (a timed budget returned None there), and larger data shrink the grid by the model's own
+    arithmetic, evaluating exactly n^D points."""
+    import time as _time
+
+    from bayescg.ising.bayes import fit_laplace
+    from bayescg.ising.checks import GRID_COST_BUDGET
+
+    fm = FineModel(8, 1.0, 0.0, (0.6,), True)
+    x = fm.sample(25, np.random.default_rng(2))
+    cm = CoarseModel(8, 2, "010", beta=1.0, mu_c=0.0, periodic=True)
+    lap = fit_laplace(cm, x, 2.0)
+    args = (cm, FastLoglik(cm, x), 2.0, lap.mean, 8 * np.sqrt(np.diag(lap.cov)))
+    ref = grid_posterior(*args)
+    assert ref["points_per_axis"] == 81
+    clock = iter(np.arange(0.0, 1e9, 10.0))
+    monkeypatch.setattr(_time, "perf_counter", lambda: float(next(clock)))
+    assert grid_posterior(*args) == ref
+    monkeypatch.undo()
+
+    class Big:  # the same likelihood, as if the data had 1e5 pattern-blocks
+        def __init__(self, fast):
+            self.fast, self.counts, self.calls = fast, np.zeros((12500, 8), np.int64), 0
+
+        def __call__(self, theta_c, theta_cf):
+            self.calls += 1
+            return self.fast(theta_c, theta_cf)
+    big = Big(args[1])
+    ex = grid_posterior(cm, big, *args[2:])
+    n = int((GRID_COST_BUDGET / 1e5) ** 0.5)
+    assert ex["points_per_axis"] == n == 63 and big.calls == n ** 2
+    assert ex["mean"]["theta_cf"] == pytest.approx(ref["mean"]["theta_cf"], abs=2e-3)
+    huge = Big(args[1])
+    huge.counts = np.zeros((10 ** 6, 8), np.int64)  # 8e6 pattern-blocks: 7 points per axis < 15
+    assert grid_posterior(cm, huge, *args[2:]) is None and huge.calls == 0
+
+
 # --- 7. ArviZ schema ------------------------------------------------------------------------------
 STANDARD = {"posterior", "posterior_predictive", "predictions", "log_likelihood", "sample_stats", "observed_data",
             "constant_data", "predictions_constant_data", "prior", "prior_predictive", "sample_stats_prior",

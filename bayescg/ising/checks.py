@@ -105,24 +105,26 @@ def identifiability_warning(idf: dict) -> str | None:
             f"there is the prior's")
 
 
+#: What the exact grid may cost, in evaluations x (data patterns x coarse blocks) of the likelihood: a cost model, not
+#: a clock, so that the grid -- and the check's numbers -- do not depend on the machine or its load.  ~60 s on
+#: benchmarks/' 2-core host (0.145 us per pattern-block and evaluation at 940 patterns x 16 blocks; 35 us per call
+#: besides).
+GRID_COST_BUDGET = 4e8
+
+
 def grid_posterior(cm: CoarseModel, fast, prior_sd: float, center, half_width, points=None,
-                   budget_seconds: float = 60.0) -> dict | None:
+                   cost_budget: float = GRID_COST_BUDGET) -> dict | None:
     """Exact posterior moments of theta_c and theta_cf by quadrature on a grid in u = (theta_c, z)
     (density with the Jacobian of z, the density NUTS samples).  center, half_width (K+1,); points per
-    axis: 81 (2 dims), 25 (3 dims), fewer (>= 15) when the likelihood evaluations would take longer
-    than ``budget_seconds`` (large data); None for more dimensions or below 15 points.  Returns
-    {"mean": {name: v}, "sd": {...}, "edge_mass": posterior mass on the grid's outer layer (should
-    be ~0), "points_per_axis"}."""
-    import time
-
+    axis: 81 (2 dims), 25 (3 dims), fewer (>= 15) when the grid would cost more than ``cost_budget``
+    pattern-block evaluations (``fast.counts.size`` per evaluation; large data); None for more dimensions or
+    below 15 points.  Returns {"mean": {name: v}, "sd": {...}, "edge_mass": posterior mass on the grid's outer
+    layer (should be ~0), "points_per_axis"}."""
     D = cm.K + 1
     if D > 3:
         return None
     n = points or {1: 401, 2: 81, 3: 25}[D]
-    t0 = time.perf_counter()
-    fast(np.asarray(center[:cm.K], float), 0.9)
-    per_eval = max(time.perf_counter() - t0, 1e-6)
-    n = min(n, int((budget_seconds / per_eval) ** (1.0 / D)))
+    n = min(n, int((cost_budget / max(int(np.size(fast.counts)), 1)) ** (1.0 / D)))
     if n < 15:
         return None
     axes = [np.linspace(c - h, c + h, n) for c, h in zip(center, half_width)]
