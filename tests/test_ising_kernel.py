@@ -182,6 +182,13 @@ def test_python_calls_and_the_nuts_callback_run_the_one_compiled_likelihood():
     ll, g = fast(th, tf)
     assert ll == ll0 and np.array_equal(g, g0)
     assert np.array_equal(fast.pointwise(th, tf), pw[fast.inverse])
+    # many points in one prepared loop (the exact grid's path): the same numbers to the bit, in order
+    ths, tfs = rng.normal(0, 0.8, (40, 2)), rng.uniform(0.5 + 1e-12, 1.0, 40)
+    tfs[7] = 1.0  # theta_cf = 1 with disagreeing spins: an impossible point, -inf either way
+    many = fast.logliks(ths, tfs)
+    assert np.array_equal(many, [fast(a, b)[0] for a, b in zip(ths, tfs)]) and many[7] == -np.inf
+    with pytest.raises(ValueError, match="rows"):
+        fast.logliks(ths, tfs[:-1])
     prior_sd = 1.5
     dens = MarginalDensity(cm, x, prior_sd, fast)
     dens.buf[MARGINAL_HEADER.index("loglik_address")] = 8.0  # a stale address
