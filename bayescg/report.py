@@ -27,7 +27,8 @@ from typing import Any, Iterable
 
 from .io import atomic_write_text
 from .summary import Summary
-from .plots._base import closing_on_error as _closing_on_error, figure_to_data_uri, with_arviz_numpy
+from .plots._base import (closing_on_error as _closing_on_error, figure_to_data_uri, prebuilt, render_each,
+                          with_arviz_numpy)
 from .plots.numbers import interval as _num_interval, num as _num, speedup as _speedup, sweep_axis_label
 
 __all__ = ["Report", "figure_to_data_uri", "table_html", "inference_data_figures", "posterior_summary_rows",
@@ -641,12 +642,15 @@ class Report:
         self.parts.append(table_html(rows, title))
 
     @staticmethod
-    def _figure_html(figs: Iterable[tuple[str, Any]]) -> list[str]:
-        return [f'<figure><img alt="{html.escape(caption)}" src="{figure_to_data_uri(fig)}">'
-                f"<figcaption>{html.escape(caption)}</figcaption></figure>" for caption, fig in figs]
+    def _figure_html(rendered: Iterable[tuple[str, str]]) -> list[str]:
+        """HTML of [(caption, PNG data URI)]."""
+        return [f'<figure><img alt="{html.escape(caption)}" src="{uri}">'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>" for caption, uri in rendered]
 
     def figures(self, figs: Iterable[tuple[str, Any]]):
-        out = self._figure_html(figs)
+        """[(caption, Figure)] into the report (encoded on two processes where possible: render_each); the
+        figures are closed."""
+        out = self._figure_html(render_each(prebuilt(list(figs)), []))
         if out:
             self.parts.append(f'<div class="figs">{"".join(out)}</div>')
 
@@ -703,20 +707,24 @@ class Report:
         if not tables:
             for title, rows in extra:
                 self.table(rows, title)
-        figs = []
+        rendered = []
         if hasattr(result, "figures"):
             try:
                 with _closing_on_error():
-                    figs = result.figures()
+                    if hasattr(result, "figure_builders"):  # drawn one by one, on two processes (render_each)
+                        rendered = render_each(result.figure_builders(), result.figure_warnings)
+                    else:
+                        rendered = render_each(prebuilt(result.figures()), [])
             except Exception as exc:  # noqa: BLE001 - the tables are still worth having
                 self.note(f"figures could not be drawn: {exc.__class__.__name__}: {exc}")
-                figs = []
+                rendered = []
         for w in getattr(result, "figure_warnings", None) or []:  # figures drawn one by one (ising)
             self.warning(w)
+        out = self._figure_html(rendered)
         if side:
-            self.parts.append(f'<div class="figs"><div>{side}</div>{"".join(self._figure_html(figs))}</div>')
-        else:
-            self.figures(figs)
+            self.parts.append(f'<div class="figs"><div>{side}</div>{"".join(out)}</div>')
+        elif out:
+            self.parts.append(f'<div class="figs">{"".join(out)}</div>')
         if inference_data and hasattr(result, "to_inference_data"):
             try:
                 idata = result.to_inference_data()

@@ -515,3 +515,57 @@ def test_sampler_figure_caption_says_what_is_drawn_for_one_chain_and_several():
             caption, fig = plot_posterior_diagnostics(_idata(nchain=nchain), ["beta"], True)
         assert caption == f"Sampler diagnostics: {sampler_caption(nchain)}" and word in caption
         assert ("rank" in " ".join(ax.get_xlabel() for ax in fig.axes).lower()) == (nchain >= 2)
+
+
+def _line_figure(k):
+    from bayescg.plots._base import pyplot
+
+    fig, ax = pyplot().subplots(figsize=(3, 2))
+    ax.plot(np.arange(10) ** (1 + 0.1 * k))
+    ax.set_title(f"figure {k}")
+    return fig
+
+
+def test_figures_drawn_on_two_processes_are_the_serial_ones(monkeypatch):
+    """render_each shares the builders between this process and a forked child: the same PNGs in the same order as
+    one process drawing them all; a builder that fails (on either side) is left out with its message in the sink;
+    a child that dies or hangs leaves its share to this process; figures drawn before (prebuilt) are closed."""
+    from bayescg.plots import _base as B
+
+    plt = B.pyplot()
+    plt.close("all")
+    parent = os.getpid()
+
+    def bad():
+        raise ValueError("no data")
+
+    builders = [(f"f{k}", lambda k=k: _line_figure(k)) for k in range(5)]
+    builders.insert(1, ("bad-child", bad))   # index 1: the child's share
+    builders.insert(4, ("bad-parent", bad))  # index 4: this process's share
+    serial_sink: list = []
+    serial = [(t, B.figure_to_data_uri(f)) for t, f in B.draw_each(builders, serial_sink)]
+    sink: list = []
+    both = B.render_each(builders, sink)
+    assert both == serial and [t for t, _ in both] == ["f0", "f1", "f2", "f3", "f4"]
+    assert sorted(sink) == sorted(serial_sink) and len(sink) == 2  # the same message once each
+    assert plt.get_fignums() == []
+
+    def dies_in_child(k):
+        if os.getpid() != parent:
+            os._exit(3)
+        return _line_figure(k)
+
+    dying = [(f"f{k}", lambda k=k: dies_in_child(k)) for k in range(4)]
+    assert B.render_each(dying, []) == serial[:4]
+
+    def hangs_in_child(k):
+        if os.getpid() != parent:
+            import time
+            time.sleep(60)
+        return _line_figure(k)
+
+    monkeypatch.setattr(B, "RENDER_CHILD_TIMEOUT", 1.0)
+    hanging = [(f"f{k}", lambda k=k: hangs_in_child(k)) for k in range(2)]
+    assert B.render_each(hanging, []) == serial[:2]
+    pre = B.prebuilt([(f"f{k}", _line_figure(k)) for k in range(5)])
+    assert B.render_each(pre, []) == serial and plt.get_fignums() == []

@@ -249,6 +249,11 @@ class IsingResult:
     def figures(self) -> list:
         """[(title, Figure)]; every figure is drawn on its own: one that fails is left out and
         reported in ``figure_warnings`` (and on stderr), the others still appear."""
+        return _draw_each(self.figure_builders(), self.figure_warnings)
+
+    def figure_builders(self) -> list:
+        """[(title, builder)] of :meth:`figures` (a report draws them on two processes:
+        :func:`bayescg.plots._base.render_each`)."""
         builders = [("Magnetization by method", self._fig_magnetization),
                     ("Correlations R_l", self._fig_correlations)]
         if self.checks.get("predictive_check") is not None:
@@ -262,7 +267,7 @@ class IsingResult:
             if res is not None and res.draws_c is not None:
                 builders.append((f"{k}: {sampler_caption(np.shape(res.draws_c)[0])}",
                                  lambda k=k: self._sampler_figure(k)))
-        return _draw_each(builders, self.figure_warnings)
+        return builders
 
     def _fig_magnetization(self):
         from ..plots.ising import figure_of, plot_magnetization
@@ -755,8 +760,11 @@ class IsingSweepResult:
 
     def figures(self) -> list:
         """[(title, Figure)], each drawn on its own (failures in ``figure_warnings`` and on stderr)."""
-        return _draw_each([("Magnetization across the sweep", self._fig_mag),
-                           ("Parameters across the sweep", self._fig_params)], self.figure_warnings)
+        return _draw_each(self.figure_builders(), self.figure_warnings)
+
+    def figure_builders(self) -> list:
+        """[(title, builder)] of :meth:`figures`."""
+        return [("Magnetization across the sweep", self._fig_mag), ("Parameters across the sweep", self._fig_params)]
 
     def _fig_mag(self):
         from ..plots.ising import figure_of, plot_sweep_magnetization
