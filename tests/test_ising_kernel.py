@@ -187,6 +187,10 @@ def test_python_calls_and_the_nuts_callback_run_the_one_compiled_likelihood():
     tfs[7] = 1.0  # theta_cf = 1 with disagreeing spins: an impossible point, -inf either way
     many = fast.logliks(ths, tfs)
     assert np.array_equal(many, [fast(a, b)[0] for a, b in zip(ths, tfs)]) and many[7] == -np.inf
+    terms = fast.logliks(ths, tfs, pointwise=True)
+    assert terms.shape == (40, len(x))
+    assert np.array_equal(terms, [fast.pointwise(a, b) for a, b in zip(ths, tfs)])
+    assert np.isneginf(terms[7]).any()  # the impossible point: every pattern finished as pointwise() does
     with pytest.raises(ValueError, match="rows"):
         fast.logliks(ths, tfs[:-1])
     prior_sd = 1.5

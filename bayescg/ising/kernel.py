@@ -380,9 +380,10 @@ class FastLoglik:
         ll, g, _ = self._eval(theta_c, theta_cf)
         return float(ll), g
 
-    def logliks(self, theta_c, theta_cf) -> np.ndarray:
-        """(N,) log-likelihoods (E1) at N points: theta_c (N, K), theta_cf (N,).  The same C entry point as
-        ``__call__``, with its argument and output arrays and their pointers made once: a grid of 15625 points
+    def logliks(self, theta_c, theta_cf, pointwise: bool = False) -> np.ndarray:
+        """(N,) log-likelihoods (E1) at N points: theta_c (N, K), theta_cf (N,); with ``pointwise`` the (N, S_f)
+        terms log p(x_i | theta) of :meth:`pointwise` instead.  The same C entry point as ``__call__``, with its
+        argument and output arrays and their pointers made once: a grid of 15625 points
         (:func:`bayescg.ising.checks.grid_posterior`) took ~86 us per point through ``__call__`` (allocations and
         ctypes conversions each call), ~26 us here; the values are the same to the bit."""
         th = np.asarray(theta_c, dtype=float).reshape(-1, int(self.cm.K))
@@ -396,11 +397,20 @@ class FastLoglik:
         x, g, pw = np.empty(X.shape[1]), np.empty(X.shape[1]), np.empty(int(buf[6]))
         call = loglik_cfunc().ctypes
         pb, px, pg, pp = buf.ctypes.data, x.ctypes.data_as(_DP), g.ctypes.data_as(_DP), pw.ctypes.data_as(_DP)
-        out = np.empty(X.shape[0])
+        if not pointwise:
+            out = np.empty(X.shape[0])
+            for i in range(X.shape[0]):
+                x[:] = X[i]
+                out[i] = call(pb, px, pg, pp)
+            return out
+        terms = np.empty((X.shape[0], pw.size))
         for i in range(X.shape[0]):
             x[:] = X[i]
-            out[i] = call(pb, px, pg, pp)
-        return out
+            if call(pb, px, pg, pp) == -np.inf:  # the kernel stops at the first impossible pattern: as pointwise()
+                terms[i] = [self._single(th[i], tf[i], u) for u in range(pw.size)]
+            else:
+                terms[i] = pw
+        return terms[:, self.inverse]
 
     def numba_function(self):
         """njit (theta_c (K,), theta_cf 0-d) -> (0-d loglik, (K+1,) gradient), data as constants."""

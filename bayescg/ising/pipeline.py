@@ -619,7 +619,7 @@ def psis_loo(fast, fc, ff, shape) -> dict:
     import arviz as az
     import xarray as xr
 
-    ll = np.stack([fast.pointwise(fc[j], ff[j]) for j in range(len(fc))]).reshape(*shape, -1)
+    ll = fast.logliks(fc, ff, pointwise=True).reshape(*shape, -1)
     ds = xr.Dataset({"x": (("chain", "draw", "configuration"), ll)},
                     coords={"chain": np.arange(shape[0]), "draw": np.arange(shape[1]),
                             "configuration": np.arange(ll.shape[-1])})
