@@ -177,19 +177,20 @@ def _render_forked(mine, theirs, sink):
         finally:
             os._exit(0)
     os.close(w)
+    data = None
     try:
         out = _draw_and_encode(mine, sink)
         data = _read_all(r, RENDER_CHILD_TIMEOUT)
-    finally:
+    finally:  # also when this process's own share raised: no child is left behind
         os.close(r)
-    if data is None:  # hung: stop it
-        import signal
+        if data is None:  # hung (or this side failed): stop it
+            import signal
 
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    os.waitpid(pid, 0)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        os.waitpid(pid, 0)
     try:
         theirs_out, child_sink = pickle.loads(data) if data else (None, None)
     except Exception:  # noqa: BLE001 - a truncated message: the child's share is drawn here
