@@ -193,12 +193,16 @@ def test_mc_em_convergence_test_and_estimate(small):
 
 
 # --- 3. the slides' Laplace and the exact posterior ----------------------------------------------
+def _ring_k1():
+    """(cm, x): 25 samples of an 8-site periodic chain and its K = 1 coarse model (pair1, theta_cf)."""
+    x = FineModel(8, 1.0, 0.0, (0.6,), True).sample(25, np.random.default_rng(2))
+    return CoarseModel(8, 2, "010", beta=1.0, mu_c=0.0, periodic=True), x
+
+
 def test_slides_laplace_and_grid_posterior_vs_enumeration():
     from bayescg.ising.bayes import slides_laplace
 
-    fm = FineModel(8, 1.0, 0.0, (0.6,), True)
-    x = fm.sample(25, np.random.default_rng(2))
-    cm = CoarseModel(8, 2, "010", beta=1.0, mu_c=0.0, periodic=True)  # K = 1: (pair1, theta_cf)
+    cm, x = _ring_k1()
     sl = slides_laplace(cm, x, prior_sd=2.0)
     # complete-data information by enumeration of q(X | x, theta_MAP)
     Xs, p = coarse_enum(cm, sl.theta_c)
@@ -242,9 +246,7 @@ def test_the_exact_grid_depends_on_the_data_not_on_the_clock(monkeypatch):
     from bayescg.ising.bayes import fit_laplace
     from bayescg.ising.checks import GRID_COST_BUDGET
 
-    fm = FineModel(8, 1.0, 0.0, (0.6,), True)
-    x = fm.sample(25, np.random.default_rng(2))
-    cm = CoarseModel(8, 2, "010", beta=1.0, mu_c=0.0, periodic=True)
+    cm, x = _ring_k1()
     lap = fit_laplace(cm, x, 2.0)
     args = (cm, FastLoglik(cm, x), 2.0, lap.mean, 8 * np.sqrt(np.diag(lap.cov)))
     ref = grid_posterior(*args)
