@@ -708,17 +708,19 @@ class Report:
             for title, rows in extra:
                 self.table(rows, title)
         rendered = []
+        fig_warnings = getattr(result, "figure_warnings", None)  # figures drawn one by one: the ones that failed
+        fig_warnings = fig_warnings if isinstance(fig_warnings, list) else []
         if hasattr(result, "figures"):
             try:
                 with _closing_on_error():
                     if hasattr(result, "figure_builders"):  # drawn one by one, on two processes (render_each)
-                        rendered = render_each(result.figure_builders(), result.figure_warnings)
+                        rendered = render_each(result.figure_builders(), fig_warnings)
                     else:
-                        rendered = render_each(prebuilt(result.figures()), [])
+                        rendered = render_each(prebuilt(result.figures()), fig_warnings)
             except Exception as exc:  # noqa: BLE001 - the tables are still worth having
                 self.note(f"figures could not be drawn: {exc.__class__.__name__}: {exc}")
                 rendered = []
-        for w in getattr(result, "figure_warnings", None) or []:  # figures drawn one by one (ising)
+        for w in fig_warnings:
             self.warning(w)
         out = self._figure_html(rendered)
         if side:

@@ -233,6 +233,22 @@ def test_report_survives_bad_figures_and_constant_variables(tmp_path):
     assert "Z[0, 1]" in text and "corr" not in text
     assert len(plt.get_fignums()) == n_open  # nothing left open
 
+    class Builders(FakeResult):  # figures drawn one by one, no figure_warnings of its own
+        def figures(self):
+            return []
+
+        def figure_builders(self):
+            def bad():
+                raise ValueError("empty panel")
+            return [("first", lambda: _line_figure(0)), ("broken one", bad), ("third", lambda: _line_figure(2))]
+
+    rep = R.Report("builders")
+    rep.add_result("Builders", Builders(idata))
+    text = rep.write(tmp_path / "b.html").read_text()
+    assert text.count("<figcaption>first</figcaption>") == 1 and text.count("<figcaption>third</figcaption>") == 1
+    assert "figure &#x27;broken one&#x27; could not be drawn: ValueError: empty panel" in text
+    assert len(plt.get_fignums()) == n_open
+
 
 def test_method_comparison_tables_and_diagnostic_warnings():
     """ising.json-like results: one row per method with its interval, exact value first, sampler
