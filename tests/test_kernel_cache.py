@@ -54,15 +54,29 @@ def test_edit_of_a_sibling_kernel_invalidates_the_cached_drivers(tmp_path):
 
 
 def test_drop_stale_driver_cache_removes_only_kernel_cache_files(tmp_path, monkeypatch):
+    """In the kernels' cache directory the kernel modules' files go; in the package's, only the dependents' (bias's
+    coupled maps inline kernels.rng), not those of a package module that shares a kernel module's name (noise)."""
     import bayescg.kernels as K
 
-    d = tmp_path / "c"
+    d, p = tmp_path / "c", tmp_path / "p"
     d.mkdir()
+    p.mkdir()
     for name in ("loops.lanes_chunk1-283.py311.nbi", "loops.lanes_chunk1-283.py311.1.nbc", "splines._x-1.py311.nbi"):
         (d / name).write_bytes(b"x")
-    monkeypatch.setattr(K, "cache_dirs", lambda: [d])
-    removed = {p.name for p in K.drop_stale_driver_cache()}
-    assert removed == {"loops.lanes_chunk1-283.py311.nbi", "loops.lanes_chunk1-283.py311.1.nbc"}
-    assert (d / "splines._x-1.py311.nbi").exists()
+    for name in ("bias._coupled_lanes-1242.py311.nbi", "bias._coupled_lanes-1242.py311.1.nbc", "noise._x-1.py311.nbi",
+                 "splines._slot_1d-568.py311.nbi"):
+        (p / name).write_bytes(b"x")
+    assert {"noise", "loops", "rng"} <= {f.stem for f in (PKG / "kernels").glob("*.py")}
+    real = K.cache_targets()  # the dependents' files are looked for where numba caches the package's modules
+    assert {m == set(K.DEPENDENTS) for _, m in real} == {True, False}
+    assert all(x.parent.name != "kernels" and x.name != "kernels" for x, m in real if m == set(K.DEPENDENTS))
+    monkeypatch.setattr(K, "cache_targets", lambda: [(d, {f.stem for f in (PKG / "kernels").glob("*.py")}),
+                                                     (p, set(K.DEPENDENTS))])
+    removed = {f.name for f in K.drop_stale_driver_cache()}
+    assert removed == {"loops.lanes_chunk1-283.py311.nbi", "loops.lanes_chunk1-283.py311.1.nbc",
+                       "bias._coupled_lanes-1242.py311.nbi", "bias._coupled_lanes-1242.py311.1.nbc",
+                       "splines._slot_1d-568.py311.nbi"}
+    assert (d / "splines._x-1.py311.nbi").exists() and (p / "noise._x-1.py311.nbi").exists()
     assert (d / "bayescg-kernels.sha256").read_text() == K.sources_digest()
-    assert K.drop_stale_driver_cache() == []  # stamp matches: nothing removed
+    assert (p / "bayescg-kernels.sha256").read_text() == K.sources_digest()
+    assert K.drop_stale_driver_cache() == []  # stamps match: nothing removed
