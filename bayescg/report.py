@@ -650,8 +650,13 @@ class Report:
     def figures(self, figs: Iterable[tuple[str, Any]]):
         """[(caption, Figure)] into the report (encoded on two processes where possible: render_each); the
         figures are closed."""
-        out = self._figure_html(render_each(prebuilt(list(figs)), []))
-        if out:
+        self._figs_block(self._figure_html(render_each(prebuilt(list(figs)), [])))
+
+    def _figs_block(self, out: list, side: str = ""):
+        """One row of figures (HTML pieces ``out``), after an optional side block; nothing when both are empty."""
+        if side:
+            self.parts.append(f'<div class="figs"><div>{side}</div>{"".join(out)}</div>')
+        elif out:
             self.parts.append(f'<div class="figs">{"".join(out)}</div>')
 
     def details(self, summary: str, body_text: str):
@@ -722,11 +727,7 @@ class Report:
                 rendered = []
         for w in fig_warnings:
             self.warning(w)
-        out = self._figure_html(rendered)
-        if side:
-            self.parts.append(f'<div class="figs"><div>{side}</div>{"".join(out)}</div>')
-        elif out:
-            self.parts.append(f'<div class="figs">{"".join(out)}</div>')
+        self._figs_block(self._figure_html(rendered), side)
         if inference_data and hasattr(result, "to_inference_data"):
             try:
                 idata = result.to_inference_data()

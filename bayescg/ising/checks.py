@@ -32,10 +32,15 @@ def _u_to_theta(u, K):
     return u[..., :K], 0.5 + 0.5 / (1.0 + np.exp(-u[..., K]))
 
 
+def _inside(tf):
+    """theta_cf kept off the ends of (0.5, 1), where the logistic map rounds to them (the likelihood's domain)."""
+    return np.clip(tf, 0.5 + 1e-12, 1.0 - 1e-12)
+
+
 def _loglik_u(fast, K):
     def f(u):
         th, tf = _u_to_theta(u, K)
-        tf = float(np.clip(tf, 0.5 + 1e-12, 1.0 - 1e-12))
+        tf = float(_inside(tf))
         return float(fast(th, tf)[0])
     return f
 
@@ -131,7 +136,7 @@ def grid_posterior(cm: CoarseModel, fast, prior_sd: float, center, half_width, p
     U = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, D)
     th, tf = _u_to_theta(U, cm.K)
     sig = 2 * tf - 1
-    ll = fast.logliks(th, np.clip(tf, 0.5 + 1e-12, 1.0 - 1e-12))  # as _loglik_u, in one prepared loop
+    ll = fast.logliks(th, _inside(tf))  # as _loglik_u, in one prepared loop
     lp = ll - 0.5 * (th ** 2).sum(1) / prior_sd ** 2 + np.log(0.5 * sig * (1 - sig))
     w = np.exp(lp - lp.max())
     w /= w.sum()

@@ -359,10 +359,14 @@ class FastLoglik:
         )
         self._buf = None  # the packed data of loglik_cfunc, made on first use
 
-    def _eval(self, theta_c, theta_cf):
+    def _packed(self) -> np.ndarray:
+        """loglik_cfunc's packed data (made on first use, then kept)."""
         if self._buf is None:
             self._buf = pack_marginal(self.args, np.inf)
-        return loglik_through_cfunc(self._buf, theta_c, theta_cf)
+        return self._buf
+
+    def _eval(self, theta_c, theta_cf):
+        return loglik_through_cfunc(self._packed(), theta_c, theta_cf)
 
     def pointwise(self, theta_c, theta_cf):
         """(S_f,) exact log p(x_i | theta_c, theta_cf)."""
@@ -390,9 +394,7 @@ class FastLoglik:
         tf = np.asarray(theta_cf, dtype=float).reshape(-1)
         if th.shape[0] != tf.size:
             raise ValueError(f"theta_c has {th.shape[0]} rows, theta_cf {tf.size} values")
-        if self._buf is None:
-            self._buf = pack_marginal(self.args, np.inf)
-        buf = _addressed(self._buf)
+        buf = _addressed(self._packed())
         X = np.ascontiguousarray(np.column_stack([th, tf]))
         x, g, pw = np.empty(X.shape[1]), np.empty(X.shape[1]), np.empty(int(buf[6]))
         call = loglik_cfunc().ctypes
