@@ -949,7 +949,7 @@ def residual_kick_correlation(q, p, grad_U, *, delta, A, E, max_lag: int = 3, re
     the kicks not explained by a smooth function of q_{n+1/2} (:func:`kick_covariance`: local linear fits in cells of
     q, pooled; insensitive to a smooth misfit of U_c, also on multi-well runs), ``Z_matrix_cubic`` (the same about
     one global cubic polynomial of q_{n+1/2}, the estimator before: on (4.9) Mueller-Brown it keeps the misfit) and
-    ``n``.  A step that resolves part of V - U_c
+    ``n``; Z_matrix is None when no cell allows a local fit (walkers trapped at a point), ``Z_matrix_error`` says so.  A step that resolves part of V - U_c
     (the scale treated as noise) gives rho_1 far from 0: the kicks of successive steps then share the same
     resolved feature of V - U_c.  return_kicks: return r (n - 1, W, d) itself instead; "both": (statistics, r)."""
     q = np.asarray(q, dtype=float)
@@ -983,7 +983,10 @@ def _kick_statistics(qh, r, *, delta, max_lag):
     # a (4.8)-like run about its raw U: Z_yy / Z_xx 1.32 against the micro-scales' 0.5); differences of r do not
     # remove it at finite delta (the misfit correlates r_n with xi_{n-1} at O(delta^2 dK))
     X = qh.reshape(-1, d)
-    Zloc = kick_covariance(X, r.reshape(-1, d), delta=delta)
+    try:
+        Zloc = kick_covariance(X, r.reshape(-1, d), delta=delta)
+    except InputError as exc:  # the other statistics stand; Z_matrix None says why not (Z_matrix_error)
+        Zloc = {"Z": None, "cells": None, "error": str(exc)}
     X = (X - X.mean(axis=0)) / np.maximum(X.std(axis=0), 1e-300)
     cols = [np.ones(len(X))] + [X[:, i] for i in range(d)]
     cols += [X[:, i] * X[:, j] for i in range(d) for j in range(i, d)]
@@ -992,7 +995,8 @@ def _kick_statistics(qh, r, *, delta, max_lag):
     e = r.reshape(-1, d) - D @ np.linalg.lstsq(D, r.reshape(-1, d), rcond=None)[0]
     Zm = e.T @ e / ((len(e) - D.shape[1]) * delta)
     return {"rho": rho, "rho_se": 1.0 / math.sqrt(N), "Z_measured": float(np.sum(v) / W / d / delta), "n": int(N),
-            "Z_matrix": np.asarray(Zloc["Z"]).tolist(), "Z_matrix_cells": Zloc["cells"],
+            "Z_matrix": None if Zloc["Z"] is None else np.asarray(Zloc["Z"]).tolist(), "Z_matrix_cells": Zloc["cells"],
+            "Z_matrix_error": Zloc.get("error"),
             "Z_matrix_cubic": (0.5 * (Zm + Zm.T)).tolist()}
 
 
@@ -1083,6 +1087,9 @@ def kick_covariance(qh, r, *, delta, cells=None, min_per_parameter: int = KICK_S
     e = r - np.einsum("na,naj->nj", X, beta[inv])
     use = ok[inv]
     dof = float(np.sum(cnt[ok] - npar))
+    if dof <= 0:  # e.g. walkers trapped at a point: no cell where the kicks' positions spread enough for a fit
+        raise InputError(f"kick_covariance: no cell of the {N} kicks' positions (span {float(np.max(hi - lo)):.3g}) "
+                         "allows a local fit")
     Zm = e[use].T @ e[use] / (dof * delta)
     return {"Z": 0.5 * (Zm + Zm.T), "cells": int(k), "occupied": int(ok.sum()), "n": int(use.sum()), "dof": dof,
             "local": local}

@@ -497,8 +497,13 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
         begin_stage(control, "finite-delta correction: kick covariance of the V-run")
         frames = check_frames(potential, sim)
         q, p, A, E = frames
-        shape = np.asarray(residual_kick_correlation(q, p, SplineRep(target.knots, target.coef_mean).gradient,
-                                                     delta=sim.delta, A=A, E=E)["Z_matrix"])
+        kc = residual_kick_correlation(q, p, SplineRep(target.knots, target.coef_mean).gradient, delta=sim.delta,
+                                       A=A, E=E)
+        if kc["Z_matrix"] is None:
+            warnings.append(f"finite-delta correction: the V-run's kick covariance could not be measured "
+                            f"({kc['Z_matrix_error']}); the white kicks get the friction's shape")
+        else:
+            shape = np.asarray(kc["Z_matrix"])
     try:
         corr = fixed_point_correction(target.knots, target.coef_mean, learn,
                                       grid=fit.grid[:, 0] if sim.dim == 1 else fit.grid, weights=fit.grid_weights,

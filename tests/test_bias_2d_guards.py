@@ -57,6 +57,26 @@ def test_kick_covariance_pure_noise_and_cell_count_insensitivity():
         kick_covariance(q, r, delta=delta, local="cubic")
 
 
+def test_kicks_at_one_point_give_no_kick_covariance_and_say_why():
+    """Walkers trapped at a point (seen on a tiny 1D learn's check frames): no cell allows a local fit.  Before, the
+    pooled covariance divided by 0 degrees of freedom and returned NaN with a RuntimeWarning; now kick_covariance
+    raises one clear line and residual_kick_correlation keeps its other statistics with Z_matrix None and the reason."""
+    from bayescg.bias import residual_kick_correlation
+    from bayescg.errors import InputError
+
+    rng = np.random.default_rng(1)
+    q = np.full((5000, 1), 0.7)
+    with pytest.raises(InputError, match="allows a local fit"):
+        kick_covariance(q, 0.1 * rng.standard_normal((5000, 1)), delta=0.5)
+    n, W = 2000, 4
+    qf = np.full((n, W, 1), -0.66)  # positions fixed, momenta noisy: the kicks exist, their positions do not spread
+    pf = 0.05 * rng.standard_normal((n, W, 1))
+    with np.errstate(all="raise"):
+        out = residual_kick_correlation(qf, pf, lambda x: 0 * x, delta=0.5, A=np.zeros((1, 1)), E=np.eye(1))
+    assert out["Z_matrix"] is None and "allows a local fit" in out["Z_matrix_error"]
+    assert out["n"] == (n - 1) * W and np.all(np.isfinite(out["rho"]))
+
+
 def _rule_by_counting(q, min_per, npar):
     """kick_covariance's cell-count rule written out plainly: count the occupied cells for every k."""
     lo, hi = q.min(axis=0), q.max(axis=0)
