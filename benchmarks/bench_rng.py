@@ -43,24 +43,20 @@ def _box_muller_fill(s, z):  # the replaced scheme: a pair per call, the second 
         i += 2
 
 
-@njit
-def _draw_bm(s, n):
-    z = np.empty(1)
-    acc = 0.0
-    for _ in range(n):
-        _box_muller_fill(s, z)
-        acc += z[0]
-    return acc
+def _drawer(fill):
+    """A numba loop of n draws through ``fill`` (a length-1 array each, as the white-kick kernels draw)."""
+    @njit
+    def draw(s, n):
+        z = np.empty(1)
+        acc = 0.0
+        for _ in range(n):
+            fill(s, z)
+            acc += z[0]
+        return acc
+    return draw
 
 
-@njit
-def _draw_zig(s, n):
-    z = np.empty(1)
-    acc = 0.0
-    for _ in range(n):
-        fill_normal(s, z)
-        acc += z[0]
-    return acc
+_draw_bm, _draw_zig = _drawer(_box_muller_fill), _drawer(fill_normal)
 
 
 def normals(n=20_000_000, rounds=5):
