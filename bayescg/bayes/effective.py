@@ -853,6 +853,7 @@ def map_estimate_sparse(basis: EffectiveBasis, counts, n_eff_factor: float = 1.0
 
     def newton(a, sigma, joint, steps=newton_steps):
         """Fisher-scoring steps in a (with the closed-form sigma | a after each when ``joint``)."""
+        tail = []  # joint: sigma after each of the latest full, small a-steps
         for _ in range(steps):
             g, H = terms(a, sigma)
             step = spd_lu(H).solve(g)
@@ -862,6 +863,16 @@ def map_estimate_sparse(basis: EffectiveBasis, counts, n_eff_factor: float = 1.0
                 t *= 0.5
             a = a - t * step
             new_sigma = sigma_given(float(a @ (P @ a))) if joint else sigma
+            if joint:
+                # a-step, then sigma | a: the alternation converges only linearly (sigma's error x ~0.48 per step on
+                # 2D test4, 22 of 32 steps), so once the a-steps are full and small, Aitken's delta^2 on three
+                # successive sigmas jumps to the limit (the same fixed point; a then follows in a Newton step or two)
+                tail = tail + [new_sigma] if t == 1.0 and np.abs(step).max() < 0.1 else []
+                if len(tail) == 3:
+                    d1, d2 = tail[1] - tail[0], tail[2] - tail[1]
+                    if d2 != d1 and 0.0 < d2 / d1 < 0.9:  # a contraction: the extrapolation is defined and safe
+                        new_sigma = tail[2] - d2 * d2 / (d2 - d1)
+                    tail = []
             converged = abs(new_sigma - sigma) < 1e-6 * sigma and t * np.abs(step).max() < 1e-8
             sigma = new_sigma
             if converged:
