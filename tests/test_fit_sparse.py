@@ -34,6 +34,33 @@ def test_sparse_map_equals_dense_map_2d():
     np.testing.assert_allclose(LLt, H.toarray()[np.ix_(ch.perm, ch.perm)], atol=1e-10 * abs(H).max())
 
 
+def test_newton_terms_on_the_fixed_pattern_equal_scipys_products():
+    """The sparse MAP's V and H from the precomputed pattern (bayes.effective._NewtonPattern) against the plain
+    scipy construction (COO -> CSR, V^T diag(mu) V + P / sigma^2 + I / ridge^2, symmetrised), on a 2D basis whose
+    cells straddle knot lines and with coefficients removed (explicit zero entries in the node design)."""
+    from scipy import sparse
+
+    from bayescg.bayes.effective import _NewtonPattern, _node_entries, node_cell_design
+
+    edges, counts = _problem_2d()
+    basis = effective_basis(edges, 7, counts=counts)
+    assert not basis.keep.all()  # removed coefficients: the node design has explicit zeros at column 0
+    P = sparse.csr_matrix(basis.P)
+    pat = _NewtonPattern(basis, P)
+    a = np.random.default_rng(4).normal(0, 0.3, basis.n_coef)
+    L, V0 = node_cell_design(basis, a)
+    L1, ent = _node_entries(basis, a)
+    V1 = pat.V(ent)
+    np.testing.assert_array_equal(L, L1)
+    np.testing.assert_allclose(V1.toarray(), V0.toarray(), rtol=1e-13, atol=1e-15)
+    mu = np.exp(L)
+    H0 = 0.3 * (V0.T @ sparse.diags(mu) @ V0) + P / 0.2 ** 2 + sparse.identity(basis.n_coef) / 100.0 ** 2
+    H1 = pat.H(V1, mu, 0.3, 0.2, 100.0)
+    assert sparse.isspmatrix_csc(H1) and H1.has_sorted_indices
+    np.testing.assert_allclose(H1.toarray(), 0.5 * (H0 + H0.T).toarray(), rtol=1e-12, atol=1e-12 * abs(H0).max())
+    np.testing.assert_array_equal(H1.toarray(), H1.toarray().T)
+
+
 def test_sparse_density_is_the_dense_posterior_and_gradient_exact():
     """log p of the sparse kernel = an independent numpy evaluation of the Poisson form; its gradient =
     central differences; and, profiled over the free constant, the dense form's multinomial log density."""

@@ -711,22 +711,88 @@ def _active_nodes(basis: EffectiveBasis):
 # ~6 %, so the remaining funnel is small; measured in benchmarks/RESULTS_D3.md).
 
 
+def _node_entries(basis: EffectiveBasis, a):
+    """(L (n_active,), entries (nodes * K,)): active-cell log masses for kept coefficients a and the node design's
+    entries r_k B_j(x_k), r_k = w_k exp(-f_k - L_J), at (cell of node k, idx[k, j]), flat in the nodes' order."""
+    from ..kernels.effective import node_log_mass
+
+    idx, val, logw = basis.nodes
+    g = basis.quad ** basis.dim
+    eta, L = np.empty(len(logw)), np.empty(len(logw) // g)
+    node_log_mass(np.ascontiguousarray(a, dtype=float), idx, val, logw, g, eta, L)
+    r = np.exp(eta - np.repeat(L, g))
+    return L, (r[:, None] * val).ravel()
+
+
 def node_cell_design(basis: EffectiveBasis, a):
     """(L (n_active,), V sparse (n_active, m)): active-cell log masses for kept coefficients a and the
     cell design v_J = sum_{k in J} r_k B(x_k), r_k = w_k exp(-f_k - L_J) (so dL_J / da = -v_J)."""
     from scipy import sparse
 
-    from ..kernels.effective import node_log_mass
+    idx = basis.nodes[0]
+    L, ent = _node_entries(basis, a)
+    rows = np.repeat(np.arange(L.size), (basis.quad ** basis.dim) * idx.shape[1])
+    return L, sparse.csr_matrix((ent, (rows, idx.ravel())), shape=(L.size, basis.n_coef))
 
-    idx, val, logw = basis.nodes
-    g = basis.quad ** basis.dim
-    n_act = len(logw) // g
-    eta, L = np.empty(len(logw)), np.empty(n_act)
-    node_log_mass(np.ascontiguousarray(a, dtype=float), idx, val, logw, g, eta, L)
-    r = np.exp(eta - np.repeat(L, g))
-    rows = np.repeat(np.arange(n_act), g * idx.shape[1])
-    V = sparse.csr_matrix(((r[:, None] * val).ravel(), (rows, idx.ravel())), shape=(n_act, basis.n_coef))
-    return L, V
+
+class _NewtonPattern:
+    """The fixed sparsity of the sparse MAP's Newton terms on one basis: V's CSR pattern (rows: the active cells)
+    with each node entry's slot in its data, and H's (V^T V + P + I: symmetric, so its CSR arrays are its CSC
+    ones) with the slots of every cell's products, of P's entries and of the diagonal.  Building V through
+    scipy's COO -> CSR and H as V^T diag(mu) V plus two sparse sums and a symmetrisation took 35 ms per Newton step
+    of the 2D test4 fit, this 7 ms (benchmarks/RESULTS_FIT2D.md); the same products, the same non-zeros."""
+
+    def __init__(self, basis: EffectiveBasis, P):
+        from scipy import sparse
+
+        from ..kernels.effective import gram_pairs
+
+        idx, val, _ = basis.nodes
+        g = basis.quad ** basis.dim
+        m = self.m = basis.n_coef
+        n_act = idx.shape[0] // g
+        self.shape_v = (n_act, m)
+        rows = np.repeat(np.arange(n_act, dtype=np.int64), g * idx.shape[1])
+        # the node design's structural zeros (removed coefficients) stay out of both patterns, as scipy's sums drop
+        # them: the same non-zeros, so sparse_cholesky orders H, and the Laplace draws fall, as before
+        nz = val.ravel() != 0
+        ukey, inv = np.unique((rows * m + idx.ravel())[nz], return_inverse=True)
+        self.v_slot = np.full(nz.size, ukey.size, dtype=np.int64)  # zeros go to one extra bin, dropped
+        self.v_slot[nz] = inv
+        self.v_indices = ukey % m
+        self.v_indptr = np.concatenate([[0], np.cumsum(np.bincount(ukey // m, minlength=n_act))]).astype(np.int64)
+        n_row = np.diff(self.v_indptr)
+        gk = np.empty(int(np.sum(n_row * n_row)), dtype=np.int64)
+        gram_pairs(self.v_indptr, self.v_indices, m, gk)
+        Pc = sparse.coo_matrix(P)
+        Pc.sum_duplicates()
+        dk = np.arange(m, dtype=np.int64) * (m + 1)
+        hkey, inv = np.unique(np.concatenate([gk, Pc.row.astype(np.int64) * m + Pc.col, dk]), return_inverse=True)
+        self.h_indices = hkey % m
+        self.h_indptr = np.concatenate([[0], np.cumsum(np.bincount(hkey // m, minlength=m))]).astype(np.int64)
+        self.gram_slot = inv[:gk.size]
+        self.p_slot, self.p_val = inv[gk.size:gk.size + Pc.nnz], Pc.data
+        self.d_slot = inv[gk.size + Pc.nnz:]
+
+    def V(self, entries):
+        """The cell design V (n_active, m) CSR from :func:`_node_entries`' entries (duplicates summed)."""
+        from scipy import sparse
+
+        data = np.bincount(self.v_slot, weights=entries, minlength=self.v_indices.size + 1)[:-1]
+        return sparse.csr_matrix((data, self.v_indices, self.v_indptr), shape=self.shape_v)
+
+    def H(self, V, mu, nf, sigma, ridge_sd):
+        """nf V^T diag(mu) V + P / sigma^2 + I / ridge_sd^2 (m, m), CSC."""
+        from scipy import sparse
+
+        from ..kernels.effective import gram_accumulate
+
+        data = np.zeros(self.h_indices.size)
+        gram_accumulate(self.v_indptr, V.data, mu, self.gram_slot, data)
+        data *= nf
+        data[self.p_slot] += self.p_val / sigma ** 2
+        data[self.d_slot] += 1.0 / ridge_sd ** 2
+        return sparse.csc_matrix((data, self.h_indices, self.h_indptr), shape=(self.m, self.m))
 
 
 def _node_log_mass(basis: EffectiveBasis, a) -> np.ndarray:
@@ -826,12 +892,12 @@ def map_estimate_sparse(basis: EffectiveBasis, counts, n_eff_factor: float = 1.0
     r = sparse_penalty_rank(basis.P)
     m = basis.n_coef
     if start is None:
-        L0, _ = node_cell_design(basis, np.zeros(m))
+        L0 = _node_log_mass(basis, np.zeros(m))
         a = np.full(m, math.log(np.exp(L0).sum() / c.sum()))   # the constant that matches the Poisson total
         sigma = 0.1
     else:
         a, sigma = np.array(start[0], dtype=float), float(start[1])
-    eye = sparse.identity(m, format="csr")
+    pat = _NewtonPattern(basis, P)
 
     def objective(a, sigma):
         L = _node_log_mass(basis, a)
@@ -839,11 +905,11 @@ def map_estimate_sparse(basis: EffectiveBasis, counts, n_eff_factor: float = 1.0
         return -nf * float(c @ L - np.exp(L).sum()) + 0.5 * float(a @ (P @ a)) / sigma ** 2 + 0.5 * float(ac @ ac) / ridge_sd ** 2
 
     def terms(a, sigma):
-        L, V = node_cell_design(basis, a)
+        L, ent = _node_entries(basis, a)
+        V = pat.V(ent)
         mu = np.exp(L)
         g = nf * (V.T @ (c - mu)) + (P @ a) / sigma ** 2 + (a - a.mean()) / ridge_sd ** 2
-        H = nf * (V.T @ sparse.diags(mu) @ V) + P / sigma ** 2 + eye / ridge_sd ** 2
-        return g, sparse.csc_matrix(0.5 * (H + H.T))
+        return g, pat.H(V, mu, nf, sigma, ridge_sd)
 
     s2 = sigma_rw_scale ** 2
 

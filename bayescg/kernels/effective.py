@@ -228,6 +228,33 @@ def solve_l(Lp, Li, Lx, g, y):
 
 
 @njit(cache=True, nogil=True)
+def gram_pairs(indptr, cols, m, keys):
+    """keys (sum_J n_J^2,) <- a * m + b for every ordered pair (a, b) of the columns of each row J of a CSR pattern
+    (indptr (rows + 1,), cols), rows in order, a-major within a row: where the row's products land in V^T V."""
+    t = 0
+    for J in range(indptr.size - 1):
+        for i in range(indptr[J], indptr[J + 1]):
+            for j in range(indptr[J], indptr[J + 1]):
+                keys[t] = cols[i] * m + cols[j]
+                t += 1
+
+
+@njit(cache=True, nogil=True)
+def gram_accumulate(indptr, vdata, mu, pos, out):
+    """out[pos[...]] += mu_J v_Ja v_Jb over the rows J of a CSR matrix V (indptr, vdata) in :func:`gram_pairs`'
+    order: V^T diag(mu) V into a fixed pattern (out is not cleared).  mu_J (v_a v_b), not (mu_J v_a) v_b, so that
+    (a, b) and (b, a) get the same float: the result is exactly symmetric."""
+    t = 0
+    for J in range(indptr.size - 1):
+        w = mu[J]
+        for i in range(indptr[J], indptr[J + 1]):
+            vi = vdata[i]
+            for j in range(indptr[J], indptr[J + 1]):
+                out[pos[t]] += w * (vi * vdata[j])
+                t += 1
+
+
+@njit(cache=True, nogil=True)
 def node_log_mass(a, idx, val, logw, g, eta, L):
     """Cell log masses L_J = logsumexp_{k in J} (logw_k - (N a)_k) of the active cells (nodes grouped by
     cell, g per cell; N sparse: node k has non-zeros val[k, :] at idx[k, :]); eta (nodes,) gets logw - N a."""
