@@ -199,8 +199,13 @@ def test_learn2d_child_compiles_the_signatures_a_real_learn_loads(tmp_path):
                                      "reference": "x**2/2 + y**2"},
          "simulation": {"delta": 0.1, "gamma": 0.5, "steps": 200000, "walkers": 8, "seed": 3, "bins": 30},
          "fit": {"draws": 100, "tune": 100, "chains": 2, "knots": 8}},
-        "assert r.noise is not None and r.fit.method == 'nuts' and r.correction is not None "
-        "and r.correction.white_noise_check is not None, r.correction_note",
+        # the first white-kick run of this small two-stage run sits near the correction's 2x temperature guard
+        # (1.3-2.2x the run's, moving with float-level changes of the raw U, stop 40): refused there, the white-kick
+        # spline kernels have run and the white-noise check's recording driver has not
+        "assert r.noise is not None and r.fit.method == 'nuts', r.correction_note; "
+        "assert r.correction is not None or 'temperature' in (r.correction_note or ''), r.correction_note; "
+        "not_run = () if r.correction is not None and r.correction.white_noise_check is not None "
+        "else ('_record_chunk_damped',)",
         {"noise_logp_grad", "sparse_logp_grad", "_loop_eval", "_record_chunk_damped", "gl", "gs"}, (900, 1200))
 
 
