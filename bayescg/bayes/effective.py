@@ -735,6 +735,11 @@ def node_cell_design(basis: EffectiveBasis, a):
     return L, sparse.csr_matrix((ent, (rows, idx.ravel())), shape=(L.size, basis.n_coef))
 
 
+def _csr_pattern(keys, m, rows):
+    """(indices, indptr) of the CSR pattern whose non-zeros are the sorted unique keys row * m + column."""
+    return keys % m, np.concatenate([[0], np.cumsum(np.bincount(keys // m, minlength=rows))]).astype(np.int64)
+
+
 class _NewtonPattern:
     """The fixed sparsity of the sparse MAP's Newton terms on one basis: V's CSR pattern (rows: the active cells)
     with each node entry's slot in its data, and H's (V^T V + P + I: symmetric, so its CSR arrays are its CSC
@@ -759,8 +764,7 @@ class _NewtonPattern:
         ukey, inv = np.unique((rows * m + idx.ravel())[nz], return_inverse=True)
         self.v_slot = np.full(nz.size, ukey.size, dtype=np.int64)  # zeros go to one extra bin, dropped
         self.v_slot[nz] = inv
-        self.v_indices = ukey % m
-        self.v_indptr = np.concatenate([[0], np.cumsum(np.bincount(ukey // m, minlength=n_act))]).astype(np.int64)
+        self.v_indices, self.v_indptr = _csr_pattern(ukey, m, n_act)
         n_row = np.diff(self.v_indptr)
         gk = np.empty(int(np.sum(n_row * n_row)), dtype=np.int64)
         gram_pairs(self.v_indptr, self.v_indices, m, gk)
@@ -768,8 +772,7 @@ class _NewtonPattern:
         Pc.sum_duplicates()
         dk = np.arange(m, dtype=np.int64) * (m + 1)
         hkey, inv = np.unique(np.concatenate([gk, Pc.row.astype(np.int64) * m + Pc.col, dk]), return_inverse=True)
-        self.h_indices = hkey % m
-        self.h_indptr = np.concatenate([[0], np.cumsum(np.bincount(hkey // m, minlength=m))]).astype(np.int64)
+        self.h_indices, self.h_indptr = _csr_pattern(hkey, m, m)
         self.gram_slot = inv[:gk.size]
         self.p_slot, self.p_val = inv[gk.size:gk.size + Pc.nnz], Pc.data
         self.d_slot = inv[gk.size + Pc.nnz:]

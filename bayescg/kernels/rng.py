@@ -22,7 +22,10 @@ _S11 = np.uint64(11)
 _INV53 = 1.0 / 9007199254740992.0  # 2^-53
 
 
-def _ziggurat_tables(n: int = 256, r: float = 3.6541528853610088):
+_ZR = 3.6541528853610088  # where the tail starts: Marsaglia's r for 256 layers
+
+
+def _ziggurat_tables(n: int = 256, r: float = _ZR):
     """(k, w, f) of the 256-layer normal ziggurat (Marsaglia & Tsang's zigset with 2^52 in place of 2^31): the
     layers' right edges x_i (w = x_i / 2^52 scales a 52-bit integer to an abscissa; layer 0 is the base strip of
     area v, the tail beyond r included), k[i] = 2^52 x_{i-1} / x_i (an integer below it lies inside the density for
@@ -49,7 +52,6 @@ def _ziggurat_tables(n: int = 256, r: float = 3.6541528853610088):
 
 
 _ZK, _ZW, _ZF = _ziggurat_tables()
-_ZR = 3.6541528853610088  # where the tail starts
 _M52 = np.uint64(0x000FFFFFFFFFFFFF)
 _U255 = np.uint64(0xFF)
 _S8 = np.uint64(8)
