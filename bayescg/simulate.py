@@ -340,6 +340,16 @@ class _Run:
         return lens
 
 
+#: simulate's default burn-in: the fraction of each walker's steps discarded.
+DEFAULT_BURN_IN = 0.1
+
+
+def walker_steps(steps: int, walkers: int, burn_in: float = DEFAULT_BURN_IN) -> tuple[int, int]:
+    """(steps per walker, of which burn-in) of a run of ``steps`` steps in total over ``walkers`` walkers."""
+    n_per = -(-int(steps) // int(walkers))
+    return n_per, int(burn_in * n_per)
+
+
 def _setup(potential, delta, gamma, steps, walkers, seed, mass, friction, integrator, beta, burn_in, init_mean,
            init_sd, bins, hist_range, max_samples, chunk_steps, kick_noise, options) -> _Run:
     potential = _check_potential(potential)
@@ -384,8 +394,7 @@ def _setup(potential, delta, gamma, steps, walkers, seed, mass, friction, integr
                          f"{options.max_hist_bytes / 2 ** 30:.3g} GiB; use fewer bins or walkers")
     c, G, Z = _constants(integ, d, delta, mass, friction, gamma, beta, kick_noise)
 
-    n_per = -(-steps // walkers)
-    burn = int(burn_in * n_per)
+    n_per, burn = walker_steps(steps, walkers, burn_in)
     n_acc = n_per - burn
     if n_acc < 1:
         raise InputError("no steps left after burn-in; increase steps or reduce burn_in")
@@ -503,7 +512,7 @@ def _plan(run: _Run, step0, nsteps, acc_start, minmax_start):
 
 
 def simulate(potential, delta, gamma=0.1, *, steps, walkers=16, seed=1, mass=None, friction=None,
-             integrator="damped", beta=1.0, burn_in=0.1, init_mean=None, init_sd=1.0,
+             integrator="damped", beta=1.0, burn_in=DEFAULT_BURN_IN, init_mean=None, init_sd=1.0,
              bins=200, hist_range=None, max_samples=100_000, chunk_steps=None,
              checkpoint=None, resume=False, control=None, kick_noise=None,
              options: EngineOptions | None = None) -> SimulationResult:
@@ -639,6 +648,12 @@ def _result(run: _Run, wk, sx, meta, seconds, gamma, beta, burn_in) -> Simulatio
         flat = Mwb.reshape(nb, d, d)
         # equipartition E[p^T A p] = d / beta; A @ X is exactly X for A = I (no change then)
         tr_cov = float(np.trace(A @ cov))
+        if not (math.isfinite(tr_cov) and abs(tr_cov) < 1e150):
+            # states still finite but whose second moments overflow (|p| ~ 1e75 and more): a blow-up the kernels'
+            # finiteness test does not see; beta's se below (tr_cov^2) would raise OverflowError
+            w = int(np.argmax(np.nan_to_num(sx.bpp[good].sum(axis=(1, 2, 3)), nan=np.inf, posinf=np.inf)))
+            raise SimulationError(f"walker {int(np.flatnonzero(good)[w])} blew up (momentum variance "
+                                  f"{tr_cov:.3g}); reduce delta")
         beta_hat = d / tr_cov
         if nb >= 2:
             cov_se = flat.std(axis=0, ddof=1) / math.sqrt(nb)

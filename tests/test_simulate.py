@@ -233,3 +233,20 @@ def test_specialized_driver_gives_identical_results(test1):
         for name in ("final_q", "final_p", "hist_counts", "hist_count_var", "samples_q", "second_moment_batches",
                      "p_moment_batches"):
             assert np.array_equal(getattr(base, name), getattr(spec, name)), name
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_momenta_whose_squares_overflow_are_a_blow_up_not_a_traceback(dim):
+    """States that stay finite while their second moments overflow (white kicks of variance 1e158 on a harmonic
+    well: |p| ~ 1e79) are reported as a blow-up (SimulationError), as a non-finite state is; the statistics used
+    to raise OverflowError (tr_cov^2 in beta's se), which escaped the correction's blow-up backtracking."""
+    names = ["x", "y"][:dim] if dim == 2 else ["q"]
+    pot = Potential.from_expression(" + ".join(f"{v}**2/2" for v in names), names)
+    kick = 1e158 if dim == 1 else 1e158 * np.eye(2)
+    with pytest.raises(SimulationError, match=r"walker \d+ blew up \(momentum variance .*\); reduce delta"):
+        simulate(pot, 0.1, 0.5, steps=4_000, walkers=2, integrator="damped_white", kick_noise=kick, bins=10,
+                 hist_range=[(-1e90, 1e90)] * dim)
+    # an ordinary run is untouched
+    r = simulate(pot, 0.1, 0.5, steps=4_000, walkers=2, integrator="damped_white", kick_noise=kick * 1e-158,
+                 bins=10, hist_range=[(-10, 10)] * dim)
+    assert np.isfinite(r.beta_hat) and np.isfinite(r.beta_hat_se)
