@@ -394,6 +394,40 @@ def _record_calibrated_run(res, s2, warnings) -> None:
                         "close to I (beta = 1): the effective noise may not be additive at this delta")
 
 
+#: Fewer momentum relaxation times than this per walker (after burn-in) along a direction of the calibrated friction
+#: and the kicks do not set that direction's temperature (:func:`slow_directions`).
+MIN_RELAXATIONS = 10.0
+
+
+def slow_directions(friction, sampled_time: float, momentum_covariance=None,
+                    min_relaxations: float = MIN_RELAXATIONS) -> list[str]:
+    """Warnings for the directions v the calibrated friction Gamma (d, d) (rate per unit time, M = I) damps so weakly
+    that a walker sees fewer than ``min_relaxations`` momentum relaxation times lambda T after burn-in, T =
+    ``sampled_time`` (steps per walker after burn-in times delta): there the kicks (Z = 2 Gamma, Theorem 3.1) do not set the temperature,
+    which carries the walkers' start (init_sd) unless V couples v to the damped directions, so the histogram along
+    v need not be a Gibbs law.  Seen when the small scale acts along fewer than d directions (e.g. x^2/2 + y^2 +
+    eps sin(x/eps): Z_yy is 0 within its error and Gamma's smallest eigenvalue 3e-14 after the SPD clip).
+    momentum_covariance (d, d) of the calibrated run (optional): the temperature v^T C v measured along v is quoted
+    next to the mean Tr(C) / d."""
+    G = np.atleast_2d(np.asarray(friction, dtype=float))
+    lam, vec = np.linalg.eigh(0.5 * (G + G.T))
+    T = float(sampled_time)
+    out = []
+    for k in np.flatnonzero(lam * T < min_relaxations):
+        v = vec[:, k] * np.sign(vec[np.argmax(np.abs(vec[:, k])), k])
+        temp = ""
+        if momentum_covariance is not None:
+            C = np.asarray(momentum_covariance, dtype=float)
+            temp = (f"; the calibrated run's temperature along it is {float(v @ C @ v):.3g} against "
+                    f"{float(np.trace(C)) / len(C):.3g} on average")
+        out.append(f"the calibrated friction damps direction {np.round(v, 3).tolist()} at rate {lam[k]:.3g} per unit "
+                   f"time: {max(lam[k], 0.0) * T:.3g} momentum relaxation times per walker after burn-in (< "
+                   f"{min_relaxations:g}), so the kicks do not set its temperature, which keeps the walkers' start "
+                   f"unless V couples it to the damped directions{temp}; U along it need not be the effective "
+                   "potential (more steps per walker, or a small scale that acts along it)")
+    return out
+
+
 def estimate_noise(potential, delta: float, gamma: float = 0.1, steps: int = 1_000_000, walkers: int = 16,
                    seed: int = 1, executor=None, control=None, *, calibrated_run: bool = True,
                    bayesian: bool = True, draws: int = 1000, tune: int = 1000, chains: int = 2,
@@ -455,5 +489,10 @@ def estimate_noise(potential, delta: float, gamma: float = 0.1, steps: int = 1_0
         s2 = _run_design(_DesignTask(expr, variables, delta, kw, checkpoint=ckpath("calibrated"), resume=resume),
                          potential, control)
         _record_calibrated_run(res, s2, warnings)
+    from .simulate import DEFAULT_BURN_IN, walker_steps
+
+    run = dict(base, steps=int(calibrated_steps or steps)) if calibrated_run else base
+    n_per, burn = walker_steps(run["steps"], run["walkers"], run.get("burn_in", DEFAULT_BURN_IN))
+    warnings += slow_directions(friction, (n_per - burn) * float(delta), res.calibrated_momentum_covariance)
     res.seconds = time.perf_counter() - t0
     return res

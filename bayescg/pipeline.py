@@ -387,6 +387,9 @@ def _learn_model(model: Model, *, workdir, resume, control, executor, child=None
     noise = None
     if pot.dim >= 2 and (model.noise or NoiseSection()).calibrate and s.friction is None:
         noise = estimate_noise_model(model, executor=executor, control=control, workdir=workdir, resume=resume)
+        # the friction below is the noise model's: what it warns of (an SPD clip, a calibration off beta = 1, a
+        # direction the friction barely damps) bears on U, so it is the learn's warning too, not only result.json's
+        warnings += [f"noise model: {w}" for w in noise.warnings]
         kw["friction"] = np.asarray(noise.friction, float)
         kw["mass"] = np.eye(pot.dim)
     gamma_choice = None

@@ -198,3 +198,48 @@ def test_paper_example_48_tight_with_posterior():
     assert np.all((res.posterior_lower <= Z_48 + 0.02 * Z_48.max()) & (Z_48 - 0.02 * Z_48.max() <= res.posterior_upper))
     np.testing.assert_allclose(res.calibrated_momentum_covariance, np.eye(2), atol=0.03)
     assert res.to_inference_data() is not None
+
+
+def test_slow_directions_name_the_direction_the_friction_barely_damps():
+    """lambda T < 10 momentum relaxation times per walker along an eigenvector of Gamma is flagged, with that
+    direction; the analytic cases: diagonal Gamma (the axes) and a rotated rank-one-like Gamma."""
+    # diag(0.03, 0.001), T = 1000: 30 relaxations along x (fine), 1 along y (flagged)
+    w = noise.slow_directions(np.diag([0.03, 0.001]), 1000.0)
+    assert len(w) == 1 and "direction [0.0, 1.0]" in w[0] and "rate 0.001 " in w[0] and ": 1 momentum" in w[0]
+    assert noise.slow_directions(np.diag([0.03, 0.011]), 1000.0) == []          # 11 >= 10
+    assert len(noise.slow_directions(np.diag([0.03, 0.009]), 1000.0)) == 1      # 9 < 10
+    # Gamma = 0.03 u u^T + 1e-6 v v^T with u = (cos t, sin t): the slow direction is v = (-sin t, cos t)
+    t = 0.3
+    u, v = np.array([np.cos(t), np.sin(t)]), np.array([-np.sin(t), np.cos(t)])
+    G = 0.03 * np.outer(u, u) + 1e-6 * np.outer(v, v)
+    C = np.diag([0.8, 1.3])
+    w = noise.slow_directions(G, 2000.0, momentum_covariance=C)
+    assert len(w) == 1
+    got = np.array(eval(w[0].split("direction ")[1].split(" at rate")[0]))
+    assert np.allclose(got, v, atol=1e-3)  # sign: largest component positive
+    assert f"temperature along it is {v @ C @ v:.3g} against {np.trace(C) / 2:.3g}" in w[0]
+
+
+def _learn_two_stage(expression, seed=3):
+    from bayescg.config import model_from_dict
+    from bayescg.pipeline import learn_model
+
+    return learn_model(model_from_dict({
+        "name": "q2", "potential": {"variables": ["x", "y"], "expression": expression},
+        "simulation": {"delta": 0.1, "gamma": 0.5, "steps": 200000, "walkers": 8, "seed": seed, "bins": 30},
+        "fit": {"knots": 8, "method": "map", "delta_correction": "none"}, "noise": {"z_draws": 0}}))
+
+
+def test_learn_warns_when_the_small_scale_leaves_a_direction_unthermalised():
+    """x^2/2 + y^2 + eps sin(x/eps): the small scale kicks x only, so Z_yy is 0 within its error and the calibrated
+    friction leaves (about) y undamped: y keeps its start's temperature (V is separable) and the learned U along
+    y is not a Gibbs law.  learn says so, as a warning of the noise model carried into the learn's own warnings
+    (they were only in result.json's noise section); with the small scale along x and y it does not."""
+    r = _learn_two_stage("x**2/2 + y**2 + 1e-3*sin(x/1e-3)")
+    slow = [w for w in r.warnings if w.startswith("noise model: the calibrated friction damps direction")]
+    assert len(slow) == 1, r.warnings
+    v = np.array(eval(slow[0].split("direction ")[1].split(" at rate")[0]))
+    assert abs(v[1]) > 0.95, v
+    assert all(f"noise model: {w}" in r.warnings for w in r.noise.warnings)
+    both = _learn_two_stage("x**2/2 + y**2 + 1e-3*sin(x/1e-3) + 1e-3*sin(y/1e-3)")
+    assert not [w for w in both.warnings if "friction damps" in w], both.warnings
