@@ -225,13 +225,16 @@ class LearnResult:
             s.add("correction seconds", c["seconds"], ".1f", "s")
             s.add("U_raw: rmse", d.get("reference_rmse_raw"), missing="n/a (no reference)")
             s.add("U_raw: coverage of reference", d.get("reference_coverage_raw"), ".3g", missing="n/a (no reference)")
-            if d["dimension"] == 1:  # the band's known calibration (issue 11; bias.corrected_fit's band text)
-                from .bias import CORRECTED_BAND_COVERAGE
-
-                s.add("corrected band: measured coverage of U_k", f"{CORRECTED_BAND_COVERAGE}, not the nominal 0.94 "
-                      "(1D replicate studies: benchmarks/calibration/RESULTS.md)")
         else:
             s.add("correction: why not", c.get("reason"))
+        if c.get("significance"):  # the band is bias.corrected_fit's (applied or not): its known calibration
+            from .bias import CORRECTED_BAND_COVERAGE, CORRECTED_BAND_COVERAGE_2D
+
+            s.add("band: measured coverage of U_k",
+                  f"{CORRECTED_BAND_COVERAGE}, not the nominal 0.94 (1D replicate studies: "
+                  "benchmarks/calibration/RESULTS.md)" if d["dimension"] == 1 else
+                  f"{CORRECTED_BAND_COVERAGE_2D}, nominal 0.94 (benchmarks/calibration/RESULTS.md, "
+                  "results/effective/RESULTS.md)")
         chk = c.get("white_noise_check") or {}
         if chk.get("colour"):
             col = chk["colour"]

@@ -102,6 +102,9 @@ def test_learn_reports_the_correction_and_it_brings_U0_back():
     assert col["modelled"] is False and col["rho"] == pytest.approx(c["white_noise_check"]["corrected"]["rho"])
     assert not c["white_noise_check"]["colour"]["flag"] and col["reason"].startswith("white")
     assert res.summary()["kick colour in the correction"].startswith("not modelled (white")
+    from bayescg.bias import CORRECTED_BAND_COVERAGE
+
+    assert res.summary()["band: measured coverage of U_k"].startswith(CORRECTED_BAND_COVERAGE)
     off = learn_model(load_model("models/test1-quadratic.toml", {"simulation.steps": 400_000, "fit.method": "map",
                                                                  "fit.knots": 20, "fit.delta_correction": "none"}))
     assert off.to_dict()["finite_delta_correction"] == {"applied": False, "reason": "fit.delta_correction = 'none'"}

@@ -220,14 +220,14 @@ def test_slow_directions_name_the_direction_the_friction_barely_damps():
     assert f"temperature along it is {v @ C @ v:.3g} against {np.trace(C) / 2:.3g}" in w[0]
 
 
-def _learn_two_stage(expression, seed=3):
+def _learn_two_stage(expression, seed=3, correction="none"):
     from bayescg.config import model_from_dict
     from bayescg.pipeline import learn_model
 
     return learn_model(model_from_dict({
         "name": "q2", "potential": {"variables": ["x", "y"], "expression": expression},
         "simulation": {"delta": 0.1, "gamma": 0.5, "steps": 200000, "walkers": 8, "seed": seed, "bins": 30},
-        "fit": {"knots": 8, "method": "map", "delta_correction": "none"}, "noise": {"z_draws": 0}}))
+        "fit": {"knots": 8, "method": "map", "delta_correction": correction}, "noise": {"z_draws": 0}}))
 
 
 def test_learn_warns_when_the_small_scale_leaves_a_direction_unthermalised():
@@ -241,5 +241,10 @@ def test_learn_warns_when_the_small_scale_leaves_a_direction_unthermalised():
     v = np.array(eval(slow[0].split("direction ")[1].split(" at rate")[0]))
     assert abs(v[1]) > 0.95, v
     assert all(f"noise model: {w}" in r.warnings for w in r.noise.warnings)
-    both = _learn_two_stage("x**2/2 + y**2 + 1e-3*sin(x/1e-3) + 1e-3*sin(y/1e-3)")
+    assert "band: measured coverage of U_k" not in r.summary()  # no correction: the raw fit's band, nothing quoted
+    both = _learn_two_stage("x**2/2 + y**2 + 1e-3*sin(x/1e-3) + 1e-3*sin(y/1e-3)", correction="fixed_point")
     assert not [w for w in both.warnings if "friction damps" in w], both.warnings
+    # the correction ran (applied or within its error): the band is bias.corrected_fit's, whose 2D calibration is quoted
+    from bayescg.bias import CORRECTED_BAND_COVERAGE_2D
+
+    assert both.summary()["band: measured coverage of U_k"].startswith(CORRECTED_BAND_COVERAGE_2D), both.correction_note
