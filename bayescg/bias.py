@@ -940,7 +940,8 @@ def fixed_point_correction(knots, coef_target, learn, *, grid, weights, region, 
                                 seconds=time.perf_counter() - t0, residual_consistent=bool(consistent))
 
 
-def residual_kick_correlation(q, p, grad_U, *, delta, A, E, max_lag: int = 3, return_kicks: bool = False):
+def residual_kick_correlation(q, p, grad_U, *, delta, A, E, max_lag: int = 3, return_kicks: bool = False,
+                              cells=None):
     """Is the noise the correction models as white actually white?  From consecutive frames q, p (n, W, d) of
     the damped map (3.2) on V (one step apart), the residual kicks of the candidate U_c (``grad_U``:
     (N, d) -> (N, d)),
@@ -955,7 +956,9 @@ def residual_kick_correlation(q, p, grad_U, *, delta, A, E, max_lag: int = 3, re
     one global cubic polynomial of q_{n+1/2}, the estimator before: on (4.9) Mueller-Brown it keeps the misfit) and
     ``n``; Z_matrix is None when no cell allows a local fit (walkers trapped at a point), ``Z_matrix_error`` says so.  A step that resolves part of V - U_c
     (the scale treated as noise) gives rho_1 far from 0: the kicks of successive steps then share the same
-    resolved feature of V - U_c.  return_kicks: return r (n - 1, W, d) itself instead; "both": (statistics, r)."""
+    resolved feature of V - U_c.  return_kicks: return r (n - 1, W, d) itself instead; "both": (statistics, r).
+    cells: :func:`kick_covariance`'s cells per axis (default: its rule, which depends on the positions only, so a
+    second candidate on the same frames can pass the first's ``Z_matrix_cells``)."""
     q = np.asarray(q, dtype=float)
     p = np.asarray(p, dtype=float)
     if q.ndim != 3 or q.shape != p.shape or q.shape[0] < max_lag + 3:
@@ -967,13 +970,13 @@ def residual_kick_correlation(q, p, grad_U, *, delta, A, E, max_lag: int = 3, re
     g = np.asarray(grad_U(qh.reshape(-1, d)), dtype=float).reshape(qh.shape)
     r = p[1:] - np.einsum("ij,nwj->nwi", E, p[:-1]) + delta * g
     if return_kicks == "both":  # the statistics and the kicks from one evaluation of grad U_c
-        return _kick_statistics(qh, r, delta=delta, max_lag=max_lag), r
+        return _kick_statistics(qh, r, delta=delta, max_lag=max_lag, cells=cells), r
     if return_kicks:
         return r
-    return _kick_statistics(qh, r, delta=delta, max_lag=max_lag)
+    return _kick_statistics(qh, r, delta=delta, max_lag=max_lag, cells=cells)
 
 
-def _kick_statistics(qh, r, *, delta, max_lag):
+def _kick_statistics(qh, r, *, delta, max_lag, cells=None):
     """The statistics of :func:`residual_kick_correlation` from the half-step positions qh and kicks r (n - 1, W, d)
     (r is not modified)."""
     W, d = r.shape[1], r.shape[2]
@@ -988,7 +991,7 @@ def _kick_statistics(qh, r, *, delta, max_lag):
     # remove it at finite delta (the misfit correlates r_n with xi_{n-1} at O(delta^2 dK))
     X = qh.reshape(-1, d)
     try:
-        Zloc = kick_covariance(X, r.reshape(-1, d), delta=delta)
+        Zloc = kick_covariance(X, r.reshape(-1, d), delta=delta, cells=cells)
     except InputError as exc:  # the other statistics stand; Z_matrix None says why not (Z_matrix_error)
         Zloc = {"Z": None, "cells": None, "error": str(exc)}
     X = (X - X.mean(axis=0)) / np.maximum(X.std(axis=0), 1e-300)
@@ -1045,11 +1048,12 @@ def kick_covariance(qh, r, *, delta, cells=None, min_per_parameter: int = KICK_S
         raise InputError(f"kick_covariance needs more samples than {N}")
     lo, hi = qh.min(axis=0), qh.max(axis=0)
     span = np.where(hi > lo, hi - lo, 1.0)
+    u = (qh - lo) / span  # in [0, 1]: the cell search below cuts it at up to ~100 k per axis (2D)
 
     def index(k):
-        ij = np.clip(((qh - lo) / span * k).astype(np.int64), 0, k - 1)
-        flat = np.zeros(N, dtype=np.int64)
-        for i in range(d):
+        ij = np.minimum((u * k).astype(np.int64), k - 1)
+        flat = ij[:, 0].copy()
+        for i in range(1, d):
             flat = flat * k + ij[:, i]
         return flat
 
@@ -1198,21 +1202,25 @@ def check_frames(potential, sim, *, steps_per_walker: int = 20_000, walkers: int
     return q, p, A, E
 
 
-def white_noise_check(potential, sim, knots, coef_raw, coef_corrected, *, frames=None, **frame_kw):
+def white_noise_check(potential, sim, knots, coef_raw, coef_corrected, *, frames=None, raw=None, **frame_kw):
     """(dict, kicks): :func:`residual_kick_correlation` of the raw U and of the corrected U_c (splines on ``knots``) on
     ``frames`` = :func:`check_frames` (potential, sim, **frame_kw) (computed here when not given).  Adds ``flag``:
     |rho_1| of U_c above RHO_TOL (and above 4 standard errors), i.e. the step resolves part of what (B4) treats as
     white noise, so the corrected U is the potential at the scale the step resolves, not a coarser truncation; and
     ``colour`` (:func:`kick_colour` of U_c's lags 1-3): kicks correlated across steps, which the white model misses.
-    kicks (n - 1, W, d): the residual kicks of U_c (for :func:`kick_shape_shift`)."""
+    kicks (n - 1, W, d): the residual kicks of U_c (for :func:`kick_shape_shift`).  raw: the raw U's statistics on
+    the same ``frames`` when the caller has them (2D learn measures the V-run's kick covariance from them)."""
     from .splines import SplineRep
 
     q, p, A, E = frames if frames is not None else check_frames(potential, sim, **frame_kw)
     out = {}
-    out["raw"] = residual_kick_correlation(q, p, SplineRep(knots, coef_raw).gradient, delta=sim.delta, A=A, E=E)
-    # the corrected U_c's statistics and its kicks (for the kick-shape step) from one pass over the frames
+    out["raw"] = raw if raw is not None else residual_kick_correlation(q, p, SplineRep(knots, coef_raw).gradient,
+                                                                       delta=sim.delta, A=A, E=E)
+    # the corrected U_c's statistics and its kicks (for the kick-shape step) from one pass over the frames; the same
+    # positions, so the raw run's cells per axis (the cell rule reads the positions only)
     out["corrected"], kicks = residual_kick_correlation(q, p, SplineRep(knots, coef_corrected).gradient,
-                                                        delta=sim.delta, A=A, E=E, return_kicks="both")
+                                                        delta=sim.delta, A=A, E=E, return_kicks="both",
+                                                        cells=out["raw"]["Z_matrix_cells"])
     r1, se = out["corrected"]["rho"][0], out["corrected"]["rho_se"]
     out["flag"] = bool(abs(r1) > RHO_TOL and abs(r1) > 4 * se)
     out["rho_tol"] = RHO_TOL

@@ -488,7 +488,7 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
     # (max_knots_2d), and a learner on the model's knots had more basis functions than the target coefficients
     learn = damped_white_learner(sim, sim_kw, knots=len(np.unique(target.knots[0])), steps=steps, seed=seed + 1,
                                  control=control)
-    shape = frames = None
+    shape = frames = kc = None
     if sim.dim >= 2 and noise is not None and getattr(noise, "noise_covariance", None) is not None:
         # two-stage run: the calibrated Z (stage 1, Theorem 3.1) is the kick covariance the run's friction was matched
         # to; measured on (4.9) it is closer to the micro-scales' Z than any estimate from the kicks about the raw U
@@ -527,7 +527,7 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
 
             begin_stage(control, "finite-delta correction: white-noise check of the residual kicks")
             chk, kicks = white_noise_check(potential, sim, target.knots, target.coef_mean,
-                                           np.asarray(target.coef_mean) + corr.coef_shift, frames=frames)
+                                           np.asarray(target.coef_mean) + corr.coef_shift, frames=frames, raw=kc)
             corr.white_noise_check = chk
             if kick_shape and sim.dim == 1:
                 from .bias import apply_kick_shape

@@ -183,3 +183,24 @@ def test_quadratic_coef_2d_reproduces_the_quadratic():
     P = np.random.default_rng(0).uniform([-1.5, -2.5], [3.0, 2.0], (400, 2))
     v = 0.5 * np.einsum("ni,ij,nj->n", P - mu, K, P - mu)
     np.testing.assert_allclose(design_matrix(P, knots) @ quadratic_coef_2d(knots, mu, K), v, atol=1e-10)
+
+
+def test_kick_covariance_cell_rule_reads_positions_only_and_matches_a_plain_count():
+    """The cell rule (largest k with >= 100 samples per parameter per occupied cell, the search stopping once the
+    occupied cells are 4x past it) against a plain re-count with Python sets of cell tuples; it depends on the
+    positions only, so the second candidate of the white-noise check may pass the first's ``cells``: same result."""
+    q, r, _, delta = _two_well_kicks(n=30_000, seed=4)
+    out = kick_covariance(q, r, delta=delta)
+    lo, hi = q.min(axis=0), q.max(axis=0)
+    k_plain = 1
+    for kk in range(2, 257):
+        cells = {tuple(min(int((x - l) / (h - l) * kk), kk - 1) for x, l, h in zip(row, lo, hi)) for row in q}
+        if len(q) / len(cells) >= 300:
+            k_plain = kk
+        elif len(cells) > len(q) / 300 * 4:
+            break
+    assert out["cells"] == k_plain > 2
+    other = kick_covariance(q, 0.5 * r[::-1], delta=delta)  # other kicks, same positions: the same cells
+    assert other["cells"] == out["cells"]
+    again = kick_covariance(q, r, delta=delta, cells=out["cells"])
+    assert np.array_equal(again.pop("Z"), out.pop("Z")) and again == out
