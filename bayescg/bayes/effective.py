@@ -811,9 +811,13 @@ def _node_log_mass(basis: EffectiveBasis, a) -> np.ndarray:
 
 def active_log_probabilities(basis: EffectiveBasis, a) -> np.ndarray:
     """log pi_J over the active cells (flat) for kept coefficients a (m,), from the sparse node design."""
-    L = _node_log_mass(basis, a)
-    mx = L.max()
-    return L - mx - math.log(np.exp(L - mx).sum())
+    from ..kernels.effective import node_log_pi
+
+    idx, val, logw = basis.nodes
+    g = basis.quad ** basis.dim
+    eta, L = np.empty(len(logw)), np.empty(len(logw) // g)
+    node_log_pi(np.ascontiguousarray(a, dtype=float), idx, val, logw, g, eta, L)
+    return L
 
 
 @dataclasses.dataclass
@@ -1057,6 +1061,15 @@ def _tensor_blocks(basis: EffectiveBasis) -> tuple:
             act[:, 1].astype(np.int64), np.ascontiguousarray(xv.ravel()), np.ascontiguousarray(yv.ravel()),
             np.ascontiguousarray(basis.node_logw[0], dtype=float), np.ascontiguousarray(basis.node_logw[1], dtype=float),
             my, g1, W, basis.keep.size)
+
+
+def tensor_blocks_33(basis: EffectiveBasis):
+    """:func:`_tensor_blocks` when the tensor kernels' fast path applies (d = 2, 3 x 3 Gauss nodes, 1D blocks of
+    width <= 5: cubic splines, the 2D default), else None."""
+    if basis.dim != 2 or basis.quad != 3:
+        return None
+    tb = _tensor_blocks(basis)
+    return tb if tb[13] == 5 else None
 
 
 def _tensor_section(basis: EffectiveBasis, L):

@@ -458,7 +458,7 @@ def _row_33_nodes(T, yv, lwx, lwy, ys0, cy, J, n, ix, my, X, Y, E, C):
     """The node values of the cells J .. J + n - 1 of one x-cell row ix (3 x 3 Gauss nodes, 1D blocks padded to width
     5), from the row's T = Bx A_row (g1, my): gathers the cells' operands into cell-minor scratch (:func:`_row_33`),
     then per cell its max node value mx into C[:n], its node weights exp(eta - mx) into E (9 n,) and their sum into
-    C[n:2 n], so L_J = mx + log(sum)."""
+    C[n:2 n], so L_J = mx + log(sum).  Shared by the NUTS likelihood (:func:`_row_33`) and :func:`tensor_log_mass`."""
     for k in range(n):
         iy = cy[J + k]
         tb = ys0[iy]
@@ -617,6 +617,86 @@ def _tensor_likelihood(a, buf, nf, ga):
     for k in range(m):
         ga[k] += gf[kfull[k]]
     return hist
+
+
+# --------------------------------------------------------------------------------------------------
+# log pi_J of posterior draws (fit's pointwise log-likelihood): per draw the cell log masses, normalised
+# --------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def log_normalise(L):
+    """L -= logsumexp(L) in place: cell log masses -> log pi_J (the cells' probabilities, normalised over L)."""
+    mx = -np.inf
+    for J in range(len(L)):
+        mx = L[J] if L[J] > mx else mx
+    acc = 0.0
+    for J in range(len(L)):
+        acc += math.exp(L[J] - mx)
+    lz = mx + math.log(acc)
+    for J in range(len(L)):
+        L[J] -= lz
+
+
+@njit(cache=True, nogil=True)
+def node_log_pi(a, idx, val, logw, g, eta, L):
+    """log pi_J of the active cells into L for kept coefficients a: :func:`node_log_mass` (node design), then
+    :func:`log_normalise`; eta (nodes,) scratch."""
+    node_log_mass(a, idx, val, logw, g, eta, L)
+    log_normalise(L)
+
+
+@njit(cache=True, nogil=True)
+def _gather_log_pi(L, cells, row):
+    """row[i] = L[cells[i]] (log pi), -inf where pi = exp(log pi) underflows to 0 (as np.log of the probabilities)."""
+    for i in range(len(cells)):
+        v = L[cells[i]]
+        row[i] = v if math.exp(v) > 0.0 else -np.inf
+
+
+@njit(cache=True, nogil=True)
+def node_draws_log_pi(A, idx, val, logw, g, cells, out, lo, hi):
+    """out[s] = log pi at ``cells`` for the draws s = lo .. hi - 1 of kept coefficients A (S, m), node design (any
+    d; :func:`node_log_pi`).  Each draw writes only its row: the same numbers for any split into parts."""
+    eta = np.empty(len(logw))
+    L = np.empty(len(logw) // g)
+    for s in range(lo, hi):
+        node_log_pi(A[s], idx, val, logw, g, eta, L)
+        _gather_log_pi(L, cells, out[s])
+
+
+@njit(cache=True, nogil=True)
+def tensor_log_mass(a, tb, af, T, X, Y, E, C, L):
+    """Cell log masses L_J of the active cells (d = 2, 3 x 3 Gauss nodes, 1D blocks padded to width 5) for kept
+    coefficients a, in the tensor layout of the NUTS kernel (:func:`_tensor_likelihood`: T = Bx A_row once per x-cell
+    row, then :func:`_row_33_nodes` for the row's cells).  tb: (kfull, xs0, xw, ys0, yw, cx, cy, xv, yv, lwx, lwy, my,
+    g1, W, mf) as :func:`_tensor_arrays` (bayescg.bayes.effective._tensor_blocks); scratch af (mf,), T (g1 my + W,),
+    X, Y (15 ny,), E (9 ny,), C (4 ny,)."""
+    kfull, xs0, xw, ys0, yw, cx, cy, xv, yv, lwx, lwy, my, g1, W, mf = tb
+    for k in range(len(kfull)):
+        af[kfull[k]] = a[k]
+    J = 0
+    while J < len(cx):
+        ix = cx[J]
+        J1, ylo, yhi = _row_extent(cx, cy, ys0, yw, J)
+        _row_T(T, af, xv, ix, xs0[ix], xw[ix], g1, W, my, ylo, yhi)
+        n = J1 - J
+        _row_33_nodes(T, yv, lwx, lwy, ys0, cy, J, n, ix, my, X, Y, E, C)
+        for k in range(n):
+            L[J + k] = C[k] + math.log(C[n + k])
+        J = J1
+
+
+@njit(cache=True, nogil=True)
+def tensor_draws_log_pi(A, tb, cells, out, lo, hi):
+    """:func:`node_draws_log_pi` in the tensor layout (:func:`tensor_log_mass`; d = 2, 3 x 3 nodes, width-5 blocks)."""
+    g1, W, mf, ny = tb[12], tb[13], tb[14], len(tb[4])
+    af = np.zeros(mf)
+    T = np.zeros(g1 * tb[11] + W)
+    X, Y, E, C = np.empty(15 * ny), np.empty(15 * ny), np.empty(9 * ny), np.empty(4 * ny)
+    L = np.empty(len(tb[5]))
+    for s in range(lo, hi):
+        tensor_log_mass(A[s], tb, af, T, X, Y, E, C, L)
+        log_normalise(L)
+        _gather_log_pi(L, cells, out[s])
 
 
 @njit(cache=True, nogil=True)
