@@ -330,7 +330,7 @@ def _draws_log_pi(basis: EffectiveBasis, A, cells) -> np.ndarray:
     Every draw needs its cells' log masses over all active cells (their normalisation): one compiled kernel per
     draw, no GIL, in the tensor layout of the 2D NUTS kernel where it applies (d = 2, 3 x 3 Gauss nodes, cubic
     blocks), else on the node design (``kernels.effective.tensor_draws_log_pi`` / ``node_draws_log_pi``; 2D test4,
-    4000 draws: 3.1 -> 1.5 s CPU, benchmarks/RESULTS_FIT2D.md).  The draws are split over the engine's threads
+    4000 draws: 2.1-2.5x less CPU, benchmarks/RESULTS_FIT2D.md).  The draws are split over the engine's threads
     (``kernels.loops.spread``; each part writes its own rows: the same numbers for any thread count)."""
     from .bayes.effective import tensor_blocks_33
     from .kernels.effective import node_draws_log_pi, tensor_draws_log_pi
