@@ -1059,7 +1059,8 @@ def _tensor_blocks(basis: EffectiveBasis) -> tuple:
         raise AssertionError("a removed coefficient is non-zero on an active cell")   # effective_basis invariant
     return (np.flatnonzero(basis.keep).astype(np.int64), xs0, xw, ys0, yw, act[:, 0].astype(np.int64),
             act[:, 1].astype(np.int64), np.ascontiguousarray(xv.ravel()), np.ascontiguousarray(yv.ravel()),
-            np.ascontiguousarray(basis.node_logw[0], dtype=float), np.ascontiguousarray(basis.node_logw[1], dtype=float),
+            np.ascontiguousarray(basis.node_logw[0], dtype=float),
+            np.ascontiguousarray(basis.node_logw[1], dtype=float),
             my, g1, W, basis.keep.size)
 
 
