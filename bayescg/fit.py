@@ -326,20 +326,25 @@ def _arviz_extras(basis: EffectiveBasis, A, Ucoef, X, w, shift, factor, counts, 
 
 
 def _draws_log_pi(basis: EffectiveBasis, A, cells) -> np.ndarray:
-    """log pi_J at ``cells`` (n,) for each draw's kept coefficients A (S, m) -> (S, n).  Every draw needs pi over
-    all active cells (its normalisation): in 2D ~1.75 s for 4000 draws, numpy's exp and log, which release the
-    GIL, so the draws are split over the engine's threads (``kernels.loops.spread``; each part writes its own rows:
-    the same numbers for any thread count)."""
+    """log pi_J at ``cells`` (n,) for each draw's kept coefficients A (S, m) -> (S, n); -inf where pi_J underflows.
+    Every draw needs its cells' log masses over all active cells (their normalisation): one compiled kernel per
+    draw, no GIL, in the tensor layout of the 2D NUTS kernel where it applies (d = 2, 3 x 3 Gauss nodes, cubic
+    blocks), else on the node design (``kernels.effective.tensor_draws_log_pi`` / ``node_draws_log_pi``; 2D test4,
+    4000 draws: 2.1-2.5x less CPU, benchmarks/RESULTS_FIT2D.md).  The draws are split over the engine's threads
+    (``kernels.loops.spread``; each part writes its own rows: the same numbers for any thread count)."""
+    from .bayes.effective import tensor_blocks_33
+    from .kernels.effective import node_draws_log_pi, tensor_draws_log_pi
     from .kernels.loops import spread
 
+    A = np.ascontiguousarray(A, dtype=float)
+    cells = np.ascontiguousarray(cells, dtype=np.int64)
     logpi = np.empty((A.shape[0], len(cells)))
-
-    def part(lo, hi):
-        for s in range(lo, hi):
-            with np.errstate(divide="ignore"):
-                logpi[s] = np.log(_active_pi(basis, A[s]))[cells]
-
-    spread(part, A.shape[0], ())
+    tb = tensor_blocks_33(basis)
+    if tb is not None:
+        spread(tensor_draws_log_pi, A.shape[0], (A, tb, cells, logpi))
+    else:
+        idx, val, logw = basis.nodes
+        spread(node_draws_log_pi, A.shape[0], (A, idx, val, logw, basis.quad ** basis.dim, cells, logpi))
     return logpi
 
 

@@ -811,9 +811,13 @@ def _node_log_mass(basis: EffectiveBasis, a) -> np.ndarray:
 
 def active_log_probabilities(basis: EffectiveBasis, a) -> np.ndarray:
     """log pi_J over the active cells (flat) for kept coefficients a (m,), from the sparse node design."""
-    L = _node_log_mass(basis, a)
-    mx = L.max()
-    return L - mx - math.log(np.exp(L - mx).sum())
+    from ..kernels.effective import node_log_pi
+
+    idx, val, logw = basis.nodes
+    g = basis.quad ** basis.dim
+    eta, L = np.empty(len(logw)), np.empty(len(logw) // g)
+    node_log_pi(np.ascontiguousarray(a, dtype=float), idx, val, logw, g, eta, L)
+    return L
 
 
 @dataclasses.dataclass
@@ -1033,11 +1037,9 @@ def _blocks_1d(B, g: int):
     return start.astype(np.int64), width.astype(np.int64), val
 
 
-def _tensor_section(basis: EffectiveBasis, L):
-    """The tensor section of the packed buffer (d = 2; layout in :func:`bayescg.kernels.effective._tensor_arrays`):
-    a float header, the int64 arrays stored bit for bit as float64, then the float arrays."""
-    from scipy import sparse
-
+def _tensor_blocks(basis: EffectiveBasis) -> tuple:
+    """The tensor layout of the active cells' node design (d = 2): (kfull, xs0, xw, ys0, yw, cx, cy, xv, yv, lwx, lwy,
+    my, g1, W, m_full) as :func:`bayescg.kernels.effective._tensor_arrays` names them (xv, yv flat)."""
     g1 = basis.quad
     xs0, xw, xv = _blocks_1d(basis.node_B[0], g1)
     ys0, yw, yv = _blocks_1d(basis.node_B[1], g1)
@@ -1055,14 +1057,35 @@ def _tensor_section(basis: EffectiveBasis, L):
         (np.arange(W)[None, None, :] < yw[act[:, 1]][:, None, None])
     if not basis.keep[ii[inside]].all():
         raise AssertionError("a removed coefficient is non-zero on an active cell")   # effective_basis invariant
+    return (np.flatnonzero(basis.keep).astype(np.int64), xs0, xw, ys0, yw, act[:, 0].astype(np.int64),
+            act[:, 1].astype(np.int64), np.ascontiguousarray(xv.ravel()), np.ascontiguousarray(yv.ravel()),
+            np.ascontiguousarray(basis.node_logw[0], dtype=float),
+            np.ascontiguousarray(basis.node_logw[1], dtype=float),
+            my, g1, W, basis.keep.size)
+
+
+def tensor_blocks_33(basis: EffectiveBasis):
+    """:func:`_tensor_blocks` when the tensor kernels' fast path applies (d = 2, 3 x 3 Gauss nodes, 1D blocks of
+    width <= 5: cubic splines, the 2D default), else None."""
+    if basis.dim != 2 or basis.quad != 3:
+        return None
+    tb = _tensor_blocks(basis)
+    return tb if tb[13] == 5 else None
+
+
+def _tensor_section(basis: EffectiveBasis, L):
+    """The tensor section of the packed buffer (d = 2; layout in :func:`bayescg.kernels.effective._tensor_arrays`):
+    a float header, the int64 arrays stored bit for bit as float64, then the float arrays."""
+    from scipy import sparse
+
+    kfull, xs0, xw, ys0, yw, cx, cy, xv, yv, lwx, lwy, my, g1, W, mf = _tensor_blocks(basis)
     R = sparse.csr_matrix(L)
     R.sort_indices()
     C = sparse.csc_matrix(L)
     C.sort_indices()
-    ints = np.concatenate([np.flatnonzero(basis.keep), xs0, xw, ys0, yw, act[:, 0], act[:, 1], C.indptr, C.indices,
-                           R.indptr, R.indices]).astype(np.int64)
-    head = np.array([my, len(xw), len(yw), g1, W, basis.keep.size], dtype=float)
-    return [head, ints.view(np.float64), xv, yv, basis.node_logw[0], basis.node_logw[1], R.data]
+    ints = np.concatenate([kfull, xs0, xw, ys0, yw, cx, cy, C.indptr, C.indices, R.indptr, R.indices]).astype(np.int64)
+    head = np.array([my, len(xw), len(yw), g1, W, mf], dtype=float)
+    return [head, ints.view(np.float64), xv, yv, lwx, lwy, R.data]
 
 
 def sparse_density(counts, basis: EffectiveBasis, a_map, chol: SparseCholesky, rank: int, *, momenta_stats=None,

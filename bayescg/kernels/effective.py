@@ -428,15 +428,37 @@ def _exp(y):
     return v if y == y else y
 
 
-@njit(cache=True, nogil=True, fastmath={"contract"})
-def _row_33(T, S, yv, lwx, lwy, ys0, cy, cnt, J, n, ix, my, nf, X, Y, E, C):
-    """The cells J .. J + n - 1 of one x-cell row ix for :func:`_tensor_likelihood` with 3 x 3 Gauss nodes and 1D
-    blocks padded to width 5 (the 2D default): the same sums as its per-cell loop, but the cells' operands are
-    gathered first into cell-minor scratch (X (15 n,): T's 5 columns from each cell's first y coefficient; Y
-    (15 n,): the cells' y blocks; E (9 n,): the node values; C (4 n,): y log weights and per-cell scalars), so
-    every per-node loop runs over the cells with constant inner trip counts and vectorizes (exp included:
-    :func:`_exp`; ``contract``: multiply-adds fused).  The padded block values are 0 and add exact zeros.  Returns
-    sum_J (c_J L_J - exp L_J) over the row and adds each cell's (3, 5) block of R By to S (R its node weights)."""
+@njit(cache=True, nogil=True, inline="always")
+def _row_extent(cx, cy, ys0, yw, J):
+    """(J1, ylo, yhi): the active cells J .. J1 - 1 of cell J's x-cell row (cells in C order: rows of equal x cell,
+    increasing y cell) and the y coefficients ylo .. yhi - 1 their blocks span."""
+    J1 = J
+    while J1 < len(cx) and cx[J1] == cx[J]:
+        J1 += 1
+    return J1, ys0[cy[J]], ys0[cy[J1 - 1]] + yw[cy[J1 - 1]]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _row_T(T, af, xv, ix, x0, wx, g1, W, my, ylo, yhi):
+    """T = Bx A_row (g1, my) of x-cell ix (1D block: full x coefficients x0 .. x0 + wx - 1, values xv[ix]) on the
+    row's y range ylo .. yhi - 1 (zero elsewhere); af the full coefficients (x-major, my along y)."""
+    for t in range(g1 * my):
+        T[t] = 0.0
+    ox = ix * g1 * W
+    for i in range(wx):
+        rb = (x0 + i) * my
+        for q in range(g1):
+            b = xv[ox + q * W + i]
+            for y in range(ylo, yhi):
+                T[q * my + y] += b * af[rb + y]
+
+
+@njit(cache=True, nogil=True, inline="always", fastmath={"contract"})
+def _row_33_nodes(T, yv, lwx, lwy, ys0, cy, J, n, ix, my, X, Y, E, C):
+    """The node values of the cells J .. J + n - 1 of one x-cell row ix (3 x 3 Gauss nodes, 1D blocks padded to width
+    5), from the row's T = Bx A_row (g1, my): gathers the cells' operands into cell-minor scratch (:func:`_row_33`),
+    then per cell its max node value mx into C[:n], its node weights exp(eta - mx) into E (9 n,) and their sum into
+    C[n:2 n], so L_J = mx + log(sum).  Shared by the NUTS likelihood (:func:`_row_33`) and :func:`tensor_log_mass`."""
     for k in range(n):
         iy = cy[J + k]
         tb = ys0[iy]
@@ -457,8 +479,8 @@ def _row_33(T, S, yv, lwx, lwy, ys0, cy, cnt, J, n, ix, my, nf, X, Y, E, C):
                 for j in range(5):
                     e -= X[(qx * 5 + j) * n + k] * Y[(qy * 5 + j) * n + k]
                 E[eo + k] = e
-    # per cell: max, node weights exp(eta - max), their sum; mu = exp L = exp(max) sum, the gradient weight (one
-    # simple loop per step: LLVM vectorizes each, not one loop doing all)
+    # per cell: max, node weights exp(eta - max), their sum (one simple loop per step: LLVM vectorizes each, not one
+    # loop doing all)
     for k in range(n):
         mx = E[k]
         for t in range(1, 9):
@@ -472,8 +494,23 @@ def _row_33(T, S, yv, lwx, lwy, ys0, cy, cnt, J, n, ix, my, nf, X, Y, E, C):
         acc = 0.0
         for t in range(9):
             acc += E[t * n + k]
-        mu = _exp(C[k]) * acc
         C[n + k] = acc
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _row_33(T, S, yv, lwx, lwy, ys0, cy, cnt, J, n, ix, my, nf, X, Y, E, C):
+    """The cells J .. J + n - 1 of one x-cell row ix for :func:`_tensor_likelihood` with 3 x 3 Gauss nodes and 1D
+    blocks padded to width 5 (the 2D default): the same sums as its per-cell loop, but the cells' operands are
+    gathered first into cell-minor scratch (X (15 n,): T's 5 columns from each cell's first y coefficient; Y
+    (15 n,): the cells' y blocks; E (9 n,): the node values; C (4 n,): y log weights and per-cell scalars), so
+    every per-node loop runs over the cells with constant inner trip counts and vectorizes (exp included:
+    :func:`_exp`; ``contract``: multiply-adds fused).  The padded block values are 0 and add exact zeros.  Returns
+    sum_J (c_J L_J - exp L_J) over the row and adds each cell's (3, 5) block of R By to S (R its node weights)."""
+    _row_33_nodes(T, yv, lwx, lwy, ys0, cy, J, n, ix, my, X, Y, E, C)
+    # mu = exp L = exp(max) sum, the gradient weight
+    for k in range(n):
+        acc = C[n + k]
+        mu = _exp(C[k]) * acc
         C[2 * n + k] = mu
         C[3 * n + k] = -nf * (cnt[J + k] - mu) / acc
     hist = 0.0
@@ -526,24 +563,13 @@ def _tensor_likelihood(a, buf, nf, ga):
     J = 0
     while J < n_act:
         ix = cx[J]
-        J1 = J
-        while J1 < n_act and cx[J1] == ix:
-            J1 += 1
-        # the row's y range (cells in C order: increasing iy)
-        ylo = ys0[cy[J]]
-        yhi = ys0[cy[J1 - 1]] + yw[cy[J1 - 1]]
+        J1, ylo, yhi = _row_extent(cx, cy, ys0, yw, J)
         wx = xw[ix]
         ox = ix * g1 * W
         xbase = xs0[ix] * my
         for t in range(g1 * my):
-            T[t] = 0.0
             S[t] = 0.0
-        for i in range(wx):
-            rb = xbase + i * my
-            for q in range(g1):
-                b = xv[ox + q * W + i]
-                for y in range(ylo, yhi):
-                    T[q * my + y] += b * af[rb + y]
+        _row_T(T, af, xv, ix, xs0[ix], wx, g1, W, my, ylo, yhi)
         if fast:
             hist += _row_33(T, S, yv, lwx, lwy, ys0, cy, cnt, J, J1 - J, ix, my, nf, X, Y, E9, C)
         else:
@@ -591,6 +617,86 @@ def _tensor_likelihood(a, buf, nf, ga):
     for k in range(m):
         ga[k] += gf[kfull[k]]
     return hist
+
+
+# --------------------------------------------------------------------------------------------------
+# log pi_J of posterior draws (fit's pointwise log-likelihood): per draw the cell log masses, normalised
+# --------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def log_normalise(L):
+    """L -= logsumexp(L) in place: cell log masses -> log pi_J (the cells' probabilities, normalised over L)."""
+    mx = -np.inf
+    for J in range(len(L)):
+        mx = L[J] if L[J] > mx else mx
+    acc = 0.0
+    for J in range(len(L)):
+        acc += math.exp(L[J] - mx)
+    lz = mx + math.log(acc)
+    for J in range(len(L)):
+        L[J] -= lz
+
+
+@njit(cache=True, nogil=True)
+def node_log_pi(a, idx, val, logw, g, eta, L):
+    """log pi_J of the active cells into L for kept coefficients a: :func:`node_log_mass` (node design), then
+    :func:`log_normalise`; eta (nodes,) scratch."""
+    node_log_mass(a, idx, val, logw, g, eta, L)
+    log_normalise(L)
+
+
+@njit(cache=True, nogil=True)
+def _gather_log_pi(L, cells, row):
+    """row[i] = L[cells[i]] (log pi), -inf where pi = exp(log pi) underflows to 0 (as np.log of the probabilities)."""
+    for i in range(len(cells)):
+        v = L[cells[i]]
+        row[i] = v if math.exp(v) > 0.0 else -np.inf
+
+
+@njit(cache=True, nogil=True)
+def node_draws_log_pi(A, idx, val, logw, g, cells, out, lo, hi):
+    """out[s] = log pi at ``cells`` for the draws s = lo .. hi - 1 of kept coefficients A (S, m), node design (any
+    d; :func:`node_log_pi`).  Each draw writes only its row: the same numbers for any split into parts."""
+    eta = np.empty(len(logw))
+    L = np.empty(len(logw) // g)
+    for s in range(lo, hi):
+        node_log_pi(A[s], idx, val, logw, g, eta, L)
+        _gather_log_pi(L, cells, out[s])
+
+
+@njit(cache=True, nogil=True)
+def tensor_log_mass(a, tb, af, T, X, Y, E, C, L):
+    """Cell log masses L_J of the active cells (d = 2, 3 x 3 Gauss nodes, 1D blocks padded to width 5) for kept
+    coefficients a, in the tensor layout of the NUTS kernel (:func:`_tensor_likelihood`: T = Bx A_row once per x-cell
+    row, then :func:`_row_33_nodes` for the row's cells).  tb: (kfull, xs0, xw, ys0, yw, cx, cy, xv, yv, lwx, lwy, my,
+    g1, W, mf) as :func:`_tensor_arrays` (bayescg.bayes.effective._tensor_blocks); scratch af (mf,), T (g1 my + W,),
+    X, Y (15 ny,), E (9 ny,), C (4 ny,)."""
+    kfull, xs0, xw, ys0, yw, cx, cy, xv, yv, lwx, lwy, my, g1, W, mf = tb
+    for k in range(len(kfull)):
+        af[kfull[k]] = a[k]
+    J = 0
+    while J < len(cx):
+        ix = cx[J]
+        J1, ylo, yhi = _row_extent(cx, cy, ys0, yw, J)
+        _row_T(T, af, xv, ix, xs0[ix], xw[ix], g1, W, my, ylo, yhi)
+        n = J1 - J
+        _row_33_nodes(T, yv, lwx, lwy, ys0, cy, J, n, ix, my, X, Y, E, C)
+        for k in range(n):
+            L[J + k] = C[k] + math.log(C[n + k])
+        J = J1
+
+
+@njit(cache=True, nogil=True)
+def tensor_draws_log_pi(A, tb, cells, out, lo, hi):
+    """:func:`node_draws_log_pi` in the tensor layout (:func:`tensor_log_mass`; d = 2, 3 x 3 nodes, width-5 blocks)."""
+    g1, W, mf, ny = tb[12], tb[13], tb[14], len(tb[4])
+    af = np.zeros(mf)
+    T = np.zeros(g1 * tb[11] + W)
+    X, Y, E, C = np.empty(15 * ny), np.empty(15 * ny), np.empty(9 * ny), np.empty(4 * ny)
+    L = np.empty(len(tb[5]))
+    for s in range(lo, hi):
+        tensor_log_mass(A[s], tb, af, T, X, Y, E, C, L)
+        log_normalise(L)
+        _gather_log_pi(L, cells, out[s])
 
 
 @njit(cache=True, nogil=True)
