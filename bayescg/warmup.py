@@ -272,6 +272,18 @@ def _learn_2d(method: str = "nuts", correction: str = "fixed_point") -> None:
     if method == "nuts":
         effective.sparse_logp_cfunc, effective.sparse_expand_cfunc  # noqa: B018
     _step("fit")
+    # the posterior summary's per-draw log pi in the tensor layout (fit._draws_log_pi): ~7 s to compile, and the
+    # summary comes after the sampling, so before the correction's kernels
+    from .bayes.effective import effective_basis, tensor_blocks_33
+
+    e = np.linspace(-1.0, 1.0, 25)
+    mid = 0.5 * (e[1:] + e[:-1])
+    basis = effective_basis([e, e], 6, counts=np.round(1e3 * np.exp(-mid[:, None] ** 2 - mid[None, :] ** 2)),
+                            coarsen=2, quad=3)
+    tb = tensor_blocks_33(basis)
+    if tb is not None:
+        effective.tensor_draws_log_pi(np.zeros((1, basis.n_coef)), tb, np.zeros(1, dtype=np.int64), np.empty((1, 1)),
+                                      0, 1)
     from .splines import SplineRep, clamped_knots
 
     t = clamped_knots(-1.0, 1.0, 6)

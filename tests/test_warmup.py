@@ -185,14 +185,15 @@ def test_learn1d_child_compiles_the_signatures_a_real_learn_loads(tmp_path):
          "fit": {"draws": 100, "tune": 100, "chains": 2, "knots": 20}},
         "assert r.fit.method == 'nuts' and r.correction is not None and r.correction.white_noise_check is not None "
         "and r.correction.kick_shape is not None, r.correction_note",
-        {"effective_logp_grad", "_loop_eval_1d", "_coupled_lanes", "_record_chunk_damped", "gl", "gs"}, (600, 900))
+        {"effective_logp_grad", "_loop_eval_1d", "_coupled_lanes", "_record_chunk_damped", "gl", "gs",
+         "node_draws_log_pi"}, (600, 900))
 
 
 @pytest.mark.slow
 def test_learn2d_child_compiles_the_signatures_a_real_learn_loads(tmp_path):
     """After the learn2d child, a small two-stage 2D learn with NUTS and the correction compiles neither the noise
-    model's and the fit's density kernels, the 2D spline evaluation, the white-kick spline kernels nor the recording
-    driver."""
+    model's and the fit's density kernels, the summary's per-draw log pi, the 2D spline evaluation, the white-kick
+    spline kernels nor the recording driver."""
     _learn_after_child(
         tmp_path, "learn2d",
         {"name": "q2", "potential": {"variables": ["x", "y"], "expression": "x**2/2 + y**2 + 1e-3*sin(x/1e-3)",
@@ -206,7 +207,8 @@ def test_learn2d_child_compiles_the_signatures_a_real_learn_loads(tmp_path):
         "assert r.correction is not None or 'temperature' in (r.correction_note or ''), r.correction_note; "
         "not_run = () if r.correction is not None and r.correction.white_noise_check is not None "
         "else ('_record_chunk_damped',)",
-        {"noise_logp_grad", "sparse_logp_grad", "_loop_eval", "_record_chunk_damped", "gl", "gs"}, (900, 1200))
+        {"noise_logp_grad", "sparse_logp_grad", "_loop_eval", "_record_chunk_damped", "gl", "gs",
+         "tensor_draws_log_pi"}, (900, 1200))
 
 
 def test_ising_shared_kernels_have_the_signatures_the_likelihood_and_the_sweeps_use():
