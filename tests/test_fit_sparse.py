@@ -210,29 +210,3 @@ def test_trace_of_penalty_times_inverse_precision_exact_and_hutchinson():
     assert abs(trace_p_hinv(P, H, exact_up_to=0) - ref) < 0.1 * abs(ref)
 
 
-def test_pointwise_log_likelihood_of_the_draws_is_the_same_on_any_number_of_threads():
-    """fit._draws_log_pi splits the draws over the engine's threads: the same numbers as one thread, and each row
-    is log of the normalised cell masses exp(L_J) (cell_log_mass: the node sums) of that draw at the cells asked."""
-    import numba
-
-    from bayescg import fit as F
-
-    edges, counts = _problem_2d()
-    basis = effective_basis(edges, 10, counts=counts)
-    b = map_estimate_sparse(basis, counts, 0.1)[0]
-    rng = np.random.default_rng(1)
-    A = b[None, :] + 0.02 * rng.standard_normal((37, b.size))
-    cells = np.sort(rng.choice(int(basis.active.sum()), 50))
-    was = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = F._draws_log_pi(basis, A, cells)
-        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        two = F._draws_log_pi(basis, A, cells)
-    finally:
-        numba.set_num_threads(was)
-    assert np.array_equal(one, two)
-    for s in (0, 17, 36):
-        L = cell_log_mass(basis, A[s])[basis.active]
-        ref = L - np.log(np.exp(L - L.max()).sum()) - L.max()
-        np.testing.assert_allclose(one[s], ref[cells], rtol=0, atol=1e-10)
