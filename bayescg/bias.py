@@ -1260,6 +1260,13 @@ def coupled_maps(x0, inv_h, tab_g, delta, a, E, kick_a, kick_b, n, burn, walkers
 _BATCHES = 20  # batches per walker of coupled_maps' momentum sums
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _kick_index(state, fk, nk):
+    """A uniform index below nk into the recorded kicks: the 53 high bits of the stream's next draw times fk = nk
+    2^-53, floored (nk - 1 at most)."""
+    return min(int(np.float64(np.int64(next_u64(state) >> np.uint64(11))) * fk), nk - 1)
+
+
 @njit(nogil=True, cache=True)
 def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kicks, taps, n, burn, rng, lo, hi, hist, mom, blk0, blk1):
     """The loop of :func:`coupled_maps` over blocks blk0 .. blk1 - 1: a thread advances LANES walkers x 2 copies
@@ -1295,11 +1302,11 @@ def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kicks, taps, n, burn, rng, lo,
         if K > 1:  # start the moving average in its stationary law: K - 1 earlier draws, the oldest first
             for l in range(nl):
                 for j in range(K - 1, 0, -1):  # row K - j holds the draw of j steps before the first step
-                    past[K - j, l] = kicks[min(int(np.float64(np.int64(next_u64(rng[w0 + l]) >> np.uint64(11))) * fk), nk - 1), 0]
+                    past[K - j, l] = kicks[_kick_index(rng[w0 + l], fk, nk), 0]
         b, left = 0, per
         for i in range(n):
             for l in range(nl):
-                kk[l] = min(int(np.float64(np.int64(next_u64(rng[w0 + l]) >> np.uint64(11))) * fk), nk - 1)
+                kk[l] = _kick_index(rng[w0 + l], fk, nk)
             if K == 1:
                 for l in range(nl):
                     ka[l] = kicks[kk[l], 0]
