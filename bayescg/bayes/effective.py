@@ -714,14 +714,9 @@ def _active_nodes(basis: EffectiveBasis):
 def _node_entries(basis: EffectiveBasis, a):
     """(L (n_active,), entries (nodes * K,)): active-cell log masses for kept coefficients a and the node design's
     entries r_k B_j(x_k), r_k = w_k exp(-f_k - L_J), at (cell of node k, idx[k, j]), flat in the nodes' order."""
-    from ..kernels.effective import node_log_mass
-
-    idx, val, logw = basis.nodes
-    g = basis.quad ** basis.dim
-    eta, L = np.empty(len(logw)), np.empty(len(logw) // g)
-    node_log_mass(np.ascontiguousarray(a, dtype=float), idx, val, logw, g, eta, L)
-    r = np.exp(eta - np.repeat(L, g))
-    return L, (r[:, None] * val).ravel()
+    eta, L = _node_masses(basis, a)
+    r = np.exp(eta - np.repeat(L, basis.quad ** basis.dim))
+    return L, (r[:, None] * basis.nodes[1]).ravel()
 
 
 def node_cell_design(basis: EffectiveBasis, a):
@@ -798,25 +793,29 @@ class _NewtonPattern:
         return sparse.csc_matrix((data, self.h_indices, self.h_indptr), shape=(self.m, self.m))
 
 
-def _node_log_mass(basis: EffectiveBasis, a) -> np.ndarray:
-    """L_J of the active cells (flat) for kept coefficients a (m,), from the sparse node design."""
+def _node_masses(basis: EffectiveBasis, a):
+    """(eta (nodes,), L (n_active,)): the nodes' log weights logw - f and the active cells' log masses for kept
+    coefficients a (m,), from the sparse node design (kernels.effective.node_log_mass)."""
     from ..kernels.effective import node_log_mass
 
     idx, val, logw = basis.nodes
     g = basis.quad ** basis.dim
     eta, L = np.empty(len(logw)), np.empty(len(logw) // g)
     node_log_mass(np.ascontiguousarray(a, dtype=float), idx, val, logw, g, eta, L)
-    return L
+    return eta, L
+
+
+def _node_log_mass(basis: EffectiveBasis, a) -> np.ndarray:
+    """L_J of the active cells (flat) for kept coefficients a (m,), from the sparse node design."""
+    return _node_masses(basis, a)[1]
 
 
 def active_log_probabilities(basis: EffectiveBasis, a) -> np.ndarray:
     """log pi_J over the active cells (flat) for kept coefficients a (m,), from the sparse node design."""
-    from ..kernels.effective import node_log_pi
+    from ..kernels.effective import log_normalise
 
-    idx, val, logw = basis.nodes
-    g = basis.quad ** basis.dim
-    eta, L = np.empty(len(logw)), np.empty(len(logw) // g)
-    node_log_pi(np.ascontiguousarray(a, dtype=float), idx, val, logw, g, eta, L)
+    L = _node_log_mass(basis, a)
+    log_normalise(L)
     return L
 
 

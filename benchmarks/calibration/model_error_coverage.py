@@ -43,7 +43,7 @@ def predicted_coverage(shift_u, sd, reg, c):
     return float(np.mean(st.norm.cdf(Z94 - b) - st.norm.cdf(-Z94 - b)))
 
 
-def one_seed(name, spec, s):
+def one_seed(spec, s):
     pot = catalogue(spec["pot"])
     truth = reference(spec["pot"])
     kw = dict(steps=spec["steps"], walkers=16, hist_range=spec["rng"], bins=spec["bins"], gamma=spec["gamma"])
@@ -96,7 +96,7 @@ def main(argv=None):
         spec["steps"] = int(a.steps)
     rows, t0 = [], time.time()
     for s in range(a.first_seed, a.first_seed + a.seeds):
-        r = one_seed(a.case, spec, s)
+        r = one_seed(spec, s)
         if r is None:
             print(f"seed {s}: no kick-shape step", flush=True)
             continue
