@@ -391,106 +391,134 @@ def _backward_sample(msgs, endw, logt, em, batch, pidx, L, n, pred, nb, rng, tb)
 
 
 # --- exact one- and two-point functions -------------------------------------------------------
+_MOMENTS_FLOATS = 1 << 22  # scratch budget of exact_moments (32 MB): bounds the draws per chunk
+
+
 def exact_moments(struct: ChainStructure, coef):
-    """Exact <x_i> (n,) and <x_i x_j> (n, n) of the chain (1) without emissions.
+    """Exact <x_i> and <x_i x_j> of the chain (1) without emissions, for one coefficient vector
+    coef (T,) -> (n,), (n, n) or a batch (J, T) -> (J, n), (J, n, n).
 
     Periodic: translation invariance, <x_0 x_l> = Tr(D P^l D P^(n-l)) / Tr(P^n) with the
     transfer matrix P (one site per step, sparse: two predecessors per state) and D the
     diagonal of the newest spin.  Open: forward/backward vectors with an inserted spin.
-    Linear space with rescaling; cost O(n 4^L) periodic, O(n^2 2^L) open.
+    Linear space with per-draw rescaling; cost O(n 4^L) periodic, O(n^2 2^L) open per draw,
+    numpy-batched over draws (in chunks that bound the scratch memory for large 2^L).
     """
+    c = np.asarray(coef, float)
+    one = c.ndim == 1
+    c = np.atleast_2d(c)
+    n, S = struct.n, struct.S
+    per_draw = (n // 2 + 3) * S * S if struct.periodic else 3 * n * S + n * n
+    step = max(1, _MOMENTS_FLOATS // per_draw)
+    parts = [_exact_moments_batch(struct, c[lo:lo + step]) for lo in range(0, len(c), step)]
+    m = np.concatenate([p[0] for p in parts])
+    C = np.concatenate([p[1] for p in parts])
+    return (m[0], C[0]) if one else (m, C)
+
+
+def _exact_moments_batch(struct, c):
+    """exact_moments for coef (J, T): (J, n), (J, n, n)."""
     tb = struct.tables
     L, S, n = struct.L, struct.S, struct.n
-    c = np.asarray(coef, float)
-    logt = np.tensordot(c, tb["mono"], axes=1)
+    J = c.shape[0]
+    logt = np.tensordot(c, tb["mono"], axes=1)  # (J, S, 2)
     pred, nb = tb["pred"], tb["newbit"]
     spin_new = (2 * nb - 1).astype(float)
-    w = logt[pred, nb[None, :]]  # (2, S)
-    w = np.exp(w - w.max())
+    w = logt[:, pred, nb[None, :]]  # (J, 2, S)
+    wmax = w.max(axis=(1, 2))
+    w = np.exp(w - wmax[:, None, None])
+    w0, w1 = w[:, None, 0, :], w[:, None, 1, :]  # (J, 1, S): multiply the columns of (J, S, S)
+
+    def step(M):  # M P for a batch of (S, S) matrices
+        return M[:, :, pred[0]] * w0 + M[:, :, pred[1]] * w1
+
     if struct.periodic:
         # pass 1: normalized powers P^l (l = 1..n) and their log scales; keep l <= n//2
         half = n // 2
-        logs = np.zeros(n + 1)
+        logs = np.zeros((J, n + 1))
         store = {}
-        cur = np.eye(S)
+        cur = np.broadcast_to(np.eye(S), (J, S, S))
         for l in range(1, n + 1):
-            cur = cur[:, pred[0]] * w[0][None, :] + cur[:, pred[1]] * w[1][None, :]
-            s = np.abs(cur).max()
-            cur = cur / s
-            logs[l] = logs[l - 1] + np.log(s)
+            cur = step(cur)
+            s = np.abs(cur).max(axis=(1, 2))
+            cur = cur / s[:, None, None]
+            logs[:, l] = logs[:, l - 1] + np.log(s)
             if l <= half:
-                store[l] = cur.copy()
-        Z = np.trace(cur)
-        mag = np.sum(spin_new * np.diag(cur)) / Z
+                store[l] = cur
+        Z = np.trace(cur, axis1=1, axis2=2)
+        mag = np.sum(spin_new * np.diagonal(cur, axis1=1, axis2=2), axis=1) / Z
         # pass 2: P^l for l >= n - half, paired with the stored P^(n-l)
-        corr = np.zeros(n)
-        corr[0] = 1.0
-        cur = np.eye(S)
+        corr = np.zeros((J, n))
+        corr[:, 0] = 1.0
+        cur = np.broadcast_to(np.eye(S), (J, S, S))
         for l in range(1, n):
-            cur = cur[:, pred[0]] * w[0][None, :] + cur[:, pred[1]] * w[1][None, :]
-            cur = cur / np.exp(logs[l] - logs[l - 1])
+            cur = step(cur)
+            cur = cur / np.exp(logs[:, l] - logs[:, l - 1])[:, None, None]
             lp = n - l
             if 1 <= lp <= half:
-                val = np.sum((spin_new[:, None] * store[lp] * spin_new[None, :]) * cur.T)
-                corr[lp] = val * np.exp(logs[lp] + logs[l] - logs[n]) / Z
+                val = np.sum((spin_new[:, None] * store[lp] * spin_new[None, :]) * cur.transpose(0, 2, 1),
+                             axis=(1, 2))
+                corr[:, lp] = val * np.exp(logs[:, lp] + logs[:, l] - logs[:, n]) / Z
         for l in range(half + 1, n):
-            corr[l] = corr[n - l]
+            corr[:, l] = corr[:, n - l]
         i = np.arange(n)
-        C = corr[(i[None, :] - i[:, None]) % n]
-        return np.full(n, mag), C
+        C = corr[:, (i[None, :] - i[:, None]) % n]
+        return np.repeat(mag[:, None], n, axis=1), C
     # open chain
-    first = tb["w0"]
-    la = np.tensordot(c, first, axes=1)
-    alpha = np.zeros((n, S))
-    a = np.exp(la - la.max())
-    alpha[L - 1] = a / a.sum()
-    scales = np.zeros(n)
+    la = np.tensordot(c, tb["w0"], axes=1)  # (J, S)
+    alpha = np.zeros((J, n, S))
+    a = np.exp(la - la.max(axis=1, keepdims=True))
+    alpha[:, L - 1] = a / a.sum(axis=1, keepdims=True)
+    scales = np.zeros((J, n))
     for t in range(L, n):
-        a = alpha[t - 1][pred[0]] * w[0] + alpha[t - 1][pred[1]] * w[1]
-        scales[t] = a.sum()
-        alpha[t] = a / scales[t]
-    beta = np.zeros((n, S))
-    beta[n - 1] = 1.0
+        a = alpha[:, t - 1, pred[0]] * w[:, 0] + alpha[:, t - 1, pred[1]] * w[:, 1]
+        scales[:, t] = a.sum(axis=1)
+        alpha[:, t] = a / scales[:, t, None]
+    beta = np.zeros((J, n, S))
+    beta[:, n - 1] = 1.0
     # predecessor p of state s' ; backward: beta_{t-1}(p) = sum_bit w(p,bit) beta_t(s'(p,bit))
     states = np.arange(S)
     succ = np.stack([(states >> 1) | (0 << (L - 1)), (states >> 1) | (1 << (L - 1))])  # (2, S)
-    wt = np.exp(logt - np.tensordot(c, tb["mono"], axes=1)[pred, nb[None, :]].max())  # (S, 2)
+    wt = np.exp(logt - wmax[:, None, None])  # (J, S, 2), the scale of w
     for t in range(n - 1, L - 1, -1):
-        b = wt[:, 0] * beta[t][succ[0]] + wt[:, 1] * beta[t][succ[1]]
-        beta[t - 1] = b / scales[t]
+        b = wt[:, :, 0] * beta[:, t, succ[0]] + wt[:, :, 1] * beta[:, t, succ[1]]
+        beta[:, t - 1] = b / scales[:, t, None]
     spins = tb["spins"]  # (S, L): bit j at time t is spin x_{t-L+1+j}
 
     def site_time(i):
         t = max(i, L - 1)
         return t, i - (t - L + 1)
 
-    norm = (alpha[L - 1] * beta[L - 1]).sum()
-    m = np.empty(n)
+    norm = (alpha[:, L - 1] * beta[:, L - 1]).sum(axis=1)
+    m = np.empty((J, n))
     for i in range(n):
         t, j = site_time(i)
-        m[i] = (alpha[t] * beta[t] * spins[:, j]).sum() / norm
-    C = np.eye(n)
+        m[:, i] = (alpha[:, t] * beta[:, t] * spins[:, j]).sum(axis=1) / norm
+    C = np.broadcast_to(np.eye(n), (J, n, n)).copy()
     for i in range(n):
         ti, ji = site_time(i)
-        v = alpha[ti] * spins[:, ji]
+        v = alpha[:, ti] * spins[:, ji]
         for j in range(i + 1, n):
             tj, jj = site_time(j)
             while ti < tj:
                 ti += 1
-                v = (v[pred[0]] * w[0] + v[pred[1]] * w[1]) / scales[ti]
-            C[i, j] = C[j, i] = (v * beta[tj] * spins[:, jj]).sum() / norm
+                v = (v[:, pred[0]] * w[:, 0] + v[:, pred[1]] * w[:, 1]) / scales[:, ti, None]
+            C[:, i, j] = C[:, j, i] = (v * beta[:, tj] * spins[:, jj]).sum(axis=1) / norm
     return m, C
+
+
+def lag_pairs(n: int, periodic: bool, l: int) -> tuple[np.ndarray, np.ndarray]:
+    """Site pairs (i, j) averaged in R_l: (i, i + l mod n) for every i on a ring, i < n - l open."""
+    i = np.arange(n) if periodic else np.arange(n - l)
+    return i, (i + l) % n
 
 
 def observables(m_i, C, periodic: bool, lags):
     """Magnetization m = mean_i <x_i> and R_l = mean over pairs (i, i+l) of <x_i x_{i+l}>.
 
     Periodic: R_l = (1/n) sum_i <x_i x_{i+l mod n}> (the slides' definition); open: the mean
-    over the n - l pairs inside the chain.  lags: iterable of l >= 1.
+    over the n - l pairs inside the chain (:func:`lag_pairs`).  lags: iterable of l >= 1.
     """
     n = len(m_i)
-    R = []
-    for l in lags:
-        i = np.arange(n) if periodic else np.arange(n - l)
-        R.append(np.mean(C[i, (i + l) % n]))
+    R = [np.mean(C[lag_pairs(n, periodic, l)]) for l in lags]
     return float(np.mean(m_i)), np.array(R)

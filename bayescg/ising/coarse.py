@@ -29,7 +29,7 @@ from functools import cached_property
 import numpy as np
 
 from ..errors import InputError
-from .chain import ChainStructure, exact_moments, ffbs, observables
+from .chain import ChainStructure, exact_moments, ffbs, lag_pairs
 
 
 def parse_code(code: str) -> tuple[int, int, int]:
@@ -210,19 +210,32 @@ class CoarseModel:
         return x.reshape(S, self.n_f)
 
     def coarse_moments(self, theta_c):
-        """Exact <X_r> (n_c,) and <X_r X_r'> (n_c, n_c) under p_c."""
+        """Exact <X_r> and <X_r X_r'> under p_c: theta_c (K,) -> (n_c,), (n_c, n_c);
+        (J, K) -> (J, n_c), (J, n_c, n_c)."""
         return exact_moments(self.structure, self.coef(theta_c))
 
-    def exact_prediction(self, theta_c, theta_cf: float, lags) -> tuple[float, np.ndarray]:
-        """Exact fine m and R_l of the PCG predictive at fixed (theta_c, theta_cf):
-        <x_i> = (2 th - 1) <X_r(i)>, <x_i x_j> = (2 th - 1)^2 <X_r(i) X_r(j)> for i != j."""
+    def exact_predictions(self, theta_c, theta_cf, lags) -> tuple[np.ndarray, np.ndarray]:
+        """Exact fine m (J,) and R_l (J, L) of the PCG predictive for draws theta_c (J, K),
+        theta_cf (J,): <x_i> = (2 th - 1) <X_r(i)>, <x_i x_j> = (2 th - 1)^2 <X_r(i) X_r(j)> for
+        i != j, averaged as in chain.observables (the fine (n_f, n_f) matrix is never built)."""
+        theta_c = np.atleast_2d(np.asarray(theta_c, float))
         mX, CX = self.coarse_moments(theta_c)
-        g = 2.0 * theta_cf - 1.0
+        g = 2.0 * np.broadcast_to(np.asarray(theta_cf, float), (len(theta_c),)) - 1.0
         r = np.arange(self.n_f) // self.level
-        m_i = g * mX[r]
-        C = g * g * CX[np.ix_(r, r)]
-        np.fill_diagonal(C, 1.0)
-        return observables(m_i, C, self.periodic, lags)
+        m = (g[:, None] * mX[:, r]).mean(axis=1)
+        lags = list(lags)
+        R = np.empty((len(theta_c), len(lags)))
+        for k, l in enumerate(lags):
+            i, j = lag_pairs(self.n_f, self.periodic, l)
+            v = (g * g)[:, None] * CX[:, r[i], r[j]]
+            v[:, i == j] = 1.0  # <x_i^2> = 1, not the coarse (2 th - 1)^2
+            R[:, k] = v.mean(axis=1)
+        return m, R
+
+    def exact_prediction(self, theta_c, theta_cf: float, lags) -> tuple[float, np.ndarray]:
+        """exact_predictions for one draw: theta_c (K,) -> m, R (L,)."""
+        m, R = self.exact_predictions(np.asarray(theta_c, float)[None], [theta_cf], lags)
+        return float(m[0]), R[0]
 
 
 def sample_observables(x, periodic: bool, lags) -> tuple[float, np.ndarray]:

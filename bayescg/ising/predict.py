@@ -6,8 +6,9 @@ from one set of values, and an ``interval_kind``:
 * ``"posterior"`` (laplace, laplace_slides, nuts, gibbs): for posterior draws theta^j, j = 1..J
   (J <= ``max_thetas``, evenly thinned), the exact per-draw expectations E[m | theta^j],
   E[R_l | theta^j] (coarse transfer matrices and the map (C2): <x_i> = (2 theta_cf - 1) <X_r(i)>,
-  ...; CoarseModel.exact_prediction).  ``mean`` is their average (the posterior predictive mean,
-  exact given the draws), the interval their 94 % interval: epistemic uncertainty about theta.
+  ...; CoarseModel.exact_predictions, all draws at once).  ``mean`` is their average (the
+  posterior predictive mean, exact given the draws), the interval their 94 % interval: epistemic
+  uncertainty about theta.
   No fine configurations are sampled, so S_pred does not enter.
 * ``"monte_carlo"`` (point estimates: exact_em, em, relent): S_pred fine configurations at the
   point estimate in 20 batches; ``mean`` is their average and the interval mean +- 1.88 standard
@@ -82,9 +83,7 @@ def posterior_predictive(cm: CoarseModel, theta_c, theta_cf, S_pred: int, rng, l
         if backmap != "pcf":
             raise ValueError("posterior predictions need the map p_cf")
         idx = np.unique(np.linspace(0, J - 1, min(J, max_thetas)).round().astype(int))
-        ex = [cm.exact_prediction(theta_c[j], float(theta_cf[j]), lags) for j in idx]
-        ms = np.array([e[0] for e in ex])
-        Rs = np.array([e[1] for e in ex]).reshape(len(idx), len(lags))
+        ms, Rs = cm.exact_predictions(theta_c[idx], theta_cf[idx], lags)
         kind = "posterior"
         m0, l0, u0, s0 = interval_containing_mean(ms)
         mag = {"mean": m0, "lower": l0, "upper": u0, "shifted": s0}
