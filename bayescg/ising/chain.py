@@ -274,67 +274,82 @@ def moments(struct: ChainStructure, coef, emissions=None, em_features=None, em_c
 def ffbs(struct: ChainStructure, coef, size: int, rng, emissions=None, chunk: int = 64):
     """Exact i.i.d. samples by forward filtering, backward sampling.
 
-    coef: (T,); emissions None or (B, n, 2); returns int8 spins (B, size, n) (B = 1 without
-    emissions).  Periodic chains: the first block b is drawn from its exact marginal (forward
-    pass over all b), then each group of samples sharing b is drawn from the chain conditioned
-    on b (forward pass with F = 1, stored messages, backward sampling, ring closed by
-    ``closing``).  ``chunk`` bounds how many (batch, b) pairs are filtered at once (memory
-    n * chunk * 2**L floats).
+    coef: (T,) shared by all batches, or (B, T): batch b uses coef[b]; emissions None or
+    (B, n, 2) (without emissions B = 1 for coef (T,), B = len(coef) for (B, T)); returns int8
+    spins (B, size, n).  Periodic chains: the first block b is drawn from its exact marginal
+    (forward pass over all b), then each group of samples sharing (batch, b) is drawn from the
+    chain conditioned on b (forward pass with F = 1, stored messages, backward sampling, ring
+    closed by ``closing``).  ``chunk`` bounds how many (batch, b) pairs are filtered at once
+    (memory n * chunk * 2**L floats).
     """
     tb = struct.tables
     L, S, n = struct.L, struct.S, struct.n
     c = np.asarray(coef, float)
-    em = np.zeros((1, n, 2)) if emissions is None else np.asarray(emissions, float)
+    if c.ndim not in (1, 2):
+        raise InputError(f"coef must be (T,) or (B, T), got shape {c.shape}")
+    # a (T,) coef goes through the same tensordot as always (bit-identical streams), then gets a batch axis
+    logt = np.tensordot(c, tb["mono"], axes=1).reshape(-1, S, 2)  # (Bc, S, 2)
+    em = np.zeros((len(logt), n, 2)) if emissions is None else np.asarray(emissions, float)
     B = em.shape[0]
-    logt = np.tensordot(c, tb["mono"], axes=1)
+    if len(logt) not in (1, B):
+        raise InputError(f"{len(logt)} coefficient vectors for {B} emission batches")
+    logt = np.broadcast_to(logt, (B, S, 2))
     first = _emission_block(em, L, tb["first_bits"])  # (B, S)
     pred, nb = tb["pred"], tb["newbit"]
     if struct.periodic:
-        lc = np.tensordot(c, tb["closing"], axes=1)  # (b, s)
-        # marginal of the first block: forward over all b at once, in chunks of b
+        lc = np.broadcast_to(np.tensordot(c, tb["closing"], axes=1).reshape(-1, S, S), (B, S, S))  # (B, b, s)
+        # marginal of the first block: forward over all b, in blocks of <= chunk (batch, b) pairs
         logpb = np.empty((B, S))
         for lo in range(0, S, chunk):
             bs = np.arange(lo, min(S, lo + chunk))
-            last, ls = _forward_conditioned(logt, em, first, bs, L, n, pred, nb)  # (B, nb, S)
-            mc = lc[bs].max(axis=1, keepdims=True)
-            logpb[:, bs] = ls + mc[None, :, 0] + np.log((last * np.exp(lc[bs] - mc)[None]).sum(-1) + 1e-300)
+            step = max(1, chunk // len(bs))
+            for i in (slice(i0, i0 + step) for i0 in range(0, B, step)):
+                last, ls = _forward_conditioned(logt[i], em[i], first[i], bs, L, n, pred, nb)  # (Bi, nb, S)
+                lcb = lc[i, bs]
+                mc = lcb.max(axis=2, keepdims=True)
+                logpb[i, bs] = ls + mc[..., 0] + np.log((last * np.exp(lcb - mc)).sum(-1) + 1e-300)
         logpb -= logpb.max(axis=1, keepdims=True)
         pb = np.exp(logpb)
         pb /= pb.sum(axis=1, keepdims=True)
         bsel = np.stack([rng.choice(S, size=size, p=pb[i]) for i in range(B)])  # (B, size)
-        end_w = lambda b: np.exp(lc[b] - lc[b].max(axis=-1, keepdims=True))  # noqa: E731
     else:
         bsel = np.zeros((B, size), dtype=np.int64)
-        end_w = None
+        w0 = np.broadcast_to(np.tensordot(c, tb["w0"], axes=1).reshape(-1, S), (B, S))
     out = np.empty((B, size, n), dtype=np.int8)
-    pairs, inv = np.unique(np.stack([np.repeat(np.arange(B), size), bsel.ravel()], axis=1), axis=0,
-                           return_inverse=True)
-    inv = inv.reshape(B, size)
-    w0 = None if struct.periodic else np.tensordot(c, tb["w0"], axes=1)
-    for lo in range(0, len(pairs), chunk):
+    # (batch, b) pairs in lexicographic order; a chunk's samples are drawn in row-major (batch, sample)
+    # order, as the earlier per-chunk mask did: the same random stream for a given seed
+    pairs, inv = np.unique(np.arange(B)[:, None] * S + bsel, return_inverse=True)
+    pairs = np.stack(np.divmod(pairs, S), axis=1)
+    inv = inv.ravel()
+    order = np.argsort(inv, kind="stable")
+    cuts = np.searchsorted(inv[order], np.arange(0, len(pairs) + chunk, chunk))
+    for k, lo in enumerate(range(0, len(pairs), chunk)):
         pp = pairs[lo:lo + chunk]
+        ib, bb = pp[:, 0], pp[:, 1]
         if struct.periodic:
-            msgs = _forward_store(logt, em[pp[:, 0]], first[pp[:, 0]], pp[:, 1], L, n, pred, nb, True, None)
-            endw = end_w(pp[:, 1])
+            msgs = _forward_store(logt[ib], em[ib], first[ib], bb, L, n, pred, nb, True, None)
+            endw = np.exp(lc[ib, bb] - lc[ib, bb].max(axis=-1, keepdims=True))
         else:
-            msgs = _forward_store(logt, em[pp[:, 0]], first[pp[:, 0]], None, L, n, pred, nb, False, w0)
+            msgs = _forward_store(logt[ib], em[ib], first[ib], None, L, n, pred, nb, False, w0[ib])
             endw = np.ones((len(pp), S))
-        bi, si = np.nonzero((inv >= lo) & (inv < lo + len(pp)))
-        pidx = inv[bi, si] - lo
-        out[bi, si] = _backward_sample(msgs, endw, logt, em, pp[pidx, 0], pidx, L, n, pred, nb, rng, tb)
+        flat = np.sort(order[cuts[k]:cuts[k + 1]])
+        bi, si = np.divmod(flat, size)
+        out[bi, si] = _backward_sample(msgs, endw, logt[ib], inv[flat] - lo, L, n, pred, nb, rng, tb)
     return out
 
 
 def _forward_conditioned(logt, em, first, bs, L, n, pred, nb):
-    """Forward pass for every batch with first block fixed to each b in ``bs``; returns the
-    last normalized messages (B, len(bs), S) and their log scales (B, len(bs))."""
+    """Forward pass for every batch with first block fixed to each b in ``bs``; logt (B, S, 2),
+    em (B, n, 2), first (B, S).  Returns the last normalized messages (B, len(bs), S) and their
+    log scales (B, len(bs))."""
     B = em.shape[0]
-    S = logt.shape[0]
+    S = logt.shape[1]
     a = np.zeros((B, len(bs), S))
     a[:, np.arange(len(bs)), bs] = 1.0
     logscale = first[:, bs].copy()
+    lt = logt[:, pred, nb[None, :]]  # (B, 2, S)
     for t in range(L, n):
-        lw = logt[pred, nb[None, :]][None] + em[:, t, nb][:, None, :]
+        lw = lt + em[:, t, nb][:, None, :]
         m = lw.max(axis=(1, 2))
         ew = np.exp(lw - m[:, None, None])
         a = a[:, :, pred[0]] * ew[:, None, 0, :] + a[:, :, pred[1]] * ew[:, None, 1, :]
@@ -346,19 +361,20 @@ def _forward_conditioned(logt, em, first, bs, L, n, pred, nb):
 
 
 def _forward_store(logt, em, first, bs, L, n, pred, nb, periodic, w0):
-    """Normalized forward messages for P chains, stored for every t: (n, P, S).
-    Row t < L-1 is unused; row L-1 is the first block's weight."""
-    P, S = em.shape[0], logt.shape[0]
+    """Normalized forward messages for P chains (logt (P, S, 2), em (P, n, 2), w0 (P, S) open),
+    stored for every t: (n, P, S).  Row t < L-1 is unused; row L-1 is the first block's weight."""
+    P, S = em.shape[0], logt.shape[1]
     msgs = np.zeros((n, P, S))
     if periodic:
         a = np.zeros((P, S))
         a[np.arange(P), bs] = 1.0
     else:
-        la = first + w0[None]
+        la = first + w0
         a = np.exp(la - la.max(axis=1, keepdims=True))
     msgs[L - 1] = a
+    lt = logt[:, pred, nb[None, :]]  # (P, 2, S)
     for t in range(L, n):
-        lw = logt[pred, nb[None, :]][None] + em[:, t, nb][:, None, :]  # (P, 2, S)
+        lw = lt + em[:, t, nb][:, None, :]  # (P, 2, S)
         ew = np.exp(lw - lw.max(axis=(1, 2), keepdims=True))
         a = a[:, pred[0]] * ew[:, 0] + a[:, pred[1]] * ew[:, 1]
         a /= a.max(axis=1, keepdims=True)
@@ -366,9 +382,10 @@ def _forward_store(logt, em, first, bs, L, n, pred, nb, periodic, w0):
     return msgs
 
 
-def _backward_sample(msgs, endw, logt, em, batch, pidx, L, n, pred, nb, rng, tb):
+def _backward_sample(msgs, endw, logt, pidx, L, n, pred, nb, rng, tb):
     """Backward sampling, vectorized over samples: sample j uses stored messages msgs[:, pidx[j]]
-    (n, P, S), end weights endw[pidx[j]] (P, S) and emissions of batch[j].  Returns (k, n)."""
+    (n, P, S), end weights endw[pidx[j]] (P, S) and transition log-weights logt[pidx[j]]
+    (P, S, 2); the emissions cancel here (they are in the messages).  Returns (k, n)."""
     k = len(pidx)
     x = np.empty((k, n), dtype=np.int8)
     p_end = msgs[n - 1][pidx] * endw[pidx]
@@ -379,8 +396,8 @@ def _backward_sample(msgs, endw, logt, em, batch, pidx, L, n, pred, nb, rng, tb)
         bit = s >> (L - 1)
         x[:, t] = 2 * bit - 1
         p0, p1 = pred[0][s], pred[1][s]
-        lw0 = logt[p0, bit]
-        lw1 = logt[p1, bit]
+        lw0 = logt[pidx, p0, bit]
+        lw1 = logt[pidx, p1, bit]
         mx = np.maximum(lw0, lw1)
         w0 = msgs[t - 1, pidx, p0] * np.exp(lw0 - mx)
         w1 = msgs[t - 1, pidx, p1] * np.exp(lw1 - mx)

@@ -25,6 +25,7 @@ from .coarse import CoarseModel, sample_observables
 LR95 = 1.920729410347062  # chi2(1).ppf(0.95) / 2
 SHIFT_SD_MAX = 0.5  # Laplace vs NUTS: predictions further apart than this (in NUTS posterior sds) warn
 PPC_P_MIN = 0.01  # posterior predictive p-value below which a statistic is called misfit
+PPC_FLOATS = 1 << 22  # predictive_check's scratch (32 MB of float64 fine spins): bounds the draws per block
 
 
 def _u_to_theta(u, K):
@@ -187,13 +188,16 @@ def predictive_check(cm: CoarseModel, x, draws_c, draws_cf, lags, rng, *, replic
     tf = np.ravel(np.asarray(draws_cf, float))
     idx = np.unique(np.linspace(0, len(tf) - 1, min(len(tf), replicates)).round().astype(int))
     m_obs, R_obs = sample_observables(x, cm.periodic, lags)
+    # all replicates in one batched FFBS, in blocks of draws that bound the float scratch of the statistics
+    step = max(1, PPC_FLOATS // (len(x) * cm.n_f))
     mr, Rr = [], []
-    for j in idx:
-        X = cm.sample_coarse(tc[j], len(x), rng)
-        m, R = sample_observables(cm.sample_fine(X, float(tf[j]), rng), cm.periodic, lags)
+    for lo in range(0, len(idx), step):
+        j = idx[lo:lo + step]
+        X = cm.sample_coarse(tc[j], len(x), rng)  # (J, S_f, n_c)
+        m, R = sample_observables(cm.sample_fine(X, tf[j], rng), cm.periodic, lags)
         mr.append(m)
         Rr.append(R)
-    mr, Rr = np.array(mr), np.array(Rr)
+    mr, Rr = np.concatenate(mr), np.concatenate(Rr)
 
     def p(rep, obs):
         return np.minimum(1.0, 2 * np.minimum(np.mean(rep >= obs, axis=0), np.mean(rep <= obs, axis=0)))

@@ -180,14 +180,18 @@ class CoarseModel:
 
     # --- sampling and exact predictions -----------------------------------------------------
     def sample_coarse(self, theta_c, size: int, rng) -> np.ndarray:
-        """Exact i.i.d. X ~ p_c(X | theta_c) by FFBS: (size, n_c) int8."""
-        return ffbs(self.structure, self.coef(theta_c), size, rng)[0]
+        """Exact i.i.d. X ~ p_c(X | theta_c) by FFBS: theta_c (K,) -> (size, n_c) int8; draws
+        (J, K) -> (J, size, n_c), set j from theta_c[j] (one batched FFBS)."""
+        theta_c = np.asarray(theta_c, float)
+        X = ffbs(self.structure, self.coef(theta_c), size, rng)
+        return X[0] if theta_c.ndim == 1 else X
 
-    def sample_fine(self, X, theta_cf: float, rng) -> np.ndarray:
-        """x ~ p_cf(x | X) of (C2): X (S, n_c) -> x (S, n_f) int8."""
+    def sample_fine(self, X, theta_cf, rng) -> np.ndarray:
+        """x ~ p_cf(x | X) of (C2): X (..., S, n_c) -> x (..., S, n_f) int8; theta_cf a scalar or
+        one value per leading index (...,)."""
         X = np.asarray(X, np.int8)
         up = np.repeat(X, self.level, axis=-1)
-        flip = rng.random(up.shape) >= theta_cf
+        flip = rng.random(up.shape) >= np.asarray(theta_cf, float)[..., None, None]
         return np.where(flip, -up, up).astype(np.int8)
 
     def backmap_majority(self, X, rng) -> np.ndarray:
@@ -238,14 +242,17 @@ class CoarseModel:
         return float(m[0]), R[0]
 
 
-def sample_observables(x, periodic: bool, lags) -> tuple[float, np.ndarray]:
-    """Monte Carlo m and R_l of fine samples x (S, n) with the definitions of chain.observables."""
+def sample_observables(x, periodic: bool, lags):
+    """Monte Carlo m and R_l of fine samples with the definitions of chain.observables:
+    x (S, n) -> m float, R (L,); data sets x (J, S, n) -> m (J,), R (J, L)."""
     x = np.asarray(x, float)
     n = x.shape[-1]
     R = []
     for l in lags:
         if periodic:
-            R.append(np.mean(x * np.roll(x, -l, axis=-1)))
+            R.append(np.mean(x * np.roll(x, -l, axis=-1), axis=(-2, -1)))
         else:
-            R.append(np.mean(x[:, : n - l] * x[:, l:]))
-    return float(x.mean()), np.array(R)
+            R.append(np.mean(x[..., : n - l] * x[..., l:], axis=(-2, -1)))
+    m = x.mean(axis=(-2, -1))
+    R = np.moveaxis(np.array(R).reshape((len(R),) + m.shape), 0, -1)
+    return (float(m), R) if m.ndim == 0 else (m, R)
