@@ -311,7 +311,11 @@ def ffbs(struct: ChainStructure, coef, size: int, rng, emissions=None, chunk: in
         logpb -= logpb.max(axis=1, keepdims=True)
         pb = np.exp(logpb)
         pb /= pb.sum(axis=1, keepdims=True)
-        bsel = np.stack([rng.choice(S, size=size, p=pb[i]) for i in range(B)])  # (B, size)
+        # inverse CDF with one uniform per sample, row by row: the draws rng.choice(S, size, p=pb[i]) makes
+        cdf = np.cumsum(pb, axis=1)
+        cdf /= cdf[:, -1:]
+        u = rng.random((B, size))
+        bsel = np.stack([np.searchsorted(cdf[i], u[i], side="right") for i in range(B)]).astype(np.int64)
     else:
         bsel = np.zeros((B, size), dtype=np.int64)
         w0 = np.broadcast_to(np.tensordot(c, tb["w0"], axes=1).reshape(-1, S), (B, S))

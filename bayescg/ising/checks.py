@@ -25,7 +25,7 @@ from .coarse import CoarseModel, sample_observables
 LR95 = 1.920729410347062  # chi2(1).ppf(0.95) / 2
 SHIFT_SD_MAX = 0.5  # Laplace vs NUTS: predictions further apart than this (in NUTS posterior sds) warn
 PPC_P_MIN = 0.01  # posterior predictive p-value below which a statistic is called misfit
-PPC_FLOATS = 1 << 22  # predictive_check's scratch (32 MB of float64 fine spins): bounds the draws per block
+PPC_FLOATS = 1 << 22  # predictive_check's scratch (32 MB: sample_fine's float64 uniforms): bounds the draws per block
 
 
 def _u_to_theta(u, K):

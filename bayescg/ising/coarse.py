@@ -243,16 +243,19 @@ class CoarseModel:
 
 
 def sample_observables(x, periodic: bool, lags):
-    """Monte Carlo m and R_l of fine samples with the definitions of chain.observables:
+    """Monte Carlo m and R_l of fine spins +-1 with the definitions of chain.observables:
     x (S, n) -> m float, R (L,); data sets x (J, S, n) -> m (J,), R (J, L)."""
-    x = np.asarray(x, float)
+    # int8 products and int64 sums of +-1 are exact: the same means as in floats, at 1/8 of the memory traffic
+    x = np.asarray(x, np.int8)
     n = x.shape[-1]
-    R = []
-    for l in lags:
-        if periodic:
-            R.append(np.mean(x * np.roll(x, -l, axis=-1), axis=(-2, -1)))
-        else:
-            R.append(np.mean(x[..., : n - l] * x[..., l:], axis=(-2, -1)))
-    m = x.mean(axis=(-2, -1))
+
+    def mean(v):
+        return v.sum(axis=(-2, -1), dtype=np.int64) / (v.shape[-2] * v.shape[-1])
+
+    if periodic:
+        R = [mean(x * np.roll(x, -l, axis=-1)) for l in lags]
+    else:
+        R = [mean(x[..., : n - l] * x[..., l:]) for l in lags]
+    m = mean(x)
     R = np.moveaxis(np.array(R).reshape((len(R),) + m.shape), 0, -1)
     return (float(m), R) if m.ndim == 0 else (m, R)
