@@ -119,8 +119,31 @@ def _write(stage: OutputSet, name: str, result, model, command: str, partial: bo
     return payload
 
 
-def _write_posterior(stage: OutputSet, result):
+def _write_posterior(stage: OutputSet, result) -> list[str]:
     write_netcdf(stage.path("posterior.nc"), result.to_inference_data(), run_id=stage.run_id)
+    return ["posterior.nc"]
+
+
+#: How long a run waits for the forked child writing its netCDF files (:func:`_netcdf_beside`) after the report is
+#: done before it kills it and writes them itself (they take ~0.5-1.5 s; the wait only matters if the child hangs).
+NETCDF_CHILD_TIMEOUT = 300.0
+
+
+@contextmanager
+def _netcdf_beside(stage: OutputSet, write):
+    """``write(stage) -> [names]`` (the set's netCDF files) run in a forked child (:class:`bayescg.runtime.Forked`)
+    while the body runs -- the report: its figures on this core, the files on the other -- and here afterwards when
+    the child did not finish, so the files are the same either way.  The names the child wrote join the set."""
+    from .runtime import Forked
+
+    with Forked(lambda: write(stage)) as job:
+        yield
+        ok, names = job.result(NETCDF_CHILD_TIMEOUT)
+    if ok:
+        for name in names:
+            stage.path(name)
+    else:
+        write(stage)
 
 
 def _require_potential(model, trajectory: bool = False):
@@ -237,8 +260,8 @@ def cmd_learn(args, model=None, out=None):
         res = learn_model(model, workdir=out, resume=args.resume, control=ctl, executor=ex)
         with _outputs(out, "learn", ctl) as stage:
             payload = _write(stage, "result.json", res, model, "learn")
-            _write_posterior(stage, res)
-            _report(stage, model, "learn", [("Effective potential", res)], payload["meta"])
+            with _netcdf_beside(stage, lambda st: _write_posterior(st, res)):
+                _report(stage, model, "learn", [("Effective potential", res)], payload["meta"])
     _report_to_terminal(res, out, "learn")
     return res
 
@@ -266,11 +289,13 @@ def cmd_surrogate(args, model=None, out=None, learned=None):
     return res
 
 
-def _write_ising_netcdf(stage: OutputSet, res):
+def _write_ising_netcdf(stage: OutputSet, res) -> list[str]:
     """posterior.nc (standard ArviZ groups, primary method) and posterior-<method>.nc for the others."""
-    _write_posterior(stage, res)
+    names = _write_posterior(stage, res)
     for name, idata in res.method_inference_data().items():
-        write_netcdf(stage.path(f"posterior-{name}.nc"), idata, run_id=stage.run_id)
+        names.append(f"posterior-{name}.nc")
+        write_netcdf(stage.path(names[-1]), idata, run_id=stage.run_id)
+    return names
 
 
 def cmd_ising(args, model=None, out=None):
@@ -293,8 +318,8 @@ def cmd_ising(args, model=None, out=None):
             raise Interrupted(f"{exc} -> {out / 'ising.json'}") from None
         with _outputs(out, "ising", ctl) as stage:
             payload = _write(stage, "ising.json", res, model, "ising")
-            _write_ising_netcdf(stage, res)
-            _report(stage, model, "ising", [("Predictive coarse-graining", res)], payload["meta"])
+            with _netcdf_beside(stage, lambda st: _write_ising_netcdf(st, res)):
+                _report(stage, model, "ising", [("Predictive coarse-graining", res)], payload["meta"])
     _report_to_terminal(res, out, "ising")
     return res
 

@@ -189,6 +189,91 @@ class RunControl:
                         + "\n")
 
 
+class Forked:
+    """``fn()`` run in a forked child (Linux) beside this process, its return value pickled back on a pipe.
+
+    ``with Forked(fn) as job: ...; ok, value = job.result(timeout)``.  ``ok`` is False when no child could start (no
+    fork here, or it failed), or the child raised, hung past ``timeout`` seconds (it is killed) or died: the caller
+    then does the work itself, so what it makes does not depend on the child.  The child leaves with ``os._exit``
+    (none of this process's exit handlers run twice); leaving the ``with`` block kills a child not yet collected
+    (the parent's own part raised).  The child inherits this process's memory: nothing is pickled but the result."""
+
+    def __init__(self, fn):
+        self.pid, self._r = None, None
+        if not (sys.platform.startswith("linux") and hasattr(os, "fork")):
+            return
+        r, w = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(r)
+            os.close(w)
+            return
+        if pid == 0:
+            try:
+                os.close(r)
+                import pickle
+
+                data = pickle.dumps(fn())
+                with os.fdopen(w, "wb") as fh:
+                    fh.write(data)
+            finally:  # also after an exception: the parent reads a short pipe and does the work itself
+                os._exit(0)
+        os.close(w)
+        self.pid, self._r = pid, r
+
+    def result(self, timeout: float) -> tuple[bool, object]:
+        """(True, fn's return value), or (False, None) (see the class)."""
+        if self.pid is None:
+            return False, None
+        data = None
+        try:
+            data = _read_all(self._r, timeout)
+        finally:
+            self._end(killed=data is None)
+        if not data:
+            return False, None
+        import pickle
+
+        try:
+            return True, pickle.loads(data)
+        except Exception:  # noqa: BLE001 - a truncated message: the caller does the work
+            return False, None
+
+    def _end(self, killed: bool) -> None:
+        os.close(self._r)
+        if killed:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        os.waitpid(self.pid, 0)
+        self.pid = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.pid is not None:
+            self._end(killed=True)
+        return False
+
+
+def _read_all(fd: int, timeout: float) -> bytes | None:
+    """Everything written to the pipe ``fd`` until its writer closes it, or None after ``timeout`` seconds."""
+    import select
+
+    chunks, end = [], time.monotonic() + timeout
+    while True:
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        b = os.read(fd, 1 << 20)
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)
+
+
 def begin_stage(control, label: str, total: float | None = None):
     """``control.stage(label, total)`` when ``control`` is a :class:`RunControl` (None or a stand-in
     without stages: nothing)."""

@@ -189,3 +189,75 @@ def test_a_terminal_bar_keeps_moving_while_a_stage_ticks_nothing():
     draws = [float(x) for x in re.findall(r"NUTS: compile \(cached kernel\) \.\.\.\s+([0-9.]+)s elapsed", out.getvalue())]
     assert len(draws) >= 3 and draws[-1] >= 0.9 and draws == sorted(draws)
     assert not any(t.name == "bayescg-progress" for t in threading.enumerate())
+
+
+def test_forked_returns_the_childs_value_or_says_it_did_not():
+    """runtime.Forked: the child's return value comes back pickled; a child that raises, dies or hangs past the
+    timeout gives (False, None) (a hung one is killed), so the caller does the work itself."""
+    import time
+
+    from bayescg.runtime import Forked
+
+    parent = os.getpid()
+    with Forked(lambda: {"pid": os.getpid(), "a": np.arange(3)}) as job:
+        ok, got = job.result(30.0)
+    assert ok and got["pid"] != parent and list(got["a"]) == [0, 1, 2]
+
+    def boom():
+        raise RuntimeError("in the child")
+
+    with Forked(boom) as job:
+        assert job.result(30.0) == (False, None)
+    with Forked(lambda: os._exit(3)) as job:
+        assert job.result(30.0) == (False, None)
+    t0 = time.monotonic()
+    with Forked(lambda: time.sleep(60)) as job:
+        pid = job.pid
+        assert job.result(0.5) == (False, None)
+    assert time.monotonic() - t0 < 10
+    with pytest.raises(ChildProcessError):  # killed and reaped
+        os.waitpid(pid, 0)
+    with pytest.raises(ValueError):  # the parent's own part raised: leaving the block kills the child
+        with Forked(lambda: time.sleep(60)) as job:
+            pid = job.pid
+            raise ValueError
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def test_netcdf_files_written_beside_the_report_are_the_files_written_here(tmp_path):
+    """commands._netcdf_beside: the files a forked child writes while the body runs join the output set; when the
+    child dies before it is done, they are written here afterwards; either way the committed files hold the same
+    data as the ones written without a child."""
+    import arviz as az
+
+    from bayescg.commands import _netcdf_beside
+    from bayescg.io import OutputSet, write_netcdf
+
+    parent = os.getpid()
+    rng = np.random.default_rng(1)
+    idata = az.from_dict(posterior={"b": rng.normal(size=(2, 30, 3))})
+
+    def write(stage, die=False):
+        if die and os.getpid() != parent:
+            os._exit(3)
+        names = []
+        for name in ("posterior.nc", "posterior-em.nc"):
+            write_netcdf(stage.path(name), idata, run_id=stage.run_id)
+            names.append(name)
+        return names
+
+    write_netcdf(tmp_path / "ref.nc", idata)
+    ref = az.from_netcdf(tmp_path / "ref.nc")
+    for die in (False, True):
+        out = tmp_path / f"out{die}"
+        stage = OutputSet(out, "result.json")
+        write_json(stage.path("result.json"), {"ok": True})
+        with _netcdf_beside(stage, lambda st: write(st, die)):
+            assert os.getpid() == parent
+        stage.commit()
+        assert sorted(p.name for p in out.iterdir()) == ["posterior-em.nc", "posterior.nc", "result.json"]
+        for name in ("posterior.nc", "posterior-em.nc"):
+            got = az.from_netcdf(out / name)
+            np.testing.assert_array_equal(got.posterior.b.values, ref.posterior.b.values)
+            assert got.posterior.attrs["bayescg_run_id"] == stage.run_id

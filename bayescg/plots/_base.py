@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import pickle
 import sys
 from contextlib import contextmanager
 
@@ -121,22 +119,6 @@ def _draw_and_encode(indexed, sink: list) -> list:
     return out
 
 
-def _read_all(fd: int, timeout: float) -> bytes | None:
-    """Everything written to the pipe ``fd`` until its writer closes it, or None after ``timeout`` seconds."""
-    import select
-    import time
-
-    chunks, end = [], time.monotonic() + timeout
-    while True:
-        left = end - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return None
-        b = os.read(fd, 1 << 20)
-        if not b:
-            return b"".join(chunks)
-        chunks.append(b)
-
-
 def render_each(builders, sink: list) -> list:
     """[(title, PNG data URI)] of [(title, builder)], in order: every builder drawn on its own as :func:`draw_each`
     draws it (a failure is left out and appended to ``sink``) and encoded as :func:`figure_to_data_uri` does.
@@ -151,7 +133,7 @@ def render_each(builders, sink: list) -> list:
     indexed = [(i, t, b) for i, (t, b) in enumerate(builders)]
     mine, theirs = indexed[0::2], indexed[1::2]
     out = None
-    if theirs and sys.platform.startswith("linux") and hasattr(os, "fork"):
+    if theirs:
         out = _render_forked(mine, theirs, sink)
     if out is None:
         out = _draw_and_encode(indexed, sink)
@@ -159,44 +141,22 @@ def render_each(builders, sink: list) -> list:
 
 
 def _render_forked(mine, theirs, sink):
-    """_draw_and_encode of ``mine`` here and of ``theirs`` in a forked child; None if the fork itself failed."""
-    r, w = os.pipe()
-    try:
-        pid = os.fork()
-    except OSError:
-        os.close(r)
-        os.close(w)
-        return None
-    if pid == 0:  # the child: draw its share, send it, leave without running the parent's exit handlers
-        try:
-            os.close(r)
-            child_sink: list = []
-            data = pickle.dumps((_draw_and_encode(theirs, child_sink), child_sink))
-            with os.fdopen(w, "wb") as fh:
-                fh.write(data)
-        finally:
-            os._exit(0)
-    os.close(w)
-    data = None
-    try:
-        out = _draw_and_encode(mine, sink)
-        data = _read_all(r, RENDER_CHILD_TIMEOUT)
-    finally:  # also when this process's own share raised: no child is left behind
-        os.close(r)
-        if data is None:  # hung (or this side failed): stop it
-            import signal
+    """_draw_and_encode of ``mine`` here and of ``theirs`` in a forked child (:class:`bayescg.runtime.Forked`); None
+    if no child could start."""
+    from ..runtime import Forked
 
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        os.waitpid(pid, 0)
-    try:
-        theirs_out, child_sink = pickle.loads(data) if data else (None, None)
-    except Exception:  # noqa: BLE001 - a truncated message: the child's share is drawn here
-        theirs_out = None
-    if theirs_out is None:
+    def child():
+        child_sink: list = []
+        return _draw_and_encode(theirs, child_sink), child_sink
+
+    with Forked(child) as job:
+        if job.pid is None:
+            return None
+        out = _draw_and_encode(mine, sink)
+        ok, got = job.result(RENDER_CHILD_TIMEOUT)
+    if not ok:  # failed, hung or killed: the child's share is drawn here
         return out + _draw_and_encode(theirs, sink)
+    theirs_out, child_sink = got
     for msg in child_sink:
         if msg not in sink:
             sink.append(msg)
