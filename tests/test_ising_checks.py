@@ -88,6 +88,38 @@ def test_posterior_and_monte_carlo_predictions_vs_enumeration(small):
     assert abs(mq["mean"] - enum_m(cm, tc[0], tf[0])) < 4 * se
 
 
+def test_data_checks_beside_the_last_methods_are_the_ones_computed_here(small, monkeypatch):
+    """The identifiability check and the exact grid posterior run in a forked child beside the methods after laplace
+    (here relent): the run's checks are those of the run that computes them itself (the child dead); and the fork
+    is used (this process computes them only when the child died)."""
+    import os
+
+    from bayescg.ising import pipeline
+
+    fm, cm, x = small
+    inf = InferenceSection(methods=["exact_em", "laplace", "relent"], draws=100, chains=2, prediction_samples=800)
+    parent, calls = os.getpid(), []
+    real = pipeline.data_checks
+
+    def counted(*a, die=False, **k):
+        if os.getpid() != parent:
+            if die:
+                os._exit(3)
+        else:
+            calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(pipeline, "data_checks", counted)
+    forked = pipeline.run_methods(fm, cm, x, inf).to_dict()
+    assert calls == []
+    monkeypatch.setattr(pipeline, "data_checks", lambda *a, **k: counted(*a, die=True, **k))
+    here = pipeline.run_methods(fm, cm, x, inf).to_dict()
+    assert calls == [1]
+    for key in ("identifiability", "posterior_check", "predictive_check", "warnings"):
+        assert forked[key] == here[key], key
+    assert forked["posterior_check"]["exact"]["mean"]
+
+
 def test_pipeline_states_kinds_and_draws_each_figure_on_its_own(small, tmp_path, capsys):
     from bayescg.ising.pipeline import run_methods
     from bayescg.report import Report

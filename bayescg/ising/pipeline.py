@@ -394,10 +394,13 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
     t_all = time.perf_counter()
     x, lags = _checked_inputs(fine, cm, x, inf)  # bad input: its one line before a child process starts
     child = warmup.start("ising") if any(m in ("gibbs", "nuts") for m in inf.methods) else None
+    beside: list = []  # forked children of _run_methods (runtime.Forked), ended here whatever happens
     try:
         return _run_methods(fine, cm, x, lags, inf, control=control, name=name, data_source=data_source,
-                            t_all=t_all, child=child)
+                            t_all=t_all, child=child, beside=beside)
     finally:
+        for job in beside:
+            job.__exit__(None, None, None)
         warmup.stop(child, "ising")
 
 
@@ -405,11 +408,23 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
 _WARM_STEP = {"laplace_slides": "shared", "nuts": "shared", "gibbs": "gibbs"}
 
 
-def _run_methods(fine, cm, x, lags, inf, *, control, name, data_source, t_all, child=None) -> IsingResult:
+#: the methods after the last of which the data-only checks start in a forked child (they need the likelihood's
+#: kernel, which laplace_slides and nuts compile, and the Laplace fit; nuts's chains use both cores)
+_DATA_CHECKS_AFTER = ("laplace", "laplace_slides", "nuts")
+#: how long the run waits for that child before it computes the data-only checks itself (they take ~0.7 s)
+DATA_CHECKS_TIMEOUT = 300.0
+
+
+def _run_methods(fine, cm, x, lags, inf, *, control, name, data_source, t_all, child=None,
+                 beside=None) -> IsingResult:
     """run_methods on checked inputs (x, lags from _checked_inputs); t_all: the run's start (perf_counter); child:
     the background compile (bayescg.warmup.Child) or None.  A method whose kernels the child is still compiling
-    waits for them rather than compile them beside it (both would take longer, on two cores)."""
+    waits for them rather than compile them beside it (both would take longer, on two cores).  The data-only
+    checks (:func:`data_checks`) run in a forked child (appended to ``beside``, which the caller ends) beside
+    the methods after the last of :data:`_DATA_CHECKS_AFTER` (gibbs, relent: ~1 s on the other core); the
+    same numbers as computed here afterwards, which happens when there is no such method or child."""
     from .. import warmup
+    from ..runtime import Forked
     from .kernel import FastLoglik
 
     m_true, R_true = fine.truth(lags)
@@ -419,6 +434,10 @@ def _run_methods(fine, cm, x, lags, inf, *, control, name, data_source, t_all, c
     order = [m for m in ORDER if m in inf.methods]
     results, preds, fits = {}, {}, {}
     fast = FastLoglik(cm, x)
+    after = [i for i, m in enumerate(order) if m in _DATA_CHECKS_AFTER]
+    fork_at = after[-1] if after and after[-1] < len(order) - 1 and beside is not None else None
+    grid = any(m in POSTERIOR_PRIMARY for m in order)
+    data_job = None
     settings = {k: getattr(inf, k) for k in ("methods", "draws", "tune", "chains", "em_iterations", "coarse_samples",
                                              "posterior_samples", "prediction_samples", "seed")}
     settings["candidates"] = list(getattr(inf, "candidates", []) or [])
@@ -468,6 +487,9 @@ def _run_methods(fine, cm, x, lags, inf, *, control, name, data_source, t_all, c
         results[meth], preds[meth] = _method_result(meth, fit, cm, fast, rng, lags, m_true, R_true, S_pred, t0, c0)
         if fit.partial is not None:  # a sampler stopped by SIGINT: its draws so far are kept
             raise stop(meth, fit.partial)
+        if i == fork_at:
+            data_job = Forked(lambda: data_checks(cm, x, fast, fits, prior_sd, grid))
+            beside.append(data_job)
         if control is not None:
             try:
                 control.tick((i + 1) / len(order), note=meth)
@@ -479,7 +501,8 @@ def _run_methods(fine, cm, x, lags, inf, *, control, name, data_source, t_all, c
     except Interrupted:
         raise stop("the final comparison") from None
     lvn = compare_laplace_to_nuts(fits, results, preds, cm, ws)
-    checks = run_checks(fine, cm, x, inf, fast, fits, results, lags, ws, prior_sd)
+    ok, data = data_job.result(DATA_CHECKS_TIMEOUT) if data_job is not None else (False, None)
+    checks = run_checks(fine, cm, x, inf, fast, fits, results, lags, ws, prior_sd, data=data if ok else None)
     return IsingResult(name, fine, cm, lags, m_true, R_true, x, data_source, results, lvn, settings,
                        time.perf_counter() - t_all, checks=checks, warnings=ws)
 
@@ -554,26 +577,34 @@ def compare_laplace_to_nuts(fits, results, preds, cm, ws):
     return lvn
 
 
-def run_checks(fine, cm, x, inf, fast, fits, results, lags, ws, prior_sd) -> dict:
-    """Identifiability, exact posterior on a grid, predictive check, model averaging (checks.py);
-    appends their warnings to ``ws``."""
+def data_checks(cm, x, fast, fits, prior_sd, grid: bool) -> dict:
+    """The checks that need only the data (and the Laplace fit, when ``fits`` has one): {"identifiability",
+    "exact": the exact posterior on a grid (with ``grid``, K + 1 <= 3) or None}."""
     from .bayes import fit_laplace
-    from .checks import (PPC_P_MIN, compare_with_posterior, grid_posterior, identifiability,
-                         identifiability_warning, predictive_check, stacking)
+    from .checks import grid_posterior, identifiability
+
+    out = {"identifiability": identifiability(cm, x, fast), "exact": None}
+    if grid and cm.K + 1 <= 3:
+        lap = fits["laplace"].gaussian if "laplace" in fits else fit_laplace(cm, x, prior_sd)
+        out["exact"] = grid_posterior(cm, fast, prior_sd, lap.mean, 8.0 * np.sqrt(np.diag(lap.cov)))
+    return out
+
+
+def run_checks(fine, cm, x, inf, fast, fits, results, lags, ws, prior_sd, data=None) -> dict:
+    """Identifiability, exact posterior on a grid, predictive check, model averaging (checks.py);
+    appends their warnings to ``ws``.  ``data``: :func:`data_checks`' result when already computed
+    (the run computes it beside its last methods), else it is computed here."""
+    from .checks import PPC_P_MIN, compare_with_posterior, identifiability_warning, predictive_check, stacking
 
     out = {}
     rng = np.random.default_rng(np.random.SeedSequence([int(inf.seed), 99]))
-    idf = identifiability(cm, x, fast)
-    out["identifiability"] = idf
+    post = [m for m in POSTERIOR_PRIMARY if m in results]
+    data = data or data_checks(cm, x, fast, fits, prior_sd, bool(post))
+    idf = out["identifiability"] = data["identifiability"]
     w = identifiability_warning(idf)
     if w:
         ws.append(w)
-    post = [m for m in POSTERIOR_PRIMARY if m in results]
-    if post and cm.K + 1 <= 3:
-        lap = fits["laplace"].gaussian if "laplace" in fits else fit_laplace(cm, x, prior_sd)
-        exact = grid_posterior(cm, fast, prior_sd, lap.mean, 8.0 * np.sqrt(np.diag(lap.cov)))
-    else:
-        exact = None
+    exact = data["exact"]
     if exact is not None:
         pc = {"exact": exact, "methods": {}}
         for m in post:
