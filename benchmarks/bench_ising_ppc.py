@@ -15,7 +15,6 @@ median and range of wall time per call and the ratio.
 """
 import argparse
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from bayescg.ising.bayes import fit_laplace
 from bayescg.ising.checks import PPC_P_MIN, predictive_check
 from bayescg.ising.fine import default_lags
 from bayescg.ising.pipeline import build, load_data
+from bench_ising_predict import alternated, print_times  # the same A/B harness (this folder)
 
 
 def sample_observables(x, periodic, lags):
@@ -80,23 +80,14 @@ def main(argv=None):
     fns = {k: (lambda f=f: f(cm, x, theta_c, theta_cf, lags, np.random.default_rng(1)))
            for k, f in (("old", old_predictive_check), ("new", predictive_check))}
     out = {k: f() for k, f in fns.items()}  # warm-up, and the p-values to show
-    times = {k: [] for k in fns}
-    for r in range(args.rounds):
-        for k in (("old", "new") if r % 2 == 0 else ("new", "old")):
-            t0 = time.perf_counter()
-            for _ in range(args.calls):
-                fns[k]()
-            times[k].append((time.perf_counter() - t0) / args.calls)
+    times = alternated(fns, args.rounds, args.calls)
     print(f"predictive_check, {out['new']['replicates']} draws, {len(x)} data configurations, {cm.n_f} fine "
           f"sites, model {cm.code}, {len(lags)} lags; {args.rounds} alternated rounds x {args.calls} calls; "
           f"load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     for k, o in out.items():
         print(f"{k}: p-values m {o['p_value']['m']:.3f}, R_l {np.array2string(o['p_value']['R'], precision=2)}; "
               f"replicated m mean {o['replicated']['m'].mean():.4f} sd {o['replicated']['m'].std():.4f}")
-    med = {k: float(np.median(v)) for k, v in times.items()}
-    for k, v in times.items():
-        print(f"{k}: median {1e3 * med[k]:.2f} ms per call (range {1e3 * min(v):.2f}-{1e3 * max(v):.2f})")
-    print(f"ratio old / new: {med['old'] / med['new']:.1f}x")
+    print_times(times)
 
 
 if __name__ == "__main__":

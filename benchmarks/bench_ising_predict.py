@@ -109,17 +109,29 @@ def main(argv=None):
     (mo, Ro), (mn, Rn) = out["old"]["per_draw"], out["new"]["per_draw"]
     rel = max(np.max(np.abs(mn - mo) / np.abs(mo)), np.max(np.abs(Rn - Ro) / np.abs(Ro)))
     assert rel < 1e-12, rel
-    times = {k: [] for k in fns}
-    for r in range(args.rounds):
-        for k in (("old", "new") if r % 2 == 0 else ("new", "old")):
-            t0 = time.perf_counter()
-            for _ in range(args.calls):
-                fns[k]()
-            times[k].append((time.perf_counter() - t0) / args.calls)
+    times = alternated(fns, args.rounds, args.calls)
     print(f"posterior_predictive, {J} draws, {cm.n_f} fine sites, model {cm.code}, {len(lags)} lags; "
           f"{args.rounds} alternated rounds x {args.calls} calls; load average "
           f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"max relative difference of per-draw m, R: {rel:.1e}")
+    print_times(times)
+
+
+def alternated(fns: dict, rounds: int, calls: int) -> dict:
+    """{"old": [s per call, per round], "new": [...]}: ``calls`` calls of each of fns["old"], fns["new"] per
+    round, the order flipped every round (so a drift of the machine's speed hits both alike)."""
+    times = {k: [] for k in fns}
+    for r in range(rounds):
+        for k in (("old", "new") if r % 2 == 0 else ("new", "old")):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fns[k]()
+            times[k].append((time.perf_counter() - t0) / calls)
+    return times
+
+
+def print_times(times: dict) -> None:
+    """Median and range per call of each side of :func:`alternated`, and the ratio old / new."""
     med = {k: float(np.median(v)) for k, v in times.items()}
     for k, v in times.items():
         print(f"{k}: median {1e3 * med[k]:.2f} ms per call (range {1e3 * min(v):.2f}-{1e3 * max(v):.2f})")
