@@ -23,8 +23,10 @@ handled by conditioning on the first block b = s_{L-1} (a batch index ``F``) and
 ring with the L transitions that re-add sites 0..L-1 (``closing_mono[:, b, s_{n-1}]``).
 
 Everything here is plain numpy in linear space with per-step rescaling (log of the scales
-accumulated), which is exact up to round-off; :mod:`bayescg.ising.bayes` has the log-space
-pytensor twin used for gradients.
+accumulated), which is exact up to round-off while no weight that matters underflows; at extreme
+coefficients (|c| ~ 10^2-10^3, frustrated rings first) :func:`log_partition` and
+:func:`exact_moments` detect the loss and redo those coefficient vectors in log space.
+:mod:`bayescg.ising.bayes` has the log-space pytensor twin used for gradients.
 """
 from __future__ import annotations
 
@@ -144,7 +146,8 @@ def log_partition(struct: ChainStructure, coef, emissions=None):
     else:
         em = np.asarray(emissions, float)
         squeeze_b = False
-    out = np.stack([_log_partition_one(struct, c, em) for c in coef])
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # underflow is detected and redone in log space
+        out = np.stack([_log_partition_one(struct, c, em) for c in coef])
     if squeeze_b:
         out = out[:, 0]
     return out[0] if squeeze_p else out
@@ -165,11 +168,14 @@ def _log_partition_one(struct, c, em):
     shift = la.max(axis=(1, 2), keepdims=True)
     a = np.exp(la - shift)
     logscale = shift[:, 0, 0].copy()
+    # a weight that underflows in one step, in the first block or in the ring's closing: redone in log space below
+    bad = (shift[:, 0, 0] - np.where(np.isfinite(la), la, np.inf).min(axis=(1, 2))) > _LOG_RANGE
     pred, nb = tb["pred"], tb["newbit"]
     for t in range(L, n):
         w = logt[pred, nb[None, :]]  # (2, S)
         lw = w[None, :, :] + em[:, t, nb][:, None, :]  # (B, 2, S)
         m = lw.max(axis=(1, 2))
+        bad |= (m - lw.min(axis=(1, 2))) > _LOG_RANGE
         ew = np.exp(lw - m[:, None, None])
         a = a[:, :, pred[0]] * ew[:, None, 0, :] + a[:, :, pred[1]] * ew[:, None, 1, :]
         s = a.max(axis=(1, 2))
@@ -180,8 +186,57 @@ def _log_partition_one(struct, c, em):
         lc = np.tensordot(c, tb["closing"], axes=1)  # (S_b, S_s)
         mc = lc.max()
         tot = (a * np.exp(lc - mc)[None]).sum(axis=(1, 2))
-        return logscale + mc + np.log(tot)
-    return logscale + np.log(a.sum(axis=(1, 2)))
+        out = logscale + mc + np.log(tot)
+        # a ring whose closing mass is far below the largest open path's (strong frustration) lost it to underflow
+        bad |= ~(tot > _TINY) | (mc - lc.min() > _LOG_RANGE)
+    else:
+        out = logscale + np.log(a.sum(axis=(1, 2)))
+    bad |= ~np.isfinite(out)
+    if bad.any():
+        out[bad] = _log_partition_logspace(struct, c, em[bad])
+    return out
+
+
+#: linear-space passes are exact unless a transition weight underflows (a log-weight range above this) or the mass that
+#: matters falls below _TINY of the largest normalised entry; such coefficients (|c| ~ 10^2-10^3, frustrated rings
+#: first) are recomputed in log space (_log_partition_logspace, _exact_moments_logspace)
+_LOG_RANGE = 650.0
+_TINY = 1e-200
+
+
+def _underflows(logt):
+    """Whether exp(logt - max) underflows somewhere: logt (S, 2) -> bool, or (J, S, 2) -> (J,)."""
+    lt = np.asarray(logt)
+    return (lt.max(axis=(-2, -1)) - lt.min(axis=(-2, -1))) > _LOG_RANGE
+
+
+def _logstep(a, lw, pred):
+    """One site added in log space: a (..., S) over the state before, lw (2, S) the log-weights of the two ways into each
+    state -> (..., S)."""
+    return np.logaddexp(a[..., pred[0]] + lw[0], a[..., pred[1]] + lw[1])
+
+
+def _log_partition_logspace(struct, c, em):
+    """_log_partition_one in log space (no rescaling, no underflow): c (T,), em (B, n, 2) -> (B,)."""
+    from scipy.special import logsumexp
+
+    tb = struct.tables
+    L, S, n = struct.L, struct.S, struct.n
+    logt = np.tensordot(c, tb["mono"], axes=1)
+    first = _emission_block(em, L, tb["first_bits"])  # (B, S)
+    pred, nb = tb["pred"], tb["newbit"]
+    if struct.periodic:
+        la = np.full((em.shape[0], S, S), -np.inf)
+        idx = np.arange(S)
+        la[:, idx, idx] = first
+    else:
+        la = (first + np.tensordot(c, tb["w0"], axes=1)[None, :])[:, None, :]
+    for t in range(L, n):
+        lw = logt[pred, nb[None, :]][None] + em[:, t, nb][:, None, :]  # (B, 2, S)
+        la = np.logaddexp(la[:, :, pred[0]] + lw[:, None, 0], la[:, :, pred[1]] + lw[:, None, 1])
+    if struct.periodic:
+        la = la + np.tensordot(c, tb["closing"], axes=1)[None]
+    return logsumexp(la, axis=(1, 2))
 
 
 def moments(struct: ChainStructure, coef, emissions=None, em_features=None, em_coef=None):
@@ -431,14 +486,19 @@ def exact_moments(struct: ChainStructure, coef):
     n, S = struct.n, struct.S
     per_draw = (n // 2 + 3) * S * S if struct.periodic else 3 * n * S + n * n
     step = max(1, _MOMENTS_FLOATS // per_draw)
-    parts = [_exact_moments_batch(struct, c[lo:lo + step]) for lo in range(0, len(c), step)]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # such draws are flagged and redone below
+        parts = [_exact_moments_batch(struct, c[lo:lo + step]) for lo in range(0, len(c), step)]
     m = np.concatenate([p[0] for p in parts])
     C = np.concatenate([p[1] for p in parts])
+    bad = np.concatenate([p[2] for p in parts])
+    for j in np.flatnonzero(bad):  # draws whose linear-space pass lost mass to underflow: redone in log space
+        m[j], C[j] = _exact_moments_logspace(struct, c[j])
     return (m[0], C[0]) if one else (m, C)
 
 
 def _exact_moments_batch(struct, c):
-    """exact_moments for coef (J, T): (J, n), (J, n, n)."""
+    """exact_moments for coef (J, T) in linear space: (J, n), (J, n, n) and (J,) bool, the draws whose pass lost mass to
+    underflow (to be redone in log space)."""
     tb = struct.tables
     L, S, n = struct.L, struct.S, struct.n
     J = c.shape[0]
@@ -447,6 +507,7 @@ def _exact_moments_batch(struct, c):
     spin_new = (2 * nb - 1).astype(float)
     w = logt[:, pred, nb[None, :]]  # (J, 2, S)
     wmax = w.max(axis=(1, 2))
+    bad = _underflows(logt)
     w = np.exp(w - wmax[:, None, None])
     w0, w1 = w[:, None, 0, :], w[:, None, 1, :]  # (J, 1, S): multiply the columns of (J, S, S)
 
@@ -467,6 +528,8 @@ def _exact_moments_batch(struct, c):
             if l <= half:
                 store[l] = cur
         Z = np.trace(cur, axis1=1, axis2=2)
+        bad |= ~(Z > _TINY)  # the ring's closed paths far below the largest open one: lost to underflow
+        Z = np.where(bad, 1.0, Z)
         mag = np.sum(spin_new * np.diagonal(cur, axis1=1, axis2=2), axis=1) / Z
         # pass 2: P^l for l >= n - half, paired with the stored P^(n-l)
         corr = np.zeros((J, n))
@@ -484,9 +547,11 @@ def _exact_moments_batch(struct, c):
             corr[:, l] = corr[:, n - l]
         i = np.arange(n)
         C = corr[:, (i[None, :] - i[:, None]) % n]
-        return np.repeat(mag[:, None], n, axis=1), C
+        m = np.repeat(mag[:, None], n, axis=1)
+        return m, C, bad | ~np.isfinite(m).all(axis=1) | ~np.isfinite(C).all(axis=(1, 2))
     # open chain
     la = np.tensordot(c, tb["w0"], axes=1)  # (J, S)
+    bad |= (la.max(axis=1) - la.min(axis=1)) > _LOG_RANGE  # the first block's weights underflow (before any drift)
     alpha = np.zeros((J, n, S))
     a = np.exp(la - la.max(axis=1, keepdims=True))
     alpha[:, L - 1] = a / a.sum(axis=1, keepdims=True)
@@ -511,6 +576,9 @@ def _exact_moments_batch(struct, c):
         return t, i - (t - L + 1)
 
     norm = (alpha[:, L - 1] * beta[:, L - 1]).sum(axis=1)
+    # sum_s alpha_t beta_t is the same at every t in exact arithmetic: where it is not, underflow took mass away
+    drift = np.abs((alpha[:, L - 1:] * beta[:, L - 1:]).sum(axis=2) / norm[:, None] - 1.0).max(axis=1)
+    bad |= ~(drift < 1e-8)
     m = np.empty((J, n))
     for i in range(n):
         t, j = site_time(i)
@@ -525,6 +593,61 @@ def _exact_moments_batch(struct, c):
                 ti += 1
                 v = (v[:, pred[0]] * w[:, 0] + v[:, pred[1]] * w[:, 1]) / scales[:, ti, None]
             C[:, i, j] = C[:, j, i] = (v * beta[:, tj] * spins[:, jj]).sum(axis=1) / norm
+    return m, C, bad | ~np.isfinite(m).all(axis=1) | ~np.isfinite(C).all(axis=(1, 2))
+
+
+def _exact_moments_logspace(struct, c):
+    """exact_moments for one coefficient vector c (T,) in log space (no underflow at any coefficient size; ~10x
+    slower than the linear pass, so used only where that pass lost mass): (n,), (n, n)."""
+    from scipy.special import logsumexp
+
+    tb = struct.tables
+    L, S, n = struct.L, struct.S, struct.n
+    logt = np.tensordot(c, tb["mono"], axes=1)  # (S, 2)
+    pred, nb = tb["pred"], tb["newbit"]
+    lw = logt[pred, nb[None, :]]  # (2, S)
+    if struct.periodic:
+        spin = (2 * nb - 1).astype(float)
+        P = [np.where(np.eye(S, dtype=bool), 0.0, -np.inf)]  # log P^l, l = 0..n
+        for _ in range(n):
+            P.append(_logstep(P[-1], lw, pred))
+        d = np.diagonal(P[n])
+        logZ = logsumexp(d)
+        corr = np.ones(n)
+        ss = np.outer(spin, spin)
+        for lag in range(1, n):  # Tr(D P^lag D P^(n-lag)) / Tr(P^n)
+            corr[lag] = np.sum(ss * np.exp(P[lag] + P[n - lag].T - logZ))
+        i = np.arange(n)
+        return np.full(n, float(np.sum(spin * np.exp(d - logZ)))), corr[(i[None, :] - i[:, None]) % n]
+    states = np.arange(S)
+    succ = np.stack([states >> 1, (states >> 1) | (1 << (L - 1))])
+    alpha = np.full((n, S), -np.inf)
+    alpha[L - 1] = np.tensordot(c, tb["w0"], axes=1)
+    for t in range(L, n):
+        alpha[t] = _logstep(alpha[t - 1], lw, pred)
+    beta = np.zeros((n, S))
+    for t in range(n - 1, L - 1, -1):
+        beta[t - 1] = np.logaddexp(logt[:, 0] + beta[t, succ[0]], logt[:, 1] + beta[t, succ[1]])
+    logZ = logsumexp(alpha[L - 1] + beta[L - 1])
+    spins = tb["spins"]
+
+    def site_time(i):
+        t = max(i, L - 1)
+        return t, i - (t - L + 1)
+
+    m = np.empty(n)
+    C = np.eye(n)
+    for i in range(n):
+        ti, ji = site_time(i)
+        m[i] = np.sum(spins[:, ji] * np.exp(alpha[ti] + beta[ti] - logZ))
+        # x_i's sign splits the forward vector into a positive and a negative part, each carried in log space
+        vp, vn = np.where(spins[:, ji] > 0, alpha[ti], -np.inf), np.where(spins[:, ji] < 0, alpha[ti], -np.inf)
+        for j in range(i + 1, n):
+            tj, jj = site_time(j)
+            while ti < tj:
+                ti += 1
+                vp, vn = _logstep(vp, lw, pred), _logstep(vn, lw, pred)
+            C[i, j] = C[j, i] = np.sum(spins[:, jj] * (np.exp(vp + beta[tj] - logZ) - np.exp(vn + beta[tj] - logZ)))
     return m, C
 
 
