@@ -1104,13 +1104,6 @@ def kick_covariance(qh, r, *, delta, cells=None, min_per_parameter: int = KICK_S
 
 
 RHO_TOL = 0.1  # |lag-1 autocorrelation| of the residual kicks above which the white-noise model is flagged
-#: |autocorrelation| at any one of lags 1-3 of the corrected U's residual kicks (and > 4 se) above which learn warns that
-#: the corrected U keeps a model error its band does not hold.  Set from measured learns (4e7 steps x delta_0 / delta,
-#: MAP, two seeds each; benchmarks/calibration/LAG_CORRELATION.md): max |rho_k| 0.001-0.005 where the corrected U was
-#: 0.003-0.005 RMS from U_0 (Test 1 at delta 0.5, 0.35; double well at 0.25) and 0.016-0.048 where it was 0.011-0.047
-#: (Test 1 at 0.25, double well at 0.177, 0.125: delta within 5-7x the scale treated as noise), where the lags can
-#: cancel in :func:`kick_colour`'s sum (Test 1 at 0.25: 0.012, -0.016, 0.003; diffusion factor 0.996)
-LAG_TOL = 0.01
 #: |f - 1| of :func:`kick_colour` above which the residual kicks are called coloured.  Set after measuring three learns
 #: (4e6 steps, FDELTA.md): the double well at delta 0.3, f = 1.065 (lag 2: 0.026, 15 se), whose corrected U keeps a
 #: white-model bias of ~0.01 RMS, against 1.006 (double well, delta 0.25) and 0.997 (Test 1, delta 0.5)
@@ -1232,9 +1225,6 @@ def white_noise_check(potential, sim, knots, coef_raw, coef_corrected, *, frames
     out["flag"] = bool(abs(r1) > RHO_TOL and abs(r1) > 4 * se)
     out["rho_tol"] = RHO_TOL
     out["colour"] = kick_colour(out["corrected"]["rho"], se)
-    rc = np.abs(np.asarray(out["corrected"]["rho"], dtype=float))
-    out["lag_tol"] = LAG_TOL
-    out["correlated"] = bool(np.any((rc > LAG_TOL) & (rc > 4 * se)))
     return out, kicks
 
 

@@ -549,8 +549,8 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
             ks_col = (corr.kick_shape or {}).get("colour")
             # the kick-shape step models a colour when it runs (1D, V known); a resolved scale (chk["flag"]) is warned
             # about above: its correlation is not a noise colour
-            rho = ", ".join(f"{r:.3f}" for r in chk["corrected"]["rho"])
             if col["flag"] and not chk["flag"] and not (ks_col and ks_col["modelled"]):
+                rho = ", ".join(f"{r:.3f}" for r in chk["corrected"]["rho"])
                 warnings.append(
                     f"the residual kicks of the corrected U are coloured (autocorrelation at lags 1-3: {rho}; momentum "
                     f"diffusion {col['diffusion_factor']:.3f}x that of white kicks of their variance), and the correction "
@@ -558,17 +558,6 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
                     + (ks_col["reason"] if ks_col else "no kick-shape step: it runs in 1D with V known")
                     + "), which leaves a bias its band does not hold (a double well at delta 0.3 with white kicks: walls "
                     "~0.015 low, 0.01 RMS; benchmarks/calibration/FDELTA.md)")
-            elif chk.get("correlated") and not chk["flag"]:
-                # lags of either sign: they can cancel in the diffusion factor, and a modelled colour (lags 1-3) did not
-                # remove the error where it was measured
-                warnings.append(
-                    f"the residual kicks of the corrected U are correlated across steps (autocorrelation at lags 1-3: "
-                    f"{rho}; |rho| > {chk['lag_tol']} at some lag): delta = {sim.delta:g} is within a few times a scale "
-                    "the correction treats as noise, and there the corrected U keeps a model error its band does not "
-                    "hold (measured: Test 1 at delta 0.25, 5x its 0.05 scale, 0.032 RMS from U_0 against a band "
-                    "half-width of 0.003; the double well at delta 0.177 and 0.125: 0.011 and 0.030, with the colour "
-                    "modelled; benchmarks/calibration/LAG_CORRELATION.md); a larger delta inside the scale window "
-                    "(bayescg scales) makes it smaller")
         except (SimulationError, InputError) as exc:  # the fixed point stands; say what is missing
             warnings.append(f"finite-delta correction: the white-noise check / kick-shape step failed ({exc}); U is the "
                             "Gaussian white-kick fixed point without the kick-shape step, which on Test 1 leaves about "
