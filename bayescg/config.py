@@ -68,6 +68,10 @@ def _f(default=dataclasses.MISSING, check=None, doc=""):
     return field(**kw)
 
 
+def _delta_ratio(v):
+    return None if 0.5 <= v <= 2.0 and abs(v - 1.0) >= 0.05 else "must be in [0.5, 2] and at least 5 % away from 1"
+
+
 def _integrator_name(v):
     from .kernels.registry import INTEGRATORS  # the registry is the one list of integrators
 
@@ -150,6 +154,10 @@ class FitSection:
                                      doc="apply the correction only when its RMS over the mass region is at least this "
                                          "multiple of its Monte Carlo se's RMS (bayescg.bias.correction_significance; "
                                          "0 applies it always)")
+    delta_check: Optional[float] = _f(None, check=_delta_ratio,
+                                      doc="ratio r: learn again at delta x r (steps / r, seed + 1) and warn when the two "
+                                          "corrected U's differ beyond their bands over most of the mass region "
+                                          "(bayescg.pipeline.delta_consistency; 1D; about doubles the run)")
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,7 @@ class LearnResult:
     raw_fit: Optional[Any] = None     # the paper's learned U_delta (FitResult) when ``fit`` is corrected
     correction: Optional[Any] = None  # bayescg.bias.FixedPointCorrection when applied
     correction_note: str = ""         # why no correction was applied
+    delta_check: Optional[dict] = None  # delta_consistency with a second learn (fit.delta_check)
 
     def to_dict(self) -> dict:
         sim, fit, eq = self.simulation, self.fit, self.equilibrium
@@ -189,6 +190,8 @@ class LearnResult:
                 **({} if self.correction.applied else {"reason": self.correction_note}))
         else:
             out["finite_delta_correction"] = {"applied": False, "reason": self.correction_note}
+        if self.delta_check is not None:
+            out["delta_check"] = dict(self.delta_check)
         return out
 
     def summary(self):
@@ -243,6 +246,12 @@ class LearnResult:
             ks = (c.get("kick_shape") or {}).get("colour")
             s.add("kick colour in the correction", "modelled (moving average, lags 1-3)" if ks and ks.get("modelled")
                   else f"not modelled ({ks['reason']})" if ks else "not modelled (no kick-shape step)")
+        dc = d.get("delta_check")
+        if dc is not None:
+            s.add("delta check", f"at delta = {dc['delta']:.4g}: " + (
+                f"failed ({dc['failed']})" if dc.get("failed") else dc["reason"] if dc.get("reason") else
+                f"{'INCONSISTENT' if dc['inconsistent'] else 'consistent'}, outside the combined bands at "
+                f"{100 * dc['outside_fraction']:.0f} % of the mass region (tolerance {100 * dc['tol']:.0f} %)"))
         s.add("seconds", d["seconds"], ".1f", "s")
         return s
 
@@ -367,9 +376,88 @@ def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool
     task = {1: "learn1d", 2: "learn2d"}.get(len(model.require("potential").variables))
     child = warmup.start(task, fs.method, fs.delta_correction) if task else None
     try:
-        return _learn_model(model, workdir=workdir, resume=resume, control=control, executor=executor, child=child)
+        res = _learn_model(model, workdir=workdir, resume=resume, control=control, executor=executor, child=child)
     finally:
         warmup.stop(child, task)
+    if fs.delta_check is not None:
+        check_delta(model, res, fs.delta_check, workdir=workdir, resume=resume, control=control, executor=executor)
+    return res
+
+
+#: share of the mass region where two corrected U's (fit.delta_check) may differ by more than their combined 94 %
+#: half-width before learn calls them inconsistent.  Set from 15 pairs of learns at neighbouring deltas (4e7 steps x
+#: delta_0 / delta, MAP, seeds 1-2; benchmarks/calibration/DELTA_CHECK.md): 0.09-0.42 where both were within ~1.5
+#: bands of U_0, 0.72-0.94 where one was 3-10 bands off; checked on fresh seeds there
+DELTA_CHECK_TOL = 0.5
+
+
+def delta_consistency(fit, other, *, tol: float = DELTA_CHECK_TOL) -> dict:
+    """Do two corrected 1D fits (FitResult, learned at different deltas) agree within their bands?  U_k does not depend
+    on delta inside the scale window, so a difference beyond the bands is a model error of at least one of them.
+
+    On ``fit``'s grid points inside both mass regions: d = U - U_other (U_other interpolated), aligned to mean 0;
+    ``outside_fraction``: share of points with |d| above hypot of the two 94 % half-widths (~0.06 for two calibrated,
+    unbiased bands); ``inconsistent``: outside_fraction > tol."""
+    x, xo = np.asarray(fit.grid, float)[:, 0], np.asarray(other.grid, float)[:, 0]
+    mo = np.asarray(other.mass_region, bool)
+    m = np.asarray(fit.mass_region, bool) & (x >= xo[mo].min()) & (x <= xo[mo].max())
+    if m.sum() < 5:
+        raise InputError("the two runs' mass regions overlap in fewer than 5 grid points")
+    h = 0.5 * (np.asarray(fit.U_upper) - np.asarray(fit.U_lower))[m]
+    ho = np.interp(x[m], xo, 0.5 * (np.asarray(other.U_upper) - np.asarray(other.U_lower)))
+    dif = np.asarray(fit.U_mean)[m] - np.interp(x[m], xo, np.asarray(other.U_mean))
+    dif -= dif.mean()
+    band = np.hypot(h, ho)
+    frac = float(np.mean(np.abs(dif) > band))
+    return {"points": int(m.sum()), "rms_difference": float(np.sqrt(np.mean(dif ** 2))),
+            "combined_half_width_rms": float(np.sqrt(np.mean(band ** 2))), "outside_fraction": frac, "tol": tol,
+            "inconsistent": bool(frac > tol)}
+
+
+def check_delta(model: Model, res: LearnResult, ratio: float, *, workdir=None, resume=False, control=None,
+                executor=None) -> None:
+    """fit.delta_check: learn ``model`` again at delta x ratio (steps / ratio: the same simulated time; seed + 1) and
+    compare the corrected U's (:func:`delta_consistency`); in place on ``res`` (``delta_check``, and a warning when
+    they are inconsistent or the second learn fails).  1D with the correction applied only."""
+    from .runtime import begin_stage
+
+    s = model.require("simulation")
+    fs = model.fit or FitSection()
+    d2 = float(s.delta) * float(ratio)
+    out = {"delta": d2, "ratio": float(ratio), "steps": int(round(s.steps / ratio)), "seed": int(s.seed) + 1}
+    if res.fit.dim != 1 or res.correction is None or not res.correction.applied:
+        res.delta_check = dict(out, reason="not run: it compares finite-delta corrected 1D potentials, and this U is "
+                                           + ("not 1D" if res.fit.dim != 1 else "not corrected"))
+        return
+    t0 = time.perf_counter()
+    m2 = dataclasses.replace(model, simulation=dataclasses.replace(s, delta=d2, steps=out["steps"], seed=out["seed"]),
+                             fit=dataclasses.replace(fs, delta_check=None,
+                                                     seed=None if fs.seed is None else fs.seed + 1))
+    sub = Path(workdir) / "delta-check" if workdir is not None else None
+    if sub is not None:
+        sub.mkdir(parents=True, exist_ok=True)
+    begin_stage(control, f"delta check: learn again at delta = {d2:.4g} ({out['steps']:.3g} steps)")
+    try:
+        other = learn_model(m2, workdir=sub, resume=resume, control=control, executor=executor)
+    except (SimulationError, InputError) as exc:
+        res.delta_check = dict(out, failed=str(exc))
+        res.warnings.append(f"delta check: the second learn at delta = {d2:.4g} failed ({exc}); whether the corrected "
+                            "U depends on delta is not checked")
+        return
+    c = delta_consistency(res.fit, other.fit)
+    res.delta_check = dict(out, **c, seconds=time.perf_counter() - t0,
+                           other={"reference_rmse": other.fit.reference_rmse,
+                                  "reference_coverage": other.fit.reference_coverage,
+                                  "correction_applied": bool(other.correction is not None and other.correction.applied),
+                                  "warnings": other.to_dict()["warnings"]})
+    if c["inconsistent"]:
+        res.warnings.append(
+            f"delta check: the corrected U changes with delta beyond its band -- a second learn at delta = {d2:.4g} "
+            f"differs from it by {c['rms_difference']:.3g} RMS, outside the two bands' combined 94 % half-width at "
+            f"{100 * c['outside_fraction']:.0f} % of the mass region (> {100 * c['tol']:.0f} %).  U_k does not depend "
+            "on delta inside the scale window, so at least one of the two carries a model error its band does not hold "
+            "(measured: Test 1 at delta 0.3 and 0.25, the double well at 0.177 and 0.125, 3-10 bands from U_0; "
+            "benchmarks/calibration/DELTA_CHECK.md); bayescg scales finds the window")
 
 
 def _learn_model(model: Model, *, workdir, resume, control, executor, child=None) -> LearnResult:
