@@ -1,0 +1,79 @@
+"""fit.delta_check: a second learn at delta x r, and whether the two finite-delta corrected U's agree within their
+bands (pipeline.delta_consistency)."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from bayescg.errors import InputError
+from bayescg.pipeline import DELTA_CHECK_TOL, delta_consistency
+
+
+def _fit(x, u, half, region=None):
+    x = np.asarray(x, float)
+    return SimpleNamespace(grid=x[:, None], U_mean=np.asarray(u, float), U_upper=np.asarray(u) + half,
+                           U_lower=np.asarray(u) - half, mass_region=np.ones(x.size, bool) if region is None else region)
+
+
+def test_delta_consistency_against_hand_counts():
+    x = np.linspace(-2, 2, 101)
+    a = _fit(x, x ** 2 / 2, 0.01)
+    # the same U up to a constant, on another grid: nothing outside
+    b = _fit(np.linspace(-2.5, 2.5, 77), np.linspace(-2.5, 2.5, 77) ** 2 / 2 + 3.0, 0.01)
+    c = delta_consistency(a, b)
+    assert c["outside_fraction"] == 0.0 and not c["inconsistent"] and c["points"] == 101
+    assert c["rms_difference"] == pytest.approx(0.0, abs=1e-3)  # interpolation of the parabola only
+    # a step of +-0.02 (above the combined half-width 0.0141) on |x| > 1 (50 of 101 points, after alignment) ...
+    bump = np.where(np.abs(x) > 1, 0.02, -0.02)
+    c = delta_consistency(a, _fit(x, x ** 2 / 2 + bump, 0.01))
+    expect = np.mean(np.abs(bump - bump.mean()) > np.hypot(0.01, 0.01))
+    assert c["outside_fraction"] == pytest.approx(expect) and c["inconsistent"] is bool(expect > DELTA_CHECK_TOL)
+    # ... and with bands twice as wide it is inside
+    assert delta_consistency(_fit(x, x ** 2 / 2, 0.03), _fit(x, x ** 2 / 2 + bump, 0.03))["outside_fraction"] == 0.0
+    # only the points inside both mass regions count
+    reg = np.abs(x) < 0.5
+    c = delta_consistency(_fit(x, x ** 2 / 2, 0.01, reg), _fit(x, x ** 2 / 2 + bump, 0.01))
+    assert c["points"] == int(reg.sum()) and c["outside_fraction"] == 0.0
+    with pytest.raises(InputError, match="overlap"):
+        delta_consistency(_fit(x, x, 0.01, x < -1.9), _fit(x, x, 0.01, x > 1.9))
+
+
+def test_learn_with_delta_check_reports_it(tmp_path):
+    from bayescg.config import load_model
+    from bayescg.pipeline import learn_model
+
+    res = learn_model(load_model("models/test1-quadratic.toml", {
+        "simulation.steps": 400_000, "fit.method": "map", "fit.knots": 12, "fit.delta_check": 1.2}), workdir=tmp_path)
+    dc = res.to_dict()["delta_check"]
+    assert dc["delta"] == pytest.approx(0.6) and dc["steps"] == round(400_000 / 1.2) and dc["seed"] == 2
+    assert 0.0 <= dc["outside_fraction"] <= 1.0 and dc["points"] > 20 and dc["other"]["correction_applied"]
+    assert dc["inconsistent"] is (dc["outside_fraction"] > DELTA_CHECK_TOL)
+    assert ("inconsistent" if dc["inconsistent"] else "consistent") in res.summary()["delta check"].lower()
+    assert (tmp_path / "delta-check").is_dir()  # the second learn's checkpoint lives apart from the first's
+
+
+def test_a_failing_second_learn_is_said_and_not_fatal(monkeypatch):
+    import bayescg.pipeline as pl
+    from bayescg.config import load_model
+    from bayescg.errors import SimulationError
+
+    real = pl.learn_model
+
+    def second_fails(model, **kw):
+        if model.simulation.delta != 0.5:
+            raise SimulationError("walker 3 blew up at step 12; reduce delta")
+        return real(model, **kw)
+    monkeypatch.setattr(pl, "learn_model", second_fails)
+    res = real(load_model("models/test1-quadratic.toml", {
+        "simulation.steps": 400_000, "fit.method": "map", "fit.knots": 12, "fit.delta_check": 1.2}))
+    d = res.to_dict()
+    assert "blew up" in d["delta_check"]["failed"] and d["finite_delta_correction"]["applied"]
+    assert any(w.startswith("delta check: the second learn") and "not checked" in w for w in d["warnings"])
+
+
+@pytest.mark.parametrize("bad", [1.0, 1.02, 0.3, 3.0])
+def test_delta_check_ratio_is_checked(bad):
+    from bayescg.config import load_model
+
+    with pytest.raises(InputError, match="delta_check"):
+        load_model("models/test1-quadratic.toml", {"fit.delta_check": bad})
