@@ -24,6 +24,7 @@ estimates as one chain of one draw).
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -394,13 +395,11 @@ def run_methods(fine: FineModel, cm: CoarseModel, x, inf, *, control=None, name=
     t_all = time.perf_counter()
     x, lags = _checked_inputs(fine, cm, x, inf)  # bad input: its one line before a child process starts
     child = warmup.start("ising") if any(m in ("gibbs", "nuts") for m in inf.methods) else None
-    beside: list = []  # forked children of _run_methods (runtime.Forked), ended here whatever happens
     try:
-        return _run_methods(fine, cm, x, lags, inf, control=control, name=name, data_source=data_source,
-                            t_all=t_all, child=child, beside=beside)
+        with contextlib.ExitStack() as beside:  # forked children of _run_methods (runtime.Forked), ended whatever happens
+            return _run_methods(fine, cm, x, lags, inf, control=control, name=name, data_source=data_source,
+                                t_all=t_all, child=child, beside=beside)
     finally:
-        for job in beside:
-            job.__exit__(None, None, None)
         warmup.stop(child, "ising")
 
 
@@ -420,7 +419,7 @@ def _run_methods(fine, cm, x, lags, inf, *, control, name, data_source, t_all, c
     """run_methods on checked inputs (x, lags from _checked_inputs); t_all: the run's start (perf_counter); child:
     the background compile (bayescg.warmup.Child) or None.  A method whose kernels the child is still compiling
     waits for them rather than compile them beside it (both would take longer, on two cores).  The data-only
-    checks (:func:`data_checks`) run in a forked child (appended to ``beside``, which the caller ends) beside
+    checks (:func:`data_checks`) run in a forked child (entered on ``beside``, the caller's ExitStack) beside
     the methods after the last of :data:`_DATA_CHECKS_AFTER` (gibbs, relent: ~1 s on the other core); the
     same numbers as computed here afterwards, which happens when there is no such method or child."""
     from .. import warmup
@@ -488,8 +487,7 @@ def _run_methods(fine, cm, x, lags, inf, *, control, name, data_source, t_all, c
         if fit.partial is not None:  # a sampler stopped by SIGINT: its draws so far are kept
             raise stop(meth, fit.partial)
         if i == fork_at:
-            data_job = Forked(lambda: data_checks(cm, x, fast, fits, prior_sd, grid))
-            beside.append(data_job)
+            data_job = beside.enter_context(Forked(lambda: data_checks(cm, x, fast, fits, prior_sd, grid)))
         if control is not None:
             try:
                 control.tick((i + 1) / len(order), note=meth)
