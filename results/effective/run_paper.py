@@ -52,6 +52,8 @@ def main(argv=None):
     ap.add_argument("--budget", type=float, default=4e7, help="damped-map steps per experiment (1D)")
     ap.add_argument("--budget-2d", type=float, default=1e8, help="steps per run in 2D")
     ap.add_argument("--only", default="", help="comma-separated ids to run")
+    ap.add_argument("--delta-check", type=float, default=None,
+                    help="fit.delta_check ratio for the 1D rows (a second learn at delta x r; pipeline.check_delta)")
     args = ap.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     rows = []
@@ -64,6 +66,8 @@ def main(argv=None):
         if not two_d:
             overrides.setdefault("fit.draws", 1000)
             overrides.setdefault("fit.chains", 2)
+            if args.delta_check is not None:
+                overrides["fit.delta_check"] = args.delta_check
         model = load_model(MODELS / fname, overrides)
         t0 = time.perf_counter()
         try:
@@ -88,6 +92,7 @@ def main(argv=None):
             "steps_per_s": d.get("steps_per_second"), "figure": f"{slug}.png", "warnings": d.get("warnings", []),
             "U": _headline(d["finite_delta_correction"]),
             "correction_significance": d["finite_delta_correction"].get("significance"),
+            **({"delta_check": d["delta_check"]} if d.get("delta_check") else {}),
         })
         print(eid, {k: rows[-1][k] for k in ("beta_hat", "rmse", "wall_s")}, flush=True)
     if only and (HERE / "results.json").exists():  # --only: replace those rows, keep the others
@@ -180,6 +185,18 @@ def write_table(rows, args):
         lines += [f"| {r['id']} | {r['rmse_raw']:.3f} | {_f(r['rmse'], '.3f')} | {_f(r['coverage_raw'], '.2f')} | "
                   f"{_f(r['coverage'], '.2f')} | {r['correction_size']:.3g} | {r['correction_iterations']} | "
                   f"{'yes' if r['correction_converged'] else 'no'} | {r['correction_s']:.0f} |" for r in corr]
+    checked = [r for r in rows if r.get("delta_check")]
+    if checked:
+        lines += ["", "Delta check (fit.delta_check, bayescg.pipeline.check_delta: the same learn at delta x r, steps / "
+                  "r, seed + 1; 'outside' is the share of the mass region where the two corrected U's differ beyond "
+                  "their combined 94 % half-widths, inconsistent above 0.5; benchmarks/calibration/DELTA_CHECK.md):", "",
+                  "| experiment | second delta | its RMSE | outside | verdict |", "|---|---|---|---|---|"]
+        for r in checked:
+            dc = r["delta_check"]
+            verdict = (f"failed: {dc['failed']}" if dc.get("failed") else dc["reason"] if dc.get("reason") else
+                       "inconsistent (warned)" if dc["inconsistent"] else "consistent")
+            lines.append(f"| {r['id']} | {dc['delta']:.4g} | {_f((dc.get('other') or {}).get('reference_rmse'), '.3f')} "
+                         f"| {_f(dc.get('outside_fraction'), '.2f')} | {verdict} |")
     lines += ["", "Figures:", ""] + [f"![{r['id']}]({r['figure']})" for r in rows if "figure" in r]
     # the hand-written reading of the table (from its heading on) survives regeneration
     path = HERE / "RESULTS.md"
