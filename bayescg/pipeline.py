@@ -247,7 +247,10 @@ class LearnResult:
             s.add("kick colour in the correction", "modelled (moving average, lags 1-3)" if ks and ks.get("modelled")
                   else f"not modelled ({ks['reason']})" if ks else "not modelled (no kick-shape step)")
         dc = d.get("delta_check")
-        if dc is not None:
+        if dc is None and c.get("applied") and d["dimension"] == 1:
+            s.add("delta check", "not run (--set fit.delta_check=1.2: a second learn at 1.2 delta, whose corrected U "
+                  "should agree within the bands; benchmarks/calibration/DELTA_CHECK.md)")
+        elif dc is not None:
             s.add("delta check", f"at delta = {dc['delta']:.4g}: " + (
                 f"failed ({dc['failed']})" if dc.get("failed") else dc["reason"] if dc.get("reason") else
                 f"{'INCONSISTENT' if dc['inconsistent'] else 'consistent'}, outside the combined bands at "

@@ -105,6 +105,7 @@ def test_learn_reports_the_correction_and_it_brings_U0_back():
     from bayescg.bias import CORRECTED_BAND_COVERAGE
 
     assert res.summary()["band: measured coverage of U_k"].startswith(CORRECTED_BAND_COVERAGE)
+    assert res.summary()["delta check"].startswith("not run (--set fit.delta_check=")
     off = learn_model(load_model("models/test1-quadratic.toml", {"simulation.steps": 400_000, "fit.method": "map",
                                                                  "fit.knots": 20, "fit.delta_correction": "none"}))
     assert off.to_dict()["finite_delta_correction"] == {"applied": False, "reason": "fit.delta_correction = 'none'"}
