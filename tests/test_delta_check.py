@@ -77,3 +77,21 @@ def test_delta_check_ratio_is_checked(bad):
 
     with pytest.raises(InputError, match="delta_check"):
         load_model("models/test1-quadratic.toml", {"fit.delta_check": bad})
+
+
+@pytest.mark.slow
+def test_delta_check_sees_the_breakdown_within_a_few_eps_and_not_inside_the_window():
+    """Test 1 at delta 0.25 (5x its 0.05 scale): the corrected U is ~0.03 from U_0, bands covering it at ~7 %; at 0.5
+    it is within its band.  The check calls the first inconsistent and the second consistent (fresh seeds at 4e7:
+    0.92-0.93 and 0.06-0.11 outside; benchmarks/calibration/DELTA_CHECK.md)."""
+    from bayescg.config import load_model
+    from bayescg.pipeline import learn_model
+
+    for delta, bad in ((0.25, True), (0.5, False)):
+        res = learn_model(load_model("models/test1-quadratic.toml", {
+            "simulation.steps": 8_000_000, "simulation.delta": delta, "simulation.seed": 5, "fit.method": "map",
+            "fit.delta_check": 1.2}))
+        d = res.to_dict()
+        assert d["delta_check"]["inconsistent"] is bad, d["delta_check"]["outside_fraction"]
+        assert (d["reference_coverage"] < 0.5) is bad  # what the check stands for, scored against U_0
+        assert any(w.startswith("delta check: the corrected U changes") for w in d["warnings"]) is bad
