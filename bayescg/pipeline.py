@@ -251,7 +251,7 @@ class LearnResult:
             s.add("delta check", "not run (--set fit.delta_check=1.2: a second learn at 1.2 delta, whose corrected U "
                   "should agree within the bands; benchmarks/calibration/DELTA_CHECK.md)")
         elif dc is not None:
-            s.add("delta check", f"at delta = {dc['delta']:.4g}: " + (
+            s.add("delta check", (f"at delta = {dc['delta']:.4g}: " if "delta" in dc else "") + (
                 f"failed ({dc['failed']})" if dc.get("failed") else dc["reason"] if dc.get("reason") else
                 f"{'INCONSISTENT' if dc['inconsistent'] else 'consistent'}, outside the combined bands at "
                 f"{100 * dc['outside_fraction']:.0f} % of the mass region (tolerance {100 * dc['tol']:.0f} %)"))
@@ -373,9 +373,13 @@ def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool
     depend on it)."""
     from . import warmup
 
-    if model.trajectory is not None:
-        return learn_trajectory_model(model, control=control)
     fs = model.fit or FitSection()
+    if model.trajectory is not None:
+        res = learn_trajectory_model(model, control=control)
+        if fs.delta_check is not None:  # a second learn at another delta needs data made at that delta
+            res.delta_check = {"ratio": float(fs.delta_check), "reason": "not run: learned from a trajectory file, "
+                               "and a second learn at another delta needs data made at that delta"}
+        return res
     task = {1: "learn1d", 2: "learn2d"}.get(len(model.require("potential").variables))
     child = warmup.start(task, fs.method, fs.delta_correction) if task else None
     try:
@@ -443,12 +447,12 @@ def check_delta(model: Model, res: LearnResult, ratio: float, *, workdir=None, r
     begin_stage(control, f"delta check: learn again at delta = {d2:.4g} ({out['steps']:.3g} steps)")
     try:
         other = learn_model(m2, workdir=sub, resume=resume, control=control, executor=executor)
+        c = delta_consistency(res.fit, other.fit)
     except (SimulationError, InputError) as exc:
         res.delta_check = dict(out, failed=str(exc))
         res.warnings.append(f"delta check: the second learn at delta = {d2:.4g} failed ({exc}); whether the corrected "
                             "U depends on delta is not checked")
         return
-    c = delta_consistency(res.fit, other.fit)
     res.delta_check = dict(out, **c, seconds=time.perf_counter() - t0,
                            other={"reference_rmse": other.fit.reference_rmse,
                                   "reference_coverage": other.fit.reference_coverage,

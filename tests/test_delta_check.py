@@ -95,3 +95,22 @@ def test_delta_check_sees_the_breakdown_within_a_few_eps_and_not_inside_the_wind
         assert d["delta_check"]["inconsistent"] is bad, d["delta_check"]["outside_fraction"]
         assert (d["reference_coverage"] < 0.5) is bad  # what the check stands for, scored against U_0
         assert any(w.startswith("delta check: the corrected U changes") for w in d["warnings"]) is bad
+
+
+def test_a_trajectory_model_says_the_check_was_not_run(tmp_path):
+    """Learned from a user's trajectory file: a second learn at another delta would need data made there."""
+    from bayescg.config import load_model
+    from bayescg.pipeline import learn_model
+    from bayescg.potentials import Potential
+    from bayescg.simulate import run_trajectories
+
+    _, q, p = run_trajectories(Potential.from_expression("q**2/2 + 0.05*sin(q/0.05)"), 0.5, 25_000.0,
+                               np.zeros((4, 1)), np.ones((4, 1)), integrator="damped", gamma=0.1, record_every=0.5)
+    np.savez(tmp_path / "traj.npz", q=q.transpose(1, 0, 2), p=p.transpose(1, 0, 2), delta=0.5, gamma=0.1)
+    (tmp_path / "m.toml").write_text('name = "t"\n[potential]\nvariables = ["q"]\ndomain = [[-7.0, 7.0]]\n'
+                                     '[trajectory]\npath = "traj.npz"\nbins = 100\n'
+                                     '[fit]\nmethod = "map"\nknots = 10\ndelta_check = 1.2\n')
+    res = learn_model(load_model(tmp_path / "m.toml"))
+    dc = res.to_dict()["delta_check"]
+    assert dc["reason"].startswith("not run: learned from a trajectory file")
+    assert res.summary()["delta check"].startswith("not run: learned from a trajectory")
