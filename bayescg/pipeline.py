@@ -231,11 +231,12 @@ class LearnResult:
         else:
             s.add("correction: why not", c.get("reason"))
         if c.get("significance"):  # the band is bias.corrected_fit's (applied or not): its known calibration
-            from .bias import CORRECTED_BAND_COVERAGE, CORRECTED_BAND_COVERAGE_2D
+            from .bias import CORRECTED_BAND_COVERAGE, CORRECTED_BAND_COVERAGE_2D, CORRECTED_BAND_COVERAGE_LARGE
 
             s.add("band: measured coverage of U_k",
-                  f"{CORRECTED_BAND_COVERAGE}, not the nominal 0.94 (1D replicate studies: "
-                  "benchmarks/calibration/RESULTS.md)" if d["dimension"] == 1 else
+                  f"{CORRECTED_BAND_COVERAGE} at 4e6-2e7 steps, not the nominal 0.94, and less at larger budgets: "
+                  f"{CORRECTED_BAND_COVERAGE_LARGE} (1D replicate studies: benchmarks/calibration/RESULTS.md, "
+                  "DELTA_CHECK.md)" if d["dimension"] == 1 else
                   f"{CORRECTED_BAND_COVERAGE_2D}, nominal 0.94 (benchmarks/calibration/RESULTS.md, "
                   "results/effective/RESULTS.md)")
         chk = c.get("white_noise_check") or {}
