@@ -255,7 +255,8 @@ class LearnResult:
             s.add("delta check", (f"at delta = {dc['delta']:.4g}: " if "delta" in dc else "") + (
                 f"failed ({dc['failed']})" if dc.get("failed") else dc["reason"] if dc.get("reason") else
                 f"{'INCONSISTENT' if dc['inconsistent'] else 'consistent'}, outside the combined bands at "
-                f"{100 * dc['outside_fraction']:.0f} % of the mass region (tolerance {100 * dc['tol']:.0f} %)"))
+                f"{100 * dc['outside_fraction']:.0f} % of the mass region (tolerance {100 * dc['tol']:.0f} %)"
+                + "".join(f"; the learn at {t['delta']:.4g} failed" for t in dc.get("tried") or [])))
         s.add("seconds", d["seconds"], ".1f", "s")
         return s
 
@@ -427,34 +428,46 @@ def check_delta(model: Model, res: LearnResult, ratio: float, *, workdir=None, r
                 executor=None) -> None:
     """fit.delta_check: learn ``model`` again at delta x ratio (steps / ratio: the same simulated time; seed + 1) and
     compare the corrected U's (:func:`delta_consistency`); in place on ``res`` (``delta_check``, and a warning when
-    they are inconsistent or the second learn fails).  1D with the correction applied only."""
+    they are inconsistent or the second learn fails).  A second learn at a larger delta that blows up (past the map's
+    stability limit, e.g. the double well's walls at 0.36) is replaced by one at delta / ratio (``tried`` says so).
+    1D with the correction applied only."""
     from .runtime import begin_stage
 
     s = model.require("simulation")
     fs = model.fit or FitSection()
-    d2 = float(s.delta) * float(ratio)
-    out = {"delta": d2, "ratio": float(ratio), "steps": int(round(s.steps / ratio)), "seed": int(s.seed) + 1}
     if res.fit.dim != 1 or res.correction is None or not res.correction.applied:
-        res.delta_check = dict(out, reason="not run: it compares finite-delta corrected 1D potentials, and this U is "
-                                           + ("not 1D" if res.fit.dim != 1 else "not corrected"))
+        res.delta_check = {"ratio": float(ratio), "reason": "not run: it compares finite-delta corrected 1D potentials, "
+                           "and this U is " + ("not 1D" if res.fit.dim != 1 else "not corrected")}
         return
     t0 = time.perf_counter()
-    m2 = dataclasses.replace(model, simulation=dataclasses.replace(s, delta=d2, steps=out["steps"], seed=out["seed"]),
-                             fit=dataclasses.replace(fs, delta_check=None,
-                                                     seed=None if fs.seed is None else fs.seed + 1))
     sub = Path(workdir) / "delta-check" if workdir is not None else None
-    if sub is not None:
-        sub.mkdir(parents=True, exist_ok=True)
-    begin_stage(control, f"delta check: learn again at delta = {d2:.4g} ({out['steps']:.3g} steps)")
-    try:
-        other = learn_model(m2, workdir=sub, resume=resume, control=control, executor=executor)
-        c = delta_consistency(res.fit, other.fit)
-    except (SimulationError, InputError) as exc:
-        res.delta_check = dict(out, failed=str(exc))
-        res.warnings.append(f"delta check: the second learn at delta = {d2:.4g} failed ({exc}); whether the corrected "
-                            "U depends on delta is not checked")
+    tried = []
+    for r in [float(ratio)] + ([1.0 / float(ratio)] if ratio > 1 else []):
+        d2 = float(s.delta) * r
+        out = {"delta": d2, "ratio": r, "steps": int(round(s.steps / r)), "seed": int(s.seed) + 1}
+        m2 = dataclasses.replace(model, simulation=dataclasses.replace(s, delta=d2, steps=out["steps"],
+                                                                       seed=out["seed"]),
+                                 fit=dataclasses.replace(fs, delta_check=None,
+                                                         seed=None if fs.seed is None else fs.seed + 1))
+        w2 = None if sub is None else sub / f"delta-{d2:.6g}"
+        if w2 is not None:
+            w2.mkdir(parents=True, exist_ok=True)
+        begin_stage(control, f"delta check: learn again at delta = {d2:.4g} ({out['steps']:.3g} steps)")
+        try:
+            other = learn_model(m2, workdir=w2, resume=resume, control=control, executor=executor)
+            c = delta_consistency(res.fit, other.fit)
+            break
+        except (SimulationError, InputError) as exc:
+            tried.append({"delta": d2, "failed": str(exc)})
+            if not (isinstance(exc, SimulationError) and "blew up" in str(exc) and r > 1):
+                break
+    if tried and tried[-1]["delta"] == d2:  # the last attempt failed too
+        res.delta_check = dict(out, failed=tried[-1]["failed"], tried=tried)
+        res.warnings.append(f"delta check: the second learn at delta = {d2:.4g} failed ({tried[-1]['failed']})"
+                            + (f", after one at {tried[0]['delta']:.4g} blew up" if len(tried) > 1 else "")
+                            + "; whether the corrected U depends on delta is not checked")
         return
-    res.delta_check = dict(out, **c, seconds=time.perf_counter() - t0,
+    res.delta_check = dict(out, **c, seconds=time.perf_counter() - t0, tried=tried,
                            other={"reference_rmse": other.fit.reference_rmse,
                                   "reference_coverage": other.fit.reference_coverage,
                                   "correction_applied": bool(other.correction is not None and other.correction.applied),

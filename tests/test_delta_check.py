@@ -59,16 +59,28 @@ def test_a_failing_second_learn_is_said_and_not_fatal(monkeypatch):
 
     real = pl.learn_model
 
-    def second_fails(model, **kw):
-        if model.simulation.delta != 0.5:
-            raise SimulationError("walker 3 blew up at step 12; reduce delta")
-        return real(model, **kw)
-    monkeypatch.setattr(pl, "learn_model", second_fails)
-    res = real(load_model("models/test1-quadratic.toml", {
-        "simulation.steps": 400_000, "fit.method": "map", "fit.knots": 12, "fit.delta_check": 1.2}))
+    def blows_up_above(limit):
+        def learn(model, **kw):
+            if model.simulation.delta > limit:
+                raise SimulationError("walker 3 blew up at step 12 (q = inf); reduce delta")
+            return real(model, **kw)
+        return learn
+    over = {"simulation.steps": 400_000, "fit.method": "map", "fit.knots": 12, "fit.delta_check": 1.2}
+    # the learn at 1.2 delta blows up: the check compares with delta / 1.2 instead, and says so
+    monkeypatch.setattr(pl, "learn_model", blows_up_above(0.5))
+    res = real(load_model("models/test1-quadratic.toml", over))
+    dc = res.to_dict()["delta_check"]
+    assert dc["delta"] == pytest.approx(0.5 / 1.2) and dc["ratio"] == pytest.approx(1 / 1.2) and "failed" not in dc
+    assert [t["delta"] for t in dc["tried"]] == [pytest.approx(0.6)] and "blew up" in dc["tried"][0]["failed"]
+    assert res.summary()["delta check"].endswith("; the learn at 0.6 failed")
+    # both fail: said, not fatal
+    monkeypatch.setattr(pl, "learn_model", blows_up_above(0.1))
+    res = real(load_model("models/test1-quadratic.toml", over))
     d = res.to_dict()
-    assert "blew up" in d["delta_check"]["failed"] and d["finite_delta_correction"]["applied"]
-    assert any(w.startswith("delta check: the second learn") and "not checked" in w for w in d["warnings"])
+    assert "blew up" in d["delta_check"]["failed"] and len(d["delta_check"]["tried"]) == 2
+    assert d["finite_delta_correction"]["applied"]
+    (w,) = [w for w in d["warnings"] if w.startswith("delta check: the second learn")]
+    assert "after one at 0.6 blew up" in w and "not checked" in w
 
 
 @pytest.mark.parametrize("bad", [1.0, 1.02, 0.3, 3.0])
