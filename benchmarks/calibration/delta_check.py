@@ -25,15 +25,20 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CASES = {"test1": ("models/test1-quadratic.toml", 0.05, [0.5, 0.42, 0.35, 0.3, 0.25]),
-         "double well": ("models/test2-double-well.toml", 0.025, [0.3, 0.25, 0.21, 0.177, 0.125])}
+         "double well": ("models/test2-double-well.toml", 0.025, [0.3, 0.25, 0.21, 0.177, 0.125]),
+         # not used to choose the tolerance: Test 1's U_0 with a ripple of another scale
+         "test1 eps 0.03": ("models/test1-quadratic.toml", 0.03, [0.3, 0.21, 0.15])}
+EXPRESSION = {"test1 eps 0.03": "q**2/2 + 0.03*sin(q/0.03) + 0.001*sin(q/0.001)"}
 
 
-def one(model, delta, steps, seed, ratio, tmp):
+def one(model, delta, steps, seed, ratio, tmp, expression=None):
     out = Path(tmp) / f"{Path(model).stem}-{delta}-{seed}"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "bayescg.cli", "learn", str(ROOT / model), "--set", f"simulation.delta={delta}",
            "--set", f"simulation.steps={steps:.0f}", "--set", f"simulation.seed={seed}", "--set", "fit.method=map",
            "--set", f"fit.delta_check={ratio}", "--out", str(out), "--quiet"]
+    if expression is not None:
+        cmd += ["--set", f"potential.expression={expression}"]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp,
                        env=dict(os.environ, PYTHONPATH=str(ROOT)))  # this tree's bayescg, whatever is installed
     if r.returncode:
@@ -83,7 +88,7 @@ def main(argv=None):
             for d in deltas:
                 for s in seeds:
                     r = dict(case=case, delta=d, delta_over_eps=d / eps, seed=s, steps=a.steps * deltas[0] / d)
-                    r.update(one(model, d, r["steps"], s, a.ratio, tmp))
+                    r.update(one(model, d, r["steps"], s, a.ratio, tmp, EXPRESSION.get(case)))
                     rows.append(r)
                     print(json.dumps({k: v for k, v in r.items() if k != "delta_check"}), flush=True)
                     path.write_text(json.dumps({"steps_at_largest_delta": a.steps, "ratio": a.ratio, "rows": rows},
