@@ -396,8 +396,8 @@ def learn_model(model: Model, *, workdir: str | Path | None = None, resume: bool
 #: share of the mass region where two corrected U's (fit.delta_check) may differ by more than their combined 94 %
 #: half-width before learn calls them inconsistent.  Set from 15 pairs of learns at neighbouring deltas (4e7 steps x
 #: delta_0 / delta, MAP, seeds 1-2; benchmarks/calibration/DELTA_CHECK.md): 0.09-0.42 where both bands covered U_0 at
-#: 0.46-0.95 of the region, 0.72-0.94 where one covered it at 0.04-0.13.  Fresh seeds (3-4, 18 checks): 0.06-0.36 and
-#: 0.72-0.93, every case on the right side
+#: 0.46-0.95 of the region, 0.72-0.94 where one covered it at 0.04-0.13.  Fresh seeds (3-4, 18 checks) and a potential
+#: not used here (eps = 0.03, 6 checks): 0.06-0.36 and 0.72-0.93, every case on the right side
 DELTA_CHECK_TOL = 0.5
 
 
