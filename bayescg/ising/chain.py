@@ -118,8 +118,9 @@ class ChainStructure:
         low = states & ((1 << (L - 1)) - 1)
         pred = np.stack([(low << 1) | 0, (low << 1) | 1])  # (2, S)
         newbit = states >> (L - 1)
+        succ = np.stack([states >> 1, (states >> 1) | (1 << (L - 1))])  # (2, S): state after appending bit 0 / 1
         first_bits = (states[:, None] >> np.arange(L)[None, :]) & 1  # (S, L): bit of site t in block
-        return dict(mono=mono, w0=w0, closing=closing, pred=pred, newbit=newbit, spins=spins,
+        return dict(mono=mono, w0=w0, closing=closing, pred=pred, newbit=newbit, succ=succ, spins=spins,
                     first_bits=first_bits)
 
 
@@ -211,9 +212,15 @@ def _underflows(logt):
 
 
 def _logstep(a, lw, pred):
-    """One site added in log space: a (..., S) over the state before, lw (2, S) the log-weights of the two ways into each
-    state -> (..., S)."""
-    return np.logaddexp(a[..., pred[0]] + lw[0], a[..., pred[1]] + lw[1])
+    """One site added in log space: a (..., S) over the state before, lw (..., 2, S) the log-weights of the two ways into
+    each state (broadcast against a) -> (..., S)."""
+    return np.logaddexp(a[..., pred[0]] + lw[..., 0, :], a[..., pred[1]] + lw[..., 1, :])
+
+
+def _site_time(i: int, L: int) -> tuple[int, int]:
+    """(t, j): site i of an open chain is bit j of the state at time t (the first L sites all in the first state)."""
+    t = max(i, L - 1)
+    return t, i - (t - L + 1)
 
 
 def _log_partition_logspace(struct, c, em):
@@ -233,7 +240,7 @@ def _log_partition_logspace(struct, c, em):
         la = (first + np.tensordot(c, tb["w0"], axes=1)[None, :])[:, None, :]
     for t in range(L, n):
         lw = logt[pred, nb[None, :]][None] + em[:, t, nb][:, None, :]  # (B, 2, S)
-        la = np.logaddexp(la[:, :, pred[0]] + lw[:, None, 0], la[:, :, pred[1]] + lw[:, None, 1])
+        la = _logstep(la, lw[:, None], pred)
     if struct.periodic:
         la = la + np.tensordot(c, tb["closing"], axes=1)[None]
     return logsumexp(la, axis=(1, 2))
@@ -563,32 +570,26 @@ def _exact_moments_batch(struct, c):
     beta = np.zeros((J, n, S))
     beta[:, n - 1] = 1.0
     # predecessor p of state s' ; backward: beta_{t-1}(p) = sum_bit w(p,bit) beta_t(s'(p,bit))
-    states = np.arange(S)
-    succ = np.stack([(states >> 1) | (0 << (L - 1)), (states >> 1) | (1 << (L - 1))])  # (2, S)
+    succ = tb["succ"]
     wt = np.exp(logt - wmax[:, None, None])  # (J, S, 2), the scale of w
     for t in range(n - 1, L - 1, -1):
         b = wt[:, :, 0] * beta[:, t, succ[0]] + wt[:, :, 1] * beta[:, t, succ[1]]
         beta[:, t - 1] = b / scales[:, t, None]
     spins = tb["spins"]  # (S, L): bit j at time t is spin x_{t-L+1+j}
-
-    def site_time(i):
-        t = max(i, L - 1)
-        return t, i - (t - L + 1)
-
     norm = (alpha[:, L - 1] * beta[:, L - 1]).sum(axis=1)
     # sum_s alpha_t beta_t is the same at every t in exact arithmetic: where it is not, underflow took mass away
     drift = np.abs((alpha[:, L - 1:] * beta[:, L - 1:]).sum(axis=2) / norm[:, None] - 1.0).max(axis=1)
     bad |= ~(drift < 1e-8)
     m = np.empty((J, n))
     for i in range(n):
-        t, j = site_time(i)
+        t, j = _site_time(i, L)
         m[:, i] = (alpha[:, t] * beta[:, t] * spins[:, j]).sum(axis=1) / norm
     C = np.broadcast_to(np.eye(n), (J, n, n)).copy()
     for i in range(n):
-        ti, ji = site_time(i)
+        ti, ji = _site_time(i, L)
         v = alpha[:, ti] * spins[:, ji]
         for j in range(i + 1, n):
-            tj, jj = site_time(j)
+            tj, jj = _site_time(j, L)
             while ti < tj:
                 ti += 1
                 v = (v[:, pred[0]] * w[:, 0] + v[:, pred[1]] * w[:, 1]) / scales[:, ti, None]
@@ -619,8 +620,7 @@ def _exact_moments_logspace(struct, c):
             corr[lag] = np.sum(ss * np.exp(P[lag] + P[n - lag].T - logZ))
         i = np.arange(n)
         return np.full(n, float(np.sum(spin * np.exp(d - logZ)))), corr[(i[None, :] - i[:, None]) % n]
-    states = np.arange(S)
-    succ = np.stack([states >> 1, (states >> 1) | (1 << (L - 1))])
+    succ = tb["succ"]
     alpha = np.full((n, S), -np.inf)
     alpha[L - 1] = np.tensordot(c, tb["w0"], axes=1)
     for t in range(L, n):
@@ -630,20 +630,15 @@ def _exact_moments_logspace(struct, c):
         beta[t - 1] = np.logaddexp(logt[:, 0] + beta[t, succ[0]], logt[:, 1] + beta[t, succ[1]])
     logZ = logsumexp(alpha[L - 1] + beta[L - 1])
     spins = tb["spins"]
-
-    def site_time(i):
-        t = max(i, L - 1)
-        return t, i - (t - L + 1)
-
     m = np.empty(n)
     C = np.eye(n)
     for i in range(n):
-        ti, ji = site_time(i)
+        ti, ji = _site_time(i, L)
         m[i] = np.sum(spins[:, ji] * np.exp(alpha[ti] + beta[ti] - logZ))
         # x_i's sign splits the forward vector into a positive and a negative part, each carried in log space
         vp, vn = np.where(spins[:, ji] > 0, alpha[ti], -np.inf), np.where(spins[:, ji] < 0, alpha[ti], -np.inf)
         for j in range(i + 1, n):
-            tj, jj = site_time(j)
+            tj, jj = _site_time(j, L)
             while ti < tj:
                 ti += 1
                 vp, vn = _logstep(vp, lw, pred), _logstep(vn, lw, pred)
