@@ -75,9 +75,9 @@ def test_exact_predictions_vs_fine_enumeration(periodic):
             pairs = [(i, (i + l) % n) for i in range(n)] if periodic else [(i, i + l) for i in range(n - l)]
             want = np.mean([px @ (x[:, a] * x[:, b]) for a, b in pairs])
             assert R[j, k] == pytest.approx(want, abs=1e-12)
-        m1, R1 = cm.exact_prediction(theta_c[j], theta_cf[j], lags)
-        assert isinstance(m1, float) and m1 == pytest.approx(m[j], abs=1e-14)
-        np.testing.assert_allclose(R1, R[j], rtol=0, atol=1e-14)
+        m1, R1 = cm.exact_predictions(theta_c[j][None], [theta_cf[j]], lags)  # one draw alone: the same numbers
+        assert m1[0] == pytest.approx(m[j], abs=1e-14)
+        np.testing.assert_allclose(R1[0], R[j], rtol=0, atol=1e-14)
 
 
 @pytest.mark.parametrize("max_thetas", [200, 7])
@@ -94,8 +94,8 @@ def test_posterior_predictive_per_draw_equals_single_draw_loop(max_thetas):
     idx = np.unique(np.linspace(0, J - 1, min(J, max_thetas)).round().astype(int))
     assert ms.shape == (len(idx),) and Rs.shape == (len(idx), len(lags))
     for k, j in enumerate(idx):
-        m1, R1 = cm.exact_prediction(theta_c[j], float(theta_cf[j]), lags)
-        assert ms[k] == pytest.approx(m1, rel=1e-12)
-        np.testing.assert_allclose(Rs[k], R1, rtol=1e-12)
+        m1, R1 = cm.exact_predictions(theta_c[j][None], [float(theta_cf[j])], lags)
+        assert ms[k] == pytest.approx(m1[0], rel=1e-12)
+        np.testing.assert_allclose(Rs[k], R1[0], rtol=1e-12)
     assert out["interval_kind"] == "posterior"
     assert out["magnetization"]["mean"] == pytest.approx(ms.mean(), rel=1e-14)

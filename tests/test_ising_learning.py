@@ -141,7 +141,8 @@ def test_predictions_sampled_vs_exact(nn_data):
     fm, cm, x = nn_data
     th, tf = np.array([0.2, 0.7]), 0.9
     lags = [1, 2, 3]
-    m_ex, R_ex = cm.exact_prediction(th, tf, lags)
+    m_ex, R_ex = cm.exact_predictions(th[None], [tf], lags)
+    m_ex, R_ex = float(m_ex[0]), R_ex[0]
     p = posterior_predictive(cm, th[None], tf, 40000, np.random.default_rng(1), lags)
     assert p["magnetization"]["mean"] == pytest.approx(m_ex, abs=0.02)
     np.testing.assert_allclose(p["correlation"]["mean"], R_ex, atol=0.02)

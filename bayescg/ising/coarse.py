@@ -236,11 +236,6 @@ class CoarseModel:
             R[:, k] = v.mean(axis=1)
         return m, R
 
-    def exact_prediction(self, theta_c, theta_cf: float, lags) -> tuple[float, np.ndarray]:
-        """exact_predictions for one draw: theta_c (K,) -> m, R (L,)."""
-        m, R = self.exact_predictions(np.asarray(theta_c, float)[None], [theta_cf], lags)
-        return float(m[0]), R[0]
-
 
 def sample_observables(x, periodic: bool, lags):
     """Monte Carlo m and R_l of fine spins +-1 with the definitions of chain.observables:
