@@ -19,8 +19,8 @@ __version__ = "0.1.0"
 
 from .config import Model, load_model  # noqa: E402  (light: the model-file schema)
 from .errors import (  # noqa: E402
-    BayescgError, ConvergenceError, ExpressionError, InputError, Interrupted, ModelFileError, OutputLockedError,
-    SimulationError,
+    BayescgError, BlowUpError, ConvergenceError, ExpressionError, InputError, Interrupted, ModelFileError,
+    OutputLockedError, SimulationError,
 )
 
 #: public name -> (module, attribute in it); loaded by :func:`__getattr__` on first use.
@@ -62,8 +62,8 @@ _LAZY = {
     "IsingSweepResult": ("ising.pipeline", "IsingSweepResult"),
 }
 
-__all__ = ["__version__", "Model", "load_model", "BayescgError", "ConvergenceError", "ExpressionError", "InputError",
-           "Interrupted", "ModelFileError", "OutputLockedError", "SimulationError", *_LAZY]
+__all__ = ["__version__", "Model", "load_model", "BayescgError", "BlowUpError", "ConvergenceError", "ExpressionError",
+           "InputError", "Interrupted", "ModelFileError", "OutputLockedError", "SimulationError", *_LAZY]
 
 
 def __getattr__(name: str):

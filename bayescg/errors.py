@@ -34,6 +34,11 @@ class SimulationError(BayescgError):
     """A run failed numerically, e.g. a walker's state became non-finite (blow-up)."""
 
 
+class BlowUpError(SimulationError):
+    """A walker or trajectory blew up: its state became non-finite or its momentum variance overflowed (a step past
+    the integrator's stability limit somewhere the walkers went)."""
+
+
 class ConvergenceError(BayescgError):
     """A fit or sampler did not converge and the caller asked for a hard failure."""
 

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .config import FitSection, Model, NoiseSection
-from .errors import InputError, SimulationError
+from .errors import BlowUpError, InputError, SimulationError
 from .simulate import hist_range_from_model, potential_from_model, reference_from_model, sim_kwargs  # noqa: F401
 
 
@@ -429,8 +429,8 @@ def check_delta(model: Model, res: LearnResult, ratio: float, *, workdir=None, r
     """fit.delta_check: learn ``model`` again at delta x ratio (steps / ratio: the same simulated time; seed + 1) and
     compare the corrected U's (:func:`delta_consistency`); in place on ``res`` (``delta_check``, and a warning when
     they are inconsistent or the second learn fails).  A second learn at a larger delta that blows up (past the map's
-    stability limit, e.g. the double well's walls at 0.36) is replaced by one at delta / ratio (``tried`` says so).
-    1D with the correction applied only."""
+    stability limit, e.g. the double well's walls at 0.36: a BlowUpError) is replaced by one at delta / ratio
+    (``tried`` says so).  1D with the correction applied only."""
     from .runtime import begin_stage
 
     s = model.require("simulation")
@@ -459,7 +459,7 @@ def check_delta(model: Model, res: LearnResult, ratio: float, *, workdir=None, r
             break
         except (SimulationError, InputError) as exc:
             tried.append({"delta": d2, "failed": str(exc)})
-            if not (isinstance(exc, SimulationError) and "blew up" in str(exc) and r > 1):
+            if not (isinstance(exc, BlowUpError) and r > 1):
                 break
     if tried and tried[-1]["delta"] == d2:  # the last attempt failed too
         res.delta_check = dict(out, failed=tried[-1]["failed"], tried=tried)

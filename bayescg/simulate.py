@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import Model
-from .errors import InputError, SimulationError
+from .errors import BlowUpError, InputError
 from .kernels import loops
 from .kernels.accumulate import flush_cells
 from .kernels.registry import CODES, INTEGRATORS, Integrator
@@ -534,7 +534,7 @@ def simulate(potential, delta, gamma=0.1, *, steps, walkers=16, seed=1, mass=Non
     default total 1.0); ``resume`` continues from it bit-identically (refused when any setting or
     engine option that changes results differs).  ``options``: :class:`EngineOptions` (default ones).
 
-    Raises InputError for bad arguments, SimulationError when a walker blows up.  Trapped
+    Raises InputError for bad arguments, BlowUpError (a SimulationError) when a walker blows up.  Trapped
     walkers (p collapsing to 0 at a fixed point of the map) are excluded from all statistics;
     if all are trapped the statistics are NaN and trapped_fraction is 1.
     """
@@ -585,7 +585,7 @@ def _check_blowup(wk):
         what = f"q = {qv[0] if qv.size == 1 else qv.tolist()}"
         if np.all(np.isfinite(qv)):
             what = f"p = {pv[0] if pv.size == 1 else pv.tolist()}"
-        raise SimulationError(f"walker {w} blew up at step {int(wk.blown_at[w])} ({what}); reduce delta")
+        raise BlowUpError(f"walker {w} blew up at step {int(wk.blown_at[w])} ({what}); reduce delta")
 
 
 def _set_range(run: _Run, wk, sx, meta, advance):
@@ -652,8 +652,8 @@ def _result(run: _Run, wk, sx, meta, seconds, gamma, beta, burn_in) -> Simulatio
             # states still finite but whose second moments overflow (|p| ~ 1e75 and more): a blow-up the kernels'
             # finiteness test does not see; beta's se below (tr_cov^2) would raise OverflowError
             w = int(np.argmax(np.nan_to_num(sx.bpp[good].sum(axis=(1, 2, 3)), nan=np.inf, posinf=np.inf)))
-            raise SimulationError(f"walker {int(np.flatnonzero(good)[w])} blew up (momentum variance "
-                                  f"{tr_cov:.3g}); reduce delta")
+            raise BlowUpError(f"walker {int(np.flatnonzero(good)[w])} blew up (momentum variance "
+                              f"{tr_cov:.3g}); reduce delta")
         beta_hat = d / tr_cov
         if nb >= 2:
             cov_se = flat.std(axis=0, ddof=1) / math.sqrt(nb)
@@ -929,7 +929,7 @@ def run_trajectories(potential, h, T, q0, p0, *, integrator="langevin", friction
         loops.record_chunk_for(CODES[integ.name])(potential.grad, CODES[integ.name], wk, c, n, every, r, out_q, out_p)
         if (blown >= 0).any():
             m = int(np.flatnonzero(blown >= 0)[0])
-            raise SimulationError(f"trajectory {m} blew up at step {int(blown[m])} (q = {q[m].tolist()}); reduce h")
+            raise BlowUpError(f"trajectory {m} blew up at step {int(blown[m])} (q = {q[m].tolist()}); reduce h")
         r += n
         if control is not None:
             control.tick(r / nrec)

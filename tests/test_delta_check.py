@@ -55,14 +55,14 @@ def test_learn_with_delta_check_reports_it(tmp_path):
 def test_a_failing_second_learn_is_said_and_not_fatal(monkeypatch):
     import bayescg.pipeline as pl
     from bayescg.config import load_model
-    from bayescg.errors import SimulationError
+    from bayescg.errors import BlowUpError, SimulationError
 
     real = pl.learn_model
 
-    def blows_up_above(limit):
+    def blows_up_above(limit, error=BlowUpError("walker 3 blew up at step 12 (q = inf); reduce delta")):
         def learn(model, **kw):
             if model.simulation.delta > limit:
-                raise SimulationError("walker 3 blew up at step 12 (q = inf); reduce delta")
+                raise error
             return real(model, **kw)
         return learn
     over = {"simulation.steps": 400_000, "fit.method": "map", "fit.knots": 12, "fit.delta_check": 1.2}
@@ -81,6 +81,11 @@ def test_a_failing_second_learn_is_said_and_not_fatal(monkeypatch):
     assert d["finite_delta_correction"]["applied"]
     (w,) = [w for w in d["warnings"] if w.startswith("delta check: the second learn")]
     assert "after one at 0.6 blew up" in w and "not checked" in w
+    # another failure of the larger-delta learn is not a stability limit: no second try at delta / 1.2
+    monkeypatch.setattr(pl, "learn_model", blows_up_above(0.5, SimulationError("white-noise check: no walkers")))
+    res = real(load_model("models/test1-quadratic.toml", over))
+    d = res.to_dict()["delta_check"]
+    assert d["failed"] == "white-noise check: no walkers" and len(d["tried"]) == 1 and d["delta"] == pytest.approx(0.6)
 
 
 @pytest.mark.parametrize("bad", [1.0, 1.02, 0.3, 3.0])
