@@ -1265,10 +1265,10 @@ _BATCHES = 20  # batches per walker of coupled_maps' momentum sums
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _kick_index(state, fk, nk):
-    """A uniform index below nk into the recorded kicks: the 53 high bits of the stream's next draw times fk = nk
-    2^-53, floored (nk - 1 at most)."""
-    return min(int(np.float64(np.int64(next_u64(state) >> np.uint64(11))) * fk), nk - 1)
+def _kick_index(rng, w, fk, nk):
+    """A uniform index below nk into the recorded kicks: the 53 high bits of the next draw of walker w's stream (row w
+    of the table ``rng``) times fk = nk 2^-53, floored (nk - 1 at most)."""
+    return min(int(np.float64(np.int64(next_u64(rng, w) >> np.uint64(11))) * fk), nk - 1)
 
 
 @njit(nogil=True, cache=True)
@@ -1298,7 +1298,7 @@ def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kicks, taps, n, burn, rng, lo,
         past = np.zeros((K, L))  # copy 0's last K draws of kick_a (a ring over steps), for the moving average
         lag = np.zeros(K, dtype=np.int64)  # this step's row of the draw of j steps ago
         for l in range(nl):
-            z0, z1 = normal_pair(rng[w0 + l])
+            z0, z1 = normal_pair(rng, w0 + l)
             q[0, l] = z0
             q[1, l] = z0
             p[0, l] = z1
@@ -1306,11 +1306,11 @@ def _coupled_lanes(x0, inv_h, tab_g, delta, a, E, kicks, taps, n, burn, rng, lo,
         if K > 1:  # start the moving average in its stationary law: K - 1 earlier draws, the oldest first
             for l in range(nl):
                 for j in range(K - 1, 0, -1):  # row K - j holds the draw of j steps before the first step
-                    past[K - j, l] = kicks[_kick_index(rng[w0 + l], fk, nk), 0]
+                    past[K - j, l] = kicks[_kick_index(rng, w0 + l, fk, nk), 0]
         b, left = 0, per
         for i in range(n):
             for l in range(nl):
-                kk[l] = _kick_index(rng[w0 + l], fk, nk)
+                kk[l] = _kick_index(rng, w0 + l, fk, nk)
             if K == 1:
                 for l in range(nl):
                     ka[l] = kicks[kk[l], 0]

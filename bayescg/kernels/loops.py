@@ -260,7 +260,7 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
             for l in range(nl):
                 if alive[l]:
                     v[l] = e * v[l] - delta * G[LANES + l]
-                    fill_normal(rng[w0 + l], z)
+                    fill_normal(rng, z, w0 + l)  # the table and the row: no row view per draw
                     v[l] += 0.0 + l00 * z[0]
                     x[l] = G[l] + h * a * v[l]
         else:
@@ -406,7 +406,7 @@ def kick_white_drift2_lanes(G, x, y, u, v, nl, alive, h, delta, a00, a01, a10, a
         else:
             pu2 = (e00 * pu + e01 * pv) - delta * gx
             pv2 = (e10 * pu + e11 * pv) - delta * gy
-        fill_normal(rng[w0 + l], z)
+        fill_normal(rng, z, w0 + l)  # the table and the row: no row view per draw
         pu2 += 0.0 + l00 * z[0]
         pv2 += (0.0 + l10 * z[0]) + l11 * z[1]
         if diag:

@@ -1,8 +1,12 @@
 """Per-walker random numbers: xoshiro256** (Blackman & Vigna) with ziggurat normals.
 
-Each walker owns a state ``s`` of four uint64 (an array row, ``states[w]``), seeded from
+Each walker owns a state of four uint64 (an array row, ``states[w]``), seeded from
 ``numpy.random.SeedSequence(seed).spawn(walkers)``, so a walker's stream does not depend on
-which thread runs it or on the number of threads.  No shared state.
+which thread runs it or on the number of threads.  No shared state.  Every function takes either one state ``s``
+(uint64[4]) or the table of states with the walker's row, ``(states, w)``: loops over many walkers pass the
+table, because a row view ``states[w]`` made per draw costs an atomic reference-count increment and decrement on the
+table, which threads drawing for their own walkers then contend for (22 -> 34 ns per normal on two threads, against
+10-11 ns from the table; benchmarks/RESULTS_RNG.md).
 
 Normals: the ziggurat of Marsaglia & Tsang (J. Stat. Softw. 5(8), 2000) with 256 layers and 52-bit
 abscissae drawn from bits independent of the layer index (Doornik 2005), the scheme numpy's
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
 _U5 = np.uint64(5)
 _U9 = np.uint64(9)
@@ -63,13 +68,46 @@ def _rotl(x, k):
     return (x << np.uint64(k)) | (x >> np.uint64(64 - k))
 
 
+def _word(s, w, k):
+    """Word k of the state: s[k] for one state (uint64[4]), s[w, k] for a table of states (W, 4)."""
+
+
+@overload(_word)
+def _ov_word(s, w, k):
+    if s.ndim == 1:
+        return lambda s, w, k: s[k]
+    return lambda s, w, k: s[w, k]
+
+
+def _store(s, w, s0, s1, s2, s3):
+    """Write the four words of the state (see :func:`_word`)."""
+
+
+@overload(_store)
+def _ov_store(s, w, s0, s1, s2, s3):
+    if s.ndim == 1:
+        def one(s, w, s0, s1, s2, s3):
+            s[0] = s0
+            s[1] = s1
+            s[2] = s2
+            s[3] = s3
+        return one
+
+    def row(s, w, s0, s1, s2, s3):
+        s[w, 0] = s0
+        s[w, 1] = s1
+        s[w, 2] = s2
+        s[w, 3] = s3
+    return row
+
+
 @njit
-def next_u64(s):
-    """Next uint64 of the xoshiro256** state ``s`` (uint64[4], updated in place)."""
-    s0 = s[0]
-    s1 = s[1]
-    s2 = s[2]
-    s3 = s[3]
+def next_u64(s, w=0):
+    """Next uint64 of the xoshiro256** state ``s`` (uint64[4]; or row ``w`` of a table (W, 4)), updated in place."""
+    s0 = _word(s, w, 0)
+    s1 = _word(s, w, 1)
+    s2 = _word(s, w, 2)
+    s3 = _word(s, w, 3)
     result = _rotl(s1 * _U5, 7) * _U9
     t = s1 << _S17
     s2 ^= s0
@@ -78,26 +116,23 @@ def next_u64(s):
     s0 ^= s3
     s2 ^= t
     s3 = _rotl(s3, 45)
-    s[0] = s0
-    s[1] = s1
-    s[2] = s2
-    s[3] = s3
+    _store(s, w, s0, s1, s2, s3)
     return result
 
 
 @njit
-def _unit(s):
+def _unit(s, w=0):
     """Uniform on [0, 1) with 53 random bits."""
-    return np.float64(next_u64(s) >> _S11) * _INV53
+    return np.float64(next_u64(s, w) >> _S11) * _INV53
 
 
 @njit
-def normal(s):
-    """One standard normal from state ``s`` (ziggurat, module docstring): the low 8 bits of a uint64 pick the
-    layer, the next one the sign, the 52 above it the abscissa; rejected draws (0.7 %) start over with a new uint64,
-    draws in the base layer's tail beyond r come from Marsaglia's exponential rejection."""
+def normal(s, w=0):
+    """One standard normal from state ``s`` (or row ``w`` of a table; ziggurat, module docstring): the low 8 bits of a
+    uint64 pick the layer, the next one the sign, the 52 above it the abscissa; rejected draws (0.7 %) start over with
+    a new uint64, draws in the base layer's tail beyond r come from Marsaglia's exponential rejection."""
     while True:
-        r = next_u64(s)
+        r = next_u64(s, w)
         i = int(r & _U255)
         r >>= _S8
         sgn = 1.0 - 2.0 * np.float64(np.int64(r & _U1))  # no branch on a random bit
@@ -107,26 +142,26 @@ def normal(s):
             return x
         if i == 0:  # the tail |z| > r: x = r + E1 / r accepted with probability exp(-E1^2 / (2 r^2))
             while True:
-                xx = -np.log1p(-_unit(s)) / _ZR
-                yy = -np.log1p(-_unit(s))
+                xx = -np.log1p(-_unit(s, w)) / _ZR
+                yy = -np.log1p(-_unit(s, w))
                 if yy + yy > xx * xx:
                     return sgn * (_ZR + xx)
-        elif (_ZF[i - 1] - _ZF[i]) * _unit(s) + _ZF[i] < np.exp(-0.5 * x * x):
+        elif (_ZF[i - 1] - _ZF[i]) * _unit(s, w) + _ZF[i] < np.exp(-0.5 * x * x):
             return x
 
 
 @njit
-def normal_pair(s):
+def normal_pair(s, w=0):
     """Two independent standard normals (two :func:`normal` draws, in order)."""
-    a = normal(s)
-    return a, normal(s)
+    a = normal(s, w)
+    return a, normal(s, w)
 
 
 @njit
-def fill_normal(s, z):
-    """Fill the float64 array ``z`` with standard normals from state ``s``."""
+def fill_normal(s, z, w=0):
+    """Fill the float64 array ``z`` with standard normals from state ``s`` (or row ``w`` of a table)."""
     for i in range(z.shape[0]):
-        z[i] = normal(s)
+        z[i] = normal(s, w)
 
 
 def seed_states(seed, n: int) -> np.ndarray:
