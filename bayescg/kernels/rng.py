@@ -3,10 +3,9 @@
 Each walker owns a state of four uint64 (an array row, ``states[w]``), seeded from
 ``numpy.random.SeedSequence(seed).spawn(walkers)``, so a walker's stream does not depend on
 which thread runs it or on the number of threads.  No shared state.  Every function takes either one state ``s``
-(uint64[4]) or the table of states with the walker's row, ``(states, w)``: loops over many walkers pass the
-table, because a row view ``states[w]`` made per draw costs an atomic reference-count increment and decrement on the
-table, which threads drawing for their own walkers then contend for (22 -> 34 ns per normal on two threads, against
-10-11 ns from the table; benchmarks/RESULTS_RNG.md).
+(uint64[4]) or the table of states with the walker's row, ``(states, w)``: the lane loops and the coupled maps pass
+the table and the row rather than make a row view ``states[w]`` per draw, which made a white-kick run ~12 % slower
+(benchmarks/bench_white_kick.py; the same draws either way).
 
 Normals: the ziggurat of Marsaglia & Tsang (J. Stat. Softw. 5(8), 2000) with 256 layers and 52-bit
 abscissae drawn from bits independent of the layer index (Doornik 2005), the scheme numpy's
