@@ -96,6 +96,50 @@ def test_state_table_rows_draw_the_same_streams():
     np.testing.assert_array_equal(a, b)
 
 
+def test_lanes_normal_draws_each_lane_as_one_walker():
+    """rng.lanes_normal (the 1D lane loop's white kicks, 8 lanes together) against normal() lane by lane: the same
+    normals for the live lanes, step after step (rejected fast tests and the tail branch among 2.4e5 draws), and the
+    lanes not live draw nothing (their states stay)."""
+    from bayescg.kernels.rng import lanes_normal, normal
+
+    @numba.njit
+    def together(states, live, n):
+        L = states.shape[0]
+        t = np.empty((4, L), dtype=np.uint64)
+        for l in range(L):
+            for k in range(4):
+                t[k, l] = states[l, k]
+        out, r, one = np.empty(L), np.empty(L, dtype=np.uint64), np.empty(4, dtype=np.uint64)
+        z = np.full((n, L), np.nan)
+        for i in range(n):
+            lanes_normal(t, live, out, r, one)
+            for l in range(L):
+                if live[l]:
+                    z[i, l] = out[l]
+        for l in range(L):
+            for k in range(4):
+                states[l, k] = t[k, l]
+        return z
+
+    @numba.njit
+    def one_by_one(states, live, n):
+        L = states.shape[0]
+        z = np.full((n, L), np.nan)
+        for i in range(n):
+            for l in range(L):
+                if live[l]:
+                    z[i, l] = normal(states, l)
+        return z
+
+    live = np.array([True, True, False, True, True, True, False, True])
+    a, b = seed_states(31, 8), seed_states(31, 8)
+    za, zb = together(a, live, 40_000), one_by_one(b, live, 40_000)
+    np.testing.assert_array_equal(za, zb)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a[~live], seed_states(31, 8)[~live])
+    assert np.nanmax(np.abs(za)) > 3.6541528853610088  # the tail branch was taken
+
+
 def test_kernel_normals_have_the_normal_law():
     """The kernels' ziggurat normals against the exact normal law (scipy): 4e6 draws from 4 walker streams in
     400 equal-probability cells (chi-square), the tail beyond the ziggurat's r = 3.654 (its separate branch: expected

@@ -36,7 +36,7 @@ from numba.extending import overload
 from .accumulate import (NEVER, clock_advance, clock_start, close_batch, close_batch_scan, mark_open, mark_open_scan,
                          observe)
 from .registry import step
-from .rng import fill_normal
+from .rng import fill_normal, lanes_normal
 from .state import (CONSTS_T, GRAD_TYPE, GRADL_TYPE, GRID_T, LANES, LANES_TAG, LIVE, PLAN_T, STATS_T,
                     WALKERS_T)
 
@@ -231,7 +231,11 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
     v = Z[LANES:2 * LANES]
     ok = Z[2 * LANES:3 * LANES]  # 1.0: the lane's step is counted (live, finite, not trapped)
     xo = np.empty(LANES)
-    z = np.empty(1)
+    # the white kicks: the lanes' xoshiro states transposed, drawn for the lanes together (rng.lanes_normal)
+    ts = np.zeros((4, LANES), dtype=np.uint64)
+    zl = np.empty(LANES)
+    rl = np.empty(LANES, dtype=np.uint64)
+    one = np.empty(4, dtype=np.uint64)
     cnt = np.zeros(LANES, dtype=np.int64)
     alive = np.zeros(LANES, dtype=np.bool_)
     # all walkers of a chunk share the step counters, so batch and sample positions are common
@@ -239,6 +243,8 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
     nalive = 0
     for l in range(nl):
         w = w0 + l
+        for k in range(4):
+            ts[k, l] = rng[w, k]
         alive[l] = trapped_at[w] < 0 and blown_at[w] < 0
         nalive += alive[l]
         x[l] = q[w, 0]
@@ -256,12 +262,12 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
                 xo[l] = x[l]
                 G[l] = x[l] + h * a * v[l]
         grad_block(grad, G, nl, alive, qb, gb)
-        if noisy:  # the white kick, as damped_white.white_kick does it
+        if noisy:  # the white kick, as damped_white.white_kick does it (each live lane's next normal)
+            lanes_normal(ts, alive, zl, rl, one)
             for l in range(nl):
                 if alive[l]:
                     v[l] = e * v[l] - delta * G[LANES + l]
-                    fill_normal(rng, z, w0 + l)  # the table and the row: no row view per draw
-                    v[l] += 0.0 + l00 * z[0]
+                    v[l] += 0.0 + l00 * zl[l]
                     x[l] = G[l] + h * a * v[l]
         else:
             for l in range(nl):
@@ -330,6 +336,8 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
         mark_open_scan(hcur, hblk, nblk, w)
         q[w, 0] = x[l]
         p[w, 0] = v[l]
+        for k in range(4):
+            rng[w, k] = ts[k, l]
 
 
 @njit

@@ -3,9 +3,10 @@
 Each walker owns a state of four uint64 (an array row, ``states[w]``), seeded from
 ``numpy.random.SeedSequence(seed).spawn(walkers)``, so a walker's stream does not depend on
 which thread runs it or on the number of threads.  No shared state.  Every function takes either one state ``s``
-(uint64[4]) or the table of states with the walker's row, ``(states, w)``: the lane loops and the coupled maps pass
-the table and the row rather than make a row view ``states[w]`` per draw, which made a white-kick run ~12 % slower
-(benchmarks/bench_white_kick.py; the same draws either way).
+(uint64[4]) or the table of states with the walker's row, ``(states, w)``, so that loops over walkers make no row
+view ``states[w]`` per draw.  The 1D lane loop draws its white kicks for its lanes together (:func:`lanes_normal`,
+states held transposed; the same draws as :func:`normal` lane by lane): a white-kick run takes half the time it took
+drawing lane by lane through row views (benchmarks/bench_white_kick.py).
 
 Normals: the ziggurat of Marsaglia & Tsang (J. Stat. Softw. 5(8), 2000) with 256 layers and 52-bit
 abscissae drawn from bits independent of the layer index (Doornik 2005), the scheme numpy's
@@ -127,11 +128,16 @@ def _unit(s, w=0):
 
 @njit
 def normal(s, w=0):
-    """One standard normal from state ``s`` (or row ``w`` of a table; ziggurat, module docstring): the low 8 bits of a
-    uint64 pick the layer, the next one the sign, the 52 above it the abscissa; rejected draws (0.7 %) start over with
-    a new uint64, draws in the base layer's tail beyond r come from Marsaglia's exponential rejection."""
+    """One standard normal from state ``s`` (or row ``w`` of a table; ziggurat, module docstring)."""
+    return _normal_from(s, w, next_u64(s, w))
+
+
+@njit
+def _normal_from(s, w, r):
+    """The normal whose first uint64 ``r`` was just drawn from ``s`` (row ``w``): the low 8 bits of a uint64 pick the
+    layer, the next one the sign, the 52 above it the abscissa; rejected draws (0.7 %) start over with a new uint64
+    from the stream, draws in the base layer's tail beyond r come from Marsaglia's exponential rejection."""
     while True:
-        r = next_u64(s, w)
         i = int(r & _U255)
         r >>= _S8
         sgn = 1.0 - 2.0 * np.float64(np.int64(r & _U1))  # no branch on a random bit
@@ -147,6 +153,51 @@ def normal(s, w=0):
                     return sgn * (_ZR + xx)
         elif (_ZF[i - 1] - _ZF[i]) * _unit(s, w) + _ZF[i] < np.exp(-0.5 * x * x):
             return x
+        r = next_u64(s, w)
+
+
+@njit
+def lanes_normal(t, live, out, r, one):
+    """out[l] = one normal from lane l's stream for every lane with live[l] (the others draw nothing): what
+    :func:`normal` gives from each lane's state, computed for the lanes together.  t (4, L): the lanes' xoshiro
+    states, transposed (word k of lane l at t[k, l]), updated in place; live (L,) bool; out, r (L,) float64 / uint64
+    scratch; one (4,) uint64 scratch.  Every lane's next uint64 and the ziggurat's fast accept test are computed for all
+    L lanes (the loops vectorize; a lane not live keeps its state by a select), a lane rejected there (0.7 %) is
+    finished by :func:`_normal_from` from its own uint64, so each stream is drawn exactly as one walker's."""
+    L = t.shape[1]
+    for l in range(L):
+        s0 = t[0, l]
+        s1 = t[1, l]
+        s2 = t[2, l]
+        s3 = t[3, l]
+        res = _rotl(s1 * _U5, 7) * _U9
+        u = s1 << _S17
+        n2 = s2 ^ s0
+        n3 = s3 ^ s1
+        n1 = s1 ^ n2
+        n0 = s0 ^ n3
+        n2 ^= u
+        n3 = _rotl(n3, 45)
+        keep = live[l]
+        t[0, l] = n0 if keep else s0
+        t[1, l] = n1 if keep else s1
+        t[2, l] = n2 if keep else s2
+        t[3, l] = n3 if keep else s3
+        r[l] = res
+    for l in range(L):
+        rr = r[l]
+        i = int(rr & _U255)
+        rr >>= _S8
+        sgn = 1.0 - 2.0 * np.float64(np.int64(rr & _U1))
+        ra = (rr >> _U1) & _M52
+        out[l] = sgn * np.float64(np.int64(ra)) * _ZW[i] if ra < _ZK[i] else np.nan  # NaN: rejected
+    for l in range(L):
+        if live[l] and out[l] != out[l]:
+            for k in range(4):
+                one[k] = t[k, l]
+            out[l] = _normal_from(one, 0, r[l])
+            for k in range(4):
+                t[k, l] = one[k]
 
 
 @njit
