@@ -102,12 +102,8 @@ def _ov_store(s, w, s0, s1, s2, s3):
 
 
 @njit
-def next_u64(s, w=0):
-    """Next uint64 of the xoshiro256** state ``s`` (uint64[4]; or row ``w`` of a table (W, 4)), updated in place."""
-    s0 = _word(s, w, 0)
-    s1 = _word(s, w, 1)
-    s2 = _word(s, w, 2)
-    s3 = _word(s, w, 3)
+def _xoshiro(s0, s1, s2, s3):
+    """One xoshiro256** step on the state's four words -> (output, the four new words)."""
     result = _rotl(s1 * _U5, 7) * _U9
     t = s1 << _S17
     s2 ^= s0
@@ -116,6 +112,13 @@ def next_u64(s, w=0):
     s0 ^= s3
     s2 ^= t
     s3 = _rotl(s3, 45)
+    return result, s0, s1, s2, s3
+
+
+@njit
+def next_u64(s, w=0):
+    """Next uint64 of the xoshiro256** state ``s`` (uint64[4]; or row ``w`` of a table (W, 4)), updated in place."""
+    result, s0, s1, s2, s3 = _xoshiro(_word(s, w, 0), _word(s, w, 1), _word(s, w, 2), _word(s, w, 3))
     _store(s, w, s0, s1, s2, s3)
     return result
 
@@ -133,17 +136,24 @@ def normal(s, w=0):
 
 
 @njit
+def _layer(r):
+    """The ziggurat's fast path on a uint64 r -> (x, layer i, sign, accepted): x is the normal when accepted (99.3 %)."""
+    i = int(r & _U255)
+    r >>= _S8
+    sgn = 1.0 - 2.0 * np.float64(np.int64(r & _U1))  # no branch on a random bit
+    ra = (r >> _U1) & _M52
+    x = sgn * np.float64(np.int64(ra)) * _ZW[i]  # ra < 2^52: a signed conversion is one instruction
+    return x, i, sgn, ra < _ZK[i]
+
+
+@njit
 def _normal_from(s, w, r):
     """The normal whose first uint64 ``r`` was just drawn from ``s`` (row ``w``): the low 8 bits of a uint64 pick the
     layer, the next one the sign, the 52 above it the abscissa; rejected draws (0.7 %) start over with a new uint64
     from the stream, draws in the base layer's tail beyond r come from Marsaglia's exponential rejection."""
     while True:
-        i = int(r & _U255)
-        r >>= _S8
-        sgn = 1.0 - 2.0 * np.float64(np.int64(r & _U1))  # no branch on a random bit
-        ra = (r >> _U1) & _M52
-        x = sgn * np.float64(np.int64(ra)) * _ZW[i]  # ra < 2^52: a signed conversion is one instruction
-        if ra < _ZK[i]:
+        x, i, sgn, accepted = _layer(r)
+        if accepted:
             return x
         if i == 0:  # the tail |z| > r: x = r + E1 / r accepted with probability exp(-E1^2 / (2 r^2))
             while True:
@@ -166,31 +176,16 @@ def lanes_normal(t, live, out, r, one):
     finished by :func:`_normal_from` from its own uint64, so each stream is drawn exactly as one walker's."""
     L = t.shape[1]
     for l in range(L):
-        s0 = t[0, l]
-        s1 = t[1, l]
-        s2 = t[2, l]
-        s3 = t[3, l]
-        res = _rotl(s1 * _U5, 7) * _U9
-        u = s1 << _S17
-        n2 = s2 ^ s0
-        n3 = s3 ^ s1
-        n1 = s1 ^ n2
-        n0 = s0 ^ n3
-        n2 ^= u
-        n3 = _rotl(n3, 45)
+        s0, s1, s2, s3 = t[0, l], t[1, l], t[2, l], t[3, l]
+        r[l], n0, n1, n2, n3 = _xoshiro(s0, s1, s2, s3)
         keep = live[l]
         t[0, l] = n0 if keep else s0
         t[1, l] = n1 if keep else s1
         t[2, l] = n2 if keep else s2
         t[3, l] = n3 if keep else s3
-        r[l] = res
     for l in range(L):
-        rr = r[l]
-        i = int(rr & _U255)
-        rr >>= _S8
-        sgn = 1.0 - 2.0 * np.float64(np.int64(rr & _U1))
-        ra = (rr >> _U1) & _M52
-        out[l] = sgn * np.float64(np.int64(ra)) * _ZW[i] if ra < _ZK[i] else np.nan  # NaN: rejected
+        x, _, _, accepted = _layer(r[l])
+        out[l] = x if accepted else np.nan  # NaN: rejected
     for l in range(L):
         if live[l] and out[l] != out[l]:
             for k in range(4):
