@@ -60,7 +60,7 @@ def test_state_table_rows_draw_the_same_streams():
     from bayescg.kernels.rng import normal_pair
 
     @numba.njit
-    def by_row(states, n):
+    def draws(states, n, table):
         u = np.empty((states.shape[0], n), dtype=np.uint64)
         z = np.empty((states.shape[0], n))
         pr = np.empty((states.shape[0], 2))
@@ -68,28 +68,18 @@ def test_state_table_rows_draw_the_same_streams():
         for w in range(states.shape[0]):
             s = states[w]
             for i in range(n):
-                u[w, i] = next_u64(s)
-            fill_normal(s, buf)
+                u[w, i] = next_u64(states, w) if table else next_u64(s)
+            if table:
+                fill_normal(states, buf, w)
+                pr[w, 0], pr[w, 1] = normal_pair(states, w)
+            else:
+                fill_normal(s, buf)
+                pr[w, 0], pr[w, 1] = normal_pair(s)
             z[w] = buf
-            pr[w, 0], pr[w, 1] = normal_pair(s)
-        return u, z, pr
-
-    @numba.njit
-    def by_table(states, n):
-        u = np.empty((states.shape[0], n), dtype=np.uint64)
-        z = np.empty((states.shape[0], n))
-        pr = np.empty((states.shape[0], 2))
-        buf = np.empty(n)
-        for w in range(states.shape[0]):
-            for i in range(n):
-                u[w, i] = next_u64(states, w)
-            fill_normal(states, buf, w)
-            z[w] = buf
-            pr[w, 0], pr[w, 1] = normal_pair(states, w)
         return u, z, pr
 
     a, b = seed_states(21, 5), seed_states(21, 5)
-    ra, rb = by_row(a, 40_000), by_table(b, 40_000)
+    ra, rb = draws(a, 40_000, False), draws(b, 40_000, True)
     assert np.max(np.abs(ra[1])) > 3.6541528853610088  # the tail branch was taken
     for x, y in zip(ra, rb):
         np.testing.assert_array_equal(x, y)
