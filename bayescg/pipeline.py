@@ -441,7 +441,7 @@ def check_delta(model: Model, res: LearnResult, ratio: float, *, workdir=None, r
         return
     t0 = time.perf_counter()
     sub = Path(workdir) / "delta-check" if workdir is not None else None
-    tried = []
+    tried, c = [], None
     for r in [float(ratio)] + ([1.0 / float(ratio)] if ratio > 1 else []):
         d2 = float(s.delta) * r
         out = {"delta": d2, "ratio": r, "steps": int(round(s.steps / r)), "seed": int(s.seed) + 1}
@@ -461,7 +461,7 @@ def check_delta(model: Model, res: LearnResult, ratio: float, *, workdir=None, r
             tried.append({"delta": d2, "failed": str(exc)})
             if not (isinstance(exc, BlowUpError) and r > 1):
                 break
-    if tried and tried[-1]["delta"] == d2:  # the last attempt failed too
+    if c is None:  # no second learn finished
         res.delta_check = dict(out, failed=tried[-1]["failed"], tried=tried)
         res.warnings.append(f"delta check: the second learn at delta = {d2:.4g} failed ({tried[-1]['failed']})"
                             + (f", after one at {tried[0]['delta']:.4g} blew up" if len(tried) > 1 else "")
