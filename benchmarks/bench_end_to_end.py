@@ -275,6 +275,12 @@ GOALS = {"main-cold": 12, "main-warm": 6, "2d": 40, "ising": 15, "ising-warm": 1
 C_CPU: list = []
 
 
+def wipe(caches: dict) -> None:
+    """Empty the run's cache directories (numba, PyTensor, matplotlib, XDG): the next run starts cold."""
+    for c in caches.values():
+        shutil.rmtree(c, ignore_errors=True)
+
+
 def run_cli(args, env, out: Path):
     t = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "bayescg.cli", *args, "--out", str(out), "--force"], cwd=ROOT,
@@ -306,14 +312,12 @@ def main(argv=None):
         if key in skip:
             continue
         if cold:
-            for c in caches.values():
-                shutil.rmtree(c, ignore_errors=True)
+            wipe(caches)
         first = PRIMED_BY.get(key)
         if first in skip:
             _, _, first_args, first_cold = next(r for r in RUNS if r[0] == first)
             if first_cold:
-                for c in caches.values():
-                    shutil.rmtree(c, ignore_errors=True)
+                wipe(caches)
             print(f"running {first} unrecorded (fills the caches {key} is measured in) ...", file=sys.stderr, flush=True)
             run_cli(first_args, env, tmp / f"out-{first}")
         print(f"running {key} ...", file=sys.stderr, flush=True)
@@ -329,8 +333,7 @@ def main(argv=None):
     if a.stages:
         for cold in (True, False):
             if cold:
-                for c in caches.values():
-                    shutil.rmtree(c, ignore_errors=True)
+                wipe(caches)
             print(f"running stages ({'cold' if cold else 'warm'}) ...", file=sys.stderr, flush=True)
             title = f"README main command, {'cold' if cold else 'warm'} caches"
             staged.append((title,) + run_stages(RUNS[0][2], env, tmp / "out-stages", tmp))
