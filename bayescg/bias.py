@@ -300,7 +300,9 @@ class FixedPointCorrection:
     moves the shape, not the arbitrary constant); correction_se (G,): its Monte Carlo standard error (1D, converged:
     the last white-kick fit's posterior draws propagated through the final (B4) step; otherwise that fit's Laplace
     band mapped through the Jacobian s); coef_shift (m,): the same correction in
-    spline coefficients; size: max |correction| over the mass region; history: one row per white run.
+    spline coefficients; size: max |correction| over the mass region; history: one row per white run; seconds: the
+    fixed point's wall time; seconds_total: the whole correction's (fixed point, white-noise check, kick-shape step),
+    set by pipeline.correct_finite_delta, which also puts each step's own ``seconds`` in its dict.
     """
 
     grid: np.ndarray
@@ -324,13 +326,14 @@ class FixedPointCorrection:
     # the threshold the correction is not applied (applied False: U is U_raw, the band keeps the correction's se)
     significance: dict | None = None
     applied: bool = True
+    seconds_total: float | None = None
 
     def to_dict(self) -> dict:
         return {"method": self.method, "iterations": self.iterations, "converged": self.converged,
                 "residual_consistent": self.residual_consistent,
                 "white_noise_check": self.white_noise_check, "kick_shape": self.kick_shape,
                 "size": self.size, "jacobian_factor": self.factor, "kick_noise": np.asarray(self.Z).tolist(),
-                "history": list(self.history), "seconds": self.seconds,
+                "history": list(self.history), "seconds": self.seconds, "seconds_total": self.seconds_total,
                 "correction_se_max": float(np.max(self.correction_se)) if self.correction_se.size else None,
                 "significance": self.significance, "applied": self.applied}
 

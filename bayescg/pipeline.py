@@ -225,7 +225,11 @@ class LearnResult:
             s.add("correction stop", "converged" if c.get("converged") else
                   "at the cap, residual within its Monte Carlo error (95 %)" if c.get("residual_consistent", True)
                   else "NOT converged (see warnings)")
-            s.add("correction seconds", c["seconds"], ".1f", "s")
+            parts = [("fixed point", c["seconds"])] + [
+                (name, (c.get(key) or {}).get("seconds")) for name, key in
+                (("white-noise check", "white_noise_check"), ("kick-shape step", "kick_shape"))]
+            s.add("correction seconds", c.get("seconds_total") or c["seconds"], ".1f", "s")
+            s.add("correction seconds by step", ", ".join(f"{name} {v:.1f} s" for name, v in parts if v is not None))
             s.add("U_raw: rmse", d.get("reference_rmse_raw"), missing="n/a (no reference)")
             s.add("U_raw: coverage of reference", d.get("reference_coverage_raw"), ".3g", missing="n/a (no reference)")
         else:
@@ -590,6 +594,7 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
         return fit, None, None, note
     from .bias import corrected_fit, damped_white_learner, fixed_point_correction
 
+    t_all = time.perf_counter()
     target = fit if fit.method == "map" else fit_effective_potential(
         sim, knots=knots, method="map", seed=seed, mass_fraction=mass_fraction, draws=400, predictive=False)
     from .runtime import begin_stage
@@ -637,8 +642,10 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
             from .bias import white_noise_check
 
             begin_stage(control, "finite-delta correction: white-noise check of the residual kicks")
+            t = time.perf_counter()
             chk, kicks = white_noise_check(potential, sim, target.knots, target.coef_mean,
                                            np.asarray(target.coef_mean) + corr.coef_shift, frames=frames, raw=kc)
+            chk["seconds"] = time.perf_counter() - t
             corr.white_noise_check = chk
             if kick_shape and sim.dim == 1:
                 from .bias import apply_kick_shape
@@ -648,8 +655,11 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
                 begin_stage(control, "finite-delta correction: kick-shape step (coupled maps)")
                 # four independent coupled runs (seeds from the run's seed, so replicate runs do not share this Monte
                 # Carlo error) of half the length each: the same cost as two full ones, a spread with 3 degrees of freedom
+                t = time.perf_counter()
                 apply_kick_shape(corr, target, sim, kicks, steps=int(min(4 * steps, 2e8)) // 2,
                                  seeds=tuple(1000 * int(seed) + k for k in range(1, 5)), check=chk)
+                if corr.kick_shape is not None:
+                    corr.kick_shape["seconds"] = time.perf_counter() - t
             if chk["flag"]:
                 warnings.append(
                     f"the residual kicks of the corrected U are not white (lag-1 autocorrelation "
@@ -686,6 +696,7 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
 
     corr.significance = sig = correction_significance(corr, fit.mass_region, min_ratio)
     corr.applied = sig["significant"]
+    corr.seconds_total = time.perf_counter() - t_all
     note = "" if corr.applied else (
         f"the correction (RMS {sig['rms_correction']:.3g} over the mass region) is within its Monte Carlo error (RMS "
         f"se {sig['rms_se']:.3g}; ratio {sig['ratio']:.2f} < {min_ratio:g}, fit.correction_min_ratio): U is the raw "

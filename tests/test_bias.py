@@ -106,6 +106,11 @@ def test_learn_reports_the_correction_and_it_brings_U0_back():
 
     assert res.summary()["band: measured coverage of U_k"].startswith(CORRECTED_BAND_COVERAGE)
     assert res.summary()["delta check"].startswith("not run (--set fit.delta_check=")
+    # the correction's time is the whole correction's, not only its fixed point's, and the summary gives each step's
+    parts = [c["seconds"], c["white_noise_check"]["seconds"], c["kick_shape"]["seconds"]]
+    assert all(t > 0 for t in parts) and sum(parts) <= c["seconds_total"]
+    assert res.summary()["correction seconds by step"].startswith("fixed point ")
+    assert "kick-shape step" in res.summary()["correction seconds by step"]
     off = learn_model(load_model("models/test1-quadratic.toml", {"simulation.steps": 400_000, "fit.method": "map",
                                                                  "fit.knots": 20, "fit.delta_correction": "none"}))
     assert off.to_dict()["finite_delta_correction"] == {"applied": False, "reason": "fit.delta_correction = 'none'"}
