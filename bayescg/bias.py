@@ -415,6 +415,9 @@ CORRECTED_BAND_COVERAGE = "0.89-0.94"
 #: delta 0.5-0.35 and the double well at 0.3-0.21, 4e7 steps x delta_0 / delta, MAP, 24 learns
 #: (benchmarks/calibration/DELTA_CHECK.md, 2026-12-06)
 CORRECTED_BAND_COVERAGE_LARGE = "0.69 on average (0.46-0.95) over 24 learns at 4e7 steps"
+#: the smallest budget of those 24 learns (steps at the larger delta of each pair): from it on, a 1D learn warns that its
+#: corrected band holds the correction's Monte Carlo error but not its model error (pipeline.large_budget_warning)
+LARGE_BUDGET_STEPS = 40_000_000
 #: the same for the band learn reports in 2D (benchmarks/calibration/RESULTS.md: 40 seeds of (4.8), stage 1 per seed;
 #: results/effective/RESULTS.md: the paper-budget runs, lead 738a6db, 2026-12-05)
 CORRECTED_BAND_COVERAGE_2D = ("0.95 over 40 seeds of (4.8) at 2e6 steps; single runs at 1e8: 0.93 ((4.8)), "

@@ -549,10 +549,25 @@ def _learn_model(model: Model, *, workdir, resume, control, executor, child=None
         warnings=warnings, control=control, potential=pot, noise=noise, min_ratio=fs.correction_min_ratio)
     if noise_part is not None:
         noise_part["widens"] = ["U_raw", "U"] if raw is not None else ["U"]
-    warnings += coverage_warnings(fit)
+    warnings += large_budget_warning(fit.dim, corr, s.steps) + coverage_warnings(fit)
     return LearnResult(model_name=model.name, simulation=sim, fit=fit, equilibrium=eq, noise=noise,
                        gamma_choice=gamma_choice, noise_part=noise_part, seconds=time.perf_counter() - t0,
                        warnings=warnings, raw_fit=raw, correction=corr, correction_note=note)
+
+
+def large_budget_warning(dim: int, corr, steps: int) -> list[str]:
+    """A warning for a finite-delta corrected 1D U learned at bias.LARGE_BUDGET_STEPS steps or more, where the
+    replicate studies measured the corrected band covering the true U_k far less often than nominal (its model error,
+    which the band does not hold, is then a large part of the error)."""
+    from .bias import CORRECTED_BAND_COVERAGE, CORRECTED_BAND_COVERAGE_LARGE, LARGE_BUDGET_STEPS
+
+    if dim != 1 or corr is None or steps < LARGE_BUDGET_STEPS:
+        return []
+    return [f"at {steps:.3g} steps (>= {LARGE_BUDGET_STEPS:.0e}) the finite-delta corrected band holds the correction's "
+            "Monte Carlo error but not its model error, which is then a large part of the error: replicate studies "
+            f"measured its coverage of the true U_k at {CORRECTED_BAND_COVERAGE_LARGE} (two potentials inside their "
+            f"scale windows), against {CORRECTED_BAND_COVERAGE} at 4e6-2e7 (benchmarks/calibration/DELTA_CHECK.md); "
+            "--set fit.delta_check=1.2 compares U with a second learn at 1.2 delta"]
 
 
 def coverage_warnings(fit) -> list[str]:

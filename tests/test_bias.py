@@ -106,6 +106,7 @@ def test_learn_reports_the_correction_and_it_brings_U0_back():
 
     assert res.summary()["band: measured coverage of U_k"].startswith(CORRECTED_BAND_COVERAGE)
     assert res.summary()["delta check"].startswith("not run (--set fit.delta_check=")
+    assert not [w for w in res.warnings if "not its model error" in w]  # 4e6 steps: below bias.LARGE_BUDGET_STEPS
     # the correction's time is the whole correction's, not only its fixed point's, and the summary gives each step's
     parts = [c["seconds"], c["white_noise_check"]["seconds"], c["kick_shape"]["seconds"]]
     assert all(t > 0 for t in parts) and sum(parts) <= c["seconds_total"]
@@ -213,3 +214,21 @@ def test_a_flagged_colour_is_modelled_in_the_kick_shape_step(monkeypatch):
     assert "colour" in c["method"]
     assert not [w for w in res.to_dict()["warnings"] if "coloured" in w]
     assert res.summary()["kick colour in the correction"] == "modelled (moving average, lags 1-3)"
+
+
+def test_a_large_budget_1d_learn_warns_that_its_band_misses_the_model_error(monkeypatch):
+    """From bias.LARGE_BUDGET_STEPS on, a corrected 1D learn warns that its band holds only the correction's Monte
+    Carlo error (measured coverage 0.69 at 4e7 steps); the threshold is lowered here so that a small run reaches it,
+    and an uncorrected learn at the same budget does not warn."""
+    import bayescg.bias
+    from bayescg.config import load_model
+    from bayescg.pipeline import learn_model
+
+    monkeypatch.setattr(bayescg.bias, "LARGE_BUDGET_STEPS", 300_000)
+    over = {"simulation.steps": 400_000, "fit.method": "map", "fit.knots": 20}
+    res = learn_model(load_model("models/test1-quadratic.toml", over))
+    w = [x for x in res.warnings if "not its model error" in x]
+    assert len(w) == 1 and bayescg.bias.CORRECTED_BAND_COVERAGE_LARGE in w[0] and w[0].startswith("at 4e+05 steps")
+    assert w[0] in res.to_dict()["warnings"]
+    off = learn_model(load_model("models/test1-quadratic.toml", dict(over, **{"fit.delta_correction": "none"})))
+    assert not [x for x in off.warnings if "not its model error" in x]
