@@ -556,12 +556,12 @@ def _learn_model(model: Model, *, workdir, resume, control, executor, child=None
 
 
 def large_budget_warning(dim: int, corr, steps: int) -> list[str]:
-    """A warning for a finite-delta corrected 1D U learned at bias.LARGE_BUDGET_STEPS steps or more, where the
-    replicate studies measured the corrected band covering the true U_k far less often than nominal (its model error,
-    which the band does not hold, is then a large part of the error)."""
+    """A warning for a finite-delta corrected 1D U (the correction applied) learned at bias.LARGE_BUDGET_STEPS steps or
+    more, where the replicate studies measured the corrected band covering the true U_k far less often than nominal
+    (its model error, which the band does not hold, is then a large part of the error)."""
     from .bias import CORRECTED_BAND_COVERAGE, CORRECTED_BAND_COVERAGE_LARGE, LARGE_BUDGET_STEPS
 
-    if dim != 1 or corr is None or steps < LARGE_BUDGET_STEPS:
+    if dim != 1 or corr is None or not corr.applied or steps < LARGE_BUDGET_STEPS:
         return []
     return [f"at {steps:.3g} steps (>= {LARGE_BUDGET_STEPS:.0e}) the finite-delta corrected band holds the correction's "
             "Monte Carlo error but not its model error, which is then a large part of the error: replicate studies "

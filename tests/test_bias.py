@@ -232,3 +232,18 @@ def test_a_large_budget_1d_learn_warns_that_its_band_misses_the_model_error(monk
     assert w[0] in res.to_dict()["warnings"]
     off = learn_model(load_model("models/test1-quadratic.toml", dict(over, **{"fit.delta_correction": "none"})))
     assert not [x for x in off.warnings if "not its model error" in x]
+
+
+def test_the_large_budget_warning_needs_an_applied_1d_correction():
+    """pipeline.large_budget_warning: only a 1D learn whose correction is applied, at bias.LARGE_BUDGET_STEPS or more."""
+    from types import SimpleNamespace
+
+    from bayescg.bias import LARGE_BUDGET_STEPS
+    from bayescg.pipeline import large_budget_warning
+
+    on, off = SimpleNamespace(applied=True), SimpleNamespace(applied=False)
+    assert len(large_budget_warning(1, on, LARGE_BUDGET_STEPS)) == 1
+    assert large_budget_warning(1, on, LARGE_BUDGET_STEPS - 1) == []
+    assert large_budget_warning(1, off, 10 * LARGE_BUDGET_STEPS) == []  # U is the raw U: not what was measured
+    assert large_budget_warning(1, None, 10 * LARGE_BUDGET_STEPS) == []
+    assert large_budget_warning(2, on, 10 * LARGE_BUDGET_STEPS) == []
