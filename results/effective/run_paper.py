@@ -181,7 +181,7 @@ def write_table(rows, args):
                   "fit.delta_correction = fixed_point): RMSE and coverage above are of the corrected U; here next to "
                   "the raw learned U_delta (the paper's recipe):", "",
                   "| experiment | RMSE raw | RMSE corrected | coverage raw | coverage corrected | max correction | "
-                  "white-kick runs | converged | correction s |", "|---|---|---|---|---|---|---|---|---|"]
+                  "white-kick runs | converged | fixed point s |", "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['id']} | {r['rmse_raw']:.3f} | {_f(r['rmse'], '.3f')} | {_f(r['coverage_raw'], '.2f')} | "
                   f"{_f(r['coverage'], '.2f')} | {r['correction_size']:.3g} | {r['correction_iterations']} | "
                   f"{'yes' if r['correction_converged'] else 'no'} | {r['correction_s']:.0f} |" for r in corr]
@@ -195,7 +195,7 @@ def write_table(rows, args):
             dc = r["delta_check"]
             verdict = (f"failed: {dc['failed']}" if dc.get("failed") else dc["reason"] if dc.get("reason") else
                        "inconsistent (warned)" if dc["inconsistent"] else "consistent")
-            lines.append(f"| {r['id']} | {dc['delta']:.4g} | {_f((dc.get('other') or {}).get('reference_rmse'), '.3f')} "
+            lines.append(f"| {r['id']} | {_f(dc.get('delta'), '.4g')} | {_f((dc.get('other') or {}).get('reference_rmse'), '.3f')} "
                          f"| {_f(dc.get('outside_fraction'), '.2f')} | {verdict} |")
     lines += ["", "Figures:", ""] + [f"![{r['id']}]({r['figure']})" for r in rows if "figure" in r]
     # the hand-written reading of the table (from its heading on) survives regeneration
