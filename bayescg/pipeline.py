@@ -228,7 +228,7 @@ class LearnResult:
             parts = [("fixed point", c["seconds"])] + [
                 (name, (c.get(key) or {}).get("seconds")) for name, key in
                 (("white-noise check", "white_noise_check"), ("kick-shape step", "kick_shape"))]
-            s.add("correction seconds", c.get("seconds_total") or c["seconds"], ".1f", "s")
+            s.add("correction seconds", c["seconds_total"], ".1f", "s")
             s.add("correction seconds by step", ", ".join(f"{name} {v:.1f} s" for name, v in parts if v is not None))
             s.add("U_raw: rmse", d.get("reference_rmse_raw"), missing="n/a (no reference)")
             s.add("U_raw: coverage of reference", d.get("reference_coverage_raw"), ".3g", missing="n/a (no reference)")
@@ -673,8 +673,7 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
                 t = time.perf_counter()
                 apply_kick_shape(corr, target, sim, kicks, steps=int(min(4 * steps, 2e8)) // 2,
                                  seeds=tuple(1000 * int(seed) + k for k in range(1, 5)), check=chk)
-                if corr.kick_shape is not None:
-                    corr.kick_shape["seconds"] = time.perf_counter() - t
+                corr.kick_shape["seconds"] = time.perf_counter() - t
             if chk["flag"]:
                 warnings.append(
                     f"the residual kicks of the corrected U are not white (lag-1 autocorrelation "
