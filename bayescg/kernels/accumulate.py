@@ -12,13 +12,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .jit import inner
 from .state import BLOWN, CELL_BLOCK, CELL_SHIFT, LIVE, TRAPPED
 
 #: "never": steps left in the last batch (it absorbs the remainder).
 NEVER = 1 << 62
 
 
-@njit
+@inner
 def clock_start(step0, acc_start, batch_len, B, stride):
     """(b, bleft, sleft, j) at the first accumulated step of a chunk: batch index, steps left in it,
     steps to the next sample and its index (integer divisions once per chunk, not per step)."""
@@ -30,7 +31,7 @@ def clock_start(step0, acc_start, batch_len, B, stride):
     return b, bleft, sleft, j
 
 
-@njit
+@inner
 def clock_advance(b, bleft, sleft, j, sample, batch_len, B, stride, nsamp):
     """The counters after an accumulated step (``sample``: this step was a sample step)."""
     if sample:
@@ -45,7 +46,7 @@ def clock_advance(b, bleft, sleft, j, sample, batch_len, B, stride, nsamp):
     return b, bleft, sleft, j
 
 
-@njit
+@inner
 def _finite(v):
     ok = True
     for i in range(len(v)):
@@ -53,7 +54,7 @@ def _finite(v):
     return ok
 
 
-@njit
+@inner
 def at_rest(qv, pv, qo, p_tol, q_tol):
     """max|p| <= p_tol and max|q - q_old| <= q_tol (1 + |q|) (a fixed point of the map)."""
     for i in range(len(qv)):
@@ -62,7 +63,7 @@ def at_rest(qv, pv, qo, p_tol, q_tol):
     return True
 
 
-@njit
+@inner
 def add_moments(bp, bpp, bpk, bq, bqq, w, b, qv, pv):
     """Batch sums of p, p p^T, p_i^3, p_i^4, q, q_i^2 of walker w in batch b (arrays of state.Stats)."""
     d = len(qv)
@@ -79,7 +80,7 @@ def add_moments(bp, bpp, bpk, bq, bqq, w, b, qv, pv):
         bqq[w, b, i] += qi * qi
 
 
-@njit
+@inner
 def count_cell(hcur, hvis, nvis, w, c):
     """Count a step of walker w in cell c of its open batch (hcur[w, c] += 1), listing c in hvis[w] at its
     first visit in the batch, so that close_batch touches only the visited cells.  The lane loops write
@@ -92,7 +93,7 @@ def count_cell(hcur, hvis, nvis, w, c):
     hcur[w, c] = k + 1
 
 
-@njit
+@inner
 def close_batch_scan(hist, hcur, hs1, hs2, hblk, nblk, w, lin):
     """close_batch without the list of visited cells: every cell of walker w's row is scanned (d = 1 lane
     loop, whose C = bins cells cost less to scan once per batch than a list entry per step: 1D one-thread rate
@@ -111,7 +112,7 @@ def close_batch_scan(hist, hcur, hs1, hs2, hblk, nblk, w, lin):
             hcur[w, c] = 0
 
 
-@njit
+@inner
 def close_batch(hist, hcur, hvis, hs1, hs2, hblk, nblk, w, nv, lin):
     """Move walker w's counts of its just finished batch (nv visited cells listed in hvis[w], lin in-grid
     steps) into hist += n, hs1 += lin n, hs2 += n^2 (at the cell's place in its block's slot, block_slot),
@@ -137,7 +138,7 @@ def close_batch(hist, hcur, hvis, hs1, hs2, hblk, nblk, w, nv, lin):
         hc[c] = 0
 
 
-@njit
+@inner
 def block_slot(hblk, nblk, w, c):
     """Index of cell c (>= 0) in walker w's rows of hs1, hs2 (state.Stats.hblk); the cell's block is given
     the next slot at its first use (close_batch does the same, written out)."""
@@ -148,7 +149,7 @@ def block_slot(hblk, nblk, w, c):
     return (hblk[w, k] - 1) * CELL_BLOCK + (c & (CELL_BLOCK - 1))
 
 
-@njit
+@inner
 def mark_open(hvis, hblk, nblk, w, nv):
     """Give slots to the blocks of walker w's open batch cells (the nv listed in hvis[w]); the loops call it
     at the end of every chunk, so that hblk covers every counted cell whenever a chunk has ended (at
@@ -157,7 +158,7 @@ def mark_open(hvis, hblk, nblk, w, nv):
         block_slot(hblk, nblk, w, hvis[w, i])
 
 
-@njit
+@inner
 def mark_open_scan(hcur, hblk, nblk, w):
     """mark_open without the list (d = 1 lane loop): the blocks of every cell of walker w's row with an
     open count (C = bins cells, once per chunk)."""
@@ -166,7 +167,7 @@ def mark_open_scan(hcur, hblk, nblk, w):
             block_slot(hblk, nblk, w, c)
 
 
-@njit
+@inner
 def add_hist(hcur, hvis, nvis, bout, w, b, qv, lo, inv, nb):
     """Count q in its cell (d <= 3: the joint cell; d > 3: each coordinate's marginal cell) when every
     coordinate is on the grid (lo, inv (d,), nb bins), else bout[w, b] += 1."""
@@ -188,7 +189,7 @@ def add_hist(hcur, hvis, nvis, bout, w, b, qv, lo, inv, nb):
             count_cell(hcur, hvis, nvis, w, i * nb + int((qv[i] - lo[i]) * inv[i]))
 
 
-@njit
+@inner
 def observe(bp, bpp, bpk, bq, bqq, hcur, hvis, nvis, bout, samp_q, samp_p, nstored, qmin, qmax,
             blown_at, trapped_at, ctl, lo, inv, w, st, acc, b, store, j, qv, pv, qo, cnt):
     """Everything after walker w's step ``st`` (qv, pv its new state, qo its previous q; cnt its count of

@@ -11,7 +11,7 @@ Registered as ``"damped"`` in :mod:`bayescg.kernels.registry` (lane loop: yes).
 """
 from __future__ import annotations
 
-from numba import njit
+from .jit import inner
 
 
 def constants(d, delta, A, G, beta, Z):
@@ -22,7 +22,7 @@ def constants(d, delta, A, G, beta, Z):
     return expm(-G @ A * delta), np.zeros((d, d))
 
 
-@njit
+@inner
 def drift(q, p, A, h, diag):
     """q += h A p (diag: only A's diagonal is used). q, p: (d,), A: (d, d)."""
     d = q.shape[0]
@@ -37,7 +37,7 @@ def drift(q, p, A, h, diag):
             q[i] += h * s
 
 
-@njit
+@inner
 def kick_friction(p, g, E, delta, tmp, diag):
     """p <- E p - delta g. p, g, tmp: (d,), E: (d, d)."""
     d = p.shape[0]
@@ -54,7 +54,7 @@ def kick_friction(p, g, E, delta, tmp, diag):
             p[i] = tmp[i]
 
 
-@njit
+@inner
 def step(grad, c, q, p, g, tmp, z, s):
     """One step of (3.2) in place on q, p (d,); c: state.Consts; g, tmp, z (d,) work arrays; s unused."""
     h = 0.5 * c.delta

@@ -13,9 +13,9 @@ its white kick; the same arithmetic as :func:`step`).
 """
 from __future__ import annotations
 
-from numba import njit
 
 from .damped import drift, kick_friction
+from .jit import inner
 from .rng import fill_normal
 
 
@@ -27,7 +27,7 @@ def constants(d, delta, A, G, beta, Z):
     return expm(-G @ A * delta), np.linalg.cholesky(delta * Z)
 
 
-@njit
+@inner
 def white_kick(p, L, s, z):
     """p += L z with z ~ N(0, I) from the xoshiro state s; L lower triangular. p, z: (d,), L: (d, d)."""
     fill_normal(s, z)
@@ -38,7 +38,7 @@ def white_kick(p, L, s, z):
         p[i] += acc
 
 
-@njit
+@inner
 def step(grad, c, q, p, g, tmp, z, s):
     """One step in place on q, p (d,); c: state.Consts (L = chol(delta Z)); g, tmp, z (d,) work arrays."""
     h = 0.5 * c.delta

@@ -7,9 +7,9 @@ Registered as ``"hamiltonian"`` in :mod:`bayescg.kernels.registry`.
 """
 from __future__ import annotations
 
-from numba import njit
 
 from .damped import drift
+from .jit import inner
 
 
 def constants(d, delta, A, G, beta, Z):
@@ -19,7 +19,7 @@ def constants(d, delta, A, G, beta, Z):
     return np.eye(d), np.zeros((d, d))
 
 
-@njit
+@inner
 def step(grad, c, q, p, g, tmp, z, s):
     """One step in place on q, p (d,); c: state.Consts (delta = h); g a (d,) work array."""
     drift(q, p, c.A, 0.5 * c.delta, c.diag)

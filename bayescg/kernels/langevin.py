@@ -19,9 +19,9 @@ Registered as ``"langevin"`` in :mod:`bayescg.kernels.registry` (reuses_grad: g 
 """
 from __future__ import annotations
 
-from numba import njit
 
 from .damped import drift
+from .jit import inner
 from .rng import fill_normal
 
 
@@ -44,7 +44,7 @@ def constants(d, delta, A, G, beta, Z):
     return E, L
 
 
-@njit
+@inner
 def ou_step(p, F, L, s, z, tmp):
     """p <- F p + L z with z ~ N(0, I) drawn from the xoshiro state s. All (d,) / (d, d)."""
     d = p.shape[0]
@@ -60,7 +60,7 @@ def ou_step(p, F, L, s, z, tmp):
         p[i] = tmp[i]
 
 
-@njit
+@inner
 def step(grad, c, q, p, g, tmp, z, s):
     """One BAOAB step in place (c: state.Consts with E = F, L, delta = h); on entry g = grad U(q),
     on exit g = grad U(q_new)."""

@@ -35,6 +35,7 @@ from numba.extending import overload
 
 from .accumulate import (NEVER, clock_advance, clock_start, close_batch, close_batch_scan, mark_open, mark_open_scan,
                          observe)
+from .jit import Inner, inner
 from .registry import step
 from .rng import fill_normal, lanes_normal
 from .state import (CONSTS_T, GRAD_TYPE, GRADL_TYPE, GRID_T, LANES, LANES_TAG, LIVE, PLAN_T, STATS_T,
@@ -142,7 +143,7 @@ def _ov_grad_block(grad, S, nl, alive, qb, gb):
     return impl
 
 
-@njit
+@inner
 def walker_loop(grad, kind, w, Wk, S, c, P, G):
     """Advance walker w by P.nsteps steps of integrator ``kind`` (any d), with the shared bookkeeping."""
     d = Wk.q.shape[1]
@@ -187,7 +188,7 @@ def walker_loop(grad, kind, w, Wk, S, c, P, G):
         Wk.g[w, i] = gw[i]
 
 
-@njit
+@inner
 def lane_checked(finite, at_rest_now, l, w, st, cnt, window, alive, blown_at, trapped_at):
     """1.0 when lane l (walker w) counts step ``st``, else 0.0 with the lane retired (alive[l] False): blown up
     (a non-finite state; blown_at[w] = st) or at rest (at_rest_now: trap detection on and |p|, |dq| below their
@@ -208,7 +209,7 @@ def lane_checked(finite, at_rest_now, l, w, st, cnt, window, alive, blown_at, tr
     return 1.0
 
 
-@njit
+@inner
 def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, acc_start, minmax_start,
              batch_len, lo, inv, nbins, stride, check_trap, p_tol, q_tol, window,
              bp, bpp, bpk, bq, bqq, hist, hcur, hvis, nvis, hs1, hs2, hblk, nblk, bout, samp_q, samp_p, nstored,
@@ -340,7 +341,7 @@ def block_1d(grad, w0, nl, q, p, rng, a, e, l00, noisy, delta, step0, nsteps, ac
             rng[w, k] = ts[k, l]
 
 
-@njit
+@inner
 def keep(a, new, old):
     """new where a, else old: the d = 2 lane loops compute every lane and keep a dead lane's values with this
     select, so that their stores are plain vector stores.  Written as stores under ``if alive[l]`` they were
@@ -396,7 +397,7 @@ def kick_drift2_lanes(G, x, y, u, v, alive, h, delta, a00, a01, a10, a11, e00, e
         v[l] = keep(a, pv2, pv)
 
 
-@njit
+@inner
 def kick_white_drift2_lanes(G, x, y, u, v, nl, alive, h, delta, a00, a01, a10, a11, e00, e01, e10, e11, diag,
                             rng, w0, z, l00, l10, l11):
     """kick_drift2_lanes with the white kick of damped_white between the friction kick and the drift
@@ -427,7 +428,7 @@ def kick_white_drift2_lanes(G, x, y, u, v, nl, alive, h, delta, a00, a01, a10, a
         v[l] = pv2
 
 
-@njit
+@inner
 def regular2(Z, xo, yo, alive, check_trap, p_tol, q_tol):
     """True when no live lane of a d = 2 block (positions, momenta in Z's first rows, previous positions
     xo, yo) needs lane_checked this step: every live lane is finite and, with trap detection on, not at
@@ -447,7 +448,7 @@ def regular2(Z, xo, yo, alive, check_trap, p_tol, q_tol):
     return not odd
 
 
-@njit
+@inner
 def block_2d(grad, w0, nl, q, p, rng, A, E, L, noisy, delta, diag, step0, nsteps, acc_start, minmax_start,
              batch_len, hist_lo, hist_inv, nbins, stride, check_trap, p_tol, q_tol, window,
              bp, bpp, bpk, bq, bqq, hist, hcur, hvis, nvis, hs1, hs2, hblk, nblk, bout, samp_q, samp_p, nstored,
@@ -679,7 +680,7 @@ def batch_sums(Z, d):
             r += 1
 
 
-@njit
+@inner
 def load_sums(Z, d, l, bp, bpp, bq, bqq, bpk, w, b):
     """Lane l's sums in Z (rows as batch_sums) = walker w's batch b sums in the state.Stats arrays."""
     r = 2 * d + 1
@@ -698,7 +699,7 @@ def load_sums(Z, d, l, bp, bpp, bq, bqq, bpk, w, b):
         r += 1
 
 
-@njit
+@inner
 def store_sums(Z, d, l, bp, bpp, bq, bqq, bpk, w, b):
     """The inverse of load_sums (bpp's symmetric entries written twice)."""
     r = 2 * d + 1
@@ -758,7 +759,7 @@ def _init_grad(grad, q, g, w0, w1):
         grad(q[w], g[w])
 
 
-@njit
+@inner
 def record_one(grad, kind, m, Wk, c, nrec, every, rec0, out_q, out_p):
     """Trajectory m of _record_chunk."""
     d = Wk.q.shape[1]
@@ -839,7 +840,7 @@ def record_chunk_for(code: int):
             this(grad, c, q, p, g, tmp, z, s)
 
         py = record_one.py_func
-        rec = njit(pytypes.FunctionType(py.__code__, dict(py.__globals__, step=one), py.__name__, py.__defaults__))
+        rec = inner(pytypes.FunctionType(py.__code__, dict(py.__globals__, step=one), py.__name__, py.__defaults__))
         drv = pytypes.FunctionType(_record_chunk.__code__, dict(_record_chunk.__globals__, record_one=rec),
                                    f"_record_chunk_{name}", _record_chunk.__defaults__)
         drv.__qualname__ = f"_record_chunk_{name}"
@@ -885,7 +886,9 @@ def specialized(kernel):
         env = dict(py.__globals__)
         for name in py.__code__.co_names:
             f = env.get(name)
-            if isinstance(f, Dispatcher):
+            if isinstance(f, Inner):
+                env[name] = f.copy()
+            elif isinstance(f, Dispatcher):
                 env[name] = njit(**{k: v for k, v in f.targetoptions.items() if k != "nopython"})(f.py_func)
         opts = dict(parallel=True) if items is None else dict(nogil=True)
         jitted = njit(**opts)(pytypes.FunctionType(py.__code__, env, py.__name__, py.__defaults__, py.__closure__))

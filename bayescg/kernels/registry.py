@@ -1,4 +1,4 @@
-"""Integrators by name.  Adding one: a file with ``step(grad, c, q, p, g, tmp, z, s)`` (numba, one step in
+"""Integrators by name.  Adding one: a file with ``step(grad, c, q, p, g, tmp, z, s)`` (numba ``@inner``, one step in
 place; c: state.Consts) and ``constants(d, delta, A, G, beta, Z) -> (E, L)`` (Python), plus one entry in
 ``INTEGRATORS`` below.  It then runs in :func:`bayescg.simulate.simulate` and ``run_trajectories`` and is
 selectable as ``[simulation] integrator`` in model files.  ``lanes=True`` additionally claims that the

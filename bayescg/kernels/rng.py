@@ -17,8 +17,10 @@ replaced Box-Muller (a log, a sqrt, a cos and a sin per pair, one of which the k
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
 from numba.extending import overload
+
+from .jit import inner
 
 _U5 = np.uint64(5)
 _U9 = np.uint64(9)
@@ -63,7 +65,7 @@ _S8 = np.uint64(8)
 _U1 = np.uint64(1)
 
 
-@njit
+@inner
 def _rotl(x, k):
     return (x << np.uint64(k)) | (x >> np.uint64(64 - k))
 
@@ -101,7 +103,7 @@ def _ov_store(s, w, s0, s1, s2, s3):
     return row
 
 
-@njit
+@inner
 def _xoshiro(s0, s1, s2, s3):
     """One xoshiro256** step on the state's four words -> (output, the four new words)."""
     result = _rotl(s1 * _U5, 7) * _U9
@@ -115,7 +117,7 @@ def _xoshiro(s0, s1, s2, s3):
     return result, s0, s1, s2, s3
 
 
-@njit
+@inner
 def next_u64(s, w=0):
     """Next uint64 of the xoshiro256** state ``s`` (uint64[4]; or row ``w`` of a table (W, 4)), updated in place."""
     result, s0, s1, s2, s3 = _xoshiro(_word(s, w, 0), _word(s, w, 1), _word(s, w, 2), _word(s, w, 3))
@@ -123,19 +125,19 @@ def next_u64(s, w=0):
     return result
 
 
-@njit
+@inner
 def _unit(s, w=0):
     """Uniform on [0, 1) with 53 random bits."""
     return np.float64(next_u64(s, w) >> _S11) * _INV53
 
 
-@njit
+@inner
 def normal(s, w=0):
     """One standard normal from state ``s`` (or row ``w`` of a table; ziggurat, module docstring)."""
     return _normal_from(s, w, next_u64(s, w))
 
 
-@njit
+@inner
 def _layer(r):
     """The ziggurat's fast path on a uint64 r -> (x, layer i, sign, accepted): x is the normal when accepted (99.3 %)."""
     i = int(r & _U255)
@@ -146,7 +148,7 @@ def _layer(r):
     return x, i, sgn, ra < _ZK[i]
 
 
-@njit
+@inner
 def _normal_from(s, w, r):
     """The normal whose first uint64 ``r`` was just drawn from ``s`` (row ``w``): the low 8 bits of a uint64 pick the
     layer, the next one the sign, the 52 above it the abscissa; rejected draws (0.7 %) start over with a new uint64
@@ -166,7 +168,7 @@ def _normal_from(s, w, r):
         r = next_u64(s, w)
 
 
-@njit
+@inner
 def lanes_normal(t, live, out, r, one):
     """out[l] = one normal from lane l's stream for every lane with live[l] (the others draw nothing): what
     :func:`normal` gives from each lane's state, computed for the lanes together.  t (4, L): the lanes' xoshiro
@@ -195,14 +197,14 @@ def lanes_normal(t, live, out, r, one):
                 t[k, l] = one[k]
 
 
-@njit
+@inner
 def normal_pair(s, w=0):
     """Two independent standard normals (two :func:`normal` draws, in order)."""
     a = normal(s, w)
     return a, normal(s, w)
 
 
-@njit
+@inner
 def fill_normal(s, z, w=0):
     """Fill the float64 array ``z`` with standard normals from state ``s`` (or row ``w`` of a table)."""
     for i in range(z.shape[0]):
