@@ -24,6 +24,7 @@ from numba.extending import intrinsic
 from scipy.interpolate import BSpline
 
 from .errors import InputError
+from .kernels.jit import inner
 
 __all__ = [
     "clamped_knots", "n_basis", "design_matrix_1d", "design_matrix_2d", "design_matrix",
@@ -110,7 +111,7 @@ def _find_span(x, t, k):
     return lo
 
 
-@numba.njit(cache=True)
+@inner(cache=True)
 def _basis_and_deriv(x, t, k, s, out, dout):
     """Non-zero basis values out[0..k] = B_{s-k+j,k}(x) and derivatives dout (Cox-de Boor)."""
     _basis_and_deriv_ws(x, t, k, s, out, dout, np.empty((3, k + 1)))
@@ -228,14 +229,14 @@ def _uniform_cubic(x, t, c, inv_h, j):
     return v / 6.0, g * (0.5 * inv_h)
 
 
-@numba.njit(cache=True)
+@inner(cache=True)
 def _tensor_value_grad(x, y, tx, ty, c, k, dx, dy):
     """Tensor spline with each 1D basis continued linearly by (dx, dy) from the evaluation point (x, y):
     B(x + dx) ~ B(x) + B'(x) dx.  Returns (value, dU/dx, dU/dy); dx = dy = 0 is the plain spline."""
     return _tensor_value_grad_ws(x, y, tx, ty, c, k, dx, dy, np.empty((7, k + 1)))
 
 
-@numba.njit(cache=True)
+@inner(cache=True)
 def _tensor_value_grad_ws(x, y, tx, ty, c, k, dx, dy, ws):
     """:func:`_tensor_value_grad` with scratch ws (7, k + 1)."""
     sx = _find_span(x, tx, k)
@@ -263,7 +264,7 @@ def bspline_value_grad_2d(x, y, tx, ty, c, k):
     return _tensor_value_grad(x, y, tx, ty, c, k, 0.0, 0.0)
 
 
-@numba.njit(cache=True)
+@inner(cache=True)
 def _tensor_value_grad_3d(q, tx, ty, tz, c, k, dq, out_g):
     """Tensor spline of three variables at the box point q (3,) with each 1D basis continued linearly by dq (3,)
     (as :func:`_tensor_value_grad`); c: (mx, my, mz).  Returns the value, the gradient goes to out_g (3,)."""
@@ -296,7 +297,7 @@ def _tensor_value_grad_3d(q, tx, ty, tz, c, k, dq, out_g):
     return v
 
 
-@numba.njit(cache=True)
+@inner(cache=True)
 def _eval_3d(q, tx, ty, tz, c, k, wall, out_g):
     # clamp into the box, continue each 1D basis linearly (as _eval_2d), then the wall
     x = np.empty(3)
@@ -312,7 +313,7 @@ def _eval_3d(q, tx, ty, tz, c, k, wall, out_g):
     return v
 
 
-@numba.njit(cache=True)
+@inner(cache=True)
 def _eval_1d_scalar(q, t, c, k, wall, uni):
     """(U, dU/dq) at the scalar q: the spline inside [t[k], t[-k-1]], its Taylor continuation plus the wall
     outside; uni: :func:`_uniform_spans` of t."""
@@ -345,7 +346,7 @@ def _continued(q, x, v, g, wall):
     return v + g * dx + 0.5 * wall * dx * dx, g + wall * dx
 
 
-@numba.njit(cache=True)
+@inner(cache=True)
 def _lanes_1d_rest(S, t, c, k, wall, uni):
     """The lanes of a 1D lane kernel (S: kernels.state.GRADL_SIG's layout) that are off the closed-form spans:
     the clamped ends, outside the box, all of a spline without closed-form spans; a non-finite position gives
@@ -370,19 +371,19 @@ def _lanes_1d_rest(S, t, c, k, wall, uni):
             S[n + lane] = _eval_1d_scalar(x, t, c, k, wall, uni)[1]
 
 
-@numba.njit(cache=True)
+@inner(cache=True)
 def _eval_1d(q, t, c, k, wall, uni, out_g):
     v, g = _eval_1d_scalar(q[0], t, c, k, wall, uni)
     out_g[0] = g
     return v
 
 
-@numba.njit(cache=True)
+@inner(cache=True)
 def _eval_2d(q, tx, ty, c, k, wall, out_g):
     return _eval_2d_ws(q, tx, ty, c, k, wall, out_g, np.empty((7, k + 1)))
 
 
-@numba.njit(cache=True)
+@inner(cache=True)
 def _eval_2d_ws(q, tx, ty, c, k, wall, out_g, ws):
     # each 1D basis is continued linearly beyond the box, B(x) ~ B(xc) + B'(xc)(x - xc), so the
     # tensor product stays differentiable and out_g is the exact gradient of the returned value
@@ -560,12 +561,12 @@ def _i8_pointer(typingctx, address):
     return types.CPointer(types.int64)(types.int64), codegen
 
 
-@numba.njit(cache=True)
+@inner(cache=True)
 def _slot_row(slot):
     return numba.carray(_i8_pointer(_table_address()), (_SLOTS, _ROW))[slot]
 
 
-@numba.njit(cache=True)
+@inner(cache=True)
 def _slot_1d(slot):
     """(t, c, k, wall, uni) of a 1D slot (views of its data; uni: _uniform_spans(t, k))."""
     r = _slot_row(slot)
@@ -574,7 +575,7 @@ def _slot_1d(slot):
             numba.carray(_f8_pointer(a + 8 * (n + m)), (1,))[0], numba.carray(_f8_pointer(a + 8 * (n + m + 1)), (3,)))
 
 
-@numba.njit(cache=True)
+@inner(cache=True)
 def _slot_2d(slot):
     """(tx, ty, c (mx, my), k, wall) of a 2D slot."""
     r = _slot_row(slot)
@@ -584,7 +585,7 @@ def _slot_2d(slot):
             numba.carray(_f8_pointer(o), (mx, my)), r[7], numba.carray(_f8_pointer(o + 8 * mx * my), (1,))[0])
 
 
-@numba.njit(cache=True)
+@inner(cache=True)
 def _slot_3d(slot):
     """(tx, ty, tz, c (mx, my, mz), k, wall) of a 3D slot."""
     r = _slot_row(slot)

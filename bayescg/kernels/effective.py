@@ -29,6 +29,7 @@ from numba import carray, njit, types
 from numba.extending import intrinsic
 
 from .callbacks import EXPAND_SIG, LOGP_SIG, lazy_cfuncs, logp_into, packed
+from .jit import inner
 
 HEADER = ("length", "n", "m", "n_act", "K", "g", "nodes", "nf", "rank", "sigma_scale", "ridge_sd", "nu", "S")
 
@@ -214,7 +215,7 @@ def solve_lt(Lp, Li, Lx, z, x):
         x[i] = s / Lx[k0]
 
 
-@njit(cache=True, nogil=True)
+@inner(cache=True, nogil=True)
 def solve_l(Lp, Li, Lx, g, y):
     """y = L^-1 g for a lower-triangular L in CSC form (diagonal first in each column)."""
     m = len(g)
@@ -292,7 +293,7 @@ def sparse_a(x, buf, a, tmp):
         a[int(buf[o_perm + i])] += tmp[i]
 
 
-@njit(cache=True, nogil=True)
+@inner(cache=True, nogil=True)
 def solve_lt_int(Lp, Li, Lx, z, x):
     """x = L^-T z for a lower-triangular L in CSC form (int64 Lp, Li; each column's diagonal first): one
     gathered dot product per row of L^T."""
@@ -305,7 +306,7 @@ def solve_lt_int(Lp, Li, Lx, z, x):
         x[i] = s / Lx[k0]
 
 
-@njit(cache=True, nogil=True)
+@inner(cache=True, nogil=True)
 def solve_l_rows(Rp, Ri, Rx, g, y):
     """y = L^-1 g for a lower-triangular L stored by rows (CSR: int64 Rp, Ri; each row's diagonal last): one
     gathered dot product per row (the column form scatters: a read-modify-write per non-zero)."""
@@ -497,7 +498,7 @@ def _row_33_nodes(T, yv, lwx, lwy, ys0, cy, J, n, ix, my, X, Y, E, C):
         C[n + k] = acc
 
 
-@njit(cache=True, nogil=True, fastmath={"contract"})
+@inner(cache=True, nogil=True, fastmath={"contract"})
 def _row_33(T, S, yv, lwx, lwy, ys0, cy, cnt, J, n, ix, my, nf, X, Y, E, C):
     """The cells J .. J + n - 1 of one x-cell row ix for :func:`_tensor_likelihood` with 3 x 3 Gauss nodes and 1D
     blocks padded to width 5 (the 2D default): the same sums as its per-cell loop, but the cells' operands are
@@ -535,7 +536,7 @@ def _row_33(T, S, yv, lwx, lwy, ys0, cy, cnt, J, n, ix, my, nf, X, Y, E, C):
     return hist
 
 
-@njit(cache=True, nogil=True)
+@inner(cache=True, nogil=True)
 def _tensor_likelihood(a, buf, nf, ga):
     """The Poisson term sum_J (c_J L_J - exp L_J) (not yet times nf) of the tensor layout, its gradient in the
     kept coefficients added to ``ga`` (times nf).  Cell J = (ix, iy) has g1 x g1 Gauss nodes; the bicubic basis
@@ -636,7 +637,7 @@ def log_normalise(L):
         L[J] -= lz
 
 
-@njit(cache=True, nogil=True)
+@inner(cache=True, nogil=True)
 def node_log_pi(a, idx, val, logw, g, eta, L):
     """log pi_J of the active cells into L for kept coefficients a: :func:`node_log_mass` (node design), then
     :func:`log_normalise`; eta (nodes,) scratch."""
@@ -644,7 +645,7 @@ def node_log_pi(a, idx, val, logw, g, eta, L):
     log_normalise(L)
 
 
-@njit(cache=True, nogil=True)
+@inner(cache=True, nogil=True)
 def _gather_log_pi(L, cells, row):
     """row[i] = L[cells[i]] (log pi), -inf where pi = exp(log pi) underflows to 0 (as np.log of the probabilities)."""
     for i in range(len(cells)):
@@ -663,7 +664,7 @@ def node_draws_log_pi(A, idx, val, logw, g, cells, out, lo, hi):
         _gather_log_pi(L, cells, out[s])
 
 
-@njit(cache=True, nogil=True)
+@inner(cache=True, nogil=True)
 def tensor_log_mass(a, tb, af, T, X, Y, E, C, L):
     """Cell log masses L_J of the active cells (d = 2, 3 x 3 Gauss nodes, 1D blocks padded to width 5) for kept
     coefficients a, in the tensor layout of the NUTS kernel (:func:`_tensor_likelihood`: T = Bx A_row once per x-cell
