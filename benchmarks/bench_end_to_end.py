@@ -44,11 +44,20 @@ RUNS = [
     ("ising", "ising models/ising-nn.toml (first run in this cache: its kernels compile)",
      ["ising", "models/ising-nn.toml"], False),
     ("ising-warm", "the same, warm caches (second run)", ["ising", "models/ising-nn.toml"], False),
+    # not issue 15's rows: the README command without the finite-delta correction (issue 11's default), so that the
+    # correction's share of the README rows is measured in the same run
+    ("main-cold-nocorr", "README main command with fit.delta_correction=none, cold caches (for comparison)",
+     ["learn", "models/test1-quadratic.toml", "--set", "simulation.steps=2e7", "--set", "fit.delta_correction=none"],
+     True),
+    ("main-warm-nocorr", "the same, warm caches (for comparison)",
+     ["learn", "models/test1-quadratic.toml", "--set", "simulation.steps=2e7", "--set", "fit.delta_correction=none"],
+     False),
 ]
 
 #: a second-run row -> the run that fills the caches it is measured in: when that run is skipped its command runs first,
 #: unrecorded, so that a "warm" row is never a first run in fresh caches
-PRIMED_BY = {"main-warm": "main-cold", "2d": "2d-first", "ising-warm": "ising"}
+PRIMED_BY = {"main-warm": "main-cold", "2d": "2d-first", "ising-warm": "ising",
+             "main-warm-nocorr": "main-cold-nocorr"}
 
 FIT_COMPARE = textwrap.dedent("""
     import json, sys, time
@@ -293,7 +302,8 @@ def run_cli(args, env, out: Path):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS_END_TO_END.md"))
-    ap.add_argument("--skip", default="", help="comma-separated run keys to skip (main-cold, main-warm, 2d-first, 2d, ising, ising-warm, fit)")
+    ap.add_argument("--skip", default="", help="comma-separated run keys to skip (main-cold, main-warm, 2d-first, 2d, ising, ising-warm, "
+                    "main-cold-nocorr, main-warm-nocorr, fit)")
     ap.add_argument("--stages", action="store_true",
                     help="also time the stages of the README command, cold then warm caches, one process each")
     a = ap.parse_args(argv)
