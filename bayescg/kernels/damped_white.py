@@ -13,7 +13,6 @@ its white kick; the same arithmetic as :func:`step`).
 """
 from __future__ import annotations
 
-
 from .damped import drift, kick_friction
 from .jit import inner
 from .rng import fill_normal

@@ -7,7 +7,6 @@ Registered as ``"hamiltonian"`` in :mod:`bayescg.kernels.registry`.
 """
 from __future__ import annotations
 
-
 from .damped import drift
 from .jit import inner
 

@@ -19,7 +19,6 @@ Registered as ``"langevin"`` in :mod:`bayescg.kernels.registry` (reuses_grad: g 
 """
 from __future__ import annotations
 
-
 from .damped import drift
 from .jit import inner
 from .rng import fill_normal

@@ -17,7 +17,6 @@ replaced Box-Muller (a log, a sqrt, a cos and a sin per pair, one of which the k
 from __future__ import annotations
 
 import numpy as np
-
 from numba.extending import overload
 
 from .jit import inner
