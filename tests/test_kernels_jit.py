@@ -54,3 +54,15 @@ def test_the_engine_helpers_are_inner_and_the_drivers_are_callable_from_python()
     assert all(isinstance(h, Inner) for h in helpers)
     assert isinstance(loops.lanes_chunk(True, 1), loops._Lazy) and isinstance(loops.run_chunk, loops._Lazy)
     assert not isinstance(accumulate._flush, Inner) and not isinstance(bias._coupled_lanes, Inner)
+
+
+def test_it_pickles_by_reference_like_a_module_level_function():
+    """An Inner travels in what is sent to another process (the registry's Integrator holds the steps)."""
+    import pickle
+
+    from bayescg.kernels.registry import INTEGRATORS
+
+    cloudpickle = pytest.importorskip("cloudpickle")  # what dask uses to send tasks
+    for dumps in (pickle.dumps, cloudpickle.dumps):
+        back = pickle.loads(dumps(INTEGRATORS["damped_white"]))
+        assert back.step is damped_white.step and pickle.loads(dumps(rng.next_u64)) is rng.next_u64

@@ -42,6 +42,11 @@ class Inner:
     def __repr__(self) -> str:
         return f"<Inner {self.__module__}.{self.__qualname__}>"
 
+    def __reduce__(self):
+        # pickled by reference, as a module-level function is (an Integrator in a task sent to another process): the
+        # name of the module attribute that is this object
+        return self.__qualname__
+
 
 @typeof_impl.register(Inner)
 def _typeof_inner(val, c):
