@@ -302,8 +302,8 @@ def run_cli(args, env, out: Path):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS_END_TO_END.md"))
-    ap.add_argument("--skip", default="", help="comma-separated run keys to skip (main-cold, main-warm, 2d-first, 2d, ising, ising-warm, "
-                    "main-cold-nocorr, main-warm-nocorr, fit)")
+    ap.add_argument("--skip", default="", help="comma-separated run keys to skip ("
+                    + ", ".join([key for key, *_ in RUNS] + ["fit"]) + ")")
     ap.add_argument("--stages", action="store_true",
                     help="also time the stages of the README command, cold then warm caches, one process each")
     a = ap.parse_args(argv)

@@ -4,8 +4,8 @@ numba builds two wrappers around every function it compiles, whatever calls it: 
 call it) and a C wrapper (so that it can be a first-class function value), each lowered, optimised and turned into
 machine code.  An engine helper called only from a driver (block_1d, the rng, the accumulators) needs neither, and on
 a fresh cache their compile is on the critical path of a first run: the 1D lane driver's tree of 15 such functions
-compiles 1.3-1.8 s faster without them (6.2-7.6 s against 8.0-9.3 s; benchmarks/RESULTS_END_TO_END.md, stop 46).  The machine code of the function
-itself is the same, so are the results.
+compiles 1.3-1.8 s faster without them (6.2-7.6 s against 8.0-9.3 s; benchmarks/RESULTS_END_TO_END.md, stop 46).
+The machine code of the function itself is the same, so are the results.
 
 A function compiled without its CPython wrapper kills the interpreter when Python calls it, so ``inner`` returns an
 :class:`Inner`, which numba types as the dispatcher it holds (compiled code calls it as any njit function) and which
