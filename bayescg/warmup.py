@@ -18,10 +18,11 @@ otherwise compiles it itself, as without the child.
   correction's spline evaluation and the white-kick runs' spline gradients (compiled per table slot of
   bayescg.splines: the child compiles slot 0's, which the run's first spline takes), the recording driver of the
   white-noise check and the coupled maps of the kick-shape step (~12 s), while the V-run compiles and runs
-  (:func:`bayescg.pipeline.learn_model`).
+  (:func:`bayescg.pipeline.learn_model`); without the correction, the V-run's closing pass over its cell counts
+  instead (:func:`_accumulator_flush`).
 * ``learn2d``: the noise model's and the 2D fit's NUTS callbacks (sparse form, ~9 s), the 2D spline evaluation, slot
   0's 2D spline gradient kernels of the correction's white-kick runs and the white-noise check's recording driver
-  (~20 s), while the noise model's runs and the V-run compile and go on.
+  (~20 s), while the noise model's runs and the V-run compile and go on; without the correction, the closing pass.
 
 The child reports each finished step on a pipe (:meth:`Child.wait`): a run that needs kernels the child is compiling
 waits for them instead of compiling them a second time beside it, which on two cores slowed both (measured: the
@@ -227,6 +228,19 @@ def _correction_kernels(knots, coef, expression: str, variables: list) -> None:
     _step("correction")
 
 
+def _accumulator_flush() -> None:
+    """The V-run's closing pass over its cell counts (kernels.accumulate.flush_cells, 0.6-0.8 s to compile), on a toy
+    state.  Only without the correction: then this process idles after the fit's kernels while the run compiles its
+    integrator; with it, this process is the cold run's bottleneck and the run compiles the pass itself."""
+    import numpy as np
+
+    from .kernels.accumulate import flush_cells
+    from .kernels.state import new_stats
+
+    S = new_stats(2, 1, 1, 8, 1)
+    flush_cells(S, np.ones(1, dtype=np.int64), np.ones(2, dtype=np.bool_), 0.0, 0.0)
+
+
 def _learn_1d(method: str = "nuts", correction: str = "fixed_point") -> None:
     """The 1D fit's kernels (``method``) and, with ``correction`` "fixed_point", the correction's 1D kernels, on toys."""
     import numpy as np
@@ -246,6 +260,7 @@ def _learn_1d(method: str = "nuts", correction: str = "fixed_point") -> None:
         effective.effective_logp_cfunc, effective.effective_expand_cfunc  # noqa: B018  (compiled on first access)
     _step("fit")
     if correction != "fixed_point":
+        _accumulator_flush()
         return
     from .bias import coupled_maps
     from .splines import SplineRep
@@ -290,6 +305,7 @@ def _learn_2d(method: str = "nuts", correction: str = "fixed_point") -> None:
     coef = np.zeros((len(t) - 4) ** 2)
     SplineRep([t, t], coef).value_grad(np.zeros((5, 2)))
     if correction != "fixed_point":
+        _accumulator_flush()
         return
     _correction_kernels([t, t], coef, "x**2/2 + y**2/2", ["x", "y"])
 

@@ -148,13 +148,13 @@ def test_ising_child_compiles_the_signatures_a_real_run_loads(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def _learn_after_child(tmp_path, task: str, model: dict, ran: str, warmed: set, timeouts: tuple) -> None:
-    """A fresh cache, the ``task`` child (NUTS, fixed-point correction) run to completion, then learn ``model`` in a new
-    process: the assertion ``ran`` (over the result r: the stages whose kernels the child compiled did run) holds, and
-    none of the kernels ``warmed`` compiles there (numba's compile events).  timeouts: (child, learn) in s."""
+def _learn_after_child(tmp_path, task: str, model: dict, ran: str, warmed: set, timeouts: tuple,
+                       args: tuple = ("nuts", "fixed_point")) -> None:
+    """A fresh cache, the ``task`` child (``args``: fit method, correction) run to completion, then learn ``model`` in
+    a new process: the assertion ``ran`` (over the result r: the stages whose kernels the child compiled did run)
+    holds, and none of the kernels ``warmed`` compiles there (numba's compile events).  timeouts: (child, learn) in s."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
-    subprocess.run([sys.executable, "-m", "bayescg.warmup", task, "nuts", "fixed_point"], env=env, check=True,
-                   timeout=timeouts[0])
+    subprocess.run([sys.executable, "-m", "bayescg.warmup", task, *args], env=env, check=True, timeout=timeouts[0])
     code = textwrap.dedent(f"""
         from numba.core import event as ev
         from bayescg import warmup
@@ -187,6 +187,19 @@ def test_learn1d_child_compiles_the_signatures_a_real_learn_loads(tmp_path):
         "and r.correction.kick_shape is not None, r.correction_note",
         {"effective_logp_grad", "_loop_eval_1d", "_coupled_lanes", "_record_chunk_damped", "gl", "gs",
          "node_draws_log_pi"}, (600, 900))
+
+
+@pytest.mark.slow
+def test_learn1d_child_without_the_correction_also_compiles_the_accumulators_flush(tmp_path):
+    """Without the correction the learn1d child, idle after the fit's kernels, compiles the V-run's closing pass over
+    its cell counts (accumulate._flush, 0.6-0.8 s): a 1D MAP learn then compiles neither it nor the fit's kernel."""
+    _learn_after_child(
+        tmp_path, "learn1d",
+        {"name": "q", "potential": {"expression": "q**2/2 + 0.01*sin(q/0.01)", "reference": "q**2/2"},
+         "simulation": {"delta": 0.5, "gamma": 0.1, "steps": 200000, "walkers": 16, "seed": 3},
+         "fit": {"method": "map", "knots": 20, "delta_correction": "none"}},
+        "assert r.fit.method == 'map' and r.correction is None, r.correction_note",
+        {"_flush", "effective_logp_grad"}, (600, 900), args=("map", "none"))
 
 
 @pytest.mark.slow
