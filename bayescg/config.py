@@ -134,7 +134,8 @@ class TrajectorySection:
 
 @dataclass(frozen=True)
 class FitSection:
-    knots: int = _f(40, check=at_least(4), doc="B-spline knots per dimension")
+    knots: Optional[int] = _f(None, check=at_least(4), doc="B-spline knots per dimension (default 40 in 1D; 25 in 2D "
+                              "and 12 in 3D, the most these fits take: more is lowered to them with a warning)")
     draws: int = _f(1000, check=positive)
     tune: Optional[int] = _f(None, check=nonnegative, doc="NUTS tuning steps per chain (default 1000; 300 for 2D fits, "
                              "whose Laplace whitening leaves little to adapt: benchmarks/RESULTS_FIT2D.md)")

@@ -612,6 +612,10 @@ def _calibrate_band(basis: EffectiveBasis, factor, a_map, solve_a, X, w, Ua, bet
 # --------------------------------------------------------------------------------------------------
 # main entry
 # --------------------------------------------------------------------------------------------------
+#: B-spline break points of a 1D fit (and of d >= 4 marginal fits) when none are given
+KNOTS_1D = 40
+
+
 def fit_effective_potential(*args, **kwargs) -> FitResult:
     from .runtime import blas_single_threaded
 
@@ -619,7 +623,7 @@ def fit_effective_potential(*args, **kwargs) -> FitResult:
         return _fit_effective_potential(*args, **kwargs)
 
 
-def _fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", draws: int = 1000,
+def _fit_effective_potential(sim_or_data, *, knots=None, method: str = "nuts", draws: int = 1000,
                             tune: Optional[int] = None,
                             chains: int = 4, seed: int = 1, reference=None, mass_fraction: float = 0.98,
                             control=None, beta: Optional[float] = None, min_eff_per_coef: float = 2.0,
@@ -630,7 +634,8 @@ def _fit_effective_potential(sim_or_data, *, knots=40, method: str = "nuts", dra
 
     sim_or_data: SimulationResult-like (hist_counts, hist_edges, samples_*, beta_hat, beta_hat_se) or a dict
     {counts, edges, beta_hat, beta_hat_se, n_eff_factor (default 1)} or {counts, edges, beta} (beta fixed).
-    knots: break points per dimension (in 2D at most ``max_knots_2d``, in 3D ``max_knots_3d``, with a warning).  method: "nuts"
+    knots: break points per dimension; default :data:`KNOTS_1D` in 1D and the cap in 2D (``max_knots_2d``) and 3D
+    (``max_knots_3d``), to which a larger count asked for is lowered with a warning.  method: "nuts"
     or "map" (MAP + Laplace band: Gaussian in the spline coefficients at the MAP smoothing precision, beta
     from its exact Gamma posterior).  tune: NUTS tuning steps per chain, default :data:`TUNE_DEFAULT` by dimension.
     reference: Potential or callable of points (n, d) -> (n,).
@@ -679,9 +684,10 @@ def _checked_inputs(sim_or_data, knots, method, mass_fraction, beta, min_eff_per
         fixed_beta = beta
     d = len(edges)
     warnings: list[str] = []
-    kn = knots
     cap = {2: max_knots_2d, 3: max_knots_3d}.get(d)
-    if cap is not None and np.isscalar(knots) and int(knots) > cap:
+    # the default is the cap in 2D and 3D: a warning is for a count the caller asked for, not one nobody chose
+    kn = (KNOTS_1D if cap is None else cap) if knots is None else knots
+    if knots is not None and cap is not None and np.isscalar(knots) and int(knots) > cap:
         kn = cap
         warnings.append(f"{d}D fit uses {cap} knots per dimension instead of {knots} "
                         f"({(cap + 2) ** d} tensor coefficients)")

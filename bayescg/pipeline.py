@@ -326,7 +326,7 @@ def learn_trajectory_model(model: Model, *, control=None) -> LearnResult:
 
 
 def learn_trajectory(q, p, *, variables=None, delta=None, gamma=None, mass=None, burn_in: float = 0.0,
-                     bins: int = 200, hist_range=None, max_samples: int = 100_000, knots=40, method: str = "nuts",
+                     bins: int = 200, hist_range=None, max_samples: int = 100_000, knots=None, method: str = "nuts",
                      draws: int = 1000, tune: Optional[int] = None, chains: int = 4, seed: int = 1, reference=None,
                      mass_fraction: float = 0.98, delta_correction: str = "fixed_point", correction_steps=None,
                      correction_iterations: int = 6, correction_min_iterations: int = 4,

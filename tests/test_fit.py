@@ -166,6 +166,28 @@ def test_map_2d_gaussian():
     assert r.figures()
 
 
+def test_default_knots_depend_on_the_dimension_and_only_a_count_asked_for_is_capped_with_a_warning():
+    """knots=None (a model file without [fit] knots): 40 in 1D, the cap in 2D, without a warning; a larger count asked
+    for is lowered to the cap with one (every shipped 2D model warned about a count nobody had chosen)."""
+    rng = np.random.default_rng(2)
+    q = rng.normal(size=(30000, 2)) * [1.0, 0.7]
+    e = np.linspace(-3.5, 3.5, 41)
+    c2, _, _ = np.histogram2d(q[:, 0], q[:, 1], [e, e])
+    data2 = dict(counts=c2, edges=[e, e], beta_hat=1.0, beta_hat_se=0.01)
+
+    def n_knots(r):
+        return [len(t) - 6 for t in r.knots]
+
+    r = fit_effective_potential(data2, method="map", max_knots_2d=8, draws=50, predictive=False)
+    assert n_knots(r) == [8, 8] and not any("knots per dimension" in w for w in r.warnings), r.warnings
+    r = fit_effective_potential(data2, knots=10, method="map", max_knots_2d=8, draws=50, predictive=False)
+    assert n_knots(r) == [8, 8] and any("uses 8 knots per dimension instead of 10" in w for w in r.warnings)
+    c1, _ = np.histogram(q[:, 0], np.linspace(-4, 4, 201))
+    r = fit_effective_potential(dict(counts=c1, edges=[np.linspace(-4, 4, 201)], beta_hat=1.0, beta_hat_se=0.01),
+                                method="map", draws=50, predictive=False)
+    assert n_knots(r) == [40] and not r.warnings
+
+
 def test_convergence_warnings_logic():
     assert convergence_warnings({"r_hat_max": 1.0, "divergences": 0, "ess_bulk_min": 800}) == []
     assert convergence_warnings({"r_hat_max": 1.05, "divergences": 0, "ess_bulk_min": 800})
