@@ -204,6 +204,8 @@ class LearnResult:
         s.add("dimension", d["dimension"]).add("delta", d["delta"]).add("gamma", d["gamma"])
         s.add("steps", int(d["steps"]), ",").add("beta_hat", d["beta_hat"]).add("beta_hat_se", d["beta_hat_se"], ".2g")
         s.add("trapped_fraction", d["trapped_fraction"], ".3g")
+        if d.get("knots") is not None:  # the fit's, after the default by dimension and the 2D / 3D cap
+            s.add("spline knots per dimension", " x ".join(str(int(k)) for k in d["knots"]))
         s.add("reference_rmse", d.get("reference_rmse"), missing="n/a (no reference)")
         s.add("reference_coverage", d.get("reference_coverage"), ".3g", missing="n/a (no reference)")
         if d["dimension"] >= 2 and d.get("noise_covariance") is not None:

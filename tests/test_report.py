@@ -369,7 +369,8 @@ def test_settings_fill_every_section_the_command_reads():
     root = Path(__file__).resolve().parents[1]
     m = load_model(root / "models" / "test1-quadratic.toml").to_dict()
     text = R.settings_text(m, "learn")
-    assert "[fit]   # not in the model file: defaults" in text and "knots = 40" in text
+    assert "[fit]   # not in the model file: defaults" in text and "draws = 1000" in text
+    assert "knots" not in text  # None: the default by dimension, which a re-run of these settings gets too
     assert "[surrogate]\n" in text and "# not in the model file" not in text.split("[surrogate]")[1].split("\n")[0]
     assert "[fit]" not in R.settings_text(m, "scales") and "[noise]" not in text  # 1D: no noise calibration
 
