@@ -22,7 +22,8 @@ otherwise compiles it itself, as without the child.
   instead (:func:`_accumulator_flush`).
 * ``learn2d``: the noise model's and the 2D fit's NUTS callbacks (sparse form, ~9 s), the 2D spline evaluation, slot
   0's 2D spline gradient kernels of the correction's white-kick runs and the white-noise check's recording driver
-  (~20 s), while the noise model's runs and the V-run compile and go on; without the correction, the closing pass.
+  (~20 s), while the noise model's runs and the V-run compile and go on (the run's first noise-model run compiles the
+  closing pass, long before this process could).
 
 The child reports each finished step on a pipe (:meth:`Child.wait`): a run that needs kernels the child is compiling
 waits for them instead of compiling them a second time beside it, which on two cores slowed both (measured: the
@@ -230,8 +231,9 @@ def _correction_kernels(knots, coef, expression: str, variables: list) -> None:
 
 def _accumulator_flush() -> None:
     """The V-run's closing pass over its cell counts (kernels.accumulate.flush_cells, 0.6-0.8 s to compile), on a toy
-    state.  Only without the correction: then this process idles after the fit's kernels while the run compiles its
-    integrator; with it, this process is the cold run's bottleneck and the run compiles the pass itself."""
+    state.  Only in 1D without the correction: then this process idles after the fit's kernels while the run compiles
+    its integrator; with it, this process is the cold run's bottleneck and the run compiles the pass itself (in 2D the
+    first noise-model run needs it within seconds)."""
     import numpy as np
 
     from .kernels.accumulate import flush_cells
@@ -305,7 +307,6 @@ def _learn_2d(method: str = "nuts", correction: str = "fixed_point") -> None:
     coef = np.zeros((len(t) - 4) ** 2)
     SplineRep([t, t], coef).value_grad(np.zeros((5, 2)))
     if correction != "fixed_point":
-        _accumulator_flush()
         return
     _correction_kernels([t, t], coef, "x**2/2 + y**2/2", ["x", "y"])
 
