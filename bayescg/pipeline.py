@@ -491,7 +491,8 @@ def check_delta(model: Model, res: LearnResult, ratio: float, *, workdir=None, r
 
 def _learn_model(model: Model, *, workdir, resume, control, executor, child=None) -> LearnResult:
     """learn_model's stages; child: the background compile (bayescg.warmup.Child) or None.  The fit waits for the
-    child's "fit" step and the correction for its "correction" step, rather than compile their kernels beside it."""
+    child's "fit" step and the correction for its "correction" step (its kick-shape step for "kick_shape"), rather than
+    compile their kernels beside it."""
     from . import warmup
     from .fit import fit_effective_potential
     from .runtime import begin_stage
@@ -548,7 +549,7 @@ def _learn_model(model: Model, *, workdir, resume, control, executor, child=None
         sim, fit, kw, mode=fs.delta_correction, knots=fs.knots, mass_fraction=fs.mass_fraction,
         steps=fs.correction_steps or s.steps, max_iter=fs.correction_iterations,
         min_iter=fs.correction_min_iterations, reference=reference, seed=seed,
-        warnings=warnings, control=control, potential=pot, noise=noise, min_ratio=fs.correction_min_ratio)
+        warnings=warnings, control=control, potential=pot, noise=noise, min_ratio=fs.correction_min_ratio, child=child)
     if noise_part is not None:
         noise_part["widens"] = ["U_raw", "U"] if raw is not None else ["U"]
     warnings += large_budget_warning(fit.dim, corr, s.steps) + coverage_warnings(fit)
@@ -583,7 +584,7 @@ def coverage_warnings(fit) -> list[str]:
 
 def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fraction: float, steps: int,
                          max_iter: int, min_iter: int, reference, seed: int, warnings: list, control=None, potential=None,
-                         kick_shape: bool = True, max_dim: int = 2, noise=None, min_ratio: float = 2.0):
+                         kick_shape: bool = True, max_dim: int = 2, noise=None, min_ratio: float = 2.0, child=None):
     """The finite-delta correction (bayescg.bias, B4) of a learned ``fit`` of the run ``sim`` -> (fit, raw, corr,
     note): the corrected fit and the raw one (or ``fit``, None, None, why-not).  ``sim_kw``: keyword arguments of
     :func:`bayescg.simulate.simulate` for the white-kick runs (walkers, gamma, ...); ``mode``: fit.delta_correction.
@@ -603,7 +604,8 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
     (bayescg.bias.kick_covariance: local fits in cells of q, right for multi-well runs).  min_ratio
     (fit.correction_min_ratio): a correction whose RMS over the mass region is below min_ratio x the RMS of its
     Monte Carlo se is not applied (bayescg.bias.correction_significance): U stays the raw U, its band keeps the
-    correction's se as the bound on the bias left, ``corr.applied`` is False and ``note`` says why."""
+    correction's se as the bound on the bias left, ``corr.applied`` is False and ``note`` says why.  child: the run's
+    background compile (bayescg.warmup.Child) or None; the kick-shape step waits for its "kick_shape" step."""
     from .fit import fit_effective_potential
 
     note = _correction_blocker(sim, mode, max_dim)
@@ -667,6 +669,11 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
             if kick_shape and sim.dim == 1:
                 from .bias import apply_kick_shape
 
+                from . import warmup
+
+                # the background compile's last step is the coupled maps: on a cold cache it is ~1 s from done when
+                # the run gets here, and compiling them beside it took the run 1.9 s and slowed both
+                warmup.await_step(child, "kick_shape", control, "finite-delta correction: kick-shape step")
                 # the coupled maps are cheap (a tabulated gradient, no recipe statistics): 4x a white run's steps; their
                 # Monte Carlo error enters the band
                 begin_stage(control, "finite-delta correction: kick-shape step (coupled maps)")

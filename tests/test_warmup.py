@@ -241,3 +241,42 @@ def test_ising_shared_kernels_have_the_signatures_the_likelihood_and_the_sweeps_
         fast(np.zeros(cm.K), 0.8)
         sample_gibbs(cm, x, draws=2, tune=2, chains=1, seed=0, cores=1)
         assert {f: list(f.signatures) for f in sigs} == sigs
+
+
+def test_the_kick_shape_step_waits_for_the_childs_coupled_maps():
+    """A cold run reaches the kick-shape step while the child, whose last step it is, still compiles the coupled maps
+    (measured: the run compiled them beside it in 4 of 6 cold runs, 1.9-2.4 s): the step waits for the child's
+    "kick_shape" step, under a stage that says so, and then runs."""
+    from bayescg.fit import fit_effective_potential
+    from bayescg.pipeline import correct_finite_delta
+    from bayescg.potentials import Potential
+    from bayescg.runtime import RunControl
+    from bayescg.simulate import simulate
+
+    class Child:  # not reported at the first look (timeout 0), reported when waited for
+        def __init__(self):
+            self.asked = []
+
+        def wait(self, step, control=None, timeout=60.0):
+            self.asked.append((step, timeout))
+            return timeout > 0
+
+    labels = []
+
+    class Control(RunControl):
+        def stage(self, label, total=None):
+            labels.append(label)
+            super().stage(label, total)
+
+    pot = Potential.from_expression("q**2/2 + 0.01*sin(q/0.01)", ["q"])
+    kw = dict(walkers=16, hist_range=[(-7.0, 7.0)], bins=100, gamma=0.1)
+    sim = simulate(pot, 0.5, steps=400_000, seed=3, **kw)
+    fit = fit_effective_potential(sim, knots=12, method="map", draws=100, seed=3)
+    child = Child()
+    out, raw, corr, note = correct_finite_delta(
+        sim, fit, kw, mode="fixed_point", knots=12, mass_fraction=0.98, steps=400_000, max_iter=2, min_iter=1,
+        reference=None, seed=3, warnings=[], control=Control(progress=False), potential=pot, child=child)
+    assert corr is not None and corr.kick_shape is not None, note
+    assert [s for s, _ in child.asked] == ["kick_shape", "kick_shape"], child.asked
+    i = labels.index("finite-delta correction: kick-shape step: waiting for the background compile of its kernels")
+    assert labels[i + 1] == "finite-delta correction: kick-shape step (coupled maps)", labels
