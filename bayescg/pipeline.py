@@ -667,9 +667,8 @@ def correct_finite_delta(sim, fit, sim_kw: dict, *, mode: str, knots, mass_fract
             chk["seconds"] = time.perf_counter() - t
             corr.white_noise_check = chk
             if kick_shape and sim.dim == 1:
-                from .bias import apply_kick_shape
-
                 from . import warmup
+                from .bias import apply_kick_shape
 
                 # the background compile's last step is the coupled maps: on a cold cache it is ~1 s from done when
                 # the run gets here, and compiling them beside it took the run 1.9 s and slowed both
