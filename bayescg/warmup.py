@@ -22,8 +22,8 @@ otherwise compiles it itself, as without the child.
   instead (:func:`_accumulator_flush`).
 * ``learn2d``: the noise model's and the 2D fit's NUTS callbacks (sparse form, ~9 s), the 2D spline evaluation, slot
   0's 2D spline gradient kernels of the correction's white-kick runs and the white-noise check's recording driver
-  (~20 s), while the noise model's runs and the V-run compile and go on (the run's first noise-model run compiles the
-  closing pass, long before this process could).
+  (~20 s), while the noise model's runs and the V-run compile and go on (a two-stage run's first noise-model run
+  compiles the closing pass within seconds, long before this process could).
 
 The child reports each finished step on a pipe (:meth:`Child.wait`): a run that needs kernels the child is compiling
 waits for them instead of compiling them a second time beside it, which on two cores slowed both (measured: the
@@ -232,8 +232,8 @@ def _correction_kernels(knots, coef, expression: str, variables: list) -> None:
 def _accumulator_flush() -> None:
     """The V-run's closing pass over its cell counts (kernels.accumulate.flush_cells, 0.6-0.8 s to compile), on a toy
     state.  Only in 1D without the correction: then this process idles after the fit's kernels while the run compiles
-    its integrator; with it, this process is the cold run's bottleneck and the run compiles the pass itself (in 2D the
-    first noise-model run needs it within seconds)."""
+    its integrator; with it, this process is the cold run's bottleneck and the run compiles the pass itself (in 2D a
+    two-stage run's first noise-model run needs it within seconds)."""
     import numpy as np
 
     from .kernels.accumulate import flush_cells
